@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: installs what the tests need (psql, a Python
+# virtualenv with the delta-rs `deltalake` package), then `cargo test`. Extra arguments go to
+# `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v psql >/dev/null 2>&1; then
+  echo "installing postgresql-client (psql) for the end-to-end tests"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq postgresql-client;
+  else sudo apt-get update -qq && sudo apt-get install -y -qq postgresql-client; fi
+fi
+
+VENV="${TIMEFUSION_VENV:-$PWD/.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
+export TIMEFUSION_TEST_PYTHON="$VENV/bin/python"
+
+cargo test "$@"

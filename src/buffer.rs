@@ -1,0 +1,589 @@
+//! The in-memory buffer: Arrow batches per table → project → time bucket.
+//!
+//! Every acknowledged row that is not yet in Delta lives here, as a chunk of one or more WAL
+//! records (a sequence range) inside the bucket of its event time. The buffer also holds, per
+//! table, the read handle of the Delta version that the buffered rows complement (`C`), and
+//! swaps chunks out and the new Delta version in under one lock, so a reader's
+//! [`Buffer::snapshot`] always pairs a set of chunks with the Delta version that excludes them:
+//! every row is seen exactly once, including while a flush commits.
+//!
+//! Flushes cover a *prefix of the WAL* per table: [`Buffer::plan_flush`] picks a sequence `V`
+//! and selects every chunk whose records are all `<= V`, extending `V` until no chunk straddles
+//! it. A flush commit can then record `V` as "every row of this table with a sequence `<= V` is
+//! in Delta", which is what crash recovery needs. Memory is counted in Arrow bytes against a
+//! budget; writers consult [`Buffer::wait_for_space`] before appending to the WAL.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use parking_lot::RwLock;
+use tokio::sync::Notify;
+
+use crate::wal::Seq;
+
+/// Chunks smaller than this many rows are merged once enough of them pile up in a bucket.
+const SMALL_CHUNK_ROWS: usize = 4096;
+/// How many small chunks a bucket collects before they are merged into one.
+const MERGE_AFTER: usize = 32;
+
+/// Rows of one WAL record (or several merged records) for one project and bucket.
+#[derive(Debug, Clone)]
+struct Chunk {
+    min_seq: Seq,
+    max_seq: Seq,
+    batch: RecordBatch,
+    bytes: usize,
+    /// When the oldest record in this chunk was inserted (microseconds since the epoch).
+    inserted_micros: i64,
+}
+
+#[derive(Debug, Default)]
+struct Bucket {
+    chunks: Vec<Chunk>,
+}
+
+#[derive(Debug)]
+struct TableBuffer<C> {
+    /// project → bucket start (microseconds since the epoch) → bucket
+    projects: HashMap<String, BTreeMap<i64, Bucket>>,
+    /// Chunks with `min_seq <= frozen_upto` belong to a running flush and are never merged.
+    frozen_upto: Seq,
+    committed: C,
+}
+
+#[derive(Debug)]
+struct State<C> {
+    tables: HashMap<String, TableBuffer<C>>,
+    bytes: usize,
+    /// Highest sequence inserted; every record up to it is in the buffer or flushed.
+    applied: Seq,
+}
+
+/// One piece of an incoming batch: all its rows share a project and a bucket.
+#[derive(Debug, Clone)]
+pub struct Piece {
+    pub project: String,
+    pub bucket_start: i64,
+    pub batch: RecordBatch,
+}
+
+/// A consistent read view of one table.
+#[derive(Debug, Clone)]
+pub struct Snapshot<C> {
+    pub batches: Vec<RecordBatch>,
+    pub committed: C,
+}
+
+/// Why a flush is being planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushReason {
+    /// Sealed buckets and rows older than the retention.
+    Scheduled,
+    /// Everything: memory pressure or shutdown.
+    All,
+}
+
+/// The rows one flush writes for one table.
+#[derive(Debug)]
+pub struct FlushPlan {
+    pub table: String,
+    /// Every row of the table with a sequence `<= upto` is in this plan or already in Delta.
+    pub upto: Seq,
+    /// (project, bucket start, batches in sequence order), buckets ascending per project.
+    pub groups: Vec<(String, i64, Vec<RecordBatch>)>,
+    ids: Vec<(String, i64, Seq)>,
+    pub rows: usize,
+}
+
+/// Buffer limits and clock-free parameters.
+#[derive(Debug, Clone)]
+pub struct BufferOptions {
+    pub max_bytes: usize,
+    pub bucket_micros: i64,
+}
+
+pub struct Buffer<C> {
+    state: RwLock<State<C>>,
+    options: BufferOptions,
+    space_freed: Notify,
+    pressure: Notify,
+}
+
+impl<C: Clone> Buffer<C> {
+    pub fn new(options: BufferOptions) -> Self {
+        Buffer {
+            state: RwLock::new(State {
+                tables: HashMap::new(),
+                bytes: 0,
+                applied: Seq(0),
+            }),
+            options,
+            space_freed: Notify::new(),
+            pressure: Notify::new(),
+        }
+    }
+
+    /// Registers a table and the Delta read handle its (empty) buffer complements.
+    pub fn add_table(&self, table: &str, committed: C) {
+        self.state.write().tables.insert(
+            table.to_string(),
+            TableBuffer {
+                projects: HashMap::new(),
+                frozen_upto: Seq(0),
+                committed,
+            },
+        );
+    }
+
+    pub fn bucket_start(&self, micros: i64) -> i64 {
+        micros.div_euclid(self.options.bucket_micros) * self.options.bucket_micros
+    }
+
+    /// Bytes of Arrow data held.
+    pub fn bytes(&self) -> usize {
+        self.state.read().bytes
+    }
+
+    /// Highest WAL sequence inserted so far.
+    pub fn applied(&self) -> Seq {
+        self.state.read().applied
+    }
+
+    /// Marks sequences up to `seq` as handled (used after replay skips flushed records).
+    pub fn advance_applied(&self, seq: Seq) {
+        let mut state = self.state.write();
+        state.applied = state.applied.max(seq);
+    }
+
+    /// Inserts the pieces of WAL record `seq`. Called by the WAL writer in sequence order.
+    pub fn insert(&self, table: &str, seq: Seq, pieces: Vec<Piece>, now_micros: i64) {
+        let mut state = self.state.write();
+        let mut added = 0usize;
+        let mut removed = 0usize;
+        if let Some(tb) = state.tables.get_mut(table) {
+            let frozen_upto = tb.frozen_upto;
+            for piece in pieces {
+                let bytes = piece.batch.get_array_memory_size();
+                added += bytes;
+                let bucket = tb
+                    .projects
+                    .entry(piece.project)
+                    .or_default()
+                    .entry(piece.bucket_start)
+                    .or_default();
+                bucket.chunks.push(Chunk {
+                    min_seq: seq,
+                    max_seq: seq,
+                    batch: piece.batch,
+                    bytes,
+                    inserted_micros: now_micros,
+                });
+                if let Some((a, r)) = merge_small_tail(bucket, frozen_upto) {
+                    added += a;
+                    removed += r;
+                }
+            }
+        } else {
+            tracing::error!(table, %seq, "record for a table the buffer does not know; dropped from memory only");
+        }
+        state.bytes = state.bytes + added - removed;
+        state.applied = state.applied.max(seq);
+        if state.bytes > self.high_water() {
+            self.pressure.notify_one();
+        }
+    }
+
+    fn high_water(&self) -> usize {
+        self.options.max_bytes / 10 * 8
+    }
+
+    /// Waits until the buffer is under its budget, up to `timeout`. Returns false on timeout.
+    pub async fn wait_for_space(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let freed = self.space_freed.notified();
+            if self.bytes() < self.options.max_bytes {
+                return true;
+            }
+            self.pressure.notify_one();
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return self.bytes() < self.options.max_bytes;
+            }
+        }
+    }
+
+    /// Resolves when memory passed the high-water mark (the flusher should run early).
+    pub async fn pressure(&self) {
+        self.pressure.notified().await
+    }
+
+    pub fn over_high_water(&self) -> bool {
+        self.bytes() > self.high_water()
+    }
+
+    /// The table's buffered batches (restricted to `projects` and to buckets overlapping
+    /// `[from, to]` microseconds when given) and the Delta handle they complement.
+    pub fn snapshot(
+        &self,
+        table: &str,
+        projects: Option<&HashSet<String>>,
+        time_range: Option<(i64, i64)>,
+    ) -> Option<Snapshot<C>> {
+        let state = self.state.read();
+        let tb = state.tables.get(table)?;
+        let mut batches = Vec::new();
+        let (lo, hi) = match time_range {
+            Some((from, to)) => (self.bucket_start(from), to),
+            None => (i64::MIN, i64::MAX),
+        };
+        let mut take = |buckets: &BTreeMap<i64, Bucket>| {
+            if lo > hi {
+                return;
+            }
+            for bucket in buckets.range(lo..=hi).map(|(_, b)| b) {
+                batches.extend(bucket.chunks.iter().map(|c| c.batch.clone()));
+            }
+        };
+        match projects {
+            Some(projects) => {
+                for project in projects {
+                    if let Some(buckets) = tb.projects.get(project) {
+                        take(buckets);
+                    }
+                }
+            }
+            None => tb.projects.values().for_each(&mut take),
+        }
+        Some(Snapshot {
+            batches,
+            committed: tb.committed.clone(),
+        })
+    }
+
+    /// Chooses what the next flush of `table` writes, or `None` when nothing is due.
+    ///
+    /// Scheduled flushes take every bucket whose window ended by `now_micros` and every chunk
+    /// inserted before `retention_cutoff_micros`; then, to keep the flushed set a WAL prefix,
+    /// every other chunk holding a sequence at or below the highest one chosen.
+    pub fn plan_flush(
+        &self,
+        table: &str,
+        reason: FlushReason,
+        now_micros: i64,
+        retention_cutoff_micros: i64,
+    ) -> Option<FlushPlan> {
+        let mut state = self.state.write();
+        let bucket_micros = self.options.bucket_micros;
+        let tb = state.tables.get_mut(table)?;
+        let mut upto: Option<Seq> = None;
+        for buckets in tb.projects.values() {
+            for (start, bucket) in buckets {
+                let sealed = start + bucket_micros <= now_micros;
+                for chunk in &bucket.chunks {
+                    if reason == FlushReason::All
+                        || sealed
+                        || chunk.inserted_micros <= retention_cutoff_micros
+                    {
+                        upto = upto.max(Some(chunk.max_seq));
+                    }
+                }
+            }
+        }
+        let mut upto = upto?;
+        // Extend to a fixed point so no chosen chunk straddles `upto`.
+        loop {
+            let mut extended = upto;
+            for buckets in tb.projects.values() {
+                for bucket in buckets.values() {
+                    for chunk in &bucket.chunks {
+                        if chunk.min_seq <= upto {
+                            extended = extended.max(chunk.max_seq);
+                        }
+                    }
+                }
+            }
+            if extended == upto {
+                break;
+            }
+            upto = extended;
+        }
+        let mut groups = Vec::new();
+        let mut ids = Vec::new();
+        let mut rows = 0;
+        let mut projects: Vec<_> = tb.projects.iter().collect();
+        projects.sort_by(|a, b| a.0.cmp(b.0));
+        for (project, buckets) in projects {
+            for (start, bucket) in buckets {
+                let chosen: Vec<&Chunk> =
+                    bucket.chunks.iter().filter(|c| c.max_seq <= upto).collect();
+                if chosen.is_empty() {
+                    continue;
+                }
+                rows += chosen.iter().map(|c| c.batch.num_rows()).sum::<usize>();
+                ids.extend(chosen.iter().map(|c| (project.clone(), *start, c.min_seq)));
+                groups.push((
+                    project.clone(),
+                    *start,
+                    chosen.iter().map(|c| c.batch.clone()).collect(),
+                ));
+            }
+        }
+        tb.frozen_upto = upto;
+        Some(FlushPlan {
+            table: table.to_string(),
+            upto,
+            groups,
+            ids,
+            rows,
+        })
+    }
+
+    /// Removes a committed plan's chunks and publishes the Delta handle that now holds them,
+    /// atomically for readers. Returns the sequence up to which the WAL may be trimmed.
+    pub fn complete_flush(&self, plan: &FlushPlan, committed: C) -> Seq {
+        let mut state = self.state.write();
+        let mut freed = 0;
+        if let Some(tb) = state.tables.get_mut(&plan.table) {
+            let chosen: HashSet<(&str, i64, Seq)> = plan
+                .ids
+                .iter()
+                .map(|(p, b, s)| (p.as_str(), *b, *s))
+                .collect();
+            for (project, buckets) in tb.projects.iter_mut() {
+                buckets.retain(|start, bucket| {
+                    bucket.chunks.retain(|c| {
+                        let drop = chosen.contains(&(project.as_str(), *start, c.min_seq));
+                        if drop {
+                            freed += c.bytes;
+                        }
+                        !drop
+                    });
+                    !bucket.chunks.is_empty()
+                });
+            }
+            tb.projects.retain(|_, buckets| !buckets.is_empty());
+            tb.committed = committed;
+        }
+        state.bytes -= freed;
+        let trim = state
+            .tables
+            .values()
+            .flat_map(|tb| tb.projects.values())
+            .flat_map(|b| b.values())
+            .flat_map(|b| b.chunks.iter().map(|c| c.min_seq))
+            .min()
+            .map_or(state.applied, |min| Seq(min.0 - 1));
+        drop(state);
+        self.space_freed.notify_waiters();
+        trim
+    }
+
+    /// Forgets a failed flush's freeze so its chunks may be merged again.
+    pub fn abort_flush(&self, plan: &FlushPlan) {
+        if let Some(tb) = self.state.write().tables.get_mut(&plan.table) {
+            tb.frozen_upto = Seq(0);
+        }
+    }
+
+    pub fn table_names(&self) -> Vec<String> {
+        self.state.read().tables.keys().cloned().collect()
+    }
+}
+
+/// Merges the bucket's trailing small, unfrozen chunks once there are enough of them, so a
+/// stream of single-row inserts does not leave the bucket with one batch per row.
+/// Returns (bytes added, bytes removed).
+fn merge_small_tail(bucket: &mut Bucket, frozen_upto: Seq) -> Option<(usize, usize)> {
+    let tail = bucket
+        .chunks
+        .iter()
+        .rev()
+        .take_while(|c| c.batch.num_rows() < SMALL_CHUNK_ROWS && c.min_seq > frozen_upto)
+        .count();
+    if tail < MERGE_AFTER {
+        return None;
+    }
+    let start = bucket.chunks.len() - tail;
+    let parts = &bucket.chunks[start..];
+    let schema = parts[0].batch.schema();
+    let merged = arrow::compute::concat_batches(&schema, parts.iter().map(|c| &c.batch)).ok()?;
+    let removed = parts.iter().map(|c| c.bytes).sum();
+    let bytes = merged.get_array_memory_size();
+    let chunk = Chunk {
+        min_seq: parts.iter().map(|c| c.min_seq).min()?,
+        max_seq: parts.iter().map(|c| c.max_seq).max()?,
+        inserted_micros: parts.iter().map(|c| c.inserted_micros).min()?,
+        batch: merged,
+        bytes,
+    };
+    bucket.chunks.truncate(start);
+    bucket.chunks.push(chunk);
+    Some((bytes, removed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    const MIN: i64 = 60_000_000;
+
+    fn batch(values: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values.to_vec()))])
+            .expect("batch")
+    }
+
+    fn piece(project: &str, bucket_start: i64, values: &[i64]) -> Vec<Piece> {
+        vec![Piece {
+            project: project.into(),
+            bucket_start,
+            batch: batch(values),
+        }]
+    }
+
+    fn buffer(max_bytes: usize) -> Buffer<u64> {
+        let b = Buffer::new(BufferOptions {
+            max_bytes,
+            bucket_micros: 10 * MIN,
+        });
+        b.add_table("t", 0);
+        b
+    }
+
+    fn rows(snapshot: &Snapshot<u64>) -> usize {
+        snapshot.batches.iter().map(|b| b.num_rows()).sum()
+    }
+
+    #[test]
+    fn accounting_tracks_inserts_and_flushes() {
+        let b = buffer(1 << 30);
+        b.insert("t", Seq(1), piece("p1", 0, &[1, 2, 3]), 0);
+        b.insert("t", Seq(2), piece("p2", 0, &[4]), 0);
+        let expected =
+            batch(&[1, 2, 3]).get_array_memory_size() + batch(&[4]).get_array_memory_size();
+        assert_eq!(b.bytes(), expected);
+        let plan = b.plan_flush("t", FlushReason::All, 0, 0).expect("plan");
+        assert_eq!(plan.rows, 4);
+        assert_eq!(plan.upto, Seq(2));
+        assert_eq!(b.complete_flush(&plan, 1), Seq(2));
+        assert_eq!(b.bytes(), 0);
+        let snap = b.snapshot("t", None, None).expect("snapshot");
+        assert_eq!(rows(&snap), 0);
+        assert_eq!(
+            snap.committed, 1,
+            "the new Delta handle is published with the removal"
+        );
+    }
+
+    #[test]
+    fn snapshot_prunes_by_project_and_time() {
+        let b = buffer(1 << 30);
+        b.insert("t", Seq(1), piece("p1", 0, &[1, 2]), 0);
+        b.insert("t", Seq(2), piece("p2", 0, &[3]), 0);
+        b.insert("t", Seq(3), piece("p1", 20 * MIN, &[4]), 0);
+        let only_p1: HashSet<String> = ["p1".to_string()].into();
+        assert_eq!(
+            rows(&b.snapshot("t", Some(&only_p1), None).expect("snap")),
+            3
+        );
+        let first_window = Some((MIN, 5 * MIN));
+        assert_eq!(
+            rows(&b.snapshot("t", Some(&only_p1), first_window).expect("snap")),
+            2
+        );
+        let late_window = Some((25 * MIN, 26 * MIN));
+        assert_eq!(rows(&b.snapshot("t", None, late_window).expect("snap")), 1);
+        let nobody: HashSet<String> = ["p9".to_string()].into();
+        assert_eq!(
+            rows(&b.snapshot("t", Some(&nobody), None).expect("snap")),
+            0
+        );
+    }
+
+    #[test]
+    fn scheduled_flush_takes_sealed_buckets_as_a_wal_prefix() {
+        let b = buffer(1 << 30);
+        // seq 1: open bucket; seq 2: sealed bucket; seq 3: open bucket.
+        b.insert("t", Seq(1), piece("p", 20 * MIN, &[1]), 0);
+        b.insert("t", Seq(2), piece("p", 0, &[2]), 0);
+        b.insert("t", Seq(3), piece("p", 20 * MIN, &[3]), 0);
+        let now = 25 * MIN;
+        let plan = b
+            .plan_flush("t", FlushReason::Scheduled, now, -1)
+            .expect("plan");
+        // The sealed bucket holds seq 2, so seq 1 (older, open bucket) must go too; seq 3 stays.
+        assert_eq!(plan.upto, Seq(2));
+        assert_eq!(plan.rows, 2);
+        assert_eq!(
+            b.complete_flush(&plan, 1),
+            Seq(2),
+            "WAL trimmable up to seq 2"
+        );
+        assert_eq!(rows(&b.snapshot("t", None, None).expect("snap")), 1);
+        // Nothing sealed and nothing past retention: no flush.
+        assert!(b.plan_flush("t", FlushReason::Scheduled, now, -1).is_none());
+        // Past retention it goes.
+        let plan = b
+            .plan_flush("t", FlushReason::Scheduled, now, 0)
+            .expect("retention");
+        assert_eq!(plan.upto, Seq(3));
+    }
+
+    #[test]
+    fn merged_chunks_extend_the_prefix_instead_of_splitting() {
+        let b = buffer(1 << 30);
+        for seq in 1..=MERGE_AFTER as u64 {
+            // Alternate buckets so the open bucket's merged chunk straddles sealed seqs.
+            b.insert("t", Seq(seq), piece("p", 20 * MIN, &[seq as i64]), 0);
+        }
+        b.insert("t", Seq(100), piece("p", 0, &[100]), 0);
+        b.insert("t", Seq(101), piece("p", 20 * MIN, &[101]), 0);
+        // The open bucket merged seqs 1..=32 into one chunk: the prefix ends at 100.
+        let plan = b
+            .plan_flush("t", FlushReason::Scheduled, 25 * MIN, -1)
+            .expect("plan");
+        assert_eq!(plan.upto, Seq(100));
+        assert_eq!(plan.rows, MERGE_AFTER + 1);
+    }
+
+    #[test]
+    fn rows_inserted_during_a_flush_survive_it() {
+        let b = buffer(1 << 30);
+        b.insert("t", Seq(1), piece("p", 0, &[1]), 0);
+        let plan = b.plan_flush("t", FlushReason::All, 0, 0).expect("plan");
+        for seq in 2..=(MERGE_AFTER as u64 + 2) {
+            b.insert("t", Seq(seq), piece("p", 0, &[seq as i64]), 0);
+        }
+        b.complete_flush(&plan, 1);
+        assert_eq!(
+            rows(&b.snapshot("t", None, None).expect("snap")),
+            MERGE_AFTER + 1
+        );
+    }
+
+    #[tokio::test]
+    async fn writers_wait_for_space_and_time_out() {
+        let b = Arc::new(buffer(64));
+        b.insert("t", Seq(1), piece("p", 0, &[1, 2, 3, 4, 5, 6, 7, 8]), 0);
+        assert!(b.bytes() >= 64);
+        assert!(
+            !b.wait_for_space(Duration::from_millis(20)).await,
+            "full: times out"
+        );
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.wait_for_space(Duration::from_secs(30)).await })
+        };
+        tokio::task::yield_now().await;
+        let plan = b.plan_flush("t", FlushReason::All, 0, 0).expect("plan");
+        b.complete_flush(&plan, 1);
+        assert!(
+            waiter.await.expect("join"),
+            "space freed by the flush wakes the writer"
+        );
+    }
+}

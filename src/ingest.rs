@@ -1,0 +1,469 @@
+//! The one write path: coerce a batch to its table's schema, append it to the WAL, insert it
+//! into the buffer, acknowledge.
+//!
+//! Both front ends (pgwire `INSERT`, and later Arrow Flight) call [`Ingest::write`]. When it
+//! returns `Ok`, every row of the batch is durable in the WAL and visible to queries; when it
+//! returns an error, no row of the batch was stored. It moves Arrow arrays, never rows: the
+//! batch is cast column by column, split by (project, time bucket) with one `take` per group,
+//! and written to the WAL as one Arrow IPC record.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Date32Array, ListArray, RecordBatch, RecordBatchOptions,
+    new_null_array,
+};
+use arrow::buffer::OffsetBuffer;
+use arrow::compute::{CastOptions, cast_with_options, take_record_batch};
+use arrow::datatypes::{DataType, TimestampMicrosecondType, UInt32Type};
+use arrow::util::display::FormatOptions;
+
+use crate::buffer::{Buffer, Piece};
+use crate::schema::{Catalog, TableSchema};
+use crate::wal::{self, Wal};
+use crate::{Clock, Committed};
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("relation \"{0}\" does not exist")]
+    UnknownTable(String),
+    #[error("column \"{column}\" of relation \"{table}\" does not exist")]
+    UnknownColumn { table: String, column: String },
+    #[error(
+        "null value in column \"{column}\" of relation \"{table}\" violates not-null constraint"
+    )]
+    NotNull { table: String, column: String },
+    #[error("invalid value for column \"{column}\" of type {target}: {message}")]
+    BadValue {
+        column: String,
+        target: DataType,
+        message: String,
+    },
+    #[error(
+        "column \"{date}\" must equal the UTC date of \"{time}\" ({given} given for {time} {timestamp}); leave it out to derive it"
+    )]
+    DateMismatch {
+        date: String,
+        time: String,
+        given: String,
+        timestamp: String,
+    },
+    #[error(
+        "the write buffer is full ({used_mb} MiB of {limit_mb} MiB) and no flush freed space in time; retry later or raise TIMEFUSION_BUFFER_MAX_MEMORY_MB"
+    )]
+    BufferFull { used_mb: usize, limit_mb: usize },
+    #[error(transparent)]
+    Wal(#[from] wal::Error),
+    #[error("cannot rebuild the batch: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+impl Error {
+    /// The SQLSTATE a Postgres client sees for this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Error::UnknownTable(_) => "42P01",
+            Error::UnknownColumn { .. } => "42703",
+            Error::NotNull { .. } => "23502",
+            Error::BadValue { target, .. } if target.is_temporal() => "22007",
+            Error::BadValue { .. } => "22P02",
+            Error::DateMismatch { .. } => "23514",
+            Error::BufferFull { .. } => "53200",
+            Error::Wal(wal::Error::Closed) => "57P01",
+            Error::Wal(_) => "58030",
+            Error::Arrow(_) => "XX000",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub struct Ingest {
+    catalog: Arc<Catalog>,
+    wal: Arc<Wal>,
+    buffer: Arc<Buffer<Committed>>,
+    clock: Arc<dyn Clock>,
+    buffer_full_timeout: Duration,
+    max_bytes: usize,
+}
+
+impl Ingest {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        wal: Arc<Wal>,
+        buffer: Arc<Buffer<Committed>>,
+        clock: Arc<dyn Clock>,
+        buffer_full_timeout: Duration,
+        max_bytes: usize,
+    ) -> Self {
+        Ingest {
+            catalog,
+            wal,
+            buffer,
+            clock,
+            buffer_full_timeout,
+            max_bytes,
+        }
+    }
+
+    /// Stores `batch` in `table`.
+    ///
+    /// When this returns `Ok(rows)` every row is durable (its WAL record is fsynced) and
+    /// visible to every query started afterwards. On error no row was stored.
+    pub async fn write(&self, table: &str, batch: RecordBatch) -> Result<usize> {
+        let schema = self
+            .catalog
+            .get(table)
+            .ok_or_else(|| Error::UnknownTable(table.to_string()))?;
+        let batch = coerce(schema, &batch)?;
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(0);
+        }
+        let pieces = split(schema, &batch, |micros| self.buffer.bucket_start(micros))?;
+        if !self.buffer.wait_for_space(self.buffer_full_timeout).await {
+            return Err(Error::BufferFull {
+                used_mb: self.buffer.bytes() >> 20,
+                limit_mb: self.max_bytes >> 20,
+            });
+        }
+        let buffer = self.buffer.clone();
+        let clock = self.clock.clone();
+        let name = schema.name.clone();
+        self.wal
+            .append(
+                table,
+                &batch,
+                Box::new(move |seq| buffer.insert(&name, seq, pieces, clock.now_micros())),
+            )
+            .await?;
+        Ok(rows)
+    }
+
+    /// Splits and inserts a replayed WAL record (already durable) into the buffer.
+    pub fn replay(&self, table: &str, seq: wal::Seq, batch: RecordBatch) -> Result<()> {
+        let schema = self
+            .catalog
+            .get(table)
+            .ok_or_else(|| Error::UnknownTable(table.to_string()))?;
+        let batch = coerce(schema, &batch)?;
+        let pieces = split(schema, &batch, |micros| self.buffer.bucket_start(micros))?;
+        self.buffer
+            .insert(table, seq, pieces, self.clock.now_micros());
+        Ok(())
+    }
+}
+
+/// Returns `batch` with exactly the table's columns, types and constraints: missing nullable
+/// columns become null, missing non-nullable lists become empty lists, `date` is derived from
+/// the event time, compatible types are cast, and anything else is an error naming the column.
+pub fn coerce(table: &TableSchema, batch: &RecordBatch) -> Result<RecordBatch> {
+    let rows = batch.num_rows();
+    let input = batch.schema();
+    for field in input.fields() {
+        if table.index_of(field.name()).is_none() {
+            return Err(Error::UnknownColumn {
+                table: table.name.clone(),
+                column: field.name().clone(),
+            });
+        }
+    }
+    let cast_options = CastOptions {
+        safe: false,
+        format_options: FormatOptions::default(),
+    };
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(table.schema.fields().len());
+    let mut date_index = None;
+    for (i, field) in table.schema.fields().iter().enumerate() {
+        let column = match input.index_of(field.name()) {
+            Ok(j) => {
+                let array = batch.column(j);
+                if array.data_type() == field.data_type() {
+                    array.clone()
+                } else {
+                    cast_with_options(array, field.data_type(), &cast_options).map_err(|e| {
+                        Error::BadValue {
+                            column: field.name().clone(),
+                            target: field.data_type().clone(),
+                            message: e.to_string(),
+                        }
+                    })?
+                }
+            }
+            Err(_) => match field.data_type() {
+                DataType::List(item) if !field.is_nullable() => Arc::new(ListArray::new(
+                    item.clone(),
+                    OffsetBuffer::new_zeroed(rows),
+                    new_null_array(item.data_type(), 0),
+                    None,
+                )) as ArrayRef,
+                data_type => new_null_array(data_type, rows),
+            },
+        };
+        if field.name() == &table.date_column {
+            date_index = Some(i);
+        } else if !field.is_nullable() && column.null_count() > 0 {
+            return Err(Error::NotNull {
+                table: table.name.clone(),
+                column: field.name().clone(),
+            });
+        }
+        columns.push(column);
+    }
+    let tenant = &columns[table.index_of(&table.tenant_column).unwrap_or_default()];
+    if tenant.null_count() > 0 {
+        return Err(Error::NotNull {
+            table: table.name.clone(),
+            column: table.tenant_column.clone(),
+        });
+    }
+    if let Some(d) = date_index {
+        let time = columns[table.index_of(&table.time_column).unwrap_or_default()].clone();
+        columns[d] = derive_date(table, &time, &columns[d])?;
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(
+        table.schema.clone(),
+        columns,
+        &options,
+    )?)
+}
+
+/// The date column: given dates are checked against the event time, missing ones derived.
+fn derive_date(table: &TableSchema, time: &ArrayRef, given: &ArrayRef) -> Result<ArrayRef> {
+    let time = time.as_primitive::<TimestampMicrosecondType>();
+    let derived: Date32Array = time.unary(|micros| micros.div_euclid(MICROS_PER_DAY) as i32);
+    if given.null_count() == given.len() {
+        return Ok(Arc::new(derived));
+    }
+    let given = given.as_primitive::<arrow::datatypes::Date32Type>();
+    for i in 0..given.len() {
+        if given.is_valid(i) && given.value(i) != derived.value(i) {
+            return Err(Error::DateMismatch {
+                date: table.date_column.clone(),
+                time: table.time_column.clone(),
+                given: given
+                    .value_as_date(i)
+                    .map_or_else(|| given.value(i).to_string(), |d| d.to_string()),
+                timestamp: time
+                    .value_as_datetime(i)
+                    .map_or_else(|| time.value(i).to_string(), |t| t.to_string()),
+            });
+        }
+    }
+    Ok(Arc::new(derived))
+}
+
+/// Splits a coerced batch by (project, time bucket) for the buffer.
+fn split(
+    table: &TableSchema,
+    batch: &RecordBatch,
+    bucket_of: impl Fn(i64) -> i64,
+) -> Result<Vec<Piece>> {
+    let projects = batch
+        .column(table.index_of(&table.tenant_column).unwrap_or_default())
+        .as_string::<i32>();
+    let times = batch
+        .column(table.index_of(&table.time_column).unwrap_or_default())
+        .as_primitive::<TimestampMicrosecondType>();
+    if batch.num_rows() == 0 {
+        return Ok(Vec::new());
+    }
+    let first_project = projects.value(0);
+    let first_bucket = bucket_of(times.value(0));
+    let uniform = (0..batch.num_rows())
+        .all(|i| projects.value(i) == first_project && bucket_of(times.value(i)) == first_bucket);
+    if uniform {
+        return Ok(vec![Piece {
+            project: first_project.to_string(),
+            bucket_start: first_bucket,
+            batch: batch.clone(),
+        }]);
+    }
+    let mut groups: HashMap<(&str, i64), Vec<u32>> = HashMap::new();
+    for i in 0..batch.num_rows() {
+        groups
+            .entry((projects.value(i), bucket_of(times.value(i))))
+            .or_default()
+            .push(i as u32);
+    }
+    let mut pieces = Vec::with_capacity(groups.len());
+    for ((project, bucket_start), indices) in groups {
+        let indices = arrow::array::PrimitiveArray::<UInt32Type>::from(indices);
+        pieces.push(Piece {
+            project: project.to_string(),
+            bucket_start,
+            batch: take_record_batch(batch, &indices)?,
+        });
+    }
+    Ok(pieces)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::{Field, Schema};
+
+    fn otel() -> Arc<TableSchema> {
+        Catalog::load(None)
+            .expect("schemas")
+            .get("otel_logs_and_spans")
+            .expect("otel")
+            .clone()
+    }
+
+    fn input(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+            .collect();
+        RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns.into_iter().map(|(_, a)| a).collect(),
+        )
+        .expect("batch")
+    }
+
+    fn minimal(ts: &[i64]) -> Vec<(&'static str, ArrayRef)> {
+        vec![
+            (
+                "timestamp",
+                Arc::new(TimestampMicrosecondArray::from(ts.to_vec()).with_timezone("UTC"))
+                    as ArrayRef,
+            ),
+            (
+                "id",
+                Arc::new(StringArray::from_iter_values(
+                    ts.iter().map(|t| format!("id{t}")),
+                )),
+            ),
+            (
+                "project_id",
+                Arc::new(StringArray::from_iter_values(ts.iter().map(|_| "p1"))),
+            ),
+        ]
+    }
+
+    #[test]
+    fn fills_defaults_and_derives_the_date() {
+        let table = otel();
+        let day = MICROS_PER_DAY;
+        let out = coerce(&table, &input(minimal(&[day * 3 + 5, -1]))).expect("coerce");
+        assert_eq!(out.schema(), table.schema);
+        let date = out.column(0).as_primitive::<arrow::datatypes::Date32Type>();
+        assert_eq!(
+            date.values().to_vec(),
+            vec![3, -1],
+            "UTC date, negative times floor"
+        );
+        let summary = out.column(table.index_of("summary").expect("summary"));
+        assert_eq!(summary.null_count(), 0);
+        assert_eq!(
+            summary.as_list::<i32>().value_length(0),
+            0,
+            "empty list default"
+        );
+        assert_eq!(
+            out.column(table.index_of("name").expect("name"))
+                .null_count(),
+            2
+        );
+    }
+
+    #[test]
+    fn missing_required_and_null_tenant_are_23502() {
+        let table = otel();
+        let mut cols = minimal(&[1]);
+        cols.remove(1); // id
+        let err = coerce(&table, &input(cols)).unwrap_err();
+        assert!(
+            matches!(&err, Error::NotNull { column, .. } if column == "id"),
+            "{err}"
+        );
+        assert_eq!(err.sqlstate(), "23502");
+        let mut cols = minimal(&[1]);
+        cols[2].1 = Arc::new(StringArray::from(vec![None::<&str>]));
+        let err = coerce(&table, &input(cols)).unwrap_err();
+        assert!(
+            matches!(&err, Error::NotNull { column, .. } if column == "project_id"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn casts_compatible_types_and_names_bad_values() {
+        let table = otel();
+        let mut cols = minimal(&[1]);
+        cols.push(("duration", Arc::new(StringArray::from(vec!["42"]))));
+        let out = coerce(&table, &input(cols)).expect("string to int64 casts");
+        let duration = out.column(table.index_of("duration").expect("duration"));
+        assert_eq!(
+            duration
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(0),
+            42
+        );
+
+        let mut cols = minimal(&[1]);
+        cols.push(("duration", Arc::new(StringArray::from(vec!["forty-two"]))));
+        let err = coerce(&table, &input(cols)).unwrap_err();
+        assert_eq!(err.sqlstate(), "22P02");
+        assert!(err.to_string().contains("duration"), "{err}");
+
+        let mut cols = minimal(&[1]);
+        cols[0].1 = Arc::new(StringArray::from(vec!["not a time"]));
+        assert_eq!(
+            coerce(&table, &input(cols)).unwrap_err().sqlstate(),
+            "22007"
+        );
+
+        let mut cols = minimal(&[1]);
+        cols.push(("nope", Arc::new(Int64Array::from(vec![1]))));
+        assert_eq!(
+            coerce(&table, &input(cols)).unwrap_err().sqlstate(),
+            "42703"
+        );
+    }
+
+    #[test]
+    fn a_date_that_disagrees_with_the_timestamp_is_rejected() {
+        let table = otel();
+        let mut cols = minimal(&[MICROS_PER_DAY * 10]);
+        cols.push(("date", Arc::new(Date32Array::from(vec![10]))));
+        assert!(coerce(&table, &input(cols)).is_ok());
+        let mut cols = minimal(&[MICROS_PER_DAY * 10]);
+        cols.push(("date", Arc::new(Date32Array::from(vec![11]))));
+        let err = coerce(&table, &input(cols)).unwrap_err();
+        assert_eq!(err.sqlstate(), "23514");
+    }
+
+    #[test]
+    fn splits_by_project_and_bucket() {
+        let table = otel();
+        let mut cols = minimal(&[0, 5, 700, 705]);
+        cols[2].1 = Arc::new(StringArray::from(vec!["a", "b", "a", "a"]));
+        let batch = coerce(&table, &input(cols)).expect("coerce");
+        let mut pieces = split(&table, &batch, |t| t / 600 * 600).expect("split");
+        pieces.sort_by_key(|p| (p.project.clone(), p.bucket_start));
+        let shape: Vec<(String, i64, usize)> = pieces
+            .iter()
+            .map(|p| (p.project.clone(), p.bucket_start, p.batch.num_rows()))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![("a".into(), 0, 1), ("a".into(), 600, 2), ("b".into(), 0, 1)]
+        );
+        let uniform = coerce(&table, &input(minimal(&[1, 2]))).expect("coerce");
+        assert_eq!(
+            split(&table, &uniform, |t| t / 600 * 600)
+                .expect("split")
+                .len(),
+            1
+        );
+    }
+}

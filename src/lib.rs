@@ -1,0 +1,38 @@
+//! TimeFusion: a Postgres-wire analytical time-series database over Delta Lake.
+//!
+//! Writes go through [`ingest`] into the [`wal`] and the [`buffer`]; the flusher in [`server`]
+//! moves sealed time buckets into Delta tables ([`delta`]); queries ([`query`]) union a buffer
+//! snapshot with the Delta table at the version that snapshot complements; [`pgwire`] speaks
+//! the Postgres protocol. `ARCHITECTURE.md` maps the modules, the data flow and the invariants.
+
+use std::sync::Arc;
+
+pub mod buffer;
+pub mod config;
+pub mod delta;
+pub mod ingest;
+pub mod pgwire;
+pub mod query;
+pub mod schema;
+pub mod server;
+pub mod wal;
+
+/// The Delta read handle a table's buffer contents complement: a scan of the table pinned at
+/// the version committed together with the last buffer change.
+pub type Committed = Arc<dyn datafusion::catalog::TableProvider>;
+
+/// Source of the current time, injected so tests can control bucket sealing.
+pub trait Clock: Send + Sync {
+    /// Microseconds since the Unix epoch.
+    fn now_micros(&self) -> i64;
+}
+
+/// The wall clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_micros(&self) -> i64 {
+        chrono::Utc::now().timestamp_micros()
+    }
+}

@@ -1,0 +1,301 @@
+//! Start-up and ordered shutdown of a TimeFusion server, and the background flusher.
+//!
+//! Start-up: load schemas, lock and open the WAL, open (or create) each Delta table and read
+//! the WAL sequence its last flush covered (its `txn` version), replay only newer WAL records
+//! into the buffer, start the WAL writer and the flusher, then accept Postgres connections.
+//!
+//! Shutdown: stop accepting, stop the flusher, close the WAL (queued writes commit, new ones
+//! get 57P01), flush every buffered row to Delta, trim the WAL, return.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_postgres::auth::AuthManager;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::buffer::{Buffer, BufferOptions, FlushReason};
+use crate::config::Config;
+use crate::ingest::Ingest;
+use crate::query::TimeFusionTable;
+use crate::schema::Catalog;
+use crate::wal::{self, Seq, Wal, WalOptions};
+use crate::{Clock, Committed, SystemClock, delta};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Schema(#[from] crate::schema::Error),
+    #[error(transparent)]
+    Wal(#[from] wal::Error),
+    #[error(transparent)]
+    Delta(#[from] delta::Error),
+    #[error("WAL replay: {0}")]
+    Replay(#[from] crate::ingest::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot set up the SQL session: {0}")]
+    Session(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The parts the flusher and shutdown work on.
+struct Core {
+    config: Config,
+    wal: Arc<Wal>,
+    buffer: Arc<Buffer<Committed>>,
+    tables: HashMap<String, Arc<delta::DeltaTable>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Core {
+    /// Flushes what `reason` selects in every table. Stops at the first failure; what was
+    /// not flushed stays buffered (and in the WAL) for the next attempt.
+    async fn flush(&self, reason: FlushReason) -> Result<usize> {
+        let mut rows = 0;
+        let now = self.clock.now_micros();
+        let cutoff = now - self.config.buffer_retention().as_micros() as i64;
+        for (name, table) in &self.tables {
+            let Some(plan) = self.buffer.plan_flush(name, reason, now, cutoff) else {
+                continue;
+            };
+            let started = std::time::Instant::now();
+            match table.flush(&plan, self.wal.id()).await {
+                Ok(reader) => {
+                    let trim_to = self.buffer.complete_flush(&plan, reader);
+                    let removed = self.wal.trim(trim_to)?;
+                    let version = table.version().await;
+                    tracing::info!(
+                        table = %name, rows = plan.rows, upto = %plan.upto, version = ?version,
+                        wal_segments_removed = removed, elapsed_ms = started.elapsed().as_millis() as u64,
+                        "flushed to Delta"
+                    );
+                    rows += plan.rows;
+                }
+                Err(e) => {
+                    self.buffer.abort_flush(&plan);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// A running server.
+pub struct Server {
+    pg_addr: SocketAddr,
+    core: Arc<Core>,
+    context: Arc<SessionContext>,
+    shutdown: CancellationToken,
+    accept: JoinHandle<()>,
+    flusher: JoinHandle<()>,
+}
+
+impl Server {
+    /// Recovers state and starts serving. Returns once the Postgres port accepts connections.
+    pub async fn start(config: Config) -> Result<Server> {
+        Self::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Server> {
+        config.validate()?;
+        let catalog = Arc::new(Catalog::load(config.schema_dir.as_deref())?);
+        let wal = Arc::new(Wal::open(
+            &config.wal_dir(),
+            WalOptions {
+                segment_bytes: config.wal_segment_mb << 20,
+                group_max_bytes: (config.wal_group_max_mb << 20) as usize,
+            },
+        )?);
+        let buffer = Arc::new(Buffer::new(BufferOptions {
+            max_bytes: config.buffer_max_bytes(),
+            bucket_micros: config.bucket_length().as_micros() as i64,
+        }));
+        let mut tables = HashMap::new();
+        let mut committed_seq: HashMap<String, Seq> = HashMap::new();
+        for schema in catalog.tables() {
+            let table = delta::DeltaTable::open_or_create(
+                &config.tables_dir(),
+                schema.clone(),
+                config.parquet_zstd_level,
+            )
+            .await?;
+            let seq = table
+                .committed_wal_seq(wal.id())
+                .await?
+                .map(Seq)
+                .unwrap_or_default();
+            committed_seq.insert(schema.name.clone(), seq);
+            buffer.add_table(&schema.name, table.reader().await?);
+            tables.insert(schema.name.clone(), Arc::new(table));
+        }
+        let ingest = Arc::new(Ingest::new(
+            catalog.clone(),
+            wal.clone(),
+            buffer.clone(),
+            clock.clone(),
+            Duration::from_secs(config.buffer_full_timeout_secs),
+            config.buffer_max_bytes(),
+        ));
+
+        let (mut replayed, mut skipped) = (0usize, 0usize);
+        let last = wal.replay(|record| {
+            match committed_seq.get(record.table) {
+                None => {
+                    tracing::warn!(table = record.table, seq = %record.seq, "WAL record for a table no schema defines; skipped");
+                    skipped += 1;
+                }
+                Some(done) if record.seq <= *done => skipped += 1,
+                Some(_) => {
+                    let batch = wal::decode_batch(record.ipc)?;
+                    replayed += batch.num_rows();
+                    ingest
+                        .replay(record.table, record.seq, batch)
+                        .map_err(|e| wal::Error::Corrupt {
+                            path: config.wal_dir(),
+                            offset: 0,
+                            reason: format!("record {} does not fit table {}: {e}", record.seq, record.table),
+                        })?;
+                }
+            }
+            Ok(())
+        })?;
+        let last = committed_seq
+            .values()
+            .copied()
+            .chain(last)
+            .max()
+            .unwrap_or_default();
+        buffer.advance_applied(last);
+        wal.start(last.next())?;
+        tracing::info!(replayed_rows = replayed, skipped_records = skipped, next_seq = %last.next(), wal_id = wal.id(), "recovered");
+
+        let context = Arc::new(session_context(&catalog, &buffer, &ingest)?);
+        let core = Arc::new(Core {
+            config: config.clone(),
+            wal,
+            buffer,
+            tables,
+            clock,
+        });
+        let shutdown = CancellationToken::new();
+        let flusher = tokio::spawn(run_flusher(core.clone(), shutdown.clone()));
+
+        let addr = SocketAddr::new(config.pgwire_host, config.pgwire_port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Listen { addr, source })?;
+        let pg_addr = listener
+            .local_addr()
+            .map_err(|source| Error::Listen { addr, source })?;
+        let handlers = Arc::new(crate::pgwire::Handlers::new(
+            context.clone(),
+            config.pgwire_user.clone(),
+            config.pgwire_password.clone(),
+        ));
+        let accept = tokio::spawn(crate::pgwire::serve(
+            listener,
+            handlers,
+            config.max_connections,
+            shutdown.clone(),
+        ));
+        Ok(Server {
+            pg_addr,
+            core,
+            context,
+            shutdown,
+            accept,
+            flusher,
+        })
+    }
+
+    /// Where the Postgres protocol listens.
+    pub fn pg_addr(&self) -> SocketAddr {
+        self.pg_addr
+    }
+
+    /// The SQL session queries run in.
+    pub fn context(&self) -> &Arc<SessionContext> {
+        &self.context
+    }
+
+    /// Flushes every buffered row to Delta now.
+    pub async fn flush_all(&self) -> Result<usize> {
+        self.core.flush(FlushReason::All).await
+    }
+
+    /// Stops accepting, flushes everything to Delta and stops. Connections still open get
+    /// 57P01 for further writes.
+    pub async fn shutdown(self) -> Result<()> {
+        self.shutdown.cancel();
+        let _ = self.accept.await;
+        let _ = self.flusher.await;
+        self.core.wal.close().await;
+        let rows = self.core.flush(FlushReason::All).await?;
+        tracing::info!(
+            rows,
+            "final flush done; WAL segments left: {}",
+            self.core.wal.segment_count()
+        );
+        Ok(())
+    }
+}
+
+fn session_context(
+    catalog: &Catalog,
+    buffer: &Arc<Buffer<Committed>>,
+    ingest: &Arc<Ingest>,
+) -> Result<SessionContext> {
+    let config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema("datafusion", "public");
+    let context = SessionContext::new_with_config(config);
+    for schema in catalog.tables() {
+        let table = TimeFusionTable::new(schema.clone(), buffer.clone(), ingest.clone());
+        context
+            .register_table(schema.name.as_str(), Arc::new(table))
+            .map_err(|e| Error::Session(e.to_string()))?;
+    }
+    setup_pg_catalog(&context, "datafusion", Arc::new(AuthManager::default()))
+        .map_err(|e| Error::Session(e.to_string()))?;
+    Ok(context)
+}
+
+/// Flushes sealed buckets every interval, everything under memory pressure; retries failed
+/// flushes with exponential backoff (the rows stay buffered and in the WAL meanwhile).
+async fn run_flusher(core: Arc<Core>, shutdown: CancellationToken) {
+    let interval = core.config.flush_interval();
+    let mut backoff = Duration::ZERO;
+    loop {
+        let wait = if backoff.is_zero() { interval } else { backoff };
+        let reason = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => FlushReason::Scheduled,
+            _ = core.buffer.pressure() => FlushReason::All,
+        };
+        let reason = if core.buffer.over_high_water() {
+            FlushReason::All
+        } else {
+            reason
+        };
+        match core.flush(reason).await {
+            Ok(_) => backoff = Duration::ZERO,
+            Err(e) => {
+                backoff = (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(60));
+                tracing::error!("flush failed, retrying in {backoff:?}: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,890 @@
+//! Write-ahead log: append-only segment files of checksummed Arrow IPC records.
+//!
+//! Every acknowledged write is one record. A record is a 24-byte header followed by its
+//! payload, all little endian:
+//!
+//! ```text
+//! magic u32 "TFWA" | version u8 | 3 reserved bytes | seq u64 | payload length u32 | crc32c u32
+//! payload: table name length u16 | table name (UTF-8) | Arrow IPC stream of one batch
+//! ```
+//!
+//! The CRC32C covers everything in the header after the magic except the CRC itself, and the
+//! payload. Segment files are named by the zero-padded sequence number of their first record,
+//! so listing order is sequence order; a segment's last sequence is one less than the next
+//! segment's first.
+//!
+//! Guarantees:
+//! - [`Wal::append`] returns only after its record is written and `fdatasync`ed. One writer
+//!   thread commits in groups: every record queued while an fsync runs shares the next one.
+//! - Records are applied (the caller's `apply` callback, which inserts into the buffer) in
+//!   sequence order, after they are durable and before the append is acknowledged. So at any
+//!   instant the buffer holds every acknowledged record that has not been flushed.
+//! - Replay detects a torn tail in the last segment (a partial or unchecksummed record with no
+//!   valid record after it) and truncates it; any other invalid record is an error that stops
+//!   start-up, because skipping it would silently lose acknowledged rows.
+//! - A lock file keeps a second process off the same WAL directory.
+//! - After an fsync failure the WAL refuses further appends: the page cache can no longer be
+//!   trusted to hold what was written.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use arrow::array::RecordBatch;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use fs2::FileExt;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+const MAGIC: u32 = u32::from_le_bytes(*b"TFWA");
+const VERSION: u8 = 1;
+const HEADER_LEN: usize = 24;
+const SEGMENT_SUFFIX: &str = ".wal";
+
+/// Position of a record in the WAL. Strictly increasing, never reused by one WAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Seq(pub u64);
+
+impl Seq {
+    pub fn next(self) -> Seq {
+        Seq(self.0 + 1)
+    }
+}
+
+impl std::fmt::Display for Seq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("WAL I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "the WAL at {0} is locked by another TimeFusion process; stop it or point TIMEFUSION_DATA_DIR elsewhere"
+    )]
+    Locked(PathBuf),
+    #[error(
+        "WAL segment {path} is corrupt at byte {offset}: {reason}. Valid records follow it, so it is not a torn tail; \
+         refusing to start rather than skip acknowledged rows. Move the segment aside only if losing its records is acceptable"
+    )]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("cannot encode or decode an Arrow IPC WAL payload: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("the WAL failed to sync earlier ({0}); it refuses writes until the server restarts")]
+    Poisoned(String),
+    #[error("the WAL is closed: the server is shutting down")]
+    Closed,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Encodes one batch as an Arrow IPC stream (schema message, one batch, end marker).
+pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(batch.get_array_memory_size() + 1024);
+    let mut writer = StreamWriter::try_new(&mut out, batch.schema_ref())?;
+    writer.write(batch)?;
+    writer.finish()?;
+    drop(writer);
+    Ok(out)
+}
+
+/// Decodes a payload written by [`encode_batch`].
+pub fn decode_batch(ipc: &[u8]) -> Result<RecordBatch> {
+    let reader = StreamReader::try_new(ipc, None)?;
+    let schema = reader.schema();
+    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(match batches.len() {
+        1 => batches
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| RecordBatch::new_empty(schema)),
+        _ => arrow::compute::concat_batches(&schema, &batches)?,
+    })
+}
+
+/// Options of a WAL directory.
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    pub segment_bytes: u64,
+    pub group_max_bytes: usize,
+}
+
+/// One record read back during replay.
+pub struct ReplayRecord<'a> {
+    pub seq: Seq,
+    pub table: &'a str,
+    /// Arrow IPC stream; decode with [`decode_batch`] only if the record is needed.
+    pub ipc: &'a [u8],
+}
+
+struct Segment {
+    first: Seq,
+    path: PathBuf,
+}
+
+/// Segment files, oldest first; the last one is the active segment.
+struct Segments {
+    dir: PathBuf,
+    list: Vec<Segment>,
+}
+
+impl Segments {
+    fn path_for(dir: &Path, first: Seq) -> PathBuf {
+        dir.join(format!("{:020}{SEGMENT_SUFFIX}", first.0))
+    }
+}
+
+/// A write request handed to the writer thread.
+struct Append {
+    payload: Vec<u8>,
+    apply: Box<dyn FnOnce(Seq) + Send>,
+    done: oneshot::Sender<Result<Seq>>,
+}
+
+enum Command {
+    Append(Append),
+    Stop,
+}
+
+/// The write-ahead log of one server.
+pub struct Wal {
+    dir: PathBuf,
+    id: String,
+    options: WalOptions,
+    segments: Arc<Mutex<Segments>>,
+    sender: Mutex<Option<mpsc::Sender<Command>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    closed: AtomicBool,
+    poisoned: Arc<Mutex<Option<String>>>,
+    _lock: File,
+}
+
+impl Wal {
+    /// Opens (creating if needed) the WAL in `dir` and takes its lock. Call [`Wal::replay`]
+    /// next, then [`Wal::start`].
+    pub fn open(dir: &Path, options: WalOptions) -> Result<Wal> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        lock.try_lock_exclusive()
+            .map_err(|_| Error::Locked(dir.to_path_buf()))?;
+
+        let id_path = dir.join("ID");
+        let id = match fs::read_to_string(&id_path) {
+            Ok(id) => id.trim().to_string(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let id = format!("timefusion-wal-{}", uuid::Uuid::new_v4());
+                let tmp = dir.join("ID.tmp");
+                let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
+                file.write_all(id.as_bytes()).map_err(io_err(&tmp))?;
+                file.sync_all().map_err(io_err(&tmp))?;
+                fs::rename(&tmp, &id_path).map_err(io_err(&id_path))?;
+                sync_dir(dir)?;
+                id
+            }
+            Err(e) => return Err(io_err(&id_path)(e)),
+        };
+
+        let mut list = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+            let path = entry.map_err(io_err(dir))?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if let Some(first) = name
+                .strip_suffix(SEGMENT_SUFFIX)
+                .and_then(|n| n.parse().ok())
+            {
+                list.push(Segment {
+                    first: Seq(first),
+                    path,
+                });
+            }
+        }
+        list.sort_by_key(|s| s.first);
+        Ok(Wal {
+            dir: dir.to_path_buf(),
+            id,
+            options,
+            segments: Arc::new(Mutex::new(Segments {
+                dir: dir.to_path_buf(),
+                list,
+            })),
+            sender: Mutex::new(None),
+            writer: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            poisoned: Arc::new(Mutex::new(None)),
+            _lock: lock,
+        })
+    }
+
+    /// This WAL's stable identity; flush commits record it as the Delta `txn` app id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Reads every record in sequence order and hands it to `each`, truncating a torn tail.
+    /// Returns the highest sequence found (or the sequence before the first segment's start).
+    pub fn replay(
+        &self,
+        mut each: impl FnMut(ReplayRecord<'_>) -> Result<()>,
+    ) -> Result<Option<Seq>> {
+        let segments = self.segments.lock();
+        let mut last: Option<Seq> = None;
+        let count = segments.list.len();
+        for (i, segment) in segments.list.iter().enumerate() {
+            let is_last = i + 1 == count;
+            let mut data = Vec::new();
+            File::open(&segment.path)
+                .and_then(|mut f| f.read_to_end(&mut data))
+                .map_err(io_err(&segment.path))?;
+            let mut offset = 0usize;
+            while offset < data.len() {
+                match parse_record(&data[offset..]) {
+                    Ok((seq, payload, len)) => {
+                        if last.is_some_and(|l| seq <= l) || seq < segment.first {
+                            return Err(Error::Corrupt {
+                                path: segment.path.clone(),
+                                offset: offset as u64,
+                                reason: format!("sequence {seq} out of order"),
+                            });
+                        }
+                        let (table, ipc) =
+                            split_payload(payload).map_err(|reason| Error::Corrupt {
+                                path: segment.path.clone(),
+                                offset: offset as u64,
+                                reason,
+                            })?;
+                        each(ReplayRecord { seq, table, ipc })?;
+                        last = Some(seq);
+                        offset += len;
+                    }
+                    Err(reason) => {
+                        let valid_after =
+                            (offset + 1..data.len()).any(|o| parse_record(&data[o..]).is_ok());
+                        if !is_last || valid_after {
+                            return Err(Error::Corrupt {
+                                path: segment.path.clone(),
+                                offset: offset as u64,
+                                reason,
+                            });
+                        }
+                        tracing::warn!(
+                            segment = %segment.path.display(),
+                            offset,
+                            dropped_bytes = data.len() - offset,
+                            "truncating torn WAL tail ({reason}); it held no acknowledged record"
+                        );
+                        let file = OpenOptions::new()
+                            .write(true)
+                            .open(&segment.path)
+                            .map_err(io_err(&segment.path))?;
+                        file.set_len(offset as u64).map_err(io_err(&segment.path))?;
+                        file.sync_all().map_err(io_err(&segment.path))?;
+                        break;
+                    }
+                }
+            }
+            if last.is_none() && segment.first.0 > 0 {
+                last = Some(Seq(segment.first.0 - 1));
+            }
+        }
+        Ok(last)
+    }
+
+    /// Starts the group-commit writer; the first new record gets `next`.
+    pub fn start(&self, next: Seq) -> Result<()> {
+        let path = Segments::path_for(&self.dir, next);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        sync_dir(&self.dir)?;
+        {
+            let mut segments = self.segments.lock();
+            if segments.list.last().is_none_or(|s| s.path != path) {
+                segments.list.push(Segment {
+                    first: next,
+                    path: path.clone(),
+                });
+            }
+        }
+        let (sender, receiver) = mpsc::channel(4096);
+        let writer = Writer {
+            file,
+            path,
+            written: 0,
+            next,
+            options: self.options.clone(),
+            segments: self.segments.clone(),
+            poisoned: self.poisoned.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("timefusion-wal".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(io_err(&self.dir))?;
+        *self.sender.lock() = Some(sender);
+        *self.writer.lock() = Some(handle);
+        Ok(())
+    }
+
+    /// Appends one batch for `table`.
+    ///
+    /// When this returns `Ok(seq)`, the record is durable on disk and `apply(seq)` has run
+    /// (records are applied in sequence order). On error nothing was acknowledged and `apply`
+    /// did not run.
+    pub async fn append(
+        &self,
+        table: &str,
+        batch: &RecordBatch,
+        apply: Box<dyn FnOnce(Seq) + Send>,
+    ) -> Result<Seq> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if let Some(reason) = self.poisoned.lock().clone() {
+            return Err(Error::Poisoned(reason));
+        }
+        let ipc = encode_batch(batch)?;
+        let name = table.as_bytes();
+        let mut payload = Vec::with_capacity(2 + name.len() + ipc.len());
+        payload.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        payload.extend_from_slice(name);
+        payload.extend_from_slice(&ipc);
+        let (done, wait) = oneshot::channel();
+        let sender = self.sender.lock().clone().ok_or(Error::Closed)?;
+        sender
+            .send(Command::Append(Append {
+                payload,
+                apply,
+                done,
+            }))
+            .await
+            .map_err(|_| Error::Closed)?;
+        wait.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Deletes every closed segment whose records all have a sequence `<= upto`.
+    /// Call only once the Delta commits covering those records are durable.
+    pub fn trim(&self, upto: Seq) -> Result<usize> {
+        let mut segments = self.segments.lock();
+        let mut removed = 0;
+        while segments.list.len() > 1 {
+            let last_in_first = Seq(segments.list[1].first.0.saturating_sub(1));
+            if last_in_first > upto {
+                break;
+            }
+            let segment = segments.list.remove(0);
+            fs::remove_file(&segment.path).map_err(io_err(&segment.path))?;
+            removed += 1;
+        }
+        if removed > 0 {
+            sync_dir(&segments.dir)?;
+        }
+        Ok(removed)
+    }
+
+    /// Number of segment files on disk.
+    pub fn segment_count(&self) -> usize {
+        self.segments.lock().list.len()
+    }
+
+    /// Refuses new appends, lets the writer commit everything already queued, and stops it.
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let sender = self.sender.lock().take();
+        if let Some(sender) = sender {
+            let _ = sender.send(Command::Stop).await;
+        }
+        let handle = self.writer.lock().take();
+        if let Some(handle) = handle {
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+    }
+}
+
+struct Writer {
+    file: File,
+    path: PathBuf,
+    written: u64,
+    next: Seq,
+    options: WalOptions,
+    segments: Arc<Mutex<Segments>>,
+    poisoned: Arc<Mutex<Option<String>>>,
+}
+
+impl Writer {
+    fn run(mut self, mut receiver: mpsc::Receiver<Command>) {
+        let mut group: Vec<Append> = Vec::new();
+        let mut stopping = false;
+        while !stopping {
+            match receiver.blocking_recv() {
+                Some(Command::Append(append)) => group.push(append),
+                Some(Command::Stop) | None => break,
+            }
+            let mut bytes = group[0].payload.len();
+            while bytes < self.options.group_max_bytes {
+                match receiver.try_recv() {
+                    Ok(Command::Append(append)) => {
+                        bytes += append.payload.len();
+                        group.push(append);
+                    }
+                    Ok(Command::Stop) => {
+                        stopping = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut group);
+        }
+    }
+
+    /// Writes and syncs a group, then applies and acknowledges each record in order.
+    fn commit(&mut self, group: &mut Vec<Append>) {
+        if let Some(reason) = self.poisoned.lock().clone() {
+            for append in group.drain(..) {
+                let _ = append.done.send(Err(Error::Poisoned(reason.clone())));
+            }
+            return;
+        }
+        let first = self.next;
+        let mut buf = Vec::with_capacity(group.iter().map(|a| a.payload.len() + HEADER_LEN).sum());
+        let mut seq = first;
+        for append in group.iter() {
+            write_record(&mut buf, seq, &append.payload);
+            seq = seq.next();
+        }
+        let result = self
+            .file
+            .write_all(&buf)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| e.to_string());
+        match result {
+            Ok(()) => {
+                self.written += buf.len() as u64;
+                self.next = seq;
+                // Rotate before acknowledging so the segment list is settled when writers resume.
+                // The group is durable either way; a failed rotation stops later writes.
+                if self.written >= self.options.segment_bytes
+                    && let Err(e) = self.rotate()
+                {
+                    tracing::error!("cannot start a new WAL segment: {e}");
+                    *self.poisoned.lock() = Some(e.to_string());
+                }
+                let mut seq = first;
+                for append in group.drain(..) {
+                    (append.apply)(seq);
+                    let _ = append.done.send(Ok(seq));
+                    seq = seq.next();
+                }
+            }
+            Err(reason) => {
+                tracing::error!(segment = %self.path.display(), "WAL write or fsync failed: {reason}");
+                *self.poisoned.lock() = Some(reason.clone());
+                for append in group.drain(..) {
+                    let _ = append.done.send(Err(Error::Poisoned(reason.clone())));
+                }
+            }
+        }
+    }
+
+    fn rotate(&mut self) -> Result<()> {
+        let dir = self.segments.lock().dir.clone();
+        let path = Segments::path_for(&dir, self.next);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        sync_dir(&dir)?;
+        self.segments.lock().list.push(Segment {
+            first: self.next,
+            path: path.clone(),
+        });
+        self.file = file;
+        self.path = path;
+        self.written = 0;
+        Ok(())
+    }
+}
+
+fn write_record(buf: &mut Vec<u8>, seq: Seq, payload: &[u8]) {
+    let start = buf.len();
+    buf.extend_from_slice(&MAGIC.to_le_bytes());
+    buf.push(VERSION);
+    buf.extend_from_slice(&[0u8; 3]);
+    buf.extend_from_slice(&seq.0.to_le_bytes());
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&buf[start + 4..start + 20]), payload);
+    buf.extend_from_slice(&crc.to_le_bytes());
+    buf.extend_from_slice(payload);
+}
+
+/// Parses the record at the start of `data`: (seq, payload, total length), or why it is invalid.
+fn parse_record(data: &[u8]) -> std::result::Result<(Seq, &[u8], usize), String> {
+    if data.len() < HEADER_LEN {
+        return Err(format!(
+            "{} bytes left, shorter than a record header",
+            data.len()
+        ));
+    }
+    let u32_at = |o: usize| u32::from_le_bytes([data[o], data[o + 1], data[o + 2], data[o + 3]]);
+    if u32_at(0) != MAGIC {
+        return Err("bad magic".into());
+    }
+    if data[4] != VERSION {
+        return Err(format!("unknown record version {}", data[4]));
+    }
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&data[8..16]);
+    let len = u32_at(16) as usize;
+    let total = HEADER_LEN + len;
+    if data.len() < total {
+        return Err(format!(
+            "record of {len} payload bytes runs past the end of the segment"
+        ));
+    }
+    let payload = &data[HEADER_LEN..total];
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&data[4..20]), payload);
+    if crc != u32_at(20) {
+        return Err("CRC32C mismatch".into());
+    }
+    Ok((Seq(u64::from_le_bytes(seq)), payload, total))
+}
+
+fn split_payload(payload: &[u8]) -> std::result::Result<(&str, &[u8]), String> {
+    if payload.len() < 2 {
+        return Err("payload too short for a table name".into());
+    }
+    let n = u16::from_le_bytes([payload[0], payload[1]]) as usize;
+    let name = payload
+        .get(2..2 + n)
+        .ok_or("table name runs past the payload")?;
+    let name = std::str::from_utf8(name).map_err(|_| "table name is not UTF-8".to_string())?;
+    Ok((name, &payload[2 + n..]))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Corrupts one byte of a segment in place.
+#[cfg(test)]
+fn flip_byte(path: &Path, offset: u64) {
+    use std::io::{Seek, SeekFrom};
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open");
+    let mut byte = [0u8];
+    file.seek(SeekFrom::Start(offset)).expect("seek");
+    file.read_exact(&mut byte).expect("read");
+    file.seek(SeekFrom::Start(offset)).expect("seek");
+    file.write_all(&[byte[0] ^ 0xff]).expect("write");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::atomic::AtomicU64;
+
+    fn batch(values: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("v", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        let strings: Vec<Option<String>> =
+            values.iter().map(|v| Some(format!("row {v}"))).collect();
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(values.to_vec())),
+                Arc::new(StringArray::from(strings)),
+            ],
+        )
+        .expect("batch")
+    }
+
+    fn options() -> WalOptions {
+        WalOptions {
+            segment_bytes: 1 << 20,
+            group_max_bytes: 1 << 20,
+        }
+    }
+
+    fn replay_all(wal: &Wal) -> Result<Vec<(Seq, String, RecordBatch)>> {
+        let mut out = Vec::new();
+        wal.replay(|r| {
+            out.push((r.seq, r.table.to_string(), decode_batch(r.ipc)?));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    async fn append_n(wal: &Wal, n: i64) -> Vec<Seq> {
+        let mut seqs = Vec::new();
+        for i in 0..n {
+            seqs.push(
+                wal.append("t", &batch(&[i, i + 100]), Box::new(|_| {}))
+                    .await
+                    .expect("append"),
+            );
+        }
+        seqs
+    }
+
+    #[tokio::test]
+    async fn round_trip_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = Wal::open(dir.path(), options()).expect("open");
+        let id = wal.id().to_string();
+        assert_eq!(wal.replay(|_| Ok(())).expect("replay"), None);
+        wal.start(Seq(1)).expect("start");
+        let seqs = append_n(&wal, 5).await;
+        assert_eq!(seqs, (1..=5).map(Seq).collect::<Vec<_>>());
+        wal.close().await;
+        drop(wal);
+
+        let wal = Wal::open(dir.path(), options()).expect("reopen");
+        assert_eq!(wal.id(), id, "the WAL id is stable across restarts");
+        let records = replay_all(&wal).expect("replay");
+        assert_eq!(records.len(), 5);
+        assert_eq!(records[2].0, Seq(3));
+        assert_eq!(records[2].1, "t");
+        assert_eq!(records[2].2, batch(&[2, 102]));
+    }
+
+    #[tokio::test]
+    async fn a_second_process_cannot_open_a_locked_wal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _wal = Wal::open(dir.path(), options()).expect("open");
+        assert!(matches!(
+            Wal::open(dir.path(), options()),
+            Err(Error::Locked(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn torn_tail_is_truncated_and_writing_resumes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = Wal::open(dir.path(), options()).expect("open");
+        wal.start(Seq(1)).expect("start");
+        append_n(&wal, 3).await;
+        wal.close().await;
+        drop(wal);
+        let segment = dir.path().join(format!("{:020}.wal", 1));
+        let full = fs::metadata(&segment).expect("meta").len();
+        // A crash mid-write leaves half a record at the end.
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(&segment)
+            .expect("open");
+        let mut partial = Vec::new();
+        write_record(&mut partial, Seq(4), b"\x01\x00tpartial payload");
+        file.write_all(&partial[..partial.len() - 5])
+            .expect("write");
+        drop(file);
+
+        let wal = Wal::open(dir.path(), options()).expect("reopen");
+        let records = replay_all(&wal).expect("replay truncates the torn tail");
+        assert_eq!(records.len(), 3);
+        assert_eq!(fs::metadata(&segment).expect("meta").len(), full);
+        wal.start(Seq(4)).expect("start");
+        assert_eq!(append_n(&wal, 1).await, vec![Seq(4)]);
+        wal.close().await;
+        drop(wal);
+        let wal = Wal::open(dir.path(), options()).expect("reopen");
+        assert_eq!(replay_all(&wal).expect("replay").len(), 4);
+    }
+
+    #[tokio::test]
+    async fn crc_failure_in_the_middle_is_reported_not_skipped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = Wal::open(dir.path(), options()).expect("open");
+        wal.start(Seq(1)).expect("start");
+        append_n(&wal, 3).await;
+        wal.close().await;
+        drop(wal);
+        let segment = dir.path().join(format!("{:020}.wal", 1));
+        flip_byte(&segment, HEADER_LEN as u64 + 10); // inside the first record's payload
+
+        let wal = Wal::open(dir.path(), options()).expect("reopen");
+        match replay_all(&wal) {
+            Err(Error::Corrupt { offset, reason, .. }) => {
+                assert_eq!(offset, 0);
+                assert!(reason.contains("CRC32C"), "{reason}");
+            }
+            other => panic!("expected corruption, got {:?}", other.map(|r| r.len())),
+        }
+    }
+
+    #[tokio::test]
+    async fn crc_failure_of_the_last_record_is_a_torn_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = Wal::open(dir.path(), options()).expect("open");
+        wal.start(Seq(1)).expect("start");
+        append_n(&wal, 2).await;
+        wal.close().await;
+        drop(wal);
+        let segment = dir.path().join(format!("{:020}.wal", 1));
+        let len = fs::metadata(&segment).expect("meta").len();
+        flip_byte(&segment, len - 1);
+        let wal = Wal::open(dir.path(), options()).expect("reopen");
+        assert_eq!(replay_all(&wal).expect("replay").len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writers_share_fsyncs_and_apply_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = Arc::new(Wal::open(dir.path(), options()).expect("open"));
+        wal.start(Seq(1)).expect("start");
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for w in 0..16 {
+            let wal = wal.clone();
+            let applied = applied.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..50 {
+                    let applied = applied.clone();
+                    let seq = wal
+                        .append(
+                            "t",
+                            &batch(&[w * 1000 + i]),
+                            Box::new(move |s| applied.lock().push(s)),
+                        )
+                        .await
+                        .expect("append");
+                    // Acknowledged means applied already.
+                    seqs.push(seq);
+                }
+                seqs
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.expect("task"));
+        }
+        all.sort();
+        assert_eq!(all, (1..=800).map(Seq).collect::<Vec<_>>());
+        let applied = applied.lock().clone();
+        assert_eq!(
+            applied,
+            (1..=800).map(Seq).collect::<Vec<_>>(),
+            "applied in sequence order"
+        );
+        wal.close().await;
+    }
+
+    #[tokio::test]
+    async fn group_commit_batches_queued_records_into_one_sync() {
+        // Records queued before the writer starts are committed as one group: the writer
+        // applies them all before acknowledging any, which the counter observes.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = Arc::new(Wal::open(dir.path(), options()).expect("open"));
+        let applied = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::channel(4096);
+        let mut waits = Vec::new();
+        for i in 0..10 {
+            let (done, wait) = oneshot::channel();
+            let applied = applied.clone();
+            let payload = {
+                let mut p = vec![1u8, 0, b't'];
+                p.extend(encode_batch(&batch(&[i])).expect("encode"));
+                p
+            };
+            tx.try_send(Command::Append(Append {
+                payload,
+                apply: Box::new(move |_| {
+                    applied.fetch_add(1, Ordering::SeqCst);
+                }),
+                done,
+            }))
+            .ok()
+            .expect("queue");
+            waits.push(wait);
+        }
+        let path = Segments::path_for(dir.path(), Seq(1));
+        let writer = Writer {
+            file: OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .expect("file"),
+            path,
+            written: 0,
+            next: Seq(1),
+            options: options(),
+            segments: wal.segments.clone(),
+            poisoned: wal.poisoned.clone(),
+        };
+        tx.try_send(Command::Stop).ok().expect("stop");
+        let handle = std::thread::spawn(move || writer.run(rx));
+        let first = waits.remove(0).await.expect("ack").expect("ok");
+        assert_eq!(first, Seq(1));
+        assert_eq!(
+            applied.load(Ordering::SeqCst),
+            10,
+            "all ten applied in the first group"
+        );
+        handle.join().expect("join");
+    }
+
+    #[tokio::test]
+    async fn trim_removes_only_covered_closed_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let small = WalOptions {
+            segment_bytes: 1,
+            group_max_bytes: 1,
+        };
+        let wal = Wal::open(dir.path(), small).expect("open");
+        wal.start(Seq(1)).expect("start");
+        append_n(&wal, 4).await; // every record rotates: segments 1,2,3,4 and active 5
+        assert_eq!(wal.segment_count(), 5);
+        assert_eq!(wal.trim(Seq(2)).expect("trim"), 2);
+        assert_eq!(wal.segment_count(), 3);
+        assert_eq!(
+            wal.trim(Seq(100)).expect("trim"),
+            2,
+            "the active segment stays"
+        );
+        assert_eq!(wal.segment_count(), 1);
+        wal.close().await;
+        drop(wal);
+        let wal = Wal::open(dir.path(), options()).expect("reopen");
+        assert_eq!(
+            wal.replay(|_| Ok(())).expect("replay"),
+            Some(Seq(4)),
+            "sequence survives trimming"
+        );
+    }
+}

@@ -1,0 +1,198 @@
+//! Helpers for end-to-end tests: spawn the real `timefusion` binary on port 0 against a
+//! temporary data directory and talk to it with real clients.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::prelude::SessionContext;
+
+pub const USER: &str = "postgres";
+pub const PASSWORD: &str = "postgres";
+pub const TABLE: &str = "otel_logs_and_spans";
+pub const DAY_MICROS: i64 = 86_400_000_000;
+
+pub struct TestServer {
+    child: Child,
+    pub port: u16,
+    pub data_dir: PathBuf,
+}
+
+impl TestServer {
+    /// Starts the binary with `TIMEFUSION_DATA_DIR=data_dir`, `PGWIRE_PORT=0` and `env`.
+    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> TestServer {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_timefusion"));
+        command
+            .env("TIMEFUSION_DATA_DIR", data_dir)
+            .env("PGWIRE_HOST", "127.0.0.1")
+            .env("PGWIRE_PORT", "0")
+            .env("TIMEFUSION_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("spawn timefusion");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let port = loop {
+            let line = match lines.next() {
+                Some(Ok(line)) => line,
+                other => {
+                    let status = child.wait().expect("wait");
+                    panic!("timefusion exited before listening ({status}): {other:?}");
+                }
+            };
+            if let Some(addr) = line.strip_prefix("timefusion listening: pgwire=") {
+                let addr: std::net::SocketAddr = addr.parse().expect("address");
+                break addr.port();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        TestServer {
+            child,
+            port,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "postgresql://{USER}:{PASSWORD}@127.0.0.1:{}/postgres",
+            self.port
+        )
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        connect(self.port).await
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("wait");
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not stop within 120 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn connect(port: u16) -> tokio_postgres::Client {
+    let config =
+        format!("host=127.0.0.1 port={port} user={USER} password={PASSWORD} dbname=postgres");
+    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// A multi-row INSERT of `ids` for `project` at `timestamp_micros + i`.
+pub fn insert_sql(project: &str, ids: &[String], timestamp_micros: i64) -> String {
+    let rows: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let ts = chrono::DateTime::from_timestamp_micros(timestamp_micros + i as i64)
+                .expect("timestamp")
+                .format("%Y-%m-%dT%H:%M:%S%.6fZ");
+            format!(
+                "('{project}', '{ts}', '{id}', 'GET /api/{i}', 'INFO', '{{\"message\":\"hello {id}\"}}', {i}, 'svc-{}')",
+                i % 3
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO {TABLE} (project_id, timestamp, id, name, level, body, duration, resource___service___name) VALUES {}",
+        rows.join(", ")
+    )
+}
+
+pub async fn count(client: &tokio_postgres::Client, filter: &str) -> i64 {
+    let sql = format!("SELECT count(*) FROM {TABLE} {filter}");
+    client.query_one(&sql, &[]).await.expect("count").get(0)
+}
+
+/// Rows committed to the Delta table on disk, read with delta-rs directly (not the server).
+pub async fn delta_rows(data_dir: &Path) -> usize {
+    let dir = data_dir
+        .join("tables")
+        .join(TABLE)
+        .canonicalize()
+        .expect("table dir");
+    let url = url::Url::from_directory_path(dir).expect("url");
+    let table = deltalake::open_table(url).await.expect("open delta table");
+    let ctx = SessionContext::new();
+    let provider = table.table_provider().await.expect("provider");
+    ctx.register_table("t", provider).expect("register");
+    let batches = ctx
+        .sql("SELECT count(*) FROM t")
+        .await
+        .expect("sql")
+        .collect()
+        .await
+        .expect("collect");
+    let counts = batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .expect("count column")
+        .value(0);
+    counts as usize
+}
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// Microseconds of a time well in the past (its buckets are sealed, so the flusher takes them).
+pub fn past_micros(days_ago: i64) -> i64 {
+    chrono::Utc::now().timestamp_micros() - days_ago * DAY_MICROS
+}
+
+pub fn shared<T>(value: T) -> Arc<parking_lot::Mutex<T>> {
+    Arc::new(parking_lot::Mutex::new(value))
+}

@@ -1,0 +1,384 @@
+//! End to end over pgwire: insert → select, flush → select exactly once, concurrency with
+//! flushes, SQLSTATEs, psql, graceful shutdown and the Delta table read by delta-rs Python.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use common::*;
+
+#[tokio::test]
+async fn insert_then_select_with_tokio_postgres() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+
+    let now = chrono::Utc::now().timestamp_micros();
+    let n = client
+        .execute(&insert_sql("p1", &ids("a", 3), now), &[])
+        .await
+        .expect("insert");
+    assert_eq!(n, 3, "INSERT reports its row count");
+    assert_eq!(count(&client, "").await, 3);
+
+    // Extended protocol with $n parameters.
+    let stmt = client
+        .prepare(&format!(
+            "INSERT INTO {TABLE} (project_id, timestamp, id, name, duration) VALUES ($1, $2, $3, $4, $5)"
+        ))
+        .await
+        .expect("prepare");
+    let ts = chrono::Utc::now();
+    let inserted = client
+        .execute(&stmt, &[&"p2", &ts, &"b-1", &"param row", &42i64])
+        .await
+        .expect("insert with params");
+    assert_eq!(inserted, 1);
+
+    let rows = client
+        .query(
+            &format!(
+                "SELECT id, name, duration, date FROM {TABLE} WHERE project_id = $1 ORDER BY id"
+            ),
+            &[&"p2"],
+        )
+        .await
+        .expect("select");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, String>(0), "b-1");
+    assert_eq!(rows[0].get::<_, String>(1), "param row");
+    assert_eq!(rows[0].get::<_, i64>(2), 42);
+    assert_eq!(
+        rows[0].get::<_, chrono::NaiveDate>(3),
+        ts.date_naive(),
+        "date derived from timestamp"
+    );
+
+    let by_service = client
+        .query(
+            &format!(
+                "SELECT resource___service___name, count(*) FROM {TABLE} WHERE project_id = 'p1' GROUP BY 1 ORDER BY 1"
+            ),
+            &[],
+        )
+        .await
+        .expect("group by");
+    let groups: Vec<(String, i64)> = by_service.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        groups,
+        vec![
+            ("svc-0".into(), 1),
+            ("svc-1".into(), 1),
+            ("svc-2".into(), 1)
+        ]
+    );
+
+    // INSERT … SELECT goes through the same write path.
+    let copied = client
+        .execute(
+            &format!(
+                "INSERT INTO {TABLE} (project_id, timestamp, id, name) SELECT 'p3', timestamp, id || '-copy', name FROM {TABLE} WHERE project_id = 'p1'"
+            ),
+            &[],
+        )
+        .await
+        .expect("insert select");
+    assert_eq!(copied, 3);
+    assert_eq!(count(&client, "WHERE project_id = 'p3'").await, 3);
+    assert_eq!(count(&client, "").await, 7);
+}
+
+#[tokio::test]
+async fn errors_carry_sqlstates_and_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    client
+        .execute(
+            &insert_sql("p1", &ids("ok", 2), chrono::Utc::now().timestamp_micros()),
+            &[],
+        )
+        .await
+        .expect("insert");
+
+    let code =
+        |e: tokio_postgres::Error| e.code().map(|c| c.code().to_string()).unwrap_or_default();
+    let cases = [
+        ("SELECT * FROM no_such_table", "42P01"),
+        ("INSERT INTO no_such_table (id) VALUES ('x')", "42P01"),
+        (
+            "INSERT INTO otel_logs_and_spans (project_id, timestamp, name) VALUES ('p1', now(), 'no id')",
+            "23502",
+        ),
+        (
+            "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, duration) VALUES ('p1', now(), 'x', 'ten')",
+            "22P02",
+        ),
+        (
+            "INSERT INTO otel_logs_and_spans (project_id, timestamp, id) VALUES ('p1', 'yesterday-ish', 'x')",
+            "22007",
+        ),
+        (
+            "INSERT INTO otel_logs_and_spans (timestamp, id) VALUES (now(), 'no project')",
+            "23502",
+        ),
+        (
+            "INSERT INTO otel_logs_and_spans (project_id, timestamp, date, id) VALUES ('p1', '2026-01-02T00:00:00Z', '2026-01-05', 'x')",
+            "23514",
+        ),
+        ("SELEKT 1", "42601"),
+    ];
+    for (sql, expected) in cases {
+        let err = client.batch_execute(sql).await.expect_err(sql);
+        let db = err
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_default();
+        assert_eq!(code(err), expected, "{sql}: {db}");
+        assert!(!db.is_empty(), "{sql}: the error has a message");
+    }
+    // The connection still works and nothing was stored by the failed statements.
+    assert_eq!(count(&client, "").await, 2);
+}
+
+#[tokio::test]
+async fn psql_inserts_and_selects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let run = |sql: &str| {
+        let out = Command::new("psql")
+            .args([
+                server.url().as_str(),
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("run psql (install postgresql-client)");
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let insert = run(
+        "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, name) VALUES ('p1', now(), 'psql-1', 'from psql'), ('p1', now(), 'psql-2', 'again')",
+    );
+    assert_eq!(insert, "INSERT 0 2");
+    assert_eq!(
+        run("SELECT count(*) FROM otel_logs_and_spans WHERE project_id = 'p1'"),
+        "2"
+    );
+    assert_eq!(
+        run("SELECT name FROM otel_logs_and_spans WHERE id = 'psql-2'"),
+        "again"
+    );
+}
+
+#[tokio::test]
+async fn rows_are_seen_exactly_once_after_they_flush_to_delta() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[("TIMEFUSION_FLUSH_INTERVAL_SECS", "1")]);
+    let client = server.client().await;
+    // Two days ago: sealed buckets, flushed at the next tick.
+    client
+        .execute(&insert_sql("p1", &ids("old", 50), past_micros(2)), &[])
+        .await
+        .expect("insert old");
+    client
+        .execute(&insert_sql("p2", &ids("old2", 25), past_micros(3)), &[])
+        .await
+        .expect("insert old");
+    assert_eq!(
+        count(&client, "").await,
+        75,
+        "visible at once from the buffer"
+    );
+
+    let data_dir = server.data_dir.clone();
+    eventually(Duration::from_secs(60), "rows to reach Delta", || {
+        let data_dir = data_dir.clone();
+        async move { delta_rows(&data_dir).await == 75 }
+    })
+    .await;
+    assert_eq!(count(&client, "").await, 75, "exactly once after the flush");
+    assert_eq!(count(&client, "WHERE project_id = 'p2'").await, 25);
+
+    // A row in the current bucket stays in the buffer; the union still counts each row once.
+    client
+        .execute(
+            &insert_sql("p1", &ids("new", 5), chrono::Utc::now().timestamp_micros()),
+            &[],
+        )
+        .await
+        .expect("insert new");
+    assert_eq!(count(&client, "").await, 80);
+    let distinct: i64 = client
+        .query_one(&format!("SELECT count(DISTINCT id) FROM {TABLE}"), &[])
+        .await
+        .expect("distinct")
+        .get(0);
+    assert_eq!(distinct, 80);
+
+    // Partitioned by project and date, files are zstd Parquet.
+    let p1 = dir.path().join("tables").join(TABLE).join("project_id=p1");
+    assert!(p1.is_dir(), "project partition directory exists");
+    let plan: Vec<String> = client
+        .query(
+            &format!("EXPLAIN SELECT count(*) FROM {TABLE} WHERE project_id = 'p2'"),
+            &[],
+        )
+        .await
+        .expect("explain")
+        .iter()
+        .map(|r| r.get::<_, String>(1))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("project_id = Utf8(\"p2\")") || plan.contains("project_id@"),
+        "{plan}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_during_flushes_keep_exact_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[("TIMEFUSION_FLUSH_INTERVAL_SECS", "1")]);
+    let port = server.port;
+    let acked = Arc::new(AtomicI64::new(0));
+    let issued = Arc::new(AtomicI64::new(0));
+    const WRITERS: usize = 6;
+    const STATEMENTS: usize = 40;
+    const ROWS: usize = 25;
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (acked, issued) = (acked.clone(), issued.clone());
+        writers.push(tokio::spawn(async move {
+            let client = connect(port).await;
+            for s in 0..STATEMENTS {
+                // Spread over sealed buckets (flushed while we write) and the open one.
+                let when = if s % 3 == 0 {
+                    chrono::Utc::now().timestamp_micros()
+                } else {
+                    past_micros(1 + (s % 4) as i64)
+                };
+                let sql = insert_sql(
+                    &format!("p{}", w % 3),
+                    &ids(&format!("w{w}-s{s}"), ROWS),
+                    when,
+                );
+                issued.fetch_add(ROWS as i64, Ordering::SeqCst);
+                client.execute(&sql, &[]).await.expect("insert");
+                acked.fetch_add(ROWS as i64, Ordering::SeqCst);
+            }
+        }));
+    }
+    let reader = {
+        let (acked, issued) = (acked.clone(), issued.clone());
+        tokio::spawn(async move {
+            let client = connect(port).await;
+            let mut checks = 0;
+            loop {
+                let low = acked.load(Ordering::SeqCst);
+                let seen = count(&client, "").await;
+                let high = issued.load(Ordering::SeqCst);
+                assert!(
+                    low <= seen && seen <= high,
+                    "count {seen} outside [{low}, {high}]: a row was lost or doubled"
+                );
+                checks += 1;
+                if low == (WRITERS * STATEMENTS * ROWS) as i64 {
+                    return checks;
+                }
+            }
+        })
+    };
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let checks = reader.await.expect("reader");
+    assert!(checks > 1);
+    let client = server.client().await;
+    let total = (WRITERS * STATEMENTS * ROWS) as i64;
+    assert_eq!(count(&client, "").await, total);
+    let distinct: i64 = client
+        .query_one(&format!("SELECT count(DISTINCT id) FROM {TABLE}"), &[])
+        .await
+        .expect("distinct")
+        .get(0);
+    assert_eq!(distinct, total);
+    assert!(
+        delta_rows(dir.path()).await > 0,
+        "some flushes ran during the test"
+    );
+}
+
+#[tokio::test]
+async fn graceful_shutdown_flushes_everything_and_restart_sees_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    let now = chrono::Utc::now().timestamp_micros();
+    client
+        .execute(&insert_sql("p1", &ids("g", 40), now), &[])
+        .await
+        .expect("insert");
+    drop(client);
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(
+        delta_rows(dir.path()).await,
+        40,
+        "shutdown flushed the open bucket too"
+    );
+
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    assert_eq!(
+        count(&client, "").await,
+        40,
+        "no replay duplicates after a clean shutdown"
+    );
+}
+
+#[tokio::test]
+async fn delta_rs_python_reads_the_table() {
+    let python = std::env::var("TIMEFUSION_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    client
+        .execute(&insert_sql("p1", &ids("py", 30), past_micros(1)), &[])
+        .await
+        .expect("insert");
+    client
+        .execute(&insert_sql("p2", &ids("py2", 12), past_micros(2)), &[])
+        .await
+        .expect("insert");
+    drop(client);
+    assert!(server.terminate().success());
+
+    let table = dir.path().join("tables").join(TABLE);
+    let script = "import sys\nfrom deltalake import DeltaTable\nt = DeltaTable(sys.argv[1])\nprint(t.to_pyarrow_table().num_rows)\nprint(sorted(t.metadata().partition_columns))\n";
+    let out = Command::new(&python)
+        .args(["-c", script, table.to_str().expect("utf-8 path")])
+        .output()
+        .expect("run python (scripts/test.sh installs deltalake into .venv)");
+    assert!(
+        out.status.success(),
+        "python deltalake failed (run the tests with scripts/test.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("42"));
+    assert_eq!(lines.next(), Some("['date', 'project_id']"));
+}
