@@ -63,7 +63,7 @@ impl DeltaTable {
         zstd_level: i32,
     ) -> Result<Self> {
         let name = schema.name.clone();
-        let delta = |source| Error::Delta {
+        let delta = |source: deltalake::DeltaTableError| Error::Delta {
             table: name.clone(),
             source,
         };
@@ -76,9 +76,15 @@ impl DeltaTable {
         let url = url::Url::from_directory_path(&dir).map_err(|()| {
             Error::Location(dir.display().to_string(), "not an absolute path".into())
         })?;
-        let mut table = deltalake::DeltaTable::try_from_url(url)
-            .await
-            .map_err(delta)?;
+        // Open only an existing log; a missing one means "create", not an error to log.
+        let mut table = if dir.join("_delta_log").is_dir() {
+            deltalake::open_table(url).await.map_err(delta)?
+        } else {
+            deltalake::DeltaTableBuilder::from_url(url)
+                .map_err(delta)?
+                .build()
+                .map_err(delta)?
+        };
         if table.version().is_none() {
             let columns: StructType =
                 schema
@@ -116,13 +122,13 @@ impl DeltaTable {
         let table = self.table.lock().await;
         let version = table
             .snapshot()
-            .map_err(|source| Error::Delta {
+            .map_err(|source: deltalake::DeltaTableError| Error::Delta {
                 table: self.schema.name.clone(),
                 source,
             })?
             .transaction_version(table.log_store().as_ref(), wal_id)
             .await
-            .map_err(|source| Error::Delta {
+            .map_err(|source: deltalake::DeltaTableError| Error::Delta {
                 table: self.schema.name.clone(),
                 source,
             })?;
@@ -176,7 +182,7 @@ impl DeltaTable {
             .with_writer_properties(self.writer_properties.clone())
             .with_commit_properties(commit)
             .await
-            .map_err(|source| Error::Delta {
+            .map_err(|source: deltalake::DeltaTableError| Error::Delta {
                 table: name.clone(),
                 source,
             })?;

@@ -36,7 +36,7 @@ pub enum Error {
     #[error(transparent)]
     Wal(#[from] wal::Error),
     #[error(transparent)]
-    Delta(#[from] delta::Error),
+    Delta(Box<delta::Error>),
     #[error("WAL replay: {0}")]
     Replay(#[from] crate::ingest::Error),
     #[error("cannot listen on {addr}: {source}")]
@@ -49,6 +49,12 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<delta::Error> for Error {
+    fn from(error: delta::Error) -> Self {
+        Error::Delta(Box::new(error))
+    }
+}
 
 /// The parts the flusher and shutdown work on.
 struct Core {

@@ -829,7 +829,7 @@ mod tests {
                 }),
                 done,
             }))
-            .ok()
+            .map_err(|_| "queue full")
             .expect("queue");
             waits.push(wait);
         }
@@ -847,7 +847,9 @@ mod tests {
             segments: wal.segments.clone(),
             poisoned: wal.poisoned.clone(),
         };
-        tx.try_send(Command::Stop).ok().expect("stop");
+        tx.try_send(Command::Stop)
+            .map_err(|_| "queue full")
+            .expect("stop");
         let handle = std::thread::spawn(move || writer.run(rx));
         let first = waits.remove(0).await.expect("ack").expect("ok");
         assert_eq!(first, Seq(1));

@@ -68,6 +68,12 @@ async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
             );
         }
         let acked = acked.lock().clone();
+        let in_delta = delta_rows(dir.path()).await;
+        eprintln!(
+            "round {round}: killed after {delay} ms; {} rows acknowledged so far, {} recovered, {in_delta} in Delta",
+            acked.len(),
+            seen.len()
+        );
         let missing: Vec<_> = acked.difference(&seen).take(5).collect();
         assert!(
             missing.is_empty(),
