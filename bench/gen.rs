@@ -42,13 +42,25 @@ pub struct Row {
 }
 
 const METHODS: &[&str] = &["GET", "GET", "GET", "POST", "PUT", "DELETE"];
-const LEVELS: &[(&str, i32)] = &[("INFO", 9), ("INFO", 9), ("INFO", 9), ("DEBUG", 5), ("WARN", 13), ("ERROR", 17)];
+const LEVELS: &[(&str, i32)] = &[
+    ("INFO", 9),
+    ("INFO", 9),
+    ("INFO", 9),
+    ("DEBUG", 5),
+    ("WARN", 13),
+    ("ERROR", 17),
+];
 
 impl Generator {
     /// Rows with timestamps spread uniformly over `days` days ending at `end_micros`.
     pub fn new(seed: u64, end_micros: i64, days: i64) -> Self {
         let span_micros = days * 86_400_000_000;
-        Generator { rng: StdRng::seed_from_u64(seed), start_micros: end_micros - span_micros, span_micros, counter: 0 }
+        Generator {
+            rng: StdRng::seed_from_u64(seed),
+            start_micros: end_micros - span_micros,
+            span_micros,
+            counter: 0,
+        }
     }
 
     pub fn row(&mut self) -> Row {
@@ -60,7 +72,13 @@ impl Generator {
         let endpoint = r.random_range(0..300u32);
         let method = METHODS[r.random_range(0..METHODS.len())];
         let (level, severity) = LEVELS[r.random_range(0..LEVELS.len())];
-        let status = if level == "ERROR" { 500 } else if r.random_bool(0.05) { 404 } else { 200 };
+        let status = if level == "ERROR" {
+            500
+        } else if r.random_bool(0.05) {
+            404
+        } else {
+            200
+        };
         // Long-tailed durations: log-uniform from 10 µs to 10 s, in nanoseconds.
         let duration = (10f64.powf(r.random_range(4.0..10.0))) as i64;
         let ts = self.start_micros + r.random_range(0..self.span_micros);
@@ -103,7 +121,11 @@ impl Generator {
                 q(&path),
                 q(&format!("service-{service}")),
                 q(&format!("1.{}.0", service % 7)),
-                q(if service % 5 == 0 { "staging" } else { "production" }),
+                q(if service % 5 == 0 {
+                    "staging"
+                } else {
+                    "production"
+                }),
             ],
         }
     }

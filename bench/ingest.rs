@@ -53,7 +53,9 @@ struct Result {
 }
 
 async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -106,11 +108,18 @@ async fn run(system: &str, url: &str, args: &Args) -> Result {
     // Generate every statement before timing, so only the server's work is measured.
     let mut generator = Generator::new(args.seed, chrono::Utc::now().timestamp_micros(), 7);
     let multi: Vec<Vec<String>> = (0..args.connections)
-        .map(|_| (0..args.statements).map(|_| generator.insert(TABLE, args.rows_per_statement)).collect())
+        .map(|_| {
+            (0..args.statements)
+                .map(|_| generator.insert(TABLE, args.rows_per_statement))
+                .collect()
+        })
         .collect();
-    let single: Vec<String> = (0..args.single).map(|_| generator.insert(TABLE, 1)).collect();
+    let single: Vec<String> = (0..args.single)
+        .map(|_| generator.insert(TABLE, 1))
+        .collect();
 
-    let clients: Vec<_> = futures::future::join_all((0..args.connections).map(|_| connect(url))).await;
+    let clients: Vec<_> =
+        futures::future::join_all((0..args.connections).map(|_| connect(url))).await;
     let started = Instant::now();
     let tasks: Vec<_> = clients
         .into_iter()
@@ -136,7 +145,8 @@ async fn run(system: &str, url: &str, args: &Args) -> Result {
         client.batch_execute(sql).await.expect("single-row insert");
         latencies.push(t.elapsed());
     }
-    let mean = latencies.iter().sum::<Duration>().as_secs_f64() * 1000.0 / latencies.len().max(1) as f64;
+    let mean =
+        latencies.iter().sum::<Duration>().as_secs_f64() * 1000.0 / latencies.len().max(1) as f64;
     latencies.sort();
     Result {
         system: system.to_string(),
@@ -159,13 +169,20 @@ async fn main() {
     );
     let mut results = Vec::new();
     if let Some(url) = &args.postgres {
-        connect(url).await.batch_execute(&postgres_ddl()).await.expect("create PostgreSQL table");
+        connect(url)
+            .await
+            .batch_execute(&postgres_ddl())
+            .await
+            .expect("create PostgreSQL table");
         results.push(run("postgresql", url, &args).await);
     }
     if let Some(url) = &args.timefusion {
         results.push(run("timefusion", url, &args).await);
     }
-    println!("{:<12} {:>14} {:>10} {:>10} {:>10}", "system", "multi rows/s", "1-row p50", "1-row p99", "1-row mean");
+    println!(
+        "{:<12} {:>14} {:>10} {:>10} {:>10}",
+        "system", "multi rows/s", "1-row p50", "1-row p99", "1-row mean"
+    );
     for r in &results {
         println!(
             "{:<12} {:>14.0} {:>8.2}ms {:>8.2}ms {:>8.2}ms",

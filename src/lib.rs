@@ -15,6 +15,7 @@ pub mod pgwire;
 pub mod query;
 pub mod schema;
 pub mod server;
+pub mod values;
 pub mod wal;
 
 /// The Delta read handle a table's buffer contents complement: a scan of the table pinned at

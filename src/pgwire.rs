@@ -4,27 +4,38 @@
 //! Clients authenticate with MD5 password authentication against `PGWIRE_USER` /
 //! `PGWIRE_PASSWORD`. Queries and `INSERT`s run through DataFusion (simple and extended
 //! protocol); `INSERT` reaches the ingest path through the table provider's data sink.
-//! Every error is mapped to a SQLSTATE in exactly one place, [`sqlstate_of`], through the
-//! pgwire error handler.
+//! `INSERT … VALUES` of plain literals skips DataFusion planning ([`crate::values`]) and goes
+//! straight to the ingest path. Every error is mapped to a SQLSTATE in exactly one place,
+//! [`sqlstate_of`], through the pgwire error handler.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::common::{DFSchema, ParamValues};
 use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::DfSessionService;
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::hooks::{HookClient, QueryHook};
 use pgwire::api::auth::md5pass::{Md5PasswordAuthStartupHandler, hash_md5_password};
 use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password};
 use pgwire::api::cancel::DefaultCancelHandler;
+use pgwire::api::results::{Response, Tag};
 use pgwire::api::{ClientInfo, ConnectionManager, ErrorHandler, PgWireServerHandlers};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::ingest;
+use crate::ingest::{self, Ingest};
+use crate::schema::Catalog;
+use crate::values;
 
 /// The version string clients see in `server_version`.
 pub const SERVER_VERSION: &str = "15.0 (TimeFusion)";
@@ -63,12 +74,26 @@ pub struct Handlers {
 }
 
 impl Handlers {
-    pub fn new(context: Arc<SessionContext>, user: String, password: String) -> Self {
+    pub fn new(
+        context: Arc<SessionContext>,
+        catalog: Arc<Catalog>,
+        ingest: Arc<Ingest>,
+        user: String,
+        password: String,
+    ) -> Self {
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = SERVER_VERSION.to_string();
         let connections = Arc::new(ConnectionManager::new());
         Handlers {
-            session: Arc::new(DfSessionService::new(context)),
+            session: Arc::new(DfSessionService::new_with_hooks(
+                context,
+                vec![
+                    Arc::new(LiteralInsertHook { catalog, ingest }),
+                    Arc::new(CursorStatementHook),
+                    Arc::new(SetShowHook),
+                    Arc::new(TransactionStatementHook),
+                ],
+            )),
             auth: Arc::new(PasswordAuth { user, password }),
             parameters: Arc::new(parameters),
             cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
@@ -101,6 +126,65 @@ impl PgWireServerHandlers for Handlers {
 
     fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
         self.cancel.clone()
+    }
+}
+
+/// Runs literal `INSERT … VALUES` statements without DataFusion planning, in both protocols.
+struct LiteralInsertHook {
+    catalog: Arc<Catalog>,
+    ingest: Arc<Ingest>,
+}
+
+impl LiteralInsertHook {
+    async fn run(&self, statement: &Statement) -> Option<PgWireResult<Response>> {
+        let insert = values::literal_insert(statement, &self.catalog)?;
+        Some(
+            match self.ingest.write(&insert.table.name, insert.batch).await {
+                Ok(rows) => Ok(Response::Execution(
+                    Tag::new("INSERT").with_oid(0).with_rows(rows),
+                )),
+                Err(e) => Err(PgWireError::ApiError(Box::new(e))),
+            },
+        )
+    }
+}
+
+#[async_trait]
+impl QueryHook for LiteralInsertHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.run(statement).await
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        // A literal INSERT has no parameters and no result columns: an empty plan stands in
+        // for it until execution, which the hook below handles.
+        values::is_literal_insert(statement, &self.catalog).then(|| {
+            Ok(LogicalPlan::EmptyRelation(EmptyRelation {
+                produce_one_row: false,
+                schema: Arc::new(DFSchema::empty()),
+            }))
+        })
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.run(statement).await
     }
 }
 

@@ -208,6 +208,8 @@ impl Server {
             .map_err(|source| Error::Listen { addr, source })?;
         let handlers = Arc::new(crate::pgwire::Handlers::new(
             context.clone(),
+            catalog.clone(),
+            ingest.clone(),
             config.pgwire_user.clone(),
             config.pgwire_password.clone(),
         ));

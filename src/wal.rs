@@ -495,11 +495,16 @@ impl Writer {
                     tracing::error!("cannot start a new WAL segment: {e}");
                     *self.poisoned.lock() = Some(e.to_string());
                 }
+                // Apply the whole group in sequence order, then acknowledge it.
+                let mut acks = Vec::with_capacity(group.len());
                 let mut seq = first;
                 for append in group.drain(..) {
                     (append.apply)(seq);
-                    let _ = append.done.send(Ok(seq));
+                    acks.push((append.done, seq));
                     seq = seq.next();
+                }
+                for (done, seq) in acks {
+                    let _ = done.send(Ok(seq));
                 }
             }
             Err(reason) => {
