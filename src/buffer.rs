@@ -136,8 +136,12 @@ impl<C: Clone> Buffer<C> {
         );
     }
 
+    /// Start of the bucket holding `micros` (saturating at the ends of the i64 range).
     pub fn bucket_start(&self, micros: i64) -> i64 {
-        micros.div_euclid(self.options.bucket_micros) * self.options.bucket_micros
+        micros
+            .div_euclid(self.options.bucket_micros)
+            .checked_mul(self.options.bucket_micros)
+            .unwrap_or(i64::MIN)
     }
 
     /// Bytes of Arrow data held.
@@ -497,6 +501,16 @@ mod tests {
         );
         let late_window = Some((25 * MIN, 26 * MIN));
         assert_eq!(rows(&b.snapshot("t", None, late_window).expect("snap")), 1);
+        let only_upper_bound = Some((i64::MIN, 5 * MIN));
+        assert_eq!(
+            rows(&b.snapshot("t", None, only_upper_bound).expect("snap")),
+            3
+        );
+        let only_lower_bound = Some((15 * MIN, i64::MAX));
+        assert_eq!(
+            rows(&b.snapshot("t", None, only_lower_bound).expect("snap")),
+            1
+        );
         let nobody: HashSet<String> = ["p9".to_string()].into();
         assert_eq!(
             rows(&b.snapshot("t", Some(&nobody), None).expect("snap")),

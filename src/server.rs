@@ -239,11 +239,6 @@ impl Server {
         &self.context
     }
 
-    /// Flushes every buffered row to Delta now.
-    pub async fn flush_all(&self) -> Result<usize> {
-        self.core.flush(FlushReason::All).await
-    }
-
     /// Stops accepting, flushes everything to Delta and stops. Connections still open get
     /// 57P01 for further writes.
     pub async fn shutdown(self) -> Result<()> {
