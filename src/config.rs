@@ -39,6 +39,29 @@ pub struct Config {
     #[arg(long, env = "TIMEFUSION_MAX_CONNECTIONS", default_value_t = 256)]
     pub max_connections: usize,
 
+    /// Address the Arrow Flight gRPC service listens on.
+    #[arg(long, env = "GRPC_HOST", default_value = "0.0.0.0")]
+    pub grpc_host: IpAddr,
+
+    /// Port of the Arrow Flight gRPC service (DoPut ingestion, Flight SQL queries); 0 picks a
+    /// free port and logs it.
+    #[arg(long, env = "GRPC_PORT", default_value_t = 50051)]
+    pub grpc_port: u16,
+
+    /// Bearer token every gRPC call must present (`authorization: Bearer <token>`). Unset
+    /// leaves gRPC open, with a warning at start-up.
+    #[arg(long, env = "GRPC_TOKEN", hide_env_values = true)]
+    pub grpc_token: Option<String>,
+
+    /// Largest gRPC message (one Arrow IPC batch) the server accepts, in MiB.
+    #[arg(long, env = "TIMEFUSION_GRPC_MAX_MESSAGE_MB", default_value_t = 64)]
+    pub grpc_max_message_mb: usize,
+
+    /// Arrow bytes that DoPut streams may hold in flight together, in MiB; further batches
+    /// wait (backpressure on the client's stream).
+    #[arg(long, env = "TIMEFUSION_GRPC_MAX_INFLIGHT_MB", default_value_t = 512)]
+    pub grpc_max_inflight_mb: usize,
+
     /// Local data directory: the WAL, and the Delta tables when no S3 bucket is configured.
     #[arg(long, env = "TIMEFUSION_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -124,6 +147,17 @@ impl Config {
         if self.wal_segment_mb == 0 || self.wal_group_max_mb == 0 {
             return Err(ConfigError("WAL sizes must be positive".into()));
         }
+        if self.grpc_max_message_mb == 0 || self.grpc_max_inflight_mb < self.grpc_max_message_mb {
+            return Err(ConfigError(format!(
+                "TIMEFUSION_GRPC_MAX_INFLIGHT_MB={} must be at least TIMEFUSION_GRPC_MAX_MESSAGE_MB={} (and both positive)",
+                self.grpc_max_inflight_mb, self.grpc_max_message_mb
+            )));
+        }
+        if self.grpc_token.as_deref() == Some("") {
+            return Err(ConfigError(
+                "GRPC_TOKEN is set but empty: unset it or set a token".into(),
+            ));
+        }
         if self.pgwire_password.is_empty() {
             return Err(ConfigError(
                 "PGWIRE_PASSWORD is empty: set a password clients must present".into(),
@@ -162,6 +196,8 @@ impl Config {
         config.data_dir = data_dir.into();
         config.pgwire_port = 0;
         config.pgwire_host = IpAddr::from([127, 0, 0, 1]);
+        config.grpc_port = 0;
+        config.grpc_host = IpAddr::from([127, 0, 0, 1]);
         config
     }
 }

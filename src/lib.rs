@@ -10,11 +10,13 @@ use std::sync::Arc;
 pub mod buffer;
 pub mod config;
 pub mod delta;
+pub mod flight;
 pub mod ingest;
 pub mod pgwire;
 pub mod query;
 pub mod schema;
 pub mod server;
+pub mod sqlstate;
 pub mod values;
 pub mod wal;
 

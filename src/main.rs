@@ -17,8 +17,12 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("TimeFusion failed to start")?;
     // Tests and scripts read this line to find the port (PGWIRE_PORT=0 picks a free one).
-    println!("timefusion listening: pgwire={}", server.pg_addr());
-    tracing::info!(pgwire = %server.pg_addr(), "ready");
+    println!(
+        "timefusion listening: pgwire={} grpc={}",
+        server.pg_addr(),
+        server.grpc_addr()
+    );
+    tracing::info!(pgwire = %server.pg_addr(), grpc = %server.grpc_addr(), "ready");
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;

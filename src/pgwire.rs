@@ -6,15 +6,12 @@
 //! protocol); `INSERT` reaches the ingest path through the table provider's data sink.
 //! `INSERT … VALUES` of plain literals skips DataFusion planning ([`crate::values`]) and goes
 //! straight to the ingest path. Every error is mapped to a SQLSTATE in exactly one place,
-//! [`sqlstate_of`], through the pgwire error handler.
+//! [`crate::sqlstate::sqlstate_of`], through the pgwire error handler.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::common::{DFSchema, ParamValues};
-use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
@@ -33,8 +30,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::ingest::{self, Ingest};
+use crate::ingest::Ingest;
 use crate::schema::Catalog;
+use crate::sqlstate::sqlstate_of;
 use crate::values;
 
 /// The version string clients see in `server_version`.
@@ -207,67 +205,6 @@ impl ErrorHandler for SqlStateErrors {
     }
 }
 
-/// The SQLSTATE and message for an error raised while parsing, planning or running a
-/// statement. User mistakes get their specific class; anything unrecognised is XX000.
-pub fn sqlstate_of(error: &(dyn std::error::Error + 'static)) -> (&'static str, String) {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    let mut fallback: Option<(&'static str, String)> = None;
-    while let Some(e) = current {
-        if let Some(ingest) = e.downcast_ref::<ingest::Error>() {
-            return (ingest.sqlstate(), ingest.to_string());
-        }
-        if e.downcast_ref::<datafusion::sql::sqlparser::parser::ParserError>()
-            .is_some()
-        {
-            return ("42601", e.to_string());
-        }
-        if let Some(df) = e.downcast_ref::<DataFusionError>() {
-            let message = df.to_string();
-            let code = match df {
-                DataFusionError::SQL(..) => Some("42601"),
-                DataFusionError::NotImplemented(_) => Some("0A000"),
-                DataFusionError::ResourcesExhausted(_) => Some("53200"),
-                DataFusionError::SchemaError(..) if message.contains("No field named") => {
-                    Some("42703")
-                }
-                DataFusionError::Plan(m) if m.contains("not found") && m.contains("table") => {
-                    Some("42P01")
-                }
-                DataFusionError::Plan(m) if m.contains("Invalid function") => Some("42883"),
-                DataFusionError::Plan(_) | DataFusionError::SchemaError(..) => Some("42000"),
-                _ => None,
-            };
-            if let Some(code) = code {
-                return (code, message);
-            }
-            fallback.get_or_insert(("XX000", message));
-        }
-        if let Some(arrow) = e.downcast_ref::<arrow::error::ArrowError>() {
-            use arrow::error::ArrowError as A;
-            let message = arrow.to_string();
-            let lower = message.to_lowercase();
-            let code = match arrow {
-                A::DivideByZero => Some("22012"),
-                A::ArithmeticOverflow(_) => Some("22003"),
-                A::CastError(_) | A::ParseError(_)
-                    if lower.contains("timestamp")
-                        || lower.contains("date")
-                        || lower.contains("time") =>
-                {
-                    Some("22007")
-                }
-                A::CastError(_) | A::ParseError(_) => Some("22P02"),
-                _ => None,
-            };
-            if let Some(code) = code {
-                return (code, message);
-            }
-        }
-        current = e.source();
-    }
-    fallback.unwrap_or_else(|| ("XX000", error.to_string()))
-}
-
 /// Accepts Postgres connections until `shutdown` fires; at most `max_connections` at once.
 pub async fn serve(
     listener: TcpListener,
@@ -276,7 +213,6 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let limiter = Arc::new(Semaphore::new(max_connections));
-    let open: Arc<parking_lot::Mutex<HashMap<SocketAddr, ()>>> = Default::default();
     loop {
         let (socket, addr) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -295,58 +231,15 @@ pub async fn serve(
         };
         let _ = socket.set_nodelay(true);
         let handlers = handlers.clone();
-        let open = open.clone();
-        open.lock().insert(addr, ());
         tokio::spawn(async move {
             if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
                 tracing::debug!(%addr, "connection ended with error: {e}");
             }
-            open.lock().remove(&addr);
             drop(permit);
         });
     }
     tracing::info!(
-        open = open.lock().len(),
+        open = max_connections - limiter.available_permits(),
         "stopped accepting Postgres connections"
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ingest_errors_keep_their_sqlstate_through_datafusion_wrapping() {
-        let ingest = ingest::Error::NotNull {
-            table: "t".into(),
-            column: "id".into(),
-        };
-        let wrapped = DataFusionError::Context(
-            "insert".into(),
-            Box::new(DataFusionError::ArrowError(
-                Box::new(arrow::error::ArrowError::ExternalError(Box::new(
-                    DataFusionError::External(Box::new(ingest)),
-                ))),
-                None,
-            )),
-        );
-        let (code, message) = sqlstate_of(&wrapped);
-        assert_eq!(code, "23502");
-        assert!(message.contains("\"id\""), "{message}");
-    }
-
-    #[test]
-    fn planner_errors_map_to_their_classes() {
-        let missing = DataFusionError::Plan("table 'datafusion.public.nope' not found".into());
-        assert_eq!(sqlstate_of(&missing).0, "42P01");
-        let cast = DataFusionError::ArrowError(
-            Box::new(arrow::error::ArrowError::CastError(
-                "Cannot cast string 'x' to value of Int64 type".into(),
-            )),
-            None,
-        );
-        assert_eq!(sqlstate_of(&cast).0, "22P02");
-        let internal = DataFusionError::Internal("bug".into());
-        assert_eq!(sqlstate_of(&internal).0, "XX000");
-    }
 }

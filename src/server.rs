@@ -2,7 +2,8 @@
 //!
 //! Start-up: load schemas, lock and open the WAL, open (or create) each Delta table and read
 //! the WAL sequence its last flush covered (its `txn` version), replay only newer WAL records
-//! into the buffer, start the WAL writer and the flusher, then accept Postgres connections.
+//! into the buffer, start the WAL writer and the flusher, then accept Postgres and gRPC
+//! connections.
 //!
 //! Shutdown: stop accepting, stop the flusher, close the WAL (queued writes commit, new ones
 //! get 57P01), flush every buffered row to Delta, trim the WAL, return.
@@ -102,10 +103,12 @@ impl Core {
 /// A running server.
 pub struct Server {
     pg_addr: SocketAddr,
+    grpc_addr: SocketAddr,
     core: Arc<Core>,
     context: Arc<SessionContext>,
     shutdown: CancellationToken,
     accept: JoinHandle<()>,
+    grpc: JoinHandle<()>,
     flusher: JoinHandle<()>,
 }
 
@@ -213,6 +216,43 @@ impl Server {
             config.pgwire_user.clone(),
             config.pgwire_password.clone(),
         ));
+        let grpc_addr = SocketAddr::new(config.grpc_host, config.grpc_port);
+        let grpc_listener = TcpListener::bind(grpc_addr)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: grpc_addr,
+                source,
+            })?;
+        let grpc_addr = grpc_listener.local_addr().map_err(|source| Error::Listen {
+            addr: grpc_addr,
+            source,
+        })?;
+        if config.grpc_token.is_none() {
+            tracing::warn!(
+                "GRPC_TOKEN is not set: anyone who can reach the gRPC port can write and query; set GRPC_TOKEN"
+            );
+        }
+        let flight = crate::flight::TimeFusionFlight::new(
+            context.clone(),
+            catalog.clone(),
+            ingest.clone(),
+            config.grpc_max_inflight_mb << 20,
+        )
+        .into_service(config.grpc_token.clone(), config.grpc_max_message_mb << 20);
+        let grpc_shutdown = shutdown.clone();
+        let grpc = tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(flight)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(grpc_listener),
+                    grpc_shutdown.cancelled_owned(),
+                )
+                .await;
+            if let Err(e) = served {
+                tracing::error!("gRPC server stopped: {e}");
+            }
+        });
         let accept = tokio::spawn(crate::pgwire::serve(
             listener,
             handlers,
@@ -221,6 +261,8 @@ impl Server {
         ));
         Ok(Server {
             pg_addr,
+            grpc_addr,
+            grpc,
             core,
             context,
             shutdown,
@@ -234,6 +276,11 @@ impl Server {
         self.pg_addr
     }
 
+    /// Where the Arrow Flight gRPC service listens.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
     /// The SQL session queries run in.
     pub fn context(&self) -> &Arc<SessionContext> {
         &self.context
@@ -244,6 +291,7 @@ impl Server {
     pub async fn shutdown(self) -> Result<()> {
         self.shutdown.cancel();
         let _ = self.accept.await;
+        let _ = self.grpc.await;
         let _ = self.flusher.await;
         self.core.wal.close().await;
         let rows = self.core.flush(FlushReason::All).await?;

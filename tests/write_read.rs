@@ -382,7 +382,9 @@ async fn delta_rs_python_reads_the_table() {
     assert!(server.terminate().success());
 
     let table = dir.path().join("tables").join(TABLE);
-    let script = "import sys\nfrom deltalake import DeltaTable\nt = DeltaTable(sys.argv[1])\nprint(t.to_pyarrow_table().num_rows)\nprint(sorted(t.metadata().partition_columns))\n";
+    // os._exit skips interpreter teardown, where pyarrow's and delta-rs' native thread pools
+    // occasionally race into `terminate called without an active exception`.
+    let script = "import os, sys\nfrom deltalake import DeltaTable\nt = DeltaTable(sys.argv[1])\nprint(t.to_pyarrow_table().num_rows)\nprint(sorted(t.metadata().partition_columns), flush=True)\nos._exit(0)\n";
     let out = Command::new(&python)
         .args(["-c", script, table.to_str().expect("utf-8 path")])
         .output()

@@ -18,6 +18,7 @@ pub const DAY_MICROS: i64 = 86_400_000_000;
 pub struct TestServer {
     child: Child,
     pub port: u16,
+    pub grpc_port: u16,
     pub data_dir: PathBuf,
 }
 
@@ -29,6 +30,8 @@ impl TestServer {
             .env("TIMEFUSION_DATA_DIR", data_dir)
             .env("PGWIRE_HOST", "127.0.0.1")
             .env("PGWIRE_PORT", "0")
+            .env("GRPC_HOST", "127.0.0.1")
+            .env("GRPC_PORT", "0")
             .env("TIMEFUSION_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -38,7 +41,7 @@ impl TestServer {
         let mut child = command.spawn().expect("spawn timefusion");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let port = loop {
+        let (port, grpc_port) = loop {
             let line = match lines.next() {
                 Some(Ok(line)) => line,
                 other => {
@@ -46,9 +49,11 @@ impl TestServer {
                     panic!("timefusion exited before listening ({status}): {other:?}");
                 }
             };
-            if let Some(addr) = line.strip_prefix("timefusion listening: pgwire=") {
-                let addr: std::net::SocketAddr = addr.parse().expect("address");
-                break addr.port();
+            if let Some(rest) = line.strip_prefix("timefusion listening: pgwire=") {
+                let (pg, grpc) = rest.split_once(" grpc=").expect("both addresses");
+                let pg: std::net::SocketAddr = pg.parse().expect("pgwire address");
+                let grpc: std::net::SocketAddr = grpc.parse().expect("grpc address");
+                break (pg.port(), grpc.port());
             }
         };
         // Keep draining stdout so the server never blocks on a full pipe.
@@ -56,6 +61,7 @@ impl TestServer {
         TestServer {
             child,
             port,
+            grpc_port,
             data_dir: data_dir.to_path_buf(),
         }
     }

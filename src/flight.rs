@@ -1,0 +1,462 @@
+//! The Arrow Flight front end: DoPut ingestion and Flight SQL queries on one gRPC port.
+//!
+//! - **DoPut** with a `PATH` descriptor naming a table (`["otel_logs_and_spans"]`) streams
+//!   Arrow IPC batches into [`Ingest::write`], the same path as pgwire `INSERT`: batches may
+//!   carry a subset of the columns and castable types; anything else is `INVALID_ARGUMENT`
+//!   naming the column. Each batch gets one `PutResult` (app metadata: the row count as
+//!   decimal text) once it is durable in the WAL. Flight SQL `CommandStatementIngest` (ADBC
+//!   bulk ingest) takes the same path and answers with the total.
+//! - **Flight SQL** `CommandStatementQuery`, prepared statements, `GetTables`, `GetSqlInfo`:
+//!   queries run on the same DataFusion session as pgwire and stream Arrow back unconverted.
+//! - `GRPC_TOKEN`, when set, is required on every call as `authorization: Bearer <token>`.
+//! - In-flight DoPut bytes across all streams are bounded by a semaphore: a client that sends
+//!   faster than the server stores waits on its own stream (HTTP/2 flow control).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::Schema;
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_descriptor::DescriptorType;
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, Any, CommandGetSqlInfo, CommandGetTables,
+    CommandPreparedStatementQuery, CommandStatementIngest, CommandStatementQuery, ProstMessageExt,
+    SqlInfo, TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, PutResult,
+    SchemaAsIpc, Ticket,
+};
+use datafusion::prelude::SessionContext;
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use tokio::sync::Semaphore;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Response, Status};
+
+use crate::ingest::Ingest;
+use crate::schema::Catalog;
+use crate::sqlstate::{grpc_code, sqlstate_of};
+
+type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
+type DoPutStream = Pin<Box<dyn Stream<Item = Result<PutResult, Status>> + Send + 'static>>;
+
+/// Maps any error with a SQLSTATE classification to a gRPC status.
+fn status(error: &(dyn std::error::Error + 'static)) -> Status {
+    let (code, message) = sqlstate_of(error);
+    Status::new(grpc_code(code), message)
+}
+
+fn flight_status(error: FlightError) -> Status {
+    match error {
+        FlightError::Tonic(status) => *status,
+        FlightError::Arrow(e) => Status::invalid_argument(format!("invalid Arrow IPC data: {e}")),
+        other => Status::invalid_argument(other.to_string()),
+    }
+}
+
+/// The Flight SQL service.
+#[derive(Clone)]
+pub struct TimeFusionFlight {
+    context: Arc<SessionContext>,
+    catalog: Arc<Catalog>,
+    ingest: Arc<Ingest>,
+    inflight: Arc<Semaphore>,
+    sql_info: Arc<SqlInfoData>,
+}
+
+/// Checks the bearer token of every call.
+#[derive(Clone)]
+pub struct TokenCheck {
+    expected: Option<Arc<str>>,
+}
+
+impl tonic::service::Interceptor for TokenCheck {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(expected) = &self.expected else {
+            return Ok(request);
+        };
+        let given = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            });
+        match given {
+            Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(request),
+            Some(_) => Err(Status::unauthenticated("invalid bearer token")),
+            None => Err(Status::unauthenticated(
+                "missing `authorization: Bearer <GRPC_TOKEN>` header",
+            )),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Kibibytes a batch holds, the unit of the in-flight semaphore (at least one).
+fn kib(batch: &RecordBatch) -> u32 {
+    (batch.get_array_memory_size() / 1024).clamp(1, u32::MAX as usize) as u32
+}
+
+impl TimeFusionFlight {
+    pub fn new(
+        context: Arc<SessionContext>,
+        catalog: Arc<Catalog>,
+        ingest: Arc<Ingest>,
+        max_inflight_bytes: usize,
+    ) -> Self {
+        let mut info = SqlInfoDataBuilder::new();
+        info.append(SqlInfo::FlightSqlServerName, "TimeFusion");
+        info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+        info.append(SqlInfo::FlightSqlServerArrowVersion, "1.3");
+        info.append(SqlInfo::FlightSqlServerReadOnly, false);
+        let sql_info = Arc::new(info.build().unwrap_or_else(|e| {
+            tracing::error!("cannot build Flight SQL info: {e}");
+            SqlInfoDataBuilder::new()
+                .build()
+                .unwrap_or_else(|_| unreachable!("empty SqlInfo builds"))
+        }));
+        let kib = (max_inflight_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
+        TimeFusionFlight {
+            context,
+            catalog,
+            ingest,
+            inflight: Arc::new(Semaphore::new(kib)),
+            sql_info,
+        }
+    }
+
+    /// The tonic service, with the token check and message size limit applied.
+    pub fn into_service(
+        self,
+        token: Option<String>,
+        max_message_bytes: usize,
+    ) -> InterceptedService<FlightServiceServer<Self>, TokenCheck> {
+        let server = FlightServiceServer::new(self)
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes);
+        InterceptedService::new(
+            server,
+            TokenCheck {
+                expected: token.map(Into::into),
+            },
+        )
+    }
+
+    /// Stores one batch under the in-flight budget.
+    async fn store(&self, table: &str, batch: RecordBatch) -> Result<usize, Status> {
+        let permit = self
+            .inflight
+            .acquire_many(kib(&batch))
+            .await
+            .map_err(|_| Status::unavailable("server shutting down"))?;
+        let rows = self
+            .ingest
+            .write(table, batch)
+            .await
+            .map_err(|e| status(&e))?;
+        drop(permit);
+        Ok(rows)
+    }
+
+    fn table_for(&self, name: &str) -> Result<String, Status> {
+        self.catalog
+            .get(name)
+            .map(|t| t.name.clone())
+            .ok_or_else(|| Status::not_found(format!("relation \"{name}\" does not exist")))
+    }
+
+    async fn schema_of(&self, sql: &str) -> Result<Schema, Status> {
+        let plan = self
+            .context
+            .state()
+            .create_logical_plan(sql)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(plan.schema().as_arrow().clone())
+    }
+
+    async fn run(&self, sql: &str) -> Result<Response<DoGetStream>, Status> {
+        let frame = self.context.sql(sql).await.map_err(|e| status(&e))?;
+        let schema = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.execute_stream().await.map_err(|e| status(&e))?;
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches.map_err(|e| FlightError::ExternalError(Box::new(e))))
+            .map_err(|e| match e {
+                FlightError::ExternalError(inner) => status(inner.as_ref()),
+                other => flight_status(other),
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    fn info(
+        &self,
+        schema: &Schema,
+        ticket: Vec<u8>,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
+        Ok(FlightInfo::new()
+            .try_with_schema(schema)
+            .map_err(|e| Status::internal(format!("cannot encode the result schema: {e}")))?
+            .with_endpoint(FlightEndpoint::new().with_ticket(Ticket {
+                ticket: ticket.into(),
+            }))
+            .with_descriptor(descriptor))
+    }
+}
+
+/// Streams the decoded batches of a DoPut into `table`, one `PutResult` per durable batch.
+fn put_stream(
+    service: TimeFusionFlight,
+    table: String,
+    data: PeekableFlightDataStream,
+) -> DoPutStream {
+    let batches = FlightRecordBatchStream::new_from_flight_data(data.map_err(FlightError::from));
+    Box::pin(batches.map_err(flight_status).then(move |batch| {
+        let (service, table) = (service.clone(), table.clone());
+        async move {
+            let rows = service.store(&table, batch?).await?;
+            Ok(PutResult {
+                app_metadata: rows.to_string().into_bytes().into(),
+            })
+        }
+    }))
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for TimeFusionFlight {
+    type FlightService = TimeFusionFlight;
+
+    async fn do_put_fallback(
+        &self,
+        mut request: Request<PeekableFlightDataStream>,
+        _message: Any,
+    ) -> Result<Response<<Self as FlightService>::DoPutStream>, Status> {
+        let first = request.get_mut().peek().await.cloned();
+        let descriptor = first
+            .and_then(|m| m.ok())
+            .and_then(|m| m.flight_descriptor)
+            .ok_or_else(|| {
+                Status::invalid_argument("DoPut needs a flight descriptor naming the table")
+            })?;
+        if descriptor.r#type != DescriptorType::Path as i32 || descriptor.path.len() != 1 {
+            return Err(Status::invalid_argument(
+                "DoPut descriptor must be a PATH with one element: the table name",
+            ));
+        }
+        let table = self.table_for(&descriptor.path[0])?;
+        Ok(Response::new(put_stream(
+            self.clone(),
+            table,
+            request.into_inner(),
+        )))
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        command: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        if command.schema.as_deref().is_some_and(|s| s != "public") || command.catalog.is_some() {
+            return Err(Status::not_found("tables live in schema public"));
+        }
+        let table = self.table_for(&command.table)?;
+        let mut results = put_stream(self.clone(), table, request.into_inner());
+        let mut rows = 0i64;
+        while let Some(result) = results.next().await {
+            let result = result?;
+            rows += String::from_utf8_lossy(&result.app_metadata)
+                .parse::<i64>()
+                .unwrap_or(0);
+        }
+        Ok(rows)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = self.schema_of(&query.query).await?;
+        let ticket = TicketStatementQuery {
+            statement_handle: query.query.into_bytes().into(),
+        };
+        Ok(Response::new(self.info(
+            &schema,
+            ticket.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let sql = std::str::from_utf8(&ticket.statement_handle)
+            .map_err(|_| Status::invalid_argument("statement handle is not UTF-8"))?;
+        self.run(sql).await
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        // The handle is the SQL text itself: prepared statements need no server state.
+        let schema = self.schema_of(&query.query).await?;
+        let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
+            .try_into()
+            .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: query.query.into_bytes().into(),
+            dataset_schema,
+            parameter_schema: Default::default(),
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        _query: ActionClosePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        Ok(())
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        command: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let sql = std::str::from_utf8(&command.prepared_statement_handle)
+            .map_err(|_| Status::invalid_argument("prepared statement handle is not UTF-8"))?;
+        let schema = self.schema_of(sql).await?;
+        Ok(Response::new(self.info(
+            &schema,
+            command.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        command: CommandPreparedStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let sql = std::str::from_utf8(&command.prepared_statement_handle)
+            .map_err(|_| Status::invalid_argument("prepared statement handle is not UTF-8"))?;
+        self.run(sql).await
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        Ok(Response::new(self.info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        for table in self.catalog.tables() {
+            builder
+                .append("datafusion", "public", &table.name, "TABLE", &table.schema)
+                .map_err(|e| Status::internal(e.to_string()))?;
+        }
+        let schema = builder.schema();
+        let batch = builder.build();
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(futures::stream::once(async { batch }))
+            .map_err(flight_status);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder(&self.sql_info).schema();
+        Ok(Response::new(self.info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )?))
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let builder = query.into_builder(&self.sql_info);
+        let schema = builder.schema();
+        let batch = builder.build();
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(futures::stream::once(async { batch }))
+            .map_err(flight_status);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::service::Interceptor;
+
+    fn call(check: &mut TokenCheck, header: Option<&str>) -> Result<(), tonic::Code> {
+        let mut request = Request::new(());
+        if let Some(value) = header {
+            request
+                .metadata_mut()
+                .insert("authorization", value.parse().expect("header"));
+        }
+        check.call(request).map(|_| ()).map_err(|s| s.code())
+    }
+
+    #[test]
+    fn bearer_token_is_required_when_configured() {
+        let mut open = TokenCheck { expected: None };
+        assert_eq!(call(&mut open, None), Ok(()));
+        let mut locked = TokenCheck {
+            expected: Some("s3cret".into()),
+        };
+        assert_eq!(call(&mut locked, Some("Bearer s3cret")), Ok(()));
+        assert_eq!(
+            call(&mut locked, Some("Bearer wrong")),
+            Err(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(
+            call(&mut locked, Some("s3cret")),
+            Err(tonic::Code::Unauthenticated)
+        );
+        assert_eq!(call(&mut locked, None), Err(tonic::Code::Unauthenticated));
+    }
+}
