@@ -1,10 +1,17 @@
 //! Deterministic generator of realistic `otel_logs_and_spans` rows, shared by the benchmark
-//! tools so every system under test receives the same rows.
+//! tools so every system under test receives the same rows, rendered as SQL `VALUES`, as CSV
+//! for PostgreSQL `COPY`, or as Arrow batches for Flight.
 
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// Columns the generator fills, in the order of [`Row::values`].
+/// Columns the generator fills, in the order of [`Row::sql_values`].
 pub const COLUMNS: &[&str] = &[
     "project_id",
     "timestamp",
@@ -29,16 +36,34 @@ pub const COLUMNS: &[&str] = &[
     "resource___deployment___environment___name",
 ];
 
+/// One generated row.
+pub struct Row {
+    project: String,
+    timestamp_micros: i64,
+    id: String,
+    parent_id: String,
+    name: String,
+    status_code: &'static str,
+    level: &'static str,
+    severity: i32,
+    body: String,
+    duration: i64,
+    trace_id: String,
+    span_id: String,
+    attributes: String,
+    method: &'static str,
+    http_status: i32,
+    path: String,
+    service: String,
+    version: String,
+    environment: &'static str,
+}
+
 pub struct Generator {
     rng: StdRng,
     start_micros: i64,
     span_micros: i64,
     counter: u64,
-}
-
-/// One generated row as SQL literals (strings already quoted).
-pub struct Row {
-    pub values: Vec<String>,
 }
 
 const METHODS: &[&str] = &["GET", "GET", "GET", "POST", "PUT", "DELETE"];
@@ -50,6 +75,74 @@ const LEVELS: &[(&str, i32)] = &[
     ("WARN", 13),
     ("ERROR", 17),
 ];
+
+fn timestamp_text(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}
+
+impl Row {
+    /// The row as SQL literals, in [`COLUMNS`] order.
+    pub fn sql_values(&self) -> String {
+        let q = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        [
+            q(&self.project),
+            q(&timestamp_text(self.timestamp_micros)),
+            q(&self.id),
+            q(&self.parent_id),
+            q(&self.name),
+            q("SERVER"),
+            q(self.status_code),
+            q(self.level),
+            q(self.level),
+            self.severity.to_string(),
+            q(&self.body),
+            self.duration.to_string(),
+            q(&self.trace_id),
+            q(&self.span_id),
+            q(&self.attributes),
+            q(self.method),
+            self.http_status.to_string(),
+            q(&self.path),
+            q(&self.service),
+            q(&self.version),
+            q(self.environment),
+        ]
+        .join(", ")
+    }
+
+    /// The row as one CSV line, in [`COLUMNS`] order.
+    pub fn csv_line(&self, out: &mut String) {
+        let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        let fields = [
+            q(&self.project),
+            timestamp_text(self.timestamp_micros),
+            q(&self.id),
+            q(&self.parent_id),
+            q(&self.name),
+            "SERVER".into(),
+            self.status_code.into(),
+            self.level.into(),
+            self.level.into(),
+            self.severity.to_string(),
+            q(&self.body),
+            self.duration.to_string(),
+            q(&self.trace_id),
+            q(&self.span_id),
+            q(&self.attributes),
+            self.method.into(),
+            self.http_status.to_string(),
+            q(&self.path),
+            q(&self.service),
+            q(&self.version),
+            self.environment.into(),
+        ];
+        out.push_str(&fields.join(","));
+        out.push('\n');
+    }
+}
 
 impl Generator {
     /// Rows with timestamps spread uniformly over `days` days ending at `end_micros`.
@@ -72,7 +165,7 @@ impl Generator {
         let endpoint = r.random_range(0..300u32);
         let method = METHODS[r.random_range(0..METHODS.len())];
         let (level, severity) = LEVELS[r.random_range(0..LEVELS.len())];
-        let status = if level == "ERROR" {
+        let http_status = if level == "ERROR" {
             500
         } else if r.random_bool(0.05) {
             404
@@ -81,52 +174,43 @@ impl Generator {
         };
         // Long-tailed durations: log-uniform from 10 µs to 10 s, in nanoseconds.
         let duration = (10f64.powf(r.random_range(4.0..10.0))) as i64;
-        let ts = self.start_micros + r.random_range(0..self.span_micros);
+        let timestamp_micros = self.start_micros + r.random_range(0..self.span_micros);
         let trace: u128 = r.random();
         let span: u64 = r.random();
         let parent: u64 = r.random();
-        let timestamp = chrono::DateTime::from_timestamp_micros(ts)
-            .unwrap_or_default()
-            .format("%Y-%m-%dT%H:%M:%S%.6fZ");
         let path = format!("/api/v1/resource{endpoint}/items");
         let body = format!(
-            "{{\"message\":\"{method} {path} completed with {status} in {} ms\",\"request_id\":\"{:016x}\"}}",
-            duration / 1_000_000,
-            span
+            "{{\"message\":\"{method} {path} completed with {http_status} in {} ms\",\"request_id\":\"{span:016x}\"}}",
+            duration / 1_000_000
         );
         let attributes = format!(
-            "{{\"http.request.method\":\"{method}\",\"http.response.status_code\":{status},\"url.path\":\"{path}\",\"user.id\":\"user-{}\"}}",
+            "{{\"http.request.method\":\"{method}\",\"http.response.status_code\":{http_status},\"url.path\":\"{path}\",\"user.id\":\"user-{}\"}}",
             r.random_range(0..10_000u32)
         );
-        let q = |s: &str| format!("'{}'", s.replace('\'', "''"));
         Row {
-            values: vec![
-                q(&format!("project-{project}")),
-                q(&timestamp.to_string()),
-                q(&format!("{:016x}{:08x}", span, self.counter)),
-                q(&format!("{parent:016x}")),
-                q(&format!("{method} {path}")),
-                q("SERVER"),
-                q(if status >= 500 { "ERROR" } else { "OK" }),
-                q(level),
-                q(level),
-                severity.to_string(),
-                q(&body),
-                duration.to_string(),
-                q(&format!("{trace:032x}")),
-                q(&format!("{span:016x}")),
-                q(&attributes),
-                q(method),
-                status.to_string(),
-                q(&path),
-                q(&format!("service-{service}")),
-                q(&format!("1.{}.0", service % 7)),
-                q(if service % 5 == 0 {
-                    "staging"
-                } else {
-                    "production"
-                }),
-            ],
+            project: format!("project-{project}"),
+            timestamp_micros,
+            id: format!("{span:016x}{:08x}", self.counter),
+            parent_id: format!("{parent:016x}"),
+            name: format!("{method} {path}"),
+            status_code: if http_status >= 500 { "ERROR" } else { "OK" },
+            level,
+            severity,
+            body,
+            duration,
+            trace_id: format!("{trace:032x}"),
+            span_id: format!("{span:016x}"),
+            attributes,
+            method,
+            http_status,
+            path,
+            service: format!("service-{service}"),
+            version: format!("1.{}.0", service % 7),
+            environment: if service % 5 == 0 {
+                "staging"
+            } else {
+                "production"
+            },
         }
     }
 
@@ -138,9 +222,74 @@ impl Generator {
                 sql.push_str(", ");
             }
             sql.push('(');
-            sql.push_str(&self.row().values.join(", "));
+            sql.push_str(&self.row().sql_values());
             sql.push(')');
         }
         sql
+    }
+
+    /// `n` rows as CSV for `COPY … FROM STDIN (FORMAT csv)`.
+    pub fn csv(&mut self, n: usize) -> String {
+        let mut out = String::new();
+        for _ in 0..n {
+            self.row().csv_line(&mut out);
+        }
+        out
+    }
+
+    /// `n` rows as one Arrow batch with the [`COLUMNS`] columns.
+    pub fn batch(&mut self, n: usize) -> RecordBatch {
+        let rows: Vec<Row> = (0..n).map(|_| self.row()).collect();
+        let text = |f: &dyn Fn(&Row) -> &str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            text(&|r| &r.project),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(
+                    rows.iter().map(|r| r.timestamp_micros),
+                )
+                .with_timezone("UTC"),
+            ),
+            text(&|r| &r.id),
+            text(&|r| &r.parent_id),
+            text(&|r| &r.name),
+            text(&|_| "SERVER"),
+            text(&|r| r.status_code),
+            text(&|r| r.level),
+            text(&|r| r.level),
+            Arc::new(Int32Array::from_iter_values(
+                rows.iter().map(|r| r.severity),
+            )),
+            text(&|r| &r.body),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.duration),
+            )),
+            text(&|r| &r.trace_id),
+            text(&|r| &r.span_id),
+            text(&|r| &r.attributes),
+            text(&|r| r.method),
+            Arc::new(Int32Array::from_iter_values(
+                rows.iter().map(|r| r.http_status),
+            )),
+            text(&|r| &r.path),
+            text(&|r| &r.service),
+            text(&|r| &r.version),
+            text(&|r| r.environment),
+        ];
+        let fields: Vec<Field> = COLUMNS
+            .iter()
+            .zip(&columns)
+            .map(|(name, array)| {
+                let data_type = match array.data_type() {
+                    DataType::Timestamp(_, _) => {
+                        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+                    }
+                    other => other.clone(),
+                };
+                Field::new(*name, data_type, true)
+            })
+            .collect();
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("generated batch")
     }
 }

@@ -1,35 +1,47 @@
-//! Ingest benchmark over the Postgres protocol: multi-row INSERT throughput and single-row
-//! INSERT acknowledgement latency, against TimeFusion and (optionally) PostgreSQL, with the
-//! same generated rows and the same SQL text.
+//! Ingest benchmark: multi-row INSERT throughput, single-row INSERT acknowledgement latency,
+//! bulk paths (PostgreSQL `COPY`, TimeFusion Arrow Flight `DoPut`), against TimeFusion and
+//! PostgreSQL with the same generated rows.
 //!
-//! `cargo run --release --example ingest -- --timefusion URL [--postgres URL] …`; see
-//! `bench/README.md` and `bench/run_ingest.sh`, which starts both servers.
+//! `cargo run --release --example ingest -- --timefusion CONN --flight URL --postgres CONN`;
+//! `bench/run_ingest.sh` starts both servers and runs it. See `bench/README.md`.
 
 #[path = "gen.rs"]
 mod generator;
 
 use std::time::{Duration, Instant};
 
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::{FlightClient, FlightDescriptor};
 use clap::Parser;
+use futures::{SinkExt, TryStreamExt};
 use generator::Generator;
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// TimeFusion connection string (key=value form).
+    /// TimeFusion Postgres connection string.
     #[arg(long)]
     timefusion: Option<String>,
+    /// TimeFusion Arrow Flight endpoint, e.g. http://127.0.0.1:50051.
+    #[arg(long)]
+    flight: Option<String>,
     /// PostgreSQL connection string; the table is (re)created there.
     #[arg(long)]
     postgres: Option<String>,
     /// Rows per multi-row INSERT.
     #[arg(long, default_value_t = 1000)]
     rows_per_statement: usize,
-    /// Concurrent connections for the multi-row phase.
+    /// Concurrent connections (or Flight streams) for the throughput phases.
     #[arg(long, default_value_t = 4)]
     connections: usize,
     /// Multi-row statements per connection.
     #[arg(long, default_value_t = 25)]
     statements: usize,
+    /// Rows per COPY chunk / Flight batch.
+    #[arg(long, default_value_t = 8192)]
+    batch_rows: usize,
+    /// COPY chunks / Flight batches per connection.
+    #[arg(long, default_value_t = 12)]
+    batches: usize,
     /// Single-row INSERTs (one connection, sequential) for the latency phase.
     #[arg(long, default_value_t = 2000)]
     single: usize,
@@ -41,15 +53,14 @@ struct Args {
 const TABLE: &str = "otel_logs_and_spans";
 
 #[derive(Debug, serde::Serialize)]
-struct Result {
+struct Figure {
     system: String,
-    multi_rows: usize,
-    multi_secs: f64,
-    multi_rows_per_sec: f64,
-    single_count: usize,
-    single_p50_ms: f64,
-    single_p99_ms: f64,
-    single_mean_ms: f64,
+    phase: String,
+    rows: usize,
+    secs: f64,
+    rows_per_sec: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
 }
 
 async fn connect(url: &str) -> tokio_postgres::Client {
@@ -104,26 +115,38 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-async fn run(system: &str, url: &str, args: &Args) -> Result {
-    // Generate every statement before timing, so only the server's work is measured.
-    let mut generator = Generator::new(args.seed, chrono::Utc::now().timestamp_micros(), 7);
-    let multi: Vec<Vec<String>> = (0..args.connections)
+fn generator(args: &Args, phase: u64) -> Generator {
+    Generator::new(args.seed + phase, chrono::Utc::now().timestamp_micros(), 7)
+}
+
+fn throughput(system: &str, phase: &str, rows: usize, started: Instant) -> Figure {
+    let secs = started.elapsed().as_secs_f64();
+    Figure {
+        system: system.into(),
+        phase: phase.into(),
+        rows,
+        secs,
+        rows_per_sec: rows as f64 / secs,
+        p50_ms: None,
+        p99_ms: None,
+    }
+}
+
+/// `connections` connections each sending `statements` multi-row INSERTs.
+async fn multi_row(system: &str, url: &str, args: &Args) -> Figure {
+    let mut g = generator(args, 1);
+    let work: Vec<Vec<String>> = (0..args.connections)
         .map(|_| {
             (0..args.statements)
-                .map(|_| generator.insert(TABLE, args.rows_per_statement))
+                .map(|_| g.insert(TABLE, args.rows_per_statement))
                 .collect()
         })
         .collect();
-    let single: Vec<String> = (0..args.single)
-        .map(|_| generator.insert(TABLE, 1))
-        .collect();
-
-    let clients: Vec<_> =
-        futures::future::join_all((0..args.connections).map(|_| connect(url))).await;
+    let clients = futures::future::join_all((0..args.connections).map(|_| connect(url))).await;
     let started = Instant::now();
     let tasks: Vec<_> = clients
         .into_iter()
-        .zip(multi)
+        .zip(work)
         .map(|(client, statements)| {
             tokio::spawn(async move {
                 for sql in statements {
@@ -135,66 +158,208 @@ async fn run(system: &str, url: &str, args: &Args) -> Result {
     for task in tasks {
         task.await.expect("writer");
     }
-    let multi_secs = started.elapsed().as_secs_f64();
-    let multi_rows = args.connections * args.statements * args.rows_per_statement;
+    throughput(
+        system,
+        "multi-row INSERT",
+        args.connections * args.statements * args.rows_per_statement,
+        started,
+    )
+}
 
+/// One connection sending single-row INSERTs back to back.
+async fn single_row(system: &str, url: &str, args: &Args) -> Figure {
+    let mut g = generator(args, 2);
+    let statements: Vec<String> = (0..args.single).map(|_| g.insert(TABLE, 1)).collect();
     let client = connect(url).await;
-    let mut latencies = Vec::with_capacity(single.len());
-    for sql in &single {
+    let started = Instant::now();
+    let mut latencies = Vec::with_capacity(statements.len());
+    for sql in &statements {
         let t = Instant::now();
         client.batch_execute(sql).await.expect("single-row insert");
         latencies.push(t.elapsed());
     }
-    let mean =
-        latencies.iter().sum::<Duration>().as_secs_f64() * 1000.0 / latencies.len().max(1) as f64;
+    let mut figure = throughput(system, "single-row INSERT", statements.len(), started);
     latencies.sort();
-    Result {
-        system: system.to_string(),
-        multi_rows,
-        multi_secs,
-        multi_rows_per_sec: multi_rows as f64 / multi_secs,
-        single_count: latencies.len(),
-        single_p50_ms: percentile(&latencies, 0.5),
-        single_p99_ms: percentile(&latencies, 0.99),
-        single_mean_ms: mean,
+    figure.p50_ms = Some(percentile(&latencies, 0.5));
+    figure.p99_ms = Some(percentile(&latencies, 0.99));
+    figure
+}
+
+/// PostgreSQL `COPY … FROM STDIN (FORMAT csv)`, one chunk per statement.
+async fn copy(url: &str, args: &Args) -> Figure {
+    let mut g = generator(args, 3);
+    let work: Vec<Vec<String>> = (0..args.connections)
+        .map(|_| (0..args.batches).map(|_| g.csv(args.batch_rows)).collect())
+        .collect();
+    let clients = futures::future::join_all((0..args.connections).map(|_| connect(url))).await;
+    let sql = format!(
+        "COPY {TABLE} ({}) FROM STDIN (FORMAT csv)",
+        generator::COLUMNS.join(", ")
+    );
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .zip(work)
+        .map(|(client, chunks)| {
+            let sql = sql.clone();
+            tokio::spawn(async move {
+                for chunk in chunks {
+                    let sink = client
+                        .copy_in::<_, bytes::Bytes>(&sql)
+                        .await
+                        .expect("copy in");
+                    futures::pin_mut!(sink);
+                    sink.send(bytes::Bytes::from(chunk))
+                        .await
+                        .expect("copy data");
+                    sink.finish().await.expect("copy finish");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("copy");
     }
+    throughput(
+        "postgresql",
+        "COPY (csv)",
+        args.connections * args.batches * args.batch_rows,
+        started,
+    )
+}
+
+/// TimeFusion Arrow Flight DoPut: one stream per connection, acknowledged batch by batch.
+async fn flight(url: &str, args: &Args) -> Figure {
+    let mut g = generator(args, 3);
+    let work: Vec<Vec<_>> = (0..args.connections)
+        .map(|_| {
+            (0..args.batches)
+                .map(|_| g.batch(args.batch_rows))
+                .collect()
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for _ in 0..args.connections {
+        let channel = tonic::transport::Channel::from_shared(url.to_string())
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        clients.push(FlightClient::new(channel));
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .zip(work)
+        .map(|(mut client, batches)| {
+            tokio::spawn(async move {
+                let n = batches.len();
+                // Whole 8,192-row batches in one message (the encoder splits at 2 MiB by default).
+                let data = FlightDataEncoderBuilder::new()
+                    .with_max_flight_data_size(32 << 20)
+                    .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![TABLE.into()])))
+                    .build(futures::stream::iter(batches.into_iter().map(Ok)));
+                let acks: Vec<_> = client
+                    .do_put(data)
+                    .await
+                    .expect("do_put")
+                    .try_collect()
+                    .await
+                    .expect("acks");
+                assert_eq!(acks.len(), n, "one PutResult per batch");
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("flight");
+    }
+    throughput(
+        "timefusion",
+        "Flight DoPut",
+        args.connections * args.batches * args.batch_rows,
+        started,
+    )
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
     println!(
-        "ingest: {} connections x {} statements x {} rows (multi-row INSERT), then {} single-row INSERTs on one connection; seed {}",
-        args.connections, args.statements, args.rows_per_statement, args.single, args.seed
+        "ingest: {c} connections; multi-row INSERT {s} x {r} rows each; COPY / DoPut {b} x {br} rows each; {n} single-row INSERTs; seed {seed}",
+        c = args.connections,
+        s = args.statements,
+        r = args.rows_per_statement,
+        b = args.batches,
+        br = args.batch_rows,
+        n = args.single,
+        seed = args.seed
     );
-    let mut results = Vec::new();
+    let mut figures = Vec::new();
     if let Some(url) = &args.postgres {
         connect(url)
             .await
             .batch_execute(&postgres_ddl())
             .await
             .expect("create PostgreSQL table");
-        results.push(run("postgresql", url, &args).await);
+        figures.push(multi_row("postgresql", url, &args).await);
+        figures.push(copy(url, &args).await);
+        figures.push(single_row("postgresql", url, &args).await);
     }
     if let Some(url) = &args.timefusion {
-        results.push(run("timefusion", url, &args).await);
+        figures.push(multi_row("timefusion", url, &args).await);
+    }
+    if let Some(url) = &args.flight {
+        figures.push(flight(url, &args).await);
+    }
+    if let Some(url) = &args.timefusion {
+        figures.push(single_row("timefusion", url, &args).await);
     }
     println!(
-        "{:<12} {:>14} {:>10} {:>10} {:>10}",
-        "system", "multi rows/s", "1-row p50", "1-row p99", "1-row mean"
+        "{:<11} {:<18} {:>9} {:>8} {:>12} {:>9} {:>9}",
+        "system", "phase", "rows", "secs", "rows/s", "p50 ms", "p99 ms"
     );
-    for r in &results {
+    for f in &figures {
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
         println!(
-            "{:<12} {:>14.0} {:>8.2}ms {:>8.2}ms {:>8.2}ms",
-            r.system, r.multi_rows_per_sec, r.single_p50_ms, r.single_p99_ms, r.single_mean_ms
+            "{:<11} {:<18} {:>9} {:>8.2} {:>12.0} {:>9} {:>9}",
+            f.system,
+            f.phase,
+            f.rows,
+            f.secs,
+            f.rows_per_sec,
+            ms(f.p50_ms),
+            ms(f.p99_ms)
         );
     }
-    if let [pg, tf] = &results[..] {
+    let find = |s: &str, p: &str| figures.iter().find(|f| f.system == s && f.phase == p);
+    let ratio = |a: Option<&Figure>, b: Option<&Figure>, what: &str| {
+        if let (Some(a), Some(b)) = (a, b) {
+            println!("{what}: {:.2}x", a.rows_per_sec / b.rows_per_sec);
+        }
+    };
+    ratio(
+        find("timefusion", "multi-row INSERT"),
+        find("postgresql", "multi-row INSERT"),
+        "multi-row INSERT, TimeFusion / PostgreSQL",
+    );
+    ratio(
+        find("timefusion", "Flight DoPut"),
+        find("postgresql", "COPY (csv)"),
+        "Flight DoPut / PostgreSQL COPY",
+    );
+    ratio(
+        find("timefusion", "Flight DoPut"),
+        find("timefusion", "multi-row INSERT"),
+        "Flight DoPut / TimeFusion multi-row INSERT",
+    );
+    if let (Some(tf), Some(pg)) = (
+        find("timefusion", "single-row INSERT"),
+        find("postgresql", "single-row INSERT"),
+    ) {
         println!(
-            "ratio timefusion/postgresql: multi-row throughput {:.2}x, single-row p50 latency {:.2}x",
-            tf.multi_rows_per_sec / pg.multi_rows_per_sec,
-            tf.single_p50_ms / pg.single_p50_ms
+            "single-row INSERT p50 latency, TimeFusion / PostgreSQL: {:.2}x",
+            tf.p50_ms.unwrap_or(0.0) / pg.p50_ms.unwrap_or(1.0)
         );
     }
-    println!("{}", serde_json::to_string(&results).expect("json"));
+    println!("{}", serde_json::to_string(&figures).expect("json"));
 }
