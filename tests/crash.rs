@@ -1,4 +1,4 @@
-//! Crash recovery: insert from several connections, `kill -9` the server at random points
+//! Crash recovery: insert from several connections (pgwire and Arrow Flight), `kill -9` the server at random points
 //! (several rounds, flushes running), restart, and check that every acknowledged row is
 //! there exactly once and that no row at all is duplicated.
 
@@ -7,8 +7,60 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use arrow::array::{RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::{FlightClient, FlightDescriptor};
 use common::*;
+use futures::TryStreamExt;
 use rand::Rng;
+
+async fn flight_client(port: u16) -> FlightClient {
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect gRPC");
+    FlightClient::new(channel)
+}
+
+/// DoPut of one batch; `Some(rows)` once acknowledged, `None` if the call failed.
+async fn flight_put(
+    client: &mut FlightClient,
+    project: &str,
+    ids: &[String],
+    when: i64,
+) -> Option<usize> {
+    let schema = std::sync::Arc::new(Schema::new(vec![
+        Field::new("project_id", DataType::Utf8, false),
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("id", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            std::sync::Arc::new(StringArray::from_iter_values(ids.iter().map(|_| project))),
+            std::sync::Arc::new(
+                TimestampMicrosecondArray::from_iter_values(
+                    (0..ids.len() as i64).map(|i| when + i),
+                )
+                .with_timezone("UTC"),
+            ),
+            std::sync::Arc::new(StringArray::from_iter_values(ids)),
+        ],
+    )
+    .expect("batch");
+    let data = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![TABLE.to_string()])))
+        .build(futures::stream::iter([Ok(batch)]));
+    let acks: Vec<_> = client.do_put(data).await.ok()?.try_collect().await.ok()?;
+    let [ack] = acks.as_slice() else { return None };
+    std::str::from_utf8(&ack.app_metadata).ok()?.parse().ok()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
@@ -26,7 +78,15 @@ async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
         let mut writers = Vec::new();
         for w in 0..4 {
             let acked = acked.clone();
+            let grpc_port = server.grpc_port;
             writers.push(tokio::spawn(async move {
+                // Writer 0 sends Arrow over Flight DoPut, the others SQL over pgwire: both
+                // front ends share the write path and must keep the same promise.
+                let mut flight = if w == 0 {
+                    Some(flight_client(grpc_port).await)
+                } else {
+                    None
+                };
                 let client = connect(port).await;
                 for s in 0.. {
                     let batch = ids(&format!("r{round}-w{w}-s{s}"), 10);
@@ -35,18 +95,23 @@ async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
                     } else {
                         past_micros(1 + s % 3)
                     };
-                    match client
-                        .execute(&insert_sql(&format!("p{w}"), &batch, when), &[])
-                        .await
-                    {
-                        Ok(10) => acked.lock().extend(batch),
-                        Ok(n) => panic!("insert acknowledged {n} of 10 rows"),
-                        Err(_) => return, // the server died under us: not acknowledged
+                    let stored = match flight.as_mut() {
+                        Some(flight) => flight_put(flight, &format!("p{w}"), &batch, when).await,
+                        None => client
+                            .execute(&insert_sql(&format!("p{w}"), &batch, when), &[])
+                            .await
+                            .ok()
+                            .map(|n| n as usize),
+                    };
+                    match stored {
+                        Some(10) => acked.lock().extend(batch),
+                        Some(n) => panic!("write acknowledged {n} of 10 rows"),
+                        None => return, // the server died under us: not acknowledged
                     }
                 }
             }));
         }
-        let delay = rng.random_range(300..2500);
+        let delay = rng.random_range(500..3000);
         tokio::time::sleep(Duration::from_millis(delay)).await;
         server.kill9();
         for w in writers {
