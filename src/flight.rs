@@ -70,6 +70,7 @@ pub struct TimeFusionFlight {
     catalog: Arc<Catalog>,
     ingest: Arc<Ingest>,
     inflight: Arc<Semaphore>,
+    inflight_kib: usize,
     sql_info: Arc<SqlInfoData>,
 }
 
@@ -106,9 +107,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Kibibytes a batch holds, the unit of the in-flight semaphore (at least one).
-fn kib(batch: &RecordBatch) -> u32 {
-    (batch.get_array_memory_size() / 1024).clamp(1, u32::MAX as usize) as u32
+/// Kibibytes a batch holds, the unit of the in-flight semaphore: at least one, at most the
+/// whole budget (so an oversized batch waits for every other stream, never forever).
+fn kib(batch: &RecordBatch, budget_kib: usize) -> u32 {
+    (batch.get_array_memory_size() / 1024).clamp(1, budget_kib.min(u32::MAX as usize)) as u32
 }
 
 impl TimeFusionFlight {
@@ -117,26 +119,21 @@ impl TimeFusionFlight {
         catalog: Arc<Catalog>,
         ingest: Arc<Ingest>,
         max_inflight_bytes: usize,
-    ) -> Self {
+    ) -> Result<Self, FlightError> {
         let mut info = SqlInfoDataBuilder::new();
         info.append(SqlInfo::FlightSqlServerName, "TimeFusion");
         info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
         info.append(SqlInfo::FlightSqlServerArrowVersion, "1.3");
         info.append(SqlInfo::FlightSqlServerReadOnly, false);
-        let sql_info = Arc::new(info.build().unwrap_or_else(|e| {
-            tracing::error!("cannot build Flight SQL info: {e}");
-            SqlInfoDataBuilder::new()
-                .build()
-                .unwrap_or_else(|_| unreachable!("empty SqlInfo builds"))
-        }));
-        let kib = (max_inflight_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
-        TimeFusionFlight {
+        let inflight_kib = (max_inflight_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
+        Ok(TimeFusionFlight {
             context,
             catalog,
             ingest,
-            inflight: Arc::new(Semaphore::new(kib)),
-            sql_info,
-        }
+            inflight: Arc::new(Semaphore::new(inflight_kib)),
+            inflight_kib,
+            sql_info: Arc::new(info.build()?),
+        })
     }
 
     /// The tonic service, with the token check and message size limit applied.
@@ -160,7 +157,7 @@ impl TimeFusionFlight {
     async fn store(&self, table: &str, batch: RecordBatch) -> Result<usize, Status> {
         let permit = self
             .inflight
-            .acquire_many(kib(&batch))
+            .acquire_many(kib(&batch, self.inflight_kib))
             .await
             .map_err(|_| Status::unavailable("server shutting down"))?;
         let rows = self
@@ -219,22 +216,18 @@ impl TimeFusionFlight {
     }
 }
 
-/// Streams the decoded batches of a DoPut into `table`, one `PutResult` per durable batch.
-fn put_stream(
+/// Stores the decoded batches of a DoPut in `table`, yielding each batch's row count once
+/// it is durable.
+fn store_stream(
     service: TimeFusionFlight,
     table: String,
     data: PeekableFlightDataStream,
-) -> DoPutStream {
+) -> impl Stream<Item = Result<usize, Status>> + Send + 'static {
     let batches = FlightRecordBatchStream::new_from_flight_data(data.map_err(FlightError::from));
-    Box::pin(batches.map_err(flight_status).then(move |batch| {
+    batches.map_err(flight_status).then(move |batch| {
         let (service, table) = (service.clone(), table.clone());
-        async move {
-            let rows = service.store(&table, batch?).await?;
-            Ok(PutResult {
-                app_metadata: rows.to_string().into_bytes().into(),
-            })
-        }
-    }))
+        async move { service.store(&table, batch?).await }
+    })
 }
 
 #[tonic::async_trait]
@@ -259,11 +252,11 @@ impl FlightSqlService for TimeFusionFlight {
             ));
         }
         let table = self.table_for(&descriptor.path[0])?;
-        Ok(Response::new(put_stream(
-            self.clone(),
-            table,
-            request.into_inner(),
-        )))
+        let acks =
+            store_stream(self.clone(), table, request.into_inner()).map_ok(|rows| PutResult {
+                app_metadata: rows.to_string().into_bytes().into(),
+            });
+        Ok(Response::new(Box::pin(acks) as DoPutStream))
     }
 
     async fn do_put_statement_ingest(
@@ -275,14 +268,9 @@ impl FlightSqlService for TimeFusionFlight {
             return Err(Status::not_found("tables live in schema public"));
         }
         let table = self.table_for(&command.table)?;
-        let mut results = put_stream(self.clone(), table, request.into_inner());
-        let mut rows = 0i64;
-        while let Some(result) = results.next().await {
-            let result = result?;
-            rows += String::from_utf8_lossy(&result.app_metadata)
-                .parse::<i64>()
-                .unwrap_or(0);
-        }
+        let rows = store_stream(self.clone(), table, request.into_inner())
+            .try_fold(0i64, |total, rows| async move { Ok(total + rows as i64) })
+            .await?;
         Ok(rows)
     }
 

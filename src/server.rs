@@ -238,6 +238,7 @@ impl Server {
             ingest.clone(),
             config.grpc_max_inflight_mb << 20,
         )
+        .map_err(|e| Error::Session(format!("Flight SQL service: {e}")))?
         .into_service(config.grpc_token.clone(), config.grpc_max_message_mb << 20);
         let grpc_shutdown = shutdown.clone();
         let grpc = tokio::spawn(async move {
