@@ -38,8 +38,6 @@ pub enum Error {
     Wal(#[from] wal::Error),
     #[error(transparent)]
     Delta(Box<delta::Error>),
-    #[error("WAL replay: {0}")]
-    Replay(#[from] crate::ingest::Error),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -163,8 +161,13 @@ impl Server {
         let last = wal.replay(|record| {
             match committed_seq.get(record.table) {
                 None => {
-                    tracing::warn!(table = record.table, seq = %record.seq, "WAL record for a table no schema defines; skipped");
-                    skipped += 1;
+                    return Err(wal::Error::Replay {
+                        seq: record.seq,
+                        reason: format!(
+                            "it holds unflushed rows for table {}, which no schema defines; restore its schema file",
+                            record.table
+                        ),
+                    });
                 }
                 Some(done) if record.seq <= *done => skipped += 1,
                 Some(_) => {
@@ -172,11 +175,7 @@ impl Server {
                     replayed += batch.num_rows();
                     ingest
                         .replay(record.table, record.seq, batch)
-                        .map_err(|e| wal::Error::Corrupt {
-                            path: config.wal_dir(),
-                            offset: 0,
-                            reason: format!("record {} does not fit table {}: {e}", record.seq, record.table),
-                        })?;
+                        .map_err(|e| wal::Error::Replay { seq: record.seq, reason: e.to_string() })?;
                 }
             }
             Ok(())

@@ -78,6 +78,10 @@ pub enum Error {
         offset: u64,
         reason: String,
     },
+    #[error(
+        "WAL record {seq} cannot be replayed: {reason}. Refusing to start rather than drop acknowledged rows"
+    )]
+    Replay { seq: Seq, reason: String },
     #[error("cannot encode or decode an Arrow IPC WAL payload: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("the WAL failed to sync earlier ({0}); it refuses writes until the server restarts")]

@@ -153,3 +153,50 @@ async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
         server.kill9();
     }
 }
+
+#[tokio::test]
+async fn unflushed_rows_of_a_table_without_schema_stop_start_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    let now = chrono::Utc::now().timestamp_micros();
+    client
+        .execute(&insert_sql("p1", &ids("keep", 3), now), &[])
+        .await
+        .expect("insert");
+    drop(client);
+    server.kill9();
+
+    // Restart with a schema directory that no longer defines the table.
+    let schemas = tempfile::tempdir().expect("schemas");
+    let other = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/otel_logs_and_spans.yaml"
+    ))
+    .expect("schema")
+    .replace("name: otel_logs_and_spans", "name: other_table");
+    std::fs::write(schemas.path().join("other.yaml"), other).expect("write schema");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_timefusion"))
+        .env("TIMEFUSION_DATA_DIR", dir.path())
+        .env("TIMEFUSION_SCHEMA_DIR", schemas.path())
+        .env("PGWIRE_PORT", "0")
+        .env("GRPC_PORT", "0")
+        .env("PGWIRE_HOST", "127.0.0.1")
+        .env("GRPC_HOST", "127.0.0.1")
+        .output()
+        .expect("run timefusion");
+    assert!(
+        !out.status.success(),
+        "start-up must fail rather than drop acknowledged rows"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("otel_logs_and_spans") && stderr.contains("no schema defines"),
+        "{stderr}"
+    );
+
+    // With its schema back, the rows are there.
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    assert_eq!(count(&client, "").await, 3);
+}
