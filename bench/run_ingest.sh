@@ -22,18 +22,19 @@ run_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; f
 chmod 755 "$WORK"
 
 cargo build --release --bin timefusion --example ingest
+BIN="${CARGO_TARGET_DIR:-target}/release"
 
 run_pg "$PGBIN/initdb" -D "$WORK/pg" -U postgres --auth=trust >/dev/null
 run_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -o "-p $PG_PORT -k $WORK -c shared_buffers=1GB -c max_wal_size=4GB" -l "$WORK/pg.log" -w start >/dev/null
 
 mkdir -p "$WORK/tf"
 PGWIRE_PORT="$TF_PORT" GRPC_PORT="$GRPC_PORT" PGWIRE_HOST=127.0.0.1 GRPC_HOST=127.0.0.1 TIMEFUSION_DATA_DIR="$WORK/tf" TIMEFUSION_LOG=warn \
-  target/release/timefusion > "$WORK/tf.out" 2> "$WORK/tf.log" &
+  "$BIN"/timefusion > "$WORK/tf.out" 2> "$WORK/tf.log" &
 TF_PID=$!
 for _ in $(seq 100); do grep -q "listening" "$WORK/tf.out" 2>/dev/null && break; sleep 0.1; done
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -sr); PostgreSQL: $("$PGBIN/postgres" --version)"
-target/release/examples/ingest \
+"$BIN"/examples/ingest \
   --postgres "host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres" \
   --timefusion "host=127.0.0.1 port=$TF_PORT user=postgres password=postgres dbname=postgres" \
   --flight "http://127.0.0.1:$GRPC_PORT" "$@"

@@ -24,7 +24,9 @@ use crate::wal::Seq;
 
 /// Chunks smaller than this many rows are merged once enough of them pile up in a bucket.
 const SMALL_CHUNK_ROWS: usize = 4096;
-/// How many small chunks a bucket collects before they are merged into one.
+/// How many small chunks of one merge level a bucket collects before they are merged into
+/// one chunk of the next level. Levels keep the copying per row logarithmic: a chunk is merged
+/// again only together with chunks of its own size class.
 const MERGE_AFTER: usize = 32;
 
 /// Rows of one WAL record (or several merged records) for one project and bucket.
@@ -34,6 +36,8 @@ struct Chunk {
     max_seq: Seq,
     batch: RecordBatch,
     bytes: usize,
+    /// How many merges built this chunk (0: as inserted).
+    level: u8,
     /// When the oldest record in this chunk was inserted (microseconds since the epoch).
     inserted_micros: i64,
 }
@@ -66,6 +70,8 @@ pub struct Piece {
     pub project: String,
     pub bucket_start: i64,
     pub batch: RecordBatch,
+    /// Memory charged for the piece: its share of the batch it was sliced from.
+    pub bytes: usize,
 }
 
 /// A consistent read view of one table.
@@ -168,7 +174,7 @@ impl<C: Clone> Buffer<C> {
         if let Some(tb) = state.tables.get_mut(table) {
             let frozen_upto = tb.frozen_upto;
             for piece in pieces {
-                let bytes = piece.batch.get_array_memory_size();
+                let bytes = piece.bytes;
                 added += bytes;
                 let bucket = tb
                     .projects
@@ -181,9 +187,10 @@ impl<C: Clone> Buffer<C> {
                     max_seq: seq,
                     batch: piece.batch,
                     bytes,
+                    level: 0,
                     inserted_micros: now_micros,
                 });
-                if let Some((a, r)) = merge_small_tail(bucket, frozen_upto) {
+                while let Some((a, r)) = merge_small_tail(bucket, frozen_upto) {
                     added += a;
                     removed += r;
                 }
@@ -395,15 +402,18 @@ impl<C: Clone> Buffer<C> {
     }
 }
 
-/// Merges the bucket's trailing small, unfrozen chunks once there are enough of them, so a
-/// stream of single-row inserts does not leave the bucket with one batch per row.
-/// Returns (bytes added, bytes removed).
+/// Merges the bucket's trailing small, unfrozen chunks of the last chunk's level once there
+/// are [`MERGE_AFTER`] of them, so a stream of single-row inserts does not leave the bucket
+/// with one batch per row. Returns (bytes added, bytes removed), or `None` if nothing merged.
 fn merge_small_tail(bucket: &mut Bucket, frozen_upto: Seq) -> Option<(usize, usize)> {
+    let level = bucket.chunks.last()?.level;
     let tail = bucket
         .chunks
         .iter()
         .rev()
-        .take_while(|c| c.batch.num_rows() < SMALL_CHUNK_ROWS && c.min_seq > frozen_upto)
+        .take_while(|c| {
+            c.level == level && c.batch.num_rows() < SMALL_CHUNK_ROWS && c.min_seq > frozen_upto
+        })
         .count();
     if tail < MERGE_AFTER {
         return None;
@@ -420,6 +430,7 @@ fn merge_small_tail(bucket: &mut Bucket, frozen_upto: Seq) -> Option<(usize, usi
         inserted_micros: parts.iter().map(|c| c.inserted_micros).min()?,
         batch: merged,
         bytes,
+        level: level.saturating_add(1),
     };
     bucket.chunks.truncate(start);
     bucket.chunks.push(chunk);
@@ -445,6 +456,7 @@ mod tests {
         vec![Piece {
             project: project.into(),
             bucket_start,
+            bytes: batch(values).get_array_memory_size(),
             batch: batch(values),
         }]
     }
@@ -562,6 +574,21 @@ mod tests {
             .expect("plan");
         assert_eq!(plan.upto, Seq(100));
         assert_eq!(plan.rows, MERGE_AFTER + 1);
+    }
+
+    #[test]
+    fn single_row_inserts_merge_in_levels() {
+        let b = buffer(1 << 30);
+        let n = MERGE_AFTER * MERGE_AFTER;
+        for seq in 1..=n as u64 {
+            b.insert("t", Seq(seq), piece("p", 0, &[seq as i64]), 0);
+        }
+        let snapshot = b.snapshot("t", None, None).expect("snap");
+        // 32 level-0 chunks make a level-1 chunk; 32 of those make one level-2 chunk.
+        assert_eq!(snapshot.batches.len(), 1);
+        assert_eq!(rows(&snapshot), n);
+        b.insert("t", Seq(n as u64 + 1), piece("p", 0, &[0]), 0);
+        assert_eq!(b.snapshot("t", None, None).expect("snap").batches.len(), 2);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use arrow::array::{
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::compute::{CastOptions, cast_with_options, take_record_batch};
-use arrow::datatypes::{DataType, TimestampMicrosecondType, UInt32Type};
+use arrow::datatypes::{DataType, TimestampMicrosecondType};
 use arrow::util::display::FormatOptions;
 
 use crate::buffer::{Buffer, Piece};
@@ -281,24 +281,41 @@ fn split(
         return Ok(vec![Piece {
             project: first_project.to_string(),
             bucket_start: first_bucket,
+            bytes: batch.get_array_memory_size(),
             batch: batch.clone(),
         }]);
     }
-    let mut groups: HashMap<(&str, i64), Vec<u32>> = HashMap::new();
+    // One `take` puts each group's rows together; the pieces are zero-copy slices of it. A
+    // batch spread over many buckets (backfill) costs one copy, not one per piece and column.
+    let mut group_of: HashMap<(&str, i64), usize> = HashMap::new();
+    let mut rows_of: Vec<Vec<u32>> = Vec::new();
     for i in 0..batch.num_rows() {
-        groups
+        let next = rows_of.len();
+        let group = *group_of
             .entry((projects.value(i), bucket_of(times.value(i))))
-            .or_default()
-            .push(i as u32);
+            .or_insert(next);
+        if group == next {
+            rows_of.push(Vec::new());
+        }
+        rows_of[group].push(i as u32);
     }
-    let mut pieces = Vec::with_capacity(groups.len());
-    for ((project, bucket_start), indices) in groups {
-        let indices = arrow::array::PrimitiveArray::<UInt32Type>::from(indices);
+    let mut keys: Vec<((&str, i64), usize)> = group_of.into_iter().collect();
+    keys.sort_unstable_by_key(|(_, group)| *group);
+    let order: Vec<u32> = rows_of.iter().flatten().copied().collect();
+    let sorted = take_record_batch(batch, &arrow::array::UInt32Array::from(order))?;
+    let total_bytes = sorted.get_array_memory_size();
+    let total_rows = sorted.num_rows();
+    let mut pieces = Vec::with_capacity(keys.len());
+    let mut offset = 0;
+    for ((project, bucket_start), group) in keys {
+        let rows = rows_of[group].len();
         pieces.push(Piece {
             project: project.to_string(),
             bucket_start,
-            batch: take_record_batch(batch, &indices)?,
+            batch: sorted.slice(offset, rows),
+            bytes: total_bytes * rows / total_rows,
         });
+        offset += rows;
     }
     Ok(pieces)
 }
