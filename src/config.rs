@@ -105,6 +105,75 @@ pub struct Config {
     #[arg(long, env = "TIMEFUSION_WAL_GROUP_MAX_MB", default_value_t = 16)]
     pub wal_group_max_mb: u64,
 
+    /// S3 bucket holding the Delta tables; unset keeps them under the data directory.
+    #[arg(long, env = "AWS_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+
+    /// Key prefix of the tables inside the bucket (`s3://<bucket>/<prefix>/<table>/`).
+    #[arg(long, env = "TIMEFUSION_TABLE_PREFIX", default_value = "")]
+    pub table_prefix: String,
+
+    /// S3 endpoint URL for S3-compatible stores (MinIO, SeaweedFS); unset uses AWS.
+    #[arg(long, env = "AWS_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// Allow a plain-HTTP S3 endpoint (local MinIO); HTTPS is required otherwise.
+    #[arg(long, env = "AWS_ALLOW_HTTP", default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
+    pub s3_allow_http: bool,
+
+    /// S3 region.
+    #[arg(long, env = "AWS_DEFAULT_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+
+    /// S3 access key id; unset uses the AWS default credential chain (instance profile, web identity, ...).
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    pub s3_access_key_id: Option<String>,
+
+    /// S3 secret access key, with `AWS_ACCESS_KEY_ID`.
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+
+    /// Memory tier of the object-store cache (S3 only), in MiB.
+    #[arg(long, env = "TIMEFUSION_FOYER_MEMORY_MB", default_value_t = 1024)]
+    pub foyer_memory_mb: u64,
+
+    /// Disk tier of the object-store cache (S3 only), in GiB, under `<data dir>/cache/`;
+    /// capped at 80% of the free disk space at start-up.
+    #[arg(long, env = "TIMEFUSION_FOYER_DISK_GB", default_value_t = 500)]
+    pub foyer_disk_gb: u64,
+
+    /// Age after which a cached object is read from the store again, in seconds.
+    #[arg(long, env = "TIMEFUSION_FOYER_TTL_SECONDS", default_value_t = 604800)]
+    pub foyer_ttl_seconds: u64,
+
+    /// How often the background maintenance pass runs (compaction, retention, checkpoint,
+    /// vacuum), in seconds. `VACUUM [table]` over SQL runs one at once.
+    #[arg(
+        long,
+        env = "TIMEFUSION_MAINTENANCE_INTERVAL_SECS",
+        default_value_t = 3600
+    )]
+    pub maintenance_interval_secs: u64,
+
+    /// Compaction target: a partition's smaller Parquet files are merged into files of about
+    /// this size, in MiB.
+    #[arg(long, env = "TIMEFUSION_COMPACT_TARGET_MB", default_value_t = 128)]
+    pub compact_target_mb: u64,
+
+    /// Write a Delta checkpoint once this many commits followed the last one.
+    #[arg(long, env = "TIMEFUSION_CHECKPOINT_INTERVAL", default_value_t = 10)]
+    pub checkpoint_interval: u64,
+
+    /// Vacuum deletes Parquet files the log stopped referencing this many hours ago; it must
+    /// exceed the longest query (a query reads the files of the version it started on).
+    #[arg(long, env = "TIMEFUSION_VACUUM_RETENTION_HOURS", default_value_t = 168)]
+    pub vacuum_retention_hours: u64,
+
+    /// Drop `date` partitions older than this many days (a metadata-only Delta delete);
+    /// 0 keeps all data.
+    #[arg(long, env = "TIMEFUSION_RETENTION_DAYS", default_value_t = 0)]
+    pub retention_days: u64,
+
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `timefusion=debug,info`.
     #[arg(long, env = "TIMEFUSION_LOG", default_value = "info")]
     pub log: String,
@@ -158,6 +227,29 @@ impl Config {
                 "GRPC_TOKEN is set but empty: unset it or set a token".into(),
             ));
         }
+        if self.s3_bucket.as_deref() == Some("") {
+            return Err(ConfigError(
+                "AWS_S3_BUCKET is set but empty: unset it to use the local data directory".into(),
+            ));
+        }
+        if self.s3_access_key_id.is_some() != self.s3_secret_access_key.is_some() {
+            return Err(ConfigError(
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together".into(),
+            ));
+        }
+        if self.maintenance_interval_secs == 0
+            || self.compact_target_mb == 0
+            || self.checkpoint_interval == 0
+        {
+            return Err(ConfigError(
+                "TIMEFUSION_MAINTENANCE_INTERVAL_SECS, TIMEFUSION_COMPACT_TARGET_MB and TIMEFUSION_CHECKPOINT_INTERVAL must be positive".into(),
+            ));
+        }
+        if self.foyer_memory_mb == 0 {
+            return Err(ConfigError(
+                "TIMEFUSION_FOYER_MEMORY_MB must be positive".into(),
+            ));
+        }
         if self.pgwire_password.is_empty() {
             return Err(ConfigError(
                 "PGWIRE_PASSWORD is empty: set a password clients must present".into(),
@@ -180,6 +272,16 @@ impl Config {
 
     pub fn buffer_retention(&self) -> Duration {
         Duration::from_secs(self.buffer_retention_mins * 60)
+    }
+
+    pub fn maintenance_policy(&self) -> crate::delta::MaintenancePolicy {
+        crate::delta::MaintenancePolicy {
+            target_file_bytes: std::num::NonZeroU64::new(self.compact_target_mb << 20)
+                .unwrap_or(std::num::NonZeroU64::MIN),
+            checkpoint_every: self.checkpoint_interval,
+            vacuum_retention: Duration::from_secs(self.vacuum_retention_hours * 3600),
+            retention_days: (self.retention_days > 0).then_some(self.retention_days),
+        }
     }
 
     pub fn wal_dir(&self) -> PathBuf {

@@ -8,7 +8,6 @@
 //! are already in the table. This module never deletes WAL; the caller trims it once
 //! [`DeltaTable::flush`] has returned.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -24,6 +23,7 @@ use tokio::sync::Mutex;
 use crate::Committed;
 use crate::buffer::FlushPlan;
 use crate::schema::TableSchema;
+use crate::storage::Storage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -48,17 +48,44 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What a maintenance pass may do to a table.
+#[derive(Debug, Clone)]
+pub struct MaintenancePolicy {
+    /// Compaction merges a partition's smaller files into files of about this size.
+    pub target_file_bytes: std::num::NonZeroU64,
+    /// Write a checkpoint once this many commits followed the last one.
+    pub checkpoint_every: u64,
+    /// Files no longer referenced by the log are deleted once they are this old.
+    pub vacuum_retention: std::time::Duration,
+    /// Drop `date` partitions older than this many days (`None`: keep everything).
+    pub retention_days: Option<u64>,
+}
+
+/// What one maintenance pass did to one table.
+#[derive(Debug, Clone, Default)]
+pub struct MaintenanceReport {
+    pub table: String,
+    pub files_removed: u64,
+    pub files_added: u64,
+    pub retention_files_removed: usize,
+    pub checkpoint_version: Option<i64>,
+    pub files_vacuumed: usize,
+    pub version: Option<i64>,
+}
+
 /// One Delta table and the writer state TimeFusion keeps for it.
 pub struct DeltaTable {
     schema: Arc<TableSchema>,
     table: Mutex<deltalake::DeltaTable>,
     writer_properties: WriterProperties,
+    /// Version of the last checkpoint this process wrote (0: none yet).
+    checkpointed: std::sync::atomic::AtomicI64,
 }
 
 impl DeltaTable {
-    /// Opens the table under `root`, creating it (version 0, no files) if it does not exist.
+    /// Opens the table in `storage`, creating it (version 0, no files) if it does not exist.
     pub async fn open_or_create(
-        root: &Path,
+        storage: &Storage,
         schema: Arc<TableSchema>,
         zstd_level: i32,
     ) -> Result<Self> {
@@ -67,24 +94,19 @@ impl DeltaTable {
             table: name.clone(),
             source,
         };
-        let dir = root.join(&schema.name);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::Location(dir.display().to_string(), e.to_string()))?;
-        let dir = dir
-            .canonicalize()
-            .map_err(|e| Error::Location(dir.display().to_string(), e.to_string()))?;
-        let url = url::Url::from_directory_path(&dir).map_err(|()| {
-            Error::Location(dir.display().to_string(), "not an absolute path".into())
-        })?;
-        // Open only an existing log; a missing one means "create", not an error to log.
-        let mut table = if dir.join("_delta_log").is_dir() {
-            deltalake::open_table(url).await.map_err(delta)?
-        } else {
-            deltalake::DeltaTableBuilder::from_url(url)
-                .map_err(delta)?
-                .build()
-                .map_err(delta)?
-        };
+        let location = storage
+            .table_url(&schema.name)
+            .map_err(|e| Error::Location(schema.name.clone(), e.to_string()))?;
+        let mut table = storage
+            .table_builder(&schema.name)
+            .map_err(|e| Error::Location(location.to_string(), e.to_string()))?
+            .build()
+            .map_err(delta)?;
+        // A location without a Delta log is a table to create, not an error.
+        match table.load().await {
+            Ok(()) | Err(deltalake::DeltaTableError::NotATable(_)) => {}
+            Err(e) => return Err(delta(e)),
+        }
         if table.version().is_none() {
             let columns: StructType =
                 schema
@@ -103,7 +125,7 @@ impl DeltaTable {
                 .with_save_mode(SaveMode::Ignore)
                 .await
                 .map_err(delta)?;
-            tracing::info!(table = %name, location = %dir.display(), "created Delta table");
+            tracing::info!(table = %name, %location, "created Delta table");
         }
         let level = ZstdLevel::try_new(zstd_level)
             .map_err(|e| Error::Location(name.clone(), format!("zstd level: {e}")))?;
@@ -114,6 +136,7 @@ impl DeltaTable {
             schema,
             table: Mutex::new(table),
             writer_properties,
+            checkpointed: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
@@ -172,7 +195,11 @@ impl DeltaTable {
             batches.push(self.sorted(batch).map_err(arrow)?);
         }
         let mut table = self.table.lock().await;
+        // No blind retries inside deltalake: if a commit's response is lost after the store
+        // accepted it, a retry at the next version would commit the same rows twice. Instead
+        // every failure re-reads the log and asks whether our `txn` version is in it.
         let commit = CommitProperties::default()
+            .with_max_retries(0)
             .with_application_transaction(Transaction::new(wal_id, plan.upto.0 as i64));
         let written = table
             .clone()
@@ -181,13 +208,117 @@ impl DeltaTable {
             .with_partition_columns(self.schema.partition_columns.clone())
             .with_writer_properties(self.writer_properties.clone())
             .with_commit_properties(commit)
-            .await
-            .map_err(|source: deltalake::DeltaTableError| Error::Delta {
-                table: name.clone(),
-                source,
-            })?;
-        *table = written;
+            .await;
+        match written {
+            Ok(written) => *table = written,
+            Err(source) => {
+                let delta = |source| Error::Delta {
+                    table: name.clone(),
+                    source,
+                };
+                // The log may have moved (our own lost commit, or a maintenance commit):
+                // refresh before deciding, so the next attempt starts from the latest version.
+                table.update_state().await.map_err(delta)?;
+                let landed = table
+                    .snapshot()
+                    .map_err(delta)?
+                    .transaction_version(table.log_store().as_ref(), wal_id)
+                    .await
+                    .map_err(delta)?
+                    .is_some_and(|v| v >= plan.upto.0 as i64);
+                if !landed {
+                    return Err(delta(source));
+                }
+                tracing::warn!(
+                    table = %name, upto = %plan.upto,
+                    "the flush commit reported an error but is in the Delta log; not writing it again: {source}"
+                );
+            }
+        }
         self.reader_of(&table).await
+    }
+
+    /// One maintenance pass: compact small files, drop partitions past the retention,
+    /// checkpoint when due, vacuum unreferenced files. Holds the table for the whole pass,
+    /// so it never interleaves with a flush commit (flushes wait; ingestion does not).
+    /// Returns what it did and a reader at the resulting version.
+    pub async fn maintain(
+        &self,
+        policy: &MaintenancePolicy,
+    ) -> Result<(MaintenanceReport, Committed)> {
+        let name = &self.schema.name;
+        let delta = |source| Error::Delta {
+            table: name.clone(),
+            source,
+        };
+        let mut table = self.table.lock().await;
+        table.update_state().await.map_err(delta)?;
+        let mut report = MaintenanceReport {
+            table: name.clone(),
+            ..MaintenanceReport::default()
+        };
+        if table.version().unwrap_or(0) == 0 {
+            // Nothing written yet.
+            let reader = self.reader_of(&table).await?;
+            return Ok((report, reader));
+        }
+
+        let (compacted, metrics) = table
+            .clone()
+            .optimize()
+            .with_target_size(policy.target_file_bytes)
+            .with_max_concurrent_tasks(1)
+            .with_writer_properties(self.writer_properties.clone())
+            .await
+            .map_err(delta)?;
+        *table = compacted;
+        report.files_removed = metrics.num_files_removed;
+        report.files_added = metrics.num_files_added;
+
+        if let Some(days) = policy.retention_days {
+            let cutoff = (chrono::Utc::now() - chrono::Duration::days(days as i64))
+                .date_naive()
+                .format("%Y-%m-%d");
+            let before = table.version();
+            // A predicate on the `date` partition column only: whole files are removed from
+            // the log, nothing is rewritten.
+            let (pruned, metrics) = table
+                .clone()
+                .delete()
+                .with_predicate(format!("{} < '{cutoff}'", self.schema.date_column))
+                .await
+                .map_err(delta)?;
+            *table = pruned;
+            if table.version() != before {
+                report.retention_files_removed = metrics.num_removed_files;
+            }
+        }
+
+        let version = table.version().unwrap_or(0) as i64;
+        let last = self.checkpointed.load(std::sync::atomic::Ordering::Relaxed);
+        if version - last >= policy.checkpoint_every as i64 {
+            deltalake::checkpoints::create_checkpoint(&table, None)
+                .await
+                .map_err(delta)?;
+            self.checkpointed
+                .store(version, std::sync::atomic::Ordering::Relaxed);
+            report.checkpoint_version = Some(version);
+        }
+
+        let retention = chrono::Duration::from_std(policy.vacuum_retention)
+            .unwrap_or(chrono::Duration::days(7));
+        let (vacuumed, metrics) = table
+            .clone()
+            .vacuum()
+            .with_retention_period(retention)
+            .with_enforce_retention_duration(false)
+            .await
+            .map_err(delta)?;
+        *table = vacuumed;
+        report.files_vacuumed = metrics.files_deleted.len();
+        report.version = table.version().map(|v| v as i64);
+        let reader = self.reader_of(&table).await?;
+        Ok((report, reader))
     }
 
     fn sorted(&self, batch: RecordBatch) -> Result<RecordBatch, arrow::error::ArrowError> {

@@ -17,6 +17,7 @@ pub mod query;
 pub mod schema;
 pub mod server;
 pub mod sqlstate;
+pub mod storage;
 pub mod values;
 pub mod wal;
 
@@ -38,4 +39,12 @@ impl Clock for SystemClock {
     fn now_micros(&self) -> i64 {
         chrono::Utc::now().timestamp_micros()
     }
+}
+
+/// Table maintenance on demand (`VACUUM` over SQL): implemented by the server, used by the
+/// protocol front ends, which never touch storage themselves.
+#[async_trait::async_trait]
+pub trait Maintenance: Send + Sync {
+    /// Runs one maintenance pass over `table`, or over every table when `None`.
+    async fn maintain(&self, table: Option<&str>) -> Result<Vec<delta::MaintenanceReport>, String>;
 }

@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::Maintenance;
 use crate::ingest::Ingest;
 use crate::schema::Catalog;
 use crate::sqlstate::sqlstate_of;
@@ -78,6 +79,7 @@ impl Handlers {
         ingest: Arc<Ingest>,
         user: String,
         password: String,
+        maintenance: Arc<dyn Maintenance>,
     ) -> Self {
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = SERVER_VERSION.to_string();
@@ -86,6 +88,10 @@ impl Handlers {
             session: Arc::new(DfSessionService::new_with_hooks(
                 context,
                 vec![
+                    Arc::new(VacuumHook {
+                        catalog: catalog.clone(),
+                        maintenance,
+                    }),
                     Arc::new(LiteralInsertHook { catalog, ingest }),
                     Arc::new(CursorStatementHook),
                     Arc::new(SetShowHook),
@@ -167,6 +173,90 @@ impl QueryHook for LiteralInsertHook {
         // A literal INSERT has no parameters and no result columns: an empty plan stands in
         // for it until execution, which the hook below handles.
         values::is_literal_insert(statement, &self.catalog).then(|| {
+            Ok(LogicalPlan::EmptyRelation(EmptyRelation {
+                produce_one_row: false,
+                schema: Arc::new(DFSchema::empty()),
+            }))
+        })
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.run(statement).await
+    }
+}
+
+/// `VACUUM [table]`: one maintenance pass now (compaction, retention, checkpoint, vacuum).
+struct VacuumHook {
+    catalog: Arc<Catalog>,
+    maintenance: Arc<dyn Maintenance>,
+}
+
+impl VacuumHook {
+    fn target(&self, statement: &Statement) -> Option<PgWireResult<Option<String>>> {
+        let Statement::Vacuum(vacuum) = statement else {
+            return None;
+        };
+        let Some(name) = &vacuum.table_name else {
+            return Some(Ok(None));
+        };
+        let table = name
+            .0
+            .last()
+            .and_then(|part| part.as_ident())
+            .map(|ident| ident.value.clone())
+            .unwrap_or_default();
+        Some(if self.catalog.get(&table).is_some() {
+            Ok(Some(table))
+        } else {
+            Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".into(),
+                "42P01".into(),
+                format!("relation \"{name}\" does not exist"),
+            ))))
+        })
+    }
+
+    async fn run(&self, statement: &Statement) -> Option<PgWireResult<Response>> {
+        let table = match self.target(statement)? {
+            Ok(table) => table,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(match self.maintenance.maintain(table.as_deref()).await {
+            Ok(_) => Ok(Response::Execution(Tag::new("VACUUM"))),
+            Err(message) => Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".into(),
+                "58000".into(),
+                format!("maintenance failed: {message}"),
+            )))),
+        })
+    }
+}
+
+#[async_trait]
+impl QueryHook for VacuumHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.run(statement).await
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        matches!(statement, Statement::Vacuum(_)).then(|| {
             Ok(LogicalPlan::EmptyRelation(EmptyRelation {
                 produce_one_row: false,
                 schema: Arc::new(DFSchema::empty()),

@@ -43,6 +43,8 @@ pub enum Error {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Storage(#[from] crate::storage::Error),
     #[error("cannot set up the SQL session: {0}")]
     Session(String),
 }
@@ -61,13 +63,18 @@ struct Core {
     wal: Arc<Wal>,
     buffer: Arc<Buffer<Committed>>,
     tables: HashMap<String, Arc<delta::DeltaTable>>,
+    storage: Arc<crate::storage::Storage>,
     clock: Arc<dyn Clock>,
+    /// Held across "commit to Delta, then publish the new version to the buffer" by flushes
+    /// and maintenance, so readers never see a version paired with the wrong buffer state.
+    commits: tokio::sync::Mutex<()>,
 }
 
 impl Core {
     /// Flushes what `reason` selects in every table. Stops at the first failure; what was
     /// not flushed stays buffered (and in the WAL) for the next attempt.
     async fn flush(&self, reason: FlushReason) -> Result<usize> {
+        let _commits = self.commits.lock().await;
         let mut rows = 0;
         let now = self.clock.now_micros();
         let cutoff = now - self.config.buffer_retention().as_micros() as i64;
@@ -98,6 +105,34 @@ impl Core {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::Maintenance for Core {
+    async fn maintain(&self, table: Option<&str>) -> Result<Vec<delta::MaintenanceReport>, String> {
+        let policy = self.config.maintenance_policy();
+        let mut reports = Vec::new();
+        for (name, delta_table) in &self.tables {
+            if table.is_some_and(|t| t != name) {
+                continue;
+            }
+            let _commits = self.commits.lock().await;
+            let started = std::time::Instant::now();
+            let (report, reader) = delta_table
+                .maintain(&policy)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.buffer.replace_committed(name, reader);
+            tracing::info!(
+                table = %name, compacted_files = report.files_removed, written_files = report.files_added,
+                retention_files_removed = report.retention_files_removed, checkpoint = ?report.checkpoint_version,
+                vacuumed_files = report.files_vacuumed, version = ?report.version,
+                elapsed_ms = started.elapsed().as_millis() as u64, "maintenance done"
+            );
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+}
+
 /// A running server.
 pub struct Server {
     pg_addr: SocketAddr,
@@ -108,6 +143,7 @@ pub struct Server {
     accept: JoinHandle<()>,
     grpc: JoinHandle<()>,
     flusher: JoinHandle<()>,
+    maintenance: JoinHandle<()>,
 }
 
 impl Server {
@@ -130,11 +166,13 @@ impl Server {
             max_bytes: config.buffer_max_bytes(),
             bucket_micros: config.bucket_length().as_micros() as i64,
         }));
+        let storage = Arc::new(crate::storage::Storage::open(&config).await?);
+        tracing::info!(location = %storage.describe(), "table storage");
         let mut tables = HashMap::new();
         let mut committed_seq: HashMap<String, Seq> = HashMap::new();
         for schema in catalog.tables() {
             let table = delta::DeltaTable::open_or_create(
-                &config.tables_dir(),
+                &storage,
                 schema.clone(),
                 config.parquet_zstd_level,
             )
@@ -190,16 +228,19 @@ impl Server {
         wal.start(last.next())?;
         tracing::info!(replayed_rows = replayed, skipped_records = skipped, next_seq = %last.next(), wal_id = wal.id(), "recovered");
 
-        let context = Arc::new(session_context(&catalog, &buffer, &ingest)?);
+        let context = Arc::new(session_context(&catalog, &buffer, &ingest, &storage)?);
         let core = Arc::new(Core {
             config: config.clone(),
             wal,
             buffer,
             tables,
+            storage: storage.clone(),
             clock,
+            commits: tokio::sync::Mutex::new(()),
         });
         let shutdown = CancellationToken::new();
         let flusher = tokio::spawn(run_flusher(core.clone(), shutdown.clone()));
+        let maintenance = tokio::spawn(run_maintenance(core.clone(), shutdown.clone()));
 
         let addr = SocketAddr::new(config.pgwire_host, config.pgwire_port);
         let listener = TcpListener::bind(addr)
@@ -214,6 +255,7 @@ impl Server {
             ingest.clone(),
             config.pgwire_user.clone(),
             config.pgwire_password.clone(),
+            core.clone(),
         ));
         let grpc_addr = SocketAddr::new(config.grpc_host, config.grpc_port);
         let grpc_listener = TcpListener::bind(grpc_addr)
@@ -268,6 +310,7 @@ impl Server {
             shutdown,
             accept,
             flusher,
+            maintenance,
         })
     }
 
@@ -293,8 +336,11 @@ impl Server {
         let _ = self.accept.await;
         let _ = self.grpc.await;
         let _ = self.flusher.await;
+        let _ = self.maintenance.await;
         self.core.wal.close().await;
-        let rows = self.core.flush(FlushReason::All).await?;
+        let flushed = self.core.flush(FlushReason::All).await;
+        self.core.storage.close().await;
+        let rows = flushed?;
         tracing::info!(
             rows,
             "final flush done; WAL segments left: {}",
@@ -308,6 +354,7 @@ fn session_context(
     catalog: &Catalog,
     buffer: &Arc<Buffer<Committed>>,
     ingest: &Arc<Ingest>,
+    storage: &Arc<crate::storage::Storage>,
 ) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_information_schema(true)
@@ -319,6 +366,12 @@ fn session_context(
             .register_table(schema.name.as_str(), Arc::new(table))
             .map_err(|e| Error::Session(e.to_string()))?;
     }
+    context
+        .register_table(
+            "timefusion_cache",
+            Arc::new(crate::query::CacheStatsTable::new(storage.clone())),
+        )
+        .map_err(|e| Error::Session(e.to_string()))?;
     setup_pg_catalog(&context, "datafusion", Arc::new(AuthManager::default()))
         .map_err(|e| Error::Session(e.to_string()))?;
     Ok(context)
@@ -347,6 +400,24 @@ async fn run_flusher(core: Arc<Core>, shutdown: CancellationToken) {
                 backoff = (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(60));
                 tracing::error!("flush failed, retrying in {backoff:?}: {e}");
             }
+        }
+    }
+}
+
+/// Runs a maintenance pass over every table each interval. Failures are logged and retried at
+/// the next interval; a pass never changes which rows a query sees (except retention).
+async fn run_maintenance(core: Arc<Core>, shutdown: CancellationToken) {
+    use crate::Maintenance;
+    let interval = Duration::from_secs(core.config.maintenance_interval_secs);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        // A pass runs to completion even when shutdown begins: the final flush waits for it
+        // rather than racing a half-finished commit.
+        if let Err(e) = core.maintain(None).await {
+            tracing::error!("maintenance failed, retrying at the next interval: {e}");
         }
     }
 }

@@ -202,3 +202,4 @@ pub fn past_micros(days_ago: i64) -> i64 {
 pub fn shared<T>(value: T) -> Arc<parking_lot::Mutex<T>> {
     Arc::new(parking_lot::Mutex::new(value))
 }
+pub mod seaweed;

@@ -1,0 +1,33 @@
+# syntax=docker/dockerfile:1
+# TimeFusion: release build, then a small runtime image running as a non-root user.
+
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+# Dependencies first, so a source change does not rebuild them.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir -p src bench && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && echo 'fn main() {}' > bench/ingest.rs \
+    && cargo build --release --locked --bin timefusion \
+    && rm -rf src bench
+COPY src src
+COPY schemas schemas
+COPY bench bench
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin timefusion
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /var/lib/timefusion --create-home timefusion
+COPY --from=build /src/target/release/timefusion /usr/local/bin/timefusion
+USER timefusion
+WORKDIR /var/lib/timefusion
+ENV TIMEFUSION_DATA_DIR=/var/lib/timefusion \
+    PGWIRE_HOST=0.0.0.0 \
+    GRPC_HOST=0.0.0.0
+VOLUME ["/var/lib/timefusion"]
+EXPOSE 5432 50051
+# Healthy once the Postgres port accepts connections (bash's /dev/tcp: no extra packages).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${PGWIRE_PORT:-5432}"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/usr/local/bin/timefusion"]

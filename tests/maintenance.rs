@@ -1,0 +1,164 @@
+//! Table maintenance (`VACUUM` over SQL and the background pass): compaction, checkpoints,
+//! vacuum and retention change file counts, never query results, and lose no concurrent row.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+/// Parquet data files on disk under `dir` (not the Delta log).
+fn data_files(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if !path.ends_with("_delta_log") {
+                    stack.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+async fn summary(client: &tokio_postgres::Client) -> Vec<(String, i64, i64)> {
+    client
+        .query(
+            &format!(
+                "SELECT project_id, count(*), sum(duration) FROM {TABLE} GROUP BY project_id ORDER BY project_id"
+            ),
+            &[],
+        )
+        .await
+        .expect("summary")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vacuum_compacts_checkpoints_and_applies_retention_without_changing_results() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let table_dir = dir.path().join("tables").join(TABLE);
+    let env = [
+        ("TIMEFUSION_FLUSH_INTERVAL_SECS", "1"),
+        ("TIMEFUSION_VACUUM_RETENTION_HOURS", "0"),
+        ("TIMEFUSION_CHECKPOINT_INTERVAL", "3"),
+    ];
+    let server = TestServer::start(dir.path(), &env);
+    let client = server.client().await;
+    // Six flushes of one partition make six small files; one old partition.
+    let mut total = 0i64;
+    for round in 0..6 {
+        client
+            .execute(
+                &insert_sql("p1", &ids(&format!("r{round}"), 20), past_micros(1)),
+                &[],
+            )
+            .await
+            .expect("insert");
+        total += 20;
+        let files = round + 1;
+        eventually(Duration::from_secs(30), "a flush", || async {
+            data_files(&table_dir) >= files
+        })
+        .await;
+    }
+    client
+        .execute(&insert_sql("p2", &ids("old", 10), past_micros(40)), &[])
+        .await
+        .expect("insert old");
+    total += 10;
+    eventually(Duration::from_secs(30), "the old rows flushed", || async {
+        data_files(&table_dir) >= 7
+    })
+    .await;
+    let before = summary(&client).await;
+    let files_before = data_files(&table_dir);
+
+    // Compaction while another connection keeps inserting.
+    let writer = {
+        let port = server.port;
+        tokio::spawn(async move {
+            let client = connect(port).await;
+            for i in 0..15 {
+                client
+                    .execute(
+                        &insert_sql("p3", &ids(&format!("c{i}"), 4), past_micros(1)),
+                        &[],
+                    )
+                    .await
+                    .expect("insert during compaction");
+            }
+        })
+    };
+    client
+        .batch_execute(&format!("VACUUM {TABLE}"))
+        .await
+        .expect("VACUUM");
+    writer.await.expect("writer");
+    total += 60;
+    client
+        .batch_execute("VACUUM")
+        .await
+        .expect("VACUUM of every table");
+
+    let mut after = summary(&client).await;
+    let concurrent = after
+        .iter()
+        .position(|(p, _, _)| p == "p3")
+        .expect("p3 rows");
+    assert_eq!(after.remove(concurrent).1, 60, "no concurrent row lost");
+    assert_eq!(after, before, "compaction changes no result");
+    assert_eq!(count(&client, "").await, total);
+    let files_after = data_files(&table_dir);
+    assert!(
+        files_after < files_before,
+        "compaction and vacuum reduce the files on disk ({files_before} -> {files_after})"
+    );
+    assert!(
+        std::fs::read_dir(table_dir.join("_delta_log"))
+            .expect("log")
+            .flatten()
+            .any(|e| e
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".checkpoint.parquet")),
+        "a checkpoint was written"
+    );
+    let err = client
+        .batch_execute("VACUUM no_such_table")
+        .await
+        .expect_err("unknown table");
+    assert_eq!(err.code().map(|c| c.code()), Some("42P01"));
+    drop(client);
+    assert!(server.terminate().success());
+
+    // Retention: partitions older than 30 days are dropped from the log, then vacuumed.
+    let env = [
+        ("TIMEFUSION_VACUUM_RETENTION_HOURS", "0"),
+        ("TIMEFUSION_RETENTION_DAYS", "30"),
+    ];
+    let server = TestServer::start(dir.path(), &env);
+    let client = server.client().await;
+    assert_eq!(count(&client, "").await, total);
+    client.batch_execute("VACUUM").await.expect("VACUUM");
+    assert_eq!(
+        count(&client, "").await,
+        total - 10,
+        "the 40-day-old rows are gone"
+    );
+    assert_eq!(count(&client, "WHERE project_id = 'p2'").await, 0);
+    assert_eq!(count(&client, "WHERE project_id = 'p1'").await, 120);
+    assert_eq!(
+        data_files(&table_dir.join("project_id=p2")),
+        0,
+        "their files are vacuumed"
+    );
+}
