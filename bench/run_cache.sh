@@ -62,6 +62,9 @@ run() {
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB RAM; rows: $((4 * BATCHES * 8192)) in S3 (SeaweedFS on loopback)"
 rm -rf "$WORK/tf/cache"
 start_tf
+echo "latencies include starting psql and connecting; SELECT 1 measures that overhead:"
+printf '%-12s %10s %12s\n' run ms store_gets
+run "SELECT 1" baseline
 for i in "${!QUERIES[@]}"; do
   echo "query $i: ${QUERIES[$i]}"
   printf '%-12s %10s %12s\n' run ms store_gets
