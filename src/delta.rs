@@ -48,6 +48,9 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Attempts at one flush commit when other writers keep taking the next version first.
+const MAX_COMMIT_ATTEMPTS: u32 = 8;
+
 /// What a maintenance pass may do to a table.
 #[derive(Debug, Clone)]
 pub struct MaintenancePolicy {
@@ -195,45 +198,63 @@ impl DeltaTable {
             batches.push(self.sorted(batch).map_err(arrow)?);
         }
         let mut table = self.table.lock().await;
+        let delta = |source| Error::Delta {
+            table: name.clone(),
+            source,
+        };
         // No blind retries inside deltalake: if a commit's response is lost after the store
         // accepted it, a retry at the next version would commit the same rows twice. Instead
-        // every failure re-reads the log and asks whether our `txn` version is in it.
-        let commit = CommitProperties::default()
-            .with_max_retries(0)
-            .with_application_transaction(Transaction::new(wal_id, plan.upto.0 as i64));
-        let written = table
-            .clone()
-            .write(batches)
-            .with_save_mode(SaveMode::Append)
-            .with_partition_columns(self.schema.partition_columns.clone())
-            .with_writer_properties(self.writer_properties.clone())
-            .with_commit_properties(commit)
-            .await;
-        match written {
-            Ok(written) => *table = written,
-            Err(source) => {
-                let delta = |source| Error::Delta {
-                    table: name.clone(),
-                    source,
-                };
-                // The log may have moved (our own lost commit, or a maintenance commit):
-                // refresh before deciding, so the next attempt starts from the latest version.
-                table.update_state().await.map_err(delta)?;
-                let landed = table
-                    .snapshot()
-                    .map_err(delta)?
-                    .transaction_version(table.log_store().as_ref(), wal_id)
-                    .await
-                    .map_err(delta)?
-                    .is_some_and(|v| v >= plan.upto.0 as i64);
-                if !landed {
-                    return Err(delta(source));
+        // every failure re-reads the log and asks whether our `txn` version is in it; only a
+        // commit that lost the race for its version to another writer is tried again, at the
+        // new version (its Parquet files are written again; the lost attempt's files are
+        // unreferenced and vacuum removes them).
+        let mut attempt = 1;
+        loop {
+            let read_version = table.version();
+            let commit = CommitProperties::default()
+                .with_max_retries(0)
+                .with_application_transaction(Transaction::new(wal_id, plan.upto.0 as i64));
+            let written = table
+                .clone()
+                .write(batches.clone())
+                .with_save_mode(SaveMode::Append)
+                .with_partition_columns(self.schema.partition_columns.clone())
+                .with_writer_properties(self.writer_properties.clone())
+                .with_commit_properties(commit)
+                .await;
+            let source = match written {
+                Ok(written) => {
+                    *table = written;
+                    break;
                 }
+                Err(source) => source,
+            };
+            // The log may have moved (our own lost commit, another writer's commit): refresh
+            // before deciding, so the next attempt starts from the latest version.
+            table.update_state().await.map_err(delta)?;
+            let landed = table
+                .snapshot()
+                .map_err(delta)?
+                .transaction_version(table.log_store().as_ref(), wal_id)
+                .await
+                .map_err(delta)?
+                .is_some_and(|v| v >= plan.upto.0 as i64);
+            if landed {
                 tracing::warn!(
                     table = %name, upto = %plan.upto,
                     "the flush commit reported an error but is in the Delta log; not writing it again: {source}"
                 );
+                break;
             }
+            let raced = table.version() > read_version;
+            if !raced || attempt >= MAX_COMMIT_ATTEMPTS {
+                return Err(delta(source));
+            }
+            tracing::info!(
+                table = %name, upto = %plan.upto, attempt, version = ?table.version(),
+                "another writer committed first; committing the flush again at the new version"
+            );
+            attempt += 1;
         }
         self.reader_of(&table).await
     }

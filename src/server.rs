@@ -103,7 +103,31 @@ impl Core {
         }
         Ok(rows)
     }
+
+    /// Flushes everything at shutdown, retrying a failed flush a few times with backoff (a
+    /// store hiccup, a commit race with another writer). What still fails stays in the WAL
+    /// and is replayed at the next start.
+    async fn final_flush(&self) -> Result<usize> {
+        let mut backoff = Duration::from_millis(250);
+        let mut attempt = 1;
+        loop {
+            match self.flush(FlushReason::All).await {
+                Err(e) if attempt < FINAL_FLUSH_ATTEMPTS => {
+                    tracing::warn!(
+                        "final flush failed (attempt {attempt}), retrying in {backoff:?}: {e}"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
 }
+
+/// Attempts of the shutdown flush before the server exits with the rows left in the WAL.
+const FINAL_FLUSH_ATTEMPTS: u32 = 5;
 
 #[async_trait::async_trait]
 impl crate::Maintenance for Core {
@@ -338,7 +362,7 @@ impl Server {
         let _ = self.flusher.await;
         let _ = self.maintenance.await;
         self.core.wal.close().await;
-        let flushed = self.core.flush(FlushReason::All).await;
+        let flushed = self.core.final_flush().await;
         self.core.storage.close().await;
         let rows = flushed?;
         tracing::info!(
