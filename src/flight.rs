@@ -216,18 +216,27 @@ impl TimeFusionFlight {
     }
 }
 
+/// Batches of one DoPut stream that may be on their way into the WAL at once. Several per
+/// stream let one group commit carry more rows; acknowledgements still come in stream order.
+const PUT_PIPELINE: usize = 4;
+
 /// Stores the decoded batches of a DoPut in `table`, yielding each batch's row count once
-/// it is durable.
+/// it is durable, in stream order. After an error, later batches of the stream that were
+/// already on their way may be stored without having been acknowledged (as with any
+/// unacknowledged write, the client cannot assume either way).
 fn store_stream(
     service: TimeFusionFlight,
     table: String,
     data: PeekableFlightDataStream,
 ) -> impl Stream<Item = Result<usize, Status>> + Send + 'static {
     let batches = FlightRecordBatchStream::new_from_flight_data(data.map_err(FlightError::from));
-    batches.map_err(flight_status).then(move |batch| {
-        let (service, table) = (service.clone(), table.clone());
-        async move { service.store(&table, batch?).await }
-    })
+    batches
+        .map_err(flight_status)
+        .map(move |batch| {
+            let (service, table) = (service.clone(), table.clone());
+            async move { service.store(&table, batch?).await }
+        })
+        .buffered(PUT_PIPELINE)
 }
 
 #[tonic::async_trait]
