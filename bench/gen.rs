@@ -145,9 +145,9 @@ impl Row {
 }
 
 impl Generator {
-    /// Rows with timestamps spread uniformly over `days` days ending at `end_micros`.
-    pub fn new(seed: u64, end_micros: i64, days: i64) -> Self {
-        let span_micros = days * 86_400_000_000;
+    /// Rows with timestamps spread uniformly over `span_minutes` minutes ending at `end_micros`.
+    pub fn new(seed: u64, end_micros: i64, span_minutes: i64) -> Self {
+        let span_micros = span_minutes.max(1) * 60_000_000;
         Generator {
             rng: StdRng::seed_from_u64(seed),
             start_micros: end_micros - span_micros,

@@ -48,6 +48,10 @@ struct Args {
     /// Generator seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Timestamps are spread over this many minutes before now: 10080 (7 days) is a backfill
+    /// that touches ~1000 time buckets per batch; 5 is live telemetry (one or two buckets).
+    #[arg(long, default_value_t = 10080)]
+    span_minutes: i64,
 }
 
 const TABLE: &str = "otel_logs_and_spans";
@@ -116,7 +120,11 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 fn generator(args: &Args, phase: u64) -> Generator {
-    Generator::new(args.seed + phase, chrono::Utc::now().timestamp_micros(), 7)
+    Generator::new(
+        args.seed + phase,
+        chrono::Utc::now().timestamp_micros(),
+        args.span_minutes,
+    )
 }
 
 fn throughput(system: &str, phase: &str, rows: usize, started: Instant) -> Figure {
@@ -285,13 +293,14 @@ async fn flight(url: &str, args: &Args) -> Figure {
 async fn main() {
     let args = Args::parse();
     println!(
-        "ingest: {c} connections; multi-row INSERT {s} x {r} rows each; COPY / DoPut {b} x {br} rows each; {n} single-row INSERTs; seed {seed}",
+        "ingest: {c} connections; multi-row INSERT {s} x {r} rows each; COPY / DoPut {b} x {br} rows each; {n} single-row INSERTs; seed {seed}; timestamps over the last {m} minutes",
         c = args.connections,
         s = args.statements,
         r = args.rows_per_statement,
         b = args.batches,
         br = args.batch_rows,
         n = args.single,
+        m = args.span_minutes,
         seed = args.seed
     );
     let mut figures = Vec::new();
