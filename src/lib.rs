@@ -11,6 +11,7 @@ pub mod buffer;
 pub mod config;
 pub mod delta;
 pub mod flight;
+pub mod functions;
 pub mod ingest;
 pub mod pgwire;
 pub mod query;

@@ -398,6 +398,8 @@ fn session_context(
         .map_err(|e| Error::Session(e.to_string()))?;
     setup_pg_catalog(&context, "datafusion", Arc::new(AuthManager::default()))
         .map_err(|e| Error::Session(e.to_string()))?;
+    // After the catalog set-up, so TimeFusion's functions win over any of the same name.
+    crate::functions::register(&context);
     Ok(context)
 }
 
