@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 pub mod buffer;
 pub mod config;
+pub mod copy;
 pub mod delta;
 pub mod flight;
 pub mod functions;

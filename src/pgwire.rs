@@ -23,14 +23,18 @@ use datafusion_postgres::hooks::{HookClient, QueryHook};
 use pgwire::api::auth::md5pass::{Md5PasswordAuthStartupHandler, hash_md5_password};
 use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password};
 use pgwire::api::cancel::DefaultCancelHandler;
-use pgwire::api::results::{Response, Tag};
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::results::{CopyResponse, Response, Tag};
 use pgwire::api::{ClientInfo, ConnectionManager, ErrorHandler, PgWireServerHandlers};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::copy::{CopyData, CopyDone};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::Maintenance;
+use crate::copy::CopyIn;
 use crate::ingest::Ingest;
 use crate::schema::Catalog;
 use crate::sqlstate::sqlstate_of;
@@ -70,6 +74,7 @@ pub struct Handlers {
     parameters: Arc<DefaultServerParameterProvider>,
     connections: Arc<ConnectionManager>,
     cancel: Arc<DefaultCancelHandler>,
+    copy: Arc<CopyRows>,
 }
 
 impl Handlers {
@@ -92,7 +97,13 @@ impl Handlers {
                         catalog: catalog.clone(),
                         maintenance,
                     }),
-                    Arc::new(LiteralInsertHook { catalog, ingest }),
+                    Arc::new(CopyHook {
+                        catalog: catalog.clone(),
+                    }),
+                    Arc::new(LiteralInsertHook {
+                        catalog,
+                        ingest: ingest.clone(),
+                    }),
                     Arc::new(CursorStatementHook),
                     Arc::new(SetShowHook),
                     Arc::new(TransactionStatementHook),
@@ -102,6 +113,7 @@ impl Handlers {
             parameters: Arc::new(parameters),
             cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
             connections,
+            copy: Arc::new(CopyRows { ingest }),
         }
     }
 }
@@ -130,6 +142,209 @@ impl PgWireServerHandlers for Handlers {
 
     fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
         self.cancel.clone()
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        self.copy.clone()
+    }
+}
+
+/// The `COPY … FROM STDIN` running on a connection, kept in its session extensions between
+/// the statement and the client's `CopyData` / `CopyDone` messages.
+#[derive(Default)]
+struct CopySlot(parking_lot::Mutex<Option<ActiveCopy>>);
+
+struct ActiveCopy {
+    copy: CopyIn,
+    rows: usize,
+    /// The first error: later data is ignored and `CopyDone` reports it, as PostgreSQL does.
+    error: Option<PgWireError>,
+}
+
+/// Starts `COPY … FROM STDIN` (text and CSV) in both protocols.
+struct CopyHook {
+    catalog: Arc<Catalog>,
+}
+
+impl CopyHook {
+    fn start(
+        &self,
+        statement: &Statement,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<Response>> {
+        Some(match CopyIn::from_statement(statement, &self.catalog)? {
+            Err(e) => Err(PgWireError::ApiError(Box::new(e))),
+            Ok(copy) => {
+                let columns = copy.column_count();
+                *client
+                    .session_extensions()
+                    .get_or_insert_with(CopySlot::default)
+                    .0
+                    .lock() = Some(ActiveCopy {
+                    copy,
+                    rows: 0,
+                    error: None,
+                });
+                Ok(Response::CopyIn(CopyResponse::new(
+                    0,
+                    columns,
+                    futures::stream::empty(),
+                )))
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl QueryHook for CopyHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.start(statement, client)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        // Unknown tables, columns and options are reported at Parse, as PostgreSQL does.
+        Some(match CopyIn::from_statement(statement, &self.catalog)? {
+            Err(e) => Err(PgWireError::ApiError(Box::new(e))),
+            Ok(_) => Ok(LogicalPlan::EmptyRelation(EmptyRelation {
+                produce_one_row: false,
+                schema: Arc::new(DFSchema::empty()),
+            })),
+        })
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.start(statement, client)
+    }
+}
+
+/// Receives the rows of a `COPY … FROM STDIN` and writes them through the ingest path.
+struct CopyRows {
+    ingest: Arc<Ingest>,
+}
+
+impl CopyRows {
+    fn take<C: ClientInfo>(client: &C) -> Option<ActiveCopy> {
+        client
+            .session_extensions()
+            .get::<CopySlot>()?
+            .0
+            .lock()
+            .take()
+    }
+
+    fn put_back<C: ClientInfo>(client: &C, active: ActiveCopy) {
+        if let Some(slot) = client.session_extensions().get::<CopySlot>() {
+            *slot.0.lock() = Some(active);
+        }
+    }
+
+    /// Writes `batches`; the first failure becomes the copy's error.
+    async fn write(&self, active: &mut ActiveCopy, batches: Vec<arrow::array::RecordBatch>) {
+        for batch in batches {
+            match self.ingest.write(&active.copy.table.name, batch).await {
+                Ok(rows) => active.rows += rows,
+                Err(e) => {
+                    active.error = Some(PgWireError::ApiError(Box::new(e)));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn no_copy_in_progress() -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        "08P01".into(),
+        "COPY data received with no COPY FROM STDIN in progress".into(),
+    )))
+}
+
+#[async_trait]
+impl CopyHandler for CopyRows {
+    async fn on_copy_data<C>(&self, client: &mut C, data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + futures::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let Some(mut active) = Self::take(client) else {
+            return Err(no_copy_in_progress());
+        };
+        if active.error.is_none() {
+            match active.copy.push(&data.data) {
+                Ok(batches) => self.write(&mut active, batches).await,
+                Err(e) => active.error = Some(PgWireError::ApiError(Box::new(e))),
+            }
+        }
+        Self::put_back(client, active);
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + futures::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        let Some(mut active) = Self::take(client) else {
+            return Err(no_copy_in_progress());
+        };
+        if active.error.is_none() {
+            match active.copy.finish() {
+                Ok(batches) => self.write(&mut active, batches).await,
+                Err(e) => active.error = Some(PgWireError::ApiError(Box::new(e))),
+            }
+        }
+        if let Some(error) = active.error {
+            return Err(error);
+        }
+        let tag = Tag::new("COPY").with_rows(active.rows);
+        client
+            .send(PgWireBackendMessage::CommandComplete(tag.into()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(
+        &self,
+        client: &mut C,
+        fail: pgwire::messages::copy::CopyFail,
+    ) -> PgWireError
+    where
+        C: ClientInfo + futures::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let written = Self::take(client).map_or(0, |a| a.rows);
+        let kept = if written > 0 {
+            format!(" ({written} rows written before it stay stored)")
+        } else {
+            String::new()
+        };
+        PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "57014".into(),
+            format!("COPY from stdin failed: {}{kept}", fail.message),
+        )))
     }
 }
 

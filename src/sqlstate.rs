@@ -18,6 +18,9 @@ pub fn sqlstate_of(error: &(dyn std::error::Error + 'static)) -> (&'static str, 
         if let Some(ingest) = e.downcast_ref::<ingest::Error>() {
             return (ingest.sqlstate(), ingest.to_string());
         }
+        if let Some(copy) = e.downcast_ref::<crate::copy::Error>() {
+            return (copy.sqlstate(), copy.to_string());
+        }
         if e.downcast_ref::<datafusion::sql::sqlparser::parser::ParserError>()
             .is_some()
         {

@@ -1,0 +1,745 @@
+//! `COPY table [(columns)] FROM STDIN` in PostgreSQL's text and CSV formats: the bulk path
+//! of the Postgres protocol.
+//!
+//! [`CopyIn`] takes the client's `CopyData` bytes as they arrive, cuts them into whole rows
+//! (a CSV field in quotes may span lines), and turns each slice into an Arrow batch of one
+//! `Utf8` column per target column, which [`crate::ingest::coerce`] casts to the table's
+//! types — the same casts, errors and SQLSTATEs as `INSERT`. Parsed batches are held until the
+//! `COPY` ends and then written with one [`crate::ingest::Ingest::write`], so a `COPY` of up to
+//! [`MAX_HELD_BYTES`] is all-or-nothing; a longer one is written in pieces of that size as it
+//! arrives (each piece durable before the next is read), and an error stops it with the
+//! earlier pieces kept, like a series of `INSERT`s. List columns take PostgreSQL array
+//! literals (`{a,b,"c d"}`).
+//!
+//! This module only parses; it never touches the WAL or the buffer itself.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, ListBuilder, RecordBatch, RecordBatchOptions, StringBuilder};
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::sql::sqlparser::ast::{
+    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Ident,
+    ObjectNamePart, Statement,
+};
+
+use crate::schema::{Catalog, TableSchema};
+
+/// Parsed rows are written once this many bytes of them are held.
+pub const MAX_HELD_BYTES: usize = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("relation \"{0}\" does not exist")]
+    UnknownTable(String),
+    #[error("column \"{column}\" of relation \"{table}\" does not exist")]
+    UnknownColumn { table: String, column: String },
+    #[error("COPY {0} is not supported; use COPY … FROM STDIN (text or CSV)")]
+    Unsupported(String),
+    #[error("COPY line {line}: {message}")]
+    BadData { line: usize, message: String },
+    #[error("COPY: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+impl Error {
+    /// The SQLSTATE PostgreSQL uses for this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Error::UnknownTable(_) => "42P01",
+            Error::UnknownColumn { .. } => "42703",
+            Error::Unsupported(_) => "0A000",
+            Error::BadData { .. } => "22P04",
+            Error::Arrow(_) => "22P02",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The wire format of the rows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Format {
+    /// PostgreSQL's text format: `delimiter`-separated (tab by default), backslash escapes,
+    /// `null` (`\N` by default) for NULL.
+    Text { delimiter: u8, null: String },
+    /// CSV: `delimiter` (`,`), `quote` (`"`), `escape` (the quote), unquoted `null` (empty) for
+    /// NULL, an optional header line to skip.
+    Csv {
+        delimiter: u8,
+        quote: u8,
+        escape: u8,
+        null: String,
+        header: bool,
+    },
+}
+
+fn ident_name(ident: &Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_lowercase()
+    }
+}
+
+fn single_byte(c: char, what: &str) -> Result<u8> {
+    u8::try_from(c)
+        .ok()
+        .filter(u8::is_ascii)
+        .ok_or_else(|| Error::Unsupported(format!("with a non-ASCII {what}")))
+}
+
+/// A `COPY … FROM STDIN` in progress.
+#[derive(Debug)]
+pub struct CopyIn {
+    pub table: Arc<TableSchema>,
+    columns: Vec<String>,
+    format: Format,
+    /// Bytes received but not yet cut into whole rows.
+    pending: Vec<u8>,
+    skip_header: bool,
+    /// Rows parsed so far (lines read, for error messages).
+    line: usize,
+    held: Vec<RecordBatch>,
+    held_bytes: usize,
+    finished: bool,
+}
+
+impl CopyIn {
+    /// The copy a statement starts: `None` if it is not a `COPY … FROM STDIN`.
+    pub fn from_statement(statement: &Statement, catalog: &Catalog) -> Option<Result<CopyIn>> {
+        let Statement::Copy {
+            source,
+            to,
+            target,
+            options,
+            legacy_options,
+            values: _,
+        } = statement
+        else {
+            return None;
+        };
+        if *to {
+            return None;
+        }
+        Some(Self::start(
+            source,
+            target,
+            options,
+            legacy_options,
+            catalog,
+        ))
+    }
+
+    fn start(
+        source: &CopySource,
+        target: &CopyTarget,
+        options: &[CopyOption],
+        legacy_options: &[CopyLegacyOption],
+        catalog: &Catalog,
+    ) -> Result<CopyIn> {
+        if *target != CopyTarget::Stdin {
+            return Err(Error::Unsupported(format!("FROM {target}")));
+        }
+        let CopySource::Table {
+            table_name,
+            columns,
+        } = source
+        else {
+            return Err(Error::Unsupported("FROM a query".into()));
+        };
+        let name = match table_name.0.as_slice() {
+            [ObjectNamePart::Identifier(t)] => ident_name(t),
+            [ObjectNamePart::Identifier(s), ObjectNamePart::Identifier(t)]
+                if ident_name(s) == "public" =>
+            {
+                ident_name(t)
+            }
+            _ => return Err(Error::UnknownTable(table_name.to_string())),
+        };
+        let table = catalog
+            .get(&name)
+            .ok_or_else(|| Error::UnknownTable(name.clone()))?
+            .clone();
+        let columns: Vec<String> = if columns.is_empty() {
+            table
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()
+        } else {
+            columns.iter().map(ident_name).collect()
+        };
+        for column in &columns {
+            if table.index_of(column).is_none() {
+                return Err(Error::UnknownColumn {
+                    table: name.clone(),
+                    column: column.clone(),
+                });
+            }
+        }
+
+        let mut csv = false;
+        let mut delimiter = None;
+        let mut null = None;
+        let mut quote = b'"';
+        let mut escape = None;
+        let mut header = false;
+        for option in options {
+            match option {
+                CopyOption::Format(f) => match f.value.to_lowercase().as_str() {
+                    "text" => csv = false,
+                    "csv" => csv = true,
+                    other => return Err(Error::Unsupported(format!("FORMAT {other}"))),
+                },
+                CopyOption::Delimiter(c) => delimiter = Some(single_byte(*c, "delimiter")?),
+                CopyOption::Null(s) => null = Some(s.clone()),
+                CopyOption::Header(h) => header = *h,
+                CopyOption::Quote(c) => quote = single_byte(*c, "quote")?,
+                CopyOption::Escape(c) => escape = Some(single_byte(*c, "escape")?),
+                CopyOption::Freeze(_) => {}
+                CopyOption::Encoding(e)
+                    if e.eq_ignore_ascii_case("utf8") || e.eq_ignore_ascii_case("utf-8") => {}
+                other => return Err(Error::Unsupported(format!("with option {other}"))),
+            }
+        }
+        for option in legacy_options {
+            match option {
+                CopyLegacyOption::Csv(csv_options) => {
+                    csv = true;
+                    for o in csv_options {
+                        match o {
+                            CopyLegacyCsvOption::Header => header = true,
+                            CopyLegacyCsvOption::Quote(c) => quote = single_byte(*c, "quote")?,
+                            CopyLegacyCsvOption::Escape(c) => {
+                                escape = Some(single_byte(*c, "escape")?)
+                            }
+                            other => {
+                                return Err(Error::Unsupported(format!("with option {other}")));
+                            }
+                        }
+                    }
+                }
+                CopyLegacyOption::Delimiter(c) => delimiter = Some(single_byte(*c, "delimiter")?),
+                CopyLegacyOption::Null(s) => null = Some(s.clone()),
+                other => return Err(Error::Unsupported(format!("with option {other}"))),
+            }
+        }
+        let format = if csv {
+            Format::Csv {
+                delimiter: delimiter.unwrap_or(b','),
+                quote,
+                escape: escape.unwrap_or(quote),
+                null: null.unwrap_or_default(),
+                header,
+            }
+        } else {
+            if header {
+                return Err(Error::Unsupported("HEADER in text format".into()));
+            }
+            Format::Text {
+                delimiter: delimiter.unwrap_or(b'\t'),
+                null: null.unwrap_or_else(|| "\\N".into()),
+            }
+        };
+        Ok(CopyIn {
+            table,
+            skip_header: header,
+            columns,
+            format,
+            pending: Vec::new(),
+            line: 0,
+            held: Vec::new(),
+            held_bytes: 0,
+            finished: false,
+        })
+    }
+
+    /// Number of columns each row carries.
+    pub fn column_count(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// Takes the next bytes of the stream. Returns batches to write now when the rows held
+    /// passed [`MAX_HELD_BYTES`].
+    pub fn push(&mut self, data: &[u8]) -> Result<Vec<RecordBatch>> {
+        if self.finished {
+            return Ok(Vec::new());
+        }
+        self.pending.extend_from_slice(data);
+        // Parse in slices of a few MiB so the raw bytes never pile up.
+        if self.pending.len() < 4 << 20 {
+            return Ok(Vec::new());
+        }
+        let cut = self.row_boundary();
+        if cut > 0 {
+            let rest = self.pending.split_off(cut);
+            let complete = std::mem::replace(&mut self.pending, rest);
+            self.parse(&complete)?;
+        }
+        if self.held_bytes >= MAX_HELD_BYTES {
+            self.held_bytes = 0;
+            return Ok(std::mem::take(&mut self.held));
+        }
+        Ok(Vec::new())
+    }
+
+    /// The end of the stream: every remaining row, to be written.
+    pub fn finish(&mut self) -> Result<Vec<RecordBatch>> {
+        let rest = std::mem::take(&mut self.pending);
+        if !rest.is_empty() {
+            self.parse(&rest)?;
+        }
+        self.held_bytes = 0;
+        Ok(std::mem::take(&mut self.held))
+    }
+
+    /// The offset just after the last complete row in `pending` (0: none yet).
+    fn row_boundary(&self) -> usize {
+        match &self.format {
+            Format::Text { .. } => self
+                .pending
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1),
+            Format::Csv { quote, escape, .. } => {
+                let (mut in_quotes, mut last, mut i) = (false, 0, 0);
+                let bytes = &self.pending;
+                while i < bytes.len() {
+                    let b = bytes[i];
+                    if in_quotes {
+                        if b == *escape && escape != quote && bytes.get(i + 1) == Some(quote) {
+                            i += 1;
+                        } else if b == *quote {
+                            in_quotes = false;
+                        }
+                    } else if b == *quote {
+                        in_quotes = true;
+                    } else if b == b'\n' {
+                        last = i + 1;
+                    }
+                    i += 1;
+                }
+                last
+            }
+        }
+    }
+
+    /// Parses whole rows into a held batch.
+    fn parse(&mut self, bytes: &[u8]) -> Result<()> {
+        let text = std::str::from_utf8(bytes).map_err(|e| Error::BadData {
+            line: self.line + 1,
+            message: format!("invalid UTF-8: {e}"),
+        })?;
+        let mut builders: Vec<StringBuilder> = self
+            .columns
+            .iter()
+            .map(|_| StringBuilder::with_capacity(1024, bytes.len() / self.columns.len().max(1)))
+            .collect();
+        let mut rows = 0;
+        let format = self.format.clone();
+        let mut fields: Vec<Option<String>> = Vec::with_capacity(self.columns.len());
+        let mut rest = text;
+        while !rest.is_empty() && !self.finished {
+            self.line += 1;
+            fields.clear();
+            rest = match &format {
+                Format::Text { delimiter, null } => {
+                    let (line, next) = match rest.find('\n') {
+                        Some(i) => (&rest[..i], &rest[i + 1..]),
+                        None => (rest, ""),
+                    };
+                    let line = line.strip_suffix('\r').unwrap_or(line);
+                    if line == "\\." {
+                        self.finished = true;
+                        break;
+                    }
+                    split_text(line, *delimiter, null, &mut fields).map_err(|message| {
+                        Error::BadData {
+                            line: self.line,
+                            message,
+                        }
+                    })?;
+                    next
+                }
+                Format::Csv {
+                    delimiter,
+                    quote,
+                    escape,
+                    null,
+                    ..
+                } => {
+                    if rest.starts_with("\\.\n") || rest == "\\." || rest.starts_with("\\.\r\n") {
+                        self.finished = true;
+                        break;
+                    }
+                    split_csv(rest, *delimiter, *quote, *escape, null, &mut fields).map_err(
+                        |message| Error::BadData {
+                            line: self.line,
+                            message,
+                        },
+                    )?
+                }
+            };
+            if self.skip_header {
+                self.skip_header = false;
+                continue;
+            }
+            if fields.len() < self.columns.len() {
+                return Err(Error::BadData {
+                    line: self.line,
+                    message: format!("missing data for column \"{}\"", self.columns[fields.len()]),
+                });
+            }
+            if fields.len() > self.columns.len() {
+                return Err(Error::BadData {
+                    line: self.line,
+                    message: "extra data after last expected column".into(),
+                });
+            }
+            for (builder, field) in builders.iter_mut().zip(&fields) {
+                builder.append_option(field.as_deref());
+            }
+            rows += 1;
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
+        let mut schema_fields = Vec::with_capacity(self.columns.len());
+        for (name, mut builder) in self.columns.iter().zip(builders) {
+            let strings = builder.finish();
+            let target = self
+                .table
+                .index_of(name)
+                .map(|i| self.table.schema.field(i).data_type().clone());
+            let array: ArrayRef = match target {
+                Some(DataType::List(item)) if item.data_type() == &DataType::Utf8 => {
+                    Arc::new(parse_text_arrays(&strings, self.line)?)
+                }
+                _ => Arc::new(strings),
+            };
+            schema_fields.push(Field::new(name, array.data_type().clone(), true));
+            arrays.push(array);
+        }
+        let batch = RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(schema_fields)),
+            arrays,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?;
+        self.held_bytes += batch.get_array_memory_size();
+        self.held.push(batch);
+        Ok(())
+    }
+}
+
+/// Splits one text-format line into fields, undoing backslash escapes.
+fn split_text(
+    line: &str,
+    delimiter: u8,
+    null: &str,
+    out: &mut Vec<Option<String>>,
+) -> std::result::Result<(), String> {
+    for raw in line.split(delimiter as char) {
+        if raw == null {
+            out.push(None);
+            continue;
+        }
+        if !raw.contains('\\') {
+            out.push(Some(raw.to_string()));
+            continue;
+        }
+        let mut value = String::with_capacity(raw.len());
+        let mut chars = raw.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                value.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('b') => value.push('\u{8}'),
+                Some('f') => value.push('\u{c}'),
+                Some('n') => value.push('\n'),
+                Some('r') => value.push('\r'),
+                Some('t') => value.push('\t'),
+                Some('v') => value.push('\u{b}'),
+                Some('x') => {
+                    let mut code = 0u32;
+                    let mut digits = 0;
+                    while digits < 2 && chars.peek().is_some_and(|d| d.is_ascii_hexdigit()) {
+                        code = code * 16 + chars.next().and_then(|d| d.to_digit(16)).unwrap_or(0);
+                        digits += 1;
+                    }
+                    if digits == 0 {
+                        value.push('x');
+                    } else {
+                        value.push(char::from_u32(code).unwrap_or('\u{fffd}'));
+                    }
+                }
+                Some(d) if ('0'..='7').contains(&d) => {
+                    let mut code = d.to_digit(8).unwrap_or(0);
+                    let mut digits = 1;
+                    while digits < 3 && chars.peek().is_some_and(|d| ('0'..='7').contains(d)) {
+                        code = code * 8 + chars.next().and_then(|d| d.to_digit(8)).unwrap_or(0);
+                        digits += 1;
+                    }
+                    value.push(char::from_u32(code).unwrap_or('\u{fffd}'));
+                }
+                Some(other) => value.push(other),
+                None => return Err("a backslash at the end of a line".into()),
+            }
+        }
+        out.push(Some(value));
+    }
+    Ok(())
+}
+
+/// Splits the first CSV record of `text` into fields; returns the text after it.
+fn split_csv<'a>(
+    text: &'a str,
+    delimiter: u8,
+    quote: u8,
+    escape: u8,
+    null: &str,
+    out: &mut Vec<Option<String>>,
+) -> std::result::Result<&'a str, String> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    loop {
+        // One field.
+        if bytes.get(i) == Some(&quote) {
+            let mut value = Vec::new();
+            i += 1;
+            loop {
+                match bytes.get(i) {
+                    None => return Err("unterminated CSV quoted field".into()),
+                    Some(&b) if b == escape && bytes.get(i + 1) == Some(&quote) => {
+                        value.push(quote);
+                        i += 2;
+                    }
+                    Some(&b) if b == quote => {
+                        i += 1;
+                        break;
+                    }
+                    Some(&b) => {
+                        value.push(b);
+                        i += 1;
+                    }
+                }
+            }
+            // A quoted value is never NULL, even when it equals the NULL string.
+            out.push(Some(
+                String::from_utf8(value).map_err(|e| format!("invalid UTF-8: {e}"))?,
+            ));
+        } else {
+            let start = i;
+            while i < bytes.len() && bytes[i] != delimiter && bytes[i] != b'\n' {
+                i += 1;
+            }
+            let raw = &text[start..i];
+            let raw = raw.strip_suffix('\r').unwrap_or(raw);
+            out.push(if raw == null {
+                None
+            } else {
+                Some(raw.to_string())
+            });
+        }
+        match bytes.get(i) {
+            Some(&b) if b == delimiter => i += 1,
+            Some(b'\n') => return Ok(&text[i + 1..]),
+            Some(b'\r') if bytes.get(i + 1) == Some(&b'\n') => return Ok(&text[i + 2..]),
+            None => return Ok(""),
+            Some(_) => return Err("unexpected characters after a quoted CSV field".into()),
+        }
+    }
+}
+
+/// PostgreSQL array literals (`{a,b,"c d",NULL}`) → a list column.
+fn parse_text_arrays(
+    strings: &arrow::array::StringArray,
+    line: usize,
+) -> Result<arrow::array::ListArray> {
+    let mut builder = ListBuilder::new(StringBuilder::new());
+    for value in strings.iter() {
+        let Some(value) = value else {
+            builder.append_null();
+            continue;
+        };
+        let inner = value
+            .trim()
+            .strip_prefix('{')
+            .and_then(|v| v.strip_suffix('}'))
+            .ok_or_else(|| Error::BadData {
+                line,
+                message: format!("malformed array literal: \"{value}\""),
+            })?;
+        let mut chars = inner.chars().peekable();
+        while chars.peek().is_some() {
+            let mut item = String::new();
+            let quoted = chars.peek() == Some(&'"');
+            if quoted {
+                chars.next();
+                loop {
+                    match chars.next() {
+                        Some('\\') => item.extend(chars.next()),
+                        Some('"') => break,
+                        Some(c) => item.push(c),
+                        None => {
+                            return Err(Error::BadData {
+                                line,
+                                message: format!("malformed array literal: \"{value}\""),
+                            });
+                        }
+                    }
+                }
+            }
+            while let Some(&c) = chars.peek() {
+                chars.next();
+                if c == ',' {
+                    break;
+                }
+                if !quoted {
+                    item.push(c);
+                }
+            }
+            if !quoted && item.trim().eq_ignore_ascii_case("null") {
+                builder.values().append_null();
+            } else if quoted {
+                builder.values().append_value(item);
+            } else {
+                builder.values().append_value(item.trim());
+            }
+        }
+        builder.append(true);
+    }
+    Ok(builder.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn copy(sql: &str) -> Result<CopyIn> {
+        let catalog = Catalog::load(None).expect("built-in schemas");
+        let statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .expect("parse")
+            .remove(0);
+        CopyIn::from_statement(&statement, &catalog).expect("a COPY FROM STDIN")
+    }
+
+    fn strings(batch: &RecordBatch, column: usize) -> Vec<Option<String>> {
+        batch
+            .column(column)
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect()
+    }
+
+    #[test]
+    fn text_format_with_escapes_nulls_and_end_marker() {
+        let mut copy =
+            copy("COPY otel_logs_and_spans (project_id, id, name) FROM STDIN").expect("copy");
+        assert_eq!(copy.column_count(), 3);
+        assert!(copy.push(b"p1\ta\tline\\none\n").expect("push").is_empty());
+        copy.push(b"p1\tb\t\\N\r\np1\tc\ttab\\there\n\\.\nignored\n")
+            .expect("push");
+        let batches = copy.finish().expect("finish");
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].num_rows(), 3);
+        assert_eq!(
+            strings(&batches[0], 2),
+            vec![
+                Some("line\none".to_string()),
+                None,
+                Some("tab\there".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn csv_with_header_quotes_and_multiline_fields() {
+        let mut copy = copy(
+            "COPY otel_logs_and_spans (project_id, id, body) FROM STDIN WITH (FORMAT csv, HEADER true)",
+        )
+        .expect("copy");
+        copy.push(b"project_id,id,body\np1,a,\"{\"\"k\"\": 1}\"\np1,b,\np1,c,\"two\nlines\"\n")
+            .expect("push");
+        let batches = copy.finish().expect("finish");
+        assert_eq!(batches[0].num_rows(), 3);
+        assert_eq!(
+            strings(&batches[0], 2),
+            vec![
+                Some("{\"k\": 1}".to_string()),
+                None,
+                Some("two\nlines".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn row_boundaries_respect_csv_quotes() {
+        let mut copy = copy("COPY otel_logs_and_spans (project_id, id) FROM STDIN (FORMAT csv)")
+            .expect("copy");
+        copy.pending = b"p1,\"a\nb\"\np1,\"c\nd".to_vec();
+        assert_eq!(copy.row_boundary(), 9);
+    }
+
+    #[test]
+    fn wrong_column_counts_name_the_line() {
+        let mut copy = copy("COPY otel_logs_and_spans (project_id, id) FROM STDIN").expect("copy");
+        copy.push(b"p1\ta\np1\n").expect("push");
+        let error = copy.finish().expect_err("missing column");
+        assert_eq!(error.sqlstate(), "22P04");
+        assert!(error.to_string().contains("line 2"), "{error}");
+        let mut copy = copy_cols();
+        copy.push(b"p1\ta\tb\n").expect("push");
+        assert!(
+            copy.finish()
+                .expect_err("extra")
+                .to_string()
+                .contains("extra data")
+        );
+    }
+
+    fn copy_cols() -> CopyIn {
+        copy("COPY otel_logs_and_spans (project_id, id) FROM STDIN").expect("copy")
+    }
+
+    #[test]
+    fn unknown_tables_columns_and_targets_are_rejected() {
+        assert_eq!(
+            copy("COPY nope FROM STDIN").expect_err("table").sqlstate(),
+            "42P01"
+        );
+        assert_eq!(
+            copy("COPY otel_logs_and_spans (nope) FROM STDIN")
+                .expect_err("column")
+                .sqlstate(),
+            "42703"
+        );
+        assert_eq!(
+            copy("COPY otel_logs_and_spans FROM '/etc/passwd'")
+                .expect_err("file")
+                .sqlstate(),
+            "0A000"
+        );
+    }
+
+    #[test]
+    fn array_literals_become_lists() {
+        let mut copy =
+            copy("COPY otel_logs_and_spans (project_id, id, hashes) FROM STDIN").expect("copy");
+        copy.push(b"p1\ta\t{x,\"y z\",NULL}\np1\tb\t{}\n")
+            .expect("push");
+        let batches = copy.finish().expect("finish");
+        let lists = batches[0].column(2).as_list::<i32>();
+        assert_eq!(lists.value(0).len(), 3);
+        assert!(lists.value(0).is_null(2));
+        assert_eq!(lists.value(0).as_string::<i32>().value(1), "y z");
+        assert_eq!(lists.value(1).len(), 0);
+    }
+}

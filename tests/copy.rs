@@ -1,0 +1,170 @@
+//! `COPY … FROM STDIN` over the real server: text and CSV through tokio-postgres (extended
+//! protocol) and psql (simple protocol), errors with SQLSTATEs, and the rows flushed to Delta
+//! exactly once.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use bytes::Bytes;
+use common::*;
+use futures::SinkExt;
+
+async fn copy_in(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    data: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = client.copy_in(sql).await?;
+    futures::pin_mut!(sink);
+    sink.send(Bytes::from(data.to_string())).await?;
+    sink.finish().await
+}
+
+fn sqlstate(error: &tokio_postgres::Error) -> String {
+    error
+        .as_db_error()
+        .map(|e| e.code().code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {error}"))
+}
+
+#[tokio::test]
+async fn copy_text_and_csv_from_tokio_postgres_then_flush() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    let day = chrono::DateTime::from_timestamp_micros(past_micros(1))
+        .expect("timestamp")
+        .format("%Y-%m-%d")
+        .to_string();
+
+    let text: String = (0..500)
+        .map(|i| {
+            format!(
+                "p1\t{day} 10:{:02}:00+00\tt-{i}\tGET /a\\tb\t{i}\t\\N\n",
+                i % 60
+            )
+        })
+        .collect();
+    let rows = copy_in(
+        &client,
+        "COPY otel_logs_and_spans (project_id, timestamp, id, name, duration, level) FROM STDIN",
+        &text,
+    )
+    .await
+    .expect("copy text");
+    assert_eq!(rows, 500);
+
+    let csv = format!(
+        "project_id,timestamp,id,body,hashes\np2,{day}T11:00:00Z,c-1,\"{{\"\"msg\"\": \"\"a, b\"\"}}\",\"{{x,y}}\"\np2,{day}T11:00:01Z,c-2,,{{}}\n"
+    );
+    let rows = copy_in(
+        &client,
+        "COPY otel_logs_and_spans (project_id, timestamp, id, body, hashes) FROM STDIN WITH (FORMAT csv, HEADER true)",
+        &csv,
+    )
+    .await
+    .expect("copy csv");
+    assert_eq!(rows, 2);
+
+    assert_eq!(count(&client, "WHERE project_id = 'p1'").await, 500);
+    let row = client
+        .query_one(
+            "SELECT name, level IS NULL, duration FROM otel_logs_and_spans WHERE id = 't-7'",
+            &[],
+        )
+        .await
+        .expect("row");
+    assert_eq!(
+        row.get::<_, String>(0),
+        "GET /a\tb",
+        "text escapes are undone"
+    );
+    assert!(row.get::<_, bool>(1), "\\N is NULL");
+    assert_eq!(row.get::<_, i64>(2), 7);
+    let row = client
+        .query_one(
+            "SELECT body, array_length(hashes, 1)::INT FROM otel_logs_and_spans WHERE id = 'c-1'",
+            &[],
+        )
+        .await
+        .expect("row");
+    assert_eq!(row.get::<_, String>(0), "{\"msg\": \"a, b\"}");
+    assert_eq!(row.get::<_, i32>(1), 2);
+
+    // Bad data: the whole COPY fails with a SQLSTATE and stores nothing.
+    let bad_type = copy_in(
+        &client,
+        "COPY otel_logs_and_spans (project_id, timestamp, id, duration) FROM STDIN",
+        &format!("p3\t{day} 10:00:00+00\tx-1\t1\np3\t{day} 10:00:00+00\tx-2\tslow\n"),
+    )
+    .await
+    .expect_err("a non-integer duration");
+    assert_eq!(sqlstate(&bad_type), "22P02");
+    let short = copy_in(
+        &client,
+        "COPY otel_logs_and_spans (project_id, timestamp, id) FROM STDIN",
+        "p3\t2024-01-01 00:00:00+00\n",
+    )
+    .await
+    .expect_err("a missing column");
+    assert_eq!(sqlstate(&short), "22P04");
+    let missing = copy_in(
+        &client,
+        "COPY otel_logs_and_spans (project_id, id) FROM STDIN",
+        "p3\tx-3\n",
+    )
+    .await
+    .expect_err("no timestamp");
+    assert_eq!(sqlstate(&missing), "23502");
+    let Err(unknown) = client.copy_in::<_, Bytes>("COPY nope FROM STDIN").await else {
+        panic!("COPY into an unknown table started");
+    };
+    assert_eq!(sqlstate(&unknown), "42P01");
+    assert_eq!(count(&client, "WHERE project_id = 'p3'").await, 0);
+    assert_eq!(count(&client, "").await, 502, "the connection still works");
+
+    drop(client);
+    assert!(server.terminate().success());
+    assert_eq!(delta_rows(dir.path()).await, 502, "flushed exactly once");
+}
+
+#[tokio::test]
+async fn psql_copy_from_stdin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let mut child = Command::new("psql")
+        .args([
+            server.url().as_str(),
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            "\\copy otel_logs_and_spans (project_id, timestamp, id, name) FROM STDIN WITH (FORMAT csv)",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run psql (install postgresql-client)");
+    let mut stdin = child.stdin.take().expect("stdin");
+    for i in 0..1000 {
+        writeln!(
+            stdin,
+            "acme,2024-03-10 10:00:{:02}+00,psql-{i},\"GET /x, y\"",
+            i % 60
+        )
+        .expect("write");
+    }
+    drop(stdin);
+    let out = child.wait_with_output().expect("psql");
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "COPY 1000");
+    let client = server.client().await;
+    assert_eq!(count(&client, "WHERE name = 'GET /x, y'").await, 1000);
+}
