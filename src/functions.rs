@@ -16,6 +16,12 @@
 //!   `Mon`, `Day`, `FM`, quoted literals …), translated to DataFusion's strftime-style
 //!   `to_char`; a pattern that already contains `%` is passed through unchanged.
 //!
+//! - PostgreSQL's JSON operators and functions over the JSON-text columns, on top of
+//!   `datafusion-functions-json`: `->` / `#>` return JSON text (as `json` does in PostgreSQL),
+//!   `->>` / `#>>` return text, `#>`/`#>>` take a `'{key,0,key}'` path, `?` tests a key, `@>` / `<@`
+//!   test containment ([`JsonbContains`]), and `json_extract_path[_text]` /
+//!   `jsonb_extract_path[_text]` are the function forms.
+//!
 //! Functions here are pure: they never read storage or the clock.
 
 use std::sync::Arc;
@@ -28,23 +34,274 @@ use arrow::datatypes::{
     TimestampMicrosecondType,
 };
 use chrono::{DateTime, Datelike, LocalResult, Months, NaiveDateTime, TimeZone, Timelike};
+use datafusion::common::DFSchema;
 use datafusion::common::{ScalarValue, exec_err, plan_err};
 use datafusion::error::Result;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
 use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDF,
     ScalarUDFImpl, Signature, Volatility,
 };
+use datafusion::logical_expr::{Expr, ExprSchemable};
 use datafusion::prelude::SessionContext;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// Registers every TimeFusion function in `context`.
-pub fn register(context: &SessionContext) {
+pub fn register(context: &mut SessionContext) -> Result<()> {
     context.register_udf(ScalarUDF::from(TimeBucket::new()));
     context.register_udaf(AggregateUDF::from(PercentileDisc::new()));
     context.register_udf(ScalarUDF::from(PgToChar::default()));
+    context.register_udf(ScalarUDF::from(PgVersion::new()));
+    // Ours first: planners are asked in registration order, and `->` must give JSON text.
+    datafusion::execution::FunctionRegistry::register_expr_planner(
+        context,
+        Arc::new(PgJsonPlanner),
+    )?;
+    datafusion_functions_json::register_all(context)?;
+    context.register_udf(ScalarUDF::from(JsonbContains::new()));
+    let as_text = datafusion_functions_json::udfs::json_as_text_udf();
+    context.register_udf(
+        ScalarUDF::clone(&as_text)
+            .with_aliases(["json_extract_path_text", "jsonb_extract_path_text"]),
+    );
+    let as_json = datafusion_functions_json::udfs::json_get_json_udf();
+    context.register_udf(
+        ScalarUDF::clone(&as_json).with_aliases(["json_extract_path", "jsonb_extract_path"]),
+    );
+    Ok(())
+}
+
+/// Plans PostgreSQL's JSON operators on text columns.
+#[derive(Debug)]
+struct PgJsonPlanner;
+
+impl PgJsonPlanner {
+    /// `'{a,0,b}'` (a PostgreSQL text-array path) → `'a', 0, 'b'`; anything else unchanged.
+    fn path_args(path: Expr) -> Vec<Expr> {
+        let text = match &path {
+            Expr::Literal(ScalarValue::Utf8(Some(t)) | ScalarValue::Utf8View(Some(t)), _) => t,
+            _ => return vec![path],
+        };
+        let Some(inner) = text
+            .trim()
+            .strip_prefix('{')
+            .and_then(|t| t.strip_suffix('}'))
+        else {
+            return vec![path];
+        };
+        inner
+            .split(',')
+            .map(|part| {
+                let part = part.trim().trim_matches('"');
+                match part.parse::<i64>() {
+                    Ok(index) => datafusion::prelude::lit(index),
+                    Err(_) => datafusion::prelude::lit(part.to_string()),
+                }
+            })
+            .collect()
+    }
+}
+
+fn is_text_type(t: &DataType) -> bool {
+    is_text(t) || matches!(t, DataType::Dictionary(_, v) if is_text(v))
+}
+
+impl ExprPlanner for PgJsonPlanner {
+    fn plan_binary_op(
+        &self,
+        expr: RawBinaryExpr,
+        schema: &DFSchema,
+    ) -> Result<PlannerResult<RawBinaryExpr>> {
+        use datafusion::sql::sqlparser::ast::BinaryOperator as Op;
+        let RawBinaryExpr { op, left, right } = expr;
+        // The SQL parser binds `=` (and the other comparisons) tighter than the JSON operators,
+        // the reverse of PostgreSQL: `j ->> 'k' = 'v'` arrives as `j ->> ('k' = 'v')`. A JSON key
+        // is never a boolean, so rotate it back into `(j ->> 'k') = 'v'`.
+        if matches!(
+            op,
+            Op::Arrow | Op::LongArrow | Op::HashArrow | Op::HashLongArrow
+        ) && let Expr::BinaryExpr(comparison) = &right
+            && comparison.op.supports_propagation()
+            && matches!(comparison.left.as_ref(), Expr::Literal(..))
+        {
+            let datafusion::logical_expr::BinaryExpr {
+                left: key,
+                op: compare,
+                right: value,
+            } = comparison.clone();
+            let access = self.plan_binary_op(
+                RawBinaryExpr {
+                    op,
+                    left,
+                    right: *key,
+                },
+                schema,
+            )?;
+            let PlannerResult::Planned(access) = access else {
+                return plan_err!("cannot plan the JSON operator");
+            };
+            return Ok(PlannerResult::Planned(Expr::BinaryExpr(
+                datafusion::logical_expr::BinaryExpr::new(Box::new(access), compare, value),
+            )));
+        }
+        let call = |udf: Arc<ScalarUDF>, args: Vec<Expr>| {
+            Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
+                udf, args,
+            ))
+        };
+        let planned = match &op {
+            Op::Arrow | Op::HashArrow => {
+                let name = format!("{left} {op} {right}");
+                let mut args = vec![left];
+                args.extend(if op == Op::HashArrow {
+                    Self::path_args(right)
+                } else {
+                    vec![right]
+                });
+                call(datafusion_functions_json::udfs::json_get_json_udf(), args).alias(name)
+            }
+            Op::LongArrow | Op::HashLongArrow => {
+                let name = format!("{left} {op} {right}");
+                let mut args = vec![left];
+                args.extend(if op == Op::HashLongArrow {
+                    Self::path_args(right)
+                } else {
+                    vec![right]
+                });
+                call(datafusion_functions_json::udfs::json_as_text_udf(), args).alias(name)
+            }
+            Op::AtArrow | Op::ArrowAt
+                if is_text_type(&left.get_type(schema)?)
+                    && is_text_type(&right.get_type(schema)?) =>
+            {
+                let (outer, inner) = if op == Op::AtArrow {
+                    (left, right)
+                } else {
+                    (right, left)
+                };
+                call(
+                    Arc::new(ScalarUDF::from(JsonbContains::new())),
+                    vec![outer, inner],
+                )
+            }
+            _ => return Ok(PlannerResult::Original(RawBinaryExpr { op, left, right })),
+        };
+        Ok(PlannerResult::Planned(planned))
+    }
+}
+
+/// `jsonb_contains(a, b)`, the `@>` operator: whether JSON `a` contains JSON `b` (PostgreSQL's
+/// jsonb containment: objects by key recursively, arrays as sets, scalars by equality).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct JsonbContains {
+    signature: Signature,
+}
+
+impl Default for JsonbContains {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JsonbContains {
+    pub fn new() -> Self {
+        JsonbContains {
+            signature: Signature::coercible(
+                vec![
+                    datafusion::logical_expr::Coercion::new_exact(
+                        datafusion::logical_expr::TypeSignatureClass::Native(
+                            datafusion::common::types::logical_string(),
+                        ),
+                    ),
+                    datafusion::logical_expr::Coercion::new_exact(
+                        datafusion::logical_expr::TypeSignatureClass::Native(
+                            datafusion::common::types::logical_string(),
+                        ),
+                    ),
+                ],
+                Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+/// PostgreSQL's jsonb containment.
+fn json_contains(outer: &serde_json::Value, inner: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (outer, inner) {
+        (Value::Object(o), Value::Object(i)) => i
+            .iter()
+            .all(|(k, v)| o.get(k).is_some_and(|ov| json_contains(ov, v))),
+        (Value::Array(o), Value::Array(i)) => {
+            i.iter().all(|v| o.iter().any(|ov| json_contains(ov, v)))
+        }
+        // An array contains a primitive it has as an element.
+        (Value::Array(o), v) if !v.is_object() && !v.is_array() => o.iter().any(|ov| ov == v),
+        (o, i) => o == i,
+    }
+}
+
+impl ScalarUDFImpl for JsonbContains {
+    fn name(&self) -> &str {
+        "jsonb_contains"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let all_scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| {
+                a.to_array(rows)
+                    .and_then(|a| Ok(cast(&a, &DataType::Utf8)?))
+            })
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let (outer, inner) = (arrays[0].as_string::<i32>(), arrays[1].as_string::<i32>());
+        // A constant right side (the usual `col @> '{"k": 1}'`) is parsed once.
+        let constant = match &args.args[1] {
+            ColumnarValue::Scalar(_) if !inner.is_null(0) => {
+                serde_json::from_str(inner.value(0)).ok()
+            }
+            _ => None,
+        };
+        let result: arrow::array::BooleanArray = (0..rows)
+            .map(|i| {
+                if outer.is_null(i) || inner.is_null(i) {
+                    return None;
+                }
+                let o: serde_json::Value = serde_json::from_str(outer.value(i)).ok()?;
+                match &constant {
+                    Some(c) => Some(json_contains(&o, c)),
+                    None => {
+                        let v: serde_json::Value = serde_json::from_str(inner.value(i)).ok()?;
+                        Some(json_contains(&o, &v))
+                    }
+                }
+            })
+            .collect();
+        if all_scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                &result, 0,
+            )?))
+        } else {
+            Ok(ColumnarValue::Array(Arc::new(result)))
+        }
+    }
 }
 
 /// `time_bucket`, TimescaleDB's bucketing function.
@@ -363,6 +620,58 @@ fn add_interval(micros: i64, interval: IntervalMonthDayNano, sign: i32) -> Resul
 
 fn out_of_range() -> datafusion::error::DataFusionError {
     datafusion::error::DataFusionError::Execution("time_bucket: timestamp out of range".into())
+}
+
+/// `version()` in PostgreSQL's form (`PostgreSQL 15.0 … on x86_64-linux, 64-bit`), which
+/// drivers and BI tools parse to pick their SQL dialect; DataFusion's names itself instead.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct PgVersion {
+    signature: Signature,
+}
+
+impl Default for PgVersion {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PgVersion {
+    pub fn new() -> Self {
+        PgVersion {
+            signature: Signature::nullary(Volatility::Immutable),
+        }
+    }
+
+    pub fn text() -> String {
+        format!(
+            "PostgreSQL {} (TimeFusion {}) on {}-{}, 64-bit",
+            crate::pgwire::SERVER_VERSION
+                .split_whitespace()
+                .next()
+                .unwrap_or("15.0"),
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::ARCH,
+            std::env::consts::OS
+        )
+    }
+}
+
+impl ScalarUDFImpl for PgVersion {
+    fn name(&self) -> &str {
+        "version"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(Self::text()))))
+    }
 }
 
 /// `to_char` taking PostgreSQL template patterns; the work is done by DataFusion's `to_char`.
@@ -798,8 +1107,8 @@ mod sql_tests {
     use super::*;
 
     async fn one(sql: &str) -> String {
-        let context = SessionContext::new();
-        register(&context);
+        let mut context = SessionContext::new();
+        register(&mut context).expect("register");
         let batches = context
             .sql(sql)
             .await
@@ -817,5 +1126,36 @@ mod sql_tests {
         let out =
             one("SELECT to_char(TIMESTAMP '2024-03-10 10:17:00', 'YYYY-MM-DD HH24:MI') AS t").await;
         assert!(out.contains("2024-03-10 10:17"), "{out}");
+    }
+
+    #[test]
+    fn jsonb_containment_follows_postgres() {
+        let v = |s: &str| serde_json::from_str::<serde_json::Value>(s).expect("json");
+        assert!(json_contains(
+            &v(r#"{"a":{"b":1,"c":2},"d":[1,2,3]}"#),
+            &v(r#"{"a":{"b":1}}"#)
+        ));
+        assert!(json_contains(&v(r#"{"d":[1,2,3]}"#), &v(r#"{"d":[3,1]}"#)));
+        assert!(json_contains(&v("[1,2,3]"), &v("2")));
+        assert!(!json_contains(
+            &v(r#"{"a":{"b":1}}"#),
+            &v(r#"{"a":{"b":2}}"#)
+        ));
+        assert!(!json_contains(&v(r#"{"a":1}"#), &v(r#"{"b":1}"#)));
+    }
+
+    #[tokio::test]
+    async fn json_operators_work_on_text() {
+        let out = one(r#"SELECT '{"a":{"b":[10,20]},"s":"x"}' -> 'a' AS j,
+                      '{"a":{"b":[10,20]},"s":"x"}' ->> 's' AS t,
+                      '{"a":{"b":[10,20]},"s":"x"}' #>> '{a,b,1}' AS p,
+                      '{"a":{"b":[10,20]},"s":"x"}' @> '{"s":"x"}' AS c,
+                      json_extract_path_text('{"a":{"b":"y"}}', 'a', 'b') AS e"#)
+        .await;
+        assert!(out.contains(r#"{"b":[10,20]}"#), "{out}");
+        assert!(out.contains("| x "), "{out}");
+        assert!(out.contains("| 20 "), "{out}");
+        assert!(out.contains("| true "), "{out}");
+        assert!(out.contains("| y "), "{out}");
     }
 }

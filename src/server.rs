@@ -383,7 +383,7 @@ fn session_context(
     let config = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema("datafusion", "public");
-    let context = SessionContext::new_with_config(config);
+    let mut context = SessionContext::new_with_config(config);
     for schema in catalog.tables() {
         let table = TimeFusionTable::new(schema.clone(), buffer.clone(), ingest.clone());
         context
@@ -399,7 +399,7 @@ fn session_context(
     setup_pg_catalog(&context, "datafusion", Arc::new(AuthManager::default()))
         .map_err(|e| Error::Session(e.to_string()))?;
     // After the catalog set-up, so TimeFusion's functions win over any of the same name.
-    crate::functions::register(&context);
+    crate::functions::register(&mut context).map_err(|e| Error::Session(e.to_string()))?;
     Ok(context)
 }
 
