@@ -6,10 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v psql >/dev/null 2>&1; then
-  echo "installing postgresql-client (psql) for the end-to-end tests"
-  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq postgresql-client;
-  else sudo apt-get update -qq && sudo apt-get install -y -qq postgresql-client; fi
+missing=()
+command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing ${missing[*]} for the end-to-end tests (psql; openssl makes the TLS test's certificate)"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${missing[@]}";
+  else sudo apt-get update -qq && sudo apt-get install -y -qq "${missing[@]}"; fi
 fi
 
 VENV="${TIMEFUSION_VENV:-$PWD/.venv}"

@@ -26,7 +26,7 @@ pub struct Config {
     #[arg(long, env = "PGWIRE_USER", default_value = "postgres")]
     pub pgwire_user: String,
 
-    /// Password clients authenticate with (MD5 password authentication).
+    /// Password clients authenticate with (see `PGWIRE_AUTH_METHOD`); must not be empty.
     #[arg(
         long,
         env = "PGWIRE_PASSWORD",
@@ -34,6 +34,25 @@ pub struct Config {
         hide_env_values = true
     )]
     pub pgwire_password: String,
+
+    /// How Postgres clients authenticate: `scram-sha-256`, `md5` (old clients) or `password`
+    /// (clear text; only with TLS).
+    #[arg(
+        long,
+        env = "PGWIRE_AUTH_METHOD",
+        value_enum,
+        default_value = "scram-sha-256"
+    )]
+    pub pgwire_auth_method: crate::pgwire::AuthMethod,
+
+    /// PEM certificate chain for TLS on the Postgres port (with `TIMEFUSION_TLS_KEY`); unset
+    /// serves plaintext only. A certificate that cannot be loaded stops the server.
+    #[arg(long, env = "TIMEFUSION_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `TIMEFUSION_TLS_CERT`.
+    #[arg(long, env = "TIMEFUSION_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 
     /// Maximum number of concurrent client connections; further connections are refused.
     #[arg(long, env = "TIMEFUSION_MAX_CONNECTIONS", default_value_t = 256)]
@@ -248,6 +267,11 @@ impl Config {
         if self.foyer_memory_mb == 0 {
             return Err(ConfigError(
                 "TIMEFUSION_FOYER_MEMORY_MB must be positive".into(),
+            ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError(
+                "TIMEFUSION_TLS_CERT and TIMEFUSION_TLS_KEY must be set together".into(),
             ));
         }
         if self.pgwire_password.is_empty() {

@@ -20,8 +20,13 @@ use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::hooks::{HookClient, QueryHook};
+use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
 use pgwire::api::auth::md5pass::{Md5PasswordAuthStartupHandler, hash_md5_password};
-use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, Password};
+use pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
+use pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+};
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::results::{CopyResponse, Response, Tag};
@@ -43,28 +48,160 @@ use crate::values;
 /// The version string clients see in `server_version`.
 pub const SERVER_VERSION: &str = "15.0 (TimeFusion)";
 
-/// The one configured user and its password.
+/// How clients prove they know the password (`PGWIRE_AUTH_METHOD`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMethod {
+    /// SCRAM-SHA-256 (PostgreSQL's default since 14): the password never crosses the wire.
+    #[value(name = "scram-sha-256")]
+    ScramSha256,
+    /// MD5 challenge-response, for old clients.
+    Md5,
+    /// The password in clear text, for clients that support nothing else; use with TLS.
+    Password,
+}
+
+/// SCRAM iterations of the stored verifier (PostgreSQL's default).
+const SCRAM_ITERATIONS: usize = 4096;
+
+/// The one configured user and what its password is checked against.
 #[derive(Debug)]
 struct PasswordAuth {
     user: String,
     password: String,
+    method: AuthMethod,
+    /// SCRAM: the salt and salted password, computed once at start-up (as PostgreSQL stores a
+    /// verifier), and a decoy for unknown users.
+    scram: (Vec<u8>, Vec<u8>),
+    decoy: (Vec<u8>, Vec<u8>),
+}
+
+impl PasswordAuth {
+    fn new(user: String, password: String, method: AuthMethod) -> Self {
+        let salted = |secret: &str| {
+            let salt = uuid::Uuid::new_v4().as_bytes().to_vec();
+            let hash = gen_salted_password(secret, &salt, SCRAM_ITERATIONS);
+            (salt, hash)
+        };
+        let (scram, decoy) = if method == AuthMethod::ScramSha256 {
+            (salted(&password), salted(&uuid::Uuid::new_v4().to_string()))
+        } else {
+            Default::default()
+        };
+        PasswordAuth {
+            user,
+            password,
+            method,
+            scram,
+            decoy,
+        }
+    }
 }
 
 #[async_trait]
 impl AuthSource for PasswordAuth {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
-        let salt = uuid::Uuid::new_v4().as_bytes()[..4].to_vec();
         let user = login.user().unwrap_or_default();
-        // An unknown user gets a hash no password matches, so the answer does not reveal
+        let known = user == self.user;
+        // An unknown user gets a secret no password matches, so the answer does not reveal
         // whether the user exists.
-        let secret = if user == self.user {
+        let secret = if known {
             self.password.clone()
         } else {
             uuid::Uuid::new_v4().to_string()
         };
-        let hash = hash_md5_password(user, &secret, &salt);
-        Ok(Password::new(Some(salt), hash.into_bytes()))
+        Ok(match self.method {
+            AuthMethod::ScramSha256 => {
+                let (salt, hash) = if known { &self.scram } else { &self.decoy };
+                Password::new(Some(salt.clone()), hash.clone())
+            }
+            AuthMethod::Md5 => {
+                let salt = uuid::Uuid::new_v4().as_bytes()[..4].to_vec();
+                let hash = hash_md5_password(user, &secret, &salt);
+                Password::new(Some(salt), hash.into_bytes())
+            }
+            AuthMethod::Password => Password::new(None, secret.into_bytes()),
+        })
     }
+}
+
+/// [`PasswordAuth`] shared between connections, for handlers that take their source by value.
+#[derive(Debug)]
+struct SharedAuth(Arc<PasswordAuth>);
+
+#[async_trait]
+impl AuthSource for SharedAuth {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        self.0.get_password(login).await
+    }
+}
+
+/// The start-up (authentication) handler of one connection, for the configured method.
+enum Startup {
+    Scram(SASLAuthStartupHandler<DefaultServerParameterProvider>),
+    Md5(Md5PasswordAuthStartupHandler<PasswordAuth, DefaultServerParameterProvider>),
+    Password(CleartextPasswordAuthStartupHandler<SharedAuth, DefaultServerParameterProvider>),
+}
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + futures::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        match self {
+            Startup::Scram(h) => h.on_startup(client, message).await,
+            Startup::Md5(h) => h.on_startup(client, message).await,
+            Startup::Password(h) => h.on_startup(client, message).await,
+        }
+    }
+}
+
+/// TLS for the Postgres port from a PEM certificate chain and private key. Any failure is an
+/// error: the server never falls back to plaintext when TLS was asked for.
+pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<Tls, String> {
+    use pgwire::tokio::tokio_rustls::rustls::ServerConfig;
+    use pgwire::tokio::tokio_rustls::rustls::pki_types::pem::PemObject;
+    use pgwire::tokio::tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let pem = std::fs::read(cert)
+        .map_err(|e| format!("cannot read TIMEFUSION_TLS_CERT {}: {e}", cert.display()))?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("TIMEFUSION_TLS_CERT {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "TIMEFUSION_TLS_CERT {} holds no PEM certificate",
+            cert.display()
+        ));
+    }
+    let private = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("TIMEFUSION_TLS_KEY {}: {e}", key.display()))?;
+    // The ring provider explicitly: several crypto providers are linked in, so rustls cannot
+    // pick a process default by itself.
+    let provider = Arc::new(pgwire::tokio::tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS protocol versions: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|e| format!("TLS certificate and key do not work together: {e}"))?;
+    Ok(Tls {
+        acceptor: pgwire::tokio::TlsAcceptor::from(Arc::new(config)),
+        cert_pem: pem,
+    })
+}
+
+/// The TLS set-up of the Postgres port.
+#[derive(Clone)]
+pub struct Tls {
+    acceptor: pgwire::tokio::TlsAcceptor,
+    /// For SCRAM channel binding (`SCRAM-SHA-256-PLUS`).
+    cert_pem: Vec<u8>,
 }
 
 /// The handlers pgwire calls for each connection.
@@ -75,6 +212,22 @@ pub struct Handlers {
     connections: Arc<ConnectionManager>,
     cancel: Arc<DefaultCancelHandler>,
     copy: Arc<CopyRows>,
+    tls: Option<Tls>,
+}
+
+/// The parameters sent to clients at start-up (`server_version` …).
+fn server_parameters() -> DefaultServerParameterProvider {
+    let mut parameters = DefaultServerParameterProvider::default();
+    parameters.server_version = SERVER_VERSION.to_string();
+    parameters
+}
+
+/// Who may connect, and how: the one login, its authentication method, and TLS.
+pub struct Access {
+    pub user: String,
+    pub password: String,
+    pub method: AuthMethod,
+    pub tls: Option<Tls>,
 }
 
 impl Handlers {
@@ -82,12 +235,10 @@ impl Handlers {
         context: Arc<SessionContext>,
         catalog: Arc<Catalog>,
         ingest: Arc<Ingest>,
-        user: String,
-        password: String,
+        access: Access,
         maintenance: Arc<dyn Maintenance>,
     ) -> Self {
-        let mut parameters = DefaultServerParameterProvider::default();
-        parameters.server_version = SERVER_VERSION.to_string();
+        let parameters = server_parameters();
         let connections = Arc::new(ConnectionManager::new());
         Handlers {
             session: Arc::new(DfSessionService::new_with_hooks(
@@ -109,11 +260,16 @@ impl Handlers {
                     Arc::new(TransactionStatementHook),
                 ],
             )),
-            auth: Arc::new(PasswordAuth { user, password }),
+            auth: Arc::new(PasswordAuth::new(
+                access.user,
+                access.password,
+                access.method,
+            )),
             parameters: Arc::new(parameters),
             cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
             connections,
             copy: Arc::new(CopyRows { ingest }),
+            tls: access.tls,
         }
     }
 }
@@ -128,12 +284,37 @@ impl PgWireServerHandlers for Handlers {
     }
 
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
-        // A fresh handler per connection: the MD5 handler keeps the expected hash between the
-        // challenge and the answer, which must not be shared between connections.
-        Arc::new(
-            Md5PasswordAuthStartupHandler::new(self.auth.clone(), self.parameters.clone())
-                .with_connection_manager(self.connections.clone()),
-        )
+        // A fresh handler per connection: the handlers keep the exchange's state (MD5 salt,
+        // SCRAM nonces) between messages, which must not be shared between connections.
+        let parameters = self.parameters.clone();
+        let connections = self.connections.clone();
+        Arc::new(match self.auth.method {
+            AuthMethod::ScramSha256 => {
+                let mut scram = ScramAuth::new(self.auth.clone());
+                scram.set_iterations(SCRAM_ITERATIONS);
+                if let Some(tls) = &self.tls
+                    && let Err(e) = scram.configure_certificate(&tls.cert_pem)
+                {
+                    tracing::warn!("SCRAM channel binding unavailable: {e}");
+                }
+                Startup::Scram(
+                    SASLAuthStartupHandler::new(parameters)
+                        .with_scram(scram)
+                        .with_connection_manager(connections),
+                )
+            }
+            AuthMethod::Md5 => Startup::Md5(
+                Md5PasswordAuthStartupHandler::new(self.auth.clone(), parameters)
+                    .with_connection_manager(connections),
+            ),
+            AuthMethod::Password => Startup::Password(
+                CleartextPasswordAuthStartupHandler::new(
+                    SharedAuth(self.auth.clone()),
+                    server_parameters(),
+                )
+                .with_connection_manager(connections),
+            ),
+        })
     }
 
     fn error_handler(&self) -> Arc<impl ErrorHandler> {
@@ -537,7 +718,8 @@ pub async fn serve(
         let _ = socket.set_nodelay(true);
         let handlers = handlers.clone();
         tokio::spawn(async move {
-            if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+            let tls = handlers.tls.as_ref().map(|t| t.acceptor.clone());
+            if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                 tracing::debug!(%addr, "connection ended with error: {e}");
             }
             drop(permit);

@@ -47,6 +47,8 @@ pub enum Error {
     Storage(#[from] crate::storage::Error),
     #[error("cannot set up the SQL session: {0}")]
     Session(String),
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -266,6 +268,12 @@ impl Server {
         let flusher = tokio::spawn(run_flusher(core.clone(), shutdown.clone()));
         let maintenance = tokio::spawn(run_maintenance(core.clone(), shutdown.clone()));
 
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(crate::pgwire::tls_acceptor(cert, key).map_err(Error::Tls)?)
+            }
+            _ => None,
+        };
         let addr = SocketAddr::new(config.pgwire_host, config.pgwire_port);
         let listener = TcpListener::bind(addr)
             .await
@@ -277,8 +285,12 @@ impl Server {
             context.clone(),
             catalog.clone(),
             ingest.clone(),
-            config.pgwire_user.clone(),
-            config.pgwire_password.clone(),
+            crate::pgwire::Access {
+                user: config.pgwire_user.clone(),
+                password: config.pgwire_password.clone(),
+                method: config.pgwire_auth_method,
+                tls,
+            },
             core.clone(),
         ));
         let grpc_addr = SocketAddr::new(config.grpc_host, config.grpc_port);

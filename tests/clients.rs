@@ -1,0 +1,177 @@
+//! What Postgres clients and tools rely on beyond plain SQL: psql's backslash commands, the
+//! catalog functions tools call on connect, several statements in one simple query, session
+//! commands, transactions and typed parameters — each against the real server.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use tokio_postgres::SimpleQueryMessage;
+use tokio_postgres::types::Type;
+
+fn psql(server: &TestServer, command: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            server.url().as_str(),
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            command,
+        ])
+        .output()
+        .expect("run psql (install postgresql-client)");
+    assert!(
+        out.status.success(),
+        "psql {command} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn rows(messages: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_string))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn psql_backslash_commands_describe_the_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let tables = psql(&server, "\\dt");
+    assert!(tables.contains(TABLE), "\\dt lists the table:\n{tables}");
+    let columns = psql(&server, &format!("\\d {TABLE}"));
+    for column in ["project_id", "timestamp", "attributes", "duration"] {
+        assert!(
+            columns.contains(column),
+            "\\d shows column {column}:\n{columns}"
+        );
+    }
+    let schemas = psql(&server, "\\dn");
+    assert!(schemas.contains("public"), "\\dn lists public:\n{schemas}");
+    let databases = psql(&server, "\\l");
+    assert!(
+        databases.contains("postgres") || databases.contains("datafusion"),
+        "\\l lists a database:\n{databases}"
+    );
+}
+
+#[tokio::test]
+async fn catalog_functions_and_session_commands() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+
+    let version: String = client
+        .query_one("SELECT version()", &[])
+        .await
+        .expect("version()")
+        .get(0);
+    assert!(
+        version.starts_with("PostgreSQL 1"),
+        "tools parse version() as 'PostgreSQL X.Y …': {version}"
+    );
+    let row = client
+        .query_one("SELECT current_schema(), current_database()", &[])
+        .await
+        .expect("current_schema");
+    assert_eq!(row.get::<_, String>(0), "public");
+    assert!(!row.get::<_, String>(1).is_empty());
+
+    let columns = client
+        .query(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position",
+            &[&TABLE],
+        )
+        .await
+        .expect("information_schema.columns");
+    assert!(columns.len() > 50, "{} columns", columns.len());
+    assert_eq!(columns[1].get::<_, String>(0), "timestamp");
+
+    // Grafana sends settings and its query in one simple query.
+    let messages = client
+        .simple_query("SET application_name = 'grafana'; SELECT 1 AS one; SELECT 'two' AS two")
+        .await
+        .expect("several statements");
+    assert_eq!(
+        rows(&messages),
+        vec![vec![Some("1".to_string())], vec![Some("two".to_string())]]
+    );
+    let messages = client.simple_query("").await.expect("empty query");
+    assert!(rows(&messages).is_empty());
+
+    client
+        .batch_execute("SET statement_timeout = 0")
+        .await
+        .expect("SET");
+    let shown = client
+        .simple_query("SHOW application_name")
+        .await
+        .expect("SHOW");
+    assert_eq!(rows(&shown), vec![vec![Some("grafana".to_string())]]);
+
+    client.batch_execute("BEGIN").await.expect("BEGIN");
+    client
+        .execute(&insert_sql("tx", &ids("tx", 3), past_micros(1)), &[])
+        .await
+        .expect("insert in a transaction");
+    client.batch_execute("COMMIT").await.expect("COMMIT");
+    client.batch_execute("BEGIN").await.expect("BEGIN");
+    client.batch_execute("ROLLBACK").await.expect("ROLLBACK");
+    assert_eq!(count(&client, "WHERE project_id = 'tx'").await, 3);
+}
+
+#[tokio::test]
+async fn typed_parameters_in_binary_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    let now = chrono::Utc::now();
+    let insert = client
+        .prepare_typed(
+            &format!(
+                "INSERT INTO {TABLE} (project_id, timestamp, id, duration, context___is_remote) VALUES ($1, $2, $3, $4, $5)"
+            ),
+            &[Type::TEXT, Type::TIMESTAMPTZ, Type::TEXT, Type::INT8, Type::BOOL],
+        )
+        .await
+        .expect("prepare insert");
+    for i in 0..5i64 {
+        client
+            .execute(
+                &insert,
+                &[
+                    &"bin",
+                    &(now - chrono::Duration::seconds(i)),
+                    &format!("b-{i}"),
+                    &(i * 1000),
+                    &(i % 2 == 0),
+                ],
+            )
+            .await
+            .expect("insert with binary parameters");
+    }
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT count(*), sum(duration), max(timestamp) FROM {TABLE} WHERE project_id = $1 AND timestamp > $2 AND context___is_remote = $3"
+            ),
+            &[&"bin", &(now - chrono::Duration::hours(1)), &true],
+        )
+        .await
+        .expect("query with binary parameters");
+    assert_eq!(row.get::<_, i64>(0), 3);
+    assert_eq!(row.get::<_, i64>(1), 6000);
+    let latest: chrono::DateTime<chrono::Utc> = row.get(2);
+    assert_eq!(latest.timestamp_micros(), now.timestamp_micros());
+}
