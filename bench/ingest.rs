@@ -1,5 +1,5 @@
 //! Ingest benchmark: multi-row INSERT throughput, single-row INSERT acknowledgement latency,
-//! bulk paths (PostgreSQL `COPY`, TimeFusion Arrow Flight `DoPut`), against TimeFusion and
+//! bulk paths (`COPY … FROM STDIN` on both, TimeFusion Arrow Flight `DoPut`), against TimeFusion and
 //! PostgreSQL with the same generated rows.
 //!
 //! `cargo run --release --example ingest -- --timefusion CONN --flight URL --postgres CONN`;
@@ -193,8 +193,8 @@ async fn single_row(system: &str, url: &str, args: &Args) -> Figure {
     figure
 }
 
-/// PostgreSQL `COPY … FROM STDIN (FORMAT csv)`, one chunk per statement.
-async fn copy(url: &str, args: &Args) -> Figure {
+/// `COPY … FROM STDIN (FORMAT csv)`, one chunk per statement, on either system.
+async fn copy(system: &str, url: &str, args: &Args) -> Figure {
     let mut g = generator(args, 3);
     let work: Vec<Vec<String>> = (0..args.connections)
         .map(|_| (0..args.batches).map(|_| g.csv(args.batch_rows)).collect())
@@ -229,7 +229,7 @@ async fn copy(url: &str, args: &Args) -> Figure {
         task.await.expect("copy");
     }
     throughput(
-        "postgresql",
+        system,
         "COPY (csv)",
         args.connections * args.batches * args.batch_rows,
         started,
@@ -311,11 +311,12 @@ async fn main() {
             .await
             .expect("create PostgreSQL table");
         figures.push(multi_row("postgresql", url, &args).await);
-        figures.push(copy(url, &args).await);
+        figures.push(copy("postgresql", url, &args).await);
         figures.push(single_row("postgresql", url, &args).await);
     }
     if let Some(url) = &args.timefusion {
         figures.push(multi_row("timefusion", url, &args).await);
+        figures.push(copy("timefusion", url, &args).await);
     }
     if let Some(url) = &args.flight {
         figures.push(flight(url, &args).await);
@@ -350,6 +351,11 @@ async fn main() {
         find("timefusion", "multi-row INSERT"),
         find("postgresql", "multi-row INSERT"),
         "multi-row INSERT, TimeFusion / PostgreSQL",
+    );
+    ratio(
+        find("timefusion", "COPY (csv)"),
+        find("postgresql", "COPY (csv)"),
+        "COPY, TimeFusion / PostgreSQL",
     );
     ratio(
         find("timefusion", "Flight DoPut"),
