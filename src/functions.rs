@@ -55,6 +55,7 @@ pub fn register(context: &mut SessionContext) -> Result<()> {
     context.register_udaf(AggregateUDF::from(PercentileDisc::new()));
     context.register_udf(ScalarUDF::from(PgToChar::default()));
     context.register_udf(ScalarUDF::from(PgVersion::new()));
+    context.register_udf(ScalarUDF::from(ToRegtype::new()));
     // Ours first: planners are asked in registration order, and `->` must give JSON text.
     datafusion::execution::FunctionRegistry::register_expr_planner(
         context,
@@ -671,6 +672,85 @@ impl ScalarUDFImpl for PgVersion {
 
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(Self::text()))))
+    }
+}
+
+/// `to_regtype(name)`: the OID of a built-in type by name, NULL for any other (drivers probe
+/// for extension types such as `hstore` this way and take NULL as "not installed").
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ToRegtype {
+    signature: Signature,
+}
+
+impl Default for ToRegtype {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ToRegtype {
+    pub fn new() -> Self {
+        ToRegtype {
+            signature: Signature::string(1, Volatility::Stable),
+        }
+    }
+
+    fn oid(name: &str) -> Option<i64> {
+        let name = name.trim().to_lowercase();
+        let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
+        Some(match name {
+            "bool" | "boolean" => 16,
+            "bytea" => 17,
+            "int8" | "bigint" => 20,
+            "int2" | "smallint" => 21,
+            "int4" | "integer" | "int" => 23,
+            "text" => 25,
+            "oid" => 26,
+            "json" => 114,
+            "float4" | "real" => 700,
+            "float8" | "double precision" => 701,
+            "varchar" | "character varying" => 1043,
+            "date" => 1082,
+            "timestamp" | "timestamp without time zone" => 1114,
+            "timestamptz" | "timestamp with time zone" => 1184,
+            "interval" => 1186,
+            "numeric" => 1700,
+            "uuid" => 2950,
+            "jsonb" => 3802,
+            _ => return None,
+        })
+    }
+}
+
+impl ScalarUDFImpl for ToRegtype {
+    fn name(&self) -> &str {
+        "to_regtype"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
+        let names = cast(&args.args[0].to_array(rows)?, &DataType::Utf8)?;
+        let oids: arrow::array::Int64Array = names
+            .as_string::<i32>()
+            .iter()
+            .map(|n| n.and_then(Self::oid))
+            .collect();
+        if scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                &oids, 0,
+            )?))
+        } else {
+            Ok(ColumnarValue::Array(Arc::new(oids)))
+        }
     }
 }
 

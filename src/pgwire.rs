@@ -29,11 +29,17 @@ use pgwire::api::auth::{
 };
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::copy::CopyHandler;
+use pgwire::api::portal::Portal;
+use pgwire::api::query::{ExtendedQueryHandler, send_describe_response};
 use pgwire::api::results::{CopyResponse, Response, Tag};
+use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{ClientInfo, ConnectionManager, ErrorHandler, PgWireServerHandlers};
+use pgwire::api::{ClientPortalStore, DEFAULT_NAME};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone};
+use pgwire::messages::data::{NoData, ParameterDescription};
+use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -255,6 +261,7 @@ impl Handlers {
                         catalog,
                         ingest: ingest.clone(),
                     }),
+                    Arc::new(SavepointHook),
                     Arc::new(CursorStatementHook),
                     Arc::new(SetShowHook),
                     Arc::new(TransactionStatementHook),
@@ -280,7 +287,7 @@ impl PgWireServerHandlers for Handlers {
     }
 
     fn extended_query_handler(&self) -> Arc<impl pgwire::api::query::ExtendedQueryHandler> {
-        self.session.clone()
+        Arc::new(ExtendedQueries(self.session.clone()))
     }
 
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
@@ -327,6 +334,79 @@ impl PgWireServerHandlers for Handlers {
 
     fn copy_handler(&self) -> Arc<impl CopyHandler> {
         self.copy.clone()
+    }
+}
+
+/// DataFusion's extended-query handler, answering `Describe` of a prepared statement that
+/// returns no rows (an `INSERT` with parameters) as PostgreSQL does: `ParameterDescription`
+/// then `NoData`. pgwire 0.41 sends an empty `RowDescription` there when the statement has
+/// parameters, which pgjdbc reads as "this statement returns rows" and then refuses the
+/// `INSERT`'s result ("A result was returned when none was expected").
+struct ExtendedQueries(Arc<DfSessionService>);
+
+#[async_trait]
+impl ExtendedQueryHandler for ExtendedQueries {
+    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.0.query_parser()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.0.do_query(client, portal, max_rows).await
+    }
+
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        if message.target_type == TARGET_TYPE_BYTE_STATEMENT {
+            let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+            if let Some(Entry::Value(statement)) = client.portal_store().get_statement(name) {
+                let response = self.do_describe_statement(client, &statement).await?;
+                if response.fields.is_empty() {
+                    let types = response.parameters.iter().map(|t| t.oid()).collect();
+                    client
+                        .send(PgWireBackendMessage::ParameterDescription(
+                            ParameterDescription::new(types),
+                        ))
+                        .await?;
+                    client
+                        .send(PgWireBackendMessage::NoData(NoData::new()))
+                        .await?;
+                } else {
+                    send_describe_response(client, &response).await?;
+                }
+                return Ok(());
+            }
+        }
+        self._on_describe(client, message).await
     }
 }
 
@@ -585,6 +665,63 @@ impl QueryHook for LiteralInsertHook {
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         self.run(statement).await
+    }
+}
+
+/// `SAVEPOINT`, `RELEASE SAVEPOINT` and `ROLLBACK TO SAVEPOINT`, which drivers (psycopg's
+/// nested transactions, SQLAlchemy's probes) send inside a transaction. Transactions are
+/// accepted for compatibility but every statement is durable on its own (see the README), so
+/// these only acknowledge; `ROLLBACK TO` keeps the transaction open, as in PostgreSQL.
+struct SavepointHook;
+
+impl SavepointHook {
+    fn run(statement: &Statement) -> Option<PgWireResult<Response>> {
+        let tag = match statement {
+            Statement::Savepoint { .. } => "SAVEPOINT",
+            Statement::ReleaseSavepoint { .. } => "RELEASE",
+            Statement::Rollback {
+                savepoint: Some(_), ..
+            } => "ROLLBACK",
+            _ => return None,
+        };
+        Some(Ok(Response::Execution(Tag::new(tag))))
+    }
+}
+
+#[async_trait]
+impl QueryHook for SavepointHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        Self::run(statement)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        Self::run(statement).map(|_| {
+            Ok(LogicalPlan::EmptyRelation(EmptyRelation {
+                produce_one_row: false,
+                schema: Arc::new(DFSchema::empty()),
+            }))
+        })
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        Self::run(statement)
     }
 }
 

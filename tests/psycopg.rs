@@ -1,0 +1,59 @@
+//! Python psycopg 3 (the driver of SQLAlchemy, Superset and most Python tools) against the real
+//! server: server-side binding, executemany, COPY FROM STDIN, typed results, SQLSTATEs; then
+//! SQLAlchemy's connect-time probes (savepoints, `to_regtype`) and table listing.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+#[tokio::test]
+async fn psycopg_binds_copies_and_reads() {
+    let python = std::env::var("TIMEFUSION_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pg_clients.py");
+    let out = Command::new(&python)
+        .args([script, &server.url()])
+        .output()
+        .expect("run python (scripts/test.sh installs psycopg into .venv)");
+    assert!(
+        out.status.success(),
+        "psycopg client failed (run the tests with scripts/test.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");
+    assert!(
+        seen["server_version"].as_i64().unwrap_or(0) >= 150000,
+        "{seen}"
+    );
+    assert_eq!(seen["count"], 551, "{seen}");
+    assert_eq!(seen["sum"], 1500 + (1..50).sum::<i64>(), "{seen}");
+    assert_eq!(seen["latest_matches"], true, "{seen}");
+    assert_eq!(seen["csv_body"], "{\"a\": \"x,y\"}", "{seen}");
+    assert_eq!(
+        seen["names"],
+        serde_json::json!([
+            ["GET /many", 49],
+            ["GET /one", 1],
+            ["copied", 500],
+            [null, 1]
+        ]),
+        "{seen}"
+    );
+    assert_eq!(seen["columns"], serde_json::json!(["name", "n"]), "{seen}");
+    assert_eq!(seen["unknown_table"], "42P01", "{seen}");
+    assert_eq!(seen["bad_value"], "22P02", "{seen}");
+    assert_eq!(seen["still_works"], 1, "{seen}");
+    assert_eq!(seen["sa_count"], 551, "{seen}");
+    assert_eq!(
+        seen["sa_tables"],
+        serde_json::json!(["otel_logs_and_spans"]),
+        "{seen}"
+    );
+    assert_eq!(seen["sa_has_table"], true, "{seen}");
+
+    let pg = server.client().await;
+    assert_eq!(count(&pg, "WHERE project_id = 'psy'").await, 551);
+}

@@ -1,0 +1,88 @@
+"""psycopg 3 against TimeFusion: server-side parameter binding, executemany, COPY FROM STDIN
+(text and CSV through the copy API), typed results, SQLSTATEs; then SQLAlchemy (on psycopg)
+connecting and inspecting the schema as Superset and other Python tools do.
+
+Usage: pg_clients.py DSN. Prints one JSON object with what the client saw; the Rust test
+(tests/psycopg.rs) asserts on it.
+"""
+import datetime
+import json
+import os
+import sys
+
+import psycopg
+
+dsn = sys.argv[1]
+out = {}
+now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=123456)
+
+with psycopg.connect(dsn, autocommit=True) as conn:
+    out["server_version"] = conn.info.server_version
+    with conn.cursor() as cur:
+        # Server-side binding (extended protocol), typed parameters.
+        cur.execute(
+            "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, name, duration) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            ("psy", now, "psy-0", "GET /one", 1500),
+        )
+        cur.executemany(
+            "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, name, duration) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            [("psy", now, f"psy-{i}", "GET /many", i) for i in range(1, 50)],
+        )
+        with cur.copy(
+            "COPY otel_logs_and_spans (project_id, timestamp, id, name) FROM STDIN"
+        ) as copy:
+            for i in range(500):
+                copy.write_row(("psy", now, f"copy-{i}", "copied"))
+        with cur.copy(
+            "COPY otel_logs_and_spans (project_id, timestamp, id, body) FROM STDIN (FORMAT csv)"
+        ) as copy:
+            copy.write('psy,2024-03-10 10:00:00+00,csv-1,"{""a"": ""x,y""}"\n')
+        cur.execute(
+            "SELECT count(*), sum(duration), max(timestamp) FROM otel_logs_and_spans WHERE project_id = %s",
+            ("psy",),
+        )
+        count, total, latest = cur.fetchone()
+        out["count"] = count
+        out["sum"] = int(total)
+        out["latest_matches"] = latest == now
+        cur.execute("SELECT body FROM otel_logs_and_spans WHERE id = %s", ("csv-1",))
+        out["csv_body"] = cur.fetchone()[0]
+        cur.execute(
+            "SELECT name, count(*) AS n FROM otel_logs_and_spans WHERE project_id = %s "
+            "GROUP BY name ORDER BY name",
+            ("psy",),
+        )
+        out["names"] = [[r[0], r[1]] for r in cur.fetchall()]
+        out["columns"] = [d.name for d in cur.description]
+        try:
+            cur.execute("SELECT * FROM no_such_table")
+        except psycopg.Error as e:
+            out["unknown_table"] = e.sqlstate
+        try:
+            cur.execute(
+                "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, duration) "
+                "VALUES (%s, %s, %s, %s)",
+                ("psy", now, "bad", "slow"),
+            )
+        except psycopg.Error as e:
+            out["bad_value"] = e.sqlstate
+        cur.execute("SELECT 1")
+        out["still_works"] = cur.fetchone()[0]
+
+from sqlalchemy import create_engine, inspect, text
+
+engine = create_engine(dsn.replace("postgresql://", "postgresql+psycopg://", 1))
+with engine.connect() as conn:
+    out["sa_count"] = conn.execute(
+        text("SELECT count(*) FROM otel_logs_and_spans WHERE project_id = :p"), {"p": "psy"}
+    ).scalar()
+inspector = inspect(engine)
+out["sa_tables"] = inspector.get_table_names()
+out["sa_has_table"] = inspector.has_table("otel_logs_and_spans")
+# Not yet: inspector.get_columns() (its pg_attribute query binds a parameter the server
+# infers as an integer); tracked in the issue of the SQL surface.
+
+print(json.dumps(out), flush=True)
+os._exit(0)
