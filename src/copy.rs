@@ -11,7 +11,10 @@
 //! earlier pieces kept, like a series of `INSERT`s. List columns take PostgreSQL array
 //! literals (`{a,b,"c d"}`).
 //!
-//! This module only parses; it never touches the WAL or the buffer itself.
+//! `COPY (query) TO STDOUT` and `COPY table [(columns)] TO STDOUT` go the other way:
+//! [`CopyOut`] renders each result row in the text or CSV format, one `CopyData` per row.
+//!
+//! This module only parses and renders; it never touches the WAL or the buffer itself.
 
 use std::sync::Arc;
 
@@ -615,6 +618,191 @@ fn parse_text_arrays(
     Ok(builder.finish())
 }
 
+/// A `COPY … TO STDOUT`: the query to run and how to render its rows.
+#[derive(Debug)]
+pub struct CopyOut {
+    pub sql: String,
+    csv: bool,
+    header: bool,
+    delimiter: u8,
+}
+
+impl CopyOut {
+    /// The copy a statement starts: `None` if it is not a `COPY … TO STDOUT`.
+    pub fn from_statement(statement: &Statement) -> Option<Result<CopyOut>> {
+        let Statement::Copy {
+            source,
+            to: true,
+            target,
+            options,
+            legacy_options,
+            values: _,
+        } = statement
+        else {
+            return None;
+        };
+        Some(Self::start(source, target, options, legacy_options))
+    }
+
+    fn start(
+        source: &CopySource,
+        target: &CopyTarget,
+        options: &[CopyOption],
+        legacy_options: &[CopyLegacyOption],
+    ) -> Result<CopyOut> {
+        if *target != CopyTarget::Stdout {
+            return Err(Error::Unsupported(format!("TO {target}")));
+        }
+        let sql = match source {
+            CopySource::Query(query) => query.to_string(),
+            CopySource::Table {
+                table_name,
+                columns,
+            } if columns.is_empty() => format!("SELECT * FROM {table_name}"),
+            CopySource::Table {
+                table_name,
+                columns,
+            } => format!(
+                "SELECT {} FROM {table_name}",
+                columns
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let (mut csv, mut header, mut delimiter) = (false, false, None);
+        for option in options {
+            match option {
+                CopyOption::Format(f) => match f.value.to_lowercase().as_str() {
+                    "text" => csv = false,
+                    "csv" => csv = true,
+                    other => return Err(Error::Unsupported(format!("FORMAT {other}"))),
+                },
+                CopyOption::Header(h) => header = *h,
+                CopyOption::Delimiter(c) => delimiter = Some(single_byte(*c, "delimiter")?),
+                other => return Err(Error::Unsupported(format!("TO STDOUT with option {other}"))),
+            }
+        }
+        for option in legacy_options {
+            match option {
+                CopyLegacyOption::Csv(csv_options) if csv_options.is_empty() => csv = true,
+                CopyLegacyOption::Csv(csv_options)
+                    if csv_options
+                        .iter()
+                        .all(|o| matches!(o, CopyLegacyCsvOption::Header)) =>
+                {
+                    csv = true;
+                    header = true;
+                }
+                CopyLegacyOption::Delimiter(c) => delimiter = Some(single_byte(*c, "delimiter")?),
+                other => return Err(Error::Unsupported(format!("TO STDOUT with option {other}"))),
+            }
+        }
+        if header && !csv {
+            return Err(Error::Unsupported("HEADER in text format".into()));
+        }
+        Ok(CopyOut {
+            sql,
+            csv,
+            header,
+            delimiter: delimiter.unwrap_or(if csv { b',' } else { b'\t' }),
+        })
+    }
+
+    /// The header line, when one was asked for.
+    pub fn header_line(&self, schema: &Schema) -> Option<Vec<u8>> {
+        self.header.then(|| {
+            let mut line = Vec::new();
+            for (i, field) in schema.fields().iter().enumerate() {
+                if i > 0 {
+                    line.push(self.delimiter);
+                }
+                self.push_value(&mut line, Some(field.name()));
+            }
+            line.push(b'\n');
+            line
+        })
+    }
+
+    /// Each row of `batch` as one line of the output format.
+    pub fn render(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+        use arrow::util::display::{ArrayFormatter, FormatOptions};
+        let options = FormatOptions::new()
+            .with_null("")
+            .with_timestamp_tz_format(Some("%Y-%m-%d %H:%M:%S%.f%:z"))
+            .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.f"));
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut lines = Vec::with_capacity(batch.num_rows());
+        let mut value = String::new();
+        for row in 0..batch.num_rows() {
+            let mut line = Vec::new();
+            for (i, (formatter, column)) in formatters.iter().zip(batch.columns()).enumerate() {
+                if i > 0 {
+                    line.push(self.delimiter);
+                }
+                if column.is_null(row) {
+                    self.push_value(&mut line, None);
+                } else {
+                    value.clear();
+                    use std::fmt::Write;
+                    write!(value, "{}", formatter.value(row)).map_err(|e| Error::BadData {
+                        line: row + 1,
+                        message: format!("cannot render a value: {e}"),
+                    })?;
+                    self.push_value(&mut line, Some(&value));
+                }
+            }
+            line.push(b'\n');
+            lines.push(line);
+        }
+        Ok(lines)
+    }
+
+    fn push_value(&self, line: &mut Vec<u8>, value: Option<&str>) {
+        match (value, self.csv) {
+            (None, false) => line.extend_from_slice(b"\\N"),
+            (None, true) => {}
+            (Some(v), false) => {
+                for b in v.bytes() {
+                    match b {
+                        b'\\' => line.extend_from_slice(b"\\\\"),
+                        b'\n' => line.extend_from_slice(b"\\n"),
+                        b'\r' => line.extend_from_slice(b"\\r"),
+                        b'\t' => line.extend_from_slice(b"\\t"),
+                        b if b == self.delimiter => {
+                            line.push(b'\\');
+                            line.push(b);
+                        }
+                        b => line.push(b),
+                    }
+                }
+            }
+            (Some(v), true) => {
+                let quote = v.is_empty()
+                    || v.bytes()
+                        .any(|b| b == self.delimiter || b == b'"' || b == b'\n' || b == b'\r');
+                if quote {
+                    line.push(b'"');
+                    for b in v.bytes() {
+                        if b == b'"' {
+                            line.push(b'"');
+                        }
+                        line.push(b);
+                    }
+                    line.push(b'"');
+                } else {
+                    line.extend_from_slice(v.as_bytes());
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -727,6 +915,51 @@ mod tests {
                 .sqlstate(),
             "0A000"
         );
+    }
+
+    #[test]
+    fn copy_out_renders_text_and_csv() {
+        use arrow::array::{Int64Array, StringArray};
+        let parse = |sql: &str| {
+            let statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+                .expect("parse")
+                .remove(0);
+            CopyOut::from_statement(&statement)
+                .expect("a COPY TO")
+                .expect("valid")
+        };
+        let batch = RecordBatch::try_from_iter([
+            (
+                "s",
+                Arc::new(StringArray::from(vec![Some("a\tb"), None, Some("x,\"y\"")])) as ArrayRef,
+            ),
+            ("n", Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef),
+        ])
+        .expect("batch");
+        let text = parse("COPY (SELECT s, n FROM t) TO STDOUT");
+        assert_eq!(text.sql, "SELECT s, n FROM t");
+        let lines: Vec<String> = text
+            .render(&batch)
+            .expect("render")
+            .into_iter()
+            .map(|l| String::from_utf8(l).expect("utf8"))
+            .collect();
+        assert_eq!(lines, vec!["a\\tb\t1\n", "\\N\t2\n", "x,\"y\"\t3\n"]);
+        let csv =
+            parse("COPY otel_logs_and_spans (id, name) TO STDOUT WITH (FORMAT csv, HEADER true)");
+        assert_eq!(csv.sql, "SELECT id, name FROM otel_logs_and_spans");
+        assert_eq!(
+            csv.header_line(&batch.schema())
+                .map(|h| String::from_utf8(h).expect("utf8")),
+            Some("s,n\n".to_string())
+        );
+        let lines: Vec<String> = csv
+            .render(&batch)
+            .expect("render")
+            .into_iter()
+            .map(|l| String::from_utf8(l).expect("utf8"))
+            .collect();
+        assert_eq!(lines, vec!["a\tb,1\n", ",2\n", "\"x,\"\"y\"\"\",3\n"]);
     }
 
     #[test]

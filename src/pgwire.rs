@@ -45,7 +45,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::Maintenance;
-use crate::copy::CopyIn;
+use crate::copy::{CopyIn, CopyOut};
 use crate::ingest::Ingest;
 use crate::schema::Catalog;
 use crate::sqlstate::sqlstate_of;
@@ -422,17 +422,24 @@ struct ActiveCopy {
     error: Option<PgWireError>,
 }
 
-/// Starts `COPY … FROM STDIN` (text and CSV) in both protocols.
+/// Starts `COPY … FROM STDIN` and runs `COPY … TO STDOUT` (text and CSV) in both protocols.
 struct CopyHook {
     catalog: Arc<Catalog>,
 }
 
 impl CopyHook {
-    fn start(
+    async fn start(
         &self,
         statement: &Statement,
+        context: &SessionContext,
         client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<Response>> {
+        if let Some(out) = CopyOut::from_statement(statement) {
+            return Some(match out {
+                Err(e) => Err(PgWireError::ApiError(Box::new(e))),
+                Ok(out) => copy_out(out, context).await,
+            });
+        }
         Some(match CopyIn::from_statement(statement, &self.catalog)? {
             Err(e) => Err(PgWireError::ApiError(Box::new(e))),
             Ok(copy) => {
@@ -456,15 +463,46 @@ impl CopyHook {
     }
 }
 
+/// Runs the query of a `COPY … TO STDOUT` and streams its rows as `CopyData`, one per row.
+async fn copy_out(out: CopyOut, context: &SessionContext) -> PgWireResult<Response> {
+    use futures::StreamExt;
+    let api = |e: datafusion::error::DataFusionError| PgWireError::ApiError(Box::new(e));
+    let frame = context.sql(&out.sql).await.map_err(api)?;
+    let schema = frame.schema().as_arrow().clone();
+    let columns = schema.fields().len();
+    let header = out
+        .header_line(&schema)
+        .map(|line| Ok(CopyData::new(bytes::Bytes::from(line))));
+    let batches = frame.execute_stream().await.map_err(api)?;
+    let rows = batches.flat_map(move |batch| {
+        let lines: Vec<PgWireResult<CopyData>> = match batch.map_err(api) {
+            Err(e) => vec![Err(e)],
+            Ok(batch) => match out.render(&batch) {
+                Ok(lines) => lines
+                    .into_iter()
+                    .map(|line| Ok(CopyData::new(bytes::Bytes::from(line))))
+                    .collect(),
+                Err(e) => vec![Err(PgWireError::ApiError(Box::new(e)))],
+            },
+        };
+        futures::stream::iter(lines)
+    });
+    Ok(Response::CopyOut(CopyResponse::new(
+        0,
+        columns,
+        futures::stream::iter(header).chain(rows),
+    )))
+}
+
 #[async_trait]
 impl QueryHook for CopyHook {
     async fn handle_simple_query(
         &self,
         statement: &Statement,
-        _context: &SessionContext,
+        context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        self.start(statement, client)
+        self.start(statement, context, client).await
     }
 
     async fn handle_extended_parse_query(
@@ -473,13 +511,22 @@ impl QueryHook for CopyHook {
         _context: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
+        let empty = || {
+            Ok(LogicalPlan::EmptyRelation(EmptyRelation {
+                produce_one_row: false,
+                schema: Arc::new(DFSchema::empty()),
+            }))
+        };
+        if let Some(out) = CopyOut::from_statement(statement) {
+            return Some(
+                out.map_err(|e| PgWireError::ApiError(Box::new(e)))
+                    .and_then(|_| empty()),
+            );
+        }
         // Unknown tables, columns and options are reported at Parse, as PostgreSQL does.
         Some(match CopyIn::from_statement(statement, &self.catalog)? {
             Err(e) => Err(PgWireError::ApiError(Box::new(e))),
-            Ok(_) => Ok(LogicalPlan::EmptyRelation(EmptyRelation {
-                produce_one_row: false,
-                schema: Arc::new(DFSchema::empty()),
-            })),
+            Ok(_) => empty(),
         })
     }
 
@@ -488,10 +535,10 @@ impl QueryHook for CopyHook {
         statement: &Statement,
         _plan: &LogicalPlan,
         _params: &ParamValues,
-        _context: &SessionContext,
+        context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        self.start(statement, client)
+        self.start(statement, context, client).await
     }
 }
 

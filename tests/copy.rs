@@ -168,3 +168,68 @@ async fn psql_copy_from_stdin() {
     let client = server.client().await;
     assert_eq!(count(&client, "WHERE name = 'GET /x, y'").await, 1000);
 }
+
+#[tokio::test]
+async fn copy_to_stdout_in_text_and_csv() {
+    use futures::TryStreamExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    client
+        .execute(
+            "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, name, duration) VALUES \
+             ('out', '2024-03-10T10:00:00Z', 'o-1', 'tab\there', 5), \
+             ('out', '2024-03-10T10:00:01Z', 'o-2', NULL, 6)",
+            &[],
+        )
+        .await
+        .expect("insert");
+    let read = |sql: &'static str| {
+        let client = &client;
+        async move {
+            let stream = client.copy_out(sql).await.expect("copy out");
+            let chunks: Vec<Bytes> = stream.try_collect().await.expect("copy data");
+            String::from_utf8(chunks.concat()).expect("utf8")
+        }
+    };
+    assert_eq!(
+        read("COPY (SELECT id, name, duration FROM otel_logs_and_spans WHERE project_id = 'out' ORDER BY id) TO STDOUT").await,
+        "o-1\ttab\\there\t5\no-2\t\\N\t6\n"
+    );
+    assert_eq!(
+        read("COPY (SELECT id, timestamp FROM otel_logs_and_spans WHERE project_id = 'out' ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER true)").await,
+        "id,timestamp\no-1,2024-03-10 10:00:00+00:00\no-2,2024-03-10 10:00:01+00:00\n"
+    );
+
+    // psql's \copy … TO STDOUT, then the same rows loaded back with COPY FROM: a round trip.
+    let out = Command::new("psql")
+        .args([
+            server.url().as_str(),
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            "\\copy (SELECT 'back' AS project_id, timestamp, id, name FROM otel_logs_and_spans WHERE project_id = 'out') TO STDOUT WITH (FORMAT csv)",
+        ])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = String::from_utf8(out.stdout).expect("utf8");
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    let rows = copy_in(
+        &client,
+        "COPY otel_logs_and_spans (project_id, timestamp, id, name) FROM STDIN (FORMAT csv)",
+        &csv,
+    )
+    .await
+    .expect("copy the rows back in");
+    assert_eq!(rows, 2);
+    assert_eq!(
+        count(&client, "WHERE project_id = 'back' AND name = 'tab\there'").await,
+        1
+    );
+}
