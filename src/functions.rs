@@ -787,6 +787,12 @@ impl ScalarUDFImpl for PgToChar {
                 ColumnarValue::Scalar(ScalarValue::Utf8(Some(p))) => {
                     ColumnarValue::Scalar(ScalarValue::Utf8(Some(pg_pattern_to_strftime(&p))))
                 }
+                ColumnarValue::Scalar(ScalarValue::Utf8View(Some(p))) => {
+                    ColumnarValue::Scalar(ScalarValue::Utf8View(Some(pg_pattern_to_strftime(&p))))
+                }
+                ColumnarValue::Scalar(ScalarValue::LargeUtf8(Some(p))) => {
+                    ColumnarValue::Scalar(ScalarValue::LargeUtf8(Some(pg_pattern_to_strftime(&p))))
+                }
                 ColumnarValue::Array(a) if a.data_type() == &DataType::Utf8 => {
                     let translated: arrow::array::StringArray = a
                         .as_string::<i32>()
