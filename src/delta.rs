@@ -105,10 +105,18 @@ impl DeltaTable {
             .map_err(|e| Error::Location(location.to_string(), e.to_string()))?
             .build()
             .map_err(delta)?;
-        // A location without a Delta log is a table to create, not an error.
-        match table.load().await {
-            Ok(()) | Err(deltalake::DeltaTableError::NotATable(_)) => {}
-            Err(e) => return Err(delta(e)),
+        // A location without a Delta log is a table to create, not an error. Asking first keeps
+        // a new server's first start free of delta-kernel's "No files in log segment" error.
+        let exists = table
+            .log_store()
+            .is_delta_table_location()
+            .await
+            .map_err(delta)?;
+        if exists {
+            match table.load().await {
+                Ok(()) | Err(deltalake::DeltaTableError::NotATable(_)) => {}
+                Err(e) => return Err(delta(e)),
+            }
         }
         if table.version().is_none() {
             let columns: StructType =
