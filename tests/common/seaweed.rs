@@ -13,6 +13,8 @@ use object_store::{ObjectStore, ObjectStoreExt};
 pub const ACCESS_KEY: &str = "timefusion-test";
 pub const SECRET_KEY: &str = "timefusion-test-secret";
 pub const REGION: &str = "us-east-1";
+/// Attempts at starting weed before a test gives up.
+const START_ATTEMPTS: u32 = 3;
 
 pub struct Seaweed {
     child: Option<Child>,
@@ -52,19 +54,31 @@ impl Seaweed {
             "s3.port.iceberg",
             "s3.port.lance",
         ];
-        let ports = flags.iter().map(|f| (*f, free_port())).collect();
-        let mut weed = Seaweed {
-            child: None,
-            dir: tempfile::tempdir().expect("tempdir"),
-            ports,
-            s3_port: free_port(),
-            bucket: bucket.to_string(),
-        };
-        weed.run().await;
-        weed
+        // Free ports are found by binding and releasing them, so another test's server can
+        // take one before weed binds it; weed then exits, and a fresh set of ports is tried.
+        let mut attempt = 1;
+        loop {
+            let ports = flags.iter().map(|f| (*f, free_port())).collect();
+            let mut weed = Seaweed {
+                child: None,
+                dir: tempfile::tempdir().expect("tempdir"),
+                ports,
+                s3_port: free_port(),
+                bucket: bucket.to_string(),
+            };
+            match weed.run().await {
+                Ok(()) => return weed,
+                Err(e) if attempt < START_ATTEMPTS => {
+                    eprintln!("SeaweedFS start attempt {attempt} failed ({e}); trying other ports");
+                    attempt += 1;
+                }
+                Err(e) => panic!("SeaweedFS did not start in {START_ATTEMPTS} attempts: {e}"),
+            }
+        }
     }
 
-    async fn run(&mut self) {
+    /// Starts weed and waits until its S3 API accepts a write; `Err` if weed exits first.
+    async fn run(&mut self) -> Result<(), String> {
         let mut command = Command::new(weed());
         command
             .arg("mini")
@@ -95,12 +109,13 @@ impl Seaweed {
                 .await
                 .is_ok_and(|r| r.is_ok())
             {
-                return;
+                return Ok(());
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("weed mini exited during start-up: {status}");
+                self.child = None;
+                return Err(format!("weed mini exited during start-up: {status}"));
             }
             assert!(
                 Instant::now() < deadline,
@@ -121,7 +136,16 @@ impl Seaweed {
     /// Starts the server again on the same ports and data.
     pub async fn restart(&mut self) {
         self.stop();
-        self.run().await;
+        for attempt in 1..=START_ATTEMPTS {
+            match self.run().await {
+                Ok(()) => return,
+                Err(e) if attempt < START_ATTEMPTS => {
+                    eprintln!("SeaweedFS restart attempt {attempt} failed ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => panic!("SeaweedFS did not restart in {START_ATTEMPTS} attempts: {e}"),
+            }
+        }
     }
 
     pub fn endpoint(&self) -> String {
