@@ -15,7 +15,8 @@ TF_PORT="${TF_PORT:-55444}"
 GRPC_PORT="${GRPC_PORT:-55445}"
 cleanup() {
   [ -n "${TF_PID:-}" ] && kill "$TF_PID" 2>/dev/null && wait "$TF_PID" 2>/dev/null || true
-  [ -n "${WEED_PID:-}" ] && kill "$WEED_PID" 2>/dev/null || true
+  # weed mini does not stop promptly on SIGTERM; its data is throwaway, so SIGKILL.
+  [ -n "${WEED_PID:-}" ] && kill -9 "$WEED_PID" 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
