@@ -917,6 +917,14 @@ mod tests {
         );
     }
 
+    fn rendered(out: &CopyOut, batch: &RecordBatch) -> Vec<String> {
+        out.render(batch)
+            .expect("render")
+            .into_iter()
+            .map(|l| String::from_utf8(l).expect("utf8"))
+            .collect()
+    }
+
     #[test]
     fn copy_out_renders_text_and_csv() {
         use arrow::array::{Int64Array, StringArray};
@@ -938,13 +946,10 @@ mod tests {
         .expect("batch");
         let text = parse("COPY (SELECT s, n FROM t) TO STDOUT");
         assert_eq!(text.sql, "SELECT s, n FROM t");
-        let lines: Vec<String> = text
-            .render(&batch)
-            .expect("render")
-            .into_iter()
-            .map(|l| String::from_utf8(l).expect("utf8"))
-            .collect();
-        assert_eq!(lines, vec!["a\\tb\t1\n", "\\N\t2\n", "x,\"y\"\t3\n"]);
+        assert_eq!(
+            rendered(&text, &batch),
+            vec!["a\\tb\t1\n", "\\N\t2\n", "x,\"y\"\t3\n"]
+        );
         let csv =
             parse("COPY otel_logs_and_spans (id, name) TO STDOUT WITH (FORMAT csv, HEADER true)");
         assert_eq!(csv.sql, "SELECT id, name FROM otel_logs_and_spans");
@@ -953,13 +958,10 @@ mod tests {
                 .map(|h| String::from_utf8(h).expect("utf8")),
             Some("s,n\n".to_string())
         );
-        let lines: Vec<String> = csv
-            .render(&batch)
-            .expect("render")
-            .into_iter()
-            .map(|l| String::from_utf8(l).expect("utf8"))
-            .collect();
-        assert_eq!(lines, vec!["a\tb,1\n", ",2\n", "\"x,\"\"y\"\"\",3\n"]);
+        assert_eq!(
+            rendered(&csv, &batch),
+            vec!["a\tb,1\n", ",2\n", "\"x,\"\"y\"\"\",3\n"]
+        );
     }
 
     #[test]

@@ -260,17 +260,9 @@ impl ScalarUDFImpl for JsonbContains {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
-        let all_scalar = args
-            .args
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?
             .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let arrays = args
-            .args
-            .iter()
-            .map(|a| {
-                a.to_array(rows)
-                    .and_then(|a| Ok(cast(&a, &DataType::Utf8)?))
-            })
+            .map(|a| Ok(cast(a, &DataType::Utf8)?))
             .collect::<Result<Vec<ArrayRef>>>()?;
         let (outer, inner) = (arrays[0].as_string::<i32>(), arrays[1].as_string::<i32>());
         // A constant right side (the usual `col @> '{"k": 1}'`) is parsed once.
@@ -295,13 +287,19 @@ impl ScalarUDFImpl for JsonbContains {
                 }
             })
             .collect();
-        if all_scalar {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                &result, 0,
-            )?))
-        } else {
-            Ok(ColumnarValue::Array(Arc::new(result)))
-        }
+        shaped(&args.args, Arc::new(result))
+    }
+}
+
+/// A function's result in the shape of its arguments: a scalar when every argument was one
+/// (constant folding), else the array.
+fn shaped(args: &[ColumnarValue], result: ArrayRef) -> Result<ColumnarValue> {
+    if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+            &result, 0,
+        )?))
+    } else {
+        Ok(ColumnarValue::Array(result))
     }
 }
 
@@ -408,15 +406,7 @@ impl ScalarUDFImpl for TimeBucket {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
         let out_type = args.return_type().clone();
-        let all_scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let arrays = args
-            .args
-            .iter()
-            .map(|a| a.to_array(rows))
-            .collect::<Result<Vec<ArrayRef>>>()?;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let widths = arrays[0].as_primitive::<IntervalMonthDayNanoType>();
         let stamps = arrays[1].as_primitive::<TimestampMicrosecondType>();
         let third = arrays.get(2);
@@ -472,14 +462,7 @@ impl ScalarUDFImpl for TimeBucket {
             _ => None,
         };
         let array = TimestampMicrosecondArray::from(out).with_timezone_opt(tz);
-        let array = cast(&array, &out_type)?;
-        if all_scalar {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                &array, 0,
-            )?))
-        } else {
-            Ok(ColumnarValue::Array(array))
-        }
+        shaped(&args.args, cast(&array, &out_type)?)
     }
 }
 
@@ -736,21 +719,13 @@ impl ScalarUDFImpl for ToRegtype {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let rows = args.number_rows;
-        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
-        let names = cast(&args.args[0].to_array(rows)?, &DataType::Utf8)?;
+        let names = cast(&args.args[0].to_array(args.number_rows)?, &DataType::Utf8)?;
         let oids: arrow::array::Int64Array = names
             .as_string::<i32>()
             .iter()
             .map(|n| n.and_then(Self::oid))
             .collect();
-        if scalar {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                &oids, 0,
-            )?))
-        } else {
-            Ok(ColumnarValue::Array(Arc::new(oids)))
-        }
+        shaped(&args.args, Arc::new(oids))
     }
 }
 

@@ -410,6 +410,24 @@ impl ExtendedQueryHandler for ExtendedQueries {
     }
 }
 
+/// An `ERROR` with `code` (a SQLSTATE) for the client.
+fn user_error(code: &str, message: impl Into<String>) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        code.into(),
+        message.into(),
+    )))
+}
+
+/// The plan a hook gives Parse for a statement it runs itself at Execute: no parameters and
+/// no result columns, so Describe answers `NoData`.
+fn no_rows_plan() -> LogicalPlan {
+    LogicalPlan::EmptyRelation(EmptyRelation {
+        produce_one_row: false,
+        schema: Arc::new(DFSchema::empty()),
+    })
+}
+
 /// The `COPY … FROM STDIN` running on a connection, kept in its session extensions between
 /// the statement and the client's `CopyData` / `CopyDone` messages.
 #[derive(Default)]
@@ -511,22 +529,16 @@ impl QueryHook for CopyHook {
         _context: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        let empty = || {
-            Ok(LogicalPlan::EmptyRelation(EmptyRelation {
-                produce_one_row: false,
-                schema: Arc::new(DFSchema::empty()),
-            }))
-        };
         if let Some(out) = CopyOut::from_statement(statement) {
             return Some(
                 out.map_err(|e| PgWireError::ApiError(Box::new(e)))
-                    .and_then(|_| empty()),
+                    .map(|_| no_rows_plan()),
             );
         }
         // Unknown tables, columns and options are reported at Parse, as PostgreSQL does.
         Some(match CopyIn::from_statement(statement, &self.catalog)? {
             Err(e) => Err(PgWireError::ApiError(Box::new(e))),
-            Ok(_) => empty(),
+            Ok(_) => Ok(no_rows_plan()),
         })
     }
 
@@ -578,11 +590,10 @@ impl CopyRows {
 }
 
 fn no_copy_in_progress() -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".into(),
-        "08P01".into(),
-        "COPY data received with no COPY FROM STDIN in progress".into(),
-    )))
+    user_error(
+        "08P01",
+        "COPY data received with no COPY FROM STDIN in progress",
+    )
 }
 
 #[async_trait]
@@ -648,11 +659,10 @@ impl CopyHandler for CopyRows {
         } else {
             String::new()
         };
-        PgWireError::UserError(Box::new(ErrorInfo::new(
-            "ERROR".into(),
-            "57014".into(),
+        user_error(
+            "57014",
             format!("COPY from stdin failed: {}{kept}", fail.message),
-        )))
+        )
     }
 }
 
@@ -695,12 +705,7 @@ impl QueryHook for LiteralInsertHook {
     ) -> Option<PgWireResult<LogicalPlan>> {
         // A literal INSERT has no parameters and no result columns: an empty plan stands in
         // for it until execution, which the hook below handles.
-        values::is_literal_insert(statement, &self.catalog).then(|| {
-            Ok(LogicalPlan::EmptyRelation(EmptyRelation {
-                produce_one_row: false,
-                schema: Arc::new(DFSchema::empty()),
-            }))
-        })
+        values::is_literal_insert(statement, &self.catalog).then(|| Ok(no_rows_plan()))
     }
 
     async fn handle_extended_query(
@@ -752,12 +757,7 @@ impl QueryHook for SavepointHook {
         _context: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        Self::run(statement).map(|_| {
-            Ok(LogicalPlan::EmptyRelation(EmptyRelation {
-                produce_one_row: false,
-                schema: Arc::new(DFSchema::empty()),
-            }))
-        })
+        Self::run(statement).map(|_| Ok(no_rows_plan()))
     }
 
     async fn handle_extended_query(
@@ -795,11 +795,10 @@ impl VacuumHook {
         Some(if self.catalog.get(&table).is_some() {
             Ok(Some(table))
         } else {
-            Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                "ERROR".into(),
-                "42P01".into(),
+            Err(user_error(
+                "42P01",
                 format!("relation \"{name}\" does not exist"),
-            ))))
+            ))
         })
     }
 
@@ -810,11 +809,10 @@ impl VacuumHook {
         };
         Some(match self.maintenance.maintain(table.as_deref()).await {
             Ok(_) => Ok(Response::Execution(Tag::new("VACUUM"))),
-            Err(message) => Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                "ERROR".into(),
-                "58000".into(),
+            Err(message) => Err(user_error(
+                "58000",
                 format!("maintenance failed: {message}"),
-            )))),
+            )),
         })
     }
 }
@@ -836,12 +834,7 @@ impl QueryHook for VacuumHook {
         _context: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        matches!(statement, Statement::Vacuum(_)).then(|| {
-            Ok(LogicalPlan::EmptyRelation(EmptyRelation {
-                produce_one_row: false,
-                schema: Arc::new(DFSchema::empty()),
-            }))
-        })
+        matches!(statement, Statement::Vacuum(_)).then(|| Ok(no_rows_plan()))
     }
 
     async fn handle_extended_query(
@@ -866,11 +859,7 @@ impl ErrorHandler for SqlStateErrors {
             if code == "XX000" {
                 tracing::warn!("internal error sent to client: {message}");
             }
-            *error = PgWireError::UserError(Box::new(ErrorInfo::new(
-                "ERROR".into(),
-                code.into(),
-                message,
-            )));
+            *error = user_error(code, message);
         }
     }
 }

@@ -4,22 +4,12 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::types::Type;
 
 fn psql(server: &TestServer, command: &str) -> String {
-    let out = Command::new("psql")
-        .args([
-            server.url().as_str(),
-            "-X",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            command,
-        ])
+    let out = psql_command(&server.url(), &["-c", command])
         .output()
         .expect("run psql (install postgresql-client)");
     assert!(

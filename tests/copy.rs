@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use bytes::Bytes;
 use common::*;
@@ -94,30 +94,31 @@ async fn copy_text_and_csv_from_tokio_postgres_then_flush() {
     assert_eq!(row.get::<_, i32>(1), 2);
 
     // Bad data: the whole COPY fails with a SQLSTATE and stores nothing.
-    let bad_type = copy_in(
-        &client,
-        "COPY otel_logs_and_spans (project_id, timestamp, id, duration) FROM STDIN",
-        &format!("p3\t{day} 10:00:00+00\tx-1\t1\np3\t{day} 10:00:00+00\tx-2\tslow\n"),
-    )
-    .await
-    .expect_err("a non-integer duration");
-    assert_eq!(sqlstate(&bad_type), "22P02");
-    let short = copy_in(
-        &client,
-        "COPY otel_logs_and_spans (project_id, timestamp, id) FROM STDIN",
-        "p3\t2024-01-01 00:00:00+00\n",
-    )
-    .await
-    .expect_err("a missing column");
-    assert_eq!(sqlstate(&short), "22P04");
-    let missing = copy_in(
-        &client,
-        "COPY otel_logs_and_spans (project_id, id) FROM STDIN",
-        "p3\tx-3\n",
-    )
-    .await
-    .expect_err("no timestamp");
-    assert_eq!(sqlstate(&missing), "23502");
+    let bad_rows = format!("p3\t{day} 10:00:00+00\tx-1\t1\np3\t{day} 10:00:00+00\tx-2\tslow\n");
+    let cases = [
+        (
+            "a non-integer duration",
+            "COPY otel_logs_and_spans (project_id, timestamp, id, duration) FROM STDIN",
+            bad_rows.as_str(),
+            "22P02",
+        ),
+        (
+            "a missing column",
+            "COPY otel_logs_and_spans (project_id, timestamp, id) FROM STDIN",
+            "p3\t2024-01-01 00:00:00+00\n",
+            "22P04",
+        ),
+        (
+            "no timestamp",
+            "COPY otel_logs_and_spans (project_id, id) FROM STDIN",
+            "p3\tx-3\n",
+            "23502",
+        ),
+    ];
+    for (what, sql, data, expected) in cases {
+        let error = copy_in(&client, sql, data).await.expect_err(what);
+        assert_eq!(sqlstate(&error), expected, "{what}");
+    }
     let Err(unknown) = client.copy_in::<_, Bytes>("COPY nope FROM STDIN").await else {
         panic!("COPY into an unknown table started");
     };
@@ -134,15 +135,13 @@ async fn copy_text_and_csv_from_tokio_postgres_then_flush() {
 async fn psql_copy_from_stdin() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path(), &[]);
-    let mut child = Command::new("psql")
-        .args([
-            server.url().as_str(),
-            "-X",
-            "-v",
-            "ON_ERROR_STOP=1",
+    let mut child = psql_command(
+        &server.url(),
+        &[
             "-c",
             "\\copy otel_logs_and_spans (project_id, timestamp, id, name) FROM STDIN WITH (FORMAT csv)",
-        ])
+        ],
+    )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -202,16 +201,14 @@ async fn copy_to_stdout_in_text_and_csv() {
     );
 
     // psql's \copy … TO STDOUT, then the same rows loaded back with COPY FROM: a round trip.
-    let out = Command::new("psql")
-        .args([
-            server.url().as_str(),
-            "-X",
-            "-v",
-            "ON_ERROR_STOP=1",
+    let out = psql_command(
+        &server.url(),
+        &[
             "-c",
             "\\copy (SELECT 'back' AS project_id, timestamp, id, name FROM otel_logs_and_spans WHERE project_id = 'out') TO STDOUT WITH (FORMAT csv)",
-        ])
-        .output()
+        ],
+    )
+    .output()
         .expect("psql");
     assert!(
         out.status.success(),

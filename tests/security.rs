@@ -35,8 +35,7 @@ fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 }
 
 fn psql(url: &str, sql: &str) -> std::process::Output {
-    Command::new("psql")
-        .args([url, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+    psql_command(url, &["-A", "-t", "-c", sql])
         .output()
         .expect("run psql (install postgresql-client)")
 }
@@ -120,8 +119,7 @@ async fn sslmode_require_encrypts_the_connection() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = Command::new("psql")
-        .args([url.as_str(), "-X", "-c", "\\conninfo"])
+    let out = psql_command(&url, &["-c", "\\conninfo"])
         .output()
         .expect("psql");
     let info = String::from_utf8_lossy(&out.stdout);

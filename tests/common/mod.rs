@@ -111,6 +111,15 @@ impl Drop for TestServer {
     }
 }
 
+/// `psql URL -X -v ON_ERROR_STOP=1 ARGS…`, ready to run (callers add stdin or take output).
+pub fn psql_command(url: &str, args: &[&str]) -> Command {
+    let mut command = Command::new("psql");
+    command
+        .args([url, "-X", "-v", "ON_ERROR_STOP=1"])
+        .args(args);
+    command
+}
+
 pub async fn connect(port: u16) -> tokio_postgres::Client {
     let config =
         format!("host=127.0.0.1 port={port} user={USER} password={PASSWORD} dbname=postgres");
