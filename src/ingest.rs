@@ -5,7 +5,7 @@
 //! returns `Ok`, every row of the batch is durable in the WAL and visible to queries; when it
 //! returns an error, no row of the batch was stored. It moves Arrow arrays, never rows: the
 //! batch is cast column by column, split by (project, time bucket) with one `take` per group,
-//! and written to the WAL as one Arrow IPC record.
+//! and the batch as received (before the cast) is written to the WAL as one Arrow IPC record.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -119,12 +119,12 @@ impl Ingest {
             .catalog
             .get(table)
             .ok_or_else(|| Error::UnknownTable(table.to_string()))?;
-        let batch = coerce(schema, &batch)?;
-        let rows = batch.num_rows();
+        let coerced = coerce(schema, &batch)?;
+        let rows = coerced.num_rows();
         if rows == 0 {
             return Ok(0);
         }
-        let pieces = split(schema, &batch, |micros| self.buffer.bucket_start(micros))?;
+        let pieces = split(schema, &coerced, |micros| self.buffer.bucket_start(micros))?;
         if !self.buffer.wait_for_space(self.buffer_full_timeout).await {
             return Err(Error::BufferFull {
                 used_mb: self.buffer.bytes() >> 20,
@@ -134,9 +134,11 @@ impl Ingest {
         let buffer = self.buffer.clone();
         let clock = self.clock.clone();
         let name = schema.name.clone();
+        // The WAL keeps the batch as the client sent it, usually a few of the table's columns;
+        // replay coerces it again, which gives the same rows (`coerce` is deterministic).
         self.wal
             .append(
-                table,
+                &schema.name,
                 &batch,
                 Box::new(move |seq| buffer.insert(&name, seq, pieces, clock.now_micros())),
             )
@@ -457,6 +459,19 @@ mod tests {
         cols.push(("date", Arc::new(Date32Array::from(vec![11]))));
         let err = coerce(&table, &input(cols)).unwrap_err();
         assert_eq!(err.sqlstate(), "23514");
+    }
+
+    #[test]
+    fn the_wal_form_replays_to_the_same_rows() {
+        // The WAL keeps the batch as sent; replay decodes and coerces it again.
+        let table = otel();
+        let mut cols = minimal(&[MICROS_PER_DAY * 2 + 7, 3]);
+        cols.push(("duration", Arc::new(StringArray::from(vec!["42", "7"]))));
+        let sent = input(cols);
+        let written = coerce(&table, &sent).expect("coerce");
+        let replayed = crate::wal::decode_batch(&crate::wal::encode_batch(&sent).expect("encode"))
+            .expect("decode");
+        assert_eq!(coerce(&table, &replayed).expect("coerce replay"), written);
     }
 
     #[test]

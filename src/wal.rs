@@ -27,7 +27,7 @@
 //!   trusted to hold what was written.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,12 +101,18 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
 
 /// Encodes one batch as an Arrow IPC stream (schema message, one batch, end marker).
 pub fn encode_batch(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(batch.get_array_memory_size() + 1024);
-    let mut writer = StreamWriter::try_new(&mut out, batch.schema_ref())?;
+    let mut out = Vec::new();
+    encode_into(&mut out, batch)?;
+    Ok(out)
+}
+
+/// Appends the IPC stream of `batch` to `out`, reserving its size up front.
+fn encode_into(out: &mut Vec<u8>, batch: &RecordBatch) -> Result<()> {
+    out.reserve(batch.get_array_memory_size() + 1024);
+    let mut writer = StreamWriter::try_new(out, batch.schema_ref())?;
     writer.write(batch)?;
     writer.finish()?;
-    drop(writer);
-    Ok(out)
+    Ok(())
 }
 
 /// Decodes a payload written by [`encode_batch`].
@@ -372,12 +378,12 @@ impl Wal {
         if let Some(reason) = self.poisoned.lock().clone() {
             return Err(Error::Poisoned(reason));
         }
-        let ipc = encode_batch(batch)?;
+        // The payload is encoded in place: a batch is copied once on its way to the file.
         let name = table.as_bytes();
-        let mut payload = Vec::with_capacity(2 + name.len() + ipc.len());
+        let mut payload = Vec::new();
         payload.extend_from_slice(&(name.len() as u16).to_le_bytes());
         payload.extend_from_slice(name);
-        payload.extend_from_slice(&ipc);
+        encode_into(&mut payload, batch)?;
         let (done, wait) = oneshot::channel();
         let sender = self.sender.lock().clone().ok_or(Error::Closed)?;
         sender
@@ -476,20 +482,27 @@ impl Writer {
             return;
         }
         let first = self.next;
-        let mut buf = Vec::with_capacity(group.iter().map(|a| a.payload.len() + HEADER_LEN).sum());
         let mut seq = first;
-        for append in group.iter() {
-            write_record(&mut buf, seq, &append.payload);
-            seq = seq.next();
-        }
-        let result = self
-            .file
-            .write_all(&buf)
+        let headers: Vec<[u8; HEADER_LEN]> = group
+            .iter()
+            .map(|append| {
+                let header = record_header(seq, &append.payload);
+                seq = seq.next();
+                header
+            })
+            .collect();
+        let mut slices: Vec<IoSlice> = headers
+            .iter()
+            .zip(group.iter())
+            .flat_map(|(header, append)| [IoSlice::new(header), IoSlice::new(&append.payload)])
+            .collect();
+        let len: usize = slices.iter().map(|s| s.len()).sum();
+        let result = write_all_vectored(&mut self.file, &mut slices)
             .and_then(|()| self.file.sync_data())
             .map_err(|e| e.to_string());
         match result {
             Ok(()) => {
-                self.written += buf.len() as u64;
+                self.written += len as u64;
                 self.next = seq;
                 // Rotate before acknowledging so the segment list is settled when writers resume.
                 // The group is durable either way; a failed rotation stops later writes.
@@ -541,16 +554,37 @@ impl Writer {
     }
 }
 
+/// The header of record `seq` carrying `payload`.
+fn record_header(seq: Seq, payload: &[u8]) -> [u8; HEADER_LEN] {
+    let mut header = [0u8; HEADER_LEN];
+    header[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+    header[4] = VERSION;
+    header[8..16].copy_from_slice(&seq.0.to_le_bytes());
+    header[16..20].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[4..20]), payload);
+    header[20..24].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// Appends one record to `buf` (tests build segments by hand with it).
+#[cfg(test)]
 fn write_record(buf: &mut Vec<u8>, seq: Seq, payload: &[u8]) {
-    let start = buf.len();
-    buf.extend_from_slice(&MAGIC.to_le_bytes());
-    buf.push(VERSION);
-    buf.extend_from_slice(&[0u8; 3]);
-    buf.extend_from_slice(&seq.0.to_le_bytes());
-    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&buf[start + 4..start + 20]), payload);
-    buf.extend_from_slice(&crc.to_le_bytes());
+    buf.extend_from_slice(&record_header(seq, payload));
     buf.extend_from_slice(payload);
+}
+
+/// `Write::write_all_vectored`, which is not stable yet: writes every slice, in order.
+fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Parses the record at the start of `data`: (seq, payload, total length), or why it is invalid.
