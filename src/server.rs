@@ -393,7 +393,8 @@ fn session_context(
     storage: &Arc<crate::storage::Storage>,
 ) -> Result<SessionContext> {
     let config = SessionConfig::new()
-        .with_information_schema(true)
+        // `pg_compat` serves information_schema, in PostgreSQL's shape.
+        .with_information_schema(false)
         .with_default_catalog_and_schema("datafusion", "public");
     let mut context = SessionContext::new_with_config(config);
     for schema in catalog.tables() {
@@ -409,6 +410,8 @@ fn session_context(
         )
         .map_err(|e| Error::Session(e.to_string()))?;
     setup_pg_catalog(&context, "datafusion", Arc::new(AuthManager::default()))
+        .map_err(|e| Error::Session(e.to_string()))?;
+    crate::pg_compat::register(&context, "datafusion")
         .map_err(|e| Error::Session(e.to_string()))?;
     // After the catalog set-up, so TimeFusion's functions win over any of the same name.
     crate::functions::register(&mut context).map_err(|e| Error::Session(e.to_string()))?;

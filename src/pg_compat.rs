@@ -1,0 +1,638 @@
+//! The parts of PostgreSQL's catalog that tools read on connect and in their schema browsers,
+//! where DataFusion's and `datafusion-pg-catalog`'s versions differ from PostgreSQL's.
+//!
+//! - `information_schema.columns` in PostgreSQL's shape: PostgreSQL type names in `data_type`,
+//!   and `udt_schema` / `udt_name` / `is_identity` …, which Grafana, Metabase and DBeaver read.
+//!   DataFusion's own has Arrow type names and none of those columns.
+//! - `information_schema.table_constraints` and `key_column_usage`: empty (TimeFusion tables
+//!   have no keys), so primary-key lookups answer "none" instead of "no such table". Every other
+//!   `information_schema` table is DataFusion's.
+//! - `pg_catalog.pg_constraint` and `pg_index`: empty, with `conkey` / `indkey` … as `int2[]`
+//!   like PostgreSQL's, so `attnum = ANY(conkey)` and `unnest(indkey)` plan. The tables from
+//!   `datafusion-pg-catalog` hold a real server's system rows, with those columns as text.
+//! - `current_setting(name [, missing_ok])`, `format(fmt, …)`, `pg_type_is_visible(oid)` and
+//!   `col_description(oid, n)` (always NULL: nothing has a comment).
+//!
+//! Replays of the tools' queries: `tests/introspection.rs`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int32Array, RecordBatch, StringArray, StringBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::information_schema::InformationSchemaProvider;
+use datafusion::catalog::{CatalogProviderList, MemTable, SchemaProvider, Session, TableProvider};
+use datafusion::common::{DataFusionError, Result, plan_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarUDF, Signature, SimpleScalarUDF, TypeSignature, Volatility, create_udf,
+};
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use datafusion_postgres::arrow_pg::datatypes::into_pg_type;
+
+const INFORMATION_SCHEMA: &str = "information_schema";
+const PG_CATALOG: &str = "pg_catalog";
+
+/// Installs everything above in `context`, whose default catalog is `catalog` and which must
+/// have been built with `with_information_schema(false)` (DataFusion otherwise answers for
+/// `information_schema` itself) and have had `setup_pg_catalog` run.
+pub fn register(context: &SessionContext, catalog: &str) -> Result<()> {
+    let list = context.state().catalog_list().clone();
+    let target = context
+        .catalog(catalog)
+        .ok_or_else(|| DataFusionError::Plan(format!("no catalog {catalog}")))?;
+    target.register_schema(
+        INFORMATION_SCHEMA,
+        Arc::new(PgInformationSchema {
+            datafusion: InformationSchemaProvider::new(list.clone()),
+            list,
+        }),
+    )?;
+    let pg_catalog = target
+        .schema(PG_CATALOG)
+        .ok_or_else(|| DataFusionError::Plan("pg_catalog is not set up".into()))?;
+    target.register_schema(PG_CATALOG, Arc::new(PgCatalogFixes::new(pg_catalog)))?;
+    context.register_udf(current_setting());
+    context.register_udf(format());
+    // No object has a comment.
+    context.register_udf(ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "col_description",
+        Signature::any(2, Volatility::Stable),
+        DataType::Utf8,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = ColumnarValue::values_to_arrays(args)?[0].len();
+            Ok(ColumnarValue::Array(
+                datafusion::arrow::array::new_null_array(&DataType::Utf8, rows),
+            ))
+        }),
+    )));
+    context.register_udf(create_udf(
+        "pg_type_is_visible",
+        vec![DataType::Int32],
+        DataType::Boolean,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = ColumnarValue::values_to_arrays(args)?[0].len();
+            Ok(ColumnarValue::Array(Arc::new(BooleanArray::from(vec![
+                true;
+                rows
+            ]))))
+        }),
+    ));
+    Ok(())
+}
+
+/// `format(fmt, args…)`: PostgreSQL's `%s`, `%I` (identifier), `%L` (literal), `%%` and
+/// positional `%n$s`. Metabase builds `regclass` names with it.
+fn format() -> ScalarUDF {
+    ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "format",
+        Signature::variadic_any(Volatility::Immutable),
+        DataType::Utf8,
+        Arc::new(|args: &[ColumnarValue]| {
+            let scalar = args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let Some((fmt, rest)) = arrays.split_first() else {
+                return plan_err!("format needs a format string");
+            };
+            let text = |a: &ArrayRef| -> Result<ArrayRef> {
+                Ok(datafusion::arrow::compute::cast(a, &DataType::Utf8)?)
+            };
+            let fmt = text(fmt)?;
+            let values = rest.iter().map(text).collect::<Result<Vec<_>>>()?;
+            let mut out = StringBuilder::new();
+            for row in 0..fmt.len() {
+                let fmt = fmt.as_string::<i32>();
+                if fmt.is_null(row) {
+                    out.append_null();
+                    continue;
+                }
+                let arg = |i: usize| {
+                    values
+                        .get(i)
+                        .map(|a| a.as_string::<i32>())
+                        .map(|a| (!a.is_null(row)).then(|| a.value(row)))
+                };
+                out.append_value(format_row(fmt.value(row), arg)?);
+            }
+            let array: ArrayRef = Arc::new(out.finish());
+            Ok(if scalar {
+                ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
+            } else {
+                ColumnarValue::Array(array)
+            })
+        }),
+    ))
+}
+
+/// One row of `format`: `arg(i)` is the i-th argument, `None` if there are fewer.
+fn format_row<'a>(fmt: &str, arg: impl Fn(usize) -> Option<Option<&'a str>>) -> Result<String> {
+    let mut out = String::with_capacity(fmt.len());
+    let mut chars = fmt.chars().peekable();
+    let mut next = 0;
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let mut digits = String::new();
+        while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+            digits.push(*d);
+            chars.next();
+        }
+        let index = if !digits.is_empty() && chars.peek() == Some(&'$') {
+            chars.next();
+            digits
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(|n| n - 1)
+        } else if digits.is_empty() {
+            None
+        } else {
+            return plan_err!("format: widths are not supported");
+        };
+        let kind = chars.next();
+        if kind == Some('%') {
+            out.push('%');
+            continue;
+        }
+        let i = index.unwrap_or(next);
+        next = i + 1;
+        let Some(value) = arg(i) else {
+            return plan_err!("too few arguments for format()");
+        };
+        match (kind, value) {
+            (Some('s'), v) => out.push_str(v.unwrap_or("")),
+            (Some('I'), Some(v)) => out.push_str(&quote_ident(v)),
+            (Some('I'), None) => {
+                return plan_err!("null values cannot be formatted as an SQL identifier");
+            }
+            (Some('L'), Some(v)) => out.push_str(&format!("'{}'", v.replace('\'', "''"))),
+            (Some('L'), None) => out.push_str("NULL"),
+            (other, _) => {
+                return plan_err!(
+                    "unrecognized format() type specifier \"{}\"",
+                    other.map(String::from).unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// PostgreSQL's `quote_ident`: quoted unless a lower-case identifier that needs none.
+fn quote_ident(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+/// The settings `current_setting` answers, as a fresh PostgreSQL 15 session reports them.
+/// `SET` in a session does not change these answers.
+fn setting(name: &str) -> Option<&'static str> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "server_version" => crate::pgwire::SERVER_VERSION,
+        "server_version_num" => "150000",
+        "search_path" => "\"$user\", public",
+        "timezone" => "UTC",
+        "datestyle" => "ISO, MDY",
+        "intervalstyle" => "postgres",
+        "client_encoding" | "server_encoding" => "UTF8",
+        "standard_conforming_strings" | "integer_datetimes" | "is_superuser" => "on",
+        "default_transaction_read_only" | "transaction_read_only" => "off",
+        "transaction_isolation" | "default_transaction_isolation" => "read committed",
+        "max_identifier_length" => "63",
+        "block_size" => "8192",
+        "lc_collate" | "lc_ctype" => "C.UTF-8",
+        "statement_timeout" => "0",
+        "application_name" => "",
+        _ => return None,
+    })
+}
+
+/// `current_setting(name [, missing_ok])`: a setting's value; an unknown name is an error,
+/// or NULL when `missing_ok` is true.
+fn current_setting() -> ScalarUDF {
+    let signature = Signature::one_of(
+        vec![
+            TypeSignature::Exact(vec![DataType::Utf8]),
+            TypeSignature::Exact(vec![DataType::Utf8, DataType::Boolean]),
+        ],
+        Volatility::Stable,
+    );
+    ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "current_setting",
+        signature,
+        DataType::Utf8,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let names = arrays[0].as_string::<i32>();
+            let missing_ok = arrays.get(1).map(|a| a.as_boolean().clone());
+            let mut out = StringBuilder::new();
+            for i in 0..names.len() {
+                if names.is_null(i) {
+                    out.append_null();
+                    continue;
+                }
+                match setting(names.value(i)) {
+                    Some(value) => out.append_value(value),
+                    None if missing_ok
+                        .as_ref()
+                        .is_some_and(|m| m.is_valid(i) && m.value(i)) =>
+                    {
+                        out.append_null()
+                    }
+                    None => {
+                        return plan_err!(
+                            "unrecognized configuration parameter \"{}\"",
+                            names.value(i)
+                        );
+                    }
+                }
+            }
+            let scalar = args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+            let array: ArrayRef = Arc::new(out.finish());
+            Ok(if scalar {
+                ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
+            } else {
+                ColumnarValue::Array(array)
+            })
+        }),
+    ))
+}
+
+/// `information_schema` with PostgreSQL's `columns` and empty key tables in front of
+/// DataFusion's provider.
+#[derive(Debug)]
+struct PgInformationSchema {
+    datafusion: InformationSchemaProvider,
+    list: Arc<dyn CatalogProviderList>,
+}
+
+const OWN_TABLES: [&str; 3] = ["columns", "table_constraints", "key_column_usage"];
+
+#[async_trait]
+impl SchemaProvider for PgInformationSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.datafusion.table_names()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        match name {
+            "columns" => Ok(Some(self.columns().await?)),
+            "table_constraints" => Ok(Some(empty(&[
+                "constraint_catalog",
+                "constraint_schema",
+                "constraint_name",
+                "table_catalog",
+                "table_schema",
+                "table_name",
+                "constraint_type",
+                "is_deferrable",
+                "initially_deferred",
+                "enforced",
+                "nulls_distinct",
+            ])?)),
+            "key_column_usage" => Ok(Some(empty(&[
+                "constraint_catalog",
+                "constraint_schema",
+                "constraint_name",
+                "table_catalog",
+                "table_schema",
+                "table_name",
+                "column_name",
+                "ordinal_position",
+                "position_in_unique_constraint",
+            ])?)),
+            _ => self.datafusion.table(name).await,
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        OWN_TABLES.contains(&name) || self.datafusion.table_exist(name)
+    }
+}
+
+/// An empty table of text columns (PostgreSQL's `sql_identifier` / `character_data`).
+fn empty(columns: &[&str]) -> Result<Arc<dyn TableProvider>> {
+    let schema = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(*c, DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ));
+    Ok(Arc::new(View(MemTable::try_new(schema, vec![vec![]])?)))
+}
+
+/// An `information_schema` table: listed in `pg_class` as a view, as in PostgreSQL (and as
+/// DataFusion's are), so "every table" queries do not pick it up.
+#[derive(Debug)]
+struct View(MemTable);
+
+#[async_trait]
+impl TableProvider for View {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.0.scan(state, projection, filters, limit).await
+    }
+}
+
+impl PgInformationSchema {
+    /// `information_schema.columns` of every user table, as PostgreSQL 15 shows it.
+    async fn columns(&self) -> Result<Arc<dyn TableProvider>> {
+        let text = |name: &str| Field::new(name, DataType::Utf8, true);
+        let int = |name: &str| Field::new(name, DataType::Int32, true);
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            text("table_catalog"),
+            text("table_schema"),
+            text("table_name"),
+            text("column_name"),
+            int("ordinal_position"),
+            text("column_default"),
+            text("is_nullable"),
+            text("data_type"),
+            int("character_maximum_length"),
+            int("character_octet_length"),
+            int("numeric_precision"),
+            int("numeric_precision_radix"),
+            int("numeric_scale"),
+            int("datetime_precision"),
+            text("interval_type"),
+            text("collation_name"),
+            text("domain_schema"),
+            text("domain_name"),
+            text("udt_catalog"),
+            text("udt_schema"),
+            text("udt_name"),
+            text("dtd_identifier"),
+            text("is_identity"),
+            text("identity_generation"),
+            text("is_generated"),
+            text("generation_expression"),
+            text("is_updatable"),
+        ]));
+        let mut rows: Vec<ColumnRow> = Vec::new();
+        for catalog_name in self.list.catalog_names() {
+            let Some(catalog) = self.list.catalog(&catalog_name) else {
+                continue;
+            };
+            for schema_name in catalog.schema_names() {
+                if schema_name == INFORMATION_SCHEMA || schema_name == PG_CATALOG {
+                    continue;
+                }
+                let Some(schema) = catalog.schema(&schema_name) else {
+                    continue;
+                };
+                for table_name in schema.table_names() {
+                    let Some(table) = schema.table(&table_name).await? else {
+                        continue;
+                    };
+                    for (i, field) in table.schema().fields().iter().enumerate() {
+                        rows.push(ColumnRow {
+                            catalog: catalog_name.clone(),
+                            schema: schema_name.clone(),
+                            table: table_name.clone(),
+                            column: field.name().clone(),
+                            position: i as i32 + 1,
+                            nullable: field.is_nullable(),
+                            udt: pg_type_name(field.data_type()),
+                        });
+                    }
+                }
+            }
+        }
+        let texts = |f: &dyn Fn(&ColumnRow) -> Option<String>| -> ArrayRef {
+            Arc::new(rows.iter().map(f).collect::<StringArray>())
+        };
+        let ints = |f: &dyn Fn(&ColumnRow) -> Option<i32>| -> ArrayRef {
+            Arc::new(rows.iter().map(f).collect::<Int32Array>())
+        };
+        let none_text = || texts(&|_| None);
+        let none_int = || ints(&|_| None);
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                texts(&|r| Some(r.catalog.clone())),
+                texts(&|r| Some(r.schema.clone())),
+                texts(&|r| Some(r.table.clone())),
+                texts(&|r| Some(r.column.clone())),
+                ints(&|r| Some(r.position)),
+                none_text(),
+                texts(&|r| Some(if r.nullable { "YES" } else { "NO" }.to_string())),
+                texts(&|r| Some(sql_type_name(&r.udt))),
+                none_int(),
+                none_int(),
+                ints(&|r| numeric_precision(&r.udt)),
+                ints(&|r| numeric_precision(&r.udt).map(|_| 2)),
+                ints(&|r| numeric_precision(&r.udt).map(|_| 0)),
+                ints(&|r| matches!(r.udt.as_str(), "timestamptz" | "timestamp").then_some(6)),
+                none_text(),
+                none_text(),
+                none_text(),
+                none_text(),
+                texts(&|r| Some(r.catalog.clone())),
+                texts(&|_| Some(PG_CATALOG.to_string())),
+                texts(&|r| Some(r.udt.clone())),
+                texts(&|r| Some(r.position.to_string())),
+                texts(&|_| Some("NO".to_string())),
+                none_text(),
+                texts(&|_| Some("NEVER".to_string())),
+                none_text(),
+                texts(&|_| Some("YES".to_string())),
+            ],
+        )?;
+        Ok(Arc::new(View(MemTable::try_new(
+            schema,
+            vec![vec![batch]],
+        )?)))
+    }
+}
+
+struct ColumnRow {
+    catalog: String,
+    schema: String,
+    table: String,
+    column: String,
+    position: i32,
+    nullable: bool,
+    /// PostgreSQL's internal type name (`pg_type.typname`): `int8`, `_text`, `timestamptz` …
+    udt: String,
+}
+
+/// `pg_type.typname` of the type a client sees for an Arrow type.
+fn pg_type_name(data_type: &DataType) -> String {
+    into_pg_type(data_type)
+        .map(|t| t.name().to_string())
+        .unwrap_or_else(|_| "text".to_string())
+}
+
+/// The SQL-standard name `information_schema.columns.data_type` gives for a `typname`.
+fn sql_type_name(udt: &str) -> String {
+    match udt {
+        u if u.starts_with('_') => "ARRAY",
+        "int2" => "smallint",
+        "int4" => "integer",
+        "int8" => "bigint",
+        "float4" => "real",
+        "float8" => "double precision",
+        "bool" => "boolean",
+        "varchar" => "character varying",
+        "timestamptz" => "timestamp with time zone",
+        "timestamp" => "timestamp without time zone",
+        "timetz" => "time with time zone",
+        "time" => "time without time zone",
+        other => other,
+    }
+    .to_string()
+}
+
+fn numeric_precision(udt: &str) -> Option<i32> {
+    match udt {
+        "int2" => Some(16),
+        "int4" => Some(32),
+        "int8" => Some(64),
+        "float4" => Some(24),
+        "float8" => Some(53),
+        _ => None,
+    }
+}
+
+/// `pg_catalog` with `pg_constraint` and `pg_index` replaced by empty tables whose key
+/// columns are `int2[]` as in PostgreSQL; everything else is `datafusion-pg-catalog`'s.
+#[derive(Debug)]
+struct PgCatalogFixes {
+    inner: Arc<dyn SchemaProvider>,
+    arrays: HashMap<&'static str, &'static [&'static str]>,
+}
+
+impl PgCatalogFixes {
+    fn new(inner: Arc<dyn SchemaProvider>) -> Self {
+        let arrays: HashMap<&'static str, &'static [&'static str]> = HashMap::from([
+            (
+                "pg_constraint",
+                &[
+                    "conkey",
+                    "confkey",
+                    "conpfeqop",
+                    "conppeqop",
+                    "conffeqop",
+                    "conexclop",
+                ][..],
+            ),
+            (
+                "pg_index",
+                &["indkey", "indcollation", "indclass", "indoption"][..],
+            ),
+        ]);
+        PgCatalogFixes { inner, arrays }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for PgCatalogFixes {
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let table = self.inner.table(name).await?;
+        let (Some(table), Some(arrays)) = (&table, self.arrays.get(name)) else {
+            return Ok(table);
+        };
+        let fields: Vec<Field> = table
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                if arrays.contains(&f.name().as_str()) {
+                    let item = if f.name().starts_with("ind") && f.name() != "indkey" {
+                        DataType::Int32
+                    } else {
+                        DataType::Int16
+                    };
+                    Field::new(f.name(), DataType::new_list(item, true), true)
+                } else {
+                    f.as_ref().clone()
+                }
+            })
+            .collect();
+        Ok(Some(Arc::new(MemTable::try_new(
+            Arc::new(Schema::new(fields)),
+            vec![vec![]],
+        )?)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_follow_postgres() {
+        assert_eq!(pg_type_name(&DataType::Int64), "int8");
+        assert_eq!(sql_type_name(&pg_type_name(&DataType::Int64)), "bigint");
+        let ts = DataType::Timestamp(
+            datafusion::arrow::datatypes::TimeUnit::Microsecond,
+            Some("UTC".into()),
+        );
+        assert_eq!(
+            sql_type_name(&pg_type_name(&ts)),
+            "timestamp with time zone"
+        );
+        let list = DataType::new_list(DataType::Utf8, true);
+        assert_eq!(pg_type_name(&list), "_text");
+        assert_eq!(sql_type_name("_text"), "ARRAY");
+    }
+
+    #[test]
+    fn format_follows_postgres() {
+        let args = ["public", "My Table", "it's"];
+        let arg = |i: usize| args.get(i).map(|a| Some(*a));
+        assert_eq!(format_row("%s.%s", arg).expect("s"), "public.My Table");
+        assert_eq!(format_row("%I.%I", arg).expect("I"), "public.\"My Table\"");
+        assert_eq!(
+            format_row("%3$L %1$s %%", arg).expect("L"),
+            "'it''s' public %"
+        );
+        assert!(format_row("%s %s %s %s", arg).is_err(), "too few arguments");
+        assert_eq!(format_row("%L", |_| Some(None)).expect("null"), "NULL");
+    }
+
+    #[test]
+    fn settings_are_case_insensitive_and_unknown_ones_missing() {
+        assert_eq!(setting("TimeZone"), Some("UTC"));
+        assert_eq!(setting("server_version_num"), Some("150000"));
+        assert_eq!(setting("no_such_thing"), None);
+    }
+}
