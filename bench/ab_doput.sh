@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# DoPut-only runs of one TimeFusion build, each against a fresh server, for A/B comparisons of
+# the ingest path: rows/s, plus the server's CPU time (user / sys, in 1/100 s), WAL bytes and
+# RSS after the run, which vary much less between runs here than rows/s does.
+#
+#   bench/ab_doput.sh DIR RUNS [ingest args]
+#
+# DIR holds `timefusion` and `examples/ingest` from a release build (copy them out of
+# target/release to keep a baseline). Interleave two DIRs to compare builds, e.g.
+#   for r in 1 2 3; do bench/ab_doput.sh /tmp/a 1 --batches 40; bench/ab_doput.sh /tmp/b 1 --batches 40; done
+set -euo pipefail
+BIN=$1 RUNS=$2
+shift 2
+for _ in $(seq "$RUNS"); do
+  W=$(mktemp -d /tmp/timefusion-ab.XXXXXX)
+  PGWIRE_PORT="${TF_PORT:-56434}" GRPC_PORT="${GRPC_PORT:-56435}" PGWIRE_HOST=127.0.0.1 GRPC_HOST=127.0.0.1 \
+    TIMEFUSION_DATA_DIR="$W" TIMEFUSION_LOG=warn "$BIN/timefusion" > "$W/out" 2> "$W/log" &
+  P=$!
+  for _ in $(seq 100); do grep -q listening "$W/out" 2>/dev/null && break; sleep 0.1; done
+  read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$P/stat")
+  R=$("$BIN/examples/ingest" --flight "http://127.0.0.1:${GRPC_PORT:-56435}" --statements 0 --single 0 --span-minutes 5 "$@" \
+    | awk '/Flight DoPut/ {print $6; exit}')
+  read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$P/stat")
+  echo "rows/s $R  server user $((u1 - u0))cs sys $((s1 - s0))cs  wal $(du -sm "$W/wal" | cut -f1)MB  rss $(ps -o rss= -p "$P")KiB"
+  kill "$P"
+  wait "$P" || true
+  rm -rf "$W"
+done
