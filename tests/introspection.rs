@@ -1,12 +1,14 @@
 //! Replays the catalog queries BI tools and drivers send on connect and in their schema
 //! browsers (Grafana, Metabase, DBeaver, SQLAlchemy), taken from their source into
-//! `tests/introspection/*.sql`, against the real server. Each entry names its source and what
-//! it must give: `ok`, `rows>=1`, or `contains=<text>` in some cell. Known gaps, each with a
-//! `-- gap:` line saying why, expect `error=<text>` or `rows=0`: they fail the test once fixed,
-//! so the entry gets its real expectation back. All failures of a file are
-//! reported together. `{table_oid}` and `{public_oid}` stand for the object ids the tools
-//! read in an earlier query; the replay reads them from the server the same way. Every query runs over the simple protocol and again over the extended
-//! one, as drivers send it.
+//! `tests/introspection/*.sql`, against the real server, over the simple protocol and again
+//! over the extended one, as drivers send them.
+//!
+//! Each entry names its source and what it must give: `ok`, `rows>=1`, or `contains=<text>` in
+//! some cell. Known gaps, each with a `-- gap:` line saying why, expect `error=<text>` or
+//! `rows=0`: they fail the test once fixed, so the entry gets its real expectation back.
+//! `{table_oid}` and `{public_oid}` stand for object ids the tools read in an earlier query;
+//! the replay reads them from the server the same way. All failures of a file are reported
+//! together.
 
 mod common;
 
