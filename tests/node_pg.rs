@@ -15,10 +15,10 @@ async fn node_pg_inserts_and_queries_with_parameters() {
     let out = Command::new("node")
         .args([script, &server.url()])
         .output()
-        .expect("run node (scripts/test.sh installs pg into tests/node)");
+        .expect("run node (scripts/test-deps.sh installs pg into tests/node)");
     assert!(
         out.status.success(),
-        "node pg client failed (run the tests with scripts/test.sh): {}",
+        "node pg client failed (run the tests with scripts/test-deps.sh): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");

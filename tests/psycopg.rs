@@ -10,17 +10,17 @@ use common::*;
 
 #[tokio::test]
 async fn psycopg_binds_copies_and_reads() {
-    let python = std::env::var("TIMEFUSION_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = python();
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path(), &[]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pg_clients.py");
     let out = Command::new(&python)
         .args([script, &server.url()])
         .output()
-        .expect("run python (scripts/test.sh installs psycopg into .venv)");
+        .expect("run python (scripts/test-deps.sh installs psycopg into .venv)");
     assert!(
         out.status.success(),
-        "psycopg client failed (run the tests with scripts/test.sh): {}",
+        "psycopg client failed (run the tests with scripts/test-deps.sh): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");

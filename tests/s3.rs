@@ -75,7 +75,7 @@ async fn tables_live_in_the_bucket_and_delta_rs_reads_them() {
     );
 
     // Another Delta reader, straight from the bucket.
-    let python = std::env::var("TIMEFUSION_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = python();
     let options: String = weed
         .delta_options()
         .iter()
@@ -88,7 +88,7 @@ async fn tables_live_in_the_bucket_and_delta_rs_reads_them() {
     let out = Command::new(&python)
         .args(["-c", &script])
         .output()
-        .expect("run python (scripts/test.sh installs deltalake)");
+        .expect("run python (scripts/test-deps.sh installs deltalake)");
     assert!(
         out.status.success(),
         "python deltalake failed: {}",

@@ -29,7 +29,7 @@ fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .expect("run openssl (scripts/test.sh installs it)");
+        .expect("run openssl (scripts/test-deps.sh installs it)");
     assert!(status.success(), "openssl made a certificate");
     (cert, key)
 }

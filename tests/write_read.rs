@@ -366,7 +366,7 @@ async fn graceful_shutdown_flushes_everything_and_restart_sees_it() {
 
 #[tokio::test]
 async fn delta_rs_python_reads_the_table() {
-    let python = std::env::var("TIMEFUSION_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = python();
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path(), &[]);
     let client = server.client().await;
@@ -388,10 +388,10 @@ async fn delta_rs_python_reads_the_table() {
     let out = Command::new(&python)
         .args(["-c", script, table.to_str().expect("utf-8 path")])
         .output()
-        .expect("run python (scripts/test.sh installs deltalake into .venv)");
+        .expect("run python (scripts/test-deps.sh installs deltalake into .venv)");
     assert!(
         out.status.success(),
-        "python deltalake failed (run the tests with scripts/test.sh): {}",
+        "python deltalake failed (run the tests with scripts/test-deps.sh): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);

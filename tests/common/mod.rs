@@ -212,3 +212,24 @@ pub fn shared<T>(value: T) -> Arc<parking_lot::Mutex<T>> {
     Arc::new(parking_lot::Mutex::new(value))
 }
 pub mod seaweed;
+
+/// A program of the test virtualenv that `scripts/test-deps.sh` fills: `$TIMEFUSION_VENV`
+/// (default `.venv` in the repository), else `name` on PATH.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let venv = std::env::var_os("TIMEFUSION_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"));
+    let path = venv.join("bin").join(name);
+    if path.exists() {
+        path
+    } else {
+        PathBuf::from(name)
+    }
+}
+
+/// The Python with the test packages: `TIMEFUSION_TEST_PYTHON`, else the test virtualenv's.
+pub fn python() -> PathBuf {
+    std::env::var_os("TIMEFUSION_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| venv_bin("python3"))
+}

