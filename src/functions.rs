@@ -293,7 +293,7 @@ impl ScalarUDFImpl for JsonbContains {
 
 /// A function's result in the shape of its arguments: a scalar when every argument was one
 /// (constant folding), else the array.
-fn shaped(args: &[ColumnarValue], result: ArrayRef) -> Result<ColumnarValue> {
+pub(crate) fn shaped(args: &[ColumnarValue], result: ArrayRef) -> Result<ColumnarValue> {
     if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
         Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
             &result, 0,

@@ -34,6 +34,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use datafusion_postgres::arrow_pg::datatypes::into_pg_type;
 
+use crate::functions::shaped;
+
 const INFORMATION_SCHEMA: &str = "information_schema";
 const PG_CATALOG: &str = "pg_catalog";
 
@@ -94,7 +96,6 @@ fn format() -> ScalarUDF {
         Signature::variadic_any(Volatility::Immutable),
         DataType::Utf8,
         Arc::new(|args: &[ColumnarValue]| {
-            let scalar = args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
             let arrays = ColumnarValue::values_to_arrays(args)?;
             let Some((fmt, rest)) = arrays.split_first() else {
                 return plan_err!("format needs a format string");
@@ -119,12 +120,7 @@ fn format() -> ScalarUDF {
                 };
                 out.append_value(format_row(fmt.value(row), arg)?);
             }
-            let array: ArrayRef = Arc::new(out.finish());
-            Ok(if scalar {
-                ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
-            } else {
-                ColumnarValue::Array(array)
-            })
+            shaped(args, Arc::new(out.finish()))
         }),
     ))
 }
@@ -264,13 +260,7 @@ fn current_setting() -> ScalarUDF {
                     }
                 }
             }
-            let scalar = args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
-            let array: ArrayRef = Arc::new(out.finish());
-            Ok(if scalar {
-                ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&array, 0)?)
-            } else {
-                ColumnarValue::Array(array)
-            })
+            shaped(args, Arc::new(out.finish()))
         }),
     ))
 }
@@ -288,7 +278,11 @@ const OWN_TABLES: [&str; 3] = ["columns", "table_constraints", "key_column_usage
 #[async_trait]
 impl SchemaProvider for PgInformationSchema {
     fn table_names(&self) -> Vec<String> {
-        self.datafusion.table_names()
+        let mut names = self.datafusion.table_names();
+        names.extend(OWN_TABLES.iter().map(|t| t.to_string()));
+        names.sort();
+        names.dedup();
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
