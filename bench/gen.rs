@@ -2,6 +2,8 @@
 //! tools so every system under test receives the same rows, rendered as SQL `VALUES`, as CSV
 //! for PostgreSQL `COPY`, or as Arrow batches for Flight.
 
+#![allow(dead_code)] // each benchmark tool uses its own part of this module
+
 use std::sync::Arc;
 
 use arrow::array::{
@@ -35,6 +37,43 @@ pub const COLUMNS: &[&str] = &[
     "resource___service___version",
     "resource___deployment___environment___name",
 ];
+
+/// The PostgreSQL table: same columns and order as TimeFusion's schema, JSON as text, an
+/// index on (project_id, timestamp) as a time-series user would create.
+pub fn postgres_ddl(table_name: &str) -> String {
+    let catalog = timefusion::schema::Catalog::load(None).expect("schemas");
+    let table = catalog.get(table_name).expect("table");
+    let columns: Vec<String> = table
+        .schema
+        .fields()
+        .iter()
+        .map(|f| {
+            use arrow::datatypes::DataType::*;
+            let ty = match f.data_type() {
+                Utf8 => "text",
+                Int32 => "integer",
+                Int64 => "bigint",
+                Float64 => "double precision",
+                Boolean => "boolean",
+                Date32 => "date",
+                Timestamp(..) => "timestamptz",
+                List(_) => "text[]",
+                other => panic!("no PostgreSQL type for {other}"),
+            };
+            let not_null = if f.is_nullable() { "" } else { " NOT NULL" };
+            let default = match (f.name().as_str(), f.data_type()) {
+                ("date", _) => " DEFAULT CURRENT_DATE",
+                (_, List(_)) if !f.is_nullable() => " DEFAULT '{}'",
+                _ => "",
+            };
+            format!("{} {ty}{not_null}{default}", f.name())
+        })
+        .collect();
+    format!(
+        "DROP TABLE IF EXISTS {table_name}; CREATE TABLE {table_name} ({}); CREATE INDEX ON {table_name} (project_id, timestamp);",
+        columns.join(", ")
+    )
+}
 
 /// One generated row.
 pub struct Row {
@@ -84,6 +123,11 @@ fn timestamp_text(micros: i64) -> String {
 }
 
 impl Row {
+    /// The row's tenant, timestamp (µs) and trace id.
+    pub fn key(&self) -> (&str, i64, &str) {
+        (&self.project, self.timestamp_micros, &self.trace_id)
+    }
+
     /// The row as SQL literals, in [`COLUMNS`] order.
     pub fn sql_values(&self) -> String {
         let q = |s: &str| format!("'{}'", s.replace('\'', "''"));
@@ -148,11 +192,16 @@ impl Generator {
     /// Rows with timestamps spread uniformly over `span_minutes` minutes ending at `end_micros`.
     pub fn new(seed: u64, end_micros: i64, span_minutes: i64) -> Self {
         let span_micros = span_minutes.max(1) * 60_000_000;
+        Self::between(seed, end_micros - span_micros, end_micros)
+    }
+
+    /// Rows with timestamps spread uniformly over `[start_micros, end_micros)`.
+    pub fn between(seed: u64, start_micros: i64, end_micros: i64) -> Self {
         Generator {
             rng: StdRng::seed_from_u64(seed),
-            start_micros: end_micros - span_micros,
-            span_micros,
-            counter: 0,
+            start_micros,
+            span_micros: (end_micros - start_micros).max(1),
+            counter: seed << 32,
         }
     }
 
@@ -230,66 +279,75 @@ impl Generator {
 
     /// `n` rows as CSV for `COPY … FROM STDIN (FORMAT csv)`.
     pub fn csv(&mut self, n: usize) -> String {
-        let mut out = String::new();
-        for _ in 0..n {
-            self.row().csv_line(&mut out);
-        }
-        out
+        let rows: Vec<Row> = (0..n).map(|_| self.row()).collect();
+        csv_of(&rows)
     }
 
     /// `n` rows as one Arrow batch with the [`COLUMNS`] columns.
     pub fn batch(&mut self, n: usize) -> RecordBatch {
         let rows: Vec<Row> = (0..n).map(|_| self.row()).collect();
-        let text = |f: &dyn Fn(&Row) -> &str| -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
-        };
-        let columns: Vec<ArrayRef> = vec![
-            text(&|r| &r.project),
-            Arc::new(
-                TimestampMicrosecondArray::from_iter_values(
-                    rows.iter().map(|r| r.timestamp_micros),
-                )
-                .with_timezone("UTC"),
-            ),
-            text(&|r| &r.id),
-            text(&|r| &r.parent_id),
-            text(&|r| &r.name),
-            text(&|_| "SERVER"),
-            text(&|r| r.status_code),
-            text(&|r| r.level),
-            text(&|r| r.level),
-            Arc::new(Int32Array::from_iter_values(
-                rows.iter().map(|r| r.severity),
-            )),
-            text(&|r| &r.body),
-            Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|r| r.duration),
-            )),
-            text(&|r| &r.trace_id),
-            text(&|r| &r.span_id),
-            text(&|r| &r.attributes),
-            text(&|r| r.method),
-            Arc::new(Int32Array::from_iter_values(
-                rows.iter().map(|r| r.http_status),
-            )),
-            text(&|r| &r.path),
-            text(&|r| &r.service),
-            text(&|r| &r.version),
-            text(&|r| r.environment),
-        ];
-        let fields: Vec<Field> = COLUMNS
-            .iter()
-            .zip(&columns)
-            .map(|(name, array)| {
-                let data_type = match array.data_type() {
-                    DataType::Timestamp(_, _) => {
-                        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-                    }
-                    other => other.clone(),
-                };
-                Field::new(*name, data_type, true)
-            })
-            .collect();
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("generated batch")
+        batch_of(&rows)
     }
+}
+
+/// Rows as CSV for `COPY … FROM STDIN (FORMAT csv)`, in [`COLUMNS`] order.
+pub fn csv_of(rows: &[Row]) -> String {
+    let mut out = String::new();
+    for row in rows {
+        row.csv_line(&mut out);
+    }
+    out
+}
+
+/// Rows as one Arrow batch with the [`COLUMNS`] columns.
+pub fn batch_of(rows: &[Row]) -> RecordBatch {
+    let text = |f: &dyn Fn(&Row) -> &str| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(rows.iter().map(f)))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        text(&|r| &r.project),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.timestamp_micros))
+                .with_timezone("UTC"),
+        ),
+        text(&|r| &r.id),
+        text(&|r| &r.parent_id),
+        text(&|r| &r.name),
+        text(&|_| "SERVER"),
+        text(&|r| r.status_code),
+        text(&|r| r.level),
+        text(&|r| r.level),
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|r| r.severity),
+        )),
+        text(&|r| &r.body),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.duration),
+        )),
+        text(&|r| &r.trace_id),
+        text(&|r| &r.span_id),
+        text(&|r| &r.attributes),
+        text(&|r| r.method),
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|r| r.http_status),
+        )),
+        text(&|r| &r.path),
+        text(&|r| &r.service),
+        text(&|r| &r.version),
+        text(&|r| r.environment),
+    ];
+    let fields: Vec<Field> = COLUMNS
+        .iter()
+        .zip(&columns)
+        .map(|(name, array)| {
+            let data_type = match array.data_type() {
+                DataType::Timestamp(_, _) => {
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+                }
+                other => other.clone(),
+            };
+            Field::new(*name, data_type, true)
+        })
+        .collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("generated batch")
 }

@@ -77,43 +77,6 @@ async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
-/// The PostgreSQL table: same columns and order as TimeFusion's schema, JSON as text, an
-/// index on (project_id, timestamp) as a time-series user would create.
-fn postgres_ddl() -> String {
-    let catalog = timefusion::schema::Catalog::load(None).expect("schemas");
-    let table = catalog.get(TABLE).expect("table");
-    let columns: Vec<String> = table
-        .schema
-        .fields()
-        .iter()
-        .map(|f| {
-            use arrow::datatypes::DataType::*;
-            let ty = match f.data_type() {
-                Utf8 => "text",
-                Int32 => "integer",
-                Int64 => "bigint",
-                Float64 => "double precision",
-                Boolean => "boolean",
-                Date32 => "date",
-                Timestamp(..) => "timestamptz",
-                List(_) => "text[]",
-                other => panic!("no PostgreSQL type for {other}"),
-            };
-            let not_null = if f.is_nullable() { "" } else { " NOT NULL" };
-            let default = match (f.name().as_str(), f.data_type()) {
-                ("date", _) => " DEFAULT CURRENT_DATE",
-                (_, List(_)) if !f.is_nullable() => " DEFAULT '{}'",
-                _ => "",
-            };
-            format!("{} {ty}{not_null}{default}", f.name())
-        })
-        .collect();
-    format!(
-        "DROP TABLE IF EXISTS {TABLE}; CREATE TABLE {TABLE} ({}); CREATE INDEX ON {TABLE} (project_id, timestamp);",
-        columns.join(", ")
-    )
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
@@ -307,7 +270,7 @@ async fn main() {
     if let Some(url) = &args.postgres {
         connect(url)
             .await
-            .batch_execute(&postgres_ddl())
+            .batch_execute(&generator::postgres_ddl(TABLE))
             .await
             .expect("create PostgreSQL table");
         figures.push(multi_row("postgresql", url, &args).await);

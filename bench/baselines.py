@@ -1,0 +1,240 @@
+"""DuckDB and ClickHouse (chdb) side of the query benchmark, and its report.
+
+    baselines.py --params P --delta DIR --csv ROWS.csv --chdb-dir DIR --runs N --results R.jsonl
+        DuckDB over the Delta table's live Parquet files (the files TimeFusion wrote; the list
+        comes from the Delta log, so files a compaction replaced are not read twice), and a
+        ClickHouse MergeTree ordered by (project_id, timestamp) loaded from the same rows as CSV.
+        Appends one JSON line of timings per system to R.jsonl.
+    baselines.py --report R.jsonl
+        One table of every system's timings, the ratios and the issue's targets.
+
+The queries are bench/queries.sql, parsed the same way as bench/query.rs does.
+"""
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+QUERIES = Path(__file__).with_name("queries.sql")
+
+# The generator's columns (bench/gen.rs COLUMNS) with the types a ClickHouse user would pick.
+CLICKHOUSE_COLUMNS = [
+    ("project_id", "LowCardinality(String)"),
+    ("timestamp", "DateTime64(6, 'UTC')"),
+    ("id", "String"),
+    ("parent_id", "String"),
+    ("name", "String"),
+    ("kind", "LowCardinality(String)"),
+    ("status_code", "LowCardinality(String)"),
+    ("level", "LowCardinality(String)"),
+    ("severity___severity_text", "LowCardinality(String)"),
+    ("severity___severity_number", "Int32"),
+    ("body", "String"),
+    ("duration", "Int64"),
+    ("context___trace_id", "String"),
+    ("context___span_id", "String"),
+    ("attributes", "String"),
+    ("attributes___http___request___method", "LowCardinality(String)"),
+    ("attributes___http___response___status_code", "Int32"),
+    ("attributes___url___path", "String"),
+    ("resource___service___name", "LowCardinality(String)"),
+    ("resource___service___version", "LowCardinality(String)"),
+    ("resource___deployment___environment___name", "LowCardinality(String)"),
+]
+
+TARGETS = """targets (issue 6), one project and one hour: TimeFusion p50 <= 50 ms on buffer data,
+<= 100 ms on Delta data with a warm cache, and <= 2x DuckDB over the same Parquet files."""
+
+ONE_HOUR = {"endpoints_per_hour", "p95_per_5_minutes", "trace_by_id", "body_search", "services_in_hour"}
+
+
+def parse_queries(text):
+    """[(name, {system or '': sql})] from queries.sql."""
+    queries = []
+    current = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("-- name:"):
+            current = ""
+            queries.append((stripped[len("-- name:"):].strip(), {"": ""}))
+        elif queries:
+            rest = stripped[3:] if stripped.startswith("-- ") else None
+            if rest and rest.endswith(":") and " " not in rest:
+                current = rest[:-1]
+                queries[-1][1][current] = ""
+            elif stripped and not stripped.startswith("--"):
+                queries[-1][1][current] += line + "\n"
+    return queries
+
+
+def fill(sql, params):
+    for key in ("table", "project", "hour_start", "hour_end", "trace_id", "needle"):
+        sql = sql.replace("{" + key + "}", str(params[key]))
+    return sql
+
+
+def time_queries(system, phase, params, runs, execute):
+    """Cold (first) run and warm p50/p90 of every query; `execute(sql)` returns the row count."""
+    timings = []
+    for name, texts in parse_queries(QUERIES.read_text()):
+        sql = fill(texts.get(system, texts[""]), params)
+        started = time.perf_counter()
+        rows = execute(sql)
+        cold = time.perf_counter() - started
+        warm = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            execute(sql)
+            warm.append(time.perf_counter() - started)
+        warm.sort()
+        pick = lambda p: warm[round((len(warm) - 1) * p)] * 1000
+        timings.append({
+            "system": system, "phase": phase, "query": name, "rows": rows,
+            "cold_ms": cold * 1000, "p50_ms": pick(0.5), "p90_ms": pick(0.9),
+        })
+        print(f"{system:<11} {phase:<8} {name:<20} {rows:>6} {cold * 1000:>10.1f} {pick(0.5):>10.1f} {pick(0.9):>10.1f}")
+    return timings
+
+
+def duckdb_timings(params, delta_dir, runs):
+    import deltalake
+    import duckdb
+
+    files = deltalake.DeltaTable(delta_dir).file_uris()
+    print(f"DuckDB {duckdb.__version__}: {len(files)} live Parquet files of the Delta table")
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    listing = ", ".join("'" + f.removeprefix("file://") + "'" for f in files)
+    con.execute(f"CREATE VIEW {params['table']} AS SELECT * FROM read_parquet([{listing}], hive_partitioning = true)")
+    return time_queries("duckdb", "parquet", params, runs, lambda sql: con.sql(sql).to_arrow_table().num_rows)
+
+
+def clickhouse_timings(params, csv_path, chdb_dir, runs):
+    import chdb
+    from chdb import session
+
+    sess = session.Session(chdb_dir)
+    table = params["table"]
+    columns = ", ".join(f"{name} {ty}" for name, ty in CLICKHOUSE_COLUMNS)
+    sess.query(f"DROP TABLE IF EXISTS {table}")
+    sess.query(f"CREATE TABLE {table} ({columns}) ENGINE = MergeTree ORDER BY (project_id, timestamp)")
+    structure = ", ".join(f"{name} {ty}" for name, ty in CLICKHOUSE_COLUMNS).replace("'", "\\'")
+    started = time.perf_counter()
+    result = sess.query(
+        f"INSERT INTO {table} SELECT * FROM file('{csv_path}', 'CSV', '{structure}') "
+        "SETTINGS date_time_input_format = 'best_effort'"
+    )
+    if result.has_error():
+        raise SystemExit(result.error_message())
+    secs = time.perf_counter() - started
+    loaded = int(str(sess.query(f"SELECT count() FROM {table}", "CSV")).strip())
+    version = str(sess.query("SELECT version()", "CSV")).strip().strip('"')
+    print(f"ClickHouse {version} (chdb {chdb.__version__}): INSERT of {loaded} rows from CSV in {secs:.1f} s = {loaded / secs:,.0f} rows/s")
+    sess.close()
+    # A new session for the queries, so the first run of each is as cold as the others'.
+    sess = session.Session(chdb_dir)
+
+    def execute(sql):
+        result = sess.query(sql, "JSONCompact")
+        if result.has_error():
+            raise SystemExit(f"{result.error_message()}\n{sql}")
+        return json.loads(result.bytes())["rows"]
+
+    return time_queries("clickhouse", "mergetree", params, runs, execute)
+
+
+def report(results_path):
+    timings = []
+    for line in Path(results_path).read_text().splitlines():
+        if line.strip():
+            timings.extend(json.loads(line))
+    columns = []
+    for t in timings:
+        key = (t["system"], t["phase"])
+        if key not in columns:
+            columns.append(key)
+    names = list(dict.fromkeys(t["query"] for t in timings))
+    by = {(t["system"], t["phase"], t["query"]): t for t in timings}
+
+    print("\nwarm p50 ms (cold ms in brackets), rows returned:")
+    header = f"{'query':<20}" + "".join(f"{s + '/' + p:>24}" for s, p in columns)
+    print(header)
+    for name in names:
+        cells = []
+        for s, p in columns:
+            t = by.get((s, p, name))
+            cells.append(f"{t['p50_ms']:.1f} ({t['cold_ms']:.0f}) {t['rows']}r" if t else "-")
+        print(f"{name:<20}" + "".join(f"{c:>24}" for c in cells))
+
+    print("\nratios of warm p50, TimeFusion (Delta) / other (below 1 means TimeFusion is faster):")
+    others = [c for c in columns if c[0] != "timefusion"]
+    print(f"{'query':<20}" + "".join(f"{s:>14}" for s, _ in others) + f"{'buffer/delta':>14}")
+    for name in names:
+        tf = by.get(("timefusion", "delta", name))
+        buf = by.get(("timefusion", "buffer", name))
+        cells = []
+        for s, p in others:
+            o = by.get((s, p, name))
+            cells.append(f"{tf['p50_ms'] / o['p50_ms']:.2f}x" if tf and o else "-")
+        cells.append(f"{buf['p50_ms'] / tf['p50_ms']:.2f}x" if tf and buf else "-")
+        print(f"{name:<20}" + "".join(f"{c:>14}" for c in cells))
+
+    print("\n" + TARGETS)
+    for name in names:
+        if name not in ONE_HOUR:
+            continue
+        buf = by.get(("timefusion", "buffer", name))
+        delta = by.get(("timefusion", "delta", name))
+        duck = by.get(("duckdb", "parquet", name))
+        checks = []
+        if buf:
+            checks.append(f"buffer {buf['p50_ms']:.1f} ms {'ok' if buf['p50_ms'] <= 50 else 'MISSED'}")
+        if delta:
+            checks.append(f"delta {delta['p50_ms']:.1f} ms {'ok' if delta['p50_ms'] <= 100 else 'MISSED'}")
+        if delta and duck:
+            ratio = delta["p50_ms"] / duck["p50_ms"]
+            checks.append(f"vs DuckDB {ratio:.2f}x {'ok' if ratio <= 2 else 'MISSED'}")
+        print(f"  {name:<20} " + "; ".join(checks))
+
+    mismatched = [
+        name for name in names
+        if len({by[(s, p, name)]["rows"] for s, p in columns if (s, p, name) in by}) > 1
+    ]
+    if mismatched:
+        print(f"\nrow counts differ between systems for: {', '.join(mismatched)}")
+    summary = {
+        "timings": timings,
+        "mismatched_row_counts": mismatched,
+    }
+    print(json.dumps(summary))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params")
+    parser.add_argument("--delta")
+    parser.add_argument("--csv")
+    parser.add_argument("--chdb-dir")
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--results")
+    parser.add_argument("--report")
+    args = parser.parse_args()
+    if args.report:
+        report(args.report)
+        return
+    params = json.loads(Path(args.params).read_text())
+    print(f"{'system':<11} {'phase':<8} {'query':<20} {'rows':>6} {'cold ms':>10} {'p50 ms':>10} {'p90 ms':>10}")
+    systems = []
+    if args.delta:
+        systems.append(lambda: duckdb_timings(params, args.delta, args.runs))
+    if args.csv:
+        systems.append(lambda: clickhouse_timings(params, args.csv, args.chdb_dir, args.runs))
+    for timings in systems:
+        with open(args.results, "a") as out:
+            out.write(json.dumps(timings()) + "\n")
+
+
+if __name__ == "__main__":
+    main()
