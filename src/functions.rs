@@ -47,7 +47,7 @@ use datafusion::logical_expr::{
 use datafusion::logical_expr::{Expr, ExprSchemable};
 use datafusion::prelude::SessionContext;
 
-const MICROS_PER_DAY: i64 = 86_400_000_000;
+use crate::MICROS_PER_DAY;
 
 /// Registers every TimeFusion function in `context`.
 pub fn register(context: &mut SessionContext) -> Result<()> {

@@ -22,12 +22,11 @@ use arrow::compute::{CastOptions, cast_with_options, take};
 use arrow::datatypes::{DataType, Field, TimestampMicrosecondType};
 use arrow::util::display::FormatOptions;
 
+use crate::MICROS_PER_DAY;
 use crate::buffer::{Buffer, Piece};
 use crate::schema::{Catalog, TableSchema};
 use crate::wal::{self, Wal};
 use crate::{Clock, Committed};
-
-const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -240,7 +239,7 @@ pub fn coerce(table: &TableSchema, batch: &RecordBatch) -> Result<RecordBatch> {
 /// seen, and shared as zero-copy slices: an otel batch leaves out ~70 of 92 columns, which
 /// would otherwise cost a zeroed offsets buffer and validity bitmap each, per batch, in the
 /// buffer's memory. [`is_default`] recognises these columns again.
-fn default_column(field: &Field, rows: usize) -> ArrayRef {
+pub(crate) fn default_column(field: &Field, rows: usize) -> ArrayRef {
     static SHARED: LazyLock<Mutex<HashMap<(DataType, bool), ArrayRef>>> =
         LazyLock::new(Default::default);
     let key = (field.data_type().clone(), field.is_nullable());
@@ -266,7 +265,7 @@ fn build_default(field: &Field, rows: usize) -> ArrayRef {
 
 /// Whether every row of `array` holds the default of `field` (see [`default_column`]).
 /// [`coerce`] replaces such columns by the shared array, so they cost no memory of their own.
-fn is_default(field: &Field, array: &ArrayRef) -> bool {
+pub(crate) fn is_default(field: &Field, array: &ArrayRef) -> bool {
     if field.is_nullable() {
         return array.null_count() == array.len();
     }

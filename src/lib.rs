@@ -28,6 +28,9 @@ pub mod wal;
 /// the version committed together with the last buffer change.
 pub type Committed = Arc<dyn datafusion::catalog::TableProvider>;
 
+/// Microseconds in a day: `date` is `timestamp` (µs since the epoch, UTC) divided by this.
+pub const MICROS_PER_DAY: i64 = 86_400_000_000;
+
 /// Source of the current time, injected so tests can control bucket sealing.
 pub trait Clock: Send + Sync {
     /// Microseconds since the Unix epoch.
