@@ -70,6 +70,13 @@ struct LoadArgs {
     /// Where to write the query parameters (JSON).
     #[arg(long)]
     params: PathBuf,
+    /// Instead of the bulk load: live telemetry for `--live-seconds`, this many rows per
+    /// second with timestamps of the last second, over one DoPut stream to `--flight`.
+    #[arg(long)]
+    live_rate: Option<usize>,
+    /// How long the live load runs.
+    #[arg(long, default_value_t = 60)]
+    live_seconds: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -212,7 +219,7 @@ fn params(plan: &Plan, project: &str) -> Params {
     }
 }
 
-fn rate(what: &str, rows: usize, started: Instant) {
+fn rate_line(what: &str, rows: usize, started: Instant) {
     let secs = started.elapsed().as_secs_f64();
     println!(
         "load {what}: {rows} rows in {secs:.1} s = {:.0} rows/s (generation included)",
@@ -237,6 +244,9 @@ async fn load(args: LoadArgs) {
         rows: args.rows,
         batch_rows: args.batch_rows,
     });
+    if let (Some(rate), Some(url)) = (args.live_rate, &args.flight) {
+        return live_load(url, rate, &args).await;
+    }
     let params = params(&plan, "project-0");
     std::fs::write(
         &args.params,
@@ -291,7 +301,7 @@ async fn load(args: LoadArgs) {
             acks += task.await.expect("DoPut");
         }
         assert_eq!(acks, plan.batches(), "one PutResult per batch");
-        rate("TimeFusion (Flight DoPut)", plan.rows, started);
+        rate_line("TimeFusion (Flight DoPut)", plan.rows, started);
     }
 
     if let Some(url) = &args.postgres {
@@ -332,7 +342,7 @@ async fn load(args: LoadArgs) {
         for task in tasks {
             task.await.expect("COPY");
         }
-        rate("PostgreSQL (COPY csv)", plan.rows, started);
+        rate_line("PostgreSQL (COPY csv)", plan.rows, started);
         let started = Instant::now();
         connect(url)
             .await
@@ -354,8 +364,63 @@ async fn load(args: LoadArgs) {
             file.write_all(chunk.as_bytes()).expect("write CSV");
         }
         file.flush().expect("write CSV");
-        rate(&format!("CSV file {}", path.display()), plan.rows, started);
+        rate_line(&format!("CSV file {}", path.display()), plan.rows, started);
     }
+}
+
+/// `rate` rows per second, stamped with the current time, in batches of `--batch-rows` sent
+/// at even intervals over one DoPut stream, for `--live-seconds`.
+async fn live_load(url: &str, rate: usize, args: &LoadArgs) {
+    let channel = tonic::transport::Channel::from_shared(url.to_string())
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect to Flight");
+    let mut client = FlightClient::new(channel);
+    let batch_rows = args.batch_rows.min(rate.max(1));
+    let period = Duration::from_secs_f64(batch_rows as f64 / rate as f64);
+    let batches = args.live_seconds as usize * rate / batch_rows;
+    let seed = args.seed;
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let sender = tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        for i in 0..batches {
+            ticks.tick().await;
+            let now = chrono::Utc::now().timestamp_micros();
+            let batch = tokio::task::spawn_blocking(move || {
+                let mut g = Generator::between(seed + 1_000_000 + i as u64, now - 1_000_000, now);
+                generator::batch_of(&(0..batch_rows).map(|_| g.row()).collect::<Vec<_>>())
+            })
+            .await
+            .expect("generator");
+            if tx.send(batch).await.is_err() {
+                break;
+            }
+        }
+    });
+    let started = Instant::now();
+    let data = FlightDataEncoderBuilder::new()
+        .with_max_flight_data_size(32 << 20)
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![TABLE.into()])))
+        .build(
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
+                .map(Ok::<RecordBatch, arrow_flight::error::FlightError>),
+        );
+    let acks = client
+        .do_put(data)
+        .await
+        .expect("do_put")
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("acks")
+        .len();
+    sender.await.expect("live sender");
+    assert_eq!(acks, batches, "one PutResult per batch");
+    rate_line(
+        &format!("live TimeFusion (Flight DoPut, target {rate} rows/s)"),
+        acks * batch_rows,
+        started,
+    );
 }
 
 /// A multi-consumer queue: each item goes to whichever consumer asks first. `consumer()`

@@ -5,17 +5,26 @@
 #   1. TimeFusion, every row still in the buffer (no flush during the load);
 #   2. TimeFusion after a graceful restart has flushed everything to Delta (the time it took is
 #      the lifecycle figure), first run cold, then warm;
-#   3. PostgreSQL (COPY, index on (project_id, timestamp), VACUUM ANALYZE), restarted, cold/warm;
-#   4. DuckDB over the Delta table's live Parquet files, ClickHouse MergeTree (bench/baselines.py).
-# Usage: bench/run_query.sh [--rows N] [--runs N]; figures land in $OUT (default bench/results).
+#   3. TimeFusion again while live telemetry arrives over DoPut at --live-rate rows/s;
+#   4. PostgreSQL (COPY, index on (project_id, timestamp), VACUUM ANALYZE), restarted, cold/warm;
+#   5. DuckDB over the Delta table's live Parquet files, ClickHouse MergeTree (bench/baselines.py).
+# Usage: bench/run_query.sh [--rows N] [--runs N] [--live-rate ROWS_PER_S] [--live-seconds N]
+#                           [--systems timefusion,postgresql,duckdb,clickhouse];
+# figures land in $OUT (default bench/results).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=10000000
 RUNS=10
+LIVE_RATE=50000
+LIVE_SECONDS=60
+SYSTEMS=timefusion,postgresql,duckdb,clickhouse
 while [ $# -gt 0 ]; do
   case "$1" in
     --rows) ROWS="$2"; shift 2 ;;
     --runs) RUNS="$2"; shift 2 ;;
+    --systems) SYSTEMS="$2"; shift 2 ;;
+    --live-rate) LIVE_RATE="$2"; shift 2 ;;
+    --live-seconds) LIVE_SECONDS="$2"; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -63,39 +72,57 @@ TF_CONN="host=127.0.0.1 port=$TF_PORT user=postgres password=postgres dbname=pos
 PG_CONN="host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres"
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -sr); $("$PGBIN/postgres" --version); $(date -u +%F)"
 
+want() { [[ ",$SYSTEMS," == *",$1,"* ]]; }
+
 # 1. TimeFusion, all rows in the buffer: no scheduled flush, a buffer large enough for them.
-mkdir -p "$WORK/tf"
-start_tf TIMEFUSION_BUFFER_MAX_MEMORY_MB="${TF_BUFFER_MB:-16384}" TIMEFUSION_FLUSH_INTERVAL_SECS=86400 \
-  TIMEFUSION_BUFFER_RETENTION_MINS=1000000 TIMEFUSION_MAINTENANCE_INTERVAL_SECS=86400
-"$BIN"/examples/query load --rows "$ROWS" --end "$END" --flight "http://127.0.0.1:$GRPC_PORT" --params "$WORK/params.json"
-echo "TimeFusion RSS after load: $(( $(awk '/VmRSS/{print $2}' /proc/$TF_PID/status) / 1024 )) MiB"
-"$BIN"/examples/query run --system timefusion --phase buffer --conn "$TF_CONN" --params "$WORK/params.json" --runs "$RUNS" | tee "$WORK/run.out"
-tail -1 "$WORK/run.out" >> "$RESULTS"
+if want timefusion || want duckdb; then
+  mkdir -p "$WORK/tf"
+  start_tf TIMEFUSION_BUFFER_MAX_MEMORY_MB="${TF_BUFFER_MB:-16384}" TIMEFUSION_FLUSH_INTERVAL_SECS=86400 \
+    TIMEFUSION_BUFFER_RETENTION_MINS=1000000 TIMEFUSION_MAINTENANCE_INTERVAL_SECS=86400
+  "$BIN"/examples/query load --rows "$ROWS" --end "$END" --flight "http://127.0.0.1:$GRPC_PORT" --params "$WORK/params.json"
+  echo "TimeFusion RSS after load: $(( $(awk '/VmRSS/{print $2}' /proc/$TF_PID/status) / 1024 )) MiB"
+  "$BIN"/examples/query run --system timefusion --phase buffer --conn "$TF_CONN" --params "$WORK/params.json" --runs "$RUNS" | tee "$WORK/run.out"
+  tail -1 "$WORK/run.out" >> "$RESULTS"
 
-# 2. Graceful restart: the shutdown flush writes every row to Delta.
-started=$(date +%s%N)
-stop_tf
-echo "lifecycle: shutdown flush of $ROWS rows to Delta took $(( ($(date +%s%N) - started) / 1000000 )) ms"
-drop_caches
-start_tf TIMEFUSION_MAINTENANCE_INTERVAL_SECS=86400
-"$BIN"/examples/query run --system timefusion --phase delta --conn "$TF_CONN" --params "$WORK/params.json" --runs "$RUNS" | tee "$WORK/run.out"
-tail -1 "$WORK/run.out" >> "$RESULTS"
-stop_tf
+  # 2. Graceful restart: the shutdown flush writes every row to Delta.
+  started=$(date +%s%N)
+  stop_tf
+  echo "lifecycle: shutdown flush of $ROWS rows to Delta took $(( ($(date +%s%N) - started) / 1000000 )) ms"
+  drop_caches
+  start_tf TIMEFUSION_MAINTENANCE_INTERVAL_SECS=86400
+  "$BIN"/examples/query run --system timefusion --phase delta --conn "$TF_CONN" --params "$WORK/params.json" --runs "$RUNS" | tee "$WORK/run.out"
+  tail -1 "$WORK/run.out" >> "$RESULTS"
 
-# 3. PostgreSQL with the same rows (and the CSV file for ClickHouse).
-run_pg "$PGBIN/initdb" -D "$WORK/pg" -U postgres --auth=trust >/dev/null
-pg_start() { run_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -o "-p $PG_PORT -k $WORK -c shared_buffers=4GB -c max_wal_size=8GB -c work_mem=64MB" -l "$WORK/pg.log" -w start >/dev/null; }
-pg_start
-"$BIN"/examples/query load --rows "$ROWS" --end "$END" --postgres "$PG_CONN" --csv "$WORK/rows.csv" --params "$WORK/params.json"
-stop_pg
-drop_caches
-pg_start
-"$BIN"/examples/query run --system postgresql --phase table --conn "$PG_CONN" --params "$WORK/params.json" --runs "$RUNS" | tee "$WORK/run.out"
-tail -1 "$WORK/run.out" >> "$RESULTS"
-stop_pg
+  # 3. The same queries while live telemetry arrives at a fixed rate (default flush policy).
+  "$BIN"/examples/query load --live-rate "$LIVE_RATE" --live-seconds "$LIVE_SECONDS" --batch-rows 5000 \
+    --flight "http://127.0.0.1:$GRPC_PORT" --params "$WORK/live-params.json" &
+  LIVE_PID=$!
+  sleep 5
+  "$BIN"/examples/query run --system timefusion --phase ingest --conn "$TF_CONN" --params "$WORK/params.json" --runs "$RUNS" | tee "$WORK/run.out"
+  tail -1 "$WORK/run.out" >> "$RESULTS"
+  wait "$LIVE_PID"
+  stop_tf
+fi
 
-# 4. DuckDB over TimeFusion's Parquet, ClickHouse (chdb) MergeTree; then the report.
-"$VENV/bin/python" bench/baselines.py --params "$WORK/params.json" --delta "$WORK/tf/tables/otel_logs_and_spans" \
-  --csv "$WORK/rows.csv" --chdb-dir "$WORK/chdb" --runs "$RUNS" --results "$RESULTS"
+# 4. PostgreSQL with the same rows (and the CSV file for ClickHouse).
+if want postgresql || want clickhouse; then
+  run_pg "$PGBIN/initdb" -D "$WORK/pg" -U postgres --auth=trust >/dev/null
+  pg_start() { run_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -o "-p $PG_PORT -k $WORK -c shared_buffers=4GB -c max_wal_size=8GB -c work_mem=64MB" -l "$WORK/pg.log" -w start >/dev/null; }
+  pg_start
+  CSV=(); want clickhouse && CSV=(--csv "$WORK/rows.csv")
+  "$BIN"/examples/query load --rows "$ROWS" --end "$END" --postgres "$PG_CONN" "${CSV[@]}" --params "$WORK/params.json"
+  stop_pg
+  drop_caches
+  pg_start
+  "$BIN"/examples/query run --system postgresql --phase table --conn "$PG_CONN" --params "$WORK/params.json" --runs "$RUNS" | tee "$WORK/run.out"
+  tail -1 "$WORK/run.out" >> "$RESULTS"
+  stop_pg
+fi
+
+# 5. DuckDB over TimeFusion's Parquet, ClickHouse (chdb) MergeTree; then the report.
+BASELINES=()
+want duckdb && BASELINES+=(--delta "$WORK/tf/tables/otel_logs_and_spans")
+want clickhouse && BASELINES+=(--csv "$WORK/rows.csv" --chdb-dir "$WORK/chdb")
+[ ${#BASELINES[@]} -gt 0 ] && "$VENV/bin/python" bench/baselines.py --params "$WORK/params.json" --runs "$RUNS" --results "$RESULTS" "${BASELINES[@]}"
 "$VENV/bin/python" bench/baselines.py --report "$RESULTS"
 echo "figures: $RESULTS"
