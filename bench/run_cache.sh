@@ -22,7 +22,8 @@ cleanup() {
 trap cleanup EXIT
 
 cargo build --release --bin timefusion --example ingest
-BIN="${CARGO_TARGET_DIR:-target}/release"
+# Wherever cargo put it (CARGO_TARGET_DIR, a config's build.target-dir, or ./target).
+BIN="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release"
 
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
 mkdir -p "$WORK/weed"

@@ -22,7 +22,8 @@ run_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; f
 chmod 755 "$WORK"
 
 cargo build --release --bin timefusion --example ingest
-BIN="${CARGO_TARGET_DIR:-target}/release"
+# Wherever cargo put it (CARGO_TARGET_DIR, a config's build.target-dir, or ./target).
+BIN="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release"
 
 run_pg "$PGBIN/initdb" -D "$WORK/pg" -U postgres --auth=trust >/dev/null
 run_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -o "-p $PG_PORT -k $WORK -c shared_buffers=1GB -c max_wal_size=4GB" -l "$WORK/pg.log" -w start >/dev/null

@@ -63,7 +63,8 @@ start_tf() { # extra environment as arguments
 }
 
 cargo build --release --bin timefusion --example query
-BIN="${CARGO_TARGET_DIR:-target}/release"
+# Wherever cargo put it (CARGO_TARGET_DIR, a config's build.target-dir, or ./target).
+BIN="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release"
 if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV"; fi
 "$VENV/bin/pip" install -q -r bench/requirements.txt
 
