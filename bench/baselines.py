@@ -1,6 +1,6 @@
 """DuckDB and ClickHouse (chdb) side of the query benchmark, and its report.
 
-    baselines.py --params P --delta DIR --csv ROWS.csv --chdb-dir DIR --runs N --results R.jsonl
+    baselines.py --params P --delta DIR --delta-version V --csv ROWS.csv --chdb-dir DIR --runs N --results R.jsonl
         DuckDB over the Delta table's live Parquet files (the files TimeFusion wrote; the list
         comes from the Delta log, so files a compaction replaced are not read twice), and a
         ClickHouse MergeTree ordered by (project_id, timestamp) loaded from the same rows as CSV.
@@ -98,12 +98,12 @@ def time_queries(system, phase, params, runs, execute):
     return timings
 
 
-def duckdb_timings(params, delta_dir, runs):
+def duckdb_timings(params, delta_dir, version, runs):
     import deltalake
     import duckdb
 
-    files = deltalake.DeltaTable(delta_dir).file_uris()
-    print(f"DuckDB {duckdb.__version__}: {len(files)} live Parquet files of the Delta table")
+    files = deltalake.DeltaTable(delta_dir, version=version).file_uris()
+    print(f"DuckDB {duckdb.__version__}: {len(files)} live Parquet files of the Delta table at version {version}")
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     listing = ", ".join("'" + f.removeprefix("file://") + "'" for f in files)
@@ -222,6 +222,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params")
     parser.add_argument("--delta")
+    parser.add_argument("--delta-version", type=int, help="the version holding the loaded rows (later ones add live rows)")
     parser.add_argument("--csv")
     parser.add_argument("--chdb-dir")
     parser.add_argument("--runs", type=int, default=10)
@@ -235,7 +236,7 @@ def main():
     print(f"{'system':<11} {'phase':<8} {'query':<20} {'rows':>6} {'cold ms':>10} {'p50 ms':>10} {'p90 ms':>10}")
     systems = []
     if args.delta:
-        systems.append(lambda: duckdb_timings(params, args.delta, args.runs))
+        systems.append(lambda: duckdb_timings(params, args.delta, args.delta_version, args.runs))
     if args.csv:
         systems.append(lambda: clickhouse_timings(params, args.csv, args.chdb_dir, args.runs))
     for timings in systems:

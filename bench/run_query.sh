@@ -90,6 +90,8 @@ if want timefusion || want duckdb; then
   stop_tf
   echo "lifecycle: shutdown flush of $ROWS rows to Delta took $(( ($(date +%s%N) - started) / 1000000 )) ms"
   drop_caches
+  # The Delta version holding exactly the loaded rows, for DuckDB (the live phase adds more).
+  LOADED_VERSION=$(ls "$WORK/tf/tables/otel_logs_and_spans/_delta_log/" | sed -n 's/^0*\([0-9][0-9]*\)\.json$/\1/p' | sort -n | tail -1)
   start_tf TIMEFUSION_MAINTENANCE_INTERVAL_SECS=86400
   "$BIN"/examples/query run --system timefusion --phase delta --conn "$TF_CONN" --params "$WORK/params.json" --runs "$RUNS" | tee "$WORK/run.out"
   tail -1 "$WORK/run.out" >> "$RESULTS"
@@ -122,7 +124,7 @@ fi
 
 # 5. DuckDB over TimeFusion's Parquet, ClickHouse (chdb) MergeTree; then the report.
 BASELINES=()
-want duckdb && BASELINES+=(--delta "$WORK/tf/tables/otel_logs_and_spans")
+want duckdb && BASELINES+=(--delta "$WORK/tf/tables/otel_logs_and_spans" --delta-version "$LOADED_VERSION")
 want clickhouse && BASELINES+=(--csv "$WORK/rows.csv" --chdb-dir "$WORK/chdb")
 [ ${#BASELINES[@]} -gt 0 ] && "$VENV/bin/python" bench/baselines.py --params "$WORK/params.json" --runs "$RUNS" --results "$RESULTS" "${BASELINES[@]}"
 "$VENV/bin/python" bench/baselines.py --report "$RESULTS"
