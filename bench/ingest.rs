@@ -237,7 +237,8 @@ async fn flight(url: &str, args: &Args) -> Figure {
                     .try_collect()
                     .await
                     .expect("acks");
-                assert_eq!(acks.len(), n, "one PutResult per batch");
+                // One PutResult per message: the encoder splits a batch above 32 MiB.
+                assert!(acks.len() >= n, "a PutResult for every batch");
             })
         })
         .collect();

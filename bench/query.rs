@@ -300,7 +300,7 @@ async fn load(args: LoadArgs) {
         for task in tasks {
             acks += task.await.expect("DoPut");
         }
-        assert_eq!(acks, plan.batches(), "one PutResult per batch");
+        assert!(acks >= plan.batches(), "a PutResult for every batch");
         rate_line("TimeFusion (Flight DoPut)", plan.rows, started);
     }
 
@@ -415,7 +415,7 @@ async fn live_load(url: &str, rate: usize, args: &LoadArgs) {
         .expect("acks")
         .len();
     sender.await.expect("live sender");
-    assert_eq!(acks, batches, "one PutResult per batch");
+    assert!(acks >= batches, "a PutResult for every batch");
     rate_line(
         &format!("live TimeFusion (Flight DoPut, target {rate} rows/s)"),
         acks * batch_rows,
