@@ -38,43 +38,6 @@ pub const COLUMNS: &[&str] = &[
     "resource___deployment___environment___name",
 ];
 
-/// The PostgreSQL table: same columns and order as TimeFusion's schema, JSON as text, an
-/// index on (project_id, timestamp) as a time-series user would create.
-pub fn postgres_ddl(table_name: &str) -> String {
-    let catalog = timefusion::schema::Catalog::load(None).expect("schemas");
-    let table = catalog.get(table_name).expect("table");
-    let columns: Vec<String> = table
-        .schema
-        .fields()
-        .iter()
-        .map(|f| {
-            use arrow::datatypes::DataType::*;
-            let ty = match f.data_type() {
-                Utf8 => "text",
-                Int32 => "integer",
-                Int64 => "bigint",
-                Float64 => "double precision",
-                Boolean => "boolean",
-                Date32 => "date",
-                Timestamp(..) => "timestamptz",
-                List(_) => "text[]",
-                other => panic!("no PostgreSQL type for {other}"),
-            };
-            let not_null = if f.is_nullable() { "" } else { " NOT NULL" };
-            let default = match (f.name().as_str(), f.data_type()) {
-                ("date", _) => " DEFAULT CURRENT_DATE",
-                (_, List(_)) if !f.is_nullable() => " DEFAULT '{}'",
-                _ => "",
-            };
-            format!("{} {ty}{not_null}{default}", f.name())
-        })
-        .collect();
-    format!(
-        "DROP TABLE IF EXISTS {table_name}; CREATE TABLE {table_name} ({}); CREATE INDEX ON {table_name} (project_id, timestamp);",
-        columns.join(", ")
-    )
-}
-
 /// One generated row.
 pub struct Row {
     project: String,

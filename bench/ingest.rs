@@ -5,15 +5,16 @@
 //! `cargo run --release --example ingest -- --timefusion CONN --flight URL --postgres CONN`;
 //! `bench/run_ingest.sh` starts both servers and runs it. See `bench/README.md`.
 
+#[path = "common.rs"]
+mod common;
 #[path = "gen.rs"]
 mod generator;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::{FlightClient, FlightDescriptor};
 use clap::Parser;
-use futures::{SinkExt, TryStreamExt};
+use common::{connect, flight_client, percentile, put};
+use futures::SinkExt;
 use generator::Generator;
 
 #[derive(Parser, Debug)]
@@ -65,21 +66,6 @@ struct Figure {
     rows_per_sec: f64,
     p50_ms: Option<f64>,
     p99_ms: Option<f64>,
-}
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    client
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
 }
 
 fn generator(args: &Args, phase: u64) -> Generator {
@@ -209,41 +195,24 @@ async fn flight(url: &str, args: &Args) -> Figure {
                 .collect()
         })
         .collect();
-    let mut clients = Vec::new();
-    for _ in 0..args.connections {
-        let channel = tonic::transport::Channel::from_shared(url.to_string())
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect");
-        clients.push(FlightClient::new(channel));
-    }
+    let clients =
+        futures::future::join_all((0..args.connections).map(|_| flight_client(url))).await;
     let started = Instant::now();
     let tasks: Vec<_> = clients
         .into_iter()
         .zip(work)
         .map(|(mut client, batches)| {
-            tokio::spawn(async move {
-                let n = batches.len();
-                // Whole 8,192-row batches in one message (the encoder splits at 2 MiB by default).
-                let data = FlightDataEncoderBuilder::new()
-                    .with_max_flight_data_size(32 << 20)
-                    .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![TABLE.into()])))
-                    .build(futures::stream::iter(batches.into_iter().map(Ok)));
-                let acks: Vec<_> = client
-                    .do_put(data)
-                    .await
-                    .expect("do_put")
-                    .try_collect()
-                    .await
-                    .expect("acks");
-                // One PutResult per message: the encoder splits a batch above 32 MiB.
-                assert!(acks.len() >= n, "a PutResult for every batch");
-            })
+            tokio::spawn(
+                async move { put(&mut client, TABLE, futures::stream::iter(batches)).await },
+            )
         })
         .collect();
     for task in tasks {
-        task.await.expect("flight");
+        assert_eq!(
+            task.await.expect("flight"),
+            args.batches,
+            "every batch sent"
+        );
     }
     throughput(
         "timefusion",
@@ -271,7 +240,7 @@ async fn main() {
     if let Some(url) = &args.postgres {
         connect(url)
             .await
-            .batch_execute(&generator::postgres_ddl(TABLE))
+            .batch_execute(&common::postgres_ddl(TABLE))
             .await
             .expect("create PostgreSQL table");
         figures.push(multi_row("postgresql", url, &args).await);

@@ -6,6 +6,8 @@
 //! id) to a JSON file; `query run …` reads it. `bench/run_query.sh` runs the whole scenario,
 //! `bench/baselines.py` the DuckDB and ClickHouse (chdb) side. See `bench/README.md`.
 
+#[path = "common.rs"]
+mod common;
 #[path = "gen.rs"]
 mod generator;
 
@@ -13,11 +15,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use arrow::array::RecordBatch;
-use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::{FlightClient, FlightDescriptor};
 use clap::{Parser, Subcommand};
-use futures::{SinkExt, StreamExt, TryStreamExt};
+use common::{connect, flight_client, percentile, put};
+use futures::{SinkExt, StreamExt};
 use generator::Generator;
 use serde::{Deserialize, Serialize};
 
@@ -133,16 +133,6 @@ fn timestamp_text(micros: i64) -> String {
         .expect("timestamp in range")
         .format("%Y-%m-%d %H:%M:%S")
         .to_string()
-}
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    client
 }
 
 /// The rows of batch `i`: its own seed and its own slice of the time range, so batches can be
@@ -268,27 +258,11 @@ async fn load(args: LoadArgs) {
         let (tx, rx) = queue(args.connections * 2);
         let mut tasks = Vec::new();
         for _ in 0..args.connections {
-            let channel = tonic::transport::Channel::from_shared(url.clone())
-                .expect("uri")
-                .connect()
-                .await
-                .expect("connect to Flight");
-            let mut client = FlightClient::new(channel);
+            let mut client = flight_client(url).await;
             let rx = rx.consumer();
-            tasks.push(tokio::spawn(async move {
-                let data = FlightDataEncoderBuilder::new()
-                    .with_max_flight_data_size(32 << 20)
-                    .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![TABLE.into()])))
-                    .build(rx.map(Ok::<RecordBatch, arrow_flight::error::FlightError>));
-                client
-                    .do_put(data)
-                    .await
-                    .expect("do_put")
-                    .try_collect::<Vec<_>>()
-                    .await
-                    .expect("acks")
-                    .len()
-            }));
+            tasks.push(tokio::spawn(
+                async move { put(&mut client, TABLE, rx).await },
+            ));
         }
         drop(rx);
         futures::pin_mut!(batches);
@@ -296,18 +270,18 @@ async fn load(args: LoadArgs) {
             tx.send(batch).await.expect("DoPut stream");
         }
         drop(tx);
-        let mut acks = 0;
+        let mut sent = 0;
         for task in tasks {
-            acks += task.await.expect("DoPut");
+            sent += task.await.expect("DoPut");
         }
-        assert!(acks >= plan.batches(), "a PutResult for every batch");
+        assert_eq!(sent, plan.batches(), "every batch sent and acknowledged");
         rate_line("TimeFusion (Flight DoPut)", plan.rows, started);
     }
 
     if let Some(url) = &args.postgres {
         connect(url)
             .await
-            .batch_execute(&generator::postgres_ddl(TABLE))
+            .batch_execute(&common::postgres_ddl(TABLE))
             .await
             .expect("create the PostgreSQL table");
         let started = Instant::now();
@@ -371,12 +345,7 @@ async fn load(args: LoadArgs) {
 /// `rate` rows per second, stamped with the current time, in batches of `--batch-rows` sent
 /// at even intervals over one DoPut stream, for `--live-seconds`.
 async fn live_load(url: &str, rate: usize, args: &LoadArgs) {
-    let channel = tonic::transport::Channel::from_shared(url.to_string())
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect to Flight");
-    let mut client = FlightClient::new(channel);
+    let mut client = flight_client(url).await;
     let batch_rows = args.batch_rows.min(rate.max(1));
     let period = Duration::from_secs_f64(batch_rows as f64 / rate as f64);
     let batches = args.live_seconds as usize * rate / batch_rows;
@@ -399,26 +368,13 @@ async fn live_load(url: &str, rate: usize, args: &LoadArgs) {
         }
     });
     let started = Instant::now();
-    let data = FlightDataEncoderBuilder::new()
-        .with_max_flight_data_size(32 << 20)
-        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![TABLE.into()])))
-        .build(
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
-                .map(Ok::<RecordBatch, arrow_flight::error::FlightError>),
-        );
-    let acks = client
-        .do_put(data)
-        .await
-        .expect("do_put")
-        .try_collect::<Vec<_>>()
-        .await
-        .expect("acks")
-        .len();
+    let batches =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    let sent = put(&mut client, TABLE, batches).await;
     sender.await.expect("live sender");
-    assert!(acks >= batches, "a PutResult for every batch");
     rate_line(
         &format!("live TimeFusion (Flight DoPut, target {rate} rows/s)"),
-        acks * batch_rows,
+        sent * batch_rows,
         started,
     );
 }
@@ -492,11 +448,6 @@ fn fill(sql: &str, p: &Params) -> String {
         .replace("{hour_end}", &p.hour_end)
         .replace("{trace_id}", &p.trace_id)
         .replace("{needle}", &p.needle)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
 }
 
 /// Rows a simple-query response carried.
