@@ -26,7 +26,8 @@ pub struct Config {
     #[arg(long, env = "PGWIRE_USER", default_value = "postgres")]
     pub pgwire_user: String,
 
-    /// Password clients authenticate with (see `PGWIRE_AUTH_METHOD`); must not be empty.
+    /// Password clients authenticate with (see `PGWIRE_AUTH_METHOD`); must not be empty unless
+    /// `PGWIRE_INSECURE_NO_PASSWORD` is set.
     #[arg(
         long,
         env = "PGWIRE_PASSWORD",
@@ -34,6 +35,12 @@ pub struct Config {
         hide_env_values = true
     )]
     pub pgwire_password: String,
+
+    /// Let `PGWIRE_USER` connect without any password (PostgreSQL's `trust`): anyone who can
+    /// reach the port can read and write every tenant. Only with `PGWIRE_PASSWORD` set empty;
+    /// for local development.
+    #[arg(long, env = "PGWIRE_INSECURE_NO_PASSWORD", default_value = "false", value_parser = clap::builder::BoolishValueParser::new())]
+    pub pgwire_insecure_no_password: bool,
 
     /// How Postgres clients authenticate: `scram-sha-256`, `md5` (old clients) or `password`
     /// (clear text; only with TLS).
@@ -53,6 +60,12 @@ pub struct Config {
     /// PEM private key of `TIMEFUSION_TLS_CERT`.
     #[arg(long, env = "TIMEFUSION_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+
+    /// Default `statement_timeout` of every Postgres session, in milliseconds: a statement
+    /// running longer is stopped with SQLSTATE 57014. 0 is no limit (PostgreSQL's default);
+    /// a session can `SET statement_timeout` itself.
+    #[arg(long, env = "TIMEFUSION_STATEMENT_TIMEOUT_MS", default_value_t = 0)]
+    pub statement_timeout_ms: u64,
 
     /// Maximum number of concurrent client connections; further connections are refused.
     #[arg(long, env = "TIMEFUSION_MAX_CONNECTIONS", default_value_t = 256)]
@@ -274,10 +287,21 @@ impl Config {
                 "TIMEFUSION_TLS_CERT and TIMEFUSION_TLS_KEY must be set together".into(),
             ));
         }
-        if self.pgwire_password.is_empty() {
-            return Err(ConfigError(
-                "PGWIRE_PASSWORD is empty: set a password clients must present".into(),
-            ));
+        match (
+            self.pgwire_password.is_empty(),
+            self.pgwire_insecure_no_password,
+        ) {
+            (true, false) => {
+                return Err(ConfigError(
+                    "PGWIRE_PASSWORD is empty: set a password clients must present (or set PGWIRE_INSECURE_NO_PASSWORD=true to accept connections without one)".into(),
+                ));
+            }
+            (false, true) => {
+                return Err(ConfigError(
+                    "PGWIRE_INSECURE_NO_PASSWORD is set but PGWIRE_PASSWORD is not empty: set PGWIRE_PASSWORD= to run without a password, or unset the flag".into(),
+                ));
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -288,6 +312,10 @@ impl Config {
 
     pub fn bucket_length(&self) -> Duration {
         Duration::from_secs(self.bucket_mins * 60)
+    }
+
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_millis(self.statement_timeout_ms)
     }
 
     pub fn flush_interval(&self) -> Duration {

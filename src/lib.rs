@@ -14,6 +14,7 @@ pub mod delta;
 pub mod flight;
 pub mod functions;
 pub mod ingest;
+pub mod interrupt;
 pub mod pg_compat;
 pub mod pgwire;
 pub mod query;

@@ -27,13 +27,15 @@ use pgwire::api::auth::sasl::scram::{ScramAuth, gen_salted_password};
 use pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
-use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::Portal;
 use pgwire::api::query::{ExtendedQueryHandler, send_describe_response};
 use pgwire::api::results::{CopyResponse, Response, Tag};
 use pgwire::api::store::{Entry, PortalStore};
-use pgwire::api::{ClientInfo, ConnectionManager, ErrorHandler, PgWireServerHandlers};
+use pgwire::api::{
+    ClientInfo, ErrorHandler, PgWireConnectionState, PgWireServerHandlers, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator,
+};
 use pgwire::api::{ClientPortalStore, DEFAULT_NAME};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
@@ -47,6 +49,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Maintenance;
 use crate::copy::{CopyIn, CopyOut};
 use crate::ingest::Ingest;
+use crate::interrupt;
 use crate::schema::Catalog;
 use crate::sqlstate::sqlstate_of;
 use crate::values;
@@ -141,11 +144,62 @@ impl AuthSource for SharedAuth {
     }
 }
 
-/// The start-up (authentication) handler of one connection, for the configured method.
-enum Startup {
+/// The start-up (authentication) handler of one connection, for the configured method; once
+/// it has let the client in, the connection is registered for cancel requests.
+struct Startup {
+    method: StartupMethod,
+    interrupts: Arc<interrupt::Registry>,
+}
+
+enum StartupMethod {
     Scram(SASLAuthStartupHandler<DefaultServerParameterProvider>),
     Md5(Md5PasswordAuthStartupHandler<PasswordAuth, DefaultServerParameterProvider>),
     Password(CleartextPasswordAuthStartupHandler<SharedAuth, DefaultServerParameterProvider>),
+    /// No password (PostgreSQL's `trust`), only with `PGWIRE_INSECURE_NO_PASSWORD`.
+    Trust(Trust),
+}
+
+/// Lets the configured user in without a password.
+struct Trust {
+    user: String,
+    parameters: Arc<DefaultServerParameterProvider>,
+    pids: Arc<RandomPidSecretKeyGenerator>,
+}
+
+impl Trust {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + futures::Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        use pgwire::api::auth::{
+            finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
+        };
+        let pgwire::messages::PgWireFrontendMessage::Startup(startup) = message else {
+            return Ok(());
+        };
+        protocol_negotiation(client, &startup).await?;
+        save_startup_parameters_to_metadata(client, &startup);
+        let user = LoginInfo::from_client_info(client)
+            .user()
+            .unwrap_or_default()
+            .to_string();
+        if user != self.user {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "28000".into(),
+                format!("role \"{user}\" does not exist"),
+            ))));
+        }
+        let (pid, secret) = self.pids.generate(client);
+        client.set_pid_and_secret_key(pid, secret);
+        finish_authentication(client, self.parameters.as_ref()).await
+    }
 }
 
 #[async_trait]
@@ -160,11 +214,16 @@ impl StartupHandler for Startup {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
-        match self {
-            Startup::Scram(h) => h.on_startup(client, message).await,
-            Startup::Md5(h) => h.on_startup(client, message).await,
-            Startup::Password(h) => h.on_startup(client, message).await,
+        match &self.method {
+            StartupMethod::Scram(h) => h.on_startup(client, message).await?,
+            StartupMethod::Md5(h) => h.on_startup(client, message).await?,
+            StartupMethod::Password(h) => h.on_startup(client, message).await?,
+            StartupMethod::Trust(h) => h.on_startup(client, message).await?,
         }
+        if matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            self.interrupts.register(client);
+        }
+        Ok(())
     }
 }
 
@@ -216,8 +275,8 @@ pub struct Handlers {
     inserts: Arc<LiteralInsertHook>,
     auth: Arc<PasswordAuth>,
     parameters: Arc<DefaultServerParameterProvider>,
-    connections: Arc<ConnectionManager>,
-    cancel: Arc<DefaultCancelHandler>,
+    interrupts: Arc<interrupt::Registry>,
+    pids: Arc<RandomPidSecretKeyGenerator>,
     copy: Arc<CopyRows>,
     tls: Option<Tls>,
 }
@@ -232,9 +291,12 @@ fn server_parameters() -> DefaultServerParameterProvider {
 /// Who may connect, and how: the one login, its authentication method, and TLS.
 pub struct Access {
     pub user: String,
+    /// Empty lets the user in without a password (see `PGWIRE_INSECURE_NO_PASSWORD`).
     pub password: String,
     pub method: AuthMethod,
     pub tls: Option<Tls>,
+    /// The `statement_timeout` every session starts with; zero is none.
+    pub statement_timeout: std::time::Duration,
 }
 
 impl Handlers {
@@ -246,7 +308,7 @@ impl Handlers {
         maintenance: Arc<dyn Maintenance>,
     ) -> Self {
         let parameters = server_parameters();
-        let connections = Arc::new(ConnectionManager::new());
+        let interrupts = Arc::new(interrupt::Registry::new(access.statement_timeout));
         let inserts = Arc::new(LiteralInsertHook {
             catalog: catalog.clone(),
             ingest: ingest.clone(),
@@ -264,6 +326,9 @@ impl Handlers {
                     }),
                     inserts.clone(),
                     Arc::new(SavepointHook),
+                    Arc::new(interrupt::SettingsHook {
+                        registry: interrupts.clone(),
+                    }),
                     Arc::new(CursorStatementHook),
                     Arc::new(SetShowHook),
                     Arc::new(TransactionStatementHook),
@@ -275,8 +340,8 @@ impl Handlers {
                 access.method,
             )),
             parameters: Arc::new(parameters),
-            cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
-            connections,
+            pids: Arc::new(RandomPidSecretKeyGenerator::default()),
+            interrupts,
             copy: Arc::new(CopyRows { ingest }),
             tls: access.tls,
             inserts,
@@ -298,35 +363,48 @@ impl PgWireServerHandlers for Handlers {
 
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
         // A fresh handler per connection: the handlers keep the exchange's state (MD5 salt,
-        // SCRAM nonces) between messages, which must not be shared between connections.
+        // SCRAM nonces) between messages, which must not be shared between connections. The
+        // process-id generator is shared, so every connection gets its own id.
         let parameters = self.parameters.clone();
-        let connections = self.connections.clone();
-        Arc::new(match self.auth.method {
-            AuthMethod::ScramSha256 => {
-                let mut scram = ScramAuth::new(self.auth.clone());
-                scram.set_iterations(SCRAM_ITERATIONS);
-                if let Some(tls) = &self.tls
-                    && let Err(e) = scram.configure_certificate(&tls.cert_pem)
-                {
-                    tracing::warn!("SCRAM channel binding unavailable: {e}");
+        let pids = self.pids.clone();
+        let method = if self.auth.password.is_empty() {
+            StartupMethod::Trust(Trust {
+                user: self.auth.user.clone(),
+                parameters,
+                pids,
+            })
+        } else {
+            match self.auth.method {
+                AuthMethod::ScramSha256 => {
+                    let mut scram = ScramAuth::new(self.auth.clone());
+                    scram.set_iterations(SCRAM_ITERATIONS);
+                    if let Some(tls) = &self.tls
+                        && let Err(e) = scram.configure_certificate(&tls.cert_pem)
+                    {
+                        tracing::warn!("SCRAM channel binding unavailable: {e}");
+                    }
+                    StartupMethod::Scram(
+                        SASLAuthStartupHandler::new(parameters)
+                            .with_scram(scram)
+                            .with_pid_secret_key_generator(pids),
+                    )
                 }
-                Startup::Scram(
-                    SASLAuthStartupHandler::new(parameters)
-                        .with_scram(scram)
-                        .with_connection_manager(connections),
-                )
+                AuthMethod::Md5 => StartupMethod::Md5(
+                    Md5PasswordAuthStartupHandler::new(self.auth.clone(), parameters)
+                        .with_pid_secret_key_generator(pids),
+                ),
+                AuthMethod::Password => StartupMethod::Password(
+                    CleartextPasswordAuthStartupHandler::new(
+                        SharedAuth(self.auth.clone()),
+                        server_parameters(),
+                    )
+                    .with_pid_secret_key_generator(pids),
+                ),
             }
-            AuthMethod::Md5 => Startup::Md5(
-                Md5PasswordAuthStartupHandler::new(self.auth.clone(), parameters)
-                    .with_connection_manager(connections),
-            ),
-            AuthMethod::Password => Startup::Password(
-                CleartextPasswordAuthStartupHandler::new(
-                    SharedAuth(self.auth.clone()),
-                    server_parameters(),
-                )
-                .with_connection_manager(connections),
-            ),
+        };
+        Arc::new(Startup {
+            method,
+            interrupts: self.interrupts.clone(),
         })
     }
 
@@ -335,7 +413,7 @@ impl PgWireServerHandlers for Handlers {
     }
 
     fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
-        self.cancel.clone()
+        self.interrupts.clone()
     }
 
     fn copy_handler(&self) -> Arc<impl CopyHandler> {
@@ -389,7 +467,18 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
         if let Some(result) = self.literal_insert(query).await {
             return result.map(|response| vec![response]);
         }
-        pgwire::api::query::SimpleQueryHandler::do_query(self.session.as_ref(), client, query).await
+        let statement = interrupt::Statement::start(client);
+        let responses = statement
+            .run(pgwire::api::query::SimpleQueryHandler::do_query(
+                self.session.as_ref(),
+                client,
+                query,
+            ))
+            .await?;
+        Ok(responses
+            .into_iter()
+            .map(|response| statement.bound(response))
+            .collect())
     }
 }
 
@@ -426,7 +515,11 @@ impl ExtendedQueryHandler for ExtendedQueries {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
-        self.0.do_query(client, portal, max_rows).await
+        let statement = interrupt::Statement::start(client);
+        let response = statement
+            .run(self.0.do_query(client, portal, max_rows))
+            .await?;
+        Ok(statement.bound(response))
     }
 
     async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
@@ -467,7 +560,7 @@ impl ExtendedQueryHandler for ExtendedQueries {
 }
 
 /// An `ERROR` with `code` (a SQLSTATE) for the client.
-fn user_error(code: &str, message: impl Into<String>) -> PgWireError {
+pub(crate) fn user_error(code: &str, message: impl Into<String>) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".into(),
         code.into(),
@@ -477,7 +570,7 @@ fn user_error(code: &str, message: impl Into<String>) -> PgWireError {
 
 /// The plan a hook gives Parse for a statement it runs itself at Execute: no parameters and
 /// no result columns, so Describe answers `NoData`.
-fn no_rows_plan() -> LogicalPlan {
+pub(crate) fn no_rows_plan() -> LogicalPlan {
     LogicalPlan::EmptyRelation(EmptyRelation {
         produce_one_row: false,
         schema: Arc::new(DFSchema::empty()),

@@ -290,6 +290,7 @@ impl Server {
                 password: config.pgwire_password.clone(),
                 method: config.pgwire_auth_method,
                 tls,
+                statement_timeout: config.statement_timeout(),
             },
             core.clone(),
         ));
@@ -304,6 +305,12 @@ impl Server {
             addr: grpc_addr,
             source,
         })?;
+        if config.pgwire_insecure_no_password {
+            tracing::warn!(
+                user = %config.pgwire_user,
+                "PGWIRE_INSECURE_NO_PASSWORD is set: anyone who can reach the Postgres port can connect without a password"
+            );
+        }
         if config.grpc_token.is_none() {
             tracing::warn!(
                 "GRPC_TOKEN is not set: anyone who can reach the gRPC port can write and query; set GRPC_TOKEN"

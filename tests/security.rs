@@ -1,6 +1,7 @@
 //! Authentication and TLS on the Postgres port, with real clients: SCRAM-SHA-256 (the
 //! default), MD5 and clear text; wrong passwords get 28P01; `sslmode=require` encrypts; a TLS
-//! set-up that fails stops the server instead of serving plaintext.
+//! set-up that fails stops the server instead of serving plaintext; an empty password needs
+//! `PGWIRE_INSECURE_NO_PASSWORD`.
 
 mod common;
 
@@ -149,4 +150,73 @@ fn a_broken_tls_setup_stops_the_server() {
         !String::from_utf8_lossy(&out.stdout).contains("listening"),
         "it never listened"
     );
+}
+
+#[tokio::test]
+async fn an_empty_password_needs_the_insecure_flag() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = |env: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_timefusion"));
+        command
+            .env("TIMEFUSION_DATA_DIR", dir.path())
+            .env("PGWIRE_HOST", "127.0.0.1")
+            .env("PGWIRE_PORT", "0")
+            .env("GRPC_HOST", "127.0.0.1")
+            .env("GRPC_PORT", "0");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        command.output().expect("run timefusion")
+    };
+    let out = start(&[("PGWIRE_PASSWORD", "")]);
+    assert!(!out.status.success(), "an empty password must not start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("PGWIRE_INSECURE_NO_PASSWORD"), "{stderr}");
+    let out = start(&[("PGWIRE_INSECURE_NO_PASSWORD", "true")]);
+    assert!(
+        !out.status.success(),
+        "the flag with a password is ambiguous"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not empty"), "{stderr}");
+
+    // With both, the configured user connects without a password; another user does not.
+    let server = TestServer::start(
+        dir.path(),
+        &[
+            ("PGWIRE_PASSWORD", ""),
+            ("PGWIRE_INSECURE_NO_PASSWORD", "true"),
+        ],
+    );
+    let config = format!(
+        "host=127.0.0.1 port={} user={USER} dbname=postgres",
+        server.port
+    );
+    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
+        .await
+        .expect("connect without a password");
+    tokio::spawn(connection);
+    let one: i64 = client
+        .query_one("SELECT count(*) FROM otel_logs_and_spans", &[])
+        .await
+        .expect("query")
+        .get(0);
+    assert_eq!(one, 0);
+    let other = format!(
+        "host=127.0.0.1 port={} user=intruder dbname=postgres",
+        server.port
+    );
+    let error = tokio_postgres::connect(&other, tokio_postgres::NoTls)
+        .await
+        .err()
+        .and_then(|e| e.as_db_error().map(|d| d.code().code().to_string()));
+    assert_eq!(error.as_deref(), Some("28000"));
+    let out = psql_command(
+        &format!("postgresql://{USER}@127.0.0.1:{}/postgres", server.port),
+        &["-A", "-t", "-w", "-c", "SELECT 41 + 1"],
+    )
+    .env_remove("PGPASSWORD")
+    .output()
+    .expect("run psql");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42", "{out:?}");
 }

@@ -1,0 +1,536 @@
+//! Stopping a running statement: cancel requests and `statement_timeout`.
+//!
+//! pgwire races a cancel request only against a handler's `do_query`, which for DataFusion
+//! returns as soon as the statement is planned: the work happens afterwards, while pgwire pulls
+//! the result's row stream to the socket. datafusion-postgres's `statement_timeout` has the
+//! same reach. So each statement here runs under a [`Statement`]: its own cancellation token,
+//! installed on the connection so that a cancel request (matched by the process id and secret
+//! key the connection got at start-up) fires it, and the deadline of the session's
+//! `statement_timeout`. Both bound the handler's work and every poll of the result stream
+//! (rows, or `COPY … TO STDOUT` data). An interrupted stream ends with SQLSTATE 57014 and drops
+//! the DataFusion stream under it, which stops the execution.
+//!
+//! The timeout counts from the start of the query message: a simple query with several
+//! statements shares one deadline, and a portal read in several `Execute`s keeps the deadline
+//! of the first (PostgreSQL restarts it per statement and per `Execute`).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{Expr, Reset, Set, Statement as Sql, Value};
+use datafusion_postgres::hooks::{HookClient, QueryHook};
+use futures::Stream;
+use pgwire::api::ClientInfo;
+use pgwire::api::Type;
+use pgwire::api::cancel::CancelHandler;
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::error::PgWireResult;
+use pgwire::messages::cancel::CancelRequest;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use crate::pgwire::{no_rows_plan, user_error};
+
+/// Client-metadata key of the session's statement timeout in milliseconds, absent when there
+/// is none. datafusion-postgres reads the same key to bound planning.
+const TIMEOUT_KEY: &str = "statement_timeout_ms";
+
+/// The connections that can be interrupted, by the process id and secret key each was given at
+/// start-up; also the server's default `statement_timeout`. It answers cancel requests.
+pub struct Registry {
+    connections: parking_lot::Mutex<HashMap<(i32, Bytes), Weak<Running>>>,
+    default_timeout: Option<Duration>,
+}
+
+/// One connection's interrupt point: the token of the statement it runs now (or ran last).
+#[derive(Default)]
+struct Running(parking_lot::Mutex<CancellationToken>);
+
+/// Removes a connection from the [`Registry`] when its session ends.
+struct Registration {
+    registry: Arc<Registry>,
+    key: (i32, Bytes),
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.connections.lock().remove(&self.key);
+    }
+}
+
+/// The session settings as they were at start-up, which `RESET` returns to.
+struct StartupSettings(HashMap<String, String>);
+
+impl Registry {
+    /// `default_timeout` of zero means no timeout, as in PostgreSQL.
+    pub fn new(default_timeout: Duration) -> Self {
+        Registry {
+            connections: Default::default(),
+            default_timeout: (!default_timeout.is_zero()).then_some(default_timeout),
+        }
+    }
+
+    /// Makes an authenticated connection interruptible and gives it the server's default
+    /// `statement_timeout`. Called once, when start-up has finished.
+    pub fn register<C: ClientInfo + ?Sized>(self: &Arc<Self>, client: &mut C) {
+        if client.session_extensions().get::<Registration>().is_some() {
+            return;
+        }
+        let (pid, secret) = client.pid_and_secret_key();
+        let key = (pid, secret.to_bytes());
+        let running = client
+            .session_extensions()
+            .get_or_insert_with(Running::default);
+        self.connections
+            .lock()
+            .insert(key.clone(), Arc::downgrade(&running));
+        client.session_extensions().insert(Registration {
+            registry: self.clone(),
+            key,
+        });
+        set_timeout(client, self.default_timeout);
+        let settings = StartupSettings(client.metadata().clone());
+        client.session_extensions().insert(settings);
+    }
+}
+
+#[async_trait]
+impl CancelHandler for Registry {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        let key = (request.pid, request.secret_key.to_bytes());
+        let running = self.connections.lock().get(&key).and_then(Weak::upgrade);
+        match running {
+            Some(running) => running.0.lock().cancel(),
+            None => tracing::debug!(pid = request.pid, "cancel request for no known connection"),
+        }
+    }
+}
+
+/// The session's statement timeout.
+fn timeout<C: ClientInfo + ?Sized>(client: &C) -> Option<Duration> {
+    client
+        .metadata()
+        .get(TIMEOUT_KEY)
+        .and_then(|ms| ms.parse().ok())
+        .filter(|&ms| ms > 0)
+        .map(Duration::from_millis)
+}
+
+fn set_timeout<C: ClientInfo + ?Sized>(client: &mut C, timeout: Option<Duration>) {
+    let metadata = client.metadata_mut();
+    match timeout {
+        Some(t) => metadata.insert(TIMEOUT_KEY.into(), t.as_millis().to_string()),
+        None => metadata.remove(TIMEOUT_KEY),
+    };
+}
+
+fn canceled() -> pgwire::error::PgWireError {
+    user_error("57014", "canceling statement due to user request")
+}
+
+fn timed_out() -> pgwire::error::PgWireError {
+    user_error("57014", "canceling statement due to statement timeout")
+}
+
+/// One query message being answered: interrupted by a cancel request or its deadline.
+pub struct Statement {
+    token: CancellationToken,
+    deadline: Option<Instant>,
+}
+
+impl Statement {
+    /// Starts a statement on `client`'s connection: a cancel request from now on interrupts it.
+    pub fn start<C: ClientInfo + ?Sized>(client: &C) -> Statement {
+        let token = CancellationToken::new();
+        if let Some(running) = client.session_extensions().get::<Running>() {
+            *running.0.lock() = token.clone();
+        }
+        Statement {
+            token,
+            deadline: timeout(client).map(|t| Instant::now() + t),
+        }
+    }
+
+    /// Runs `work` (planning, and whatever a handler does before it returns its result)
+    /// unless the statement is interrupted first.
+    pub async fn run<T>(&self, work: impl Future<Output = PgWireResult<T>>) -> PgWireResult<T> {
+        let deadline = async {
+            match self.deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = self.token.cancelled() => Err(canceled()),
+            _ = deadline => Err(timed_out()),
+            result = work => result,
+        }
+    }
+
+    /// `response` with its result stream, if it has one, ended by an interrupt.
+    pub fn bound(&self, response: Response) -> Response {
+        match response {
+            Response::Query(mut query) => {
+                query.data_rows = Box::pin(self.bounded(query.data_rows));
+                Response::Query(query)
+            }
+            Response::CopyOut(mut copy) => {
+                copy.data_stream = Box::pin(self.bounded(copy.data_stream));
+                Response::CopyOut(copy)
+            }
+            other => other,
+        }
+    }
+
+    fn bounded<S>(&self, stream: S) -> Bounded<S> {
+        Bounded {
+            stream: Some(stream),
+            cancelled: Box::pin(self.token.clone().cancelled_owned()),
+            deadline: self
+                .deadline
+                .map(|deadline| Box::pin(tokio::time::sleep_until(deadline))),
+        }
+    }
+}
+
+/// A result stream that ends with a 57014 error once its statement is interrupted, dropping
+/// the stream under it.
+struct Bounded<S> {
+    stream: Option<S>,
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S, T> Stream for Bounded<S>
+where
+    S: Stream<Item = PgWireResult<T>> + Unpin,
+{
+    type Item = PgWireResult<T>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let Some(stream) = this.stream.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let interrupt = if this.cancelled.as_mut().poll(cx).is_ready() {
+            Some(canceled())
+        } else if let Some(deadline) = this.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            Some(timed_out())
+        } else {
+            None
+        };
+        if let Some(error) = interrupt {
+            this.stream = None;
+            return Poll::Ready(Some(Err(error)));
+        }
+        let next = Pin::new(stream).poll_next(cx);
+        if let Poll::Ready(None) = next {
+            this.stream = None;
+        }
+        next
+    }
+}
+
+/// `SET statement_timeout`, `SHOW statement_timeout` and `RESET` (of it, of any setting, or
+/// `ALL`), in PostgreSQL's units and formats. datafusion-postgres's own handling of the setting
+/// reads only whole numbers with one unit and turns anything else into "no timeout".
+pub struct SettingsHook {
+    pub registry: Arc<Registry>,
+}
+
+/// What a statement asks of the settings, when this hook answers it.
+enum Action {
+    SetTimeout(Option<Duration>),
+    ShowTimeout,
+    Reset(Option<String>),
+}
+
+fn is_timeout(name: &str) -> bool {
+    name.eq_ignore_ascii_case("statement_timeout")
+}
+
+impl SettingsHook {
+    fn action(&self, statement: &Sql) -> Option<PgWireResult<Action>> {
+        match statement {
+            Sql::Set(Set::SingleAssignment {
+                variable, values, ..
+            }) if is_timeout(&variable.to_string()) => Some(match values.as_slice() {
+                [value] => match value {
+                    Expr::Identifier(ident) if ident.value.eq_ignore_ascii_case("default") => {
+                        Ok(Action::SetTimeout(self.registry.default_timeout))
+                    }
+                    Expr::Value(v) => match &v.value {
+                        Value::Number(text, _)
+                        | Value::SingleQuotedString(text)
+                        | Value::DoubleQuotedString(text) => {
+                            parse_timeout(text).map(Action::SetTimeout)
+                        }
+                        _ => Err(bad_timeout(&value.to_string())),
+                    },
+                    other => Err(bad_timeout(&other.to_string())),
+                },
+                _ => Err(user_error(
+                    "22023",
+                    "SET statement_timeout takes only one argument",
+                )),
+            }),
+            Sql::ShowVariable { variable }
+                if variable.len() == 1 && is_timeout(&variable[0].value) =>
+            {
+                Some(Ok(Action::ShowTimeout))
+            }
+            Sql::Reset(reset) => Some(Ok(Action::Reset(match &reset.reset {
+                Reset::ALL => None,
+                Reset::ConfigurationParameter(name) => Some(name.to_string().to_lowercase()),
+            }))),
+            _ => None,
+        }
+    }
+
+    fn run(&self, action: Action, client: &mut dyn HookClient) -> PgWireResult<Response> {
+        match action {
+            Action::SetTimeout(t) => {
+                set_timeout(client, t);
+                Ok(Response::Execution(Tag::new("SET")))
+            }
+            Action::ShowTimeout => {
+                let shown = format_timeout(timeout(client));
+                show_response("statement_timeout", &shown)
+            }
+            Action::Reset(name) => {
+                let startup = client
+                    .session_extensions()
+                    .get::<StartupSettings>()
+                    .map(|s| s.0.clone())
+                    .unwrap_or_default();
+                let metadata = client.metadata_mut();
+                let names: Vec<String> = match name {
+                    Some(name) if is_timeout(&name) => vec![TIMEOUT_KEY.into()],
+                    Some(name) => vec![name],
+                    None => metadata.keys().chain(startup.keys()).cloned().collect(),
+                };
+                for name in names {
+                    match startup.get(&name) {
+                        Some(value) => metadata.insert(name, value.clone()),
+                        None => metadata.remove(&name),
+                    };
+                }
+                Ok(Response::Execution(Tag::new("RESET")))
+            }
+        }
+    }
+}
+
+/// A one-row, one-column text result, as `SHOW` answers.
+fn show_response(name: &str, value: &str) -> PgWireResult<Response> {
+    let fields = Arc::new(vec![FieldInfo::new(
+        name.to_string(),
+        None,
+        None,
+        Type::TEXT,
+        FieldFormat::Text,
+    )]);
+    let mut encoder = DataRowEncoder::new(fields.clone());
+    encoder.encode_field(&Some(value))?;
+    let row = encoder.take_row();
+    Ok(Response::Query(QueryResponse::new(
+        fields,
+        futures::stream::iter([Ok(row)]),
+    )))
+}
+
+fn bad_timeout(value: &str) -> pgwire::error::PgWireError {
+    user_error(
+        "22023",
+        format!("invalid value for parameter \"statement_timeout\": \"{value}\""),
+    )
+}
+
+/// A `statement_timeout` value as PostgreSQL reads it: a number, in milliseconds unless it has
+/// one of the units `us`, `ms`, `s`, `min`, `h`, `d`; zero turns the timeout off.
+fn parse_timeout(text: &str) -> PgWireResult<Option<Duration>> {
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let number: f64 = number.parse().map_err(|_| bad_timeout(text))?;
+    let ms_per_unit = match unit.trim() {
+        "" | "ms" => 1.0,
+        "us" => 0.001,
+        "s" => 1_000.0,
+        "min" => 60_000.0,
+        "h" => 3_600_000.0,
+        "d" => 86_400_000.0,
+        _ => return Err(bad_timeout(text)),
+    };
+    let ms = (number * ms_per_unit).round();
+    if !ms.is_finite() || ms > i32::MAX as f64 {
+        return Err(bad_timeout(text));
+    }
+    Ok((ms >= 1.0).then(|| Duration::from_millis(ms as u64)))
+}
+
+/// A timeout as `SHOW` prints it in PostgreSQL: `0`, or the largest unit that divides it.
+fn format_timeout(timeout: Option<Duration>) -> String {
+    let Some(ms) = timeout.map(|t| t.as_millis()) else {
+        return "0".into();
+    };
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("min", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// The plan Parse gets for a `SHOW` this hook answers: one text column, no rows.
+fn show_plan(name: &str) -> PgWireResult<LogicalPlan> {
+    let schema = arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+        name,
+        arrow::datatypes::DataType::Utf8,
+        false,
+    )]);
+    let schema = datafusion::common::DFSchema::try_from(schema)
+        .map_err(|e| user_error("XX000", e.to_string()))?;
+    Ok(LogicalPlan::EmptyRelation(
+        datafusion::logical_expr::EmptyRelation {
+            produce_one_row: false,
+            schema: Arc::new(schema),
+        },
+    ))
+}
+
+#[async_trait]
+impl QueryHook for SettingsHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Sql,
+        _context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        let action = self.action(statement)?;
+        Some(action.and_then(|action| self.run(action, client)))
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Sql,
+        _context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        Some(match self.action(statement)? {
+            Ok(Action::ShowTimeout) => show_plan("statement_timeout"),
+            Ok(_) => Ok(no_rows_plan()),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Sql,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        let action = self.action(statement)?;
+        Some(action.and_then(|action| self.run(action, client)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_read_and_print_like_postgres() {
+        let ms = |text: &str| parse_timeout(text).map(|t| t.map(|d| d.as_millis()));
+        assert_eq!(ms("0").ok(), Some(None));
+        assert_eq!(ms("250").ok(), Some(Some(250)));
+        assert_eq!(ms("1.5s").ok(), Some(Some(1500)));
+        assert_eq!(ms("5 s").ok(), Some(Some(5000)));
+        assert_eq!(ms("2min").ok(), Some(Some(120_000)));
+        assert_eq!(ms("1h").ok(), Some(Some(3_600_000)));
+        assert_eq!(ms("1d").ok(), Some(Some(86_400_000)));
+        assert_eq!(ms("1500us").ok(), Some(Some(2)));
+        assert_eq!(ms("100us").ok(), Some(None));
+        for bad in ["", "s", "-5", "5 sec", "abc", "99999999999999"] {
+            assert!(ms(bad).is_err(), "{bad:?} was accepted");
+        }
+        let shown = |ms: u64| format_timeout(Some(Duration::from_millis(ms)));
+        assert_eq!(format_timeout(None), "0");
+        assert_eq!(shown(1500), "1500ms");
+        assert_eq!(shown(5000), "5s");
+        assert_eq!(shown(120_000), "2min");
+        assert_eq!(shown(7_200_000), "2h");
+        assert_eq!(shown(86_400_000), "1d");
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_stream_ends_with_57014_and_drops_its_source() {
+        let statement = Statement {
+            token: CancellationToken::new(),
+            deadline: None,
+        };
+        let (dropped_tx, mut dropped) = tokio::sync::oneshot::channel::<()>();
+        let source = futures::stream::unfold(dropped_tx, |guard| async move {
+            tokio::task::yield_now().await;
+            Some((Ok::<_, pgwire::error::PgWireError>(1), guard))
+        });
+        let mut rows = statement.bounded(Box::pin(source));
+        use futures::StreamExt;
+        assert_eq!(rows.next().await.map(|r| r.ok()), Some(Some(1)));
+        statement.token.cancel();
+        let error = rows
+            .next()
+            .await
+            .and_then(|r| r.err())
+            .map(|e| e.to_string());
+        assert!(
+            error.is_some_and(|e| e.contains("user request")),
+            "not canceled"
+        );
+        assert!(rows.next().await.is_none());
+        assert!(
+            dropped
+                .try_recv()
+                .is_err_and(|e| e == tokio::sync::oneshot::error::TryRecvError::Closed)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deadline_interrupts_work_that_has_not_returned() {
+        let statement = Statement {
+            token: CancellationToken::new(),
+            deadline: Some(Instant::now() + Duration::from_millis(50)),
+        };
+        let result = statement
+            .run(std::future::pending::<PgWireResult<()>>())
+            .await
+            .map_err(|e| e.to_string());
+        assert!(
+            result
+                .as_ref()
+                .is_err_and(|e| e.contains("statement timeout")),
+            "{result:?}"
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! Stopping a running statement over the Postgres protocol, with tokio-postgres: a cancel
+//! request, the session's `statement_timeout` (simple and extended protocol), and the server's
+//! default `TIMEFUSION_STATEMENT_TIMEOUT_MS`. Each stop is SQLSTATE 57014 and leaves the
+//! connection usable.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio_postgres::error::SqlState;
+
+/// A statement that takes minutes: DataFusion counts ten billion generated rows.
+const ENDLESS: &str = "SELECT count(*) FROM generate_series(1, 10000000000)";
+
+/// How long a stopped statement may take to come back before the test calls it not stopped.
+const GRACE: Duration = Duration::from_secs(60);
+
+/// The error of `result`, which must be 57014 with `reason` in its message.
+fn assert_canceled<T: std::fmt::Debug>(result: Result<T, tokio_postgres::Error>, reason: &str) {
+    let error = result.expect_err("the statement was stopped");
+    let db = error.as_db_error().expect("a server error");
+    assert_eq!(db.code(), &SqlState::QUERY_CANCELED, "{db:?}");
+    assert!(db.message().contains(reason), "{}", db.message());
+}
+
+async fn show_timeout(client: &tokio_postgres::Client) -> String {
+    let messages = client
+        .simple_query("SHOW statement_timeout")
+        .await
+        .expect("SHOW statement_timeout");
+    messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        })
+        .expect("a row")
+}
+
+#[tokio::test]
+async fn statement_timeout_stops_a_running_query() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    assert_eq!(show_timeout(&client).await, "0");
+
+    client
+        .batch_execute("SET statement_timeout = '1.5s'")
+        .await
+        .expect("SET");
+    assert_eq!(show_timeout(&client).await, "1500ms");
+    let simple = tokio::time::timeout(GRACE, client.simple_query(ENDLESS))
+        .await
+        .expect("the timeout stopped the simple query");
+    assert_canceled(simple, "statement timeout");
+
+    // The extended protocol, with a parameter.
+    let extended = tokio::time::timeout(
+        GRACE,
+        client.query(
+            "SELECT count(*) FROM generate_series(1, 10000000000) WHERE value > $1",
+            &[&0i64],
+        ),
+    )
+    .await
+    .expect("the timeout stopped the extended query");
+    assert_canceled(extended, "statement timeout");
+
+    // The connection goes on, and a fast statement is not touched by the timeout.
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM generate_series(1, 1000)", &[])
+        .await
+        .expect("a fast query after the timeout")
+        .get(0);
+    assert_eq!(n, 1000);
+
+    let bad = client.batch_execute("SET statement_timeout = 'soon'").await;
+    let code = bad.expect_err("a bad value").code().cloned();
+    assert_eq!(code, Some(SqlState::INVALID_PARAMETER_VALUE));
+    client
+        .batch_execute("RESET statement_timeout")
+        .await
+        .expect("RESET");
+    assert_eq!(show_timeout(&client).await, "0");
+}
+
+#[tokio::test]
+async fn a_cancel_request_stops_a_running_query() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    let cancel = client.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cancel.cancel_query(tokio_postgres::NoTls).await
+    });
+    let result = tokio::time::timeout(GRACE, client.query_one(ENDLESS, &[]))
+        .await
+        .expect("the cancel request stopped the query");
+    assert_canceled(result, "user request");
+    canceller
+        .await
+        .expect("canceller task")
+        .expect("cancel request sent");
+
+    // A cancel request for another connection's key does nothing to this one.
+    let other = server.client().await;
+    other
+        .cancel_token()
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("cancel an idle connection");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM generate_series(1, 10)", &[])
+        .await
+        .expect("the connection is usable after a cancel")
+        .get(0);
+    assert_eq!(n, 10);
+}
+
+#[tokio::test]
+async fn the_server_default_timeout_applies_to_every_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[("TIMEFUSION_STATEMENT_TIMEOUT_MS", "1000")]);
+    let client = server.client().await;
+    assert_eq!(show_timeout(&client).await, "1s");
+    let result = tokio::time::timeout(GRACE, client.query_one(ENDLESS, &[]))
+        .await
+        .expect("the default timeout stopped the query");
+    assert_canceled(result, "statement timeout");
+
+    // A session may lift it, and RESET brings back the server's default.
+    client
+        .batch_execute("SET statement_timeout = 0")
+        .await
+        .expect("SET 0");
+    assert_eq!(show_timeout(&client).await, "0");
+    client.batch_execute("RESET ALL").await.expect("RESET ALL");
+    assert_eq!(show_timeout(&client).await, "1s");
+}
