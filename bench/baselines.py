@@ -1,4 +1,5 @@
-"""DuckDB and ClickHouse (chdb) side of the query benchmark, and its report.
+"""DuckDB and ClickHouse (chdb) side of the query benchmark and its report, and the ClickHouse side
+of the ingest benchmark.
 
     baselines.py --params P --delta DIR --delta-version V --csv ROWS.csv --chdb-dir DIR --runs N --results R.jsonl
         DuckDB over the Delta table's live Parquet files (the files TimeFusion wrote; the list
@@ -7,6 +8,11 @@
         Appends one JSON line of timings per system to R.jsonl.
     baselines.py --report R.jsonl
         One table of every system's timings, the ratios and the issue's targets.
+    baselines.py --ingest DIR --chdb-dir DIR --results R.jsonl
+        ClickHouse INSERTs of the rows bench/ingest.rs sent to TimeFusion and PostgreSQL (its
+        --clickhouse-dir, Arrow IPC files) into the same MergeTree, once with fsync on and once
+        with ClickHouse's defaults (no fsync); appends one JSON line of figures to R.jsonl, which
+        `ingest --report R.jsonl` prints with the other systems'.
 
 The queries are bench/queries.sql, parsed the same way as bench/query.rs does.
 """
@@ -15,6 +21,7 @@ import argparse
 import json
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 QUERIES = Path(__file__).with_name("queries.sql")
@@ -111,27 +118,59 @@ def duckdb_timings(params, delta_dir, version, runs):
     return time_queries("duckdb", "parquet", params, runs, lambda sql: con.sql(sql).to_arrow_table().num_rows)
 
 
-def clickhouse_timings(params, csv_path, chdb_dir, runs):
+def clickhouse_query(sess, sql):
+    """Runs `sql` in the chdb session; raises with ClickHouse's message if it fails."""
+    result = sess.query(sql)
+    if result.has_error():
+        raise SystemExit(f"ClickHouse: {result.error_message()}\n{sql[:500]}")
+    return result
+
+
+def clickhouse_create(sess, table, settings=""):
+    """(Re)creates `table` as both benchmarks' MergeTree: the generator's columns, ordered by
+    (project_id, timestamp); `settings` are extra MergeTree settings."""
+    columns = ", ".join(f"{name} {ty}" for name, ty in CLICKHOUSE_COLUMNS)
+    clickhouse_query(sess, f"DROP TABLE IF EXISTS {table} SYNC")
+    clickhouse_query(
+        sess,
+        f"CREATE TABLE {table} ({columns}) ENGINE = MergeTree ORDER BY (project_id, timestamp)"
+        + (f" SETTINGS {settings}" if settings else ""),
+    )
+
+
+def clickhouse_insert(sess, table, path, fmt):
+    """One INSERT into `table` of the rows of the file(s) `path` (a glob may match several) in
+    format `fmt` (CSV in COLUMNS order, or Arrow with the COLUMNS names), read as the table's types."""
+    structure = ", ".join(f"{name} {ty}" for name, ty in CLICKHOUSE_COLUMNS).replace("'", "\\'")
+    clickhouse_query(
+        sess,
+        f"INSERT INTO {table} SELECT * FROM file('{path}', '{fmt}', '{structure}') "
+        "SETTINGS date_time_input_format = 'best_effort'",
+    )
+
+
+def clickhouse_count(sess, table):
+    return int(str(sess.query(f"SELECT count() FROM {table}", "CSV")).strip())
+
+
+def clickhouse_version(sess):
     import chdb
+
+    version = str(sess.query("SELECT version()", "CSV")).strip().strip('"')
+    return f"ClickHouse {version} (chdb {chdb.__version__})"
+
+
+def clickhouse_timings(params, csv_path, chdb_dir, runs):
     from chdb import session
 
     sess = session.Session(chdb_dir)
     table = params["table"]
-    columns = ", ".join(f"{name} {ty}" for name, ty in CLICKHOUSE_COLUMNS)
-    sess.query(f"DROP TABLE IF EXISTS {table}")
-    sess.query(f"CREATE TABLE {table} ({columns}) ENGINE = MergeTree ORDER BY (project_id, timestamp)")
-    structure = ", ".join(f"{name} {ty}" for name, ty in CLICKHOUSE_COLUMNS).replace("'", "\\'")
+    clickhouse_create(sess, table)
     started = time.perf_counter()
-    result = sess.query(
-        f"INSERT INTO {table} SELECT * FROM file('{csv_path}', 'CSV', '{structure}') "
-        "SETTINGS date_time_input_format = 'best_effort'"
-    )
-    if result.has_error():
-        raise SystemExit(result.error_message())
+    clickhouse_insert(sess, table, csv_path, "CSV")
     secs = time.perf_counter() - started
-    loaded = int(str(sess.query(f"SELECT count() FROM {table}", "CSV")).strip())
-    version = str(sess.query("SELECT version()", "CSV")).strip().strip('"')
-    print(f"ClickHouse {version} (chdb {chdb.__version__}): INSERT of {loaded} rows from CSV in {secs:.1f} s = {loaded / secs:,.0f} rows/s")
+    loaded = clickhouse_count(sess, table)
+    print(f"{clickhouse_version(sess)}: INSERT of {loaded} rows from CSV in {secs:.1f} s = {loaded / secs:,.0f} rows/s")
     sess.close()
     # A new session for the queries, so the first run of each is as cold as the others'.
     sess = session.Session(chdb_dir)
@@ -143,6 +182,92 @@ def clickhouse_timings(params, csv_path, chdb_dir, runs):
         return json.loads(result.bytes())["rows"]
 
     return time_queries("clickhouse", "mergetree", params, runs, execute)
+
+
+# MergeTree settings per ClickHouse "system" of the ingest report: TimeFusion and PostgreSQL ack
+# a write once it is fsynced; ClickHouse by default does not fsync a new part.
+CLICKHOUSE_DURABILITY = [
+    ("clickhouse", "fsync_after_insert = 1, fsync_part_directory = 1"),
+    ("clickhouse-nofsync", ""),
+]
+
+
+def arrow_rows(path):
+    """Rows in an Arrow IPC file (reading it also puts it in the page cache before the timing)."""
+    import pyarrow as pa
+
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all().num_rows
+
+
+def time_inserts(sess, table, system, settings, phase, streams, rows, latency=False):
+    """Into a new MergeTree `table`, every stream (a list of files or globs, on its own thread,
+    all streams at once) INSERTs its files one statement each. Times the INSERTs only and checks
+    that the `rows` rows arrived; returns the figure in bench/ingest.rs's form."""
+    inserts = sum(len(stream) for stream in streams)
+    clickhouse_create(sess, table, settings)
+    latencies = []
+
+    def send(files):
+        for f in files:
+            started = time.perf_counter()
+            clickhouse_insert(sess, table, f, "Arrow")
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(len(streams)) as pool:
+        for done in [pool.submit(send, stream) for stream in streams]:
+            done.result()
+    secs = time.perf_counter() - started
+    loaded = clickhouse_count(sess, table)
+    if loaded != rows:
+        raise SystemExit(f"ClickHouse {phase}: {loaded} rows in the table, {rows} sent")
+    parts = int(str(sess.query(f"SELECT count() FROM system.parts WHERE table = '{table}' AND active", "CSV")).strip())
+    clickhouse_query(sess, f"DROP TABLE {table} SYNC")
+    latencies.sort()
+    pick = lambda p: latencies[round((len(latencies) - 1) * p)] * 1000
+    figure = {
+        "system": system, "phase": phase, "rows": rows, "secs": secs, "rows_per_sec": rows / secs,
+        "p50_ms": pick(0.5) if latency else None, "p99_ms": pick(0.99) if latency else None,
+        "batch_rows": rows // inserts, "concurrency": len(streams), "active_parts": parts,
+    }
+    ms = lambda v: "-" if v is None else f"{v:.2f}"
+    print(
+        f"{system:<18} {phase:<18} {rows:>9} {secs:>8.2f} {rows / secs:>12.0f} {ms(figure['p50_ms']):>9} "
+        f"{ms(figure['p99_ms']):>9} {figure['batch_rows']:>12} {len(streams):>5}   ({parts} active parts after)"
+    )
+    return figure
+
+
+def clickhouse_ingest(ingest_dir, chdb_dir):
+    """The ClickHouse figures of the ingest benchmark, from the files bench/ingest.rs wrote:
+    DIR/<phase>/c<connection>/<n>.arrow, one file per statement or batch that phase sent."""
+    from chdb import session
+
+    ingest_dir = Path(ingest_dir).resolve()
+    streams = lambda phase: [sorted(c.glob("*.arrow")) for c in sorted((ingest_dir / phase).glob("c*"))]
+    sess = session.Session(chdb_dir)
+    table = "otel_logs_and_spans"
+    print(f"{clickhouse_version(sess)}, MergeTree ORDER BY (project_id, timestamp), rows from Arrow IPC files:")
+    print(f"{'system':<18} {'phase':<18} {'rows':>9} {'secs':>8} {'rows/s':>12} {'p50 ms':>9} {'p99 ms':>9} {'rows/insert':>12} {'conc':>5}")
+    # (phase, directory of its rows, the files of each stream, latency figures?): all the COPY /
+    # DoPut rows in one INSERT, the same rows in the batches TimeFusion got them in, the
+    # multi-row INSERT rows in their statements, the single-row INSERTs.
+    phases = [
+        ("bulk INSERT", "bulk", [[ingest_dir / "bulk" / "*" / "*.arrow"]], False),
+        ("batch INSERT", "bulk", streams("bulk"), False),
+        ("statement INSERT", "multi-row", streams("multi-row"), False),
+        ("single-row INSERT", "single-row", streams("single-row"), True),
+    ]
+    figures = []
+    for phase, directory, files, latency in phases:
+        rows = sum(arrow_rows(f) for stream in streams(directory) for f in stream)
+        if rows == 0:
+            continue
+        for system, settings in CLICKHOUSE_DURABILITY:
+            figures.append(time_inserts(sess, table, system, settings, phase, files, rows, latency))
+    sess.close()
+    return figures
 
 
 def report(results_path):
@@ -228,9 +353,15 @@ def main():
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--results")
     parser.add_argument("--report")
+    parser.add_argument("--ingest", help="the --clickhouse-dir bench/ingest.rs wrote its rows to")
     args = parser.parse_args()
     if args.report:
         report(args.report)
+        return
+    if args.ingest:
+        figures = clickhouse_ingest(args.ingest, args.chdb_dir)
+        with open(args.results, "a") as out:
+            out.write(json.dumps(figures) + "\n")
         return
     params = json.loads(Path(args.params).read_text())
     print(f"{'system':<11} {'phase':<8} {'query':<20} {'rows':>6} {'cold ms':>10} {'p50 ms':>10} {'p90 ms':>10}")

@@ -1,8 +1,9 @@
 //! Helpers the benchmark tools share: client connections, Arrow Flight DoPut, the PostgreSQL
-//! table, percentiles.
+//! table, Arrow IPC files for ClickHouse, percentiles.
 
 #![allow(dead_code)] // each benchmark tool uses its own part of this module
 
+use std::path::Path;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -61,6 +62,21 @@ pub async fn put(
     let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
     assert!(acks >= sent, "{acks} PutResults for {sent} batches");
     sent
+}
+
+/// Writes `batches` to `path` as one Arrow IPC file, the input ClickHouse reads with
+/// `file(path, 'Arrow')` (`bench/baselines.py`).
+pub fn write_arrow_file(path: &Path, batches: &[RecordBatch]) {
+    let schema = batches.first().expect("at least one batch").schema();
+    let file =
+        std::fs::File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    let mut writer =
+        arrow::ipc::writer::FileWriter::try_new(std::io::BufWriter::new(file), &schema)
+            .expect("Arrow IPC writer");
+    for batch in batches {
+        writer.write(batch).expect("write Arrow IPC");
+    }
+    writer.finish().expect("finish Arrow IPC file");
 }
 
 /// The value at quantile `p` of `sorted`, in milliseconds.

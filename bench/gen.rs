@@ -1,6 +1,6 @@
 //! Deterministic generator of realistic `otel_logs_and_spans` rows, shared by the benchmark
 //! tools so every system under test receives the same rows, rendered as SQL `VALUES`, as CSV
-//! for PostgreSQL `COPY`, or as Arrow batches for Flight.
+//! for PostgreSQL `COPY`, or as Arrow batches for Flight (and Arrow IPC files for ClickHouse).
 
 #![allow(dead_code)] // each benchmark tool uses its own part of this module
 
@@ -226,31 +226,24 @@ impl Generator {
         }
     }
 
-    /// One multi-row INSERT of `n` rows into `table`.
-    pub fn insert(&mut self, table: &str, n: usize) -> String {
-        let mut sql = format!("INSERT INTO {table} ({}) VALUES ", COLUMNS.join(", "));
-        for i in 0..n {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            sql.push_str(&self.row().sql_values());
-            sql.push(')');
+    /// The next `n` rows.
+    pub fn rows(&mut self, n: usize) -> Vec<Row> {
+        (0..n).map(|_| self.row()).collect()
+    }
+}
+
+/// Rows as one multi-row `INSERT` into `table`, in [`COLUMNS`] order.
+pub fn insert_of(table: &str, rows: &[Row]) -> String {
+    let mut sql = format!("INSERT INTO {table} ({}) VALUES ", COLUMNS.join(", "));
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
         }
-        sql
+        sql.push('(');
+        sql.push_str(&row.sql_values());
+        sql.push(')');
     }
-
-    /// `n` rows as CSV for `COPY … FROM STDIN (FORMAT csv)`.
-    pub fn csv(&mut self, n: usize) -> String {
-        let rows: Vec<Row> = (0..n).map(|_| self.row()).collect();
-        csv_of(&rows)
-    }
-
-    /// `n` rows as one Arrow batch with the [`COLUMNS`] columns.
-    pub fn batch(&mut self, n: usize) -> RecordBatch {
-        let rows: Vec<Row> = (0..n).map(|_| self.row()).collect();
-        batch_of(&rows)
-    }
+    sql
 }
 
 /// Rows as CSV for `COPY … FROM STDIN (FORMAT csv)`, in [`COLUMNS`] order.

@@ -156,7 +156,7 @@ impl Plan {
         let from = self.start + (span * (i * self.batch_rows) as i128 / self.rows as i128) as i64;
         let to = self.start + (span * (i * self.batch_rows + n) as i128 / self.rows as i128) as i64;
         let mut g = Generator::between(self.seed.wrapping_mul(1_000_003) + i as u64, from, to);
-        (0..n).map(|_| g.row()).collect()
+        g.rows(n)
     }
 
     /// Batches in order, generated `ahead` at a time on the blocking pool.
@@ -358,7 +358,7 @@ async fn live_load(url: &str, rate: usize, args: &LoadArgs) {
             let now = chrono::Utc::now().timestamp_micros();
             let batch = tokio::task::spawn_blocking(move || {
                 let mut g = Generator::between(seed + 1_000_000 + i as u64, now - 1_000_000, now);
-                generator::batch_of(&(0..batch_rows).map(|_| g.row()).collect::<Vec<_>>())
+                generator::batch_of(&g.rows(batch_rows))
             })
             .await
             .expect("generator");
