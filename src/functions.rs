@@ -22,6 +22,8 @@
 //!   test containment ([`JsonbContains`]), and `json_extract_path[_text]` /
 //!   `jsonb_extract_path[_text]` are the function forms.
 //!
+//! - `array_length(array, dim)` returns PostgreSQL's `int4`, NULL for an empty array.
+//!
 //! Functions here are pure: they never read storage or the clock.
 
 use std::sync::Arc;
@@ -55,6 +57,7 @@ pub fn register(context: &mut SessionContext) -> Result<()> {
     context.register_udaf(AggregateUDF::from(PercentileDisc::new()));
     context.register_udf(ScalarUDF::from(PgToChar::default()));
     context.register_udf(ScalarUDF::from(PgVersion::new()));
+    context.register_udf(ScalarUDF::from(PgArrayLength::default()));
     context.register_udf(ScalarUDF::from(ToRegtype::new()));
     // Ours first: planners are asked in registration order, and `->` must give JSON text.
     datafusion::execution::FunctionRegistry::register_expr_planner(
@@ -604,6 +607,52 @@ fn add_interval(micros: i64, interval: IntervalMonthDayNano, sign: i32) -> Resul
 
 fn out_of_range() -> datafusion::error::DataFusionError {
     datafusion::error::DataFusionError::Execution("time_bucket: timestamp out of range".into())
+}
+
+/// `array_length(array, dimension)` as in PostgreSQL: an `int4`, and NULL for an empty array
+/// (or a dimension it does not have) where DataFusion's gives 0. The work is DataFusion's.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct PgArrayLength {
+    inner: Arc<ScalarUDF>,
+}
+
+impl Default for PgArrayLength {
+    fn default() -> Self {
+        PgArrayLength {
+            inner: datafusion::functions_nested::length::array_length_udf(),
+        }
+    }
+}
+
+impl ScalarUDFImpl for PgArrayLength {
+    fn name(&self) -> &str {
+        "array_length"
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int32)
+    }
+
+    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        // DataFusion's own answer, with the type it promises.
+        args.return_field = Arc::new(arrow::datatypes::Field::new(
+            args.return_field.name(),
+            DataType::UInt64,
+            true,
+        ));
+        let lengths = self.inner.invoke_with_args(args)?.into_array(rows)?;
+        let lengths = cast(&lengths, &DataType::Int32)?;
+        let zero = arrow::array::Int32Array::new_scalar(0);
+        Ok(ColumnarValue::Array(arrow::compute::nullif(
+            &lengths,
+            &arrow::compute::kernels::cmp::eq(&lengths, &zero)?,
+        )?))
+    }
 }
 
 /// `version()` in PostgreSQL's form (`PostgreSQL 15.0 … on x86_64-linux, 64-bit`), which

@@ -21,6 +21,7 @@ pub mod query;
 pub mod schema;
 pub mod server;
 pub mod sqlstate;
+pub mod srf;
 pub mod storage;
 pub mod values;
 pub mod wal;

@@ -10,8 +10,11 @@
 //! - `pg_catalog.pg_constraint` and `pg_index`: empty, with `conkey` / `indkey` … as `int2[]`
 //!   like PostgreSQL's, so `attnum = ANY(conkey)` and `unnest(indkey)` plan. The tables from
 //!   `datafusion-pg-catalog` hold a real server's system rows, with those columns as text.
-//! - `current_setting(name [, missing_ok])`, `format(fmt, …)`, `pg_type_is_visible(oid)` and
-//!   `col_description(oid, n)` (always NULL: nothing has a comment).
+//! - `current_setting(name [, missing_ok])`, `format(fmt, …)`, `pg_type_is_visible(oid)`,
+//!   `col_description(oid, n)` (always NULL: nothing has a comment) and
+//!   `pg_get_indexdef(oid [, column, pretty])` (always NULL: there are no indexes).
+//! - Set-returning functions such as `generate_subscripts`, which SQLAlchemy's reflection
+//!   sends, are rewritten by [`crate::srf`].
 //!
 //! Replays of the tools' queries: `tests/introspection.rs`.
 
@@ -61,17 +64,18 @@ pub fn register(context: &SessionContext, catalog: &str) -> Result<()> {
     context.register_udf(current_setting());
     context.register_udf(format());
     // No object has a comment.
-    context.register_udf(ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+    context.register_udf(always_null(
         "col_description",
         Signature::any(2, Volatility::Stable),
-        DataType::Utf8,
-        Arc::new(|args: &[ColumnarValue]| {
-            let rows = ColumnarValue::values_to_arrays(args)?[0].len();
-            Ok(ColumnarValue::Array(
-                datafusion::arrow::array::new_null_array(&DataType::Utf8, rows),
-            ))
-        }),
-    )));
+    ));
+    // No index exists (`pg_index` is empty), so no index has a definition.
+    context.register_udf(always_null(
+        "pg_get_indexdef",
+        Signature::one_of(
+            vec![TypeSignature::Any(1), TypeSignature::Any(3)],
+            Volatility::Stable,
+        ),
+    ));
     context.register_udf(create_udf(
         "pg_type_is_visible",
         vec![DataType::Int32],
@@ -86,6 +90,21 @@ pub fn register(context: &SessionContext, catalog: &str) -> Result<()> {
         }),
     ));
     Ok(())
+}
+
+/// A catalog function whose answer is NULL for every object TimeFusion has.
+fn always_null(name: &str, signature: Signature) -> ScalarUDF {
+    ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        name,
+        signature,
+        DataType::Utf8,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = ColumnarValue::values_to_arrays(args)?[0].len();
+            Ok(ColumnarValue::Array(
+                datafusion::arrow::array::new_null_array(&DataType::Utf8, rows),
+            ))
+        }),
+    ))
 }
 
 /// `format(fmt, args…)`: PostgreSQL's `%s`, `%I` (identifier), `%L` (literal), `%%` and
@@ -557,6 +576,11 @@ impl SchemaProvider for PgCatalogFixes {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         let table = self.inner.table(name).await?;
+        if name == "pg_class"
+            && let Some(table) = &table
+        {
+            return Ok(Some(with_reloptions(table.clone())?));
+        }
         let (Some(table), Some(arrays)) = (&table, self.arrays.get(name)) else {
             return Ok(table);
         };
@@ -586,6 +610,33 @@ impl SchemaProvider for PgCatalogFixes {
     fn table_exist(&self, name: &str) -> bool {
         self.inner.table_exist(name)
     }
+}
+
+/// `pg_class` with PostgreSQL's `reloptions` (`text[]`, NULL: no table has storage options),
+/// which SQLAlchemy's index reflection selects.
+fn with_reloptions(pg_class: Arc<dyn TableProvider>) -> Result<Arc<dyn TableProvider>> {
+    use datafusion::catalog::view::ViewTable;
+    use datafusion::logical_expr::{LogicalPlanBuilder, cast, lit};
+    if pg_class.schema().column_with_name("reloptions").is_some() {
+        return Ok(pg_class);
+    }
+    let source = datafusion::datasource::provider_as_source(pg_class);
+    let scan = LogicalPlanBuilder::scan("pg_class", source, None)?.build()?;
+    let mut columns: Vec<Expr> = scan
+        .schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
+    columns.push(
+        cast(
+            lit(datafusion::common::ScalarValue::Null),
+            DataType::new_list(DataType::Utf8, true),
+        )
+        .alias("reloptions"),
+    );
+    let plan = LogicalPlanBuilder::from(scan).project(columns)?.build()?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
 }
 
 #[cfg(test)]

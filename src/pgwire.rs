@@ -329,6 +329,7 @@ impl Handlers {
                     Arc::new(interrupt::SettingsHook {
                         registry: interrupts.clone(),
                     }),
+                    Arc::new(crate::srf::SrfHook),
                     Arc::new(CursorStatementHook),
                     Arc::new(SetShowHook),
                     Arc::new(TransactionStatementHook),

@@ -422,6 +422,7 @@ fn session_context(
         .map_err(|e| Error::Session(e.to_string()))?;
     // After the catalog set-up, so TimeFusion's functions win over any of the same name.
     crate::functions::register(&mut context).map_err(|e| Error::Session(e.to_string()))?;
+    crate::srf::register(&context);
     Ok(context)
 }
 

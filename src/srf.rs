@@ -1,0 +1,635 @@
+//! PostgreSQL's set-returning functions, which DataFusion cannot plan where PostgreSQL allows
+//! them: `jsonb_array_elements(json)` and `json_array_elements`, their `_text` forms,
+//! `jsonb_object_keys` / `json_object_keys`, and `generate_subscripts(array, dim)` (which
+//! SQLAlchemy's and so Superset's index and primary-key reflection send).
+//!
+//! Each call is rewritten in the syntax tree to `unnest` of a scalar function that returns the
+//! whole set as a list, which DataFusion plans in a select list like PostgreSQL 10+ plans an
+//! SRF there (several in one select list run in lockstep). In `FROM`, the call becomes a derived
+//! table with PostgreSQL's column name (`value`, or the function's name); arguments must then
+//! be constants, as DataFusion has no lateral table functions. The list functions are also
+//! callable on their own: `json_array_elements_list`, `json_array_elements_text_list` and
+//! `json_object_keys_list`.
+//!
+//! Elements come back as JSON text in PostgreSQL's `jsonb` output form (`{"a": 1, "b": [1, 2]}`,
+//! keys shorter-first as `jsonb` stores them), because TimeFusion keeps JSON as text.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, ListBuilder, StringBuilder};
+use arrow::datatypes::{DataType, Field};
+use async_trait::async_trait;
+use datafusion::common::{ParamValues, exec_err};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{
+    ColumnarValue, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{
+    self, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
+    ObjectNamePart, Query, SelectItem, SetExpr, Statement, TableAlias, TableFactor, VisitMut,
+    VisitorMut,
+};
+use datafusion_postgres::hooks::{HookClient, QueryHook};
+use pgwire::api::ClientInfo;
+use pgwire::api::portal::Format;
+use pgwire::api::results::Response;
+use pgwire::error::{PgWireError, PgWireResult};
+use serde_json::Value;
+
+/// Registers the list functions the rewrite calls.
+pub fn register(context: &SessionContext) {
+    for kind in [Kind::Elements, Kind::ElementsText, Kind::ObjectKeys] {
+        context.register_udf(ScalarUDF::from(JsonList::new(kind)));
+    }
+}
+
+/// A set-returning function this module rewrites, by its PostgreSQL name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Srf {
+    Json(Kind),
+    GenerateSubscripts,
+}
+
+impl Srf {
+    fn of(name: &ObjectName) -> Option<Srf> {
+        // `pg_catalog.generate_subscripts` as well as the bare name.
+        let last = match name.0.last()? {
+            ObjectNamePart::Identifier(ident) => ident.value.to_lowercase(),
+            _ => return None,
+        };
+        if name.0.len() > 2 || (name.0.len() == 2 && name.0[0].to_string() != "pg_catalog") {
+            return None;
+        }
+        Some(match last.as_str() {
+            "json_array_elements" | "jsonb_array_elements" => Srf::Json(Kind::Elements),
+            "json_array_elements_text" | "jsonb_array_elements_text" => {
+                Srf::Json(Kind::ElementsText)
+            }
+            "json_object_keys" | "jsonb_object_keys" => Srf::Json(Kind::ObjectKeys),
+            "generate_subscripts" => Srf::GenerateSubscripts,
+            _ => return None,
+        })
+    }
+
+    /// PostgreSQL's name of the column a call in `FROM` produces.
+    fn column(self, function: &str) -> String {
+        match self {
+            Srf::Json(Kind::Elements | Kind::ElementsText) => "value".into(),
+            _ => function.to_lowercase(),
+        }
+    }
+
+    /// The list expression whose `unnest` is this call, or an error for arguments PostgreSQL
+    /// would not take either.
+    fn list(self, args: Vec<Expr>) -> std::result::Result<Expr, String> {
+        match (self, args.as_slice()) {
+            (Srf::Json(kind), [_]) => Ok(call(kind.list_name(), args)),
+            (Srf::GenerateSubscripts, [array, dim]) => Ok(call(
+                "generate_series",
+                vec![
+                    Expr::value(ast::Value::Number("1".into(), false)),
+                    call("array_length", vec![array.clone(), dim.clone()]),
+                ],
+            )),
+            (Srf::GenerateSubscripts, _) => Err(
+                "generate_subscripts takes (array, dimension); the reverse form is not supported"
+                    .into(),
+            ),
+            (Srf::Json(kind), _) => Err(format!("{} takes one argument", kind.list_name())),
+        }
+    }
+}
+
+fn call(name: &str, args: Vec<Expr>) -> Expr {
+    Expr::Function(Function {
+        name: ObjectName::from(vec![Ident::new(name)]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(ast::FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args
+                .into_iter()
+                .map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e)))
+                .collect(),
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
+}
+
+/// The plain positional arguments of a call, or `None` when it has anything else (named
+/// arguments, `*`, `ORDER BY` …), which is left for DataFusion to reject.
+fn plain_args(args: &FunctionArguments) -> Option<Vec<Expr>> {
+    let FunctionArguments::List(list) = args else {
+        return None;
+    };
+    if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
+        return None;
+    }
+    list.args
+        .iter()
+        .map(|arg| match arg {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Rewrites the set-returning calls in a statement; counts what it rewrote.
+#[derive(Default)]
+struct Rewriter {
+    rewritten: usize,
+}
+
+impl Rewriter {
+    /// `unnest(list)` for an SRF call, in place.
+    fn expression(&mut self, expr: &mut Expr) -> std::result::Result<(), String> {
+        let Expr::Function(function) = expr else {
+            return Ok(());
+        };
+        let Some(srf) = Srf::of(&function.name) else {
+            return Ok(());
+        };
+        if function.over.is_some() || function.filter.is_some() {
+            return Ok(());
+        }
+        let Some(args) = plain_args(&function.args) else {
+            return Ok(());
+        };
+        *expr = call("unnest", vec![srf.list(args)?]);
+        self.rewritten += 1;
+        Ok(())
+    }
+
+    /// A select-list item that is only an SRF call keeps PostgreSQL's column name: the
+    /// function's.
+    fn name_items(query: &mut Query) {
+        let SetExpr::Select(select) = query.body.as_mut() else {
+            return;
+        };
+        for item in &mut select.projection {
+            if let SelectItem::UnnamedExpr(Expr::Function(function)) = item
+                && Srf::of(&function.name).is_some()
+                && function.over.is_none()
+            {
+                let name = match function.name.0.last() {
+                    Some(ObjectNamePart::Identifier(ident)) => ident.value.to_lowercase(),
+                    _ => continue,
+                };
+                let expr = Expr::Function(function.clone());
+                *item = SelectItem::ExprWithAlias {
+                    expr,
+                    alias: Ident::new(name),
+                };
+            }
+        }
+    }
+
+    /// A call in `FROM` as a derived table: `(SELECT unnest(list) AS value) AS alias`.
+    fn table(&mut self, table: &mut TableFactor) -> std::result::Result<(), String> {
+        let TableFactor::Table {
+            name,
+            alias,
+            args: Some(args),
+            ..
+        } = table
+        else {
+            return Ok(());
+        };
+        let Some(srf) = Srf::of(name) else {
+            return Ok(());
+        };
+        let function = match name.0.last() {
+            Some(ObjectNamePart::Identifier(ident)) => ident.value.clone(),
+            _ => return Ok(()),
+        };
+        let args: Vec<Expr> = args
+            .args
+            .iter()
+            .map(|arg| match arg {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e.clone()),
+                other => Err(format!("{function}: unsupported argument {other}")),
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        let column = match alias {
+            // `AS t(name)` names the column; `AS name` alone names both, as in PostgreSQL.
+            Some(TableAlias { columns, .. }) if !columns.is_empty() => {
+                columns[0].name.value.clone()
+            }
+            Some(TableAlias { name, .. }) => name.value.clone(),
+            None => srf.column(&function),
+        };
+        let sql = format!(
+            "SELECT {} AS {}",
+            call("unnest", vec![srf.list(args)?]),
+            Ident::with_quote('"', column)
+        );
+        let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+        let subquery = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+            .try_with_sql(&sql)
+            .and_then(|mut p| p.parse_query())
+            .map_err(|e| e.to_string())?;
+        let alias = alias.take().map(|mut a| {
+            a.columns.clear();
+            a
+        });
+        *table = TableFactor::Derived {
+            lateral: false,
+            subquery,
+            alias: Some(alias.unwrap_or(TableAlias {
+                explicit: true,
+                at: None,
+                name: Ident::new(function.to_lowercase()),
+                columns: vec![],
+            })),
+            sample: None,
+        };
+        self.rewritten += 1;
+        Ok(())
+    }
+}
+
+impl VisitorMut for Rewriter {
+    type Break = String;
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<String> {
+        Self::name_items(query);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, table: &mut TableFactor) -> ControlFlow<String> {
+        match self.table(table) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(e),
+        }
+    }
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<String> {
+        match self.expression(expr) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(e),
+        }
+    }
+}
+
+/// `statement` with its set-returning calls rewritten, or `None` when it has none.
+fn rewrite(statement: &Statement) -> Option<PgWireResult<Statement>> {
+    // Cheap test first: most statements name none of the functions.
+    let text = statement.to_string().to_lowercase();
+    if !["_elements", "_keys", "generate_subscripts"]
+        .iter()
+        .any(|name| text.contains(name))
+    {
+        return None;
+    }
+    let mut rewritten = statement.clone();
+    let mut rewriter = Rewriter::default();
+    if let ControlFlow::Break(message) = rewritten.visit(&mut rewriter) {
+        return Some(Err(crate::pgwire::user_error("42883", message)));
+    }
+    (rewriter.rewritten > 0).then_some(Ok(rewritten))
+}
+
+/// Plans and runs statements that call set-returning functions, after [`rewrite`].
+pub struct SrfHook;
+
+#[async_trait]
+impl QueryHook for SrfHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        let rewritten = match rewrite(statement)? {
+            Ok(rewritten) => rewritten,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(
+            async {
+                let frame = context
+                    .sql(&rewritten.to_string())
+                    .await
+                    .map_err(api_error)?;
+                let options = Arc::new(pgwire::types::format::FormatOptions::from_client_metadata(
+                    client.metadata(),
+                ));
+                let query = datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(
+                    frame,
+                    &Format::UnifiedText,
+                    Some(options),
+                )
+                .await?;
+                Ok(Response::Query(query))
+            }
+            .await,
+        )
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        let rewritten = match rewrite(statement)? {
+            Ok(rewritten) => rewritten,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(
+            context
+                .state()
+                .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+                    rewritten,
+                )))
+                .await
+                .map_err(api_error),
+        )
+    }
+
+    async fn handle_extended_query(
+        &self,
+        _statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        // Parse planned the rewritten statement; the default execution runs that plan.
+        None
+    }
+}
+
+fn api_error(e: DataFusionError) -> PgWireError {
+    PgWireError::ApiError(Box::new(e))
+}
+
+/// Which set a JSON list function returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    /// The elements of an array, as JSON text.
+    Elements,
+    /// The elements of an array as text: strings unquoted, `null` as NULL.
+    ElementsText,
+    /// The keys of an object.
+    ObjectKeys,
+}
+
+impl Kind {
+    fn list_name(self) -> &'static str {
+        match self {
+            Kind::Elements => "json_array_elements_list",
+            Kind::ElementsText => "json_array_elements_text_list",
+            Kind::ObjectKeys => "json_object_keys_list",
+        }
+    }
+}
+
+/// `json_array_elements_list(json)` and its siblings: the set of a JSON-text value as a list
+/// of text; NULL for NULL input.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonList {
+    kind: Kind,
+    signature: Signature,
+}
+
+impl JsonList {
+    fn new(kind: Kind) -> Self {
+        JsonList {
+            kind,
+            signature: Signature::string(1, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for JsonList {
+    fn name(&self) -> &str {
+        self.kind.list_name()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::List(Arc::new(Field::new_list_field(
+            DataType::Utf8,
+            true,
+        ))))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [input] = args.args.as_slice() else {
+            return exec_err!("{} takes one argument", self.name());
+        };
+        let rows = input.to_array(args.number_rows)?;
+        let rows = arrow::compute::cast(&rows, &DataType::Utf8)?;
+        let rows = rows.as_any().downcast_ref::<arrow::array::StringArray>();
+        let Some(rows) = rows else {
+            return exec_err!("{}: expected text", self.name());
+        };
+        let mut out = ListBuilder::new(StringBuilder::new());
+        for row in rows.iter() {
+            let Some(text) = row else {
+                out.append_null();
+                continue;
+            };
+            let value: Value = serde_json::from_str(text).map_err(|e| {
+                DataFusionError::Execution(format!("invalid input syntax for type json: {e}"))
+            })?;
+            match (self.kind, value) {
+                (Kind::Elements, Value::Array(items)) => {
+                    for item in &items {
+                        out.values().append_value(jsonb_text(item));
+                    }
+                }
+                (Kind::ElementsText, Value::Array(items)) => {
+                    for item in &items {
+                        match item {
+                            Value::Null => out.values().append_null(),
+                            Value::String(s) => out.values().append_value(s),
+                            other => out.values().append_value(jsonb_text(other)),
+                        }
+                    }
+                }
+                (Kind::ObjectKeys, Value::Object(map)) => {
+                    for key in sorted_keys(&map) {
+                        out.values().append_value(key);
+                    }
+                }
+                (Kind::ObjectKeys, other) => {
+                    return exec_err!("cannot call json_object_keys on {}", kind_of(&other));
+                }
+                (_, other) => {
+                    return exec_err!("cannot extract elements from {}", kind_of(&other));
+                }
+            }
+            out.append(true);
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Object(_) => "an object",
+        Value::Array(_) => "an array",
+        _ => "a scalar",
+    }
+}
+
+/// Object keys in `jsonb`'s order: shorter keys first, then bytewise.
+fn sorted_keys(map: &serde_json::Map<String, Value>) -> Vec<&String> {
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+    keys
+}
+
+/// A JSON value as PostgreSQL prints `jsonb`: `", "` between items, `": "` after keys.
+fn jsonb_text(value: &Value) -> String {
+    let mut out = String::new();
+    write_jsonb(value, &mut out);
+    out
+}
+
+fn write_jsonb(value: &Value, out: &mut String) {
+    match value {
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_jsonb(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, key) in sorted_keys(map).into_iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push_str(": ");
+                write_jsonb(&map[key], out);
+            }
+            out.push('}');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(sql: &str) -> Option<String> {
+        let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+        let statement = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql)
+            .expect("parse")
+            .remove(0);
+        rewrite(&statement).map(|r| r.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()))
+    }
+
+    #[test]
+    fn select_list_calls_become_unnest_of_a_list_named_like_postgres() {
+        assert_eq!(
+            rewritten("SELECT jsonb_array_elements(attributes) FROM t").as_deref(),
+            Some(
+                "SELECT unnest(json_array_elements_list(attributes)) AS jsonb_array_elements FROM t"
+            )
+        );
+        assert_eq!(
+            rewritten("SELECT x, json_array_elements_text(a -> 'b') AS e FROM t").as_deref(),
+            Some("SELECT x, unnest(json_array_elements_text_list(a -> 'b')) AS e FROM t")
+        );
+        assert_eq!(
+            rewritten("SELECT generate_subscripts(k, 1::INTEGER) AS ord FROM pg_index").as_deref(),
+            Some(
+                "SELECT unnest(generate_series(1, array_length(k, 1::INTEGER))) AS ord FROM pg_index"
+            )
+        );
+        assert_eq!(
+            rewritten("SELECT * FROM jsonb_array_elements('[1, 2]') AS e").as_deref(),
+            Some("SELECT * FROM (SELECT unnest(json_array_elements_list('[1, 2]')) AS \"e\") AS e")
+        );
+        assert_eq!(rewritten("SELECT array_elements FROM t"), None);
+        assert_eq!(rewritten("SELECT 1"), None);
+        assert!(
+            rewritten("SELECT generate_subscripts(k, 1, true) FROM t")
+                .is_some_and(|e| e.contains("reverse"))
+        );
+    }
+
+    #[test]
+    fn json_lists_follow_postgres() {
+        let run = |kind: Kind, json: Option<&str>| -> Result<Option<Vec<Option<String>>>> {
+            let input = ColumnarValue::Array(Arc::new(arrow::array::StringArray::from(vec![json])));
+            let udf = JsonList::new(kind);
+            let args = ScalarFunctionArgs {
+                args: vec![input],
+                arg_fields: vec![Arc::new(Field::new("j", DataType::Utf8, true))],
+                number_rows: 1,
+                return_field: Arc::new(Field::new("r", udf.return_type(&[])?, true)),
+                config_options: Arc::new(Default::default()),
+            };
+            let out = udf.invoke_with_args(args)?.to_array(1)?;
+            let list = out
+                .as_any()
+                .downcast_ref::<arrow::array::ListArray>()
+                .cloned();
+            Ok(list.and_then(|l| {
+                (!l.is_null(0)).then(|| {
+                    let values = l.value(0);
+                    let strings = values
+                        .as_any()
+                        .downcast_ref::<arrow::array::StringArray>()
+                        .cloned();
+                    strings
+                        .map(|s| s.iter().map(|v| v.map(str::to_string)).collect())
+                        .unwrap_or_default()
+                })
+            }))
+        };
+        let some =
+            |items: &[Option<&str>]| Some(items.iter().map(|s| s.map(str::to_string)).collect());
+        assert_eq!(
+            run(
+                Kind::Elements,
+                Some(r#"[1,"a",{"bb":2,"a":[true,null]},null]"#)
+            )
+            .ok(),
+            Some(some(&[
+                Some("1"),
+                Some("\"a\""),
+                Some(r#"{"a": [true, null], "bb": 2}"#),
+                Some("null")
+            ]))
+        );
+        assert_eq!(
+            run(Kind::ElementsText, Some(r#"["x",2,null]"#)).ok(),
+            Some(some(&[Some("x"), Some("2"), None]))
+        );
+        assert_eq!(
+            run(Kind::ObjectKeys, Some(r#"{"service":1,"a":2,"ab":3}"#)).ok(),
+            Some(some(&[Some("a"), Some("ab"), Some("service")]))
+        );
+        assert_eq!(run(Kind::Elements, Some("[]")).ok(), Some(some(&[])));
+        assert_eq!(run(Kind::Elements, None).ok(), Some(None));
+        assert!(
+            run(Kind::Elements, Some(r#"{"a":1}"#))
+                .is_err_and(|e| e.to_string().contains("an object"))
+        );
+        assert!(
+            run(Kind::Elements, Some("[1,"))
+                .is_err_and(|e| e.to_string().contains("invalid input syntax"))
+        );
+        assert!(run(Kind::ObjectKeys, Some("[1]")).is_err());
+    }
+}
