@@ -12,7 +12,8 @@
 //!   `datafusion-pg-catalog` hold a real server's system rows, with those columns as text.
 //! - `current_setting(name [, missing_ok])`, `format(fmt, …)`, `pg_type_is_visible(oid)`,
 //!   `col_description(oid, n)` (always NULL: nothing has a comment) and
-//!   `pg_get_indexdef(oid [, column, pretty])` (always NULL: there are no indexes).
+//!   `pg_get_indexdef(oid [, column, pretty])` (always NULL: there are no indexes), and
+//!   `pg_typeof(value)` (the type's name as text, as `format_type` prints it).
 //! - Set-returning functions such as `generate_subscripts`, which SQLAlchemy's reflection
 //!   sends, are rewritten by [`crate::srf`].
 //!
@@ -76,6 +77,17 @@ pub fn register(context: &SessionContext, catalog: &str) -> Result<()> {
             Volatility::Stable,
         ),
     ));
+    context.register_udf(ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "pg_typeof",
+        Signature::any(1, Volatility::Immutable),
+        DataType::Utf8,
+        Arc::new(|args: &[ColumnarValue]| {
+            let name = type_display_name(&args[0].data_type());
+            Ok(ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::Utf8(Some(name)),
+            ))
+        }),
+    )));
     context.register_udf(create_udf(
         "pg_type_is_visible",
         vec![DataType::Int32],
@@ -526,6 +538,16 @@ fn sql_type_name(udt: &str) -> String {
     .to_string()
 }
 
+/// A type as PostgreSQL's `format_type` (and so `pg_typeof`) prints it: `bigint`, `text[]`,
+/// `timestamp with time zone` ….
+fn type_display_name(data_type: &DataType) -> String {
+    let udt = pg_type_name(data_type);
+    match udt.strip_prefix('_') {
+        Some(element) => format!("{}[]", sql_type_name(element)),
+        None => sql_type_name(&udt),
+    }
+}
+
 fn numeric_precision(udt: &str) -> Option<i32> {
     match udt {
         "int2" => Some(16),
@@ -642,6 +664,16 @@ fn with_reloptions(pg_class: Arc<dyn TableProvider>) -> Result<Arc<dyn TableProv
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pg_typeof_prints_like_format_type() {
+        assert_eq!(type_display_name(&DataType::Int32), "integer");
+        assert_eq!(type_display_name(&DataType::Utf8), "text");
+        assert_eq!(
+            type_display_name(&DataType::new_list(DataType::Utf8, true)),
+            "text[]"
+        );
+    }
 
     #[test]
     fn type_names_follow_postgres() {
