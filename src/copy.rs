@@ -1,18 +1,23 @@
-//! `COPY table [(columns)] FROM STDIN` in PostgreSQL's text and CSV formats: the bulk path
-//! of the Postgres protocol.
+//! `COPY table [(columns)] FROM STDIN` in PostgreSQL's text, CSV and binary formats: the bulk
+//! path of the Postgres protocol.
 //!
-//! [`CopyIn`] takes the client's `CopyData` bytes as they arrive, cuts them into whole rows
-//! (a CSV field in quotes may span lines), and turns each slice into an Arrow batch of one
-//! `Utf8` column per target column, which [`crate::ingest::coerce`] casts to the table's
-//! types — the same casts, errors and SQLSTATEs as `INSERT`. Parsed batches are held until the
-//! `COPY` ends and then written with one [`crate::ingest::Ingest::write`], so a `COPY` of up to
-//! [`MAX_HELD_BYTES`] is all-or-nothing; a longer one is written in pieces of that size as it
-//! arrives (each piece durable before the next is read), and an error stops it with the
-//! earlier pieces kept, like a series of `INSERT`s. List columns take PostgreSQL array
-//! literals (`{a,b,"c d"}`).
+//! [`CopyIn`] takes the client's `CopyData` bytes as they arrive and keeps an incomplete row
+//! until the rest comes. Text and CSV are cut into whole rows (a CSV field in quotes may span
+//! lines) and each slice becomes an Arrow batch of one `Utf8` column per target column, which
+//! [`crate::ingest::coerce`] casts to the table's types — the same casts, errors and SQLSTATEs
+//! as `INSERT`; list columns take PostgreSQL array literals (`{a,b,"c d"}`). The binary
+//! format (`FORMAT binary`, what drivers' binary copy writers send) is decoded by
+//! `copy::binary` straight into arrays of the table's types, which `coerce` takes without a
+//! cast; it only adds the left-out columns and checks constraints. Parsed batches of every
+//! format are held until the `COPY` ends and then written with one
+//! [`crate::ingest::Ingest::write`], so a `COPY` of up to [`MAX_HELD_BYTES`] is
+//! all-or-nothing; a longer one is written in pieces of that size as it arrives (each piece
+//! durable before the next is read), and an error stops it with the earlier pieces kept, like
+//! a series of `INSERT`s.
 //!
 //! `COPY (query) TO STDOUT` and `COPY table [(columns)] TO STDOUT` go the other way:
-//! [`CopyOut`] renders each result row in the text or CSV format, one `CopyData` per row.
+//! [`CopyOut`] renders each result row in the text, CSV or binary format, one `CopyData` per
+//! row (the CSV header line or the binary header travels with the first row).
 //!
 //! This module only parses and renders; it never touches the WAL or the buffer itself.
 
@@ -27,8 +32,13 @@ use datafusion::sql::sqlparser::ast::{
 
 use crate::schema::{Catalog, TableSchema};
 
+mod binary;
+
 /// Parsed rows are written once this many bytes of them are held.
 pub const MAX_HELD_BYTES: usize = 64 << 20;
+
+/// Received bytes are parsed in slices of about this size, one batch each.
+const SLICE_BYTES: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -36,10 +46,20 @@ pub enum Error {
     UnknownTable(String),
     #[error("column \"{column}\" of relation \"{table}\" does not exist")]
     UnknownColumn { table: String, column: String },
-    #[error("COPY {0} is not supported; use COPY … FROM STDIN (text or CSV)")]
+    #[error("COPY {0} is not supported; use COPY … FROM STDIN (text, CSV or binary)")]
     Unsupported(String),
     #[error("COPY line {line}: {message}")]
     BadData { line: usize, message: String },
+    /// The header of a binary stream.
+    #[error("COPY: {0}")]
+    BadHeader(String),
+    /// A binary value that is not one of its column's type (the line is the tuple's number).
+    #[error("COPY line {line}, column \"{column}\": {message}")]
+    BadField {
+        line: usize,
+        column: String,
+        message: String,
+    },
     #[error("COPY: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 }
@@ -51,15 +71,15 @@ impl Error {
             Error::UnknownTable(_) => "42P01",
             Error::UnknownColumn { .. } => "42703",
             Error::Unsupported(_) => "0A000",
-            Error::BadData { .. } => "22P04",
-            Error::Arrow(_) => "22P02",
+            Error::BadData { .. } | Error::BadHeader(_) => "22P04",
+            Error::BadField { .. } | Error::Arrow(_) => "22P02",
         }
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The wire format of the rows.
+/// The wire format of text rows (binary rows go to `binary::Decoder`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Format {
     /// PostgreSQL's text format: `delimiter`-separated (tab by default), backslash escapes,
@@ -105,6 +125,9 @@ pub struct CopyIn {
     held: Vec<RecordBatch>,
     held_bytes: usize,
     finished: bool,
+    /// `FORMAT binary`: the decoder, which then takes the place of `format`, `pending`,
+    /// `skip_header`, `line` and `finished`.
+    binary: Option<binary::Decoder>,
 }
 
 impl CopyIn {
@@ -183,22 +206,24 @@ impl CopyIn {
         }
 
         let mut csv = false;
+        let mut binary = false;
         let mut delimiter = None;
         let mut null = None;
-        let mut quote = b'"';
+        let mut quote = None;
         let mut escape = None;
         let mut header = false;
         for option in options {
             match option {
                 CopyOption::Format(f) => match f.value.to_lowercase().as_str() {
-                    "text" => csv = false,
-                    "csv" => csv = true,
+                    "text" => (csv, binary) = (false, false),
+                    "csv" => (csv, binary) = (true, false),
+                    "binary" => (csv, binary) = (false, true),
                     other => return Err(Error::Unsupported(format!("FORMAT {other}"))),
                 },
                 CopyOption::Delimiter(c) => delimiter = Some(single_byte(*c, "delimiter")?),
                 CopyOption::Null(s) => null = Some(s.clone()),
                 CopyOption::Header(h) => header = *h,
-                CopyOption::Quote(c) => quote = single_byte(*c, "quote")?,
+                CopyOption::Quote(c) => quote = Some(single_byte(*c, "quote")?),
                 CopyOption::Escape(c) => escape = Some(single_byte(*c, "escape")?),
                 CopyOption::Freeze(_) => {}
                 CopyOption::Encoding(e)
@@ -208,12 +233,15 @@ impl CopyIn {
         }
         for option in legacy_options {
             match option {
+                CopyLegacyOption::Binary => binary = true,
                 CopyLegacyOption::Csv(csv_options) => {
                     csv = true;
                     for o in csv_options {
                         match o {
                             CopyLegacyCsvOption::Header => header = true,
-                            CopyLegacyCsvOption::Quote(c) => quote = single_byte(*c, "quote")?,
+                            CopyLegacyCsvOption::Quote(c) => {
+                                quote = Some(single_byte(*c, "quote")?)
+                            }
                             CopyLegacyCsvOption::Escape(c) => {
                                 escape = Some(single_byte(*c, "escape")?)
                             }
@@ -228,6 +256,23 @@ impl CopyIn {
                 other => return Err(Error::Unsupported(format!("with option {other}"))),
             }
         }
+        if binary {
+            let text_options = [
+                ("CSV", csv),
+                ("DELIMITER", delimiter.is_some()),
+                ("NULL", null.is_some()),
+                ("HEADER", header),
+                ("QUOTE", quote.is_some()),
+                ("ESCAPE", escape.is_some()),
+            ];
+            if let Some((option, _)) = text_options.iter().find(|(_, given)| *given) {
+                return Err(Error::Unsupported(format!("{option} in binary format")));
+            }
+        }
+        let binary = binary
+            .then(|| binary::Decoder::new(&table, &columns))
+            .transpose()?;
+        let quote = quote.unwrap_or(b'"');
         let format = if csv {
             Format::Csv {
                 delimiter: delimiter.unwrap_or(b','),
@@ -255,6 +300,7 @@ impl CopyIn {
             held: Vec::new(),
             held_bytes: 0,
             finished: false,
+            binary,
         })
     }
 
@@ -263,15 +309,26 @@ impl CopyIn {
         self.columns.len()
     }
 
+    /// Whether the rows come in the binary format (the `CopyInResponse` says so).
+    pub fn is_binary(&self) -> bool {
+        self.binary.is_some()
+    }
+
     /// Takes the next bytes of the stream. Returns batches to write now when the rows held
     /// passed [`MAX_HELD_BYTES`].
     pub fn push(&mut self, data: &[u8]) -> Result<Vec<RecordBatch>> {
+        if let Some(decoder) = &mut self.binary {
+            if let Some(batch) = decoder.push(data)? {
+                self.hold(batch);
+            }
+            return Ok(self.take_when_full());
+        }
         if self.finished {
             return Ok(Vec::new());
         }
         self.pending.extend_from_slice(data);
         // Parse in slices of a few MiB so the raw bytes never pile up.
-        if self.pending.len() < 4 << 20 {
+        if self.pending.len() < SLICE_BYTES {
             return Ok(Vec::new());
         }
         let cut = self.row_boundary();
@@ -280,21 +337,37 @@ impl CopyIn {
             let complete = std::mem::replace(&mut self.pending, rest);
             self.parse(&complete)?;
         }
-        if self.held_bytes >= MAX_HELD_BYTES {
-            self.held_bytes = 0;
-            return Ok(std::mem::take(&mut self.held));
-        }
-        Ok(Vec::new())
+        Ok(self.take_when_full())
     }
 
     /// The end of the stream: every remaining row, to be written.
     pub fn finish(&mut self) -> Result<Vec<RecordBatch>> {
-        let rest = std::mem::take(&mut self.pending);
-        if !rest.is_empty() {
-            self.parse(&rest)?;
+        if let Some(decoder) = &mut self.binary {
+            if let Some(batch) = decoder.finish()? {
+                self.hold(batch);
+            }
+        } else {
+            let rest = std::mem::take(&mut self.pending);
+            if !rest.is_empty() {
+                self.parse(&rest)?;
+            }
         }
         self.held_bytes = 0;
         Ok(std::mem::take(&mut self.held))
+    }
+
+    fn hold(&mut self, batch: RecordBatch) {
+        self.held_bytes += batch.get_array_memory_size();
+        self.held.push(batch);
+    }
+
+    /// The held batches once they passed [`MAX_HELD_BYTES`], else nothing.
+    fn take_when_full(&mut self) -> Vec<RecordBatch> {
+        if self.held_bytes < MAX_HELD_BYTES {
+            return Vec::new();
+        }
+        self.held_bytes = 0;
+        std::mem::take(&mut self.held)
     }
 
     /// The offset just after the last complete row in `pending` (0: none yet).
@@ -430,8 +503,7 @@ impl CopyIn {
             arrays,
             &RecordBatchOptions::new().with_row_count(Some(rows)),
         )?;
-        self.held_bytes += batch.get_array_memory_size();
-        self.held.push(batch);
+        self.hold(batch);
         Ok(())
     }
 }
@@ -623,8 +695,12 @@ fn parse_text_arrays(
 pub struct CopyOut {
     pub sql: String,
     csv: bool,
+    binary: bool,
     header: bool,
     delimiter: u8,
+    /// What goes before the first row (the CSV header line, the binary header) until a row
+    /// or [`CopyOut::finish`] takes it.
+    head: Option<Vec<u8>>,
 }
 
 impl CopyOut {
@@ -671,12 +747,13 @@ impl CopyOut {
                     .join(", ")
             ),
         };
-        let (mut csv, mut header, mut delimiter) = (false, false, None);
+        let (mut csv, mut binary, mut header, mut delimiter) = (false, false, false, None);
         for option in options {
             match option {
                 CopyOption::Format(f) => match f.value.to_lowercase().as_str() {
-                    "text" => csv = false,
-                    "csv" => csv = true,
+                    "text" => (csv, binary) = (false, false),
+                    "csv" => (csv, binary) = (true, false),
+                    "binary" => (csv, binary) = (false, true),
                     other => return Err(Error::Unsupported(format!("FORMAT {other}"))),
                 },
                 CopyOption::Header(h) => header = *h,
@@ -695,9 +772,15 @@ impl CopyOut {
                     csv = true;
                     header = true;
                 }
+                CopyLegacyOption::Binary => binary = true,
                 CopyLegacyOption::Delimiter(c) => delimiter = Some(single_byte(*c, "delimiter")?),
                 other => return Err(Error::Unsupported(format!("TO STDOUT with option {other}"))),
             }
+        }
+        if binary && (csv || header || delimiter.is_some()) {
+            return Err(Error::Unsupported(
+                "TO STDOUT in binary format with CSV, HEADER or DELIMITER".into(),
+            ));
         }
         if header && !csv {
             return Err(Error::Unsupported("HEADER in text format".into()));
@@ -705,14 +788,25 @@ impl CopyOut {
         Ok(CopyOut {
             sql,
             csv,
+            binary,
             header,
             delimiter: delimiter.unwrap_or(if csv { b',' } else { b'\t' }),
+            head: None,
         })
     }
 
-    /// The header line, when one was asked for.
-    pub fn header_line(&self, schema: &Schema) -> Option<Vec<u8>> {
-        self.header.then(|| {
+    /// The overall format code of the `CopyOutResponse`: 1 for binary, 0 for text and CSV.
+    pub fn format_code(&self) -> i8 {
+        i8::from(self.binary)
+    }
+
+    /// Prepares the output for rows of `schema`: the binary format checks that every column
+    /// can be sent (0A000 otherwise, before any row).
+    pub fn begin(&mut self, schema: &Schema) -> Result<()> {
+        if self.binary {
+            binary::check_sendable(schema)?;
+            self.head = Some(binary::header());
+        } else if self.header {
             let mut line = Vec::new();
             for (i, field) in schema.fields().iter().enumerate() {
                 if i > 0 {
@@ -721,12 +815,34 @@ impl CopyOut {
                 self.push_value(&mut line, Some(field.name()));
             }
             line.push(b'\n');
-            line
-        })
+            self.head = Some(line);
+        }
+        Ok(())
     }
 
-    /// Each row of `batch` as one line of the output format.
-    pub fn render(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+    /// What is left to send after the last row: the head, if no row took it.
+    pub fn finish(&mut self) -> Option<Vec<u8>> {
+        self.head.take()
+    }
+
+    /// Each row of `batch` in the output format, one `CopyData` each; the first row of the
+    /// output carries the head, so the rows sent are the rows counted.
+    pub fn render(&mut self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+        let mut lines = if self.binary {
+            binary::encode(batch)?
+        } else {
+            self.render_text(batch)?
+        };
+        if let Some(first) = lines.first_mut()
+            && let Some(mut head) = self.head.take()
+        {
+            head.append(first);
+            *first = head;
+        }
+        Ok(lines)
+    }
+
+    fn render_text(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
         use arrow::util::display::{ArrayFormatter, FormatOptions};
         let options = FormatOptions::new()
             .with_null("")
@@ -917,7 +1033,7 @@ mod tests {
         );
     }
 
-    fn rendered(out: &CopyOut, batch: &RecordBatch) -> Vec<String> {
+    fn rendered(out: &mut CopyOut, batch: &RecordBatch) -> Vec<String> {
         out.render(batch)
             .expect("render")
             .into_iter()
@@ -944,23 +1060,194 @@ mod tests {
             ("n", Arc::new(Int64Array::from(vec![1, 2, 3])) as ArrayRef),
         ])
         .expect("batch");
-        let text = parse("COPY (SELECT s, n FROM t) TO STDOUT");
+        let mut text = parse("COPY (SELECT s, n FROM t) TO STDOUT");
         assert_eq!(text.sql, "SELECT s, n FROM t");
+        text.begin(&batch.schema()).expect("begin");
         assert_eq!(
-            rendered(&text, &batch),
+            rendered(&mut text, &batch),
             vec!["a\\tb\t1\n", "\\N\t2\n", "x,\"y\"\t3\n"]
         );
-        let csv =
+        assert_eq!(text.finish(), None);
+        let mut csv =
             parse("COPY otel_logs_and_spans (id, name) TO STDOUT WITH (FORMAT csv, HEADER true)");
         assert_eq!(csv.sql, "SELECT id, name FROM otel_logs_and_spans");
+        csv.begin(&batch.schema()).expect("begin");
         assert_eq!(
-            csv.header_line(&batch.schema())
-                .map(|h| String::from_utf8(h).expect("utf8")),
-            Some("s,n\n".to_string())
+            rendered(&mut csv, &batch),
+            vec!["s,n\na\tb,1\n", ",2\n", "\"x,\"\"y\"\"\",3\n"],
+            "the header line goes out with the first row"
         );
+        assert_eq!(rendered(&mut csv, &batch)[0], "a\tb,1\n", "and only once");
+        let mut empty =
+            parse("COPY otel_logs_and_spans (id, name) TO STDOUT WITH (FORMAT csv, HEADER true)");
+        empty.begin(&batch.schema()).expect("begin");
         assert_eq!(
-            rendered(&csv, &batch),
-            vec!["a\tb,1\n", ",2\n", "\"x,\"\"y\"\"\",3\n"]
+            empty.finish().map(|h| String::from_utf8(h).expect("utf8")),
+            Some("s,n\n".to_string()),
+            "an empty result still gets its header"
+        );
+    }
+
+    /// A binary COPY stream of `batch`, as a driver would send it.
+    fn binary_stream(batch: &RecordBatch) -> Vec<u8> {
+        let mut bytes = binary::header();
+        for row in binary::encode(batch).expect("encode") {
+            bytes.extend(row);
+        }
+        bytes.extend_from_slice(&(-1i16).to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn binary_copy_yields_typed_batches_that_coerce_takes_as_they_are() {
+        use arrow::array::{Int32Array, StringArray, TimestampMicrosecondArray};
+        let mut binary_copy = copy(
+            "COPY otel_logs_and_spans (project_id, timestamp, id, duration) FROM STDIN (FORMAT binary)",
+        )
+        .expect("copy");
+        assert!(binary_copy.is_binary());
+        let micros = 1_710_064_800_000_000; // 2024-03-10T10:00:00Z
+        let batch = RecordBatch::try_from_iter([
+            (
+                "p",
+                Arc::new(StringArray::from(vec!["p1", "p1"])) as ArrayRef,
+            ),
+            (
+                "t",
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![micros, micros + 1]).with_timezone("UTC"),
+                ) as ArrayRef,
+            ),
+            ("i", Arc::new(StringArray::from(vec!["a", "b"])) as ArrayRef),
+            // int4 on the wire, for the Int64 column.
+            (
+                "d",
+                Arc::new(Int32Array::from(vec![Some(5), None])) as ArrayRef,
+            ),
+        ])
+        .expect("batch");
+        let bytes = binary_stream(&batch);
+        let (head, tail) = bytes.split_at(30);
+        assert!(binary_copy.push(head).expect("push").is_empty());
+        assert!(binary_copy.push(tail).expect("push").is_empty());
+        let batches = binary_copy.finish().expect("finish");
+        assert_eq!(batches.len(), 1);
+        let held = &batches[0];
+        assert_eq!(held.column(3).data_type(), &DataType::Int64);
+        let coerced = crate::ingest::coerce(&binary_copy.table, held).expect("coerce");
+        let table = &binary_copy.table;
+        let column = |name: &str| {
+            coerced
+                .column(table.index_of(name).expect("column"))
+                .clone()
+        };
+        assert_eq!(
+            column("duration")
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .iter()
+                .collect::<Vec<_>>(),
+            [Some(5), None]
+        );
+        // Typed columns pass through coerce without a cast: the same memory.
+        let values = |array: &ArrayRef, buffer: usize| array.to_data().buffers()[buffer].as_ptr();
+        assert_eq!(values(&column("id"), 1), values(held.column(2), 1));
+        assert_eq!(values(&column("timestamp"), 0), values(held.column(1), 0));
+        assert_eq!(
+            column("date")
+                .as_primitive::<arrow::datatypes::Date32Type>()
+                .value(0),
+            19792,
+            "date derived from the binary timestamp"
+        );
+
+        // NOT NULL and the tenant are checked by coerce, as for text.
+        let mut no_time =
+            copy("COPY otel_logs_and_spans (project_id, id) FROM STDIN (FORMAT binary)")
+                .expect("copy");
+        let batch = RecordBatch::try_from_iter([
+            ("p", Arc::new(StringArray::from(vec!["p1"])) as ArrayRef),
+            ("i", Arc::new(StringArray::from(vec!["a"])) as ArrayRef),
+        ])
+        .expect("batch");
+        no_time.push(&binary_stream(&batch)).expect("push");
+        let held = no_time.finish().expect("finish");
+        let error = crate::ingest::coerce(&no_time.table, &held[0]).expect_err("no timestamp");
+        assert_eq!(error.sqlstate(), "23502");
+    }
+
+    #[test]
+    fn binary_options_are_checked() {
+        assert!(
+            copy("COPY otel_logs_and_spans (project_id, id) FROM STDIN BINARY")
+                .expect("legacy syntax")
+                .is_binary()
+        );
+        assert!(
+            !copy("COPY otel_logs_and_spans (project_id, id) FROM STDIN (FORMAT text)")
+                .expect("text")
+                .is_binary()
+        );
+        for (sql, option) in [
+            ("(FORMAT binary, DELIMITER ',')", "DELIMITER"),
+            ("(FORMAT binary, NULL 'x')", "NULL"),
+            ("(FORMAT binary, HEADER true)", "HEADER"),
+        ] {
+            let error = copy(&format!(
+                "COPY otel_logs_and_spans (project_id, id) FROM STDIN {sql}"
+            ))
+            .expect_err(sql);
+            assert_eq!(error.sqlstate(), "0A000");
+            assert!(
+                error
+                    .to_string()
+                    .contains(&format!("{option} in binary format")),
+                "{error}"
+            );
+        }
+        let mut copy = copy("COPY otel_logs_and_spans (project_id, id) FROM STDIN (FORMAT binary)")
+            .expect("copy");
+        let error = copy.push(b"p1\ta\n").expect_err("text data");
+        assert_eq!(error.sqlstate(), "22P04");
+    }
+
+    #[test]
+    fn copy_out_binary_puts_the_header_on_the_first_row() {
+        use arrow::array::Int64Array;
+        let statement = Parser::parse_sql(
+            &PostgreSqlDialect {},
+            "COPY (SELECT n FROM t) TO STDOUT (FORMAT binary)",
+        )
+        .expect("parse")
+        .remove(0);
+        let mut out = CopyOut::from_statement(&statement)
+            .expect("a COPY TO")
+            .expect("valid");
+        assert_eq!(out.format_code(), 1);
+        let batch =
+            RecordBatch::try_from_iter([("n", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef)])
+                .expect("batch");
+        out.begin(&batch.schema()).expect("begin");
+        let rows = out.render(&batch).expect("render");
+        let mut tuple = vec![0, 1, 0, 0, 0, 8];
+        tuple.extend_from_slice(&1i64.to_be_bytes());
+        assert_eq!(rows[0], [binary::header(), tuple].concat());
+        assert_eq!(rows[1][..2], [0, 1]);
+        assert_eq!(out.finish(), None, "the header went out with the first row");
+
+        let decimal = Schema::new(vec![Field::new("d", DataType::Decimal128(10, 2), true)]);
+        let error = out.begin(&decimal).expect_err("decimal");
+        assert_eq!(error.sqlstate(), "0A000");
+        assert!(error.to_string().contains("column \"d\""), "{error}");
+        let statement = Parser::parse_sql(
+            &PostgreSqlDialect {},
+            "COPY (SELECT n FROM t) TO STDOUT (FORMAT binary, HEADER true)",
+        )
+        .expect("parse")
+        .remove(0);
+        assert!(
+            CopyOut::from_statement(&statement)
+                .expect("COPY TO")
+                .is_err()
         );
     }
 

@@ -590,7 +590,8 @@ struct ActiveCopy {
     error: Option<PgWireError>,
 }
 
-/// Starts `COPY … FROM STDIN` and runs `COPY … TO STDOUT` (text and CSV) in both protocols.
+/// Starts `COPY … FROM STDIN` and runs `COPY … TO STDOUT` (text, CSV and binary) in both
+/// protocols.
 struct CopyHook {
     catalog: Arc<Catalog>,
 }
@@ -612,6 +613,8 @@ impl CopyHook {
             Err(e) => Err(PgWireError::ApiError(Box::new(e))),
             Ok(copy) => {
                 let columns = copy.column_count();
+                // Binary: overall format 1 and every column 1 (`CopyResponse::column_formats`).
+                let format = i8::from(copy.is_binary());
                 *client
                     .session_extensions()
                     .get_or_insert_with(CopySlot::default)
@@ -622,7 +625,7 @@ impl CopyHook {
                     error: None,
                 });
                 Ok(Response::CopyIn(CopyResponse::new(
-                    0,
+                    format,
                     columns,
                     futures::stream::empty(),
                 )))
@@ -631,35 +634,35 @@ impl CopyHook {
     }
 }
 
-/// Runs the query of a `COPY … TO STDOUT` and streams its rows as `CopyData`, one per row.
-async fn copy_out(out: CopyOut, context: &SessionContext) -> PgWireResult<Response> {
+/// Runs the query of a `COPY … TO STDOUT` and streams its rows as `CopyData`, one per row
+/// (pgwire counts them for the `COPY n` tag; the binary trailer it appends is not counted).
+async fn copy_out(mut out: CopyOut, context: &SessionContext) -> PgWireResult<Response> {
     use futures::StreamExt;
     let api = |e: datafusion::error::DataFusionError| PgWireError::ApiError(Box::new(e));
+    let copy_error = |e: crate::copy::Error| PgWireError::ApiError(Box::new(e));
     let frame = context.sql(&out.sql).await.map_err(api)?;
     let schema = frame.schema().as_arrow().clone();
     let columns = schema.fields().len();
-    let header = out
-        .header_line(&schema)
-        .map(|line| Ok(CopyData::new(bytes::Bytes::from(line))));
+    out.begin(&schema).map_err(copy_error)?;
+    let format = out.format_code();
     let batches = frame.execute_stream().await.map_err(api)?;
-    let rows = batches.flat_map(move |batch| {
-        let lines: Vec<PgWireResult<CopyData>> = match batch.map_err(api) {
-            Err(e) => vec![Err(e)],
-            Ok(batch) => match out.render(&batch) {
-                Ok(lines) => lines
-                    .into_iter()
-                    .map(|line| Ok(CopyData::new(bytes::Bytes::from(line))))
-                    .collect(),
-                Err(e) => vec![Err(PgWireError::ApiError(Box::new(e)))],
+    // Each step renders one batch; after the last, what `finish` leaves (the head of an
+    // empty result) goes out.
+    let rows = futures::stream::unfold(Some((batches, out)), move |state| async move {
+        let (mut batches, mut out) = state?;
+        let lines: Vec<PgWireResult<Vec<u8>>> = match batches.next().await {
+            None => return Some((out.finish().into_iter().map(Ok).collect(), None)),
+            Some(Err(e)) => vec![Err(api(e))],
+            Some(Ok(batch)) => match out.render(&batch) {
+                Ok(lines) => lines.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(copy_error(e))],
             },
         };
-        futures::stream::iter(lines)
-    });
-    Ok(Response::CopyOut(CopyResponse::new(
-        0,
-        columns,
-        futures::stream::iter(header).chain(rows),
-    )))
+        Some((lines, Some((batches, out))))
+    })
+    .flat_map(futures::stream::iter)
+    .map(|line| line.map(|line| CopyData::new(bytes::Bytes::from(line))));
+    Ok(Response::CopyOut(CopyResponse::new(format, columns, rows)))
 }
 
 #[async_trait]

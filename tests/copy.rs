@@ -1,6 +1,6 @@
-//! `COPY … FROM STDIN` over the real server: text and CSV through tokio-postgres (extended
-//! protocol) and psql (simple protocol), errors with SQLSTATEs, and the rows flushed to Delta
-//! exactly once.
+//! `COPY … FROM STDIN` over the real server: text, CSV and binary through tokio-postgres
+//! (extended protocol) and psql (simple protocol), errors with SQLSTATEs, and the rows flushed
+//! to Delta exactly once; `COPY … TO STDOUT` in text, CSV and binary.
 
 mod common;
 
@@ -229,4 +229,276 @@ async fn copy_to_stdout_in_text_and_csv() {
         count(&client, "WHERE project_id = 'back' AND name = 'tab\there'").await,
         1
     );
+}
+
+/// The columns of the binary COPY test and the types tokio-postgres sends them as.
+const BINARY_COPY: &str = "COPY otel_logs_and_spans (project_id, timestamp, id, name, body, \
+     attributes, hashes, duration, attributes___client___port, context___is_remote) \
+     FROM STDIN (FORMAT binary)";
+
+/// What row `i` of the binary COPY test holds.
+struct BinaryRow {
+    timestamp: chrono::DateTime<chrono::Utc>,
+    id: String,
+    name: Option<String>,
+    body: serde_json::Value,
+    attributes: Option<serde_json::Value>,
+    hashes: Vec<Option<String>>,
+    duration: i64,
+    port: Option<i32>,
+    remote: bool,
+}
+
+fn binary_row(i: usize, base_micros: i64) -> BinaryRow {
+    BinaryRow {
+        timestamp: chrono::DateTime::from_timestamp_micros(base_micros + i as i64 * 1_000_003)
+            .expect("timestamp"),
+        id: format!("bin-{i}"),
+        name: (!i.is_multiple_of(3)).then(|| format!("GET /b\t{i} ✓")),
+        body: serde_json::json!({"msg": format!("hello, {i}"), "n": i}),
+        attributes: i
+            .is_multiple_of(2)
+            .then(|| serde_json::json!({"k": [i, "v"]})),
+        hashes: match i % 4 {
+            0 => Vec::new(),
+            1 => vec![Some(format!("h{i}"))],
+            2 => vec![Some("a b".into()), None, Some("\"q\"".into())],
+            _ => vec![Some("x".into()), Some("y".into())],
+        },
+        duration: i as i64 * 1_000_000_007,
+        port: (!i.is_multiple_of(5)).then_some(8000 + i as i32),
+        remote: i % 2 == 1,
+    }
+}
+
+/// Reads the rows of project `bin` back over SQL and checks each against [`binary_row`].
+async fn check_binary_rows(client: &tokio_postgres::Client, rows: usize, base_micros: i64) {
+    let read = client
+        .query(
+            "SELECT id, timestamp, name, body, attributes, hashes, duration, \
+             attributes___client___port, context___is_remote FROM otel_logs_and_spans \
+             WHERE project_id = 'bin' ORDER BY timestamp",
+            &[],
+        )
+        .await
+        .expect("read back");
+    assert_eq!(read.len(), rows);
+    for (i, row) in read.iter().enumerate() {
+        let want = binary_row(i, base_micros);
+        assert_eq!(row.get::<_, String>(0), want.id);
+        assert_eq!(
+            row.get::<_, chrono::DateTime<chrono::Utc>>(1),
+            want.timestamp,
+            "{}",
+            want.id
+        );
+        assert_eq!(row.get::<_, Option<String>>(2), want.name, "{}", want.id);
+        let body: serde_json::Value =
+            serde_json::from_str(&row.get::<_, String>(3)).expect("body is JSON text");
+        assert_eq!(body, want.body, "{}", want.id);
+        let attributes = row
+            .get::<_, Option<String>>(4)
+            .map(|a| serde_json::from_str::<serde_json::Value>(&a).expect("JSON text"));
+        assert_eq!(attributes, want.attributes, "jsonb arrives as JSON text");
+        assert_eq!(
+            row.get::<_, Option<Vec<Option<String>>>>(5)
+                .unwrap_or_default(),
+            want.hashes,
+            "{}",
+            want.id
+        );
+        assert_eq!(row.get::<_, i64>(6), want.duration);
+        assert_eq!(row.get::<_, Option<i32>>(7), want.port);
+        assert_eq!(row.get::<_, bool>(8), want.remote);
+    }
+}
+
+#[tokio::test]
+async fn binary_copy_from_tokio_postgres_reads_back_before_and_after_a_flush() {
+    use tokio_postgres::binary_copy::{BinaryCopyInWriter, BinaryCopyOutStream};
+    use tokio_postgres::types::{ToSql, Type};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    let base = past_micros(1) / 1_000_000 * 1_000_000 + 123_456;
+    const ROWS: usize = 2000;
+
+    let sink = client.copy_in(BINARY_COPY).await.expect("copy in");
+    let types = [
+        Type::TEXT,
+        Type::TIMESTAMPTZ,
+        Type::TEXT,
+        Type::VARCHAR,
+        Type::JSON,
+        Type::JSONB,
+        Type::TEXT_ARRAY,
+        Type::INT8,
+        Type::INT4,
+        Type::BOOL,
+    ];
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    futures::pin_mut!(writer);
+    for i in 0..ROWS {
+        let row = binary_row(i, base);
+        let values: [&(dyn ToSql + Sync); 10] = [
+            &"bin",
+            &row.timestamp,
+            &row.id,
+            &row.name,
+            &row.body,
+            &row.attributes,
+            &row.hashes,
+            &row.duration,
+            &row.port,
+            &row.remote,
+        ];
+        writer.as_mut().write(&values).await.expect("write row");
+    }
+    assert_eq!(writer.finish().await.expect("finish"), ROWS as u64);
+    check_binary_rows(&client, ROWS, base).await;
+
+    // Narrower integers than the columns: int2 for an int8, int2 for an int4.
+    let sink = client
+        .copy_in(
+            "COPY otel_logs_and_spans (project_id, timestamp, id, duration, attributes___client___port) \
+             FROM STDIN (FORMAT binary)",
+        )
+        .await
+        .expect("copy in");
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::TEXT,
+            Type::TIMESTAMPTZ,
+            Type::TEXT,
+            Type::INT2,
+            Type::INT2,
+        ],
+    );
+    futures::pin_mut!(writer);
+    let at = chrono::DateTime::from_timestamp_micros(base).expect("timestamp");
+    writer
+        .as_mut()
+        .write(&[&"narrow", &at, &"n-1", &7i16, &-3i16])
+        .await
+        .expect("write");
+    assert_eq!(writer.finish().await.expect("finish"), 1);
+    let row = client
+        .query_one(
+            "SELECT duration, attributes___client___port FROM otel_logs_and_spans WHERE id = 'n-1'",
+            &[],
+        )
+        .await
+        .expect("row");
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i32>(1)), (7, -3));
+
+    // Bad streams: the SQLSTATE, nothing stored, the connection still works.
+    let header = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0".to_vec();
+    let field = |value: &[u8]| [&(value.len() as i32).to_be_bytes()[..], value].concat();
+    let good = [
+        &3i16.to_be_bytes()[..],
+        &field(b"badproj"),
+        &field(&(base - 946_684_800_000_000).to_be_bytes()),
+        &field(b"x-1"),
+    ]
+    .concat();
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "a wrong field count",
+            [
+                &header[..],
+                &good,
+                &2i16.to_be_bytes(),
+                &field(b"p"),
+                &field(b"q"),
+            ]
+            .concat(),
+            "22P04",
+        ),
+        (
+            "a stream ending inside a tuple",
+            [&header[..], &good, &good[..good.len() - 2]].concat(),
+            "22P04",
+        ),
+        (
+            "a 3-byte timestamp",
+            [
+                &header[..],
+                &good,
+                &3i16.to_be_bytes(),
+                &field(b"badproj"),
+                &field(&[0, 0, 1]),
+                &field(b"x-2"),
+            ]
+            .concat(),
+            "22P02",
+        ),
+        (
+            "text sent as binary",
+            b"badproj\t2024-01-01\tx\n".to_vec(),
+            "22P04",
+        ),
+    ];
+    for (what, data, expected) in cases {
+        let sink = client
+            .copy_in::<_, Bytes>(
+                "COPY otel_logs_and_spans (project_id, timestamp, id) FROM STDIN (FORMAT binary)",
+            )
+            .await
+            .expect("copy in");
+        futures::pin_mut!(sink);
+        let sent = sink.send(Bytes::from(data)).await;
+        let error = match sent {
+            Err(e) => e,
+            Ok(()) => sink.finish().await.expect_err(what),
+        };
+        assert_eq!(sqlstate(&error), expected, "{what}: {error:?}");
+    }
+    assert_eq!(count(&client, "WHERE project_id = 'badproj'").await, 0);
+
+    // The same rows back out through COPY … TO STDOUT (FORMAT binary).
+    let stream = client
+        .copy_out(
+            "COPY (SELECT id, timestamp, hashes, duration, context___is_remote FROM otel_logs_and_spans \
+             WHERE project_id = 'bin' ORDER BY timestamp) TO STDOUT (FORMAT binary)",
+        )
+        .await
+        .expect("copy out");
+    let out = BinaryCopyOutStream::new(
+        stream,
+        &[
+            Type::TEXT,
+            Type::TIMESTAMPTZ,
+            Type::TEXT_ARRAY,
+            Type::INT8,
+            Type::BOOL,
+        ],
+    );
+    futures::pin_mut!(out);
+    let mut seen = 0;
+    while let Some(row) = futures::TryStreamExt::try_next(&mut out)
+        .await
+        .expect("row")
+    {
+        let want = binary_row(seen, base);
+        assert_eq!(row.get::<String>(0), want.id);
+        assert_eq!(row.get::<chrono::DateTime<chrono::Utc>>(1), want.timestamp);
+        assert_eq!(row.get::<Vec<Option<String>>>(2), want.hashes);
+        assert_eq!(row.get::<i64>(3), want.duration);
+        assert_eq!(row.get::<bool>(4), want.remote);
+        seen += 1;
+    }
+    assert_eq!(seen, ROWS);
+
+    // After a graceful restart everything is in Delta, exactly once, with the same values.
+    drop(client);
+    assert!(server.terminate().success());
+    assert_eq!(
+        delta_rows(dir.path()).await,
+        ROWS + 1,
+        "flushed exactly once"
+    );
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    check_binary_rows(&client, ROWS, base).await;
 }

@@ -1,5 +1,6 @@
 //! Python psycopg 3 (the driver of SQLAlchemy, Superset and most Python tools) against the real
-//! server: server-side binding, executemany, COPY FROM STDIN, typed results, SQLSTATEs; then
+//! server: server-side binding, executemany, COPY FROM STDIN (text, CSV, binary), typed
+//! results, SQLSTATEs; then
 //! SQLAlchemy's connect-time probes (savepoints, `to_regtype`) and table listing.
 
 mod common;
@@ -32,6 +33,20 @@ async fn psycopg_binds_copies_and_reads() {
     assert_eq!(seen["sum"], 1500 + (1..50).sum::<i64>(), "{seen}");
     assert_eq!(seen["latest_matches"], true, "{seen}");
     assert_eq!(seen["csv_body"], "{\"a\": \"x,y\"}", "{seen}");
+    assert_eq!(seen["binary_rowcount"], 300, "{seen}");
+    assert_eq!(seen["binary_count"], 300, "{seen}");
+    assert_eq!(seen["binary_mismatches"], serde_json::json!([]), "{seen}");
+    assert_eq!(
+        seen["binary_row_1"],
+        serde_json::json!([
+            "bin-1",
+            "name 1 ✓",
+            {"i": 1, "s": "x,y"},
+            ["h1", null, "a b"],
+            1_000_000_007
+        ]),
+        "{seen}"
+    );
     assert_eq!(
         seen["names"],
         serde_json::json!([
@@ -56,4 +71,5 @@ async fn psycopg_binds_copies_and_reads() {
 
     let pg = server.client().await;
     assert_eq!(count(&pg, "WHERE project_id = 'psy'").await, 551);
+    assert_eq!(count(&pg, "WHERE project_id = 'psy-bin'").await, 300);
 }

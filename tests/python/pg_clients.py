@@ -1,6 +1,6 @@
 """psycopg 3 against TimeFusion: server-side parameter binding, executemany, COPY FROM STDIN
-(text and CSV through the copy API), typed results, SQLSTATEs; then SQLAlchemy (on psycopg)
-connecting and inspecting the schema as Superset and other Python tools do.
+(text, CSV and binary through the copy API), typed results, SQLSTATEs; then SQLAlchemy (on
+psycopg) connecting and inspecting the schema as Superset and other Python tools do.
 
 Usage: pg_clients.py DSN. Prints one JSON object with what the client saw; the Rust test
 (tests/psycopg.rs) asserts on it.
@@ -39,6 +39,44 @@ with psycopg.connect(dsn, autocommit=True) as conn:
             "COPY otel_logs_and_spans (project_id, timestamp, id, body) FROM STDIN (FORMAT csv)"
         ) as copy:
             copy.write('psy,2024-03-10 10:00:00+00,csv-1,"{""a"": ""x,y""}"\n')
+        # Binary COPY: psycopg sends binary rows because the server announced FORMAT binary.
+        binary_rows = [
+            (
+                "psy-bin",
+                now + datetime.timedelta(microseconds=i),
+                f"bin-{i}",
+                None if i % 3 == 0 else f"name {i} ✓",
+                {"i": i, "s": "x,y"},
+                [] if i % 4 == 0 else [f"h{i}", None, "a b"],
+                i * 1_000_000_007,
+                i % 2 == 0,
+            )
+            for i in range(300)
+        ]
+        with cur.copy(
+            "COPY otel_logs_and_spans (project_id, timestamp, id, name, attributes, hashes, "
+            "duration, context___is_remote) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(
+                ["text", "timestamptz", "text", "text", "jsonb", "text[]", "int8", "bool"]
+            )
+            for row in binary_rows:
+                copy.write_row(row)
+        out["binary_rowcount"] = cur.rowcount
+        cur.execute(
+            "SELECT project_id, timestamp, id, name, attributes, hashes, duration, "
+            "context___is_remote FROM otel_logs_and_spans WHERE project_id = %s ORDER BY timestamp",
+            ("psy-bin",),
+        )
+        read = [
+            (p, t, i, n, json.loads(a), h or [], d, r)
+            for (p, t, i, n, a, h, d, r) in cur.fetchall()
+        ]
+        out["binary_count"] = len(read)
+        out["binary_mismatches"] = [
+            [repr(a), repr(b)] for a, b in zip(read, binary_rows) if a != b
+        ][:3]
+        out["binary_row_1"] = [read[1][2], read[1][3], read[1][4], read[1][5], read[1][6]]
         cur.execute(
             "SELECT count(*), sum(duration), max(timestamp) FROM otel_logs_and_spans WHERE project_id = %s",
             ("psy",),
