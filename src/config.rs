@@ -67,6 +67,12 @@ pub struct Config {
     #[arg(long, env = "TIMEFUSION_STATEMENT_TIMEOUT_MS", default_value_t = 0)]
     pub statement_timeout_ms: u64,
 
+    /// Parsed rows a `COPY … FROM STDIN` holds before writing them, in MiB: a COPY up to this
+    /// size is all-or-nothing; a longer one is written in pieces of this size, and an error
+    /// keeps the pieces already written.
+    #[arg(long, env = "TIMEFUSION_COPY_ATOMIC_MB", default_value_t = 64)]
+    pub copy_atomic_mb: usize,
+
     /// Maximum number of concurrent client connections; further connections are refused.
     #[arg(long, env = "TIMEFUSION_MAX_CONNECTIONS", default_value_t = 256)]
     pub max_connections: usize,
@@ -275,6 +281,11 @@ impl Config {
         {
             return Err(ConfigError(
                 "TIMEFUSION_MAINTENANCE_INTERVAL_SECS, TIMEFUSION_COMPACT_TARGET_MB and TIMEFUSION_CHECKPOINT_INTERVAL must be positive".into(),
+            ));
+        }
+        if self.copy_atomic_mb == 0 {
+            return Err(ConfigError(
+                "TIMEFUSION_COPY_ATOMIC_MB must be positive".into(),
             ));
         }
         if self.foyer_memory_mb == 0 {

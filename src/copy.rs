@@ -10,10 +10,11 @@
 //! `copy::binary` straight into arrays of the table's types, which `coerce` takes without a
 //! cast; it only adds the left-out columns and checks constraints. Parsed batches of every
 //! format are held until the `COPY` ends and then written with one
-//! [`crate::ingest::Ingest::write`], so a `COPY` of up to [`MAX_HELD_BYTES`] is
-//! all-or-nothing; a longer one is written in pieces of that size as it arrives (each piece
-//! durable before the next is read), and an error stops it with the earlier pieces kept, like
-//! a series of `INSERT`s.
+//! [`crate::ingest::Ingest::write`], so a `COPY` of up to `TIMEFUSION_COPY_ATOMIC_MB` of
+//! parsed rows ([`MAX_HELD_BYTES`] by default) is all-or-nothing; a longer one is written in
+//! pieces of that size as it arrives (each piece durable before the next is read), and an
+//! error stops it with the earlier pieces kept, like a series of `INSERT`s. A text or CSV row,
+//! like a binary one, may not exceed 64 MiB.
 //!
 //! `COPY (query) TO STDOUT` and `COPY table [(columns)] TO STDOUT` go the other way:
 //! [`CopyOut`] renders each result row in the text, CSV or binary format, one `CopyData` per
@@ -34,7 +35,8 @@ use crate::schema::{Catalog, TableSchema};
 
 mod binary;
 
-/// Parsed rows are written once this many bytes of them are held.
+/// Parsed rows are written once this many bytes of them are held, unless
+/// [`CopyIn::with_max_held`] says otherwise.
 pub const MAX_HELD_BYTES: usize = 64 << 20;
 
 /// Received bytes are parsed in slices of about this size, one batch each.
@@ -124,6 +126,8 @@ pub struct CopyIn {
     line: usize,
     held: Vec<RecordBatch>,
     held_bytes: usize,
+    /// Parsed bytes held before they are written (`TIMEFUSION_COPY_ATOMIC_MB`).
+    max_held: usize,
     finished: bool,
     /// `FORMAT binary`: the decoder, which then takes the place of `format`, `pending`,
     /// `skip_header`, `line` and `finished`.
@@ -299,6 +303,7 @@ impl CopyIn {
             line: 0,
             held: Vec::new(),
             held_bytes: 0,
+            max_held: MAX_HELD_BYTES,
             finished: false,
             binary,
         })
@@ -331,13 +336,31 @@ impl CopyIn {
         if self.pending.len() < SLICE_BYTES {
             return Ok(Vec::new());
         }
-        let cut = self.row_boundary();
+        // Bytes without a line end cannot complete a row: skip rescanning a long one.
+        let scanned_before = self.pending.len() - data.len() >= SLICE_BYTES;
+        let cut = if scanned_before && !data.contains(&b'\n') {
+            0
+        } else {
+            self.row_boundary()
+        };
         if cut > 0 {
             let rest = self.pending.split_off(cut);
             let complete = std::mem::replace(&mut self.pending, rest);
             self.parse(&complete)?;
+        } else if self.pending.len() > binary::MAX_ROW_BYTES {
+            // A row that never ends would otherwise grow without limit.
+            return Err(Error::BadData {
+                line: self.line + 1,
+                message: format!("row is longer than {} MiB", binary::MAX_ROW_BYTES >> 20),
+            });
         }
         Ok(self.take_when_full())
+    }
+
+    /// Holds up to `bytes` of parsed rows before writing them (default [`MAX_HELD_BYTES`]).
+    pub fn with_max_held(mut self, bytes: usize) -> Self {
+        self.max_held = bytes;
+        self
     }
 
     /// The end of the stream: every remaining row, to be written.
@@ -363,7 +386,7 @@ impl CopyIn {
 
     /// The held batches once they passed [`MAX_HELD_BYTES`], else nothing.
     fn take_when_full(&mut self) -> Vec<RecordBatch> {
-        if self.held_bytes < MAX_HELD_BYTES {
+        if self.held_bytes < self.max_held {
             return Vec::new();
         }
         self.held_bytes = 0;

@@ -295,8 +295,14 @@ pub struct Access {
     pub password: String,
     pub method: AuthMethod,
     pub tls: Option<Tls>,
+}
+
+/// Bounds on what one statement may take.
+pub struct Limits {
     /// The `statement_timeout` every session starts with; zero is none.
     pub statement_timeout: std::time::Duration,
+    /// Parsed bytes of a `COPY FROM STDIN` held (and so all-or-nothing) before it is written.
+    pub copy_atomic_bytes: usize,
 }
 
 impl Handlers {
@@ -305,10 +311,11 @@ impl Handlers {
         catalog: Arc<Catalog>,
         ingest: Arc<Ingest>,
         access: Access,
+        limits: Limits,
         maintenance: Arc<dyn Maintenance>,
     ) -> Self {
         let parameters = server_parameters();
-        let interrupts = Arc::new(interrupt::Registry::new(access.statement_timeout));
+        let interrupts = Arc::new(interrupt::Registry::new(limits.statement_timeout));
         let inserts = Arc::new(LiteralInsertHook {
             catalog: catalog.clone(),
             ingest: ingest.clone(),
@@ -323,6 +330,7 @@ impl Handlers {
                     }),
                     Arc::new(CopyHook {
                         catalog: catalog.clone(),
+                        atomic_bytes: limits.copy_atomic_bytes,
                     }),
                     inserts.clone(),
                     Arc::new(SavepointHook),
@@ -594,6 +602,8 @@ struct ActiveCopy {
 /// protocols.
 struct CopyHook {
     catalog: Arc<Catalog>,
+    /// Parsed bytes a `COPY FROM STDIN` holds before writing them (all-or-nothing up to this).
+    atomic_bytes: usize,
 }
 
 impl CopyHook {
@@ -612,6 +622,7 @@ impl CopyHook {
         Some(match CopyIn::from_statement(statement, &self.catalog)? {
             Err(e) => Err(PgWireError::ApiError(Box::new(e))),
             Ok(copy) => {
+                let copy = copy.with_max_held(self.atomic_bytes);
                 let columns = copy.column_count();
                 // Binary: overall format 1 and every column 1 (`CopyResponse::column_formats`).
                 let format = i8::from(copy.is_binary());

@@ -290,7 +290,10 @@ impl Server {
                 password: config.pgwire_password.clone(),
                 method: config.pgwire_auth_method,
                 tls,
+            },
+            crate::pgwire::Limits {
                 statement_timeout: config.statement_timeout(),
+                copy_atomic_bytes: config.copy_atomic_mb << 20,
             },
             core.clone(),
         ));

@@ -502,3 +502,74 @@ async fn binary_copy_from_tokio_postgres_reads_back_before_and_after_a_flush() {
     let client = server.client().await;
     check_binary_rows(&client, ROWS, base).await;
 }
+
+/// `copy_in` with the data cut into 64 KiB `CopyData` messages, as drivers send a long COPY.
+async fn copy_in_chunks(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    data: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = client.copy_in(sql).await?;
+    futures::pin_mut!(sink);
+    for chunk in data.as_bytes().chunks(64 << 10) {
+        sink.send(Bytes::copy_from_slice(chunk)).await?;
+    }
+    sink.finish().await
+}
+
+/// CSV rows of `pad` bytes each for project `project`, ids `{project}-{i}`.
+fn padded_csv(project: &str, day: &str, rows: usize, pad: usize) -> String {
+    let body = "x".repeat(pad);
+    (0..rows)
+        .map(|i| format!("{project},{day}T12:00:00Z,{project}-{i},{body}\n"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_copy_longer_than_the_atomic_size_is_written_in_pieces() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[("TIMEFUSION_COPY_ATOMIC_MB", "1")]);
+    let client = server.client().await;
+    let day = chrono::DateTime::from_timestamp_micros(past_micros(1))
+        .expect("timestamp")
+        .format("%Y-%m-%d")
+        .to_string();
+    let sql =
+        "COPY otel_logs_and_spans (project_id, timestamp, id, body) FROM STDIN WITH (FORMAT csv)";
+
+    // 12 MiB of rows, 12 times the atomic size: every row arrives.
+    let rows = 12 * 1024;
+    let data = padded_csv("big", &day, rows, 1000);
+    let copied = copy_in_chunks(&client, sql, &data)
+        .await
+        .expect("a long COPY");
+    assert_eq!(copied, rows as u64);
+    assert_eq!(
+        count(&client, "WHERE project_id = 'big'").await,
+        rows as i64
+    );
+
+    // A bad row at the end fails the COPY but keeps the pieces written before it, like a
+    // series of INSERTs; a COPY within the atomic size keeps nothing.
+    let mut data = padded_csv("cut", &day, rows, 1000);
+    data.push_str("cut,not a time,cut-bad,x\n");
+    let error = copy_in_chunks(&client, sql, &data)
+        .await
+        .expect_err("a bad last row");
+    assert_eq!(sqlstate(&error), "22007");
+    let kept = count(&client, "WHERE project_id = 'cut'").await;
+    assert!(kept > 0 && kept < rows as i64, "{kept} of {rows} rows kept");
+    let mut data = padded_csv("small", &day, 100, 1000);
+    data.push_str("small,not a time,small-bad,x\n");
+    copy_in_chunks(&client, sql, &data)
+        .await
+        .expect_err("a bad last row");
+    assert_eq!(count(&client, "WHERE project_id = 'small'").await, 0);
+
+    // A row that never ends is refused once it passes 64 MiB, instead of growing forever.
+    let endless = format!("endless,{day}T12:00:00Z,e-1,{}", "y".repeat(65 << 20));
+    let error = copy_in_chunks(&client, sql, &endless)
+        .await
+        .expect_err("an endless row");
+    assert_eq!(sqlstate(&error), "22P04");
+}
