@@ -17,7 +17,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 want() { [[ ",$SYSTEMS," == *",$1,"* ]]; }
-PGBIN="${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}"
+PGBIN="${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)}"
 WORK="$(mktemp -d /tmp/timefusion-bench.XXXXXX)"
 OUT="${OUT:-bench/results}"
 VENV="${BENCH_VENV:-$HOME/.cache/timefusion/bench-venv}"

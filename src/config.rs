@@ -283,6 +283,12 @@ impl Config {
                 "TIMEFUSION_MAINTENANCE_INTERVAL_SECS, TIMEFUSION_COMPACT_TARGET_MB and TIMEFUSION_CHECKPOINT_INTERVAL must be positive".into(),
             ));
         }
+        if self.statement_timeout_ms > i32::MAX as u64 {
+            return Err(ConfigError(format!(
+                "TIMEFUSION_STATEMENT_TIMEOUT_MS must be at most {} (PostgreSQL's limit)",
+                i32::MAX
+            )));
+        }
         if self.copy_atomic_mb == 0 {
             return Err(ConfigError(
                 "TIMEFUSION_COPY_ATOMIC_MB must be positive".into(),

@@ -26,7 +26,7 @@ use bytes::Bytes;
 use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{Expr, Reset, Set, Statement as Sql, Value};
+use datafusion::sql::sqlparser::ast::{ContextModifier, Expr, Reset, Set, Statement as Sql, Value};
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use futures::Stream;
 use pgwire::api::ClientInfo;
@@ -35,6 +35,7 @@ use pgwire::api::cancel::CancelHandler;
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::error::PgWireResult;
 use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::response::TransactionStatus;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
@@ -141,15 +142,27 @@ fn timed_out() -> pgwire::error::PgWireError {
     user_error("57014", "canceling statement due to statement timeout")
 }
 
+/// Whether a query message may write (`INSERT`, `VACUUM`): its work is then never
+/// interrupted, because a write cannot be undone once its rows reach the WAL, and answering
+/// 57014 for rows that were stored would make a retrying client write them twice. Erring
+/// towards "writes" only costs interruptibility.
+pub fn may_write(query: &str) -> bool {
+    let lower = query.to_ascii_lowercase();
+    lower.contains("insert") || lower.contains("vacuum")
+}
+
 /// One query message being answered: interrupted by a cancel request or its deadline.
 pub struct Statement {
     token: CancellationToken,
     deadline: Option<Instant>,
+    /// The handler's work is left to finish: see [`may_write`].
+    writes: bool,
 }
 
 impl Statement {
-    /// Starts a statement on `client`'s connection: a cancel request from now on interrupts it.
-    pub fn start<C: ClientInfo + ?Sized>(client: &C) -> Statement {
+    /// Starts a statement on `client`'s connection: a cancel request from now on interrupts it
+    /// (for `query` that [`may_write`], only its result rows).
+    pub fn start<C: ClientInfo + ?Sized>(client: &C, query: &str) -> Statement {
         let token = CancellationToken::new();
         if let Some(running) = client.session_extensions().get::<Running>() {
             *running.0.lock() = token.clone();
@@ -157,12 +170,16 @@ impl Statement {
         Statement {
             token,
             deadline: timeout(client).map(|t| Instant::now() + t),
+            writes: may_write(query),
         }
     }
 
     /// Runs `work` (planning, and whatever a handler does before it returns its result)
     /// unless the statement is interrupted first.
     pub async fn run<T>(&self, work: impl Future<Output = PgWireResult<T>>) -> PgWireResult<T> {
+        if self.writes {
+            return work.await;
+        }
         let deadline = async {
             match self.deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -177,16 +194,14 @@ impl Statement {
         }
     }
 
-    /// `response` with its result stream, if it has one, ended by an interrupt.
+    /// `response` with its result rows, if it has any, ended by an interrupt. `COPY … TO
+    /// STDOUT` data is left alone: pgwire 0.41 ends a failed copy-out stream with a backend
+    /// `CopyFail`, which PostgreSQL never sends and clients treat as a broken connection.
     pub fn bound(&self, response: Response) -> Response {
         match response {
             Response::Query(mut query) => {
                 query.data_rows = Box::pin(self.bounded(query.data_rows));
                 Response::Query(query)
-            }
-            Response::CopyOut(mut copy) => {
-                copy.data_stream = Box::pin(self.bounded(copy.data_stream));
-                Response::CopyOut(copy)
             }
             other => other,
         }
@@ -253,6 +268,10 @@ pub struct SettingsHook {
 /// What a statement asks of the settings, when this hook answers it.
 enum Action {
     SetTimeout(Option<Duration>),
+    /// `SET LOCAL`: until the transaction ends.
+    SetLocalTimeout(Option<Duration>),
+    /// `COMMIT` / `ROLLBACK`: a `SET LOCAL` ends; the statement itself goes on to the next hook.
+    EndTransaction,
     ShowTimeout,
     Reset(Option<String>),
 }
@@ -265,27 +284,42 @@ impl SettingsHook {
     fn action(&self, statement: &Sql) -> Option<PgWireResult<Action>> {
         match statement {
             Sql::Set(Set::SingleAssignment {
-                variable, values, ..
-            }) if is_timeout(&variable.to_string()) => Some(match values.as_slice() {
-                [value] => match value {
-                    Expr::Identifier(ident) if ident.value.eq_ignore_ascii_case("default") => {
-                        Ok(Action::SetTimeout(self.registry.default_timeout))
-                    }
-                    Expr::Value(v) => match &v.value {
-                        Value::Number(text, _)
-                        | Value::SingleQuotedString(text)
-                        | Value::DoubleQuotedString(text) => {
-                            parse_timeout(text).map(Action::SetTimeout)
+                scope,
+                variable,
+                values,
+                ..
+            }) if is_timeout(&variable.to_string()) => Some(
+                match values.as_slice() {
+                    [value] => match value {
+                        Expr::Identifier(ident) if ident.value.eq_ignore_ascii_case("default") => {
+                            Ok(Action::SetTimeout(self.registry.default_timeout))
                         }
-                        _ => Err(bad_timeout(&value.to_string())),
+                        Expr::Value(v) => match &v.value {
+                            Value::Number(text, _)
+                            | Value::SingleQuotedString(text)
+                            | Value::DoubleQuotedString(text) => {
+                                parse_timeout(text).map(Action::SetTimeout)
+                            }
+                            _ => Err(bad_timeout(&value.to_string())),
+                        },
+                        other => Err(bad_timeout(&other.to_string())),
                     },
-                    other => Err(bad_timeout(&other.to_string())),
-                },
-                _ => Err(user_error(
-                    "22023",
-                    "SET statement_timeout takes only one argument",
-                )),
-            }),
+                    _ => Err(user_error(
+                        "22023",
+                        "SET statement_timeout takes only one argument",
+                    )),
+                }
+                .map(|action| match (action, scope) {
+                    (Action::SetTimeout(t), Some(ContextModifier::Local)) => {
+                        Action::SetLocalTimeout(t)
+                    }
+                    (action, _) => action,
+                }),
+            ),
+            Sql::Commit { .. }
+            | Sql::Rollback {
+                savepoint: None, ..
+            } => Some(Ok(Action::EndTransaction)),
             Sql::ShowVariable { variable }
                 if variable.len() == 1 && is_timeout(&variable[0].value) =>
             {
@@ -299,15 +333,39 @@ impl SettingsHook {
         }
     }
 
-    fn run(&self, action: Action, client: &mut dyn HookClient) -> PgWireResult<Response> {
-        match action {
+    /// Runs `action`; `None` when the statement is for the next hook (`EndTransaction`).
+    fn run(&self, action: Action, client: &mut dyn HookClient) -> Option<PgWireResult<Response>> {
+        Some(match action {
             Action::SetTimeout(t) => {
+                client.session_extensions().insert(LocalTimeout(None));
                 set_timeout(client, t);
                 Ok(Response::Execution(Tag::new("SET")))
             }
+            Action::SetLocalTimeout(t) => {
+                // Outside a transaction block PostgreSQL ignores SET LOCAL (with a warning).
+                if client.transaction_status() != TransactionStatus::Idle {
+                    let local = client.session_extensions().get::<LocalTimeout>();
+                    if local.as_ref().is_none_or(|l| l.0.is_none()) {
+                        let session = timeout(client);
+                        client
+                            .session_extensions()
+                            .insert(LocalTimeout(Some(session)));
+                    }
+                    set_timeout(client, t);
+                }
+                Ok(Response::Execution(Tag::new("SET")))
+            }
+            Action::EndTransaction => {
+                if let Some(local) = client.session_extensions().get::<LocalTimeout>()
+                    && let Some(session) = local.0
+                {
+                    set_timeout(client, session);
+                    client.session_extensions().insert(LocalTimeout(None));
+                }
+                return None;
+            }
             Action::ShowTimeout => {
-                let shown = format_timeout(timeout(client));
-                show_response("statement_timeout", &shown)
+                show_response("statement_timeout", &format_timeout(timeout(client)))
             }
             Action::Reset(name) => {
                 let startup = client
@@ -329,9 +387,13 @@ impl SettingsHook {
                 }
                 Ok(Response::Execution(Tag::new("RESET")))
             }
-        }
+        })
     }
 }
+
+/// The session's `statement_timeout` from before a `SET LOCAL`, to restore when the
+/// transaction ends.
+struct LocalTimeout(Option<Option<Duration>>);
 
 /// A one-row, one-column text result, as `SHOW` answers.
 fn show_response(name: &str, value: &str) -> PgWireResult<Response> {
@@ -426,8 +488,10 @@ impl QueryHook for SettingsHook {
         _context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        let action = self.action(statement)?;
-        Some(action.and_then(|action| self.run(action, client)))
+        match self.action(statement)? {
+            Ok(action) => self.run(action, client),
+            Err(e) => Some(Err(e)),
+        }
     }
 
     async fn handle_extended_parse_query(
@@ -438,6 +502,7 @@ impl QueryHook for SettingsHook {
     ) -> Option<PgWireResult<LogicalPlan>> {
         Some(match self.action(statement)? {
             Ok(Action::ShowTimeout) => show_plan("statement_timeout"),
+            Ok(Action::EndTransaction) => return None,
             Ok(_) => Ok(no_rows_plan()),
             Err(e) => Err(e),
         })
@@ -451,8 +516,10 @@ impl QueryHook for SettingsHook {
         _context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        let action = self.action(statement)?;
-        Some(action.and_then(|action| self.run(action, client)))
+        match self.action(statement)? {
+            Ok(action) => self.run(action, client),
+            Err(e) => Some(Err(e)),
+        }
     }
 }
 
@@ -489,6 +556,7 @@ mod tests {
         let statement = Statement {
             token: CancellationToken::new(),
             deadline: None,
+            writes: false,
         };
         let (dropped_tx, mut dropped) = tokio::sync::oneshot::channel::<()>();
         let source = futures::stream::unfold(dropped_tx, |guard| async move {
@@ -521,6 +589,7 @@ mod tests {
         let statement = Statement {
             token: CancellationToken::new(),
             deadline: Some(Instant::now() + Duration::from_millis(50)),
+            writes: false,
         };
         let result = statement
             .run(std::future::pending::<PgWireResult<()>>())

@@ -277,6 +277,7 @@ pub struct Handlers {
     parameters: Arc<DefaultServerParameterProvider>,
     interrupts: Arc<interrupt::Registry>,
     pids: Arc<RandomPidSecretKeyGenerator>,
+    trust: bool,
     copy: Arc<CopyRows>,
     tls: Option<Tls>,
 }
@@ -291,8 +292,10 @@ fn server_parameters() -> DefaultServerParameterProvider {
 /// Who may connect, and how: the one login, its authentication method, and TLS.
 pub struct Access {
     pub user: String,
-    /// Empty lets the user in without a password (see `PGWIRE_INSECURE_NO_PASSWORD`).
     pub password: String,
+    /// Let the user in without a password (`PGWIRE_INSECURE_NO_PASSWORD`); `password` is
+    /// then ignored.
+    pub trust: bool,
     pub method: AuthMethod,
     pub tls: Option<Tls>,
 }
@@ -351,6 +354,7 @@ impl Handlers {
             parameters: Arc::new(parameters),
             pids: Arc::new(RandomPidSecretKeyGenerator::default()),
             interrupts,
+            trust: access.trust,
             copy: Arc::new(CopyRows { ingest }),
             tls: access.tls,
             inserts,
@@ -376,7 +380,7 @@ impl PgWireServerHandlers for Handlers {
         // process-id generator is shared, so every connection gets its own id.
         let parameters = self.parameters.clone();
         let pids = self.pids.clone();
-        let method = if self.auth.password.is_empty() {
+        let method = if self.trust {
             StartupMethod::Trust(Trust {
                 user: self.auth.user.clone(),
                 parameters,
@@ -476,7 +480,7 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
         if let Some(result) = self.literal_insert(query).await {
             return result.map(|response| vec![response]);
         }
-        let statement = interrupt::Statement::start(client);
+        let statement = interrupt::Statement::start(client, query);
         let responses = statement
             .run(pgwire::api::query::SimpleQueryHandler::do_query(
                 self.session.as_ref(),
@@ -524,7 +528,7 @@ impl ExtendedQueryHandler for ExtendedQueries {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
-        let statement = interrupt::Statement::start(client);
+        let statement = interrupt::Statement::start(client, &portal.statement.statement.0);
         let response = statement
             .run(self.0.do_query(client, portal, max_rows))
             .await?;

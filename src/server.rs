@@ -288,6 +288,7 @@ impl Server {
             crate::pgwire::Access {
                 user: config.pgwire_user.clone(),
                 password: config.pgwire_password.clone(),
+                trust: config.pgwire_insecure_no_password,
                 method: config.pgwire_auth_method,
                 tls,
             },

@@ -7,7 +7,8 @@
 //! whole set as a list, which DataFusion plans in a select list like PostgreSQL 10+ plans an
 //! SRF there (several in one select list run in lockstep). In `FROM`, the call becomes a derived
 //! table with PostgreSQL's column name (`value`, or the function's name); arguments must then
-//! be constants, as DataFusion has no lateral table functions. The list functions are also
+//! be constants, as DataFusion has no lateral table functions. Only queries are rewritten
+//! (not `INSERT … SELECT`). The list functions are also
 //! callable on their own: `json_array_elements_list`, `json_array_elements_text_list` and
 //! `json_object_keys_list`.
 //!
@@ -218,16 +219,13 @@ impl Rewriter {
             .collect::<std::result::Result<_, _>>()?;
         let column = match alias {
             // `AS t(name)` names the column; `AS name` alone names both, as in PostgreSQL.
-            Some(TableAlias { columns, .. }) if !columns.is_empty() => {
-                columns[0].name.value.clone()
-            }
-            Some(TableAlias { name, .. }) => name.value.clone(),
-            None => srf.column(&function),
+            Some(TableAlias { columns, .. }) if !columns.is_empty() => columns[0].name.clone(),
+            Some(TableAlias { name, .. }) => name.clone(),
+            None => Ident::new(srf.column(&function)),
         };
         let sql = format!(
-            "SELECT {} AS {}",
-            call("unnest", vec![srf.list(args)?]),
-            Ident::with_quote('"', column)
+            "SELECT {} AS {column}",
+            call("unnest", vec![srf.list(args)?])
         );
         let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
         let subquery = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
@@ -279,7 +277,11 @@ impl VisitorMut for Rewriter {
 
 /// `statement` with its set-returning calls rewritten, or `None` when it has none.
 fn rewrite(statement: &Statement) -> Option<PgWireResult<Statement>> {
-    // Cheap test first: most statements name none of the functions.
+    // Queries only: never pay for a large INSERT's text.
+    if !matches!(statement, Statement::Query(_)) {
+        return None;
+    }
+    // Cheap test first: most queries name none of the functions.
     let text = statement.to_string().to_lowercase();
     if !["_elements", "_keys", "generate_subscripts"]
         .iter()
@@ -557,7 +559,7 @@ mod tests {
         );
         assert_eq!(
             rewritten("SELECT * FROM jsonb_array_elements('[1, 2]') AS e").as_deref(),
-            Some("SELECT * FROM (SELECT unnest(json_array_elements_list('[1, 2]')) AS \"e\") AS e")
+            Some("SELECT * FROM (SELECT unnest(json_array_elements_list('[1, 2]')) AS e) AS e")
         );
         assert_eq!(rewritten("SELECT array_elements FROM t"), None);
         assert_eq!(rewritten("SELECT 1"), None);

@@ -104,19 +104,78 @@ async fn a_cancel_request_stops_a_running_query() {
         .expect("canceller task")
         .expect("cancel request sent");
 
-    // A cancel request for another connection's key does nothing to this one.
-    let other = server.client().await;
-    other
-        .cancel_token()
-        .cancel_query(tokio_postgres::NoTls)
+    // A cancel request with another connection's key does not reach this one: the running
+    // query here ends by its own timeout, not by that cancel.
+    client
+        .batch_execute("SET statement_timeout = '3s'")
         .await
-        .expect("cancel an idle connection");
+        .expect("SET");
+    let other = server.client().await;
+    let other_cancel = other.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        other_cancel.cancel_query(tokio_postgres::NoTls).await
+    });
+    let result = tokio::time::timeout(GRACE, client.query_one(ENDLESS, &[]))
+        .await
+        .expect("the timeout stopped the query");
+    assert_canceled(result, "statement timeout");
+    canceller
+        .await
+        .expect("canceller task")
+        .expect("cancel request sent");
     let n: i64 = client
         .query_one("SELECT count(*) FROM generate_series(1, 10)", &[])
         .await
         .expect("the connection is usable after a cancel")
         .get(0);
     assert_eq!(n, 10);
+}
+
+#[tokio::test]
+async fn set_local_lasts_until_the_transaction_ends_and_writes_are_never_cut_short() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    client
+        .batch_execute("SET statement_timeout = '10s'")
+        .await
+        .expect("SET");
+    // Outside a transaction block SET LOCAL changes nothing, as in PostgreSQL.
+    client
+        .batch_execute("SET LOCAL statement_timeout = '1s'")
+        .await
+        .expect("SET LOCAL");
+    assert_eq!(show_timeout(&client).await, "10s");
+    client.batch_execute("BEGIN").await.expect("BEGIN");
+    client
+        .batch_execute("SET LOCAL statement_timeout = '1s'")
+        .await
+        .expect("SET LOCAL");
+    assert_eq!(show_timeout(&client).await, "1s");
+    client.batch_execute("COMMIT").await.expect("COMMIT");
+    assert_eq!(show_timeout(&client).await, "10s");
+
+    // An INSERT … SELECT that outlives the timeout still stores every row and says so: a
+    // write cannot be undone, so it is not interrupted.
+    client
+        .batch_execute("SET statement_timeout = '1ms'")
+        .await
+        .expect("SET");
+    let inserted = client
+        .execute(
+            "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, name) \
+             SELECT 'slow', now(), 'slow-' || value, 'n' FROM generate_series(1, 20000)",
+            &[],
+        )
+        .await
+        .expect("the INSERT finishes");
+    assert_eq!(inserted, 20_000);
+    client
+        .batch_execute("RESET statement_timeout")
+        .await
+        .expect("RESET");
+    assert_eq!(count(&client, "WHERE project_id = 'slow'").await, 20_000);
 }
 
 #[tokio::test]
