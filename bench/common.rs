@@ -3,13 +3,16 @@
 
 #![allow(dead_code)] // each benchmark tool uses its own part of this module
 
+use std::collections::VecDeque;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{FlightClient, FlightDescriptor};
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt};
 
 /// A Postgres-protocol client; its connection runs on its own task.
 pub async fn connect(url: &str) -> tokio_postgres::Client {
@@ -32,18 +35,27 @@ pub async fn flight_client(url: &str) -> FlightClient {
     FlightClient::new(channel)
 }
 
-/// Sends `batches` to `table` over one DoPut stream and returns how many it sent, after
-/// checking there is an acknowledgement for every one (one per message: the encoder splits a
-/// batch above 32 MiB, so a batch may have two).
+/// What one DoPut stream did: the batches it sent, and each batch's ack latency (from the
+/// moment the encoder took the batch to its `PutResult`) when every batch was one message.
+pub struct Put {
+    pub sent: usize,
+    pub latencies: Vec<Duration>,
+}
+
+/// Sends `batches` to `table` over one DoPut stream, after checking there is an
+/// acknowledgement for every batch (one per message: the encoder splits a batch above 32 MiB,
+/// so a batch may have two, and then latencies are not attributed).
 pub async fn put(
     client: &mut FlightClient,
     table: &str,
     batches: impl Stream<Item = RecordBatch> + Send + 'static,
-) -> usize {
-    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = sent.clone();
+) -> Put {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let taken = Arc::new(Mutex::new(VecDeque::new()));
+    let (counter, stamps) = (sent.clone(), taken.clone());
     let counted = batches.map(move |batch| {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        counter.fetch_add(1, Ordering::Relaxed);
+        stamps.lock().expect("stamps").push_back(Instant::now());
         Ok(batch)
     });
     // Whole 8,192-row batches in one message (the encoder splits at 2 MiB by default).
@@ -51,17 +63,26 @@ pub async fn put(
         .with_max_flight_data_size(32 << 20)
         .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![table.into()])))
         .build(counted);
-    let acks = client
-        .do_put(data)
-        .await
-        .expect("do_put")
-        .try_collect::<Vec<_>>()
-        .await
-        .expect("acks")
-        .len();
-    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(acks >= sent, "{acks} PutResults for {sent} batches");
-    sent
+    let mut acks = client.do_put(data).await.expect("do_put");
+    let mut latencies = Vec::new();
+    let mut ack_count = 0;
+    while let Some(ack) = acks.next().await {
+        ack.expect("ack");
+        ack_count += 1;
+        if let Some(taken) = taken.lock().expect("stamps").pop_front() {
+            latencies.push(taken.elapsed());
+        }
+    }
+    let sent = sent.load(Ordering::Relaxed);
+    assert!(
+        ack_count >= sent,
+        "{ack_count} PutResults for {sent} batches"
+    );
+    if ack_count > sent {
+        // A batch went out as two messages: acks no longer pair with batches.
+        latencies.clear();
+    }
+    Put { sent, latencies }
 }
 
 /// Writes `batches` to `path` as one Arrow IPC file, the input ClickHouse reads with

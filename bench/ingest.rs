@@ -181,16 +181,24 @@ async fn multi_row(system: &str, url: &str, args: &Args) -> Figure {
         .zip(work)
         .map(|(client, statements)| {
             tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(statements.len());
                 for sql in statements {
+                    let t = Instant::now();
                     client.batch_execute(&sql).await.expect("multi-row insert");
+                    latencies.push(t.elapsed());
                 }
+                latencies
             })
         })
         .collect();
+    let mut latencies = Vec::new();
     for task in tasks {
-        task.await.expect("writer");
+        latencies.extend(task.await.expect("writer"));
     }
-    throughput(system, "multi-row INSERT", &shape, started)
+    with_latencies(
+        throughput(system, "multi-row INSERT", &shape, started),
+        latencies,
+    )
 }
 
 /// One connection sending single-row INSERTs back to back.
@@ -207,7 +215,17 @@ async fn single_row(system: &str, url: &str, args: &Args) -> Figure {
         client.batch_execute(sql).await.expect("single-row insert");
         latencies.push(t.elapsed());
     }
-    let mut figure = throughput(system, "single-row INSERT", &shape, started);
+    with_latencies(
+        throughput(system, "single-row INSERT", &shape, started),
+        latencies,
+    )
+}
+
+/// `figure` with the p50 / p99 of per-statement (or per-batch) ack latencies.
+fn with_latencies(mut figure: Figure, mut latencies: Vec<std::time::Duration>) -> Figure {
+    if latencies.is_empty() {
+        return figure;
+    }
     latencies.sort();
     figure.p50_ms = Some(percentile(&latencies, 0.5));
     figure.p99_ms = Some(percentile(&latencies, 0.99));
@@ -230,7 +248,9 @@ async fn copy(system: &str, url: &str, args: &Args) -> Figure {
         .map(|(client, chunks)| {
             let sql = sql.clone();
             tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(chunks.len());
                 for chunk in chunks {
+                    let t = Instant::now();
                     let sink = client
                         .copy_in::<_, bytes::Bytes>(&sql)
                         .await
@@ -240,14 +260,17 @@ async fn copy(system: &str, url: &str, args: &Args) -> Figure {
                         .await
                         .expect("copy data");
                     sink.finish().await.expect("copy finish");
+                    latencies.push(t.elapsed());
                 }
+                latencies
             })
         })
         .collect();
+    let mut latencies = Vec::new();
     for task in tasks {
-        task.await.expect("copy");
+        latencies.extend(task.await.expect("copy"));
     }
-    throughput(system, "COPY (csv)", &shape, started)
+    with_latencies(throughput(system, "COPY (csv)", &shape, started), latencies)
 }
 
 /// TimeFusion Arrow Flight DoPut: one stream per connection, acknowledged batch by batch.
@@ -266,14 +289,16 @@ async fn flight(url: &str, args: &Args) -> Figure {
             )
         })
         .collect();
+    let mut latencies = Vec::new();
     for task in tasks {
-        assert_eq!(
-            task.await.expect("flight"),
-            shape.chunks,
-            "every batch sent"
-        );
+        let put = task.await.expect("flight");
+        assert_eq!(put.sent, shape.chunks, "every batch sent");
+        latencies.extend(put.latencies);
     }
-    throughput("timefusion", "Flight DoPut", &shape, started)
+    with_latencies(
+        throughput("timefusion", "Flight DoPut", &shape, started),
+        latencies,
+    )
 }
 
 /// Writes every phase's rows (the same the servers got) as Arrow IPC files under `dir`, for

@@ -260,9 +260,9 @@ async fn load(args: LoadArgs) {
         for _ in 0..args.connections {
             let mut client = flight_client(url).await;
             let rx = rx.consumer();
-            tasks.push(tokio::spawn(
-                async move { put(&mut client, TABLE, rx).await },
-            ));
+            tasks.push(tokio::spawn(async move {
+                put(&mut client, TABLE, rx).await.sent
+            }));
         }
         drop(rx);
         futures::pin_mut!(batches);
@@ -370,7 +370,7 @@ async fn live_load(url: &str, rate: usize, args: &LoadArgs) {
     let started = Instant::now();
     let batches =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
-    let sent = put(&mut client, TABLE, batches).await;
+    let sent = put(&mut client, TABLE, batches).await.sent;
     sender.await.expect("live sender");
     rate_line(
         &format!("live TimeFusion (Flight DoPut, target {rate} rows/s)"),
