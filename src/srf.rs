@@ -12,6 +12,11 @@
 //! callable on their own: `json_array_elements_list`, `json_array_elements_text_list` and
 //! `json_object_keys_list`.
 //!
+//! The same hook resolves `CAST(expr AS regclass)` of a non-literal `expr` (Metabase's field
+//! sync casts `format('%I.%I', schema, table)`) to the relation's oid through a correlated
+//! lookup in `pg_class`, NULL for a name that is no relation (PostgreSQL raises an error;
+//! `to_regclass` gives NULL). Literal operands stay datafusion-pg-catalog's.
+//!
 //! Elements come back as JSON text in PostgreSQL's `jsonb` output form (`{"a": 1, "b": [1, 2]}`,
 //! keys shorter-first as `jsonb` stores them), because TimeFusion keeps JSON as text.
 
@@ -148,8 +153,13 @@ struct Rewriter {
 }
 
 impl Rewriter {
-    /// `unnest(list)` for an SRF call, in place.
+    /// `unnest(list)` for an SRF call, or a lookup for a `regclass` cast, in place.
     fn expression(&mut self, expr: &mut Expr) -> std::result::Result<(), String> {
+        if let Some(lookup) = regclass_lookup(expr) {
+            *expr = lookup;
+            self.rewritten += 1;
+            return Ok(());
+        }
         let Expr::Function(function) = expr else {
             return Ok(());
         };
@@ -275,6 +285,45 @@ impl VisitorMut for Rewriter {
     }
 }
 
+/// `CAST(name AS regclass)` of an expression that is not a literal (Metabase casts
+/// `format('%I.%I', schema, table)`): the oid of the relation it names, as a scalar subquery
+/// over `pg_class` (NULL when there is none). datafusion-pg-catalog resolves literal operands
+/// itself and plans any other operand as an integer cast, which fails on a name.
+fn regclass_lookup(expr: &Expr) -> Option<Expr> {
+    let Expr::Cast {
+        expr: operand,
+        data_type,
+        ..
+    } = expr
+    else {
+        return None;
+    };
+    let is_regclass = matches!(data_type, ast::DataType::Regclass)
+        || data_type
+            .to_string()
+            .eq_ignore_ascii_case("pg_catalog.regclass");
+    if !is_regclass || matches!(operand.as_ref(), Expr::Value(_)) {
+        return None;
+    }
+    let parts = format!("parse_ident(CAST({operand} AS TEXT))");
+    // Equalities between the relation's columns and expressions of the outer row only, so
+    // DataFusion decorrelates the subquery into a join.
+    let sql = format!(
+        "SELECT max(c.oid) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n \
+         ON c.relnamespace = n.oid \
+         WHERE n.nspname = (CASE WHEN array_length({parts}, 1) = 2 THEN {parts}[1] \
+         ELSE current_schema() END) \
+         AND c.relname = (CASE WHEN array_length({parts}, 1) = 2 THEN {parts}[2] \
+         WHEN array_length({parts}, 1) = 1 THEN {parts}[1] END)"
+    );
+    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    let query = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+        .try_with_sql(&sql)
+        .and_then(|mut p| p.parse_query())
+        .ok()?;
+    Some(Expr::Subquery(query))
+}
+
 /// `statement` with its set-returning calls rewritten, or `None` when it has none.
 fn rewrite(statement: &Statement) -> Option<PgWireResult<Statement>> {
     // Queries only: never pay for a large INSERT's text.
@@ -283,7 +332,7 @@ fn rewrite(statement: &Statement) -> Option<PgWireResult<Statement>> {
     }
     // Cheap test first: most queries name none of the functions.
     let text = statement.to_string().to_lowercase();
-    if !["_elements", "_keys", "generate_subscripts"]
+    if !["_elements", "_keys", "generate_subscripts", "regclass"]
         .iter()
         .any(|name| text.contains(name))
     {
@@ -561,6 +610,12 @@ mod tests {
             rewritten("SELECT * FROM jsonb_array_elements('[1, 2]') AS e").as_deref(),
             Some("SELECT * FROM (SELECT unnest(json_array_elements_list('[1, 2]')) AS e) AS e")
         );
+        assert!(
+            rewritten("SELECT CAST(format('%I.%I', s, t) AS REGCLASS) FROM c").is_some_and(
+                |sql| sql.contains("pg_catalog.pg_class") && sql.contains("parse_ident")
+            )
+        );
+        assert_eq!(rewritten("SELECT CAST('t' AS REGCLASS)"), None);
         assert_eq!(rewritten("SELECT array_elements FROM t"), None);
         assert_eq!(rewritten("SELECT 1"), None);
         assert!(
