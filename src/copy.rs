@@ -61,6 +61,9 @@ pub enum Error {
         line: usize,
         column: String,
         message: String,
+        /// PostgreSQL's SQLSTATE for it: `22P03` (bad binary form), `22003` (out of range),
+        /// `22008`, `22021`, `42804` or `0A000`.
+        code: &'static str,
     },
     #[error("COPY: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
@@ -74,7 +77,8 @@ impl Error {
             Error::UnknownColumn { .. } => "42703",
             Error::Unsupported(_) => "0A000",
             Error::BadData { .. } | Error::BadHeader(_) => "22P04",
-            Error::BadField { .. } | Error::Arrow(_) => "22P02",
+            Error::BadField { code, .. } => code,
+            Error::Arrow(_) => "22P02",
         }
     }
 }

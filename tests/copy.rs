@@ -431,7 +431,7 @@ async fn binary_copy_from_tokio_postgres_reads_back_before_and_after_a_flush() {
                 &field(b"x-2"),
             ]
             .concat(),
-            "22P02",
+            "22P03",
         ),
         (
             "text sent as binary",

@@ -319,13 +319,14 @@ impl Decoder {
                 }
                 Ok(len) => match buf.get(at..at + len) {
                     Some(value) => column.append(value),
-                    None => Err("unexpected EOF in COPY data".to_string()),
+                    None => Err(FieldError::new("22P04", "unexpected EOF in COPY data")),
                 },
             };
-            appended.map_err(|message| Error::BadField {
+            appended.map_err(|e| Error::BadField {
                 line,
                 column: name.clone(),
-                message,
+                message: e.message,
+                code: e.code,
             })?;
         }
         Ok(())
@@ -486,7 +487,7 @@ impl Column {
     }
 
     /// Appends the value whose binary form is `bytes`; the error says what is wrong with it.
-    fn append(&mut self, bytes: &[u8]) -> std::result::Result<(), String> {
+    fn append(&mut self, bytes: &[u8]) -> std::result::Result<(), FieldError> {
         self.append_typed(bytes, None)
     }
 
@@ -495,7 +496,7 @@ impl Column {
         &mut self,
         bytes: &[u8],
         element: Option<u32>,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), FieldError> {
         match self {
             Column::Utf8(b, json) => b.append_value(text(bytes, *json, element)?),
             Column::LargeUtf8(b, json) => b.append_value(text(bytes, *json, element)?),
@@ -507,24 +508,32 @@ impl Column {
                 let value = float(bytes)?;
                 let narrowed = value as f32;
                 if f64::from(narrowed) != value && !value.is_nan() {
-                    return Err(format!("float8 {value} does not fit a real exactly"));
+                    return Err(FieldError::new(
+                        OUT_OF_RANGE,
+                        format!("float8 {value} does not fit a real exactly"),
+                    ));
                 }
                 b.append_value(narrowed)
             }
             Column::Float64(b) => b.append_value(float(bytes)?),
             Column::Boolean(b) => match bytes {
                 [byte] => b.append_value(*byte != 0),
-                _ => return Err(length_error(bytes, "a boolean (1 byte)")),
+                _ => return Err(length_error(bytes, "a boolean (1 byte)").into()),
             },
             Column::Date32(b) => {
                 let days = fixed::<4>(bytes, "a date (4 bytes)").map(i32::from_be_bytes)?;
                 if days == i32::MAX || days == i32::MIN {
-                    return Err("infinite dates are not supported".into());
+                    return Err(FieldError::new(
+                        DATETIME_RANGE,
+                        "infinite dates are not supported",
+                    ));
                 }
-                b.append_value(
-                    days.checked_add(PG_EPOCH_DAYS)
-                        .ok_or_else(|| format!("date {days} days after 2000-01-01 out of range"))?,
-                )
+                b.append_value(days.checked_add(PG_EPOCH_DAYS).ok_or_else(|| {
+                    FieldError::new(
+                        DATETIME_RANGE,
+                        format!("date {days} days after 2000-01-01 out of range"),
+                    )
+                })?)
             }
             Column::Timestamp { unit, values, .. } => values.append_value(timestamp(bytes, *unit)?),
             Column::List {
@@ -596,6 +605,42 @@ impl Column {
     }
 }
 
+/// SQLSTATEs of a bad binary value, as PostgreSQL's input functions raise them.
+const BAD_BINARY: &str = "22P03";
+const OUT_OF_RANGE: &str = "22003";
+const DATETIME_RANGE: &str = "22008";
+const UNTRANSLATABLE: &str = "22021";
+const DATATYPE_MISMATCH: &str = "42804";
+const NOT_SUPPORTED: &str = "0A000";
+
+/// What is wrong with one binary value, and its SQLSTATE (`22P03` unless said otherwise).
+#[derive(Debug)]
+pub struct FieldError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        FieldError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<String> for FieldError {
+    fn from(message: String) -> Self {
+        FieldError::new(BAD_BINARY, message)
+    }
+}
+
+impl From<&str> for FieldError {
+    fn from(message: &str) -> Self {
+        FieldError::new(BAD_BINARY, message)
+    }
+}
+
 fn length_error(bytes: &[u8], expected: &str) -> String {
     format!("{} bytes where {expected} was expected", bytes.len())
 }
@@ -606,14 +651,15 @@ fn fixed<const N: usize>(bytes: &[u8], what: &str) -> std::result::Result<[u8; N
 
 /// UTF-8 text. A `jsonb` value (an array element of that type, or a value in a JSON column
 /// starting with byte 1, which JSON text never does) loses its version byte.
-fn text(bytes: &[u8], json: bool, element: Option<u32>) -> std::result::Result<&str, String> {
+fn text(bytes: &[u8], json: bool, element: Option<u32>) -> std::result::Result<&str, FieldError> {
     let bytes = match (element, bytes) {
         (Some(oid::JSONB), [1, rest @ ..]) => rest,
         (Some(oid::JSONB), _) => return Err("unsupported jsonb version number".into()),
         (None, [1, rest @ ..]) if json => rest,
         _ => bytes,
     };
-    std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))
+    std::str::from_utf8(bytes)
+        .map_err(|e| FieldError::new(UNTRANSLATABLE, format!("invalid UTF-8: {e}")))
 }
 
 /// An `int2`, `int4` or `int8`, by its length.
@@ -631,8 +677,13 @@ fn integer(bytes: &[u8]) -> std::result::Result<i64, String> {
     })
 }
 
-fn narrow<T: TryFrom<i64>>(value: i64, type_name: &str) -> std::result::Result<T, String> {
-    T::try_from(value).map_err(|_| format!("value {value} is out of range for type {type_name}"))
+fn narrow<T: TryFrom<i64>>(value: i64, type_name: &str) -> std::result::Result<T, FieldError> {
+    T::try_from(value).map_err(|_| {
+        FieldError::new(
+            OUT_OF_RANGE,
+            format!("value {value} is out of range for type {type_name}"),
+        )
+    })
 }
 
 /// A `float4` or `float8`, by its length.
@@ -645,12 +696,20 @@ fn float(bytes: &[u8]) -> std::result::Result<f64, String> {
 }
 
 /// A `timestamp` / `timestamptz` as `unit` since the Unix epoch.
-fn timestamp(bytes: &[u8], unit: TimeUnit) -> std::result::Result<i64, String> {
+fn timestamp(bytes: &[u8], unit: TimeUnit) -> std::result::Result<i64, FieldError> {
     let value = i64::from_be_bytes(fixed(bytes, "a timestamp (8 bytes)")?);
     if value == i64::MAX || value == i64::MIN {
-        return Err("infinite timestamps are not supported".into());
+        return Err(FieldError::new(
+            DATETIME_RANGE,
+            "infinite timestamps are not supported",
+        ));
     }
-    let out_of_range = || format!("timestamp {value} µs after 2000-01-01 is out of range");
+    let out_of_range = || {
+        FieldError::new(
+            DATETIME_RANGE,
+            format!("timestamp {value} µs after 2000-01-01 is out of range"),
+        )
+    };
     let micros = value
         .checked_add(PG_EPOCH_MICROS)
         .ok_or_else(out_of_range)?;
@@ -658,9 +717,9 @@ fn timestamp(bytes: &[u8], unit: TimeUnit) -> std::result::Result<i64, String> {
         if micros % per == 0 {
             Ok(micros / per)
         } else {
-            Err(format!(
+            Err(FieldError::from(format!(
                 "timestamp has a finer precision than the column's {unit:?} unit"
-            ))
+            )))
         }
     };
     match unit {
@@ -672,18 +731,19 @@ fn timestamp(bytes: &[u8], unit: TimeUnit) -> std::result::Result<i64, String> {
 }
 
 /// Appends the elements of a binary array to `items`; returns how many.
-fn array(bytes: &[u8], items: &mut Column) -> std::result::Result<i32, String> {
+fn array(bytes: &[u8], items: &mut Column) -> std::result::Result<i32, FieldError> {
     let word = |at: usize| be_i32(bytes, at).ok_or_else(|| "truncated array header".to_string());
     let dimensions = word(0)?;
     let flags = word(4)?;
     // The OID's bits, whatever their sign.
     let element = u32::from_be_bytes(word(8)?.to_be_bytes());
     if flags != 0 && flags != 1 {
-        return Err(format!("invalid array flags {flags}"));
+        return Err(format!("invalid array flags {flags}").into());
     }
     if !items.takes_element(element) {
-        return Err(format!(
-            "array elements of type OID {element} do not fit the column"
+        return Err(FieldError::new(
+            DATATYPE_MISMATCH,
+            format!("array elements of type OID {element} do not fit the column"),
         ));
     }
     let mut at = 12;
@@ -695,30 +755,28 @@ fn array(bytes: &[u8], items: &mut Column) -> std::result::Result<i32, String> {
             usize::try_from(count).map_err(|_| format!("invalid array size {count}"))?
         }
         n if n > 1 => {
-            return Err(format!(
-                "a {n}-dimensional array; only one-dimensional arrays are supported"
+            return Err(FieldError::new(
+                NOT_SUPPORTED,
+                format!("a {n}-dimensional array; only one-dimensional arrays are supported"),
             ));
         }
-        n => return Err(format!("invalid number of dimensions {n}")),
+        n => return Err(format!("invalid number of dimensions {n}").into()),
     };
     // Every element takes at least its 4-byte length: a count beyond that is a lie.
     if count > (bytes.len() - at.min(bytes.len())) / 4 {
-        return Err(format!(
-            "an array of {count} elements in {} bytes",
-            bytes.len()
-        ));
+        return Err(format!("an array of {count} elements in {} bytes", bytes.len()).into());
     }
     for _ in 0..count {
         let len = be_i32(bytes, at).ok_or("truncated array element")?;
         at += 4;
         match usize::try_from(len) {
             Err(_) if len == -1 => items.append_null(),
-            Err(_) => return Err(format!("invalid array element size {len}")),
+            Err(_) => return Err(format!("invalid array element size {len}").into()),
             Ok(len) => {
                 let value = bytes.get(at..at + len).ok_or("truncated array element")?;
-                items
-                    .append_typed(value, Some(element))
-                    .map_err(|e| format!("array element: {e}"))?;
+                items.append_typed(value, Some(element)).map_err(|e| {
+                    FieldError::new(e.code, format!("array element: {}", e.message))
+                })?;
                 at += len;
             }
         }
@@ -726,7 +784,7 @@ fn array(bytes: &[u8], items: &mut Column) -> std::result::Result<i32, String> {
     if at != bytes.len() {
         return Err("incorrect binary data format in array".into());
     }
-    i32::try_from(count).map_err(|_| "too many array elements".to_string())
+    i32::try_from(count).map_err(|_| FieldError::from("too many array elements"))
 }
 
 /// The header of a binary `COPY TO` stream: signature, no flags, no extension.
@@ -1231,7 +1289,7 @@ mod tests {
                 let mut column = Column::new(&data_type, false).expect("decodable type");
                 for value in values {
                     match value {
-                        Some(v) => column.append(v)?,
+                        Some(v) => column.append(v).map_err(|e| e.message)?,
                         None => column.append_null(),
                     }
                 }
@@ -1515,7 +1573,7 @@ mod tests {
     }
 
     #[test]
-    fn values_that_are_not_their_columns_type_are_22p02_naming_line_and_column() {
+    fn values_that_are_not_their_columns_type_get_postgres_sqlstates_naming_line_and_column() {
         let mut jsonb2 = vec![2u8];
         jsonb2.extend_from_slice(b"{}");
         let mut long_array = array(oid::TEXT, &[text("x")]).expect("array");
@@ -1526,89 +1584,108 @@ mod tests {
         two_dimensional[..4].copy_from_slice(&2i32.to_be_bytes());
         let mut bad_flags = array(oid::TEXT, &[text("x")]).expect("array");
         bad_flags[4..8].copy_from_slice(&7i32.to_be_bytes());
-        let cases: Vec<(&str, &str, Field, &str)> = vec![
+        let cases: Vec<(&str, &str, Field, &str, &str)> = vec![
             (
                 "3-byte integer",
                 "duration",
                 Some(vec![0, 0, 1]),
                 "3 bytes where an int2, int4 or int8",
+                "22P03",
             ),
             (
                 "int8 beyond int4",
                 "attributes___client___port",
                 int8(9_999_999_999),
                 "out of range for type integer",
+                "22003",
             ),
             (
                 "invalid UTF-8",
                 "name",
                 Some(vec![0xff, 0xfe]),
                 "invalid UTF-8",
+                "22021",
             ),
             (
                 "2-byte boolean",
                 "context___is_remote",
                 int2(1),
                 "a boolean (1 byte)",
+                "22P03",
             ),
-            ("date as int8", "date", int8(1), "a date (4 bytes)"),
+            ("date as int8", "date", int8(1), "a date (4 bytes)", "22P03"),
             (
                 "timestamp as int4",
                 "timestamp",
                 int4(1),
                 "a timestamp (8 bytes)",
+                "22P03",
             ),
             (
                 "infinite timestamp",
                 "timestamp",
                 int8(i64::MAX),
                 "infinite timestamps",
+                "22008",
             ),
-            ("infinite date", "date", int4(i32::MIN), "infinite dates"),
+            (
+                "infinite date",
+                "date",
+                int4(i32::MIN),
+                "infinite dates",
+                "22008",
+            ),
             (
                 "int8[] into text[]",
                 "hashes",
                 array(oid::INT8, &[int8(1)]),
                 "OID 20",
+                "42804",
             ),
             (
                 "2-dimensional array",
                 "hashes",
                 Some(two_dimensional),
                 "2-dimensional",
+                "0A000",
             ),
             (
                 "array count beyond its bytes",
                 "hashes",
                 Some(long_array),
                 "1000 elements",
+                "22P03",
             ),
             (
                 "bytes after the elements",
                 "hashes",
                 Some(trailing),
                 "incorrect binary data format",
+                "22P03",
             ),
             (
                 "array flags",
                 "hashes",
                 Some(bad_flags),
                 "invalid array flags 7",
+                "22P03",
             ),
             (
                 "truncated array",
                 "hashes",
                 Some(vec![0, 0, 0, 1, 0, 0]),
                 "truncated array header",
+                "22P03",
             ),
             (
                 "jsonb version 2 element",
                 "hashes",
                 array(oid::JSONB, &[Some(jsonb2)]),
                 "jsonb version",
+                "22P03",
             ),
         ];
-        for (what, column, value, message) in cases {
+        for (what, column, value, message, want) in cases {
             let columns = ["project_id", "id", column];
             let bytes = stream(&[
                 vec![text("p"), text("a"), None],
@@ -1620,7 +1697,7 @@ mod tests {
                 got.contains(&format!("line 2, column \"{column}\"")),
                 "{what}: {got}"
             );
-            assert_eq!(code, "22P02", "{what}: {got}");
+            assert_eq!(code, want, "{what}: {got}");
         }
     }
 
@@ -1672,7 +1749,10 @@ mod tests {
             let _ = run(&mut decoder(&COLUMNS), &[&noise]);
             let _ = run(&mut decoder(&COLUMNS), &[&prefixed]).map_err(|e| {
                 assert!(
-                    matches!(e.sqlstate(), "22P04" | "22P02"),
+                    matches!(
+                        e.sqlstate(),
+                        "22P04" | "22P03" | "22003" | "22008" | "22021" | "42804" | "0A000"
+                    ),
                     "round {round}: {e}"
                 )
             });
