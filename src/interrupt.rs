@@ -147,8 +147,14 @@ fn timed_out() -> pgwire::error::PgWireError {
 /// 57014 for rows that were stored would make a retrying client write them twice. Erring
 /// towards "writes" only costs interruptibility.
 pub fn may_write(query: &str) -> bool {
-    let lower = query.to_ascii_lowercase();
-    lower.contains("insert") || lower.contains("vacuum")
+    // Without copying the text: an extended-protocol INSERT can be megabytes.
+    let mentions = |word: &str| {
+        query
+            .as_bytes()
+            .windows(word.len())
+            .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+    };
+    mentions("insert") || mentions("vacuum")
 }
 
 /// One query message being answered: interrupted by a cancel request or its deadline.
@@ -333,6 +339,18 @@ impl SettingsHook {
         }
     }
 
+    /// The answer to `statement`, `None` when it is for another hook.
+    fn answer(
+        &self,
+        statement: &Sql,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        match self.action(statement)? {
+            Ok(action) => self.run(action, client),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     /// Runs `action`; `None` when the statement is for the next hook (`EndTransaction`).
     fn run(&self, action: Action, client: &mut dyn HookClient) -> Option<PgWireResult<Response>> {
         Some(match action {
@@ -373,6 +391,11 @@ impl SettingsHook {
                     .get::<StartupSettings>()
                     .map(|s| s.0.clone())
                     .unwrap_or_default();
+                if name.as_deref().is_none_or(is_timeout) {
+                    // The reset value is the session's now: COMMIT must not bring back the
+                    // value from before a SET LOCAL.
+                    client.session_extensions().insert(LocalTimeout(None));
+                }
                 let metadata = client.metadata_mut();
                 let names: Vec<String> = match name {
                     Some(name) if is_timeout(&name) => vec![TIMEOUT_KEY.into()],
@@ -488,10 +511,7 @@ impl QueryHook for SettingsHook {
         _context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        match self.action(statement)? {
-            Ok(action) => self.run(action, client),
-            Err(e) => Some(Err(e)),
-        }
+        self.answer(statement, client)
     }
 
     async fn handle_extended_parse_query(
@@ -516,10 +536,7 @@ impl QueryHook for SettingsHook {
         _context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        match self.action(statement)? {
-            Ok(action) => self.run(action, client),
-            Err(e) => Some(Err(e)),
-        }
+        self.answer(statement, client)
     }
 }
 

@@ -34,8 +34,8 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
     self, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
-    ObjectNamePart, Query, SelectItem, SetExpr, Statement, TableAlias, TableFactor, VisitMut,
-    VisitorMut,
+    ObjectNamePart, Query, SelectItem, SetExpr, Statement, TableAlias, TableFactor, Visit,
+    VisitMut, Visitor, VisitorMut,
 };
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use pgwire::api::ClientInfo;
@@ -237,11 +237,7 @@ impl Rewriter {
             "SELECT {} AS {column}",
             call("unnest", vec![srf.list(args)?])
         );
-        let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
-        let subquery = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
-            .try_with_sql(&sql)
-            .and_then(|mut p| p.parse_query())
-            .map_err(|e| e.to_string())?;
+        let subquery = parse_query(&sql)?;
         let alias = alias.take().map(|mut a| {
             a.columns.clear();
             a
@@ -290,6 +286,32 @@ impl VisitorMut for Rewriter {
 /// over `pg_class` (NULL when there is none). datafusion-pg-catalog resolves literal operands
 /// itself and plans any other operand as an integer cast, which fails on a name.
 fn regclass_lookup(expr: &Expr) -> Option<Expr> {
+    let operand = regclass_operand(expr)?;
+    let parts = format!("parse_ident(CAST({operand} AS TEXT))");
+    // Equalities between the relation's columns and expressions of the outer row only, so
+    // DataFusion decorrelates the subquery into a join.
+    let sql = format!(
+        "SELECT max(c.oid) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n \
+         ON c.relnamespace = n.oid \
+         WHERE n.nspname = (CASE WHEN array_length({parts}, 1) = 2 THEN {parts}[1] \
+         ELSE current_schema() END) \
+         AND c.relname = (CASE WHEN array_length({parts}, 1) = 2 THEN {parts}[2] \
+         WHEN array_length({parts}, 1) = 1 THEN {parts}[1] END)"
+    );
+    parse_query(&sql).ok().map(Expr::Subquery)
+}
+
+/// A query this module builds as text, parsed with PostgreSQL's dialect.
+fn parse_query(sql: &str) -> std::result::Result<Box<Query>, String> {
+    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_query())
+        .map_err(|e| e.to_string())
+}
+
+/// The operand of `CAST(operand AS regclass)` when it is not a literal.
+fn regclass_operand(expr: &Expr) -> Option<&Expr> {
     let Expr::Cast {
         expr: operand,
         data_type,
@@ -302,26 +324,37 @@ fn regclass_lookup(expr: &Expr) -> Option<Expr> {
         || data_type
             .to_string()
             .eq_ignore_ascii_case("pg_catalog.regclass");
-    if !is_regclass || matches!(operand.as_ref(), Expr::Value(_)) {
-        return None;
+    (is_regclass && !matches!(operand.as_ref(), Expr::Value(_))).then_some(operand.as_ref())
+}
+
+/// Finds whether a statement has anything [`Rewriter`] rewrites, without copying it.
+struct Finder;
+
+impl Visitor for Finder {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        let found = match expr {
+            Expr::Function(function) => Srf::of(&function.name).is_some(),
+            cast => regclass_operand(cast).is_some(),
+        };
+        if found {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     }
-    let parts = format!("parse_ident(CAST({operand} AS TEXT))");
-    // Equalities between the relation's columns and expressions of the outer row only, so
-    // DataFusion decorrelates the subquery into a join.
-    let sql = format!(
-        "SELECT max(c.oid) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n \
-         ON c.relnamespace = n.oid \
-         WHERE n.nspname = (CASE WHEN array_length({parts}, 1) = 2 THEN {parts}[1] \
-         ELSE current_schema() END) \
-         AND c.relname = (CASE WHEN array_length({parts}, 1) = 2 THEN {parts}[2] \
-         WHEN array_length({parts}, 1) = 1 THEN {parts}[1] END)"
-    );
-    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
-    let query = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
-        .try_with_sql(&sql)
-        .and_then(|mut p| p.parse_query())
-        .ok()?;
-    Some(Expr::Subquery(query))
+
+    fn pre_visit_table_factor(&mut self, table: &TableFactor) -> ControlFlow<()> {
+        match table {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            } if Srf::of(name).is_some() => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        }
+    }
 }
 
 /// `statement` with its set-returning calls rewritten, or `None` when it has none.
@@ -330,17 +363,13 @@ fn rewrite(statement: &Statement) -> Option<PgWireResult<Statement>> {
     if !matches!(statement, Statement::Query(_)) {
         return None;
     }
-    // Cheap test first: most queries name none of the functions.
-    let text = statement.to_string().to_lowercase();
-    if !["_elements", "_keys", "generate_subscripts", "regclass"]
-        .iter()
-        .any(|name| text.contains(name))
-    {
+    // Most queries call none of the functions: look before copying the tree.
+    if Visit::visit(statement, &mut Finder).is_continue() {
         return None;
     }
     let mut rewritten = statement.clone();
     let mut rewriter = Rewriter::default();
-    if let ControlFlow::Break(message) = rewritten.visit(&mut rewriter) {
+    if let ControlFlow::Break(message) = VisitMut::visit(&mut rewritten, &mut rewriter) {
         return Some(Err(crate::pgwire::user_error("42883", message)));
     }
     (rewriter.rewritten > 0).then_some(Ok(rewritten))

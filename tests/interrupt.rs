@@ -24,6 +24,17 @@ fn assert_canceled<T: std::fmt::Debug>(result: Result<T, tokio_postgres::Error>,
     assert!(db.message().contains(reason), "{}", db.message());
 }
 
+/// Sends a cancel request for `client`'s connection in half a second, from another task.
+fn cancel_soon(
+    client: &tokio_postgres::Client,
+) -> tokio::task::JoinHandle<Result<(), tokio_postgres::Error>> {
+    let cancel = client.cancel_token();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cancel.cancel_query(tokio_postgres::NoTls).await
+    })
+}
+
 async fn show_timeout(client: &tokio_postgres::Client) -> String {
     let messages = client
         .simple_query("SHOW statement_timeout")
@@ -90,11 +101,7 @@ async fn a_cancel_request_stops_a_running_query() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path(), &[]);
     let client = server.client().await;
-    let cancel = client.cancel_token();
-    let canceller = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        cancel.cancel_query(tokio_postgres::NoTls).await
-    });
+    let canceller = cancel_soon(&client);
     let result = tokio::time::timeout(GRACE, client.query_one(ENDLESS, &[]))
         .await
         .expect("the cancel request stopped the query");
@@ -111,11 +118,7 @@ async fn a_cancel_request_stops_a_running_query() {
         .await
         .expect("SET");
     let other = server.client().await;
-    let other_cancel = other.cancel_token();
-    let canceller = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        other_cancel.cancel_query(tokio_postgres::NoTls).await
-    });
+    let canceller = cancel_soon(&other);
     let result = tokio::time::timeout(GRACE, client.query_one(ENDLESS, &[]))
         .await
         .expect("the timeout stopped the query");
@@ -155,6 +158,22 @@ async fn set_local_lasts_until_the_transaction_ends_and_writes_are_never_cut_sho
     assert_eq!(show_timeout(&client).await, "1s");
     client.batch_execute("COMMIT").await.expect("COMMIT");
     assert_eq!(show_timeout(&client).await, "10s");
+    // RESET inside the transaction makes the default the session's value past COMMIT.
+    client.batch_execute("BEGIN").await.expect("BEGIN");
+    client
+        .batch_execute("SET LOCAL statement_timeout = '1s'")
+        .await
+        .expect("SET LOCAL");
+    client
+        .batch_execute("RESET statement_timeout")
+        .await
+        .expect("RESET");
+    client.batch_execute("COMMIT").await.expect("COMMIT");
+    assert_eq!(show_timeout(&client).await, "0");
+    client
+        .batch_execute("SET statement_timeout = '10s'")
+        .await
+        .expect("SET");
 
     // An INSERT … SELECT that outlives the timeout still stores every row and says so: a
     // write cannot be undone, so it is not interrupted.
