@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::wal::WalCompression;
+
 /// TimeFusion: a Postgres-wire analytical time-series database over Delta Lake.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "timefusion", version, about, long_about = None)]
@@ -142,6 +144,11 @@ pub struct Config {
     /// Most bytes of records one WAL group commit writes before its fsync, in MiB.
     #[arg(long, env = "TIMEFUSION_WAL_GROUP_MAX_MB", default_value_t = 16)]
     pub wal_group_max_mb: u64,
+
+    /// How WAL records are compressed: `zstd` (level 1), `lz4` or `none`. Records say how they
+    /// were written, so replay reads any mix after a change.
+    #[arg(long, env = "TIMEFUSION_WAL_COMPRESSION", value_enum, default_value_t = WalCompression::Zstd)]
+    pub wal_compression: WalCompression,
 
     /// S3 bucket holding the Delta tables; unset keeps them under the data directory.
     #[arg(long, env = "AWS_S3_BUCKET")]

@@ -577,8 +577,10 @@ mod tests {
         cols.push(("duration", Arc::new(StringArray::from(vec!["42", "7"]))));
         let sent = input(cols);
         let written = coerce(&table, &sent).expect("coerce");
-        let replayed = crate::wal::decode_batch(&crate::wal::encode_batch(&sent).expect("encode"))
-            .expect("decode");
+        let replayed = crate::wal::decode_batch(
+            &crate::wal::encode_batch(&sent, crate::wal::WalCompression::Zstd).expect("encode"),
+        )
+        .expect("decode");
         assert_eq!(coerce(&table, &replayed).expect("coerce replay"), written);
     }
 

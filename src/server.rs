@@ -186,6 +186,7 @@ impl Server {
             WalOptions {
                 segment_bytes: config.wal_segment_mb << 20,
                 group_max_bytes: (config.wal_group_max_mb << 20) as usize,
+                compression: config.wal_compression,
             },
         )?);
         let buffer = Arc::new(Buffer::new(BufferOptions {
