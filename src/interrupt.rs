@@ -26,7 +26,9 @@ use bytes::Bytes;
 use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{ContextModifier, Expr, Reset, Set, Statement as Sql, Value};
+use datafusion::sql::sqlparser::ast::{
+    ContextModifier, Expr, ObjectName, Reset, Set, Statement as Sql, Value,
+};
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use futures::Stream;
 use pgwire::api::ClientInfo;
@@ -267,6 +269,9 @@ where
 /// `SET statement_timeout`, `SHOW statement_timeout` and `RESET` (of it, of any setting, or
 /// `ALL`), in PostgreSQL's units and formats. datafusion-postgres's own handling of the setting
 /// reads only whole numbers with one unit and turns anything else into "no timeout".
+///
+/// `SET`, `RESET` and `SHOW` take the names PostgreSQL 15 has ([`check_settable`]): any other
+/// name is 42704, as in PostgreSQL, where datafusion-postgres would accept and ignore it.
 pub struct SettingsHook {
     pub registry: Arc<Registry>,
 }
@@ -286,6 +291,73 @@ fn is_timeout(name: &str) -> bool {
     name.eq_ignore_ascii_case("statement_timeout")
 }
 
+/// PostgreSQL 15's run-time parameters, one `name context` a line (`pg_settings.context`).
+const PG_PARAMETERS: &str = include_str!("interrupt/pg15_parameters.txt");
+
+/// The `pg_settings.context` of PostgreSQL 15's parameter `name` (lower case), `None` if
+/// PostgreSQL has no such parameter.
+fn parameter_context(name: &str) -> Option<&'static str> {
+    PG_PARAMETERS
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (parameter, context) = line.split_once(' ')?;
+            (parameter == name).then_some(context)
+        })
+}
+
+/// A parameter name as PostgreSQL looks it up: its parts joined by dots, in lower case
+/// (parameter names are case-insensitive, quoted or not).
+fn parameter_name(name: &ObjectName) -> String {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|part| match part.as_ident() {
+            Some(ident) => ident.value.to_lowercase(),
+            None => part.to_string().to_lowercase(),
+        })
+        .collect();
+    parts.join(".")
+}
+
+fn unrecognized(name: &str) -> pgwire::error::PgWireError {
+    user_error(
+        "42704",
+        format!("unrecognized configuration parameter \"{name}\""),
+    )
+}
+
+/// Whether a session may `SET` or `RESET` parameter `name` (lower case), with PostgreSQL's
+/// answer when it may not: 42704 for a name PostgreSQL 15 does not have, 55P02 for one a
+/// session cannot change. A name with a dot is a custom parameter (PostgreSQL's placeholders,
+/// DataFusion's `datafusion.*` options) and is always accepted.
+fn check_settable(name: &str) -> PgWireResult<()> {
+    if name.contains('.') {
+        return Ok(());
+    }
+    let cannot = |why: &str| {
+        Err(user_error(
+            "55P02",
+            format!("parameter \"{name}\" cannot be {why}"),
+        ))
+    };
+    match parameter_context(name) {
+        None => Err(unrecognized(name)),
+        Some("user" | "superuser") => Ok(()),
+        Some("internal") => cannot("changed"),
+        Some("postmaster") => cannot("changed without restarting the server"),
+        Some("sighup") => cannot("changed now"),
+        // backend, superuser-backend
+        Some(_) => cannot("set after connection start"),
+    }
+}
+
+/// Whether `SHOW name` (lower case) names something to show: a PostgreSQL 15 parameter, a
+/// custom parameter, `ALL`, or datafusion-postgres's `catalogs`.
+fn showable(name: &str) -> bool {
+    name.contains('.') || matches!(name, "all" | "catalogs") || parameter_context(name).is_some()
+}
+
 impl SettingsHook {
     fn action(&self, statement: &Sql) -> Option<PgWireResult<Action>> {
         match statement {
@@ -294,7 +366,7 @@ impl SettingsHook {
                 variable,
                 values,
                 ..
-            }) if is_timeout(&variable.to_string()) => Some(
+            }) if is_timeout(&parameter_name(variable)) => Some(
                 match values.as_slice() {
                     [value] => match value {
                         Expr::Identifier(ident) if ident.value.eq_ignore_ascii_case("default") => {
@@ -322,19 +394,29 @@ impl SettingsHook {
                     (action, _) => action,
                 }),
             ),
+            // Any other name goes on to datafusion-postgres once PostgreSQL would take it.
+            Sql::Set(Set::SingleAssignment { variable, .. }) => {
+                check_settable(&parameter_name(variable)).err().map(Err)
+            }
             Sql::Commit { .. }
             | Sql::Rollback {
                 savepoint: None, ..
             } => Some(Ok(Action::EndTransaction)),
-            Sql::ShowVariable { variable }
-                if variable.len() == 1 && is_timeout(&variable[0].value) =>
-            {
-                Some(Ok(Action::ShowTimeout))
+            Sql::ShowVariable { variable } if variable.len() == 1 => {
+                let name = variable[0].value.to_lowercase();
+                if is_timeout(&name) {
+                    Some(Ok(Action::ShowTimeout))
+                } else {
+                    (!showable(&name)).then(|| Err(unrecognized(&name)))
+                }
             }
-            Sql::Reset(reset) => Some(Ok(Action::Reset(match &reset.reset {
-                Reset::ALL => None,
-                Reset::ConfigurationParameter(name) => Some(name.to_string().to_lowercase()),
-            }))),
+            Sql::Reset(reset) => Some(match &reset.reset {
+                Reset::ALL => Ok(Action::Reset(None)),
+                Reset::ConfigurationParameter(name) => {
+                    let name = parameter_name(name);
+                    check_settable(&name).map(|()| Action::Reset(Some(name)))
+                }
+            }),
             _ => None,
         }
     }
@@ -566,6 +648,56 @@ mod tests {
         assert_eq!(shown(120_000), "2min");
         assert_eq!(shown(7_200_000), "2h");
         assert_eq!(shown(86_400_000), "1d");
+    }
+
+    #[test]
+    fn parameter_names_are_postgres_15s() {
+        let code = |name: &str| {
+            check_settable(name).err().map(|e| match e {
+                pgwire::error::PgWireError::UserError(info) => info.code,
+                other => other.to_string(),
+            })
+        };
+        for settable in [
+            "statement_timeout",
+            "application_name",
+            "timezone",
+            "datestyle",
+            "search_path",
+            "work_mem",
+            "role",
+            "datafusion.execution.batch_size",
+            "myapp.tenant",
+        ] {
+            assert_eq!(code(settable), None, "{settable}");
+        }
+        assert_eq!(code("some_unknown_name").as_deref(), Some("42704"));
+        for fixed in [
+            "server_version",
+            "shared_buffers",
+            "archive_command",
+            "log_connections",
+        ] {
+            assert_eq!(code(fixed).as_deref(), Some("55P02"), "{fixed}");
+        }
+        assert!(showable("server_version") && showable("all") && !showable("nope"));
+
+        let name = |sql: &str| {
+            let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+            match datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql)
+                .ok()
+                .and_then(|mut s| s.pop())
+            {
+                Some(Sql::Reset(reset)) => match reset.reset {
+                    Reset::ConfigurationParameter(name) => parameter_name(&name),
+                    Reset::ALL => "ALL".into(),
+                },
+                other => panic!("not a RESET: {other:?}"),
+            }
+        };
+        assert_eq!(name("RESET \"TimeZone\""), "timezone");
+        assert_eq!(name("RESET Statement_Timeout"), "statement_timeout");
+        assert_eq!(name("RESET MyApp.\"Tenant\""), "myapp.tenant");
     }
 
     #[tokio::test]
