@@ -27,7 +27,7 @@ use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
-    ContextModifier, Expr, ObjectName, Reset, Set, Statement as Sql, Value,
+    ContextModifier, DiscardObject, Expr, ObjectName, Reset, Set, Statement as Sql, Value,
 };
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use futures::Stream;
@@ -35,6 +35,7 @@ use pgwire::api::ClientInfo;
 use pgwire::api::Type;
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::store::PortalStore;
 use pgwire::error::PgWireResult;
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::response::TransactionStatus;
@@ -272,6 +273,11 @@ where
 ///
 /// `SET`, `RESET` and `SHOW` take the names PostgreSQL 15 has ([`check_settable`]): any other
 /// name is 42704, as in PostgreSQL, where datafusion-postgres would accept and ignore it.
+///
+/// `DISCARD ALL`, which connection poolers send before handing a connection to the next
+/// client, is `RESET ALL` and `CLOSE ALL` (cursors and portals); outside a transaction block
+/// only, as in PostgreSQL. `DISCARD PLANS`, `TEMP` and `SEQUENCES` have nothing to discard:
+/// there are no cached plans, temporary tables or sequences.
 pub struct SettingsHook {
     pub registry: Arc<Registry>,
 }
@@ -285,6 +291,7 @@ enum Action {
     EndTransaction,
     ShowTimeout,
     Reset(Option<String>),
+    Discard(DiscardObject),
 }
 
 fn is_timeout(name: &str) -> bool {
@@ -410,6 +417,7 @@ impl SettingsHook {
                     (!showable(&name)).then(|| Err(unrecognized(&name)))
                 }
             }
+            Sql::Discard { object_type } => Some(Ok(Action::Discard(*object_type))),
             Sql::Reset(reset) => Some(match &reset.reset {
                 Reset::ALL => Ok(Action::Reset(None)),
                 Reset::ConfigurationParameter(name) => {
@@ -433,7 +441,8 @@ impl SettingsHook {
         }
     }
 
-    /// Runs `action`; `None` when the statement is for the next hook (`EndTransaction`).
+    /// Runs `action`; `None` when the statement is for the next hook (`EndTransaction`, and a
+    /// `DISCARD` in an aborted transaction, which the transaction hook refuses).
     fn run(&self, action: Action, client: &mut dyn HookClient) -> Option<PgWireResult<Response>> {
         Some(match action {
             Action::SetTimeout(t) => {
@@ -468,31 +477,55 @@ impl SettingsHook {
                 show_response("statement_timeout", &format_timeout(timeout(client)))
             }
             Action::Reset(name) => {
-                let startup = client
-                    .session_extensions()
-                    .get::<StartupSettings>()
-                    .map(|s| s.0.clone())
-                    .unwrap_or_default();
-                if name.as_deref().is_none_or(is_timeout) {
-                    // The reset value is the session's now: COMMIT must not bring back the
-                    // value from before a SET LOCAL.
-                    client.session_extensions().insert(LocalTimeout(None));
-                }
-                let metadata = client.metadata_mut();
-                let names: Vec<String> = match name {
-                    Some(name) if is_timeout(&name) => vec![TIMEOUT_KEY.into()],
-                    Some(name) => vec![name],
-                    None => metadata.keys().chain(startup.keys()).cloned().collect(),
-                };
-                for name in names {
-                    match startup.get(&name) {
-                        Some(value) => metadata.insert(name, value.clone()),
-                        None => metadata.remove(&name),
-                    };
-                }
+                reset(client, name);
                 Ok(Response::Execution(Tag::new("RESET")))
             }
+            Action::Discard(object) => {
+                match client.transaction_status() {
+                    // TransactionStatementHook answers that the transaction is aborted.
+                    TransactionStatus::Error => return None,
+                    TransactionStatus::Transaction if object == DiscardObject::ALL => {
+                        return Some(Err(user_error(
+                            "25001",
+                            "DISCARD ALL cannot run inside a transaction block",
+                        )));
+                    }
+                    _ => {}
+                }
+                if object == DiscardObject::ALL {
+                    reset(client, None);
+                    client.portal_store().clear_portals();
+                }
+                // PostgreSQL's tags: `DISCARD TEMPORARY` answers `DISCARD TEMP` too.
+                Ok(Response::Execution(Tag::new(&format!("DISCARD {object}"))))
+            }
         })
+    }
+}
+
+/// `RESET name`, or `RESET ALL` with `None`: back to the settings the session started with.
+fn reset(client: &mut dyn HookClient, name: Option<String>) {
+    let startup = client
+        .session_extensions()
+        .get::<StartupSettings>()
+        .map(|s| s.0.clone())
+        .unwrap_or_default();
+    if name.as_deref().is_none_or(is_timeout) {
+        // The reset value is the session's now: COMMIT must not bring back the
+        // value from before a SET LOCAL.
+        client.session_extensions().insert(LocalTimeout(None));
+    }
+    let metadata = client.metadata_mut();
+    let names: Vec<String> = match name {
+        Some(name) if is_timeout(&name) => vec![TIMEOUT_KEY.into()],
+        Some(name) => vec![name],
+        None => metadata.keys().chain(startup.keys()).cloned().collect(),
+    };
+    for name in names {
+        match startup.get(&name) {
+            Some(value) => metadata.insert(name, value.clone()),
+            None => metadata.remove(&name),
+        };
     }
 }
 

@@ -217,3 +217,83 @@ async fn the_server_default_timeout_applies_to_every_session() {
     client.batch_execute("RESET ALL").await.expect("RESET ALL");
     assert_eq!(show_timeout(&client).await, "1s");
 }
+
+/// `DISCARD ALL`, which connection poolers send before handing a connection to the next
+/// client: the settings go back to their start-up values (`statement_timeout` to the server's
+/// default) and cursors close; inside a transaction block it is refused, as in PostgreSQL.
+#[tokio::test]
+async fn discard_all_resets_the_session_for_the_next_client() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[("TIMEFUSION_STATEMENT_TIMEOUT_MS", "1000")]);
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "SET statement_timeout = '5s'; \
+             DECLARE c CURSOR WITH HOLD FOR SELECT value FROM generate_series(1, 3)",
+        )
+        .await
+        .expect("SET and DECLARE");
+    assert_eq!(show_timeout(&client).await, "5s");
+    client.batch_execute("FETCH 1 FROM c").await.expect("FETCH");
+
+    client.batch_execute("BEGIN").await.expect("BEGIN");
+    let refused = client.batch_execute("DISCARD ALL").await;
+    let error = refused.expect_err("DISCARD ALL in a transaction block");
+    let db = error.as_db_error().expect("a server error");
+    assert_eq!(db.code(), &SqlState::ACTIVE_SQL_TRANSACTION, "{db:?}");
+    assert_eq!(
+        db.message(),
+        "DISCARD ALL cannot run inside a transaction block"
+    );
+    client.batch_execute("ROLLBACK").await.expect("ROLLBACK");
+    assert_eq!(
+        show_timeout(&client).await,
+        "5s",
+        "the refused DISCARD did nothing"
+    );
+
+    client
+        .batch_execute("DISCARD ALL")
+        .await
+        .expect("DISCARD ALL");
+    assert_eq!(show_timeout(&client).await, "1s");
+    let closed = client.batch_execute("FETCH 1 FROM c").await;
+    let code = closed.expect_err("the cursor is closed").code().cloned();
+    assert_eq!(code, Some(SqlState::INVALID_CURSOR_NAME));
+
+    // The extended protocol (drivers that prepare every statement), and the other forms, which have
+    // nothing to discard; psql shows PostgreSQL's command tags.
+    client
+        .batch_execute("SET statement_timeout = '5s'")
+        .await
+        .expect("SET");
+    client
+        .execute("DISCARD ALL", &[])
+        .await
+        .expect("DISCARD ALL");
+    assert_eq!(show_timeout(&client).await, "1s");
+    let out = psql_command(
+        &server.url(),
+        &[
+            "-c",
+            "DISCARD ALL",
+            "-c",
+            "DISCARD PLANS",
+            "-c",
+            "DISCARD TEMPORARY",
+            "-c",
+            "DISCARD SEQUENCES",
+        ],
+    )
+    .output()
+    .expect("psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "DISCARD ALL\nDISCARD PLANS\nDISCARD TEMP\nDISCARD SEQUENCES\n"
+    );
+}
