@@ -204,8 +204,7 @@ impl Statement {
     }
 
     /// `response` with its result rows, if it has any, ended by an interrupt. `COPY … TO
-    /// STDOUT` data is left alone: pgwire 0.41 ends a failed copy-out stream with a backend
-    /// `CopyFail`, which PostgreSQL never sends and clients treat as a broken connection.
+    /// STDOUT` data is left alone.
     pub fn bound(&self, response: Response) -> Response {
         match response {
             Response::Query(mut query) => {
