@@ -6,17 +6,22 @@
 //! same reach. So each statement here runs under a [`Statement`]: its own cancellation token,
 //! installed on the connection so that a cancel request (matched by the process id and secret
 //! key the connection got at start-up) fires it, and the deadline of the session's
-//! `statement_timeout`. Both bound the handler's work and every poll of the result stream
-//! (rows, or `COPY … TO STDOUT` data). An interrupted stream ends with SQLSTATE 57014 and drops
-//! the DataFusion stream under it, which stops the execution.
+//! `statement_timeout`. Both bound the handler's work and every poll of the result rows. An
+//! interrupted stream ends with SQLSTATE 57014 and drops the DataFusion stream under it, which
+//! stops the execution.
 //!
 //! The timeout counts from the start of the query message: a simple query with several
-//! statements shares one deadline, and a portal read in several `Execute`s keeps the deadline
-//! of the first (PostgreSQL restarts it per statement and per `Execute`).
+//! statements shares one deadline (PostgreSQL restarts it per statement). A portal read in
+//! several `Execute`s (a driver's fetch size) gets a new [`Statement`] for each: a result
+//! stream is bounded by whichever statement its connection runs when it is polled, so each
+//! `Execute` has its own deadline and a cancel request stops the one running, as in
+//! PostgreSQL when each `Execute` is followed by `Sync`, as drivers send them. (PostgreSQL
+//! keeps one deadline for `Execute`s pipelined without a `Sync` between them.)
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -55,9 +60,36 @@ pub struct Registry {
     default_timeout: Option<Duration>,
 }
 
-/// One connection's interrupt point: the token of the statement it runs now (or ran last).
+/// One connection's interrupt point: the statement it runs now (or ran last). A cancel
+/// request fires its token; result streams follow it from statement to statement.
 #[derive(Default)]
-struct Running(parking_lot::Mutex<CancellationToken>);
+struct Running {
+    now: parking_lot::Mutex<Limits>,
+    /// Counts the statements started, so that a stream notices a new one without a lock.
+    started: AtomicU64,
+}
+
+/// What interrupts one statement.
+#[derive(Clone, Default)]
+struct Limits {
+    token: CancellationToken,
+    deadline: Option<Instant>,
+}
+
+impl Running {
+    /// Makes `limits` the connection's running statement; returns its number.
+    fn start(&self, limits: Limits) -> u64 {
+        let mut now = self.now.lock();
+        *now = limits;
+        self.started.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The running statement and its number.
+    fn current(&self) -> (Limits, u64) {
+        let now = self.now.lock();
+        (now.clone(), self.started.load(Ordering::Acquire))
+    }
+}
 
 /// Removes a connection from the [`Registry`] when its session ends.
 struct Registration {
@@ -113,7 +145,7 @@ impl CancelHandler for Registry {
         let key = (request.pid, request.secret_key.to_bytes());
         let running = self.connections.lock().get(&key).and_then(Weak::upgrade);
         match running {
-            Some(running) => running.0.lock().cancel(),
+            Some(running) => running.now.lock().token.cancel(),
             None => tracing::debug!(pid = request.pid, "cancel request for no known connection"),
         }
     }
@@ -160,26 +192,41 @@ pub fn may_write(query: &str) -> bool {
     mentions("insert") || mentions("vacuum")
 }
 
-/// One query message being answered: interrupted by a cancel request or its deadline.
+/// One query message being answered (a simple query, or one `Execute`): interrupted by a
+/// cancel request or its deadline.
 pub struct Statement {
-    token: CancellationToken,
-    deadline: Option<Instant>,
+    limits: Limits,
+    /// The connection's interrupt point, and this statement's number there.
+    running: Arc<Running>,
+    number: u64,
     /// The handler's work is left to finish: see [`may_write`].
     writes: bool,
 }
 
 impl Statement {
-    /// Starts a statement on `client`'s connection: a cancel request from now on interrupts it
-    /// (for `query` that [`may_write`], only its result rows).
+    /// Starts a statement on `client`'s connection, with a deadline `statement_timeout` from
+    /// now: a cancel request from now on interrupts it (for `query` that [`may_write`], only
+    /// its result rows), and so do they for every result stream the connection polls — also
+    /// one of an earlier statement, such as a portal's rows read by a later `Execute`.
     pub fn start<C: ClientInfo + ?Sized>(client: &C, query: &str) -> Statement {
-        let token = CancellationToken::new();
-        if let Some(running) = client.session_extensions().get::<Running>() {
-            *running.0.lock() = token.clone();
-        }
-        Statement {
-            token,
+        let limits = Limits {
+            token: CancellationToken::new(),
             deadline: timeout(client).map(|t| Instant::now() + t),
-            writes: may_write(query),
+        };
+        let running = client
+            .session_extensions()
+            .get::<Running>()
+            .unwrap_or_default();
+        Statement::on(running, limits, may_write(query))
+    }
+
+    fn on(running: Arc<Running>, limits: Limits, writes: bool) -> Statement {
+        let number = running.start(limits.clone());
+        Statement {
+            limits,
+            running,
+            number,
+            writes,
         }
     }
 
@@ -190,14 +237,14 @@ impl Statement {
             return work.await;
         }
         let deadline = async {
-            match self.deadline {
+            match self.limits.deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             biased;
-            _ = self.token.cancelled() => Err(canceled()),
+            _ = self.limits.token.cancelled() => Err(canceled()),
             _ = deadline => Err(timed_out()),
             result = work => result,
         }
@@ -218,20 +265,41 @@ impl Statement {
     fn bounded<S>(&self, stream: S) -> Bounded<S> {
         Bounded {
             stream: Some(stream),
-            cancelled: Box::pin(self.token.clone().cancelled_owned()),
+            running: self.running.clone(),
+            statement: self.number,
+            cancelled: Box::pin(self.limits.token.clone().cancelled_owned()),
             deadline: self
+                .limits
                 .deadline
                 .map(|deadline| Box::pin(tokio::time::sleep_until(deadline))),
         }
     }
 }
 
-/// A result stream that ends with a 57014 error once its statement is interrupted, dropping
-/// the stream under it.
+/// A result stream that ends with a 57014 error once the statement its connection runs is
+/// interrupted, dropping the stream under it.
 struct Bounded<S> {
     stream: Option<S>,
+    running: Arc<Running>,
+    /// The number of the statement `cancelled` and `deadline` are of.
+    statement: u64,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> Bounded<S> {
+    /// Follows the connection to the statement it runs now, if that is a new one.
+    fn follow(&mut self) {
+        if self.running.started.load(Ordering::Acquire) == self.statement {
+            return;
+        }
+        let (limits, statement) = self.running.current();
+        self.statement = statement;
+        self.cancelled = Box::pin(limits.token.cancelled_owned());
+        self.deadline = limits
+            .deadline
+            .map(|deadline| Box::pin(tokio::time::sleep_until(deadline)));
+    }
 }
 
 impl<S, T> Stream for Bounded<S>
@@ -242,6 +310,7 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        this.follow();
         let Some(stream) = this.stream.as_mut() else {
             return Poll::Ready(None);
         };
@@ -732,13 +801,18 @@ mod tests {
         assert_eq!(name("RESET MyApp.\"Tenant\""), "myapp.tenant");
     }
 
+    /// A statement on a connection of its own, interrupted by nothing but `deadline`.
+    fn statement(deadline: Option<Instant>) -> Statement {
+        let limits = Limits {
+            token: CancellationToken::new(),
+            deadline,
+        };
+        Statement::on(Arc::default(), limits, false)
+    }
+
     #[tokio::test]
     async fn an_interrupted_stream_ends_with_57014_and_drops_its_source() {
-        let statement = Statement {
-            token: CancellationToken::new(),
-            deadline: None,
-            writes: false,
-        };
+        let statement = statement(None);
         let (dropped_tx, mut dropped) = tokio::sync::oneshot::channel::<()>();
         let source = futures::stream::unfold(dropped_tx, |guard| async move {
             tokio::task::yield_now().await;
@@ -747,7 +821,7 @@ mod tests {
         let mut rows = statement.bounded(Box::pin(source));
         use futures::StreamExt;
         assert_eq!(rows.next().await.map(|r| r.ok()), Some(Some(1)));
-        statement.token.cancel();
+        statement.limits.token.cancel();
         let error = rows
             .next()
             .await
@@ -767,11 +841,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_deadline_interrupts_work_that_has_not_returned() {
-        let statement = Statement {
-            token: CancellationToken::new(),
-            deadline: Some(Instant::now() + Duration::from_millis(50)),
-            writes: false,
-        };
+        let statement = statement(Some(Instant::now() + Duration::from_millis(50)));
         let result = statement
             .run(std::future::pending::<PgWireResult<()>>())
             .await
@@ -781,6 +851,58 @@ mod tests {
                 .as_ref()
                 .is_err_and(|e| e.contains("statement timeout")),
             "{result:?}"
+        );
+    }
+
+    /// A portal's rows read by later `Execute`s: each new statement on the connection bounds
+    /// the stream from then on, with its own deadline and cancel token.
+    #[tokio::test]
+    async fn a_stream_follows_its_connection_to_the_next_statement() {
+        use futures::StreamExt;
+        let first = statement(Some(Instant::now() + Duration::from_millis(20)));
+        let mut rows = first.bounded(Box::pin(futures::stream::repeat_with(|| {
+            Ok::<_, pgwire::error::PgWireError>(1)
+        })));
+        assert_eq!(rows.next().await.map(|r| r.ok()), Some(Some(1)));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // Past the first deadline, but a later Execute started a statement with a new one.
+        let later = Limits {
+            token: CancellationToken::new(),
+            deadline: Some(Instant::now() + Duration::from_secs(60)),
+        };
+        let second = Statement::on(first.running.clone(), later, false);
+        assert_eq!(rows.next().await.map(|r| r.ok()), Some(Some(1)));
+        first.limits.token.cancel();
+        assert_eq!(
+            rows.next().await.map(|r| r.ok()),
+            Some(Some(1)),
+            "an ended statement's cancel is not the running one's"
+        );
+        second.limits.token.cancel();
+        let error = rows
+            .next()
+            .await
+            .and_then(|r| r.err())
+            .map(|e| e.to_string());
+        assert!(
+            error.is_some_and(|e| e.contains("user request")),
+            "not canceled"
+        );
+
+        // Without a later statement, the first deadline ends the stream.
+        let alone = statement(Some(Instant::now() + Duration::from_millis(20)));
+        let mut rows = alone.bounded(Box::pin(futures::stream::repeat_with(|| {
+            Ok::<_, pgwire::error::PgWireError>(1)
+        })));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let error = rows
+            .next()
+            .await
+            .and_then(|r| r.err())
+            .map(|e| e.to_string());
+        assert!(
+            error.is_some_and(|e| e.contains("statement timeout")),
+            "not timed out"
         );
     }
 }

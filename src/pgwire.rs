@@ -28,7 +28,7 @@ use pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
 use pgwire::api::copy::CopyHandler;
-use pgwire::api::portal::Portal;
+use pgwire::api::portal::{Portal, PortalExecutionState};
 use pgwire::api::query::{ExtendedQueryHandler, send_describe_response};
 use pgwire::api::results::{CopyResponse, Response, Tag};
 use pgwire::api::store::{Entry, PortalStore};
@@ -41,7 +41,7 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 use pgwire::messages::data::{NoData, ParameterDescription};
-use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
+use pgwire::messages::extendedquery::{Describe, Execute, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::simplequery::Query;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -619,6 +619,33 @@ impl ExtendedQueryHandler for ExtendedQueries {
             Response::CopyOut(copy) => Ok(Response::Execution(send_copy_out(client, copy).await?)),
             response => Ok(response),
         }
+    }
+
+    /// pgwire's `_on_execute`, after starting a new [`interrupt::Statement`] when the portal
+    /// is suspended: a later `Execute` of a portal read in pieces (a driver's fetch size, as
+    /// pgjdbc's inside a transaction) pulls its rows without `do_query`, and in PostgreSQL the
+    /// `statement_timeout` counts from each `Execute`, not from the first.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        if let Some(Entry::Value(portal)) = client.portal_store().get_portal(name) {
+            let state = portal.state();
+            let suspended = matches!(*state.lock().await, PortalExecutionState::Suspended(_));
+            if suspended {
+                interrupt::Statement::start(client, &portal.statement.statement.0);
+            }
+        }
+        self._on_execute(client, message).await
     }
 
     async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>

@@ -297,3 +297,52 @@ async fn discard_all_resets_the_session_for_the_next_client() {
         "DISCARD ALL\nDISCARD PLANS\nDISCARD TEMP\nDISCARD SEQUENCES\n"
     );
 }
+
+/// A portal read in pieces (`Execute` with a row limit, each followed by `Sync`, as pgjdbc does
+/// with a fetch size inside a transaction): `statement_timeout` counts from each `Execute`, as
+/// in PostgreSQL, so a slow reader is not cut off by the first one's deadline, while a later
+/// `Execute` that runs too long is still stopped.
+#[tokio::test]
+async fn each_execute_of_a_portal_gets_its_own_statement_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let mut client = server.client().await;
+    client
+        .batch_execute("SET statement_timeout = '1s'")
+        .await
+        .expect("SET");
+    let transaction = client.transaction().await.expect("BEGIN");
+    let portal = transaction
+        .bind("SELECT value FROM generate_series(1, 20)", &[])
+        .await
+        .expect("bind");
+    let mut values = Vec::new();
+    for _ in 0..4 {
+        let rows = transaction
+            .query_portal(&portal, 5)
+            .await
+            .expect("each fetch well within its own timeout");
+        values.extend(rows.iter().map(|row| row.get::<_, i64>(0)));
+        // 1.6 s of fetches in all: more than one timeout, less than one per Execute.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(values, (1..=20).collect::<Vec<i64>>());
+    transaction.commit().await.expect("COMMIT");
+
+    // The first row comes at once, the next after counting ten billion values: the second
+    // Execute runs into its own timeout.
+    let transaction = client.transaction().await.expect("BEGIN");
+    let portal = transaction
+        .bind(&format!("SELECT 1 AS n UNION ALL {ENDLESS}"), &[])
+        .await
+        .expect("bind");
+    let first = transaction
+        .query_portal(&portal, 1)
+        .await
+        .expect("first row");
+    assert_eq!(first[0].get::<_, i64>(0), 1);
+    let next = tokio::time::timeout(GRACE, transaction.query_portal(&portal, 1))
+        .await
+        .expect("the timeout stopped the second Execute");
+    assert_canceled(next, "statement timeout");
+}
