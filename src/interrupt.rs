@@ -6,9 +6,9 @@
 //! same reach. So each statement here runs under a [`Statement`]: its own cancellation token,
 //! installed on the connection so that a cancel request (matched by the process id and secret
 //! key the connection got at start-up) fires it, and the deadline of the session's
-//! `statement_timeout`. Both bound the handler's work and every poll of the result rows. An
-//! interrupted stream ends with SQLSTATE 57014 and drops the DataFusion stream under it, which
-//! stops the execution.
+//! `statement_timeout`. Both bound the handler's work and every poll of the result stream
+//! (rows, or `COPY … TO STDOUT` data). An interrupted stream ends with SQLSTATE 57014 and drops
+//! the DataFusion stream under it, which stops the execution.
 //!
 //! The timeout counts from the start of the query message: a simple query with several
 //! statements shares one deadline (PostgreSQL restarts it per statement). A portal read in
@@ -250,13 +250,17 @@ impl Statement {
         }
     }
 
-    /// `response` with its result rows, if it has any, ended by an interrupt. `COPY … TO
-    /// STDOUT` data is left alone.
+    /// `response` with its result rows or `COPY … TO STDOUT` data, if it has any, ended by an
+    /// interrupt.
     pub fn bound(&self, response: Response) -> Response {
         match response {
             Response::Query(mut query) => {
                 query.data_rows = Box::pin(self.bounded(query.data_rows));
                 Response::Query(query)
+            }
+            Response::CopyOut(mut copy) => {
+                copy.data_stream = Box::pin(self.bounded(copy.data_stream));
+                Response::CopyOut(copy)
             }
             other => other,
         }

@@ -78,6 +78,18 @@ async fn statement_timeout_stops_a_running_query() {
     .expect("the timeout stopped the extended query");
     assert_canceled(extended, "statement timeout");
 
+    // COPY … TO STDOUT: the client has the CopyOutResponse, then the error instead of data.
+    let copy = tokio::time::timeout(GRACE, async {
+        use futures::TryStreamExt;
+        let stream = client
+            .copy_out(&format!("COPY ({ENDLESS}) TO STDOUT"))
+            .await?;
+        stream.try_collect::<Vec<_>>().await
+    })
+    .await
+    .expect("the timeout stopped the COPY");
+    assert_canceled(copy, "statement timeout");
+
     // The connection goes on, and a fast statement is not touched by the timeout.
     let n: i64 = client
         .query_one("SELECT count(*) FROM generate_series(1, 1000)", &[])
