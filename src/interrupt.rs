@@ -11,12 +11,17 @@
 //! the DataFusion stream under it, which stops the execution.
 //!
 //! The timeout counts from the start of the query message: a simple query with several
-//! statements shares one deadline, and a portal read in several `Execute`s keeps the deadline
-//! of the first (PostgreSQL restarts it per statement and per `Execute`).
+//! statements shares one deadline (PostgreSQL restarts it per statement). A portal read in
+//! several `Execute`s (a driver's fetch size) gets a new [`Statement`] for each: a result
+//! stream is bounded by whichever statement its connection runs when it is polled, so each
+//! `Execute` has its own deadline and a cancel request stops the one running, as in
+//! PostgreSQL when each `Execute` is followed by `Sync`, as drivers send them. (PostgreSQL
+//! keeps one deadline for `Execute`s pipelined without a `Sync` between them.)
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,13 +31,16 @@ use bytes::Bytes;
 use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{ContextModifier, Expr, Reset, Set, Statement as Sql, Value};
+use datafusion::sql::sqlparser::ast::{
+    ContextModifier, DiscardObject, Expr, ObjectName, Reset, Set, Statement as Sql, Value,
+};
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use futures::Stream;
 use pgwire::api::ClientInfo;
 use pgwire::api::Type;
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::store::PortalStore;
 use pgwire::error::PgWireResult;
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::response::TransactionStatus;
@@ -52,9 +60,36 @@ pub struct Registry {
     default_timeout: Option<Duration>,
 }
 
-/// One connection's interrupt point: the token of the statement it runs now (or ran last).
+/// One connection's interrupt point: the statement it runs now (or ran last). A cancel
+/// request fires its token; result streams follow it from statement to statement.
 #[derive(Default)]
-struct Running(parking_lot::Mutex<CancellationToken>);
+struct Running {
+    now: parking_lot::Mutex<Limits>,
+    /// Counts the statements started, so that a stream notices a new one without a lock.
+    started: AtomicU64,
+}
+
+/// What interrupts one statement.
+#[derive(Clone, Default)]
+struct Limits {
+    token: CancellationToken,
+    deadline: Option<Instant>,
+}
+
+impl Running {
+    /// Makes `limits` the connection's running statement; returns its number.
+    fn start(&self, limits: Limits) -> u64 {
+        let mut now = self.now.lock();
+        *now = limits;
+        self.started.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The running statement and its number.
+    fn current(&self) -> (Limits, u64) {
+        let now = self.now.lock();
+        (now.clone(), self.started.load(Ordering::Acquire))
+    }
+}
 
 /// Removes a connection from the [`Registry`] when its session ends.
 struct Registration {
@@ -110,7 +145,7 @@ impl CancelHandler for Registry {
         let key = (request.pid, request.secret_key.to_bytes());
         let running = self.connections.lock().get(&key).and_then(Weak::upgrade);
         match running {
-            Some(running) => running.0.lock().cancel(),
+            Some(running) => running.now.lock().token.cancel(),
             None => tracing::debug!(pid = request.pid, "cancel request for no known connection"),
         }
     }
@@ -157,26 +192,41 @@ pub fn may_write(query: &str) -> bool {
     mentions("insert") || mentions("vacuum")
 }
 
-/// One query message being answered: interrupted by a cancel request or its deadline.
+/// One query message being answered (a simple query, or one `Execute`): interrupted by a
+/// cancel request or its deadline.
 pub struct Statement {
-    token: CancellationToken,
-    deadline: Option<Instant>,
+    limits: Limits,
+    /// The connection's interrupt point, and this statement's number there.
+    running: Arc<Running>,
+    number: u64,
     /// The handler's work is left to finish: see [`may_write`].
     writes: bool,
 }
 
 impl Statement {
-    /// Starts a statement on `client`'s connection: a cancel request from now on interrupts it
-    /// (for `query` that [`may_write`], only its result rows).
+    /// Starts a statement on `client`'s connection, with a deadline `statement_timeout` from
+    /// now: a cancel request from now on interrupts it (for `query` that [`may_write`], only
+    /// its result rows), and so do they for every result stream the connection polls — also
+    /// one of an earlier statement, such as a portal's rows read by a later `Execute`.
     pub fn start<C: ClientInfo + ?Sized>(client: &C, query: &str) -> Statement {
-        let token = CancellationToken::new();
-        if let Some(running) = client.session_extensions().get::<Running>() {
-            *running.0.lock() = token.clone();
-        }
-        Statement {
-            token,
+        let limits = Limits {
+            token: CancellationToken::new(),
             deadline: timeout(client).map(|t| Instant::now() + t),
-            writes: may_write(query),
+        };
+        let running = client
+            .session_extensions()
+            .get::<Running>()
+            .unwrap_or_default();
+        Statement::on(running, limits, may_write(query))
+    }
+
+    fn on(running: Arc<Running>, limits: Limits, writes: bool) -> Statement {
+        let number = running.start(limits.clone());
+        Statement {
+            limits,
+            running,
+            number,
+            writes,
         }
     }
 
@@ -187,27 +237,30 @@ impl Statement {
             return work.await;
         }
         let deadline = async {
-            match self.deadline {
+            match self.limits.deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             biased;
-            _ = self.token.cancelled() => Err(canceled()),
+            _ = self.limits.token.cancelled() => Err(canceled()),
             _ = deadline => Err(timed_out()),
             result = work => result,
         }
     }
 
-    /// `response` with its result rows, if it has any, ended by an interrupt. `COPY … TO
-    /// STDOUT` data is left alone: pgwire 0.41 ends a failed copy-out stream with a backend
-    /// `CopyFail`, which PostgreSQL never sends and clients treat as a broken connection.
+    /// `response` with its result rows or `COPY … TO STDOUT` data, if it has any, ended by an
+    /// interrupt.
     pub fn bound(&self, response: Response) -> Response {
         match response {
             Response::Query(mut query) => {
                 query.data_rows = Box::pin(self.bounded(query.data_rows));
                 Response::Query(query)
+            }
+            Response::CopyOut(mut copy) => {
+                copy.data_stream = Box::pin(self.bounded(copy.data_stream));
+                Response::CopyOut(copy)
             }
             other => other,
         }
@@ -216,20 +269,41 @@ impl Statement {
     fn bounded<S>(&self, stream: S) -> Bounded<S> {
         Bounded {
             stream: Some(stream),
-            cancelled: Box::pin(self.token.clone().cancelled_owned()),
+            running: self.running.clone(),
+            statement: self.number,
+            cancelled: Box::pin(self.limits.token.clone().cancelled_owned()),
             deadline: self
+                .limits
                 .deadline
                 .map(|deadline| Box::pin(tokio::time::sleep_until(deadline))),
         }
     }
 }
 
-/// A result stream that ends with a 57014 error once its statement is interrupted, dropping
-/// the stream under it.
+/// A result stream that ends with a 57014 error once the statement its connection runs is
+/// interrupted, dropping the stream under it.
 struct Bounded<S> {
     stream: Option<S>,
+    running: Arc<Running>,
+    /// The number of the statement `cancelled` and `deadline` are of.
+    statement: u64,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> Bounded<S> {
+    /// Follows the connection to the statement it runs now, if that is a new one.
+    fn follow(&mut self) {
+        if self.running.started.load(Ordering::Acquire) == self.statement {
+            return;
+        }
+        let (limits, statement) = self.running.current();
+        self.statement = statement;
+        self.cancelled = Box::pin(limits.token.cancelled_owned());
+        self.deadline = limits
+            .deadline
+            .map(|deadline| Box::pin(tokio::time::sleep_until(deadline)));
+    }
 }
 
 impl<S, T> Stream for Bounded<S>
@@ -240,6 +314,7 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        this.follow();
         let Some(stream) = this.stream.as_mut() else {
             return Poll::Ready(None);
         };
@@ -267,6 +342,14 @@ where
 /// `SET statement_timeout`, `SHOW statement_timeout` and `RESET` (of it, of any setting, or
 /// `ALL`), in PostgreSQL's units and formats. datafusion-postgres's own handling of the setting
 /// reads only whole numbers with one unit and turns anything else into "no timeout".
+///
+/// `SET`, `RESET` and `SHOW` take the names PostgreSQL 15 has ([`check_settable`]): any other
+/// name is 42704, as in PostgreSQL, where datafusion-postgres would accept and ignore it.
+///
+/// `DISCARD ALL`, which connection poolers send before handing a connection to the next
+/// client, is `RESET ALL` and `CLOSE ALL` (cursors and portals); outside a transaction block
+/// only, as in PostgreSQL. `DISCARD PLANS`, `TEMP` and `SEQUENCES` have nothing to discard:
+/// there are no cached plans, temporary tables or sequences.
 pub struct SettingsHook {
     pub registry: Arc<Registry>,
 }
@@ -280,10 +363,78 @@ enum Action {
     EndTransaction,
     ShowTimeout,
     Reset(Option<String>),
+    Discard(DiscardObject),
 }
 
 fn is_timeout(name: &str) -> bool {
     name.eq_ignore_ascii_case("statement_timeout")
+}
+
+/// PostgreSQL 15's run-time parameters, one `name context` a line (`pg_settings.context`).
+const PG_PARAMETERS: &str = include_str!("interrupt/pg15_parameters.txt");
+
+/// The `pg_settings.context` of PostgreSQL 15's parameter `name` (lower case), `None` if
+/// PostgreSQL has no such parameter.
+fn parameter_context(name: &str) -> Option<&'static str> {
+    PG_PARAMETERS
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (parameter, context) = line.split_once(' ')?;
+            (parameter == name).then_some(context)
+        })
+}
+
+/// A parameter name as PostgreSQL looks it up: its parts joined by dots, in lower case
+/// (parameter names are case-insensitive, quoted or not).
+fn parameter_name(name: &ObjectName) -> String {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|part| match part.as_ident() {
+            Some(ident) => ident.value.to_lowercase(),
+            None => part.to_string().to_lowercase(),
+        })
+        .collect();
+    parts.join(".")
+}
+
+fn unrecognized(name: &str) -> pgwire::error::PgWireError {
+    user_error(
+        "42704",
+        format!("unrecognized configuration parameter \"{name}\""),
+    )
+}
+
+/// Whether a session may `SET` or `RESET` parameter `name` (lower case), with PostgreSQL's
+/// answer when it may not: 42704 for a name PostgreSQL 15 does not have, 55P02 for one a
+/// session cannot change. A name with a dot is a custom parameter (PostgreSQL's placeholders,
+/// DataFusion's `datafusion.*` options) and is always accepted.
+fn check_settable(name: &str) -> PgWireResult<()> {
+    if name.contains('.') {
+        return Ok(());
+    }
+    let cannot = |why: &str| {
+        Err(user_error(
+            "55P02",
+            format!("parameter \"{name}\" cannot be {why}"),
+        ))
+    };
+    match parameter_context(name) {
+        None => Err(unrecognized(name)),
+        Some("user" | "superuser") => Ok(()),
+        Some("internal") => cannot("changed"),
+        Some("postmaster") => cannot("changed without restarting the server"),
+        Some("sighup") => cannot("changed now"),
+        // backend, superuser-backend
+        Some(_) => cannot("set after connection start"),
+    }
+}
+
+/// Whether `SHOW name` (lower case) names something to show: a PostgreSQL 15 parameter, a
+/// custom parameter, `ALL`, or datafusion-postgres's `catalogs`.
+fn showable(name: &str) -> bool {
+    name.contains('.') || matches!(name, "all" | "catalogs") || parameter_context(name).is_some()
 }
 
 impl SettingsHook {
@@ -294,7 +445,7 @@ impl SettingsHook {
                 variable,
                 values,
                 ..
-            }) if is_timeout(&variable.to_string()) => Some(
+            }) if is_timeout(&parameter_name(variable)) => Some(
                 match values.as_slice() {
                     [value] => match value {
                         Expr::Identifier(ident) if ident.value.eq_ignore_ascii_case("default") => {
@@ -322,19 +473,30 @@ impl SettingsHook {
                     (action, _) => action,
                 }),
             ),
+            // Any other name goes on to datafusion-postgres once PostgreSQL would take it.
+            Sql::Set(Set::SingleAssignment { variable, .. }) => {
+                check_settable(&parameter_name(variable)).err().map(Err)
+            }
             Sql::Commit { .. }
             | Sql::Rollback {
                 savepoint: None, ..
             } => Some(Ok(Action::EndTransaction)),
-            Sql::ShowVariable { variable }
-                if variable.len() == 1 && is_timeout(&variable[0].value) =>
-            {
-                Some(Ok(Action::ShowTimeout))
+            Sql::ShowVariable { variable } if variable.len() == 1 => {
+                let name = variable[0].value.to_lowercase();
+                if is_timeout(&name) {
+                    Some(Ok(Action::ShowTimeout))
+                } else {
+                    (!showable(&name)).then(|| Err(unrecognized(&name)))
+                }
             }
-            Sql::Reset(reset) => Some(Ok(Action::Reset(match &reset.reset {
-                Reset::ALL => None,
-                Reset::ConfigurationParameter(name) => Some(name.to_string().to_lowercase()),
-            }))),
+            Sql::Discard { object_type } => Some(Ok(Action::Discard(*object_type))),
+            Sql::Reset(reset) => Some(match &reset.reset {
+                Reset::ALL => Ok(Action::Reset(None)),
+                Reset::ConfigurationParameter(name) => {
+                    let name = parameter_name(name);
+                    check_settable(&name).map(|()| Action::Reset(Some(name)))
+                }
+            }),
             _ => None,
         }
     }
@@ -351,7 +513,8 @@ impl SettingsHook {
         }
     }
 
-    /// Runs `action`; `None` when the statement is for the next hook (`EndTransaction`).
+    /// Runs `action`; `None` when the statement is for the next hook (`EndTransaction`, and a
+    /// `DISCARD` in an aborted transaction, which the transaction hook refuses).
     fn run(&self, action: Action, client: &mut dyn HookClient) -> Option<PgWireResult<Response>> {
         Some(match action {
             Action::SetTimeout(t) => {
@@ -386,31 +549,55 @@ impl SettingsHook {
                 show_response("statement_timeout", &format_timeout(timeout(client)))
             }
             Action::Reset(name) => {
-                let startup = client
-                    .session_extensions()
-                    .get::<StartupSettings>()
-                    .map(|s| s.0.clone())
-                    .unwrap_or_default();
-                if name.as_deref().is_none_or(is_timeout) {
-                    // The reset value is the session's now: COMMIT must not bring back the
-                    // value from before a SET LOCAL.
-                    client.session_extensions().insert(LocalTimeout(None));
-                }
-                let metadata = client.metadata_mut();
-                let names: Vec<String> = match name {
-                    Some(name) if is_timeout(&name) => vec![TIMEOUT_KEY.into()],
-                    Some(name) => vec![name],
-                    None => metadata.keys().chain(startup.keys()).cloned().collect(),
-                };
-                for name in names {
-                    match startup.get(&name) {
-                        Some(value) => metadata.insert(name, value.clone()),
-                        None => metadata.remove(&name),
-                    };
-                }
+                reset(client, name);
                 Ok(Response::Execution(Tag::new("RESET")))
             }
+            Action::Discard(object) => {
+                match client.transaction_status() {
+                    // TransactionStatementHook answers that the transaction is aborted.
+                    TransactionStatus::Error => return None,
+                    TransactionStatus::Transaction if object == DiscardObject::ALL => {
+                        return Some(Err(user_error(
+                            "25001",
+                            "DISCARD ALL cannot run inside a transaction block",
+                        )));
+                    }
+                    _ => {}
+                }
+                if object == DiscardObject::ALL {
+                    reset(client, None);
+                    client.portal_store().clear_portals();
+                }
+                // PostgreSQL's tags: `DISCARD TEMPORARY` answers `DISCARD TEMP` too.
+                Ok(Response::Execution(Tag::new(&format!("DISCARD {object}"))))
+            }
         })
+    }
+}
+
+/// `RESET name`, or `RESET ALL` with `None`: back to the settings the session started with.
+fn reset(client: &mut dyn HookClient, name: Option<String>) {
+    let startup = client
+        .session_extensions()
+        .get::<StartupSettings>()
+        .map(|s| s.0.clone())
+        .unwrap_or_default();
+    if name.as_deref().is_none_or(is_timeout) {
+        // The reset value is the session's now: COMMIT must not bring back the
+        // value from before a SET LOCAL.
+        client.session_extensions().insert(LocalTimeout(None));
+    }
+    let metadata = client.metadata_mut();
+    let names: Vec<String> = match name {
+        Some(name) if is_timeout(&name) => vec![TIMEOUT_KEY.into()],
+        Some(name) => vec![name],
+        None => metadata.keys().chain(startup.keys()).cloned().collect(),
+    };
+    for name in names {
+        match startup.get(&name) {
+            Some(value) => metadata.insert(name, value.clone()),
+            None => metadata.remove(&name),
+        };
     }
 }
 
@@ -568,13 +755,68 @@ mod tests {
         assert_eq!(shown(86_400_000), "1d");
     }
 
+    #[test]
+    fn parameter_names_are_postgres_15s() {
+        let code = |name: &str| {
+            check_settable(name).err().map(|e| match e {
+                pgwire::error::PgWireError::UserError(info) => info.code,
+                other => other.to_string(),
+            })
+        };
+        for settable in [
+            "statement_timeout",
+            "application_name",
+            "timezone",
+            "datestyle",
+            "search_path",
+            "work_mem",
+            "role",
+            "datafusion.execution.batch_size",
+            "myapp.tenant",
+        ] {
+            assert_eq!(code(settable), None, "{settable}");
+        }
+        assert_eq!(code("some_unknown_name").as_deref(), Some("42704"));
+        for fixed in [
+            "server_version",
+            "shared_buffers",
+            "archive_command",
+            "log_connections",
+        ] {
+            assert_eq!(code(fixed).as_deref(), Some("55P02"), "{fixed}");
+        }
+        assert!(showable("server_version") && showable("all") && !showable("nope"));
+
+        let name = |sql: &str| {
+            let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+            match datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql)
+                .ok()
+                .and_then(|mut s| s.pop())
+            {
+                Some(Sql::Reset(reset)) => match reset.reset {
+                    Reset::ConfigurationParameter(name) => parameter_name(&name),
+                    Reset::ALL => "ALL".into(),
+                },
+                other => panic!("not a RESET: {other:?}"),
+            }
+        };
+        assert_eq!(name("RESET \"TimeZone\""), "timezone");
+        assert_eq!(name("RESET Statement_Timeout"), "statement_timeout");
+        assert_eq!(name("RESET MyApp.\"Tenant\""), "myapp.tenant");
+    }
+
+    /// A statement on a connection of its own, interrupted by nothing but `deadline`.
+    fn statement(deadline: Option<Instant>) -> Statement {
+        let limits = Limits {
+            token: CancellationToken::new(),
+            deadline,
+        };
+        Statement::on(Arc::default(), limits, false)
+    }
+
     #[tokio::test]
     async fn an_interrupted_stream_ends_with_57014_and_drops_its_source() {
-        let statement = Statement {
-            token: CancellationToken::new(),
-            deadline: None,
-            writes: false,
-        };
+        let statement = statement(None);
         let (dropped_tx, mut dropped) = tokio::sync::oneshot::channel::<()>();
         let source = futures::stream::unfold(dropped_tx, |guard| async move {
             tokio::task::yield_now().await;
@@ -583,7 +825,7 @@ mod tests {
         let mut rows = statement.bounded(Box::pin(source));
         use futures::StreamExt;
         assert_eq!(rows.next().await.map(|r| r.ok()), Some(Some(1)));
-        statement.token.cancel();
+        statement.limits.token.cancel();
         let error = rows
             .next()
             .await
@@ -603,11 +845,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_deadline_interrupts_work_that_has_not_returned() {
-        let statement = Statement {
-            token: CancellationToken::new(),
-            deadline: Some(Instant::now() + Duration::from_millis(50)),
-            writes: false,
-        };
+        let statement = statement(Some(Instant::now() + Duration::from_millis(50)));
         let result = statement
             .run(std::future::pending::<PgWireResult<()>>())
             .await
@@ -617,6 +855,58 @@ mod tests {
                 .as_ref()
                 .is_err_and(|e| e.contains("statement timeout")),
             "{result:?}"
+        );
+    }
+
+    /// A portal's rows read by later `Execute`s: each new statement on the connection bounds
+    /// the stream from then on, with its own deadline and cancel token.
+    #[tokio::test]
+    async fn a_stream_follows_its_connection_to_the_next_statement() {
+        use futures::StreamExt;
+        let first = statement(Some(Instant::now() + Duration::from_millis(20)));
+        let mut rows = first.bounded(Box::pin(futures::stream::repeat_with(|| {
+            Ok::<_, pgwire::error::PgWireError>(1)
+        })));
+        assert_eq!(rows.next().await.map(|r| r.ok()), Some(Some(1)));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // Past the first deadline, but a later Execute started a statement with a new one.
+        let later = Limits {
+            token: CancellationToken::new(),
+            deadline: Some(Instant::now() + Duration::from_secs(60)),
+        };
+        let second = Statement::on(first.running.clone(), later, false);
+        assert_eq!(rows.next().await.map(|r| r.ok()), Some(Some(1)));
+        first.limits.token.cancel();
+        assert_eq!(
+            rows.next().await.map(|r| r.ok()),
+            Some(Some(1)),
+            "an ended statement's cancel is not the running one's"
+        );
+        second.limits.token.cancel();
+        let error = rows
+            .next()
+            .await
+            .and_then(|r| r.err())
+            .map(|e| e.to_string());
+        assert!(
+            error.is_some_and(|e| e.contains("user request")),
+            "not canceled"
+        );
+
+        // Without a later statement, the first deadline ends the stream.
+        let alone = statement(Some(Instant::now() + Duration::from_millis(20)));
+        let mut rows = alone.bounded(Box::pin(futures::stream::repeat_with(|| {
+            Ok::<_, pgwire::error::PgWireError>(1)
+        })));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let error = rows
+            .next()
+            .await
+            .and_then(|r| r.err())
+            .map(|e| e.to_string());
+        assert!(
+            error.is_some_and(|e| e.contains("statement timeout")),
+            "not timed out"
         );
     }
 }

@@ -28,7 +28,7 @@ use pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
 use pgwire::api::copy::CopyHandler;
-use pgwire::api::portal::Portal;
+use pgwire::api::portal::{Portal, PortalExecutionState};
 use pgwire::api::query::{ExtendedQueryHandler, send_describe_response};
 use pgwire::api::results::{CopyResponse, Response, Tag};
 use pgwire::api::store::{Entry, PortalStore};
@@ -39,9 +39,10 @@ use pgwire::api::{
 use pgwire::api::{ClientPortalStore, DEFAULT_NAME};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
-use pgwire::messages::copy::{CopyData, CopyDone};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 use pgwire::messages::data::{NoData, ParameterDescription};
-use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
+use pgwire::messages::extendedquery::{Describe, Execute, TARGET_TYPE_BYTE_STATEMENT};
+use pgwire::messages::simplequery::Query;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -465,6 +466,87 @@ impl SimpleQueries {
 
 #[async_trait]
 impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
+    /// pgwire's `_on_query`, except that a `COPY … TO STDOUT` goes out through
+    /// [`send_copy_out`]. (pgwire's cancel of `do_query` is left out: this server's cancel
+    /// requests go to [`interrupt::Registry`], never to pgwire's connection handle.)
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        use pgwire::api::query::{
+            send_execution_response, send_query_response, send_ready_for_query,
+        };
+        use pgwire::messages::response::EmptyQueryResponse;
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        let mut status = client.transaction_status();
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        if query.query.chars().all(|c| c == ';' || c.is_whitespace()) {
+            client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
+                .await?;
+        } else {
+            for response in self.do_query(client, &query.query).await? {
+                match response {
+                    Response::EmptyQuery => {
+                        client
+                            .feed(PgWireBackendMessage::EmptyQueryResponse(
+                                EmptyQueryResponse::new(),
+                            ))
+                            .await?;
+                    }
+                    Response::Query(results) => send_query_response(client, results, true).await?,
+                    Response::Execution(tag) => send_execution_response(client, tag).await?,
+                    Response::TransactionStart(tag) => {
+                        send_execution_response(client, tag).await?;
+                        status = status.to_in_transaction_state();
+                    }
+                    Response::TransactionEnd(tag) => {
+                        send_execution_response(client, tag).await?;
+                        status = status.to_idle_state();
+                    }
+                    Response::Error(e) => {
+                        client
+                            .feed(PgWireBackendMessage::ErrorResponse((*e).into()))
+                            .await?;
+                        status = status.to_error_state();
+                    }
+                    Response::CopyIn(copy) => {
+                        pgwire::api::copy::send_copy_in_response(client, copy).await?;
+                        client.set_state(PgWireConnectionState::CopyInProgress(false));
+                    }
+                    Response::CopyOut(copy) => {
+                        let tag = send_copy_out(client, copy).await?;
+                        send_execution_response(client, tag).await?;
+                    }
+                    Response::CopyBoth(copy) => {
+                        pgwire::api::copy::send_copy_both_response(client, copy).await?;
+                        client.set_state(PgWireConnectionState::CopyInProgress(false));
+                    }
+                }
+            }
+        }
+        // During a COPY FROM STDIN, ReadyForQuery comes after the client's CopyDone.
+        if !matches!(client.state(), PgWireConnectionState::CopyInProgress(_)) {
+            client.set_state(PgWireConnectionState::ReadyForQuery);
+            client.set_transaction_status(status);
+            send_ready_for_query(client, status).await?;
+        }
+        Ok(())
+    }
+
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo
@@ -532,7 +614,38 @@ impl ExtendedQueryHandler for ExtendedQueries {
         let response = statement
             .run(self.0.do_query(client, portal, max_rows))
             .await?;
-        Ok(statement.bound(response))
+        match statement.bound(response) {
+            // Sent here, so that pgwire's CommandComplete carries the tag that counts rows.
+            Response::CopyOut(copy) => Ok(Response::Execution(send_copy_out(client, copy).await?)),
+            response => Ok(response),
+        }
+    }
+
+    /// pgwire's `_on_execute`, after starting a new [`interrupt::Statement`] when the portal
+    /// is suspended: a later `Execute` of a portal read in pieces (a driver's fetch size, as
+    /// pgjdbc's inside a transaction) pulls its rows without `do_query`, and in PostgreSQL the
+    /// `statement_timeout` counts from each `Execute`, not from the first.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        if let Some(Entry::Value(portal)) = client.portal_store().get_portal(name) {
+            let state = portal.state();
+            let suspended = matches!(*state.lock().await, PortalExecutionState::Suspended(_));
+            if suspended {
+                interrupt::Statement::start(client, &portal.statement.statement.0);
+            }
+        }
+        self._on_execute(client, message).await
     }
 
     async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
@@ -649,8 +762,9 @@ impl CopyHook {
     }
 }
 
-/// Runs the query of a `COPY … TO STDOUT` and streams its rows as `CopyData`, one per row
-/// (pgwire counts them for the `COPY n` tag; the binary trailer it appends is not counted).
+/// Runs the query of a `COPY … TO STDOUT` and streams its rows as `CopyData`, one per row (the
+/// head — CSV header line, binary header — goes with the first row), for [`send_copy_out`] to
+/// send and count. With no rows the head goes alone, followed by [`HEAD_END`].
 async fn copy_out(mut out: CopyOut, context: &SessionContext) -> PgWireResult<Response> {
     use futures::StreamExt;
     let api = |e: datafusion::error::DataFusionError| PgWireError::ApiError(Box::new(e));
@@ -662,11 +776,14 @@ async fn copy_out(mut out: CopyOut, context: &SessionContext) -> PgWireResult<Re
     let format = out.format_code();
     let batches = frame.execute_stream().await.map_err(api)?;
     // Each step renders one batch; after the last, what `finish` leaves (the head of an
-    // empty result) goes out.
+    // empty result) goes out, marked as no row.
     let rows = futures::stream::unfold(Some((batches, out)), move |state| async move {
         let (mut batches, mut out) = state?;
         let lines: Vec<PgWireResult<Vec<u8>>> = match batches.next().await {
-            None => return Some((out.finish().into_iter().map(Ok).collect(), None)),
+            None => {
+                let head = out.finish().map(|head| [head, HEAD_END.to_vec()]);
+                return Some((head.into_iter().flatten().map(Ok).collect(), None));
+            }
             Some(Err(e)) => vec![Err(api(e))],
             Some(Ok(batch)) => match out.render(&batch) {
                 Ok(lines) => lines.into_iter().map(Ok).collect(),
@@ -678,6 +795,57 @@ async fn copy_out(mut out: CopyOut, context: &SessionContext) -> PgWireResult<Re
     .flat_map(futures::stream::iter)
     .map(|line| line.map(|line| CopyData::new(bytes::Bytes::from(line))));
     Ok(Response::CopyOut(CopyResponse::new(format, columns, rows)))
+}
+
+/// In a copy-out stream, an empty `CopyData` (never sent) says that what came before it was
+/// not rows but the head of an empty result.
+const HEAD_END: &[u8] = &[];
+
+/// The trailer pgwire appends to a binary copy-out stream (`CopyResponse::new`): not a row.
+const BINARY_TRAILER: &[u8] = &[0xFF, 0xFF];
+
+/// Sends a `COPY … TO STDOUT` result as PostgreSQL does: `CopyOutResponse`, the data,
+/// `CopyDone`; returns the `COPY n` tag to send next, `n` counting data rows only.
+///
+/// pgwire 0.41's `send_copy_out_response` counts every message but the binary trailer, so an
+/// empty result with a CSV or binary header said `COPY 1`; and it answers an error in the
+/// stream with a backend `CopyFail`, which PostgreSQL never sends. Here the error is returned,
+/// to go out as an `ErrorResponse` (what PostgreSQL sends when a `COPY TO` fails midway).
+async fn send_copy_out<C>(client: &mut C, mut copy: CopyResponse) -> PgWireResult<Tag>
+where
+    C: futures::Sink<PgWireBackendMessage> + Unpin,
+    C::Error: std::fmt::Debug,
+    PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+{
+    use futures::{SinkExt, StreamExt};
+    let formats = copy.column_formats();
+    let columns = i16::try_from(copy.columns).map_err(|_| {
+        let wide = copy.columns;
+        user_error("54011", format!("a COPY of {wide} columns is too wide"))
+    })?;
+    client
+        .send(PgWireBackendMessage::CopyOutResponse(CopyOutResponse::new(
+            copy.format,
+            columns,
+            formats,
+        )))
+        .await?;
+    let mut rows = 0;
+    while let Some(data) = copy.data_stream.next().await {
+        let data = data?;
+        match data.data.as_ref() {
+            HEAD_END => rows = 0,
+            BINARY_TRAILER => client.feed(PgWireBackendMessage::CopyData(data)).await?,
+            _ => {
+                rows += 1;
+                client.feed(PgWireBackendMessage::CopyData(data)).await?;
+            }
+        }
+    }
+    client
+        .feed(PgWireBackendMessage::CopyDone(CopyDone::new()))
+        .await?;
+    Ok(Tag::new("COPY").with_rows(rows))
 }
 
 #[async_trait]

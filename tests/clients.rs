@@ -121,6 +121,83 @@ async fn catalog_functions_and_session_commands() {
     assert_eq!(count(&client, "WHERE project_id = 'tx'").await, 3);
 }
 
+/// The SQLSTATE and message of `result`'s error.
+fn db_error<T: std::fmt::Debug>(result: Result<T, tokio_postgres::Error>) -> (String, String) {
+    let error = result.expect_err("an error");
+    let db = error.as_db_error().expect("a server error");
+    (db.code().code().to_string(), db.message().to_string())
+}
+
+/// `SET`, `RESET` and `SHOW` take PostgreSQL 15's parameter names, and answer any other name
+/// as PostgreSQL does, in both protocols.
+#[tokio::test]
+async fn settings_take_postgres_parameter_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    let unknown = (
+        "42704".to_string(),
+        "unrecognized configuration parameter \"some_unknown_name\"".to_string(),
+    );
+    for statement in [
+        "RESET some_unknown_name",
+        "SET some_unknown_name = 1",
+        "SHOW some_unknown_name",
+    ] {
+        assert_eq!(
+            db_error(client.batch_execute(statement).await),
+            unknown,
+            "{statement}"
+        );
+        assert_eq!(
+            db_error(client.execute(statement, &[]).await),
+            unknown,
+            "{statement} (extended protocol)"
+        );
+    }
+    assert_eq!(
+        db_error(client.batch_execute("RESET server_version").await),
+        (
+            "55P02".to_string(),
+            "parameter \"server_version\" cannot be changed".to_string()
+        )
+    );
+
+    // Whatever SET takes, RESET takes too.
+    for (name, value) in [
+        ("statement_timeout", "5s"),
+        ("application_name", "tool"),
+        ("search_path", "public"),
+        ("DateStyle", "ISO, MDY"),
+        ("\"TimeZone\"", "UTC"),
+        ("work_mem", "64MB"),
+        ("myapp.tenant", "acme"),
+    ] {
+        client
+            .batch_execute(&format!("SET {name} = '{value}'; RESET {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("SET and RESET {name}: {e}"));
+        client
+            .execute(&format!("RESET {name}"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("RESET {name} (extended protocol): {e}"));
+    }
+    client
+        .batch_execute("SET application_name = 'tool'")
+        .await
+        .expect("SET");
+    client
+        .batch_execute("RESET application_name")
+        .await
+        .expect("RESET");
+    let shown = client
+        .simple_query("SHOW application_name")
+        .await
+        .expect("SHOW");
+    assert_ne!(rows(&shown), vec![vec![Some("tool".to_string())]]);
+    client.batch_execute("RESET ALL").await.expect("RESET ALL");
+}
+
 #[tokio::test]
 async fn typed_parameters_in_binary_format() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -231,6 +231,73 @@ async fn copy_to_stdout_in_text_and_csv() {
     );
 }
 
+/// The `COPY n` tag of `COPY … TO STDOUT` counts data rows in every format, never the CSV
+/// header line or the binary header: an empty result with a header is `COPY 0`, as in
+/// PostgreSQL, and its head still goes out. psql (simple protocol) prints the tag of
+/// `\copy … TO file`; tokio-postgres reads the same bytes over the extended protocol.
+#[tokio::test]
+async fn copy_to_stdout_tags_count_rows_not_headers() {
+    use futures::TryStreamExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    client
+        .execute(
+            "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, name) VALUES \
+             ('tag', '2024-03-10T10:00:00Z', 't-1', 'a'), ('tag', '2024-03-10T10:00:01Z', 't-2', 'b')",
+            &[],
+        )
+        .await
+        .expect("insert");
+    let out = tempfile::tempdir().expect("tempdir");
+    let file = out.path().join("out");
+    let formats = [
+        "",
+        " WITH (FORMAT csv)",
+        " WITH (FORMAT csv, HEADER)",
+        " WITH (FORMAT binary)",
+    ];
+    for (filter, rows) in [("false", 0), ("project_id = 'tag'", 2)] {
+        for format in formats {
+            let query = format!("SELECT id FROM otel_logs_and_spans WHERE {filter} ORDER BY id");
+            let copy = format!("\\copy ({query}) TO '{}'{format}", file.display());
+            let printed = psql_command(&server.url(), &["-c", &copy])
+                .output()
+                .expect("psql");
+            assert!(
+                printed.status.success(),
+                "{copy}: {}",
+                String::from_utf8_lossy(&printed.stderr)
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&printed.stdout),
+                format!("COPY {rows}\n"),
+                "{copy}"
+            );
+            let written = std::fs::read(&file).expect("the copied file");
+            let stream = client
+                .copy_out(&format!("COPY ({query}) TO STDOUT{format}"))
+                .await
+                .expect("copy out");
+            let chunks: Vec<Bytes> = stream.try_collect().await.expect("copy data");
+            assert_eq!(
+                chunks.concat(),
+                written,
+                "{format}: the same bytes both ways"
+            );
+            if rows == 0 {
+                let head: &[u8] = match format {
+                    " WITH (FORMAT csv, HEADER)" => b"id\n",
+                    // Signature, flags, extension length, then the trailer.
+                    " WITH (FORMAT binary)" => b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0\xff\xff",
+                    _ => b"",
+                };
+                assert_eq!(written, head, "{format}: the head of an empty result");
+            }
+        }
+    }
+}
+
 /// The columns of the binary COPY test and the types tokio-postgres sends them as.
 const BINARY_COPY: &str = "COPY otel_logs_and_spans (project_id, timestamp, id, name, body, \
      attributes, hashes, duration, attributes___client___port, context___is_remote) \

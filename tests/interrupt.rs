@@ -78,6 +78,18 @@ async fn statement_timeout_stops_a_running_query() {
     .expect("the timeout stopped the extended query");
     assert_canceled(extended, "statement timeout");
 
+    // COPY … TO STDOUT: the client has the CopyOutResponse, then the error instead of data.
+    let copy = tokio::time::timeout(GRACE, async {
+        use futures::TryStreamExt;
+        let stream = client
+            .copy_out(&format!("COPY ({ENDLESS}) TO STDOUT"))
+            .await?;
+        stream.try_collect::<Vec<_>>().await
+    })
+    .await
+    .expect("the timeout stopped the COPY");
+    assert_canceled(copy, "statement timeout");
+
     // The connection goes on, and a fast statement is not touched by the timeout.
     let n: i64 = client
         .query_one("SELECT count(*) FROM generate_series(1, 1000)", &[])
@@ -216,4 +228,133 @@ async fn the_server_default_timeout_applies_to_every_session() {
     assert_eq!(show_timeout(&client).await, "0");
     client.batch_execute("RESET ALL").await.expect("RESET ALL");
     assert_eq!(show_timeout(&client).await, "1s");
+}
+
+/// `DISCARD ALL`, which connection poolers send before handing a connection to the next
+/// client: the settings go back to their start-up values (`statement_timeout` to the server's
+/// default) and cursors close; inside a transaction block it is refused, as in PostgreSQL.
+#[tokio::test]
+async fn discard_all_resets_the_session_for_the_next_client() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[("TIMEFUSION_STATEMENT_TIMEOUT_MS", "1000")]);
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "SET statement_timeout = '5s'; \
+             DECLARE c CURSOR WITH HOLD FOR SELECT value FROM generate_series(1, 3)",
+        )
+        .await
+        .expect("SET and DECLARE");
+    assert_eq!(show_timeout(&client).await, "5s");
+    client.batch_execute("FETCH 1 FROM c").await.expect("FETCH");
+
+    client.batch_execute("BEGIN").await.expect("BEGIN");
+    let refused = client.batch_execute("DISCARD ALL").await;
+    let error = refused.expect_err("DISCARD ALL in a transaction block");
+    let db = error.as_db_error().expect("a server error");
+    assert_eq!(db.code(), &SqlState::ACTIVE_SQL_TRANSACTION, "{db:?}");
+    assert_eq!(
+        db.message(),
+        "DISCARD ALL cannot run inside a transaction block"
+    );
+    client.batch_execute("ROLLBACK").await.expect("ROLLBACK");
+    assert_eq!(
+        show_timeout(&client).await,
+        "5s",
+        "the refused DISCARD did nothing"
+    );
+
+    client
+        .batch_execute("DISCARD ALL")
+        .await
+        .expect("DISCARD ALL");
+    assert_eq!(show_timeout(&client).await, "1s");
+    let closed = client.batch_execute("FETCH 1 FROM c").await;
+    let code = closed.expect_err("the cursor is closed").code().cloned();
+    assert_eq!(code, Some(SqlState::INVALID_CURSOR_NAME));
+
+    // The extended protocol (drivers that prepare every statement), and the other forms, which have
+    // nothing to discard; psql shows PostgreSQL's command tags.
+    client
+        .batch_execute("SET statement_timeout = '5s'")
+        .await
+        .expect("SET");
+    client
+        .execute("DISCARD ALL", &[])
+        .await
+        .expect("DISCARD ALL");
+    assert_eq!(show_timeout(&client).await, "1s");
+    let out = psql_command(
+        &server.url(),
+        &[
+            "-c",
+            "DISCARD ALL",
+            "-c",
+            "DISCARD PLANS",
+            "-c",
+            "DISCARD TEMPORARY",
+            "-c",
+            "DISCARD SEQUENCES",
+        ],
+    )
+    .output()
+    .expect("psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "DISCARD ALL\nDISCARD PLANS\nDISCARD TEMP\nDISCARD SEQUENCES\n"
+    );
+}
+
+/// A portal read in pieces (`Execute` with a row limit, each followed by `Sync`, as pgjdbc does
+/// with a fetch size inside a transaction): `statement_timeout` counts from each `Execute`, as
+/// in PostgreSQL, so a slow reader is not cut off by the first one's deadline, while a later
+/// `Execute` that runs too long is still stopped.
+#[tokio::test]
+async fn each_execute_of_a_portal_gets_its_own_statement_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let mut client = server.client().await;
+    client
+        .batch_execute("SET statement_timeout = '1s'")
+        .await
+        .expect("SET");
+    let transaction = client.transaction().await.expect("BEGIN");
+    let portal = transaction
+        .bind("SELECT value FROM generate_series(1, 20)", &[])
+        .await
+        .expect("bind");
+    let mut values = Vec::new();
+    for _ in 0..4 {
+        let rows = transaction
+            .query_portal(&portal, 5)
+            .await
+            .expect("each fetch well within its own timeout");
+        values.extend(rows.iter().map(|row| row.get::<_, i64>(0)));
+        // 1.6 s of fetches in all: more than one timeout, less than one per Execute.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(values, (1..=20).collect::<Vec<i64>>());
+    transaction.commit().await.expect("COMMIT");
+
+    // The first row comes at once, the next after counting ten billion values: the second
+    // Execute runs into its own timeout.
+    let transaction = client.transaction().await.expect("BEGIN");
+    let portal = transaction
+        .bind(&format!("SELECT 1 AS n UNION ALL {ENDLESS}"), &[])
+        .await
+        .expect("bind");
+    let first = transaction
+        .query_portal(&portal, 1)
+        .await
+        .expect("first row");
+    assert_eq!(first[0].get::<_, i64>(0), 1);
+    let next = tokio::time::timeout(GRACE, transaction.query_portal(&portal, 1))
+        .await
+        .expect("the timeout stopped the second Execute");
+    assert_canceled(next, "statement timeout");
 }
