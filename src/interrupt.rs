@@ -362,6 +362,8 @@ enum Action {
     /// `COMMIT` / `ROLLBACK`: a `SET LOCAL` ends; the statement itself goes on to the next hook.
     EndTransaction,
     ShowTimeout,
+    /// `SHOW` of a parameter no session can change (`server_version`): the server's value.
+    ShowFixed(String, &'static str),
     Reset(Option<String>),
     Discard(DiscardObject),
 }
@@ -485,6 +487,10 @@ impl SettingsHook {
                 let name = variable[0].value.to_lowercase();
                 if is_timeout(&name) {
                     Some(Ok(Action::ShowTimeout))
+                } else if matches!(name.as_str(), "server_version" | "server_version_num")
+                    && let Some(value) = crate::pg_compat::setting(&name)
+                {
+                    Some(Ok(Action::ShowFixed(name, value)))
                 } else {
                     (!showable(&name)).then(|| Err(unrecognized(&name)))
                 }
@@ -548,6 +554,7 @@ impl SettingsHook {
             Action::ShowTimeout => {
                 show_response("statement_timeout", &format_timeout(timeout(client)))
             }
+            Action::ShowFixed(name, value) => show_response(&name, value),
             Action::Reset(name) => {
                 reset(client, name);
                 Ok(Response::Execution(Tag::new("RESET")))
@@ -709,6 +716,7 @@ impl QueryHook for SettingsHook {
     ) -> Option<PgWireResult<LogicalPlan>> {
         Some(match self.action(statement)? {
             Ok(Action::ShowTimeout) => show_plan("statement_timeout"),
+            Ok(Action::ShowFixed(name, _)) => show_plan(&name),
             Ok(Action::EndTransaction) => return None,
             Ok(_) => Ok(no_rows_plan()),
             Err(e) => Err(e),

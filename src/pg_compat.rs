@@ -230,7 +230,7 @@ fn quote_ident(name: &str) -> String {
 
 /// The settings `current_setting` answers, as a fresh PostgreSQL 15 session reports them.
 /// `SET` in a session does not change these answers.
-fn setting(name: &str) -> Option<&'static str> {
+pub(crate) fn setting(name: &str) -> Option<&'static str> {
     Some(match name.to_ascii_lowercase().as_str() {
         "server_version" => crate::pgwire::SERVER_VERSION,
         "server_version_num" => "150000",

@@ -163,6 +163,26 @@ async fn settings_take_postgres_parameter_names() {
         )
     );
 
+    // Tools parse SHOW server_version as PostgreSQL's, on either protocol.
+    for name in ["server_version", "server_version_num"] {
+        let simple = client
+            .simple_query(&format!("SHOW {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("SHOW {name}: {e}"));
+        let extended: String = client
+            .query_one(&format!("SHOW {name}"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("SHOW {name} (extended protocol): {e}"))
+            .get(0);
+        assert_eq!(rows(&simple), vec![vec![Some(extended.clone())]], "{name}");
+        let expected = if name == "server_version" {
+            "15.0 (TimeFusion)"
+        } else {
+            "150000"
+        };
+        assert_eq!(extended, expected, "{name}");
+    }
+
     // Whatever SET takes, RESET takes too.
     for (name, value) in [
         ("statement_timeout", "5s"),
