@@ -814,6 +814,23 @@ mod tests {
     }
 
     /// A statement on a connection of its own, interrupted by nothing but `deadline`.
+    /// The stream's next item is an error whose message contains `expected`.
+    async fn assert_next_error<S>(rows: &mut S, expected: &str)
+    where
+        S: futures::Stream<Item = PgWireResult<i32>> + Unpin,
+    {
+        use futures::StreamExt;
+        let error = rows
+            .next()
+            .await
+            .and_then(|r| r.err())
+            .map(|e| e.to_string());
+        assert!(
+            error.as_deref().is_some_and(|e| e.contains(expected)),
+            "expected an error containing {expected:?}, got {error:?}"
+        );
+    }
+
     fn statement(deadline: Option<Instant>) -> Statement {
         let limits = Limits {
             token: CancellationToken::new(),
@@ -834,15 +851,7 @@ mod tests {
         use futures::StreamExt;
         assert_eq!(rows.next().await.map(|r| r.ok()), Some(Some(1)));
         statement.limits.token.cancel();
-        let error = rows
-            .next()
-            .await
-            .and_then(|r| r.err())
-            .map(|e| e.to_string());
-        assert!(
-            error.is_some_and(|e| e.contains("user request")),
-            "not canceled"
-        );
+        assert_next_error(&mut rows, "user request").await;
         assert!(rows.next().await.is_none());
         assert!(
             dropped
@@ -891,15 +900,7 @@ mod tests {
             "an ended statement's cancel is not the running one's"
         );
         second.limits.token.cancel();
-        let error = rows
-            .next()
-            .await
-            .and_then(|r| r.err())
-            .map(|e| e.to_string());
-        assert!(
-            error.is_some_and(|e| e.contains("user request")),
-            "not canceled"
-        );
+        assert_next_error(&mut rows, "user request").await;
 
         // Without a later statement, the first deadline ends the stream.
         let alone = statement(Some(Instant::now() + Duration::from_millis(20)));
@@ -907,14 +908,6 @@ mod tests {
             Ok::<_, pgwire::error::PgWireError>(1)
         })));
         tokio::time::sleep(Duration::from_millis(30)).await;
-        let error = rows
-            .next()
-            .await
-            .and_then(|r| r.err())
-            .map(|e| e.to_string());
-        assert!(
-            error.is_some_and(|e| e.contains("statement timeout")),
-            "not timed out"
-        );
+        assert_next_error(&mut rows, "statement timeout").await;
     }
 }
