@@ -7,14 +7,14 @@
 //! batch is cast column by column, split by (project, time bucket) with one `take` per group,
 //! and the batch as received (before the cast) is written to the WAL as one Arrow IPC record.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Date32Array, ListArray, RecordBatch, RecordBatchOptions,
+    Array, ArrayData, ArrayRef, AsArray, Date32Array, ListArray, RecordBatch, RecordBatchOptions,
     new_null_array,
 };
 use arrow::buffer::OffsetBuffer;
@@ -274,16 +274,37 @@ pub(crate) fn is_default(field: &Field, array: &ArrayRef) -> bool {
         && array.as_list::<i32>().values().is_empty()
 }
 
-/// Memory a coerced batch holds of its own: the columns other than shared defaults.
-fn owned_bytes(batch: &RecordBatch) -> usize {
+/// Memory a coerced batch holds of its own: the allocations behind its columns other than
+/// shared defaults, each counted once. Arrays decoded from one received message (a DoPut body)
+/// are views into one allocation, and Arrow's `get_array_memory_size` would count that whole
+/// allocation once per buffer, overstating such a batch by its column count.
+pub(crate) fn owned_bytes(batch: &RecordBatch) -> usize {
+    let mut seen = HashSet::new();
     batch
         .schema()
         .fields()
         .iter()
         .zip(batch.columns())
         .filter(|(f, c)| !is_default(f, c))
-        .map(|(_, c)| c.get_array_memory_size())
+        .map(|(_, c)| allocation_bytes(&c.to_data(), &mut seen))
         .sum()
+}
+
+/// Capacity of the allocations behind `data` and its children not yet in `seen`.
+fn allocation_bytes(data: &ArrayData, seen: &mut HashSet<usize>) -> usize {
+    let nulls = data.nulls().map(|n| n.buffer());
+    let own: usize = data
+        .buffers()
+        .iter()
+        .chain(nulls)
+        .filter(|b| seen.insert(b.data_ptr().as_ptr() as usize))
+        .map(|b| b.capacity())
+        .sum();
+    own + data
+        .child_data()
+        .iter()
+        .map(|child| allocation_bytes(child, seen))
+        .sum::<usize>()
 }
 
 /// The date column: given dates are checked against the event time, missing ones derived.
@@ -527,6 +548,30 @@ mod tests {
     }
 
     #[test]
+    fn columns_viewing_one_allocation_are_charged_it_once() {
+        // As a DoPut body decodes: every column a view into the one received allocation.
+        let body = arrow::buffer::Buffer::from_vec(vec![7i64; 128]);
+        let column = |offset| -> ArrayRef {
+            Arc::new(Int64Array::new(
+                arrow::buffer::ScalarBuffer::new(body.clone(), offset, 64),
+                None,
+            ))
+        };
+        let schema = Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Int64, true),
+        ]);
+        let batch =
+            RecordBatch::try_new(Arc::new(schema), vec![column(0), column(64)]).expect("batch");
+        assert_eq!(owned_bytes(&batch), body.capacity());
+        assert_eq!(
+            batch.get_array_memory_size(),
+            2 * body.capacity() + 2 * std::mem::size_of::<Int64Array>(),
+            "Arrow's own figure counts the allocation once per column"
+        );
+    }
+
+    #[test]
     fn left_out_columns_share_one_array_and_cost_no_memory() {
         let table = otel();
         let a = coerce(&table, &input(minimal(&[1, 2]))).expect("coerce");
@@ -551,7 +596,7 @@ mod tests {
             table.index_of("project_id").expect("p"),
         ]
         .iter()
-        .map(|&i| b.column(i).get_array_memory_size())
+        .map(|&i| b.column(i).get_buffer_memory_size())
         .sum();
         assert_eq!(
             owned_bytes(&b),

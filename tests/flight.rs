@@ -7,11 +7,11 @@ mod common;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Int64Array, RecordBatch, StringViewArray, StructArray,
-    TimestampNanosecondArray,
+    Array, ArrayRef, AsArray, DictionaryArray, Int64Array, RecordBatch, StringViewArray,
+    StructArray, TimestampNanosecondArray,
 };
-use arrow::datatypes::{DataType, Field, Schema};
-use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow::datatypes::{DataType, Field, Int32Type, Schema};
+use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::CommandGetTables;
 use arrow_flight::sql::client::FlightSqlServiceClient;
@@ -109,6 +109,51 @@ async fn do_put_many_batches_then_query_over_pgwire_and_flight_sql() {
         .expect("row");
     assert_eq!(row.get::<_, i64>(0), 1);
 
+    // A dictionary-encoded column sent as dictionary messages (pyarrow sends categoricals
+    // this way) is decoded against the stream's dictionaries and cast to the table's type.
+    let dictionary_batch = |levels: Vec<&'static str>| {
+        let plain = batch("p2", 0, levels.len(), now_nanos);
+        let level: DictionaryArray<Int32Type> = levels.into_iter().collect();
+        let mut fields = plain.schema().fields().to_vec();
+        fields.push(Arc::new(Field::new(
+            "level",
+            level.data_type().clone(),
+            true,
+        )));
+        let mut columns = plain.columns().to_vec();
+        columns.push(Arc::new(level));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("batch")
+    };
+    let stream = FlightDataEncoderBuilder::new()
+        .with_dictionary_handling(DictionaryHandling::Resend)
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(vec![TABLE.to_string()])))
+        .build(futures::stream::iter([
+            Ok(dictionary_batch(vec!["INFO", "WARN", "INFO"])),
+            Ok(dictionary_batch(vec!["ERROR", "ERROR"])),
+        ]));
+    let results: Vec<_> = client
+        .do_put(stream)
+        .await
+        .expect("do_put")
+        .try_collect()
+        .await
+        .expect("dictionary batches");
+    assert_eq!(results.len(), 2);
+    let levels = pg
+        .query(
+            &format!(
+                "SELECT level, count(*) FROM {TABLE} WHERE project_id = 'p2' GROUP BY level ORDER BY level"
+            ),
+            &[],
+        )
+        .await
+        .expect("levels");
+    let levels: Vec<(String, i64)> = levels.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        levels,
+        [("ERROR".into(), 2), ("INFO".into(), 2), ("WARN".into(), 1)]
+    );
+
     // Flight SQL: a statement query returns Arrow.
     let mut sql = FlightSqlServiceClient::new(channel(server.grpc_port).await);
     sql.set_header("authorization", "Bearer t0ken");
@@ -129,7 +174,7 @@ async fn do_put_many_batches_then_query_over_pgwire_and_flight_sql() {
             .column(0)
             .as_primitive::<arrow::datatypes::Int64Type>()
             .value(0),
-        10_000
+        10_005
     );
 
     // Prepared statement.
