@@ -16,14 +16,21 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, RecordBatch, RecordBatchOptions};
+use arrow::compute::concat;
 use parking_lot::RwLock;
 use tokio::sync::Notify;
 
+use crate::ingest::{default_column, is_default, owned_bytes};
 use crate::wal::Seq;
 
-/// Chunks smaller than this many rows are merged once enough of them pile up in a bucket.
-const SMALL_CHUNK_ROWS: usize = 4096;
+/// Chunks holding less than this are merged once enough of them pile up in a bucket: a chunk
+/// costs a few KiB of array headers whatever its size, and a query pays a little per batch.
+/// A bound in bytes rather than rows leaves alone the pieces a bulk batch splits into (an
+/// 8,192-row otel batch over 8 tenants gives pieces of 64 to 4,096 rows, 32 KiB to 2 MiB):
+/// with a bound of 4,096 rows, half of those rows were copied a second time, on the WAL
+/// thread, under the buffer's write lock.
+const SMALL_CHUNK_BYTES: usize = 64 << 10;
 /// How many small chunks of one merge level a bucket collects before they are merged into
 /// one chunk of the next level. Levels keep the copying per row logarithmic: a chunk is merged
 /// again only together with chunks of its own size class.
@@ -419,19 +426,16 @@ fn merge_small_tail(bucket: &mut Bucket, frozen_upto: Seq) -> Option<(usize, usi
         .chunks
         .iter()
         .rev()
-        .take_while(|c| {
-            c.level == level && c.batch.num_rows() < SMALL_CHUNK_ROWS && c.min_seq > frozen_upto
-        })
+        .take_while(|c| c.level == level && c.bytes < SMALL_CHUNK_BYTES && c.min_seq > frozen_upto)
         .count();
     if tail < MERGE_AFTER {
         return None;
     }
     let start = bucket.chunks.len() - tail;
     let parts = &bucket.chunks[start..];
-    let schema = parts[0].batch.schema();
-    let merged = arrow::compute::concat_batches(&schema, parts.iter().map(|c| &c.batch)).ok()?;
+    let merged = concat_keeping_defaults(parts)?;
     let removed = parts.iter().map(|c| c.bytes).sum();
-    let bytes = merged.get_array_memory_size();
+    let bytes = owned_bytes(&merged);
     let chunk = Chunk {
         min_seq: parts.iter().map(|c| c.min_seq).min()?,
         max_seq: parts.iter().map(|c| c.max_seq).max()?,
@@ -445,10 +449,34 @@ fn merge_small_tail(bucket: &mut Bucket, frozen_upto: Seq) -> Option<(usize, usi
     Some((bytes, removed))
 }
 
+/// The chunks' rows as one batch. A column that every chunk left out stays a slice of
+/// ingest's shared default array instead of becoming a null array of its own.
+fn concat_keeping_defaults(parts: &[Chunk]) -> Option<RecordBatch> {
+    let schema = parts[0].batch.schema();
+    let rows = parts.iter().map(|c| c.batch.num_rows()).sum();
+    let columns = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, field)| {
+            if parts.iter().all(|c| is_default(field, c.batch.column(i))) {
+                Ok(default_column(field, rows))
+            } else {
+                let arrays: Vec<&dyn Array> =
+                    parts.iter().map(|c| c.batch.column(i).as_ref()).collect();
+                concat(&arrays)
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    RecordBatch::try_new_with_options(schema, columns, &options).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::Int64Array;
+    use arrow::array::{Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
 
@@ -597,6 +625,67 @@ mod tests {
         assert_eq!(rows(&snapshot), n);
         b.insert("t", Seq(n as u64 + 1), piece("p", 0, &[0]), 0);
         assert_eq!(b.snapshot("t", None, None).expect("snap").batches.len(), 2);
+    }
+
+    #[test]
+    fn pieces_of_bulk_batches_stay_as_inserted() {
+        // 100 rows of 1 KiB strings: few rows, but past SMALL_CHUNK_BYTES, so never copied.
+        let b = buffer(1 << 30);
+        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true)]));
+        let big = StringArray::from(vec!["x".repeat(1024); 100]);
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(big)]).expect("batch");
+        let bytes = batch.get_array_memory_size();
+        assert!(bytes >= SMALL_CHUNK_BYTES);
+        for seq in 1..=MERGE_AFTER as u64 {
+            let piece = Piece {
+                project: "p".into(),
+                bucket_start: 0,
+                bytes,
+                batch: batch.clone(),
+            };
+            b.insert("t", Seq(seq), vec![piece], 0);
+        }
+        let snapshot = b.snapshot("t", None, None).expect("snap");
+        assert_eq!(snapshot.batches.len(), MERGE_AFTER);
+        assert_eq!(rows(&snapshot), 100 * MERGE_AFTER);
+    }
+
+    #[test]
+    fn merged_chunks_keep_left_out_columns_shared() {
+        let b = buffer(1 << 30);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("v", DataType::Int64, false),
+            Field::new("left_out", DataType::Utf8, true),
+        ]));
+        for seq in 1..=MERGE_AFTER as u64 {
+            let field = schema.field(1);
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(vec![seq as i64])),
+                    crate::ingest::default_column(field, 1),
+                ],
+            )
+            .expect("batch");
+            let piece = Piece {
+                project: "p".into(),
+                bucket_start: 0,
+                bytes: owned_bytes(&batch),
+                batch,
+            };
+            b.insert("t", Seq(seq), vec![piece], 0);
+        }
+        let snapshot = b.snapshot("t", None, None).expect("snap");
+        assert_eq!(snapshot.batches.len(), 1, "merged");
+        let merged = &snapshot.batches[0];
+        assert_eq!(merged.num_rows(), MERGE_AFTER);
+        let shared = crate::ingest::default_column(schema.field(1), MERGE_AFTER);
+        assert_eq!(
+            merged.column(1).to_data().buffers()[0].as_ptr(),
+            shared.to_data().buffers()[0].as_ptr(),
+            "the merged chunk's left-out column is the shared default, not a new null array"
+        );
+        assert_eq!(b.bytes(), owned_bytes(merged));
     }
 
     #[test]
