@@ -5,6 +5,8 @@
 #
 #   bench/ab_doput.sh DIR RUNS [ingest args]
 #
+# Timestamps span the last SPAN_MINUTES (default 5: live telemetry; 10080 is a 7-day backfill).
+#
 # DIR holds `timefusion` and `examples/ingest` from a release build (copy them out of
 # target/release to keep a baseline). Interleave two DIRs to compare builds, e.g.
 #   for r in 1 2 3; do bench/ab_doput.sh /tmp/a 1 --batches 40; bench/ab_doput.sh /tmp/b 1 --batches 40; done
@@ -18,7 +20,7 @@ for _ in $(seq "$RUNS"); do
   P=$!
   for _ in $(seq 100); do grep -q listening "$W/out" 2>/dev/null && break; sleep 0.1; done
   read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$P/stat")
-  R=$("$BIN/examples/ingest" --flight "http://127.0.0.1:${GRPC_PORT:-56435}" --statements 0 --single 0 --span-minutes 5 "$@" \
+  R=$("$BIN/examples/ingest" --flight "http://127.0.0.1:${GRPC_PORT:-56435}" --statements 0 --single 0 --span-minutes "${SPAN_MINUTES:-5}" "$@" \
     | awk '/Flight DoPut/ {print $6; exit}')
   read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$P/stat")
   echo "rows/s $R  server user $((u1 - u0))cs sys $((s1 - s0))cs  wal $(du -sm "$W/wal" | cut -f1)MB  rss $(ps -o rss= -p "$P")KiB"

@@ -21,6 +21,7 @@ use arrow::compute::concat;
 use parking_lot::RwLock;
 use tokio::sync::Notify;
 
+use crate::MICROS_PER_DAY;
 use crate::ingest::{default_column, is_default, owned_bytes};
 use crate::wal::Seq;
 
@@ -49,9 +50,21 @@ struct Chunk {
     inserted_micros: i64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Bucket {
     chunks: Vec<Chunk>,
+    /// Latest event time of any row in the bucket: a late bucket (see [`Buffer::bucket_of`])
+    /// reaches past its key's window, up to the end of its day.
+    max_micros: i64,
+}
+
+impl Default for Bucket {
+    fn default() -> Self {
+        Bucket {
+            chunks: Vec::new(),
+            max_micros: i64::MIN,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -75,7 +88,10 @@ struct State<C> {
 #[derive(Debug, Clone)]
 pub struct Piece {
     pub project: String,
+    /// The bucket's key, from [`Buffer::bucket_of`].
     pub bucket_start: i64,
+    /// Latest event time among the piece's rows.
+    pub max_micros: i64,
     pub batch: RecordBatch,
     /// Memory charged for the piece: its share of the batch it was sliced from.
     pub bytes: usize,
@@ -165,6 +181,23 @@ impl<C: Clone> Buffer<C> {
             .unwrap_or(i64::MIN)
     }
 
+    /// The bucket a row with event time `micros` goes to when it arrives at `now_micros`: the
+    /// start of its window while that window is open, and once the window has ended, the start
+    /// of its UTC day. Late rows (backfill, a lagging agent) are due at the next flush however
+    /// they are grouped, and the flush writes one batch per (project, date); keyed by window, a
+    /// 7-day backfill batch of 8,192 rows split into thousands of few-row pieces, each with its
+    /// own slice of every column: 4 GB of array headers and a sixth of PostgreSQL's COPY rate.
+    /// A late bucket is sealed at once (its key's window ended before its first row came) and
+    /// records its rows' latest time for [`Buffer::snapshot`]'s pruning.
+    pub fn bucket_of(&self, micros: i64, now_micros: i64) -> i64 {
+        let start = self.bucket_start(micros);
+        if start.saturating_add(self.options.bucket_micros) <= now_micros {
+            micros.div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY
+        } else {
+            start
+        }
+    }
+
     /// Bytes of Arrow data held.
     pub fn bytes(&self) -> usize {
         self.state.read().bytes
@@ -197,6 +230,7 @@ impl<C: Clone> Buffer<C> {
                     .or_default()
                     .entry(piece.bucket_start)
                     .or_default();
+                bucket.max_micros = bucket.max_micros.max(piece.max_micros);
                 bucket.chunks.push(Chunk {
                     min_seq: seq,
                     max_seq: seq,
@@ -249,7 +283,9 @@ impl<C: Clone> Buffer<C> {
     }
 
     /// The table's buffered batches (restricted to `projects` and to buckets overlapping
-    /// `[from, to]` microseconds when given) and the Delta handle they complement.
+    /// `[from, to]` microseconds when given) and the Delta handle they complement. A bucket
+    /// starts at or after its day's start, so the buckets overlapping `[from, to]` are those
+    /// keyed in `[day of from, to]` whose latest row is at or after `from`.
     pub fn snapshot(
         &self,
         table: &str,
@@ -259,15 +295,16 @@ impl<C: Clone> Buffer<C> {
         let state = self.state.read();
         let tb = state.tables.get(table)?;
         let mut batches = Vec::new();
-        let (lo, hi) = match time_range {
-            Some((from, to)) => (self.bucket_start(from), to),
-            None => (i64::MIN, i64::MAX),
-        };
+        let (from, to) = time_range.unwrap_or((i64::MIN, i64::MAX));
+        let lo = from
+            .div_euclid(MICROS_PER_DAY)
+            .saturating_mul(MICROS_PER_DAY);
         let mut take = |buckets: &BTreeMap<i64, Bucket>| {
-            if lo > hi {
+            if lo > to {
                 return;
             }
-            for bucket in buckets.range(lo..=hi).map(|(_, b)| b) {
+            let overlapping = buckets.range(lo..=to).map(|(_, b)| b);
+            for bucket in overlapping.filter(|b| b.max_micros >= from) {
                 batches.extend(bucket.chunks.iter().map(|c| c.batch.clone()));
             }
         };
@@ -492,6 +529,8 @@ mod tests {
         vec![Piece {
             project: project.into(),
             bucket_start,
+            // Rows anywhere in the 10-minute window.
+            max_micros: bucket_start + 10 * MIN - 1,
             bytes: batch(values).get_array_memory_size(),
             batch: batch(values),
         }]
@@ -596,6 +635,43 @@ mod tests {
     }
 
     #[test]
+    fn late_rows_share_their_days_bucket_which_is_sealed_and_pruned_by_its_latest_row() {
+        let b = buffer(1 << 30);
+        let day = MICROS_PER_DAY;
+        let now = 3 * day + 12 * 60 * MIN + 5 * MIN; // 12:05 on day 3
+        // The open window keeps its own bucket; ended windows go to their day's bucket.
+        assert_eq!(b.bucket_of(now - MIN, now), now - 5 * MIN);
+        assert_eq!(b.bucket_of(now - 11 * MIN, now), 3 * day);
+        assert_eq!(b.bucket_of(3 * day + 5 * MIN, now), 3 * day);
+        assert_eq!(b.bucket_of(day + 23 * 60 * MIN, now), day);
+        // Late rows of day 3 from 00:05 to 01:00, and one row in the open window.
+        let late = Piece {
+            project: "p".into(),
+            bucket_start: 3 * day,
+            max_micros: 3 * day + 60 * MIN,
+            bytes: 8,
+            batch: batch(&[1, 2]),
+        };
+        b.insert("t", Seq(1), vec![late], now);
+        b.insert("t", Seq(2), piece("p", now - 5 * MIN, &[3]), now);
+        let window =
+            |from: i64, to: i64| rows(&b.snapshot("t", None, Some((from, to))).expect("snap"));
+        assert_eq!(window(3 * day + 30 * MIN, 3 * day + 40 * MIN), 2);
+        assert_eq!(
+            window(3 * day + 2 * 60 * MIN, now - 11 * MIN),
+            0,
+            "after its latest row"
+        );
+        assert_eq!(window(3 * day + 2 * 60 * MIN, now), 1);
+        assert_eq!(window(2 * day, 3 * day - 1), 0, "the day before");
+        // Sealed at the next scheduled flush; the open window stays.
+        let plan = b
+            .plan_flush("t", FlushReason::Scheduled, now, -1)
+            .expect("plan");
+        assert_eq!((plan.upto, plan.rows), (Seq(1), 2));
+    }
+
+    #[test]
     fn merged_chunks_extend_the_prefix_instead_of_splitting() {
         let b = buffer(1 << 30);
         for seq in 1..=MERGE_AFTER as u64 {
@@ -640,6 +716,7 @@ mod tests {
             let piece = Piece {
                 project: "p".into(),
                 bucket_start: 0,
+                max_micros: 0,
                 bytes,
                 batch: batch.clone(),
             };
@@ -670,6 +747,7 @@ mod tests {
             let piece = Piece {
                 project: "p".into(),
                 bucket_start: 0,
+                max_micros: 0,
                 bytes: owned_bytes(&batch),
                 batch,
             };

@@ -125,7 +125,10 @@ impl Ingest {
         if rows == 0 {
             return Ok(0);
         }
-        let pieces = split(schema, &coerced, |micros| self.buffer.bucket_start(micros))?;
+        let now = self.clock.now_micros();
+        let pieces = split(schema, &coerced, |micros| {
+            self.buffer.bucket_of(micros, now)
+        })?;
         if !self.buffer.wait_for_space(self.buffer_full_timeout).await {
             return Err(Error::BufferFull {
                 used_mb: self.buffer.bytes() >> 20,
@@ -154,9 +157,9 @@ impl Ingest {
             .get(table)
             .ok_or_else(|| Error::UnknownTable(table.to_string()))?;
         let batch = coerce(schema, &batch)?;
-        let pieces = split(schema, &batch, |micros| self.buffer.bucket_start(micros))?;
-        self.buffer
-            .insert(table, seq, pieces, self.clock.now_micros());
+        let now = self.clock.now_micros();
+        let pieces = split(schema, &batch, |micros| self.buffer.bucket_of(micros, now))?;
+        self.buffer.insert(table, seq, pieces, now);
         Ok(())
     }
 }
@@ -355,6 +358,7 @@ fn split(
         return Ok(vec![Piece {
             project: first_project.to_string(),
             bucket_start: first_bucket,
+            max_micros: times.values().iter().copied().max().unwrap_or(i64::MIN),
             bytes: owned_bytes(batch),
             batch: batch.clone(),
         }]);
@@ -363,15 +367,19 @@ fn split(
     // batch spread over many buckets (backfill) costs one copy, not one per piece and column.
     let mut group_of: HashMap<(&str, i64), usize> = HashMap::new();
     let mut rows_of: Vec<Vec<u32>> = Vec::new();
+    let mut max_of: Vec<i64> = Vec::new();
     for i in 0..batch.num_rows() {
         let next = rows_of.len();
+        let time = times.value(i);
         let group = *group_of
-            .entry((projects.value(i), bucket_of(times.value(i))))
+            .entry((projects.value(i), bucket_of(time)))
             .or_insert(next);
         if group == next {
             rows_of.push(Vec::new());
+            max_of.push(time);
         }
         rows_of[group].push(i as u32);
+        max_of[group] = max_of[group].max(time);
     }
     let mut keys: Vec<((&str, i64), usize)> = group_of.into_iter().collect();
     keys.sort_unstable_by_key(|(_, group)| *group);
@@ -400,6 +408,7 @@ fn split(
         pieces.push(Piece {
             project: project.to_string(),
             bucket_start,
+            max_micros: max_of[group],
             batch: sorted.slice(offset, rows),
             bytes: total_bytes * rows / total_rows,
         });
@@ -647,5 +656,39 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn a_backfill_batch_splits_by_day_and_a_live_one_by_window() {
+        let table = otel();
+        let buffer = Buffer::<()>::new(crate::buffer::BufferOptions {
+            max_bytes: 1 << 30,
+            bucket_micros: 600_000_000,
+        });
+        let minute = 60_000_000;
+        let now = 7 * MICROS_PER_DAY;
+        // One row a minute over the 7 days before `now`: 10,080 rows in 1,008 ended windows.
+        let ts: Vec<i64> = (1..=7 * 1440).map(|m| now - m * minute).collect();
+        let batch = coerce(&table, &input(minimal(&ts))).expect("coerce");
+        let pieces = split(&table, &batch, |t| buffer.bucket_of(t, now)).expect("split");
+        let mut shape: Vec<(i64, i64, usize)> = pieces
+            .iter()
+            .map(|p| (p.bucket_start, p.max_micros, p.batch.num_rows()))
+            .collect();
+        shape.sort_unstable();
+        let expected: Vec<(i64, i64, usize)> = (0..7)
+            .map(|d| (d * MICROS_PER_DAY, (d + 1) * MICROS_PER_DAY - minute, 1440))
+            .collect();
+        assert_eq!(shape, expected);
+        // Rows in the open window keep it as their bucket.
+        let live =
+            coerce(&table, &input(minimal(&[now + minute, now + 2 * minute]))).expect("coerce");
+        let pieces =
+            split(&table, &live, |t| buffer.bucket_of(t, now + 3 * minute)).expect("split");
+        let shape: Vec<(i64, i64)> = pieces
+            .iter()
+            .map(|p| (p.bucket_start, p.max_micros))
+            .collect();
+        assert_eq!(shape, vec![(now, now + 2 * minute)]);
     }
 }
