@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # DoPut-only runs of one TimeFusion build, each against a fresh server, for A/B comparisons of
-# the ingest path: rows/s, plus the server's CPU time (user / sys, in 1/100 s), WAL bytes and
-# RSS after the run, which vary much less between runs here than rows/s does.
+# the ingest path: rows/s, plus the server's CPU time (user / sys, in 1/100 s), its minor page
+# faults (each a fresh page the kernel zeroed), WAL bytes and RSS after the run, which vary much
+# less between runs here than rows/s does.
 #
 #   bench/ab_doput.sh DIR RUNS [ingest args]
 #
@@ -19,11 +20,11 @@ for _ in $(seq "$RUNS"); do
     TIMEFUSION_DATA_DIR="$W" TIMEFUSION_LOG=warn "$BIN/timefusion" > "$W/out" 2> "$W/log" &
   P=$!
   for _ in $(seq 100); do grep -q listening "$W/out" 2>/dev/null && break; sleep 0.1; done
-  read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$P/stat")
+  read -r f0 u0 s0 < <(awk '{print $10, $14, $15}' "/proc/$P/stat")
   R=$("$BIN/examples/ingest" --flight "http://127.0.0.1:${GRPC_PORT:-56435}" --statements 0 --single 0 --span-minutes "${SPAN_MINUTES:-5}" "$@" \
     | awk '/Flight DoPut/ {print $6; exit}')
-  read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$P/stat")
-  echo "rows/s $R  server user $((u1 - u0))cs sys $((s1 - s0))cs  wal $(du -sm "$W/wal" | cut -f1)MB  rss $(ps -o rss= -p "$P")KiB"
+  read -r f1 u1 s1 < <(awk '{print $10, $14, $15}' "/proc/$P/stat")
+  echo "rows/s $R  server user $((u1 - u0))cs sys $((s1 - s0))cs  page faults $((f1 - f0))  wal $(du -sm "$W/wal" | cut -f1)MB  rss $(ps -o rss= -p "$P")KiB"
   kill "$P"
   wait "$P" || true
   rm -rf "$W"

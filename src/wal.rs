@@ -8,8 +8,11 @@
 //! payload: table name length u16 | table name (UTF-8) | Arrow IPC stream of one batch
 //! ```
 //!
-//! The IPC stream's buffers are compressed as [`WalCompression`] says (zstd by default); the
-//! stream itself records the codec, so replay needs no setting.
+//! The payload is compressed as [`WalCompression`] says and says so itself, so replay needs no
+//! setting: with zstd (the default) the IPC stream is one zstd frame, recognised by the frame's
+//! magic number (an IPC stream starts with `0xFFFFFFFF`); with lz4 the stream's own buffers are
+//! lz4 frames, as the IPC stream records. Records written before whole-payload zstd hold an IPC
+//! stream with zstd-compressed buffers, and replay reads them the same way.
 //!
 //! The CRC32C covers everything in the header after the magic except the CRC itself, and the
 //! payload. Segment files are named by the zero-padded sequence number of their first record,
@@ -88,6 +91,8 @@ pub enum Error {
     Replay { seq: Seq, reason: String },
     #[error("cannot encode or decode an Arrow IPC WAL payload: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error("cannot compress or decompress a zstd WAL payload: {0}")]
+    Zstd(String),
     #[error("the WAL failed to sync earlier ({0}); it refuses writes until the server restarts")]
     Poisoned(String),
     #[error("the WAL is closed: the server is shutting down")]
@@ -118,39 +123,100 @@ pub enum WalCompression {
     Zstd,
 }
 
-impl WalCompression {
-    fn write_options(self) -> IpcWriteOptions {
-        let (codec, level) = match self {
-            WalCompression::None => (None, None),
-            WalCompression::Lz4 => (Some(CompressionType::LZ4_FRAME), None),
-            WalCompression::Zstd => (Some(CompressionType::ZSTD), Some(1)),
-        };
-        IpcWriteOptions::default()
-            .try_with_compression(codec)
-            .and_then(|options| options.try_with_compression_level(level))
-            .expect("arrow is built with the ipc_compression feature")
-    }
+/// zstd's frame magic number as it starts a frame. A payload starting with it is one zstd
+/// frame holding the IPC stream; an IPC stream starts with `0xFFFFFFFF` (or, before Arrow 0.15,
+/// a metadata length, which is positive), so neither is taken for the other.
+const ZSTD_MAGIC: [u8; 4] = 0xFD2F_B528u32.to_le_bytes();
+
+/// zstd level of WAL payloads: the fastest, since the WAL is read only on recovery.
+const ZSTD_LEVEL: i32 = 1;
+
+/// Scratch buffers larger than this are released after use instead of kept for the thread's
+/// next record: an 8,192-row otel batch needs a few MiB, a 64 MiB COPY much more.
+const SCRATCH_KEEP_BYTES: usize = 16 << 20;
+
+/// Per-thread buffers for encoding zstd payloads. Compressing the whole IPC stream into a
+/// reused buffer replaced Arrow IPC's per-buffer compression, which allocates a fresh
+/// `compress_bound`-sized vector for every column buffer of every record: under DoPut those
+/// fresh pages were a third of the server's samples, nearly all of it the kernel zeroing them.
+struct Scratch {
+    ipc: Vec<u8>,
+    compressed: Vec<u8>,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
 }
 
-/// Encodes one batch as an Arrow IPC stream (schema message, one batch, end marker).
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = const {
+        std::cell::RefCell::new(Scratch { ipc: Vec::new(), compressed: Vec::new(), zstd: None })
+    };
+}
+
+/// Encodes one batch as a WAL payload body: an Arrow IPC stream (schema message, one batch,
+/// end marker), compressed as `compression` says.
 pub fn encode_batch(batch: &RecordBatch, compression: WalCompression) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    encode_into(&mut out, batch, &compression.write_options())?;
+    encode_into(&mut out, batch, compression)?;
     Ok(out)
 }
 
-/// Appends the IPC stream of `batch` to `out`, reserving the uncompressed size up front
-/// (only what is written is touched).
-fn encode_into(out: &mut Vec<u8>, batch: &RecordBatch, options: &IpcWriteOptions) -> Result<()> {
-    out.reserve(batch.get_array_memory_size() + 1024);
+/// Appends the payload body of `batch` to `out`.
+fn encode_into(out: &mut Vec<u8>, batch: &RecordBatch, compression: WalCompression) -> Result<()> {
+    let lz4 = || {
+        IpcWriteOptions::default()
+            .try_with_compression(Some(CompressionType::LZ4_FRAME))
+            .expect("arrow is built with the ipc_compression feature")
+    };
+    match compression {
+        WalCompression::None => write_ipc(out, batch, &IpcWriteOptions::default()),
+        WalCompression::Lz4 => write_ipc(out, batch, &lz4()),
+        WalCompression::Zstd => SCRATCH.with_borrow_mut(|scratch| {
+            scratch.ipc.clear();
+            write_ipc(&mut scratch.ipc, batch, &IpcWriteOptions::default())?;
+            let zstd = match &mut scratch.zstd {
+                Some(zstd) => zstd,
+                None => scratch
+                    .zstd
+                    .insert(zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(zstd_error)?),
+            };
+            scratch.compressed.clear();
+            scratch
+                .compressed
+                .reserve(zstd::zstd_safe::compress_bound(scratch.ipc.len()));
+            zstd.compress_to_buffer(&scratch.ipc, &mut scratch.compressed)
+                .map_err(zstd_error)?;
+            out.reserve_exact(scratch.compressed.len());
+            out.extend_from_slice(&scratch.compressed);
+            for buffer in [&mut scratch.ipc, &mut scratch.compressed] {
+                if buffer.capacity() > SCRATCH_KEEP_BYTES {
+                    *buffer = Vec::new();
+                }
+            }
+            Ok(())
+        }),
+    }
+}
+
+/// Appends the IPC stream of `batch` to `out`.
+fn write_ipc(out: &mut Vec<u8>, batch: &RecordBatch, options: &IpcWriteOptions) -> Result<()> {
     let mut writer = StreamWriter::try_new_with_options(out, batch.schema_ref(), options.clone())?;
     writer.write(batch)?;
     writer.finish()?;
     Ok(())
 }
 
-/// Decodes a payload written by [`encode_batch`].
-pub fn decode_batch(ipc: &[u8]) -> Result<RecordBatch> {
+fn zstd_error(e: io::Error) -> Error {
+    Error::Zstd(e.to_string())
+}
+
+/// Decodes a payload body written by [`encode_batch`] with any [`WalCompression`].
+pub fn decode_batch(payload: &[u8]) -> Result<RecordBatch> {
+    let decompressed;
+    let ipc = if payload.starts_with(&ZSTD_MAGIC) {
+        decompressed = zstd::stream::decode_all(payload).map_err(zstd_error)?;
+        &decompressed[..]
+    } else {
+        payload
+    };
     let reader = StreamReader::try_new(ipc, None)?;
     let schema = reader.schema();
     let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
@@ -175,7 +241,8 @@ pub struct WalOptions {
 pub struct ReplayRecord<'a> {
     pub seq: Seq,
     pub table: &'a str,
-    /// Arrow IPC stream; decode with [`decode_batch`] only if the record is needed.
+    /// The batch as [`encode_batch`] wrote it; decode with [`decode_batch`] only if the record
+    /// is needed.
     pub ipc: &'a [u8],
 }
 
@@ -213,8 +280,6 @@ pub struct Wal {
     dir: PathBuf,
     id: String,
     options: WalOptions,
-    /// How payloads are encoded, from `options.compression`.
-    ipc: IpcWriteOptions,
     segments: Arc<Mutex<Segments>>,
     sender: Mutex<Option<mpsc::Sender<Command>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -274,7 +339,6 @@ impl Wal {
         Ok(Wal {
             dir: dir.to_path_buf(),
             id,
-            ipc: options.compression.write_options(),
             options,
             segments: Arc::new(Mutex::new(Segments {
                 dir: dir.to_path_buf(),
@@ -421,7 +485,7 @@ impl Wal {
         let mut payload = Vec::new();
         payload.extend_from_slice(&(name.len() as u16).to_le_bytes());
         payload.extend_from_slice(name);
-        encode_into(&mut payload, batch, &self.ipc)?;
+        encode_into(&mut payload, batch, self.options.compression)?;
         let (done, wait) = oneshot::channel();
         let sender = self.sender.lock().clone().ok_or(Error::Closed)?;
         sender
@@ -794,6 +858,54 @@ mod tests {
         };
         assert!(lz4 < none, "lz4 {lz4} bytes vs uncompressed {none}");
         assert!(zstd < lz4, "zstd {zstd} bytes vs lz4 {lz4}");
+    }
+
+    /// Records from before whole-payload zstd: an IPC stream whose buffers arrow-ipc compressed
+    /// with zstd, in a segment written by hand. Replay must still read them, next to new ones.
+    #[tokio::test]
+    async fn records_with_zstd_compressed_ipc_buffers_still_replay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old_rows: Vec<i64> = (0..2_000).collect();
+        let per_buffer_zstd = IpcWriteOptions::default()
+            .try_with_compression(Some(CompressionType::ZSTD))
+            .expect("zstd");
+        let mut payload = vec![1, 0, b't'];
+        write_ipc(&mut payload, &batch(&old_rows), &per_buffer_zstd).expect("encode");
+        assert!(!payload[3..].starts_with(&ZSTD_MAGIC));
+        let mut segment = Vec::new();
+        write_record(&mut segment, Seq(1), &payload);
+        fs::write(Segments::path_for(dir.path(), Seq(1)), segment).expect("write segment");
+
+        let wal = Wal::open(dir.path(), options()).expect("open");
+        assert_eq!(wal.replay(|_| Ok(())).expect("replay"), Some(Seq(1)));
+        wal.start(Seq(2)).expect("start");
+        wal.append("t", &batch(&[7, 8]), Box::new(|_| {}))
+            .await
+            .expect("append");
+        wal.close().await;
+        drop(wal);
+
+        let wal = Wal::open(dir.path(), options()).expect("reopen");
+        let records = replay_all(&wal).expect("replay");
+        let replayed: Vec<(Seq, RecordBatch)> =
+            records.into_iter().map(|(s, _, b)| (s, b)).collect();
+        assert_eq!(
+            replayed,
+            vec![(Seq(1), batch(&old_rows)), (Seq(2), batch(&[7, 8]))]
+        );
+    }
+
+    #[test]
+    fn zstd_payloads_are_one_frame_and_scratch_is_bounded() {
+        let rows: Vec<i64> = (0..100_000).collect();
+        let encoded = encode_batch(&batch(&rows), WalCompression::Zstd).expect("encode");
+        assert!(encoded.starts_with(&ZSTD_MAGIC));
+        assert_eq!(decode_batch(&encoded).expect("decode"), batch(&rows));
+        // A batch past the scratch bound leaves no scratch of that size behind.
+        let big: Vec<i64> = (0..(SCRATCH_KEEP_BYTES / 8 + 1) as i64).collect();
+        encode_batch(&batch(&big), WalCompression::Zstd).expect("encode");
+        let kept = SCRATCH.with_borrow(|s| s.ipc.capacity().max(s.compressed.capacity()));
+        assert!(kept <= SCRATCH_KEEP_BYTES, "kept {kept} bytes");
     }
 
     #[tokio::test]
