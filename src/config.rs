@@ -133,7 +133,8 @@ pub struct Config {
     pub buffer_retention_mins: u64,
 
     /// Length of a buffer time bucket, in minutes; must divide a day (1440). A bucket is sealed,
-    /// and flushed at the next flush tick, once its window has ended.
+    /// and flushed at the next flush tick, once its window has ended. Rows that arrive after
+    /// their window has ended (backfill) share one bucket per day, flushed at the next tick.
     #[arg(long, env = "TIMEFUSION_BUCKET_MINS", default_value_t = 10)]
     pub bucket_mins: u64,
 
