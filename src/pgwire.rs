@@ -42,6 +42,7 @@ use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 use pgwire::messages::data::{NoData, ParameterDescription};
 use pgwire::messages::extendedquery::{Describe, Execute, TARGET_TYPE_BYTE_STATEMENT};
+use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::simplequery::Query;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -328,6 +329,7 @@ impl Handlers {
             session: Arc::new(DfSessionService::new_with_hooks(
                 context,
                 vec![
+                    Arc::new(AbortedTransactionHook),
                     Arc::new(VacuumHook {
                         catalog: catalog.clone(),
                         maintenance,
@@ -559,7 +561,10 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
-        if let Some(result) = self.literal_insert(query).await {
+        // In a failed transaction block the hooks refuse the INSERT ([`AbortedTransactionHook`]).
+        if client.transaction_status() != TransactionStatus::Error
+            && let Some(result) = self.literal_insert(query).await
+        {
             return result.map(|response| vec![response]);
         }
         let statement = interrupt::Statement::start(client, query);
@@ -1105,6 +1110,64 @@ impl QueryHook for SavepointHook {
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         Self::run(statement)
+    }
+}
+
+/// PostgreSQL's rule for a transaction block that has failed: every statement but `COMMIT`,
+/// `ROLLBACK` and `ROLLBACK TO SAVEPOINT` is refused with 25P02 until the block ends. First in
+/// the hook list, so no later hook runs one: without it an `INSERT` (or `COPY`, `VACUUM`,
+/// `SET`) sent after the failure was executed and made durable while the client, by
+/// PostgreSQL's rules, takes it as ignored; and datafusion-postgres's transaction hook, last
+/// in the list, refuses the rest with 25P01, the code for "no transaction".
+struct AbortedTransactionHook;
+
+impl AbortedTransactionHook {
+    fn refuse(
+        statement: &Statement,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireError> {
+        let ends_block = matches!(
+            statement,
+            Statement::Commit { .. } | Statement::Rollback { .. }
+        );
+        (client.transaction_status() == TransactionStatus::Error && !ends_block).then(|| {
+            user_error(
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            )
+        })
+    }
+}
+
+#[async_trait]
+impl QueryHook for AbortedTransactionHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        Self::refuse(statement, client).map(Err)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        Self::refuse(statement, client).map(Err)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        Self::refuse(statement, client).map(Err)
     }
 }
 

@@ -121,6 +121,61 @@ async fn catalog_functions_and_session_commands() {
     assert_eq!(count(&client, "WHERE project_id = 'tx'").await, 3);
 }
 
+/// After a statement fails inside a transaction block, PostgreSQL refuses everything but the
+/// block's end with 25P02: an INSERT sent then is not written, in either protocol.
+#[tokio::test]
+async fn a_failed_transaction_block_refuses_statements_until_it_ends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    let aborted = (
+        "25P02".to_string(),
+        "current transaction is aborted, commands ignored until end of transaction block"
+            .to_string(),
+    );
+    client.batch_execute("BEGIN").await.expect("BEGIN");
+    client
+        .batch_execute(&insert_sql("tx", &ids("before", 1), past_micros(1)))
+        .await
+        .expect("insert before the failure");
+    assert_eq!(
+        db_error(
+            client
+                .batch_execute("SELECT no_such_column FROM nowhere")
+                .await
+        )
+        .0,
+        "42P01"
+    );
+    let insert = insert_sql("tx", &ids("after", 2), past_micros(1));
+    assert_eq!(db_error(client.batch_execute(&insert).await), aborted);
+    assert_eq!(
+        db_error(client.execute(&insert, &[]).await),
+        aborted,
+        "extended protocol"
+    );
+    assert_eq!(
+        db_error(client.batch_execute("SET statement_timeout = 5").await),
+        aborted
+    );
+    assert_eq!(
+        db_error(client.batch_execute("SHOW statement_timeout").await),
+        aborted
+    );
+    assert_eq!(db_error(client.batch_execute("SELECT 1").await), aborted);
+    client
+        .batch_execute("ROLLBACK")
+        .await
+        .expect("ROLLBACK ends the block");
+    // Writes are durable when acknowledged, so the one before the failure stays.
+    assert_eq!(count(&client, "WHERE project_id = 'tx'").await, 1);
+    let shown = client
+        .simple_query("SHOW statement_timeout")
+        .await
+        .expect("SHOW after the block");
+    assert_eq!(rows(&shown), vec![vec![Some("0".to_string())]]);
+}
+
 /// The SQLSTATE and message of `result`'s error.
 fn db_error<T: std::fmt::Debug>(result: Result<T, tokio_postgres::Error>) -> (String, String) {
     let error = result.expect_err("an error");
