@@ -32,7 +32,7 @@ use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
-    ContextModifier, DiscardObject, Expr, ObjectName, Reset, Set, Statement as Sql, Value,
+    ContextModifier, DiscardObject, Expr, Ident, ObjectName, Reset, Set, Statement as Sql, Value,
 };
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use futures::Stream;
@@ -364,12 +364,80 @@ enum Action {
     ShowTimeout,
     /// `SHOW` of a parameter no session can change (`server_version`): the server's value.
     ShowFixed(String, &'static str),
+    /// `SHOW name`: the session's value, else PostgreSQL 15's default; `None` from `run` (to
+    /// datafusion-postgres) when neither is known (`SHOW ALL`, `catalogs`).
+    Show(String),
+    /// `SET name` of a parameter kept per session as text; `None`: `DEFAULT` / `LOCAL`.
+    SetSession(String, Option<String>),
     Reset(Option<String>),
     Discard(DiscardObject),
 }
 
 fn is_timeout(name: &str) -> bool {
     name.eq_ignore_ascii_case("statement_timeout")
+}
+
+/// Parameters datafusion-postgres's `SetShowHook` keeps in the session and reports with
+/// `ParameterStatus`. It sends every other `SET` to DataFusion, whose one configuration all
+/// sessions share: `SET timezone = 'Europe/Berlin'` on one connection changed `now()` on
+/// every other. [`Action::SetSession`] keeps those in the session instead.
+const UPSTREAM_SESSION_SETTINGS: [&str; 6] = [
+    "datestyle",
+    "bytea_output",
+    "intervalstyle",
+    "application_name",
+    "extra_float_digits",
+    "search_path",
+];
+
+/// `SHOW TIME ZONE`.
+fn is_time_zone(variable: &[Ident]) -> bool {
+    matches!(variable, [time, zone] if time.value.eq_ignore_ascii_case("time") && zone.value.eq_ignore_ascii_case("zone"))
+}
+
+/// The text a `SET` stores, as `SHOW` answers it: strings unquoted, lists joined with ", ";
+/// `None` for `DEFAULT` (and `SET TIME ZONE LOCAL`), which reset the parameter.
+fn session_value(values: &[Expr]) -> Option<String> {
+    let text = |value: &Expr| match value {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            Value::Number(n, _) => n.clone(),
+            Value::Boolean(b) => if *b { "on" } else { "off" }.into(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(ident) => ident.value.clone(),
+        other => other.to_string(),
+    };
+    match values {
+        [Expr::Identifier(ident)]
+            if ident.value.eq_ignore_ascii_case("default")
+                || ident.value.eq_ignore_ascii_case("local") =>
+        {
+            None
+        }
+        values => Some(values.iter().map(text).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+/// The session's value of `name` (set in the session or given at start-up, in any case),
+/// else PostgreSQL 15's default.
+fn shown_value<C: ClientInfo + ?Sized>(client: &C, name: &str) -> Option<String> {
+    client
+        .metadata()
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.clone())
+        .or_else(|| crate::pg_compat::setting(name).map(str::to_string))
+}
+
+/// `SHOW`'s column name: PostgreSQL's spelling of the parameter.
+fn display_name(name: &str) -> &str {
+    match name {
+        "timezone" => "TimeZone",
+        "datestyle" => "DateStyle",
+        "intervalstyle" => "IntervalStyle",
+        name => name,
+    }
 }
 
 /// PostgreSQL 15's run-time parameters, one `name context` a line (`pg_settings.context`).
@@ -475,24 +543,42 @@ impl SettingsHook {
                     (action, _) => action,
                 }),
             ),
-            // Any other name goes on to datafusion-postgres once PostgreSQL would take it.
-            Sql::Set(Set::SingleAssignment { variable, .. }) => {
-                check_settable(&parameter_name(variable)).err().map(Err)
+            Sql::Set(Set::SingleAssignment {
+                variable, values, ..
+            }) => {
+                let name = parameter_name(variable);
+                match check_settable(&name) {
+                    Err(e) => Some(Err(e)),
+                    // datafusion-postgres keeps these per session and reports them.
+                    Ok(()) if UPSTREAM_SESSION_SETTINGS.contains(&name.as_str()) => None,
+                    Ok(()) => Some(Ok(Action::SetSession(name, session_value(values)))),
+                }
             }
+            Sql::Set(Set::SetTimeZone { value, .. }) => Some(Ok(Action::SetSession(
+                "timezone".into(),
+                session_value(std::slice::from_ref(value)),
+            ))),
             Sql::Commit { .. }
             | Sql::Rollback {
                 savepoint: None, ..
             } => Some(Ok(Action::EndTransaction)),
-            Sql::ShowVariable { variable } if variable.len() == 1 => {
-                let name = variable[0].value.to_lowercase();
+            Sql::ShowVariable { variable } if is_time_zone(variable) => {
+                Some(Ok(Action::Show("timezone".into())))
+            }
+            Sql::ShowVariable { variable } if !variable.is_empty() => {
+                // A custom parameter's name comes as its dotted parts.
+                let parts: Vec<String> = variable.iter().map(|v| v.value.to_lowercase()).collect();
+                let name = parts.join(".");
                 if is_timeout(&name) {
                     Some(Ok(Action::ShowTimeout))
                 } else if matches!(name.as_str(), "server_version" | "server_version_num")
                     && let Some(value) = crate::pg_compat::setting(&name)
                 {
                     Some(Ok(Action::ShowFixed(name, value)))
+                } else if showable(&name) {
+                    Some(Ok(Action::Show(name)))
                 } else {
-                    (!showable(&name)).then(|| Err(unrecognized(&name)))
+                    Some(Err(unrecognized(&name)))
                 }
             }
             Sql::Discard { object_type } => Some(Ok(Action::Discard(*object_type))),
@@ -555,6 +641,18 @@ impl SettingsHook {
                 show_response("statement_timeout", &format_timeout(timeout(client)))
             }
             Action::ShowFixed(name, value) => show_response(&name, value),
+            Action::Show(name) => {
+                let value = shown_value(client, &name)?;
+                show_response(display_name(&name), &value)
+            }
+            Action::SetSession(name, Some(value)) => {
+                client.metadata_mut().insert(name, value);
+                Ok(Response::Execution(Tag::new("SET")))
+            }
+            Action::SetSession(name, None) => {
+                reset(client, Some(name));
+                Ok(Response::Execution(Tag::new("SET")))
+            }
             Action::Reset(name) => {
                 reset(client, name);
                 Ok(Response::Execution(Tag::new("RESET")))
@@ -712,11 +810,15 @@ impl QueryHook for SettingsHook {
         &self,
         statement: &Sql,
         _context: &SessionContext,
-        _client: &(dyn ClientInfo + Send + Sync),
+        client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
         Some(match self.action(statement)? {
             Ok(Action::ShowTimeout) => show_plan("statement_timeout"),
             Ok(Action::ShowFixed(name, _)) => show_plan(&name),
+            Ok(Action::Show(name)) => {
+                shown_value(client, &name)?;
+                show_plan(display_name(&name))
+            }
             Ok(Action::EndTransaction) => return None,
             Ok(_) => Ok(no_rows_plan()),
             Err(e) => Err(e),

@@ -273,6 +273,92 @@ async fn settings_take_postgres_parameter_names() {
     client.batch_execute("RESET ALL").await.expect("RESET ALL");
 }
 
+/// A `SET` stays in its session: DataFusion's configuration is shared by every connection,
+/// so a setting sent on to it (as `SET timezone` was) changed every other session's answers.
+/// `SHOW` answers the session's value, or PostgreSQL's default, in both protocols.
+#[tokio::test]
+async fn settings_stay_in_their_session() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let setter = server.client().await;
+    let other = server.client().await;
+    let text = |messages: Vec<SimpleQueryMessage>| rows(&messages)[0][0].clone().expect("a value");
+    let now_text = "SELECT now()::text";
+    let before = text(other.simple_query(now_text).await.expect("now"));
+    setter
+        .batch_execute(
+            "SET timezone = 'Europe/Berlin'; SET datafusion.execution.batch_size = 3; SET myapp.tenant = acme",
+        )
+        .await
+        .expect("SET");
+    for (client, tz) in [(&setter, "Europe/Berlin"), (&other, "UTC")] {
+        for show in ["SHOW timezone", "SHOW TIME ZONE", "SHOW \"TimeZone\""] {
+            assert_eq!(
+                text(client.simple_query(show).await.expect("SHOW")),
+                tz,
+                "{show}"
+            );
+            let extended: String = client.query_one(show, &[]).await.expect("SHOW").get(0);
+            assert_eq!(extended, tz, "{show} (extended protocol)");
+        }
+    }
+    assert_eq!(
+        text(
+            setter
+                .simple_query("SHOW myapp.tenant")
+                .await
+                .expect("SHOW")
+        ),
+        "acme"
+    );
+    assert_eq!(
+        text(
+            setter
+                .simple_query("SHOW datafusion.execution.batch_size")
+                .await
+                .expect("SHOW")
+        ),
+        "3"
+    );
+    assert_eq!(
+        text(
+            other
+                .simple_query("SHOW client_encoding")
+                .await
+                .expect("SHOW")
+        ),
+        "UTF8"
+    );
+    // The other session's clock still reads in UTC, as before the SET.
+    let after = text(other.simple_query(now_text).await.expect("now"));
+    assert_eq!(
+        after.contains('+'),
+        before.contains('+'),
+        "{before} then {after}"
+    );
+    setter
+        .batch_execute("SET TIME ZONE DEFAULT")
+        .await
+        .expect("SET TIME ZONE DEFAULT");
+    assert_eq!(
+        text(setter.simple_query("SHOW TIME ZONE").await.expect("SHOW")),
+        "UTC"
+    );
+    setter
+        .batch_execute("SET TIME ZONE 'Asia/Tokyo'")
+        .await
+        .expect("SET TIME ZONE");
+    assert_eq!(
+        text(setter.simple_query("SHOW timezone").await.expect("SHOW")),
+        "Asia/Tokyo"
+    );
+    setter.batch_execute("RESET timezone").await.expect("RESET");
+    assert_eq!(
+        text(setter.simple_query("SHOW timezone").await.expect("SHOW")),
+        "UTC"
+    );
+}
+
 #[tokio::test]
 async fn typed_parameters_in_binary_format() {
     let dir = tempfile::tempdir().expect("tempdir");
