@@ -76,7 +76,8 @@ pub struct TableSchema {
 
 impl TableSchema {
     pub fn index_of(&self, column: &str) -> Option<usize> {
-        self.schema.index_of(column).ok()
+        // Not `Schema::index_of`, whose miss formats every field name into an error.
+        self.schema.column_with_name(column).map(|(i, _)| i)
     }
 
     fn from_file(file: &str, text: &str) -> Result<Self> {
