@@ -367,8 +367,12 @@ enum Action {
     /// `SHOW name`: the session's value, else PostgreSQL 15's default; `None` from `run` (to
     /// datafusion-postgres) when neither is known (`SHOW ALL`, `catalogs`).
     Show(String),
-    /// `SET name` of a parameter kept per session as text; `None`: `DEFAULT` / `LOCAL`.
-    SetSession(String, Option<String>),
+    /// `SET [LOCAL] name` of a parameter kept per session as text (`value` `None`: `DEFAULT`).
+    SetSession {
+        name: String,
+        value: Option<String>,
+        local: bool,
+    },
     Reset(Option<String>),
     Discard(DiscardObject),
 }
@@ -544,20 +548,34 @@ impl SettingsHook {
                 }),
             ),
             Sql::Set(Set::SingleAssignment {
-                variable, values, ..
+                scope,
+                variable,
+                values,
+                ..
             }) => {
                 let name = parameter_name(variable);
                 match check_settable(&name) {
                     Err(e) => Some(Err(e)),
-                    // datafusion-postgres keeps these per session and reports them.
-                    Ok(()) if UPSTREAM_SESSION_SETTINGS.contains(&name.as_str()) => None,
-                    Ok(()) => Some(Ok(Action::SetSession(name, session_value(values)))),
+                    // datafusion-postgres keeps these per session and reports them; it sends
+                    // `SET LOCAL` of them to DataFusion, so that stays here.
+                    Ok(())
+                        if scope.is_none()
+                            && UPSTREAM_SESSION_SETTINGS.contains(&name.as_str()) =>
+                    {
+                        None
+                    }
+                    Ok(()) => Some(Ok(Action::SetSession {
+                        name,
+                        value: session_value(values),
+                        local: matches!(scope, Some(ContextModifier::Local)),
+                    })),
                 }
             }
-            Sql::Set(Set::SetTimeZone { value, .. }) => Some(Ok(Action::SetSession(
-                "timezone".into(),
-                session_value(std::slice::from_ref(value)),
-            ))),
+            Sql::Set(Set::SetTimeZone { local, value }) => Some(Ok(Action::SetSession {
+                name: "timezone".into(),
+                value: session_value(std::slice::from_ref(value)),
+                local: *local,
+            })),
             Sql::Commit { .. }
             | Sql::Rollback {
                 savepoint: None, ..
@@ -629,6 +647,18 @@ impl SettingsHook {
                 Ok(Response::Execution(Tag::new("SET")))
             }
             Action::EndTransaction => {
+                if let Some(local) = client.session_extensions().get::<LocalSettings>() {
+                    let metadata = client.metadata_mut();
+                    for (name, before) in local.0.iter() {
+                        match before {
+                            Some(value) => metadata.insert(name.clone(), value.clone()),
+                            None => metadata.remove(name),
+                        };
+                    }
+                    client
+                        .session_extensions()
+                        .insert(LocalSettings(HashMap::new()));
+                }
                 if let Some(local) = client.session_extensions().get::<LocalTimeout>()
                     && let Some(session) = local.0
                 {
@@ -645,12 +675,27 @@ impl SettingsHook {
                 let value = shown_value(client, &name)?;
                 show_response(display_name(&name), &value)
             }
-            Action::SetSession(name, Some(value)) => {
-                client.metadata_mut().insert(name, value);
-                Ok(Response::Execution(Tag::new("SET")))
-            }
-            Action::SetSession(name, None) => {
-                reset(client, Some(name));
+            Action::SetSession { name, value, local } => {
+                if local {
+                    // Outside a transaction block PostgreSQL ignores SET LOCAL (with a warning).
+                    if client.transaction_status() == TransactionStatus::Idle {
+                        return Some(Ok(Response::Execution(Tag::new("SET"))));
+                    }
+                    let mut saved = client
+                        .session_extensions()
+                        .get::<LocalSettings>()
+                        .map(|l| l.0.clone())
+                        .unwrap_or_default();
+                    let before = client.metadata().get(&name).cloned();
+                    saved.entry(name.clone()).or_insert(before);
+                    client.session_extensions().insert(LocalSettings(saved));
+                }
+                match value {
+                    Some(value) => {
+                        client.metadata_mut().insert(name, value);
+                    }
+                    None => reset(client, Some(name)),
+                }
                 Ok(Response::Execution(Tag::new("SET")))
             }
             Action::Reset(name) => {
@@ -705,6 +750,11 @@ fn reset(client: &mut dyn HookClient, name: Option<String>) {
         };
     }
 }
+
+/// The values settings had before this transaction's first `SET LOCAL` of them (`None`: not
+/// set), restored when it ends: a setting made for one transaction must not reach the next,
+/// which behind a transaction-pooling proxy may be another client's.
+struct LocalSettings(HashMap<String, Option<String>>);
 
 /// The session's `statement_timeout` from before a `SET LOCAL`, to restore when the
 /// transaction ends.

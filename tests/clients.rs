@@ -357,6 +357,36 @@ async fn settings_stay_in_their_session() {
         text(setter.simple_query("SHOW timezone").await.expect("SHOW")),
         "UTC"
     );
+
+    // SET LOCAL lasts until its transaction ends (behind a transaction-pooling proxy the next
+    // transaction may be another client's), and outside a transaction does nothing.
+    let show = |sql: &'static str| {
+        let setter = &setter;
+        async move { text(setter.simple_query(sql).await.expect("SHOW")) }
+    };
+    setter
+        .batch_execute("SET LOCAL myapp.tenant = 'outside'")
+        .await
+        .expect("SET LOCAL outside a transaction");
+    assert_eq!(show("SHOW myapp.tenant").await, "acme");
+    setter.batch_execute("BEGIN").await.expect("BEGIN");
+    setter
+        .batch_execute("SET LOCAL myapp.tenant = 'inside'; SET LOCAL TIME ZONE 'Asia/Tokyo'")
+        .await
+        .expect("SET LOCAL");
+    assert_eq!(show("SHOW myapp.tenant").await, "inside");
+    assert_eq!(show("SHOW TIME ZONE").await, "Asia/Tokyo");
+    setter.batch_execute("COMMIT").await.expect("COMMIT");
+    assert_eq!(show("SHOW myapp.tenant").await, "acme");
+    assert_eq!(show("SHOW TIME ZONE").await, "UTC");
+    setter.batch_execute("BEGIN").await.expect("BEGIN");
+    setter
+        .execute("SET LOCAL myapp.tenant = 'again'", &[])
+        .await
+        .expect("SET LOCAL (extended protocol)");
+    assert_eq!(show("SHOW myapp.tenant").await, "again");
+    setter.batch_execute("ROLLBACK").await.expect("ROLLBACK");
+    assert_eq!(show("SHOW myapp.tenant").await, "acme");
 }
 
 #[tokio::test]
