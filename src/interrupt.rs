@@ -356,9 +356,11 @@ pub struct SettingsHook {
 
 /// What a statement asks of the settings, when this hook answers it.
 enum Action {
-    SetTimeout(Option<Duration>),
-    /// `SET LOCAL`: until the transaction ends.
-    SetLocalTimeout(Option<Duration>),
+    /// `SET [LOCAL] statement_timeout` (`LOCAL`: until the transaction ends).
+    SetTimeout {
+        timeout: Option<Duration>,
+        local: bool,
+    },
     /// `COMMIT` / `ROLLBACK`: a `SET LOCAL` ends; the statement itself goes on to the next hook.
     EndTransaction,
     ShowTimeout,
@@ -523,14 +525,12 @@ impl SettingsHook {
                 match values.as_slice() {
                     [value] => match value {
                         Expr::Identifier(ident) if ident.value.eq_ignore_ascii_case("default") => {
-                            Ok(Action::SetTimeout(self.registry.default_timeout))
+                            Ok(self.registry.default_timeout)
                         }
                         Expr::Value(v) => match &v.value {
                             Value::Number(text, _)
                             | Value::SingleQuotedString(text)
-                            | Value::DoubleQuotedString(text) => {
-                                parse_timeout(text).map(Action::SetTimeout)
-                            }
+                            | Value::DoubleQuotedString(text) => parse_timeout(text),
                             _ => Err(bad_timeout(&value.to_string())),
                         },
                         other => Err(bad_timeout(&other.to_string())),
@@ -540,11 +540,9 @@ impl SettingsHook {
                         "SET statement_timeout takes only one argument",
                     )),
                 }
-                .map(|action| match (action, scope) {
-                    (Action::SetTimeout(t), Some(ContextModifier::Local)) => {
-                        Action::SetLocalTimeout(t)
-                    }
-                    (action, _) => action,
+                .map(|timeout| Action::SetTimeout {
+                    timeout,
+                    local: matches!(scope, Some(ContextModifier::Local)),
                 }),
             ),
             Sql::Set(Set::SingleAssignment {
@@ -627,43 +625,22 @@ impl SettingsHook {
     /// `DISCARD` in an aborted transaction, which the transaction hook refuses).
     fn run(&self, action: Action, client: &mut dyn HookClient) -> Option<PgWireResult<Response>> {
         Some(match action {
-            Action::SetTimeout(t) => {
-                client.session_extensions().insert(LocalTimeout(None));
-                set_timeout(client, t);
-                Ok(Response::Execution(Tag::new("SET")))
-            }
-            Action::SetLocalTimeout(t) => {
-                // Outside a transaction block PostgreSQL ignores SET LOCAL (with a warning).
-                if client.transaction_status() != TransactionStatus::Idle {
-                    let local = client.session_extensions().get::<LocalTimeout>();
-                    if local.as_ref().is_none_or(|l| l.0.is_none()) {
-                        let session = timeout(client);
-                        client
-                            .session_extensions()
-                            .insert(LocalTimeout(Some(session)));
-                    }
-                    set_timeout(client, t);
+            Action::SetTimeout { timeout, local } => {
+                if scope_setting(client, TIMEOUT_KEY, local) {
+                    set_timeout(client, timeout);
                 }
                 Ok(Response::Execution(Tag::new("SET")))
             }
             Action::EndTransaction => {
-                if let Some(local) = client.session_extensions().get::<LocalSettings>() {
-                    let metadata = client.metadata_mut();
-                    for (name, before) in local.0.iter() {
-                        match before {
-                            Some(value) => metadata.insert(name.clone(), value.clone()),
-                            None => metadata.remove(name),
-                        };
-                    }
-                    client
-                        .session_extensions()
-                        .insert(LocalSettings(HashMap::new()));
-                }
-                if let Some(local) = client.session_extensions().get::<LocalTimeout>()
-                    && let Some(session) = local.0
-                {
-                    set_timeout(client, session);
-                    client.session_extensions().insert(LocalTimeout(None));
+                let saved = client
+                    .session_extensions()
+                    .insert(LocalSettings(HashMap::new()));
+                let metadata = client.metadata_mut();
+                for (key, before) in saved.iter().flat_map(|saved| saved.0.iter()) {
+                    match before {
+                        Some(value) => metadata.insert(key.clone(), value.clone()),
+                        None => metadata.remove(key),
+                    };
                 }
                 return None;
             }
@@ -676,25 +653,13 @@ impl SettingsHook {
                 show_response(display_name(&name), &value)
             }
             Action::SetSession { name, value, local } => {
-                if local {
-                    // Outside a transaction block PostgreSQL ignores SET LOCAL (with a warning).
-                    if client.transaction_status() == TransactionStatus::Idle {
-                        return Some(Ok(Response::Execution(Tag::new("SET"))));
+                if scope_setting(client, &name, local) {
+                    match value {
+                        Some(value) => {
+                            client.metadata_mut().insert(name, value);
+                        }
+                        None => restore_startup(client, Some(name)),
                     }
-                    let mut saved = client
-                        .session_extensions()
-                        .get::<LocalSettings>()
-                        .map(|l| l.0.clone())
-                        .unwrap_or_default();
-                    let before = client.metadata().get(&name).cloned();
-                    saved.entry(name.clone()).or_insert(before);
-                    client.session_extensions().insert(LocalSettings(saved));
-                }
-                match value {
-                    Some(value) => {
-                        client.metadata_mut().insert(name, value);
-                    }
-                    None => reset(client, Some(name)),
                 }
                 Ok(Response::Execution(Tag::new("SET")))
             }
@@ -725,18 +690,56 @@ impl SettingsHook {
     }
 }
 
+/// Where a `SET` of metadata key `key` lasts, before it is made; `false` when it is to be
+/// ignored. `SET LOCAL` records the value from before the transaction's first `SET LOCAL` of
+/// `key`, which `COMMIT` / `ROLLBACK` restore; outside a transaction block PostgreSQL ignores it
+/// (with a warning). A plain `SET` or `RESET` outlives the transaction, so a value recorded by
+/// an earlier `SET LOCAL` is dropped.
+fn scope_setting(client: &mut dyn HookClient, key: &str, local: bool) -> bool {
+    if local && client.transaction_status() == TransactionStatus::Idle {
+        return false;
+    }
+    let mut saved = client
+        .session_extensions()
+        .get::<LocalSettings>()
+        .map(|l| l.0.clone())
+        .unwrap_or_default();
+    if local {
+        let before = client.metadata().get(key).cloned();
+        saved.entry(key.to_string()).or_insert(before);
+    } else {
+        saved.remove(key);
+    }
+    client.session_extensions().insert(LocalSettings(saved));
+    true
+}
+
 /// `RESET name`, or `RESET ALL` with `None`: back to the settings the session started with.
 fn reset(client: &mut dyn HookClient, name: Option<String>) {
+    match &name {
+        Some(name) => {
+            scope_setting(
+                client,
+                if is_timeout(name) { TIMEOUT_KEY } else { name },
+                false,
+            );
+        }
+        None => {
+            client
+                .session_extensions()
+                .insert(LocalSettings(HashMap::new()));
+        }
+    }
+    restore_startup(client, name);
+}
+
+/// Sets `name` (all with `None`) back to its start-up value.
+fn restore_startup(client: &mut dyn HookClient, name: Option<String>) {
     let startup = client
         .session_extensions()
         .get::<StartupSettings>()
         .map(|s| s.0.clone())
         .unwrap_or_default();
-    if name.as_deref().is_none_or(is_timeout) {
-        // The reset value is the session's now: COMMIT must not bring back the
-        // value from before a SET LOCAL.
-        client.session_extensions().insert(LocalTimeout(None));
-    }
     let metadata = client.metadata_mut();
     let names: Vec<String> = match name {
         Some(name) if is_timeout(&name) => vec![TIMEOUT_KEY.into()],
@@ -751,14 +754,10 @@ fn reset(client: &mut dyn HookClient, name: Option<String>) {
     }
 }
 
-/// The values settings had before this transaction's first `SET LOCAL` of them (`None`: not
-/// set), restored when it ends: a setting made for one transaction must not reach the next,
-/// which behind a transaction-pooling proxy may be another client's.
+/// The metadata values settings had before this transaction's first `SET LOCAL` of them
+/// (`None`: not set), restored when it ends: a setting made for one transaction must not reach
+/// the next, which behind a transaction-pooling proxy may be another client's.
 struct LocalSettings(HashMap<String, Option<String>>);
-
-/// The session's `statement_timeout` from before a `SET LOCAL`, to restore when the
-/// transaction ends.
-struct LocalTimeout(Option<Option<Duration>>);
 
 /// A one-row, one-column text result, as `SHOW` answers.
 fn show_response(name: &str, value: &str) -> PgWireResult<Response> {

@@ -387,6 +387,14 @@ async fn settings_stay_in_their_session() {
     assert_eq!(show("SHOW myapp.tenant").await, "again");
     setter.batch_execute("ROLLBACK").await.expect("ROLLBACK");
     assert_eq!(show("SHOW myapp.tenant").await, "acme");
+    // A plain SET after a SET LOCAL outlives the transaction, as in PostgreSQL.
+    setter.batch_execute("BEGIN").await.expect("BEGIN");
+    setter
+        .batch_execute("SET LOCAL myapp.tenant = 'local'; SET myapp.tenant = 'kept'")
+        .await
+        .expect("SET LOCAL, then SET");
+    setter.batch_execute("COMMIT").await.expect("COMMIT");
+    assert_eq!(show("SHOW myapp.tenant").await, "kept");
 }
 
 #[tokio::test]
