@@ -14,18 +14,11 @@
 set -euo pipefail
 BIN=$1 RUNS=$2
 shift 2
+source "$(dirname "$0")/ab_server.sh"
 for _ in $(seq "$RUNS"); do
-  W=$(mktemp -d /tmp/timefusion-ab.XXXXXX)
-  PGWIRE_PORT="${TF_PORT:-56434}" GRPC_PORT="${GRPC_PORT:-56435}" PGWIRE_HOST=127.0.0.1 GRPC_HOST=127.0.0.1 \
-    TIMEFUSION_DATA_DIR="$W" TIMEFUSION_LOG=warn "$BIN/timefusion" > "$W/out" 2> "$W/log" &
-  P=$!
-  for _ in $(seq 100); do grep -q listening "$W/out" 2>/dev/null && break; sleep 0.1; done
-  read -r f0 u0 s0 < <(awk '{print $10, $14, $15}' "/proc/$P/stat")
-  R=$("$BIN/examples/ingest" --flight "http://127.0.0.1:${GRPC_PORT:-56435}" --statements 0 --single 0 --span-minutes "${SPAN_MINUTES:-5}" "$@" \
+  start_server
+  R=$("$BIN/examples/ingest" --flight "http://127.0.0.1:$FLIGHT_PORT" --statements 0 --single 0 --span-minutes "${SPAN_MINUTES:-5}" "$@" \
     | awk '/Flight DoPut/ {print $6; exit}')
-  read -r f1 u1 s1 < <(awk '{print $10, $14, $15}' "/proc/$P/stat")
-  echo "rows/s $R  server user $((u1 - u0))cs sys $((s1 - s0))cs  page faults $((f1 - f0))  wal $(du -sm "$W/wal" | cut -f1)MB  rss $(ps -o rss= -p "$P")KiB"
-  kill "$P"
-  wait "$P" || true
-  rm -rf "$W"
+  echo "rows/s $R  $(server_usage)  wal $(du -sm "$W/wal" | cut -f1)MB  rss $(ps -o rss= -p "$P")KiB"
+  stop_server
 done
