@@ -53,8 +53,9 @@ struct Chunk {
 #[derive(Debug)]
 struct Bucket {
     chunks: Vec<Chunk>,
-    /// Latest event time of any row in the bucket: a late bucket (see [`Buffer::bucket_of`])
-    /// reaches past its key's window, up to the end of its day.
+    /// At least the latest event time of any row in the bucket (a flush that takes some of its
+    /// chunks leaves it as it was): a late bucket (see [`Buffer::bucket_of`]) reaches past its
+    /// key's window, up to the end of its day, and snapshots skip it only before this.
     max_micros: i64,
 }
 
