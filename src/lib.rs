@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 pub mod buffer;
+pub mod colname;
 pub mod config;
 pub mod copy;
 pub mod delta;

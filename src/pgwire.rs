@@ -49,6 +49,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::Maintenance;
+use crate::colname;
 use crate::copy::{CopyIn, CopyOut};
 use crate::ingest::Ingest;
 use crate::interrupt;
@@ -374,7 +375,10 @@ impl PgWireServerHandlers for Handlers {
     }
 
     fn extended_query_handler(&self) -> Arc<impl pgwire::api::query::ExtendedQueryHandler> {
-        Arc::new(ExtendedQueries(self.session.clone()))
+        Arc::new(ExtendedQueries {
+            parser: Arc::new(Parser(self.session.query_parser())),
+            session: self.session.clone(),
+        })
     }
 
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
@@ -575,10 +579,84 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
                 query,
             ))
             .await?;
-        Ok(responses
+        let responses = responses
             .into_iter()
-            .map(|response| statement.bound(response))
-            .collect())
+            .map(|response| statement.bound(response));
+        Ok(with_postgres_names(query, responses.collect()))
+    }
+}
+
+/// `responses` of the statements in `query`, their columns named as PostgreSQL names them
+/// ([`colname`]). The names come from the text as the client wrote it, parsed with the plain
+/// PostgreSQL dialect; when that fails, or the statements do not line up with the responses
+/// (one per statement, up to the first error), DataFusion's names stay.
+fn with_postgres_names(query: &str, mut responses: Vec<Response>) -> Vec<Response> {
+    if !responses.iter().any(|r| matches!(r, Response::Query(_))) {
+        return responses;
+    }
+    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    let Ok(statements) = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, query)
+    else {
+        return responses;
+    };
+    if statements.len() < responses.len() {
+        return responses;
+    }
+    for (response, statement) in responses.iter_mut().zip(&statements) {
+        if let Response::Query(results) = response
+            && let Some(items) = colname::select_names(statement)
+        {
+            let fields = Vec::clone(&results.row_schema);
+            results.row_schema = Arc::new(colname::rename(fields, &items));
+        }
+    }
+    responses
+}
+
+/// datafusion-postgres's parser for the extended protocol, with result columns named as
+/// PostgreSQL names them ([`colname`]): `Describe` is where a client learns the names.
+///
+/// The names come from the statement as the compatibility parser rewrote it (the only
+/// syntax tree the portal keeps); its rewrites keep names, except that `current_user` and
+/// `current_catalog` become `session_user` and `current_database` calls and are named so.
+pub struct Parser(Arc<datafusion_postgres::Parser>);
+
+#[async_trait]
+impl pgwire::api::stmt::QueryParser for Parser {
+    type Statement = <datafusion_postgres::Parser as pgwire::api::stmt::QueryParser>::Statement;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<pgwire::api::Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        self.0.parse_sql(client, sql, types).await
+    }
+
+    fn get_parameter_types(
+        &self,
+        statement: &Self::Statement,
+    ) -> PgWireResult<Vec<pgwire::api::Type>> {
+        self.0.get_parameter_types(statement)
+    }
+
+    fn get_result_schema(
+        &self,
+        statement: &Self::Statement,
+        format: Option<&pgwire::api::portal::Format>,
+    ) -> PgWireResult<Vec<pgwire::api::results::FieldInfo>> {
+        let fields = self.0.get_result_schema(statement, format)?;
+        Ok(match statement {
+            (_, Some((parsed, _))) => match colname::select_names(parsed) {
+                Some(items) => colname::rename(fields, &items),
+                None => fields,
+            },
+            _ => fields,
+        })
     }
 }
 
@@ -587,15 +665,18 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
 /// then `NoData`. pgwire 0.41 sends an empty `RowDescription` there when the statement has
 /// parameters, which pgjdbc reads as "this statement returns rows" and then refuses the
 /// `INSERT`'s result ("A result was returned when none was expected").
-struct ExtendedQueries(Arc<DfSessionService>);
+struct ExtendedQueries {
+    session: Arc<DfSessionService>,
+    parser: Arc<Parser>,
+}
 
 #[async_trait]
 impl ExtendedQueryHandler for ExtendedQueries {
     type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
-    type QueryParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+    type QueryParser = Parser;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
-        self.0.query_parser()
+        self.parser.clone()
     }
 
     async fn do_query<C>(
@@ -617,7 +698,7 @@ impl ExtendedQueryHandler for ExtendedQueries {
     {
         let statement = interrupt::Statement::start(client, &portal.statement.statement.0);
         let response = statement
-            .run(self.0.do_query(client, portal, max_rows))
+            .run(self.session.do_query(client, portal, max_rows))
             .await?;
         match statement.bound(response) {
             // Sent here, so that pgwire's CommandComplete carries the tag that counts rows.

@@ -441,3 +441,71 @@ async fn typed_parameters_in_binary_format() {
     let latest: chrono::DateTime<chrono::Utc> = row.get(2);
     assert_eq!(latest.timestamp_micros(), now.timestamp_micros());
 }
+
+/// Result columns carry PostgreSQL's names (`count`, `max`, `?column?`, the cast's type), not
+/// DataFusion's expression text, in both protocols: drivers read rows by these names.
+#[tokio::test]
+async fn result_columns_are_named_as_postgres_names_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    let query = format!(
+        "SELECT count(*), max(duration), project_id, 1 + 1, now()::text, '1'::int, \
+         (name), attributes->>'a', count(id) AS spans FROM {TABLE} \
+         GROUP BY project_id, name, attributes"
+    );
+    let postgres = [
+        "count",
+        "max",
+        "project_id",
+        "?column?",
+        "now",
+        "int4",
+        "name",
+        "?column?",
+        "spans",
+    ];
+    let simple = client.simple_query(&query).await.expect("simple query");
+    let Some(SimpleQueryMessage::RowDescription(columns)) = simple.first() else {
+        panic!("no RowDescription first: {simple:?}");
+    };
+    let names: Vec<&str> = columns.iter().map(|c| c.name()).collect();
+    assert_eq!(names, postgres, "simple protocol");
+    let prepared = client.prepare(&query).await.expect("prepare");
+    let names: Vec<&str> = prepared.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, postgres, "extended protocol (Describe)");
+
+    // Two columns may share a name, as in PostgreSQL; the row is read by the first.
+    client
+        .batch_execute(&format!(
+            "INSERT INTO {TABLE} (project_id, timestamp, id, name) VALUES ('p', now(), 'a', 'n')"
+        ))
+        .await
+        .expect("insert");
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT count(*), count(name), n.* FROM {TABLE}, (SELECT 7 AS k) n GROUP BY n.k"
+            ),
+            &[],
+        )
+        .await
+        .expect("query");
+    let names: Vec<&str> = row.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["count", "count", "k"]);
+    assert_eq!(row.get::<_, i64>("count"), 1);
+    assert_eq!(row.get::<_, i64>("k"), 7);
+
+    let out = psql(
+        &server,
+        &format!("SELECT max(name), upper(min(name)) FROM {TABLE}"),
+    );
+    let header: Vec<&str> = out
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split('|')
+        .map(str::trim)
+        .collect();
+    assert_eq!(header, ["max", "upper"], "psql: {out}");
+}

@@ -1,0 +1,366 @@
+//! The names PostgreSQL gives result columns.
+//!
+//! DataFusion names an unaliased select item after its whole expression (`count(*)`,
+//! `max(otel_logs_and_spans.duration)`, `Int64(1) + Int64(1)`); PostgreSQL names it after
+//! the function, column or type it is built from (`count`, `max`, `?column?`), and clients
+//! read rows by those names (`rs.getLong("count")`, `row["count"]`, a BI tool's headers).
+//! [`select_names`] follows PostgreSQL 15's `FigureColname` (`parser/parse_target.c`) over the
+//! statement's syntax tree, and [`rename`] puts the names on the result's `RowDescription`
+//! only: the plan keeps DataFusion's unique names, so `SELECT count(a), count(b)` (two
+//! columns named `count`, as in PostgreSQL) still plans.
+
+use datafusion::sql::sqlparser::ast::{
+    AccessExpr, ArrayElemTypeDef, DataType, Expr, Ident, ObjectNamePart, Query, SelectItem,
+    SetExpr, Statement, TimezoneInfo, TrimWhereField,
+};
+use pgwire::api::results::FieldInfo;
+
+/// What one select item contributes to the result's columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// One column, named by PostgreSQL's rules.
+    Named(String),
+    /// One column DataFusion already names as PostgreSQL does (an explicit alias).
+    Kept,
+    /// `*` or `t.*`: as many columns as the relation has, already named after them.
+    Wildcard,
+}
+
+/// The result columns of `statement` as PostgreSQL names them, or `None` when it is not a
+/// query whose columns come from a select list (`VALUES`, `SHOW`, DML …).
+pub fn select_names(statement: &Statement) -> Option<Vec<Item>> {
+    match statement {
+        Statement::Query(query) => query_items(query),
+        _ => None,
+    }
+}
+
+/// `fields` with the names of `items` put on them. A wildcard's column count is unknown
+/// here, so the items before the first wildcard name the leading fields and those after the
+/// last name the trailing ones; anything that does not line up is left as it is.
+pub fn rename(fields: Vec<FieldInfo>, items: &[Item]) -> Vec<FieldInfo> {
+    let head = items
+        .iter()
+        .position(|i| *i == Item::Wildcard)
+        .unwrap_or(items.len());
+    let tail = items
+        .iter()
+        .rev()
+        .position(|i| *i == Item::Wildcard)
+        .unwrap_or(0);
+    let wildcards = head < items.len();
+    if (!wildcards && items.len() != fields.len()) || head + tail > fields.len() {
+        return fields;
+    }
+    let from_end = fields.len() - tail;
+    fields
+        .into_iter()
+        .enumerate()
+        .map(|(i, field)| {
+            let item = if i < head {
+                &items[i]
+            } else if wildcards && i >= from_end {
+                &items[items.len() - tail + (i - from_end)]
+            } else {
+                return field;
+            };
+            match item {
+                Item::Named(name) if name != field.name() => with_name(field, name),
+                _ => field,
+            }
+        })
+        .collect()
+}
+
+fn with_name(field: FieldInfo, name: &str) -> FieldInfo {
+    FieldInfo::new(
+        name.to_string(),
+        field.table_id(),
+        field.column_id(),
+        field.datatype().clone(),
+        field.format(),
+    )
+    .with_format_options(field.format_options().clone())
+    .with_type_size(field.type_size())
+    .with_type_modifier(field.type_modifier())
+}
+
+/// The select list of a query: the leftmost `SELECT` of a set operation names its columns.
+fn query_items(query: &Query) -> Option<Vec<Item>> {
+    let mut body = query.body.as_ref();
+    loop {
+        body = match body {
+            SetExpr::Select(select) => {
+                return Some(select.projection.iter().map(item).collect());
+            }
+            SetExpr::Query(query) => query.body.as_ref(),
+            SetExpr::SetOperation { left, .. } => left.as_ref(),
+            _ => return None,
+        };
+    }
+}
+
+fn item(item: &SelectItem) -> Item {
+    match item {
+        SelectItem::UnnamedExpr(expr) => Item::Named(figure(expr).0),
+        // The compatibility parser aliases `n.oid` next to `n.*` as `__alias_oid`, so that
+        // DataFusion plans the duplicate; the client sees `oid`, as PostgreSQL names it.
+        SelectItem::ExprWithAlias { alias, .. } => match alias.value.strip_prefix("__alias_") {
+            Some(name) => Item::Named(name.to_string()),
+            None => Item::Kept,
+        },
+        // `expr AS (a, b)` (not PostgreSQL) may stand for several columns, as a wildcard does.
+        SelectItem::Wildcard(_)
+        | SelectItem::QualifiedWildcard(..)
+        | SelectItem::ExprWithAliases { .. } => Item::Wildcard,
+    }
+}
+
+/// PostgreSQL's `FigureColnameInternal`: the name and its strength (2: a column, function or
+/// keyword construct; 1: a type name from a cast; 0: nothing, `?column?`).
+fn figure(expr: &Expr) -> (String, u8) {
+    let named = |name: &str| (name.to_string(), 2);
+    match expr {
+        Expr::Identifier(ident) => (normalized(ident), 2),
+        Expr::CompoundIdentifier(idents) => match idents.last() {
+            Some(ident) => (normalized(ident), 2),
+            None => unnamed(),
+        },
+        // `a[1]` is named after `a`, `(row).f` after `f`.
+        Expr::CompoundFieldAccess { root, access_chain } => {
+            let field = access_chain.iter().rev().find_map(|access| match access {
+                AccessExpr::Dot(Expr::Identifier(ident)) => Some(normalized(ident)),
+                _ => None,
+            });
+            match field {
+                Some(name) => (name, 2),
+                None => figure(root),
+            }
+        }
+        Expr::Function(function) => match function.name.0.last() {
+            Some(ObjectNamePart::Identifier(ident)) => (normalized(ident), 2),
+            _ => unnamed(),
+        },
+        Expr::Cast {
+            expr, data_type, ..
+        } => match figure(expr) {
+            (name, 2) => (name, 2),
+            _ => (type_name(data_type), 1),
+        },
+        Expr::TypedString(typed) => (type_name(&typed.data_type), 1),
+        Expr::Interval(_) => ("interval".to_string(), 1),
+        Expr::Nested(inner) | Expr::Collate { expr: inner, .. } => figure(inner),
+        Expr::Case { else_result, .. } => match else_result.as_deref().map(figure) {
+            Some((name, 2)) => (name, 2),
+            _ => ("case".to_string(), 1),
+        },
+        Expr::Exists { .. } => named("exists"),
+        Expr::Subquery(query) => match query_items(query).as_deref() {
+            Some([Item::Named(name), ..]) => (name.clone(), 2),
+            _ => unnamed(),
+        },
+        Expr::Array(_) => named("array"),
+        Expr::Tuple(_) => named("row"),
+        Expr::AtTimeZone { .. } => named("timezone"),
+        Expr::Extract { .. } => named("extract"),
+        Expr::Substring { .. } => named("substring"),
+        Expr::Position { .. } => named("position"),
+        Expr::Overlay { .. } => named("overlay"),
+        Expr::Ceil { .. } => named("ceil"),
+        Expr::Floor { .. } => named("floor"),
+        Expr::Trim { trim_where, .. } => named(match trim_where {
+            Some(TrimWhereField::Leading) => "ltrim",
+            Some(TrimWhereField::Trailing) => "rtrim",
+            _ => "btrim",
+        }),
+        _ => unnamed(),
+    }
+}
+
+fn unnamed() -> (String, u8) {
+    ("?column?".to_string(), 0)
+}
+
+/// An identifier as PostgreSQL stores it: folded to lower case unless quoted.
+fn normalized(ident: &Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
+}
+
+/// The name PostgreSQL's grammar gives a type written in a cast (`::int` is `int4`).
+fn type_name(data_type: &DataType) -> String {
+    let name = match data_type {
+        DataType::Int(_) | DataType::Integer(_) | DataType::Int4(_) => "int4",
+        DataType::BigInt(_) | DataType::Int8(_) => "int8",
+        DataType::SmallInt(_) | DataType::Int2(_) => "int2",
+        DataType::Real | DataType::Float4 => "float4",
+        DataType::Double(_) | DataType::DoublePrecision | DataType::Float8 => "float8",
+        DataType::Float(info) => match info {
+            datafusion::sql::sqlparser::ast::ExactNumberInfo::Precision(p) if *p <= 24 => "float4",
+            _ => "float8",
+        },
+        DataType::Bool | DataType::Boolean => "bool",
+        DataType::Varchar(_) | DataType::CharacterVarying(_) | DataType::CharVarying(_) => {
+            "varchar"
+        }
+        DataType::Char(_) | DataType::Character(_) => "bpchar",
+        DataType::Numeric(_) | DataType::Decimal(_) | DataType::Dec(_) => "numeric",
+        DataType::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => "timestamptz",
+        DataType::Timestamp(..) => "timestamp",
+        DataType::Time(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => "timetz",
+        DataType::Time(..) => "time",
+        DataType::Interval { .. } => "interval",
+        DataType::Text => "text",
+        DataType::Date => "date",
+        DataType::JSON => "json",
+        DataType::JSONB => "jsonb",
+        DataType::Uuid => "uuid",
+        DataType::Bytea => "bytea",
+        DataType::Regclass => "regclass",
+        DataType::Bit(_) => "bit",
+        DataType::BitVarying(_) | DataType::VarBit(_) => "varbit",
+        // `text[]` is named after its element type.
+        DataType::Array(
+            ArrayElemTypeDef::SquareBracket(inner, _)
+            | ArrayElemTypeDef::AngleBracket(inner)
+            | ArrayElemTypeDef::Parenthesis(inner),
+        ) => return type_name(inner),
+        DataType::Custom(name, _) => {
+            return match name.0.last() {
+                Some(ObjectNamePart::Identifier(ident)) => normalized(ident),
+                _ => name.to_string().to_lowercase(),
+            };
+        }
+        other => {
+            let text = other.to_string().to_lowercase();
+            return text.split(['(', ' ', '[']).next().unwrap_or("").to_string();
+        }
+    };
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    use pgwire::api::Type;
+    use pgwire::api::results::FieldFormat;
+
+    fn names(sql: &str) -> Vec<String> {
+        let statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .expect("parses")
+            .remove(0);
+        select_names(&statement)
+            .expect("a select list")
+            .into_iter()
+            .map(|item| match item {
+                Item::Named(name) => name,
+                Item::Kept => "<kept>".into(),
+                Item::Wildcard => "*".into(),
+            })
+            .collect()
+    }
+
+    /// Every expected name is what PostgreSQL 15 answered for the same select list
+    /// (`psql -c` against a throwaway 15.x server).
+    #[test]
+    fn names_follow_postgres_figure_colname() {
+        let sql = "select count(*), 1+1, case when true then 1 end, extract(year from now()), \
+            now() at time zone 'UTC', coalesce(null,'x'), '{}'::jsonb->>'a', trim(' a '), \
+            substring('abc' from 1 for 1), position('a' in 'abc'), current_date, user, \
+            array[1], (select 1), 1::text, 'a'::text, 1::int4, interval '1 day', \
+            timestamp '2020-01-01', cast(null as text), exists(select 1), x.a, x.a::text, \
+            -x.a, row(1,2), array(select 1), greatest(1,2), nullif(1,2), 'a' like 'b', \
+            x.a is null, date_trunc('day', now()), (select a from (select 1 as a) y), \
+            x.a::int::text, (x.a), count(*) filter (where true), sum(x.a) over (), true, \
+            null, current_timestamp, now() - interval '1 day', 'a' || 'b', x.a in (1), \
+            lower('A'), percentile_cont(0.5) within group (order by x.a), cast(x.a as text), \
+            x from (select 1 as a) x group by x.a, x";
+        let postgres = "count ?column? case extract timezone coalesce ?column? btrim \
+            substring position current_date user array ?column? text text int4 interval \
+            timestamp text exists a a ?column? row array greatest nullif ?column? ?column? \
+            date_trunc a a a count sum ?column? ?column? current_timestamp ?column? \
+            ?column? ?column? lower percentile_cont a x";
+        assert_eq!(names(sql), postgres.split_whitespace().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn casts_name_the_type_postgres_stores() {
+        let sql = "select 1::int, 1::bigint, 1::smallint, 1::real, 1::double precision, \
+            1::float, true::boolean, 'a'::varchar(3), 'a'::char, 1::decimal(3,1), \
+            '2020-01-01'::timestamptz, '2020-01-01'::timestamp with time zone, \
+            '2020-01-01'::timestamp, '{}'::text[], 1::oid, \"Mixed\", 1::text::int, \
+            '10:00'::time with time zone, 'a'::name, 1::float(3), now()::timestamptz \
+            from (select 1 as \"Mixed\") q";
+        let postgres = "int4 int8 int2 float4 float8 float8 bool varchar bpchar numeric \
+            timestamptz timestamptz timestamp text oid Mixed int4 timetz name float4 now";
+        assert_eq!(names(sql), postgres.split_whitespace().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn aliases_wildcards_and_set_operations() {
+        assert_eq!(names("select a as b, t.*, 1"), ["<kept>", "*", "?column?"]);
+        assert_eq!(names("(select max(a) from t) union all select 1"), ["max"]);
+        assert_eq!(
+            names("with w as (select 1 as a) select a, count(a) from w group by a"),
+            ["a", "count"]
+        );
+        let compat = Parser::parse_sql(&PostgreSqlDialect {}, "select n.oid as __alias_oid, n.*")
+            .expect("parses")
+            .remove(0);
+        assert_eq!(
+            select_names(&compat).expect("a select list")[0],
+            Item::Named("oid".into())
+        );
+        let values = Parser::parse_sql(&PostgreSqlDialect {}, "values (1)")
+            .expect("parses")
+            .remove(0);
+        assert_eq!(select_names(&values), None);
+    }
+
+    fn fields(names: &[&str]) -> Vec<FieldInfo> {
+        names
+            .iter()
+            .map(|n| FieldInfo::new(n.to_string(), None, None, Type::INT8, FieldFormat::Text))
+            .collect()
+    }
+
+    fn field_names(fields: &[FieldInfo]) -> Vec<&str> {
+        fields.iter().map(|f| f.name()).collect()
+    }
+
+    #[test]
+    fn rename_lines_items_up_around_a_wildcard() {
+        let count = Item::Named("count".into());
+        let items = [count.clone(), Item::Wildcard, Item::Kept, count.clone()];
+        let renamed = rename(fields(&["count(*)", "a", "b", "c", "count(x)"]), &items);
+        assert_eq!(field_names(&renamed), ["count", "a", "b", "c", "count"]);
+        // Without a wildcard the counts must agree, or nothing is renamed.
+        let renamed = rename(fields(&["count(*)", "x"]), std::slice::from_ref(&count));
+        assert_eq!(field_names(&renamed), ["count(*)", "x"]);
+        // More items around a wildcard than fields: nothing is renamed.
+        let renamed = rename(fields(&["count(*)"]), &items);
+        assert_eq!(field_names(&renamed), ["count(*)"]);
+        let typed = rename(
+            vec![
+                FieldInfo::new(
+                    "x".into(),
+                    Some(7),
+                    Some(2),
+                    Type::TEXT,
+                    FieldFormat::Binary,
+                )
+                .with_type_modifier(12),
+            ],
+            &[count],
+        );
+        assert_eq!(typed[0].name(), "count");
+        assert_eq!(typed[0].table_id(), Some(7));
+        assert_eq!(typed[0].column_id(), Some(2));
+        assert_eq!(typed[0].format(), FieldFormat::Binary);
+        assert_eq!(typed[0].type_modifier(), 12);
+    }
+}
