@@ -21,6 +21,7 @@ pub mod pgwire;
 pub mod query;
 pub mod schema;
 pub mod server;
+pub mod sql_text;
 pub mod sqlstate;
 pub mod srf;
 pub mod storage;

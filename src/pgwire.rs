@@ -54,6 +54,7 @@ use crate::copy::{CopyIn, CopyOut};
 use crate::ingest::Ingest;
 use crate::interrupt;
 use crate::schema::Catalog;
+use crate::sql_text;
 use crate::sqlstate::sqlstate_of;
 use crate::values;
 
@@ -571,18 +572,19 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
         {
             return result.map(|response| vec![response]);
         }
-        let statement = interrupt::Statement::start(client, query);
+        let query = sql_text::rewrite(query);
+        let statement = interrupt::Statement::start(client, &query);
         let responses = statement
             .run(pgwire::api::query::SimpleQueryHandler::do_query(
                 self.session.as_ref(),
                 client,
-                query,
+                &query,
             ))
             .await?;
         let responses = responses
             .into_iter()
             .map(|response| statement.bound(response));
-        Ok(with_postgres_names(query, responses.collect()))
+        Ok(with_postgres_names(&query, responses.collect()))
     }
 }
 
@@ -613,8 +615,9 @@ fn with_postgres_names(query: &str, mut responses: Vec<Response>) -> Vec<Respons
     responses
 }
 
-/// datafusion-postgres's parser for the extended protocol, with result columns named as
-/// PostgreSQL names them ([`colname`]): `Describe` is where a client learns the names.
+/// datafusion-postgres's parser for the extended protocol, given the text after
+/// [`sql_text::rewrite`] and naming result columns as PostgreSQL names them ([`colname`]):
+/// `Describe` is where a client learns the names.
 ///
 /// The names come from the statement as the compatibility parser rewrote it (the only
 /// syntax tree the portal keeps); its rewrites keep names, except that `current_user` and
@@ -634,7 +637,9 @@ impl pgwire::api::stmt::QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        self.0.parse_sql(client, sql, types).await
+        self.0
+            .parse_sql(client, &sql_text::rewrite(sql), types)
+            .await
     }
 
     fn get_parameter_types(

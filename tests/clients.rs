@@ -357,6 +357,27 @@ async fn settings_stay_in_their_session() {
         text(setter.simple_query("SHOW timezone").await.expect("SHOW")),
         "UTC"
     );
+    // `RESET TIME ZONE`, which sqlparser cannot parse, in both protocols.
+    setter
+        .batch_execute("SET TIME ZONE 'Asia/Tokyo'; reset time  zone")
+        .await
+        .expect("RESET TIME ZONE (simple protocol)");
+    assert_eq!(
+        text(setter.simple_query("SHOW timezone").await.expect("SHOW")),
+        "UTC"
+    );
+    setter
+        .batch_execute("SET TIME ZONE 'Asia/Tokyo'")
+        .await
+        .expect("SET TIME ZONE");
+    setter
+        .execute("RESET TIME ZONE", &[])
+        .await
+        .expect("RESET TIME ZONE (extended protocol)");
+    assert_eq!(
+        text(setter.simple_query("SHOW timezone").await.expect("SHOW")),
+        "UTC"
+    );
 
     // SET LOCAL lasts until its transaction ends (behind a transaction-pooling proxy the next
     // transaction may be another client's), and outside a transaction does nothing.
