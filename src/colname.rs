@@ -20,8 +20,6 @@ use pgwire::api::results::FieldInfo;
 pub enum Item {
     /// One column, named by PostgreSQL's rules.
     Named(String),
-    /// One column DataFusion already names as PostgreSQL does (an explicit alias).
-    Kept,
     /// `*` or `t.*`: as many columns as the relation has, already named after them.
     Wildcard,
 }
@@ -31,6 +29,100 @@ pub enum Item {
 pub fn select_names(statement: &Statement) -> Option<Vec<Item>> {
     match statement {
         Statement::Query(query) => query_items(query),
+        _ => None,
+    }
+}
+
+/// `statement` with the select items DataFusion would give the same name aliased apart, or
+/// `None` when no two collide.
+///
+/// PostgreSQL allows a select list to repeat a name (`SELECT ts, ts::date`, `SELECT 1, 1`);
+/// DataFusion refuses to plan it ("Projections require unique expression names"), and it
+/// names a cast after its operand, so any column next to a cast of itself collides. The
+/// aliases are only in the plan: [`rename`] gives the client PostgreSQL's names, taken from
+/// the statement as written.
+pub fn alias_duplicates(statement: &Statement) -> Option<Statement> {
+    let Statement::Query(query) = statement else {
+        return None;
+    };
+    if !selects(&query.body).any(|projection| collides(projection)) {
+        return None;
+    }
+    let mut statement = statement.clone();
+    let Statement::Query(query) = &mut statement else {
+        return None;
+    };
+    let mut next = 0;
+    alias_in(&mut query.body, &mut next);
+    Some(statement)
+}
+
+/// The select lists of a query body: each side of a set operation is planned on its own.
+fn selects(body: &SetExpr) -> Box<dyn Iterator<Item = &[SelectItem]> + '_> {
+    match body {
+        SetExpr::Select(select) => Box::new(std::iter::once(select.projection.as_slice())),
+        SetExpr::Query(query) => selects(&query.body),
+        SetExpr::SetOperation { left, right, .. } => Box::new(selects(left).chain(selects(right))),
+        _ => Box::new(std::iter::empty()),
+    }
+}
+
+fn alias_in(body: &mut SetExpr, next: &mut usize) {
+    match body {
+        SetExpr::Select(select) => {
+            if !collides(&select.projection) {
+                return;
+            }
+            let keys: Vec<Option<String>> = select.projection.iter().map(plan_name).collect();
+            for (i, item) in select.projection.iter_mut().enumerate() {
+                let repeated = keys[i]
+                    .as_ref()
+                    .is_some_and(|k| keys.iter().filter(|o| o.as_ref() == Some(k)).count() > 1);
+                if !repeated {
+                    continue;
+                }
+                *next += 1;
+                let alias = Ident::with_quote('"', format!("?column?{next}"));
+                *item = match std::mem::replace(item, SelectItem::Wildcard(Default::default())) {
+                    SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => {
+                        SelectItem::ExprWithAlias { expr, alias }
+                    }
+                    other => other,
+                };
+            }
+        }
+        SetExpr::Query(query) => alias_in(&mut query.body, next),
+        SetExpr::SetOperation { left, right, .. } => {
+            alias_in(left, next);
+            alias_in(right, next);
+        }
+        _ => {}
+    }
+}
+
+fn collides(projection: &[SelectItem]) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    projection
+        .iter()
+        .filter_map(plan_name)
+        .any(|name| !seen.insert(name))
+}
+
+/// An approximation of the name DataFusion plans a select item under: casts and parentheses
+/// are transparent and a column is its own name. Two equal keys may plan fine (`a.id, b.id`);
+/// aliasing them apart then costs nothing but the rewrite.
+fn plan_name(item: &SelectItem) -> Option<String> {
+    fn key(expr: &Expr) -> String {
+        match expr {
+            Expr::Cast { expr, .. } | Expr::Nested(expr) => key(expr),
+            Expr::Identifier(ident) => normalized(ident),
+            Expr::CompoundIdentifier(idents) => idents.last().map(normalized).unwrap_or_default(),
+            other => other.to_string().to_lowercase(),
+        }
+    }
+    match item {
+        SelectItem::UnnamedExpr(expr) => Some(key(expr)),
+        SelectItem::ExprWithAlias { alias, .. } => Some(normalized(alias)),
         _ => None,
     }
 }
@@ -105,10 +197,13 @@ fn item(item: &SelectItem) -> Item {
         SelectItem::UnnamedExpr(expr) => Item::Named(figure(expr).0),
         // The compatibility parser aliases `n.oid` next to `n.*` as `__alias_oid`, so that
         // DataFusion plans the duplicate; the client sees `oid`, as PostgreSQL names it.
-        SelectItem::ExprWithAlias { alias, .. } => match alias.value.strip_prefix("__alias_") {
-            Some(name) => Item::Named(name.to_string()),
-            None => Item::Kept,
-        },
+        SelectItem::ExprWithAlias { alias, .. } => {
+            let name = normalized(alias);
+            match name.strip_prefix("__alias_") {
+                Some(name) => Item::Named(name.to_string()),
+                None => Item::Named(name),
+            }
+        }
         // `expr AS (a, b)` (not PostgreSQL) may stand for several columns, as a wildcard does.
         SelectItem::Wildcard(_)
         | SelectItem::QualifiedWildcard(..)
@@ -258,7 +353,6 @@ mod tests {
             .into_iter()
             .map(|item| match item {
                 Item::Named(name) => name,
-                Item::Kept => "<kept>".into(),
                 Item::Wildcard => "*".into(),
             })
             .collect()
@@ -302,7 +396,10 @@ mod tests {
 
     #[test]
     fn aliases_wildcards_and_set_operations() {
-        assert_eq!(names("select a as b, t.*, 1"), ["<kept>", "*", "?column?"]);
+        assert_eq!(
+            names("select a as B, a as \"B\", t.*, 1"),
+            ["b", "B", "*", "?column?"]
+        );
         assert_eq!(names("(select max(a) from t) union all select 1"), ["max"]);
         assert_eq!(
             names("with w as (select 1 as a) select a, count(a) from w group by a"),
@@ -321,6 +418,31 @@ mod tests {
         assert_eq!(select_names(&values), None);
     }
 
+    #[test]
+    fn only_colliding_items_are_aliased_apart() {
+        let parse = |sql: &str| {
+            Parser::parse_sql(&PostgreSqlDialect {}, sql)
+                .expect("parses")
+                .remove(0)
+        };
+        let rewritten = |sql: &str| alias_duplicates(&parse(sql)).map(|s| s.to_string());
+        assert_eq!(rewritten("SELECT ts, count(*) FROM t"), None);
+        assert_eq!(rewritten("SELECT a.id, b.id AS c FROM t"), None);
+        assert_eq!(
+            rewritten("SELECT ts, ts::DATE, count(*) FROM t").as_deref(),
+            Some("SELECT ts AS \"?column?1\", ts::DATE AS \"?column?2\", count(*) FROM t")
+        );
+        assert_eq!(
+            rewritten("SELECT 1 AS a, 2 AS A UNION ALL SELECT 1, 1").as_deref(),
+            Some(
+                "SELECT 1 AS \"?column?1\", 2 AS \"?column?2\" UNION ALL \
+                 SELECT 1 AS \"?column?3\", 1 AS \"?column?4\""
+            )
+        );
+        // The client still sees PostgreSQL's names, from the statement as written.
+        assert_eq!(names("SELECT ts, ts::DATE FROM t"), ["ts", "ts"]);
+    }
+
     fn fields(names: &[&str]) -> Vec<FieldInfo> {
         names
             .iter()
@@ -335,7 +457,12 @@ mod tests {
     #[test]
     fn rename_lines_items_up_around_a_wildcard() {
         let count = Item::Named("count".into());
-        let items = [count.clone(), Item::Wildcard, Item::Kept, count.clone()];
+        let items = [
+            count.clone(),
+            Item::Wildcard,
+            Item::Named("c".into()),
+            count.clone(),
+        ];
         let renamed = rename(fields(&["count(*)", "a", "b", "c", "count(x)"]), &items);
         assert_eq!(field_names(&renamed), ["count", "a", "b", "c", "count"]);
         // Without a wildcard the counts must agree, or nothing is renamed.

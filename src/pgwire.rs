@@ -345,7 +345,7 @@ impl Handlers {
                     Arc::new(interrupt::SettingsHook {
                         registry: interrupts.clone(),
                     }),
-                    Arc::new(crate::srf::SrfHook),
+                    Arc::new(RewriteHook),
                     Arc::new(CursorStatementHook),
                     Arc::new(SetShowHook),
                     Arc::new(TransactionStatementHook),
@@ -773,6 +773,90 @@ impl ExtendedQueryHandler for ExtendedQueries {
             }
         }
         self._on_describe(client, message).await
+    }
+}
+
+/// Plans and runs queries whose syntax tree must change before DataFusion can plan them:
+/// set-returning functions ([`crate::srf::rewrite`]) and select lists that repeat a name
+/// ([`colname::alias_duplicates`]).
+pub struct RewriteHook;
+
+impl RewriteHook {
+    fn rewrite(statement: &Statement) -> Option<PgWireResult<Statement>> {
+        match crate::srf::rewrite(statement) {
+            Some(Ok(rewritten)) => Some(Ok(
+                colname::alias_duplicates(&rewritten).unwrap_or(rewritten)
+            )),
+            Some(Err(e)) => Some(Err(e)),
+            None => colname::alias_duplicates(statement).map(Ok),
+        }
+    }
+}
+
+#[async_trait]
+impl QueryHook for RewriteHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        let rewritten = match Self::rewrite(statement)? {
+            Ok(rewritten) => rewritten,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(
+            async {
+                let frame = context
+                    .sql(&rewritten.to_string())
+                    .await
+                    .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                let options = Arc::new(pgwire::types::format::FormatOptions::from_client_metadata(
+                    client.metadata(),
+                ));
+                let query = datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(
+                    frame,
+                    &pgwire::api::portal::Format::UnifiedText,
+                    Some(options),
+                )
+                .await?;
+                Ok(Response::Query(query))
+            }
+            .await,
+        )
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        let rewritten = match Self::rewrite(statement)? {
+            Ok(rewritten) => rewritten,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(
+            context
+                .state()
+                .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+                    rewritten,
+                )))
+                .await
+                .map_err(|e| PgWireError::ApiError(Box::new(e))),
+        )
+    }
+
+    async fn handle_extended_query(
+        &self,
+        _statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        // Parse planned the rewritten statement; the default execution runs that plan.
+        None
     }
 }
 

@@ -25,11 +25,10 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, ListBuilder, StringBuilder};
 use arrow::datatypes::{DataType, Field};
-use async_trait::async_trait;
-use datafusion::common::{ParamValues, exec_err};
+use datafusion::common::exec_err;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
-    ColumnarValue, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
@@ -37,11 +36,7 @@ use datafusion::sql::sqlparser::ast::{
     ObjectNamePart, Query, SelectItem, SetExpr, Statement, TableAlias, TableFactor, Visit,
     VisitMut, Visitor, VisitorMut,
 };
-use datafusion_postgres::hooks::{HookClient, QueryHook};
-use pgwire::api::ClientInfo;
-use pgwire::api::portal::Format;
-use pgwire::api::results::Response;
-use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::error::PgWireResult;
 use serde_json::Value;
 
 /// Registers the list functions the rewrite calls.
@@ -358,7 +353,9 @@ impl Visitor for Finder {
 }
 
 /// `statement` with its set-returning calls rewritten, or `None` when it has none.
-fn rewrite(statement: &Statement) -> Option<PgWireResult<Statement>> {
+/// `statement` with its set-returning calls rewritten, or `None` when it has none; planned
+/// and run by `pgwire::RewriteHook`.
+pub(crate) fn rewrite(statement: &Statement) -> Option<PgWireResult<Statement>> {
     // Queries only: never pay for a large INSERT's text.
     if !matches!(statement, Statement::Query(_)) {
         return None;
@@ -373,80 +370,6 @@ fn rewrite(statement: &Statement) -> Option<PgWireResult<Statement>> {
         return Some(Err(crate::pgwire::user_error("42883", message)));
     }
     (rewriter.rewritten > 0).then_some(Ok(rewritten))
-}
-
-/// Plans and runs statements that call set-returning functions, after [`rewrite`].
-pub struct SrfHook;
-
-#[async_trait]
-impl QueryHook for SrfHook {
-    async fn handle_simple_query(
-        &self,
-        statement: &Statement,
-        context: &SessionContext,
-        client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        let rewritten = match rewrite(statement)? {
-            Ok(rewritten) => rewritten,
-            Err(e) => return Some(Err(e)),
-        };
-        Some(
-            async {
-                let frame = context
-                    .sql(&rewritten.to_string())
-                    .await
-                    .map_err(api_error)?;
-                let options = Arc::new(pgwire::types::format::FormatOptions::from_client_metadata(
-                    client.metadata(),
-                ));
-                let query = datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(
-                    frame,
-                    &Format::UnifiedText,
-                    Some(options),
-                )
-                .await?;
-                Ok(Response::Query(query))
-            }
-            .await,
-        )
-    }
-
-    async fn handle_extended_parse_query(
-        &self,
-        statement: &Statement,
-        context: &SessionContext,
-        _client: &(dyn ClientInfo + Send + Sync),
-    ) -> Option<PgWireResult<LogicalPlan>> {
-        let rewritten = match rewrite(statement)? {
-            Ok(rewritten) => rewritten,
-            Err(e) => return Some(Err(e)),
-        };
-        Some(
-            context
-                .state()
-                .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
-                    rewritten,
-                )))
-                .await
-                .map_err(api_error),
-        )
-    }
-
-    async fn handle_extended_query(
-        &self,
-        _statement: &Statement,
-        _plan: &LogicalPlan,
-        _params: &ParamValues,
-        _context: &SessionContext,
-        _client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        // Parse planned the rewritten statement; the default execution runs that plan.
-        None
-    }
-}
-
-fn api_error(e: DataFusionError) -> PgWireError {
-    PgWireError::ApiError(Box::new(e))
 }
 
 /// Which set a JSON list function returns.

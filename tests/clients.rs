@@ -517,6 +517,29 @@ async fn result_columns_are_named_as_postgres_names_them() {
     assert_eq!(row.get::<_, i64>("count"), 1);
     assert_eq!(row.get::<_, i64>("k"), 7);
 
+    // A select list may repeat a name, even where DataFusion's names collide (a column and a
+    // cast of it, two equal constants), in both protocols.
+    let query = format!("SELECT name, name::text, 1, 1, timestamp::date FROM {TABLE}");
+    let simple = client
+        .simple_query(&query)
+        .await
+        .expect("repeated names, simple");
+    let cells = rows(&simple);
+    assert_eq!(cells.len(), 1, "{cells:?}");
+    assert_eq!(
+        cells[0][..4],
+        [Some("n"), Some("n"), Some("1"), Some("1")].map(|c| c.map(String::from))
+    );
+    assert!(cells[0][4].is_some(), "{cells:?}");
+    let row = client
+        .query_one(&query, &[])
+        .await
+        .expect("repeated names, extended");
+    let names: Vec<&str> = row.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["name", "name", "?column?", "?column?", "timestamp"]);
+    assert_eq!(row.get::<_, &str>(1), "n");
+    assert_eq!(row.get::<_, i64>(3), 1);
+
     let out = psql(
         &server,
         &format!("SELECT max(name), upper(min(name)) FROM {TABLE}"),
