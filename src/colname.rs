@@ -45,7 +45,7 @@ pub fn alias_duplicates(statement: &Statement) -> Option<Statement> {
     let Statement::Query(query) = statement else {
         return None;
     };
-    if !selects(&query.body).any(|projection| collides(projection)) {
+    if !selects(&query.body).any(collides) {
         return None;
     }
     let mut statement = statement.clone();
