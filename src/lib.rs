@@ -25,6 +25,7 @@ pub mod sql_text;
 pub mod sqlstate;
 pub mod srf;
 pub mod storage;
+pub mod text_cast;
 pub mod values;
 pub mod wal;
 

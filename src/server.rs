@@ -404,10 +404,14 @@ fn session_context(
     ingest: &Arc<Ingest>,
     storage: &Arc<crate::storage::Storage>,
 ) -> Result<SessionContext> {
-    let config = SessionConfig::new()
+    let mut config = SessionConfig::new()
         // `pg_compat` serves information_schema, in PostgreSQL's shape.
         .with_information_schema(false)
         .with_default_catalog_and_schema("datafusion", "public");
+    // `now()` and `::timestamptz` are `timestamp with time zone` in UTC, as in PostgreSQL with
+    // the UTC session time zone that queries compute in; DataFusion's default (no zone) made
+    // them `timestamp without time zone`.
+    config.options_mut().execution.time_zone = Some("UTC".to_string());
     let mut context = SessionContext::new_with_config(config);
     for schema in catalog.tables() {
         let table = TimeFusionTable::new(schema.clone(), buffer.clone(), ingest.clone());
@@ -428,6 +432,7 @@ fn session_context(
     // After the catalog set-up, so TimeFusion's functions win over any of the same name.
     crate::functions::register(&mut context).map_err(|e| Error::Session(e.to_string()))?;
     crate::srf::register(&context);
+    crate::text_cast::register(&context);
     Ok(context)
 }
 

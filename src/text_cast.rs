@@ -1,0 +1,476 @@
+//! Casts of dates, times, timestamps and intervals to text give PostgreSQL's output form.
+//!
+//! Arrow renders `now()::text` as `2026-11-23T21:46:44.839955Z` and `interval '1 day'::text`
+//! as `1 days`; PostgreSQL (`DateStyle` ISO, `IntervalStyle` postgres, the defaults) gives
+//! `2026-11-23 21:46:44.839955+00` and `1 day`. Text built from these values (`'at ' || ts`,
+//! `ts::text LIKE '2026-11%'`, a label in a BI tool) must read the same as on PostgreSQL. An
+//! analyzer rule, after type coercion so implicit casts are covered too, replaces each such
+//! cast with [`pg_text`]. Queries compute in UTC, so `timestamp with time zone` is shown in
+//! UTC (`+00`), as PostgreSQL shows it with the UTC session time zone.
+
+use std::fmt::Write;
+use std::sync::{Arc, LazyLock};
+
+use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+use arrow::datatypes::{
+    DataType, Date32Type, Date64Type, DurationMicrosecondType, DurationMillisecondType,
+    DurationNanosecondType, DurationSecondType, IntervalDayTimeType, IntervalMonthDayNanoType,
+    IntervalUnit, IntervalYearMonthType, Time32MillisecondType, Time32SecondType,
+    Time64MicrosecondType, Time64NanosecondType, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+};
+use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::{DFSchema, Result, exec_err};
+use datafusion::logical_expr::expr::{Cast, ScalarFunction, TryCast};
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::utils::merge_schema;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility,
+};
+use datafusion::optimizer::AnalyzerRule;
+use datafusion::prelude::SessionContext;
+
+const MICROS_PER_SECOND: i64 = 1_000_000;
+const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
+
+/// Adds the rule; [`pg_text`] is not registered by name, only planted by the rule.
+pub fn register(context: &SessionContext) {
+    context.add_analyzer_rule(Arc::new(PgTextCasts));
+}
+
+/// Replaces `CAST(x AS text)` of a date, time, timestamp, interval or duration by
+/// [`pg_text`]`(x)`, keeping the expression's name.
+#[derive(Debug)]
+struct PgTextCasts;
+
+impl AnalyzerRule for PgTextCasts {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        plan.transform_up_with_subqueries(|plan| {
+            let schema = match plan.inputs().as_slice() {
+                [] => plan.schema().as_ref().clone(),
+                inputs => merge_schema(inputs),
+            };
+            let names = NamePreserver::new(&plan);
+            plan.map_expressions(|expr| {
+                let name = names.save(&expr);
+                expr.transform_up(|e| rewrite(e, &schema))
+                    .map(|t| t.update_data(|e| name.restore(e)))
+            })
+        })
+        .data()
+    }
+
+    fn name(&self) -> &str {
+        "pg_text_casts"
+    }
+}
+
+fn rewrite(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
+    let (inner, to) = match &expr {
+        Expr::Cast(Cast { expr, field }) => (expr, field.data_type()),
+        Expr::TryCast(TryCast { expr, field }) => (expr, field.data_type()),
+        _ => return Ok(Transformed::no(expr)),
+    };
+    if !matches!(
+        to,
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+    ) {
+        return Ok(Transformed::no(expr));
+    }
+    // A type that cannot be resolved here is left to the planner's own error.
+    let Ok(from) = inner.get_type(schema) else {
+        return Ok(Transformed::no(expr));
+    };
+    if !renders(&from) {
+        return Ok(Transformed::no(expr));
+    }
+    let text = Expr::ScalarFunction(ScalarFunction::new_udf(
+        PG_TEXT.clone(),
+        vec![inner.as_ref().clone()],
+    ));
+    Ok(Transformed::yes(match to {
+        DataType::Utf8 => text,
+        other => Expr::Cast(Cast::new(Box::new(text), other.clone())),
+    }))
+}
+
+/// Whether [`pg_text`] renders values of this type.
+fn renders(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Timestamp(..)
+            | DataType::Date32
+            | DataType::Date64
+            | DataType::Time32(_)
+            | DataType::Time64(_)
+            | DataType::Interval(_)
+            | DataType::Duration(_)
+    )
+}
+
+static PG_TEXT: LazyLock<Arc<ScalarUDF>> =
+    LazyLock::new(|| Arc::new(ScalarUDF::from(PgText::default())));
+
+/// `pg_text(x)`: `x` in PostgreSQL's text output form.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgText {
+    signature: Signature,
+}
+
+impl Default for PgText {
+    fn default() -> Self {
+        PgText {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for PgText {
+    fn name(&self) -> &str {
+        "pg_text"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [arg] = args.args.as_slice() else {
+            return exec_err!("pg_text takes one argument");
+        };
+        let scalar = matches!(arg, ColumnarValue::Scalar(_));
+        let array = arg.to_array(args.number_rows)?;
+        let text: ArrayRef = Arc::new(render(&array)?);
+        Ok(if scalar {
+            ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&text, 0)?)
+        } else {
+            ColumnarValue::Array(text)
+        })
+    }
+}
+
+/// Each value of `array` as PostgreSQL prints it; nulls stay null.
+fn render(array: &ArrayRef) -> Result<arrow::array::StringArray> {
+    let mut out = StringBuilder::with_capacity(array.len(), array.len() * 26);
+    let mut text = String::with_capacity(32);
+    for i in 0..array.len() {
+        if array.is_null(i) {
+            out.append_null();
+            continue;
+        }
+        text.clear();
+        write_value(array, i, &mut text)?;
+        out.append_value(&text);
+    }
+    Ok(out.finish())
+}
+
+fn write_value(array: &ArrayRef, i: usize, out: &mut String) -> Result<()> {
+    match array.data_type() {
+        DataType::Timestamp(unit, zone) => {
+            let micros = match unit {
+                TimeUnit::Second => array
+                    .as_primitive::<TimestampSecondType>()
+                    .value(i)
+                    .saturating_mul(MICROS_PER_SECOND),
+                TimeUnit::Millisecond => array
+                    .as_primitive::<TimestampMillisecondType>()
+                    .value(i)
+                    .saturating_mul(1000),
+                TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(i),
+                TimeUnit::Nanosecond => {
+                    nanos_to_micros(array.as_primitive::<TimestampNanosecondType>().value(i))
+                }
+            };
+            write_timestamp(micros, zone.is_some(), out)
+        }
+        DataType::Date32 => {
+            let days = array.as_primitive::<Date32Type>().value(i);
+            write_date(i64::from(days) * MICROS_PER_DAY, out)
+        }
+        DataType::Date64 => {
+            let millis = array.as_primitive::<Date64Type>().value(i);
+            write_date(millis.div_euclid(86_400_000) * MICROS_PER_DAY, out)
+        }
+        DataType::Time32(unit) => {
+            let micros = match unit {
+                TimeUnit::Second => {
+                    i64::from(array.as_primitive::<Time32SecondType>().value(i)) * MICROS_PER_SECOND
+                }
+                _ => i64::from(array.as_primitive::<Time32MillisecondType>().value(i)) * 1000,
+            };
+            write_clock(micros, out);
+            Ok(())
+        }
+        DataType::Time64(unit) => {
+            let micros = match unit {
+                TimeUnit::Nanosecond => {
+                    nanos_to_micros(array.as_primitive::<Time64NanosecondType>().value(i))
+                }
+                _ => array.as_primitive::<Time64MicrosecondType>().value(i),
+            };
+            write_clock(micros, out);
+            Ok(())
+        }
+        DataType::Interval(IntervalUnit::YearMonth) => {
+            let months = array.as_primitive::<IntervalYearMonthType>().value(i);
+            write_interval(months, 0, 0, out);
+            Ok(())
+        }
+        DataType::Interval(IntervalUnit::DayTime) => {
+            let value = array.as_primitive::<IntervalDayTimeType>().value(i);
+            write_interval(0, value.days, i64::from(value.milliseconds) * 1000, out);
+            Ok(())
+        }
+        DataType::Interval(IntervalUnit::MonthDayNano) => {
+            let value = array.as_primitive::<IntervalMonthDayNanoType>().value(i);
+            write_interval(
+                value.months,
+                value.days,
+                nanos_to_micros(value.nanoseconds),
+                out,
+            );
+            Ok(())
+        }
+        DataType::Duration(unit) => {
+            let micros = match unit {
+                TimeUnit::Second => array
+                    .as_primitive::<DurationSecondType>()
+                    .value(i)
+                    .saturating_mul(MICROS_PER_SECOND),
+                TimeUnit::Millisecond => array
+                    .as_primitive::<DurationMillisecondType>()
+                    .value(i)
+                    .saturating_mul(1000),
+                TimeUnit::Microsecond => array.as_primitive::<DurationMicrosecondType>().value(i),
+                TimeUnit::Nanosecond => {
+                    nanos_to_micros(array.as_primitive::<DurationNanosecondType>().value(i))
+                }
+            };
+            // The difference of two timestamps: PostgreSQL moves whole days out of the time
+            // part (`justify_hours`), giving `2518 days 21:46:03`.
+            let days = micros / MICROS_PER_DAY;
+            write_interval(0, days as i32, micros % MICROS_PER_DAY, out);
+            Ok(())
+        }
+        other => exec_err!("pg_text cannot render {other}"),
+    }
+}
+
+/// PostgreSQL keeps microseconds; round half to even as its input conversion does.
+fn nanos_to_micros(nanos: i64) -> i64 {
+    let (q, r) = (nanos.div_euclid(1000), nanos.rem_euclid(1000));
+    match r.cmp(&500) {
+        std::cmp::Ordering::Less => q,
+        std::cmp::Ordering::Greater => q + 1,
+        std::cmp::Ordering::Equal => q + (q & 1),
+    }
+}
+
+fn datetime(micros: i64) -> Result<NaiveDateTime> {
+    match chrono::DateTime::from_timestamp_micros(micros) {
+        Some(t) => Ok(t.naive_utc()),
+        None => exec_err!("timestamp out of range: {micros} µs"),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.ffffff]` with trailing zeros of the fraction dropped, `+00` when
+/// `zoned`, and ` BC` for years before 1, as PostgreSQL prints them.
+fn write_timestamp(micros: i64, zoned: bool, out: &mut String) -> Result<()> {
+    let t = datetime(micros)?;
+    write_ymd(t.date(), out);
+    out.push(' ');
+    let time = i64::from(t.num_seconds_from_midnight()) * MICROS_PER_SECOND
+        + i64::from(t.nanosecond() / 1000);
+    write_clock(time, out);
+    if zoned {
+        out.push_str("+00");
+    }
+    if t.year() <= 0 {
+        out.push_str(" BC");
+    }
+    Ok(())
+}
+
+fn write_date(micros: i64, out: &mut String) -> Result<()> {
+    let date = datetime(micros)?.date();
+    write_ymd(date, out);
+    if date.year() <= 0 {
+        out.push_str(" BC");
+    }
+    Ok(())
+}
+
+/// The date part; a year before 1 is written as its BC year (year 0 is 1 BC).
+fn write_ymd(date: NaiveDate, out: &mut String) {
+    let year = if date.year() <= 0 {
+        1 - date.year()
+    } else {
+        date.year()
+    };
+    let _ = write!(out, "{year:04}-{:02}-{:02}", date.month(), date.day());
+}
+
+/// `HH:MM:SS[.ffffff]` of a non-negative time of day, or of an interval's time part (whose
+/// hours may exceed 23), fraction without trailing zeros.
+fn write_clock(micros: i64, out: &mut String) {
+    let micros = micros.unsigned_abs();
+    let seconds = micros / 1_000_000;
+    let _ = write!(
+        out,
+        "{:02}:{:02}:{:02}",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    );
+    let fraction = micros % 1_000_000;
+    if fraction != 0 {
+        let digits = format!("{fraction:06}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+}
+
+/// PostgreSQL's `IntervalStyle = postgres` output (`EncodeInterval`): `1 year 2 mons`,
+/// `-1 days +02:00:00`, `00:00:00` for zero. A field after a negative one carries an explicit
+/// `+` when positive.
+fn write_interval(months: i32, days: i32, micros: i64, out: &mut String) {
+    let mut first = true;
+    let mut after_negative = false;
+    for (value, unit) in [
+        (i64::from(months / 12), "year"),
+        (i64::from(months % 12), "mon"),
+        (i64::from(days), "day"),
+    ] {
+        if value == 0 {
+            continue;
+        }
+        let _ = write!(
+            out,
+            "{}{}{value} {unit}{}",
+            if first { "" } else { " " },
+            if after_negative && value > 0 { "+" } else { "" },
+            if value == 1 { "" } else { "s" }
+        );
+        after_negative = value < 0;
+        first = false;
+    }
+    if first || micros != 0 {
+        let sign = if micros < 0 {
+            "-"
+        } else if after_negative {
+            "+"
+        } else {
+            ""
+        };
+        let _ = write!(out, "{}{sign}", if first { "" } else { " " });
+        write_clock(micros, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{
+        Date32Array, DurationNanosecondArray, IntervalMonthDayNanoArray, Time64MicrosecondArray,
+        TimestampMicrosecondArray, TimestampNanosecondArray,
+    };
+    use arrow::datatypes::IntervalMonthDayNano;
+
+    fn texts(array: ArrayRef) -> Vec<Option<String>> {
+        render(&array)
+            .expect("renders")
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect()
+    }
+
+    fn micros(text: &str) -> i64 {
+        NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+            .expect("a timestamp")
+            .and_utc()
+            .timestamp_micros()
+    }
+
+    /// Expected texts are PostgreSQL 15's (`SELECT x::text`) for the same values.
+    #[test]
+    fn timestamps_read_as_postgres_prints_them() {
+        let values = [
+            micros("2026-11-23 21:46:44.839955"),
+            micros("2020-01-01 10:00:00.5"),
+            micros("2020-01-01 10:00:00"),
+            micros("0044-03-15 12:00:00") - 32120 * MICROS_PER_DAY,
+        ];
+        let zoned = TimestampMicrosecondArray::from(values.to_vec()).with_timezone("UTC");
+        assert_eq!(
+            texts(Arc::new(zoned)),
+            [
+                "2026-11-23 21:46:44.839955+00",
+                "2020-01-01 10:00:00.5+00",
+                "2020-01-01 10:00:00+00",
+                "0045-04-06 12:00:00+00 BC",
+            ]
+            .map(|s| Some(s.to_string()))
+        );
+        let naive = TimestampNanosecondArray::from(vec![Some(1_500_000_999_500), None]);
+        assert_eq!(
+            texts(Arc::new(naive)),
+            [Some("1970-01-01 00:25:00.001".to_string()), None]
+        );
+    }
+
+    #[test]
+    fn dates_and_times() {
+        assert_eq!(
+            texts(Arc::new(Date32Array::from(vec![18262, -719_894]))),
+            [Some("2020-01-01".into()), Some("0003-12-31 BC".into())]
+        );
+        assert_eq!(
+            texts(Arc::new(Time64MicrosecondArray::from(vec![
+                36_001_250_000,
+                0
+            ]))),
+            [Some("10:00:01.25".into()), Some("00:00:00".into())]
+        );
+    }
+
+    #[test]
+    fn intervals_follow_intervalstyle_postgres() {
+        let hour = 3_600_000_000_000i64;
+        let cases = [
+            ((0, 1, 0), "1 day"),
+            ((0, 1, 2 * hour), "1 day 02:00:00"),
+            ((14, 0, 3_000_000_000), "1 year 2 mons 00:00:03"),
+            ((0, -1, -2 * hour), "-1 days -02:00:00"),
+            ((0, -1, 2 * hour), "-1 days +02:00:00"),
+            ((-1, 1, 0), "-1 mons +1 day"),
+            ((0, 0, 0), "00:00:00"),
+            ((0, 0, 1_500_000_000), "00:00:01.5"),
+            ((0, 0, 25 * hour), "25:00:00"),
+            ((-25, 0, 0), "-2 years -1 mons"),
+        ];
+        let array = IntervalMonthDayNanoArray::from(
+            cases
+                .iter()
+                .map(|((m, d, n), _)| IntervalMonthDayNano::new(*m, *d, *n))
+                .collect::<Vec<_>>(),
+        );
+        let expected: Vec<Option<String>> =
+            cases.iter().map(|(_, t)| Some(t.to_string())).collect();
+        assert_eq!(texts(Arc::new(array)), expected);
+        // now() - timestamp: whole days move out of the time part.
+        let difference = micros("2020-01-08 21:00:00.000001") - micros("2013-03-13 00:00:00");
+        let duration = DurationNanosecondArray::from(vec![difference * 1000]);
+        assert_eq!(
+            texts(Arc::new(duration)),
+            [Some("2492 days 21:00:00.000001".into())]
+        );
+    }
+}
