@@ -172,6 +172,24 @@ impl DeltaTable {
         Ok(version.map(|v| v.max(0) as u64))
     }
 
+    /// Whether the Delta log, re-read now, holds `wal_id`'s rows up to `upto`: the answer for
+    /// a flush whose commit failed without saying whether the store kept it.
+    pub async fn landed(&self, wal_id: &str, upto: crate::wal::Seq) -> Result<bool> {
+        let mut table = self.table.lock().await;
+        let delta = |source| Error::Delta {
+            table: self.schema.name.clone(),
+            source,
+        };
+        table.update_state().await.map_err(delta)?;
+        let version = table
+            .snapshot()
+            .map_err(delta)?
+            .transaction_version(table.log_store().as_ref(), wal_id)
+            .await
+            .map_err(delta)?;
+        Ok(version.is_some_and(|v| v >= upto.0 as i64))
+    }
+
     /// A scan of the table pinned at its current version.
     pub async fn reader(&self) -> Result<Committed> {
         let table = self.table.lock().await;

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::buffer::{Buffer, BufferOptions, FlushReason};
+use crate::buffer::{Buffer, BufferOptions, FlushPlan, FlushReason};
 use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::query::TimeFusionTable;
@@ -70,6 +70,11 @@ struct Core {
     /// Held across "commit to Delta, then publish the new version to the buffer" by flushes
     /// and maintenance, so readers never see a version paired with the wrong buffer state.
     commits: tokio::sync::Mutex<()>,
+    /// Per table, the last flush whose commit failed without an answer from the log (the
+    /// store may have kept a commit whose response was lost, then failed the re-read). Its
+    /// chunks stay in the buffer, frozen, until the next flush asks the log whether it landed:
+    /// a flush planned before that would write them a second time with newer rows.
+    unresolved: parking_lot::Mutex<HashMap<String, FlushPlan>>,
 }
 
 impl Core {
@@ -81,6 +86,7 @@ impl Core {
         let now = self.clock.now_micros();
         let cutoff = now - self.config.buffer_retention().as_micros() as i64;
         for (name, table) in &self.tables {
+            rows += self.resolve(name, table).await?;
             let Some(plan) = self.buffer.plan_flush(name, reason, now, cutoff) else {
                 continue;
             };
@@ -98,12 +104,45 @@ impl Core {
                     rows += plan.rows;
                 }
                 Err(e) => {
-                    self.buffer.abort_flush(&plan);
+                    self.unresolved.lock().insert(name.clone(), plan);
                     return Err(e.into());
                 }
             }
         }
         Ok(rows)
+    }
+
+    /// Settles `table`'s last failed flush, if any, from the Delta log: its rows leave the
+    /// buffer when the commit is there (returned as flushed), or become plannable again when
+    /// it is not. While the log cannot be read, nothing of the table is flushed.
+    async fn resolve(&self, name: &str, table: &delta::DeltaTable) -> Result<usize> {
+        let Some(plan) = self.unresolved.lock().remove(name) else {
+            return Ok(0);
+        };
+        let landed = match table.landed(self.wal.id(), plan.upto).await {
+            Ok(true) => table.reader().await.map(Some),
+            Ok(false) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match landed {
+            Ok(Some(reader)) => {
+                tracing::warn!(
+                    table = %name, rows = plan.rows, upto = %plan.upto,
+                    "a flush that reported an error is in the Delta log; its rows leave the buffer"
+                );
+                let trim_to = self.buffer.complete_flush(&plan, reader);
+                self.wal.trim(trim_to)?;
+                Ok(plan.rows)
+            }
+            Ok(None) => {
+                self.buffer.abort_flush(&plan);
+                Ok(0)
+            }
+            Err(e) => {
+                self.unresolved.lock().insert(name.to_string(), plan);
+                Err(e.into())
+            }
+        }
     }
 
     /// Flushes everything at shutdown, retrying a failed flush a few times with backoff (a
@@ -264,6 +303,7 @@ impl Server {
             storage: storage.clone(),
             clock,
             commits: tokio::sync::Mutex::new(()),
+            unresolved: Default::default(),
         });
         let shutdown = CancellationToken::new();
         let flusher = tokio::spawn(run_flusher(core.clone(), shutdown.clone()));
@@ -478,5 +518,258 @@ async fn run_maintenance(core: Arc<Core>, shutdown: CancellationToken) {
         if let Err(e) = core.maintain(None).await {
             tracing::error!("maintenance failed, retrying at the next interval: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
+    use async_trait::async_trait;
+    use clap::Parser;
+    use futures::stream::BoxStream;
+    use object_store::local::LocalFileSystem;
+    use object_store::path::Path;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+        PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    };
+
+    use super::*;
+    use crate::storage::{CachedStore, FoyerCache, Storage};
+
+    /// A store that can keep a Delta commit and then lose its response and go down, as S3 may
+    /// mid-outage: the commit is in the log, the writer sees an error and cannot re-read.
+    #[derive(Debug)]
+    struct FlakyStore {
+        inner: Arc<dyn ObjectStore>,
+        lose_next_commit: AtomicBool,
+        down: AtomicBool,
+    }
+
+    impl fmt::Display for FlakyStore {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "FlakyStore({})", self.inner)
+        }
+    }
+
+    impl FlakyStore {
+        fn check(&self) -> object_store::Result<()> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(object_store::Error::Generic {
+                    store: "flaky",
+                    source: "the store is down".into(),
+                });
+            }
+            Ok(())
+        }
+
+        /// After a write to `location`: a commit's response is lost and the store goes down.
+        fn after_write(&self, location: &Path) -> object_store::Result<()> {
+            let commit =
+                location.as_ref().contains("_delta_log/") && location.as_ref().ends_with(".json");
+            if commit && self.lose_next_commit.swap(false, Ordering::SeqCst) {
+                self.down.store(true, Ordering::SeqCst);
+                return Err(object_store::Error::Generic {
+                    store: "flaky",
+                    source: "connection reset after the commit was stored".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for FlakyStore {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            self.check()?;
+            let result = self.inner.put_opts(location, payload, opts).await?;
+            self.after_write(location)?;
+            Ok(result)
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.check()?;
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            self.check()?;
+            self.inner.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            if let Err(e) = self.check() {
+                return Box::pin(futures::stream::once(async { Err(e) }));
+            }
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<ListResult> {
+            self.check()?;
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.check()?;
+            self.inner.copy_opts(from, to, options).await?;
+            self.after_write(to)
+        }
+    }
+
+    fn spans(prefix: &str, rows: usize) -> RecordBatch {
+        let hour_ago = chrono::Utc::now().timestamp_micros() - 3_600_000_000;
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            ("project_id", Arc::new(StringArray::from(vec!["p"; rows]))),
+            (
+                "timestamp",
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter_values(
+                        (0..rows as i64).map(|i| hour_ago + i),
+                    )
+                    .with_timezone("UTC"),
+                ),
+            ),
+            (
+                "id",
+                Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|i| format!("{prefix}{i}")),
+                )),
+            ),
+        ];
+        RecordBatch::try_from_iter(columns).expect("batch")
+    }
+
+    /// The S3-outage case behind a doubled count: flush A's commit reaches the log, its
+    /// response is lost and the store goes down before the log can be re-read. Before the fix
+    /// the next flush planned A's rows again with newer ones, saw "another writer" at A's
+    /// version and committed all of them: A's rows twice.
+    #[tokio::test]
+    async fn a_flush_that_landed_unseen_is_not_written_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let flaky = Arc::new(FlakyStore {
+            inner: Arc::new(LocalFileSystem::new()),
+            lose_next_commit: AtomicBool::new(false),
+            down: AtomicBool::new(false),
+        });
+        let cache = FoyerCache::open(
+            &dir.path().join("cache"),
+            16 << 20,
+            64 << 20,
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("cache");
+        let tables_dir = dir.path().join("tables");
+        std::fs::create_dir_all(&tables_dir).expect("tables dir");
+        let base = url::Url::from_directory_path(&tables_dir).expect("url");
+        let storage = Arc::new(Storage::with_store(
+            base,
+            Arc::new(CachedStore::new(flaky.clone(), cache)),
+        ));
+        let catalog = Arc::new(Catalog::load(None).expect("catalog"));
+        let name = "otel_logs_and_spans";
+        let schema = catalog.get(name).expect("schema").clone();
+        let table = Arc::new(
+            delta::DeltaTable::open_or_create(&storage, schema, 1)
+                .await
+                .expect("table"),
+        );
+        let wal = Arc::new(
+            Wal::open(
+                &dir.path().join("wal"),
+                WalOptions {
+                    segment_bytes: 1 << 20,
+                    group_max_bytes: 1 << 20,
+                    compression: Default::default(),
+                },
+            )
+            .expect("wal"),
+        );
+        wal.start(Seq(1)).expect("wal start");
+        let buffer = Arc::new(Buffer::new(BufferOptions {
+            max_bytes: 1 << 30,
+            bucket_micros: 600_000_000,
+        }));
+        buffer.add_table(name, table.reader().await.expect("reader"));
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let ingest = Ingest::new(
+            catalog,
+            wal.clone(),
+            buffer.clone(),
+            clock.clone(),
+            Duration::from_secs(1),
+            1 << 30,
+        );
+        let core = Core {
+            config: Config::parse_from(["timefusion"]),
+            wal,
+            buffer,
+            tables: HashMap::from([(name.to_string(), table.clone())]),
+            storage,
+            clock,
+            commits: tokio::sync::Mutex::new(()),
+            unresolved: Default::default(),
+        };
+
+        ingest.write(name, spans("a", 10)).await.expect("write a");
+        flaky.lose_next_commit.store(true, Ordering::SeqCst);
+        assert!(
+            core.flush(FlushReason::All).await.is_err(),
+            "the commit's response is lost"
+        );
+        assert!(
+            core.flush(FlushReason::All).await.is_err(),
+            "the log cannot be read while down"
+        );
+        flaky.down.store(false, Ordering::SeqCst);
+        ingest.write(name, spans("b", 5)).await.expect("write b");
+        assert_eq!(
+            core.flush(FlushReason::All).await.expect("flush"),
+            15,
+            "a's 10 rows are settled as flushed, b's 5 written"
+        );
+        let context = SessionContext::new();
+        let rows = context
+            .read_table(table.reader().await.expect("reader"))
+            .expect("scan")
+            .count()
+            .await
+            .expect("count");
+        assert_eq!(rows, 15, "every row once in Delta");
+        assert_eq!(core.flush(FlushReason::All).await.expect("nothing left"), 0);
     }
 }
