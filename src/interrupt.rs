@@ -367,8 +367,10 @@ enum Action {
     /// `SHOW` of a parameter no session can change (`server_version`): the server's value.
     ShowFixed(String, &'static str),
     /// `SHOW name`: the session's value, else PostgreSQL 15's default; `None` from `run` (to
-    /// datafusion-postgres) when neither is known (`SHOW ALL`, `catalogs`).
+    /// datafusion-postgres) when neither is known (`catalogs`).
     Show(String),
+    /// `SHOW ALL`.
+    ShowAll,
     /// `SET [LOCAL] name` of a parameter kept per session as text (`value` `None`: `DEFAULT`).
     SetSession {
         name: String,
@@ -591,6 +593,8 @@ impl SettingsHook {
                     && let Some(value) = crate::pg_compat::setting(&name)
                 {
                     Some(Ok(Action::ShowFixed(name, value)))
+                } else if name == "all" {
+                    Some(Ok(Action::ShowAll))
                 } else if showable(&name) {
                     Some(Ok(Action::Show(name)))
                 } else {
@@ -648,6 +652,7 @@ impl SettingsHook {
                 show_response("statement_timeout", &format_timeout(timeout(client)))
             }
             Action::ShowFixed(name, value) => show_response(&name, value),
+            Action::ShowAll => show_all(client),
             Action::Show(name) => {
                 let value = shown_value(client, &name)?;
                 show_response(display_name(&name), &value)
@@ -759,6 +764,55 @@ fn restore_startup(client: &mut dyn HookClient, name: Option<String>) {
 /// the next, which behind a transaction-pooling proxy may be another client's.
 struct LocalSettings(HashMap<String, Option<String>>);
 
+/// `SHOW ALL`'s columns, as PostgreSQL names them.
+const SHOW_ALL_COLUMNS: [&str; 3] = ["name", "setting", "description"];
+
+/// `SHOW ALL`: each PostgreSQL 15 parameter this server has a value for (set in the session
+/// or at start-up, else PostgreSQL's default), then custom parameters set in the session,
+/// sorted by name as PostgreSQL sorts them. Descriptions are empty: PostgreSQL's are its own
+/// documentation, not this server's.
+fn show_all<C: ClientInfo + ?Sized>(client: &C) -> PgWireResult<Response> {
+    let mut settings: Vec<(String, String)> = PG_PARAMETERS
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter_map(|name| {
+            let value = if is_timeout(name) {
+                format_timeout(timeout(client))
+            } else {
+                shown_value(client, name)?
+            };
+            Some((display_name(name).to_string(), value))
+        })
+        .collect();
+    settings.extend(
+        client
+            .metadata()
+            .iter()
+            .filter(|(key, _)| key.contains('.'))
+            .map(|(key, value)| (key.clone(), value.clone())),
+    );
+    settings.sort_by_key(|(name, _)| name.to_lowercase());
+    let fields: Arc<Vec<FieldInfo>> = Arc::new(
+        SHOW_ALL_COLUMNS
+            .iter()
+            .map(|name| FieldInfo::new(name.to_string(), None, None, Type::TEXT, FieldFormat::Text))
+            .collect(),
+    );
+    let mut rows = Vec::with_capacity(settings.len());
+    for (name, value) in &settings {
+        let mut encoder = DataRowEncoder::new(fields.clone());
+        encoder.encode_field(&Some(name.as_str()))?;
+        encoder.encode_field(&Some(value.as_str()))?;
+        encoder.encode_field(&Some(""))?;
+        rows.push(Ok(encoder.take_row()));
+    }
+    Ok(Response::Query(QueryResponse::new(
+        fields,
+        futures::stream::iter(rows),
+    )))
+}
+
 /// A one-row, one-column text result, as `SHOW` answers.
 fn show_response(name: &str, value: &str) -> PgWireResult<Response> {
     let fields = Arc::new(vec![FieldInfo::new(
@@ -829,11 +883,20 @@ fn format_timeout(timeout: Option<Duration>) -> String {
 
 /// The plan Parse gets for a `SHOW` this hook answers: one text column, no rows.
 fn show_plan(name: &str) -> PgWireResult<LogicalPlan> {
-    let schema = arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
-        name,
-        arrow::datatypes::DataType::Utf8,
-        false,
-    )]);
+    rows_plan(&[name])
+}
+
+/// The plan Parse describes for a result of text columns named `columns`, which the hook
+/// answers itself at Execute.
+fn rows_plan(columns: &[&str]) -> PgWireResult<LogicalPlan> {
+    let schema = arrow::datatypes::Schema::new(
+        columns
+            .iter()
+            .map(|name| {
+                arrow::datatypes::Field::new(*name, arrow::datatypes::DataType::Utf8, false)
+            })
+            .collect::<Vec<_>>(),
+    );
     let schema = datafusion::common::DFSchema::try_from(schema)
         .map_err(|e| user_error("XX000", e.to_string()))?;
     Ok(LogicalPlan::EmptyRelation(
@@ -864,6 +927,7 @@ impl QueryHook for SettingsHook {
         Some(match self.action(statement)? {
             Ok(Action::ShowTimeout) => show_plan("statement_timeout"),
             Ok(Action::ShowFixed(name, _)) => show_plan(&name),
+            Ok(Action::ShowAll) => rows_plan(&SHOW_ALL_COLUMNS),
             Ok(Action::Show(name)) => {
                 shown_value(client, &name)?;
                 show_plan(display_name(&name))

@@ -271,6 +271,43 @@ async fn settings_take_postgres_parameter_names() {
         .expect("SHOW");
     assert_ne!(rows(&shown), vec![vec![Some("tool".to_string())]]);
     client.batch_execute("RESET ALL").await.expect("RESET ALL");
+
+    // SHOW ALL: name, setting, description of what the session has, in both protocols.
+    client
+        .batch_execute(
+            "SET TIME ZONE 'Asia/Tokyo'; SET statement_timeout = '5s'; SET myapp.tenant = 'acme'",
+        )
+        .await
+        .expect("SET");
+    let all = rows(&client.simple_query("SHOW ALL").await.expect("SHOW ALL"));
+    let setting = |name: &str| {
+        all.iter()
+            .find(|row| row[0].as_deref() == Some(name))
+            .and_then(|row| row[1].clone())
+    };
+    assert_eq!(
+        setting("TimeZone").as_deref(),
+        Some("Asia/Tokyo"),
+        "{all:?}"
+    );
+    assert_eq!(setting("statement_timeout").as_deref(), Some("5s"));
+    assert_eq!(setting("myapp.tenant").as_deref(), Some("acme"));
+    assert_eq!(
+        setting("server_version").as_deref(),
+        Some("15.0 (TimeFusion)")
+    );
+    let names: Vec<String> = all.iter().filter_map(|row| row[0].clone()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_by_key(|name| name.to_lowercase());
+    assert_eq!(names, sorted, "sorted by name");
+    let extended = client
+        .query("SHOW ALL", &[])
+        .await
+        .expect("SHOW ALL (extended)");
+    let columns: Vec<&str> = extended[0].columns().iter().map(|c| c.name()).collect();
+    assert_eq!(columns, ["name", "setting", "description"]);
+    assert_eq!(extended.len(), all.len());
+    client.batch_execute("RESET ALL").await.expect("RESET ALL");
 }
 
 /// A `SET` stays in its session: DataFusion's configuration is shared by every connection,
