@@ -443,13 +443,6 @@ impl<C: Clone> Buffer<C> {
         trim
     }
 
-    /// Forgets a failed flush's freeze so its chunks may be merged again.
-    pub fn abort_flush(&self, plan: &FlushPlan) {
-        if let Some(tb) = self.state.write().tables.get_mut(&plan.table) {
-            tb.frozen_upto = Seq(0);
-        }
-    }
-
     pub fn table_names(&self) -> Vec<String> {
         self.state.read().tables.keys().cloned().collect()
     }

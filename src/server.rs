@@ -70,10 +70,10 @@ struct Core {
     /// Held across "commit to Delta, then publish the new version to the buffer" by flushes
     /// and maintenance, so readers never see a version paired with the wrong buffer state.
     commits: tokio::sync::Mutex<()>,
-    /// Per table, the last flush whose commit failed without an answer from the log (the
-    /// store may have kept a commit whose response was lost, then failed the re-read). Its
-    /// chunks stay in the buffer, frozen, until the next flush asks the log whether it landed:
-    /// a flush planned before that would write them a second time with newer rows.
+    /// Per table, the last flush that failed. Its commit may be in the log even so (the store
+    /// kept it, the response was lost and the re-read failed, or the request lands later).
+    /// Its chunks stay in the buffer, frozen, until [`Core::resolve`] settles it: a flush
+    /// planned before that would write them a second time with newer rows.
     unresolved: parking_lot::Mutex<HashMap<String, FlushPlan>>,
 }
 
@@ -112,31 +112,31 @@ impl Core {
         Ok(rows)
     }
 
-    /// Settles `table`'s last failed flush, if any, from the Delta log: its rows leave the
-    /// buffer when the commit is there (returned as flushed), or become plannable again when
-    /// it is not. While the log cannot be read, nothing of the table is flushed.
+    /// Settles `table`'s last failed flush, if any, before anything else of the table is
+    /// flushed or published: when the re-read log holds it, its rows leave the buffer;
+    /// otherwise the same plan is committed again, never a larger one, so an earlier attempt
+    /// that lands late is recognised by its `txn` version instead of being taken for another
+    /// writer's commit. Returns the rows settled; on error the plan stays unresolved.
     async fn resolve(&self, name: &str, table: &delta::DeltaTable) -> Result<usize> {
         let Some(plan) = self.unresolved.lock().remove(name) else {
             return Ok(0);
         };
-        let landed = match table.landed(self.wal.id(), plan.upto).await {
-            Ok(true) => table.reader().await.map(Some),
-            Ok(false) => Ok(None),
-            Err(e) => Err(e),
-        };
-        match landed {
-            Ok(Some(reader)) => {
+        let settled = match table.landed(self.wal.id(), plan.upto).await {
+            Ok(true) => {
                 tracing::warn!(
                     table = %name, rows = plan.rows, upto = %plan.upto,
                     "a flush that reported an error is in the Delta log; its rows leave the buffer"
                 );
+                table.reader().await
+            }
+            Ok(false) => table.flush(&plan, self.wal.id()).await,
+            Err(e) => Err(e),
+        };
+        match settled {
+            Ok(reader) => {
                 let trim_to = self.buffer.complete_flush(&plan, reader);
                 self.wal.trim(trim_to)?;
                 Ok(plan.rows)
-            }
-            Ok(None) => {
-                self.buffer.abort_flush(&plan);
-                Ok(0)
             }
             Err(e) => {
                 self.unresolved.lock().insert(name.to_string(), plan);
@@ -180,6 +180,11 @@ impl crate::Maintenance for Core {
                 continue;
             }
             let _commits = self.commits.lock().await;
+            // A failed flush may be in the log this pass reads: settle it first, or the
+            // published version would hold rows the buffer still serves.
+            self.resolve(name, delta_table)
+                .await
+                .map_err(|e| e.to_string())?;
             let started = std::time::Instant::now();
             let (report, reader) = delta_table
                 .maintain(&policy)
@@ -542,11 +547,19 @@ mod tests {
 
     /// A store that can keep a Delta commit and then lose its response and go down, as S3 may
     /// mid-outage: the commit is in the log, the writer sees an error and cannot re-read.
+    #[derive(Debug, Default)]
+    struct Faults {
+        /// The next commit is stored, then its response is lost and the store goes down.
+        lose_next_commit: AtomicBool,
+        /// The next commit is refused before it is stored, and the store goes down.
+        refuse_next_commit: AtomicBool,
+        down: AtomicBool,
+    }
+
     #[derive(Debug)]
     struct FlakyStore {
         inner: Arc<dyn ObjectStore>,
-        lose_next_commit: AtomicBool,
-        down: AtomicBool,
+        faults: Arc<Faults>,
     }
 
     impl fmt::Display for FlakyStore {
@@ -557,7 +570,7 @@ mod tests {
 
     impl FlakyStore {
         fn check(&self) -> object_store::Result<()> {
-            if self.down.load(Ordering::SeqCst) {
+            if self.faults.down.load(Ordering::SeqCst) {
                 return Err(object_store::Error::Generic {
                     store: "flaky",
                     source: "the store is down".into(),
@@ -566,12 +579,31 @@ mod tests {
             Ok(())
         }
 
+        fn is_commit(location: &Path) -> bool {
+            location.as_ref().contains("_delta_log/") && location.as_ref().ends_with(".json")
+        }
+
+        /// Before a write to `location`: a refused commit takes the store down.
+        fn before_write(&self, location: &Path) -> object_store::Result<()> {
+            self.check()?;
+            if Self::is_commit(location)
+                && self.faults.refuse_next_commit.swap(false, Ordering::SeqCst)
+            {
+                self.faults.down.store(true, Ordering::SeqCst);
+                return Err(object_store::Error::Generic {
+                    store: "flaky",
+                    source: "connection reset before the commit was stored".into(),
+                });
+            }
+            Ok(())
+        }
+
         /// After a write to `location`: a commit's response is lost and the store goes down.
         fn after_write(&self, location: &Path) -> object_store::Result<()> {
-            let commit =
-                location.as_ref().contains("_delta_log/") && location.as_ref().ends_with(".json");
-            if commit && self.lose_next_commit.swap(false, Ordering::SeqCst) {
-                self.down.store(true, Ordering::SeqCst);
+            if Self::is_commit(location)
+                && self.faults.lose_next_commit.swap(false, Ordering::SeqCst)
+            {
+                self.faults.down.store(true, Ordering::SeqCst);
                 return Err(object_store::Error::Generic {
                     store: "flaky",
                     source: "connection reset after the commit was stored".into(),
@@ -589,7 +621,7 @@ mod tests {
             payload: PutPayload,
             opts: PutOptions,
         ) -> object_store::Result<PutResult> {
-            self.check()?;
+            self.before_write(location)?;
             let result = self.inner.put_opts(location, payload, opts).await?;
             self.after_write(location)?;
             Ok(result)
@@ -644,14 +676,26 @@ mod tests {
             to: &Path,
             options: CopyOptions,
         ) -> object_store::Result<()> {
-            self.check()?;
+            self.before_write(to)?;
             self.inner.copy_opts(from, to, options).await?;
             self.after_write(to)
         }
     }
 
+    /// A fixed time: buckets an hour before it are sealed.
+    struct FixedClock(i64);
+
+    impl Clock for FixedClock {
+        fn now_micros(&self) -> i64 {
+            self.0
+        }
+    }
+
+    const NOW: i64 = 1_764_000_000_000_000;
+    const TABLE: &str = "otel_logs_and_spans";
+
     fn spans(prefix: &str, rows: usize) -> RecordBatch {
-        let hour_ago = chrono::Utc::now().timestamp_micros() - 3_600_000_000;
+        let hour_ago = NOW - 3_600_000_000;
         let columns: Vec<(&str, ArrayRef)> = vec![
             ("project_id", Arc::new(StringArray::from(vec!["p"; rows]))),
             (
@@ -673,103 +717,193 @@ mod tests {
         RecordBatch::try_from_iter(columns).expect("batch")
     }
 
+    /// A flusher's `Core` over a local table behind a [`FlakyStore`], and the write path.
+    struct Fixture {
+        core: Core,
+        ingest: Ingest,
+        table: Arc<delta::DeltaTable>,
+        faults: Arc<Faults>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        async fn new() -> Fixture {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let faults = Arc::new(Faults::default());
+            let flaky = Arc::new(FlakyStore {
+                inner: Arc::new(LocalFileSystem::new()),
+                faults: faults.clone(),
+            });
+            let cache = FoyerCache::open(
+                &dir.path().join("cache"),
+                16 << 20,
+                64 << 20,
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("cache");
+            let tables_dir = dir.path().join("tables");
+            std::fs::create_dir_all(&tables_dir).expect("tables dir");
+            let base = url::Url::from_directory_path(&tables_dir).expect("url");
+            let storage = Arc::new(Storage::with_store(
+                base,
+                Arc::new(CachedStore::new(flaky, cache)),
+            ));
+            let catalog = Arc::new(Catalog::load(None).expect("catalog"));
+            let schema = catalog.get(TABLE).expect("schema").clone();
+            let table = Arc::new(
+                delta::DeltaTable::open_or_create(&storage, schema, 1)
+                    .await
+                    .expect("table"),
+            );
+            let wal = Arc::new(
+                Wal::open(
+                    &dir.path().join("wal"),
+                    WalOptions {
+                        segment_bytes: 1 << 20,
+                        group_max_bytes: 1 << 20,
+                        compression: Default::default(),
+                    },
+                )
+                .expect("wal"),
+            );
+            wal.start(Seq(1)).expect("wal start");
+            let buffer = Arc::new(Buffer::new(BufferOptions {
+                max_bytes: 1 << 30,
+                bucket_micros: 600_000_000,
+            }));
+            buffer.add_table(TABLE, table.reader().await.expect("reader"));
+            let clock: Arc<dyn Clock> = Arc::new(FixedClock(NOW));
+            let ingest = Ingest::new(
+                catalog,
+                wal.clone(),
+                buffer.clone(),
+                clock.clone(),
+                Duration::from_secs(1),
+                1 << 30,
+            );
+            let core = Core {
+                config: Config::parse_from(["timefusion"]),
+                wal,
+                buffer,
+                tables: HashMap::from([(TABLE.to_string(), table.clone())]),
+                storage,
+                clock,
+                commits: tokio::sync::Mutex::new(()),
+                unresolved: Default::default(),
+            };
+            Fixture {
+                core,
+                ingest,
+                table,
+                faults,
+                _dir: dir,
+            }
+        }
+
+        async fn write(&self, prefix: &str, rows: usize) {
+            self.ingest
+                .write(TABLE, spans(prefix, rows))
+                .await
+                .expect("write");
+        }
+
+        /// Rows in the Delta table at its latest version.
+        async fn delta_rows(&self) -> usize {
+            SessionContext::new()
+                .read_table(self.table.reader().await.expect("reader"))
+                .expect("scan")
+                .count()
+                .await
+                .expect("count")
+        }
+
+        /// Rows a query sees: the buffer's chunks with the Delta version published with them.
+        async fn visible_rows(&self) -> usize {
+            let snapshot = self
+                .core
+                .buffer
+                .snapshot(TABLE, None, None)
+                .expect("snapshot");
+            let buffered: usize = snapshot.batches.iter().map(|b| b.num_rows()).sum();
+            let delta = SessionContext::new()
+                .read_table(snapshot.committed)
+                .expect("scan")
+                .count()
+                .await
+                .expect("count");
+            buffered + delta
+        }
+    }
+
     /// The S3-outage case behind a doubled count: flush A's commit reaches the log, its
     /// response is lost and the store goes down before the log can be re-read. Before the fix
     /// the next flush planned A's rows again with newer ones, saw "another writer" at A's
     /// version and committed all of them: A's rows twice.
     #[tokio::test]
     async fn a_flush_that_landed_unseen_is_not_written_again() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let flaky = Arc::new(FlakyStore {
-            inner: Arc::new(LocalFileSystem::new()),
-            lose_next_commit: AtomicBool::new(false),
-            down: AtomicBool::new(false),
-        });
-        let cache = FoyerCache::open(
-            &dir.path().join("cache"),
-            16 << 20,
-            64 << 20,
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("cache");
-        let tables_dir = dir.path().join("tables");
-        std::fs::create_dir_all(&tables_dir).expect("tables dir");
-        let base = url::Url::from_directory_path(&tables_dir).expect("url");
-        let storage = Arc::new(Storage::with_store(
-            base,
-            Arc::new(CachedStore::new(flaky.clone(), cache)),
-        ));
-        let catalog = Arc::new(Catalog::load(None).expect("catalog"));
-        let name = "otel_logs_and_spans";
-        let schema = catalog.get(name).expect("schema").clone();
-        let table = Arc::new(
-            delta::DeltaTable::open_or_create(&storage, schema, 1)
-                .await
-                .expect("table"),
-        );
-        let wal = Arc::new(
-            Wal::open(
-                &dir.path().join("wal"),
-                WalOptions {
-                    segment_bytes: 1 << 20,
-                    group_max_bytes: 1 << 20,
-                    compression: Default::default(),
-                },
-            )
-            .expect("wal"),
-        );
-        wal.start(Seq(1)).expect("wal start");
-        let buffer = Arc::new(Buffer::new(BufferOptions {
-            max_bytes: 1 << 30,
-            bucket_micros: 600_000_000,
-        }));
-        buffer.add_table(name, table.reader().await.expect("reader"));
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let ingest = Ingest::new(
-            catalog,
-            wal.clone(),
-            buffer.clone(),
-            clock.clone(),
-            Duration::from_secs(1),
-            1 << 30,
-        );
-        let core = Core {
-            config: Config::parse_from(["timefusion"]),
-            wal,
-            buffer,
-            tables: HashMap::from([(name.to_string(), table.clone())]),
-            storage,
-            clock,
-            commits: tokio::sync::Mutex::new(()),
-            unresolved: Default::default(),
-        };
-
-        ingest.write(name, spans("a", 10)).await.expect("write a");
-        flaky.lose_next_commit.store(true, Ordering::SeqCst);
+        let f = Fixture::new().await;
+        f.write("a", 10).await;
+        f.faults.lose_next_commit.store(true, Ordering::SeqCst);
         assert!(
-            core.flush(FlushReason::All).await.is_err(),
+            f.core.flush(FlushReason::All).await.is_err(),
             "the commit's response is lost"
         );
         assert!(
-            core.flush(FlushReason::All).await.is_err(),
+            f.core.flush(FlushReason::All).await.is_err(),
             "the log cannot be read while down"
         );
-        flaky.down.store(false, Ordering::SeqCst);
-        ingest.write(name, spans("b", 5)).await.expect("write b");
+        f.faults.down.store(false, Ordering::SeqCst);
+        f.write("b", 5).await;
         assert_eq!(
-            core.flush(FlushReason::All).await.expect("flush"),
+            f.core.flush(FlushReason::All).await.expect("flush"),
             15,
             "a's 10 rows are settled as flushed, b's 5 written"
         );
-        let context = SessionContext::new();
-        let rows = context
-            .read_table(table.reader().await.expect("reader"))
-            .expect("scan")
-            .count()
+        assert_eq!(f.delta_rows().await, 15, "every row once in Delta");
+        assert_eq!(
+            f.core.flush(FlushReason::All).await.expect("nothing left"),
+            0
+        );
+    }
+
+    /// A commit refused before it was stored is written once, when the store is back.
+    #[tokio::test]
+    async fn a_flush_that_did_not_land_is_written_once() {
+        let f = Fixture::new().await;
+        f.write("a", 10).await;
+        f.faults.refuse_next_commit.store(true, Ordering::SeqCst);
+        assert!(
+            f.core.flush(FlushReason::All).await.is_err(),
+            "the commit is refused"
+        );
+        assert!(
+            f.core.flush(FlushReason::All).await.is_err(),
+            "the log cannot be read while down"
+        );
+        f.faults.down.store(false, Ordering::SeqCst);
+        f.write("b", 5).await;
+        assert_eq!(f.core.flush(FlushReason::All).await.expect("flush"), 15);
+        assert_eq!(f.delta_rows().await, 15);
+        assert_eq!(f.visible_rows().await, 15);
+    }
+
+    /// Maintenance publishes the version it read: a lost commit in that version must leave
+    /// the buffer first, or a query counts its rows twice.
+    #[tokio::test]
+    async fn maintenance_settles_a_lost_commit_before_publishing() {
+        let f = Fixture::new().await;
+        f.write("a", 10).await;
+        f.faults.lose_next_commit.store(true, Ordering::SeqCst);
+        assert!(
+            f.core.flush(FlushReason::All).await.is_err(),
+            "the commit's response is lost"
+        );
+        f.faults.down.store(false, Ordering::SeqCst);
+        crate::Maintenance::maintain(&f.core, None)
             .await
-            .expect("count");
-        assert_eq!(rows, 15, "every row once in Delta");
-        assert_eq!(core.flush(FlushReason::All).await.expect("nothing left"), 0);
+            .expect("maintenance");
+        assert_eq!(f.visible_rows().await, 10, "no row counted twice");
+        assert_eq!(f.delta_rows().await, 10);
     }
 }
