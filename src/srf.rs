@@ -352,7 +352,6 @@ impl Visitor for Finder {
     }
 }
 
-/// `statement` with its set-returning calls rewritten, or `None` when it has none.
 /// `statement` with its set-returning calls rewritten, or `None` when it has none; planned
 /// and run by `pgwire::RewriteHook`.
 pub(crate) fn rewrite(statement: &Statement) -> Option<PgWireResult<Statement>> {

@@ -11,6 +11,7 @@
 use std::fmt::Write;
 use std::sync::{Arc, LazyLock};
 
+use arrow::array::timezone::Tz;
 use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use arrow::datatypes::{
     DataType, Date32Type, Date64Type, DurationMicrosecondType, DurationMillisecondType,
@@ -146,7 +147,7 @@ impl ScalarUDFImpl for PgText {
             return exec_err!("pg_text takes one argument");
         };
         let scalar = matches!(arg, ColumnarValue::Scalar(_));
-        let array = arg.to_array(args.number_rows)?;
+        let array = arg.to_array(if scalar { 1 } else { args.number_rows })?;
         let text: ArrayRef = Arc::new(render(&array)?);
         Ok(if scalar {
             ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&text, 0)?)
@@ -156,8 +157,35 @@ impl ScalarUDFImpl for PgText {
     }
 }
 
+/// How a timestamp type's values read.
+enum Zone {
+    /// No time zone: the wall clock as stored.
+    None,
+    /// UTC: the instant, marked `+00` (`timestamp with time zone` in the UTC session zone).
+    Utc,
+    /// Another zone, as `ts AT TIME ZONE 'Europe/Berlin'` gives: PostgreSQL's result is a
+    /// `timestamp without time zone` holding the local wall clock, so that is what prints.
+    Local(Tz),
+}
+
+impl Zone {
+    fn of(data_type: &DataType) -> Result<Zone> {
+        let DataType::Timestamp(_, Some(zone)) = data_type else {
+            return Ok(Zone::None);
+        };
+        if matches!(
+            zone.as_ref(),
+            "UTC" | "Etc/UTC" | "Z" | "+00:00" | "+00" | "+0000"
+        ) {
+            return Ok(Zone::Utc);
+        }
+        Ok(Zone::Local(zone.parse()?))
+    }
+}
+
 /// Each value of `array` as PostgreSQL prints it; nulls stay null.
 fn render(array: &ArrayRef) -> Result<arrow::array::StringArray> {
+    let zone = Zone::of(array.data_type())?;
     let mut out = StringBuilder::with_capacity(array.len(), array.len() * 26);
     let mut text = String::with_capacity(32);
     for i in 0..array.len() {
@@ -166,15 +194,15 @@ fn render(array: &ArrayRef) -> Result<arrow::array::StringArray> {
             continue;
         }
         text.clear();
-        write_value(array, i, &mut text)?;
+        write_value(array, i, &zone, &mut text)?;
         out.append_value(&text);
     }
     Ok(out.finish())
 }
 
-fn write_value(array: &ArrayRef, i: usize, out: &mut String) -> Result<()> {
+fn write_value(array: &ArrayRef, i: usize, zone: &Zone, out: &mut String) -> Result<()> {
     match array.data_type() {
-        DataType::Timestamp(unit, zone) => {
+        DataType::Timestamp(unit, _) => {
             let micros = match unit {
                 TimeUnit::Second => array
                     .as_primitive::<TimestampSecondType>()
@@ -189,11 +217,11 @@ fn write_value(array: &ArrayRef, i: usize, out: &mut String) -> Result<()> {
                     nanos_to_micros(array.as_primitive::<TimestampNanosecondType>().value(i))
                 }
             };
-            write_timestamp(micros, zone.is_some(), out)
+            write_timestamp(micros, zone, out)
         }
         DataType::Date32 => {
             let days = array.as_primitive::<Date32Type>().value(i);
-            write_date(i64::from(days) * MICROS_PER_DAY, out)
+            write_date(i64::from(days).saturating_mul(MICROS_PER_DAY), out)
         }
         DataType::Date64 => {
             let millis = array.as_primitive::<Date64Type>().value(i);
@@ -281,16 +309,20 @@ fn datetime(micros: i64) -> Result<NaiveDateTime> {
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS[.ffffff]` with trailing zeros of the fraction dropped, `+00` when
-/// `zoned`, and ` BC` for years before 1, as PostgreSQL prints them.
-fn write_timestamp(micros: i64, zoned: bool, out: &mut String) -> Result<()> {
-    let t = datetime(micros)?;
+/// `YYYY-MM-DD HH:MM:SS[.ffffff]` with trailing zeros of the fraction dropped, `+00` in UTC,
+/// and ` BC` for years before 1, as PostgreSQL prints them.
+fn write_timestamp(micros: i64, zone: &Zone, out: &mut String) -> Result<()> {
+    let utc = datetime(micros)?;
+    let t = match zone {
+        Zone::Local(tz) => utc.and_utc().with_timezone(tz).naive_local(),
+        Zone::None | Zone::Utc => utc,
+    };
     write_ymd(t.date(), out);
     out.push(' ');
     let time = i64::from(t.num_seconds_from_midnight()) * MICROS_PER_SECOND
         + i64::from(t.nanosecond() / 1000);
     write_clock(time, out);
-    if zoned {
+    if matches!(zone, Zone::Utc) {
         out.push_str("+00");
     }
     if t.year() <= 0 {
@@ -419,6 +451,19 @@ mod tests {
             ]
             .map(|s| Some(s.to_string()))
         );
+        // `ts AT TIME ZONE 'Europe/Berlin'`: the local wall clock, no offset.
+        let berlin = TimestampMicrosecondArray::from(vec![micros("2026-07-01 10:00:00")])
+            .with_timezone("Europe/Berlin");
+        assert_eq!(
+            texts(Arc::new(berlin)),
+            [Some("2026-07-01 12:00:00".to_string())]
+        );
+        let offset = TimestampMicrosecondArray::from(vec![micros("2026-07-01 10:00:00")])
+            .with_timezone("+00:00");
+        assert_eq!(
+            texts(Arc::new(offset)),
+            [Some("2026-07-01 10:00:00+00".to_string())]
+        );
         let naive = TimestampNanosecondArray::from(vec![Some(1_500_000_999_500), None]);
         assert_eq!(
             texts(Arc::new(naive)),
@@ -432,6 +477,8 @@ mod tests {
             texts(Arc::new(Date32Array::from(vec![18262, -719_894]))),
             [Some("2020-01-01".into()), Some("0003-12-31 BC".into())]
         );
+        // Far outside chrono's range: an error, not an overflow.
+        assert!(render(&(Arc::new(Date32Array::from(vec![i32::MAX])) as ArrayRef)).is_err());
         assert_eq!(
             texts(Arc::new(Time64MicrosecondArray::from(vec![
                 36_001_250_000,
