@@ -9,9 +9,11 @@
 //! only: the plan keeps DataFusion's unique names, so `SELECT count(a), count(b)` (two
 //! columns named `count`, as in PostgreSQL) still plans.
 
+use std::ops::ControlFlow;
+
 use datafusion::sql::sqlparser::ast::{
     AccessExpr, ArrayElemTypeDef, DataType, Expr, Ident, ObjectNamePart, Query, SelectItem,
-    SetExpr, Statement, TimezoneInfo, TrimWhereField,
+    SetExpr, Statement, TimezoneInfo, TrimWhereField, Value, VisitMut, VisitorMut,
 };
 use pgwire::api::results::FieldInfo;
 
@@ -70,15 +72,9 @@ fn selects(body: &SetExpr) -> Box<dyn Iterator<Item = &[SelectItem]> + '_> {
 fn alias_in(body: &mut SetExpr, next: &mut usize) {
     match body {
         SetExpr::Select(select) => {
-            if !collides(&select.projection) {
-                return;
-            }
-            let keys: Vec<Option<String>> = select.projection.iter().map(plan_name).collect();
-            for (i, item) in select.projection.iter_mut().enumerate() {
-                let repeated = keys[i]
-                    .as_ref()
-                    .is_some_and(|k| keys.iter().filter(|o| o.as_ref() == Some(k)).count() > 1);
-                if !repeated {
+            let clashing = clashes(&select.projection);
+            for (item, clashes) in select.projection.iter_mut().zip(clashing) {
+                if !clashes {
                     continue;
                 }
                 *next += 1;
@@ -101,28 +97,69 @@ fn alias_in(body: &mut SetExpr, next: &mut usize) {
 }
 
 fn collides(projection: &[SelectItem]) -> bool {
-    let mut seen = std::collections::HashSet::new();
-    projection
-        .iter()
-        .filter_map(plan_name)
-        .any(|name| !seen.insert(name))
+    clashes(projection).into_iter().any(|c| c)
 }
 
-/// An approximation of the name DataFusion plans a select item under: casts and parentheses
-/// are transparent and a column is its own name. Two equal keys may plan fine (`a.id, b.id`);
-/// aliasing them apart then costs nothing but the rewrite.
-fn plan_name(item: &SelectItem) -> Option<String> {
-    fn key(expr: &Expr) -> String {
-        match expr {
-            Expr::Cast { expr, .. } | Expr::Nested(expr) => key(expr),
-            Expr::Identifier(ident) => normalized(ident),
-            Expr::CompoundIdentifier(idents) => idents.last().map(normalized).unwrap_or_default(),
-            other => other.to_string().to_lowercase(),
+/// For each select item, whether DataFusion may plan it under a name another item also has:
+/// an equal [`plan_name`], or, next to a wildcard (whose columns are not known here), an
+/// unaliased column reference under casts (`SELECT *, ts::date`; a bare `*, ts` is aliased
+/// by the compatibility parser already).
+fn clashes(projection: &[SelectItem]) -> Vec<bool> {
+    let wildcard = projection.iter().any(|item| {
+        matches!(
+            item,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    });
+    let keys: Vec<Option<(String, bool)>> = projection.iter().map(plan_name).collect();
+    keys.iter()
+        .map(|key| match key {
+            Some((name, column)) => {
+                (wildcard && *column)
+                    || keys
+                        .iter()
+                        .filter(|other| other.as_ref().is_some_and(|(o, _)| o == name))
+                        .count()
+                        > 1
+            }
+            None => false,
+        })
+        .collect()
+}
+
+/// An approximation of the name DataFusion plans a select item under, and whether it is an
+/// unaliased column reference: casts and parentheses are transparent at any depth (DataFusion
+/// names `max(x::float8)` as `max(x)`) and a column is named by its last part. Two equal keys
+/// may plan fine (`a.id, b.id`); aliasing them apart then costs nothing but the rewrite.
+fn plan_name(item: &SelectItem) -> Option<(String, bool)> {
+    struct Strip;
+    impl VisitorMut for Strip {
+        type Break = ();
+        fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+            let inner = match expr {
+                Expr::Cast { expr: inner, .. } | Expr::Nested(inner) => {
+                    std::mem::replace(inner.as_mut(), Expr::Value(Value::Null.into()))
+                }
+                Expr::CompoundIdentifier(idents) => match idents.pop() {
+                    Some(last) => Expr::Identifier(last),
+                    None => return ControlFlow::Continue(()),
+                },
+                _ => return ControlFlow::Continue(()),
+            };
+            *expr = inner;
+            ControlFlow::Continue(())
         }
     }
     match item {
-        SelectItem::UnnamedExpr(expr) => Some(key(expr)),
-        SelectItem::ExprWithAlias { alias, .. } => Some(normalized(alias)),
+        SelectItem::UnnamedExpr(expr) => {
+            let mut stripped = expr.clone();
+            let _ = VisitMut::visit(&mut stripped, &mut Strip);
+            Some(match &stripped {
+                Expr::Identifier(ident) => (normalized(ident), true),
+                other => (other.to_string().to_lowercase(), false),
+            })
+        }
+        SelectItem::ExprWithAlias { alias, .. } => Some((normalized(alias), false)),
         _ => None,
     }
 }
@@ -183,7 +220,19 @@ fn query_items(query: &Query) -> Option<Vec<Item>> {
     loop {
         body = match body {
             SetExpr::Select(select) => {
-                return Some(select.projection.iter().map(item).collect());
+                let wildcard = select.projection.iter().any(|i| {
+                    matches!(
+                        i,
+                        SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+                    )
+                });
+                return Some(
+                    select
+                        .projection
+                        .iter()
+                        .map(|i| item(i, wildcard))
+                        .collect(),
+                );
             }
             SetExpr::Query(query) => query.body.as_ref(),
             SetExpr::SetOperation { left, .. } => left.as_ref(),
@@ -192,14 +241,14 @@ fn query_items(query: &Query) -> Option<Vec<Item>> {
     }
 }
 
-fn item(item: &SelectItem) -> Item {
+fn item(item: &SelectItem, wildcard: bool) -> Item {
     match item {
         SelectItem::UnnamedExpr(expr) => Item::Named(figure(expr).0),
         // The compatibility parser aliases `n.oid` next to `n.*` as `__alias_oid`, so that
         // DataFusion plans the duplicate; the client sees `oid`, as PostgreSQL names it.
         SelectItem::ExprWithAlias { alias, .. } => {
             let name = normalized(alias);
-            match name.strip_prefix("__alias_") {
+            match name.strip_prefix("__alias_").filter(|_| wildcard) {
                 Some(name) => Item::Named(name.to_string()),
                 None => Item::Named(name),
             }
@@ -438,6 +487,15 @@ mod tests {
                 "SELECT 1 AS \"?column?1\", 2 AS \"?column?2\" UNION ALL \
                  SELECT 1 AS \"?column?3\", 1 AS \"?column?4\""
             )
+        );
+        // Casts at any depth, and a cast column next to a wildcard.
+        assert_eq!(
+            rewritten("SELECT max(d), max(d::FLOAT8) FROM t").as_deref(),
+            Some("SELECT max(d) AS \"?column?1\", max(d::FLOAT8) AS \"?column?2\" FROM t")
+        );
+        assert_eq!(
+            rewritten("SELECT *, ts::DATE, count(*) FROM t").as_deref(),
+            Some("SELECT *, ts::DATE AS \"?column?1\", count(*) FROM t")
         );
         // The client still sees PostgreSQL's names, from the statement as written.
         assert_eq!(names("SELECT ts, ts::DATE FROM t"), ["ts", "ts"]);

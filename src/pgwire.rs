@@ -590,8 +590,8 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
 
 /// `responses` of the statements in `query`, their columns named as PostgreSQL names them
 /// ([`colname`]). The names come from the text as the client wrote it, parsed with the plain
-/// PostgreSQL dialect; when that fails, or the statements do not line up with the responses
-/// (one per statement, up to the first error), DataFusion's names stay.
+/// PostgreSQL dialect; when that fails, or the statements do not line up one to one with the
+/// responses, DataFusion's names stay.
 fn with_postgres_names(query: &str, mut responses: Vec<Response>) -> Vec<Response> {
     if !responses.iter().any(|r| matches!(r, Response::Query(_))) {
         return responses;
@@ -601,7 +601,7 @@ fn with_postgres_names(query: &str, mut responses: Vec<Response>) -> Vec<Respons
     else {
         return responses;
     };
-    if statements.len() < responses.len() {
+    if statements.len() != responses.len() {
         return responses;
     }
     for (response, statement) in responses.iter_mut().zip(&statements) {
@@ -617,11 +617,8 @@ fn with_postgres_names(query: &str, mut responses: Vec<Response>) -> Vec<Respons
 
 /// datafusion-postgres's parser for the extended protocol, given the text after
 /// [`sql_text::rewrite`] and naming result columns as PostgreSQL names them ([`colname`]):
-/// `Describe` is where a client learns the names.
-///
-/// The names come from the statement as the compatibility parser rewrote it (the only
-/// syntax tree the portal keeps); its rewrites keep names, except that `current_user` and
-/// `current_catalog` become `session_user` and `current_database` calls and are named so.
+/// `Describe` is where a client learns the names. They come from the client's text, kept
+/// with the statement in place of the compatibility parser's rewrite of it.
 pub struct Parser(Arc<datafusion_postgres::Parser>);
 
 #[async_trait]
@@ -637,9 +634,11 @@ impl pgwire::api::stmt::QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        self.0
-            .parse_sql(client, &sql_text::rewrite(sql), types)
-            .await
+        let sql = sql_text::rewrite(sql);
+        let parsed = self.0.parse_sql(client, &sql, types).await?;
+        // The text kept with the statement (logs, `interrupt`'s write check, result names) is
+        // the client's, not the compatibility parser's rewrite of it.
+        Ok(parsed.map(|(_, statement)| (sql.into_owned(), statement)))
     }
 
     fn get_parameter_types(
@@ -655,12 +654,22 @@ impl pgwire::api::stmt::QueryParser for Parser {
         format: Option<&pgwire::api::portal::Format>,
     ) -> PgWireResult<Vec<pgwire::api::results::FieldInfo>> {
         let fields = self.0.get_result_schema(statement, format)?;
-        Ok(match statement {
-            (_, Some((parsed, _))) => match colname::select_names(parsed) {
-                Some(items) => colname::rename(fields, &items),
-                None => fields,
-            },
-            _ => fields,
+        if fields.is_empty() {
+            return Ok(fields);
+        }
+        let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+        let items =
+            match datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, &statement.0) {
+                Ok(written) => written.first().and_then(colname::select_names),
+                // Text only the compatibility parser reads: its rewritten tree.
+                Err(_) => statement
+                    .1
+                    .as_ref()
+                    .and_then(|(parsed, _)| colname::select_names(parsed)),
+            };
+        Ok(match items {
+            Some(items) => colname::rename(fields, &items),
+            None => fields,
         })
     }
 }

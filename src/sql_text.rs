@@ -51,6 +51,15 @@ const REWRITES: &[Rewrite] = &[
 
 /// `query` with every known-bad statement text replaced; borrowed when nothing matched.
 pub fn rewrite(query: &str) -> Cow<'_, str> {
+    // Data statements carry the client's values, which no pattern may touch.
+    let head = query.trim_start().get(..6).unwrap_or_default();
+    if head.eq_ignore_ascii_case("insert")
+        || head
+            .get(..4)
+            .is_some_and(|h| h.eq_ignore_ascii_case("copy"))
+    {
+        return Cow::Borrowed(query);
+    }
     let mut query = Cow::Borrowed(query);
     for rewrite in REWRITES {
         if !contains_ignore_ascii_case(&query, rewrite.marker) {
@@ -92,7 +101,10 @@ fn replace_all(text: &str, rewrite: &Rewrite) -> Option<String> {
         let (start, end) = (have[from].0, have[to - 1].0 + 1);
         let before = start.checked_sub(1).map(|i| &bytes[i]);
         let after = bytes.get(end);
-        let statement_start = from == 0 || have[from - 1].1 == b';';
+        // A `;` inside a string literal ends no statement: an even count of quotes before
+        // the match puts it outside every literal.
+        let outside_literals = bytes[..start].iter().filter(|b| **b == b'\'').count() % 2 == 0;
+        let statement_start = (from == 0 || have[from - 1].1 == b';') && outside_literals;
         let splits_word_before = word(before) && word(bytes.get(start));
         let splits_word_after = word(after) && word(bytes.get(end - 1));
         let misplaced = rewrite.statement && !statement_start;
@@ -144,6 +156,14 @@ mod tests {
             Cow::Borrowed(_)
         ));
         assert!(matches!(rewrite("PRESET TIME ZONE"), Cow::Borrowed(_)));
+        assert!(matches!(
+            rewrite("SELECT 'a; reset time zone'"),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(
+            rewrite("INSERT INTO t VALUES ('x'); reset time zone"),
+            Cow::Borrowed(_)
+        ));
         assert!(matches!(rewrite("RESET TIME ZONES"), Cow::Borrowed(_)));
     }
 

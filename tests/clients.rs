@@ -576,6 +576,22 @@ async fn result_columns_are_named_as_postgres_names_them() {
     assert_eq!(names, ["name", "name", "?column?", "?column?", "timestamp"]);
     assert_eq!(row.get::<_, &str>(1), "n");
     assert_eq!(row.get::<_, i64>(3), 1);
+    let query = format!("SELECT *, timestamp::date, upper(name), upper(name::text) FROM {TABLE}");
+    let row = client
+        .query_one(&query, &[])
+        .await
+        .expect("a wildcard and a cast column");
+    let names: Vec<&str> = row.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names[names.len() - 3..], ["timestamp", "upper", "upper"]);
+    assert_eq!(names.iter().filter(|n| **n == "timestamp").count(), 2);
+    // Names come from the client's text in the extended protocol too, not from the
+    // compatibility parser's rewrite (`current_user` becomes a `session_user` call there).
+    let prepared = client
+        .prepare("SELECT current_user, current_catalog, current_schema")
+        .await
+        .expect("prepare");
+    let names: Vec<&str> = prepared.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["current_user", "current_catalog", "current_schema"]);
 
     let out = psql(
         &server,
