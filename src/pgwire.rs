@@ -615,6 +615,71 @@ fn with_postgres_names(query: &str, mut responses: Vec<Response>) -> Vec<Respons
     responses
 }
 
+/// `plan` with every parameter the client's text uses, even those the compatibility parser
+/// dropped: it replaces a correlated subquery in a select list by NULL, parameters and all
+/// (SQLAlchemy's `get_columns`, so Superset's column list). datafusion-postgres decodes bound
+/// values by the plan's parameters in order, so a dropped `$1` made `$2`'s type decode `$1`'s
+/// value ("invalid digit found in string"). Each dropped one is referenced again in a filter
+/// that is always true, so it keeps its place (its type unknown: the client's, or text).
+fn keep_dropped_parameters(plan: LogicalPlan, text: &str) -> LogicalPlan {
+    use datafusion::logical_expr::{Expr, LogicalPlanBuilder, lit};
+    use datafusion::sql::sqlparser::ast::{Value, Visit, Visitor};
+    use std::ops::ControlFlow;
+
+    if matches!(
+        plan,
+        LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::EmptyRelation(_)
+    ) {
+        return plan;
+    }
+    struct Placeholders(std::collections::BTreeSet<String>);
+    impl Visitor for Placeholders {
+        type Break = ();
+        fn pre_visit_expr(
+            &mut self,
+            expr: &datafusion::sql::sqlparser::ast::Expr,
+        ) -> ControlFlow<()> {
+            if let datafusion::sql::sqlparser::ast::Expr::Value(v) = expr
+                && let Value::Placeholder(id) = &v.value
+            {
+                self.0.insert(id.clone());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    let Ok(statements) = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, text)
+    else {
+        return plan;
+    };
+    let mut written = Placeholders(Default::default());
+    let _ = statements.first().map(|s| s.visit(&mut written));
+    let Ok(planned) = plan.get_parameter_types() else {
+        return plan;
+    };
+    let dropped: Vec<String> = written
+        .0
+        .into_iter()
+        .filter(|id| !planned.contains_key(id))
+        .collect();
+    if dropped.is_empty() {
+        return plan;
+    }
+    let kept = dropped.into_iter().fold(lit(true), |predicate, id| {
+        let placeholder = Expr::Placeholder(
+            datafusion::logical_expr::expr::Placeholder::new_with_field(id, None),
+        );
+        predicate.or(placeholder.is_null())
+    });
+    match LogicalPlanBuilder::from(plan.clone())
+        .filter(kept)
+        .and_then(|b| b.build())
+    {
+        Ok(kept) => kept,
+        Err(_) => plan,
+    }
+}
+
 /// datafusion-postgres's parser for the extended protocol, given the text after
 /// [`sql_text::rewrite`] and naming result columns as PostgreSQL names them ([`colname`]):
 /// `Describe` is where a client learns the names. They come from the client's text, kept
@@ -638,7 +703,13 @@ impl pgwire::api::stmt::QueryParser for Parser {
         let parsed = self.0.parse_sql(client, &sql, types).await?;
         // The text kept with the statement (logs, `interrupt`'s write check, result names) is
         // the client's, not the compatibility parser's rewrite of it.
-        Ok(parsed.map(|(_, statement)| (sql.into_owned(), statement)))
+        Ok(parsed.map(|(_, statement)| {
+            let statement = statement.map(|(tree, plan)| {
+                let plan = keep_dropped_parameters(plan, &sql);
+                (tree, plan)
+            });
+            (sql.into_owned(), statement)
+        }))
     }
 
     fn get_parameter_types(

@@ -68,6 +68,17 @@ async fn psycopg_binds_copies_and_reads() {
         "{seen}"
     );
     assert_eq!(seen["sa_has_table"], true, "{seen}");
+    // SQLAlchemy's get_columns (Superset's column list).
+    assert_eq!(seen["sa_column_count"], 92, "{seen}");
+    assert_eq!(
+        seen["sa_columns"],
+        serde_json::json!([
+            ["date", "DATE", false],
+            ["timestamp", "TIMESTAMP", false],
+            ["observed_timestamp", "TIMESTAMP", true]
+        ]),
+        "{seen}"
+    );
 
     let pg = server.client().await;
     assert_eq!(count(&pg, "WHERE project_id = 'psy'").await, 551);

@@ -119,8 +119,10 @@ with engine.connect() as conn:
 inspector = inspect(engine)
 out["sa_tables"] = inspector.get_table_names()
 out["sa_has_table"] = inspector.has_table("otel_logs_and_spans")
-# Not yet: inspector.get_columns() (its pg_attribute query binds a parameter the server
-# infers as an integer); tracked in the issue of the SQL surface.
+# Superset's column list: a query whose correlated subqueries bind parameters.
+columns = inspector.get_columns("otel_logs_and_spans")
+out["sa_columns"] = [(c["name"], str(c["type"]), c["nullable"]) for c in columns[:3]]
+out["sa_column_count"] = len(columns)
 
 print(json.dumps(out), flush=True)
 os._exit(0)
