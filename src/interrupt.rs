@@ -42,8 +42,10 @@ use pgwire::api::cancel::CancelHandler;
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::store::PortalStore;
 use pgwire::error::PgWireResult;
+use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::response::TransactionStatus;
+use pgwire::messages::startup::ParameterStatus;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
@@ -381,6 +383,10 @@ enum Action {
     Discard(DiscardObject),
 }
 
+/// Parameters this hook keeps that PostgreSQL reports with `ParameterStatus` when they
+/// change (`GUC_REPORT`); datafusion-postgres reports those it keeps itself.
+const REPORTED: [&str; 1] = ["timezone"];
+
 fn is_timeout(name: &str) -> bool {
     name.eq_ignore_ascii_case("statement_timeout")
 }
@@ -613,16 +619,39 @@ impl SettingsHook {
         }
     }
 
-    /// The answer to `statement`, `None` when it is for another hook.
-    fn answer(
+    /// The answer to `statement`, `None` when it is for another hook. A change to a
+    /// [`REPORTED`] parameter (by `SET`, `RESET`, `DISCARD` or the end of a `SET LOCAL`) is
+    /// sent to the client as `ParameterStatus`, as PostgreSQL does: psycopg, for one, shows
+    /// `timestamptz` values in the zone it last heard.
+    async fn answer(
         &self,
         statement: &Sql,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        match self.action(statement)? {
-            Ok(action) => self.run(action, client),
-            Err(e) => Some(Err(e)),
+        let action = match self.action(statement)? {
+            Ok(action) => action,
+            Err(e) => return Some(Err(e)),
+        };
+        let before: Vec<Option<String>> = REPORTED
+            .iter()
+            .map(|name| shown_value(&*client, name))
+            .collect();
+        let answer = self.run(action, client);
+        for (name, before) in REPORTED.iter().zip(before) {
+            let after = shown_value(&*client, name);
+            if after != before
+                && let Some(value) = after
+            {
+                let status = ParameterStatus::new(display_name(name).to_string(), value);
+                if let Err(e) = client
+                    .send_message(PgWireBackendMessage::ParameterStatus(status))
+                    .await
+                {
+                    return Some(Err(e));
+                }
+            }
         }
+        answer
     }
 
     /// Runs `action`; `None` when the statement is for the next hook (`EndTransaction`, and a
@@ -915,7 +944,7 @@ impl QueryHook for SettingsHook {
         _context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        self.answer(statement, client)
+        self.answer(statement, client).await
     }
 
     async fn handle_extended_parse_query(
@@ -946,7 +975,7 @@ impl QueryHook for SettingsHook {
         _context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        self.answer(statement, client)
+        self.answer(statement, client).await
     }
 }
 

@@ -68,6 +68,8 @@ async fn psycopg_binds_copies_and_reads() {
         "{seen}"
     );
     assert_eq!(seen["sa_has_table"], true, "{seen}");
+    assert_eq!(seen["tz_after_set"], "Asia/Tokyo", "{seen}");
+    assert_eq!(seen["tz_after_reset"], "UTC", "{seen}");
     // SQLAlchemy's get_columns (Superset's column list).
     assert_eq!(seen["sa_column_count"], 92, "{seen}");
     assert_eq!(

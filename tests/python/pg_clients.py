@@ -109,6 +109,13 @@ with psycopg.connect(dsn, autocommit=True) as conn:
         cur.execute("SELECT 1")
         out["still_works"] = cur.fetchone()[0]
 
+# SET TIME ZONE is reported with ParameterStatus, as PostgreSQL does.
+with psycopg.connect(dsn, autocommit=True) as zoned:
+    zoned.execute("SET TIME ZONE 'Asia/Tokyo'")
+    out["tz_after_set"] = zoned.info.parameter_status("TimeZone")
+    zoned.execute("RESET timezone")
+    out["tz_after_reset"] = zoned.info.parameter_status("TimeZone")
+
 from sqlalchemy import create_engine, inspect, text
 
 engine = create_engine(dsn.replace("postgresql://", "postgresql+psycopg://", 1))
