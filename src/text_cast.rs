@@ -70,9 +70,9 @@ impl AnalyzerRule for PgTextCasts {
 }
 
 fn rewrite(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
-    let (inner, to) = match &expr {
-        Expr::Cast(Cast { expr, field }) => (expr, field.data_type()),
-        Expr::TryCast(TryCast { expr, field }) => (expr, field.data_type()),
+    let (inner, to, udf) = match &expr {
+        Expr::Cast(Cast { expr, field }) => (expr, field.data_type(), &*PG_TEXT),
+        Expr::TryCast(TryCast { expr, field }) => (expr, field.data_type(), &*PG_TRY_TEXT),
         _ => return Ok(Transformed::no(expr)),
     };
     if !matches!(
@@ -89,7 +89,7 @@ fn rewrite(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
         return Ok(Transformed::no(expr));
     }
     let text = Expr::ScalarFunction(ScalarFunction::new_udf(
-        PG_TEXT.clone(),
+        udf.clone(),
         vec![inner.as_ref().clone()],
     ));
     Ok(Transformed::yes(match to {
@@ -113,25 +113,34 @@ fn renders(data_type: &DataType) -> bool {
 }
 
 static PG_TEXT: LazyLock<Arc<ScalarUDF>> =
-    LazyLock::new(|| Arc::new(ScalarUDF::from(PgText::default())));
+    LazyLock::new(|| Arc::new(ScalarUDF::from(PgText::new(false))));
+static PG_TRY_TEXT: LazyLock<Arc<ScalarUDF>> =
+    LazyLock::new(|| Arc::new(ScalarUDF::from(PgText::new(true))));
 
-/// `pg_text(x)`: `x` in PostgreSQL's text output form.
+/// `pg_text(x)`: `x` in PostgreSQL's text output form; `pg_try_text(x)` (from `TRY_CAST`)
+/// gives NULL for a value it cannot render instead of an error.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct PgText {
     signature: Signature,
+    lenient: bool,
 }
 
-impl Default for PgText {
-    fn default() -> Self {
+impl PgText {
+    fn new(lenient: bool) -> Self {
         PgText {
             signature: Signature::any(1, Volatility::Immutable),
+            lenient,
         }
     }
 }
 
 impl ScalarUDFImpl for PgText {
     fn name(&self) -> &str {
-        "pg_text"
+        if self.lenient {
+            "pg_try_text"
+        } else {
+            "pg_text"
+        }
     }
 
     fn signature(&self) -> &Signature {
@@ -148,7 +157,7 @@ impl ScalarUDFImpl for PgText {
         };
         let scalar = matches!(arg, ColumnarValue::Scalar(_));
         let array = arg.to_array(if scalar { 1 } else { args.number_rows })?;
-        let text: ArrayRef = Arc::new(render(&array)?);
+        let text: ArrayRef = Arc::new(render(&array, self.lenient)?);
         Ok(if scalar {
             ColumnarValue::Scalar(datafusion::common::ScalarValue::try_from_array(&text, 0)?)
         } else {
@@ -183,10 +192,18 @@ impl Zone {
     }
 }
 
-/// Each value of `array` as PostgreSQL prints it; nulls stay null.
-fn render(array: &ArrayRef) -> Result<arrow::array::StringArray> {
-    let zone = Zone::of(array.data_type())?;
+/// Each value of `array` as PostgreSQL prints it; nulls stay null, and so does a value out
+/// of range when `lenient`.
+fn render(array: &ArrayRef, lenient: bool) -> Result<arrow::array::StringArray> {
     let mut out = StringBuilder::with_capacity(array.len(), array.len() * 26);
+    let zone = match Zone::of(array.data_type()) {
+        Ok(zone) => zone,
+        Err(_) if lenient => {
+            (0..array.len()).for_each(|_| out.append_null());
+            return Ok(out.finish());
+        }
+        Err(e) => return Err(e),
+    };
     let mut text = String::with_capacity(32);
     for i in 0..array.len() {
         if array.is_null(i) {
@@ -194,8 +211,11 @@ fn render(array: &ArrayRef) -> Result<arrow::array::StringArray> {
             continue;
         }
         text.clear();
-        write_value(array, i, &zone, &mut text)?;
-        out.append_value(&text);
+        match write_value(array, i, &zone, &mut text) {
+            Ok(()) => out.append_value(&text),
+            Err(_) if lenient => out.append_null(),
+            Err(e) => return Err(e),
+        }
     }
     Ok(out.finish())
 }
@@ -417,7 +437,7 @@ mod tests {
     use arrow::datatypes::IntervalMonthDayNano;
 
     fn texts(array: ArrayRef) -> Vec<Option<String>> {
-        render(&array)
+        render(&array, false)
             .expect("renders")
             .iter()
             .map(|v| v.map(str::to_string))
@@ -478,7 +498,11 @@ mod tests {
             [Some("2020-01-01".into()), Some("0003-12-31 BC".into())]
         );
         // Far outside chrono's range: an error, not an overflow.
-        assert!(render(&(Arc::new(Date32Array::from(vec![i32::MAX])) as ArrayRef)).is_err());
+        let far: ArrayRef = Arc::new(Date32Array::from(vec![Some(i32::MAX), Some(0)]));
+        assert!(render(&far, false).is_err());
+        // TRY_CAST: NULL for what cannot be rendered, the rest as usual.
+        let tried = render(&far, true).expect("lenient");
+        assert_eq!(tried.iter().collect::<Vec<_>>(), [None, Some("1970-01-01")]);
         assert_eq!(
             texts(Arc::new(Time64MicrosecondArray::from(vec![
                 36_001_250_000,
