@@ -716,6 +716,9 @@ impl SettingsHook {
                 if object == DiscardObject::ALL {
                     reset(client, None);
                     client.portal_store().clear_portals();
+                    for name in PreparedStatements::take(&*client) {
+                        client.portal_store().rm_statement(&name);
+                    }
                 }
                 // PostgreSQL's tags: `DISCARD TEMPORARY` answers `DISCARD TEMP` too.
                 Ok(Response::Execution(Tag::new(&format!("DISCARD {object}"))))
@@ -785,6 +788,37 @@ fn restore_startup(client: &mut dyn HookClient, name: Option<String>) {
             Some(value) => metadata.insert(name, value.clone()),
             None => metadata.remove(&name),
         };
+    }
+}
+
+/// The names of a connection's prepared statements, kept by `pgwire::ExtendedQueries` on
+/// Parse and Close, because pgwire's statement store cannot list them: `DISCARD ALL`
+/// (`DEALLOCATE ALL`, what connection poolers send between clients) drops them all.
+#[derive(Default)]
+pub(crate) struct PreparedStatements(parking_lot::Mutex<std::collections::BTreeSet<String>>);
+
+impl PreparedStatements {
+    pub(crate) fn parsed<C: ClientInfo + ?Sized>(client: &C, name: &str) {
+        if !name.is_empty() {
+            let names = client
+                .session_extensions()
+                .get_or_insert_with(Self::default);
+            names.0.lock().insert(name.to_string());
+        }
+    }
+
+    pub(crate) fn closed<C: ClientInfo + ?Sized>(client: &C, name: &str) {
+        if let Some(names) = client.session_extensions().get::<Self>() {
+            names.0.lock().remove(name);
+        }
+    }
+
+    fn take<C: ClientInfo + ?Sized>(client: &C) -> Vec<String> {
+        client
+            .session_extensions()
+            .get::<Self>()
+            .map(|names| std::mem::take(&mut *names.0.lock()).into_iter().collect())
+            .unwrap_or_default()
     }
 }
 

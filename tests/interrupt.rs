@@ -232,7 +232,8 @@ async fn the_server_default_timeout_applies_to_every_session() {
 
 /// `DISCARD ALL`, which connection poolers send before handing a connection to the next
 /// client: the settings go back to their start-up values (`statement_timeout` to the server's
-/// default) and cursors close; inside a transaction block it is refused, as in PostgreSQL.
+/// default), cursors close and prepared statements are deallocated; inside a transaction block
+/// it is refused, as in PostgreSQL.
 #[tokio::test]
 async fn discard_all_resets_the_session_for_the_next_client() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -272,6 +273,21 @@ async fn discard_all_resets_the_session_for_the_next_client() {
     let closed = client.batch_execute("FETCH 1 FROM c").await;
     let code = closed.expect_err("the cursor is closed").code().cloned();
     assert_eq!(code, Some(SqlState::INVALID_CURSOR_NAME));
+
+    // Prepared statements go too (DEALLOCATE ALL), as in PostgreSQL: the next client may
+    // prepare its own under the same names.
+    let prepared = client.prepare("SELECT 1").await.expect("prepare");
+    client.query(&prepared, &[]).await.expect("runs before");
+    client
+        .batch_execute("DISCARD ALL")
+        .await
+        .expect("DISCARD ALL");
+    let gone = client.query(&prepared, &[]).await;
+    let code = gone.expect_err("deallocated").code().cloned();
+    assert_eq!(code, Some(SqlState::INVALID_SQL_STATEMENT_NAME));
+    let again = client.prepare("SELECT 2").await.expect("prepare after");
+    let row = client.query_one(&again, &[]).await.expect("runs");
+    assert_eq!(row.get::<_, i64>(0), 2);
 
     // The extended protocol (drivers that prepare every statement), and the other forms, which have
     // nothing to discard; psql shows PostgreSQL's command tags.
