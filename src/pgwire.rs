@@ -464,9 +464,7 @@ impl SimpleQueries {
         if !head.eq_ignore_ascii_case("insert") {
             return None;
         }
-        let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
-        let statements =
-            datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, query).ok()?;
+        let statements = parse_plain(query)?;
         match statements.as_slice() {
             [statement] => self.inserts.run(statement).await,
             _ => None,
@@ -591,6 +589,13 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
     }
 }
 
+/// `text` parsed with the plain PostgreSQL dialect, as the client wrote it (no compatibility
+/// rewrites); `None` when it does not parse.
+fn parse_plain(text: &str) -> Option<Vec<Statement>> {
+    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, text).ok()
+}
+
 /// `responses` of the statements in `query`, their columns named as PostgreSQL names them
 /// ([`colname`]). The names come from the text as the client wrote it, parsed with the plain
 /// PostgreSQL dialect; when that fails, or the statements do not line up one to one with the
@@ -599,9 +604,7 @@ fn with_postgres_names(query: &str, mut responses: Vec<Response>) -> Vec<Respons
     if !responses.iter().any(|r| matches!(r, Response::Query(_))) {
         return responses;
     }
-    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
-    let Ok(statements) = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, query)
-    else {
+    let Some(statements) = parse_plain(query) else {
         return responses;
     };
     if statements.len() != responses.len() {
@@ -650,9 +653,7 @@ fn keep_dropped_parameters(plan: LogicalPlan, text: &str) -> LogicalPlan {
             ControlFlow::Continue(())
         }
     }
-    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
-    let Ok(statements) = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, text)
-    else {
+    let Some(statements) = parse_plain(text) else {
         return plan;
     };
     let mut written = Placeholders(Default::default());
@@ -731,16 +732,14 @@ impl pgwire::api::stmt::QueryParser for Parser {
         if fields.is_empty() {
             return Ok(fields);
         }
-        let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
-        let items =
-            match datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, &statement.0) {
-                Ok(written) => written.first().and_then(colname::select_names),
-                // Text only the compatibility parser reads: its rewritten tree.
-                Err(_) => statement
-                    .1
-                    .as_ref()
-                    .and_then(|(parsed, _)| colname::select_names(parsed)),
-            };
+        let items = match parse_plain(&statement.0) {
+            Some(written) => written.first().and_then(colname::select_names),
+            // Text only the compatibility parser reads: its rewritten tree.
+            None => statement
+                .1
+                .as_ref()
+                .and_then(|(parsed, _)| colname::select_names(parsed)),
+        };
         Ok(match items {
             Some(items) => colname::rename(fields, &items),
             None => fields,

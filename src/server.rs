@@ -808,6 +808,22 @@ mod tests {
                 .expect("write");
         }
 
+        /// Writes 10 rows, has the next commit fail by `fault` with the store going down,
+        /// tries to flush while it is down, and brings the store back.
+        async fn outage(&self, fault: &AtomicBool) {
+            self.write("a", 10).await;
+            fault.store(true, Ordering::SeqCst);
+            assert!(
+                self.core.flush(FlushReason::All).await.is_err(),
+                "the commit fails"
+            );
+            assert!(
+                self.core.flush(FlushReason::All).await.is_err(),
+                "the log cannot be read while down"
+            );
+            self.faults.down.store(false, Ordering::SeqCst);
+        }
+
         /// Rows in the Delta table at its latest version.
         async fn delta_rows(&self) -> usize {
             SessionContext::new()
@@ -843,17 +859,7 @@ mod tests {
     #[tokio::test]
     async fn a_flush_that_landed_unseen_is_not_written_again() {
         let f = Fixture::new().await;
-        f.write("a", 10).await;
-        f.faults.lose_next_commit.store(true, Ordering::SeqCst);
-        assert!(
-            f.core.flush(FlushReason::All).await.is_err(),
-            "the commit's response is lost"
-        );
-        assert!(
-            f.core.flush(FlushReason::All).await.is_err(),
-            "the log cannot be read while down"
-        );
-        f.faults.down.store(false, Ordering::SeqCst);
+        f.outage(&f.faults.lose_next_commit).await;
         f.write("b", 5).await;
         assert_eq!(
             f.core.flush(FlushReason::All).await.expect("flush"),
@@ -861,6 +867,7 @@ mod tests {
             "a's 10 rows are settled as flushed, b's 5 written"
         );
         assert_eq!(f.delta_rows().await, 15, "every row once in Delta");
+        assert_eq!(f.visible_rows().await, 15);
         assert_eq!(
             f.core.flush(FlushReason::All).await.expect("nothing left"),
             0
@@ -871,17 +878,7 @@ mod tests {
     #[tokio::test]
     async fn a_flush_that_did_not_land_is_written_once() {
         let f = Fixture::new().await;
-        f.write("a", 10).await;
-        f.faults.refuse_next_commit.store(true, Ordering::SeqCst);
-        assert!(
-            f.core.flush(FlushReason::All).await.is_err(),
-            "the commit is refused"
-        );
-        assert!(
-            f.core.flush(FlushReason::All).await.is_err(),
-            "the log cannot be read while down"
-        );
-        f.faults.down.store(false, Ordering::SeqCst);
+        f.outage(&f.faults.refuse_next_commit).await;
         f.write("b", 5).await;
         assert_eq!(f.core.flush(FlushReason::All).await.expect("flush"), 15);
         assert_eq!(f.delta_rows().await, 15);
@@ -893,13 +890,7 @@ mod tests {
     #[tokio::test]
     async fn maintenance_settles_a_lost_commit_before_publishing() {
         let f = Fixture::new().await;
-        f.write("a", 10).await;
-        f.faults.lose_next_commit.store(true, Ordering::SeqCst);
-        assert!(
-            f.core.flush(FlushReason::All).await.is_err(),
-            "the commit's response is lost"
-        );
-        f.faults.down.store(false, Ordering::SeqCst);
+        f.outage(&f.faults.lose_next_commit).await;
         crate::Maintenance::maintain(&f.core, None)
             .await
             .expect("maintenance");

@@ -12,13 +12,10 @@ use std::fmt::Write;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::timezone::Tz;
-use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringBuilder};
 use arrow::datatypes::{
-    DataType, Date32Type, Date64Type, DurationMicrosecondType, DurationMillisecondType,
-    DurationNanosecondType, DurationSecondType, IntervalDayTimeType, IntervalMonthDayNanoType,
-    IntervalUnit, IntervalYearMonthType, Time32MillisecondType, Time32SecondType,
-    Time64MicrosecondType, Time64NanosecondType, TimeUnit, TimestampMicrosecondType,
-    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    DataType, Int64Type, IntervalDayTimeType, IntervalMonthDayNanoType, IntervalUnit,
+    IntervalYearMonthType, TimeUnit,
 };
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
 use datafusion::common::config::ConfigOptions;
@@ -204,6 +201,13 @@ fn render(array: &ArrayRef, lenient: bool) -> Result<arrow::array::StringArray> 
         }
         Err(e) => return Err(e),
     };
+    // Dates, times, timestamps and durations are integer counts of their unit: read them
+    // as such, one way for every unit.
+    let counts = match array.data_type() {
+        DataType::Interval(_) => None,
+        _ => Some(arrow::compute::cast(array, &DataType::Int64)?),
+    };
+    let counts = counts.as_ref().map(|c| c.as_primitive::<Int64Type>());
     let mut text = String::with_capacity(32);
     for i in 0..array.len() {
         if array.is_null(i) {
@@ -211,7 +215,7 @@ fn render(array: &ArrayRef, lenient: bool) -> Result<arrow::array::StringArray> 
             continue;
         }
         text.clear();
-        match write_value(array, i, &zone, &mut text) {
+        match write_value(array, counts, i, &zone, &mut text) {
             Ok(()) => out.append_value(&text),
             Err(_) if lenient => out.append_null(),
             Err(e) => return Err(e),
@@ -220,51 +224,45 @@ fn render(array: &ArrayRef, lenient: bool) -> Result<arrow::array::StringArray> 
     Ok(out.finish())
 }
 
-fn write_value(array: &ArrayRef, i: usize, zone: &Zone, out: &mut String) -> Result<()> {
+/// Reads `count` of `unit` as microseconds (PostgreSQL's resolution).
+fn to_micros(count: i64, unit: &TimeUnit) -> i64 {
+    match unit {
+        TimeUnit::Second => count.saturating_mul(MICROS_PER_SECOND),
+        TimeUnit::Millisecond => count.saturating_mul(1000),
+        TimeUnit::Microsecond => count,
+        TimeUnit::Nanosecond => nanos_to_micros(count),
+    }
+}
+
+/// Value `i` of `array`; `counts` is the array as Int64 (its units since the epoch or
+/// midnight) for the date, time, timestamp and duration types.
+fn write_value(
+    array: &ArrayRef,
+    counts: Option<&Int64Array>,
+    i: usize,
+    zone: &Zone,
+    out: &mut String,
+) -> Result<()> {
+    let count = || counts.map_or(0, |c| c.value(i));
     match array.data_type() {
-        DataType::Timestamp(unit, _) => {
-            let micros = match unit {
-                TimeUnit::Second => array
-                    .as_primitive::<TimestampSecondType>()
-                    .value(i)
-                    .saturating_mul(MICROS_PER_SECOND),
-                TimeUnit::Millisecond => array
-                    .as_primitive::<TimestampMillisecondType>()
-                    .value(i)
-                    .saturating_mul(1000),
-                TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(i),
-                TimeUnit::Nanosecond => {
-                    nanos_to_micros(array.as_primitive::<TimestampNanosecondType>().value(i))
-                }
-            };
-            write_timestamp(micros, zone, out)
-        }
-        DataType::Date32 => {
-            let days = array.as_primitive::<Date32Type>().value(i);
-            write_date(i64::from(days).saturating_mul(MICROS_PER_DAY), out)
-        }
-        DataType::Date64 => {
-            let millis = array.as_primitive::<Date64Type>().value(i);
-            write_date(millis.div_euclid(86_400_000) * MICROS_PER_DAY, out)
-        }
-        DataType::Time32(unit) => {
-            let micros = match unit {
-                TimeUnit::Second => {
-                    i64::from(array.as_primitive::<Time32SecondType>().value(i)) * MICROS_PER_SECOND
-                }
-                _ => i64::from(array.as_primitive::<Time32MillisecondType>().value(i)) * 1000,
-            };
-            write_clock(micros, out);
+        DataType::Timestamp(unit, _) => write_timestamp(to_micros(count(), unit), zone, out),
+        DataType::Date32 => write_date(count().saturating_mul(MICROS_PER_DAY), out),
+        DataType::Date64 => write_date(
+            count()
+                .div_euclid(86_400_000)
+                .saturating_mul(MICROS_PER_DAY),
+            out,
+        ),
+        DataType::Time32(unit) | DataType::Time64(unit) => {
+            write_clock(to_micros(count(), unit), out);
             Ok(())
         }
-        DataType::Time64(unit) => {
-            let micros = match unit {
-                TimeUnit::Nanosecond => {
-                    nanos_to_micros(array.as_primitive::<Time64NanosecondType>().value(i))
-                }
-                _ => array.as_primitive::<Time64MicrosecondType>().value(i),
-            };
-            write_clock(micros, out);
+        DataType::Duration(unit) => {
+            // The difference of two timestamps: PostgreSQL moves whole days out of the time
+            // part (`justify_hours`), giving `2518 days 21:46:03`.
+            let micros = to_micros(count(), unit);
+            let days = micros / MICROS_PER_DAY;
+            write_interval(0, days as i32, micros % MICROS_PER_DAY, out);
             Ok(())
         }
         DataType::Interval(IntervalUnit::YearMonth) => {
@@ -285,27 +283,6 @@ fn write_value(array: &ArrayRef, i: usize, zone: &Zone, out: &mut String) -> Res
                 nanos_to_micros(value.nanoseconds),
                 out,
             );
-            Ok(())
-        }
-        DataType::Duration(unit) => {
-            let micros = match unit {
-                TimeUnit::Second => array
-                    .as_primitive::<DurationSecondType>()
-                    .value(i)
-                    .saturating_mul(MICROS_PER_SECOND),
-                TimeUnit::Millisecond => array
-                    .as_primitive::<DurationMillisecondType>()
-                    .value(i)
-                    .saturating_mul(1000),
-                TimeUnit::Microsecond => array.as_primitive::<DurationMicrosecondType>().value(i),
-                TimeUnit::Nanosecond => {
-                    nanos_to_micros(array.as_primitive::<DurationNanosecondType>().value(i))
-                }
-            };
-            // The difference of two timestamps: PostgreSQL moves whole days out of the time
-            // part (`justify_hours`), giving `2518 days 21:46:03`.
-            let days = micros / MICROS_PER_DAY;
-            write_interval(0, days as i32, micros % MICROS_PER_DAY, out);
             Ok(())
         }
         other => exec_err!("pg_text cannot render {other}"),
