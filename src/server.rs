@@ -378,6 +378,9 @@ impl Server {
         let grpc = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
+                .initial_stream_window_size(crate::flight::HTTP2_WINDOW_BYTES)
+                .initial_connection_window_size(crate::flight::HTTP2_WINDOW_BYTES)
+                .max_frame_size(crate::flight::HTTP2_MAX_FRAME_BYTES)
                 .add_service(flight)
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(grpc_listener),
