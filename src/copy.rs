@@ -871,12 +871,20 @@ impl CopyOut {
 
     fn render_text(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
         use arrow::util::display::{ArrayFormatter, FormatOptions};
-        let options = FormatOptions::new()
-            .with_null("")
-            .with_timestamp_tz_format(Some("%Y-%m-%d %H:%M:%S%.f%:z"))
-            .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.f"));
-        let formatters = batch
+        let options = FormatOptions::new().with_null("");
+        // Dates, times, timestamps and intervals as PostgreSQL's COPY writes them
+        // (`2026-11-23 10:00:00.5+00`, `1 day 02:00:00`), not in Arrow's display form.
+        let texts = batch
             .columns()
+            .iter()
+            .map(|c| match crate::text_cast::postgres_text(c) {
+                Some(text) => text
+                    .map(|t| Arc::new(t) as ArrayRef)
+                    .map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)).into()),
+                None => Ok(c.clone()),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let formatters = texts
             .iter()
             .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
             .collect::<Result<Vec<_>, _>>()?;
@@ -884,7 +892,7 @@ impl CopyOut {
         let mut value = String::new();
         for row in 0..batch.num_rows() {
             let mut line = Vec::new();
-            for (i, (formatter, column)) in formatters.iter().zip(batch.columns()).enumerate() {
+            for (i, (formatter, column)) in formatters.iter().zip(&texts).enumerate() {
                 if i > 0 {
                     line.push(self.delimiter);
                 }

@@ -28,6 +28,7 @@ pub mod storage;
 pub mod text_cast;
 pub mod values;
 pub mod wal;
+pub mod wire_text;
 
 /// The Delta read handle a table's buffer contents complement: a scan of the table pinned at
 /// the version committed together with the last buffer change.

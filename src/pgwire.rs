@@ -60,6 +60,7 @@ use crate::schema::Catalog;
 use crate::sql_text;
 use crate::sqlstate::sqlstate_of;
 use crate::values;
+use crate::wire_text;
 
 /// The version string clients see in `server_version`.
 pub const SERVER_VERSION: &str = "15.0 (TimeFusion)";
@@ -584,7 +585,7 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
             .await?;
         let responses = responses
             .into_iter()
-            .map(|response| statement.bound(response));
+            .map(|response| wire_text::postgres_fractions(statement.bound(response)));
         Ok(with_postgres_names(&query, responses.collect()))
     }
 }
@@ -787,7 +788,7 @@ impl ExtendedQueryHandler for ExtendedQueries {
         let response = statement
             .run(self.session.do_query(client, portal, max_rows))
             .await?;
-        match statement.bound(response) {
+        match wire_text::postgres_fractions(statement.bound(response)) {
             // Sent here, so that pgwire's CommandComplete carries the tag that counts rows.
             Response::CopyOut(copy) => Ok(Response::Execution(send_copy_out(client, copy).await?)),
             response => Ok(response),

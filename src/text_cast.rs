@@ -189,6 +189,12 @@ impl Zone {
     }
 }
 
+/// `array` as PostgreSQL's text output when its type is one [`pg_text`] renders (dates,
+/// times, timestamps, intervals, durations); `None` for other types.
+pub(crate) fn postgres_text(array: &ArrayRef) -> Option<Result<arrow::array::StringArray>> {
+    renders(array.data_type()).then(|| render(array, false))
+}
+
 /// Each value of `array` as PostgreSQL prints it; nulls stay null, and so does a value out
 /// of range when `lenient`.
 fn render(array: &ArrayRef, lenient: bool) -> Result<arrow::array::StringArray> {

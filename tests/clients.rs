@@ -606,3 +606,27 @@ async fn result_columns_are_named_as_postgres_names_them() {
         .collect();
     assert_eq!(header, ["max", "upper"], "psql: {out}");
 }
+
+#[tokio::test]
+async fn timestamps_in_text_results_read_as_postgres_writes_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    let query = "SELECT timestamptz '2026-11-23 10:00:00+00', timestamptz '2026-11-23 10:00:00.5+00', \
+                 timestamp '2026-11-23 10:00:00.000120', time '10:00:00', NULL::timestamptz, 'x.000000'";
+    let expected = vec![vec![
+        Some("2026-11-23 10:00:00+00".to_string()),
+        Some("2026-11-23 10:00:00.5+00".to_string()),
+        Some("2026-11-23 10:00:00.00012".to_string()),
+        Some("10:00:00".to_string()),
+        None,
+        Some("x.000000".to_string()),
+    ]];
+    let simple = client.simple_query(query).await.expect("simple query");
+    assert_eq!(rows(&simple), expected);
+    let shown = psql(&server, query);
+    assert!(
+        shown.contains("2026-11-23 10:00:00+00 | 2026-11-23 10:00:00.5+00 | 2026-11-23 10:00:00.00012 | 10:00:00"),
+        "psql shows PostgreSQL's text: {shown}"
+    );
+}

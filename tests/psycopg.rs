@@ -33,6 +33,16 @@ async fn psycopg_binds_copies_and_reads() {
     assert_eq!(seen["sum"], 1500 + (1..50).sum::<i64>(), "{seen}");
     assert_eq!(seen["latest_matches"], true, "{seen}");
     assert_eq!(seen["csv_body"], "{\"a\": \"x,y\"}", "{seen}");
+    assert_eq!(
+        seen["timestamp_texts"],
+        serde_json::json!([
+            "2026-11-23 10:00:00+00",
+            "2026-11-23 10:00:00.25+00",
+            "2026-11-23 10:00:00.000001",
+            "10:00:00.5"
+        ]),
+        "timestamps and times in text format as PostgreSQL writes them: {seen}"
+    );
     assert_eq!(seen["binary_rowcount"], 300, "{seen}");
     assert_eq!(seen["binary_count"], 300, "{seen}");
     assert_eq!(seen["binary_mismatches"], serde_json::json!([]), "{seen}");

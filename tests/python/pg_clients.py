@@ -85,6 +85,18 @@ with psycopg.connect(dsn, autocommit=True) as conn:
         out["count"] = count
         out["sum"] = int(total)
         out["latest_matches"] = latest == now
+        # The text PostgreSQL sends for timestamps and times (extended protocol, text format).
+        with conn.cursor() as raw:
+            from psycopg.types.string import TextLoader
+
+            for name in ("timestamptz", "timestamp", "time"):
+                raw.adapters.register_loader(name, TextLoader)
+            raw.execute(
+                "SELECT %s::timestamptz, %s::timestamptz, %s::timestamp, time '10:00:00.5'",
+                ("2026-11-23 10:00:00+00", "2026-11-23 10:00:00.25+00",
+                 "2026-11-23 10:00:00.000001"),
+            )
+            out["timestamp_texts"] = list(raw.fetchone())
         cur.execute("SELECT body FROM otel_logs_and_spans WHERE id = %s", ("csv-1",))
         out["csv_body"] = cur.fetchone()[0]
         cur.execute(
