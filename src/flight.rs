@@ -466,7 +466,13 @@ impl FlightSqlService for TimeFusionFlight {
         let mut builder = query.into_builder();
         for table in self.catalog.tables() {
             builder
-                .append("datafusion", "public", &table.name, "TABLE", &table.schema)
+                .append(
+                    crate::server::DATABASE,
+                    "public",
+                    &table.name,
+                    "TABLE",
+                    &table.schema,
+                )
                 .map_err(|e| Status::internal(e.to_string()))?;
         }
         let schema = builder.schema();

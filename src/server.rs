@@ -203,6 +203,13 @@ impl crate::Maintenance for Core {
     }
 }
 
+/// The one database TimeFusion serves, as `current_database()`, `pg_database`, `\l`,
+/// `information_schema`'s `table_catalog` and Flight SQL's catalog name it. PostgreSQL's
+/// default database name, so a tool that connects to `postgres` (the usual `dbname`) finds
+/// itself in the database it asked for. A connection naming another database is served
+/// the same one.
+pub const DATABASE: &str = "postgres";
+
 /// A running server.
 pub struct Server {
     pg_addr: SocketAddr,
@@ -455,7 +462,7 @@ fn session_context(
     let mut config = SessionConfig::new()
         // `pg_compat` serves information_schema, in PostgreSQL's shape.
         .with_information_schema(false)
-        .with_default_catalog_and_schema("datafusion", "public");
+        .with_default_catalog_and_schema(DATABASE, "public");
     // `now()` and `::timestamptz` are `timestamp with time zone` in UTC, as in PostgreSQL with
     // the UTC session time zone that queries compute in; DataFusion's default (no zone) made
     // them `timestamp without time zone`.
@@ -473,10 +480,9 @@ fn session_context(
             Arc::new(crate::query::CacheStatsTable::new(storage.clone())),
         )
         .map_err(|e| Error::Session(e.to_string()))?;
-    setup_pg_catalog(&context, "datafusion", Arc::new(AuthManager::default()))
+    setup_pg_catalog(&context, DATABASE, Arc::new(AuthManager::default()))
         .map_err(|e| Error::Session(e.to_string()))?;
-    crate::pg_compat::register(&context, "datafusion")
-        .map_err(|e| Error::Session(e.to_string()))?;
+    crate::pg_compat::register(&context, DATABASE).map_err(|e| Error::Session(e.to_string()))?;
     // After the catalog set-up, so TimeFusion's functions win over any of the same name.
     crate::functions::register(&mut context).map_err(|e| Error::Session(e.to_string()))?;
     crate::srf::register(&context);

@@ -51,8 +51,13 @@ async fn psql_backslash_commands_describe_the_table() {
     assert!(schemas.contains("public"), "\\dn lists public:\n{schemas}");
     let databases = psql(&server, "\\l");
     assert!(
-        databases.contains("postgres") || databases.contains("datafusion"),
-        "\\l lists a database:\n{databases}"
+        databases.contains("postgres") && !databases.contains("datafusion"),
+        "\\l lists the one database, postgres:\n{databases}"
+    );
+    let database = psql(&server, "SELECT current_database(), current_catalog");
+    assert!(
+        database.contains(" postgres         | postgres"),
+        "current_database() is the database \\l lists:\n{database}"
     );
 }
 
