@@ -507,43 +507,56 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
                 ))
                 .await?;
         } else {
-            for response in self.do_query(client, &query.query).await? {
-                match response {
-                    Response::EmptyQuery => {
-                        client
-                            .feed(PgWireBackendMessage::EmptyQueryResponse(
-                                EmptyQueryResponse::new(),
-                            ))
-                            .await?;
+            // One statement at a time, as PostgreSQL runs them: each sees the transaction
+            // state the one before left and has its own deadline, and a failure ends the query.
+            // (Statements after a `COPY … FROM STDIN` in the same query are not run.)
+            for statement in sql_text::statements(&query.query) {
+                let mut failed = false;
+                for response in self.do_query(client, statement).await? {
+                    match response {
+                        Response::EmptyQuery => {
+                            client
+                                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                                    EmptyQueryResponse::new(),
+                                ))
+                                .await?;
+                        }
+                        Response::Query(results) => {
+                            send_query_response(client, results, true).await?
+                        }
+                        Response::Execution(tag) => send_execution_response(client, tag).await?,
+                        Response::TransactionStart(tag) => {
+                            send_execution_response(client, tag).await?;
+                            status = status.to_in_transaction_state();
+                        }
+                        Response::TransactionEnd(tag) => {
+                            send_execution_response(client, tag).await?;
+                            status = status.to_idle_state();
+                        }
+                        Response::Error(e) => {
+                            client
+                                .feed(PgWireBackendMessage::ErrorResponse((*e).into()))
+                                .await?;
+                            status = status.to_error_state();
+                            failed = true;
+                        }
+                        Response::CopyIn(copy) => {
+                            pgwire::api::copy::send_copy_in_response(client, copy).await?;
+                            client.set_state(PgWireConnectionState::CopyInProgress(false));
+                        }
+                        Response::CopyOut(copy) => {
+                            let tag = send_copy_out(client, copy).await?;
+                            send_execution_response(client, tag).await?;
+                        }
+                        Response::CopyBoth(copy) => {
+                            pgwire::api::copy::send_copy_both_response(client, copy).await?;
+                            client.set_state(PgWireConnectionState::CopyInProgress(false));
+                        }
                     }
-                    Response::Query(results) => send_query_response(client, results, true).await?,
-                    Response::Execution(tag) => send_execution_response(client, tag).await?,
-                    Response::TransactionStart(tag) => {
-                        send_execution_response(client, tag).await?;
-                        status = status.to_in_transaction_state();
-                    }
-                    Response::TransactionEnd(tag) => {
-                        send_execution_response(client, tag).await?;
-                        status = status.to_idle_state();
-                    }
-                    Response::Error(e) => {
-                        client
-                            .feed(PgWireBackendMessage::ErrorResponse((*e).into()))
-                            .await?;
-                        status = status.to_error_state();
-                    }
-                    Response::CopyIn(copy) => {
-                        pgwire::api::copy::send_copy_in_response(client, copy).await?;
-                        client.set_state(PgWireConnectionState::CopyInProgress(false));
-                    }
-                    Response::CopyOut(copy) => {
-                        let tag = send_copy_out(client, copy).await?;
-                        send_execution_response(client, tag).await?;
-                    }
-                    Response::CopyBoth(copy) => {
-                        pgwire::api::copy::send_copy_both_response(client, copy).await?;
-                        client.set_state(PgWireConnectionState::CopyInProgress(false));
-                    }
+                }
+                client.set_transaction_status(status);
+                if failed || matches!(client.state(), PgWireConnectionState::CopyInProgress(_)) {
+                    break;
                 }
             }
         }

@@ -137,9 +137,87 @@ fn replace_all(text: &str, rewrite: &Rewrite) -> Option<String> {
     Some(out)
 }
 
+/// The statements of a simple query, in order, each without its `;`; whitespace-only pieces
+/// are left out. PostgreSQL runs the statements of one simple query one after another: each
+/// sees the transaction state the previous one left (`BEGIN; SET LOCAL …; SELECT …`), has its
+/// own `statement_timeout`, and a failed one ends the query. The text is split at the `;`
+/// tokens sqlparser's PostgreSQL tokenizer finds, so never inside a literal, quoted name or
+/// comment; text it cannot tokenize stays one piece, for the parser to report.
+pub fn statements(query: &str) -> Vec<&str> {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+
+    let whole = || {
+        let trimmed = query.trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+        vec![trimmed]
+    };
+    // One statement, perhaps with a trailing `;` (every literal INSERT): not tokenized twice.
+    let body = query.trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+    if !body.contains(';') {
+        return whole();
+    }
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, query).tokenize_with_location() else {
+        return whole();
+    };
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(query.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    // The byte offset of a 1-based (line, column in characters) location.
+    let offset = |line: u64, column: u64| -> Option<usize> {
+        let start = *line_starts.get(usize::try_from(line).ok()?.checked_sub(1)?)?;
+        let skip = usize::try_from(column).ok()?.checked_sub(1)?;
+        query[start..]
+            .char_indices()
+            .nth(skip)
+            .map(|(i, _)| start + i)
+    };
+    let mut pieces = Vec::new();
+    let mut from = 0;
+    for token in &tokens {
+        if token.token != Token::SemiColon {
+            continue;
+        }
+        let Some(at) = offset(token.span.start.line, token.span.start.column) else {
+            return whole();
+        };
+        pieces.push(&query[from..at]);
+        from = at + 1;
+    }
+    pieces.push(&query[from..]);
+    pieces.retain(|piece| !piece.trim().is_empty());
+    pieces
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_simple_query_splits_at_semicolons_outside_literals_and_comments() {
+        assert_eq!(statements("SELECT 1"), ["SELECT 1"]);
+        assert_eq!(statements("SELECT 1;\n "), ["SELECT 1"]);
+        assert_eq!(
+            statements("BEGIN; SET LOCAL statement_timeout = '1s';SELECT 2;"),
+            ["BEGIN", " SET LOCAL statement_timeout = '1s'", "SELECT 2"]
+        );
+        assert_eq!(
+            statements("SELECT 'a;b', \"c;d\" -- e;f\n FROM t; /* g; */ SELECT $$h;$$; ;"),
+            [
+                "SELECT 'a;b', \"c;d\" -- e;f\n FROM t",
+                " /* g; */ SELECT $$h;$$"
+            ]
+        );
+        // Locations count characters, offsets bytes.
+        assert_eq!(
+            statements("SELECT 'é';\nSELECT 'ü'; SELECT 3"),
+            ["SELECT 'é'", "\nSELECT 'ü'", " SELECT 3"]
+        );
+        // Text the tokenizer refuses stays whole, for the parser's error.
+        assert_eq!(
+            statements("SELECT 'open; SELECT 2"),
+            ["SELECT 'open; SELECT 2"]
+        );
+    }
 
     #[test]
     fn reset_time_zone_becomes_reset_timezone_in_any_spacing_and_case() {

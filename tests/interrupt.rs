@@ -374,3 +374,44 @@ async fn each_execute_of_a_portal_gets_its_own_statement_timeout() {
         .expect("the timeout stopped the second Execute");
     assert_canceled(next, "statement timeout");
 }
+
+/// The statements of one simple query run one after another, as in PostgreSQL (and as `psql
+/// -c` and Grafana send them): each sees the transaction state the previous one left, and a
+/// failed one ends the query.
+#[tokio::test]
+async fn the_statements_of_one_simple_query_run_one_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+
+    // SET LOCAL after BEGIN in the same query applies to the statement after it.
+    let stopped = client
+        .simple_query(&format!(
+            "BEGIN; SET LOCAL statement_timeout = '1s'; {ENDLESS}; COMMIT"
+        ))
+        .await;
+    assert_canceled(stopped, "statement timeout");
+    client.batch_execute("ROLLBACK").await.expect("ROLLBACK");
+    assert_eq!(
+        show_timeout(&client).await,
+        "0",
+        "SET LOCAL ended with its block"
+    );
+
+    // A failed statement ends the query: the statement after it does not run.
+    let failed = client
+        .simple_query(
+            "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, name) \
+             VALUES ('multi', now(), 'm-1', 'n'); SELECT * FROM no_such_table; \
+             INSERT INTO otel_logs_and_spans (project_id, timestamp, id, name) \
+             VALUES ('multi', now(), 'm-2', 'n')",
+        )
+        .await;
+    let error = failed.expect_err("the query fails");
+    assert_eq!(
+        error.as_db_error().map(|e| e.code().clone()),
+        Some(SqlState::UNDEFINED_TABLE),
+        "{error:?}"
+    );
+    assert_eq!(count(&client, "WHERE project_id = 'multi'").await, 1);
+}
