@@ -5,9 +5,37 @@
 //! (an internal error worth a bug report). The Postgres front end sends the code as is; the
 //! Flight front end maps its class to a gRPC status with [`grpc_code`].
 
+use datafusion::common::SchemaError;
 use datafusion::error::DataFusionError;
 
 use crate::ingest;
+
+/// PostgreSQL's code and words for a name that does not resolve: tools and people read
+/// `relation "x" does not exist` and `column "y" does not exist`, not DataFusion's
+/// `table 'postgres.public.x' not found` or `No field named y. Valid fields are …`.
+fn postgres_message(error: &DataFusionError) -> Option<(&'static str, String)> {
+    match error {
+        DataFusionError::SchemaError(schema, _) => match schema.as_ref() {
+            SchemaError::FieldNotFound { field, .. } => Some((
+                "42703",
+                match &field.relation {
+                    Some(relation) => format!("column {relation}.{} does not exist", field.name),
+                    None => format!("column \"{}\" does not exist", field.name),
+                },
+            )),
+            _ => None,
+        },
+        DataFusionError::Plan(m) => {
+            let name = m.strip_prefix("table '")?.strip_suffix("' not found")?;
+            // Without the database and the default schema, which the planner added.
+            let database = format!("{}.", crate::server::DATABASE);
+            let name = name.strip_prefix(&database).unwrap_or(name);
+            let name = name.strip_prefix("public.").unwrap_or(name);
+            Some(("42P01", format!("relation \"{name}\" does not exist")))
+        }
+        _ => None,
+    }
+}
 
 /// The SQLSTATE and message for an error raised while parsing, planning or running a
 /// statement. User mistakes get their specific class; anything unrecognised is XX000.
@@ -27,6 +55,9 @@ pub fn sqlstate_of(error: &(dyn std::error::Error + 'static)) -> (&'static str, 
             return ("42601", e.to_string());
         }
         if let Some(df) = e.downcast_ref::<DataFusionError>() {
+            if let Some(found) = postgres_message(df) {
+                return found;
+            }
             let message = df.to_string();
             let code = match df {
                 DataFusionError::SQL(..) => Some("42601"),
@@ -114,8 +145,27 @@ mod tests {
 
     #[test]
     fn planner_errors_map_to_their_classes() {
-        let missing = DataFusionError::Plan("table 'datafusion.public.nope' not found".into());
-        assert_eq!(sqlstate_of(&missing).0, "42P01");
+        let missing = DataFusionError::Plan("table 'postgres.public.nope' not found".into());
+        assert_eq!(
+            sqlstate_of(&missing),
+            ("42P01", "relation \"nope\" does not exist".to_string())
+        );
+        let elsewhere = DataFusionError::Plan("table 'postgres.logs.nope' not found".into());
+        assert_eq!(
+            sqlstate_of(&elsewhere).1,
+            "relation \"logs.nope\" does not exist"
+        );
+        let column = DataFusionError::SchemaError(
+            Box::new(SchemaError::FieldNotFound {
+                field: Box::new(datafusion::common::Column::new_unqualified("nope")),
+                valid_fields: vec![],
+            }),
+            Box::new(None),
+        );
+        assert_eq!(
+            sqlstate_of(&column),
+            ("42703", "column \"nope\" does not exist".to_string())
+        );
         let cast = DataFusionError::ArrowError(
             Box::new(arrow::error::ArrowError::CastError(
                 "Cannot cast string 'x' to value of Int64 type".into(),

@@ -409,9 +409,14 @@ async fn the_statements_of_one_simple_query_run_one_at_a_time() {
         .await;
     let error = failed.expect_err("the query fails");
     assert_eq!(
-        error.as_db_error().map(|e| e.code().clone()),
-        Some(SqlState::UNDEFINED_TABLE),
-        "{error:?}"
+        error
+            .as_db_error()
+            .map(|e| (e.code().clone(), e.message().to_string())),
+        Some((
+            SqlState::UNDEFINED_TABLE,
+            "relation \"no_such_table\" does not exist".to_string()
+        )),
+        "PostgreSQL's code and words: {error:?}"
     );
     assert_eq!(count(&client, "WHERE project_id = 'multi'").await, 1);
 }
