@@ -56,7 +56,172 @@ pub fn alias_duplicates(statement: &Statement) -> Option<Statement> {
     };
     let mut next = 0;
     alias_in(&mut query.body, &mut next);
+    distinguish_calls(query);
     Some(statement)
+}
+
+/// The function DataFusion cannot see through: `SAME(x, k)` is `x`, and names itself with
+/// `k`. See [`distinguish_calls`].
+pub const SAME: &str = "__timefusion_same";
+
+/// Makes calls that differ only in casts of their arguments (`max(x)`, `max(x::float8)`)
+/// plan under different names. DataFusion names a cast after its operand, so both are
+/// `max(x)` inside the aggregate (or window) node, which refuses to plan two of them ("Schema
+/// contains duplicate unqualified field name"); aliases cannot help, they come later. Each
+/// cast in every call but the first of such a group becomes `SAME(cast, k)`, `k` numbering
+/// the call, wherever the call appears (select list, `HAVING`, `ORDER BY`), so each
+/// occurrence still refers to the same aggregate.
+fn distinguish_calls(query: &mut Query) {
+    use datafusion::sql::sqlparser::ast::{Visit, Visitor};
+    /// Each call: its stripped name, its text, and whether it has a cast to wrap.
+    struct Calls(Vec<(String, String, bool)>);
+    impl Visitor for Calls {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            if let Expr::Function(_) = expr {
+                let mut stripped = expr.clone();
+                let _ = VisitMut::visit(&mut stripped, &mut Strip);
+                let cast = Visit::visit(expr, &mut HasCast).is_break();
+                self.0
+                    .push((stripped.to_string().to_lowercase(), expr.to_string(), cast));
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    struct HasCast;
+    impl Visitor for HasCast {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            match expr {
+                Expr::Cast { .. } => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    let mut calls = Calls(Vec::new());
+    for projection in selects(&query.body) {
+        for item in projection {
+            let _ = Visit::visit(item, &mut calls);
+        }
+    }
+    // Per stripped name, its distinct texts, one without casts (if any) first: that one
+    // keeps its name, the others get a number.
+    let mut seen: Vec<(String, Vec<(String, bool)>)> = Vec::new();
+    for (stripped, text, cast) in calls.0 {
+        match seen.iter_mut().find(|(s, _)| *s == stripped) {
+            Some((_, texts)) if !texts.iter().any(|(t, _)| *t == text) => texts.push((text, cast)),
+            Some(_) => {}
+            None => seen.push((stripped, vec![(text, cast)])),
+        }
+    }
+    let numbered: Vec<(String, i64)> = seen
+        .into_iter()
+        .flat_map(|(_, mut texts)| {
+            texts.sort_by_key(|(_, cast)| *cast);
+            texts.into_iter().skip(1).map(|(text, _)| text)
+        })
+        .zip(1..)
+        .collect();
+    if numbered.is_empty() {
+        return;
+    }
+
+    struct Wrap(i64);
+    impl VisitorMut for Wrap {
+        type Break = ();
+        fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+            if let Expr::Cast { .. } = expr {
+                let cast = std::mem::replace(expr, Expr::Value(Value::Null.into()));
+                *expr = same(cast, self.0);
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    struct Calls2<'a>(&'a [(String, i64)]);
+    impl VisitorMut for Calls2<'_> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+            if let Expr::Function(_) = expr {
+                let text = expr.to_string();
+                if let Some((_, k)) = self.0.iter().find(|(t, _)| *t == text) {
+                    let _ = VisitMut::visit(expr, &mut Wrap(*k));
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = VisitMut::visit(query, &mut Calls2(&numbered));
+}
+
+/// Registers [`SAME`].
+pub fn register(context: &datafusion::prelude::SessionContext) {
+    context.register_udf(datafusion::logical_expr::ScalarUDF::from(Same::new()));
+}
+
+/// [`SAME`]: its first argument, unchanged.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Same {
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl Same {
+    fn new() -> Self {
+        Same {
+            signature: datafusion::logical_expr::Signature::any(
+                2,
+                datafusion::logical_expr::Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for Same {
+    fn name(&self) -> &str {
+        SAME
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(
+        &self,
+        arg_types: &[arrow::datatypes::DataType],
+    ) -> datafusion::common::Result<arrow::datatypes::DataType> {
+        Ok(arg_types[0].clone())
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::common::Result<datafusion::logical_expr::ColumnarValue> {
+        Ok(args.args[0].clone())
+    }
+}
+
+/// `SAME(expr, k)` as syntax.
+fn same(expr: Expr, k: i64) -> Expr {
+    use datafusion::sql::sqlparser::ast::{
+        Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, ObjectName,
+    };
+    let arg = |e: Expr| FunctionArg::Unnamed(FunctionArgExpr::Expr(e));
+    Expr::Function(Function {
+        name: ObjectName::from(vec![Ident::new(SAME)]),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: vec![
+                arg(expr),
+                arg(Expr::Value(Value::Number(k.to_string(), false).into())),
+            ],
+            clauses: vec![],
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: vec![],
+    })
 }
 
 /// The select lists of a query body: each side of a set operation is planned on its own.
@@ -127,29 +292,33 @@ fn clashes(projection: &[SelectItem]) -> Vec<bool> {
         .collect()
 }
 
+/// Takes away what DataFusion's names do not show: casts and parentheses, at any depth, and
+/// all but the last part of a column reference.
+struct Strip;
+
+impl VisitorMut for Strip {
+    type Break = ();
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let inner = match expr {
+            Expr::Cast { expr: inner, .. } | Expr::Nested(inner) => {
+                std::mem::replace(inner.as_mut(), Expr::Value(Value::Null.into()))
+            }
+            Expr::CompoundIdentifier(idents) => match idents.pop() {
+                Some(last) => Expr::Identifier(last),
+                None => return ControlFlow::Continue(()),
+            },
+            _ => return ControlFlow::Continue(()),
+        };
+        *expr = inner;
+        ControlFlow::Continue(())
+    }
+}
+
 /// An approximation of the name DataFusion plans a select item under, and whether it is an
 /// unaliased column reference: casts and parentheses are transparent at any depth (DataFusion
 /// names `max(x::float8)` as `max(x)`) and a column is named by its last part. Two equal keys
 /// may plan fine (`a.id, b.id`); aliasing them apart then costs nothing but the rewrite.
 fn plan_name(item: &SelectItem) -> Option<(String, bool)> {
-    struct Strip;
-    impl VisitorMut for Strip {
-        type Break = ();
-        fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-            let inner = match expr {
-                Expr::Cast { expr: inner, .. } | Expr::Nested(inner) => {
-                    std::mem::replace(inner.as_mut(), Expr::Value(Value::Null.into()))
-                }
-                Expr::CompoundIdentifier(idents) => match idents.pop() {
-                    Some(last) => Expr::Identifier(last),
-                    None => return ControlFlow::Continue(()),
-                },
-                _ => return ControlFlow::Continue(()),
-            };
-            *expr = inner;
-            ControlFlow::Continue(())
-        }
-    }
     match item {
         SelectItem::UnnamedExpr(expr) => {
             let mut stripped = expr.clone();
@@ -489,9 +658,27 @@ mod tests {
             )
         );
         // Casts at any depth, and a cast column next to a wildcard.
+        // Calls that differ only in casts are told apart inside the aggregate too, the same
+        // way wherever they appear; the one without a cast keeps its name.
         assert_eq!(
             rewritten("SELECT max(d), max(d::FLOAT8) FROM t").as_deref(),
-            Some("SELECT max(d) AS \"?column?1\", max(d::FLOAT8) AS \"?column?2\" FROM t")
+            Some(
+                "SELECT max(d) AS \"?column?1\", max(__timefusion_same(d::FLOAT8, 1)) \
+                 AS \"?column?2\" FROM t"
+            )
+        );
+        assert_eq!(
+            rewritten(
+                "SELECT sum(d::INT4), sum(d), sum(d::FLOAT8) FROM t HAVING sum(d::FLOAT8) > 1 \
+                 ORDER BY sum(d::INT4)"
+            )
+            .as_deref(),
+            Some(
+                "SELECT sum(__timefusion_same(d::INT4, 1)) AS \"?column?1\", sum(d) AS \
+                 \"?column?2\", sum(__timefusion_same(d::FLOAT8, 2)) AS \"?column?3\" FROM t \
+                 HAVING sum(__timefusion_same(d::FLOAT8, 2)) > 1 \
+                 ORDER BY sum(__timefusion_same(d::INT4, 1))"
+            )
         );
         assert_eq!(
             rewritten("SELECT *, ts::DATE, count(*) FROM t").as_deref(),

@@ -888,6 +888,15 @@ impl CopyOut {
             .iter()
             .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
             .collect::<Result<Vec<_>, _>>()?;
+        // Floats as PostgreSQL writes them (`7`, `1e+20`, `Infinity`), not as Rust does.
+        let float_fixed_below: Vec<Option<i32>> = texts
+            .iter()
+            .map(|c| match c.data_type() {
+                DataType::Float64 => Some(15),
+                DataType::Float32 | DataType::Float16 => Some(6),
+                _ => None,
+            })
+            .collect();
         let mut lines = Vec::with_capacity(batch.num_rows());
         let mut value = String::new();
         for row in 0..batch.num_rows() {
@@ -905,6 +914,12 @@ impl CopyOut {
                         line: row + 1,
                         message: format!("cannot render a value: {e}"),
                     })?;
+                    if let Some(fixed_below) = float_fixed_below[i]
+                        && let Some(float) =
+                            crate::wire_text::postgres_float(value.as_bytes(), fixed_below)
+                    {
+                        value = String::from_utf8_lossy(&float).into_owned();
+                    }
                     self.push_value(&mut line, Some(&value));
                 }
             }

@@ -598,7 +598,7 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
             .await?;
         let responses = responses
             .into_iter()
-            .map(|response| wire_text::postgres_fractions(statement.bound(response)));
+            .map(|response| wire_text::postgres_text(statement.bound(response)));
         Ok(with_postgres_names(&query, responses.collect()))
     }
 }
@@ -801,7 +801,7 @@ impl ExtendedQueryHandler for ExtendedQueries {
         let response = statement
             .run(self.session.do_query(client, portal, max_rows))
             .await?;
-        match wire_text::postgres_fractions(statement.bound(response)) {
+        match wire_text::postgres_text(statement.bound(response)) {
             // Sent here, so that pgwire's CommandComplete carries the tag that counts rows.
             Response::CopyOut(copy) => Ok(Response::Execution(send_copy_out(client, copy).await?)),
             response => Ok(response),

@@ -487,6 +487,7 @@ fn session_context(
     crate::functions::register(&mut context).map_err(|e| Error::Session(e.to_string()))?;
     crate::srf::register(&context);
     crate::text_cast::register(&context);
+    crate::colname::register(&context);
     Ok(context)
 }
 

@@ -1,12 +1,14 @@
-//! Timestamps and times in text-format results read as PostgreSQL writes them.
+//! Timestamps, times and floats in text-format results read as PostgreSQL writes them.
 //!
 //! pgwire writes the seconds of every timestamp and time with six fraction digits, in every
 //! `DateStyle`: `2026-11-23 10:00:00.000000+00`, `10:00:00.500000`. PostgreSQL writes only the
-//! digits up to the last one that is not zero: `2026-11-23 10:00:00+00`, `10:00:00.5`. psql
-//! shows the text as it comes, BI tools show it in their grids, and scripts compare it; all of
-//! them should see what PostgreSQL would have sent. The encoded rows of a text-format
-//! timestamp or time column (or an array of them) are rewritten on their way out; binary
-//! columns are left alone, their encoding has no digits to trim.
+//! digits up to the last one that is not zero: `2026-11-23 10:00:00+00`, `10:00:00.5`. And it
+//! writes floats in their shortest form as Ryu gives it (`7.0`, `1e20`, `1.5e-7`, `inf`),
+//! where PostgreSQL writes `7`, `1e+20`, `1.5e-07` and `Infinity` (and JDBC's and node's
+//! parsers refuse `inf`). psql shows the text as it comes, BI tools show it in their grids,
+//! and scripts compare it; all of them should see what PostgreSQL would have sent. The encoded
+//! rows of such text-format columns are rewritten on their way out; binary columns are left
+//! alone, their encoding has nothing to rewrite.
 
 use bytes::{BufMut, BytesMut};
 use futures::StreamExt;
@@ -14,45 +16,64 @@ use pgwire::api::Type;
 use pgwire::api::results::{FieldFormat, FieldInfo, Response};
 use pgwire::messages::data::DataRow;
 
-/// `response` with its text-format timestamps and times written as PostgreSQL writes them.
-pub fn postgres_fractions(response: Response) -> Response {
+/// What a column's text values need.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fix {
+    None,
+    /// Timestamps and times: [`trim_fractions`].
+    Fractions,
+    /// Floats in pgwire's shortest (Ryu) form: [`postgres_float`], with fixed notation for
+    /// decimal exponents below this (15 for `float8`, 6 for `float4`).
+    Float(i32),
+}
+
+/// `response` with its text-format timestamps, times and floats written as PostgreSQL
+/// writes them.
+pub fn postgres_text(response: Response) -> Response {
     let Response::Query(mut query) = response else {
         return response;
     };
-    let trimmed: Vec<bool> = query.row_schema.iter().map(has_fraction).collect();
-    if trimmed.contains(&true) {
+    let fixes: Vec<Fix> = query.row_schema.iter().map(fix_of).collect();
+    if fixes.iter().any(|f| *f != Fix::None) {
         query.data_rows = Box::pin(
             query
                 .data_rows
-                .map(move |row| row.map(|row| trim_row(row, &trimmed))),
+                .map(move |row| row.map(|row| fix_row(row, &fixes))),
         );
     }
     Response::Query(query)
 }
 
-/// Whether `field` is sent as text with pgwire's six-digit fractions.
-fn has_fraction(field: &FieldInfo) -> bool {
-    field.format() == FieldFormat::Text
-        && [
-            Type::TIMESTAMP,
-            Type::TIMESTAMPTZ,
-            Type::TIME,
-            Type::TIMETZ,
-            Type::TIMESTAMP_ARRAY,
-            Type::TIMESTAMPTZ_ARRAY,
-            Type::TIME_ARRAY,
-            Type::TIMETZ_ARRAY,
-        ]
-        .contains(field.datatype())
+fn fix_of(field: &FieldInfo) -> Fix {
+    if field.format() != FieldFormat::Text {
+        return Fix::None;
+    }
+    let clock = [
+        Type::TIMESTAMP,
+        Type::TIMESTAMPTZ,
+        Type::TIME,
+        Type::TIMETZ,
+        Type::TIMESTAMP_ARRAY,
+        Type::TIMESTAMPTZ_ARRAY,
+        Type::TIME_ARRAY,
+        Type::TIMETZ_ARRAY,
+    ];
+    let shortest = field.format_options().extra_float_digits >= 1;
+    match field.datatype() {
+        t if clock.contains(t) => Fix::Fractions,
+        t if shortest && *t == Type::FLOAT8 => Fix::Float(15),
+        t if shortest && *t == Type::FLOAT4 => Fix::Float(6),
+        _ => Fix::None,
+    }
 }
 
-/// `row` with the values of the columns marked in `trimmed` rewritten by [`trim_value`]. A
-/// row that does not parse as `DataRow` fields (it always does) is passed on unchanged.
-fn trim_row(row: DataRow, trimmed: &[bool]) -> DataRow {
+/// `row` with the values of the columns rewritten as `fixes` says. A row that does not parse
+/// as `DataRow` fields (it always does) is passed on unchanged.
+fn fix_row(row: DataRow, fixes: &[Fix]) -> DataRow {
     let data = &row.data;
     let mut out = BytesMut::with_capacity(data.len());
     let mut at = 0;
-    for &trim in trimmed.iter().take(row.field_count.max(0) as usize) {
+    for &fix in fixes.iter().take(row.field_count.max(0) as usize) {
         let Some(len) = data
             .get(at..at + 4)
             .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
@@ -68,13 +89,20 @@ fn trim_row(row: DataRow, trimmed: &[bool]) -> DataRow {
             return row;
         };
         at += len as usize;
-        if trim {
-            let value = trim_value(value);
-            out.put_i32(value.len() as i32);
-            out.put_slice(&value);
-        } else {
-            out.put_i32(len);
-            out.put_slice(value);
+        let fixed = match fix {
+            Fix::None => None,
+            Fix::Fractions => Some(trim_fractions(value)),
+            Fix::Float(fixed_below) => postgres_float(value, fixed_below),
+        };
+        match fixed {
+            Some(value) => {
+                out.put_i32(value.len() as i32);
+                out.put_slice(&value);
+            }
+            None => {
+                out.put_i32(len);
+                out.put_slice(value);
+            }
         }
     }
     out.put_slice(&data[at.min(data.len())..]);
@@ -83,7 +111,7 @@ fn trim_row(row: DataRow, trimmed: &[bool]) -> DataRow {
 
 /// `text` with each seconds fraction (`:SS.dddddd`, six digits) cut after its last digit that
 /// is not zero, and without the point when all six are zero.
-fn trim_value(text: &[u8]) -> Vec<u8> {
+fn trim_fractions(text: &[u8]) -> Vec<u8> {
     let digit = |i: usize| text.get(i).is_some_and(u8::is_ascii_digit);
     let mut out = Vec::with_capacity(text.len());
     let mut i = 0;
@@ -111,12 +139,84 @@ fn trim_value(text: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A float as PostgreSQL's `float8out` / `float4out` write it (`extra_float_digits` 1, the
+/// default: the shortest text that reads back to the same value): fixed notation without a
+/// trailing `.0` when the decimal exponent is in `[-4, fixed_below)`, else `d.ddde±XX` with at
+/// least two exponent digits; `Infinity`, `-Infinity`, `NaN`. `None` when `text` is not a
+/// float pgwire wrote (left as it is).
+pub(crate) fn postgres_float(text: &[u8], fixed_below: i32) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(text).ok()?;
+    match text {
+        "inf" => return Some(b"Infinity".to_vec()),
+        "-inf" => return Some(b"-Infinity".to_vec()),
+        "NaN" => return None,
+        _ => {}
+    }
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().ok()?),
+        None => (unsigned, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if !(whole.bytes().chain(fraction.bytes())).all(|b| b.is_ascii_digit()) || whole.is_empty() {
+        return None;
+    }
+    // All significant digits, and the decimal exponent of the first of them.
+    let all: String = whole.chars().chain(fraction.chars()).collect();
+    let leading = all.len() - all.trim_start_matches('0').len();
+    let digits = all.trim_start_matches('0').trim_end_matches('0');
+    if digits.is_empty() {
+        return Some(if negative {
+            b"-0".to_vec()
+        } else {
+            b"0".to_vec()
+        });
+    }
+    let point = exponent + whole.len() as i32 - leading as i32 - 1;
+    let mut out = String::with_capacity(digits.len() + 8);
+    if negative {
+        out.push('-');
+    }
+    if (-4..fixed_below).contains(&point) {
+        if point < 0 {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', (-point - 1) as usize));
+            out.push_str(digits);
+        } else {
+            let whole_digits = point as usize + 1;
+            if digits.len() <= whole_digits {
+                out.push_str(digits);
+                out.extend(std::iter::repeat_n('0', whole_digits - digits.len()));
+            } else {
+                out.push_str(&digits[..whole_digits]);
+                out.push('.');
+                out.push_str(&digits[whole_digits..]);
+            }
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push_str(&format!(
+            "e{}{:02}",
+            if point < 0 { '-' } else { '+' },
+            point.abs()
+        ));
+    }
+    Some(out.into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn trim(text: &str) -> String {
-        String::from_utf8(trim_value(text.as_bytes())).expect("utf8")
+        String::from_utf8(trim_fractions(text.as_bytes())).expect("utf8")
     }
 
     // Expected texts as PostgreSQL 15 writes them (DateStyle ISO, then Postgres).
@@ -150,6 +250,35 @@ mod tests {
         );
     }
 
+    fn float(value: f64, fixed_below: i32) -> String {
+        let text = ryu::Buffer::new().format(value).to_string();
+        postgres_float(text.as_bytes(), fixed_below)
+            .map_or(text, |t| String::from_utf8(t).expect("utf8"))
+    }
+
+    // Expected texts as PostgreSQL 15 writes them (`SELECT x::float8`, `SELECT x::float4`).
+    #[test]
+    fn floats_in_postgres_shortest_form() {
+        assert_eq!(float(7.0, 15), "7");
+        assert_eq!(float(-7.5, 15), "-7.5");
+        assert_eq!(float(0.001, 15), "0.001");
+        assert_eq!(float(0.0001, 15), "0.0001");
+        assert_eq!(float(0.00001, 15), "1e-05");
+        assert_eq!(float(1.5e-7, 15), "1.5e-07");
+        assert_eq!(float(123456789012345.0, 15), "123456789012345");
+        assert_eq!(float(1e15, 15), "1e+15");
+        assert_eq!(float(1.2345e20, 15), "1.2345e+20");
+        assert_eq!(float(1e100, 15), "1e+100");
+        assert_eq!(float(0.1 + 0.2, 15), "0.30000000000000004");
+        assert_eq!(float(f64::MAX, 15), "1.7976931348623157e+308");
+        assert_eq!(float(123456.0, 6), "123456");
+        assert_eq!(float(1234567.0, 6), "1.234567e+06");
+        assert_eq!(float(0.0, 15), "0");
+        assert_eq!(float(f64::INFINITY, 15), "Infinity");
+        assert_eq!(float(f64::NEG_INFINITY, 15), "-Infinity");
+        assert_eq!(float(f64::NAN, 15), "NaN");
+    }
+
     #[test]
     fn text_without_a_six_digit_fraction_is_unchanged() {
         for text in [
@@ -175,7 +304,10 @@ mod tests {
                 None => data.put_i32(-1),
             }
         }
-        let row = trim_row(DataRow::new(data, 3), &[true, true, false]);
+        let row = fix_row(
+            DataRow::new(data, 3),
+            &[Fix::Fractions, Fix::Fractions, Fix::None],
+        );
         let mut expected = BytesMut::new();
         expected.put_i32(10);
         expected.put_slice(b"10:00:00.5");

@@ -589,6 +589,62 @@ async fn result_columns_are_named_as_postgres_names_them() {
     let names: Vec<&str> = row.columns().iter().map(|c| c.name()).collect();
     assert_eq!(names[names.len() - 3..], ["timestamp", "upper", "upper"]);
     assert_eq!(names.iter().filter(|n| **n == "timestamp").count(), 2);
+    // Aggregates and window functions that differ only in casts, which DataFusion names
+    // alike inside their own plan nodes; HAVING and ORDER BY refer to the same aggregates.
+    client
+        .batch_execute(&format!(
+            "INSERT INTO {TABLE} (project_id, timestamp, id, name, duration) \
+             VALUES ('q', now(), 'q-1', 'n', 7)"
+        ))
+        .await
+        .expect("insert");
+    let query = format!(
+        "SELECT name, max(duration), max(duration::float8), sum(duration::float8), \
+         lag(duration::text) OVER (ORDER BY name), lag(duration) OVER (ORDER BY name) \
+         FROM {TABLE} WHERE project_id = 'q' GROUP BY name, duration \
+         HAVING max(duration::float8) > 0 ORDER BY max(duration::float8) DESC"
+    );
+    for protocol in ["simple", "extended"] {
+        let (names, cells) = if protocol == "simple" {
+            let simple = client.simple_query(&query).await.expect("cast aggregates");
+            let Some(SimpleQueryMessage::RowDescription(columns)) = simple.first() else {
+                panic!("no RowDescription first: {simple:?}");
+            };
+            let names: Vec<String> = columns.iter().map(|c| c.name().to_string()).collect();
+            let cells = rows(&simple).remove(0);
+            (
+                names,
+                cells.into_iter().map(Option::unwrap_or_default).collect(),
+            )
+        } else {
+            let row = client
+                .query_one(&query, &[])
+                .await
+                .expect("cast aggregates");
+            let names = row.columns().iter().map(|c| c.name().to_string()).collect();
+            let cells = vec![
+                row.get::<_, String>(0),
+                row.get::<_, i64>(1).to_string(),
+                row.get::<_, f64>(2).to_string(),
+                row.get::<_, f64>(3).to_string(),
+                row.get::<_, Option<String>>(4).unwrap_or_default(),
+                row.get::<_, Option<i64>>(5)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+            ];
+            (names, cells)
+        };
+        assert_eq!(
+            names,
+            ["name", "max", "max", "sum", "lag", "lag"],
+            "{protocol}"
+        );
+        assert_eq!(
+            cells[..4],
+            ["n", "7", "7", "7"].map(String::from),
+            "{protocol}"
+        );
+    }
     // Names come from the client's text in the extended protocol too, not from the
     // compatibility parser's rewrite (`current_user` becomes a `session_user` call there).
     let prepared = client
@@ -613,7 +669,7 @@ async fn result_columns_are_named_as_postgres_names_them() {
 }
 
 #[tokio::test]
-async fn timestamps_in_text_results_read_as_postgres_writes_them() {
+async fn timestamps_and_floats_in_text_results_read_as_postgres_writes_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path(), &[]);
     let client = server.client().await;
@@ -633,5 +689,25 @@ async fn timestamps_in_text_results_read_as_postgres_writes_them() {
     assert!(
         shown.contains("2026-11-23 10:00:00+00 | 2026-11-23 10:00:00.5+00 | 2026-11-23 10:00:00.00012 | 10:00:00"),
         "psql shows PostgreSQL's text: {shown}"
+    );
+    // Floats in float8out's form, not Ryu's (`7.0`, `1e20`, `1.5e-7`, `inf`).
+    let floats = "SELECT 7::float8, 1e20::float8, 1.5e-7::float8, 'inf'::float8, 2.5::float4, \
+                  1234567::float4, avg(x) FROM (VALUES (1), (2)) t(x)";
+    let simple = client.simple_query(floats).await.expect("floats");
+    assert_eq!(
+        rows(&simple),
+        vec![
+            [
+                "7",
+                "1e+20",
+                "1.5e-07",
+                "Infinity",
+                "2.5",
+                "1.234567e+06",
+                "1.5"
+            ]
+            .map(|c| Some(c.to_string()))
+            .to_vec()
+        ]
     );
 }

@@ -199,6 +199,14 @@ async fn copy_to_stdout_in_text_and_csv() {
         read("COPY (SELECT id, timestamp FROM otel_logs_and_spans WHERE project_id = 'out' ORDER BY id) TO STDOUT WITH (FORMAT csv, HEADER true)").await,
         "id,timestamp\no-1,2024-03-10 10:00:00+00\no-2,2024-03-10 10:00:01+00\n"
     );
+    // Floats and intervals as PostgreSQL's COPY writes them.
+    assert_eq!(
+        read(
+            "COPY (SELECT 7::float8, 1e20::float8, 0.5::float4, INTERVAL '1 day 2 hours') TO STDOUT"
+        )
+        .await,
+        "7\t1e+20\t0.5\t1 day 02:00:00\n"
+    );
 
     // psql's \copy … TO STDOUT, then the same rows loaded back with COPY FROM: a round trip.
     let out = psql_command(
