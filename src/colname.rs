@@ -47,31 +47,34 @@ pub fn alias_duplicates(statement: &Statement) -> Option<Statement> {
     let Statement::Query(query) = statement else {
         return None;
     };
-    if !selects(&query.body).any(collides) {
+    let collide = selects(&query.body).any(collides);
+    let numbered = numbered_calls(query);
+    if !collide && numbered.is_empty() {
         return None;
     }
     let mut statement = statement.clone();
     let Statement::Query(query) = &mut statement else {
         return None;
     };
-    let mut next = 0;
-    alias_in(&mut query.body, &mut next);
-    distinguish_calls(query);
+    if collide {
+        let mut next = 0;
+        alias_in(&mut query.body, &mut next);
+    }
+    wrap_calls(query, &numbered);
     Some(statement)
 }
 
 /// The function DataFusion cannot see through: `SAME(x, k)` is `x`, and names itself with
-/// `k`. See [`distinguish_calls`].
+/// `k`. See [`numbered_calls`].
 pub const SAME: &str = "__timefusion_same";
 
-/// Makes calls that differ only in casts of their arguments (`max(x)`, `max(x::float8)`)
-/// plan under different names. DataFusion names a cast after its operand, so both are
-/// `max(x)` inside the aggregate (or window) node, which refuses to plan two of them ("Schema
-/// contains duplicate unqualified field name"); aliases cannot help, they come later. Each
-/// cast in every call but the first of such a group becomes `SAME(cast, k)`, `k` numbering
-/// the call, wherever the call appears (select list, `HAVING`, `ORDER BY`), so each
-/// occurrence still refers to the same aggregate.
-fn distinguish_calls(query: &mut Query) {
+/// Calls that differ only in casts of their arguments (`max(x)`, `max(x::float8)`) must plan
+/// under different names: DataFusion names a cast after its operand, so both are `max(x)`
+/// inside the aggregate (or window) node, which refuses to plan two of them ("Schema contains
+/// duplicate unqualified field name"); aliases cannot help, they come later. Returns the text
+/// (lower case) of every such call but one per name, numbered; the one left is a call
+/// without casts if there is one. [`wrap_calls`] then tells them apart.
+fn numbered_calls(query: &Query) -> Vec<(String, i64)> {
     use datafusion::sql::sqlparser::ast::{Visit, Visitor};
     /// Each call: its stripped name, its text, and whether it has a cast to wrap.
     struct Calls(Vec<(String, String, bool)>);
@@ -82,8 +85,11 @@ fn distinguish_calls(query: &mut Query) {
                 let mut stripped = expr.clone();
                 let _ = VisitMut::visit(&mut stripped, &mut Strip);
                 let cast = Visit::visit(expr, &mut HasCast).is_break();
-                self.0
-                    .push((stripped.to_string().to_lowercase(), expr.to_string(), cast));
+                self.0.push((
+                    stripped.to_string().to_lowercase(),
+                    expr.to_string().to_lowercase(),
+                    cast,
+                ));
             }
             ControlFlow::Continue(())
         }
@@ -98,14 +104,9 @@ fn distinguish_calls(query: &mut Query) {
             }
         }
     }
+    // The whole query: a call in `HAVING` or `ORDER BY` joins the same aggregate node.
     let mut calls = Calls(Vec::new());
-    for projection in selects(&query.body) {
-        for item in projection {
-            let _ = Visit::visit(item, &mut calls);
-        }
-    }
-    // Per stripped name, its distinct texts, one without casts (if any) first: that one
-    // keeps its name, the others get a number.
+    let _ = Visit::visit(query, &mut calls);
     let mut seen: Vec<(String, Vec<(String, bool)>)> = Vec::new();
     for (stripped, text, cast) in calls.0 {
         match seen.iter_mut().find(|(s, _)| *s == stripped) {
@@ -114,35 +115,42 @@ fn distinguish_calls(query: &mut Query) {
             None => seen.push((stripped, vec![(text, cast)])),
         }
     }
-    let numbered: Vec<(String, i64)> = seen
-        .into_iter()
+    seen.into_iter()
         .flat_map(|(_, mut texts)| {
             texts.sort_by_key(|(_, cast)| *cast);
             texts.into_iter().skip(1).map(|(text, _)| text)
         })
         .zip(1..)
-        .collect();
+        .collect()
+}
+
+/// Wraps each cast of a non-literal in the calls [`numbered_calls`] found as [`SAME`]`(cast,
+/// k)`, `k` the call's number, wherever the call appears (select list, `HAVING`, `ORDER BY`),
+/// so each occurrence still refers to the same aggregate. A cast of a literal
+/// (`'1 hour'::interval`) stays as it is, for the planner's checks of constant arguments.
+fn wrap_calls(query: &mut Query, numbered: &[(String, i64)]) {
     if numbered.is_empty() {
         return;
     }
-
     struct Wrap(i64);
     impl VisitorMut for Wrap {
         type Break = ();
         fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-            if let Expr::Cast { .. } = expr {
+            if let Expr::Cast { expr: inner, .. } = expr
+                && !matches!(inner.as_ref(), Expr::Value(_))
+            {
                 let cast = std::mem::replace(expr, Expr::Value(Value::Null.into()));
                 *expr = same(cast, self.0);
             }
             ControlFlow::Continue(())
         }
     }
-    struct Calls2<'a>(&'a [(String, i64)]);
-    impl VisitorMut for Calls2<'_> {
+    struct Calls<'a>(&'a [(String, i64)]);
+    impl VisitorMut for Calls<'_> {
         type Break = ();
         fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
             if let Expr::Function(_) = expr {
-                let text = expr.to_string();
+                let text = expr.to_string().to_lowercase();
                 if let Some((_, k)) = self.0.iter().find(|(t, _)| *t == text) {
                     let _ = VisitMut::visit(expr, &mut Wrap(*k));
                 }
@@ -150,7 +158,7 @@ fn distinguish_calls(query: &mut Query) {
             ControlFlow::Continue(())
         }
     }
-    let _ = VisitMut::visit(query, &mut Calls2(&numbered));
+    let _ = VisitMut::visit(query, &mut Calls(numbered));
 }
 
 /// Registers [`SAME`].
@@ -659,7 +667,20 @@ mod tests {
         );
         // Casts at any depth, and a cast column next to a wildcard.
         // Calls that differ only in casts are told apart inside the aggregate too, the same
-        // way wherever they appear; the one without a cast keeps its name.
+        // way wherever they appear (aliased or not); the one without a cast keeps its name,
+        // and a cast literal stays as it is.
+        assert_eq!(
+            rewritten(
+                "SELECT max(d) AS a, max(d::FLOAT8) + 1 AS b FROM t \
+                 HAVING max(D::float8) > '1'::FLOAT8"
+            )
+            .as_deref(),
+            Some(
+                "SELECT max(d) AS a, max(__timefusion_same(d::FLOAT8, 1)) + 1 AS b FROM t \
+                 HAVING max(__timefusion_same(D::FLOAT8, 1)) > '1'::FLOAT8"
+            )
+        );
+        assert_eq!(rewritten("SELECT max(d), min(d::FLOAT8) FROM t"), None);
         assert_eq!(
             rewritten("SELECT max(d), max(d::FLOAT8) FROM t").as_deref(),
             Some(

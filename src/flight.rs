@@ -217,13 +217,17 @@ impl TimeFusionFlight {
     }
 }
 
-/// HTTP/2 flow-control window of each gRPC stream and connection, in bytes. With hyper's
+/// HTTP/2 flow-control window of each gRPC stream, in bytes. With hyper's
 /// 1 MiB default, a client sending an 8,192-row otel batch (about 4 MiB of Arrow) stopped
 /// every megabyte to wait for the server's window update, and DoPut ran at half the rate
-/// with the cores half idle (`bench/ab_doput.sh`). It bounds what a connection may have in
+/// with the cores half idle (`bench/ab_doput.sh`). It bounds what a stream may have in
 /// flight before the server reads it; a message is bounded by `TIMEFUSION_GRPC_MAX_MESSAGE_MB`
 /// and the decoded batches by `TIMEFUSION_GRPC_MAX_INFLIGHT_MB`.
 pub const HTTP2_WINDOW_BYTES: u32 = 8 << 20;
+
+/// HTTP/2 flow-control window of a whole gRPC connection: two streams' worth, so one busy
+/// DoPut stream cannot hold back the others a client multiplexes on the same connection.
+pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 2 * HTTP2_WINDOW_BYTES;
 
 /// Largest HTTP/2 frame the server accepts (hyper's default is 16 KiB): a batch arrives in
 /// a few frames instead of hundreds.

@@ -500,17 +500,29 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
         }
         let mut status = client.transaction_status();
         client.set_state(PgWireConnectionState::QueryInProgress);
-        if query.query.chars().all(|c| c == ';' || c.is_whitespace()) {
+        let statements = sql_text::statements(&query.query);
+        if statements.is_empty() {
             client
                 .feed(PgWireBackendMessage::EmptyQueryResponse(
                     EmptyQueryResponse::new(),
                 ))
                 .await?;
+        } else if let Some(copy) = statements[..statements.len() - 1]
+            .iter()
+            .find(|s| is_copy_from_stdin(s))
+        {
+            // The statements after it would have to wait for the client's data.
+            return Err(user_error(
+                "0A000",
+                format!(
+                    "COPY FROM STDIN must be the last statement of its query string: {}",
+                    copy.trim()
+                ),
+            ));
         } else {
             // One statement at a time, as PostgreSQL runs them: each sees the transaction
             // state the one before left and has its own deadline, and a failure ends the query.
-            // (Statements after a `COPY … FROM STDIN` in the same query are not run.)
-            for statement in sql_text::statements(&query.query) {
+            for statement in statements {
                 let mut failed = false;
                 for response in self.do_query(client, statement).await? {
                     match response {
@@ -601,6 +613,25 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
             .map(|response| wire_text::postgres_text(statement.bound(response)));
         Ok(with_postgres_names(&query, responses.collect()))
     }
+}
+
+/// Whether `statement` is a `COPY … FROM STDIN`.
+fn is_copy_from_stdin(statement: &str) -> bool {
+    use datafusion::sql::sqlparser::ast::CopyTarget;
+    let head = statement.trim_start().get(..4).unwrap_or_default();
+    head.eq_ignore_ascii_case("copy")
+        && parse_plain(statement).is_some_and(|parsed| {
+            parsed.iter().any(|s| {
+                matches!(
+                    s,
+                    Statement::Copy {
+                        to: false,
+                        target: CopyTarget::Stdin,
+                        ..
+                    }
+                )
+            })
+        })
 }
 
 /// `text` parsed with the plain PostgreSQL dialect, as the client wrote it (no compatibility

@@ -386,7 +386,7 @@ impl Server {
             let served = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .initial_stream_window_size(crate::flight::HTTP2_WINDOW_BYTES)
-                .initial_connection_window_size(crate::flight::HTTP2_WINDOW_BYTES)
+                .initial_connection_window_size(crate::flight::HTTP2_CONNECTION_WINDOW_BYTES)
                 .max_frame_size(crate::flight::HTTP2_MAX_FRAME_BYTES)
                 .add_service(flight)
                 .serve_with_incoming_shutdown(

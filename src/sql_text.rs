@@ -137,54 +137,110 @@ fn replace_all(text: &str, rewrite: &Rewrite) -> Option<String> {
     Some(out)
 }
 
-/// The statements of a simple query, in order, each without its `;`; whitespace-only pieces
-/// are left out. PostgreSQL runs the statements of one simple query one after another: each
-/// sees the transaction state the previous one left (`BEGIN; SET LOCAL …; SELECT …`), has its
-/// own `statement_timeout`, and a failed one ends the query. The text is split at the `;`
-/// tokens sqlparser's PostgreSQL tokenizer finds, so never inside a literal, quoted name or
-/// comment; text it cannot tokenize stays one piece, for the parser to report.
+/// The statements of a simple query, in order, each without its `;`; pieces with nothing but
+/// whitespace and comments are left out. PostgreSQL runs the statements of one simple query
+/// one after another: each sees the transaction state the previous one left (`BEGIN; SET
+/// LOCAL …; SELECT …`), has its own `statement_timeout`, and a failed one ends the query.
+///
+/// One pass over the text, as PostgreSQL's lexer reads it: a `;` inside a string (`'…'` with
+/// `''`, `E'…'` with backslash escapes), a quoted name, a dollar-quoted string (`$$…$$`,
+/// `$tag$…$tag$`), a `--` comment or a nested `/* */` comment ends nothing. An unterminated
+/// string or comment runs to the end of the text, where the parser reports it.
 pub fn statements(query: &str) -> Vec<&str> {
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-
-    let whole = || {
-        let trimmed = query.trim_end_matches(|c: char| c == ';' || c.is_whitespace());
-        vec![trimmed]
-    };
-    // One statement, perhaps with a trailing `;` (every literal INSERT): not tokenized twice.
-    let body = query.trim_end_matches(|c: char| c == ';' || c.is_whitespace());
-    if !body.contains(';') {
-        return whole();
-    }
-    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, query).tokenize_with_location() else {
-        return whole();
-    };
-    let line_starts: Vec<usize> = std::iter::once(0)
-        .chain(query.match_indices('\n').map(|(i, _)| i + 1))
-        .collect();
-    // The byte offset of a 1-based (line, column in characters) location.
-    let offset = |line: u64, column: u64| -> Option<usize> {
-        let start = *line_starts.get(usize::try_from(line).ok()?.checked_sub(1)?)?;
-        let skip = usize::try_from(column).ok()?.checked_sub(1)?;
-        query[start..]
-            .char_indices()
-            .nth(skip)
-            .map(|(i, _)| start + i)
-    };
+    let bytes = query.as_bytes();
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80;
     let mut pieces = Vec::new();
-    let mut from = 0;
-    for token in &tokens {
-        if token.token != Token::SemiColon {
-            continue;
+    let mut start = 0;
+    let mut content = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let before = i.checked_sub(1).map(|j| bytes[j]);
+        match b {
+            b';' => {
+                if content {
+                    pieces.push(&query[start..i]);
+                }
+                start = i + 1;
+                content = false;
+                i += 1;
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                i = bytes[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(bytes.len(), |p| i + p + 1);
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                let mut depth = 0usize;
+                while i < bytes.len() {
+                    if bytes[i..].starts_with(b"/*") {
+                        depth += 1;
+                        i += 2;
+                    } else if bytes[i..].starts_with(b"*/") {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            b'\'' | b'"' => {
+                // `E'…'` takes backslash escapes, unless the E ends a longer word.
+                let escapes = b == b'\''
+                    && matches!(before, Some(b'E' | b'e'))
+                    && !i.checked_sub(2).is_some_and(|j| word(bytes[j]));
+                i += 1;
+                while i < bytes.len() {
+                    if escapes && bytes[i] == b'\\' {
+                        i += 2;
+                    } else if bytes[i] == b {
+                        if bytes.get(i + 1) == Some(&b) {
+                            i += 2;
+                        } else {
+                            i += 1;
+                            break;
+                        }
+                    } else {
+                        i += 1;
+                    }
+                }
+                content = true;
+            }
+            b'$' if !before.is_some_and(word) => {
+                // `$tag$` with an empty or identifier tag opens a dollar-quoted string;
+                // `$1` is a parameter.
+                let tag_len = bytes[i + 1..]
+                    .iter()
+                    .position(|&c| !word(c))
+                    .unwrap_or(bytes.len() - i - 1);
+                let opens = bytes.get(i + 1 + tag_len) == Some(&b'$')
+                    && !bytes.get(i + 1).is_some_and(u8::is_ascii_digit);
+                if opens {
+                    let delimiter = &bytes[i..i + 2 + tag_len];
+                    let body = i + delimiter.len();
+                    i = bytes[body..]
+                        .windows(delimiter.len())
+                        .position(|w| w == delimiter)
+                        .map_or(bytes.len(), |p| body + p + delimiter.len());
+                } else {
+                    i += 1;
+                }
+                content = true;
+            }
+            b if b.is_ascii_whitespace() => i += 1,
+            _ => {
+                content = true;
+                i += 1;
+            }
         }
-        let Some(at) = offset(token.span.start.line, token.span.start.column) else {
-            return whole();
-        };
-        pieces.push(&query[from..at]);
-        from = at + 1;
     }
-    pieces.push(&query[from..]);
-    pieces.retain(|piece| !piece.trim().is_empty());
+    if content {
+        pieces.push(&query[start..]);
+    }
     pieces
 }
 
@@ -201,21 +257,40 @@ mod tests {
             ["BEGIN", " SET LOCAL statement_timeout = '1s'", "SELECT 2"]
         );
         assert_eq!(
-            statements("SELECT 'a;b', \"c;d\" -- e;f\n FROM t; /* g; */ SELECT $$h;$$; ;"),
+            statements("SELECT 'a;b', \"c;d\" -- e;f\n FROM t; /* g; /* h; */ */ SELECT $$h;$$; ;"),
             [
                 "SELECT 'a;b', \"c;d\" -- e;f\n FROM t",
-                " /* g; */ SELECT $$h;$$"
+                " /* g; /* h; */ */ SELECT $$h;$$"
             ]
         );
-        // Locations count characters, offsets bytes.
+        assert_eq!(
+            statements("SELECT 'it''s;', E'\\';', $fn$ a; $$ b; $fn$, $1; SELECT 2"),
+            [
+                "SELECT 'it''s;', E'\\';', $fn$ a; $$ b; $fn$, $1",
+                " SELECT 2"
+            ]
+        );
+        // Multi-byte text around the cuts.
         assert_eq!(
             statements("SELECT 'é';\nSELECT 'ü'; SELECT 3"),
             ["SELECT 'é'", "\nSELECT 'ü'", " SELECT 3"]
         );
-        // Text the tokenizer refuses stays whole, for the parser's error.
+        // Comments alone are not statements (PostgreSQL sends no EmptyQueryResponse for them).
+        assert_eq!(statements("SELECT 1; -- done"), ["SELECT 1"]);
+        assert_eq!(
+            statements("SELECT 1; /* x */; SELECT 2"),
+            ["SELECT 1", " SELECT 2"]
+        );
+        assert!(statements("-- nothing").is_empty());
+        // An unterminated string runs to the end, for the parser's error.
         assert_eq!(
             statements("SELECT 'open; SELECT 2"),
             ["SELECT 'open; SELECT 2"]
+        );
+        // A word ending in E before a quote does not make an escape string.
+        assert_eq!(
+            statements("SELECT some'\\'; SELECT 2"),
+            ["SELECT some'\\'", " SELECT 2"]
         );
     }
 

@@ -1,14 +1,15 @@
-//! Timestamps, times and floats in text-format results read as PostgreSQL writes them.
+//! Timestamps and floats in text-format results read as PostgreSQL writes them.
 //!
-//! pgwire writes the seconds of every timestamp and time with six fraction digits, in every
-//! `DateStyle`: `2026-11-23 10:00:00.000000+00`, `10:00:00.500000`. PostgreSQL writes only the
-//! digits up to the last one that is not zero: `2026-11-23 10:00:00+00`, `10:00:00.5`. And it
-//! writes floats in their shortest form as Ryu gives it (`7.0`, `1e20`, `1.5e-7`, `inf`),
-//! where PostgreSQL writes `7`, `1e+20`, `1.5e-07` and `Infinity` (and JDBC's and node's
-//! parsers refuse `inf`). psql shows the text as it comes, BI tools show it in their grids,
-//! and scripts compare it; all of them should see what PostgreSQL would have sent. The encoded
-//! rows of such text-format columns are rewritten on their way out; binary columns are left
-//! alone, their encoding has nothing to rewrite.
+//! pgwire writes the seconds of every timestamp with six fraction digits, in every
+//! `DateStyle`: `2026-11-23 10:00:00.000000+00`. PostgreSQL writes only the digits up to the
+//! last one that is not zero: `2026-11-23 10:00:00+00`, `10:00:00.5+00`. And pgwire writes
+//! floats in Ryu's shortest form (`7.0`, `1e20`, `1.5e-7`, `inf`), where PostgreSQL writes
+//! `7`, `1e+20`, `1.5e-07` and `Infinity` (and JDBC's and node's parsers refuse `inf`). psql
+//! shows the text as it comes, BI tools show it in their grids, and scripts compare it; all of
+//! them should see what PostgreSQL would have sent. The encoded rows of such text-format
+//! columns are rewritten on their way out; binary columns are left alone, their encoding has
+//! nothing to rewrite. `time` values keep pgwire's six digits: its decoder of text parameters
+//! needs them, and a client may bind back a `time` it read as text.
 
 use bytes::{BufMut, BytesMut};
 use futures::StreamExt;
@@ -20,11 +21,13 @@ use pgwire::messages::data::DataRow;
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Fix {
     None,
-    /// Timestamps and times: [`trim_fractions`].
+    /// Timestamps: [`trim_fractions`].
     Fractions,
     /// Floats in pgwire's shortest (Ryu) form: [`postgres_float`], with fixed notation for
     /// decimal exponents below this (15 for `float8`, 6 for `float4`).
     Float(i32),
+    /// Floats in another form (`extra_float_digits` below 1): only `inf` is rewritten.
+    Infinity,
 }
 
 /// `response` with its text-format timestamps, times and floats written as PostgreSQL
@@ -48,21 +51,22 @@ fn fix_of(field: &FieldInfo) -> Fix {
     if field.format() != FieldFormat::Text {
         return Fix::None;
     }
-    let clock = [
+    // Not `time`: pgwire's decoder of text parameters wants six fraction digits there, and
+    // a client that reads a `time` as text and binds it back (node-postgres) must be able to.
+    let stamps = [
         Type::TIMESTAMP,
         Type::TIMESTAMPTZ,
-        Type::TIME,
-        Type::TIMETZ,
         Type::TIMESTAMP_ARRAY,
         Type::TIMESTAMPTZ_ARRAY,
-        Type::TIME_ARRAY,
-        Type::TIMETZ_ARRAY,
     ];
     let shortest = field.format_options().extra_float_digits >= 1;
     match field.datatype() {
-        t if clock.contains(t) => Fix::Fractions,
-        t if shortest && *t == Type::FLOAT8 => Fix::Float(15),
-        t if shortest && *t == Type::FLOAT4 => Fix::Float(6),
+        t if stamps.contains(t) => Fix::Fractions,
+        t if *t == Type::FLOAT8 || *t == Type::FLOAT4 => match (shortest, *t == Type::FLOAT8) {
+            (true, true) => Fix::Float(15),
+            (true, false) => Fix::Float(6),
+            (false, _) => Fix::Infinity,
+        },
         _ => Fix::None,
     }
 }
@@ -89,31 +93,31 @@ fn fix_row(row: DataRow, fixes: &[Fix]) -> DataRow {
             return row;
         };
         at += len as usize;
-        let fixed = match fix {
-            Fix::None => None,
-            Fix::Fractions => Some(trim_fractions(value)),
-            Fix::Float(fixed_below) => postgres_float(value, fixed_below),
-        };
-        match fixed {
-            Some(value) => {
-                out.put_i32(value.len() as i32);
-                out.put_slice(&value);
-            }
-            None => {
-                out.put_i32(len);
-                out.put_slice(value);
-            }
+        // The value goes straight into `out`, its length filled in after.
+        let slot = out.len();
+        out.put_i32(0);
+        match fix {
+            Fix::None => out.put_slice(value),
+            Fix::Fractions => trim_fractions(value, &mut out),
+            Fix::Float(fixed_below) => write_float(value, fixed_below, &mut out),
+            Fix::Infinity => out.put_slice(match value {
+                b"inf" => b"Infinity",
+                b"-inf" => b"-Infinity",
+                other => other,
+            }),
         }
+        let written = (out.len() - slot - 4) as i32;
+        out[slot..slot + 4].copy_from_slice(&written.to_be_bytes());
     }
     out.put_slice(&data[at.min(data.len())..]);
     DataRow::new(out, row.field_count)
 }
 
-/// `text` with each seconds fraction (`:SS.dddddd`, six digits) cut after its last digit that
-/// is not zero, and without the point when all six are zero.
-fn trim_fractions(text: &[u8]) -> Vec<u8> {
+/// `text` into `out` with each seconds fraction (`:SS.dddddd`, six digits) cut after its last
+/// digit that is not zero, and without the point when all six are zero.
+fn trim_fractions(text: &[u8], out: &mut BytesMut) {
     let digit = |i: usize| text.get(i).is_some_and(u8::is_ascii_digit);
-    let mut out = Vec::with_capacity(text.len());
+    let mut copied = 0;
     let mut i = 0;
     while i < text.len() {
         let fraction = text[i] == b'.'
@@ -124,19 +128,42 @@ fn trim_fractions(text: &[u8]) -> Vec<u8> {
             && (i + 1..i + 7).all(digit)
             && !digit(i + 7);
         if fraction {
+            out.put_slice(&text[copied..i]);
             let digits = &text[i + 1..i + 7];
             let kept = digits.iter().rposition(|&d| d != b'0').map_or(0, |p| p + 1);
             if kept > 0 {
-                out.push(b'.');
-                out.extend_from_slice(&digits[..kept]);
+                out.put_u8(b'.');
+                out.put_slice(&digits[..kept]);
             }
             i += 7;
+            copied = i;
         } else {
-            out.push(text[i]);
             i += 1;
         }
     }
-    out
+    out.put_slice(&text[copied..]);
+}
+
+/// A Ryu float into `out` in PostgreSQL's form. Most values are written as they came: only
+/// an exponent, a trailing `.0`, `inf`, a tiny value in fixed notation or more whole digits
+/// than PostgreSQL writes in fixed notation need [`postgres_float`].
+fn write_float(text: &[u8], fixed_below: i32, out: &mut BytesMut) {
+    let unsigned = text.strip_prefix(b"-").unwrap_or(text);
+    let whole = unsigned.iter().take_while(|b| b.is_ascii_digit()).count();
+    if let Some(integral) = text.strip_suffix(b".0")
+        && (whole as i32) <= fixed_below
+    {
+        out.put_slice(integral);
+        return;
+    }
+    let rewrite = unsigned.contains(&b'e')
+        || unsigned.starts_with(b"inf")
+        || unsigned.starts_with(b"0.0000")
+        || whole as i32 > fixed_below;
+    match rewrite.then(|| postgres_float(text, fixed_below)).flatten() {
+        Some(float) => out.put_slice(&float),
+        None => out.put_slice(text),
+    }
 }
 
 /// A float as PostgreSQL's `float8out` / `float4out` write it (`extra_float_digits` 1, the
@@ -216,7 +243,9 @@ mod tests {
     use super::*;
 
     fn trim(text: &str) -> String {
-        String::from_utf8(trim_fractions(text.as_bytes())).expect("utf8")
+        let mut out = BytesMut::new();
+        trim_fractions(text.as_bytes(), &mut out);
+        String::from_utf8(out.to_vec()).expect("utf8")
     }
 
     // Expected texts as PostgreSQL 15 writes them (DateStyle ISO, then Postgres).
@@ -238,8 +267,10 @@ mod tests {
             trim("2026-11-23 10:00:00.000010"),
             "2026-11-23 10:00:00.00001"
         );
-        assert_eq!(trim("10:00:00.250000"), "10:00:00.25");
-        assert_eq!(trim("10:00:00.000000+05:30"), "10:00:00+05:30");
+        assert_eq!(
+            trim("2026-11-23 10:00:00.000000+05:30"),
+            "2026-11-23 10:00:00+05:30"
+        );
         assert_eq!(
             trim("Mon Nov 23 10:00:00.000000 2026 UTC"),
             "Mon Nov 23 10:00:00 2026 UTC"
@@ -250,10 +281,12 @@ mod tests {
         );
     }
 
+    /// `value` as pgwire writes it (Ryu), then as this module rewrites it.
     fn float(value: f64, fixed_below: i32) -> String {
         let text = ryu::Buffer::new().format(value).to_string();
-        postgres_float(text.as_bytes(), fixed_below)
-            .map_or(text, |t| String::from_utf8(t).expect("utf8"))
+        let mut out = BytesMut::new();
+        write_float(text.as_bytes(), fixed_below, &mut out);
+        String::from_utf8(out.to_vec()).expect("utf8")
     }
 
     // Expected texts as PostgreSQL 15 writes them (`SELECT x::float8`, `SELECT x::float4`).
@@ -277,6 +310,9 @@ mod tests {
         assert_eq!(float(f64::INFINITY, 15), "Infinity");
         assert_eq!(float(f64::NEG_INFINITY, 15), "-Infinity");
         assert_eq!(float(f64::NAN, 15), "NaN");
+        assert_eq!(float(1234.5, 15), "1234.5");
+        assert_eq!(float(-0.00001234, 15), "-1.234e-05");
+        assert_eq!(float(1e16, 15), "1e+16");
     }
 
     #[test]

@@ -419,4 +419,20 @@ async fn the_statements_of_one_simple_query_run_one_at_a_time() {
         "PostgreSQL's code and words: {error:?}"
     );
     assert_eq!(count(&client, "WHERE project_id = 'multi'").await, 1);
+
+    // A COPY FROM STDIN that is not the last statement is refused before anything runs.
+    let refused = client
+        .simple_query(
+            "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, name) \
+             VALUES ('multi', now(), 'm-3', 'n'); \
+             COPY otel_logs_and_spans (project_id, timestamp, id, name) FROM STDIN; SELECT 1",
+        )
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        refused.as_db_error().map(|e| e.code().clone()),
+        Some(SqlState::FEATURE_NOT_SUPPORTED),
+        "{refused:?}"
+    );
+    assert_eq!(count(&client, "WHERE project_id = 'multi'").await, 1);
 }

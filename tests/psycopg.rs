@@ -39,9 +39,9 @@ async fn psycopg_binds_copies_and_reads() {
             "2026-11-23 10:00:00+00",
             "2026-11-23 10:00:00.25+00",
             "2026-11-23 10:00:00.000001",
-            "10:00:00.5"
+            "7"
         ]),
-        "timestamps and times in text format as PostgreSQL writes them: {seen}"
+        "timestamps and floats in text format as PostgreSQL writes them: {seen}"
     );
     assert_eq!(seen["binary_rowcount"], 300, "{seen}");
     assert_eq!(seen["binary_count"], 300, "{seen}");

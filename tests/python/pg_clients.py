@@ -89,10 +89,10 @@ with psycopg.connect(dsn, autocommit=True) as conn:
         with conn.cursor() as raw:
             from psycopg.types.string import TextLoader
 
-            for name in ("timestamptz", "timestamp", "time"):
+            for name in ("timestamptz", "timestamp", "float8"):
                 raw.adapters.register_loader(name, TextLoader)
             raw.execute(
-                "SELECT %s::timestamptz, %s::timestamptz, %s::timestamp, time '10:00:00.5'",
+                "SELECT %s::timestamptz, %s::timestamptz, %s::timestamp, 7::float8",
                 ("2026-11-23 10:00:00+00", "2026-11-23 10:00:00.25+00",
                  "2026-11-23 10:00:00.000001"),
             )
