@@ -74,6 +74,11 @@ fn fix_of(field: &FieldInfo) -> Fix {
 /// `row` with the values of the columns rewritten as `fixes` says. A row that does not parse
 /// as `DataRow` fields (it always does) is passed on unchanged.
 fn fix_row(row: DataRow, fixes: &[Fix]) -> DataRow {
+    // Most rows need nothing (a timestamp with microseconds, a float with a fraction): they
+    // pass as they are, without a copy.
+    if !values(&row, fixes).any(|(fix, value)| needs(fix, value)) {
+        return row;
+    }
     let data = &row.data;
     let mut out = BytesMut::with_capacity(data.len());
     let mut at = 0;
@@ -111,6 +116,45 @@ fn fix_row(row: DataRow, fixes: &[Fix]) -> DataRow {
     }
     out.put_slice(&data[at.min(data.len())..]);
     DataRow::new(out, row.field_count)
+}
+
+/// The non-null values of `row` with their column's fix, as far as the row parses.
+fn values<'a>(row: &'a DataRow, fixes: &'a [Fix]) -> impl Iterator<Item = (Fix, &'a [u8])> {
+    let data = &row.data;
+    let mut at = 0usize;
+    fixes
+        .iter()
+        .take(row.field_count.max(0) as usize)
+        .map_while(move |&fix| {
+            let len = data
+                .get(at..at + 4)
+                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))?;
+            at += 4;
+            if len < 0 {
+                return Some(None);
+            }
+            let value = data.get(at..at + len as usize)?;
+            at += len as usize;
+            Some(Some((fix, value)))
+        })
+        .flatten()
+}
+
+/// Whether [`fix_row`] would change `value`.
+fn needs(fix: Fix, value: &[u8]) -> bool {
+    match fix {
+        Fix::None => false,
+        // A six-digit fraction ending in zero ([`trim_fractions`] also wants `:SS` before it).
+        Fix::Fractions => value.iter().enumerate().any(|(i, &b)| {
+            b == b'.'
+                && value
+                    .get(i + 1..i + 7)
+                    .is_some_and(|d| d.iter().all(u8::is_ascii_digit) && d[5] == b'0')
+                && !value.get(i + 7).is_some_and(u8::is_ascii_digit)
+        }),
+        Fix::Float(fixed_below) => float_needs(value, fixed_below),
+        Fix::Infinity => value == b"inf" || value == b"-inf",
+    }
 }
 
 /// `text` into `out` with each seconds fraction (`:SS.dddddd`, six digits) cut after its last
@@ -156,14 +200,24 @@ fn write_float(text: &[u8], fixed_below: i32, out: &mut BytesMut) {
         out.put_slice(integral);
         return;
     }
-    let rewrite = unsigned.contains(&b'e')
-        || unsigned.starts_with(b"inf")
-        || unsigned.starts_with(b"0.0000")
-        || whole as i32 > fixed_below;
-    match rewrite.then(|| postgres_float(text, fixed_below)).flatten() {
+    match float_needs(text, fixed_below)
+        .then(|| postgres_float(text, fixed_below))
+        .flatten()
+    {
         Some(float) => out.put_slice(&float),
         None => out.put_slice(text),
     }
+}
+
+/// Whether Ryu's `text` differs from PostgreSQL's form of the same float.
+fn float_needs(text: &[u8], fixed_below: i32) -> bool {
+    let unsigned = text.strip_prefix(b"-").unwrap_or(text);
+    let whole = unsigned.iter().take_while(|b| b.is_ascii_digit()).count();
+    unsigned.ends_with(b".0")
+        || unsigned.contains(&b'e')
+        || unsigned.starts_with(b"inf")
+        || unsigned.starts_with(b"0.0000")
+        || whole as i32 > fixed_below
 }
 
 /// A float as PostgreSQL's `float8out` / `float4out` write it (`extra_float_digits` 1, the
@@ -326,6 +380,19 @@ mod tests {
         ] {
             assert_eq!(trim(text), text);
         }
+    }
+
+    #[test]
+    fn a_row_with_nothing_to_change_passes_as_it_is() {
+        let mut data = BytesMut::new();
+        for value in ["2026-11-23 10:00:00.123456+00", "1234.5"] {
+            data.put_i32(value.len() as i32);
+            data.put_slice(value.as_bytes());
+        }
+        let fixes = [Fix::Fractions, Fix::Float(15)];
+        let row = DataRow::new(data, 2);
+        assert!(!values(&row, &fixes).any(|(fix, value)| needs(fix, value)));
+        assert_eq!(fix_row(row.clone(), &fixes), row);
     }
 
     #[test]
