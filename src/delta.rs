@@ -156,16 +156,10 @@ impl DeltaTable {
 
     /// The highest WAL sequence of `wal_id` already committed to this table, if any.
     pub async fn committed_wal_seq(&self, wal_id: &str) -> Result<Option<u64>> {
-        let table = self.table.lock().await;
-        let version = table
-            .snapshot()
-            .map_err(|source: deltalake::DeltaTableError| Error::Delta {
-                table: self.schema.name.clone(),
-                source,
-            })?
-            .transaction_version(table.log_store().as_ref(), wal_id)
+        let mut table = self.table.lock().await;
+        let version = wal_version(&mut table, wal_id, false)
             .await
-            .map_err(|source: deltalake::DeltaTableError| Error::Delta {
+            .map_err(|source| Error::Delta {
                 table: self.schema.name.clone(),
                 source,
             })?;
@@ -176,17 +170,12 @@ impl DeltaTable {
     /// a flush whose commit failed without saying whether the store kept it.
     pub async fn landed(&self, wal_id: &str, upto: crate::wal::Seq) -> Result<bool> {
         let mut table = self.table.lock().await;
-        let delta = |source| Error::Delta {
-            table: self.schema.name.clone(),
-            source,
-        };
-        table.update_state().await.map_err(delta)?;
-        let version = table
-            .snapshot()
-            .map_err(delta)?
-            .transaction_version(table.log_store().as_ref(), wal_id)
+        let version = wal_version(&mut table, wal_id, true)
             .await
-            .map_err(delta)?;
+            .map_err(|source| Error::Delta {
+                table: self.schema.name.clone(),
+                source,
+            })?;
         Ok(version.is_some_and(|v| v >= upto.0 as i64))
     }
 
@@ -272,11 +261,7 @@ impl DeltaTable {
             };
             // The log may have moved (our own lost commit, another writer's commit): refresh
             // before deciding, so the next attempt starts from the latest version.
-            table.update_state().await.map_err(delta)?;
-            let landed = table
-                .snapshot()
-                .map_err(delta)?
-                .transaction_version(table.log_store().as_ref(), wal_id)
+            let landed = wal_version(&mut table, wal_id, true)
                 .await
                 .map_err(delta)?
                 .is_some_and(|v| v >= plan.upto.0 as i64);
@@ -449,6 +434,22 @@ fn sorted(
         columns,
         &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
     )
+}
+
+/// The `txn` version `wal_id` last committed to `table` (the highest WAL sequence it holds),
+/// after re-reading the log when `refresh`.
+async fn wal_version(
+    table: &mut deltalake::DeltaTable,
+    wal_id: &str,
+    refresh: bool,
+) -> deltalake::DeltaResult<Option<i64>> {
+    if refresh {
+        table.update_state().await?;
+    }
+    table
+        .snapshot()?
+        .transaction_version(table.log_store().as_ref(), wal_id)
+        .await
 }
 
 #[cfg(test)]
