@@ -892,8 +892,8 @@ impl CopyOut {
         let float_fixed_below: Vec<Option<i32>> = texts
             .iter()
             .map(|c| match c.data_type() {
-                DataType::Float64 => Some(15),
-                DataType::Float32 | DataType::Float16 => Some(6),
+                DataType::Float64 => Some(crate::wire_text::FLOAT8_FIXED_BELOW),
+                DataType::Float32 | DataType::Float16 => Some(crate::wire_text::FLOAT4_FIXED_BELOW),
                 _ => None,
             })
             .collect();
@@ -915,6 +915,7 @@ impl CopyOut {
                         message: format!("cannot render a value: {e}"),
                     })?;
                     if let Some(fixed_below) = float_fixed_below[i]
+                        && crate::wire_text::float_needs(value.as_bytes(), fixed_below)
                         && let Some(float) =
                             crate::wire_text::postgres_float(value.as_bytes(), fixed_below)
                     {

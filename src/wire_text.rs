@@ -47,6 +47,11 @@ pub fn postgres_text(response: Response) -> Response {
     Response::Query(query)
 }
 
+/// PostgreSQL writes a `float8` in fixed notation when its decimal exponent is below this.
+pub(crate) const FLOAT8_FIXED_BELOW: i32 = 15;
+/// The same for `float4`.
+pub(crate) const FLOAT4_FIXED_BELOW: i32 = 6;
+
 fn fix_of(field: &FieldInfo) -> Fix {
     if field.format() != FieldFormat::Text {
         return Fix::None;
@@ -63,8 +68,8 @@ fn fix_of(field: &FieldInfo) -> Fix {
     match field.datatype() {
         t if stamps.contains(t) => Fix::Fractions,
         t if *t == Type::FLOAT8 || *t == Type::FLOAT4 => match (shortest, *t == Type::FLOAT8) {
-            (true, true) => Fix::Float(15),
-            (true, false) => Fix::Float(6),
+            (true, true) => Fix::Float(FLOAT8_FIXED_BELOW),
+            (true, false) => Fix::Float(FLOAT4_FIXED_BELOW),
             (false, _) => Fix::Infinity,
         },
         _ => Fix::None,
@@ -76,28 +81,23 @@ fn fix_of(field: &FieldInfo) -> Fix {
 fn fix_row(row: DataRow, fixes: &[Fix]) -> DataRow {
     // Most rows need nothing (a timestamp with microseconds, a float with a fraction): they
     // pass as they are, without a copy.
-    if !values(&row, fixes).any(|(fix, value)| needs(fix, value)) {
+    let count = row.field_count.max(0) as usize;
+    let parsed = fields(&row).zip(fixes).take(count);
+    let mut parsed_count = 0;
+    let mut any = false;
+    for (value, &fix) in parsed {
+        parsed_count += 1;
+        any |= value.is_some_and(|v| needs(fix, v));
+    }
+    if !any || parsed_count != count.min(fixes.len()) {
         return row;
     }
-    let data = &row.data;
-    let mut out = BytesMut::with_capacity(data.len());
-    let mut at = 0;
-    for &fix in fixes.iter().take(row.field_count.max(0) as usize) {
-        let Some(len) = data
-            .get(at..at + 4)
-            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        else {
-            return row;
-        };
-        at += 4;
-        if len < 0 {
-            out.put_i32(len);
+    let mut out = BytesMut::with_capacity(row.data.len());
+    for (value, &fix) in fields(&row).zip(fixes).take(count) {
+        let Some(value) = value else {
+            out.put_i32(-1);
             continue;
-        }
-        let Some(value) = data.get(at..at + len as usize) else {
-            return row;
         };
-        at += len as usize;
         // The value goes straight into `out`, its length filled in after.
         let slot = out.len();
         out.put_i32(0);
@@ -114,30 +114,25 @@ fn fix_row(row: DataRow, fixes: &[Fix]) -> DataRow {
         let written = (out.len() - slot - 4) as i32;
         out[slot..slot + 4].copy_from_slice(&written.to_be_bytes());
     }
-    out.put_slice(&data[at.min(data.len())..]);
     DataRow::new(out, row.field_count)
 }
 
-/// The non-null values of `row` with their column's fix, as far as the row parses.
-fn values<'a>(row: &'a DataRow, fixes: &'a [Fix]) -> impl Iterator<Item = (Fix, &'a [u8])> {
+/// The fields of `row` in order, `None` for NULL, as far as the row parses.
+fn fields(row: &DataRow) -> impl Iterator<Item = Option<&[u8]>> {
     let data = &row.data;
     let mut at = 0usize;
-    fixes
-        .iter()
-        .take(row.field_count.max(0) as usize)
-        .map_while(move |&fix| {
-            let len = data
-                .get(at..at + 4)
-                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))?;
-            at += 4;
-            if len < 0 {
-                return Some(None);
-            }
-            let value = data.get(at..at + len as usize)?;
-            at += len as usize;
-            Some(Some((fix, value)))
-        })
-        .flatten()
+    std::iter::from_fn(move || {
+        let len = data
+            .get(at..at + 4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))?;
+        at += 4;
+        if len < 0 {
+            return Some(None);
+        }
+        let value = data.get(at..at + len as usize)?;
+        at += len as usize;
+        Some(Some(value))
+    })
 }
 
 /// Whether [`fix_row`] would change `value`.
@@ -210,7 +205,7 @@ fn write_float(text: &[u8], fixed_below: i32, out: &mut BytesMut) {
 }
 
 /// Whether Ryu's `text` differs from PostgreSQL's form of the same float.
-fn float_needs(text: &[u8], fixed_below: i32) -> bool {
+pub(crate) fn float_needs(text: &[u8], fixed_below: i32) -> bool {
     let unsigned = text.strip_prefix(b"-").unwrap_or(text);
     let whole = unsigned.iter().take_while(|b| b.is_ascii_digit()).count();
     unsigned.ends_with(b".0")
@@ -391,7 +386,11 @@ mod tests {
         }
         let fixes = [Fix::Fractions, Fix::Float(15)];
         let row = DataRow::new(data, 2);
-        assert!(!values(&row, &fixes).any(|(fix, value)| needs(fix, value)));
+        assert!(
+            !fields(&row)
+                .zip(fixes)
+                .any(|(value, fix)| value.is_some_and(|v| needs(fix, v)))
+        );
         assert_eq!(fix_row(row.clone(), &fixes), row);
     }
 
