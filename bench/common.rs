@@ -109,7 +109,7 @@ pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
 /// The PostgreSQL table: same columns and order as TimeFusion's schema, JSON as text, an
 /// index on (project_id, timestamp) as a time-series user would create.
 pub fn postgres_ddl(table_name: &str) -> String {
-    let catalog = timefusion::schema::Catalog::load(None).expect("schemas");
+    let catalog = timefusion::engine::schema::Catalog::load(None).expect("schemas");
     let table = catalog.get(table_name).expect("table");
     let columns: Vec<String> = table
         .schema

@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::wal::WalCompression;
-
 /// TimeFusion: a Postgres-wire analytical time-series database over Delta Lake.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "timefusion", version, about, long_about = None)]
@@ -52,7 +50,7 @@ pub struct Config {
         value_enum,
         default_value = "scram-sha-256"
     )]
-    pub pgwire_auth_method: crate::pgwire::AuthMethod,
+    pub pgwire_auth_method: AuthMethod,
 
     /// PEM certificate chain for TLS on the Postgres port (with `TIMEFUSION_TLS_KEY`); unset
     /// serves plaintext only. A certificate that cannot be loaded stops the server.
@@ -351,8 +349,8 @@ impl Config {
         Duration::from_secs(self.buffer_retention_mins * 60)
     }
 
-    pub fn maintenance_policy(&self) -> crate::delta::MaintenancePolicy {
-        crate::delta::MaintenancePolicy {
+    pub fn maintenance_policy(&self) -> MaintenancePolicy {
+        MaintenancePolicy {
             target_file_bytes: std::num::NonZeroU64::new(self.compact_target_mb << 20)
                 .unwrap_or(std::num::NonZeroU64::MIN),
             checkpoint_every: self.checkpoint_interval,
@@ -369,16 +367,100 @@ impl Config {
         self.data_dir.join("tables")
     }
 
-    /// A configuration for tests: everything default except the data directory and port 0.
-    pub fn for_tests(data_dir: impl Into<PathBuf>) -> Self {
-        let mut config = Config::parse_from(["timefusion"]);
-        config.data_dir = data_dir.into();
-        config.pgwire_port = 0;
-        config.pgwire_host = IpAddr::from([127, 0, 0, 1]);
-        config.grpc_port = 0;
-        config.grpc_host = IpAddr::from([127, 0, 0, 1]);
-        config
+    /// Where tables live and how reads of them are cached.
+    pub fn storage(&self) -> StorageSettings {
+        StorageSettings {
+            tables_dir: self.tables_dir(),
+            s3: self.s3_bucket.clone().map(|bucket| S3Settings {
+                bucket,
+                region: self.s3_region.clone(),
+                allow_http: self.s3_allow_http,
+                credentials: self
+                    .s3_access_key_id
+                    .clone()
+                    .zip(self.s3_secret_access_key.clone()),
+                endpoint: self.s3_endpoint.clone(),
+                prefix: self.table_prefix.clone(),
+            }),
+            cache: CacheSettings {
+                dir: self.data_dir.join("cache"),
+                memory_bytes: self.foyer_memory_mb << 20,
+                disk_bytes: self.foyer_disk_gb << 30,
+                ttl: Duration::from_secs(self.foyer_ttl_seconds),
+            },
+        }
     }
+}
+
+/// Where tables live: a local folder, or an S3 bucket read through a cache.
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    /// The local tables folder, used when `s3` is `None`.
+    pub tables_dir: PathBuf,
+    pub s3: Option<S3Settings>,
+    /// The Foyer cache in front of S3.
+    pub cache: CacheSettings,
+}
+
+/// An S3 (or S3-compatible) bucket holding the tables under `prefix`.
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    pub bucket: String,
+    pub region: String,
+    pub allow_http: bool,
+    /// Access key id and secret; `None` leaves credentials to the environment's chain.
+    pub credentials: Option<(String, String)>,
+    pub endpoint: Option<String>,
+    pub prefix: String,
+}
+
+/// The Foyer hybrid cache of immutable objects: memory, plus a disk tier under `dir`.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub dir: PathBuf,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    pub ttl: Duration,
+}
+
+/// How clients prove they know the password (`PGWIRE_AUTH_METHOD`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMethod {
+    /// SCRAM-SHA-256 (PostgreSQL's default since 14): the password never crosses the wire.
+    #[value(name = "scram-sha-256")]
+    ScramSha256,
+    /// MD5 challenge-response, for old clients.
+    Md5,
+    /// The password in clear text, for clients that support nothing else; use with TLS.
+    Password,
+}
+
+/// How WAL payloads are compressed (`TIMEFUSION_WAL_COMPRESSION`).
+///
+/// Compression uses Arrow IPC's own buffer compression, so a record says how it was written
+/// and replay reads records of any setting: the knob can change between restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum WalCompression {
+    /// Raw Arrow buffers: the most bytes written and synced, no CPU spent compressing.
+    None,
+    /// LZ4 frames: fast, a smaller ratio than zstd.
+    Lz4,
+    /// zstd level 1: telemetry shrinks several-fold for about the CPU it saves in writing.
+    #[default]
+    Zstd,
+}
+
+/// What a maintenance pass may do to a table.
+#[derive(Debug, Clone)]
+pub struct MaintenancePolicy {
+    /// Compaction merges a partition's smaller files into files of about this size.
+    pub target_file_bytes: std::num::NonZeroU64,
+    /// Write a checkpoint once this many commits followed the last one.
+    pub checkpoint_every: u64,
+    /// Files no longer referenced by the log are deleted once they are this old.
+    pub vacuum_retention: std::time::Duration,
+    /// Drop `date` partitions older than this many days (`None`: keep everything).
+    pub retention_days: Option<u64>,
 }
 
 #[cfg(test)]

@@ -21,9 +21,9 @@ use arrow::compute::concat;
 use parking_lot::RwLock;
 use tokio::sync::Notify;
 
-use crate::MICROS_PER_DAY;
-use crate::ingest::{default_column, is_default, owned_bytes};
-use crate::wal::Seq;
+use crate::engine::MICROS_PER_DAY;
+use crate::engine::batch::{default_column, is_default, owned_bytes};
+use crate::engine::wal::Seq;
 
 /// Chunks holding less than this are merged once enough of them pile up in a bucket: a chunk
 /// costs a few KiB of array headers whatever its size, and a query pays a little per batch.
@@ -734,7 +734,7 @@ mod tests {
                 schema.clone(),
                 vec![
                     Arc::new(Int64Array::from(vec![seq as i64])),
-                    crate::ingest::default_column(field, 1),
+                    crate::engine::batch::default_column(field, 1),
                 ],
             )
             .expect("batch");
@@ -751,7 +751,7 @@ mod tests {
         assert_eq!(snapshot.batches.len(), 1, "merged");
         let merged = &snapshot.batches[0];
         assert_eq!(merged.num_rows(), MERGE_AFTER);
-        let shared = crate::ingest::default_column(schema.field(1), MERGE_AFTER);
+        let shared = crate::engine::batch::default_column(schema.field(1), MERGE_AFTER);
         assert_eq!(
             merged.column(1).to_data().buffers()[0].as_ptr(),
             shared.to_data().buffers()[0].as_ptr(),

@@ -23,6 +23,7 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use crate::error::{SqlError, SqlState};
 use arrow::array::{Array, ArrayRef, ListBuilder, StringBuilder};
 use arrow::datatypes::{DataType, Field};
 use datafusion::common::exec_err;
@@ -36,7 +37,6 @@ use datafusion::sql::sqlparser::ast::{
     ObjectNamePart, Query, SelectItem, SetExpr, Statement, TableAlias, TableFactor, Visit,
     VisitMut, Visitor, VisitorMut,
 };
-use pgwire::error::PgWireResult;
 use serde_json::Value;
 
 /// Registers the list functions the rewrite calls.
@@ -353,8 +353,8 @@ impl Visitor for Finder {
 }
 
 /// `statement` with its set-returning calls rewritten, or `None` when it has none; planned
-/// and run by `pgwire::RewriteHook`.
-pub(crate) fn rewrite(statement: &Statement) -> Option<PgWireResult<Statement>> {
+/// and run by the front ends. A call this cannot rewrite is a [`SqlError`] (42883).
+pub fn rewrite(statement: &Statement) -> Option<Result<Statement, SqlError>> {
     // Queries only: never pay for a large INSERT's text.
     if !matches!(statement, Statement::Query(_)) {
         return None;
@@ -366,7 +366,7 @@ pub(crate) fn rewrite(statement: &Statement) -> Option<PgWireResult<Statement>> 
     let mut rewritten = statement.clone();
     let mut rewriter = Rewriter::default();
     if let ControlFlow::Break(message) = VisitMut::visit(&mut rewritten, &mut rewriter) {
-        return Some(Err(crate::pgwire::user_error("42883", message)));
+        return Some(Err(SqlError::new(SqlState::UNDEFINED_FUNCTION, message)));
     }
     (rewriter.rewritten > 0).then_some(Ok(rewritten))
 }

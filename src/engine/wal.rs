@@ -32,6 +32,8 @@
 //! - After an fsync failure the WAL refuses further appends: the page cache can no longer be
 //!   trusted to hold what was written.
 
+pub use crate::config::WalCompression;
+use crate::error::SqlState;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSlice, Read, Write};
 use std::path::{Path, PathBuf};
@@ -99,6 +101,17 @@ pub enum Error {
     Closed,
 }
 
+impl Error {
+    /// The SQLSTATE a writer whose append failed is answered with: 57P01 once the WAL is
+    /// closed for shutdown, an I/O error otherwise.
+    pub fn sqlstate(&self) -> SqlState {
+        match self {
+            Error::Closed => SqlState::ADMIN_SHUTDOWN,
+            _ => SqlState::IO_ERROR,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -106,21 +119,6 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// How WAL payloads are compressed (`TIMEFUSION_WAL_COMPRESSION`).
-///
-/// Compression uses Arrow IPC's own buffer compression, so a record says how it was written
-/// and replay reads records of any setting: the knob can change between restarts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum WalCompression {
-    /// Raw Arrow buffers: the most bytes written and synced, no CPU spent compressing.
-    None,
-    /// LZ4 frames: fast, a smaller ratio than zstd.
-    Lz4,
-    /// zstd level 1: telemetry shrinks several-fold for about the CPU it saves in writing.
-    #[default]
-    Zstd,
 }
 
 /// zstd's frame magic number as it starts a frame. A payload starting with it is one zstd

@@ -44,7 +44,8 @@ use arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit};
 
 use super::{Error, Result, SLICE_BYTES};
-use crate::schema::TableSchema;
+use crate::engine::schema::TableSchema;
+use crate::error::SqlState;
 
 /// The first bytes of every binary `COPY` stream.
 const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
@@ -109,7 +110,7 @@ enum Scan {
 }
 
 /// Decodes a binary `COPY FROM` stream, arriving in chunks of any size, into batches of the
-/// target columns with the table's types, ready for [`crate::ingest::coerce`] (which then
+/// target columns with the table's types, ready for [`crate::engine::ingest::coerce`] (which then
 /// only adds the left-out columns and checks constraints).
 #[derive(Debug)]
 pub struct Decoder {
@@ -319,7 +320,10 @@ impl Decoder {
                 }
                 Ok(len) => match buf.get(at..at + len) {
                     Some(value) => column.append(value),
-                    None => Err(FieldError::new("22P04", "unexpected EOF in COPY data")),
+                    None => Err(FieldError::new(
+                        SqlState::BAD_COPY_FILE_FORMAT,
+                        "unexpected EOF in COPY data",
+                    )),
                 },
             };
             appended.map_err(|e| Error::BadField {
@@ -606,22 +610,22 @@ impl Column {
 }
 
 /// SQLSTATEs of a bad binary value, as PostgreSQL's input functions raise them.
-const BAD_BINARY: &str = "22P03";
-const OUT_OF_RANGE: &str = "22003";
-const DATETIME_RANGE: &str = "22008";
-const UNTRANSLATABLE: &str = "22021";
-const DATATYPE_MISMATCH: &str = "42804";
-const NOT_SUPPORTED: &str = "0A000";
+const BAD_BINARY: SqlState = SqlState::INVALID_BINARY_REPRESENTATION;
+const OUT_OF_RANGE: SqlState = SqlState::NUMERIC_VALUE_OUT_OF_RANGE;
+const DATETIME_RANGE: SqlState = SqlState::DATETIME_FIELD_OVERFLOW;
+const UNTRANSLATABLE: SqlState = SqlState::UNTRANSLATABLE_CHARACTER;
+const DATATYPE_MISMATCH: SqlState = SqlState::DATATYPE_MISMATCH;
+const NOT_SUPPORTED: SqlState = SqlState::FEATURE_NOT_SUPPORTED;
 
 /// What is wrong with one binary value, and its SQLSTATE (`22P03` unless said otherwise).
 #[derive(Debug)]
 pub struct FieldError {
-    pub code: &'static str,
+    pub code: SqlState,
     pub message: String,
 }
 
 impl FieldError {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    fn new(code: SqlState, message: impl Into<String>) -> Self {
         FieldError {
             code,
             message: message.into(),
@@ -1016,7 +1020,7 @@ fn list_writer<'a, O: arrow::array::OffsetSizeTrait>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::Catalog;
+    use crate::engine::schema::Catalog;
 
     type Field = Option<Vec<u8>>;
 
@@ -1085,7 +1089,7 @@ mod tests {
     }
 
     fn date(rfc3339: &str) -> Field {
-        let days = micros(rfc3339).div_euclid(crate::MICROS_PER_DAY) as i32;
+        let days = micros(rfc3339).div_euclid(crate::engine::MICROS_PER_DAY) as i32;
         int4(days - PG_EPOCH_DAYS)
     }
 
@@ -1406,7 +1410,7 @@ mod tests {
     }
 
     /// The error of decoding `bytes` pushed whole for `columns`, with its SQLSTATE.
-    fn error(columns: &[&str], bytes: &[u8]) -> (String, &'static str) {
+    fn error(columns: &[&str], bytes: &[u8]) -> (String, SqlState) {
         let error = run(&mut decoder(columns), &[bytes]).expect_err("an error");
         (error.to_string(), error.sqlstate())
     }
@@ -1441,30 +1445,30 @@ mod tests {
         .expect("extension skipped");
         assert_eq!(skipped[0].num_rows(), 1);
 
-        let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+        let cases: Vec<(&str, Vec<u8>, &str, SqlState)> = vec![
             (
                 "text sent as binary",
                 b"p\ta\n".to_vec(),
                 "signature not recognized",
-                "22P04",
+                SqlState::BAD_COPY_FILE_FORMAT,
             ),
             (
                 "a wrong signature",
                 with(b"PGCOPY\n\xff\r\n\x01\0\0\0\0\0\0\0\0", &[&good], true),
                 "signature not recognized",
-                "22P04",
+                SqlState::BAD_COPY_FILE_FORMAT,
             ),
             (
                 "OIDs",
                 with(&header_with(1 << 16, b""), &[&good], true),
                 "WITH OIDS",
-                "22P04",
+                SqlState::BAD_COPY_FILE_FORMAT,
             ),
             (
                 "a critical flag",
                 with(&header_with(1 << 17, b""), &[&good], true),
                 "critical flags",
-                "22P04",
+                SqlState::BAD_COPY_FILE_FORMAT,
             ),
             (
                 "a negative extension",
@@ -1474,25 +1478,25 @@ mod tests {
                     true,
                 ),
                 "missing length",
-                "22P04",
+                SqlState::BAD_COPY_FILE_FORMAT,
             ),
             (
                 "an empty stream",
                 Vec::new(),
                 "signature not recognized",
-                "22P04",
+                SqlState::BAD_COPY_FILE_FORMAT,
             ),
             (
                 "a stream ending in the header",
                 header()[..15].to_vec(),
                 "ends inside it",
-                "22P04",
+                SqlState::BAD_COPY_FILE_FORMAT,
             ),
             (
                 "too few fields on line 2",
                 with(&header(), &[&good, &tuple(&[text("p")])], true),
                 "line 2: row field count is 1, expected 2",
-                "22P04",
+                SqlState::BAD_COPY_FILE_FORMAT,
             ),
             (
                 "too many fields",
@@ -1502,37 +1506,37 @@ mod tests {
                     true,
                 ),
                 "line 1: row field count is 3, expected 2",
-                "22P04",
+                SqlState::BAD_COPY_FILE_FORMAT,
             ),
             (
                 "a field size below -1",
                 with(&header(), &[&[0, 2, 0xff, 0xff, 0xff, 0xfe][..]], true),
                 "line 1: invalid field size -2",
-                "22P04",
+                SqlState::BAD_COPY_FILE_FORMAT,
             ),
             (
                 "a stream ending inside a tuple",
                 with(&header(), &[&good, &good[..good.len() - 1]], false),
                 "line 2: unexpected EOF in COPY data",
-                "22P04",
+                SqlState::BAD_COPY_FILE_FORMAT,
             ),
             (
                 "one stray byte",
                 with(&header(), &[&good, &[0]], false),
                 "line 2: unexpected EOF",
-                "22P04",
+                SqlState::BAD_COPY_FILE_FORMAT,
             ),
             (
                 "data after the trailer",
                 with(&header(), &[&good, &(-1i16).to_be_bytes(), &good], false),
                 "after EOF marker",
-                "22P04",
+                SqlState::BAD_COPY_FILE_FORMAT,
             ),
             (
                 "a 2 GiB field",
                 with(&header(), &[&[0, 2, 0x7f, 0xff, 0xff, 0xff][..]], false),
                 "more than 64 MiB",
-                "22P04",
+                SqlState::BAD_COPY_FILE_FORMAT,
             ),
         ];
         for (what, bytes, message, sqlstate) in cases {
@@ -1584,105 +1588,111 @@ mod tests {
         two_dimensional[..4].copy_from_slice(&2i32.to_be_bytes());
         let mut bad_flags = array(oid::TEXT, &[text("x")]).expect("array");
         bad_flags[4..8].copy_from_slice(&7i32.to_be_bytes());
-        let cases: Vec<(&str, &str, Field, &str, &str)> = vec![
+        let cases: Vec<(&str, &str, Field, &str, SqlState)> = vec![
             (
                 "3-byte integer",
                 "duration",
                 Some(vec![0, 0, 1]),
                 "3 bytes where an int2, int4 or int8",
-                "22P03",
+                SqlState::INVALID_BINARY_REPRESENTATION,
             ),
             (
                 "int8 beyond int4",
                 "attributes___client___port",
                 int8(9_999_999_999),
                 "out of range for type integer",
-                "22003",
+                SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
             ),
             (
                 "invalid UTF-8",
                 "name",
                 Some(vec![0xff, 0xfe]),
                 "invalid UTF-8",
-                "22021",
+                SqlState::UNTRANSLATABLE_CHARACTER,
             ),
             (
                 "2-byte boolean",
                 "context___is_remote",
                 int2(1),
                 "a boolean (1 byte)",
-                "22P03",
+                SqlState::INVALID_BINARY_REPRESENTATION,
             ),
-            ("date as int8", "date", int8(1), "a date (4 bytes)", "22P03"),
+            (
+                "date as int8",
+                "date",
+                int8(1),
+                "a date (4 bytes)",
+                SqlState::INVALID_BINARY_REPRESENTATION,
+            ),
             (
                 "timestamp as int4",
                 "timestamp",
                 int4(1),
                 "a timestamp (8 bytes)",
-                "22P03",
+                SqlState::INVALID_BINARY_REPRESENTATION,
             ),
             (
                 "infinite timestamp",
                 "timestamp",
                 int8(i64::MAX),
                 "infinite timestamps",
-                "22008",
+                SqlState::DATETIME_FIELD_OVERFLOW,
             ),
             (
                 "infinite date",
                 "date",
                 int4(i32::MIN),
                 "infinite dates",
-                "22008",
+                SqlState::DATETIME_FIELD_OVERFLOW,
             ),
             (
                 "int8[] into text[]",
                 "hashes",
                 array(oid::INT8, &[int8(1)]),
                 "OID 20",
-                "42804",
+                SqlState::DATATYPE_MISMATCH,
             ),
             (
                 "2-dimensional array",
                 "hashes",
                 Some(two_dimensional),
                 "2-dimensional",
-                "0A000",
+                SqlState::FEATURE_NOT_SUPPORTED,
             ),
             (
                 "array count beyond its bytes",
                 "hashes",
                 Some(long_array),
                 "1000 elements",
-                "22P03",
+                SqlState::INVALID_BINARY_REPRESENTATION,
             ),
             (
                 "bytes after the elements",
                 "hashes",
                 Some(trailing),
                 "incorrect binary data format",
-                "22P03",
+                SqlState::INVALID_BINARY_REPRESENTATION,
             ),
             (
                 "array flags",
                 "hashes",
                 Some(bad_flags),
                 "invalid array flags 7",
-                "22P03",
+                SqlState::INVALID_BINARY_REPRESENTATION,
             ),
             (
                 "truncated array",
                 "hashes",
                 Some(vec![0, 0, 0, 1, 0, 0]),
                 "truncated array header",
-                "22P03",
+                SqlState::INVALID_BINARY_REPRESENTATION,
             ),
             (
                 "jsonb version 2 element",
                 "hashes",
                 array(oid::JSONB, &[Some(jsonb2)]),
                 "jsonb version",
-                "22P03",
+                SqlState::INVALID_BINARY_REPRESENTATION,
             ),
         ];
         for (what, column, value, message, want) in cases {
@@ -1751,7 +1761,13 @@ mod tests {
                 assert!(
                     matches!(
                         e.sqlstate(),
-                        "22P04" | "22P03" | "22003" | "22008" | "22021" | "42804" | "0A000"
+                        SqlState::BAD_COPY_FILE_FORMAT
+                            | SqlState::INVALID_BINARY_REPRESENTATION
+                            | SqlState::NUMERIC_VALUE_OUT_OF_RANGE
+                            | SqlState::DATETIME_FIELD_OVERFLOW
+                            | SqlState::UNTRANSLATABLE_CHARACTER
+                            | SqlState::DATATYPE_MISMATCH
+                            | SqlState::FEATURE_NOT_SUPPORTED
                     ),
                     "round {round}: {e}"
                 )

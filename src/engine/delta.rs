@@ -21,12 +21,14 @@ use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::SaveMode;
 use tokio::sync::Mutex;
 
-use crate::Committed;
-use crate::MICROS_PER_DAY;
-use crate::buffer::FlushPlan;
-use crate::ingest;
-use crate::schema::TableSchema;
-use crate::storage::Storage;
+pub use crate::config::MaintenancePolicy;
+use crate::engine::Committed;
+use crate::engine::MICROS_PER_DAY;
+use crate::engine::batch;
+use crate::engine::buffer::FlushPlan;
+use crate::engine::schema::TableSchema;
+use crate::engine::storage::Storage;
+use crate::error::SqlState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -49,23 +51,21 @@ pub enum Error {
     Location(String, String),
 }
 
+impl Error {
+    /// The SQLSTATE of a failed flush or maintenance pass: the store or the log could not be
+    /// read or written (58030), or the data could not be turned into Parquet (XX000).
+    pub fn sqlstate(&self) -> SqlState {
+        match self {
+            Error::Delta { .. } | Error::Location(..) => SqlState::IO_ERROR,
+            Error::Arrow { .. } | Error::Scan { .. } => SqlState::INTERNAL_ERROR,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Attempts at one flush commit when other writers keep taking the next version first.
 const MAX_COMMIT_ATTEMPTS: u32 = 8;
-
-/// What a maintenance pass may do to a table.
-#[derive(Debug, Clone)]
-pub struct MaintenancePolicy {
-    /// Compaction merges a partition's smaller files into files of about this size.
-    pub target_file_bytes: std::num::NonZeroU64,
-    /// Write a checkpoint once this many commits followed the last one.
-    pub checkpoint_every: u64,
-    /// Files no longer referenced by the log are deleted once they are this old.
-    pub vacuum_retention: std::time::Duration,
-    /// Drop `date` partitions older than this many days (`None`: keep everything).
-    pub retention_days: Option<u64>,
-}
 
 /// What one maintenance pass did to one table.
 #[derive(Debug, Clone, Default)]
@@ -168,7 +168,7 @@ impl DeltaTable {
 
     /// Whether the Delta log, re-read now, holds `wal_id`'s rows up to `upto`: the answer for
     /// a flush whose commit failed without saying whether the store kept it.
-    pub async fn landed(&self, wal_id: &str, upto: crate::wal::Seq) -> Result<bool> {
+    pub async fn landed(&self, wal_id: &str, upto: crate::engine::wal::Seq) -> Result<bool> {
         let mut table = self.table.lock().await;
         let version = wal_version(&mut table, wal_id, true)
             .await
@@ -377,7 +377,7 @@ impl DeltaTable {
 /// `parts` as one batch sorted by the schema's sort columns, built with one copy of the
 /// rows: the sort keys are concatenated and sorted, then every column is gathered from
 /// the parts straight into its place. A column left out of every part (see
-/// [`ingest::default_column`]) stays a slice of the shared default array: most of an otel
+/// [`batch::default_column`]) stays a slice of the shared default array: most of an otel
 /// table's columns, which would otherwise be materialised as millions of nulls.
 fn sorted(
     table: &TableSchema,
@@ -422,8 +422,8 @@ fn sorted(
         .iter()
         .enumerate()
         .map(|(i, field)| {
-            if parts.iter().all(|b| ingest::is_default(field, b.column(i))) {
-                Ok(ingest::default_column(field, rows))
+            if parts.iter().all(|b| batch::is_default(field, b.column(i))) {
+                Ok(batch::default_column(field, rows))
             } else {
                 interleave(&column(i), &indices)
             }
@@ -458,7 +458,8 @@ mod tests {
     use arrow::datatypes::{Field, Schema, TimestampMicrosecondType};
 
     use super::*;
-    use crate::schema::Catalog;
+    use crate::engine::ingest;
+    use crate::engine::schema::Catalog;
 
     fn part(table: &TableSchema, ts: &[i64]) -> RecordBatch {
         let columns: Vec<(&str, ArrayRef)> = vec![
@@ -508,7 +509,7 @@ mod tests {
         assert_eq!(ids, ["id0", "id10", "id20", "id30", "id40", "id50", "id60"]);
         let name = table.index_of("name").expect("name");
         let field = table.schema.field(name);
-        assert!(ingest::is_default(field, out.column(name)));
+        assert!(batch::is_default(field, out.column(name)));
         assert_eq!(
             out.column(name).to_data().buffers()[0].as_ptr(),
             a.column(name).to_data().buffers()[0].as_ptr(),

@@ -32,7 +32,7 @@ use object_store::{
 };
 use url::Url;
 
-use crate::config::Config;
+use crate::config::StorageSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -63,11 +63,11 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// Opens the storage the configuration names: the local data folder, or the S3 bucket.
-    pub async fn open(config: &Config) -> Result<Storage> {
-        let Some(bucket) = config.s3_bucket.clone() else {
-            let dir = config.tables_dir();
-            std::fs::create_dir_all(&dir)
+    /// Opens the storage `settings` names: the local data folder, or the S3 bucket.
+    pub async fn open(settings: &StorageSettings) -> Result<Storage> {
+        let Some(s3) = &settings.s3 else {
+            let dir = &settings.tables_dir;
+            std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Location(dir.display().to_string(), e.to_string()))?;
             let dir = dir
                 .canonicalize()
@@ -85,37 +85,35 @@ impl Storage {
             retry_timeout: Duration::from_secs(20),
             backoff: object_store::BackoffConfig::default(),
         };
+        let bucket = &s3.bucket;
         let mut builder = object_store::aws::AmazonS3Builder::from_env()
             .with_retry(retry)
-            .with_bucket_name(&bucket)
-            .with_region(&config.s3_region)
-            .with_allow_http(config.s3_allow_http);
-        if let (Some(id), Some(secret)) = (&config.s3_access_key_id, &config.s3_secret_access_key) {
+            .with_bucket_name(bucket)
+            .with_region(&s3.region)
+            .with_allow_http(s3.allow_http);
+        if let Some((id, secret)) = &s3.credentials {
             builder = builder
                 .with_access_key_id(id)
                 .with_secret_access_key(secret);
         }
-        if let Some(endpoint) = &config.s3_endpoint {
+        if let Some(endpoint) = &s3.endpoint {
             builder = builder.with_endpoint(endpoint);
         }
-        let s3 = builder.build().map_err(|source| Error::S3 {
+        let store = builder.build().map_err(|source| Error::S3 {
             bucket: bucket.clone(),
             source,
         })?;
-        let prefix = config.table_prefix.trim_matches('/');
+        let prefix = s3.prefix.trim_matches('/');
         let base = if prefix.is_empty() {
             format!("s3://{bucket}/")
         } else {
             format!("s3://{bucket}/{prefix}/")
         };
         let base = Url::parse(&base).map_err(|e| Error::Location(base.clone(), e.to_string()))?;
-        let cache = FoyerCache::open(
-            &config.data_dir.join("cache"),
-            config.foyer_memory_mb << 20,
-            config.foyer_disk_gb << 30,
-            Duration::from_secs(config.foyer_ttl_seconds),
-        )
-        .await?;
+        let cache = &settings.cache;
+        let cache =
+            FoyerCache::open(&cache.dir, cache.memory_bytes, cache.disk_bytes, cache.ttl).await?;
+        let s3 = store;
         let store = Arc::new(CachedStore::new(Arc::new(s3), cache));
         Ok(Storage {
             base,

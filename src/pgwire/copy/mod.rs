@@ -4,13 +4,13 @@
 //! [`CopyIn`] takes the client's `CopyData` bytes as they arrive and keeps an incomplete row
 //! until the rest comes. Text and CSV are cut into whole rows (a CSV field in quotes may span
 //! lines) and each slice becomes an Arrow batch of one `Utf8` column per target column, which
-//! [`crate::ingest::coerce`] casts to the table's types — the same casts, errors and SQLSTATEs
+//! [`crate::engine::ingest::coerce`] casts to the table's types — the same casts, errors and SQLSTATEs
 //! as `INSERT`; list columns take PostgreSQL array literals (`{a,b,"c d"}`). The binary
 //! format (`FORMAT binary`, what drivers' binary copy writers send) is decoded by
 //! `copy::binary` straight into arrays of the table's types, which `coerce` takes without a
 //! cast; it only adds the left-out columns and checks constraints. Parsed batches of every
 //! format are held until the `COPY` ends and then written with one
-//! [`crate::ingest::Ingest::write`], so a `COPY` of up to `TIMEFUSION_COPY_ATOMIC_MB` of
+//! [`crate::engine::ingest::Ingest::write`], so a `COPY` of up to `TIMEFUSION_COPY_ATOMIC_MB` of
 //! parsed rows ([`MAX_HELD_BYTES`] by default) is all-or-nothing; a longer one is written in
 //! pieces of that size as it arrives (each piece durable before the next is read), and an
 //! error stops it with the earlier pieces kept, like a series of `INSERT`s. A text or CSV row,
@@ -27,13 +27,14 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, ListBuilder, RecordBatch, RecordBatchOptions, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::sql::sqlparser::ast::{
-    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Ident,
-    ObjectNamePart, Statement,
+    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement,
 };
 
-use crate::schema::{Catalog, TableSchema};
+use crate::engine::schema::{Catalog, TableSchema};
+use crate::error::SqlState;
 
 mod binary;
+pub mod handler;
 
 /// Parsed rows are written once this many bytes of them are held, unless
 /// [`CopyIn::with_max_held`] says otherwise.
@@ -63,7 +64,7 @@ pub enum Error {
         message: String,
         /// PostgreSQL's SQLSTATE for it: `22P03` (bad binary form), `22003` (out of range),
         /// `22008`, `22021`, `42804` or `0A000`.
-        code: &'static str,
+        code: SqlState,
     },
     #[error("COPY: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
@@ -71,14 +72,14 @@ pub enum Error {
 
 impl Error {
     /// The SQLSTATE PostgreSQL uses for this error.
-    pub fn sqlstate(&self) -> &'static str {
+    pub fn sqlstate(&self) -> SqlState {
         match self {
-            Error::UnknownTable(_) => "42P01",
-            Error::UnknownColumn { .. } => "42703",
-            Error::Unsupported(_) => "0A000",
-            Error::BadData { .. } | Error::BadHeader(_) => "22P04",
-            Error::BadField { code, .. } => code,
-            Error::Arrow(_) => "22P02",
+            Error::UnknownTable(_) => SqlState::UNDEFINED_TABLE,
+            Error::UnknownColumn { .. } => SqlState::UNDEFINED_COLUMN,
+            Error::Unsupported(_) => SqlState::FEATURE_NOT_SUPPORTED,
+            Error::BadData { .. } | Error::BadHeader(_) => SqlState::BAD_COPY_FILE_FORMAT,
+            Error::BadField { code, .. } => *code,
+            Error::Arrow(_) => SqlState::INVALID_TEXT_REPRESENTATION,
         }
     }
 }
@@ -100,14 +101,6 @@ pub enum Format {
         null: String,
         header: bool,
     },
-}
-
-fn ident_name(ident: &Ident) -> String {
-    if ident.quote_style.is_some() {
-        ident.value.clone()
-    } else {
-        ident.value.to_lowercase()
-    }
 }
 
 fn single_byte(c: char, what: &str) -> Result<u8> {
@@ -181,18 +174,8 @@ impl CopyIn {
         else {
             return Err(Error::Unsupported("FROM a query".into()));
         };
-        let name = match table_name.0.as_slice() {
-            [ObjectNamePart::Identifier(t)] => ident_name(t),
-            [ObjectNamePart::Identifier(s), ObjectNamePart::Identifier(t)]
-                if ident_name(s) == "public" =>
-            {
-                ident_name(t)
-            }
-            _ => return Err(Error::UnknownTable(table_name.to_string())),
-        };
-        let table = catalog
-            .get(&name)
-            .ok_or_else(|| Error::UnknownTable(name.clone()))?
+        let table = crate::sql::resolve_table(catalog, table_name)
+            .ok_or_else(|| Error::UnknownTable(table_name.to_string()))?
             .clone();
         let columns: Vec<String> = if columns.is_empty() {
             table
@@ -202,12 +185,12 @@ impl CopyIn {
                 .map(|f| f.name().clone())
                 .collect()
         } else {
-            columns.iter().map(ident_name).collect()
+            columns.iter().map(crate::sql::normalize_ident).collect()
         };
         for column in &columns {
             if table.index_of(column).is_none() {
                 return Err(Error::UnknownColumn {
-                    table: name.clone(),
+                    table: table.name.clone(),
                     column: column.clone(),
                 });
             }
@@ -877,7 +860,7 @@ impl CopyOut {
         let texts = batch
             .columns()
             .iter()
-            .map(|c| match crate::text_cast::postgres_text(c) {
+            .map(|c| match crate::sql::text_cast::postgres_text(c) {
                 Some(text) => text
                     .map(|t| Arc::new(t) as ArrayRef)
                     .map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)).into()),
@@ -892,8 +875,10 @@ impl CopyOut {
         let float_fixed_below: Vec<Option<i32>> = texts
             .iter()
             .map(|c| match c.data_type() {
-                DataType::Float64 => Some(crate::wire_text::FLOAT8_FIXED_BELOW),
-                DataType::Float32 | DataType::Float16 => Some(crate::wire_text::FLOAT4_FIXED_BELOW),
+                DataType::Float64 => Some(crate::pgwire::wire_text::FLOAT8_FIXED_BELOW),
+                DataType::Float32 | DataType::Float16 => {
+                    Some(crate::pgwire::wire_text::FLOAT4_FIXED_BELOW)
+                }
                 _ => None,
             })
             .collect();
@@ -915,9 +900,9 @@ impl CopyOut {
                         message: format!("cannot render a value: {e}"),
                     })?;
                     if let Some(fixed_below) = float_fixed_below[i]
-                        && crate::wire_text::float_needs(value.as_bytes(), fixed_below)
+                        && crate::pgwire::wire_text::float_needs(value.as_bytes(), fixed_below)
                         && let Some(float) =
-                            crate::wire_text::postgres_float(value.as_bytes(), fixed_below)
+                            crate::pgwire::wire_text::postgres_float(value.as_bytes(), fixed_below)
                     {
                         value = String::from_utf8_lossy(&float).into_owned();
                     }
@@ -1048,7 +1033,7 @@ mod tests {
         let mut copy = copy("COPY otel_logs_and_spans (project_id, id) FROM STDIN").expect("copy");
         copy.push(b"p1\ta\np1\n").expect("push");
         let error = copy.finish().expect_err("missing column");
-        assert_eq!(error.sqlstate(), "22P04");
+        assert_eq!(error.sqlstate(), SqlState::BAD_COPY_FILE_FORMAT);
         assert!(error.to_string().contains("line 2"), "{error}");
         let mut copy = copy_cols();
         copy.push(b"p1\ta\tb\n").expect("push");
@@ -1068,19 +1053,19 @@ mod tests {
     fn unknown_tables_columns_and_targets_are_rejected() {
         assert_eq!(
             copy("COPY nope FROM STDIN").expect_err("table").sqlstate(),
-            "42P01"
+            SqlState::UNDEFINED_TABLE
         );
         assert_eq!(
             copy("COPY otel_logs_and_spans (nope) FROM STDIN")
                 .expect_err("column")
                 .sqlstate(),
-            "42703"
+            SqlState::UNDEFINED_COLUMN
         );
         assert_eq!(
             copy("COPY otel_logs_and_spans FROM '/etc/passwd'")
                 .expect_err("file")
                 .sqlstate(),
-            "0A000"
+            SqlState::FEATURE_NOT_SUPPORTED
         );
     }
 
@@ -1185,7 +1170,7 @@ mod tests {
         assert_eq!(batches.len(), 1);
         let held = &batches[0];
         assert_eq!(held.column(3).data_type(), &DataType::Int64);
-        let coerced = crate::ingest::coerce(&binary_copy.table, held).expect("coerce");
+        let coerced = crate::engine::ingest::coerce(&binary_copy.table, held).expect("coerce");
         let table = &binary_copy.table;
         let column = |name: &str| {
             coerced
@@ -1222,8 +1207,9 @@ mod tests {
         .expect("batch");
         no_time.push(&binary_stream(&batch)).expect("push");
         let held = no_time.finish().expect("finish");
-        let error = crate::ingest::coerce(&no_time.table, &held[0]).expect_err("no timestamp");
-        assert_eq!(error.sqlstate(), "23502");
+        let error =
+            crate::engine::ingest::coerce(&no_time.table, &held[0]).expect_err("no timestamp");
+        assert_eq!(error.sqlstate(), SqlState::NOT_NULL_VIOLATION);
     }
 
     #[test]
@@ -1247,7 +1233,7 @@ mod tests {
                 "COPY otel_logs_and_spans (project_id, id) FROM STDIN {sql}"
             ))
             .expect_err(sql);
-            assert_eq!(error.sqlstate(), "0A000");
+            assert_eq!(error.sqlstate(), SqlState::FEATURE_NOT_SUPPORTED);
             assert!(
                 error
                     .to_string()
@@ -1258,7 +1244,7 @@ mod tests {
         let mut copy = copy("COPY otel_logs_and_spans (project_id, id) FROM STDIN (FORMAT binary)")
             .expect("copy");
         let error = copy.push(b"p1\ta\n").expect_err("text data");
-        assert_eq!(error.sqlstate(), "22P04");
+        assert_eq!(error.sqlstate(), SqlState::BAD_COPY_FILE_FORMAT);
     }
 
     #[test]
@@ -1287,7 +1273,7 @@ mod tests {
 
         let decimal = Schema::new(vec![Field::new("d", DataType::Decimal128(10, 2), true)]);
         let error = out.begin(&decimal).expect_err("decimal");
-        assert_eq!(error.sqlstate(), "0A000");
+        assert_eq!(error.sqlstate(), SqlState::FEATURE_NOT_SUPPORTED);
         assert!(error.to_string().contains("column \"d\""), "{error}");
         let statement = Parser::parse_sql(
             &PostgreSqlDialect {},

@@ -12,14 +12,14 @@
 //! - In-flight DoPut bytes across all streams are bounded by a semaphore: a client that sends
 //!   faster than the server stores waits on its own stream (HTTP/2 flow control).
 
-use std::collections::HashMap;
+pub mod put;
+
 use std::pin::Pin;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch};
-use arrow::buffer::Buffer;
-use arrow::datatypes::{Schema, SchemaRef};
-use arrow::ipc::{self, MessageHeader, writer::IpcWriteOptions};
+use arrow::array::RecordBatch;
+use arrow::datatypes::Schema;
+use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor::DescriptorType;
@@ -37,15 +37,17 @@ use arrow_flight::{
     SchemaAsIpc, Ticket,
 };
 use datafusion::prelude::SessionContext;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{Stream, TryStreamExt};
 use prost::Message;
 use tokio::sync::Semaphore;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
-use crate::ingest::Ingest;
-use crate::schema::Catalog;
-use crate::sqlstate::{grpc_code, sqlstate_of};
+use crate::engine::ingest::Ingest;
+use crate::engine::schema::Catalog;
+use crate::error::SqlState;
+use crate::sql::error::sqlstate_of;
+use put::*;
 
 type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
 type DoPutStream = Pin<Box<dyn Stream<Item = Result<PutResult, Status>> + Send + 'static>>;
@@ -54,6 +56,46 @@ type DoPutStream = Pin<Box<dyn Stream<Item = Result<PutResult, Status>> + Send +
 fn status(error: &(dyn std::error::Error + 'static)) -> Status {
     let (code, message) = sqlstate_of(error);
     Status::new(grpc_code(code), message)
+}
+
+/// The gRPC status code for a SQLSTATE: the one mapping of SQL errors to gRPC.
+pub fn grpc_code(state: SqlState) -> tonic::Code {
+    match state {
+        SqlState::UNDEFINED_TABLE => tonic::Code::NotFound,
+        SqlState::OUT_OF_MEMORY | SqlState::INSUFFICIENT_RESOURCES => {
+            tonic::Code::ResourceExhausted
+        }
+        SqlState::ADMIN_SHUTDOWN => tonic::Code::Unavailable,
+        SqlState::FEATURE_NOT_SUPPORTED => tonic::Code::Unimplemented,
+        SqlState::IO_ERROR | SqlState::INTERNAL_ERROR => tonic::Code::Internal,
+        state if matches!(state.class(), "22" | "23" | "42") => tonic::Code::InvalidArgument,
+        _ => tonic::Code::Internal,
+    }
+}
+
+/// Serves `flight` on `listener` until `shutdown` fires: the token check and message size
+/// limit of [`TimeFusionFlight::into_service`], and the HTTP/2 windows below.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    flight: TimeFusionFlight,
+    token: Option<String>,
+    max_message_bytes: usize,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let served = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(HTTP2_WINDOW_BYTES)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
+        .max_frame_size(HTTP2_MAX_FRAME_BYTES)
+        .add_service(flight.into_service(token, max_message_bytes))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown.cancelled_owned(),
+        )
+        .await;
+    if let Err(e) = served {
+        tracing::error!("gRPC server stopped: {e}");
+    }
 }
 
 fn flight_status(error: FlightError) -> Status {
@@ -233,102 +275,6 @@ pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 2 * HTTP2_WINDOW_BYTES;
 /// a few frames instead of hundreds.
 pub const HTTP2_MAX_FRAME_BYTES: u32 = 1 << 20;
 
-/// Batches of one DoPut stream that may be on their way into the WAL at once. Several per
-/// stream let one group commit carry more rows; acknowledgements still come in stream order.
-const PUT_PIPELINE: usize = 4;
-
-/// Stores the decoded batches of a DoPut in `table`, yielding each batch's row count once
-/// it is durable, in stream order. After an error, later batches of the stream that were
-/// already on their way may be stored without having been acknowledged (as with any
-/// unacknowledged write, the client cannot assume either way).
-fn store_stream(
-    service: TimeFusionFlight,
-    table: String,
-    data: PeekableFlightDataStream,
-) -> impl Stream<Item = Result<usize, Status>> + Send + 'static {
-    let mut decoder = PutDecoder::default();
-    data.map(move |message| decoder.decode(message?))
-        .filter_map(|decoded| std::future::ready(decoded.transpose()))
-        .map(move |batch| {
-            let (service, table) = (service.clone(), table.clone());
-            async move { service.store(&table, batch?).await }
-        })
-        .buffered(PUT_PIPELINE)
-}
-
-/// Decodes a DoPut's messages into record batches whose arrays point into the received
-/// message bodies.
-///
-/// arrow-flight's `FlightRecordBatchStream` copies every body that does not start on a
-/// 64-byte boundary, which inside a gRPC frame is nearly every body: one whole extra copy of
-/// each batch, into freshly faulted memory, before `ingest` sees it (13% of the server's
-/// samples in a DoPut-only perf profile, nearly all of it the kernel zeroing that memory). Here only a buffer misaligned for its own type is copied
-/// (an offsets or 64-bit values buffer), never the string bytes that make up most of an otel
-/// batch. `ingest` charges the shared body to the buffer once (`owned_bytes`).
-#[derive(Default)]
-struct PutDecoder {
-    schema: Option<SchemaRef>,
-    dictionaries: HashMap<i64, ArrayRef>,
-}
-
-impl PutDecoder {
-    /// The batch `data` carries, if any: schema and dictionary messages only update the state.
-    fn decode(&mut self, data: FlightData) -> Result<Option<RecordBatch>, Status> {
-        let invalid = |e: &dyn std::fmt::Display| {
-            Status::invalid_argument(format!("invalid Arrow IPC data: {e}"))
-        };
-        let message = ipc::root_as_message(&data.data_header).map_err(|e| invalid(&e))?;
-        let schema = || {
-            self.schema
-                .clone()
-                .ok_or_else(|| Status::invalid_argument("DoPut sent data before its schema"))
-        };
-        match message.header_type() {
-            MessageHeader::Schema => {
-                let schema = message
-                    .header_as_schema()
-                    .ok_or_else(|| invalid(&"schema message without a schema"))?;
-                self.schema = Some(Arc::new(ipc::convert::fb_to_schema(schema)));
-                self.dictionaries.clear();
-                Ok(None)
-            }
-            MessageHeader::DictionaryBatch => {
-                let schema = schema()?;
-                let dictionary = message
-                    .header_as_dictionary_batch()
-                    .ok_or_else(|| invalid(&"dictionary message without a dictionary"))?;
-                ipc::reader::read_dictionary(
-                    &Buffer::from(data.data_body),
-                    dictionary,
-                    &schema,
-                    &mut self.dictionaries,
-                    &message.version(),
-                )
-                .map_err(|e| invalid(&e))?;
-                Ok(None)
-            }
-            MessageHeader::RecordBatch => {
-                let schema = schema()?;
-                let batch = message
-                    .header_as_record_batch()
-                    .ok_or_else(|| invalid(&"record batch message without a batch"))?;
-                ipc::reader::read_record_batch(
-                    &Buffer::from(data.data_body),
-                    batch,
-                    schema,
-                    &self.dictionaries,
-                    None,
-                    &message.version(),
-                )
-                .map(Some)
-                .map_err(|e| invalid(&e))
-            }
-            MessageHeader::NONE => Ok(None),
-            other => Err(invalid(&format!("unexpected {other:?} message"))),
-        }
-    }
-}
-
 #[tonic::async_trait]
 impl FlightSqlService for TimeFusionFlight {
     type FlightService = TimeFusionFlight;
@@ -471,7 +417,7 @@ impl FlightSqlService for TimeFusionFlight {
         for table in self.catalog.tables() {
             builder
                 .append(
-                    crate::server::DATABASE,
+                    crate::sql::DATABASE,
                     "public",
                     &table.name,
                     "TABLE",
@@ -522,6 +468,20 @@ impl FlightSqlService for TimeFusionFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlstate_classes_map_to_grpc_codes() {
+        assert_eq!(
+            grpc_code(SqlState::NOT_NULL_VIOLATION),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(grpc_code(SqlState::UNDEFINED_TABLE), tonic::Code::NotFound);
+        assert_eq!(
+            grpc_code(SqlState::OUT_OF_MEMORY),
+            tonic::Code::ResourceExhausted
+        );
+        assert_eq!(grpc_code(SqlState::INTERNAL_ERROR), tonic::Code::Internal);
+    }
     use tonic::service::Interceptor;
 
     fn call(check: &mut TokenCheck, header: Option<&str>) -> Result<(), tonic::Code> {

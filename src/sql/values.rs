@@ -2,7 +2,7 @@
 //!
 //! Planning a 1,000-row `VALUES` list through DataFusion costs far more than storing it, so a
 //! statement whose values are all plain literals is turned straight into an Arrow batch: one
-//! `Utf8` column per target column holding the literals' text, which [`crate::ingest::coerce`]
+//! `Utf8` column per target column holding the literals' text, which [`crate::engine::ingest::coerce`]
 //! then casts column by column to the table's types (the same casts, errors and SQLSTATEs as
 //! any other write). Anything else — expressions, function calls, casts, parameters,
 //! `DEFAULT`, arrays, `ON CONFLICT`, `RETURNING`, `INSERT … SELECT` — returns `None` and goes
@@ -13,24 +13,16 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::sql::sqlparser::ast::{
-    Expr, Ident, Insert, ObjectNamePart, SetExpr, Statement, TableObject, UnaryOperator, Value,
+    Expr, Insert, ObjectNamePart, SetExpr, Statement, TableObject, UnaryOperator, Value,
 };
 
-use crate::schema::{Catalog, TableSchema};
+use crate::engine::schema::{Catalog, TableSchema};
 
-/// A literal `INSERT` ready for [`crate::ingest::Ingest::write`].
+/// A literal `INSERT` ready for [`crate::engine::ingest::Ingest::write`].
 #[derive(Debug)]
 pub struct LiteralInsert {
     pub table: Arc<TableSchema>,
     pub batch: RecordBatch,
-}
-
-fn ident_name(ident: &Ident) -> String {
-    if ident.quote_style.is_some() {
-        ident.value.clone()
-    } else {
-        ident.value.to_lowercase()
-    }
 }
 
 /// Whether the statement is an `INSERT … VALUES` the fast path can take (no planning needed).
@@ -94,16 +86,7 @@ pub fn literal_insert(statement: &Statement, catalog: &Catalog) -> Option<Litera
     let TableObject::TableName(name) = table else {
         return None;
     };
-    let table_name = match name.0.as_slice() {
-        [ObjectNamePart::Identifier(t)] => ident_name(t),
-        [ObjectNamePart::Identifier(s), ObjectNamePart::Identifier(t)]
-            if ident_name(s) == "public" =>
-        {
-            ident_name(t)
-        }
-        _ => return None,
-    };
-    let table = catalog.get(&table_name)?.clone();
+    let table = crate::sql::resolve_table(catalog, name)?.clone();
 
     let query = source.as_ref()?;
     let plain_query = query.with.is_none()
@@ -125,7 +108,7 @@ pub fn literal_insert(statement: &Statement, catalog: &Catalog) -> Option<Litera
         let [ObjectNamePart::Identifier(ident)] = column.0.as_slice() else {
             return None;
         };
-        let name = ident_name(ident);
+        let name = crate::sql::normalize_ident(ident);
         let field = table.schema.field_with_name(&name).ok()?;
         if names.contains(&name) || matches!(field.data_type(), DataType::List(_)) {
             return None;
@@ -225,7 +208,7 @@ mod tests {
         assert_eq!(text(3, 1), "-7");
         assert_eq!(text(4, 0), "true");
         assert!(batch.column(5).is_null(0));
-        let coerced = crate::ingest::coerce(
+        let coerced = crate::engine::ingest::coerce(
             &catalog().get("otel_logs_and_spans").expect("t").clone(),
             &batch,
         )

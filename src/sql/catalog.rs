@@ -15,7 +15,7 @@
 //!   `pg_get_indexdef(oid [, column, pretty])` (always NULL: there are no indexes), and
 //!   `pg_typeof(value)` (the type's name as text, as `format_type` prints it).
 //! - Set-returning functions such as `generate_subscripts`, which SQLAlchemy's reflection
-//!   sends, are rewritten by [`crate::srf`].
+//!   sends, are rewritten by [`crate::sql::srf`].
 //!
 //! Replays of the tools' queries: `tests/introspection.rs`.
 
@@ -38,7 +38,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use datafusion_postgres::arrow_pg::datatypes::into_pg_type;
 
-use crate::functions::shaped;
+use crate::sql::functions::shaped;
 
 const INFORMATION_SCHEMA: &str = "information_schema";
 const PG_CATALOG: &str = "pg_catalog";
@@ -232,7 +232,7 @@ fn quote_ident(name: &str) -> String {
 /// `SET` in a session does not change these answers.
 pub(crate) fn setting(name: &str) -> Option<&'static str> {
     Some(match name.to_ascii_lowercase().as_str() {
-        "server_version" => crate::pgwire::SERVER_VERSION,
+        "server_version" => crate::sql::SERVER_VERSION,
         "server_version_num" => "150000",
         "search_path" => "\"$user\", public",
         "timezone" => "UTC",

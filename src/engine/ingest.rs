@@ -7,26 +7,22 @@
 //! batch is cast column by column, split by (project, time bucket) with one `take` per group,
 //! and the batch as received (before the cast) is written to the WAL as one Arrow IPC record.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, LazyLock};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-
-use arrow::array::{
-    Array, ArrayData, ArrayRef, AsArray, Date32Array, ListArray, RecordBatch, RecordBatchOptions,
-    new_null_array,
-};
-use arrow::buffer::OffsetBuffer;
+use arrow::array::{Array, ArrayRef, AsArray, Date32Array, RecordBatch, RecordBatchOptions};
 use arrow::compute::{CastOptions, cast_with_options, take};
-use arrow::datatypes::{DataType, Field, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, TimestampMicrosecondType};
 use arrow::util::display::FormatOptions;
 
-use crate::MICROS_PER_DAY;
-use crate::buffer::{Buffer, Piece};
-use crate::schema::{Catalog, TableSchema};
-use crate::wal::{self, Wal};
-use crate::{Clock, Committed};
+use crate::engine::MICROS_PER_DAY;
+use crate::engine::batch::{default_column, is_default, owned_bytes};
+use crate::engine::buffer::{Buffer, Piece};
+use crate::engine::schema::{Catalog, TableSchema};
+use crate::engine::wal::{self, Wal};
+use crate::engine::{Clock, Committed};
+use crate::error::SqlState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -65,18 +61,19 @@ pub enum Error {
 
 impl Error {
     /// The SQLSTATE a Postgres client sees for this error.
-    pub fn sqlstate(&self) -> &'static str {
+    pub fn sqlstate(&self) -> SqlState {
         match self {
-            Error::UnknownTable(_) => "42P01",
-            Error::UnknownColumn { .. } => "42703",
-            Error::NotNull { .. } => "23502",
-            Error::BadValue { target, .. } if target.is_temporal() => "22007",
-            Error::BadValue { .. } => "22P02",
-            Error::DateMismatch { .. } => "23514",
-            Error::BufferFull { .. } => "53200",
-            Error::Wal(wal::Error::Closed) => "57P01",
-            Error::Wal(_) => "58030",
-            Error::Arrow(_) => "XX000",
+            Error::UnknownTable(_) => SqlState::UNDEFINED_TABLE,
+            Error::UnknownColumn { .. } => SqlState::UNDEFINED_COLUMN,
+            Error::NotNull { .. } => SqlState::NOT_NULL_VIOLATION,
+            Error::BadValue { target, .. } if target.is_temporal() => {
+                SqlState::INVALID_DATETIME_FORMAT
+            }
+            Error::BadValue { .. } => SqlState::INVALID_TEXT_REPRESENTATION,
+            Error::DateMismatch { .. } => SqlState::CHECK_VIOLATION,
+            Error::BufferFull { .. } => SqlState::OUT_OF_MEMORY,
+            Error::Wal(e) => e.sqlstate(),
+            Error::Arrow(_) => SqlState::INTERNAL_ERROR,
         }
     }
 }
@@ -237,80 +234,6 @@ pub fn coerce(table: &TableSchema, batch: &RecordBatch) -> Result<RecordBatch> {
         columns,
         &options,
     )?)
-}
-
-/// The value of a column the batch left out: null, or an empty list for a non-nullable list.
-///
-/// Every row holds the same value, so one array per type is built, grown to the longest batch
-/// seen, and shared as zero-copy slices: an otel batch leaves out ~70 of 92 columns, which
-/// would otherwise cost a zeroed offsets buffer and validity bitmap each, per batch, in the
-/// buffer's memory. [`is_default`] recognises these columns again.
-pub(crate) fn default_column(field: &Field, rows: usize) -> ArrayRef {
-    static SHARED: LazyLock<Mutex<HashMap<(DataType, bool), ArrayRef>>> =
-        LazyLock::new(Default::default);
-    let key = (field.data_type().clone(), field.is_nullable());
-    let mut shared = SHARED.lock();
-    let array = shared.entry(key).or_insert_with(|| build_default(field, 0));
-    if array.len() < rows {
-        *array = build_default(field, rows.next_power_of_two().max(8192));
-    }
-    array.slice(0, rows)
-}
-
-fn build_default(field: &Field, rows: usize) -> ArrayRef {
-    match field.data_type() {
-        DataType::List(item) if !field.is_nullable() => Arc::new(ListArray::new(
-            item.clone(),
-            OffsetBuffer::new_zeroed(rows),
-            new_null_array(item.data_type(), 0),
-            None,
-        )),
-        data_type => new_null_array(data_type, rows),
-    }
-}
-
-/// Whether every row of `array` holds the default of `field` (see [`default_column`]).
-/// [`coerce`] replaces such columns by the shared array, so they cost no memory of their own.
-pub(crate) fn is_default(field: &Field, array: &ArrayRef) -> bool {
-    if field.is_nullable() {
-        return array.null_count() == array.len();
-    }
-    array.null_count() == 0
-        && matches!(field.data_type(), DataType::List(_))
-        && array.as_list::<i32>().values().is_empty()
-}
-
-/// Memory a coerced batch holds of its own: the allocations behind its columns other than
-/// shared defaults, each counted once. Arrays decoded from one received message (a DoPut body)
-/// are views into one allocation, and Arrow's `get_array_memory_size` would count that whole
-/// allocation once per buffer, overstating such a batch by its column count.
-pub(crate) fn owned_bytes(batch: &RecordBatch) -> usize {
-    let mut seen = HashSet::new();
-    batch
-        .schema()
-        .fields()
-        .iter()
-        .zip(batch.columns())
-        .filter(|(f, c)| !is_default(f, c))
-        .map(|(_, c)| allocation_bytes(&c.to_data(), &mut seen))
-        .sum()
-}
-
-/// Capacity of the allocations behind `data` and its children not yet in `seen`.
-fn allocation_bytes(data: &ArrayData, seen: &mut HashSet<usize>) -> usize {
-    let nulls = data.nulls().map(|n| n.buffer());
-    let own: usize = data
-        .buffers()
-        .iter()
-        .chain(nulls)
-        .filter(|b| seen.insert(b.data_ptr().as_ptr() as usize))
-        .map(|b| b.capacity())
-        .sum();
-    own + data
-        .child_data()
-        .iter()
-        .map(|child| allocation_bytes(child, seen))
-        .sum::<usize>()
 }
 
 /// The date column: given dates are checked against the event time, missing ones derived.
@@ -502,7 +425,7 @@ mod tests {
             matches!(&err, Error::NotNull { column, .. } if column == "id"),
             "{err}"
         );
-        assert_eq!(err.sqlstate(), "23502");
+        assert_eq!(err.sqlstate(), SqlState::NOT_NULL_VIOLATION);
         let mut cols = minimal(&[1]);
         cols[2].1 = Arc::new(StringArray::from(vec![None::<&str>]));
         let err = coerce(&table, &input(cols)).unwrap_err();
@@ -529,21 +452,21 @@ mod tests {
         let mut cols = minimal(&[1]);
         cols.push(("duration", Arc::new(StringArray::from(vec!["forty-two"]))));
         let err = coerce(&table, &input(cols)).unwrap_err();
-        assert_eq!(err.sqlstate(), "22P02");
+        assert_eq!(err.sqlstate(), SqlState::INVALID_TEXT_REPRESENTATION);
         assert!(err.to_string().contains("duration"), "{err}");
 
         let mut cols = minimal(&[1]);
         cols[0].1 = Arc::new(StringArray::from(vec!["not a time"]));
         assert_eq!(
             coerce(&table, &input(cols)).unwrap_err().sqlstate(),
-            "22007"
+            SqlState::INVALID_DATETIME_FORMAT
         );
 
         let mut cols = minimal(&[1]);
         cols.push(("nope", Arc::new(Int64Array::from(vec![1]))));
         assert_eq!(
             coerce(&table, &input(cols)).unwrap_err().sqlstate(),
-            "42703"
+            SqlState::UNDEFINED_COLUMN
         );
     }
 
@@ -556,7 +479,7 @@ mod tests {
         let mut cols = minimal(&[MICROS_PER_DAY * 10]);
         cols.push(("date", Arc::new(Date32Array::from(vec![11]))));
         let err = coerce(&table, &input(cols)).unwrap_err();
-        assert_eq!(err.sqlstate(), "23514");
+        assert_eq!(err.sqlstate(), SqlState::CHECK_VIOLATION);
     }
 
     #[test]
@@ -629,8 +552,9 @@ mod tests {
         cols.push(("duration", Arc::new(StringArray::from(vec!["42", "7"]))));
         let sent = input(cols);
         let written = coerce(&table, &sent).expect("coerce");
-        let replayed = crate::wal::decode_batch(
-            &crate::wal::encode_batch(&sent, crate::wal::WalCompression::Zstd).expect("encode"),
+        let replayed = crate::engine::wal::decode_batch(
+            &crate::engine::wal::encode_batch(&sent, crate::engine::wal::WalCompression::Zstd)
+                .expect("encode"),
         )
         .expect("decode");
         assert_eq!(coerce(&table, &replayed).expect("coerce replay"), written);
@@ -664,7 +588,7 @@ mod tests {
     #[test]
     fn a_backfill_batch_splits_by_day_and_a_live_one_by_window() {
         let table = otel();
-        let buffer = Buffer::<()>::new(crate::buffer::BufferOptions {
+        let buffer = Buffer::<()>::new(crate::engine::buffer::BufferOptions {
             max_bytes: 1 << 30,
             bucket_micros: 600_000_000,
         });

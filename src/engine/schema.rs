@@ -16,7 +16,7 @@ use serde::Deserialize;
 /// Schemas built into the binary (the repository's `schemas/` folder).
 const BUILT_IN: &[(&str, &str)] = &[(
     "otel_logs_and_spans.yaml",
-    include_str!("../schemas/otel_logs_and_spans.yaml"),
+    include_str!("../../schemas/otel_logs_and_spans.yaml"),
 )];
 
 #[derive(Debug, thiserror::Error)]

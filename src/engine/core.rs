@@ -1,0 +1,674 @@
+//! The flusher's core: moving buffered rows into Delta, settling failed flushes, and table
+//! maintenance, with the background loops that drive them.
+//!
+//! [`Core::flush`] commits a WAL prefix of a table's buffered rows to Delta with the `txn`
+//! version of its last record, then drops those rows from the buffer and publishes the new
+//! Delta version in one step ([`Buffer::complete_flush`]), then trims the WAL. A flush that
+//! fails stays *unresolved*: its chunks stay frozen in the buffer until [`Core::resolve`] has
+//! re-read the log and either found the commit there or committed the same plan again.
+//! Commits and publications of flushes and maintenance are serialised by one lock, so no
+//! reader ever pairs a buffer state with the wrong Delta version.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::MaintenancePolicy;
+use crate::engine::buffer::{Buffer, FlushPlan, FlushReason};
+use crate::engine::storage::Storage;
+use crate::engine::wal::{self, Wal};
+use crate::engine::{Clock, Committed, delta};
+use crate::error::SqlState;
+
+/// A flush or maintenance pass that failed; the rows it concerned stay in the buffer and WAL.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Wal(#[from] wal::Error),
+    #[error(transparent)]
+    Delta(Box<delta::Error>),
+}
+
+impl From<delta::Error> for Error {
+    fn from(error: delta::Error) -> Self {
+        Error::Delta(Box::new(error))
+    }
+}
+
+impl Error {
+    /// The SQLSTATE a client that asked for this work (`VACUUM`) is answered with.
+    pub fn sqlstate(&self) -> SqlState {
+        match self {
+            Error::Wal(e) => e.sqlstate(),
+            Error::Delta(e) => e.sqlstate(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Table maintenance on demand (`VACUUM` over SQL): implemented by [`Core`], used by the
+/// protocol front ends, which never touch storage themselves.
+#[async_trait::async_trait]
+pub trait Maintenance: Send + Sync {
+    /// Runs one maintenance pass over `table`, or over every table when `None`. When it
+    /// returns `Ok`, each pass is committed and published to readers.
+    async fn maintain(&self, table: Option<&str>) -> Result<Vec<delta::MaintenanceReport>>;
+}
+
+/// When the flusher and maintenance run, and what maintenance may do.
+#[derive(Debug, Clone)]
+pub struct CoreOptions {
+    /// Sealed buckets are flushed this often.
+    pub flush_interval: Duration,
+    /// Rows older than this are flushed even if their bucket is still open.
+    pub buffer_retention: Duration,
+    /// A maintenance pass runs this often.
+    pub maintenance_interval: Duration,
+    pub maintenance: MaintenancePolicy,
+}
+
+/// The parts the flusher, maintenance and shutdown work on.
+pub struct Core {
+    options: CoreOptions,
+    wal: Arc<Wal>,
+    buffer: Arc<Buffer<Committed>>,
+    tables: HashMap<String, Arc<delta::DeltaTable>>,
+    storage: Arc<Storage>,
+    clock: Arc<dyn Clock>,
+    /// Held across "commit to Delta, then publish the new version to the buffer" by flushes
+    /// and maintenance, so readers never see a version paired with the wrong buffer state.
+    commits: tokio::sync::Mutex<()>,
+    /// Per table, the last flush that failed. Its commit may be in the log even so (the store
+    /// kept it, the response was lost and the re-read failed, or the request lands later).
+    /// Its chunks stay in the buffer, frozen, until [`Core::resolve`] settles it: a flush
+    /// planned before that would write them a second time with newer rows.
+    unresolved: parking_lot::Mutex<HashMap<String, FlushPlan>>,
+}
+
+impl Core {
+    /// The core over recovered state: `tables` opened, `buffer` holding the replayed rows.
+    pub fn new(
+        options: CoreOptions,
+        wal: Arc<Wal>,
+        buffer: Arc<Buffer<Committed>>,
+        tables: HashMap<String, Arc<delta::DeltaTable>>,
+        storage: Arc<Storage>,
+        clock: Arc<dyn Clock>,
+    ) -> Core {
+        Core {
+            options,
+            wal,
+            buffer,
+            tables,
+            storage,
+            clock,
+            commits: tokio::sync::Mutex::new(()),
+            unresolved: Default::default(),
+        }
+    }
+
+    /// Stops at shutdown, after the listeners and loops have stopped: closes the WAL (queued
+    /// writes commit, new ones are refused), flushes everything, closes the store. Returns the
+    /// rows flushed; rows a failed flush left stay in the WAL for the next start.
+    pub async fn close(&self) -> Result<usize> {
+        self.wal.close().await;
+        let flushed = self.final_flush().await;
+        self.storage.close().await;
+        let rows = flushed?;
+        tracing::info!(
+            rows,
+            "final flush done; WAL segments left: {}",
+            self.wal.segment_count()
+        );
+        Ok(rows)
+    }
+
+    /// Flushes what `reason` selects in every table. Stops at the first failure; what was
+    /// not flushed stays buffered (and in the WAL) for the next attempt.
+    pub async fn flush(&self, reason: FlushReason) -> Result<usize> {
+        let _commits = self.commits.lock().await;
+        let mut rows = 0;
+        let now = self.clock.now_micros();
+        let cutoff = now - self.options.buffer_retention.as_micros() as i64;
+        for (name, table) in &self.tables {
+            rows += self.resolve(name, table).await?;
+            let Some(plan) = self.buffer.plan_flush(name, reason, now, cutoff) else {
+                continue;
+            };
+            let started = std::time::Instant::now();
+            match table.flush(&plan, self.wal.id()).await {
+                Ok(reader) => {
+                    let trim_to = self.buffer.complete_flush(&plan, reader);
+                    let removed = self.wal.trim(trim_to)?;
+                    let version = table.version().await;
+                    tracing::info!(
+                        table = %name, rows = plan.rows, upto = %plan.upto, version = ?version,
+                        wal_segments_removed = removed, elapsed_ms = started.elapsed().as_millis() as u64,
+                        "flushed to Delta"
+                    );
+                    rows += plan.rows;
+                }
+                Err(e) => {
+                    self.unresolved.lock().insert(name.clone(), plan);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Settles `table`'s last failed flush, if any, before anything else of the table is
+    /// flushed or published: when the re-read log holds it, its rows leave the buffer;
+    /// otherwise the same plan is committed again, never a larger one, so an earlier attempt
+    /// that lands late is recognised by its `txn` version instead of being taken for another
+    /// writer's commit. Returns the rows settled; on error the plan stays unresolved.
+    async fn resolve(&self, name: &str, table: &delta::DeltaTable) -> Result<usize> {
+        let Some(plan) = self.unresolved.lock().remove(name) else {
+            return Ok(0);
+        };
+        let settled = match table.landed(self.wal.id(), plan.upto).await {
+            Ok(true) => {
+                tracing::warn!(
+                    table = %name, rows = plan.rows, upto = %plan.upto,
+                    "a flush that reported an error is in the Delta log; its rows leave the buffer"
+                );
+                table.reader().await
+            }
+            Ok(false) => table.flush(&plan, self.wal.id()).await,
+            Err(e) => Err(e),
+        };
+        match settled {
+            Ok(reader) => {
+                let trim_to = self.buffer.complete_flush(&plan, reader);
+                self.wal.trim(trim_to)?;
+                Ok(plan.rows)
+            }
+            Err(e) => {
+                self.unresolved.lock().insert(name.to_string(), plan);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Flushes everything at shutdown, retrying a failed flush a few times with backoff (a
+    /// store hiccup, a commit race with another writer). What still fails stays in the WAL
+    /// and is replayed at the next start.
+    pub async fn final_flush(&self) -> Result<usize> {
+        let mut backoff = Duration::from_millis(250);
+        let mut attempt = 1;
+        loop {
+            match self.flush(FlushReason::All).await {
+                Err(e) if attempt < FINAL_FLUSH_ATTEMPTS => {
+                    tracing::warn!(
+                        "final flush failed (attempt {attempt}), retrying in {backoff:?}: {e}"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+}
+
+/// Attempts of the shutdown flush before the server exits with the rows left in the WAL.
+const FINAL_FLUSH_ATTEMPTS: u32 = 5;
+
+#[async_trait::async_trait]
+impl Maintenance for Core {
+    async fn maintain(&self, table: Option<&str>) -> Result<Vec<delta::MaintenanceReport>> {
+        let policy = &self.options.maintenance;
+        let mut reports = Vec::new();
+        for (name, delta_table) in &self.tables {
+            if table.is_some_and(|t| t != name) {
+                continue;
+            }
+            let _commits = self.commits.lock().await;
+            // A failed flush may be in the log this pass reads: settle it first, or the
+            // published version would hold rows the buffer still serves.
+            self.resolve(name, delta_table).await?;
+            let started = std::time::Instant::now();
+            let (report, reader) = delta_table.maintain(policy).await?;
+            self.buffer.replace_committed(name, reader);
+            tracing::info!(
+                table = %name, compacted_files = report.files_removed, written_files = report.files_added,
+                retention_files_removed = report.retention_files_removed, checkpoint = ?report.checkpoint_version,
+                vacuumed_files = report.files_vacuumed, version = ?report.version,
+                elapsed_ms = started.elapsed().as_millis() as u64, "maintenance done"
+            );
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+}
+
+/// Flushes sealed buckets every interval, everything under memory pressure; retries failed
+/// flushes with exponential backoff (the rows stay buffered and in the WAL meanwhile).
+pub async fn run_flusher(core: Arc<Core>, shutdown: CancellationToken) {
+    let interval = core.options.flush_interval;
+    let mut backoff = Duration::ZERO;
+    loop {
+        let wait = if backoff.is_zero() { interval } else { backoff };
+        let reason = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => FlushReason::Scheduled,
+            _ = core.buffer.pressure() => FlushReason::All,
+        };
+        let reason = if core.buffer.over_high_water() {
+            FlushReason::All
+        } else {
+            reason
+        };
+        match core.flush(reason).await {
+            Ok(_) => backoff = Duration::ZERO,
+            Err(e) => {
+                backoff = (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(60));
+                tracing::error!("flush failed, retrying in {backoff:?}: {e}");
+            }
+        }
+    }
+}
+
+/// Runs a maintenance pass over every table each interval. Failures are logged and retried at
+/// the next interval; a pass never changes which rows a query sees (except retention).
+pub async fn run_maintenance(core: Arc<Core>, shutdown: CancellationToken) {
+    let interval = core.options.maintenance_interval;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        // A pass runs to completion even when shutdown begins: the final flush waits for it
+        // rather than racing a half-finished commit.
+        if let Err(e) = core.maintain(None).await {
+            tracing::error!("maintenance failed, retrying at the next interval: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
+    use async_trait::async_trait;
+    use clap::Parser;
+    use futures::stream::BoxStream;
+    use object_store::local::LocalFileSystem;
+    use object_store::path::Path;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+        PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    };
+
+    use super::*;
+    use crate::engine::buffer::BufferOptions;
+    use crate::engine::ingest::Ingest;
+    use crate::engine::schema::Catalog;
+    use crate::engine::storage::{CachedStore, FoyerCache};
+    use crate::engine::wal::{Seq, WalOptions};
+    use datafusion::prelude::SessionContext;
+
+    /// A store that can keep a Delta commit and then lose its response and go down, as S3 may
+    /// mid-outage: the commit is in the log, the writer sees an error and cannot re-read.
+    #[derive(Debug, Default)]
+    struct Faults {
+        /// The next commit is stored, then its response is lost and the store goes down.
+        lose_next_commit: AtomicBool,
+        /// The next commit is refused before it is stored, and the store goes down.
+        refuse_next_commit: AtomicBool,
+        down: AtomicBool,
+    }
+
+    #[derive(Debug)]
+    struct FlakyStore {
+        inner: Arc<dyn ObjectStore>,
+        faults: Arc<Faults>,
+    }
+
+    impl fmt::Display for FlakyStore {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "FlakyStore({})", self.inner)
+        }
+    }
+
+    impl FlakyStore {
+        fn check(&self) -> object_store::Result<()> {
+            if self.faults.down.load(Ordering::SeqCst) {
+                return Err(object_store::Error::Generic {
+                    store: "flaky",
+                    source: "the store is down".into(),
+                });
+            }
+            Ok(())
+        }
+
+        fn is_commit(location: &Path) -> bool {
+            location.as_ref().contains("_delta_log/") && location.as_ref().ends_with(".json")
+        }
+
+        /// Before a write to `location`: a refused commit takes the store down.
+        fn before_write(&self, location: &Path) -> object_store::Result<()> {
+            self.check()?;
+            if Self::is_commit(location)
+                && self.faults.refuse_next_commit.swap(false, Ordering::SeqCst)
+            {
+                self.faults.down.store(true, Ordering::SeqCst);
+                return Err(object_store::Error::Generic {
+                    store: "flaky",
+                    source: "connection reset before the commit was stored".into(),
+                });
+            }
+            Ok(())
+        }
+
+        /// After a write to `location`: a commit's response is lost and the store goes down.
+        fn after_write(&self, location: &Path) -> object_store::Result<()> {
+            if Self::is_commit(location)
+                && self.faults.lose_next_commit.swap(false, Ordering::SeqCst)
+            {
+                self.faults.down.store(true, Ordering::SeqCst);
+                return Err(object_store::Error::Generic {
+                    store: "flaky",
+                    source: "connection reset after the commit was stored".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for FlakyStore {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            self.before_write(location)?;
+            let result = self.inner.put_opts(location, payload, opts).await?;
+            self.after_write(location)?;
+            Ok(result)
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.check()?;
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            self.check()?;
+            self.inner.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            if let Err(e) = self.check() {
+                return Box::pin(futures::stream::once(async { Err(e) }));
+            }
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<ListResult> {
+            self.check()?;
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.before_write(to)?;
+            self.inner.copy_opts(from, to, options).await?;
+            self.after_write(to)
+        }
+    }
+
+    /// A fixed time: buckets an hour before it are sealed.
+    struct FixedClock(i64);
+
+    impl Clock for FixedClock {
+        fn now_micros(&self) -> i64 {
+            self.0
+        }
+    }
+
+    const NOW: i64 = 1_764_000_000_000_000;
+    const TABLE: &str = "otel_logs_and_spans";
+
+    fn spans(prefix: &str, rows: usize) -> RecordBatch {
+        let hour_ago = NOW - 3_600_000_000;
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            ("project_id", Arc::new(StringArray::from(vec!["p"; rows]))),
+            (
+                "timestamp",
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter_values(
+                        (0..rows as i64).map(|i| hour_ago + i),
+                    )
+                    .with_timezone("UTC"),
+                ),
+            ),
+            (
+                "id",
+                Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|i| format!("{prefix}{i}")),
+                )),
+            ),
+        ];
+        RecordBatch::try_from_iter(columns).expect("batch")
+    }
+
+    /// A flusher's `Core` over a local table behind a [`FlakyStore`], and the write path.
+    struct Fixture {
+        core: Core,
+        ingest: Ingest,
+        table: Arc<delta::DeltaTable>,
+        faults: Arc<Faults>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        async fn new() -> Fixture {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let faults = Arc::new(Faults::default());
+            let flaky = Arc::new(FlakyStore {
+                inner: Arc::new(LocalFileSystem::new()),
+                faults: faults.clone(),
+            });
+            let cache = FoyerCache::open(
+                &dir.path().join("cache"),
+                16 << 20,
+                64 << 20,
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("cache");
+            let tables_dir = dir.path().join("tables");
+            std::fs::create_dir_all(&tables_dir).expect("tables dir");
+            let base = url::Url::from_directory_path(&tables_dir).expect("url");
+            let storage = Arc::new(Storage::with_store(
+                base,
+                Arc::new(CachedStore::new(flaky, cache)),
+            ));
+            let catalog = Arc::new(Catalog::load(None).expect("catalog"));
+            let schema = catalog.get(TABLE).expect("schema").clone();
+            let table = Arc::new(
+                delta::DeltaTable::open_or_create(&storage, schema, 1)
+                    .await
+                    .expect("table"),
+            );
+            let wal = Arc::new(
+                Wal::open(
+                    &dir.path().join("wal"),
+                    WalOptions {
+                        segment_bytes: 1 << 20,
+                        group_max_bytes: 1 << 20,
+                        compression: Default::default(),
+                    },
+                )
+                .expect("wal"),
+            );
+            wal.start(Seq(1)).expect("wal start");
+            let buffer = Arc::new(Buffer::new(BufferOptions {
+                max_bytes: 1 << 30,
+                bucket_micros: 600_000_000,
+            }));
+            buffer.add_table(TABLE, table.reader().await.expect("reader"));
+            let clock: Arc<dyn Clock> = Arc::new(FixedClock(NOW));
+            let ingest = Ingest::new(
+                catalog,
+                wal.clone(),
+                buffer.clone(),
+                clock.clone(),
+                Duration::from_secs(1),
+                1 << 30,
+            );
+            let config = crate::config::Config::parse_from(["timefusion"]);
+            let options = CoreOptions {
+                flush_interval: config.flush_interval(),
+                buffer_retention: config.buffer_retention(),
+                maintenance_interval: Duration::from_secs(config.maintenance_interval_secs),
+                maintenance: config.maintenance_policy(),
+            };
+            let core = Core::new(
+                options,
+                wal,
+                buffer,
+                HashMap::from([(TABLE.to_string(), table.clone())]),
+                storage,
+                clock,
+            );
+            Fixture {
+                core,
+                ingest,
+                table,
+                faults,
+                _dir: dir,
+            }
+        }
+
+        async fn write(&self, prefix: &str, rows: usize) {
+            self.ingest
+                .write(TABLE, spans(prefix, rows))
+                .await
+                .expect("write");
+        }
+
+        /// Writes 10 rows, has the next commit fail by `fault` with the store going down,
+        /// tries to flush while it is down, and brings the store back.
+        async fn outage(&self, fault: &AtomicBool) {
+            self.write("a", 10).await;
+            fault.store(true, Ordering::SeqCst);
+            assert!(
+                self.core.flush(FlushReason::All).await.is_err(),
+                "the commit fails"
+            );
+            assert!(
+                self.core.flush(FlushReason::All).await.is_err(),
+                "the log cannot be read while down"
+            );
+            self.faults.down.store(false, Ordering::SeqCst);
+        }
+
+        /// Rows in the Delta table at its latest version.
+        async fn delta_rows(&self) -> usize {
+            SessionContext::new()
+                .read_table(self.table.reader().await.expect("reader"))
+                .expect("scan")
+                .count()
+                .await
+                .expect("count")
+        }
+
+        /// Rows a query sees: the buffer's chunks with the Delta version published with them.
+        async fn visible_rows(&self) -> usize {
+            let snapshot = self
+                .core
+                .buffer
+                .snapshot(TABLE, None, None)
+                .expect("snapshot");
+            let buffered: usize = snapshot.batches.iter().map(|b| b.num_rows()).sum();
+            let delta = SessionContext::new()
+                .read_table(snapshot.committed)
+                .expect("scan")
+                .count()
+                .await
+                .expect("count");
+            buffered + delta
+        }
+    }
+
+    /// The S3-outage case behind a doubled count: flush A's commit reaches the log, its
+    /// response is lost and the store goes down before the log can be re-read. Before the fix
+    /// the next flush planned A's rows again with newer ones, saw "another writer" at A's
+    /// version and committed all of them: A's rows twice.
+    #[tokio::test]
+    async fn a_flush_that_landed_unseen_is_not_written_again() {
+        let f = Fixture::new().await;
+        f.outage(&f.faults.lose_next_commit).await;
+        f.write("b", 5).await;
+        assert_eq!(
+            f.core.flush(FlushReason::All).await.expect("flush"),
+            15,
+            "a's 10 rows are settled as flushed, b's 5 written"
+        );
+        assert_eq!(f.delta_rows().await, 15, "every row once in Delta");
+        assert_eq!(f.visible_rows().await, 15);
+        assert_eq!(
+            f.core.flush(FlushReason::All).await.expect("nothing left"),
+            0
+        );
+    }
+
+    /// A commit refused before it was stored is written once, when the store is back.
+    #[tokio::test]
+    async fn a_flush_that_did_not_land_is_written_once() {
+        let f = Fixture::new().await;
+        f.outage(&f.faults.refuse_next_commit).await;
+        f.write("b", 5).await;
+        assert_eq!(f.core.flush(FlushReason::All).await.expect("flush"), 15);
+        assert_eq!(f.delta_rows().await, 15);
+        assert_eq!(f.visible_rows().await, 15);
+    }
+
+    /// Maintenance publishes the version it read: a lost commit in that version must leave
+    /// the buffer first, or a query counts its rows twice.
+    #[tokio::test]
+    async fn maintenance_settles_a_lost_commit_before_publishing() {
+        let f = Fixture::new().await;
+        f.outage(&f.faults.lose_next_commit).await;
+        Maintenance::maintain(&f.core, None)
+            .await
+            .expect("maintenance");
+        assert_eq!(f.visible_rows().await, 10, "no row counted twice");
+        assert_eq!(f.delta_rows().await, 10);
+    }
+}

@@ -1,0 +1,326 @@
+//! The extended query protocol: Parse (with PostgreSQL's result-column names and the
+//! parameters the compatibility parser drops kept), Describe, Execute of portals (each its own
+//! interruptible statement), Close.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion_postgres::DfSessionService;
+use pgwire::api::ClientInfo;
+use pgwire::api::portal::{Portal, PortalExecutionState};
+use pgwire::api::query::{ExtendedQueryHandler, send_describe_response};
+use pgwire::api::results::Response;
+use pgwire::api::store::{Entry, PortalStore};
+use pgwire::api::{ClientPortalStore, DEFAULT_NAME};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::data::{NoData, ParameterDescription};
+use pgwire::messages::extendedquery::{
+    Close, CloseComplete, Describe, Execute, Parse, ParseComplete, TARGET_TYPE_BYTE_PORTAL,
+    TARGET_TYPE_BYTE_STATEMENT,
+};
+
+use crate::pgwire::copy::handler::*;
+use crate::pgwire::simple::*;
+use crate::pgwire::wire_text;
+use crate::pgwire::{cancel, settings};
+use crate::sql::colname;
+use crate::sql::statement_text;
+
+/// `plan` with every parameter the client's text uses, even those the compatibility parser
+/// dropped: it replaces a correlated subquery in a select list by NULL, parameters and all
+/// (SQLAlchemy's `get_columns`, so Superset's column list). datafusion-postgres decodes bound
+/// values by the plan's parameters in order, so a dropped `$1` made `$2`'s type decode `$1`'s
+/// value ("invalid digit found in string"). Each dropped one is referenced again in a filter
+/// that is always true, so it keeps its place (its type unknown: the client's, or text).
+pub(crate) fn keep_dropped_parameters(plan: LogicalPlan, text: &str) -> LogicalPlan {
+    use datafusion::logical_expr::{Expr, LogicalPlanBuilder, lit};
+    use datafusion::sql::sqlparser::ast::{Value, Visit, Visitor};
+    use std::ops::ControlFlow;
+
+    if matches!(
+        plan,
+        LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::EmptyRelation(_)
+    ) {
+        return plan;
+    }
+    struct Placeholders(std::collections::BTreeSet<String>);
+    impl Visitor for Placeholders {
+        type Break = ();
+        fn pre_visit_expr(
+            &mut self,
+            expr: &datafusion::sql::sqlparser::ast::Expr,
+        ) -> ControlFlow<()> {
+            if let datafusion::sql::sqlparser::ast::Expr::Value(v) = expr
+                && let Value::Placeholder(id) = &v.value
+            {
+                self.0.insert(id.clone());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let Some(statements) = parse_plain(text) else {
+        return plan;
+    };
+    let mut written = Placeholders(Default::default());
+    let _ = statements.first().map(|s| s.visit(&mut written));
+    let Ok(planned) = plan.get_parameter_types() else {
+        return plan;
+    };
+    let dropped: Vec<String> = written
+        .0
+        .into_iter()
+        .filter(|id| !planned.contains_key(id))
+        .collect();
+    if dropped.is_empty() {
+        return plan;
+    }
+    let kept = dropped.into_iter().fold(lit(true), |predicate, id| {
+        let placeholder = Expr::Placeholder(
+            datafusion::logical_expr::expr::Placeholder::new_with_field(id, None),
+        );
+        predicate.or(placeholder.is_null())
+    });
+    match LogicalPlanBuilder::from(plan.clone())
+        .filter(kept)
+        .and_then(|b| b.build())
+    {
+        Ok(kept) => kept,
+        Err(_) => plan,
+    }
+}
+
+/// datafusion-postgres's parser for the extended protocol, given the text after
+/// [`statement_text::rewrite`] and naming result columns as PostgreSQL names them ([`colname`]):
+/// `Describe` is where a client learns the names. They come from the client's text, kept
+/// with the statement in place of the compatibility parser's rewrite of it.
+pub struct Parser(pub(crate) Arc<datafusion_postgres::Parser>);
+
+#[async_trait]
+impl pgwire::api::stmt::QueryParser for Parser {
+    type Statement = <datafusion_postgres::Parser as pgwire::api::stmt::QueryParser>::Statement;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<pgwire::api::Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let sql = statement_text::rewrite(sql);
+        let parsed = self.0.parse_sql(client, &sql, types).await?;
+        // The text kept with the statement (logs, `interrupt`'s write check, result names) is
+        // the client's, not the compatibility parser's rewrite of it.
+        Ok(parsed.map(|(_, statement)| {
+            let statement = statement.map(|(tree, plan)| {
+                let plan = keep_dropped_parameters(plan, &sql);
+                (tree, plan)
+            });
+            (sql.into_owned(), statement)
+        }))
+    }
+
+    fn get_parameter_types(
+        &self,
+        statement: &Self::Statement,
+    ) -> PgWireResult<Vec<pgwire::api::Type>> {
+        self.0.get_parameter_types(statement)
+    }
+
+    fn get_result_schema(
+        &self,
+        statement: &Self::Statement,
+        format: Option<&pgwire::api::portal::Format>,
+    ) -> PgWireResult<Vec<pgwire::api::results::FieldInfo>> {
+        let fields = self.0.get_result_schema(statement, format)?;
+        if fields.is_empty() {
+            return Ok(fields);
+        }
+        let items = match parse_plain(&statement.0) {
+            Some(written) => written.first().and_then(colname::select_names),
+            // Text only the compatibility parser reads: its rewritten tree.
+            None => statement
+                .1
+                .as_ref()
+                .and_then(|(parsed, _)| colname::select_names(parsed)),
+        };
+        Ok(match items {
+            Some(items) => colname::rename(fields, &items),
+            None => fields,
+        })
+    }
+}
+
+/// DataFusion's extended-query handler, answering `Describe` of a prepared statement that
+/// returns no rows (an `INSERT` with parameters) as PostgreSQL does: `ParameterDescription`
+/// then `NoData`. pgwire 0.41 sends an empty `RowDescription` there when the statement has
+/// parameters, which pgjdbc reads as "this statement returns rows" and then refuses the
+/// `INSERT`'s result ("A result was returned when none was expected").
+pub(crate) struct ExtendedQueries {
+    pub(crate) session: Arc<DfSessionService>,
+    pub(crate) parser: Arc<Parser>,
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for ExtendedQueries {
+    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statement = cancel::Statement::start(client, &portal.statement.statement.0);
+        let response = statement
+            .run(self.session.do_query(client, portal, max_rows))
+            .await?;
+        match wire_text::postgres_text(statement.bound(response)) {
+            // Sent here, so that pgwire's CommandComplete carries the tag that counts rows.
+            Response::CopyOut(copy) => Ok(Response::Execution(send_copy_out(client, copy).await?)),
+            response => Ok(response),
+        }
+    }
+
+    /// pgwire's `_on_execute`, after starting a new [`cancel::Statement`] when the portal
+    /// is suspended: a later `Execute` of a portal read in pieces (a driver's fetch size, as
+    /// pgjdbc's inside a transaction) pulls its rows without `do_query`, and in PostgreSQL the
+    /// `statement_timeout` counts from each `Execute`, not from the first.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        if let Some(Entry::Value(portal)) = client.portal_store().get_portal(name) {
+            let state = portal.state();
+            let suspended = matches!(*state.lock().await, PortalExecutionState::Suspended(_));
+            if suspended {
+                cancel::Statement::start(client, &portal.statement.statement.0);
+            }
+        }
+        self._on_execute(client, message).await
+    }
+
+    /// pgwire's `on_parse`, recording the statement's name for `DISCARD ALL`
+    /// ([`settings::PreparedStatements`]).
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        let name = message
+            .name
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAME.to_owned());
+        let parser = self.query_parser();
+        match pgwire::api::stmt::StoredStatement::parse(client, &message, parser).await? {
+            Some(statement) => client.portal_store().put_statement(Arc::new(statement)),
+            None => client.portal_store().put_empty_statement(&name),
+        }
+        settings::PreparedStatements::parsed(client, &name);
+        client
+            .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    /// pgwire's `on_close`, forgetting a closed statement's name.
+    async fn on_close<C>(&self, client: &mut C, message: Close) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => {
+                client.portal_store().rm_statement(name);
+                settings::PreparedStatements::closed(client, name);
+            }
+            TARGET_TYPE_BYTE_PORTAL => client.portal_store().rm_portal(name),
+            _ => {}
+        }
+        client
+            .send(PgWireBackendMessage::CloseComplete(CloseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        if message.target_type == TARGET_TYPE_BYTE_STATEMENT {
+            let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+            if let Some(Entry::Value(statement)) = client.portal_store().get_statement(name) {
+                let response = self.do_describe_statement(client, &statement).await?;
+                if response.fields.is_empty() {
+                    let types = response.parameters.iter().map(|t| t.oid()).collect();
+                    client
+                        .send(PgWireBackendMessage::ParameterDescription(
+                            ParameterDescription::new(types),
+                        ))
+                        .await?;
+                    client
+                        .send(PgWireBackendMessage::NoData(NoData::new()))
+                        .await?;
+                } else {
+                    send_describe_response(client, &response).await?;
+                }
+                return Ok(());
+            }
+        }
+        self._on_describe(client, message).await
+    }
+}

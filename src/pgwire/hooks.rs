@@ -1,0 +1,341 @@
+//! Statements the front end answers before (or instead of) DataFusion: syntax-tree rewrites,
+//! literal `INSERT`s, savepoints, refusals inside a failed transaction block, `VACUUM`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::hooks::{HookClient, QueryHook};
+use pgwire::api::ClientInfo;
+use pgwire::api::results::{Response, Tag};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::response::TransactionStatus;
+
+use crate::engine::core::Maintenance;
+use crate::engine::ingest::Ingest;
+use crate::engine::schema::Catalog;
+use crate::error::SqlState;
+use crate::pgwire::errors::*;
+use crate::sql::colname;
+use crate::sql::values;
+
+/// Plans and runs queries whose syntax tree must change before DataFusion can plan them:
+/// set-returning functions ([`crate::sql::srf::rewrite`]) and select lists that repeat a name
+/// ([`colname::alias_duplicates`]).
+pub struct RewriteHook;
+
+impl RewriteHook {
+    fn rewrite(statement: &Statement) -> Option<PgWireResult<Statement>> {
+        match crate::sql::srf::rewrite(statement) {
+            Some(Ok(rewritten)) => Some(Ok(
+                colname::alias_duplicates(&rewritten).unwrap_or(rewritten)
+            )),
+            Some(Err(e)) => Some(Err(user_error(e.state, e.message))),
+            None => colname::alias_duplicates(statement).map(Ok),
+        }
+    }
+}
+
+#[async_trait]
+impl QueryHook for RewriteHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        let rewritten = match Self::rewrite(statement)? {
+            Ok(rewritten) => rewritten,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(
+            async {
+                let frame = context
+                    .sql(&rewritten.to_string())
+                    .await
+                    .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                let options = Arc::new(pgwire::types::format::FormatOptions::from_client_metadata(
+                    client.metadata(),
+                ));
+                let query = datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(
+                    frame,
+                    &pgwire::api::portal::Format::UnifiedText,
+                    Some(options),
+                )
+                .await?;
+                Ok(Response::Query(query))
+            }
+            .await,
+        )
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        let rewritten = match Self::rewrite(statement)? {
+            Ok(rewritten) => rewritten,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(
+            context
+                .state()
+                .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+                    rewritten,
+                )))
+                .await
+                .map_err(|e| PgWireError::ApiError(Box::new(e))),
+        )
+    }
+
+    async fn handle_extended_query(
+        &self,
+        _statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        // Parse planned the rewritten statement; the default execution runs that plan.
+        None
+    }
+}
+
+/// Runs literal `INSERT … VALUES` statements without DataFusion planning, in both protocols.
+pub(crate) struct LiteralInsertHook {
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) ingest: Arc<Ingest>,
+}
+
+impl LiteralInsertHook {
+    pub(crate) async fn run(&self, statement: &Statement) -> Option<PgWireResult<Response>> {
+        let insert = values::literal_insert(statement, &self.catalog)?;
+        Some(
+            match self.ingest.write(&insert.table.name, insert.batch).await {
+                Ok(rows) => Ok(Response::Execution(
+                    Tag::new("INSERT").with_oid(0).with_rows(rows),
+                )),
+                Err(e) => Err(PgWireError::ApiError(Box::new(e))),
+            },
+        )
+    }
+}
+
+#[async_trait]
+impl QueryHook for LiteralInsertHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.run(statement).await
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        // A literal INSERT has no parameters and no result columns: an empty plan stands in
+        // for it until execution, which the hook below handles.
+        values::is_literal_insert(statement, &self.catalog).then(|| Ok(no_rows_plan()))
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.run(statement).await
+    }
+}
+
+/// `SAVEPOINT`, `RELEASE SAVEPOINT` and `ROLLBACK TO SAVEPOINT`, which drivers (psycopg's
+/// nested transactions, SQLAlchemy's probes) send inside a transaction. Transactions are
+/// accepted for compatibility but every statement is durable on its own (see the README), so
+/// these only acknowledge; `ROLLBACK TO` keeps the transaction open, as in PostgreSQL.
+pub(crate) struct SavepointHook;
+
+impl SavepointHook {
+    fn run(statement: &Statement) -> Option<PgWireResult<Response>> {
+        let tag = match statement {
+            Statement::Savepoint { .. } => "SAVEPOINT",
+            Statement::ReleaseSavepoint { .. } => "RELEASE",
+            Statement::Rollback {
+                savepoint: Some(_), ..
+            } => "ROLLBACK",
+            _ => return None,
+        };
+        Some(Ok(Response::Execution(Tag::new(tag))))
+    }
+}
+
+#[async_trait]
+impl QueryHook for SavepointHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        Self::run(statement)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        Self::run(statement).map(|_| Ok(no_rows_plan()))
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        Self::run(statement)
+    }
+}
+
+/// PostgreSQL's rule for a transaction block that has failed: every statement but `COMMIT`,
+/// `ROLLBACK` and `ROLLBACK TO SAVEPOINT` is refused with 25P02 until the block ends. First in
+/// the hook list, so no later hook runs one: without it an `INSERT` (or `COPY`, `VACUUM`,
+/// `SET`) sent after the failure was executed and made durable while the client, by
+/// PostgreSQL's rules, takes it as ignored; and datafusion-postgres's transaction hook, last
+/// in the list, refuses the rest with 25P01, the code for "no transaction".
+pub(crate) struct AbortedTransactionHook;
+
+impl AbortedTransactionHook {
+    fn refuse(
+        statement: &Statement,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireError> {
+        let ends_block = matches!(
+            statement,
+            Statement::Commit { .. } | Statement::Rollback { .. }
+        );
+        (client.transaction_status() == TransactionStatus::Error && !ends_block).then(|| {
+            user_error(
+                SqlState::IN_FAILED_SQL_TRANSACTION,
+                "current transaction is aborted, commands ignored until end of transaction block",
+            )
+        })
+    }
+}
+
+#[async_trait]
+impl QueryHook for AbortedTransactionHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        Self::refuse(statement, client).map(Err)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        Self::refuse(statement, client).map(Err)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        Self::refuse(statement, client).map(Err)
+    }
+}
+
+/// `VACUUM [table]`: one maintenance pass now (compaction, retention, checkpoint, vacuum).
+pub(crate) struct VacuumHook {
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) maintenance: Arc<dyn Maintenance>,
+}
+
+impl VacuumHook {
+    fn target(&self, statement: &Statement) -> Option<PgWireResult<Option<String>>> {
+        let Statement::Vacuum(vacuum) = statement else {
+            return None;
+        };
+        let Some(name) = &vacuum.table_name else {
+            return Some(Ok(None));
+        };
+        Some(
+            if let Some(table) = crate::sql::resolve_table(&self.catalog, name) {
+                Ok(Some(table.name.clone()))
+            } else {
+                Err(user_error(
+                    SqlState::UNDEFINED_TABLE,
+                    format!("relation \"{name}\" does not exist"),
+                ))
+            },
+        )
+    }
+
+    async fn run(&self, statement: &Statement) -> Option<PgWireResult<Response>> {
+        let table = match self.target(statement)? {
+            Ok(table) => table,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(match self.maintenance.maintain(table.as_deref()).await {
+            Ok(_) => Ok(Response::Execution(Tag::new("VACUUM"))),
+            Err(e) => Err(user_error(e.sqlstate(), format!("maintenance failed: {e}"))),
+        })
+    }
+}
+
+#[async_trait]
+impl QueryHook for VacuumHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.run(statement).await
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        matches!(statement, Statement::Vacuum(_)).then(|| Ok(no_rows_plan()))
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.run(statement).await
+    }
+}

@@ -1,0 +1,217 @@
+//! The Postgres front end: datafusion-postgres' session service behind TimeFusion's own
+//! accept loop, authentication and error mapping.
+//!
+//! Clients authenticate with MD5 password authentication against `PGWIRE_USER` /
+//! `PGWIRE_PASSWORD`. Queries and `INSERT`s run through DataFusion (simple and extended
+//! protocol); `INSERT` reaches the ingest path through the table provider's data sink.
+//! `INSERT … VALUES` of plain literals skips DataFusion planning ([`crate::sql::values`]) and goes
+//! straight to the ingest path. Every error is mapped to a SQLSTATE in exactly one place,
+//! [`crate::sql::error::sqlstate_of`], through the pgwire error handler.
+
+pub mod cancel;
+pub mod copy;
+pub mod settings;
+pub mod wire_text;
+
+pub mod auth;
+pub mod errors;
+pub mod extended;
+pub mod hooks;
+pub mod simple;
+use std::sync::Arc;
+
+use datafusion::prelude::SessionContext;
+use datafusion_postgres::DfSessionService;
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use pgwire::api::auth::DefaultServerParameterProvider;
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::query::ExtendedQueryHandler;
+use pgwire::api::{ErrorHandler, PgWireServerHandlers, RandomPidSecretKeyGenerator};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AuthMethod;
+use crate::engine::core::Maintenance;
+use crate::engine::ingest::Ingest;
+use crate::engine::schema::Catalog;
+use crate::pgwire::auth::*;
+use crate::pgwire::copy::handler::*;
+use crate::pgwire::errors::*;
+use crate::pgwire::extended::*;
+use crate::pgwire::hooks::*;
+use crate::pgwire::simple::*;
+
+/// The handlers pgwire calls for each connection.
+pub struct Handlers {
+    session: Arc<DfSessionService>,
+    inserts: Arc<LiteralInsertHook>,
+    auth: Arc<PasswordAuth>,
+    parameters: Arc<DefaultServerParameterProvider>,
+    interrupts: Arc<cancel::Registry>,
+    pids: Arc<RandomPidSecretKeyGenerator>,
+    trust: bool,
+    copy: Arc<CopyRows>,
+    tls: Option<Tls>,
+}
+
+/// The parameters sent to clients at start-up (`server_version` …).
+fn server_parameters() -> DefaultServerParameterProvider {
+    let mut parameters = DefaultServerParameterProvider::default();
+    parameters.server_version = crate::sql::SERVER_VERSION.to_string();
+    parameters
+}
+
+/// Who may connect, and how: the one login, its authentication method, and TLS.
+pub struct Access {
+    pub user: String,
+    pub password: String,
+    /// Let the user in without a password (`PGWIRE_INSECURE_NO_PASSWORD`); `password` is
+    /// then ignored.
+    pub trust: bool,
+    pub method: AuthMethod,
+    pub tls: Option<Tls>,
+}
+
+/// Bounds on what one statement may take.
+pub struct Limits {
+    /// The `statement_timeout` every session starts with; zero is none.
+    pub statement_timeout: std::time::Duration,
+    /// Parsed bytes of a `COPY FROM STDIN` held (and so all-or-nothing) before it is written.
+    pub copy_atomic_bytes: usize,
+}
+
+impl Handlers {
+    pub fn new(
+        context: Arc<SessionContext>,
+        catalog: Arc<Catalog>,
+        ingest: Arc<Ingest>,
+        access: Access,
+        limits: Limits,
+        maintenance: Arc<dyn Maintenance>,
+    ) -> Self {
+        let parameters = server_parameters();
+        let interrupts = Arc::new(cancel::Registry::new(limits.statement_timeout));
+        let inserts = Arc::new(LiteralInsertHook {
+            catalog: catalog.clone(),
+            ingest: ingest.clone(),
+        });
+        Handlers {
+            session: Arc::new(DfSessionService::new_with_hooks(
+                context,
+                vec![
+                    Arc::new(AbortedTransactionHook),
+                    Arc::new(VacuumHook {
+                        catalog: catalog.clone(),
+                        maintenance,
+                    }),
+                    Arc::new(CopyHook {
+                        catalog: catalog.clone(),
+                        atomic_bytes: limits.copy_atomic_bytes,
+                    }),
+                    inserts.clone(),
+                    Arc::new(SavepointHook),
+                    Arc::new(settings::SettingsHook {
+                        registry: interrupts.clone(),
+                    }),
+                    Arc::new(RewriteHook),
+                    Arc::new(CursorStatementHook),
+                    Arc::new(SetShowHook),
+                    Arc::new(TransactionStatementHook),
+                ],
+            )),
+            auth: Arc::new(PasswordAuth::new(
+                access.user,
+                access.password,
+                access.method,
+            )),
+            parameters: Arc::new(parameters),
+            pids: Arc::new(RandomPidSecretKeyGenerator::default()),
+            interrupts,
+            trust: access.trust,
+            copy: Arc::new(CopyRows { ingest }),
+            tls: access.tls,
+            inserts,
+        }
+    }
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl pgwire::api::query::SimpleQueryHandler> {
+        Arc::new(SimpleQueries {
+            session: self.session.clone(),
+            inserts: self.inserts.clone(),
+        })
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl pgwire::api::query::ExtendedQueryHandler> {
+        Arc::new(ExtendedQueries {
+            parser: Arc::new(Parser(self.session.query_parser())),
+            session: self.session.clone(),
+        })
+    }
+
+    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
+        Arc::new(self.auth.startup(
+            self.trust,
+            self.tls.as_ref(),
+            self.parameters.clone(),
+            self.pids.clone(),
+            self.interrupts.clone(),
+        ))
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(SqlStateErrors)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl pgwire::api::cancel::CancelHandler> {
+        self.interrupts.clone()
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        self.copy.clone()
+    }
+}
+
+/// Accepts Postgres connections until `shutdown` fires; at most `max_connections` at once.
+pub async fn serve(
+    listener: TcpListener,
+    handlers: Arc<Handlers>,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) {
+    let limiter = Arc::new(Semaphore::new(max_connections));
+    loop {
+        let (socket, addr) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = limiter.clone().try_acquire_owned() else {
+            tracing::warn!(%addr, max_connections, "connection refused: TIMEFUSION_MAX_CONNECTIONS reached");
+            drop(socket);
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        let handlers = handlers.clone();
+        tokio::spawn(async move {
+            let tls = handlers.tls.as_ref().map(Tls::acceptor);
+            if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+                tracing::debug!(%addr, "connection ended with error: {e}");
+            }
+            drop(permit);
+        });
+    }
+    tracing::info!(
+        open = max_connections - limiter.available_permits(),
+        "stopped accepting Postgres connections"
+    );
+}

@@ -1,0 +1,245 @@
+//! The simple query protocol: a query message split into its statements and run one at a time,
+//! with literal `INSERT … VALUES` written without DataFusion planning.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::DfSessionService;
+use pgwire::api::ClientPortalStore;
+use pgwire::api::results::Response;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, PgWireConnectionState};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::response::TransactionStatus;
+use pgwire::messages::simplequery::Query;
+
+use crate::error::SqlState;
+use crate::pgwire::cancel;
+use crate::pgwire::copy::handler::*;
+use crate::pgwire::errors::*;
+use crate::pgwire::hooks::*;
+use crate::pgwire::wire_text;
+use crate::sql::colname;
+use crate::sql::statement_text;
+
+/// DataFusion's simple-query handler, with literal `INSERT … VALUES` taken before it.
+///
+/// `datafusion-postgres` parses every query with its compatibility parser, which rewrites
+/// the whole syntax tree for catalog queries: for a 1,000-row `INSERT` that was 40% of the
+/// server's CPU (perf, `bench/ingest.rs` multi-row phase). A query that starts with
+/// `INSERT` is parsed once with the plain PostgreSQL dialect instead; when it is one
+/// literal insert ([`values::literal_insert`]) it is written directly, anything else goes
+/// to DataFusion as before.
+pub(crate) struct SimpleQueries {
+    pub(crate) session: Arc<DfSessionService>,
+    pub(crate) inserts: Arc<LiteralInsertHook>,
+}
+
+impl SimpleQueries {
+    async fn literal_insert(&self, query: &str) -> Option<PgWireResult<Response>> {
+        let head = query.trim_start().get(..6)?;
+        if !head.eq_ignore_ascii_case("insert") {
+            return None;
+        }
+        let statements = parse_plain(query)?;
+        match statements.as_slice() {
+            [statement] => self.inserts.run(statement).await,
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
+    /// pgwire's `_on_query`, except that a `COPY … TO STDOUT` goes out through
+    /// [`send_copy_out`]. (pgwire's cancel of `do_query` is left out: this server's cancel
+    /// requests go to [`cancel::Registry`], never to pgwire's connection handle.)
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        use pgwire::api::query::{
+            send_execution_response, send_query_response, send_ready_for_query,
+        };
+        use pgwire::messages::response::EmptyQueryResponse;
+        if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            return Err(PgWireError::NotReadyForQuery);
+        }
+        let mut status = client.transaction_status();
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        let statements = statement_text::statements(&query.query);
+        if statements.is_empty() {
+            client
+                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                    EmptyQueryResponse::new(),
+                ))
+                .await?;
+        } else if let Some(copy) = statements[..statements.len() - 1]
+            .iter()
+            .find(|s| is_copy_from_stdin(s))
+        {
+            // The statements after it would have to wait for the client's data.
+            return Err(user_error(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "COPY FROM STDIN must be the last statement of its query string: {}",
+                    copy.trim()
+                ),
+            ));
+        } else {
+            // One statement at a time, as PostgreSQL runs them: each sees the transaction
+            // state the one before left and has its own deadline, and a failure ends the query.
+            for statement in statements {
+                let mut failed = false;
+                for response in self.do_query(client, statement).await? {
+                    match response {
+                        Response::EmptyQuery => {
+                            client
+                                .feed(PgWireBackendMessage::EmptyQueryResponse(
+                                    EmptyQueryResponse::new(),
+                                ))
+                                .await?;
+                        }
+                        Response::Query(results) => {
+                            send_query_response(client, results, true).await?
+                        }
+                        Response::Execution(tag) => send_execution_response(client, tag).await?,
+                        Response::TransactionStart(tag) => {
+                            send_execution_response(client, tag).await?;
+                            status = status.to_in_transaction_state();
+                        }
+                        Response::TransactionEnd(tag) => {
+                            send_execution_response(client, tag).await?;
+                            status = status.to_idle_state();
+                        }
+                        Response::Error(e) => {
+                            client
+                                .feed(PgWireBackendMessage::ErrorResponse((*e).into()))
+                                .await?;
+                            status = status.to_error_state();
+                            failed = true;
+                        }
+                        Response::CopyIn(copy) => {
+                            pgwire::api::copy::send_copy_in_response(client, copy).await?;
+                            client.set_state(PgWireConnectionState::CopyInProgress(false));
+                        }
+                        Response::CopyOut(copy) => {
+                            let tag = send_copy_out(client, copy).await?;
+                            send_execution_response(client, tag).await?;
+                        }
+                        Response::CopyBoth(copy) => {
+                            pgwire::api::copy::send_copy_both_response(client, copy).await?;
+                            client.set_state(PgWireConnectionState::CopyInProgress(false));
+                        }
+                    }
+                }
+                client.set_transaction_status(status);
+                if failed || matches!(client.state(), PgWireConnectionState::CopyInProgress(_)) {
+                    break;
+                }
+            }
+        }
+        // During a COPY FROM STDIN, ReadyForQuery comes after the client's CopyDone.
+        if !matches!(client.state(), PgWireConnectionState::CopyInProgress(_)) {
+            client.set_state(PgWireConnectionState::ReadyForQuery);
+            client.set_transaction_status(status);
+            send_ready_for_query(client, status).await?;
+        }
+        Ok(())
+    }
+
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        // In a failed transaction block the hooks refuse the INSERT ([`AbortedTransactionHook`]).
+        if client.transaction_status() != TransactionStatus::Error
+            && let Some(result) = self.literal_insert(query).await
+        {
+            return result.map(|response| vec![response]);
+        }
+        let query = statement_text::rewrite(query);
+        let statement = cancel::Statement::start(client, &query);
+        let responses = statement
+            .run(pgwire::api::query::SimpleQueryHandler::do_query(
+                self.session.as_ref(),
+                client,
+                &query,
+            ))
+            .await?;
+        let responses = responses
+            .into_iter()
+            .map(|response| wire_text::postgres_text(statement.bound(response)));
+        Ok(with_postgres_names(&query, responses.collect()))
+    }
+}
+
+/// Whether `statement` is a `COPY … FROM STDIN`.
+pub(crate) fn is_copy_from_stdin(statement: &str) -> bool {
+    use datafusion::sql::sqlparser::ast::CopyTarget;
+    let head = statement.trim_start().get(..4).unwrap_or_default();
+    head.eq_ignore_ascii_case("copy")
+        && parse_plain(statement).is_some_and(|parsed| {
+            parsed.iter().any(|s| {
+                matches!(
+                    s,
+                    Statement::Copy {
+                        to: false,
+                        target: CopyTarget::Stdin,
+                        ..
+                    }
+                )
+            })
+        })
+}
+
+/// `text` parsed with the plain PostgreSQL dialect, as the client wrote it (no compatibility
+/// rewrites); `None` when it does not parse.
+pub(crate) fn parse_plain(text: &str) -> Option<Vec<Statement>> {
+    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, text).ok()
+}
+
+/// `responses` of the statements in `query`, their columns named as PostgreSQL names them
+/// ([`colname`]). The names come from the text as the client wrote it, parsed with the plain
+/// PostgreSQL dialect; when that fails, or the statements do not line up one to one with the
+/// responses, DataFusion's names stay.
+pub(crate) fn with_postgres_names(query: &str, mut responses: Vec<Response>) -> Vec<Response> {
+    if !responses.iter().any(|r| matches!(r, Response::Query(_))) {
+        return responses;
+    }
+    let Some(statements) = parse_plain(query) else {
+        return responses;
+    };
+    if statements.len() != responses.len() {
+        return responses;
+    }
+    for (response, statement) in responses.iter_mut().zip(&statements) {
+        if let Response::Query(results) = response
+            && let Some(items) = colname::select_names(statement)
+        {
+            let fields = Vec::clone(&results.row_schema);
+            results.row_schema = Arc::new(colname::rename(fields, &items));
+        }
+    }
+    responses
+}

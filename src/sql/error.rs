@@ -1,0 +1,196 @@
+//! Classification of the errors a statement can raise into PostgreSQL SQLSTATEs.
+//!
+//! Errors that know their SQLSTATE keep it through any wrapping: the engine's write-path
+//! errors ([`ingest::Error`], [`core::Error`]) and [`SqlError`]s raised inside DataFusion by
+//! TimeFusion's own functions and rewrites. Library errors are classified by their variant:
+//! sqlparser's errors are syntax errors, DataFusion's `SQL` / `NotImplemented` /
+//! `ResourcesExhausted` / `SchemaError` variants and Arrow's arithmetic errors have their
+//! classes. Anything unrecognised is XX000, an internal error worth a bug report.
+//!
+//! Three DataFusion and Arrow errors carry their meaning only in their text, so their text is
+//! matched against the exact form upstream writes (remove each match when upstream gives the
+//! error a variant):
+//! - DataFusion 55's `SessionContextProvider::get_table_source` raises
+//!   `Plan("table '<catalog>.<schema>.<name>' not found")`: 42P01, reworded as PostgreSQL's
+//!   `relation "<name>" does not exist`;
+//! - its `SqlToRel` raises `Plan("Invalid function '<name>'…")` for an unknown function: 42883;
+//! - Arrow 59's cast kernels raise `CastError` / `ParseError` naming the target type; a failed
+//!   parse of a date or time (`Timestamp`, `Date32`, `Time64`…) is 22007, of anything else 22P02.
+//!
+//! The Postgres front end sends the code as is; the Flight front end maps its class to a gRPC
+//! status.
+
+use datafusion::common::SchemaError;
+use datafusion::error::DataFusionError;
+
+use crate::engine::{core, ingest};
+use crate::error::{SqlError, SqlState};
+
+/// DataFusion's unknown-table message, `table '<name>' not found`, as PostgreSQL words it.
+fn missing_table(message: &str) -> Option<(SqlState, String)> {
+    let name = message
+        .strip_prefix("table '")?
+        .strip_suffix("' not found")?;
+    // Without the database and the default schema, which the planner added.
+    let database = format!("{}.", crate::sql::DATABASE);
+    let name = name.strip_prefix(&database).unwrap_or(name);
+    let name = name.strip_prefix("public.").unwrap_or(name);
+    Some((
+        SqlState::UNDEFINED_TABLE,
+        format!("relation \"{name}\" does not exist"),
+    ))
+}
+
+/// The SQLSTATE and PostgreSQL's words for a DataFusion error, when it has a class.
+fn classify_datafusion(error: &DataFusionError) -> Option<(SqlState, String)> {
+    let message = || error.to_string();
+    match error {
+        DataFusionError::SchemaError(schema, _) => Some(match schema.as_ref() {
+            SchemaError::FieldNotFound { field, .. } => (
+                SqlState::UNDEFINED_COLUMN,
+                match &field.relation {
+                    Some(relation) => format!("column {relation}.{} does not exist", field.name),
+                    None => format!("column \"{}\" does not exist", field.name),
+                },
+            ),
+            SchemaError::AmbiguousReference { .. } => (SqlState::AMBIGUOUS_COLUMN, message()),
+            SchemaError::DuplicateQualifiedField { .. }
+            | SchemaError::DuplicateUnqualifiedField { .. } => {
+                (SqlState::DUPLICATE_COLUMN, message())
+            }
+        }),
+        DataFusionError::Plan(m) => Some(missing_table(m).unwrap_or_else(|| {
+            if m.starts_with("Invalid function '") {
+                (SqlState::UNDEFINED_FUNCTION, message())
+            } else {
+                (SqlState::SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION, message())
+            }
+        })),
+        DataFusionError::SQL(..) => Some((SqlState::SYNTAX_ERROR, message())),
+        DataFusionError::NotImplemented(_) => Some((SqlState::FEATURE_NOT_SUPPORTED, message())),
+        DataFusionError::ResourcesExhausted(_) => Some((SqlState::OUT_OF_MEMORY, message())),
+        _ => None,
+    }
+}
+
+/// The SQLSTATE of an Arrow compute error, when it has a class.
+fn classify_arrow(error: &arrow::error::ArrowError) -> Option<SqlState> {
+    use arrow::error::ArrowError as A;
+    match error {
+        A::DivideByZero => Some(SqlState::DIVISION_BY_ZERO),
+        A::ArithmeticOverflow(_) => Some(SqlState::NUMERIC_VALUE_OUT_OF_RANGE),
+        A::CastError(m) | A::ParseError(m) => {
+            let m = m.to_lowercase();
+            Some(
+                if m.contains("timestamp") || m.contains("date") || m.contains("time") {
+                    SqlState::INVALID_DATETIME_FORMAT
+                } else {
+                    SqlState::INVALID_TEXT_REPRESENTATION
+                },
+            )
+        }
+        _ => None,
+    }
+}
+
+/// The SQLSTATE and message for an error raised while parsing, planning or running a
+/// statement, looking through every layer of wrapping. User mistakes get their specific
+/// class; anything unrecognised is XX000.
+pub fn sqlstate_of(error: &(dyn std::error::Error + 'static)) -> (SqlState, String) {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut fallback: Option<(SqlState, String)> = None;
+    while let Some(e) = current {
+        if let Some(coded) = e.downcast_ref::<SqlError>() {
+            return (coded.state, coded.message.clone());
+        }
+        if let Some(ingest) = e.downcast_ref::<ingest::Error>() {
+            return (ingest.sqlstate(), ingest.to_string());
+        }
+        if let Some(core) = e.downcast_ref::<core::Error>() {
+            return (core.sqlstate(), core.to_string());
+        }
+        if e.downcast_ref::<datafusion::sql::sqlparser::parser::ParserError>()
+            .is_some()
+        {
+            return (SqlState::SYNTAX_ERROR, e.to_string());
+        }
+        if let Some(df) = e.downcast_ref::<DataFusionError>() {
+            if let Some(found) = classify_datafusion(df) {
+                return found;
+            }
+            fallback.get_or_insert((SqlState::INTERNAL_ERROR, df.to_string()));
+        }
+        if let Some(arrow) = e.downcast_ref::<arrow::error::ArrowError>()
+            && let Some(code) = classify_arrow(arrow)
+        {
+            return (code, arrow.to_string());
+        }
+        current = e.source();
+    }
+    fallback.unwrap_or_else(|| (SqlState::INTERNAL_ERROR, error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ingest_errors_keep_their_sqlstate_through_datafusion_wrapping() {
+        let ingest = ingest::Error::NotNull {
+            table: "t".into(),
+            column: "id".into(),
+        };
+        let wrapped = DataFusionError::Context(
+            "insert".into(),
+            Box::new(DataFusionError::ArrowError(
+                Box::new(arrow::error::ArrowError::ExternalError(Box::new(
+                    DataFusionError::External(Box::new(ingest)),
+                ))),
+                None,
+            )),
+        );
+        let (code, message) = sqlstate_of(&wrapped);
+        assert_eq!(code, SqlState::NOT_NULL_VIOLATION);
+        assert!(message.contains("\"id\""), "{message}");
+    }
+
+    #[test]
+    fn planner_errors_map_to_their_classes() {
+        let missing = DataFusionError::Plan("table 'postgres.public.nope' not found".into());
+        assert_eq!(
+            sqlstate_of(&missing),
+            (
+                SqlState::UNDEFINED_TABLE,
+                "relation \"nope\" does not exist".to_string()
+            )
+        );
+        let elsewhere = DataFusionError::Plan("table 'postgres.logs.nope' not found".into());
+        assert_eq!(
+            sqlstate_of(&elsewhere).1,
+            "relation \"logs.nope\" does not exist"
+        );
+        let column = DataFusionError::SchemaError(
+            Box::new(SchemaError::FieldNotFound {
+                field: Box::new(datafusion::common::Column::new_unqualified("nope")),
+                valid_fields: vec![],
+            }),
+            Box::new(None),
+        );
+        assert_eq!(
+            sqlstate_of(&column),
+            (
+                SqlState::UNDEFINED_COLUMN,
+                "column \"nope\" does not exist".to_string()
+            )
+        );
+        let cast = DataFusionError::ArrowError(
+            Box::new(arrow::error::ArrowError::CastError(
+                "Cannot cast string 'x' to value of Int64 type".into(),
+            )),
+            None,
+        );
+        assert_eq!(sqlstate_of(&cast).0, SqlState::INVALID_TEXT_REPRESENTATION);
+        let internal = DataFusionError::Internal("bug".into());
+        assert_eq!(sqlstate_of(&internal).0, SqlState::INTERNAL_ERROR);
+    }
+}

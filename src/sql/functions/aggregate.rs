@@ -1,0 +1,180 @@
+//! Aggregates DataFusion lacks: PostgreSQL's `percentile_disc … WITHIN GROUP`.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::DataType;
+use datafusion::common::{ScalarValue, plan_err};
+use datafusion::error::Result;
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::utils::format_state_name;
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDFImpl, ColumnarValue, Signature, Volatility,
+};
+
+/// `percentile_disc`, PostgreSQL's discrete percentile (an ordered-set aggregate).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct PercentileDisc {
+    signature: Signature,
+}
+
+impl Default for PercentileDisc {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PercentileDisc {
+    pub fn new() -> Self {
+        PercentileDisc {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+}
+
+impl AggregateUDFImpl for PercentileDisc {
+    fn name(&self) -> &str {
+        "percentile_disc"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        match args {
+            [value, fraction] if fraction.is_numeric() || fraction.is_null() => {
+                Ok(vec![value.clone(), DataType::Float64])
+            }
+            _ => plan_err!(
+                "percentile_disc takes a fraction and an ordering: percentile_disc(0.5) WITHIN GROUP (ORDER BY x)"
+            ),
+        }
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        Ok(args[0].clone())
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<arrow::datatypes::FieldRef>> {
+        let item =
+            arrow::datatypes::Field::new_list_field(args.input_fields[0].data_type().clone(), true);
+        Ok(vec![
+            arrow::datatypes::Field::new(
+                format_state_name(args.name, "percentile_disc"),
+                DataType::List(Arc::new(item)),
+                true,
+            )
+            .into(),
+        ])
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        let empty =
+            arrow::array::RecordBatch::new_empty(Arc::new(arrow::datatypes::Schema::empty()));
+        let fraction = match args.exprs.get(1).map(|e| e.evaluate(&empty)) {
+            Some(Ok(ColumnarValue::Scalar(ScalarValue::Float64(Some(f))))) => f,
+            _ => return plan_err!("percentile_disc: the fraction must be a constant"),
+        };
+        if !(0.0..=1.0).contains(&fraction) {
+            return plan_err!("percentile_disc: the fraction {fraction} is not between 0 and 1");
+        }
+        let descending = args
+            .order_bys
+            .first()
+            .is_some_and(|sort| sort.options.descending);
+        Ok(Box::new(PercentileDiscAccumulator {
+            data_type: args.expr_fields[0].data_type().clone(),
+            fraction,
+            descending,
+            values: Vec::new(),
+        }))
+    }
+
+    fn supports_within_group_clause(&self) -> bool {
+        true
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct PercentileDiscAccumulator {
+    data_type: DataType,
+    fraction: f64,
+    descending: bool,
+    /// The group's non-null values, in the batches they came in.
+    values: Vec<ArrayRef>,
+}
+
+impl PercentileDiscAccumulator {
+    fn all_values(&self) -> Result<ArrayRef> {
+        let parts: Vec<&dyn Array> = self.values.iter().map(|a| a.as_ref()).collect();
+        if parts.is_empty() {
+            return Ok(arrow::array::new_empty_array(&self.data_type));
+        }
+        Ok(arrow::compute::concat(&parts)?)
+    }
+}
+
+impl Accumulator for PercentileDiscAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let values = &values[0];
+        let kept = match values.logical_nulls() {
+            Some(nulls) if nulls.null_count() > 0 => {
+                let keep = arrow::array::BooleanArray::new(nulls.inner().clone(), None);
+                arrow::compute::filter(values, &keep)?
+            }
+            _ => values.clone(),
+        };
+        if !kept.is_empty() {
+            self.values.push(kept);
+        }
+        Ok(())
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        for list in states[0].as_list::<i32>().iter().flatten() {
+            self.update_batch(&[list])?;
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        let all = self.all_values()?;
+        let offsets = arrow::buffer::OffsetBuffer::from_lengths([all.len()]);
+        let list = arrow::array::ListArray::new(
+            Arc::new(arrow::datatypes::Field::new_list_field(
+                self.data_type.clone(),
+                true,
+            )),
+            offsets,
+            all,
+            None,
+        );
+        Ok(vec![ScalarValue::List(Arc::new(list))])
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let all = self.all_values()?;
+        if all.is_empty() {
+            return ScalarValue::try_from(&self.data_type);
+        }
+        let options = arrow::compute::SortOptions {
+            descending: self.descending,
+            nulls_first: false,
+        };
+        let order = arrow::compute::sort_to_indices(&all, Some(options), None)?;
+        // The first value whose cumulative position reaches the fraction (1-based ceil).
+        let n = all.len();
+        let position = ((self.fraction * n as f64).ceil() as usize).clamp(1, n) - 1;
+        ScalarValue::try_from_array(&all, order.value(position) as usize)
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self)
+            + self
+                .values
+                .iter()
+                .map(|a| a.get_array_memory_size())
+                .sum::<usize>()
+    }
+}

@@ -1,0 +1,234 @@
+//! JSON over JSON text, as PostgreSQL's `json`/`jsonb` operators read it: `->`, `->>`,
+//! `#>`, `#>>`, `@>` and friends, planned by [`PgJsonPlanner`].
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::compute::kernels::cast::cast;
+use arrow::datatypes::DataType;
+use datafusion::common::DFSchema;
+use datafusion::common::{ScalarValue, plan_err};
+use datafusion::error::Result;
+use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::logical_expr::{Expr, ExprSchemable};
+
+use crate::sql::functions::*;
+
+/// Plans PostgreSQL's JSON operators on text columns.
+#[derive(Debug)]
+pub(crate) struct PgJsonPlanner;
+
+impl PgJsonPlanner {
+    /// `'{a,0,b}'` (a PostgreSQL text-array path) → `'a', 0, 'b'`; anything else unchanged.
+    fn path_args(path: Expr) -> Vec<Expr> {
+        let text = match &path {
+            Expr::Literal(ScalarValue::Utf8(Some(t)) | ScalarValue::Utf8View(Some(t)), _) => t,
+            _ => return vec![path],
+        };
+        let Some(inner) = text
+            .trim()
+            .strip_prefix('{')
+            .and_then(|t| t.strip_suffix('}'))
+        else {
+            return vec![path];
+        };
+        inner
+            .split(',')
+            .map(|part| {
+                let part = part.trim().trim_matches('"');
+                match part.parse::<i64>() {
+                    Ok(index) => datafusion::prelude::lit(index),
+                    Err(_) => datafusion::prelude::lit(part.to_string()),
+                }
+            })
+            .collect()
+    }
+}
+
+pub(crate) fn is_text_type(t: &DataType) -> bool {
+    is_text(t) || matches!(t, DataType::Dictionary(_, v) if is_text(v))
+}
+
+impl ExprPlanner for PgJsonPlanner {
+    fn plan_binary_op(
+        &self,
+        expr: RawBinaryExpr,
+        schema: &DFSchema,
+    ) -> Result<PlannerResult<RawBinaryExpr>> {
+        use datafusion::sql::sqlparser::ast::BinaryOperator as Op;
+        let RawBinaryExpr { op, left, right } = expr;
+        // The SQL parser binds `=` (and the other comparisons) tighter than the JSON operators,
+        // the reverse of PostgreSQL: `j ->> 'k' = 'v'` arrives as `j ->> ('k' = 'v')`. A JSON key
+        // is never a boolean, so rotate it back into `(j ->> 'k') = 'v'`.
+        if matches!(
+            op,
+            Op::Arrow | Op::LongArrow | Op::HashArrow | Op::HashLongArrow
+        ) && let Expr::BinaryExpr(comparison) = &right
+            && comparison.op.supports_propagation()
+            && matches!(comparison.left.as_ref(), Expr::Literal(..))
+        {
+            let datafusion::logical_expr::BinaryExpr {
+                left: key,
+                op: compare,
+                right: value,
+            } = comparison.clone();
+            let access = self.plan_binary_op(
+                RawBinaryExpr {
+                    op,
+                    left,
+                    right: *key,
+                },
+                schema,
+            )?;
+            let PlannerResult::Planned(access) = access else {
+                return plan_err!("cannot plan the JSON operator");
+            };
+            return Ok(PlannerResult::Planned(Expr::BinaryExpr(
+                datafusion::logical_expr::BinaryExpr::new(Box::new(access), compare, value),
+            )));
+        }
+        let call = |udf: Arc<ScalarUDF>, args: Vec<Expr>| {
+            Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
+                udf, args,
+            ))
+        };
+        let planned = match &op {
+            Op::Arrow | Op::HashArrow => {
+                let name = format!("{left} {op} {right}");
+                let mut args = vec![left];
+                args.extend(if op == Op::HashArrow {
+                    Self::path_args(right)
+                } else {
+                    vec![right]
+                });
+                call(datafusion_functions_json::udfs::json_get_json_udf(), args).alias(name)
+            }
+            Op::LongArrow | Op::HashLongArrow => {
+                let name = format!("{left} {op} {right}");
+                let mut args = vec![left];
+                args.extend(if op == Op::HashLongArrow {
+                    Self::path_args(right)
+                } else {
+                    vec![right]
+                });
+                call(datafusion_functions_json::udfs::json_as_text_udf(), args).alias(name)
+            }
+            Op::AtArrow | Op::ArrowAt
+                if is_text_type(&left.get_type(schema)?)
+                    && is_text_type(&right.get_type(schema)?) =>
+            {
+                let (outer, inner) = if op == Op::AtArrow {
+                    (left, right)
+                } else {
+                    (right, left)
+                };
+                call(
+                    Arc::new(ScalarUDF::from(JsonbContains::new())),
+                    vec![outer, inner],
+                )
+            }
+            _ => return Ok(PlannerResult::Original(RawBinaryExpr { op, left, right })),
+        };
+        Ok(PlannerResult::Planned(planned))
+    }
+}
+
+/// `jsonb_contains(a, b)`, the `@>` operator: whether JSON `a` contains JSON `b` (PostgreSQL's
+/// jsonb containment: objects by key recursively, arrays as sets, scalars by equality).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct JsonbContains {
+    signature: Signature,
+}
+
+impl Default for JsonbContains {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JsonbContains {
+    pub fn new() -> Self {
+        JsonbContains {
+            signature: Signature::coercible(
+                vec![
+                    datafusion::logical_expr::Coercion::new_exact(
+                        datafusion::logical_expr::TypeSignatureClass::Native(
+                            datafusion::common::types::logical_string(),
+                        ),
+                    ),
+                    datafusion::logical_expr::Coercion::new_exact(
+                        datafusion::logical_expr::TypeSignatureClass::Native(
+                            datafusion::common::types::logical_string(),
+                        ),
+                    ),
+                ],
+                Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+/// PostgreSQL's jsonb containment.
+pub(crate) fn json_contains(outer: &serde_json::Value, inner: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (outer, inner) {
+        (Value::Object(o), Value::Object(i)) => i
+            .iter()
+            .all(|(k, v)| o.get(k).is_some_and(|ov| json_contains(ov, v))),
+        (Value::Array(o), Value::Array(i)) => {
+            i.iter().all(|v| o.iter().any(|ov| json_contains(ov, v)))
+        }
+        // An array contains a primitive it has as an element.
+        (Value::Array(o), v) if !v.is_object() && !v.is_array() => o.iter().any(|ov| ov == v),
+        (o, i) => o == i,
+    }
+}
+
+impl ScalarUDFImpl for JsonbContains {
+    fn name(&self) -> &str {
+        "jsonb_contains"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?
+            .iter()
+            .map(|a| Ok(cast(a, &DataType::Utf8)?))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let (outer, inner) = (arrays[0].as_string::<i32>(), arrays[1].as_string::<i32>());
+        // A constant right side (the usual `col @> '{"k": 1}'`) is parsed once.
+        let constant = match &args.args[1] {
+            ColumnarValue::Scalar(_) if !inner.is_null(0) => {
+                serde_json::from_str(inner.value(0)).ok()
+            }
+            _ => None,
+        };
+        let result: arrow::array::BooleanArray = (0..rows)
+            .map(|i| {
+                if outer.is_null(i) || inner.is_null(i) {
+                    return None;
+                }
+                let o: serde_json::Value = serde_json::from_str(outer.value(i)).ok()?;
+                match &constant {
+                    Some(c) => Some(json_contains(&o, c)),
+                    None => {
+                        let v: serde_json::Value = serde_json::from_str(inner.value(i)).ok()?;
+                        Some(json_contains(&o, &v))
+                    }
+                }
+            })
+            .collect();
+        shaped(&args.args, Arc::new(result))
+    }
+}

@@ -1,0 +1,289 @@
+//! SQL functions TimeFusion adds to DataFusion's, for the time-series queries clients bring
+//! from PostgreSQL and TimescaleDB.
+//!
+//! - `time_bucket(width, ts [, origin | offset])` and `time_bucket(width, ts, timezone
+//!   [, origin])`, as in TimescaleDB: buckets of a fixed width (microseconds to weeks) or of
+//!   whole months (`'1 month'`, `'3 months'`, `'1 year'`), aligned to an origin that defaults to
+//!   2000-01-03 (a Monday) for fixed widths and 2000-01-01 for months. With a time zone the
+//!   buckets follow that zone's wall clock (days start at local midnight, across DST changes),
+//!   and the result is still an instant (`timestamptz`).
+//!
+//! - `percentile_disc(fraction) WITHIN GROUP (ORDER BY x)`, as in PostgreSQL: the first value
+//!   of the ordered group whose position reaches the fraction (an actual input value, never an
+//!   interpolation; `percentile_cont` is DataFusion's own).
+//!
+//! - `to_char(value, pattern)` with PostgreSQL's template patterns (`YYYY-MM-DD HH24:MI:SS`,
+//!   `Mon`, `Day`, `FM`, quoted literals …), translated to DataFusion's strftime-style
+//!   `to_char`; a pattern that already contains `%` is passed through unchanged.
+//!
+//! - PostgreSQL's JSON operators and functions over the JSON-text columns, on top of
+//!   `datafusion-functions-json`: `->` / `#>` return JSON text (as `json` does in PostgreSQL),
+//!   `->>` / `#>>` return text, `#>`/`#>>` take a `'{key,0,key}'` path, `?` tests a key, `@>` / `<@`
+//!   test containment ([`JsonbContains`]), and `json_extract_path[_text]` /
+//!   `jsonb_extract_path[_text]` are the function forms.
+//!
+//! - `array_length(array, dim)` returns PostgreSQL's `int4`, NULL for an empty array.
+//!
+//! Functions here are pure: they never read storage or the clock.
+
+use std::sync::Arc;
+
+use arrow::array::ArrayRef;
+use datafusion::common::ScalarValue;
+use datafusion::error::Result;
+use datafusion::logical_expr::{AggregateUDF, ColumnarValue, ScalarUDF};
+use datafusion::prelude::SessionContext;
+
+mod aggregate;
+mod json;
+mod pg;
+mod time;
+
+pub use aggregate::*;
+pub use json::*;
+pub use pg::*;
+pub use time::*;
+
+/// Registers every TimeFusion function in `context`.
+pub fn register(context: &mut SessionContext) -> Result<()> {
+    context.register_udf(ScalarUDF::from(TimeBucket::new()));
+    context.register_udaf(AggregateUDF::from(PercentileDisc::new()));
+    context.register_udf(ScalarUDF::from(PgToChar::default()));
+    context.register_udf(ScalarUDF::from(PgVersion::new()));
+    context.register_udf(ScalarUDF::from(PgArrayLength::default()));
+    context.register_udf(ScalarUDF::from(ToRegtype::new()));
+    // Ours first: planners are asked in registration order, and `->` must give JSON text.
+    datafusion::execution::FunctionRegistry::register_expr_planner(
+        context,
+        Arc::new(PgJsonPlanner),
+    )?;
+    datafusion_functions_json::register_all(context)?;
+    context.register_udf(ScalarUDF::from(JsonbContains::new()));
+    let as_text = datafusion_functions_json::udfs::json_as_text_udf();
+    context.register_udf(
+        ScalarUDF::clone(&as_text)
+            .with_aliases(["json_extract_path_text", "jsonb_extract_path_text"]),
+    );
+    let as_json = datafusion_functions_json::udfs::json_get_json_udf();
+    context.register_udf(
+        ScalarUDF::clone(&as_json).with_aliases(["json_extract_path", "jsonb_extract_path"]),
+    );
+    Ok(())
+}
+
+/// A function's result in the shape of its arguments: a scalar when every argument was one
+/// (constant folding), else the array.
+pub(crate) fn shaped(args: &[ColumnarValue], result: ArrayRef) -> Result<ColumnarValue> {
+    if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+            &result, 0,
+        )?))
+    } else {
+        Ok(ColumnarValue::Array(result))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::timezone::Tz;
+    use arrow::datatypes::IntervalMonthDayNano;
+    use chrono::DateTime;
+
+    use super::*;
+
+    fn ts(s: &str) -> i64 {
+        DateTime::parse_from_rfc3339(s)
+            .expect("timestamp")
+            .timestamp_micros()
+    }
+
+    fn show(micros: i64) -> String {
+        DateTime::from_timestamp_micros(micros)
+            .expect("timestamp")
+            .to_rfc3339()
+    }
+
+    fn width(months: i32, days: i32, minutes: i64) -> IntervalMonthDayNano {
+        IntervalMonthDayNano::new(months, days, minutes * 60_000_000_000)
+    }
+
+    fn b(w: IntervalMonthDayNano, t: &str, zone: Option<&str>, origin: Option<&str>) -> String {
+        let zone = zone.map(|z| z.parse::<Tz>().expect("zone"));
+        show(bucket(w, ts(t), zone, origin.map(ts), None).expect("bucket"))
+    }
+
+    #[test]
+    fn fixed_widths_align_to_monday_2000_01_03() {
+        assert_eq!(
+            b(width(0, 0, 5), "2024-03-10T10:07:59Z", None, None),
+            "2024-03-10T10:05:00+00:00"
+        );
+        // Weeks start on Monday, like TimescaleDB's default origin.
+        assert_eq!(
+            b(width(0, 7, 0), "2024-03-10T10:07:59Z", None, None),
+            "2024-03-04T00:00:00+00:00"
+        );
+        // Before the origin, buckets still floor.
+        assert_eq!(
+            b(width(0, 0, 60), "1999-12-31T23:30:00Z", None, None),
+            "1999-12-31T23:00:00+00:00"
+        );
+    }
+
+    #[test]
+    fn month_and_year_buckets_follow_the_calendar() {
+        assert_eq!(
+            b(width(1, 0, 0), "2024-02-29T23:00:00Z", None, None),
+            "2024-02-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            b(width(3, 0, 0), "2024-08-15T00:00:00Z", None, None),
+            "2024-07-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            b(width(12, 0, 0), "2023-12-31T23:59:59Z", None, None),
+            "2023-01-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            b(
+                width(1, 0, 0),
+                "2024-03-10T00:00:00Z",
+                None,
+                Some("2000-01-15T00:00:00Z")
+            ),
+            "2024-02-15T00:00:00+00:00"
+        );
+        assert!(bucket(width(1, 1, 0), 0, None, None, None).is_err());
+    }
+
+    #[test]
+    fn origin_and_offset_shift_the_grid() {
+        assert_eq!(
+            b(
+                width(0, 0, 60),
+                "2024-03-10T10:07:00Z",
+                None,
+                Some("2024-01-01T00:30:00Z")
+            ),
+            "2024-03-10T09:30:00+00:00"
+        );
+        let offset = IntervalMonthDayNano::new(0, 0, 15 * 60_000_000_000);
+        let start = bucket(
+            width(0, 0, 60),
+            ts("2024-03-10T10:07:00Z"),
+            None,
+            None,
+            Some(offset),
+        )
+        .expect("bucket");
+        assert_eq!(show(start), "2024-03-10T09:15:00+00:00");
+    }
+
+    #[test]
+    fn time_zone_buckets_follow_local_midnight_across_dst() {
+        // New York is UTC-5 in winter, UTC-4 from 2024-03-10 03:00 local.
+        assert_eq!(
+            b(
+                width(0, 1, 0),
+                "2024-03-10T03:00:00Z",
+                Some("America/New_York"),
+                None
+            ),
+            "2024-03-09T05:00:00+00:00"
+        );
+        assert_eq!(
+            b(
+                width(0, 1, 0),
+                "2024-03-11T12:00:00Z",
+                Some("America/New_York"),
+                None
+            ),
+            "2024-03-11T04:00:00+00:00"
+        );
+        assert_eq!(
+            b(
+                width(1, 0, 0),
+                "2024-03-01T02:00:00Z",
+                Some("Europe/Berlin"),
+                None
+            ),
+            "2024-02-29T23:00:00+00:00"
+        );
+    }
+
+    #[test]
+    fn postgres_to_char_patterns_translate_to_strftime() {
+        assert_eq!(
+            pg_pattern_to_strftime("YYYY-MM-DD HH24:MI:SS.MS"),
+            "%Y-%m-%d %H:%M:%S.%3f"
+        );
+        assert_eq!(pg_pattern_to_strftime("FMDD Mon YYYY"), "%-d %b %Y");
+        assert_eq!(pg_pattern_to_strftime("\"week\" IW, Dy"), "week %V, %a");
+        assert_eq!(pg_pattern_to_strftime("HH12:MI AM"), "%I:%M %p");
+        assert_eq!(pg_pattern_to_strftime("%Y-%m"), "%Y-%m");
+    }
+
+    #[test]
+    fn zero_and_negative_widths_are_errors() {
+        assert!(bucket(width(0, 0, 0), 0, None, None, None).is_err());
+        assert!(bucket(width(0, -1, 0), 0, None, None, None).is_err());
+    }
+}
+
+#[cfg(test)]
+mod sql_tests {
+    use super::*;
+
+    async fn one(sql: &str) -> String {
+        let mut context = SessionContext::new();
+        register(&mut context).expect("register");
+        let batches = context
+            .sql(sql)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
+        arrow::util::pretty::pretty_format_batches(&batches)
+            .expect("format")
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn functions_work_in_sql() {
+        let out =
+            one("SELECT to_char(TIMESTAMP '2024-03-10 10:17:00', 'YYYY-MM-DD HH24:MI') AS t").await;
+        assert!(out.contains("2024-03-10 10:17"), "{out}");
+    }
+
+    #[test]
+    fn jsonb_containment_follows_postgres() {
+        let v = |s: &str| serde_json::from_str::<serde_json::Value>(s).expect("json");
+        assert!(json_contains(
+            &v(r#"{"a":{"b":1,"c":2},"d":[1,2,3]}"#),
+            &v(r#"{"a":{"b":1}}"#)
+        ));
+        assert!(json_contains(&v(r#"{"d":[1,2,3]}"#), &v(r#"{"d":[3,1]}"#)));
+        assert!(json_contains(&v("[1,2,3]"), &v("2")));
+        assert!(!json_contains(
+            &v(r#"{"a":{"b":1}}"#),
+            &v(r#"{"a":{"b":2}}"#)
+        ));
+        assert!(!json_contains(&v(r#"{"a":1}"#), &v(r#"{"b":1}"#)));
+    }
+
+    #[tokio::test]
+    async fn json_operators_work_on_text() {
+        let out = one(r#"SELECT '{"a":{"b":[10,20]},"s":"x"}' -> 'a' AS j,
+                      '{"a":{"b":[10,20]},"s":"x"}' ->> 's' AS t,
+                      '{"a":{"b":[10,20]},"s":"x"}' #>> '{a,b,1}' AS p,
+                      '{"a":{"b":[10,20]},"s":"x"}' @> '{"s":"x"}' AS c,
+                      json_extract_path_text('{"a":{"b":"y"}}', 'a', 'b') AS e"#)
+        .await;
+        assert!(out.contains(r#"{"b":[10,20]}"#), "{out}");
+        assert!(out.contains("| x "), "{out}");
+        assert!(out.contains("| 20 "), "{out}");
+        assert!(out.contains("| true "), "{out}");
+        assert!(out.contains("| y "), "{out}");
+    }
+}

@@ -1,0 +1,184 @@
+//! PostgreSQL's own functions where DataFusion's differ: `array_length` (`int4`, NULL when
+//! empty), `version()`, `to_regtype`.
+
+use std::sync::Arc;
+
+use arrow::array::AsArray;
+use arrow::compute::kernels::cast::cast;
+use arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::error::Result;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+
+use crate::sql::functions::*;
+
+/// `array_length(array, dimension)` as in PostgreSQL: an `int4`, and NULL for an empty array
+/// (or a dimension it does not have) where DataFusion's gives 0. The work is DataFusion's.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct PgArrayLength {
+    inner: Arc<ScalarUDF>,
+}
+
+impl Default for PgArrayLength {
+    fn default() -> Self {
+        PgArrayLength {
+            inner: datafusion::functions_nested::length::array_length_udf(),
+        }
+    }
+}
+
+impl ScalarUDFImpl for PgArrayLength {
+    fn name(&self) -> &str {
+        "array_length"
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int32)
+    }
+
+    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        // DataFusion's own answer, with the type it promises.
+        args.return_field = Arc::new(arrow::datatypes::Field::new(
+            args.return_field.name(),
+            DataType::UInt64,
+            true,
+        ));
+        let lengths = self.inner.invoke_with_args(args)?.into_array(rows)?;
+        let lengths = cast(&lengths, &DataType::Int32)?;
+        let zero = arrow::array::Int32Array::new_scalar(0);
+        Ok(ColumnarValue::Array(arrow::compute::nullif(
+            &lengths,
+            &arrow::compute::kernels::cmp::eq(&lengths, &zero)?,
+        )?))
+    }
+}
+
+/// `version()` in PostgreSQL's form (`PostgreSQL 15.0 … on x86_64-linux, 64-bit`), which
+/// drivers and BI tools parse to pick their SQL dialect; DataFusion's names itself instead.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct PgVersion {
+    signature: Signature,
+}
+
+impl Default for PgVersion {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PgVersion {
+    pub fn new() -> Self {
+        PgVersion {
+            signature: Signature::nullary(Volatility::Immutable),
+        }
+    }
+
+    pub fn text() -> String {
+        format!(
+            "PostgreSQL {} (TimeFusion {}) on {}-{}, 64-bit",
+            crate::sql::SERVER_VERSION
+                .split_whitespace()
+                .next()
+                .unwrap_or("15.0"),
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::ARCH,
+            std::env::consts::OS
+        )
+    }
+}
+
+impl ScalarUDFImpl for PgVersion {
+    fn name(&self) -> &str {
+        "version"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(Self::text()))))
+    }
+}
+
+/// `to_regtype(name)`: the OID of a built-in type by name, NULL for any other (drivers probe
+/// for extension types such as `hstore` this way and take NULL as "not installed").
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ToRegtype {
+    signature: Signature,
+}
+
+impl Default for ToRegtype {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ToRegtype {
+    pub fn new() -> Self {
+        ToRegtype {
+            signature: Signature::string(1, Volatility::Stable),
+        }
+    }
+
+    fn oid(name: &str) -> Option<i64> {
+        let name = name.trim().to_lowercase();
+        let name = name.strip_prefix("pg_catalog.").unwrap_or(&name);
+        Some(match name {
+            "bool" | "boolean" => 16,
+            "bytea" => 17,
+            "int8" | "bigint" => 20,
+            "int2" | "smallint" => 21,
+            "int4" | "integer" | "int" => 23,
+            "text" => 25,
+            "oid" => 26,
+            "json" => 114,
+            "float4" | "real" => 700,
+            "float8" | "double precision" => 701,
+            "varchar" | "character varying" => 1043,
+            "date" => 1082,
+            "timestamp" | "timestamp without time zone" => 1114,
+            "timestamptz" | "timestamp with time zone" => 1184,
+            "interval" => 1186,
+            "numeric" => 1700,
+            "uuid" => 2950,
+            "jsonb" => 3802,
+            _ => return None,
+        })
+    }
+}
+
+impl ScalarUDFImpl for ToRegtype {
+    fn name(&self) -> &str {
+        "to_regtype"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let names = cast(&args.args[0].to_array(args.number_rows)?, &DataType::Utf8)?;
+        let oids: arrow::array::Int64Array = names
+            .as_string::<i32>()
+            .iter()
+            .map(|n| n.and_then(Self::oid))
+            .collect();
+        shaped(&args.args, Arc::new(oids))
+    }
+}

@@ -1,0 +1,448 @@
+//! Time-series functions: TimescaleDB's `time_bucket` (fixed widths, months and years, time
+//! zones, origins and offsets) and PostgreSQL's `to_char` template patterns.
+
+use std::sync::Arc;
+
+use arrow::array::timezone::Tz;
+use arrow::array::{Array, AsArray, TimestampMicrosecondArray};
+use arrow::compute::kernels::cast::cast;
+use arrow::datatypes::{
+    DataType, IntervalMonthDayNano, IntervalMonthDayNanoType, IntervalUnit, TimeUnit,
+    TimestampMicrosecondType,
+};
+use chrono::{DateTime, Datelike, LocalResult, Months, NaiveDateTime, TimeZone, Timelike};
+use datafusion::common::{ScalarValue, exec_err, plan_err};
+use datafusion::error::Result;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+
+use crate::engine::MICROS_PER_DAY;
+use crate::sql::functions::*;
+
+/// `time_bucket`, TimescaleDB's bucketing function.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct TimeBucket {
+    signature: Signature,
+}
+
+impl Default for TimeBucket {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TimeBucket {
+    pub fn new() -> Self {
+        TimeBucket {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+}
+
+pub(crate) const INTERVAL: DataType = DataType::Interval(IntervalUnit::MonthDayNano);
+
+pub(crate) fn micros(tz: Option<Arc<str>>) -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, tz)
+}
+
+pub(crate) fn is_text(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
+}
+
+impl ScalarUDFImpl for TimeBucket {
+    fn name(&self) -> &str {
+        "time_bucket"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        if !(2..=4).contains(&args.len()) {
+            return plan_err!(
+                "time_bucket takes (bucket_width, ts), (bucket_width, ts, origin | offset), or (bucket_width, ts, timezone [, origin]); got {} arguments",
+                args.len()
+            );
+        }
+        let width = match &args[0] {
+            DataType::Interval(_) | DataType::Null => INTERVAL,
+            t if is_text(t) => INTERVAL,
+            other => {
+                return plan_err!("time_bucket: bucket_width must be an interval, not {other}");
+            }
+        };
+        let ts = match &args[1] {
+            DataType::Timestamp(_, tz) => micros(tz.clone()),
+            DataType::Date32 | DataType::Date64 | DataType::Null => micros(None),
+            t if is_text(t) => micros(Some("UTC".into())),
+            other => return plan_err!("time_bucket: ts must be a timestamp, not {other}"),
+        };
+        let ts_tz = match &ts {
+            DataType::Timestamp(_, tz) => tz.clone(),
+            _ => None,
+        };
+        let mut out = vec![width, ts];
+        match args.get(2) {
+            None => {}
+            Some(t) if is_text(t) => {
+                out.push(DataType::Utf8);
+                match args.get(3) {
+                    None => {}
+                    Some(DataType::Timestamp(..) | DataType::Null) => out.push(micros(ts_tz)),
+                    Some(t) if is_text(t) => out.push(micros(ts_tz)),
+                    Some(other) => {
+                        return plan_err!("time_bucket: origin must be a timestamp, not {other}");
+                    }
+                }
+            }
+            Some(DataType::Timestamp(..) | DataType::Date32 | DataType::Null) => {
+                out.push(micros(ts_tz))
+            }
+            Some(DataType::Interval(_)) => out.push(INTERVAL),
+            Some(other) => {
+                return plan_err!(
+                    "time_bucket: the third argument must be a time zone name, an origin timestamp or an offset interval, not {other}"
+                );
+            }
+        }
+        if args.len() == 4 && out.len() != 4 {
+            return plan_err!("time_bucket: a fourth argument (origin) needs a time zone third");
+        }
+        Ok(out)
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        match &args[1] {
+            DataType::Timestamp(_, tz) => Ok(micros(tz.clone())),
+            other => plan_err!("time_bucket: ts must be a timestamp, not {other}"),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let out_type = args.return_type().clone();
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let widths = arrays[0].as_primitive::<IntervalMonthDayNanoType>();
+        let stamps = arrays[1].as_primitive::<TimestampMicrosecondType>();
+        let third = arrays.get(2);
+        let zones = third.filter(|a| a.data_type() == &DataType::Utf8);
+        let origins = match (zones, third) {
+            (Some(_), _) => arrays.get(3),
+            (None, Some(a)) if matches!(a.data_type(), DataType::Timestamp(..)) => Some(a),
+            _ => None,
+        };
+        let offsets = third.filter(|a| a.data_type() == &INTERVAL);
+        let zones = zones.map(|a| a.as_string::<i32>());
+        let origins = origins.map(|a| a.as_primitive::<TimestampMicrosecondType>());
+        let offsets = offsets.map(|a| a.as_primitive::<IntervalMonthDayNanoType>());
+
+        let mut parsed_zone: Option<(String, Tz)> = None;
+        let mut out = Vec::with_capacity(rows);
+        for i in 0..rows {
+            if widths.is_null(i)
+                || stamps.is_null(i)
+                || zones.is_some_and(|z| z.is_null(i))
+                || offsets.is_some_and(|o| o.is_null(i))
+            {
+                out.push(None);
+                continue;
+            }
+            let zone = match zones {
+                None => None,
+                Some(z) => {
+                    let name = z.value(i);
+                    if parsed_zone.as_ref().is_none_or(|(n, _)| n != name) {
+                        let tz: Tz = name.parse().map_err(|_| {
+                            datafusion::error::DataFusionError::Execution(format!(
+                                "time_bucket: unknown time zone \"{name}\""
+                            ))
+                        })?;
+                        parsed_zone = Some((name.to_string(), tz));
+                    }
+                    parsed_zone.as_ref().map(|(_, tz)| *tz)
+                }
+            };
+            let origin = origins.filter(|o| !o.is_null(i)).map(|o| o.value(i));
+            let offset = offsets.map(|o| o.value(i));
+            out.push(Some(bucket(
+                widths.value(i),
+                stamps.value(i),
+                zone,
+                origin,
+                offset,
+            )?));
+        }
+        let tz = match &out_type {
+            DataType::Timestamp(_, tz) => tz.clone(),
+            _ => None,
+        };
+        let array = TimestampMicrosecondArray::from(out).with_timezone_opt(tz);
+        shaped(&args.args, cast(&array, &out_type)?)
+    }
+}
+
+/// Start of the bucket holding `ts` (UTC microseconds), in UTC microseconds.
+pub(crate) fn bucket(
+    width: IntervalMonthDayNano,
+    ts: i64,
+    zone: Option<Tz>,
+    origin: Option<i64>,
+    offset: Option<IntervalMonthDayNano>,
+) -> Result<i64> {
+    // Bucketing happens on wall-clock microseconds: UTC's, or the time zone's.
+    let to_local = |utc: i64| -> Result<i64> {
+        match zone {
+            None => Ok(utc),
+            Some(tz) => {
+                let instant = DateTime::from_timestamp_micros(utc).ok_or_else(out_of_range)?;
+                Ok(instant
+                    .with_timezone(&tz)
+                    .naive_local()
+                    .and_utc()
+                    .timestamp_micros())
+            }
+        }
+    };
+    let local = to_local(ts)?;
+    let by_months = width.months != 0;
+    let origin = match origin {
+        Some(o) => to_local(o)?,
+        // TimescaleDB's defaults: month buckets start on 2000-01-01, others on Monday 2000-01-03.
+        None if by_months => 946_684_800_000_000,
+        None => 946_857_600_000_000,
+    };
+    let shifted = match offset {
+        Some(o) => add_interval(local, o, -1)?,
+        None => local,
+    };
+    let start = if by_months {
+        if width.days != 0 || width.nanoseconds != 0 {
+            return exec_err!("time_bucket: month intervals cannot have day or time components");
+        }
+        if width.months < 0 {
+            return exec_err!("time_bucket: bucket_width must be positive");
+        }
+        month_bucket(width.months, shifted, origin)?
+    } else {
+        let step = (width.days as i64)
+            .checked_mul(MICROS_PER_DAY)
+            .and_then(|d| d.checked_add(width.nanoseconds / 1_000))
+            .filter(|s| *s > 0)
+            .ok_or_else(|| {
+                datafusion::error::DataFusionError::Execution(
+                    "time_bucket: bucket_width must be positive (and at least 1 microsecond)"
+                        .into(),
+                )
+            })?;
+        let delta = shifted as i128 - origin as i128;
+        let start = origin as i128 + delta.div_euclid(step as i128) * step as i128;
+        i64::try_from(start).map_err(|_| out_of_range())?
+    };
+    let start = match offset {
+        Some(o) => add_interval(start, o, 1)?,
+        None => start,
+    };
+    match zone {
+        None => Ok(start),
+        Some(tz) => {
+            let naive = DateTime::from_timestamp_micros(start)
+                .ok_or_else(out_of_range)?
+                .naive_utc();
+            local_to_utc(&tz, naive)
+        }
+    }
+}
+
+/// The instant of a wall-clock time in `tz`: the earlier one when the clock went back, and
+/// the first instant after the gap when it jumped forward.
+pub(crate) fn local_to_utc(tz: &Tz, naive: NaiveDateTime) -> Result<i64> {
+    match tz.from_local_datetime(&naive) {
+        LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Ok(t.timestamp_micros()),
+        LocalResult::None => {
+            // A DST gap: the wall-clock time does not exist; move forward until it does.
+            let mut probe = naive;
+            for _ in 0..(24 * 4) {
+                probe += chrono::Duration::minutes(15);
+                if let Some(t) = tz.from_local_datetime(&probe).earliest() {
+                    return Ok(t.timestamp_micros());
+                }
+            }
+            Err(out_of_range())
+        }
+    }
+}
+
+pub(crate) fn month_bucket(width: i32, local: i64, origin: i64) -> Result<i64> {
+    let t = DateTime::from_timestamp_micros(local)
+        .ok_or_else(out_of_range)?
+        .naive_utc();
+    let o = DateTime::from_timestamp_micros(origin)
+        .ok_or_else(out_of_range)?
+        .naive_utc();
+    let index = |d: &NaiveDateTime| d.year() as i64 * 12 + d.month0() as i64;
+    let mut months = index(&t) - index(&o);
+    // A month has begun only once the origin's day and time of month are reached.
+    let within = |d: &NaiveDateTime| (d.day(), d.num_seconds_from_midnight(), d.nanosecond());
+    if within(&t) < within(&o) {
+        months -= 1;
+    }
+    let n = months.div_euclid(width as i64) * width as i64;
+    let start = if n >= 0 {
+        o.checked_add_months(Months::new(n as u32))
+    } else {
+        o.checked_sub_months(Months::new((-n) as u32))
+    };
+    Ok(start.ok_or_else(out_of_range)?.and_utc().timestamp_micros())
+}
+
+/// `micros + sign * interval`, months added on the calendar.
+pub(crate) fn add_interval(micros: i64, interval: IntervalMonthDayNano, sign: i32) -> Result<i64> {
+    let mut t = DateTime::from_timestamp_micros(micros)
+        .ok_or_else(out_of_range)?
+        .naive_utc();
+    let months = interval.months * sign;
+    if months != 0 {
+        let m = Months::new(months.unsigned_abs());
+        t = if months > 0 {
+            t.checked_add_months(m)
+        } else {
+            t.checked_sub_months(m)
+        }
+        .ok_or_else(out_of_range)?;
+    }
+    let rest = interval.days as i64 * MICROS_PER_DAY + interval.nanoseconds / 1_000;
+    t.and_utc()
+        .timestamp_micros()
+        .checked_add(rest * sign as i64)
+        .ok_or_else(out_of_range)
+}
+
+pub(crate) fn out_of_range() -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::Execution("time_bucket: timestamp out of range".into())
+}
+
+/// `to_char` taking PostgreSQL template patterns; the work is done by DataFusion's `to_char`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct PgToChar {
+    inner: Arc<ScalarUDF>,
+}
+
+impl Default for PgToChar {
+    fn default() -> Self {
+        PgToChar {
+            inner: datafusion::functions::datetime::to_char(),
+        }
+    }
+}
+
+impl ScalarUDFImpl for PgToChar {
+    fn name(&self) -> &str {
+        "to_char"
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        self.inner.inner().return_type(args)
+    }
+
+    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if let Some(pattern) = args.args.get_mut(1) {
+            *pattern = match std::mem::replace(pattern, ColumnarValue::Scalar(ScalarValue::Null)) {
+                ColumnarValue::Scalar(ScalarValue::Utf8(Some(p))) => {
+                    ColumnarValue::Scalar(ScalarValue::Utf8(Some(pg_pattern_to_strftime(&p))))
+                }
+                ColumnarValue::Scalar(ScalarValue::Utf8View(Some(p))) => {
+                    ColumnarValue::Scalar(ScalarValue::Utf8View(Some(pg_pattern_to_strftime(&p))))
+                }
+                ColumnarValue::Scalar(ScalarValue::LargeUtf8(Some(p))) => {
+                    ColumnarValue::Scalar(ScalarValue::LargeUtf8(Some(pg_pattern_to_strftime(&p))))
+                }
+                ColumnarValue::Array(a) if a.data_type() == &DataType::Utf8 => {
+                    let translated: arrow::array::StringArray = a
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|p| p.map(pg_pattern_to_strftime))
+                        .collect();
+                    ColumnarValue::Array(Arc::new(translated))
+                }
+                other => other,
+            };
+        }
+        self.inner.invoke_with_args(args)
+    }
+}
+
+/// PostgreSQL template patterns → chrono strftime. Text in double quotes is literal; `FM`
+/// drops the padding of the next field; unknown letters are copied.
+pub fn pg_pattern_to_strftime(pattern: &str) -> String {
+    if pattern.contains('%') {
+        return pattern.to_string();
+    }
+    // Longest patterns first, so `HH24` wins over `HH` and `Month` over `Mon`.
+    const PATTERNS: &[(&str, &str, &str)] = &[
+        ("YYYY", "%Y", "%Y"),
+        ("HH24", "%H", "%-H"),
+        ("HH12", "%I", "%-I"),
+        ("Month", "%B", "%B"),
+        ("MONTH", "%B", "%B"),
+        ("month", "%B", "%B"),
+        ("Day", "%A", "%A"),
+        ("DAY", "%A", "%A"),
+        ("day", "%A", "%A"),
+        ("DDD", "%j", "%-j"),
+        ("Mon", "%b", "%b"),
+        ("MON", "%b", "%b"),
+        ("mon", "%b", "%b"),
+        ("YY", "%y", "%y"),
+        ("MM", "%m", "%-m"),
+        ("DD", "%d", "%-d"),
+        ("HH", "%I", "%-I"),
+        ("MI", "%M", "%-M"),
+        ("SS", "%S", "%-S"),
+        ("MS", "%3f", "%3f"),
+        ("US", "%6f", "%6f"),
+        ("Dy", "%a", "%a"),
+        ("DY", "%a", "%a"),
+        ("dy", "%a", "%a"),
+        ("AM", "%p", "%p"),
+        ("PM", "%p", "%p"),
+        ("am", "%P", "%P"),
+        ("pm", "%P", "%P"),
+        ("IW", "%V", "%-V"),
+        ("TZ", "%Z", "%Z"),
+        ("OF", "%:z", "%:z"),
+    ];
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut rest = pattern;
+    let mut fill_mode = false;
+    'outer: while !rest.is_empty() {
+        if let Some(quoted) = rest.strip_prefix('"') {
+            let end = quoted.find('"').unwrap_or(quoted.len());
+            out.push_str(&quoted[..end]);
+            rest = quoted.get(end + 1..).unwrap_or("");
+            continue;
+        }
+        if let Some(after) = rest.strip_prefix("FM") {
+            fill_mode = true;
+            rest = after;
+            continue;
+        }
+        for (pg, padded, unpadded) in PATTERNS {
+            if let Some(after) = rest.strip_prefix(pg) {
+                out.push_str(if fill_mode { unpadded } else { padded });
+                fill_mode = false;
+                rest = after;
+                continue 'outer;
+            }
+        }
+        let c = rest.chars().next().unwrap_or_default();
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}

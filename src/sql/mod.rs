@@ -1,0 +1,145 @@
+//! The SQL layer: the DataFusion session every front end plans and runs statements in.
+//!
+//! It owns the table provider that serves a table as the union of a buffer snapshot and the
+//! Delta table at the version that snapshot complements ([`table`]), the `INSERT` fast path for
+//! literal rows ([`values`]), the catalog relations and functions PostgreSQL tools read
+//! ([`catalog`], [`functions`]), rewrites of statements DataFusion cannot plan as written
+//! ([`srf`], [`colname`], [`statement_text`], [`text_cast`]), and the classification of every
+//! error a statement can raise into a SQLSTATE ([`error`]).
+//!
+//! It depends on the engine only (the buffer, the write path, storage statistics) and knows no
+//! wire protocol: nothing here imports `crate::pgwire`, `crate::flight` or `crate::server`.
+
+use std::sync::Arc;
+
+use datafusion::error::Result;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::planner::{IdentNormalizer, object_name_to_table_reference};
+use datafusion::sql::sqlparser::ast::{Ident, ObjectName};
+use datafusion_postgres::auth::AuthManager;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
+
+use crate::engine::Committed;
+use crate::engine::buffer::Buffer;
+use crate::engine::ingest::Ingest;
+use crate::engine::schema::{Catalog, TableSchema};
+use crate::engine::storage::Storage;
+
+pub mod catalog;
+pub mod colname;
+pub mod error;
+pub mod functions;
+pub mod insert;
+pub mod pruning;
+pub mod srf;
+pub mod statement_text;
+pub mod system;
+pub mod table;
+pub mod text_cast;
+pub mod values;
+
+/// The one database TimeFusion serves, as `current_database()`, `pg_database`, `\l`,
+/// `information_schema`'s `table_catalog` and Flight SQL's catalog name it. PostgreSQL's
+/// default database name, so a tool that connects to `postgres` (the usual `dbname`) finds
+/// itself in the database it asked for. A connection naming another database is served
+/// the same one.
+pub const DATABASE: &str = "postgres";
+
+/// The version string clients see in `server_version` and `version()`.
+pub const SERVER_VERSION: &str = "15.0 (TimeFusion)";
+
+/// The session every statement of every front end is planned in: one table provider per
+/// table of `catalog`, the `timefusion_cache` statistics table, the PostgreSQL catalog and
+/// TimeFusion's functions and rewrites.
+pub fn session_context(
+    catalog: &Catalog,
+    buffer: &Arc<Buffer<Committed>>,
+    ingest: &Arc<Ingest>,
+    storage: &Arc<Storage>,
+) -> Result<SessionContext> {
+    let mut config = SessionConfig::new()
+        // `catalog` serves information_schema, in PostgreSQL's shape.
+        .with_information_schema(false)
+        .with_default_catalog_and_schema(DATABASE, "public");
+    // `now()` and `::timestamptz` are `timestamp with time zone` in UTC, as in PostgreSQL with
+    // the UTC session time zone that queries compute in; DataFusion's default (no zone) made
+    // them `timestamp without time zone`.
+    config.options_mut().execution.time_zone = Some("UTC".to_string());
+    let mut context = SessionContext::new_with_config(config);
+    for schema in catalog.tables() {
+        let table = table::TimeFusionTable::new(schema.clone(), buffer.clone(), ingest.clone());
+        context.register_table(schema.name.as_str(), Arc::new(table))?;
+    }
+    context.register_table(
+        "timefusion_cache",
+        Arc::new(system::CacheStatsTable::new(storage.clone())),
+    )?;
+    setup_pg_catalog(&context, DATABASE, Arc::new(AuthManager::default())).map_err(|e| *e)?;
+    catalog::register(&context, DATABASE)?;
+    // After the catalog set-up, so TimeFusion's functions win over any of the same name.
+    functions::register(&mut context)?;
+    srf::register(&context);
+    text_cast::register(&context);
+    colname::register(&context);
+    Ok(context)
+}
+
+/// A column or other name part as DataFusion's planner normalizes it: in lower case unless
+/// quoted.
+pub fn normalize_ident(ident: &Ident) -> String {
+    IdentNormalizer::new(true).normalize(ident.clone())
+}
+
+/// The table of `catalog` that `name` names as a client wrote it (`t`, `public.t`, `"T"`,
+/// `postgres.public.t`), resolved as DataFusion's planner resolves names: unquoted parts in
+/// lower case, quoted ones as written, in the default schema `public` of [`DATABASE`].
+pub fn resolve_table<'a>(catalog: &'a Catalog, name: &ObjectName) -> Option<&'a Arc<TableSchema>> {
+    let reference = object_name_to_table_reference(name.clone(), true).ok()?;
+    let in_default_schema = reference.schema().is_none_or(|schema| schema == "public")
+        && reference
+            .catalog()
+            .is_none_or(|database| database == DATABASE);
+    in_default_schema
+        .then(|| catalog.get(reference.table()))
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    use super::*;
+
+    fn name(text: &str) -> ObjectName {
+        Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(text)
+            .and_then(|mut p| p.parse_object_name(false))
+            .expect("a name")
+    }
+
+    #[test]
+    fn table_names_resolve_as_the_planner_resolves_them() {
+        let catalog = Catalog::load(None).expect("catalog");
+        for found in [
+            "otel_logs_and_spans",
+            "OTEL_LOGS_AND_SPANS",
+            "public.otel_logs_and_spans",
+            "\"otel_logs_and_spans\"",
+            "postgres.public.otel_logs_and_spans",
+        ] {
+            assert!(resolve_table(&catalog, &name(found)).is_some(), "{found}");
+        }
+        for missing in [
+            "\"OTEL_LOGS_AND_SPANS\"",
+            "other.otel_logs_and_spans",
+            "elsewhere.public.otel_logs_and_spans",
+            "nope",
+        ] {
+            assert!(
+                resolve_table(&catalog, &name(missing)).is_none(),
+                "{missing}"
+            );
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The query side: a DataFusion table provider per table that unions the buffer with Delta.
+//!
+//! [`TimeFusionTable::scan`] takes one [`crate::engine::buffer::Snapshot`]: the buffered batches and
+//! the Delta scan pinned at the version committed together with the last buffer change. Rows
+//! move from the buffer to Delta in one atomic step, so every query sees each acknowledged row
+//! exactly once, even while a flush commits.
+//!
+//! Filters prune buffer projects and buckets and Delta partitions ([`crate::sql::pruning`]).
+//! `INSERT` goes through [`TimeFusionTable::insert_into`] into [`Ingest::write`]
+//! ([`crate::sql::insert`]).
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{ScalarValue, project_schema};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::sink::DataSinkExec;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType, lit};
+use datafusion::physical_expr::expressions::{Column, cast};
+use datafusion::physical_expr::projection::ProjectionExpr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::union::UnionExec;
+
+use crate::engine::Committed;
+use crate::engine::buffer::Buffer;
+use crate::engine::ingest::Ingest;
+use crate::engine::schema::TableSchema;
+
+use crate::sql::insert::IngestSink;
+use crate::sql::pruning::Pruning;
+
+/// A table served from the buffer and its Delta table.
+pub struct TimeFusionTable {
+    schema: Arc<TableSchema>,
+    buffer: Arc<Buffer<Committed>>,
+    ingest: Arc<Ingest>,
+    /// Default of non-nullable list columns an `INSERT` leaves out: the empty list.
+    defaults: Vec<(String, Expr)>,
+}
+
+impl fmt::Debug for TimeFusionTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TimeFusionTable")
+            .field("table", &self.schema.name)
+            .finish()
+    }
+}
+
+impl TimeFusionTable {
+    pub fn new(
+        schema: Arc<TableSchema>,
+        buffer: Arc<Buffer<Committed>>,
+        ingest: Arc<Ingest>,
+    ) -> Self {
+        let defaults = schema
+            .schema
+            .fields()
+            .iter()
+            .filter(|f| !f.is_nullable())
+            .filter_map(|f| match f.data_type() {
+                DataType::List(item) => Some((
+                    f.name().clone(),
+                    lit(ScalarValue::List(ScalarValue::new_list_nullable(
+                        &[],
+                        item.data_type(),
+                    ))),
+                )),
+                _ => None,
+            })
+            .collect();
+        TimeFusionTable {
+            schema,
+            buffer,
+            ingest,
+            defaults,
+        }
+    }
+}
+/// Projects `plan` onto `target` by column name, casting where Delta's types differ from ours.
+fn align(plan: Arc<dyn ExecutionPlan>, target: &SchemaRef) -> Result<Arc<dyn ExecutionPlan>> {
+    let input = plan.schema();
+    let same = input.fields().len() == target.fields().len()
+        && input
+            .fields()
+            .iter()
+            .zip(target.fields())
+            .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+    if same {
+        return Ok(plan);
+    }
+    let mut exprs = Vec::with_capacity(target.fields().len());
+    for field in target.fields() {
+        let index = input.index_of(field.name())?;
+        let column = Arc::new(Column::new(field.name(), index));
+        let expr = if input.field(index).data_type() == field.data_type() {
+            column as _
+        } else {
+            cast(column, &input, field.data_type().clone())?
+        };
+        exprs.push(ProjectionExpr {
+            expr,
+            alias: field.name().clone(),
+        });
+    }
+    Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
+}
+
+#[async_trait]
+impl TableProvider for TimeFusionTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.defaults
+            .iter()
+            .find(|(name, _)| name == column)
+            .map(|(_, e)| e)
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let table = &self.schema;
+        let pruning = Pruning::from_filters(filters, &table.tenant_column, &table.time_column);
+        let snapshot = self
+            .buffer
+            .snapshot(&table.name, pruning.projects.as_ref(), pruning.time_range)
+            .ok_or_else(|| DataFusionError::Plan(format!("table {} is not loaded", table.name)))?;
+        let projected = project_schema(&table.schema, projection)?;
+
+        let partitions = state
+            .config()
+            .target_partitions()
+            .max(1)
+            .min(snapshot.batches.len().max(1));
+        let mut buffer_partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
+        for (i, batch) in snapshot.batches.into_iter().enumerate() {
+            buffer_partitions[i % partitions].push(batch);
+        }
+        let buffer_scan = MemorySourceConfig::try_new_exec(
+            &buffer_partitions,
+            table.schema.clone(),
+            projection.cloned(),
+        )?;
+
+        let delta = snapshot.committed;
+        let delta_schema = delta.schema();
+        let delta_projection = projected
+            .fields()
+            .iter()
+            .map(|f| delta_schema.index_of(f.name()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut delta_filters = filters.to_vec();
+        delta_filters.extend(pruning.date_filter(&table.date_column));
+        let delta_scan = delta
+            .scan(state, Some(&delta_projection), &delta_filters, limit)
+            .await?;
+        let delta_scan = align(delta_scan, &projected)?;
+        UnionExec::try_new(vec![buffer_scan, delta_scan])
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if insert_op != InsertOp::Append {
+            return Err(DataFusionError::NotImplemented(format!(
+                "{insert_op} is not supported: TimeFusion tables are append-only"
+            )));
+        }
+        let fields: Vec<Field> = self
+            .schema
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        let sink = IngestSink::new(
+            self.schema.name.clone(),
+            Arc::new(arrow::datatypes::Schema::new(fields)),
+            self.ingest.clone(),
+        );
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+}
