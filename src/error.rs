@@ -3,8 +3,8 @@
 //! Errors carry a [`SqlState`], never a code to be found in their message: engine errors
 //! know theirs (`sqlstate()` on each module's error), errors raised inside DataFusion travel as
 //! [`SqlError`] (a state and a message), and library errors are classified by their variant in
-//! [`crate::sql::error`]. The front ends send the code as it is (pgwire) or map its class to a
-//! gRPC status (`crate::flight`). The codes and names are PostgreSQL's (Appendix A of its
+//! `sql::error`. The front ends send the code as it is (pgwire) or map its class to a gRPC
+//! status (`flight::grpc_code`). The codes and names are PostgreSQL's (Appendix A of its
 //! manual), so clients that switch on them behave as they would against PostgreSQL.
 
 use std::fmt;

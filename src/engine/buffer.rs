@@ -442,10 +442,6 @@ impl<C: Clone> Buffer<C> {
         self.space_freed.notify_waiters();
         trim
     }
-
-    pub fn table_names(&self) -> Vec<String> {
-        self.state.read().tables.keys().cloned().collect()
-    }
 }
 
 /// Merges the bucket's trailing small, unfrozen chunks of the last chunk's level once there

@@ -8,8 +8,8 @@
 //! exactly the records not yet in Delta. Readers take a [`buffer::Snapshot`]: the buffered rows
 //! and the Delta read handle they complement, so each acknowledged row is seen exactly once.
 //!
-//! The engine knows no protocol and no SQL front end: nothing here imports `crate::pgwire`,
-//! `crate::flight`, `crate::sql` or `crate::server`.
+//! The engine knows no protocol and no SQL front end: nothing here imports the `pgwire`,
+//! `flight`, `sql` or `server` modules.
 
 use std::sync::Arc;
 

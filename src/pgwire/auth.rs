@@ -1,6 +1,11 @@
-//! Authentication and TLS: SCRAM-SHA-256 (a verifier computed once at start), MD5 or clear
-//! text against the one configured user, `trust` only when explicitly asked for, and the
-//! rustls acceptor for `sslmode=require` clients. A TLS set-up that fails stops the server.
+//! Authentication and TLS: SCRAM-SHA-256 (PostgreSQL's default; the salted verifier is
+//! computed once at start, as PostgreSQL stores one, with a decoy for unknown users), MD5 or
+//! clear text against the one configured user; `trust` only with an empty `PGWIRE_PASSWORD`
+//! and `PGWIRE_INSECURE_NO_PASSWORD`. Each connection gets a fresh start-up handler (the
+//! exchange's state must not be shared) and a process id and secret key from one shared
+//! generator, which cancel requests are matched by. TLS is rustls (ring) for `sslmode=require`
+//! clients, with SCRAM channel binding; a certificate that cannot be loaded stops the server.
+//! Tests: `tests/security.rs`.
 
 use std::sync::Arc;
 

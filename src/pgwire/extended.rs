@@ -1,6 +1,13 @@
-//! The extended query protocol: Parse (with PostgreSQL's result-column names and the
-//! parameters the compatibility parser drops kept), Describe, Execute of portals (each its own
-//! interruptible statement), Close.
+//! The extended query protocol. [`Parser`] wraps datafusion-postgres's to name result columns
+//! as PostgreSQL does ([`crate::sql::colname`], from the client's own text, kept with the
+//! prepared statement for `Describe`) and to keep the parameters the compatibility parser drops
+//! with a correlated subquery, which misaligned every later parameter's type (SQLAlchemy's
+//! `get_columns`). `Describe` of a statement without result rows answers `NoData`: pgwire 0.41
+//! sends an empty `RowDescription` instead, which drivers read as a zero-column result. Each
+//! `Execute` of a portal is its own interruptible statement ([`crate::pgwire::cancel`]), so a
+//! driver's fetch size gets a deadline per fetch; Parse and Close keep the names of the
+//! connection's prepared statements for `DISCARD ALL` ([`crate::pgwire::settings`]).
+//! Tests: `tests/psycopg.rs`, `tests/jdbc.rs`, `tests/clients.rs`.
 
 use std::sync::Arc;
 
@@ -112,7 +119,7 @@ impl pgwire::api::stmt::QueryParser for Parser {
     {
         let sql = statement_text::rewrite(sql);
         let parsed = self.0.parse_sql(client, &sql, types).await?;
-        // The text kept with the statement (logs, `interrupt`'s write check, result names) is
+        // The text kept with the statement (logs, `cancel`'s write check, result names) is
         // the client's, not the compatibility parser's rewrite of it.
         Ok(parsed.map(|(_, statement)| {
             let statement = statement.map(|(tree, plan)| {
@@ -148,7 +155,7 @@ impl pgwire::api::stmt::QueryParser for Parser {
                 .and_then(|(parsed, _)| colname::select_names(parsed)),
         };
         Ok(match items {
-            Some(items) => colname::rename(fields, &items),
+            Some(items) => crate::pgwire::postgres_names(fields, &items),
             None => fields,
         })
     }

@@ -1,5 +1,9 @@
-//! Statements the front end answers before (or instead of) DataFusion: syntax-tree rewrites,
-//! literal `INSERT`s, savepoints, refusals inside a failed transaction block, `VACUUM`.
+//! Statements the front end answers before (or instead of) DataFusion, as datafusion-postgres
+//! `QueryHook`s, in the order `Handlers::new` lists them: refusals inside a failed transaction
+//! block (25P02 for every statement but its end, as PostgreSQL), `VACUUM` (one maintenance pass
+//! through [`crate::engine::core::Maintenance`]), `COPY`, literal `INSERT`s, savepoints,
+//! settings, and syntax-tree rewrites of what DataFusion cannot plan as written
+//! ([`crate::sql::srf`], [`crate::sql::colname::alias_duplicates`]).
 
 use std::sync::Arc;
 

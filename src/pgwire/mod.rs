@@ -28,6 +28,7 @@ use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use pgwire::api::auth::DefaultServerParameterProvider;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::query::ExtendedQueryHandler;
+use pgwire::api::results::FieldInfo;
 use pgwire::api::{ErrorHandler, PgWireServerHandlers, RandomPidSecretKeyGenerator};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -43,6 +44,7 @@ use crate::pgwire::errors::*;
 use crate::pgwire::extended::*;
 use crate::pgwire::hooks::*;
 use crate::pgwire::simple::*;
+use crate::sql::colname;
 
 /// The handlers pgwire calls for each connection.
 pub struct Handlers {
@@ -176,6 +178,33 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
+/// `fields` with the names PostgreSQL gives them ([`colname::names_for`]) on the
+/// `RowDescription` only: the plan keeps DataFusion's unique names, and two columns may share
+/// one, as in PostgreSQL.
+pub(crate) fn postgres_names(fields: Vec<FieldInfo>, items: &[colname::Item]) -> Vec<FieldInfo> {
+    let names: Vec<Option<String>> = colname::names_for(fields.len(), items)
+        .into_iter()
+        .map(|name| name.map(str::to_string))
+        .collect();
+    fields
+        .into_iter()
+        .zip(names)
+        .map(|(field, name)| match name {
+            Some(name) if name != field.name() => FieldInfo::new(
+                name,
+                field.table_id(),
+                field.column_id(),
+                field.datatype().clone(),
+                field.format(),
+            )
+            .with_format_options(field.format_options().clone())
+            .with_type_size(field.type_size())
+            .with_type_modifier(field.type_modifier()),
+            _ => field,
+        })
+        .collect()
+}
+
 /// Accepts Postgres connections until `shutdown` fires; at most `max_connections` at once.
 pub async fn serve(
     listener: TcpListener,
@@ -214,4 +243,30 @@ pub async fn serve(
         open = max_connections - limiter.available_permits(),
         "stopped accepting Postgres connections"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use pgwire::api::Type;
+    use pgwire::api::results::FieldFormat;
+
+    use super::*;
+
+    #[test]
+    fn postgres_names_keep_everything_but_the_name() {
+        let field = FieldInfo::new(
+            "x".into(),
+            Some(7),
+            Some(2),
+            Type::TEXT,
+            FieldFormat::Binary,
+        )
+        .with_type_modifier(12);
+        let named = postgres_names(vec![field], &[colname::Item::Named("count".into())]);
+        assert_eq!(named[0].name(), "count");
+        assert_eq!(named[0].table_id(), Some(7));
+        assert_eq!(named[0].column_id(), Some(2));
+        assert_eq!(named[0].format(), FieldFormat::Binary);
+        assert_eq!(named[0].type_modifier(), 12);
+    }
 }

@@ -2,9 +2,19 @@
 //! parameter, `DISCARD`, and the bookkeeping of a connection's prepared statements that
 //! `DISCARD ALL` needs.
 //!
-//! Every setting stays in its session (DataFusion's configuration is shared by all sessions);
-//! names are PostgreSQL 15's (`pg15_parameters.txt`, from its `pg_settings`), with its answers
-//! for a name it does not have (42704) or a session cannot change (55P02).
+//! `SET [LOCAL]` / `SHOW` / `RESET statement_timeout` in PostgreSQL's units (`SET LOCAL` until
+//! `COMMIT` / `ROLLBACK`); `RESET [ALL]` back to the start-up settings. Every other `SET` (time
+//! zone, custom and `datafusion.*` names) is kept as text in the session, never passed to
+//! DataFusion, whose one configuration all sessions share; `SHOW` answers the session's value
+//! or PostgreSQL 15's default (`SHOW ALL`: `name, setting, description` rows). A change of
+//! `TimeZone` is reported with `ParameterStatus`. Names are PostgreSQL 15's
+//! (`pg15_parameters.txt`, from its `pg_settings`; a name with a dot is a custom parameter),
+//! with its answers for a name it does not have (42704) or a session cannot change (55P02).
+//! `DISCARD ALL` (what connection poolers send between clients) is `RESET ALL` plus closing
+//! every cursor and portal and deallocating every prepared statement (whose names
+//! [`PreparedStatements`] keeps, since pgwire's store cannot list them), 25001 inside a
+//! transaction block. Tests: `tests/clients.rs::settings_stay_in_their_session`,
+//! `tests/interrupt.rs`, `tests/psycopg.rs`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -481,7 +491,7 @@ fn restore_startup(client: &mut dyn HookClient, name: Option<String>) {
     }
 }
 
-/// The names of a connection's prepared statements, kept by `pgwire::ExtendedQueries` on
+/// The names of a connection's prepared statements, kept by `pgwire::extended::ExtendedQueries` on
 /// Parse and Close, because pgwire's statement store cannot list them: `DISCARD ALL`
 /// (`DEALLOCATE ALL`, what connection poolers send between clients) drops them all.
 #[derive(Default)]

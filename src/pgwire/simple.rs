@@ -1,5 +1,11 @@
-//! The simple query protocol: a query message split into its statements and run one at a time,
-//! with literal `INSERT … VALUES` written without DataFusion planning.
+//! The simple query protocol: a query message is split into its statements
+//! ([`crate::sql::statement_text::statements`]) and they run one at a time, each with its own
+//! deadline and the transaction state the previous left, stopping at the first failure, as in
+//! PostgreSQL. A statement starting with `INSERT` is parsed once with the plain PostgreSQL
+//! dialect and, when it is one literal insert ([`crate::sql::values`]), written straight to
+//! the engine without datafusion-postgres's compatibility parser, whose syntax-tree rewrites
+//! dominated the cost of a large literal `INSERT` (BENCHMARKS.md). `COPY … TO STDOUT` is sent
+//! by [`crate::pgwire::copy::handler`]. Tests: `tests/interrupt.rs`, `tests/clients.rs`.
 
 use std::sync::Arc;
 
@@ -238,7 +244,7 @@ pub(crate) fn with_postgres_names(query: &str, mut responses: Vec<Response>) -> 
             && let Some(items) = colname::select_names(statement)
         {
             let fields = Vec::clone(&results.row_schema);
-            results.row_schema = Arc::new(colname::rename(fields, &items));
+            results.row_schema = Arc::new(crate::pgwire::postgres_names(fields, &items));
         }
     }
     responses

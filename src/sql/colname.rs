@@ -15,7 +15,6 @@ use datafusion::sql::sqlparser::ast::{
     AccessExpr, ArrayElemTypeDef, DataType, Expr, Ident, ObjectNamePart, Query, SelectItem,
     SetExpr, Statement, TimezoneInfo, TrimWhereField, Value, VisitMut, VisitorMut,
 };
-use pgwire::api::results::FieldInfo;
 
 /// What one select item contributes to the result's columns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,10 +340,11 @@ fn plan_name(item: &SelectItem) -> Option<(String, bool)> {
     }
 }
 
-/// `fields` with the names of `items` put on them. A wildcard's column count is unknown
-/// here, so the items before the first wildcard name the leading fields and those after the
-/// last name the trailing ones; anything that does not line up is left as it is.
-pub fn rename(fields: Vec<FieldInfo>, items: &[Item]) -> Vec<FieldInfo> {
+/// The name each of `columns` result columns gets from `items`: `Some(name)` for a column a
+/// named item lines up with, `None` to keep the column's own. A wildcard's column count is
+/// unknown here, so the items before the first wildcard name the leading columns and those
+/// after the last name the trailing ones; when they do not line up, nothing is renamed.
+pub fn names_for(columns: usize, items: &[Item]) -> Vec<Option<&str>> {
     let head = items
         .iter()
         .position(|i| *i == Item::Wildcard)
@@ -355,40 +355,25 @@ pub fn rename(fields: Vec<FieldInfo>, items: &[Item]) -> Vec<FieldInfo> {
         .position(|i| *i == Item::Wildcard)
         .unwrap_or(0);
     let wildcards = head < items.len();
-    if (!wildcards && items.len() != fields.len()) || head + tail > fields.len() {
-        return fields;
+    if (!wildcards && items.len() != columns) || head + tail > columns {
+        return vec![None; columns];
     }
-    let from_end = fields.len() - tail;
-    fields
-        .into_iter()
-        .enumerate()
-        .map(|(i, field)| {
+    let from_end = columns - tail;
+    (0..columns)
+        .map(|i| {
             let item = if i < head {
                 &items[i]
             } else if wildcards && i >= from_end {
                 &items[items.len() - tail + (i - from_end)]
             } else {
-                return field;
+                return None;
             };
             match item {
-                Item::Named(name) if name != field.name() => with_name(field, name),
-                _ => field,
+                Item::Named(name) => Some(name.as_str()),
+                Item::Wildcard => None,
             }
         })
         .collect()
-}
-
-fn with_name(field: FieldInfo, name: &str) -> FieldInfo {
-    FieldInfo::new(
-        name.to_string(),
-        field.table_id(),
-        field.column_id(),
-        field.datatype().clone(),
-        field.format(),
-    )
-    .with_format_options(field.format_options().clone())
-    .with_type_size(field.type_size())
-    .with_type_modifier(field.type_modifier())
 }
 
 /// The select list of a query: the leftmost `SELECT` of a set operation names its columns.
@@ -567,8 +552,6 @@ mod tests {
     use super::*;
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
-    use pgwire::api::Type;
-    use pgwire::api::results::FieldFormat;
 
     fn names(sql: &str) -> Vec<String> {
         let statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
@@ -709,19 +692,8 @@ mod tests {
         assert_eq!(names("SELECT ts, ts::DATE FROM t"), ["ts", "ts"]);
     }
 
-    fn fields(names: &[&str]) -> Vec<FieldInfo> {
-        names
-            .iter()
-            .map(|n| FieldInfo::new(n.to_string(), None, None, Type::INT8, FieldFormat::Text))
-            .collect()
-    }
-
-    fn field_names(fields: &[FieldInfo]) -> Vec<&str> {
-        fields.iter().map(|f| f.name()).collect()
-    }
-
     #[test]
-    fn rename_lines_items_up_around_a_wildcard() {
+    fn names_line_items_up_around_a_wildcard() {
         let count = Item::Named("count".into());
         let items = [
             count.clone(),
@@ -729,31 +701,13 @@ mod tests {
             Item::Named("c".into()),
             count.clone(),
         ];
-        let renamed = rename(fields(&["count(*)", "a", "b", "c", "count(x)"]), &items);
-        assert_eq!(field_names(&renamed), ["count", "a", "b", "c", "count"]);
-        // Without a wildcard the counts must agree, or nothing is renamed.
-        let renamed = rename(fields(&["count(*)", "x"]), std::slice::from_ref(&count));
-        assert_eq!(field_names(&renamed), ["count(*)", "x"]);
-        // More items around a wildcard than fields: nothing is renamed.
-        let renamed = rename(fields(&["count(*)"]), &items);
-        assert_eq!(field_names(&renamed), ["count(*)"]);
-        let typed = rename(
-            vec![
-                FieldInfo::new(
-                    "x".into(),
-                    Some(7),
-                    Some(2),
-                    Type::TEXT,
-                    FieldFormat::Binary,
-                )
-                .with_type_modifier(12),
-            ],
-            &[count],
+        assert_eq!(
+            names_for(5, &items),
+            [Some("count"), None, None, Some("c"), Some("count")]
         );
-        assert_eq!(typed[0].name(), "count");
-        assert_eq!(typed[0].table_id(), Some(7));
-        assert_eq!(typed[0].column_id(), Some(2));
-        assert_eq!(typed[0].format(), FieldFormat::Binary);
-        assert_eq!(typed[0].type_modifier(), 12);
+        // Without a wildcard the counts must agree, or nothing is renamed.
+        assert_eq!(names_for(2, std::slice::from_ref(&count)), [None, None]);
+        // More items around a wildcard than columns: nothing is renamed.
+        assert_eq!(names_for(1, &items), [None]);
     }
 }

@@ -8,7 +8,7 @@
 //! error a statement can raise into a SQLSTATE ([`error`]).
 //!
 //! It depends on the engine only (the buffer, the write path, storage statistics) and knows no
-//! wire protocol: nothing here imports `crate::pgwire`, `crate::flight` or `crate::server`.
+//! wire protocol: nothing here imports the `pgwire`, `flight` or `server` modules.
 
 use std::sync::Arc;
 

@@ -1,5 +1,11 @@
-//! `COPY` on the wire: starting `COPY … FROM STDIN` and feeding the client's `CopyData` to the
-//! parser ([`crate::pgwire::copy::CopyIn`]), and sending `COPY … TO STDOUT` results.
+//! `COPY` on the wire: starting `COPY … FROM STDIN` (its state kept in the connection's
+//! session extensions) and feeding the client's `CopyData` to the parser
+//! ([`crate::pgwire::copy::CopyIn`]), and sending `COPY … TO STDOUT` results, one row per
+//! `CopyData`, bounded by the running statement's cancel and deadline. `COPY … TO STDOUT` is
+//! sent here (from the simple-query handler, pgwire's `_on_query` otherwise, and the extended
+//! handler's `do_query`), not by pgwire 0.41, whose `COPY n` tag counts the CSV or binary header
+//! of an empty result as a row and which ends a failed stream with a backend `CopyFail`
+//! PostgreSQL never sends (here: an `ErrorResponse`). Tests: `tests/copy.rs`.
 
 use std::sync::Arc;
 
