@@ -20,8 +20,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// `MIMALLOC_PURGE_DELAY` says otherwise: 10 s, jemalloc's default dirty-page decay, instead
 /// of mimalloc's 1 s. Ingest frees and allocates multi-MiB buffers for every batch; memory
 /// given back comes back as fresh pages the kernel zeroes, 2 MiB at a time with transparent
-/// huge pages. In `bench/ab_doput.sh` (1.31 M rows) the server's page faults fell from
-/// 3,800–5,300 to about 730, for 30 MB more RSS.
+/// huge pages; the measurement is in BENCHMARKS.md ("Profiles behind the code").
 const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 
 fn tune_allocator() {

@@ -183,8 +183,7 @@ pub fn coerce(table: &TableSchema, batch: &RecordBatch) -> Result<RecordBatch> {
     let mut date_index = None;
     for (i, field) in table.schema.fields().iter().enumerate() {
         // `column_with_name`, not `index_of`: a miss from `index_of` formats every field name
-        // into its error, for each left-out column of each insert (10% of the server's
-        // samples for single-row INSERTs).
+        // into its error, for each left-out column of each insert.
         let column = match input.column_with_name(field.name()) {
             Some((j, _)) => {
                 let array = batch.column(j);

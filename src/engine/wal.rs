@@ -135,8 +135,8 @@ const SCRATCH_KEEP_BYTES: usize = 16 << 20;
 
 /// Per-thread buffers for encoding zstd payloads. Compressing the whole IPC stream into a
 /// reused buffer replaced Arrow IPC's per-buffer compression, which allocates a fresh
-/// `compress_bound`-sized vector for every column buffer of every record: in a DoPut profile
-/// those fresh pages were 27% of the server's samples, nearly all of it the kernel zeroing them.
+/// `compress_bound`-sized vector for every column buffer of every record, pages the kernel
+/// must zero each time (BENCHMARKS.md, "Profiles behind the code").
 struct Scratch {
     ipc: Vec<u8>,
     compressed: Vec<u8>,

@@ -259,10 +259,9 @@ impl TimeFusionFlight {
     }
 }
 
-/// HTTP/2 flow-control window of each gRPC stream, in bytes. With hyper's
-/// 1 MiB default, a client sending an 8,192-row otel batch (about 4 MiB of Arrow) stopped
-/// every megabyte to wait for the server's window update, and DoPut ran at half the rate
-/// with the cores half idle (`bench/ab_doput.sh`). It bounds what a stream may have in
+/// HTTP/2 flow-control window of each gRPC stream, in bytes. With hyper's 1 MiB default, a
+/// client sending an 8,192-row otel batch (about 4 MiB of Arrow) stopped every megabyte to wait
+/// for the server's window update (BENCHMARKS.md, "Profiles behind the code"). It bounds what a stream may have in
 /// flight before the server reads it; a message is bounded by `TIMEFUSION_GRPC_MAX_MESSAGE_MB`
 /// and the decoded batches by `TIMEFUSION_GRPC_MAX_INFLIGHT_MB`.
 pub const HTTP2_WINDOW_BYTES: u32 = 8 << 20;

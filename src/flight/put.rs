@@ -44,8 +44,8 @@ pub(crate) fn store_stream(
 ///
 /// arrow-flight's `FlightRecordBatchStream` copies every body that does not start on a
 /// 64-byte boundary, which inside a gRPC frame is nearly every body: one whole extra copy of
-/// each batch, into freshly faulted memory, before `ingest` sees it (13% of the server's
-/// samples in a DoPut-only perf profile, nearly all of it the kernel zeroing that memory). Here only a buffer misaligned for its own type is copied
+/// each batch, into freshly faulted memory, before `ingest` sees it (BENCHMARKS.md, "Profiles
+/// behind the code"). Here only a buffer misaligned for its own type is copied
 /// (an offsets or 64-bit values buffer), never the string bytes that make up most of an otel
 /// batch. `ingest` charges the shared body to the buffer once (`owned_bytes`).
 #[derive(Default)]

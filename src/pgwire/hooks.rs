@@ -26,6 +26,70 @@ use crate::pgwire::errors::*;
 use crate::sql::colname;
 use crate::sql::values;
 
+/// A statement the front end answers itself, in both protocols: [`Answer::answer`] serves a
+/// simple query and the `Execute` of a prepared one, [`Answer::plan`] is what `Parse` gets.
+/// Each returns `None` for a statement it leaves to the next hook (and in the end to
+/// DataFusion). [`Hook`] makes one a datafusion-postgres `QueryHook`.
+#[async_trait]
+pub(crate) trait Answer: Send + Sync {
+    /// `Execute` runs the plan [`Answer::plan`] gave instead of [`Answer::answer`].
+    const EXECUTES_PLAN: bool = false;
+
+    /// The response to `statement`, run now.
+    async fn answer(
+        &self,
+        statement: &Statement,
+        context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>>;
+
+    /// The plan `Parse` gives `statement`: its parameters and result columns for `Describe`.
+    async fn plan(
+        &self,
+        statement: &Statement,
+        context: &SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>>;
+}
+
+/// An [`Answer`] as a datafusion-postgres `QueryHook`.
+pub(crate) struct Hook<A>(pub(crate) A);
+
+#[async_trait]
+impl<A: Answer> QueryHook for Hook<A> {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.0.answer(statement, context, client).await
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        context: &SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        self.0.plan(statement, context, client).await
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if A::EXECUTES_PLAN {
+            return None;
+        }
+        self.0.answer(statement, context, client).await
+    }
+}
+
 /// Plans and runs queries whose syntax tree must change before DataFusion can plan them:
 /// set-returning functions ([`crate::sql::srf::rewrite`]) and select lists that repeat a name
 /// ([`colname::alias_duplicates`]).
@@ -44,8 +108,11 @@ impl RewriteHook {
 }
 
 #[async_trait]
-impl QueryHook for RewriteHook {
-    async fn handle_simple_query(
+impl Answer for RewriteHook {
+    /// Parse planned the rewritten statement; `Execute` runs that plan.
+    const EXECUTES_PLAN: bool = true;
+
+    async fn answer(
         &self,
         statement: &Statement,
         context: &SessionContext,
@@ -76,7 +143,7 @@ impl QueryHook for RewriteHook {
         )
     }
 
-    async fn handle_extended_parse_query(
+    async fn plan(
         &self,
         statement: &Statement,
         context: &SessionContext,
@@ -95,18 +162,6 @@ impl QueryHook for RewriteHook {
                 .await
                 .map_err(|e| PgWireError::ApiError(Box::new(e))),
         )
-    }
-
-    async fn handle_extended_query(
-        &self,
-        _statement: &Statement,
-        _plan: &LogicalPlan,
-        _params: &ParamValues,
-        _context: &SessionContext,
-        _client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        // Parse planned the rewritten statement; the default execution runs that plan.
-        None
     }
 }
 
@@ -131,8 +186,8 @@ impl LiteralInsertHook {
 }
 
 #[async_trait]
-impl QueryHook for LiteralInsertHook {
-    async fn handle_simple_query(
+impl Answer for LiteralInsertHook {
+    async fn answer(
         &self,
         statement: &Statement,
         _context: &SessionContext,
@@ -141,7 +196,7 @@ impl QueryHook for LiteralInsertHook {
         self.run(statement).await
     }
 
-    async fn handle_extended_parse_query(
+    async fn plan(
         &self,
         statement: &Statement,
         _context: &SessionContext,
@@ -150,17 +205,6 @@ impl QueryHook for LiteralInsertHook {
         // A literal INSERT has no parameters and no result columns: an empty plan stands in
         // for it until execution, which the hook below handles.
         values::is_literal_insert(statement, &self.catalog).then(|| Ok(no_rows_plan()))
-    }
-
-    async fn handle_extended_query(
-        &self,
-        statement: &Statement,
-        _plan: &LogicalPlan,
-        _params: &ParamValues,
-        _context: &SessionContext,
-        _client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        self.run(statement).await
     }
 }
 
@@ -185,8 +229,8 @@ impl SavepointHook {
 }
 
 #[async_trait]
-impl QueryHook for SavepointHook {
-    async fn handle_simple_query(
+impl Answer for SavepointHook {
+    async fn answer(
         &self,
         statement: &Statement,
         _context: &SessionContext,
@@ -195,24 +239,13 @@ impl QueryHook for SavepointHook {
         Self::run(statement)
     }
 
-    async fn handle_extended_parse_query(
+    async fn plan(
         &self,
         statement: &Statement,
         _context: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
         Self::run(statement).map(|_| Ok(no_rows_plan()))
-    }
-
-    async fn handle_extended_query(
-        &self,
-        statement: &Statement,
-        _plan: &LogicalPlan,
-        _params: &ParamValues,
-        _context: &SessionContext,
-        _client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        Self::run(statement)
     }
 }
 
@@ -243,8 +276,8 @@ impl AbortedTransactionHook {
 }
 
 #[async_trait]
-impl QueryHook for AbortedTransactionHook {
-    async fn handle_simple_query(
+impl Answer for AbortedTransactionHook {
+    async fn answer(
         &self,
         statement: &Statement,
         _context: &SessionContext,
@@ -253,23 +286,12 @@ impl QueryHook for AbortedTransactionHook {
         Self::refuse(statement, client).map(Err)
     }
 
-    async fn handle_extended_parse_query(
+    async fn plan(
         &self,
         statement: &Statement,
         _context: &SessionContext,
         client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        Self::refuse(statement, client).map(Err)
-    }
-
-    async fn handle_extended_query(
-        &self,
-        statement: &Statement,
-        _plan: &LogicalPlan,
-        _params: &ParamValues,
-        _context: &SessionContext,
-        client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
         Self::refuse(statement, client).map(Err)
     }
 }
@@ -313,8 +335,8 @@ impl VacuumHook {
 }
 
 #[async_trait]
-impl QueryHook for VacuumHook {
-    async fn handle_simple_query(
+impl Answer for VacuumHook {
+    async fn answer(
         &self,
         statement: &Statement,
         _context: &SessionContext,
@@ -323,23 +345,12 @@ impl QueryHook for VacuumHook {
         self.run(statement).await
     }
 
-    async fn handle_extended_parse_query(
+    async fn plan(
         &self,
         statement: &Statement,
         _context: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
         matches!(statement, Statement::Vacuum(_)).then(|| Ok(no_rows_plan()))
-    }
-
-    async fn handle_extended_query(
-        &self,
-        statement: &Statement,
-        _plan: &LogicalPlan,
-        _params: &ParamValues,
-        _context: &SessionContext,
-        _client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        self.run(statement).await
     }
 }

@@ -49,7 +49,7 @@ use crate::sql::colname;
 /// The handlers pgwire calls for each connection.
 pub struct Handlers {
     session: Arc<DfSessionService>,
-    inserts: Arc<LiteralInsertHook>,
+    inserts: Arc<Hook<LiteralInsertHook>>,
     auth: Arc<PasswordAuth>,
     parameters: Arc<DefaultServerParameterProvider>,
     interrupts: Arc<cancel::Registry>,
@@ -96,29 +96,29 @@ impl Handlers {
     ) -> Self {
         let parameters = server_parameters();
         let interrupts = Arc::new(cancel::Registry::new(limits.statement_timeout));
-        let inserts = Arc::new(LiteralInsertHook {
+        let inserts = Arc::new(Hook(LiteralInsertHook {
             catalog: catalog.clone(),
             ingest: ingest.clone(),
-        });
+        }));
         Handlers {
             session: Arc::new(DfSessionService::new_with_hooks(
                 context,
                 vec![
-                    Arc::new(AbortedTransactionHook),
-                    Arc::new(VacuumHook {
+                    Arc::new(Hook(AbortedTransactionHook)),
+                    Arc::new(Hook(VacuumHook {
                         catalog: catalog.clone(),
                         maintenance,
-                    }),
-                    Arc::new(CopyHook {
+                    })),
+                    Arc::new(Hook(CopyHook {
                         catalog: catalog.clone(),
                         atomic_bytes: limits.copy_atomic_bytes,
-                    }),
+                    })),
                     inserts.clone(),
-                    Arc::new(SavepointHook),
-                    Arc::new(settings::SettingsHook {
+                    Arc::new(Hook(SavepointHook)),
+                    Arc::new(Hook(settings::SettingsHook {
                         registry: interrupts.clone(),
-                    }),
-                    Arc::new(RewriteHook),
+                    })),
+                    Arc::new(Hook(RewriteHook)),
                     Arc::new(CursorStatementHook),
                     Arc::new(SetShowHook),
                     Arc::new(TransactionStatementHook),

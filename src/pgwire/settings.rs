@@ -21,13 +21,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
     ContextModifier, DiscardObject, Expr, Ident, ObjectName, Reset, Set, Statement as Sql, Value,
 };
-use datafusion_postgres::hooks::{HookClient, QueryHook};
+use datafusion_postgres::hooks::HookClient;
 use pgwire::api::ClientInfo;
 use pgwire::api::Type;
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
@@ -40,6 +39,7 @@ use pgwire::messages::startup::ParameterStatus;
 use crate::error::SqlState;
 use crate::pgwire::cancel::{Registry, StartupSettings, TIMEOUT_KEY, set_timeout, timeout};
 use crate::pgwire::errors::{no_rows_plan, user_error};
+use crate::pgwire::hooks::Answer;
 
 /// `SET statement_timeout`, `SHOW statement_timeout` and `RESET` (of it, of any setting, or
 /// `ALL`), in PostgreSQL's units and formats. datafusion-postgres's own handling of the setting
@@ -671,8 +671,8 @@ fn rows_plan(columns: &[&str]) -> PgWireResult<LogicalPlan> {
 }
 
 #[async_trait]
-impl QueryHook for SettingsHook {
-    async fn handle_simple_query(
+impl Answer for SettingsHook {
+    async fn answer(
         &self,
         statement: &Sql,
         _context: &SessionContext,
@@ -681,7 +681,7 @@ impl QueryHook for SettingsHook {
         self.answer(statement, client).await
     }
 
-    async fn handle_extended_parse_query(
+    async fn plan(
         &self,
         statement: &Sql,
         _context: &SessionContext,
@@ -699,17 +699,6 @@ impl QueryHook for SettingsHook {
             Ok(_) => Ok(no_rows_plan()),
             Err(e) => Err(e),
         })
-    }
-
-    async fn handle_extended_query(
-        &self,
-        statement: &Sql,
-        _plan: &LogicalPlan,
-        _params: &ParamValues,
-        _context: &SessionContext,
-        client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        self.answer(statement, client).await
     }
 }
 

@@ -33,14 +33,14 @@ use crate::sql::statement_text;
 /// DataFusion's simple-query handler, with literal `INSERT … VALUES` taken before it.
 ///
 /// `datafusion-postgres` parses every query with its compatibility parser, which rewrites
-/// the whole syntax tree for catalog queries: for a 1,000-row `INSERT` that was 40% of the
-/// server's CPU (perf, `bench/ingest.rs` multi-row phase). A query that starts with
+/// the whole syntax tree for catalog queries, the largest cost of a big literal `INSERT`
+/// (BENCHMARKS.md, "Profiles behind the code"). A query that starts with
 /// `INSERT` is parsed once with the plain PostgreSQL dialect instead; when it is one
 /// literal insert ([`values::literal_insert`]) it is written directly, anything else goes
 /// to DataFusion as before.
 pub(crate) struct SimpleQueries {
     pub(crate) session: Arc<DfSessionService>,
-    pub(crate) inserts: Arc<LiteralInsertHook>,
+    pub(crate) inserts: Arc<Hook<LiteralInsertHook>>,
 }
 
 impl SimpleQueries {
@@ -51,7 +51,7 @@ impl SimpleQueries {
         }
         let statements = parse_plain(query)?;
         match statements.as_slice() {
-            [statement] => self.inserts.run(statement).await,
+            [statement] => self.inserts.0.run(statement).await,
             _ => None,
         }
     }

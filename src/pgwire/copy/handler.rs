@@ -10,11 +10,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
-use datafusion_postgres::hooks::{HookClient, QueryHook};
+use datafusion_postgres::hooks::HookClient;
 use pgwire::api::ClientInfo;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::results::{CopyResponse, Response, Tag};
@@ -27,6 +26,7 @@ use crate::engine::schema::Catalog;
 use crate::error::SqlState;
 use crate::pgwire::copy::{CopyIn, CopyOut};
 use crate::pgwire::errors::*;
+use crate::pgwire::hooks::Answer;
 
 /// The `COPY … FROM STDIN` running on a connection, kept in its session extensions between
 /// the statement and the client's `CopyData` / `CopyDone` messages.
@@ -177,8 +177,8 @@ where
 }
 
 #[async_trait]
-impl QueryHook for CopyHook {
-    async fn handle_simple_query(
+impl Answer for CopyHook {
+    async fn answer(
         &self,
         statement: &Statement,
         context: &SessionContext,
@@ -187,7 +187,7 @@ impl QueryHook for CopyHook {
         self.start(statement, context, client).await
     }
 
-    async fn handle_extended_parse_query(
+    async fn plan(
         &self,
         statement: &Statement,
         _context: &SessionContext,
@@ -204,17 +204,6 @@ impl QueryHook for CopyHook {
             Err(e) => Err(PgWireError::ApiError(Box::new(e))),
             Ok(_) => Ok(no_rows_plan()),
         })
-    }
-
-    async fn handle_extended_query(
-        &self,
-        statement: &Statement,
-        _plan: &LogicalPlan,
-        _params: &ParamValues,
-        context: &SessionContext,
-        client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        self.start(statement, context, client).await
     }
 }
 
