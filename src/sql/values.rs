@@ -13,7 +13,8 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::sql::sqlparser::ast::{
-    Expr, Insert, ObjectNamePart, SetExpr, Statement, TableObject, UnaryOperator, Value,
+    Expr, Insert, ObjectName, ObjectNamePart, Parens, SetExpr, Statement, TableObject,
+    UnaryOperator, Value, Values,
 };
 
 use crate::engine::schema::{Catalog, TableSchema};
@@ -36,6 +37,17 @@ pub fn literal_insert(statement: &Statement, catalog: &Catalog) -> Option<Litera
     let Statement::Insert(insert) = statement else {
         return None;
     };
+    let (name, columns, values) = plain_values(insert)?;
+    let table = crate::sql::resolve_table(catalog, name)?.clone();
+    let (names, targets) = target_columns(&table, columns)?;
+    let batch = text_columns(&values.rows, &names, &targets)?;
+    Some(LiteralInsert { table, batch })
+}
+
+/// The table, target columns and rows of an `INSERT … VALUES` with nothing but them: no
+/// `ON CONFLICT`, `RETURNING`, CTE, `ORDER BY`, or other clause that needs planning, and an
+/// explicit column list.
+fn plain_values(insert: &Insert) -> Option<(&ObjectName, &[ObjectName], &Values)> {
     let Insert {
         or,
         ignore,
@@ -83,11 +95,12 @@ pub fn literal_insert(statement: &Statement, catalog: &Catalog) -> Option<Litera
     if !plain || columns.is_empty() {
         return None;
     }
+    if !plain || columns.is_empty() {
+        return None;
+    }
     let TableObject::TableName(name) = table else {
         return None;
     };
-    let table = crate::sql::resolve_table(catalog, name)?.clone();
-
     let query = source.as_ref()?;
     let plain_query = query.with.is_none()
         && query.order_by.is_none()
@@ -102,6 +115,15 @@ pub fn literal_insert(statement: &Statement, catalog: &Catalog) -> Option<Litera
         return None;
     }
 
+    Some((name, columns, values))
+}
+
+/// The names and types of `columns` in `table`; `None` for an unknown or repeated column or a
+/// list column (array literals need SQL semantics).
+fn target_columns(
+    table: &TableSchema,
+    columns: &[ObjectName],
+) -> Option<(Vec<String>, Vec<DataType>)> {
     let mut names = Vec::with_capacity(columns.len());
     let mut targets = Vec::with_capacity(columns.len());
     for column in columns {
@@ -117,13 +139,22 @@ pub fn literal_insert(statement: &Statement, catalog: &Catalog) -> Option<Litera
         targets.push(field.data_type().clone());
     }
 
-    let rows = &values.rows;
+    Some((names, targets))
+}
+
+/// One `Utf8` column per target column holding the literals' text, for `ingest::coerce` to
+/// cast; `None` when a row has the wrong width or a value is not a plain literal.
+fn text_columns(
+    rows: &[Parens<Vec<Expr>>],
+    names: &[String],
+    targets: &[DataType],
+) -> Option<RecordBatch> {
     let mut texts: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(rows.len()); names.len()];
     for row in rows {
         if row.content.len() != names.len() {
             return None;
         }
-        for ((expr, column), target) in row.content.iter().zip(texts.iter_mut()).zip(&targets) {
+        for ((expr, column), target) in row.content.iter().zip(texts.iter_mut()).zip(targets) {
             column.push(literal_text(expr, target)?);
         }
     }
@@ -136,9 +167,7 @@ pub fn literal_insert(statement: &Statement, catalog: &Catalog) -> Option<Litera
         .map(|t| Arc::new(StringArray::from(t)) as ArrayRef)
         .collect();
     let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
-    let batch =
-        RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options).ok()?;
-    Some(LiteralInsert { table, batch })
+    RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options).ok()
 }
 
 /// The text of a literal whose meaning for `target` is the same as a string cast; `None` for

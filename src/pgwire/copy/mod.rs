@@ -103,6 +103,140 @@ pub enum Format {
     },
 }
 
+/// The table a `COPY … FROM` names and the columns it fills: the ones listed, all of the
+/// table's otherwise. Unknown tables and columns are errors.
+fn target_columns(
+    source: &CopySource,
+    catalog: &Catalog,
+) -> Result<(Arc<TableSchema>, Vec<String>)> {
+    let CopySource::Table {
+        table_name,
+        columns,
+    } = source
+    else {
+        return Err(Error::Unsupported("FROM a query".into()));
+    };
+    let table = crate::sql::resolve_table(catalog, table_name)
+        .ok_or_else(|| Error::UnknownTable(table_name.to_string()))?
+        .clone();
+    let columns: Vec<String> = if columns.is_empty() {
+        table
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
+    } else {
+        columns.iter().map(crate::sql::normalize_ident).collect()
+    };
+    if let Some(column) = columns.iter().find(|c| table.index_of(c).is_none()) {
+        return Err(Error::UnknownColumn {
+            table: table.name.clone(),
+            column: column.clone(),
+        });
+    }
+    Ok((table, columns))
+}
+
+/// The options of a `COPY … FROM`, in either syntax (`WITH (FORMAT csv, …)` or the legacy
+/// `CSV HEADER …`), before defaults apply.
+#[derive(Debug, Default)]
+struct Options {
+    csv: bool,
+    binary: bool,
+    delimiter: Option<u8>,
+    null: Option<String>,
+    quote: Option<u8>,
+    escape: Option<u8>,
+    header: bool,
+}
+
+impl Options {
+    fn parse(options: &[CopyOption], legacy_options: &[CopyLegacyOption]) -> Result<Options> {
+        let mut o = Options::default();
+        for option in options {
+            match option {
+                CopyOption::Format(f) => match f.value.to_lowercase().as_str() {
+                    "text" => (o.csv, o.binary) = (false, false),
+                    "csv" => (o.csv, o.binary) = (true, false),
+                    "binary" => (o.csv, o.binary) = (false, true),
+                    other => return Err(Error::Unsupported(format!("FORMAT {other}"))),
+                },
+                CopyOption::Delimiter(c) => o.delimiter = Some(single_byte(*c, "delimiter")?),
+                CopyOption::Null(s) => o.null = Some(s.clone()),
+                CopyOption::Header(h) => o.header = *h,
+                CopyOption::Quote(c) => o.quote = Some(single_byte(*c, "quote")?),
+                CopyOption::Escape(c) => o.escape = Some(single_byte(*c, "escape")?),
+                CopyOption::Freeze(_) => {}
+                CopyOption::Encoding(e)
+                    if e.eq_ignore_ascii_case("utf8") || e.eq_ignore_ascii_case("utf-8") => {}
+                other => return Err(Error::Unsupported(format!("with option {other}"))),
+            }
+        }
+        for option in legacy_options {
+            match option {
+                CopyLegacyOption::Binary => o.binary = true,
+                CopyLegacyOption::Csv(csv_options) => {
+                    o.csv = true;
+                    for option in csv_options {
+                        match option {
+                            CopyLegacyCsvOption::Header => o.header = true,
+                            CopyLegacyCsvOption::Quote(c) => {
+                                o.quote = Some(single_byte(*c, "quote")?)
+                            }
+                            CopyLegacyCsvOption::Escape(c) => {
+                                o.escape = Some(single_byte(*c, "escape")?)
+                            }
+                            other => {
+                                return Err(Error::Unsupported(format!("with option {other}")));
+                            }
+                        }
+                    }
+                }
+                CopyLegacyOption::Delimiter(c) => o.delimiter = Some(single_byte(*c, "delimiter")?),
+                CopyLegacyOption::Null(s) => o.null = Some(s.clone()),
+                other => return Err(Error::Unsupported(format!("with option {other}"))),
+            }
+        }
+        if o.binary {
+            let text_options = [
+                ("CSV", o.csv),
+                ("DELIMITER", o.delimiter.is_some()),
+                ("NULL", o.null.is_some()),
+                ("HEADER", o.header),
+                ("QUOTE", o.quote.is_some()),
+                ("ESCAPE", o.escape.is_some()),
+            ];
+            if let Some((option, _)) = text_options.iter().find(|(_, given)| *given) {
+                return Err(Error::Unsupported(format!("{option} in binary format")));
+            }
+        }
+        Ok(o)
+    }
+
+    /// The text or CSV format the options describe, with PostgreSQL's defaults (unused for
+    /// binary, which has no options).
+    fn format(self) -> Result<Format> {
+        let quote = self.quote.unwrap_or(b'"');
+        if self.csv {
+            return Ok(Format::Csv {
+                delimiter: self.delimiter.unwrap_or(b','),
+                quote,
+                escape: self.escape.unwrap_or(quote),
+                null: self.null.unwrap_or_default(),
+                header: self.header,
+            });
+        }
+        if self.header {
+            return Err(Error::Unsupported("HEADER in text format".into()));
+        }
+        Ok(Format::Text {
+            delimiter: self.delimiter.unwrap_or(b'\t'),
+            null: self.null.unwrap_or_else(|| "\\N".into()),
+        })
+    }
+}
+
 fn single_byte(c: char, what: &str) -> Result<u8> {
     u8::try_from(c)
         .ok()
@@ -167,125 +301,18 @@ impl CopyIn {
         if *target != CopyTarget::Stdin {
             return Err(Error::Unsupported(format!("FROM {target}")));
         }
-        let CopySource::Table {
-            table_name,
-            columns,
-        } = source
-        else {
-            return Err(Error::Unsupported("FROM a query".into()));
-        };
-        let table = crate::sql::resolve_table(catalog, table_name)
-            .ok_or_else(|| Error::UnknownTable(table_name.to_string()))?
-            .clone();
-        let columns: Vec<String> = if columns.is_empty() {
-            table
-                .schema
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect()
-        } else {
-            columns.iter().map(crate::sql::normalize_ident).collect()
-        };
-        for column in &columns {
-            if table.index_of(column).is_none() {
-                return Err(Error::UnknownColumn {
-                    table: table.name.clone(),
-                    column: column.clone(),
-                });
-            }
-        }
-
-        let mut csv = false;
-        let mut binary = false;
-        let mut delimiter = None;
-        let mut null = None;
-        let mut quote = None;
-        let mut escape = None;
-        let mut header = false;
-        for option in options {
-            match option {
-                CopyOption::Format(f) => match f.value.to_lowercase().as_str() {
-                    "text" => (csv, binary) = (false, false),
-                    "csv" => (csv, binary) = (true, false),
-                    "binary" => (csv, binary) = (false, true),
-                    other => return Err(Error::Unsupported(format!("FORMAT {other}"))),
-                },
-                CopyOption::Delimiter(c) => delimiter = Some(single_byte(*c, "delimiter")?),
-                CopyOption::Null(s) => null = Some(s.clone()),
-                CopyOption::Header(h) => header = *h,
-                CopyOption::Quote(c) => quote = Some(single_byte(*c, "quote")?),
-                CopyOption::Escape(c) => escape = Some(single_byte(*c, "escape")?),
-                CopyOption::Freeze(_) => {}
-                CopyOption::Encoding(e)
-                    if e.eq_ignore_ascii_case("utf8") || e.eq_ignore_ascii_case("utf-8") => {}
-                other => return Err(Error::Unsupported(format!("with option {other}"))),
-            }
-        }
-        for option in legacy_options {
-            match option {
-                CopyLegacyOption::Binary => binary = true,
-                CopyLegacyOption::Csv(csv_options) => {
-                    csv = true;
-                    for o in csv_options {
-                        match o {
-                            CopyLegacyCsvOption::Header => header = true,
-                            CopyLegacyCsvOption::Quote(c) => {
-                                quote = Some(single_byte(*c, "quote")?)
-                            }
-                            CopyLegacyCsvOption::Escape(c) => {
-                                escape = Some(single_byte(*c, "escape")?)
-                            }
-                            other => {
-                                return Err(Error::Unsupported(format!("with option {other}")));
-                            }
-                        }
-                    }
-                }
-                CopyLegacyOption::Delimiter(c) => delimiter = Some(single_byte(*c, "delimiter")?),
-                CopyLegacyOption::Null(s) => null = Some(s.clone()),
-                other => return Err(Error::Unsupported(format!("with option {other}"))),
-            }
-        }
-        if binary {
-            let text_options = [
-                ("CSV", csv),
-                ("DELIMITER", delimiter.is_some()),
-                ("NULL", null.is_some()),
-                ("HEADER", header),
-                ("QUOTE", quote.is_some()),
-                ("ESCAPE", escape.is_some()),
-            ];
-            if let Some((option, _)) = text_options.iter().find(|(_, given)| *given) {
-                return Err(Error::Unsupported(format!("{option} in binary format")));
-            }
-        }
-        let binary = binary
+        let (table, columns) = target_columns(source, catalog)?;
+        let options = Options::parse(options, legacy_options)?;
+        let binary = options
+            .binary
             .then(|| binary::Decoder::new(&table, &columns))
             .transpose()?;
-        let quote = quote.unwrap_or(b'"');
-        let format = if csv {
-            Format::Csv {
-                delimiter: delimiter.unwrap_or(b','),
-                quote,
-                escape: escape.unwrap_or(quote),
-                null: null.unwrap_or_default(),
-                header,
-            }
-        } else {
-            if header {
-                return Err(Error::Unsupported("HEADER in text format".into()));
-            }
-            Format::Text {
-                delimiter: delimiter.unwrap_or(b'\t'),
-                null: null.unwrap_or_else(|| "\\N".into()),
-            }
-        };
+        let skip_header = options.header;
         Ok(CopyIn {
             table,
-            skip_header: header,
+            skip_header,
             columns,
-            format,
+            format: options.format()?,
             pending: Vec::new(),
             line: 0,
             held: Vec::new(),
