@@ -12,6 +12,12 @@
 //! it. A flush commit can then record `V` as "every row of this table with a sequence `<= V` is
 //! in Delta", which is what crash recovery needs. Memory is counted in Arrow bytes against a
 //! budget; writers consult [`Buffer::wait_for_space`] before appending to the WAL.
+//!
+//! Rows whose window had already ended when they arrived (backfill, lagging agents) share
+//! their UTC day's *late* bucket, sealed at once and pruned by its latest row, so a 7-day batch
+//! splits into one piece per (project, day), not per window. A bucket's trailing small chunks
+//! (single-row inserts) are merged a few dozen at a time, in levels, keeping left-out columns
+//! shared ([`crate::engine::batch`]); the pieces a bulk batch splits into stay as inserted.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;

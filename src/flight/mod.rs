@@ -47,7 +47,7 @@ use crate::engine::ingest::Ingest;
 use crate::engine::schema::Catalog;
 use crate::error::SqlState;
 use crate::sql::error::sqlstate_of;
-use put::*;
+use put::store_stream;
 
 type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
 type DoPutStream = Pin<Box<dyn Stream<Item = Result<PutResult, Status>> + Send + 'static>>;

@@ -14,7 +14,7 @@ use arrow_flight::sql::server::PeekableFlightDataStream;
 use futures::{Stream, StreamExt};
 use tonic::Status;
 
-use crate::flight::*;
+use crate::flight::TimeFusionFlight;
 
 /// Batches of one DoPut stream that may be on their way into the WAL at once. Several per
 /// stream let one group commit carry more rows; acknowledgements still come in stream order.

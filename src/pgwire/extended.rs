@@ -28,8 +28,8 @@ use pgwire::messages::extendedquery::{
     TARGET_TYPE_BYTE_STATEMENT,
 };
 
-use crate::pgwire::copy::handler::*;
-use crate::pgwire::simple::*;
+use crate::pgwire::copy::handler::send_copy_out;
+use crate::pgwire::simple::parse_plain;
 use crate::pgwire::wire_text;
 use crate::pgwire::{cancel, settings};
 use crate::sql::colname;

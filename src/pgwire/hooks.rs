@@ -22,7 +22,7 @@ use crate::engine::core::Maintenance;
 use crate::engine::ingest::Ingest;
 use crate::engine::schema::Catalog;
 use crate::error::SqlState;
-use crate::pgwire::errors::*;
+use crate::pgwire::errors::{no_rows_plan, user_error};
 use crate::sql::colname;
 use crate::sql::values;
 

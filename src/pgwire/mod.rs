@@ -38,12 +38,14 @@ use crate::config::AuthMethod;
 use crate::engine::core::Maintenance;
 use crate::engine::ingest::Ingest;
 use crate::engine::schema::Catalog;
-use crate::pgwire::auth::*;
-use crate::pgwire::copy::handler::*;
-use crate::pgwire::errors::*;
-use crate::pgwire::extended::*;
-use crate::pgwire::hooks::*;
-use crate::pgwire::simple::*;
+use crate::pgwire::auth::{PasswordAuth, Tls};
+use crate::pgwire::copy::handler::{CopyHook, CopyRows};
+use crate::pgwire::errors::SqlStateErrors;
+use crate::pgwire::extended::{ExtendedQueries, Parser};
+use crate::pgwire::hooks::{
+    AbortedTransactionHook, Hook, LiteralInsertHook, RewriteHook, SavepointHook, VacuumHook,
+};
+use crate::pgwire::simple::SimpleQueries;
 use crate::sql::colname;
 
 /// The handlers pgwire calls for each connection.

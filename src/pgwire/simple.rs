@@ -23,9 +23,9 @@ use pgwire::messages::simplequery::Query;
 
 use crate::error::SqlState;
 use crate::pgwire::cancel;
-use crate::pgwire::copy::handler::*;
-use crate::pgwire::errors::*;
-use crate::pgwire::hooks::*;
+use crate::pgwire::copy::handler::send_copy_out;
+use crate::pgwire::errors::user_error;
+use crate::pgwire::hooks::{Hook, LiteralInsertHook};
 use crate::pgwire::wire_text;
 use crate::sql::colname;
 use crate::sql::statement_text;
@@ -177,7 +177,7 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
-        // In a failed transaction block the hooks refuse the INSERT ([`AbortedTransactionHook`]).
+        // In a failed transaction block the hooks refuse the INSERT (`hooks::AbortedTransactionHook`).
         if client.transaction_status() != TransactionStatus::Error
             && let Some(result) = self.literal_insert(query).await
         {

@@ -25,7 +25,7 @@ use crate::engine::ingest::Ingest;
 use crate::engine::schema::Catalog;
 use crate::error::SqlState;
 use crate::pgwire::copy::{CopyIn, CopyOut};
-use crate::pgwire::errors::*;
+use crate::pgwire::errors::{no_rows_plan, user_error};
 use crate::pgwire::hooks::Answer;
 
 /// The `COPY … FROM STDIN` running on a connection, kept in its session extensions between

@@ -15,7 +15,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::logical_expr::{Expr, ExprSchemable};
 
-use crate::sql::functions::*;
+use crate::sql::functions::{is_text, shaped};
 
 /// Plans PostgreSQL's JSON operators on text columns.
 #[derive(Debug)]

@@ -12,7 +12,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
-use crate::sql::functions::*;
+use crate::sql::functions::shaped;
 
 /// `array_length(array, dimension)` as in PostgreSQL: an `int4`, and NULL for an empty array
 /// (or a dimension it does not have) where DataFusion's gives 0. The work is DataFusion's.

@@ -18,7 +18,7 @@ use datafusion::logical_expr::{
 };
 
 use crate::engine::MICROS_PER_DAY;
-use crate::sql::functions::*;
+use crate::sql::functions::shaped;
 
 /// `time_bucket`, TimescaleDB's bucketing function.
 #[derive(Debug, PartialEq, Eq, Hash)]
