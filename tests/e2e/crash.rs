@@ -2,16 +2,14 @@
 //! (several rounds, flushes running), restart, and check that every acknowledged row is
 //! there exactly once and that no row at all is duplicated.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::common::*;
 use arrow::array::{RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{FlightClient, FlightDescriptor};
-use common::*;
 use futures::TryStreamExt;
 use rand::Rng;
 

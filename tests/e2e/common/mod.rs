@@ -1,6 +1,5 @@
 //! Helpers for end-to-end tests: spawn the real `timefusion` binary on port 0 against a
 //! temporary data directory and talk to it with real clients.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

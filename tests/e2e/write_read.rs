@@ -1,14 +1,12 @@
 //! End to end over pgwire: insert → select, flush → select exactly once, concurrency with
 //! flushes, SQLSTATEs, psql, graceful shutdown and the Delta table read by delta-rs Python.
 
-mod common;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn insert_then_select_with_tokio_postgres() {

@@ -1,13 +1,11 @@
 //! TimeFusion against a real S3 server (SeaweedFS run as a process): tables in the bucket,
 //! read by other Delta readers; atomic commits; the Foyer cache in front of the bucket.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::seaweed::Seaweed;
-use common::*;
+use crate::common::seaweed::Seaweed;
+use crate::common::*;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions};
 

@@ -3,11 +3,9 @@
 //! default `TIMEFUSION_STATEMENT_TIMEOUT_MS`. Each stop is SQLSTATE 57014 and leaves the
 //! connection usable.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use tokio_postgres::error::SqlState;
 
 /// A statement that takes minutes: DataFusion counts ten billion generated rows.

@@ -1,15 +1,13 @@
 //! S3 goes away while rows keep arriving: inserts are still acknowledged from the WAL, queries
 //! over buffered rows still answer, and once S3 is back every acknowledged row reaches the
-//! bucket exactly once. Its own test binary because it stops and restarts the S3 server.
-
-mod common;
+//! bucket exactly once. It stops and restarts its own S3 server, which no other test uses.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::seaweed::Seaweed;
-use common::*;
+use crate::common::seaweed::Seaweed;
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_rows_survive_an_s3_outage_exactly_once() {

@@ -22,11 +22,9 @@
 //! `statement ok` records whose SQL begins with `INSERT` load data and run in the first pass
 //! only; every other record runs in both passes.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use tokio_postgres::SimpleQueryMessage;
 
 #[derive(Debug)]
