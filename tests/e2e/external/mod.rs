@@ -3,6 +3,7 @@
 //! SeaweedFS, all installed by `scripts/test-deps.sh`. Without them, run the rest with
 //! `cargo test -- --skip external::`; every module outside this one needs none of them.
 
+mod delta_rs_python;
 mod flight_python;
 mod jdbc;
 mod node_pg;
