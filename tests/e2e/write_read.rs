@@ -231,17 +231,28 @@ async fn rows_are_seen_exactly_once_after_they_flush_to_delta() {
     // Partitioned by project and date, files are zstd Parquet.
     let p1 = dir.path().join("tables").join(TABLE).join("project_id=p1");
     assert!(p1.is_dir(), "project partition directory exists");
-    let plan: Vec<String> = client
-        .query(
-            &format!("EXPLAIN SELECT id, name FROM {TABLE} WHERE project_id = 'p2'"),
-            &[],
-        )
-        .await
-        .expect("explain")
-        .iter()
-        .map(|r| r.get::<_, String>(1))
-        .collect();
-    let plan = plan.join("\n");
+    let plan = || async {
+        let plan: Vec<String> = client
+            .query(
+                &format!("EXPLAIN SELECT id, name FROM {TABLE} WHERE project_id = 'p2'"),
+                &[],
+            )
+            .await
+            .expect("explain")
+            .iter()
+            .map(|r| r.get::<_, String>(1))
+            .collect();
+        plan.join("\n")
+    };
+    // The commit is on disk a moment before the server publishes it (a reader of the new
+    // version, the flushed rows out of its buffer), and the plan is the server's.
+    eventually(
+        Duration::from_secs(60),
+        "the server to read the flushed rows from Delta",
+        || async { plan().await.contains("project_id=p2/date=") },
+    )
+    .await;
+    let plan = plan().await;
     // Only p2's Delta partition is scanned: project pruning reached the Delta file list.
     assert!(plan.contains("project_id=p2/date="), "{plan}");
     assert!(!plan.contains("project_id=p1/"), "{plan}");
