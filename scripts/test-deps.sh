@@ -2,8 +2,9 @@
 # Installs what the tests need on a fresh machine: psql, openssl, pgjdbc and a JDK, Node's `pg`
 # under tests/node, and a Python virtualenv (`$TIMEFUSION_VENV`, default `.venv`) with delta-rs
 # `deltalake`, pyarrow, ADBC, psycopg and SeaweedFS, the S3 server the S3 tests start as a
-# process. The tests find that virtualenv the same way (tests/common/mod.rs `venv_bin`).
-# The README's test command: `scripts/test-deps.sh && cargo test`.
+# process. The tests find that virtualenv the same way (tests/e2e/common/mod.rs `venv_bin`).
+# The README's test command: `scripts/test-deps.sh && cargo test`. Without what this installs
+# beyond psql and openssl, `cargo test -- --skip external::` runs the rest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,5 +25,5 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
-# node-postgres for tests/node_pg.rs, pinned by tests/node/package-lock.json.
+# node-postgres for tests/e2e/external/node_pg.rs, pinned by tests/node/package-lock.json.
 (cd tests/node && npm ci --no-audit --no-fund --silent)

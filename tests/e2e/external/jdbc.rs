@@ -2,12 +2,10 @@
 //! against the real server: prepared statements and the `DatabaseMetaData` calls schema
 //! browsers make (`getTables`, `getColumns`).
 
-mod common;
-
 use std::collections::HashMap;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 const JAR: &str = "/usr/share/java/postgresql.jar";
 

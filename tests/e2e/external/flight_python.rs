@@ -2,11 +2,9 @@
 //! a wrong token, a wrong schema) and the ADBC Flight SQL driver for queries. Rows sent over
 //! gRPC are counted over pgwire with the same result.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn pyarrow_flight_and_adbc_clients() {

@@ -1,6 +1,7 @@
 //! A real S3 server for the tests: SeaweedFS (`weed mini`, installed from PyPI by
 //! `scripts/test-deps.sh`), run as a child process on free loopback ports with one bucket.
 
+use std::collections::HashSet;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -181,6 +182,56 @@ impl Seaweed {
                 .build()
                 .expect("S3 client"),
         )
+    }
+
+    /// The file names of the Delta commits of the test table under `prefix`, in version order
+    /// (none while the bucket cannot be listed).
+    pub async fn log_versions(&self, prefix: &str) -> Vec<String> {
+        use futures::TryStreamExt;
+        let log = object_store::path::Path::from(format!("{prefix}/{}/_delta_log", super::TABLE));
+        let mut names: Vec<String> = self
+            .store()
+            .list(Some(&log))
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| m.location.filename().map(str::to_string))
+            .filter(|n| n.ends_with(".json"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The writers of the test table's commits from version `from` on: the application ids
+    /// of their `txn` actions, which a TimeFusion server's flush commits carry (its WAL id).
+    pub async fn committers(&self, prefix: &str, from: u64) -> HashSet<String> {
+        let store = self.store();
+        let mut writers = HashSet::new();
+        for name in self.log_versions(prefix).await {
+            let version: u64 = name
+                .trim_end_matches(".json")
+                .parse()
+                .expect("a commit file");
+            if version < from {
+                continue;
+            }
+            let path = format!("{prefix}/{}/_delta_log/{name}", super::TABLE);
+            let commit = store
+                .get(&object_store::path::Path::from(path))
+                .await
+                .expect("get commit")
+                .bytes()
+                .await
+                .expect("commit bytes");
+            for action in commit.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let action: serde_json::Value = serde_json::from_slice(action).expect("json");
+                if let Some(writer) = action["txn"]["appId"].as_str() {
+                    writers.insert(writer.to_string());
+                }
+            }
+        }
+        writers
     }
 
     /// Storage options for delta-rs readers (Rust and Python).

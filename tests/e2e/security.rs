@@ -3,12 +3,10 @@
 //! set-up that fails stops the server instead of serving plaintext; an empty password needs
 //! `PGWIRE_INSECURE_NO_PASSWORD`.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 
 /// A self-signed certificate and key for 127.0.0.1 / localhost, made with openssl.
 fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {

@@ -1,8 +1,7 @@
 //! Helpers for end-to-end tests: spawn the real `timefusion` binary on port 0 against a
 //! temporary data directory and talk to it with real clients.
-#![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -20,6 +19,8 @@ pub struct TestServer {
     pub port: u16,
     pub grpc_port: u16,
     pub data_dir: PathBuf,
+    /// Every line the server has written to stderr (its log), for [`TestServer::logged`].
+    log: Arc<parking_lot::Mutex<Vec<String>>>,
 }
 
 impl TestServer {
@@ -34,11 +35,21 @@ impl TestServer {
             .env("GRPC_PORT", "0")
             .env("TIMEFUSION_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::piped());
         for (k, v) in env {
             command.env(k, v);
         }
         let mut child = command.spawn().expect("spawn timefusion");
+        let log = shared(Vec::new());
+        let stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        let lines_of_log = log.clone();
+        // Passed on to this process's stderr as it comes (as if inherited), and kept.
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = writeln!(std::io::stderr(), "{line}");
+                lines_of_log.lock().push(line);
+            }
+        });
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let (port, grpc_port) = loop {
@@ -63,7 +74,13 @@ impl TestServer {
             port,
             grpc_port,
             data_dir: data_dir.to_path_buf(),
+            log,
         }
+    }
+
+    /// How many lines the server has logged so far that contain `text`.
+    pub fn logged(&self, text: &str) -> usize {
+        self.log.lock().iter().filter(|l| l.contains(text)).count()
     }
 
     pub fn url(&self) -> String {

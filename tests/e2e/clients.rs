@@ -2,9 +2,7 @@
 //! catalog functions tools call on connect, several statements in one simple query, session
 //! commands, transactions and typed parameters — each against the real server.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::types::Type;
 

@@ -10,9 +10,7 @@
 //! the replay reads them from the server the same way. All failures of a file are reported
 //! together.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tokio_postgres::SimpleQueryMessage;
 
 struct Entry {

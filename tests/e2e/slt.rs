@@ -21,12 +21,15 @@
 //!
 //! `statement ok` records whose SQL begins with `INSERT` load data and run in the first pass
 //! only; every other record runs in both passes.
-
-mod common;
+//!
+//! Hand-written rather than the `sqllogictest` crate (DataFusion's runner), which would read
+//! these files as they are: its dependency on rand 0.8 turns on getrandom 0.2's `std` feature
+//! in test builds only, so `cargo test` would compile ring, rustls, object_store, parquet,
+//! DataFusion and deltalake a second time instead of sharing `cargo build`'s artifacts.
 
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use tokio_postgres::SimpleQueryMessage;
 
 #[derive(Debug)]

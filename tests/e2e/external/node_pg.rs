@@ -1,11 +1,9 @@
 //! Node `pg` (node-postgres, the driver of most Node.js tools) against the real server:
 //! parameterized inserts and queries, typed results, SQLSTATEs.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn node_pg_inserts_and_queries_with_parameters() {

@@ -2,10 +2,9 @@
 //! subset of columns and other-but-castable types, per-batch acknowledgements, rows counted
 //! over pgwire; token and schema errors; Flight SQL queries, prepared statements and metadata.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::*;
 use arrow::array::{
     Array, ArrayRef, AsArray, DictionaryArray, Int64Array, RecordBatch, StringViewArray,
     StructArray, TimestampNanosecondArray,
@@ -16,7 +15,6 @@ use arrow_flight::error::FlightError;
 use arrow_flight::sql::CommandGetTables;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::{FlightClient, FlightDescriptor};
-use common::*;
 use futures::TryStreamExt;
 use tonic::transport::Channel;
 

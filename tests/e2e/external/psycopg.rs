@@ -3,11 +3,9 @@
 //! results, SQLSTATEs; then
 //! SQLAlchemy's connect-time probes (savepoints, `to_regtype`) and table listing.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn psycopg_binds_copies_and_reads() {

@@ -1,35 +1,16 @@
 //! TimeFusion against a real S3 server (SeaweedFS run as a process): tables in the bucket,
 //! read by other Delta readers; atomic commits; the Foyer cache in front of the bucket.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::seaweed::Seaweed;
-use common::*;
+use crate::common::seaweed::Seaweed;
+use crate::common::*;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutMode, PutOptions};
 
 fn refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
     env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
-}
-
-async fn log_versions(weed: &Seaweed, prefix: &str) -> Vec<String> {
-    use futures::TryStreamExt;
-    let log = Path::from(format!("{prefix}/{TABLE}/_delta_log"));
-    let mut names: Vec<String> = weed
-        .store()
-        .list(Some(&log))
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|m| m.location.filename().map(str::to_string))
-        .filter(|n| n.ends_with(".json"))
-        .collect();
-    names.sort();
-    names
 }
 
 async fn cache_stats(client: &tokio_postgres::Client) -> (i64, i64, i64) {
@@ -61,7 +42,7 @@ async fn tables_live_in_the_bucket_and_delta_rs_reads_them() {
         Duration::from_secs(60),
         "a flush commit in the bucket",
         || async {
-            log_versions(&weed, "e2e")
+            weed.log_versions("e2e")
                 .await
                 .iter()
                 .any(|n| n == "00000000000000000001.json")
@@ -153,17 +134,25 @@ async fn concurrent_flushes_from_two_servers_keep_every_row() {
     let b = TestServer::start(dir_b.path(), &refs(&env));
     let (ca, cb) = (a.client().await, b.client().await);
     for round in 0..5 {
+        let next = weed.log_versions("race").await.len() as u64;
         let sql_a = insert_sql("pa", &ids(&format!("a{round}"), 20), past_micros(1));
         let sql_b = insert_sql("pb", &ids(&format!("b{round}"), 20), past_micros(1));
         let (ra, rb) = tokio::join!(ca.execute(&sql_a, &[]), cb.execute(&sql_b, &[]));
         ra.expect("insert a");
         rb.expect("insert b");
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        // Both servers commit this round's rows before the next round: five rounds of two
+        // flush commits for the same next versions.
+        eventually(
+            Duration::from_secs(60),
+            "a flush commit of each server",
+            || async { weed.committers("race", next).await.len() == 2 },
+        )
+        .await;
     }
     drop((ca, cb));
     assert!(a.terminate().success());
     assert!(b.terminate().success());
-    let versions = log_versions(&weed, "race").await;
+    let versions = weed.log_versions("race").await;
     let reader = TestServer::start(tempfile::tempdir().expect("c").path(), &refs(&env));
     let client = reader.client().await;
     assert_eq!(

@@ -3,11 +3,10 @@
 //! default `TIMEFUSION_STATEMENT_TIMEOUT_MS`. Each stop is SQLSTATE 57014 and leaves the
 //! connection usable.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
+use tokio_postgres::CancelToken;
 use tokio_postgres::error::SqlState;
 
 /// A statement that takes minutes: DataFusion counts ten billion generated rows.
@@ -24,15 +23,26 @@ fn assert_canceled<T: std::fmt::Debug>(result: Result<T, tokio_postgres::Error>,
     assert!(db.message().contains(reason), "{}", db.message());
 }
 
-/// Sends a cancel request for `client`'s connection in half a second, from another task.
-fn cancel_soon(
-    client: &tokio_postgres::Client,
-) -> tokio::task::JoinHandle<Result<(), tokio_postgres::Error>> {
-    let cancel = client.cancel_token();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        cancel.cancel_query(tokio_postgres::NoTls).await
-    })
+/// Runs `query` while sending a cancel request with `cancel` every 50 ms, until the query
+/// returns. A cancel request stops only the statement running when it arrives (as in
+/// PostgreSQL; one that comes before the statement starts does nothing), and the server shows
+/// no statement as running, so rather than guess when the statement has started, the
+/// requests repeat until it ends. Each request is sent before the next tick; the last one may
+/// still be on its way when the query returns, but the next statement needs a round trip on
+/// the connection first.
+async fn cancelling<T>(cancel: &CancelToken, query: impl Future<Output = T>) -> T {
+    let mut query = std::pin::pin!(query);
+    let mut every = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut query => return result,
+            _ = every.tick() => cancel
+                .cancel_query(tokio_postgres::NoTls)
+                .await
+                .expect("cancel request sent"),
+        }
+    }
 }
 
 async fn show_timeout(client: &tokio_postgres::Client) -> String {
@@ -113,32 +123,28 @@ async fn a_cancel_request_stops_a_running_query() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path(), &[]);
     let client = server.client().await;
-    let canceller = cancel_soon(&client);
-    let result = tokio::time::timeout(GRACE, client.query_one(ENDLESS, &[]))
-        .await
-        .expect("the cancel request stopped the query");
+    let result = tokio::time::timeout(
+        GRACE,
+        cancelling(&client.cancel_token(), client.query_one(ENDLESS, &[])),
+    )
+    .await
+    .expect("the cancel request stopped the query");
     assert_canceled(result, "user request");
-    canceller
-        .await
-        .expect("canceller task")
-        .expect("cancel request sent");
 
-    // A cancel request with another connection's key does not reach this one: the running
-    // query here ends by its own timeout, not by that cancel.
+    // Cancel requests with another connection's key, sent all the while, do not reach this
+    // one: the running query here ends by its own timeout, not by those cancels.
     client
         .batch_execute("SET statement_timeout = '3s'")
         .await
         .expect("SET");
     let other = server.client().await;
-    let canceller = cancel_soon(&other);
-    let result = tokio::time::timeout(GRACE, client.query_one(ENDLESS, &[]))
-        .await
-        .expect("the timeout stopped the query");
+    let result = tokio::time::timeout(
+        GRACE,
+        cancelling(&other.cancel_token(), client.query_one(ENDLESS, &[])),
+    )
+    .await
+    .expect("the timeout stopped the query");
     assert_canceled(result, "statement timeout");
-    canceller
-        .await
-        .expect("canceller task")
-        .expect("cancel request sent");
     let n: i64 = client
         .query_one("SELECT count(*) FROM generate_series(1, 10)", &[])
         .await
@@ -351,7 +357,8 @@ async fn each_execute_of_a_portal_gets_its_own_statement_timeout() {
             .await
             .expect("each fetch well within its own timeout");
         values.extend(rows.iter().map(|row| row.get::<_, i64>(0)));
-        // 1.6 s of fetches in all: more than one timeout, less than one per Execute.
+        // The sleep is the test: a slow reader, 1.6 s of fetches in all, more than one
+        // timeout but less than one per Execute.
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     assert_eq!(values, (1..=20).collect::<Vec<i64>>());

@@ -2,13 +2,11 @@
 //! (extended protocol) and psql (simple protocol), errors with SQLSTATEs, and the rows flushed
 //! to Delta exactly once; `COPY … TO STDOUT` in text, CSV and binary.
 
-mod common;
-
 use std::io::Write;
 use std::process::Stdio;
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use futures::SinkExt;
 
 async fn copy_in(

@@ -1,19 +1,19 @@
 //! Crash recovery: insert from several connections (pgwire and Arrow Flight), `kill -9` the server at random points
 //! (several rounds, flushes running), restart, and check that every acknowledged row is
-//! there exactly once and that no row at all is duplicated.
-
-mod common;
+//! there exactly once and that no row at all is duplicated. The kill instants come from a
+//! seeded RNG whose seed the test prints; `TIMEFUSION_TEST_SEED=<seed>` replays them.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::common::*;
 use arrow::array::{RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{FlightClient, FlightDescriptor};
-use common::*;
 use futures::TryStreamExt;
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 async fn flight_client(port: u16) -> FlightClient {
     let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
@@ -62,6 +62,17 @@ async fn flight_put(
     std::str::from_utf8(&ack.app_metadata).ok()?.parse().ok()
 }
 
+/// The seed of the kill instants: `TIMEFUSION_TEST_SEED` to replay a run, else a fresh one. It
+/// fixes when each round's kill comes, not how far the writers got by then.
+fn seed() -> u64 {
+    match std::env::var("TIMEFUSION_TEST_SEED") {
+        Ok(seed) => seed
+            .parse()
+            .unwrap_or_else(|e| panic!("TIMEFUSION_TEST_SEED={seed:?}: not a u64: {e}")),
+        Err(_) => rand::random(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -70,7 +81,9 @@ async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
         ("TIMEFUSION_WAL_SEGMENT_MB", "1"),
     ];
     let acked = shared(HashSet::<String>::new());
-    let mut rng = rand::rng();
+    let seed = seed();
+    eprintln!("kill instants from seed {seed}; replay with TIMEFUSION_TEST_SEED={seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
     const ROUNDS: usize = 4;
     for round in 0..ROUNDS {
         let server = TestServer::start(dir.path(), &env);
@@ -111,6 +124,7 @@ async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
                 }
             }));
         }
+        // The sleep is the test: the kill lands at a random instant of the writes and flushes.
         let delay = rng.random_range(500..3000);
         tokio::time::sleep(Duration::from_millis(delay)).await;
         server.kill9();
@@ -129,20 +143,20 @@ async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
             let id: String = row.get(0);
             assert!(
                 seen.insert(id.clone()),
-                "round {round}: row {id} is duplicated after recovery"
+                "round {round} (seed {seed}): row {id} is duplicated after recovery"
             );
         }
         let acked = acked.lock().clone();
         let in_delta = delta_rows(dir.path()).await;
         eprintln!(
-            "round {round}: killed after {delay} ms; {} rows acknowledged so far, {} recovered, {in_delta} in Delta",
+            "round {round} (seed {seed}): killed after {delay} ms; {} rows acknowledged so far, {} recovered, {in_delta} in Delta",
             acked.len(),
             seen.len()
         );
         let missing: Vec<_> = acked.difference(&seen).take(5).collect();
         assert!(
             missing.is_empty(),
-            "round {round}: acknowledged rows lost: {missing:?} (of {})",
+            "round {round} (seed {seed}): acknowledged rows lost: {missing:?} (of {})",
             acked.len()
         );
         assert!(

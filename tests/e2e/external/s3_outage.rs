@@ -1,15 +1,16 @@
 //! S3 goes away while rows keep arriving: inserts are still acknowledged from the WAL, queries
 //! over buffered rows still answer, and once S3 is back every acknowledged row reaches the
-//! bucket exactly once. Its own test binary because it stops and restarts the S3 server.
-
-mod common;
+//! bucket exactly once. It stops and restarts its own S3 server, which no other test uses.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::seaweed::Seaweed;
-use common::*;
+use crate::common::seaweed::Seaweed;
+use crate::common::*;
+
+/// What the server's flusher logs when a flush fails (and will be retried).
+const FLUSH_FAILED: &str = "flush failed";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_rows_survive_an_s3_outage_exactly_once() {
@@ -38,21 +39,30 @@ async fn acknowledged_rows_survive_an_s3_outage_exactly_once() {
                     .expect("insert acknowledged");
                 *acked.lock() += 10;
                 i += 1;
+                // Pacing, not waiting: a steady stream of inserts across the outage.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
     };
     let client = server.client().await;
-    eventually(Duration::from_secs(30), "a first flush", || async {
-        let acked_now = *acked.lock();
-        acked_now > 0 && count(&client, "").await >= acked_now
+    // Version 0 is the table's creation; version 1, the first flush.
+    eventually(Duration::from_secs(60), "a first flush commit", || async {
+        weed.log_versions("outage").await.len() > 1
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
 
     weed.stop();
     let during = *acked.lock();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The outage lasts until two flushes have failed against it (the second one, after the
+    // flusher's backoff, first tries to settle the failed one) and more inserts were
+    // acknowledged meanwhile.
+    let failed = server.logged(FLUSH_FAILED);
+    eventually(
+        Duration::from_secs(60),
+        "two failed flushes and acknowledged inserts while S3 is down",
+        || async { server.logged(FLUSH_FAILED) >= failed + 2 && *acked.lock() > during },
+    )
+    .await;
     let later = *acked.lock();
     assert!(
         later > during,
@@ -74,7 +84,13 @@ async fn acknowledged_rows_survive_an_s3_outage_exactly_once() {
     );
 
     weed.restart().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let committed = weed.log_versions("outage").await.len();
+    eventually(
+        Duration::from_secs(120),
+        "a flush commit once S3 is back, with the writer still running",
+        || async { weed.log_versions("outage").await.len() > committed },
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     writer.await.expect("writer");
     let total = *acked.lock();

@@ -1,12 +1,10 @@
 //! Table maintenance (`VACUUM` over SQL and the background pass): compaction, checkpoints,
 //! vacuum and retention change file counts, never query results, and lose no concurrent row.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Parquet data files on disk under `dir` (not the Delta log).
 fn data_files(dir: &Path) -> usize {

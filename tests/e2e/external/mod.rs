@@ -1,0 +1,12 @@
+//! Tests that need more than psql and openssl: a JDK with pgjdbc, Node with node-postgres, the
+//! Python virtualenv (psycopg, pyarrow, delta-rs `deltalake`, the ADBC Flight SQL driver) or
+//! SeaweedFS, all installed by `scripts/test-deps.sh`. Without them, run the rest with
+//! `cargo test -- --skip external::`; every module outside this one needs none of them.
+
+mod delta_rs_python;
+mod flight_python;
+mod jdbc;
+mod node_pg;
+mod psycopg;
+mod s3;
+mod s3_outage;
