@@ -5,7 +5,7 @@
 //! exchange's state must not be shared) and a process id and secret key from one shared
 //! generator, which cancel requests are matched by. TLS is rustls (ring) for `sslmode=require`
 //! clients, with SCRAM channel binding; a certificate that cannot be loaded stops the server.
-//! Tests: `tests/security.rs`.
+//! Tests: `tests/e2e/security.rs`.
 
 use std::sync::Arc;
 

@@ -7,7 +7,7 @@
 //! `Execute` of a portal is its own interruptible statement ([`crate::pgwire::cancel`]), so a
 //! driver's fetch size gets a deadline per fetch; Parse and Close keep the names of the
 //! connection's prepared statements for `DISCARD ALL` ([`crate::pgwire::settings`]).
-//! Tests: `tests/psycopg.rs`, `tests/jdbc.rs`, `tests/clients.rs`.
+//! Tests: `tests/e2e/external/psycopg.rs`, `tests/e2e/external/jdbc.rs`, `tests/e2e/clients.rs`.
 
 use std::sync::Arc;
 

@@ -13,8 +13,8 @@
 //! `DISCARD ALL` (what connection poolers send between clients) is `RESET ALL` plus closing
 //! every cursor and portal and deallocating every prepared statement (whose names
 //! [`PreparedStatements`] keeps, since pgwire's store cannot list them), 25001 inside a
-//! transaction block. Tests: `tests/clients.rs::settings_stay_in_their_session`,
-//! `tests/interrupt.rs`, `tests/psycopg.rs`.
+//! transaction block. Tests: `tests/e2e/clients.rs::settings_stay_in_their_session`,
+//! `tests/e2e/interrupt.rs`, `tests/e2e/external/psycopg.rs`.
 
 use std::collections::HashMap;
 use std::sync::Arc;

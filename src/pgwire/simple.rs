@@ -5,7 +5,7 @@
 //! dialect and, when it is one literal insert ([`crate::sql::values`]), written straight to
 //! the engine without datafusion-postgres's compatibility parser, whose syntax-tree rewrites
 //! dominated the cost of a large literal `INSERT` (BENCHMARKS.md). `COPY … TO STDOUT` is sent
-//! by [`crate::pgwire::copy::handler`]. Tests: `tests/interrupt.rs`, `tests/clients.rs`.
+//! by [`crate::pgwire::copy::handler`]. Tests: `tests/e2e/interrupt.rs`, `tests/e2e/clients.rs`.
 
 use std::sync::Arc;
 

@@ -17,7 +17,7 @@
 //! - Set-returning functions such as `generate_subscripts`, which SQLAlchemy's reflection
 //!   sends, are rewritten by [`crate::sql::srf`].
 //!
-//! Replays of the tools' queries: `tests/introspection.rs`.
+//! Replays of the tools' queries: `tests/e2e/introspection.rs`.
 
 use std::collections::HashMap;
 use std::sync::Arc;

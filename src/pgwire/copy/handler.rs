@@ -5,7 +5,7 @@
 //! sent here (from the simple-query handler, pgwire's `_on_query` otherwise, and the extended
 //! handler's `do_query`), not by pgwire 0.41, whose `COPY n` tag counts the CSV or binary header
 //! of an empty result as a row and which ends a failed stream with a backend `CopyFail`
-//! PostgreSQL never sends (here: an `ErrorResponse`). Tests: `tests/copy.rs`.
+//! PostgreSQL never sends (here: an `ErrorResponse`). Tests: `tests/e2e/copy.rs`.
 
 use std::sync::Arc;
 
