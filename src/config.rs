@@ -218,8 +218,11 @@ pub struct Config {
     #[arg(long, env = "TIMEFUSION_RETENTION_DAYS", default_value_t = 0)]
     pub retention_days: u64,
 
-    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `timefusion=debug,info`.
-    #[arg(long, env = "TIMEFUSION_LOG", default_value = "info")]
+    /// Log filter (tracing `EnvFilter` syntax). The default shows TimeFusion's own events
+    /// (start-up and recovery, flushes, maintenance, errors) and only warnings and errors of the
+    /// libraries, whose per-query INFO lines (delta-kernel's one per scan) drown them; e.g.
+    /// `info` for everything, `timefusion=debug,warn` for more of TimeFusion's own.
+    #[arg(long, env = "TIMEFUSION_LOG", default_value = "timefusion=info,warn")]
     pub log: String,
 
     /// zstd level of the Parquet files written to Delta (1-22).

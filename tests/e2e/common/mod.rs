@@ -79,6 +79,11 @@ impl TestServer {
     }
 
     /// How many lines the server has logged so far that contain `text`.
+    /// Every line of the server's log so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().clone()
+    }
+
     pub fn logged(&self, text: &str) -> usize {
         self.log.lock().iter().filter(|l| l.contains(text)).count()
     }
