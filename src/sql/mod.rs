@@ -74,7 +74,11 @@ pub fn session_context(
         "timefusion_cache",
         Arc::new(system::CacheStatsTable::new(storage.clone())),
     )?;
-    setup_pg_catalog(&context, DATABASE, Arc::new(AuthManager::default())).map_err(|e| *e)?;
+    // The role provider goes in unwrapped: datafusion-pg-catalog 0.19's
+    // `impl PgCatalogContextProvider for Arc<T>` calls `self.roles()` / `self.role()` on the
+    // `Arc` itself, not on `T`, so any `pg_roles` query through an `Arc` recursed until the
+    // stack overflowed and took the process down. `AuthManager` is cheap to clone (shared maps).
+    setup_pg_catalog(&context, DATABASE, AuthManager::default()).map_err(|e| *e)?;
     catalog::register(&context, DATABASE)?;
     // After the catalog set-up, so TimeFusion's functions win over any of the same name.
     functions::register(&mut context)?;

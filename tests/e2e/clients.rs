@@ -710,3 +710,32 @@ async fn timestamps_and_floats_in_text_results_read_as_postgres_writes_them() {
         ]
     );
 }
+
+/// pgAdmin's role lookup once overflowed the stack (unbounded recursion in
+/// datafusion-pg-catalog's role provider for an `Arc`) and aborted the whole server: it
+/// answers now, in both protocols, and the server goes on serving.
+#[tokio::test]
+async fn role_queries_answer_and_the_server_stays_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    let sql = "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = 'postgres'";
+    let simple = client.simple_query(sql).await.expect("simple protocol");
+    let names: Vec<&str> = simple
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => row.get(0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, ["postgres"]);
+    let rows = client.query(sql, &[]).await.expect("extended protocol");
+    assert_eq!(rows.len(), 1);
+    let other = server.client().await;
+    let one: i64 = other
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("alive")
+        .get(0);
+    assert_eq!(one, 1);
+}
