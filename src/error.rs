@@ -14,7 +14,6 @@ use std::fmt;
 pub struct SqlState(&'static str);
 
 impl SqlState {
-    pub const SUCCESSFUL_COMPLETION: SqlState = SqlState("00000");
     pub const PROTOCOL_VIOLATION: SqlState = SqlState("08P01");
     pub const FEATURE_NOT_SUPPORTED: SqlState = SqlState("0A000");
     pub const NUMERIC_VALUE_OUT_OF_RANGE: SqlState = SqlState("22003");
@@ -31,7 +30,6 @@ impl SqlState {
     pub const ACTIVE_SQL_TRANSACTION: SqlState = SqlState("25001");
     pub const IN_FAILED_SQL_TRANSACTION: SqlState = SqlState("25P02");
     pub const INVALID_AUTHORIZATION_SPECIFICATION: SqlState = SqlState("28000");
-    pub const INVALID_PASSWORD: SqlState = SqlState("28P01");
     pub const SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION: SqlState = SqlState("42000");
     pub const SYNTAX_ERROR: SqlState = SqlState("42601");
     pub const UNDEFINED_COLUMN: SqlState = SqlState("42703");
@@ -47,7 +45,6 @@ impl SqlState {
     pub const CANT_CHANGE_RUNTIME_PARAM: SqlState = SqlState("55P02");
     pub const QUERY_CANCELED: SqlState = SqlState("57014");
     pub const ADMIN_SHUTDOWN: SqlState = SqlState("57P01");
-    pub const SYSTEM_ERROR: SqlState = SqlState("58000");
     pub const IO_ERROR: SqlState = SqlState("58030");
     pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
 
@@ -71,12 +68,6 @@ impl fmt::Display for SqlState {
 impl fmt::Debug for SqlState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SqlState({})", self.0)
-    }
-}
-
-impl PartialEq<&str> for SqlState {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
     }
 }
 

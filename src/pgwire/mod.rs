@@ -184,16 +184,13 @@ impl PgWireServerHandlers for Handlers {
 /// `RowDescription` only: the plan keeps DataFusion's unique names, and two columns may share
 /// one, as in PostgreSQL.
 pub(crate) fn postgres_names(fields: Vec<FieldInfo>, items: &[colname::Item]) -> Vec<FieldInfo> {
-    let names: Vec<Option<String>> = colname::names_for(fields.len(), items)
-        .into_iter()
-        .map(|name| name.map(str::to_string))
-        .collect();
+    let names = colname::names_for(fields.len(), items);
     fields
         .into_iter()
         .zip(names)
         .map(|(field, name)| match name {
             Some(name) if name != field.name() => FieldInfo::new(
-                name,
+                name.to_string(),
                 field.table_id(),
                 field.column_id(),
                 field.datatype().clone(),
