@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
+/// Expression depth one MiB of statement stack holds, with room: a 1,000-deep `1+1+…` runs in
+/// an 8 MiB stack on a debug build and overflows 2 MiB (`tests/e2e/limits.rs`).
+const STACK_DEPTH_PER_MB: usize = 100;
+
 /// TimeFusion: a Postgres-wire analytical time-series database over Delta Lake.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "timefusion", version, about, long_about = None)]
@@ -76,6 +80,19 @@ pub struct Config {
     /// Maximum number of concurrent client connections; further connections are refused.
     #[arg(long, env = "TIMEFUSION_MAX_CONNECTIONS", default_value_t = 256)]
     pub max_connections: usize,
+
+    /// How deep an expression may be: levels of parentheses plus operators chained on each
+    /// (`1+1+…` is as deep as it has terms). Deeper statements get SQLSTATE 54001 before they
+    /// are parsed (like ClickHouse's `max_ast_depth`, whose default this is). Lists (`IN`,
+    /// `VALUES`) do not add depth. Needs `TIMEFUSION_STACK_MB` of at least one per 100.
+    #[arg(long, env = "TIMEFUSION_MAX_EXPRESSION_DEPTH", default_value_t = 1000)]
+    pub max_expression_depth: usize,
+
+    /// Stack of each thread that parses, plans and runs statements, in MiB: at least one per
+    /// 100 of `TIMEFUSION_MAX_EXPRESSION_DEPTH` (a 1,000-deep expression needs 2–8 MiB). Pages
+    /// never touched cost no memory.
+    #[arg(long, env = "TIMEFUSION_STACK_MB", default_value_t = 16)]
+    pub stack_mb: usize,
 
     /// Address the Arrow Flight gRPC service listens on.
     #[arg(long, env = "GRPC_HOST", default_value = "0.0.0.0")]
@@ -292,6 +309,13 @@ impl Config {
                 "TIMEFUSION_MAINTENANCE_INTERVAL_SECS, TIMEFUSION_COMPACT_TARGET_MB and TIMEFUSION_CHECKPOINT_INTERVAL must be positive".into(),
             ));
         }
+        if self.stack_mb.saturating_mul(STACK_DEPTH_PER_MB) < self.max_expression_depth {
+            return Err(ConfigError(format!(
+                "TIMEFUSION_MAX_EXPRESSION_DEPTH {} needs TIMEFUSION_STACK_MB of at least {}",
+                self.max_expression_depth,
+                self.max_expression_depth.div_ceil(STACK_DEPTH_PER_MB)
+            )));
+        }
         if self.statement_timeout_ms > i32::MAX as u64 {
             return Err(ConfigError(format!(
                 "TIMEFUSION_STATEMENT_TIMEOUT_MS must be at most {} (PostgreSQL's limit)",
@@ -478,6 +502,19 @@ mod tests {
         assert_eq!(config.buffer_max_memory_mb, 4096);
         assert_eq!(config.flush_interval_secs, 300);
         assert_eq!(config.buffer_retention_mins, 70);
+    }
+
+    #[test]
+    fn expression_depth_needs_its_stack() {
+        let mut config = Config::parse_from(["timefusion"]);
+        config.max_expression_depth = 5_000;
+        let refused = config.validate().unwrap_err().to_string();
+        assert!(
+            refused.contains("TIMEFUSION_STACK_MB of at least 50"),
+            "{refused}"
+        );
+        config.stack_mb = 50;
+        assert!(config.validate().is_ok());
     }
 
     #[test]

@@ -41,6 +41,7 @@ impl SqlState {
     pub const DATATYPE_MISMATCH: SqlState = SqlState("42804");
     pub const INSUFFICIENT_RESOURCES: SqlState = SqlState("53000");
     pub const OUT_OF_MEMORY: SqlState = SqlState("53200");
+    pub const STATEMENT_TOO_COMPLEX: SqlState = SqlState("54001");
     pub const TOO_MANY_COLUMNS: SqlState = SqlState("54011");
     pub const CANT_CHANGE_RUNTIME_PARAM: SqlState = SqlState("55P02");
     pub const QUERY_CANCELED: SqlState = SqlState("57014");

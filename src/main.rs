@@ -30,10 +30,21 @@ fn tune_allocator() {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     tune_allocator();
     let config = Config::parse();
+    // Statements are parsed, planned and run on these threads; their stack bounds how deep
+    // an expression can be (`TIMEFUSION_STACK_MB`, `sql::limits`). Untouched stack pages
+    // cost no memory.
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(config.stack_mb << 20)
+        .build()
+        .context("cannot start the tokio runtime")?
+        .block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))
         // Colour codes only for a person at a terminal, never into a file or a log collector.

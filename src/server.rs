@@ -96,6 +96,7 @@ impl Server {
             crate::pgwire::Limits {
                 statement_timeout: config.statement_timeout(),
                 copy_atomic_bytes: config.copy_atomic_mb << 20,
+                max_expression_depth: config.max_expression_depth,
             },
             engine.core.clone(),
         ));
@@ -107,6 +108,7 @@ impl Server {
             engine.catalog.clone(),
             engine.ingest.clone(),
             config.grpc_max_inflight_mb << 20,
+            config.max_expression_depth,
         )?;
         let grpc = tokio::spawn(crate::flight::serve(
             grpc_listener,

@@ -68,7 +68,7 @@ pub fn grpc_code(state: SqlState) -> tonic::Code {
         SqlState::ADMIN_SHUTDOWN => tonic::Code::Unavailable,
         SqlState::FEATURE_NOT_SUPPORTED => tonic::Code::Unimplemented,
         SqlState::IO_ERROR | SqlState::INTERNAL_ERROR => tonic::Code::Internal,
-        state if matches!(state.class(), "22" | "23" | "42") => tonic::Code::InvalidArgument,
+        state if matches!(state.class(), "22" | "23" | "42" | "54") => tonic::Code::InvalidArgument,
         _ => tonic::Code::Internal,
     }
 }
@@ -115,6 +115,8 @@ pub struct TimeFusionFlight {
     inflight: Arc<Semaphore>,
     inflight_kib: usize,
     sql_info: Arc<SqlInfoData>,
+    /// `TIMEFUSION_MAX_EXPRESSION_DEPTH`: deeper statements are refused before parsing.
+    max_expression_depth: usize,
 }
 
 /// Checks the bearer token of every call.
@@ -162,6 +164,7 @@ impl TimeFusionFlight {
         catalog: Arc<Catalog>,
         ingest: Arc<Ingest>,
         max_inflight_bytes: usize,
+        max_expression_depth: usize,
     ) -> Result<Self, FlightError> {
         let mut info = SqlInfoDataBuilder::new();
         info.append(SqlInfo::FlightSqlServerName, "TimeFusion");
@@ -176,6 +179,7 @@ impl TimeFusionFlight {
             inflight: Arc::new(Semaphore::new(inflight_kib)),
             inflight_kib,
             sql_info: Arc::new(info.build()?),
+            max_expression_depth,
         })
     }
 
@@ -219,7 +223,15 @@ impl TimeFusionFlight {
             .ok_or_else(|| Status::not_found(format!("relation \"{name}\" does not exist")))
     }
 
+    /// Refuses a statement too deep to parse and plan safely
+    /// ([`crate::sql::statement_text::check_depth`]).
+    fn check_depth(&self, sql: &str) -> Result<(), Status> {
+        crate::sql::statement_text::check_depth(sql, self.max_expression_depth)
+            .map_err(|e| Status::new(grpc_code(e.state), e.message))
+    }
+
     async fn schema_of(&self, sql: &str) -> Result<Schema, Status> {
+        self.check_depth(sql)?;
         let plan = self
             .context
             .state()
@@ -230,6 +242,7 @@ impl TimeFusionFlight {
     }
 
     async fn run(&self, sql: &str) -> Result<Response<DoGetStream>, Status> {
+        self.check_depth(sql)?;
         let frame = self.context.sql(sql).await.map_err(|e| status(&e))?;
         let schema = Arc::new(frame.schema().as_arrow().clone());
         let batches = frame.execute_stream().await.map_err(|e| status(&e))?;

@@ -29,6 +29,7 @@ use pgwire::messages::extendedquery::{
 };
 
 use crate::pgwire::copy::handler::send_copy_out;
+use crate::pgwire::errors::user_error;
 use crate::pgwire::simple::parse_plain;
 use crate::pgwire::wire_text;
 use crate::pgwire::{cancel, settings};
@@ -102,7 +103,11 @@ pub(crate) fn keep_dropped_parameters(plan: LogicalPlan, text: &str) -> LogicalP
 /// [`statement_text::rewrite`] and naming result columns as PostgreSQL names them ([`colname`]):
 /// `Describe` is where a client learns the names. They come from the client's text, kept
 /// with the statement in place of the compatibility parser's rewrite of it.
-pub struct Parser(pub(crate) Arc<datafusion_postgres::Parser>);
+pub struct Parser {
+    pub(crate) inner: Arc<datafusion_postgres::Parser>,
+    /// `TIMEFUSION_MAX_EXPRESSION_DEPTH`: deeper statements are refused before parsing.
+    pub(crate) max_depth: usize,
+}
 
 #[async_trait]
 impl pgwire::api::stmt::QueryParser for Parser {
@@ -117,8 +122,10 @@ impl pgwire::api::stmt::QueryParser for Parser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        statement_text::check_depth(sql, self.max_depth)
+            .map_err(|e| user_error(e.state, e.message))?;
         let sql = statement_text::rewrite(sql);
-        let parsed = self.0.parse_sql(client, &sql, types).await?;
+        let parsed = self.inner.parse_sql(client, &sql, types).await?;
         // The text kept with the statement (logs, `cancel`'s write check, result names) is
         // the client's, not the compatibility parser's rewrite of it.
         Ok(parsed.map(|(_, statement)| {
@@ -134,7 +141,7 @@ impl pgwire::api::stmt::QueryParser for Parser {
         &self,
         statement: &Self::Statement,
     ) -> PgWireResult<Vec<pgwire::api::Type>> {
-        self.0.get_parameter_types(statement)
+        self.inner.get_parameter_types(statement)
     }
 
     fn get_result_schema(
@@ -142,7 +149,7 @@ impl pgwire::api::stmt::QueryParser for Parser {
         statement: &Self::Statement,
         format: Option<&pgwire::api::portal::Format>,
     ) -> PgWireResult<Vec<pgwire::api::results::FieldInfo>> {
-        let fields = self.0.get_result_schema(statement, format)?;
+        let fields = self.inner.get_result_schema(statement, format)?;
         if fields.is_empty() {
             return Ok(fields);
         }

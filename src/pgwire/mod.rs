@@ -59,6 +59,7 @@ pub struct Handlers {
     trust: bool,
     copy: Arc<CopyRows>,
     tls: Option<Tls>,
+    max_depth: usize,
 }
 
 /// The parameters sent to clients at start-up (`server_version` …).
@@ -85,6 +86,8 @@ pub struct Limits {
     pub statement_timeout: std::time::Duration,
     /// Parsed bytes of a `COPY FROM STDIN` held (and so all-or-nothing) before it is written.
     pub copy_atomic_bytes: usize,
+    /// How deep a statement's expressions may be ([`crate::sql::statement_text::check_depth`]).
+    pub max_expression_depth: usize,
 }
 
 impl Handlers {
@@ -138,6 +141,7 @@ impl Handlers {
             copy: Arc::new(CopyRows { ingest }),
             tls: access.tls,
             inserts,
+            max_depth: limits.max_expression_depth,
         }
     }
 }
@@ -147,12 +151,16 @@ impl PgWireServerHandlers for Handlers {
         Arc::new(SimpleQueries {
             session: self.session.clone(),
             inserts: self.inserts.clone(),
+            max_depth: self.max_depth,
         })
     }
 
     fn extended_query_handler(&self) -> Arc<impl pgwire::api::query::ExtendedQueryHandler> {
         Arc::new(ExtendedQueries {
-            parser: Arc::new(Parser(self.session.query_parser())),
+            parser: Arc::new(Parser {
+                inner: self.session.query_parser(),
+                max_depth: self.max_depth,
+            }),
             session: self.session.clone(),
         })
     }

@@ -16,7 +16,7 @@ use pgwire::api::ClientPortalStore;
 use pgwire::api::results::Response;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, PgWireConnectionState};
-use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::simplequery::Query;
@@ -41,6 +41,8 @@ use crate::sql::statement_text;
 pub(crate) struct SimpleQueries {
     pub(crate) session: Arc<DfSessionService>,
     pub(crate) inserts: Arc<Hook<LiteralInsertHook>>,
+    /// `TIMEFUSION_MAX_EXPRESSION_DEPTH`: deeper statements are refused before parsing.
+    pub(crate) max_depth: usize,
 }
 
 impl SimpleQueries {
@@ -177,6 +179,13 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
+        if let Err(e) = statement_text::check_depth(query, self.max_depth) {
+            return Ok(vec![Response::Error(Box::new(ErrorInfo::new(
+                "ERROR".into(),
+                e.state.code().into(),
+                e.message,
+            )))]);
+        }
         // In a failed transaction block the hooks refuse the INSERT (`hooks::AbortedTransactionHook`).
         if client.transaction_status() != TransactionStatus::Error
             && let Some(result) = self.literal_insert(query).await

@@ -12,6 +12,73 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator, col, lit};
 use crate::engine::MICROS_PER_DAY;
 use datafusion::logical_expr::utils::split_conjunction;
 
+/// The most values of an `IN` list the Delta scan gets as they are; a longer list reaches it
+/// as the range of its values (see [`for_delta`]).
+const DELTA_MAX_LIST: usize = 1_000;
+
+/// The most expression nodes of one filter the Delta scan gets (see [`for_delta`]).
+const DELTA_MAX_NODES: usize = 2 * DELTA_MAX_LIST;
+
+/// `filters` as the Delta scan should get them. delta-rs turns a filter into a kernel
+/// predicate with one level of recursion per node of the `OR` of equalities it makes of an
+/// `IN` list: a 100,000-value `IN` overflowed a 16 MiB stack (`tests/e2e/limits.rs`). So an
+/// `IN` list longer than [`DELTA_MAX_LIST`] becomes `BETWEEN` its least and greatest value
+/// (file skipping keeps working), and a conjunct larger than [`DELTA_MAX_NODES`] otherwise is
+/// left out. Nothing is lost: the scan's pushdown is inexact, so DataFusion applies every
+/// filter above it.
+pub fn for_delta(filters: &[Expr]) -> Vec<Expr> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut kept = Vec::new();
+    for conjunct in filters.iter().flat_map(|f| split_conjunction(f)) {
+        if let Expr::InList(in_list) = conjunct
+            && in_list.list.len() > DELTA_MAX_LIST
+        {
+            kept.extend(value_range(in_list));
+            continue;
+        }
+        let mut nodes = 0usize;
+        let _ = conjunct.apply(|_| {
+            nodes += 1;
+            Ok(if nodes > DELTA_MAX_NODES {
+                TreeNodeRecursion::Stop
+            } else {
+                TreeNodeRecursion::Continue
+            })
+        });
+        if nodes <= DELTA_MAX_NODES {
+            kept.push(conjunct.clone());
+        }
+    }
+    kept
+}
+
+/// `expr BETWEEN least AND greatest` of an `IN` list of literals; `None` when it is negated
+/// or holds anything else.
+fn value_range(in_list: &datafusion::logical_expr::expr::InList) -> Option<Expr> {
+    if in_list.negated {
+        return None;
+    }
+    let mut values = in_list.list.iter().map(|item| match item {
+        Expr::Literal(value, _) if !value.is_null() => Some(value),
+        _ => None,
+    });
+    let first = values.next()??;
+    let (mut least, mut greatest) = (first, first);
+    for value in values {
+        let value = value?;
+        // `None`: values of different types.
+        let (to_least, to_greatest) = (value.partial_cmp(least)?, value.partial_cmp(greatest)?);
+        if to_least.is_lt() {
+            least = value;
+        }
+        if to_greatest.is_gt() {
+            greatest = value;
+        }
+    }
+    let expr = in_list.expr.as_ref().clone();
+    Some(expr.between(lit(least.clone()), lit(greatest.clone())))
+}
+
 /// What the filters of a query allow the scan to skip.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Pruning {
@@ -169,6 +236,35 @@ mod tests {
 
     fn prune(filters: &[Expr]) -> Pruning {
         Pruning::from_filters(filters, "project_id", "timestamp")
+    }
+
+    #[test]
+    fn delta_gets_long_in_lists_as_ranges_and_no_huge_filters() {
+        let short = in_list(col("project_id"), vec![lit("b"), lit("a")], false);
+        assert_eq!(
+            for_delta(std::slice::from_ref(&short)),
+            std::slice::from_ref(&short)
+        );
+        let values: Vec<Expr> = (0..5_000)
+            .map(|i| lit(format!("p{:05}", 4_999 - i)))
+            .collect();
+        let long = in_list(col("project_id"), values.clone(), false);
+        let time = col("timestamp").gt(ts(0));
+        assert_eq!(
+            for_delta(&[long.clone().and(time.clone())]),
+            [
+                col("project_id").between(lit("p00000"), lit("p04999")),
+                time.clone()
+            ]
+        );
+        // Negated or mixed lists, and other huge filters, are left to DataFusion.
+        let negated = in_list(col("project_id"), values.clone(), true);
+        let mut mixed = values.clone();
+        mixed.push(lit(1));
+        let mixed = in_list(col("project_id"), mixed, false);
+        let huge_or = long.or(col("level").eq(lit("ERROR")));
+        let kept = for_delta(&[negated, mixed, huge_or, time.clone()]);
+        assert!(kept == [time], "{} filters kept", kept.len());
     }
 
     #[test]

@@ -173,7 +173,7 @@ impl TableProvider for TimeFusionTable {
             .iter()
             .map(|f| delta_schema.index_of(f.name()))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let mut delta_filters = filters.to_vec();
+        let mut delta_filters = crate::sql::pruning::for_delta(filters);
         delta_filters.extend(pruning.date_filter(&table.date_column));
         let delta_scan = delta
             .scan(state, Some(&delta_projection), &delta_filters, limit)

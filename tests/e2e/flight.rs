@@ -175,6 +175,14 @@ async fn do_put_many_batches_then_query_over_pgwire_and_flight_sql() {
         10_005
     );
 
+    // A statement too deep to parse safely is refused, and the service goes on.
+    let deep = format!("SELECT {}1{}", "ARRAY[".repeat(1000), "]".repeat(1000));
+    let refused = sql.execute(deep, None).await.expect_err("too deep");
+    assert!(
+        refused.to_string().contains("nested too deeply"),
+        "{refused}"
+    );
+
     // Prepared statement.
     let mut prepared = sql
         .prepare(

@@ -26,6 +26,7 @@ mod external;
 mod flight;
 mod interrupt;
 mod introspection;
+mod limits;
 mod logs;
 mod maintenance;
 mod security;

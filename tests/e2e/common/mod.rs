@@ -78,12 +78,12 @@ impl TestServer {
         }
     }
 
-    /// How many lines the server has logged so far that contain `text`.
     /// Every line of the server's log so far.
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().clone()
     }
 
+    /// How many lines the server has logged so far that contain `text`.
     pub fn logged(&self, text: &str) -> usize {
         self.log.lock().iter().filter(|l| l.contains(text)).count()
     }

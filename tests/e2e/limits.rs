@@ -1,0 +1,88 @@
+//! No statement takes the server down: inputs that once overflowed a stack or never finished
+//! (a 100,000-term `1+1+…`, a 100,000-value `IN`, a 1,000-deep `ARRAY[ARRAY[…]]`) get an
+//! answer or SQLSTATE 54001 on both protocols, and the server answers the next statement on
+//! the same connection and on others.
+
+use tokio_postgres::SimpleQueryMessage;
+
+use crate::common::*;
+
+/// The SQLSTATE of `result`'s error, or `"ok"`.
+fn outcome<T>(result: Result<T, tokio_postgres::Error>) -> String {
+    match result {
+        Ok(_) => "ok".into(),
+        Err(e) => e
+            .as_db_error()
+            .map(|d| d.code().code().to_string())
+            .unwrap_or_else(|| format!("not a server error: {e}")),
+    }
+}
+
+async fn select_one(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one("SELECT 1::bigint", &[])
+        .await
+        .expect("the server still answers")
+        .get(0)
+}
+
+/// The first value of the first row of a simple query.
+async fn simple_value(client: &tokio_postgres::Client, sql: &str) -> String {
+    let messages = client.simple_query(sql).await.expect("answered");
+    messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        })
+        .expect("one row")
+}
+
+#[tokio::test]
+async fn deep_and_huge_statements_get_an_answer_or_54001_and_the_server_stays_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    let other = server.client().await;
+    let chain = |n: usize| format!("SELECT {}", vec!["1"; n].join("+"));
+    let arrays = |n: usize| format!("SELECT {}1{}", "ARRAY[".repeat(n), "]".repeat(n));
+    let refused = [
+        chain(100_000),
+        arrays(1_000),
+        format!("SELECT {}1{}", "abs(".repeat(40), ")".repeat(40)),
+        format!("SELECT {}1{}", "(SELECT ".repeat(30), ")".repeat(30)),
+    ];
+    for sql in &refused {
+        let head = &sql[..30];
+        assert_eq!(outcome(client.simple_query(sql).await), "54001", "{head}");
+        assert_eq!(outcome(client.prepare(sql).await), "54001", "{head}");
+        assert_eq!(select_one(&client).await, 1, "{head}");
+        assert_eq!(select_one(&other).await, 1, "{head}");
+    }
+    // Just inside the limits: answered.
+    assert_eq!(simple_value(&client, &chain(900)).await, "900");
+    let nested_calls = format!("SELECT {}-1{}", "abs(".repeat(16), ")".repeat(16));
+    assert_eq!(simple_value(&client, &nested_calls).await, "1");
+
+    // Long lists are not deep: 100,000 values in IN, 10,000 rows of VALUES.
+    let projects: Vec<String> = (0..100_000).map(|i| format!("'p{i}'")).collect();
+    let in_list = format!(
+        "SELECT count(*) FROM otel_logs_and_spans WHERE project_id IN ({})",
+        projects.join(",")
+    );
+    assert_eq!(simple_value(&client, &in_list).await, "0");
+    let ids = ids("v", 10_000);
+    client
+        .batch_execute(&insert_sql("p7", &ids, past_micros(0)))
+        .await
+        .expect("a 10,000-row VALUES");
+    assert_eq!(simple_value(&client, &in_list).await, "10000");
+    // A long OR reaches the Delta scan's filter translation too.
+    let ors: Vec<String> = (0..300).map(|i| format!("id = 'v-{i}'")).collect();
+    let or_chain = format!(
+        "SELECT count(*) FROM otel_logs_and_spans WHERE {}",
+        ors.join(" OR ")
+    );
+    assert_eq!(simple_value(&client, &or_chain).await, "300");
+    assert_eq!(select_one(&other).await, 1);
+}
