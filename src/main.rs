@@ -51,6 +51,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    timefusion::panics::install_hook();
     let server = Server::start(config)
         .await
         .context("TimeFusion failed to start")?;

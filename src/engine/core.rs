@@ -29,6 +29,9 @@ pub enum Error {
     Wal(#[from] wal::Error),
     #[error(transparent)]
     Delta(Box<delta::Error>),
+    /// A bug: the work panicked (logged where it happened); its outcome is unknown.
+    #[error("internal error: {0} panicked: {1}")]
+    Panicked(&'static str, String),
 }
 
 impl From<delta::Error> for Error {
@@ -43,6 +46,7 @@ impl Error {
         match self {
             Error::Wal(e) => e.sqlstate(),
             Error::Delta(e) => e.sqlstate(),
+            Error::Panicked(..) => SqlState::INTERNAL_ERROR,
         }
     }
 }
@@ -139,7 +143,7 @@ impl Core {
                 continue;
             };
             let started = std::time::Instant::now();
-            match table.flush(&plan, self.wal.id()).await {
+            match commit(table.flush(&plan, self.wal.id())).await {
                 Ok(reader) => {
                     let trim_to = self.buffer.complete_flush(&plan, reader);
                     let removed = self.wal.trim(trim_to)?;
@@ -153,7 +157,7 @@ impl Core {
                 }
                 Err(e) => {
                     self.unresolved.lock().insert(name.clone(), plan);
-                    return Err(e.into());
+                    return Err(e);
                 }
             }
         }
@@ -175,10 +179,10 @@ impl Core {
                     table = %name, rows = plan.rows, upto = %plan.upto,
                     "a flush that reported an error is in the Delta log; its rows leave the buffer"
                 );
-                table.reader().await
+                table.reader().await.map_err(Error::from)
             }
-            Ok(false) => table.flush(&plan, self.wal.id()).await,
-            Err(e) => Err(e),
+            Ok(false) => commit(table.flush(&plan, self.wal.id())).await,
+            Err(e) => Err(e.into()),
         };
         match settled {
             Ok(reader) => {
@@ -188,7 +192,7 @@ impl Core {
             }
             Err(e) => {
                 self.unresolved.lock().insert(name.to_string(), plan);
-                Err(e.into())
+                Err(e)
             }
         }
     }
@@ -263,13 +267,28 @@ pub async fn run_flusher(core: Arc<Core>, shutdown: CancellationToken) {
         } else {
             reason
         };
-        match core.flush(reason).await {
+        let flushed = crate::panics::catch(core.flush(reason))
+            .await
+            .unwrap_or_else(|m| Err(Error::Panicked("the flusher", m)));
+        match flushed {
             Ok(_) => backoff = Duration::ZERO,
             Err(e) => {
                 backoff = (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(60));
                 tracing::error!("flush failed, retrying in {backoff:?}: {e}");
             }
         }
+    }
+}
+
+/// A flush's Delta commit, with a panic in it (a bug, ours or delta-rs's) taken as a commit
+/// whose outcome is unknown: the caller keeps the plan unresolved, and [`Core::resolve`]
+/// re-reads the log before anything else of the table is flushed, as after a lost response.
+async fn commit(
+    flush: impl std::future::Future<Output = delta::Result<Committed>>,
+) -> Result<Committed> {
+    match crate::panics::catch(flush).await {
+        Ok(flushed) => flushed.map_err(Error::from),
+        Err(message) => Err(Error::Panicked("a flush", message)),
     }
 }
 
@@ -284,7 +303,10 @@ pub async fn run_maintenance(core: Arc<Core>, shutdown: CancellationToken) {
         }
         // A pass runs to completion even when shutdown begins: the final flush waits for it
         // rather than racing a half-finished commit.
-        if let Err(e) = core.maintain(None).await {
+        let maintained = crate::panics::catch(core.maintain(None))
+            .await
+            .unwrap_or_else(|m| Err(Error::Panicked("maintenance", m)));
+        if let Err(e) = maintained {
             tracing::error!("maintenance failed, retrying at the next interval: {e}");
         }
     }
@@ -322,6 +344,8 @@ mod tests {
         lose_next_commit: AtomicBool,
         /// The next commit is refused before it is stored, and the store goes down.
         refuse_next_commit: AtomicBool,
+        /// The next commit is stored, then the store panics (a bug in a library).
+        panic_after_next_commit: AtomicBool,
         down: AtomicBool,
     }
 
@@ -369,6 +393,14 @@ mod tests {
 
         /// After a write to `location`: a commit's response is lost and the store goes down.
         fn after_write(&self, location: &Path) -> object_store::Result<()> {
+            if Self::is_commit(location)
+                && self
+                    .faults
+                    .panic_after_next_commit
+                    .swap(false, Ordering::SeqCst)
+            {
+                panic!("the store panicked after storing {location}");
+            }
             if Self::is_commit(location)
                 && self.faults.lose_next_commit.swap(false, Ordering::SeqCst)
             {
@@ -649,6 +681,25 @@ mod tests {
     }
 
     /// A commit refused before it was stored is written once, when the store is back.
+    /// A panic inside a flush (here the store's, after the commit is stored) leaves the
+    /// flusher running and the outcome unknown: the next flush re-reads the log, finds the
+    /// commit and does not write its rows again.
+    #[tokio::test]
+    async fn a_flush_that_panicked_is_settled_as_one_whose_response_was_lost() {
+        let f = Fixture::new().await;
+        f.write("a", 10).await;
+        f.faults
+            .panic_after_next_commit
+            .store(true, Ordering::SeqCst);
+        let error = f.core.flush(FlushReason::All).await.expect_err("panicked");
+        assert!(matches!(error, Error::Panicked(..)), "{error}");
+        assert_eq!(error.sqlstate(), SqlState::INTERNAL_ERROR);
+        f.write("b", 5).await;
+        assert_eq!(f.core.flush(FlushReason::All).await.expect("flush"), 15);
+        assert_eq!(f.delta_rows().await, 15, "every row once in Delta");
+        assert_eq!(f.visible_rows().await, 15);
+    }
+
     #[tokio::test]
     async fn a_flush_that_did_not_land_is_written_once() {
         let f = Fixture::new().await;

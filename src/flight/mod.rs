@@ -36,6 +36,7 @@ use arrow_flight::{
     Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, PutResult,
     SchemaAsIpc, Ticket,
 };
+use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use futures::{Stream, TryStreamExt};
 use prost::Message;
@@ -45,7 +46,7 @@ use tonic::{Request, Response, Status};
 
 use crate::engine::ingest::Ingest;
 use crate::engine::schema::Catalog;
-use crate::error::SqlState;
+use crate::error::{SqlError, SqlState};
 use crate::sql::error::sqlstate_of;
 use put::store_stream;
 
@@ -56,6 +57,11 @@ type DoPutStream = Pin<Box<dyn Stream<Item = Result<PutResult, Status>> + Send +
 fn status(error: &(dyn std::error::Error + 'static)) -> Status {
     let (code, message) = sqlstate_of(error);
     Status::new(grpc_code(code), message)
+}
+
+/// The status of a call a panic ended (the panic is logged where it happened).
+fn panicked(message: &str) -> Status {
+    Status::internal(format!("internal error: the call panicked: {message}"))
 }
 
 /// The gRPC status code for a SQLSTATE: the one mapping of SQL errors to gRPC.
@@ -232,20 +238,32 @@ impl TimeFusionFlight {
 
     async fn schema_of(&self, sql: &str) -> Result<Schema, Status> {
         self.check_depth(sql)?;
-        let plan = self
-            .context
-            .state()
-            .create_logical_plan(sql)
+        let state = self.context.state();
+        let plan = crate::panics::catch(state.create_logical_plan(sql))
             .await
+            .map_err(|m| panicked(&m))?
             .map_err(|e| status(&e))?;
         Ok(plan.schema().as_arrow().clone())
     }
 
+    /// Plans and runs `sql`; a panic in either is the call's `INTERNAL` status.
     async fn run(&self, sql: &str) -> Result<Response<DoGetStream>, Status> {
         self.check_depth(sql)?;
-        let frame = self.context.sql(sql).await.map_err(|e| status(&e))?;
-        let schema = Arc::new(frame.schema().as_arrow().clone());
-        let batches = frame.execute_stream().await.map_err(|e| status(&e))?;
+        let planned = crate::panics::catch(async {
+            let frame = self.context.sql(sql).await?;
+            let schema = Arc::new(frame.schema().as_arrow().clone());
+            Ok::<_, DataFusionError>((schema, frame.execute_stream().await?))
+        });
+        let (schema, batches) = planned
+            .await
+            .map_err(|m| panicked(&m))?
+            .map_err(|e| status(&e))?;
+        let batches = crate::panics::catch_stream(batches, |m| {
+            DataFusionError::External(Box::new(SqlError::new(
+                SqlState::INTERNAL_ERROR,
+                format!("internal error: the query panicked: {m}"),
+            )))
+        });
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches.map_err(|e| FlightError::ExternalError(Box::new(e))))

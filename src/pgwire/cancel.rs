@@ -1,4 +1,5 @@
-//! Stopping a running statement: cancel requests and `statement_timeout`.
+//! Stopping a running statement: cancel requests, `statement_timeout`, and panics (a panic in
+//! a statement's work or its result stream is that statement's XX000, [`crate::panics`]).
 //!
 //! pgwire races a cancel request only against a handler's `do_query`, which for DataFusion
 //! returns as soon as the statement is planned: the work happens afterwards, while pgwire pulls
@@ -160,6 +161,14 @@ pub(crate) fn set_timeout<C: ClientInfo + ?Sized>(client: &mut C, timeout: Optio
     };
 }
 
+/// The error of a statement a panic ended (the panic is logged where it happened).
+pub(crate) fn panicked(message: &str) -> pgwire::error::PgWireError {
+    user_error(
+        SqlState::INTERNAL_ERROR,
+        format!("internal error: the statement panicked: {message}"),
+    )
+}
+
 fn canceled() -> pgwire::error::PgWireError {
     user_error(
         SqlState::QUERY_CANCELED,
@@ -228,8 +237,13 @@ impl Statement {
     }
 
     /// Runs `work` (planning, and whatever a handler does before it returns its result)
-    /// unless the statement is interrupted first.
+    /// unless the statement is interrupted first. A panic in it is this statement's XX000.
     pub async fn run<T>(&self, work: impl Future<Output = PgWireResult<T>>) -> PgWireResult<T> {
+        let work = async {
+            crate::panics::catch(work)
+                .await
+                .unwrap_or_else(|m| Err(panicked(&m)))
+        };
         if self.writes {
             return work.await;
         }
@@ -328,7 +342,13 @@ where
             this.stream = None;
             return Poll::Ready(Some(Err(error)));
         }
-        let next = Pin::new(stream).poll_next(cx);
+        let next = match crate::panics::catch_now(|| Pin::new(stream).poll_next(cx)) {
+            Ok(next) => next,
+            Err(message) => {
+                this.stream = None;
+                return Poll::Ready(Some(Err(panicked(&message))));
+            }
+        };
         if let Poll::Ready(None) = next {
             this.stream = None;
         }

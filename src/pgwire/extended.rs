@@ -125,7 +125,9 @@ impl pgwire::api::stmt::QueryParser for Parser {
         statement_text::check_depth(sql, self.max_depth)
             .map_err(|e| user_error(e.state, e.message))?;
         let sql = statement_text::rewrite(sql);
-        let parsed = self.inner.parse_sql(client, &sql, types).await?;
+        let parsed = crate::panics::catch(self.inner.parse_sql(client, &sql, types))
+            .await
+            .unwrap_or_else(|m| Err(cancel::panicked(&m)))?;
         // The text kept with the statement (logs, `cancel`'s write check, result names) is
         // the client's, not the compatibility parser's rewrite of it.
         Ok(parsed.map(|(_, statement)| {

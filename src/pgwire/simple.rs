@@ -53,7 +53,9 @@ impl SimpleQueries {
         }
         let statements = parse_plain(query)?;
         match statements.as_slice() {
-            [statement] => self.inserts.0.run(statement).await,
+            [statement] => crate::panics::catch(self.inserts.0.run(statement))
+                .await
+                .unwrap_or_else(|m| Some(Err(cancel::panicked(&m)))),
             _ => None,
         }
     }

@@ -86,3 +86,57 @@ async fn deep_and_huge_statements_get_an_answer_or_54001_and_the_server_stays_up
     assert_eq!(simple_value(&client, &or_chain).await, "300");
     assert_eq!(select_one(&other).await, 1);
 }
+
+#[tokio::test]
+async fn a_panic_ends_one_statement_not_the_connection_or_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    let other = server.client().await;
+    client
+        .batch_execute(&insert_sql("p1", &ids("r", 20), past_micros(0)))
+        .await
+        .expect("insert");
+    let statements = [
+        // Panics while planning (constant folding), then while running over rows.
+        (
+            "SELECT timefusion_test_panic(7)",
+            "timefusion_test_panic(7)",
+        ),
+        (
+            "SELECT timefusion_test_panic(duration) FROM otel_logs_and_spans",
+            "timefusion_test_panic(",
+        ),
+    ];
+    for (sql, message) in statements {
+        for protocol in ["simple", "extended"] {
+            let result = if protocol == "simple" {
+                client.simple_query(sql).await.map(|_| ())
+            } else {
+                client.query(sql, &[]).await.map(|_| ())
+            };
+            let error = result.expect_err("the statement fails");
+            let error = error
+                .as_db_error()
+                .expect("an error response, not a lost connection");
+            assert_eq!(error.code().code(), "XX000", "{sql} ({protocol})");
+            assert!(error.message().contains(message), "{}", error.message());
+            assert_eq!(select_one(&client).await, 1, "same connection after {sql}");
+            assert_eq!(select_one(&other).await, 1, "other connection after {sql}");
+        }
+    }
+    // Inside a transaction block the panic fails the block, as any error does.
+    client.batch_execute("BEGIN").await.expect("begin");
+    let failed = client.simple_query("SELECT timefusion_test_panic(1)").await;
+    assert_eq!(outcome(failed), "XX000");
+    assert_eq!(
+        outcome(client.simple_query("SELECT 1").await),
+        "25P02",
+        "the block is aborted"
+    );
+    client.batch_execute("ROLLBACK").await.expect("rollback");
+    assert_eq!(select_one(&client).await, 1);
+    // Logged once per panic, with where it happened.
+    assert!(server.logged("panicked at src/sql/functions/mod.rs") >= 4);
+    assert_eq!(count(&other, "").await, 20, "nothing written was lost");
+}

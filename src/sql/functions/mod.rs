@@ -68,7 +68,31 @@ pub fn register(context: &mut SessionContext) -> Result<()> {
     context.register_udf(
         ScalarUDF::clone(&as_json).with_aliases(["json_extract_path", "jsonb_extract_path"]),
     );
+    #[cfg(debug_assertions)]
+    context.register_udf(test_panic());
     Ok(())
+}
+
+/// `timefusion_test_panic(bigint)`, in debug builds only: panics with its argument in the
+/// message, while planning when the argument is a constant (constant folding), while running
+/// otherwise. `tests/e2e/limits.rs` shows a panic ends one statement, not the server.
+#[cfg(debug_assertions)]
+fn test_panic() -> ScalarUDF {
+    use arrow::datatypes::DataType;
+    use datafusion::logical_expr::{Volatility, create_udf};
+    create_udf(
+        "timefusion_test_panic",
+        vec![DataType::Int64],
+        DataType::Int64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| -> Result<ColumnarValue> {
+            let first = match &args[0] {
+                ColumnarValue::Scalar(value) => value.to_string(),
+                ColumnarValue::Array(values) => ScalarValue::try_from_array(values, 0)?.to_string(),
+            };
+            panic!("timefusion_test_panic({first})")
+        }),
+    )
 }
 
 /// A function's result in the shape of its arguments: a scalar when every argument was one
