@@ -25,9 +25,10 @@ ENV TIMEFUSION_DATA_DIR=/var/lib/timefusion \
     PGWIRE_HOST=0.0.0.0 \
     GRPC_HOST=0.0.0.0
 VOLUME ["/var/lib/timefusion"]
-EXPOSE 5432 50051
-# Healthy once the Postgres port accepts connections (bash's /dev/tcp: no extra packages).
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${PGWIRE_PORT:-5432}"]
+EXPOSE 5432 50051 8080
+# Healthy while /ready answers 200: recovery done, WAL writable, object store reachable
+# (bash's /dev/tcp: no extra packages). A long WAL replay is covered by the start period.
+HEALTHCHECK --interval=10s --timeout=8s --start-period=120s --retries=3 \
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${TIMEFUSION_HTTP_PORT:-8080} && printf 'GET /ready HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' >&3 && head -n1 <&3 | grep -q ' 200 '"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/timefusion"]

@@ -94,6 +94,25 @@ pub struct Config {
     #[arg(long, env = "TIMEFUSION_STACK_MB", default_value_t = 16)]
     pub stack_mb: usize,
 
+    /// Address the HTTP endpoint (`/health`, `/ready`, `/metrics`) listens on.
+    #[arg(long, env = "TIMEFUSION_HTTP_HOST", default_value = "0.0.0.0")]
+    pub http_host: IpAddr,
+
+    /// Port of the HTTP endpoint: `/health` (liveness), `/ready` (recovery done, WAL writable,
+    /// store reachable) and `/metrics` (Prometheus). 0 picks a free port and logs it.
+    #[arg(long, env = "TIMEFUSION_HTTP_PORT", default_value_t = 8080)]
+    pub http_port: u16,
+
+    /// Statements that run at least this long are logged, one line each with their duration
+    /// and text (PostgreSQL's `log_min_duration_statement`): 0 logs every statement, -1 none.
+    #[arg(
+        long,
+        env = "TIMEFUSION_LOG_MIN_DURATION_MS",
+        default_value_t = 1000,
+        allow_negative_numbers = true
+    )]
+    pub log_min_duration_ms: i64,
+
     /// Address the Arrow Flight gRPC service listens on.
     #[arg(long, env = "GRPC_HOST", default_value = "0.0.0.0")]
     pub grpc_host: IpAddr,
@@ -362,6 +381,13 @@ impl Config {
 
     pub fn bucket_length(&self) -> Duration {
         Duration::from_secs(self.bucket_mins * 60)
+    }
+
+    /// `TIMEFUSION_LOG_MIN_DURATION_MS` as a threshold; `None` logs no statement.
+    pub fn log_min_duration(&self) -> Option<Duration> {
+        u64::try_from(self.log_min_duration_ms)
+            .ok()
+            .map(Duration::from_millis)
     }
 
     pub fn statement_timeout(&self) -> Duration {

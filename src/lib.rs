@@ -8,7 +8,8 @@
 //!   catalog tables, functions, rewrites of what DataFusion cannot plan, error classification;
 //! - [`engine`] is storage: the write path (`ingest` → `wal` → `buffer`), the flusher's core
 //!   (`buffer` → `delta` on `storage`), and maintenance; it knows no protocol and no SQL front end;
-//! - [`config`], [`error`] and [`panics`] are leaves anyone may use;
+//! - [`http`] reports health and [`metrics`] over HTTP;
+//! - [`config`], [`error`], [`metrics`] and [`panics`] are leaves anyone may use;
 //! - [`server`] is the composition root, the one module that sees every layer.
 //!
 //! `ARCHITECTURE.md` maps the modules, the data flow and the invariants with their tests.
@@ -17,6 +18,8 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod flight;
+pub mod http;
+pub mod metrics;
 pub mod panics;
 pub mod pgwire;
 pub mod server;

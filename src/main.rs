@@ -57,11 +57,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("TimeFusion failed to start")?;
     // Tests and scripts read this line to find the port (PGWIRE_PORT=0 picks a free one).
     println!(
-        "timefusion listening: pgwire={} grpc={}",
+        "timefusion listening: pgwire={} grpc={} http={}",
         server.pg_addr(),
-        server.grpc_addr()
+        server.grpc_addr(),
+        server.http_addr()
     );
-    tracing::info!(pgwire = %server.pg_addr(), grpc = %server.grpc_addr(), "ready");
+    tracing::info!(pgwire = %server.pg_addr(), grpc = %server.grpc_addr(), http = %server.http_addr(), "ready");
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;

@@ -1,8 +1,8 @@
 //! The composition root: start-up and ordered shutdown of a TimeFusion server.
 //!
-//! Start-up: validate the configuration, open the engine (recovery: [`Engine::open`]), build
-//! the SQL session over it, start the flusher and maintenance loops, then listen for Postgres
-//! and gRPC connections. Shutdown: stop accepting, stop the loops, close the WAL (queued writes
+//! Start-up: validate the configuration, serve HTTP health (`/ready` says 503 until the end of
+//! start-up), open the engine (recovery: [`Engine::open`]), build the SQL session over it,
+//! start the flusher and maintenance loops, then listen for Postgres and gRPC connections. Shutdown: stop accepting, stop the loops, close the WAL (queued writes
 //! commit, new ones get 57P01), flush every buffered row to Delta, trim the WAL, return.
 //!
 //! This is the only module that sees every layer; nothing imports it.
@@ -47,10 +47,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Server {
     pg_addr: SocketAddr,
     grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
     core: Arc<Core>,
     shutdown: CancellationToken,
     accept: JoinHandle<()>,
     grpc: JoinHandle<()>,
+    http: JoinHandle<()>,
     flusher: JoinHandle<()>,
     maintenance: JoinHandle<()>,
 }
@@ -63,14 +65,29 @@ impl Server {
 
     pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Server> {
         config.validate()?;
-        let engine = Engine::open(&config, clock).await?;
+        let shutdown = CancellationToken::new();
+        let health = Arc::new(crate::http::Health::default());
+        let (http_listener, http_addr) =
+            bind(SocketAddr::new(config.http_host, config.http_port)).await?;
+        tracing::info!(%http_addr, "HTTP health and metrics endpoint listening");
+        let http = tokio::spawn(crate::http::serve(
+            http_listener,
+            health.clone(),
+            shutdown.clone(),
+        ));
+        let engine = Engine::open(&config, clock.clone()).await?;
+        health.opened(crate::http::EngineView {
+            buffer: engine.buffer.clone(),
+            core: engine.core.clone(),
+            storage: engine.storage.clone(),
+            clock,
+        });
         let context = Arc::new(crate::sql::session_context(
             &engine.catalog,
             &engine.buffer,
             &engine.ingest,
             &engine.storage,
         )?);
-        let shutdown = CancellationToken::new();
         let flusher = tokio::spawn(run_flusher(engine.core.clone(), shutdown.clone()));
         let maintenance = tokio::spawn(run_maintenance(engine.core.clone(), shutdown.clone()));
 
@@ -97,6 +114,7 @@ impl Server {
                 statement_timeout: config.statement_timeout(),
                 copy_atomic_bytes: config.copy_atomic_mb << 20,
                 max_expression_depth: config.max_expression_depth,
+                log_min_duration: config.log_min_duration(),
             },
             engine.core.clone(),
         ));
@@ -123,10 +141,13 @@ impl Server {
             config.max_connections,
             shutdown.clone(),
         ));
+        health.set_ready();
         Ok(Server {
             pg_addr,
             grpc_addr,
+            http_addr,
             grpc,
+            http,
             core: engine.core,
             shutdown,
             accept,
@@ -145,6 +166,11 @@ impl Server {
         self.grpc_addr
     }
 
+    /// Where the HTTP health and metrics endpoint listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
     /// Stops accepting, flushes everything to Delta and stops. Connections still open get
     /// 57P01 for further writes.
     pub async fn shutdown(self) -> Result<()> {
@@ -153,6 +179,7 @@ impl Server {
         let _ = self.grpc.await;
         let _ = self.flusher.await;
         let _ = self.maintenance.await;
+        let _ = self.http.await;
         self.core.close().await?;
         Ok(())
     }

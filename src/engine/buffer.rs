@@ -210,6 +210,28 @@ impl<C: Clone> Buffer<C> {
         self.state.read().bytes
     }
 
+    /// Rows held (waiting to flush) and when the oldest of them was inserted, for `/metrics`:
+    /// one pass over the chunks, under the read lock.
+    pub fn waiting(&self) -> (usize, Option<i64>) {
+        let state = self.state.read();
+        let chunks = state
+            .tables
+            .values()
+            .flat_map(|t| t.projects.values())
+            .flat_map(|buckets| buckets.values())
+            .flat_map(|bucket| &bucket.chunks);
+        chunks.fold((0, None), |(rows, oldest), chunk| {
+            let oldest =
+                oldest.map_or(chunk.inserted_micros, |o: i64| o.min(chunk.inserted_micros));
+            (rows + chunk.batch.num_rows(), Some(oldest))
+        })
+    }
+
+    /// The budget (`TIMEFUSION_BUFFER_MAX_MEMORY_MB`) in bytes.
+    pub fn budget(&self) -> usize {
+        self.options.max_bytes
+    }
+
     /// Highest WAL sequence inserted so far.
     pub fn applied(&self) -> Seq {
         self.state.read().applied

@@ -143,11 +143,28 @@ impl Core {
                 continue;
             };
             let started = std::time::Instant::now();
-            match commit(table.flush(&plan, self.wal.id())).await {
+            let committed = commit(table.flush(&plan, self.wal.id())).await;
+            let metrics = crate::metrics::get();
+            let outcome = if committed.is_ok() { "ok" } else { "error" };
+            metrics
+                .flushes
+                .get_or_create(&vec![("outcome", outcome.into())])
+                .inc();
+            metrics
+                .flush_seconds
+                .observe(started.elapsed().as_secs_f64());
+            match committed {
                 Ok(reader) => {
                     let trim_to = self.buffer.complete_flush(&plan, reader);
                     let removed = self.wal.trim(trim_to)?;
                     let version = table.version().await;
+                    metrics.flushed_rows.inc_by(plan.rows as u64);
+                    if let Some(version) = version {
+                        metrics
+                            .delta_version
+                            .get_or_create(&vec![("table", name.clone())])
+                            .set(version);
+                    }
                     tracing::info!(
                         table = %name, rows = plan.rows, upto = %plan.upto, version = ?version,
                         wal_segments_removed = removed, elapsed_ms = started.elapsed().as_millis() as u64,
@@ -162,6 +179,11 @@ impl Core {
             }
         }
         Ok(rows)
+    }
+
+    /// Why the WAL refuses writes, if it does (for `/ready`).
+    pub fn wal_failure(&self) -> Option<String> {
+        self.wal.failure()
     }
 
     /// Settles `table`'s last failed flush, if any, before anything else of the table is

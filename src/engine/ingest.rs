@@ -144,6 +144,16 @@ impl Ingest {
                 Box::new(move |seq| buffer.insert(&name, seq, pieces, clock.now_micros())),
             )
             .await?;
+        let metrics = crate::metrics::get();
+        let labels = vec![("table", schema.name.clone())];
+        metrics
+            .ingested_rows
+            .get_or_create(&labels)
+            .inc_by(rows as u64);
+        metrics
+            .ingested_bytes
+            .get_or_create(&labels)
+            .inc_by(batch.get_array_memory_size() as u64);
         Ok(rows)
     }
 

@@ -160,6 +160,26 @@ impl Storage {
         self.base.to_string()
     }
 
+    /// Whether the tables' store answers: a listing of the table root on S3 (bounded by
+    /// `timeout`), the data folder's existence on a local disk. For `/ready`.
+    pub async fn reachable(&self, timeout: std::time::Duration) -> std::result::Result<(), String> {
+        match &self.store {
+            Some(store) => {
+                let prefix = object_store::path::Path::from(self.base.path());
+                match tokio::time::timeout(timeout, store.list_with_delimiter(Some(&prefix))).await
+                {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(format!("the object store fails: {e}")),
+                    Err(_) => Err(format!("the object store did not answer in {timeout:?}")),
+                }
+            }
+            None => match self.base.to_file_path() {
+                Ok(path) if path.is_dir() => Ok(()),
+                _ => Err(format!("{} is not a readable folder", self.base)),
+            },
+        }
+    }
+
     /// Counters of the object-store cache; all zero on the local file system.
     pub fn cache_stats(&self) -> CacheStats {
         self.store

@@ -287,6 +287,11 @@ pub struct Wal {
 }
 
 impl Wal {
+    /// Why the WAL refuses writes, if it does: a failed write or `fdatasync` poisons it.
+    pub fn failure(&self) -> Option<String> {
+        self.poisoned.lock().clone()
+    }
+
     /// Opens (creating if needed) the WAL in `dir` and takes its lock. Call [`Wal::replay`]
     /// next, then [`Wal::start`].
     pub fn open(dir: &Path, options: WalOptions) -> Result<Wal> {
@@ -597,11 +602,17 @@ impl Writer {
             .flat_map(|(header, append)| [IoSlice::new(header), IoSlice::new(&append.payload)])
             .collect();
         let len: usize = slices.iter().map(|s| s.len()).sum();
+        let started = std::time::Instant::now();
         let result = write_all_vectored(&mut self.file, &mut slices)
             .and_then(|()| self.file.sync_data())
             .map_err(|e| e.to_string());
         match result {
             Ok(()) => {
+                let metrics = crate::metrics::get();
+                metrics.wal_bytes.inc_by(len as u64);
+                metrics
+                    .wal_sync_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 self.written += len as u64;
                 self.next = seq;
                 // Rotate before acknowledging so the segment list is settled when writers resume.

@@ -32,7 +32,7 @@ use crate::pgwire::copy::handler::send_copy_out;
 use crate::pgwire::errors::user_error;
 use crate::pgwire::simple::parse_plain;
 use crate::pgwire::wire_text;
-use crate::pgwire::{cancel, settings};
+use crate::pgwire::{cancel, finished, settings};
 use crate::sql::colname;
 use crate::sql::statement_text;
 
@@ -178,6 +178,8 @@ impl pgwire::api::stmt::QueryParser for Parser {
 pub(crate) struct ExtendedQueries {
     pub(crate) session: Arc<DfSessionService>,
     pub(crate) parser: Arc<Parser>,
+    /// `TIMEFUSION_LOG_MIN_DURATION_MS`.
+    pub(crate) log_min_duration: Option<std::time::Duration>,
 }
 
 #[async_trait]
@@ -233,15 +235,29 @@ impl ExtendedQueryHandler for ExtendedQueries {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
+        let started = std::time::Instant::now();
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let mut statement = None;
         if let Some(Entry::Value(portal)) = client.portal_store().get_portal(name) {
             let state = portal.state();
             let suspended = matches!(*state.lock().await, PortalExecutionState::Suspended(_));
             if suspended {
                 cancel::Statement::start(client, &portal.statement.statement.0);
             }
+            statement = Some(portal.statement.clone());
         }
-        self._on_execute(client, message).await
+        let result = self._on_execute(client, message).await;
+        if let Some(statement) = statement {
+            let text = &statement.statement.0;
+            finished(
+                "extended",
+                result.is_ok(),
+                started,
+                text,
+                self.log_min_duration,
+            );
+        }
+        result
     }
 
     /// pgwire's `on_parse`, recording the statement's name for `DISCARD ALL`

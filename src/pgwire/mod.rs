@@ -60,6 +60,7 @@ pub struct Handlers {
     copy: Arc<CopyRows>,
     tls: Option<Tls>,
     max_depth: usize,
+    log_min_duration: Option<std::time::Duration>,
 }
 
 /// The parameters sent to clients at start-up (`server_version` …).
@@ -88,6 +89,8 @@ pub struct Limits {
     pub copy_atomic_bytes: usize,
     /// How deep a statement's expressions may be ([`crate::sql::statement_text::check_depth`]).
     pub max_expression_depth: usize,
+    /// Statements at least this long are logged (`TIMEFUSION_LOG_MIN_DURATION_MS`).
+    pub log_min_duration: Option<std::time::Duration>,
 }
 
 impl Handlers {
@@ -142,6 +145,7 @@ impl Handlers {
             tls: access.tls,
             inserts,
             max_depth: limits.max_expression_depth,
+            log_min_duration: limits.log_min_duration,
         }
     }
 }
@@ -152,6 +156,7 @@ impl PgWireServerHandlers for Handlers {
             session: self.session.clone(),
             inserts: self.inserts.clone(),
             max_depth: self.max_depth,
+            log_min_duration: self.log_min_duration,
         })
     }
 
@@ -161,6 +166,7 @@ impl PgWireServerHandlers for Handlers {
                 inner: self.session.query_parser(),
                 max_depth: self.max_depth,
             }),
+            log_min_duration: self.log_min_duration,
             session: self.session.clone(),
         })
     }
@@ -239,10 +245,13 @@ pub async fn serve(
         let _ = socket.set_nodelay(true);
         let handlers = handlers.clone();
         tokio::spawn(async move {
+            let connections = &crate::metrics::get().connections;
+            connections.inc();
             let tls = handlers.tls.as_ref().map(Tls::acceptor);
             if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                 tracing::debug!(%addr, "connection ended with error: {e}");
             }
+            connections.dec();
             drop(permit);
         });
     }
@@ -250,6 +259,33 @@ pub async fn serve(
         open = max_connections - limiter.available_permits(),
         "stopped accepting Postgres connections"
     );
+}
+
+/// Records a statement that ended: its count and duration in [`crate::metrics`], and one
+/// log line when it took at least `log_min_duration` (PostgreSQL's
+/// `log_min_duration_statement`), with its text cut to 1,000 characters.
+pub(crate) fn finished(
+    protocol: &'static str,
+    ok: bool,
+    started: std::time::Instant,
+    text: &str,
+    log_min_duration: Option<std::time::Duration>,
+) {
+    let elapsed = started.elapsed();
+    crate::metrics::get().statement(protocol, ok, elapsed);
+    if log_min_duration.is_some_and(|min| elapsed >= min) {
+        let text = text.trim();
+        let cut = text.char_indices().nth(1000).map_or(text.len(), |(i, _)| i);
+        let more = if cut < text.len() { " …" } else { "" };
+        tracing::info!(
+            target: "timefusion::slow",
+            duration_ms = elapsed.as_millis() as u64,
+            protocol,
+            ok,
+            "statement: {}{more}",
+            &text[..cut]
+        );
+    }
 }
 
 #[cfg(test)]

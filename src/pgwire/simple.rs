@@ -25,6 +25,7 @@ use crate::error::SqlState;
 use crate::pgwire::cancel;
 use crate::pgwire::copy::handler::send_copy_out;
 use crate::pgwire::errors::user_error;
+use crate::pgwire::finished;
 use crate::pgwire::hooks::{Hook, LiteralInsertHook};
 use crate::pgwire::wire_text;
 use crate::sql::colname;
@@ -43,6 +44,8 @@ pub(crate) struct SimpleQueries {
     pub(crate) inserts: Arc<Hook<LiteralInsertHook>>,
     /// `TIMEFUSION_MAX_EXPRESSION_DEPTH`: deeper statements are refused before parsing.
     pub(crate) max_depth: usize,
+    /// `TIMEFUSION_LOG_MIN_DURATION_MS`.
+    pub(crate) log_min_duration: Option<std::time::Duration>,
 }
 
 impl SimpleQueries {
@@ -111,8 +114,16 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
             // One statement at a time, as PostgreSQL runs them: each sees the transaction
             // state the one before left and has its own deadline, and a failure ends the query.
             for statement in statements {
+                let started = std::time::Instant::now();
                 let mut failed = false;
-                for response in self.do_query(client, statement).await? {
+                let responses = match self.do_query(client, statement).await {
+                    Ok(responses) => responses,
+                    Err(e) => {
+                        finished("simple", false, started, statement, self.log_min_duration);
+                        return Err(e);
+                    }
+                };
+                for response in responses {
                     match response {
                         Response::EmptyQuery => {
                             client
@@ -155,6 +166,7 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
                     }
                 }
                 client.set_transaction_status(status);
+                finished("simple", !failed, started, statement, self.log_min_duration);
                 if failed || matches!(client.state(), PgWireConnectionState::CopyInProgress(_)) {
                     break;
                 }

@@ -24,6 +24,7 @@ mod copy;
 mod crash;
 mod external;
 mod flight;
+mod health;
 mod interrupt;
 mod introspection;
 mod limits;

@@ -18,6 +18,7 @@ pub struct TestServer {
     child: Child,
     pub port: u16,
     pub grpc_port: u16,
+    pub http_port: u16,
     pub data_dir: PathBuf,
     /// Every line the server has written to stderr (its log), for [`TestServer::logged`].
     log: Arc<parking_lot::Mutex<Vec<String>>>,
@@ -33,6 +34,8 @@ impl TestServer {
             .env("PGWIRE_PORT", "0")
             .env("GRPC_HOST", "127.0.0.1")
             .env("GRPC_PORT", "0")
+            .env("TIMEFUSION_HTTP_HOST", "127.0.0.1")
+            .env("TIMEFUSION_HTTP_PORT", "0")
             .env("TIMEFUSION_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -52,7 +55,7 @@ impl TestServer {
         });
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let (port, grpc_port) = loop {
+        let (port, grpc_port, http_port) = loop {
             let line = match lines.next() {
                 Some(Ok(line)) => line,
                 other => {
@@ -61,10 +64,14 @@ impl TestServer {
                 }
             };
             if let Some(rest) = line.strip_prefix("timefusion listening: pgwire=") {
-                let (pg, grpc) = rest.split_once(" grpc=").expect("both addresses");
+                let (pg, rest) = rest
+                    .split_once(" grpc=")
+                    .expect("pgwire and grpc addresses");
+                let (grpc, http) = rest.split_once(" http=").expect("an http address");
+                let http: std::net::SocketAddr = http.parse().expect("http address");
                 let pg: std::net::SocketAddr = pg.parse().expect("pgwire address");
                 let grpc: std::net::SocketAddr = grpc.parse().expect("grpc address");
-                break (pg.port(), grpc.port());
+                break (pg.port(), grpc.port(), http.port());
             }
         };
         // Keep draining stdout so the server never blocks on a full pipe.
@@ -73,6 +80,7 @@ impl TestServer {
             child,
             port,
             grpc_port,
+            http_port,
             data_dir: data_dir.to_path_buf(),
             log,
         }
@@ -254,4 +262,33 @@ pub fn python() -> PathBuf {
     std::env::var_os("TIMEFUSION_TEST_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| venv_bin("python3"))
+}
+
+/// `GET path` on `127.0.0.1:port` over HTTP/1.1: the status code and the body, or `None` when
+/// nothing listens there (yet).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+/// A port nothing listens on now (bound and released), for a server that must be told its
+/// port before it prints it.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }

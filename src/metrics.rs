@@ -1,0 +1,280 @@
+//! The server's own figures, as Prometheus series (`prometheus-client`, the Prometheus
+//! project's Rust client): one registry for the process, updated where the work happens and
+//! rendered by the HTTP endpoint (`crate::http`, `/metrics`). Gauges of state (buffer, cache,
+//! panics) are read at scrape time by the endpoint, not kept up to date on every write.
+//!
+//! A leaf like `error` and `panics`: any layer records into [`get`] without knowing who reads.
+//! Series (all prefixed `timefusion_`) are listed in DELTA_CONFIG.md ("Health and metrics").
+//! Tests: `tests/e2e/health.rs`.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label sets: a list of `(name, value)`.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// Every series the server exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Rows and bytes (Arrow, as received) acknowledged, by table.
+    pub ingested_rows: Family<Labels, Counter>,
+    pub ingested_bytes: Family<Labels, Counter>,
+    /// Bytes written to the WAL and the duration of each group's write + `fdatasync`.
+    pub wal_bytes: Counter,
+    pub wal_sync_seconds: Histogram,
+    /// Flushes to Delta by outcome (`ok`, `error`), rows flushed, and each flush's duration.
+    pub flushes: Family<Labels, Counter>,
+    pub flushed_rows: Counter,
+    pub flush_seconds: Histogram,
+    /// The Delta version each table's readers see, by table.
+    pub delta_version: Family<Labels, Gauge>,
+    /// Statements answered, by protocol (`simple`, `extended`, `flight`) and outcome (`ok`,
+    /// `error`), and their durations by protocol (from the message to the last row sent).
+    pub statements: Family<Labels, Counter>,
+    pub statement_seconds: Family<Labels, Histogram>,
+    /// Open Postgres connections.
+    pub connections: Gauge,
+    /// Read at scrape time ([`Metrics::observe`]).
+    buffer_bytes: Gauge,
+    buffer_budget_bytes: Gauge,
+    buffer_rows: Gauge,
+    buffer_oldest_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    store_gets: Counter,
+    panics: Counter,
+}
+
+/// State the endpoint reads at each scrape.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Observed {
+    pub buffer_bytes: u64,
+    pub buffer_budget_bytes: u64,
+    pub buffer_rows: u64,
+    /// Age of the oldest row waiting to flush (zero when none waits).
+    pub buffer_oldest: Duration,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub store_gets: u64,
+    pub panics: u64,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process's metrics.
+pub fn get() -> &'static Metrics {
+    &METRICS
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.1 ms … ~52 s, doubling.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("timefusion");
+        let metrics = Metrics {
+            ingested_rows: Family::default(),
+            ingested_bytes: Family::default(),
+            wal_bytes: Counter::default(),
+            wal_sync_seconds: latency_histogram(),
+            flushes: Family::default(),
+            flushed_rows: Counter::default(),
+            flush_seconds: latency_histogram(),
+            delta_version: Family::default(),
+            statements: Family::default(),
+            statement_seconds: Family::new_with_constructor(latency_histogram),
+            connections: Gauge::default(),
+            buffer_bytes: Gauge::default(),
+            buffer_budget_bytes: Gauge::default(),
+            buffer_rows: Gauge::default(),
+            buffer_oldest_seconds: Gauge::default(),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            store_gets: Counter::default(),
+            panics: Counter::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "ingested_rows",
+            "Rows acknowledged",
+            metrics.ingested_rows.clone(),
+        );
+        r.register(
+            "ingested_bytes",
+            "Arrow bytes acknowledged",
+            metrics.ingested_bytes.clone(),
+        );
+        r.register(
+            "wal_written_bytes",
+            "Bytes written to the WAL",
+            metrics.wal_bytes.clone(),
+        );
+        r.register(
+            "wal_sync_seconds",
+            "Write and fdatasync of one WAL group",
+            metrics.wal_sync_seconds.clone(),
+        );
+        r.register(
+            "flushes",
+            "Flushes to Delta by outcome",
+            metrics.flushes.clone(),
+        );
+        r.register(
+            "flushed_rows",
+            "Rows flushed to Delta",
+            metrics.flushed_rows.clone(),
+        );
+        r.register(
+            "flush_seconds",
+            "Duration of one flush",
+            metrics.flush_seconds.clone(),
+        );
+        r.register(
+            "delta_version",
+            "Delta version readers see, by table",
+            metrics.delta_version.clone(),
+        );
+        r.register(
+            "statements",
+            "Statements answered, by protocol and outcome",
+            metrics.statements.clone(),
+        );
+        r.register(
+            "statement_seconds",
+            "Statement durations, by protocol",
+            metrics.statement_seconds.clone(),
+        );
+        r.register(
+            "connections",
+            "Open Postgres connections",
+            metrics.connections.clone(),
+        );
+        r.register(
+            "buffer_bytes",
+            "Bytes held in the buffer",
+            metrics.buffer_bytes.clone(),
+        );
+        r.register(
+            "buffer_budget_bytes",
+            "The buffer's budget (TIMEFUSION_BUFFER_MAX_MEMORY_MB)",
+            metrics.buffer_budget_bytes.clone(),
+        );
+        r.register(
+            "buffer_rows",
+            "Rows waiting to flush",
+            metrics.buffer_rows.clone(),
+        );
+        r.register(
+            "buffer_oldest_row_age_seconds",
+            "Age of the oldest row waiting to flush",
+            metrics.buffer_oldest_seconds.clone(),
+        );
+        r.register(
+            "cache_hits",
+            "Object reads served by the cache",
+            metrics.cache_hits.clone(),
+        );
+        r.register(
+            "cache_misses",
+            "Cacheable object reads that went to the store",
+            metrics.cache_misses.clone(),
+        );
+        r.register(
+            "store_gets",
+            "GET requests sent to the object store",
+            metrics.store_gets.clone(),
+        );
+        r.register(
+            "panics_caught",
+            "Panics contained (see the log)",
+            metrics.panics.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// Records one statement of `protocol` that took `elapsed`.
+    pub fn statement(&self, protocol: &'static str, ok: bool, elapsed: Duration) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.statements
+            .get_or_create(&vec![
+                ("protocol", protocol.into()),
+                ("outcome", outcome.into()),
+            ])
+            .inc();
+        self.statement_seconds
+            .get_or_create(&vec![("protocol", protocol.into())])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Takes in the state read at a scrape.
+    pub fn observe(&self, observed: &Observed) {
+        let gauge = |g: &Gauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        gauge(&self.buffer_bytes, observed.buffer_bytes);
+        gauge(&self.buffer_budget_bytes, observed.buffer_budget_bytes);
+        gauge(&self.buffer_rows, observed.buffer_rows);
+        self.buffer_oldest_seconds
+            .set(observed.buffer_oldest.as_secs_f64());
+        // Counters kept elsewhere: move each up to the value read.
+        let catch_up = |c: &Counter, v: u64| c.inc_by(v.saturating_sub(c.get()));
+        catch_up(&self.cache_hits, observed.cache_hits);
+        catch_up(&self.cache_misses, observed.cache_misses);
+        catch_up(&self.store_gets, observed.store_gets);
+        catch_up(&self.panics, observed.panics);
+    }
+
+    /// Every series in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_render_with_prefix_labels_and_observed_state() {
+        let metrics = Metrics::new();
+        metrics
+            .ingested_rows
+            .get_or_create(&vec![("table", "t".into())])
+            .inc_by(5);
+        metrics.statement("simple", true, Duration::from_millis(3));
+        metrics.observe(&Observed {
+            buffer_rows: 7,
+            cache_hits: 2,
+            ..Observed::default()
+        });
+        metrics.observe(&Observed {
+            buffer_rows: 7,
+            cache_hits: 3,
+            ..Observed::default()
+        });
+        let text = metrics.render();
+        for line in [
+            "timefusion_ingested_rows_total{table=\"t\"} 5",
+            "timefusion_statements_total{protocol=\"simple\",outcome=\"ok\"} 1",
+            "timefusion_statement_seconds_count{protocol=\"simple\"} 1",
+            "timefusion_buffer_rows 7",
+            "timefusion_cache_hits_total 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
+}
