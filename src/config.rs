@@ -88,6 +88,13 @@ pub struct Config {
     #[arg(long, env = "TIMEFUSION_MAX_EXPRESSION_DEPTH", default_value_t = 1000)]
     pub max_expression_depth: usize,
 
+    /// Memory every running query together may use for its working state (sorts, hash
+    /// tables, aggregation), in MiB. Sorts and aggregations spill to `<data dir>/spill` past
+    /// their share; a query that still cannot fit gets SQLSTATE 53200 (`RESOURCE_EXHAUSTED`
+    /// on Flight) and the others go on.
+    #[arg(long, env = "TIMEFUSION_QUERY_MEMORY_MB", default_value_t = 2048)]
+    pub query_memory_mb: usize,
+
     /// Stack of each thread that parses, plans and runs statements, in MiB: at least one per
     /// 100 of `TIMEFUSION_MAX_EXPRESSION_DEPTH` (a 1,000-deep expression needs 2–8 MiB). Pages
     /// never touched cost no memory.

@@ -31,6 +31,11 @@ pub enum Error {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot prepare the spill directory {path}: {source}")]
+    Spill {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot set up the SQL session: {0}")]
     Session(#[from] datafusion::error::DataFusionError),
     #[error("cannot set up the Flight SQL service: {0}")]
@@ -82,11 +87,22 @@ impl Server {
             storage: engine.storage.clone(),
             clock,
         });
+        // Spill files of queries a crash interrupted are garbage: start empty.
+        let spill_dir = config.data_dir.join("spill");
+        let _ = std::fs::remove_dir_all(&spill_dir);
+        std::fs::create_dir_all(&spill_dir).map_err(|source| Error::Spill {
+            path: spill_dir.clone(),
+            source,
+        })?;
         let context = Arc::new(crate::sql::session_context(
             &engine.catalog,
             &engine.buffer,
             &engine.ingest,
             &engine.storage,
+            &crate::sql::QueryLimits {
+                memory_bytes: config.query_memory_mb << 20,
+                spill_dir,
+            },
         )?);
         let flusher = tokio::spawn(run_flusher(engine.core.clone(), shutdown.clone()));
         let maintenance = tokio::spawn(run_maintenance(engine.core.clone(), shutdown.clone()));

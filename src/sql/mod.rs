@@ -13,6 +13,8 @@
 use std::sync::Arc;
 
 use datafusion::error::Result;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::planner::{IdentNormalizer, object_name_to_table_reference};
 use datafusion::sql::sqlparser::ast::{Ident, ObjectName};
@@ -48,6 +50,15 @@ pub const DATABASE: &str = "postgres";
 /// The version string clients see in `server_version` and `version()`.
 pub const SERVER_VERSION: &str = "15.0 (TimeFusion)";
 
+/// What queries may use of the machine.
+#[derive(Debug, Clone)]
+pub struct QueryLimits {
+    /// `TIMEFUSION_QUERY_MEMORY_MB` in bytes.
+    pub memory_bytes: usize,
+    /// Where sorts and aggregations spill.
+    pub spill_dir: std::path::PathBuf,
+}
+
 /// The session every statement of every front end is planned in: one table provider per
 /// table of `catalog`, the `timefusion_cache` statistics table, the PostgreSQL catalog and
 /// TimeFusion's functions and rewrites.
@@ -56,6 +67,7 @@ pub fn session_context(
     buffer: &Arc<Buffer<Committed>>,
     ingest: &Arc<Ingest>,
     storage: &Arc<Storage>,
+    limits: &QueryLimits,
 ) -> Result<SessionContext> {
     let mut config = SessionConfig::new()
         // `catalog` serves information_schema, in PostgreSQL's shape.
@@ -65,7 +77,17 @@ pub fn session_context(
     // the UTC session time zone that queries compute in; DataFusion's default (no zone) made
     // them `timestamp without time zone`.
     config.options_mut().execution.time_zone = Some("UTC".to_string());
-    let mut context = SessionContext::new_with_config(config);
+    // One pool for every query: fair shares for the operators that can spill, and the five
+    // largest consumers named when a query does not fit.
+    let pool = TrackConsumersPool::new(
+        FairSpillPool::new(limits.memory_bytes),
+        std::num::NonZeroUsize::new(5).expect("five"),
+    );
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(pool))
+        .with_temp_file_path(&limits.spill_dir)
+        .build_arc()?;
+    let mut context = SessionContext::new_with_config_rt(config, runtime);
     for schema in catalog.tables() {
         let table = table::TimeFusionTable::new(schema.clone(), buffer.clone(), ingest.clone());
         context.register_table(schema.name.as_str(), Arc::new(table))?;

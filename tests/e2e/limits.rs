@@ -140,3 +140,37 @@ async fn a_panic_ends_one_statement_not_the_connection_or_the_server() {
     assert!(server.logged("panicked at src/sql/functions/mod.rs") >= 4);
     assert_eq!(count(&other, "").await, 20, "nothing written was lost");
 }
+
+#[tokio::test]
+async fn a_query_that_does_not_fit_the_memory_pool_fails_alone_with_53200() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[("TIMEFUSION_QUERY_MEMORY_MB", "2")]);
+    let client = server.client().await;
+    for batch in 0..4 {
+        let ids = ids(&format!("m{batch}"), 10_000);
+        client
+            .batch_execute(&insert_sql("p1", &ids, past_micros(0)))
+            .await
+            .expect("insert");
+    }
+    // Queries that need little working memory run as usual.
+    let found = client
+        .query(
+            "SELECT id FROM otel_logs_and_spans WHERE id = 'm3-9999'",
+            &[],
+        )
+        .await
+        .expect("a filter fits");
+    assert_eq!(found.len(), 1);
+    // A hash join's build side cannot spill: past the pool the query gets 53200 (in 2 MiB so
+    // would a sort, whose merge reserves 10 MiB up front, or a top-k), and the server goes on.
+    let joined = client
+        .simple_query(
+            "SELECT count(*) FROM otel_logs_and_spans a JOIN otel_logs_and_spans b \
+             ON a.body = b.body AND a.id = b.id",
+        )
+        .await;
+    assert_eq!(outcome(joined), "53200");
+    assert_eq!(select_one(&client).await, 1);
+    assert_eq!(count(&server.client().await, "").await, 40_000);
+}
