@@ -95,9 +95,27 @@ impl ExprPlanner for PgJsonPlanner {
                 udf, args,
             ))
         };
+        // A chain `j -> 'a' -> 'b'` arrives with the inner access aliased: name the outer one
+        // after the inner's name, not its display, which holds the name again (the text
+        // doubled with each link: a chain of 60 `->` and `>` took a GiB and never planned).
+        let access = matches!(
+            op,
+            Op::Arrow | Op::HashArrow | Op::LongArrow | Op::HashLongArrow
+        );
+        // Names from `schema_name`, which shows an alias by its name alone.
+        let (left, name) = match left {
+            Expr::Alias(alias) if access => {
+                let name = format!("{} {op} {}", alias.name, right.schema_name());
+                (*alias.expr, name)
+            }
+            other if access => {
+                let name = format!("{} {op} {}", other.schema_name(), right.schema_name());
+                (other, name)
+            }
+            other => (other, String::new()),
+        };
         let planned = match &op {
             Op::Arrow | Op::HashArrow => {
-                let name = format!("{left} {op} {right}");
                 let mut args = vec![left];
                 args.extend(if op == Op::HashArrow {
                     Self::path_args(right)
@@ -107,7 +125,6 @@ impl ExprPlanner for PgJsonPlanner {
                 call(datafusion_functions_json::udfs::json_get_json_udf(), args).alias(name)
             }
             Op::LongArrow | Op::HashLongArrow => {
-                let name = format!("{left} {op} {right}");
                 let mut args = vec![left];
                 args.extend(if op == Op::HashLongArrow {
                     Self::path_args(right)
