@@ -18,6 +18,8 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod flight;
+#[cfg(test)]
+mod fuzz;
 pub mod http;
 pub mod metrics;
 pub mod panics;

@@ -699,7 +699,7 @@ fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> io::Re
 }
 
 /// Parses the record at the start of `data`: (seq, payload, total length), or why it is invalid.
-fn parse_record(data: &[u8]) -> std::result::Result<(Seq, &[u8], usize), String> {
+pub(crate) fn parse_record(data: &[u8]) -> std::result::Result<(Seq, &[u8], usize), String> {
     if data.len() < HEADER_LEN {
         return Err(format!(
             "{} bytes left, shorter than a record header",

@@ -174,3 +174,37 @@ async fn a_query_that_does_not_fit_the_memory_pool_fails_alone_with_53200() {
     assert_eq!(select_one(&client).await, 1);
     assert_eq!(count(&server.client().await, "").await, 40_000);
 }
+
+#[tokio::test]
+async fn garbage_on_the_wire_closes_only_its_connection() {
+    use rand::{Rng, SeedableRng};
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    let corpus =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/pgwire_messages");
+    let mut inputs: Vec<Vec<u8>> = std::fs::read_dir(&corpus)
+        .expect("corpus")
+        .map(|entry| std::fs::read(entry.expect("entry").path()).expect("file"))
+        .collect();
+    // Frames whose declared length runs past what follows, and random mutations.
+    inputs.push(b"\0\0\0\x08\x04\xd2\x16\x2fB\0\0\0?\0\x03\0\0user\0".to_vec());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(19);
+    for i in 0..200 {
+        let mut input = inputs[i % inputs.len()].clone();
+        for _ in 0..rng.random_range(1..8) {
+            let at = rng.random_range(0..input.len());
+            input[at] = rng.random();
+        }
+        if let Ok(mut socket) = std::net::TcpStream::connect(("127.0.0.1", server.port)) {
+            let _ = socket.write_all(&input);
+        }
+    }
+    assert_eq!(select_one(&client).await, 1, "the open connection");
+    assert_eq!(
+        select_one(&server.client().await).await,
+        1,
+        "a new connection"
+    );
+}

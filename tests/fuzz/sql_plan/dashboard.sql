@@ -1,0 +1,1 @@
+SELECT time_bucket('5 minutes', timestamp) AS bucket, resource___service___name, count(*), avg(duration), percentile_disc(0.95) WITHIN GROUP (ORDER BY duration) FROM otel_logs_and_spans WHERE project_id = 'p1' AND timestamp > now() - interval '1 hour' GROUP BY 1, 2 ORDER BY 1 DESC LIMIT 100

@@ -1,0 +1,1 @@
+SELECT id, body->>'message', body->'a'->0, body ? 'k', to_char(timestamp, 'YYYY-MM-DD HH24:MI:SS') FROM otel_logs_and_spans WHERE body @> '{"a":1}' AND level IN ('ERROR','WARN') AND array_length(hashes, 1) > 0 AND id = ANY(ARRAY['x','y'])

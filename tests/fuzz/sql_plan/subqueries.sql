@@ -1,0 +1,1 @@
+WITH recent AS (SELECT * FROM otel_logs_and_spans WHERE timestamp >= '2026-01-01'::timestamptz) SELECT project_id, (SELECT max(duration) FROM recent r2 WHERE r2.project_id = r.project_id) FROM recent r WHERE EXISTS (SELECT 1 FROM recent WHERE name LIKE 'GET%') UNION ALL SELECT 'x', 1 ORDER BY 2 NULLS LAST
