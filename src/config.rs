@@ -335,6 +335,11 @@ impl Config {
                 "TIMEFUSION_MAINTENANCE_INTERVAL_SECS, TIMEFUSION_COMPACT_TARGET_MB and TIMEFUSION_CHECKPOINT_INTERVAL must be positive".into(),
             ));
         }
+        if self.query_memory_mb == 0 {
+            return Err(ConfigError(
+                "TIMEFUSION_QUERY_MEMORY_MB must be positive".into(),
+            ));
+        }
         if self.stack_mb.saturating_mul(STACK_DEPTH_PER_MB) < self.max_expression_depth {
             return Err(ConfigError(format!(
                 "TIMEFUSION_MAX_EXPRESSION_DEPTH {} needs TIMEFUSION_STACK_MB of at least {}",

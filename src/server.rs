@@ -2,8 +2,9 @@
 //!
 //! Start-up: validate the configuration, serve HTTP health (`/ready` says 503 until the end of
 //! start-up), open the engine (recovery: [`Engine::open`]), build the SQL session over it,
-//! start the flusher and maintenance loops, then listen for Postgres and gRPC connections. Shutdown: stop accepting, stop the loops, close the WAL (queued writes
-//! commit, new ones get 57P01), flush every buffered row to Delta, trim the WAL, return.
+//! start the flusher and maintenance loops, then listen for Postgres and gRPC connections.
+//! Shutdown: stop accepting, stop the loops, close the WAL (queued writes commit, new ones get
+//! 57P01), flush every buffered row to Delta, trim the WAL, return.
 //!
 //! This is the only module that sees every layer; nothing imports it.
 

@@ -702,7 +702,6 @@ mod tests {
         );
     }
 
-    /// A commit refused before it was stored is written once, when the store is back.
     /// A panic inside a flush (here the store's, after the commit is stored) leaves the
     /// flusher running and the outcome unknown: the next flush re-reads the log, finds the
     /// commit and does not write its rows again.
@@ -722,6 +721,7 @@ mod tests {
         assert_eq!(f.visible_rows().await, 15);
     }
 
+    /// A commit refused before it was stored is written once, when the store is back.
     #[tokio::test]
     async fn a_flush_that_did_not_land_is_written_once() {
         let f = Fixture::new().await;
