@@ -135,8 +135,8 @@ fn statement_text() {
 /// here either. A panic there is counted (the server answers it with XX000); an input whose
 /// planning does not finish in 10 s is a finding (in the server it would hold a worker
 /// thread), kept in `$TMPDIR/timefusion-fuzz-sql_plan-stuck.sql`; it ends the target, whose
-/// thread is left to the process's exit. (One such input, in sqlparser's
-/// `parse_compound_expr`, was seen once in CI and not yet reproduced.)
+/// thread is left to the process's exit. (One was found: an unfinished 40-part dotted name,
+/// now refused by `check_depth`; corpus `dotted_name.sql`.)
 #[test]
 fn sql_plan() {
     use std::sync::Arc;

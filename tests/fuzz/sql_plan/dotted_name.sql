@@ -1,0 +1,1 @@
+WITH recent AS (SELECT * FROM otel_logs_and_spans WHERE timestamp >= '2026-01-01'::timestamptz) SELECT project_id, (SELECT max(duration) FROM recent r2 WHERE r2.project_id = r.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.prr.)
