@@ -36,7 +36,8 @@ pub struct Metrics {
     /// The Delta version each table's readers see, by table.
     pub delta_version: Family<Labels, Gauge>,
     /// Statements answered, by protocol (`simple`, `extended`, `flight`) and outcome (`ok`,
-    /// `error`), and their durations by protocol (from the message to the last row sent).
+    /// `error`), and their durations by protocol (from the message to the last row sent;
+    /// Flight SQL from its `DoGet` to the end of its stream).
     pub statements: Family<Labels, Counter>,
     pub statement_seconds: Family<Labels, Histogram>,
     /// Open Postgres connections.

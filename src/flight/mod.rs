@@ -59,6 +59,19 @@ fn status(error: &(dyn std::error::Error + 'static)) -> Status {
     Status::new(grpc_code(code), message)
 }
 
+/// A Flight SQL query in `timefusion_statements_total{protocol="flight"}` and its latency,
+/// recorded when dropped: when its result stream ends, or the call fails before it has one.
+struct Recorded {
+    started: std::time::Instant,
+    ok: bool,
+}
+
+impl Drop for Recorded {
+    fn drop(&mut self) {
+        crate::metrics::get().statement("flight", self.ok, self.started.elapsed());
+    }
+}
+
 /// The status of a call a panic ended (the panic is logged where it happened).
 fn panicked(message: &str) -> Status {
     Status::internal(format!("internal error: the call panicked: {message}"))
@@ -248,6 +261,11 @@ impl TimeFusionFlight {
 
     /// Plans and runs `sql`; a panic in either is the call's `INTERNAL` status.
     async fn run(&self, sql: &str) -> Result<Response<DoGetStream>, Status> {
+        // Counted when its stream ends (or the client drops it); a failure before is an error.
+        let mut recorded = Recorded {
+            started: std::time::Instant::now(),
+            ok: false,
+        };
         self.check_depth(sql)?;
         let planned = crate::panics::catch(async {
             let frame = self.context.sql(sql).await?;
@@ -258,6 +276,7 @@ impl TimeFusionFlight {
             .await
             .map_err(|m| panicked(&m))?
             .map_err(|e| status(&e))?;
+        recorded.ok = true;
         let batches = crate::panics::catch_stream(batches, |m| {
             DataFusionError::External(Box::new(SqlError::new(
                 SqlState::INTERNAL_ERROR,
@@ -267,9 +286,14 @@ impl TimeFusionFlight {
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches.map_err(|e| FlightError::ExternalError(Box::new(e))))
-            .map_err(|e| match e {
-                FlightError::ExternalError(inner) => status(inner.as_ref()),
-                other => flight_status(other),
+            .map_err(move |e| {
+                // The whole guard moves into the stream (not just its `ok`): it drops with it.
+                let recorded = &mut recorded;
+                recorded.ok = false;
+                match e {
+                    FlightError::ExternalError(inner) => status(inner.as_ref()),
+                    other => flight_status(other),
+                }
             });
         Ok(Response::new(Box::pin(stream)))
     }

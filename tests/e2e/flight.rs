@@ -175,6 +175,14 @@ async fn do_put_many_batches_then_query_over_pgwire_and_flight_sql() {
         10_005
     );
 
+    // Flight SQL queries are counted by the HTTP endpoint.
+    let (_, metrics) = http_get(server.http_port, "/metrics").expect("metrics");
+    let flight_ok = "timefusion_statements_total{protocol=\"flight\",outcome=\"ok\"} ";
+    assert!(
+        metrics.lines().any(|l| l.starts_with(flight_ok)),
+        "{metrics}"
+    );
+
     // A statement too deep to parse safely is refused, and the service goes on.
     let deep = format!("SELECT {}1{}", "ARRAY[".repeat(1000), "]".repeat(1000));
     let refused = sql.execute(deep, None).await.expect_err("too deep");
