@@ -20,13 +20,6 @@ async fn copy_in(
     sink.finish().await
 }
 
-fn sqlstate(error: &tokio_postgres::Error) -> String {
-    error
-        .as_db_error()
-        .map(|e| e.code().code().to_string())
-        .unwrap_or_else(|| format!("no SQLSTATE: {error}"))
-}
-
 #[tokio::test]
 async fn copy_text_and_csv_from_tokio_postgres_then_flush() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -9,13 +9,7 @@ use crate::common::*;
 
 /// The SQLSTATE of `result`'s error, or `"ok"`.
 fn outcome<T>(result: Result<T, tokio_postgres::Error>) -> String {
-    match result {
-        Ok(_) => "ok".into(),
-        Err(e) => e
-            .as_db_error()
-            .map(|d| d.code().code().to_string())
-            .unwrap_or_else(|| format!("not a server error: {e}")),
-    }
+    result.map_or_else(|e| sqlstate(&e), |_| "ok".into())
 }
 
 async fn select_one(client: &tokio_postgres::Client) -> i64 {

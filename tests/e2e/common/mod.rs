@@ -292,3 +292,11 @@ pub fn free_port() -> u16 {
         .expect("a free port")
         .port()
 }
+
+/// The SQLSTATE of a statement's error, or what happened instead (a lost connection …).
+pub fn sqlstate(error: &tokio_postgres::Error) -> String {
+    error
+        .as_db_error()
+        .map(|e| e.code().code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {error}"))
+}
