@@ -77,9 +77,50 @@ pub struct Config {
     #[arg(long, env = "TIMEFUSION_COPY_ATOMIC_MB", default_value_t = 64)]
     pub copy_atomic_mb: usize,
 
-    /// Maximum number of concurrent client connections; further connections are refused.
+    /// Maximum number of concurrent Postgres sessions; a further client gets FATAL 53300
+    /// ("sorry, too many clients already") after its start-up message, as from PostgreSQL.
+    /// Cancel requests are served even when the server is full.
     #[arg(long, env = "TIMEFUSION_MAX_CONNECTIONS", default_value_t = 256)]
     pub max_connections: usize,
+
+    /// Longest message a Postgres client may send (one query text, one `Bind` with its
+    /// parameters, one `CopyData`), in MiB: a longer one gets FATAL 54000 as soon as its
+    /// header arrives, before its body is read, and the connection closes. PostgreSQL's own
+    /// limit is 1 GiB; at most 1023.
+    #[arg(long, env = "TIMEFUSION_MAX_MESSAGE_MB", default_value_t = 128)]
+    pub max_message_mb: usize,
+
+    /// Statements (queries, and `INSERT`s DataFusion plans) that may run at once over pgwire
+    /// and Flight SQL together, each from its start to its last row sent; a further one waits
+    /// for a slot. Literal `INSERT`s and `COPY` data take none: the buffer's budget bounds
+    /// them.
+    #[arg(
+        long,
+        env = "TIMEFUSION_MAX_CONCURRENT_STATEMENTS",
+        default_value_t = 64
+    )]
+    pub max_concurrent_statements: usize,
+
+    /// How long a statement waits for a slot (`TIMEFUSION_MAX_CONCURRENT_STATEMENTS`) before
+    /// it gets SQLSTATE 53000 (Flight: `RESOURCE_EXHAUSTED`), in milliseconds. A cancel
+    /// request or the statement timeout ends the wait sooner.
+    #[arg(
+        long,
+        env = "TIMEFUSION_STATEMENT_QUEUE_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub statement_queue_timeout_ms: u64,
+
+    /// Seconds a Postgres session may keep the server waiting for its next message (between
+    /// statements, inside a transaction, or within a `COPY`) before it is ended with FATAL
+    /// 57P05, like PostgreSQL's `idle_session_timeout`. 0 (the default, as in PostgreSQL)
+    /// waits forever.
+    #[arg(
+        long,
+        env = "TIMEFUSION_IDLE_SESSION_TIMEOUT_SECS",
+        default_value_t = 0
+    )]
+    pub idle_session_timeout_secs: u64,
 
     /// How deep an expression may be: levels of parentheses plus operators chained on each
     /// (`1+1+…` is as deep as it has terms). Deeper statements get SQLSTATE 54001 before they
@@ -312,6 +353,18 @@ impl Config {
                 self.grpc_max_inflight_mb, self.grpc_max_message_mb
             )));
         }
+        if self.max_connections == 0 || self.max_concurrent_statements == 0 {
+            return Err(ConfigError(
+                "TIMEFUSION_MAX_CONNECTIONS and TIMEFUSION_MAX_CONCURRENT_STATEMENTS must be positive"
+                    .into(),
+            ));
+        }
+        if !(1..=1023).contains(&self.max_message_mb) {
+            return Err(ConfigError(format!(
+                "TIMEFUSION_MAX_MESSAGE_MB={} must be between 1 and 1023",
+                self.max_message_mb
+            )));
+        }
         if self.grpc_token.as_deref() == Some("") {
             return Err(ConfigError(
                 "GRPC_TOKEN is set but empty: unset it or set a token".into(),
@@ -400,6 +453,12 @@ impl Config {
         u64::try_from(self.log_min_duration_ms)
             .ok()
             .map(Duration::from_millis)
+    }
+
+    /// `TIMEFUSION_IDLE_SESSION_TIMEOUT_SECS`; `None` waits forever.
+    pub fn idle_session_timeout(&self) -> Option<Duration> {
+        (self.idle_session_timeout_secs > 0)
+            .then(|| Duration::from_secs(self.idle_session_timeout_secs))
     }
 
     pub fn statement_timeout(&self) -> Duration {

@@ -41,11 +41,14 @@ impl SqlState {
     pub const DATATYPE_MISMATCH: SqlState = SqlState("42804");
     pub const INSUFFICIENT_RESOURCES: SqlState = SqlState("53000");
     pub const OUT_OF_MEMORY: SqlState = SqlState("53200");
+    pub const TOO_MANY_CONNECTIONS: SqlState = SqlState("53300");
+    pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState("54000");
     pub const STATEMENT_TOO_COMPLEX: SqlState = SqlState("54001");
     pub const TOO_MANY_COLUMNS: SqlState = SqlState("54011");
     pub const CANT_CHANGE_RUNTIME_PARAM: SqlState = SqlState("55P02");
     pub const QUERY_CANCELED: SqlState = SqlState("57014");
     pub const ADMIN_SHUTDOWN: SqlState = SqlState("57P01");
+    pub const IDLE_SESSION_TIMEOUT: SqlState = SqlState("57P05");
     pub const IO_ERROR: SqlState = SqlState("58030");
     pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
 

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub statement_seconds: Family<Labels, Histogram>,
     /// Open Postgres connections.
     pub connections: Gauge,
+    /// Statements holding a slot ([`crate::sql::slots`]).
+    pub statements_running: Gauge,
     /// Read at scrape time ([`Metrics::observe`]).
     buffer_bytes: Gauge,
     buffer_budget_bytes: Gauge,
@@ -94,6 +96,7 @@ impl Metrics {
             statements: Family::default(),
             statement_seconds: Family::new_with_constructor(latency_histogram),
             connections: Gauge::default(),
+            statements_running: Gauge::default(),
             buffer_bytes: Gauge::default(),
             buffer_budget_bytes: Gauge::default(),
             buffer_rows: Gauge::default(),
@@ -159,6 +162,11 @@ impl Metrics {
             "connections",
             "Open Postgres connections",
             metrics.connections.clone(),
+        );
+        r.register(
+            "statements_running",
+            "Statements holding a slot (TIMEFUSION_MAX_CONCURRENT_STATEMENTS)",
+            metrics.statements_running.clone(),
         );
         r.register(
             "buffer_bytes",

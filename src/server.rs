@@ -105,6 +105,10 @@ impl Server {
                 spill_dir,
             },
         )?);
+        let slots = Arc::new(crate::sql::slots::Slots::new(
+            config.max_concurrent_statements,
+            std::time::Duration::from_millis(config.statement_queue_timeout_ms),
+        ));
         let flusher = tokio::spawn(run_flusher(engine.core.clone(), shutdown.clone()));
         let maintenance = tokio::spawn(run_maintenance(engine.core.clone(), shutdown.clone()));
 
@@ -132,6 +136,7 @@ impl Server {
                 copy_atomic_bytes: config.copy_atomic_mb << 20,
                 max_expression_depth: config.max_expression_depth,
                 log_min_duration: config.log_min_duration(),
+                slots: slots.clone(),
             },
             engine.core.clone(),
         ));
@@ -144,6 +149,7 @@ impl Server {
             engine.ingest.clone(),
             config.grpc_max_inflight_mb << 20,
             config.max_expression_depth,
+            slots,
         )?;
         let grpc = tokio::spawn(crate::flight::serve(
             grpc_listener,
@@ -156,6 +162,10 @@ impl Server {
             listener,
             handlers,
             config.max_connections,
+            crate::pgwire::connection::ConnectionLimits {
+                max_message_bytes: config.max_message_mb << 20,
+                idle_timeout: config.idle_session_timeout(),
+            },
             shutdown.clone(),
         ));
         health.set_ready();

@@ -631,7 +631,11 @@ mod tests {
 
         async fn write(&self, prefix: &str, rows: usize) {
             self.ingest
-                .write(TABLE, spans(prefix, rows))
+                .write(
+                    TABLE,
+                    spans(prefix, rows),
+                    crate::engine::ingest::Via::Insert,
+                )
                 .await
                 .expect("write");
         }

@@ -89,6 +89,27 @@ pub struct Ingest {
     max_bytes: usize,
 }
 
+/// The way rows arrived, a label of the ingest metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `INSERT` over pgwire (the literal fast path or DataFusion's sink).
+    Insert,
+    /// `COPY … FROM STDIN`.
+    Copy,
+    /// Arrow Flight `DoPut`.
+    Flight,
+}
+
+impl Via {
+    pub fn name(self) -> &'static str {
+        match self {
+            Via::Insert => "insert",
+            Via::Copy => "copy",
+            Via::Flight => "flight",
+        }
+    }
+}
+
 impl Ingest {
     pub fn new(
         catalog: Arc<Catalog>,
@@ -108,11 +129,12 @@ impl Ingest {
         }
     }
 
-    /// Stores `batch` in `table`.
+    /// Stores `batch` in `table`; `via` names the front end it came through, for the
+    /// metrics.
     ///
     /// When this returns `Ok(rows)` every row is durable (its WAL record is fsynced) and
     /// visible to every query started afterwards. On error no row was stored.
-    pub async fn write(&self, table: &str, batch: RecordBatch) -> Result<usize> {
+    pub async fn write(&self, table: &str, batch: RecordBatch, via: Via) -> Result<usize> {
         let schema = self
             .catalog
             .get(table)
@@ -145,7 +167,7 @@ impl Ingest {
             )
             .await?;
         let metrics = crate::metrics::get();
-        let labels = vec![("table", schema.name.clone())];
+        let labels = vec![("table", schema.name.clone()), ("path", via.name().into())];
         metrics
             .ingested_rows
             .get_or_create(&labels)

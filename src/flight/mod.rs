@@ -44,10 +44,11 @@ use tokio::sync::Semaphore;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
-use crate::engine::ingest::Ingest;
+use crate::engine::ingest::{Ingest, Via};
 use crate::engine::schema::Catalog;
 use crate::error::{SqlError, SqlState};
 use crate::sql::error::sqlstate_of;
+use crate::sql::slots::Slots;
 use put::store_stream;
 
 type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
@@ -136,6 +137,8 @@ pub struct TimeFusionFlight {
     sql_info: Arc<SqlInfoData>,
     /// `TIMEFUSION_MAX_EXPRESSION_DEPTH`: deeper statements are refused before parsing.
     max_expression_depth: usize,
+    /// The slots queries run in, shared with pgwire.
+    slots: Arc<Slots>,
 }
 
 /// Checks the bearer token of every call.
@@ -184,6 +187,7 @@ impl TimeFusionFlight {
         ingest: Arc<Ingest>,
         max_inflight_bytes: usize,
         max_expression_depth: usize,
+        slots: Arc<Slots>,
     ) -> Result<Self, FlightError> {
         let mut info = SqlInfoDataBuilder::new();
         info.append(SqlInfo::FlightSqlServerName, "TimeFusion");
@@ -199,6 +203,7 @@ impl TimeFusionFlight {
             inflight_kib,
             sql_info: Arc::new(info.build()?),
             max_expression_depth,
+            slots,
         })
     }
 
@@ -228,7 +233,7 @@ impl TimeFusionFlight {
             .map_err(|_| Status::unavailable("server shutting down"))?;
         let rows = self
             .ingest
-            .write(table, batch)
+            .write(table, batch, Via::Flight)
             .await
             .map_err(|e| status(&e))?;
         drop(permit);
@@ -267,6 +272,7 @@ impl TimeFusionFlight {
             ok: false,
         };
         self.check_depth(sql)?;
+        let slot = self.slots.acquire().await.map_err(|e| status(&e))?;
         let planned = crate::panics::catch(async {
             let frame = self.context.sql(sql).await?;
             let schema = Arc::new(frame.schema().as_arrow().clone());
@@ -287,7 +293,9 @@ impl TimeFusionFlight {
             .with_schema(schema)
             .build(batches.map_err(|e| FlightError::ExternalError(Box::new(e))))
             .map_err(move |e| {
-                // The whole guard moves into the stream (not just its `ok`): it drops with it.
+                // The whole guard and the slot move into the stream (not just `ok`): they
+                // drop with it.
+                let _slot = &slot;
                 let recorded = &mut recorded;
                 recorded.ok = false;
                 match e {

@@ -40,6 +40,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::error::SqlState;
 use crate::pgwire::errors::user_error;
+use crate::sql::slots::{Slot, Slots};
 
 /// Client-metadata key of the session's statement timeout in milliseconds, absent when there
 /// is none. datafusion-postgres reads the same key to bound planning.
@@ -207,6 +208,9 @@ pub struct Statement {
     number: u64,
     /// The handler's work is left to finish: see [`may_write`].
     writes: bool,
+    slots: Arc<Slots>,
+    /// The slot [`Statement::run`] took; its result stream keeps it ([`Statement::bound`]).
+    slot: parking_lot::Mutex<Option<Slot>>,
 }
 
 impl Statement {
@@ -214,7 +218,7 @@ impl Statement {
     /// now: a cancel request from now on interrupts it (for `query` that [`may_write`], only
     /// its result rows), and so do they for every result stream the connection polls — also
     /// one of an earlier statement, such as a portal's rows read by a later `Execute`.
-    pub fn start<C: ClientInfo + ?Sized>(client: &C, query: &str) -> Statement {
+    pub fn start<C: ClientInfo + ?Sized>(client: &C, query: &str, slots: &Arc<Slots>) -> Statement {
         let limits = Limits {
             token: CancellationToken::new(),
             deadline: timeout(client).map(|t| Instant::now() + t),
@@ -223,22 +227,34 @@ impl Statement {
             .session_extensions()
             .get::<Running>()
             .unwrap_or_default();
-        Statement::on(running, limits, may_write(query))
+        Statement::on(running, limits, may_write(query), slots.clone())
     }
 
-    fn on(running: Arc<Running>, limits: Limits, writes: bool) -> Statement {
+    fn on(running: Arc<Running>, limits: Limits, writes: bool, slots: Arc<Slots>) -> Statement {
         let number = running.start(limits.clone());
         Statement {
             limits,
             running,
             number,
             writes,
+            slots,
+            slot: Default::default(),
         }
     }
 
-    /// Runs `work` (planning, and whatever a handler does before it returns its result)
-    /// unless the statement is interrupted first. A panic in it is this statement's XX000.
+    /// Runs `work` (planning, and whatever a handler does before it returns its result) in a
+    /// statement slot ([`Slots`]), unless the statement is interrupted first, also while it
+    /// waits for the slot. A panic in it is this statement's XX000.
     pub async fn run<T>(&self, work: impl Future<Output = PgWireResult<T>>) -> PgWireResult<T> {
+        let slot = self
+            .interruptible(async {
+                self.slots
+                    .acquire()
+                    .await
+                    .map_err(|e| user_error(e.state, e.message))
+            })
+            .await?;
+        *self.slot.lock() = Some(slot);
         let work = async {
             crate::panics::catch(work)
                 .await
@@ -247,6 +263,14 @@ impl Statement {
         if self.writes {
             return work.await;
         }
+        self.interruptible(work).await
+    }
+
+    /// `work`, or the error of the interrupt that comes first.
+    async fn interruptible<T>(
+        &self,
+        work: impl Future<Output = PgWireResult<T>>,
+    ) -> PgWireResult<T> {
         let deadline = async {
             match self.limits.deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -280,6 +304,7 @@ impl Statement {
     fn bounded<S>(&self, stream: S) -> Bounded<S> {
         Bounded {
             stream: Some(stream),
+            slot: self.slot.lock().take(),
             running: self.running.clone(),
             statement: self.number,
             cancelled: Box::pin(self.limits.token.clone().cancelled_owned()),
@@ -295,6 +320,8 @@ impl Statement {
 /// interrupted, dropping the stream under it.
 struct Bounded<S> {
     stream: Option<S>,
+    /// The statement's slot, given back when the stream ends.
+    slot: Option<Slot>,
     running: Arc<Running>,
     /// The number of the statement `cancelled` and `deadline` are of.
     statement: u64,
@@ -303,6 +330,12 @@ struct Bounded<S> {
 }
 
 impl<S> Bounded<S> {
+    /// Drops the stream (stopping its execution) and gives its slot back.
+    fn end(&mut self) {
+        self.stream = None;
+        self.slot = None;
+    }
+
     /// Follows the connection to the statement it runs now, if that is a new one.
     fn follow(&mut self) {
         if self.running.started.load(Ordering::Acquire) == self.statement {
@@ -339,18 +372,18 @@ where
             None
         };
         if let Some(error) = interrupt {
-            this.stream = None;
+            this.end();
             return Poll::Ready(Some(Err(error)));
         }
         let next = match crate::panics::catch_now(|| Pin::new(stream).poll_next(cx)) {
             Ok(next) => next,
             Err(message) => {
-                this.stream = None;
+                this.end();
                 return Poll::Ready(Some(Err(panicked(&message))));
             }
         };
         if let Poll::Ready(None) = next {
-            this.stream = None;
+            this.end();
         }
         next
     }
@@ -383,7 +416,11 @@ mod tests {
             token: CancellationToken::new(),
             deadline,
         };
-        Statement::on(Arc::default(), limits, false)
+        Statement::on(Arc::default(), limits, false, test_slots())
+    }
+
+    fn test_slots() -> Arc<Slots> {
+        Arc::new(Slots::new(64, Duration::from_secs(1)))
     }
 
     #[tokio::test]
@@ -438,7 +475,7 @@ mod tests {
             token: CancellationToken::new(),
             deadline: Some(Instant::now() + Duration::from_secs(60)),
         };
-        let second = Statement::on(first.running.clone(), later, false);
+        let second = Statement::on(first.running.clone(), later, false, test_slots());
         assert_eq!(rows.next().await.map(|r| r.ok()), Some(Some(1)));
         first.limits.token.cancel();
         assert_eq!(

@@ -180,6 +180,7 @@ pub(crate) struct ExtendedQueries {
     pub(crate) parser: Arc<Parser>,
     /// `TIMEFUSION_LOG_MIN_DURATION_MS`.
     pub(crate) log_min_duration: Option<std::time::Duration>,
+    pub(crate) slots: Arc<crate::sql::slots::Slots>,
 }
 
 #[async_trait]
@@ -208,7 +209,8 @@ impl ExtendedQueryHandler for ExtendedQueries {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
-        let statement = cancel::Statement::start(client, &portal.statement.statement.0);
+        let statement =
+            cancel::Statement::start(client, &portal.statement.statement.0, &self.slots);
         let response = statement
             .run(self.session.do_query(client, portal, max_rows))
             .await?;
@@ -242,7 +244,7 @@ impl ExtendedQueryHandler for ExtendedQueries {
             let state = portal.state();
             let suspended = matches!(*state.lock().await, PortalExecutionState::Suspended(_));
             if suspended {
-                cancel::Statement::start(client, &portal.statement.statement.0);
+                cancel::Statement::start(client, &portal.statement.statement.0, &self.slots);
             }
             statement = Some(portal.statement.clone());
         }

@@ -19,7 +19,7 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::response::TransactionStatus;
 
 use crate::engine::core::Maintenance;
-use crate::engine::ingest::Ingest;
+use crate::engine::ingest::{Ingest, Via};
 use crate::engine::schema::Catalog;
 use crate::error::SqlState;
 use crate::pgwire::errors::{no_rows_plan, user_error};
@@ -175,7 +175,11 @@ impl LiteralInsertHook {
     pub(crate) async fn run(&self, statement: &Statement) -> Option<PgWireResult<Response>> {
         let insert = values::literal_insert(statement, &self.catalog)?;
         Some(
-            match self.ingest.write(&insert.table.name, insert.batch).await {
+            match self
+                .ingest
+                .write(&insert.table.name, insert.batch, Via::Insert)
+                .await
+            {
                 Ok(rows) => Ok(Response::Execution(
                     Tag::new("INSERT").with_oid(0).with_rows(rows),
                 )),

@@ -9,6 +9,7 @@
 //! [`crate::sql::error::sqlstate_of`], through the pgwire error handler.
 
 pub mod cancel;
+pub mod connection;
 pub mod copy;
 pub mod settings;
 pub mod wire_text;
@@ -39,6 +40,7 @@ use crate::engine::core::Maintenance;
 use crate::engine::ingest::Ingest;
 use crate::engine::schema::Catalog;
 use crate::pgwire::auth::{PasswordAuth, Tls};
+use crate::pgwire::connection::{Admission, ConnectionLimits};
 use crate::pgwire::copy::handler::{CopyHook, CopyRows};
 use crate::pgwire::errors::SqlStateErrors;
 use crate::pgwire::extended::{ExtendedQueries, Parser};
@@ -47,6 +49,7 @@ use crate::pgwire::hooks::{
 };
 use crate::pgwire::simple::SimpleQueries;
 use crate::sql::colname;
+use crate::sql::slots::Slots;
 
 /// The handlers pgwire calls for each connection.
 pub struct Handlers {
@@ -61,6 +64,7 @@ pub struct Handlers {
     tls: Option<Tls>,
     max_depth: usize,
     log_min_duration: Option<std::time::Duration>,
+    slots: Arc<Slots>,
 }
 
 /// The parameters sent to clients at start-up (`server_version` …).
@@ -91,6 +95,8 @@ pub struct Limits {
     pub max_expression_depth: usize,
     /// Statements at least this long are logged (`TIMEFUSION_LOG_MIN_DURATION_MS`).
     pub log_min_duration: Option<std::time::Duration>,
+    /// The slots statements run in, shared with Flight SQL.
+    pub slots: Arc<Slots>,
 }
 
 impl Handlers {
@@ -146,6 +152,7 @@ impl Handlers {
             inserts,
             max_depth: limits.max_expression_depth,
             log_min_duration: limits.log_min_duration,
+            slots: limits.slots,
         }
     }
 }
@@ -157,6 +164,7 @@ impl PgWireServerHandlers for Handlers {
             inserts: self.inserts.clone(),
             max_depth: self.max_depth,
             log_min_duration: self.log_min_duration,
+            slots: self.slots.clone(),
         })
     }
 
@@ -168,6 +176,7 @@ impl PgWireServerHandlers for Handlers {
             }),
             log_min_duration: self.log_min_duration,
             session: self.session.clone(),
+            slots: self.slots.clone(),
         })
     }
 
@@ -218,14 +227,21 @@ pub(crate) fn postgres_names(fields: Vec<FieldInfo>, items: &[colname::Item]) ->
         .collect()
 }
 
-/// Accepts Postgres connections until `shutdown` fires; at most `max_connections` at once.
+/// Connections past `TIMEFUSION_MAX_CONNECTIONS` that may be waiting at once for their
+/// start-up message to be refused (or their cancel request served); beyond, they are dropped.
+const REFUSALS_IN_FLIGHT: usize = 64;
+
+/// Accepts Postgres connections until `shutdown` fires; at most `max_connections` sessions at
+/// once ([`connection`] answers the others 53300).
 pub async fn serve(
     listener: TcpListener,
     handlers: Arc<Handlers>,
     max_connections: usize,
+    limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) {
-    let limiter = Arc::new(Semaphore::new(max_connections));
+    let sessions = Arc::new(Semaphore::new(max_connections));
+    let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
     loop {
         let (socket, addr) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -237,26 +253,35 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(permit) = limiter.clone().try_acquire_owned() else {
-            tracing::warn!(%addr, max_connections, "connection refused: TIMEFUSION_MAX_CONNECTIONS reached");
-            drop(socket);
-            continue;
+        let (permit, admission) = match sessions.clone().try_acquire_owned() {
+            Ok(permit) => (permit, Admission::Admitted),
+            Err(_) => match refusals.clone().try_acquire_owned() {
+                Ok(permit) => (permit, Admission::Full { max_connections }),
+                Err(_) => {
+                    tracing::warn!(%addr, max_connections, "connection dropped: TIMEFUSION_MAX_CONNECTIONS reached");
+                    continue;
+                }
+            },
         };
         let _ = socket.set_nodelay(true);
         let handlers = handlers.clone();
         tokio::spawn(async move {
             let connections = &crate::metrics::get().connections;
-            connections.inc();
-            let tls = handlers.tls.as_ref().map(Tls::acceptor);
-            if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+            let admitted = admission == Admission::Admitted;
+            if admitted {
+                connections.inc();
+            }
+            if let Err(e) = connection::serve(socket, handlers, admission, limits).await {
                 tracing::debug!(%addr, "connection ended with error: {e}");
             }
-            connections.dec();
+            if admitted {
+                connections.dec();
+            }
             drop(permit);
         });
     }
     tracing::info!(
-        open = max_connections - limiter.available_permits(),
+        open = max_connections - sessions.available_permits(),
         "stopped accepting Postgres connections"
     );
 }

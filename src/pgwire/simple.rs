@@ -29,6 +29,7 @@ use crate::pgwire::finished;
 use crate::pgwire::hooks::{Hook, LiteralInsertHook};
 use crate::pgwire::wire_text;
 use crate::sql::colname;
+use crate::sql::slots::Slots;
 use crate::sql::statement_text;
 
 /// DataFusion's simple-query handler, with literal `INSERT … VALUES` taken before it.
@@ -46,6 +47,7 @@ pub(crate) struct SimpleQueries {
     pub(crate) max_depth: usize,
     /// `TIMEFUSION_LOG_MIN_DURATION_MS`.
     pub(crate) log_min_duration: Option<std::time::Duration>,
+    pub(crate) slots: Arc<Slots>,
 }
 
 impl SimpleQueries {
@@ -207,7 +209,7 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
             return result.map(|response| vec![response]);
         }
         let query = statement_text::rewrite(query);
-        let statement = cancel::Statement::start(client, &query);
+        let statement = cancel::Statement::start(client, &query, &self.slots);
         let responses = statement
             .run(pgwire::api::query::SimpleQueryHandler::do_query(
                 self.session.as_ref(),

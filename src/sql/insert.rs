@@ -14,7 +14,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use futures::StreamExt;
 
-use crate::engine::ingest::Ingest;
+use crate::engine::ingest::{Ingest, Via};
 
 /// An `INSERT … SELECT` is written to the WAL in records of at most this many bytes.
 const INSERT_RECORD_BYTES: usize = 64 << 20;
@@ -59,7 +59,7 @@ impl IngestSink {
         pending.clear();
         let rows = self
             .ingest
-            .write(&self.table, batch)
+            .write(&self.table, batch, Via::Insert)
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         Ok(rows as u64)

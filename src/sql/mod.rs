@@ -33,6 +33,7 @@ pub mod error;
 pub mod functions;
 pub mod insert;
 pub mod pruning;
+pub mod slots;
 pub mod srf;
 pub mod statement_text;
 pub mod system;

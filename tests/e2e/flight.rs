@@ -182,6 +182,12 @@ async fn do_put_many_batches_then_query_over_pgwire_and_flight_sql() {
         metrics.lines().any(|l| l.starts_with(flight_ok)),
         "{metrics}"
     );
+    let flight_rows =
+        format!("timefusion_ingested_rows_total{{table=\"{TABLE}\",path=\"flight\"}} ");
+    assert!(
+        metrics.lines().any(|l| l.starts_with(&flight_rows)),
+        "{metrics}"
+    );
 
     // A statement too deep to parse safely is refused, and the service goes on.
     let deep = format!("SELECT {}1{}", "ARRAY[".repeat(1000), "]".repeat(1000));

@@ -44,16 +44,32 @@ async fn metrics_move_when_rows_are_ingested_flushed_and_queried() {
         .batch_execute(&insert_sql("p1", &ids("m", 50), past_micros(1)))
         .await
         .expect("insert");
+    let yesterday = chrono::DateTime::from_timestamp_micros(past_micros(1))
+        .expect("timestamp")
+        .to_rfc3339();
+    let copy = client
+        .copy_in("COPY otel_logs_and_spans (project_id, timestamp, id) FROM STDIN")
+        .await
+        .expect("copy");
+    futures::pin_mut!(copy);
+    let data = format!("p1\t{yesterday}\tc1\np1\t{yesterday}\tc2\n");
+    futures::SinkExt::send(&mut copy, bytes::Bytes::from(data))
+        .await
+        .expect("copy data");
+    assert_eq!(copy.finish().await.expect("copy done"), 2);
     let ingested = scrape(&server);
-    let rows = "timefusion_ingested_rows_total{table=\"otel_logs_and_spans\"}";
-    assert_eq!(series(&ingested, rows), 50.0);
+    let rows = |path: &str| {
+        format!("timefusion_ingested_rows_total{{table=\"otel_logs_and_spans\",path=\"{path}\"}}")
+    };
+    assert_eq!(series(&ingested, &rows("insert")), 50.0, "{ingested}");
+    assert_eq!(series(&ingested, &rows("copy")), 2.0);
     assert!(series(&ingested, "timefusion_wal_written_bytes_total") > 0.0);
     assert!(series(&ingested, "timefusion_wal_sync_seconds_count") >= 1.0);
     assert_eq!(series(&ingested, "timefusion_connections"), 1.0);
 
     // Yesterday's rows are in sealed buckets: the next flush takes them.
     eventually(std::time::Duration::from_secs(30), "the flush", || async {
-        series(&scrape(&server), "timefusion_flushed_rows_total") >= 50.0
+        series(&scrape(&server), "timefusion_flushed_rows_total") >= 52.0
     })
     .await;
     let flushed = scrape(&server);
@@ -66,7 +82,7 @@ async fn metrics_move_when_rows_are_ingested_flushed_and_queried() {
         ) >= 1.0
     );
 
-    assert_eq!(count(&client, "").await, 50);
+    assert_eq!(count(&client, "").await, 52);
     let failed = client
         .simple_query("SELECT nope FROM otel_logs_and_spans")
         .await;

@@ -202,3 +202,190 @@ async fn garbage_on_the_wire_closes_only_its_connection() {
         "a new connection"
     );
 }
+
+/// What a new connection gets: `"ok"` or the SQLSTATE it was refused with.
+async fn connect_outcome(port: u16) -> String {
+    let config =
+        format!("host=127.0.0.1 port={port} user={USER} password={PASSWORD} dbname=postgres");
+    match tokio_postgres::connect(&config, tokio_postgres::NoTls).await {
+        Ok((_client, _connection)) => "ok".into(),
+        Err(e) => sqlstate(&e),
+    }
+}
+
+#[tokio::test]
+async fn connections_and_messages_past_their_limits_get_a_fatal_error_and_cancel_still_works() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(
+        dir.path(),
+        &[
+            ("TIMEFUSION_MAX_CONNECTIONS", "2"),
+            ("TIMEFUSION_MAX_MESSAGE_MB", "1"),
+        ],
+    );
+    let first = server.client().await;
+    let second = server.client().await;
+    assert_eq!(connect_outcome(server.port).await, "53300");
+
+    // A cancel request is a connection of its own: served although the server is full.
+    let cancel = second.cancel_token();
+    let running = tokio::spawn(async move {
+        let result = second
+            .query_one("SELECT count(*) FROM generate_series(1, 10000000000)", &[])
+            .await;
+        (second, result)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    cancel
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("cancel request sent");
+    let (second, result) = tokio::time::timeout(std::time::Duration::from_secs(60), running)
+        .await
+        .expect("the cancel request stopped the query")
+        .expect("task");
+    assert_eq!(outcome(result), "57014");
+
+    // Just under the message limit: answered. Over it: FATAL 54000 before the body is read.
+    let text = "x".repeat(1_000_000);
+    assert_eq!(
+        simple_value(&first, &format!("SELECT length('{text}')")).await,
+        "1000000"
+    );
+    let huge = format!("SELECT length('{}')", "x".repeat(2 << 20));
+    assert_eq!(outcome(first.simple_query(&huge).await), "54000");
+    assert!(first.is_closed() || first.simple_query("SELECT 1").await.is_err());
+    assert_eq!(select_one(&second).await, 1, "the other session goes on");
+    // The closed session's place is free again.
+    eventually(
+        std::time::Duration::from_secs(10),
+        "a free slot",
+        || async { connect_outcome(server.port).await == "ok" },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_idle_session_past_its_timeout_is_ended_with_57p05_and_a_busy_one_is_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[("TIMEFUSION_IDLE_SESSION_TIMEOUT_SECS", "1")]);
+    let config = format!(
+        "host=127.0.0.1 port={} user={USER} password={PASSWORD} dbname=postgres",
+        server.port
+    );
+    let (idle, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let ended = tokio::spawn(connection);
+    let busy = server.client().await;
+    for _ in 0..6 {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        assert_eq!(
+            select_one(&busy).await,
+            1,
+            "a session that keeps talking stays"
+        );
+    }
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), ended)
+        .await
+        .expect("the idle session was ended")
+        .expect("task");
+    assert_eq!(outcome(ended), "57P05");
+    assert!(idle.simple_query("SELECT 1").await.is_err());
+}
+
+#[tokio::test]
+async fn a_statement_past_the_concurrency_cap_waits_then_gets_53000_and_inserts_go_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(
+        dir.path(),
+        &[
+            ("TIMEFUSION_MAX_CONCURRENT_STATEMENTS", "1"),
+            ("TIMEFUSION_STATEMENT_QUEUE_TIMEOUT_MS", "300"),
+        ],
+    );
+    let busy = server.client().await;
+    let other = server.client().await;
+    let cancel = busy.cancel_token();
+    // Holds the one slot until cancelled, also while its rows are being sent.
+    let running = tokio::spawn(async move {
+        busy.query_one("SELECT count(*) FROM generate_series(1, 10000000000)", &[])
+            .await
+    });
+    eventually(
+        std::time::Duration::from_secs(10),
+        "the slot taken",
+        || async {
+            let (_, metrics) = http_get(server.http_port, "/metrics").expect("metrics");
+            metrics
+                .lines()
+                .any(|l| l == "timefusion_statements_running 1")
+        },
+    )
+    .await;
+    assert_eq!(outcome(other.simple_query("SELECT 1").await), "53000");
+    assert_eq!(
+        outcome(other.query("SELECT $1::bigint", &[&1i64]).await),
+        "53000"
+    );
+    // A literal INSERT takes no slot.
+    other
+        .batch_execute(&insert_sql("p1", &ids("cap", 3), past_micros(0)))
+        .await
+        .expect("a literal insert is not queued");
+
+    cancel
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("cancel request sent");
+    let cancelled = tokio::time::timeout(std::time::Duration::from_secs(60), running)
+        .await
+        .expect("stopped")
+        .expect("task");
+    assert_eq!(outcome(cancelled), "57014");
+    // The slot came back with the cancelled statement.
+    assert_eq!(count(&other, "WHERE id LIKE 'cap-%'").await, 3);
+}
+
+/// The message limit acts on the header: a client that declares 512 MiB and sends a few bytes
+/// is answered at once, without the server waiting for (or buffering) the body.
+#[test]
+fn a_declared_length_past_the_limit_is_refused_before_the_body_arrives() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(
+        dir.path(),
+        &[
+            ("PGWIRE_PASSWORD", ""),
+            ("PGWIRE_INSECURE_NO_PASSWORD", "true"),
+            ("TIMEFUSION_MAX_MESSAGE_MB", "1"),
+        ],
+    );
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let body = b"\0\x03\0\0user\0postgres\0\0";
+    let mut startup = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    startup.extend_from_slice(body);
+    socket.write_all(&startup).expect("startup");
+    // Up to ReadyForQuery ('Z', length 5, status).
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.ends_with(b"Z\0\0\0\x05I") {
+        socket.read_exact(&mut byte).expect("start-up answer");
+        seen.push(byte[0]);
+    }
+    let mut query = b"Q".to_vec();
+    query.extend_from_slice(&(512u32 << 20).to_be_bytes());
+    query.extend_from_slice(b"SELECT '");
+    socket.write_all(&query).expect("header");
+    let mut answer = Vec::new();
+    socket
+        .read_to_end(&mut answer)
+        .expect("an answer, then the end");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with('E'), "{answer}");
+    assert!(answer.contains("C54000"), "{answer}");
+    assert!(answer.contains("TIMEFUSION_MAX_MESSAGE_MB"), "{answer}");
+}

@@ -21,7 +21,7 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 
-use crate::engine::ingest::Ingest;
+use crate::engine::ingest::{Ingest, Via};
 use crate::engine::schema::Catalog;
 use crate::error::SqlState;
 use crate::pgwire::copy::{CopyIn, CopyOut};
@@ -231,7 +231,11 @@ impl CopyRows {
     /// Writes `batches`; the first failure becomes the copy's error.
     async fn write(&self, active: &mut ActiveCopy, batches: Vec<arrow::array::RecordBatch>) {
         for batch in batches {
-            match self.ingest.write(&active.copy.table.name, batch).await {
+            match self
+                .ingest
+                .write(&active.copy.table.name, batch, Via::Copy)
+                .await
+            {
                 Ok(rows) => active.rows += rows,
                 Err(e) => {
                     active.error = Some(PgWireError::ApiError(Box::new(e)));

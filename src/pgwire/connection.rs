@@ -1,0 +1,284 @@
+//! One Postgres connection from its first byte to its last: TLS negotiation and pgwire's
+//! message dispatch, as `pgwire::tokio::process_socket` runs them, with the limits pgwire has
+//! no hook for:
+//!
+//! - start-up (TLS, authentication) must finish within [`STARTUP_TIMEOUT`], PostgreSQL's
+//!   `authentication_timeout`;
+//! - a message longer than `TIMEFUSION_MAX_MESSAGE_MB` is refused as soon as its header is in,
+//!   before its body is buffered: FATAL 54000, and the connection closes (its remaining bytes
+//!   cannot be skipped safely). pgwire alone buffers up to 1 GiB per message and connection;
+//! - a connection past `TIMEFUSION_MAX_CONNECTIONS` is answered FATAL 53300 ("sorry, too many
+//!   clients already") after its start-up message, as PostgreSQL answers it; a cancel request
+//!   on such a connection is still served, so a full server can still stop its statements;
+//! - a session that keeps the server waiting for its next message longer than
+//!   `TIMEFUSION_IDLE_SESSION_TIMEOUT_SECS` is ended with FATAL 57P05 (PostgreSQL's
+//!   `idle_session_timeout`, here in and out of a transaction and within a `COPY`).
+//!
+//! Tests: `tests/e2e/limits.rs`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use pgwire::api::{ClientInfo, ErrorHandler, PgWireConnectionState, PgWireServerHandlers};
+use pgwire::error::{ErrorInfo, PgWireError};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::tokio::server::{
+    PgWireMessageServerCodec, negotiate_tls, process_error, process_message,
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+
+use crate::error::SqlState;
+use crate::pgwire::Handlers;
+
+/// How long a client may take from connecting to being authenticated (PostgreSQL's
+/// `authentication_timeout` default).
+pub(crate) const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Limits on one connection's messages and waits.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// Longest message a client may send, in bytes.
+    pub max_message_bytes: usize,
+    /// How long the server waits for a session's next message; `None` is forever.
+    pub idle_timeout: Option<Duration>,
+}
+
+/// Whether a connection was let in under `TIMEFUSION_MAX_CONNECTIONS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    Admitted,
+    /// Past the limit: only a cancel request is served; a start-up gets 53300.
+    Full {
+        max_connections: usize,
+    },
+}
+
+type Socket<S, ST> = Framed<S, PgWireMessageServerCodec<ST>>;
+
+/// Serves one TCP connection until the client leaves or a limit ends it.
+pub(crate) async fn serve(
+    tcp: TcpStream,
+    handlers: Arc<Handlers>,
+    admission: Admission,
+    limits: ConnectionLimits,
+) -> std::io::Result<()> {
+    let startup_deadline = Instant::now() + STARTUP_TIMEOUT;
+    let tls = handlers.tls.as_ref().map(|tls| tls.acceptor());
+    let Ok(negotiated) = tokio::time::timeout_at(startup_deadline, negotiate_tls(tcp, tls)).await
+    else {
+        return Ok(());
+    };
+    // `None`: the client began TLS directly on a server without TLS.
+    let Some(mut socket) = negotiated? else {
+        return Ok(());
+    };
+
+    let startup = handlers.startup_handler();
+    let simple = handlers.simple_query_handler();
+    let extended = handlers.extended_query_handler();
+    let copy = handlers.copy_handler();
+    let cancel = handlers.cancel_handler();
+    let errors = handlers.error_handler();
+    loop {
+        let deadline = if in_startup(socket.state()) {
+            Some(startup_deadline)
+        } else {
+            limits.idle_timeout.map(|idle| Instant::now() + idle)
+        };
+        let next = NextMessage {
+            socket: &mut socket,
+            max_bytes: limits.max_message_bytes,
+        };
+        let next = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, next).await {
+                Ok(next) => next,
+                Err(_) if in_startup(socket.state()) => return Ok(()),
+                Err(_) => {
+                    let idle = limits.idle_timeout.unwrap_or_default();
+                    tracing::debug!(?idle, "closing an idle session");
+                    return fatal(
+                        &mut socket,
+                        SqlState::IDLE_SESSION_TIMEOUT,
+                        format!(
+                            "terminating connection due to idle-session timeout \
+                             (TIMEFUSION_IDLE_SESSION_TIMEOUT_SECS={})",
+                            idle.as_secs()
+                        ),
+                    )
+                    .await;
+                }
+            },
+            None => next.await,
+        };
+        let message = match next {
+            Ok(Some(Ok(message))) => message,
+            Ok(Some(Err(e))) => {
+                tracing::debug!("undecodable message, closing the connection: {e}");
+                return Ok(());
+            }
+            Ok(None) => return Ok(()),
+            Err(length) => {
+                tracing::warn!(
+                    length,
+                    max = limits.max_message_bytes,
+                    "message longer than TIMEFUSION_MAX_MESSAGE_MB, closing the connection"
+                );
+                return fatal(
+                    &mut socket,
+                    SqlState::PROGRAM_LIMIT_EXCEEDED,
+                    format!(
+                        "message of {length} bytes exceeds the limit of {} bytes \
+                         (TIMEFUSION_MAX_MESSAGE_MB)",
+                        limits.max_message_bytes
+                    ),
+                )
+                .await;
+            }
+        };
+        match (&message, admission) {
+            // The client is leaving: close (asyncpg waits for the socket to drop).
+            (PgWireFrontendMessage::Terminate(_), _) => return Ok(()),
+            (PgWireFrontendMessage::Startup(_), Admission::Full { max_connections }) => {
+                tracing::warn!(
+                    max_connections,
+                    "connection refused: TIMEFUSION_MAX_CONNECTIONS reached"
+                );
+                return fatal(
+                    &mut socket,
+                    SqlState::TOO_MANY_CONNECTIONS,
+                    format!(
+                        "sorry, too many clients already \
+                         (TIMEFUSION_MAX_CONNECTIONS={max_connections})"
+                    ),
+                )
+                .await;
+            }
+            _ => {}
+        }
+        let extended_protocol = match socket.state() {
+            PgWireConnectionState::CopyInProgress(extended) => extended,
+            _ => message.is_extended_query(),
+        };
+        let processed = process_message(
+            message,
+            &mut socket,
+            startup.clone(),
+            simple.clone(),
+            extended.clone(),
+            copy.clone(),
+            cancel.clone(),
+        )
+        .await;
+        if let Err(mut e) = processed {
+            errors.on_error(&socket, &mut e);
+            process_error(&mut socket, e, extended_protocol).await?;
+        }
+    }
+}
+
+fn in_startup(state: PgWireConnectionState) -> bool {
+    matches!(
+        state,
+        PgWireConnectionState::AwaitingSslRequest
+            | PgWireConnectionState::AwaitingStartup
+            | PgWireConnectionState::AuthenticationInProgress
+    )
+}
+
+/// Sends a FATAL error and closes the connection.
+async fn fatal<S, ST>(
+    socket: &mut Socket<S, ST>,
+    code: SqlState,
+    message: String,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let info = ErrorInfo::new("FATAL".into(), code.code().into(), message);
+    let sent = socket
+        .send(PgWireBackendMessage::ErrorResponse(info.into()))
+        .await;
+    let _ = socket.close().await;
+    sent
+}
+
+/// The socket's next message, or `Err(length)` for one longer than `max_bytes`: as soon as
+/// its header is in the read buffer (the codec would buffer its whole body first), or once it
+/// is decoded when it arrived whole within one read.
+struct NextMessage<'a, S, ST> {
+    socket: &'a mut Socket<S, ST>,
+    max_bytes: usize,
+}
+
+impl<S, ST> Future for NextMessage<'_, S, ST>
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    type Output = Result<Option<Result<PgWireFrontendMessage, PgWireError>>, usize>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match this.socket.poll_next_unpin(cx) {
+            // Arrived whole within one poll: buffered already, but refused all the same.
+            Poll::Ready(Some(Ok(message))) if length_of(&message) > this.max_bytes => {
+                Poll::Ready(Err(length_of(&message)))
+            }
+            Poll::Ready(next) => Poll::Ready(Ok(next)),
+            Poll::Pending => {
+                let typed = !matches!(
+                    this.socket.state(),
+                    PgWireConnectionState::AwaitingSslRequest
+                        | PgWireConnectionState::AwaitingStartup
+                );
+                match declared_length(this.socket.read_buffer(), typed) {
+                    Some(length) if length > this.max_bytes => Poll::Ready(Err(length)),
+                    _ => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+/// The length of a message of a kind pgwire lets reach 1 GiB; the others it limits to 10 kB.
+fn length_of(message: &PgWireFrontendMessage) -> usize {
+    use pgwire::messages::Message;
+    match message {
+        PgWireFrontendMessage::Query(m) => m.message_length(),
+        PgWireFrontendMessage::Parse(m) => m.message_length(),
+        PgWireFrontendMessage::Bind(m) => m.message_length(),
+        PgWireFrontendMessage::CopyData(m) => m.message_length(),
+        _ => 0,
+    }
+}
+
+/// The length a message's header declares, once the header is in `buffer` (which always
+/// starts at a message boundary): a type byte then a 4-byte length counting itself, or for
+/// start-up messages only the length.
+fn declared_length(buffer: &[u8], typed: bool) -> Option<usize> {
+    let at = usize::from(typed);
+    let bytes: [u8; 4] = buffer.get(at..at + 4)?.try_into().ok()?;
+    Some(u32::from_be_bytes(bytes) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_declared_length_is_read_once_the_header_is_in() {
+        assert_eq!(declared_length(b"Q\0\0", true), None);
+        assert_eq!(declared_length(b"Q\0\0\x01\0", true), Some(256));
+        assert_eq!(declared_length(b"Q\x40\0\0\0rest", true), Some(1 << 30));
+        assert_eq!(
+            declared_length(b"\0\0\0\x08\x04\xd2\x16\x2f", false),
+            Some(8)
+        );
+    }
+}
