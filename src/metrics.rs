@@ -31,6 +31,8 @@ pub struct Metrics {
     pub wal_sync_seconds: Histogram,
     /// Flushes to Delta by outcome (`ok`, `error`), rows flushed, and each flush's duration.
     pub flushes: Family<Labels, Counter>,
+    /// Rows replayed from the WAL that could never be flushed, moved to `<data>/quarantine`.
+    pub quarantined_rows: Counter,
     pub flushed_rows: Counter,
     pub flush_seconds: Histogram,
     /// The Delta version each table's readers see, by table.
@@ -90,6 +92,7 @@ impl Metrics {
             wal_bytes: Counter::default(),
             wal_sync_seconds: latency_histogram(),
             flushes: Family::default(),
+            quarantined_rows: Counter::default(),
             flushed_rows: Counter::default(),
             flush_seconds: latency_histogram(),
             delta_version: Family::default(),
@@ -132,6 +135,11 @@ impl Metrics {
             "flushes",
             "Flushes to Delta by outcome",
             metrics.flushes.clone(),
+        );
+        r.register(
+            "quarantined_rows",
+            "Rows replayed from the WAL that can never be flushed, moved to <data>/quarantine",
+            metrics.quarantined_rows.clone(),
         );
         r.register(
             "flushed_rows",
@@ -250,6 +258,33 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// Records a statement that ended: its count and duration in these metrics, and one
+/// log line when it took at least `log_min_duration` (PostgreSQL's
+/// `log_min_duration_statement`), with its text cut to 1,000 characters.
+pub fn finished(
+    protocol: &'static str,
+    ok: bool,
+    started: std::time::Instant,
+    text: &str,
+    log_min_duration: Option<std::time::Duration>,
+) {
+    let elapsed = started.elapsed();
+    get().statement(protocol, ok, elapsed);
+    if log_min_duration.is_some_and(|min| elapsed >= min) {
+        let text = text.trim();
+        let cut = text.char_indices().nth(1000).map_or(text.len(), |(i, _)| i);
+        let more = if cut < text.len() { " …" } else { "" };
+        tracing::info!(
+            target: "timefusion::slow",
+            duration_ms = elapsed.as_millis() as u64,
+            protocol,
+            ok,
+            "statement: {}{more}",
+            &text[..cut]
+        );
     }
 }
 

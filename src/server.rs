@@ -150,6 +150,7 @@ impl Server {
             config.grpc_max_inflight_mb << 20,
             config.max_expression_depth,
             slots,
+            config.log_min_duration(),
         )?;
         let grpc = tokio::spawn(crate::flight::serve(
             grpc_listener,

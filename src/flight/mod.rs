@@ -61,15 +61,24 @@ fn status(error: &(dyn std::error::Error + 'static)) -> Status {
 }
 
 /// A Flight SQL query in `timefusion_statements_total{protocol="flight"}` and its latency,
-/// recorded when dropped: when its result stream ends, or the call fails before it has one.
+/// and in the slow-statement log, recorded when dropped: when its result stream ends, or the
+/// call fails before it has one.
 struct Recorded {
     started: std::time::Instant,
     ok: bool,
+    sql: String,
+    log_min_duration: Option<std::time::Duration>,
 }
 
 impl Drop for Recorded {
     fn drop(&mut self) {
-        crate::metrics::get().statement("flight", self.ok, self.started.elapsed());
+        crate::metrics::finished(
+            "flight",
+            self.ok,
+            self.started,
+            &self.sql,
+            self.log_min_duration,
+        );
     }
 }
 
@@ -139,6 +148,8 @@ pub struct TimeFusionFlight {
     max_expression_depth: usize,
     /// The slots queries run in, shared with pgwire.
     slots: Arc<Slots>,
+    /// `TIMEFUSION_LOG_MIN_DURATION_MS`.
+    log_min_duration: Option<std::time::Duration>,
 }
 
 /// Checks the bearer token of every call.
@@ -188,6 +199,7 @@ impl TimeFusionFlight {
         max_inflight_bytes: usize,
         max_expression_depth: usize,
         slots: Arc<Slots>,
+        log_min_duration: Option<std::time::Duration>,
     ) -> Result<Self, FlightError> {
         let mut info = SqlInfoDataBuilder::new();
         info.append(SqlInfo::FlightSqlServerName, "TimeFusion");
@@ -204,6 +216,7 @@ impl TimeFusionFlight {
             sql_info: Arc::new(info.build()?),
             max_expression_depth,
             slots,
+            log_min_duration,
         })
     }
 
@@ -275,6 +288,8 @@ impl TimeFusionFlight {
         let mut recorded = Recorded {
             started: std::time::Instant::now(),
             ok: false,
+            sql: sql.to_string(),
+            log_min_duration: self.log_min_duration,
         };
         self.check_depth(sql)?;
         let slot = self.slots.acquire().await.map_err(|e| status(&e))?;

@@ -28,11 +28,12 @@ use pgwire::messages::extendedquery::{
     TARGET_TYPE_BYTE_STATEMENT,
 };
 
+use crate::metrics::finished;
 use crate::pgwire::copy::handler::send_copy_out;
 use crate::pgwire::errors::user_error;
 use crate::pgwire::simple::parse_plain;
 use crate::pgwire::wire_text;
-use crate::pgwire::{cancel, finished, settings};
+use crate::pgwire::{cancel, settings};
 use crate::sql::colname;
 use crate::sql::statement_text;
 

@@ -286,33 +286,6 @@ pub async fn serve(
     );
 }
 
-/// Records a statement that ended: its count and duration in [`crate::metrics`], and one
-/// log line when it took at least `log_min_duration` (PostgreSQL's
-/// `log_min_duration_statement`), with its text cut to 1,000 characters.
-pub(crate) fn finished(
-    protocol: &'static str,
-    ok: bool,
-    started: std::time::Instant,
-    text: &str,
-    log_min_duration: Option<std::time::Duration>,
-) {
-    let elapsed = started.elapsed();
-    crate::metrics::get().statement(protocol, ok, elapsed);
-    if log_min_duration.is_some_and(|min| elapsed >= min) {
-        let text = text.trim();
-        let cut = text.char_indices().nth(1000).map_or(text.len(), |(i, _)| i);
-        let more = if cut < text.len() { " …" } else { "" };
-        tracing::info!(
-            target: "timefusion::slow",
-            duration_ms = elapsed.as_millis() as u64,
-            protocol,
-            ok,
-            "statement: {}{more}",
-            &text[..cut]
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use pgwire::api::Type;

@@ -22,10 +22,10 @@ use pgwire::messages::response::TransactionStatus;
 use pgwire::messages::simplequery::Query;
 
 use crate::error::SqlState;
+use crate::metrics::finished;
 use crate::pgwire::cancel;
 use crate::pgwire::copy::handler::send_copy_out;
 use crate::pgwire::errors::user_error;
-use crate::pgwire::finished;
 use crate::pgwire::hooks::{Hook, LiteralInsertHook};
 use crate::pgwire::wire_text;
 use crate::sql::colname;
