@@ -20,6 +20,7 @@ impl SqlState {
     pub const INVALID_DATETIME_FORMAT: SqlState = SqlState("22007");
     pub const DATETIME_FIELD_OVERFLOW: SqlState = SqlState("22008");
     pub const DIVISION_BY_ZERO: SqlState = SqlState("22012");
+    pub const INVALID_REGULAR_EXPRESSION: SqlState = SqlState("2201B");
     pub const UNTRANSLATABLE_CHARACTER: SqlState = SqlState("22021");
     pub const INVALID_PARAMETER_VALUE: SqlState = SqlState("22023");
     pub const INVALID_TEXT_REPRESENTATION: SqlState = SqlState("22P02");

@@ -1,9 +1,14 @@
 //! The one write path: coerce a batch to its table's schema, append it to the WAL, insert it
 //! into the buffer, acknowledge.
 //!
-//! Both front ends (pgwire `INSERT`, and later Arrow Flight) call [`Ingest::write`]. When it
-//! returns `Ok`, every row of the batch is durable in the WAL and visible to queries; when it
-//! returns an error, no row of the batch was stored. It moves Arrow arrays, never rows: the
+//! Every front end (pgwire `INSERT` and `COPY`, Arrow Flight `DoPut`) calls [`Ingest::write`].
+//! When it returns `Ok`, every row of the batch is durable in the WAL and visible to queries;
+//! when it returns an error, no row of the batch was stored. Values are checked before the
+//! WAL: a timestamp or date outside years 0001–9999 ([`MIN_MICROS`], [`MAX_MICROS`]) gets
+//! SQLSTATE 22008, since such a row could never be written to Delta (or read by other Delta
+//! readers) and would stop every flush after it. A WAL record written before this check is
+//! replayed without its out-of-range rows, which [`Ingest::replay`] hands back to be kept
+//! aside. It moves Arrow arrays, never rows: the
 //! batch is cast column by column, split by (project, time bucket) with one `take` per group,
 //! and the batch as received (before the cast) is written to the WAL as one Arrow IPC record.
 
@@ -23,6 +28,18 @@ use crate::engine::schema::{Catalog, TableSchema};
 use crate::engine::wal::{self, Wal};
 use crate::engine::{Clock, Committed};
 use crate::error::SqlState;
+
+/// The first instant TimeFusion stores, 0001-01-01 00:00:00 UTC, in microseconds since the
+/// epoch: PostgreSQL's `timestamp` starts earlier (4713 BC), but a date before year 1 has no
+/// ISO 8601 form, and Delta readers fail on the partition value (deltalake for Python:
+/// "Invalid isoformat string").
+pub const MIN_MICROS: i64 = -62_135_596_800_000_000;
+/// The last instant TimeFusion stores, 9999-12-31 23:59:59.999999 UTC: the last a four-digit
+/// year prints, where the Delta writer's partition values end (a later one panicked it).
+pub const MAX_MICROS: i64 = 253_402_300_799_999_999;
+/// [`MIN_MICROS`] and [`MAX_MICROS`] as days since the epoch, for `Date32` columns.
+const MIN_DAYS: i32 = -719_162;
+const MAX_DAYS: i32 = 2_932_896;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -50,6 +67,16 @@ pub enum Error {
         timestamp: String,
     },
     #[error(
+        "{kind} out of range in column \"{column}\" (row {row}): {value}; TimeFusion stores years 0001 to 9999 (UTC)"
+    )]
+    OutOfRange {
+        column: String,
+        /// Zero-based, within the batch (a statement's rows, a COPY piece, a DoPut batch).
+        row: usize,
+        kind: &'static str,
+        value: String,
+    },
+    #[error(
         "the write buffer is full ({used_mb} MiB of {limit_mb} MiB) and no flush freed space in time; retry later or raise TIMEFUSION_BUFFER_MAX_MEMORY_MB"
     )]
     BufferFull { used_mb: usize, limit_mb: usize },
@@ -71,6 +98,7 @@ impl Error {
             }
             Error::BadValue { .. } => SqlState::INVALID_TEXT_REPRESENTATION,
             Error::DateMismatch { .. } => SqlState::CHECK_VIOLATION,
+            Error::OutOfRange { .. } => SqlState::DATETIME_FIELD_OVERFLOW,
             Error::BufferFull { .. } => SqlState::OUT_OF_MEMORY,
             Error::Wal(e) => e.sqlstate(),
             Error::Arrow(_) => SqlState::INTERNAL_ERROR,
@@ -179,17 +207,35 @@ impl Ingest {
         Ok(rows)
     }
 
-    /// Splits and inserts a replayed WAL record (already durable) into the buffer.
-    pub fn replay(&self, table: &str, seq: wal::Seq, batch: RecordBatch) -> Result<()> {
+    /// Splits and inserts a replayed WAL record (already durable) into the buffer. Rows a
+    /// build without the range check acknowledged, with a timestamp or date outside
+    /// [`MIN_MICROS`]..=[`MAX_MICROS`], are left out and returned (coerced to the table's
+    /// schema): they could never be flushed, and would stop every flush after them.
+    pub fn replay(
+        &self,
+        table: &str,
+        seq: wal::Seq,
+        batch: RecordBatch,
+    ) -> Result<Option<RecordBatch>> {
         let schema = self
             .catalog
             .get(table)
             .ok_or_else(|| Error::UnknownTable(table.to_string()))?;
-        let batch = coerce(schema, &batch)?;
+        let batch = coerce_with(schema, &batch, false)?;
+        let storable = in_range(&batch);
+        let (batch, rejected) = if storable.true_count() == batch.num_rows() {
+            (batch, None)
+        } else {
+            let outside = arrow::compute::not(&storable)?;
+            (
+                arrow::compute::filter_record_batch(&batch, &storable)?,
+                Some(arrow::compute::filter_record_batch(&batch, &outside)?),
+            )
+        };
         let now = self.clock.now_micros();
         let pieces = split(schema, &batch, |micros| self.buffer.bucket_of(micros, now))?;
         self.buffer.insert(table, seq, pieces, now);
-        Ok(())
+        Ok(rejected)
     }
 }
 
@@ -197,6 +243,11 @@ impl Ingest {
 /// columns become null, missing non-nullable lists become empty lists, `date` is derived from
 /// the event time, compatible types are cast, and anything else is an error naming the column.
 pub fn coerce(table: &TableSchema, batch: &RecordBatch) -> Result<RecordBatch> {
+    coerce_with(table, batch, true)
+}
+
+/// [`coerce`], checking each timestamp and date against the stored range when `check_range`.
+fn coerce_with(table: &TableSchema, batch: &RecordBatch, check_range: bool) -> Result<RecordBatch> {
     let rows = batch.num_rows();
     let input = batch.schema();
     for field in input.fields() {
@@ -223,11 +274,11 @@ pub fn coerce(table: &TableSchema, batch: &RecordBatch) -> Result<RecordBatch> {
                     array.clone()
                 } else {
                     cast_with_options(array, field.data_type(), &cast_options).map_err(|e| {
-                        Error::BadValue {
+                        out_of_range_text(field, array).unwrap_or_else(|| Error::BadValue {
                             column: field.name().clone(),
                             target: field.data_type().clone(),
                             message: e.to_string(),
-                        }
+                        })
                     })?
                 };
                 if is_default(field, &array) {
@@ -238,6 +289,9 @@ pub fn coerce(table: &TableSchema, batch: &RecordBatch) -> Result<RecordBatch> {
             }
             None => default_column(field, rows),
         };
+        if check_range {
+            check_in_range(field.name(), &column)?;
+        }
         if field.name() == &table.date_column {
             date_index = Some(i);
         } else if !field.is_nullable() && column.null_count() > 0 {
@@ -265,6 +319,114 @@ pub fn coerce(table: &TableSchema, batch: &RecordBatch) -> Result<RecordBatch> {
         columns,
         &options,
     )?)
+}
+
+/// An error for the first value of `column` outside the stored range, if any (a timestamp or
+/// date column; others are not checked). Two aggregate passes when every value is inside.
+fn check_in_range(name: &str, column: &ArrayRef) -> Result<()> {
+    use arrow::compute::{max, min};
+    let outside = |row: usize, kind: &'static str, value: String| Error::OutOfRange {
+        column: name.to_string(),
+        row,
+        kind,
+        value,
+    };
+    match column.data_type() {
+        DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, _) => {
+            let values = column.as_primitive::<TimestampMicrosecondType>();
+            let inside = |v: i64| (MIN_MICROS..=MAX_MICROS).contains(&v);
+            if min(values).is_none_or(inside) && max(values).is_none_or(inside) {
+                return Ok(());
+            }
+            let row = (0..values.len())
+                .find(|&i| values.is_valid(i) && !inside(values.value(i)))
+                .unwrap_or_default();
+            let micros = values.value(row);
+            let value = values
+                .value_as_datetime(row)
+                .map_or_else(|| format!("{micros} µs from 1970-01-01"), |t| t.to_string());
+            Err(outside(row, "timestamp", value))
+        }
+        DataType::Date32 => {
+            let values = column.as_primitive::<arrow::datatypes::Date32Type>();
+            let inside = |v: i32| (MIN_DAYS..=MAX_DAYS).contains(&v);
+            if min(values).is_none_or(inside) && max(values).is_none_or(inside) {
+                return Ok(());
+            }
+            let row = (0..values.len())
+                .find(|&i| values.is_valid(i) && !inside(values.value(i)))
+                .unwrap_or_default();
+            let days = values.value(row);
+            let value = values
+                .value_as_date(row)
+                .map_or_else(|| format!("{days} days from 1970-01-01"), |d| d.to_string());
+            Err(outside(row, "date", value))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// For text that failed to cast to a timestamp or date: [`Error::OutOfRange`] for the first
+/// value that is a well-formed date outside years 0001–9999 (a five-digit year, or BC), which
+/// arrow's parser does not read; PostgreSQL reads them, so "out of range" is the true answer.
+fn out_of_range_text(field: &arrow::datatypes::Field, array: &ArrayRef) -> Option<Error> {
+    let kind = match field.data_type() {
+        DataType::Timestamp(..) => "timestamp",
+        DataType::Date32 => "date",
+        _ => return None,
+    };
+    let beyond = |text: &str| {
+        let text = text.trim();
+        let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+        let bc = text.len() > 3 && text[text.len() - 3..].eq_ignore_ascii_case(" bc");
+        (digits >= 5 && text.as_bytes().get(digits) == Some(&b'-')) || bc
+    };
+    let found = match array.data_type() {
+        DataType::Utf8 => array
+            .as_string::<i32>()
+            .iter()
+            .position(|v| v.is_some_and(beyond)),
+        DataType::LargeUtf8 => array
+            .as_string::<i64>()
+            .iter()
+            .position(|v| v.is_some_and(beyond)),
+        DataType::Utf8View => array
+            .as_string_view()
+            .iter()
+            .position(|v| v.is_some_and(beyond)),
+        _ => None,
+    }?;
+    let value = arrow::util::display::array_value_to_string(array, found).ok()?;
+    Some(Error::OutOfRange {
+        column: field.name().clone(),
+        row: found,
+        kind,
+        value,
+    })
+}
+
+/// Which rows of a coerced batch have every timestamp and date inside the stored range.
+fn in_range(batch: &RecordBatch) -> arrow::array::BooleanArray {
+    (0..batch.num_rows())
+        .map(|row| {
+            Some(batch.columns().iter().all(|column| {
+                column.is_null(row)
+                    || match column.data_type() {
+                        DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, _) => {
+                            let v = column.as_primitive::<TimestampMicrosecondType>().value(row);
+                            (MIN_MICROS..=MAX_MICROS).contains(&v)
+                        }
+                        DataType::Date32 => {
+                            let v = column
+                                .as_primitive::<arrow::datatypes::Date32Type>()
+                                .value(row);
+                            (MIN_DAYS..=MAX_DAYS).contains(&v)
+                        }
+                        _ => true,
+                    }
+            }))
+        })
+        .collect()
 }
 
 /// The date column: given dates are checked against the event time, missing ones derived.
@@ -418,6 +580,45 @@ mod tests {
                 Arc::new(StringArray::from_iter_values(ts.iter().map(|_| "p1"))),
             ),
         ]
+    }
+
+    #[test]
+    fn timestamps_and_dates_outside_years_1_to_9999_are_refused_with_22008() {
+        let table = otel();
+        let ends = coerce(&table, &input(minimal(&[MIN_MICROS, MAX_MICROS]))).expect("the ends");
+        let date = ends
+            .column(0)
+            .as_primitive::<arrow::datatypes::Date32Type>();
+        assert_eq!(date.values().to_vec(), vec![MIN_DAYS, MAX_DAYS]);
+        for (micros, shown) in [
+            (MAX_MICROS + 1, "+10000-01-01 00:00:00"),
+            (MIN_MICROS - 1, "0000-12-31 23:59:59.999999"),
+            (i64::MAX, "9223372036854775807 µs from 1970-01-01"),
+            (-(1 << 62), "-144169-"),
+        ] {
+            let error = coerce(&table, &input(minimal(&[0, micros]))).expect_err("refused");
+            assert_eq!(error.sqlstate(), SqlState::DATETIME_FIELD_OVERFLOW);
+            let message = error.to_string();
+            assert!(
+                message.contains("column \"timestamp\" (row 1)"),
+                "{message}"
+            );
+            assert!(message.contains(shown), "{message}");
+        }
+        // A date given past 9999, and the same as text, which arrow's parser does not read.
+        let mut columns = minimal(&[0]);
+        columns.push(("date", Arc::new(Date32Array::from(vec![MAX_DAYS + 1]))));
+        let error = coerce(&table, &input(columns)).expect_err("refused");
+        assert_eq!(error.sqlstate(), SqlState::DATETIME_FIELD_OVERFLOW);
+        let mut columns = minimal(&[0]);
+        columns[0].1 = Arc::new(StringArray::from(vec!["12000-01-01 00:00:00+00"]));
+        let error = coerce(&table, &input(columns)).expect_err("refused");
+        assert_eq!(error.sqlstate(), SqlState::DATETIME_FIELD_OVERFLOW);
+        assert!(error.to_string().contains("12000-01-01"), "{error}");
+        let mut columns = minimal(&[0]);
+        columns[0].1 = Arc::new(StringArray::from(vec!["yesterday at noon"]));
+        let error = coerce(&table, &input(columns)).expect_err("refused");
+        assert_eq!(error.sqlstate(), SqlState::INVALID_DATETIME_FORMAT);
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //! table at the version the buffer publishes, or in the buffer (and the WAL).
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use arrow::array::RecordBatch;
 use std::time::Duration;
 
 use crate::config::Config;
@@ -91,7 +94,8 @@ impl Engine {
             Duration::from_secs(config.buffer_full_timeout_secs),
             config.buffer_max_bytes(),
         ));
-        let last = replay(&wal, &ingest, &committed_seq)?;
+        let quarantine = config.data_dir.join("quarantine");
+        let last = replay(&wal, &ingest, &committed_seq, &quarantine)?;
         buffer.advance_applied(last);
         wal.start(last.next())?;
 
@@ -121,8 +125,14 @@ impl Engine {
 
 /// Replays the WAL records newer than each table's `committed_seq` into the buffer and
 /// returns the highest sequence seen in the WAL or any table's `txn` version: new records are
-/// numbered above it.
-fn replay(wal: &Wal, ingest: &Ingest, committed_seq: &HashMap<String, Seq>) -> Result<Seq, Error> {
+/// numbered above it. Rows that can never be flushed (acknowledged by a build without the
+/// range check, [`Ingest::replay`]) are written to `quarantine` before they leave the buffer.
+fn replay(
+    wal: &Wal,
+    ingest: &Ingest,
+    committed_seq: &HashMap<String, Seq>,
+    quarantine: &Path,
+) -> Result<Seq, Error> {
     let (mut replayed, mut skipped) = (0usize, 0usize);
     let last = wal.replay(|record| {
         match committed_seq.get(record.table) {
@@ -139,12 +149,24 @@ fn replay(wal: &Wal, ingest: &Ingest, committed_seq: &HashMap<String, Seq>) -> R
             Some(_) => {
                 let batch = wal::decode_batch(record.ipc)?;
                 replayed += batch.num_rows();
-                ingest
+                let replay_error = |reason: String| wal::Error::Replay {
+                    seq: record.seq,
+                    reason,
+                };
+                let rejected = ingest
                     .replay(record.table, record.seq, batch)
-                    .map_err(|e| wal::Error::Replay {
-                        seq: record.seq,
-                        reason: e.to_string(),
-                    })?;
+                    .map_err(|e| replay_error(e.to_string()))?;
+                if let Some(rows) = rejected {
+                    let kept = keep_aside(quarantine, record.table, record.seq, &rows)
+                        .map_err(|e| replay_error(format!("cannot quarantine rows: {e}")))?;
+                    crate::metrics::get()
+                        .quarantined_rows
+                        .inc_by(rows.num_rows() as u64);
+                    tracing::error!(
+                        table = record.table, seq = %record.seq, rows = rows.num_rows(), file = %kept.display(),
+                        "rows with a timestamp or date outside years 0001-9999 were moved aside: they can never be flushed"
+                    );
+                }
             }
         }
         Ok(())
@@ -157,4 +179,22 @@ fn replay(wal: &Wal, ingest: &Ingest, committed_seq: &HashMap<String, Seq>) -> R
         .unwrap_or_default();
     tracing::info!(replayed_rows = replayed, skipped_records = skipped, next_seq = %last.next(), wal_id = wal.id(), "recovered");
     Ok(last)
+}
+
+/// Writes `rows` of `table` from WAL record `seq` durably to `<dir>/<table>-<seq>.arrow`
+/// (Arrow IPC file format: `pyarrow.ipc.open_file` reads it), before the record can leave the
+/// WAL. Replaying the same record again rewrites the same file.
+fn keep_aside(dir: &Path, table: &str, seq: Seq, rows: &RecordBatch) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{table}-{seq}.arrow"));
+    let partial = path.with_extension("arrow.partial");
+    let file = std::fs::File::create(&partial)?;
+    let mut writer = arrow::ipc::writer::FileWriter::try_new(file, &rows.schema())
+        .map_err(std::io::Error::other)?;
+    writer.write(rows).map_err(std::io::Error::other)?;
+    writer.finish().map_err(std::io::Error::other)?;
+    writer.get_ref().sync_all()?;
+    std::fs::rename(&partial, &path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(path)
 }

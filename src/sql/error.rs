@@ -2,12 +2,13 @@
 //!
 //! Errors that know their SQLSTATE keep it through any wrapping: the engine's write-path
 //! errors ([`ingest::Error`], [`core::Error`]) and [`SqlError`]s raised inside DataFusion by
-//! TimeFusion's own functions and rewrites. Library errors are classified by their variant:
+//! TimeFusion's own functions and rewrites; a `regex_syntax::Error` (a constant pattern DataFusion's
+//! optimizer parses) is 2201B. Library errors are classified by their variant:
 //! sqlparser's errors are syntax errors, DataFusion's `SQL` / `NotImplemented` /
 //! `ResourcesExhausted` / `SchemaError` variants and Arrow's arithmetic errors have their
 //! classes. Anything unrecognised is XX000, an internal error worth a bug report.
 //!
-//! Three DataFusion and Arrow errors carry their meaning only in their text, so their text is
+//! Some DataFusion and Arrow errors carry their meaning only in their text, so their text is
 //! matched against the exact form upstream writes (remove each match when upstream gives the
 //! error a variant):
 //! - DataFusion 55's `SessionContextProvider::get_table_source` raises
@@ -15,7 +16,14 @@
 //!   `relation "<name>" does not exist`;
 //! - its `SqlToRel` raises `Plan("Invalid function '<name>'…")` for an unknown function: 42883;
 //! - Arrow 59's cast kernels raise `CastError` / `ParseError` naming the target type; a failed
-//!   parse of a date or time (`Timestamp`, `Date32`, `Time64`…) is 22007, of anything else 22P02.
+//!   parse of a date or time (`Timestamp`, `Date32`, `Time64`…) is 22007, of anything else 22P02;
+//! - Arrow 59's `RecordBatch` validation raises `InvalidArgumentError("Column '…' is declared as
+//!   non-nullable but contains null values")` when DataFusion plans `VALUES` with a NULL for a
+//!   required column against the table's schema: 23502;
+//! - a pattern that does not compile raises `ComputeError` / `Execution`("Regular expression did
+//!   not compile: …") in arrow-string 59 and datafusion-functions 55: 2201B;
+//! - datafusion-functions 55's `date_trunc` raises `Execution("Unsupported date_trunc
+//!   granularity: …")`: 22023, as PostgreSQL answers an unknown unit.
 //!
 //! The Postgres front end sends the code as is; the Flight front end maps its class to a gRPC
 //! status.
@@ -66,6 +74,12 @@ fn classify_datafusion(error: &DataFusionError) -> Option<(SqlState, String)> {
                 (SqlState::SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION, message())
             }
         })),
+        DataFusionError::Execution(m) if m.starts_with(REGEX_FAILED) => {
+            Some((SqlState::INVALID_REGULAR_EXPRESSION, message()))
+        }
+        DataFusionError::Execution(m) if m.starts_with("Unsupported date_trunc granularity: ") => {
+            Some((SqlState::INVALID_PARAMETER_VALUE, message()))
+        }
         DataFusionError::SQL(..) => Some((SqlState::SYNTAX_ERROR, message())),
         DataFusionError::NotImplemented(_) => Some((SqlState::FEATURE_NOT_SUPPORTED, message())),
         DataFusionError::ResourcesExhausted(_) => Some((SqlState::OUT_OF_MEMORY, message())),
@@ -73,11 +87,22 @@ fn classify_datafusion(error: &DataFusionError) -> Option<(SqlState, String)> {
     }
 }
 
+/// How arrow-string and datafusion-functions begin the error of a pattern that does not compile.
+const REGEX_FAILED: &str = "Regular expression did not compile: ";
+
 /// The SQLSTATE of an Arrow compute error, when it has a class.
 fn classify_arrow(error: &arrow::error::ArrowError) -> Option<SqlState> {
     use arrow::error::ArrowError as A;
     match error {
         A::DivideByZero => Some(SqlState::DIVISION_BY_ZERO),
+        A::InvalidArgumentError(m)
+            if m.ends_with("is declared as non-nullable but contains null values") =>
+        {
+            Some(SqlState::NOT_NULL_VIOLATION)
+        }
+        A::ComputeError(m) if m.starts_with(REGEX_FAILED) => {
+            Some(SqlState::INVALID_REGULAR_EXPRESSION)
+        }
         A::ArithmeticOverflow(_) => Some(SqlState::NUMERIC_VALUE_OUT_OF_RANGE),
         A::CastError(m) | A::ParseError(m) => {
             let m = m.to_lowercase();
@@ -113,6 +138,9 @@ pub fn sqlstate_of(error: &(dyn std::error::Error + 'static)) -> (SqlState, Stri
             .is_some()
         {
             return (SqlState::SYNTAX_ERROR, e.to_string());
+        }
+        if e.downcast_ref::<regex_syntax::Error>().is_some() {
+            return (SqlState::INVALID_REGULAR_EXPRESSION, error.to_string());
         }
         if let Some(df) = e.downcast_ref::<DataFusionError>() {
             if let Some(found) = classify_datafusion(df) {

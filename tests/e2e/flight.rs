@@ -78,7 +78,14 @@ fn code(error: FlightError) -> tonic::Code {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn do_put_many_batches_then_query_over_pgwire_and_flight_sql() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start(dir.path(), &[("GRPC_TOKEN", "t0ken")]);
+    let server = TestServer::start(
+        dir.path(),
+        &[
+            ("GRPC_TOKEN", "t0ken"),
+            ("TIMEFUSION_LOG", "timefusion::slow=info,warn"),
+            ("TIMEFUSION_LOG_MIN_DURATION_MS", "0"),
+        ],
+    );
     let mut client = FlightClient::new(channel(server.grpc_port).await);
     client
         .add_header("authorization", "Bearer t0ken")
@@ -181,6 +188,10 @@ async fn do_put_many_batches_then_query_over_pgwire_and_flight_sql() {
     assert!(
         metrics.lines().any(|l| l.starts_with(flight_ok)),
         "{metrics}"
+    );
+    assert!(
+        server.logged("protocol=\"flight\"") >= 1,
+        "Flight SQL queries are in the slow-statement log"
     );
     let flight_rows =
         format!("timefusion_ingested_rows_total{{table=\"{TABLE}\",path=\"flight\"}} ");
@@ -295,6 +306,41 @@ async fn wrong_token_and_bad_batches_are_rejected_and_store_nothing() {
         FlightError::Tonic(status) => {
             assert_eq!(status.code(), tonic::Code::InvalidArgument);
             assert!(status.message().contains("name"), "{}", status.message());
+        }
+        other => panic!("expected a status, got {other}"),
+    }
+
+    // A timestamp past year 9999 (i64::MAX µs) is refused before the WAL, naming the row:
+    // such a row could never be flushed, and once stopped every flush after it.
+    let far = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("project_id", DataType::Utf8, false),
+            Field::new(
+                "timestamp",
+                DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("id", DataType::Utf8, false),
+        ])),
+        vec![
+            Arc::new(arrow::array::StringArray::from(vec!["p1", "p1"])),
+            Arc::new(
+                arrow::array::TimestampMicrosecondArray::from(vec![0, i64::MAX])
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(arrow::array::StringArray::from(vec!["near", "far"])),
+        ],
+    )
+    .expect("batch");
+    match put(&mut client, TABLE, vec![far])
+        .await
+        .expect_err("out of range")
+    {
+        FlightError::Tonic(status) => {
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            let message = status.message();
+            assert!(message.contains("out of range"), "{message}");
+            assert!(message.contains("(row 1)"), "{message}");
         }
         other => panic!("expected a status, got {other}"),
     }

@@ -32,4 +32,5 @@ mod logs;
 mod maintenance;
 mod security;
 mod slt;
+mod validation;
 mod write_read;

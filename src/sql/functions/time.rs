@@ -11,7 +11,7 @@ use arrow::datatypes::{
     TimestampMicrosecondType,
 };
 use chrono::{DateTime, Datelike, LocalResult, Months, NaiveDateTime, TimeZone, Timelike};
-use datafusion::common::{ScalarValue, exec_err, plan_err};
+use datafusion::common::{ScalarValue, plan_err};
 use datafusion::error::Result;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
@@ -155,9 +155,7 @@ impl ScalarUDFImpl for TimeBucket {
                     let name = z.value(i);
                     if parsed_zone.as_ref().is_none_or(|(n, _)| n != name) {
                         let tz: Tz = name.parse().map_err(|_| {
-                            datafusion::error::DataFusionError::Execution(format!(
-                                "time_bucket: unknown time zone \"{name}\""
-                            ))
+                            invalid_argument(format!("time zone \"{name}\" not recognized"))
                         })?;
                         parsed_zone = Some((name.to_string(), tz));
                     }
@@ -219,10 +217,14 @@ pub(crate) fn bucket(
     };
     let start = if by_months {
         if width.days != 0 || width.nanoseconds != 0 {
-            return exec_err!("time_bucket: month intervals cannot have day or time components");
+            return Err(invalid_argument(
+                "time_bucket: month intervals cannot have day or time components",
+            ));
         }
         if width.months < 0 {
-            return exec_err!("time_bucket: bucket_width must be positive");
+            return Err(invalid_argument(
+                "time_bucket: bucket_width must be positive",
+            ));
         }
         month_bucket(width.months, shifted, origin)?
     } else {
@@ -231,9 +233,8 @@ pub(crate) fn bucket(
             .and_then(|d| d.checked_add(width.nanoseconds / 1_000))
             .filter(|s| *s > 0)
             .ok_or_else(|| {
-                datafusion::error::DataFusionError::Execution(
-                    "time_bucket: bucket_width must be positive (and at least 1 microsecond)"
-                        .into(),
+                invalid_argument(
+                    "time_bucket: bucket_width must be positive (and at least 1 microsecond)",
                 )
             })?;
         let delta = shifted as i128 - origin as i128;
@@ -320,7 +321,10 @@ pub(crate) fn add_interval(micros: i64, interval: IntervalMonthDayNano, sign: i3
 }
 
 pub(crate) fn out_of_range() -> datafusion::error::DataFusionError {
-    datafusion::error::DataFusionError::Execution("time_bucket: timestamp out of range".into())
+    datafusion::error::DataFusionError::External(Box::new(crate::error::SqlError::new(
+        crate::error::SqlState::DATETIME_FIELD_OVERFLOW,
+        "time_bucket: timestamp out of range",
+    )))
 }
 
 /// `to_char` taking PostgreSQL template patterns; the work is done by DataFusion's `to_char`.
@@ -445,4 +449,13 @@ pub fn pg_pattern_to_strftime(pattern: &str) -> String {
         rest = &rest[c.len_utf8()..];
     }
     out
+}
+
+/// A bad argument of one of these functions: SQLSTATE 22023, as PostgreSQL answers a bad
+/// unit, width or time zone.
+fn invalid_argument(message: impl Into<String>) -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::External(Box::new(crate::error::SqlError::new(
+        crate::error::SqlState::INVALID_PARAMETER_VALUE,
+        message,
+    )))
 }
