@@ -117,17 +117,31 @@ impl Core {
     /// Stops at shutdown, after the listeners and loops have stopped: closes the WAL (queued
     /// writes commit, new ones are refused), flushes everything, closes the store. Returns the
     /// rows flushed; rows a failed flush left stay in the WAL for the next start.
+    ///
+    /// A final flush that still fails after its retries (the store is down, a partition cannot
+    /// be written) loses nothing: the rows stay in the WAL, which the next start replays. That
+    /// is reported, with what is left, and the shutdown completes; the rows flushed are
+    /// returned.
     pub async fn close(&self) -> Result<usize> {
         self.wal.close().await;
         let flushed = self.final_flush().await;
         self.storage.close().await;
-        let rows = flushed?;
-        tracing::info!(
-            rows,
-            "final flush done; WAL segments left: {}",
-            self.wal.segment_count()
-        );
-        Ok(rows)
+        let segments = self.wal.segment_count();
+        match flushed {
+            Ok(rows) => {
+                tracing::info!(rows, "final flush done; WAL segments left: {segments}");
+                Ok(rows)
+            }
+            Err(e) => {
+                let (rows_left, _) = self.buffer.waiting();
+                tracing::error!(
+                    rows_left,
+                    wal_segments = segments,
+                    "final flush failed; the rows left stay in the WAL and are replayed at the next start: {e}"
+                );
+                Ok(0)
+            }
+        }
     }
 
     /// Flushes what `reason` selects in every table. Stops at the first failure; what was
@@ -682,6 +696,41 @@ mod tests {
                 .expect("count");
             buffered + delta
         }
+    }
+
+    /// A shutdown while the store is down completes, and the rows it could not flush are in
+    /// the WAL for the next start.
+    #[tokio::test]
+    async fn a_shutdown_that_cannot_flush_keeps_the_rows_in_the_wal() {
+        let f = Fixture::new().await;
+        f.write("a", 10).await;
+        f.faults.down.store(true, Ordering::SeqCst);
+        assert_eq!(f.core.close().await.expect("a clean shutdown"), 0);
+        // The process ends here: everything that holds the WAL's lock goes.
+        let Fixture {
+            core,
+            ingest,
+            table,
+            faults,
+            _dir: dir,
+        } = f;
+        drop((core, ingest, table, faults));
+        let wal = Wal::open(
+            &dir.path().join("wal"),
+            WalOptions {
+                segment_bytes: 1 << 20,
+                group_max_bytes: 1 << 20,
+                compression: Default::default(),
+            },
+        )
+        .expect("the WAL reopens");
+        let mut rows = 0;
+        wal.replay(|record| {
+            rows += crate::engine::wal::decode_batch(record.ipc)?.num_rows();
+            Ok(())
+        })
+        .expect("replay");
+        assert_eq!(rows, 10);
     }
 
     /// The S3-outage case behind a doubled count: flush A's commit reaches the log, its

@@ -58,6 +58,10 @@ async fn deep_and_huge_statements_get_an_answer_or_54001_and_the_server_stays_up
     let nested_calls = format!("SELECT {}-1{}", "abs(".repeat(16), ")".repeat(16));
     assert_eq!(simple_value(&client, &nested_calls).await, "1");
 
+    // A 64 MiB statement is answered (TIMEFUSION_MAX_MESSAGE_MB is 128).
+    let big = format!("SELECT length('{}')", "x".repeat(64 << 20));
+    assert_eq!(simple_value(&client, &big).await, (64 << 20).to_string());
+
     // Long lists are not deep: 100,000 values in IN, 10,000 rows of VALUES.
     let projects: Vec<String> = (0..100_000).map(|i| format!("'p{i}'")).collect();
     let in_list = format!(
