@@ -891,7 +891,7 @@ impl CopyOut {
                 Some(text) => text
                     .map(|t| Arc::new(t) as ArrayRef)
                     .map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)).into()),
-                None => Ok(c.clone()),
+                None => Ok(postgres_arrays(c)?.unwrap_or_else(|| c.clone())),
             })
             .collect::<Result<Vec<_>>>()?;
         let formatters = texts
@@ -980,6 +980,90 @@ impl CopyOut {
             }
         }
     }
+}
+
+/// A list column as PostgreSQL's array text (`{a,"b c",NULL}`, nested `{{1,2},{3}}`), as
+/// its COPY writes and reads back; `None` for any other column. Arrow's display form
+/// (`[a, b c]`) is not an array to PostgreSQL.
+fn postgres_arrays(column: &ArrayRef) -> Result<Option<ArrayRef>> {
+    use arrow::array::AsArray;
+    let texts = match column.data_type() {
+        DataType::List(_) => array_texts(column.as_list::<i32>())?,
+        DataType::LargeList(_) => array_texts(column.as_list::<i64>())?,
+        _ => return Ok(None),
+    };
+    Ok(Some(Arc::new(texts)))
+}
+
+fn array_texts<O: arrow::array::OffsetSizeTrait>(
+    lists: &arrow::array::GenericListArray<O>,
+) -> Result<arrow::array::StringArray> {
+    use arrow::array::Array;
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let values = lists.values();
+    // Elements as text: nested arrays as arrays (never quoted), times as PostgreSQL's.
+    let (elements, nested) = match postgres_arrays(values)? {
+        Some(inner) => (inner, true),
+        None => match crate::sql::text_cast::postgres_text(values) {
+            Some(text) => (
+                Arc::new(text.map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e)))?)
+                    as ArrayRef,
+                false,
+            ),
+            None => (values.clone(), false),
+        },
+    };
+    let formatter = ArrayFormatter::try_new(elements.as_ref(), &FormatOptions::new())?;
+    let mut out = StringBuilder::new();
+    let mut text = String::new();
+    let mut element = String::new();
+    for row in 0..lists.len() {
+        if lists.is_null(row) {
+            out.append_null();
+            continue;
+        }
+        text.clear();
+        text.push('{');
+        let range =
+            lists.value_offsets()[row].as_usize()..lists.value_offsets()[row + 1].as_usize();
+        for (n, i) in range.enumerate() {
+            if n > 0 {
+                text.push(',');
+            }
+            if elements.is_null(i) {
+                text.push_str("NULL");
+                continue;
+            }
+            element.clear();
+            use std::fmt::Write;
+            let _ = write!(element, "{}", formatter.value(i));
+            if nested || !needs_quotes(&element) {
+                text.push_str(&element);
+            } else {
+                text.push('"');
+                for c in element.chars() {
+                    if c == '"' || c == '\\' {
+                        text.push('\\');
+                    }
+                    text.push(c);
+                }
+                text.push('"');
+            }
+        }
+        text.push('}');
+        out.append_value(&text);
+    }
+    Ok(out.finish())
+}
+
+/// Whether PostgreSQL's `array_out` quotes an element: empty, `NULL` in any case, or holding
+/// a brace, comma, quote, backslash or white space.
+fn needs_quotes(element: &str) -> bool {
+    element.is_empty()
+        || element.eq_ignore_ascii_case("null")
+        || element
+            .chars()
+            .any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_ascii_whitespace())
 }
 
 #[cfg(test)]
@@ -1149,6 +1233,91 @@ mod tests {
             Some("s,n\n".to_string()),
             "an empty result still gets its header"
         );
+    }
+
+    /// Arrays go out as PostgreSQL's array text, quoted where `array_out` quotes, and the
+    /// COPY parser reads them back as they were.
+    #[test]
+    fn copy_out_writes_arrays_as_postgresql_does_and_copy_in_reads_them_back() {
+        use arrow::array::{Int64Builder, ListBuilder, StringBuilder};
+        let mut hashes = ListBuilder::new(StringBuilder::new());
+        hashes.append_value([Some("h1"), Some("h2")]);
+        hashes.append_value(Vec::<Option<&str>>::new());
+        hashes.append_null();
+        hashes.append_value([
+            Some("a b"),
+            Some(""),
+            Some("NULL"),
+            Some("q\"x"),
+            Some("back\\slash"),
+            None,
+            Some("{braces},"),
+        ]);
+        let hashes = Arc::new(hashes.finish()) as ArrayRef;
+        let mut matrix = ListBuilder::new(ListBuilder::new(Int64Builder::new()));
+        for rows in [
+            vec![vec![1, 2], vec![3]],
+            vec![],
+            vec![vec![]],
+            vec![vec![4]],
+        ] {
+            for row in rows {
+                matrix.values().append_value(row.into_iter().map(Some));
+            }
+            matrix.append(true);
+        }
+        let batch = RecordBatch::try_from_iter([
+            ("hashes", hashes.clone()),
+            ("matrix", Arc::new(matrix.finish()) as ArrayRef),
+        ])
+        .expect("batch");
+        let statement = Parser::parse_sql(&PostgreSqlDialect {}, "COPY t TO STDOUT")
+            .expect("parse")
+            .remove(0);
+        let mut out = CopyOut::from_statement(&statement)
+            .expect("a COPY TO")
+            .expect("valid");
+        out.begin(&batch.schema()).expect("begin");
+        let lines = rendered(&mut out, &batch);
+        assert_eq!(
+            lines,
+            [
+                "{h1,h2}\t{{1,2},{3}}\n",
+                "{}\t{}\n",
+                "\\N\t{{}}\n",
+                "{\"a b\",\"\",\"NULL\",\"q\\\\\"x\",\"back\\\\\\\\slash\",NULL,\"{braces},\"}\t{{4}}\n",
+            ]
+        );
+
+        // Read back into the table's `hashes` (text[]): the same values.
+        let catalog = crate::engine::schema::Catalog::load(None).expect("catalog");
+        let statement = Parser::parse_sql(
+            &PostgreSqlDialect {},
+            "COPY otel_logs_and_spans (project_id, timestamp, id, hashes) FROM STDIN",
+        )
+        .expect("parse")
+        .remove(0);
+        let mut copy = CopyIn::from_statement(&statement, &catalog)
+            .expect("a COPY")
+            .expect("valid");
+        let mut input = String::new();
+        for (i, line) in lines.iter().enumerate() {
+            let array = line.split('\t').next().expect("first column");
+            input.push_str(&format!("p1\t2026-01-01 00:00:00+00\tid{i}\t{array}\n"));
+        }
+        let mut batches = copy.push(input.as_bytes()).expect("parse");
+        batches.extend(copy.finish().expect("finish"));
+        let read = &batches[0];
+        let read = read.column_by_name("hashes").expect("hashes");
+        let read = read
+            .as_any()
+            .downcast_ref::<arrow::array::ListArray>()
+            .expect("list");
+        let written = hashes
+            .as_any()
+            .downcast_ref::<arrow::array::ListArray>()
+            .expect("list");
+        assert_eq!(read, written);
     }
 
     /// A binary COPY stream of `batch`, as a driver would send it.
