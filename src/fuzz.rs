@@ -2,8 +2,9 @@
 //! (`tests/fuzz/<target>/`, real inputs) for a time budget, and must never panic, overflow
 //! its stack or hang. `cargo test fuzz::` runs each target for `TIMEFUSION_FUZZ_SECS` (default
 //! 2; `.ci/run` gives each 20), from the seed `TIMEFUSION_TEST_SEED` or a random one, printed
-//! with the number of inputs run (`-- --nocapture` shows it). A failure prints the seed and
-//! the input, which becomes a regression case in the target's corpus.
+//! with the number of inputs run on stderr (past the harness's capture, so CI's log has it).
+//! A failure prints the seed and the input, which becomes a regression case in the target's
+//! corpus.
 //!
 //! Targets: the statement lexer (`sql::statement_text`), SQL → plan through DataFusion's
 //! planner with TimeFusion's functions, the Postgres frontend message decoder (pgwire), COPY
@@ -66,6 +67,15 @@ fn mutate(rng: &mut StdRng, input: &[u8], corpus: &[Vec<u8>]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A line of the fuzz summary on the process's stderr: `eprintln!` output is captured by the
+/// test harness unless `--nocapture`, and CI's log should show what each target ran.
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
 }
 
 std::thread_local! {
@@ -135,7 +145,7 @@ fn fuzz(target: &str, mut check: impl FnMut(&[u8])) -> usize {
         run(&input);
         runs += 1;
     }
-    eprintln!(
+    report!(
         "fuzz {target}: {runs} inputs in {:?} (TIMEFUSION_TEST_SEED={seed})",
         started.elapsed()
     );
@@ -206,12 +216,12 @@ fn sql_plan() {
             Err(_) => stuck = Some(text),
         }
     });
-    eprintln!("fuzz sql_plan: {contained} panics contained (each an XX000 in the server)");
+    report!("fuzz sql_plan: {contained} panics contained (each an XX000 in the server)");
     if let Some(text) = stuck {
         // Kept where the next run of the suite does not erase it (test output is captured).
         let kept = std::env::temp_dir().join("timefusion-fuzz-sql_plan-stuck.sql");
         let _ = std::fs::write(&kept, &text);
-        eprintln!(
+        report!(
             "fuzz sql_plan: FINDING: planning did not finish in 10 s ({}): {text:?}",
             kept.display()
         );
@@ -244,7 +254,7 @@ fn pgwire_messages() {
             contained += usize::from(decoded.is_err());
         }
     });
-    eprintln!("fuzz pgwire_messages: {contained} decoder panics (each ends one connection)");
+    report!("fuzz pgwire_messages: {contained} decoder panics (each ends one connection)");
     assert!(runs > 0);
 }
 
@@ -333,7 +343,7 @@ fn flight_put() {
             rest = &rest[8 + length + body.len()..];
         }
     });
-    eprintln!(
+    report!(
         "fuzz flight_put: {} arrow-ipc decoder panics contained (each an INVALID_ARGUMENT)",
         crate::panics::caught() - contained
     );

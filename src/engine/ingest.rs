@@ -378,7 +378,9 @@ fn out_of_range_text(field: &arrow::datatypes::Field, array: &ArrayRef) -> Optio
     let beyond = |text: &str| {
         let text = text.trim();
         let digits = text.bytes().take_while(u8::is_ascii_digit).count();
-        let bc = text.len() > 3 && text[text.len() - 3..].eq_ignore_ascii_case(" bc");
+        let bc = text
+            .get(text.len().saturating_sub(3)..)
+            .is_some_and(|end| end.eq_ignore_ascii_case(" bc"));
         (digits >= 5 && text.as_bytes().get(digits) == Some(&b'-')) || bc
     };
     let found = match array.data_type() {
@@ -615,8 +617,9 @@ mod tests {
         let error = coerce(&table, &input(columns)).expect_err("refused");
         assert_eq!(error.sqlstate(), SqlState::DATETIME_FIELD_OVERFLOW);
         assert!(error.to_string().contains("12000-01-01"), "{error}");
-        let mut columns = minimal(&[0]);
-        columns[0].1 = Arc::new(StringArray::from(vec!["yesterday at noon"]));
+        // Not a date: 22007. (The second's last three bytes are inside a character.)
+        let mut columns = minimal(&[0, 1]);
+        columns[0].1 = Arc::new(StringArray::from(vec!["yesterday at noon", "a日b"]));
         let error = coerce(&table, &input(columns)).expect_err("refused");
         assert_eq!(error.sqlstate(), SqlState::INVALID_DATETIME_FORMAT);
     }

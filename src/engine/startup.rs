@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use std::time::Duration;
 
 use crate::config::Config;
 use crate::engine::buffer::{Buffer, BufferOptions};

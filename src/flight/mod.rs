@@ -237,12 +237,12 @@ impl TimeFusionFlight {
         )
     }
 
-    /// Stores one batch under the in-flight budget.
     /// Most bytes one DoPut message may decode to: what all streams may hold in flight.
     pub(crate) fn max_decoded_bytes(&self) -> u64 {
         (self.inflight_kib as u64) << 10
     }
 
+    /// Stores one batch under the in-flight budget.
     async fn store(&self, table: &str, batch: RecordBatch) -> Result<usize, Status> {
         let permit = self
             .inflight

@@ -2,9 +2,9 @@
 //!
 //! Errors that know their SQLSTATE keep it through any wrapping: the engine's write-path
 //! errors ([`ingest::Error`], [`core::Error`]) and [`SqlError`]s raised inside DataFusion by
-//! TimeFusion's own functions and rewrites; a `regex_syntax::Error` (a constant pattern DataFusion's
-//! optimizer parses) is 2201B. Library errors are classified by their variant:
-//! sqlparser's errors are syntax errors, DataFusion's `SQL` / `NotImplemented` /
+//! TimeFusion's own functions and rewrites. Library errors are classified by their type or
+//! variant: a `regex_syntax::Error` (a constant pattern DataFusion's optimizer parses) is
+//! 2201B, sqlparser's errors are syntax errors, DataFusion's `SQL` / `NotImplemented` /
 //! `ResourcesExhausted` / `SchemaError` variants and Arrow's arithmetic errors have their
 //! classes. Anything unrecognised is XX000, an internal error worth a bug report.
 //!
