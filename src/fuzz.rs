@@ -193,6 +193,8 @@ fn sql_plan() {
     }
     let context = Arc::new(context);
     let mut contained = 0usize;
+    // The first input whose planning panicked, and the panic.
+    let mut first_panic: Option<(String, String)> = None;
     let mut stuck: Option<String> = None;
     let runs = fuzz("sql_plan", |input| {
         let text = String::from_utf8_lossy(input).into_owned();
@@ -208,15 +210,22 @@ fn sql_plan() {
                 let planned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     futures::executor::block_on(context.state().create_logical_plan(&sql))
                 }));
-                let _ = done.send(planned.is_err());
+                let _ = done.send(planned.is_err().then(|| LAST_PANIC.take()));
             })
             .expect("thread");
         match finished.recv_timeout(Duration::from_secs(10)) {
-            Ok(panicked) => contained += usize::from(panicked),
+            Ok(None) => {}
+            Ok(Some(panic)) => {
+                contained += 1;
+                first_panic.get_or_insert((text, panic));
+            }
             Err(_) => stuck = Some(text),
         }
     });
     report!("fuzz sql_plan: {contained} panics contained (each an XX000 in the server)");
+    if let Some((text, panic)) = first_panic {
+        report!("fuzz sql_plan: the first was {panic} on {text:?}");
+    }
     if let Some(text) = stuck {
         // Kept where the next run of the suite does not erase it (test output is captured).
         let kept = std::env::temp_dir().join("timefusion-fuzz-sql_plan-stuck.sql");

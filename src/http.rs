@@ -90,6 +90,8 @@ impl Health {
             observed.cache_hits = cache.hits;
             observed.cache_misses = cache.misses;
             observed.store_gets = cache.store_gets;
+            observed.bytes_from_cache = cache.bytes_from_cache;
+            observed.bytes_from_store = cache.bytes_from_store;
         }
         metrics.observe(&observed);
         metrics.render()

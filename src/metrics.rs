@@ -54,6 +54,7 @@ pub struct Metrics {
     cache_hits: Counter,
     cache_misses: Counter,
     store_gets: Counter,
+    read_bytes: Family<Labels, Counter>,
     panics: Counter,
 }
 
@@ -68,6 +69,9 @@ pub struct Observed {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub store_gets: u64,
+    /// Bytes of cacheable reads answered by the cache, and fetched from the store.
+    pub bytes_from_cache: u64,
+    pub bytes_from_store: u64,
     pub panics: u64,
 }
 
@@ -107,6 +111,7 @@ impl Metrics {
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
             store_gets: Counter::default(),
+            read_bytes: Family::default(),
             panics: Counter::default(),
             registry: Registry::default(),
         };
@@ -163,7 +168,7 @@ impl Metrics {
         );
         r.register(
             "statement_seconds",
-            "Statement durations, by protocol",
+            "Statement durations, by protocol and outcome",
             metrics.statement_seconds.clone(),
         );
         r.register(
@@ -207,6 +212,11 @@ impl Metrics {
             metrics.cache_misses.clone(),
         );
         r.register(
+            "read_bytes",
+            "Bytes of cacheable object reads, by source (cache, store)",
+            metrics.read_bytes.clone(),
+        );
+        r.register(
             "store_gets",
             "GET requests sent to the object store",
             metrics.store_gets.clone(),
@@ -232,7 +242,10 @@ impl Metrics {
             ])
             .inc();
         self.statement_seconds
-            .get_or_create(&vec![("protocol", protocol.into())])
+            .get_or_create(&vec![
+                ("protocol", protocol.into()),
+                ("outcome", outcome.into()),
+            ])
             .observe(elapsed.as_secs_f64());
     }
 
@@ -249,6 +262,17 @@ impl Metrics {
         catch_up(&self.cache_hits, observed.cache_hits);
         catch_up(&self.cache_misses, observed.cache_misses);
         catch_up(&self.store_gets, observed.store_gets);
+        for (source, bytes) in [
+            ("cache", observed.bytes_from_cache),
+            ("store", observed.bytes_from_store),
+        ] {
+            catch_up(
+                &self
+                    .read_bytes
+                    .get_or_create(&vec![("source", source.into())]),
+                bytes,
+            );
+        }
         catch_up(&self.panics, observed.panics);
     }
 
@@ -308,14 +332,17 @@ mod tests {
         metrics.observe(&Observed {
             buffer_rows: 7,
             cache_hits: 3,
+            bytes_from_store: 4096,
             ..Observed::default()
         });
         let text = metrics.render();
         for line in [
             "timefusion_ingested_rows_total{table=\"t\"} 5",
             "timefusion_statements_total{protocol=\"simple\",outcome=\"ok\"} 1",
-            "timefusion_statement_seconds_count{protocol=\"simple\"} 1",
+            "timefusion_statement_seconds_count{protocol=\"simple\",outcome=\"ok\"} 1",
             "timefusion_buffer_rows 7",
+            "timefusion_read_bytes_total{source=\"store\"} 4096",
+            "timefusion_read_bytes_total{source=\"cache\"} 0",
             "timefusion_cache_hits_total 3",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");

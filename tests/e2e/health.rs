@@ -92,12 +92,14 @@ async fn metrics_move_when_rows_are_ingested_flushed_and_queried() {
     let error = "timefusion_statements_total{protocol=\"simple\",outcome=\"error\"}";
     assert!(series(&queried, ok) >= 1.0, "{queried}");
     assert_eq!(series(&queried, error), 1.0);
-    assert!(
-        series(
-            &queried,
-            "timefusion_statement_seconds_count{protocol=\"simple\"}"
-        ) >= 2.0
-    );
+    let seconds = |outcome: &str| {
+        let name = format!(
+            "timefusion_statement_seconds_count{{protocol=\"simple\",outcome=\"{outcome}\"}}"
+        );
+        series(&queried, &name)
+    };
+    assert!(seconds("ok") >= 1.0, "{queried}");
+    assert_eq!(seconds("error"), 1.0);
     // Every statement logged its duration (the threshold is 0 here).
     assert!(server.logged("statement: SELECT nope FROM otel_logs_and_spans") == 1);
 }
