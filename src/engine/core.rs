@@ -698,6 +698,28 @@ mod tests {
         }
     }
 
+    /// A batch that declares more rows than the buffer could hold once the table's columns
+    /// are filled in is refused before any of them is built (a forged Arrow header declared
+    /// billions of rows with no data, and the allocations aborted the process).
+    #[tokio::test]
+    async fn a_batch_too_large_for_the_buffer_is_refused_before_it_is_built() {
+        let f = Fixture::new().await;
+        let rows = 10_000_000;
+        let forged = RecordBatch::try_new_with_options(
+            Arc::new(arrow::datatypes::Schema::empty()),
+            vec![],
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .expect("batch");
+        let refused = f
+            .ingest
+            .write(TABLE, forged, crate::engine::ingest::Via::Flight)
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.sqlstate(), SqlState::PROGRAM_LIMIT_EXCEEDED);
+        assert!(refused.to_string().contains("10000000 rows"), "{refused}");
+    }
+
     /// A shutdown while the store is down completes, and the rows it could not flush are in
     /// the WAL for the next start.
     #[tokio::test]

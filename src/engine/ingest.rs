@@ -77,6 +77,15 @@ pub enum Error {
         value: String,
     },
     #[error(
+        "a batch of {rows} rows takes at least {needed_mb} MiB once every column of \"{table}\" is filled in, more than the buffer's {limit_mb} MiB (TIMEFUSION_BUFFER_MAX_MEMORY_MB); send it in smaller batches"
+    )]
+    BatchTooLarge {
+        table: String,
+        rows: usize,
+        needed_mb: usize,
+        limit_mb: usize,
+    },
+    #[error(
         "the write buffer is full ({used_mb} MiB of {limit_mb} MiB) and no flush freed space in time; retry later or raise TIMEFUSION_BUFFER_MAX_MEMORY_MB"
     )]
     BufferFull { used_mb: usize, limit_mb: usize },
@@ -100,6 +109,7 @@ impl Error {
             Error::DateMismatch { .. } => SqlState::CHECK_VIOLATION,
             Error::OutOfRange { .. } => SqlState::DATETIME_FIELD_OVERFLOW,
             Error::BufferFull { .. } => SqlState::OUT_OF_MEMORY,
+            Error::BatchTooLarge { .. } => SqlState::PROGRAM_LIMIT_EXCEEDED,
             Error::Wal(e) => e.sqlstate(),
             Error::Arrow(_) => SqlState::INTERNAL_ERROR,
         }
@@ -167,6 +177,18 @@ impl Ingest {
             .catalog
             .get(table)
             .ok_or_else(|| Error::UnknownTable(table.to_string()))?;
+        // Before the table's missing columns are built at the batch's length: a batch whose
+        // rows cannot fit the buffer would fail anyway, and one that declares billions of
+        // rows (a forged Arrow header) would make those allocations abort the process.
+        let needed = batch.num_rows().saturating_mul(min_row_bytes(schema));
+        if needed > self.max_bytes {
+            return Err(Error::BatchTooLarge {
+                table: schema.name.clone(),
+                rows: batch.num_rows(),
+                needed_mb: needed >> 20,
+                limit_mb: self.max_bytes >> 20,
+            });
+        }
         let coerced = coerce(schema, &batch)?;
         let rows = coerced.num_rows();
         if rows == 0 {
@@ -237,6 +259,21 @@ impl Ingest {
         self.buffer.insert(table, seq, pieces, now);
         Ok(rejected)
     }
+}
+
+/// The fewest bytes a row of `table` takes in the buffer: each column's fixed width, or its
+/// offset for variable-width ones.
+fn min_row_bytes(table: &TableSchema) -> usize {
+    table
+        .schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::LargeUtf8 | DataType::LargeBinary | DataType::LargeList(_) => 8,
+            DataType::Boolean | DataType::Null => 1,
+            other => other.primitive_width().unwrap_or(4),
+        })
+        .sum()
 }
 
 /// Returns `batch` with exactly the table's columns, types and constraints: missing nullable
@@ -622,6 +659,14 @@ mod tests {
         columns[0].1 = Arc::new(StringArray::from(vec!["yesterday at noon", "a日b"]));
         let error = coerce(&table, &input(columns)).expect_err("refused");
         assert_eq!(error.sqlstate(), SqlState::INVALID_DATETIME_FORMAT);
+    }
+
+    #[test]
+    fn a_row_of_the_otel_table_takes_at_least_its_columns_widths() {
+        let table = otel();
+        let floor = min_row_bytes(&table);
+        // About a hundred columns, most text (4-byte offsets), a few timestamps (8 bytes).
+        assert!((300..1000).contains(&floor), "{floor}");
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub(crate) fn store_stream(
 /// behind the code"). Here only a buffer misaligned for its own type is copied
 /// (an offsets or 64-bit values buffer), never the string bytes that make up most of an otel
 /// batch. `ingest` charges the shared body to the buffer once (`owned_bytes`).
+/// Rows a batch may declare whatever its size (see [`PutDecoder::check_sizes`]).
+const MIN_ROWS: u64 = 4096;
+
 pub(crate) struct PutDecoder {
     pub(crate) schema: Option<SchemaRef>,
     pub(crate) dictionaries: HashMap<i64, ArrayRef>,
@@ -64,32 +67,47 @@ impl PutDecoder {
         }
     }
 
-    /// Refuses a batch whose compressed buffers declare more than `max_decoded_bytes`
-    /// decompressed: arrow-ipc allocates what a buffer declares before it decompresses it,
-    /// so a message of 100 bytes could make the process abort on a 64 PiB allocation (found
-    /// by `fuzz::flight_put`).
-    fn check_decompressed(&self, batch: ipc::RecordBatch, body: &[u8]) -> Result<(), Status> {
-        if batch.compression().is_none() {
-            return Ok(());
+    /// Refuses a batch whose header asks arrow for more memory than its data can fill, before
+    /// arrow allocates it (an allocation failure aborts the process; both found by
+    /// `fuzz::flight_put`):
+    /// - compressed buffers declare their decompressed length, which arrow-ipc allocates
+    ///   first: a 100-byte message asked for 64 PiB. Their sum must stay within
+    ///   `max_decoded_bytes`;
+    /// - the row count: columns without buffers (none, `Null`, run-end encoded) take any
+    ///   length, and `ingest::coerce` then builds the table's missing columns at that length.
+    ///   A row must come with at least one byte of data, as every real row does (its
+    ///   timestamp alone is 8 bytes; a dictionary key at least one); `Ingest::write` bounds
+    ///   what the table's columns then take.
+    fn check_sizes(&self, batch: ipc::RecordBatch, body: &[u8]) -> Result<(), Status> {
+        let mut data_bytes = body.len() as u64;
+        if batch.compression().is_some() {
+            // Each compressed buffer starts with its decompressed length (-1: stored as is).
+            let declared = |buffer: &ipc::Buffer| {
+                let start = usize::try_from(buffer.offset()).ok()?;
+                let prefix = body.get(start..start.checked_add(8)?)?;
+                let length = i64::from_le_bytes(prefix.try_into().ok()?);
+                u64::try_from(length).ok()
+            };
+            let total = batch
+                .buffers()
+                .into_iter()
+                .flatten()
+                .filter_map(declared)
+                .fold(0u64, u64::saturating_add);
+            if total > self.max_decoded_bytes {
+                return Err(Status::invalid_argument(format!(
+                    "invalid Arrow IPC data: a compressed batch declares {total} bytes decompressed, \
+                     more than the {} bytes of TIMEFUSION_GRPC_MAX_INFLIGHT_MB",
+                    self.max_decoded_bytes
+                )));
+            }
+            data_bytes = data_bytes.max(total);
         }
-        // Each compressed buffer starts with its decompressed length (-1: stored as is).
-        let declared = |buffer: &ipc::Buffer| {
-            let start = usize::try_from(buffer.offset()).ok()?;
-            let prefix = body.get(start..start.checked_add(8)?)?;
-            let length = i64::from_le_bytes(prefix.try_into().ok()?);
-            u64::try_from(length).ok()
-        };
-        let total = batch
-            .buffers()
-            .into_iter()
-            .flatten()
-            .filter_map(declared)
-            .fold(0u64, u64::saturating_add);
-        if total > self.max_decoded_bytes {
+        let rows = u64::try_from(batch.length()).unwrap_or(u64::MAX);
+        if rows > data_bytes.saturating_add(MIN_ROWS) {
             return Err(Status::invalid_argument(format!(
-                "invalid Arrow IPC data: a compressed batch declares {total} bytes decompressed, \
-                 more than the {} bytes of TIMEFUSION_GRPC_MAX_INFLIGHT_MB",
-                self.max_decoded_bytes
+                "invalid Arrow IPC data: a batch of {rows} rows in {data_bytes} bytes of data \
+                 (a row needs at least one byte)"
             )));
         }
         Ok(())
@@ -136,7 +154,7 @@ impl PutDecoder {
                     .header_as_dictionary_batch()
                     .ok_or_else(|| invalid(&"dictionary message without a dictionary"))?;
                 if let Some(batch) = dictionary.data() {
-                    self.check_decompressed(batch, &data.data_body)?;
+                    self.check_sizes(batch, &data.data_body)?;
                 }
                 ipc::reader::read_dictionary(
                     &Buffer::from(data.data_body),
@@ -153,7 +171,7 @@ impl PutDecoder {
                 let batch = message
                     .header_as_record_batch()
                     .ok_or_else(|| invalid(&"record batch message without a batch"))?;
-                self.check_decompressed(batch, &data.data_body)?;
+                self.check_sizes(batch, &data.data_body)?;
                 ipc::reader::read_record_batch(
                     &Buffer::from(data.data_body),
                     batch,
@@ -218,6 +236,52 @@ mod tests {
         let refused = decoder.decode(forged).expect_err("refused");
         assert_eq!(refused.code(), tonic::Code::InvalidArgument);
         assert!(refused.message().contains("decompressed"), "{refused}");
+    }
+
+    #[test]
+    fn a_batch_that_declares_more_rows_than_its_data_holds_is_refused() {
+        // No column but a row count of 2^52: arrow would accept it, and the table's missing
+        // columns would then be built at that length.
+        let empty = RecordBatch::try_new_with_options(
+            Arc::new(arrow::datatypes::Schema::empty()),
+            vec![],
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(3)),
+        )
+        .expect("batch");
+        let options = IpcWriteOptions::default();
+        let schema = FlightData::from(SchemaAsIpc::new(&empty.schema(), &options));
+        let (_, encoded) = IpcDataGenerator::default()
+            .encode(
+                &empty,
+                &mut DictionaryTracker::new(false),
+                &options,
+                &mut Default::default(),
+            )
+            .expect("encode");
+        let data = FlightData::from(encoded);
+        let mut decoder = PutDecoder::new(64 << 20);
+        decoder.decode(schema).expect("schema");
+        assert_eq!(
+            decoder
+                .decode(data.clone())
+                .expect("3 rows")
+                .map(|b| b.num_rows()),
+            Some(3)
+        );
+        let header = data.data_header.to_vec();
+        let at = header
+            .windows(8)
+            .position(|w| w == 3i64.to_le_bytes())
+            .expect("the row count in the header");
+        let mut forged = header.clone();
+        forged[at..at + 8].copy_from_slice(&(1i64 << 52).to_le_bytes());
+        let forged = FlightData {
+            data_header: forged.into(),
+            ..data
+        };
+        let refused = decoder.decode(forged).expect_err("refused");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(refused.message().contains("rows"), "{refused}");
     }
 
     #[test]
