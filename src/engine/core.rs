@@ -698,13 +698,14 @@ mod tests {
         }
     }
 
-    /// A batch that declares more rows than the buffer could hold once the table's columns
-    /// are filled in is refused before any of them is built (a forged Arrow header declared
-    /// billions of rows with no data, and the allocations aborted the process).
+    /// A batch that declares more rows than any client sends is refused before the table's
+    /// columns are built at its length (a forged Arrow header declared billions of rows with
+    /// no data, and the allocations aborted the process).
     #[tokio::test]
     async fn a_batch_too_large_for_the_buffer_is_refused_before_it_is_built() {
         let f = Fixture::new().await;
-        let rows = 10_000_000;
+        // 100 M rows of about 500 bytes: past the 16 GiB ceiling.
+        let rows = 100_000_000;
         let forged = RecordBatch::try_new_with_options(
             Arc::new(arrow::datatypes::Schema::empty()),
             vec![],
@@ -717,7 +718,7 @@ mod tests {
             .await
             .expect_err("refused");
         assert_eq!(refused.sqlstate(), SqlState::PROGRAM_LIMIT_EXCEEDED);
-        assert!(refused.to_string().contains("10000000 rows"), "{refused}");
+        assert!(refused.to_string().contains("100000000 rows"), "{refused}");
     }
 
     /// A shutdown while the store is down completes, and the rows it could not flush are in

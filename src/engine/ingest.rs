@@ -77,7 +77,7 @@ pub enum Error {
         value: String,
     },
     #[error(
-        "a batch of {rows} rows takes at least {needed_mb} MiB once every column of \"{table}\" is filled in, more than the buffer's {limit_mb} MiB (TIMEFUSION_BUFFER_MAX_MEMORY_MB); send it in smaller batches"
+        "a batch of {rows} rows takes at least {needed_mb} MiB once every column of \"{table}\" is filled in, more than the {limit_mb} MiB one batch may take (TIMEFUSION_BUFFER_MAX_MEMORY_MB, at least 16 GiB); send it in smaller batches"
     )]
     BatchTooLarge {
         table: String,
@@ -177,16 +177,18 @@ impl Ingest {
             .catalog
             .get(table)
             .ok_or_else(|| Error::UnknownTable(table.to_string()))?;
-        // Before the table's missing columns are built at the batch's length: a batch whose
-        // rows cannot fit the buffer would fail anyway, and one that declares billions of
-        // rows (a forged Arrow header) would make those allocations abort the process.
+        // Before the table's missing columns are built at the batch's length: one that
+        // declares billions of rows (a forged Arrow header) would make those allocations
+        // abort the process. No client's batch comes near the ceiling: the largest message
+        // any front end takes holds a few million rows.
         let needed = batch.num_rows().saturating_mul(min_row_bytes(schema));
-        if needed > self.max_bytes {
+        let ceiling = self.max_bytes.max(MIN_BATCH_CEILING);
+        if needed > ceiling {
             return Err(Error::BatchTooLarge {
                 table: schema.name.clone(),
                 rows: batch.num_rows(),
                 needed_mb: needed >> 20,
-                limit_mb: self.max_bytes >> 20,
+                limit_mb: ceiling >> 20,
             });
         }
         let coerced = coerce(schema, &batch)?;
@@ -260,6 +262,10 @@ impl Ingest {
         Ok(rejected)
     }
 }
+
+/// What one batch may take once its table's columns are filled in, when the buffer's budget
+/// is smaller: far above any real batch, far below an allocation that cannot succeed.
+const MIN_BATCH_CEILING: usize = 16 << 30;
 
 /// The fewest bytes a row of `table` takes in the buffer: each column's fixed width, or its
 /// offset for variable-width ones.
