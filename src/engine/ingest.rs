@@ -39,6 +39,8 @@ pub const MIN_MICROS: i64 = -62_135_596_800_000_000;
 pub const MAX_MICROS: i64 = 253_402_300_799_999_999;
 /// [`MIN_MICROS`] and [`MAX_MICROS`] as days since the epoch, for `Date32` columns.
 const MIN_DAYS: i32 = -719_162;
+/// 1970-01-01 counted from 0001-01-01 as day 1 (chrono's `num_days_from_ce`).
+const UNIX_EPOCH_DAYS_FROM_CE: i32 = 719_163;
 const MAX_DAYS: i32 = 2_932_896;
 
 #[derive(Debug, thiserror::Error)]
@@ -181,8 +183,15 @@ impl Ingest {
         // declares billions of rows (a forged Arrow header) would make those allocations
         // abort the process. No client's batch comes near the ceiling: the largest message
         // any front end takes holds a few million rows.
-        let needed = batch.num_rows().saturating_mul(min_row_bytes(schema));
+        // A row takes at most 8 bytes a column here, so the columns are walked only for a
+        // batch long enough to pass the ceiling at all: never for a real one.
         let ceiling = self.max_bytes.max(MIN_BATCH_CEILING);
+        let widest = schema.schema.fields().len().saturating_mul(8).max(1);
+        let needed = if batch.num_rows() > ceiling / widest {
+            batch.num_rows().saturating_mul(min_row_bytes(schema))
+        } else {
+            0
+        };
         if needed > ceiling {
             return Err(Error::BatchTooLarge {
                 table: schema.name.clone(),
@@ -364,49 +373,72 @@ fn coerce_with(table: &TableSchema, batch: &RecordBatch, check_range: bool) -> R
     )?)
 }
 
+/// The stored range of a timestamp or date column's values (microseconds or days since the
+/// epoch), and how a value prints; `None` for other columns.
+fn stored_range(column: &ArrayRef) -> Option<(&'static str, i64, i64)> {
+    match column.data_type() {
+        DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, _) => {
+            Some(("timestamp", MIN_MICROS, MAX_MICROS))
+        }
+        DataType::Date32 => Some(("date", MIN_DAYS.into(), MAX_DAYS.into())),
+        _ => None,
+    }
+}
+
+/// The value at `row` of a column [`stored_range`] knows, widened to i64.
+fn value_at(column: &ArrayRef, row: usize) -> i64 {
+    match column.data_type() {
+        DataType::Date32 => column
+            .as_primitive::<arrow::datatypes::Date32Type>()
+            .value(row)
+            .into(),
+        _ => column.as_primitive::<TimestampMicrosecondType>().value(row),
+    }
+}
+
 /// An error for the first value of `column` outside the stored range, if any (a timestamp or
 /// date column; others are not checked). Two aggregate passes when every value is inside.
 fn check_in_range(name: &str, column: &ArrayRef) -> Result<()> {
     use arrow::compute::{max, min};
-    let outside = |row: usize, kind: &'static str, value: String| Error::OutOfRange {
+    let Some((kind, low, high)) = stored_range(column) else {
+        return Ok(());
+    };
+    let (least, most) = match column.data_type() {
+        DataType::Date32 => {
+            let days = column.as_primitive::<arrow::datatypes::Date32Type>();
+            (min(days).map(i64::from), max(days).map(i64::from))
+        }
+        _ => {
+            let micros = column.as_primitive::<TimestampMicrosecondType>();
+            (min(micros), max(micros))
+        }
+    };
+    let inside = |v: i64| (low..=high).contains(&v);
+    if least.is_none_or(inside) && most.is_none_or(inside) {
+        return Ok(());
+    }
+    let row = (0..column.len())
+        .find(|&i| column.is_valid(i) && !inside(value_at(column, i)))
+        .unwrap_or_default();
+    // As a date or time where chrono can hold it; past that, the raw number.
+    let at = value_at(column, row);
+    let value = if kind == "date" {
+        i32::try_from(at)
+            .ok()
+            .and_then(|days| days.checked_add(UNIX_EPOCH_DAYS_FROM_CE))
+            .and_then(chrono::NaiveDate::from_num_days_from_ce_opt)
+            .map(|d| d.to_string())
+    } else {
+        chrono::DateTime::from_timestamp_micros(at).map(|t| t.to_string())
+    };
+    let unit = if kind == "date" { "days" } else { "µs" };
+    let value = value.unwrap_or_else(|| format!("{at} {unit} from 1970-01-01"));
+    Err(Error::OutOfRange {
         column: name.to_string(),
         row,
         kind,
         value,
-    };
-    match column.data_type() {
-        DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, _) => {
-            let values = column.as_primitive::<TimestampMicrosecondType>();
-            let inside = |v: i64| (MIN_MICROS..=MAX_MICROS).contains(&v);
-            if min(values).is_none_or(inside) && max(values).is_none_or(inside) {
-                return Ok(());
-            }
-            let row = (0..values.len())
-                .find(|&i| values.is_valid(i) && !inside(values.value(i)))
-                .unwrap_or_default();
-            let micros = values.value(row);
-            let value = values
-                .value_as_datetime(row)
-                .map_or_else(|| format!("{micros} µs from 1970-01-01"), |t| t.to_string());
-            Err(outside(row, "timestamp", value))
-        }
-        DataType::Date32 => {
-            let values = column.as_primitive::<arrow::datatypes::Date32Type>();
-            let inside = |v: i32| (MIN_DAYS..=MAX_DAYS).contains(&v);
-            if min(values).is_none_or(inside) && max(values).is_none_or(inside) {
-                return Ok(());
-            }
-            let row = (0..values.len())
-                .find(|&i| values.is_valid(i) && !inside(values.value(i)))
-                .unwrap_or_default();
-            let days = values.value(row);
-            let value = values
-                .value_as_date(row)
-                .map_or_else(|| format!("{days} days from 1970-01-01"), |d| d.to_string());
-            Err(outside(row, "date", value))
-        }
-        _ => Ok(()),
-    }
+    })
 }
 
 /// For text that failed to cast to a timestamp or date: [`Error::OutOfRange`] for the first
@@ -452,23 +484,15 @@ fn out_of_range_text(field: &arrow::datatypes::Field, array: &ArrayRef) -> Optio
 
 /// Which rows of a coerced batch have every timestamp and date inside the stored range.
 fn in_range(batch: &RecordBatch) -> arrow::array::BooleanArray {
+    let checked: Vec<(&ArrayRef, i64, i64)> = batch
+        .columns()
+        .iter()
+        .filter_map(|c| stored_range(c).map(|(_, low, high)| (c, low, high)))
+        .collect();
     (0..batch.num_rows())
         .map(|row| {
-            Some(batch.columns().iter().all(|column| {
-                column.is_null(row)
-                    || match column.data_type() {
-                        DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, _) => {
-                            let v = column.as_primitive::<TimestampMicrosecondType>().value(row);
-                            (MIN_MICROS..=MAX_MICROS).contains(&v)
-                        }
-                        DataType::Date32 => {
-                            let v = column
-                                .as_primitive::<arrow::datatypes::Date32Type>()
-                                .value(row);
-                            (MIN_DAYS..=MAX_DAYS).contains(&v)
-                        }
-                        _ => true,
-                    }
+            Some(checked.iter().all(|(column, low, high)| {
+                column.is_null(row) || (*low..=*high).contains(&value_at(column, row))
             }))
         })
         .collect()
@@ -655,6 +679,12 @@ mod tests {
         columns.push(("date", Arc::new(Date32Array::from(vec![MAX_DAYS + 1]))));
         let error = coerce(&table, &input(columns)).expect_err("refused");
         assert_eq!(error.sqlstate(), SqlState::DATETIME_FIELD_OVERFLOW);
+        assert!(
+            error
+                .to_string()
+                .contains("date out of range in column \"date\" (row 0): +10000-01-01"),
+            "{error}"
+        );
         let mut columns = minimal(&[0]);
         columns[0].1 = Arc::new(StringArray::from(vec!["12000-01-01 00:00:00+00"]));
         let error = coerce(&table, &input(columns)).expect_err("refused");

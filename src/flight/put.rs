@@ -198,23 +198,28 @@ mod tests {
 
     use super::*;
 
-    /// The schema message and one zstd-compressed batch message of 100 strings.
+    /// The schema message and the batch message of `batch`, as a DoPut client sends them.
+    fn messages(batch: &RecordBatch, options: &IpcWriteOptions) -> (FlightData, FlightData) {
+        let schema = FlightData::from(SchemaAsIpc::new(&batch.schema(), options));
+        let (_, encoded) = IpcDataGenerator::default()
+            .encode(
+                batch,
+                &mut DictionaryTracker::new(false),
+                options,
+                &mut Default::default(),
+            )
+            .expect("encode");
+        (schema, FlightData::from(encoded))
+    }
+
+    /// The messages of one zstd-compressed batch of 100 strings.
     fn compressed() -> (FlightData, FlightData) {
         let ids: ArrayRef = Arc::new(StringArray::from(vec!["an id"; 100]));
         let batch = RecordBatch::try_from_iter([("id", ids)]).expect("batch");
         let options = IpcWriteOptions::default()
             .try_with_compression(Some(CompressionType::ZSTD))
             .expect("zstd");
-        let schema = FlightData::from(SchemaAsIpc::new(&batch.schema(), &options));
-        let (_, encoded) = IpcDataGenerator::default()
-            .encode(
-                &batch,
-                &mut DictionaryTracker::new(false),
-                &options,
-                &mut Default::default(),
-            )
-            .expect("encode");
-        (schema, FlightData::from(encoded))
+        messages(&batch, &options)
     }
 
     #[test]
@@ -248,17 +253,7 @@ mod tests {
             &arrow::array::RecordBatchOptions::new().with_row_count(Some(3)),
         )
         .expect("batch");
-        let options = IpcWriteOptions::default();
-        let schema = FlightData::from(SchemaAsIpc::new(&empty.schema(), &options));
-        let (_, encoded) = IpcDataGenerator::default()
-            .encode(
-                &empty,
-                &mut DictionaryTracker::new(false),
-                &options,
-                &mut Default::default(),
-            )
-            .expect("encode");
-        let data = FlightData::from(encoded);
+        let (schema, data) = messages(&empty, &IpcWriteOptions::default());
         let mut decoder = PutDecoder::new(64 << 20);
         decoder.decode(schema).expect("schema");
         assert_eq!(

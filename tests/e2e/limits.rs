@@ -7,11 +7,6 @@ use tokio_postgres::SimpleQueryMessage;
 
 use crate::common::*;
 
-/// The SQLSTATE of `result`'s error, or `"ok"`.
-fn outcome<T>(result: Result<T, tokio_postgres::Error>) -> String {
-    result.map_or_else(|e| sqlstate(&e), |_| "ok".into())
-}
-
 async fn select_one(client: &tokio_postgres::Client) -> i64 {
     client
         .query_one("SELECT 1::bigint", &[])
@@ -209,9 +204,7 @@ async fn garbage_on_the_wire_closes_only_its_connection() {
 
 /// What a new connection gets: `"ok"` or the SQLSTATE it was refused with.
 async fn connect_outcome(port: u16) -> String {
-    let config =
-        format!("host=127.0.0.1 port={port} user={USER} password={PASSWORD} dbname=postgres");
-    match tokio_postgres::connect(&config, tokio_postgres::NoTls).await {
+    match tokio_postgres::connect(&pg_config(port), tokio_postgres::NoTls).await {
         Ok((_client, _connection)) => "ok".into(),
         Err(e) => sqlstate(&e),
     }
@@ -273,13 +266,10 @@ async fn connections_and_messages_past_their_limits_get_a_fatal_error_and_cancel
 async fn an_idle_session_past_its_timeout_is_ended_with_57p05_and_a_busy_one_is_not() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path(), &[("TIMEFUSION_IDLE_SESSION_TIMEOUT_SECS", "1")]);
-    let config = format!(
-        "host=127.0.0.1 port={} user={USER} password={PASSWORD} dbname=postgres",
-        server.port
-    );
-    let (idle, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
+    let (idle, connection) =
+        tokio_postgres::connect(&pg_config(server.port), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
     let ended = tokio::spawn(connection);
     let busy = server.client().await;
     for _ in 0..6 {

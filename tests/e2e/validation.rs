@@ -13,10 +13,6 @@ use tokio_postgres::types::Type;
 
 use crate::common::*;
 
-fn outcome<T>(result: Result<T, tokio_postgres::Error>) -> String {
-    result.map_or_else(|e| sqlstate(&e), |_| "ok".into())
-}
-
 async fn copy_text(client: &tokio_postgres::Client, options: &str, data: &str) -> String {
     let sql = format!("COPY {TABLE} (project_id, timestamp, id) FROM STDIN {options}");
     let result = async {

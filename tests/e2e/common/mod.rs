@@ -150,10 +150,13 @@ pub fn psql_command(url: &str, args: &[&str]) -> Command {
     command
 }
 
+/// The tokio-postgres connection string of the test login on `port`.
+pub fn pg_config(port: u16) -> String {
+    format!("host=127.0.0.1 port={port} user={USER} password={PASSWORD} dbname=postgres")
+}
+
 pub async fn connect(port: u16) -> tokio_postgres::Client {
-    let config =
-        format!("host=127.0.0.1 port={port} user={USER} password={PASSWORD} dbname=postgres");
-    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
+    let (client, connection) = tokio_postgres::connect(&pg_config(port), tokio_postgres::NoTls)
         .await
         .expect("connect");
     tokio::spawn(async move {
@@ -291,6 +294,11 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
+}
+
+/// The SQLSTATE of `result`'s error, or `"ok"`.
+pub fn outcome<T>(result: Result<T, tokio_postgres::Error>) -> String {
+    result.map_or_else(|e| sqlstate(&e), |_| "ok".into())
 }
 
 /// The SQLSTATE of a statement's error, or what happened instead (a lost connection …).
