@@ -1,5 +1,6 @@
 //! Column helpers shared by the write path, the buffer and the flush: the shared default
-//! arrays that stand for columns a batch left out, and the memory a batch owns.
+//! arrays that stand for columns a batch left out, the memory a batch owns, and PostgreSQL's
+//! array literals, the text form of a list column in every front end.
 //!
 //! A left-out column costs nothing: every such column is a slice of one array per type
 //! ([`default_column`]), recognised again by [`is_default`] so merges and flushes keep it
@@ -8,7 +9,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 
-use arrow::array::{Array, ArrayData, ArrayRef, AsArray, ListArray, RecordBatch, new_null_array};
+use arrow::array::{
+    Array, ArrayData, ArrayRef, AsArray, ListArray, ListBuilder, RecordBatch, StringBuilder,
+    new_null_array,
+};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field};
 use parking_lot::Mutex;
@@ -85,4 +89,59 @@ fn allocation_bytes(data: &ArrayData, seen: &mut HashSet<usize>) -> usize {
         .iter()
         .map(|child| allocation_bytes(child, seen))
         .sum::<usize>()
+}
+
+/// PostgreSQL array literals (`{a,b,"c d",NULL}`) → a list of strings per value, null for a
+/// null value; the message for the first value that is not one. The text form of a list
+/// column wherever text arrives: `COPY` text and CSV, `'{…}'` literals, text parameters.
+pub fn parse_array_literals<'a>(
+    strings: impl IntoIterator<Item = Option<&'a str>>,
+) -> Result<ListArray, String> {
+    let mut builder = ListBuilder::new(StringBuilder::new());
+    for value in strings {
+        let Some(value) = value else {
+            builder.append_null();
+            continue;
+        };
+        let malformed = || format!("malformed array literal: \"{value}\"");
+        let inner = value
+            .trim()
+            .strip_prefix('{')
+            .and_then(|v| v.strip_suffix('}'))
+            .ok_or_else(malformed)?;
+        let mut chars = inner.chars().peekable();
+        while chars.peek().is_some() {
+            let mut item = String::new();
+            let quoted = chars.peek() == Some(&'"');
+            if quoted {
+                chars.next();
+                loop {
+                    match chars.next() {
+                        Some('\\') => item.extend(chars.next()),
+                        Some('"') => break,
+                        Some(c) => item.push(c),
+                        None => return Err(malformed()),
+                    }
+                }
+            }
+            while let Some(&c) = chars.peek() {
+                chars.next();
+                if c == ',' {
+                    break;
+                }
+                if !quoted {
+                    item.push(c);
+                }
+            }
+            if !quoted && item.trim().eq_ignore_ascii_case("null") {
+                builder.values().append_null();
+            } else if quoted {
+                builder.values().append_value(item);
+            } else {
+                builder.values().append_value(item.trim());
+            }
+        }
+        builder.append(true);
+    }
+    Ok(builder.finish())
 }

@@ -22,7 +22,7 @@ use arrow::datatypes::{DataType, TimestampMicrosecondType};
 use arrow::util::display::FormatOptions;
 
 use crate::engine::MICROS_PER_DAY;
-use crate::engine::batch::{default_column, is_default, owned_bytes};
+use crate::engine::batch::{default_column, is_default, owned_bytes, parse_array_literals};
 use crate::engine::buffer::{Buffer, Piece};
 use crate::engine::schema::{Catalog, TableSchema};
 use crate::engine::wal::{self, Wal};
@@ -298,22 +298,12 @@ pub fn coerce(table: &TableSchema, batch: &RecordBatch) -> Result<RecordBatch> {
     coerce_with(table, batch, true)
 }
 
-/// [`coerce`], checking each timestamp and date against the stored range when `check_range`.
+/// [`coerce`], checking each timestamp and date against the stored range when `check_range`
+/// (off for WAL replay, which must take back every record it once acknowledged).
 fn coerce_with(table: &TableSchema, batch: &RecordBatch, check_range: bool) -> Result<RecordBatch> {
     let rows = batch.num_rows();
     let input = batch.schema();
-    for field in input.fields() {
-        if table.index_of(field.name()).is_none() {
-            return Err(Error::UnknownColumn {
-                table: table.name.clone(),
-                column: field.name().clone(),
-            });
-        }
-    }
-    let cast_options = CastOptions {
-        safe: false,
-        format_options: FormatOptions::default(),
-    };
+    known_columns(table, &input)?;
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(table.schema.fields().len());
     let mut date_index = None;
     for (i, field) in table.schema.fields().iter().enumerate() {
@@ -321,18 +311,7 @@ fn coerce_with(table: &TableSchema, batch: &RecordBatch, check_range: bool) -> R
         // into its error, for each left-out column of each insert.
         let column = match input.column_with_name(field.name()) {
             Some((j, _)) => {
-                let array = batch.column(j);
-                let array = if array.data_type() == field.data_type() {
-                    array.clone()
-                } else {
-                    cast_with_options(array, field.data_type(), &cast_options).map_err(|e| {
-                        out_of_range_text(field, array).unwrap_or_else(|| Error::BadValue {
-                            column: field.name().clone(),
-                            target: field.data_type().clone(),
-                            message: e.to_string(),
-                        })
-                    })?
-                };
+                let array = cast_to(field, batch.column(j), !check_range)?;
                 if is_default(field, &array) {
                     default_column(field, rows)
                 } else {
@@ -372,6 +351,121 @@ fn coerce_with(table: &TableSchema, batch: &RecordBatch, check_range: bool) -> R
         &options,
     )?)
 }
+
+/// `batch` with each of its columns cast to the table's type and checked as [`coerce`] checks
+/// it (stored range, required values), and an error for a required column it leaves out; the
+/// left-out columns are not built. What a pipelined `INSERT` holds until its `Sync`: every
+/// error a row can raise is raised here, for the statement that sent it, and [`Ingest::write`]
+/// of the held batches later casts nothing again.
+pub fn prepare(table: &TableSchema, batch: &RecordBatch) -> Result<RecordBatch> {
+    let input = batch.schema();
+    known_columns(table, &input)?;
+    let mut fields = Vec::with_capacity(input.fields().len());
+    let mut columns = Vec::with_capacity(input.fields().len());
+    for (j, given) in input.fields().iter().enumerate() {
+        let Some(i) = table.index_of(given.name()) else {
+            continue;
+        };
+        let field = table.schema.field(i);
+        let column = cast_to(field, batch.column(j), false)?;
+        check_in_range(field.name(), &column)?;
+        let required = !field.is_nullable() || field.name() == &table.tenant_column;
+        if required && field.name() != &table.date_column && column.null_count() > 0 {
+            return Err(Error::NotNull {
+                table: table.name.clone(),
+                column: field.name().clone(),
+            });
+        }
+        fields.push(field.clone());
+        columns.push(column);
+    }
+    for field in table.schema.fields() {
+        let required = (!field.is_nullable() && !matches!(field.data_type(), DataType::List(_)))
+            || field.name() == &table.tenant_column;
+        if required
+            && field.name() != &table.date_column
+            && input.column_with_name(field.name()).is_none()
+        {
+            return Err(Error::NotNull {
+                table: table.name.clone(),
+                column: field.name().clone(),
+            });
+        }
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        Arc::new(arrow::datatypes::Schema::new(fields)),
+        columns,
+        &options,
+    )?)
+}
+
+/// An error for the first column of `input` the table does not have.
+fn known_columns(table: &TableSchema, input: &arrow::datatypes::Schema) -> Result<()> {
+    match input
+        .fields()
+        .iter()
+        .find(|f| table.index_of(f.name()).is_none())
+    {
+        Some(unknown) => Err(Error::UnknownColumn {
+            table: table.name.clone(),
+            column: unknown.name().clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `array` as a column of `field`'s type, cast as every write path casts: text into a list
+/// column is read as PostgreSQL array literals (`{a,"b c"}`), where Arrow's own cast would
+/// wrap each string in a one-element list; a value that does not convert is an error naming
+/// the column.
+pub fn cast_column(field: &arrow::datatypes::Field, array: &ArrayRef) -> Result<ArrayRef> {
+    cast_to(field, array, false)
+}
+
+/// [`cast_column`]; `replay` keeps Arrow's reading of text into a list column for text that is
+/// not an array literal, so a WAL record a build before array literals acknowledged replays.
+fn cast_to(field: &arrow::datatypes::Field, array: &ArrayRef, replay: bool) -> Result<ArrayRef> {
+    if array.data_type() == field.data_type() {
+        return Ok(array.clone());
+    }
+    let bad = |message: String| Error::BadValue {
+        column: field.name().clone(),
+        target: field.data_type().clone(),
+        message,
+    };
+    if let DataType::List(item) = field.data_type()
+        && item.data_type() == &DataType::Utf8
+    {
+        let literals = match array.data_type() {
+            DataType::Utf8 => Some(parse_array_literals(array.as_string::<i32>().iter())),
+            DataType::LargeUtf8 => Some(parse_array_literals(array.as_string::<i64>().iter())),
+            DataType::Utf8View => Some(parse_array_literals(array.as_string_view().iter())),
+            _ => None,
+        };
+        match literals {
+            Some(Ok(lists)) => {
+                let lists: ArrayRef = Arc::new(lists);
+                return if lists.data_type() == field.data_type() {
+                    Ok(lists)
+                } else {
+                    cast_with_options(&lists, field.data_type(), &CAST_OPTIONS)
+                        .map_err(|e| bad(e.to_string()))
+                };
+            }
+            Some(Err(message)) if !replay => return Err(bad(message)),
+            _ => {}
+        }
+    }
+    cast_with_options(array, field.data_type(), &CAST_OPTIONS)
+        .map_err(|e| out_of_range_text(field, array).unwrap_or_else(|| bad(e.to_string())))
+}
+
+/// Casts fail on a value they cannot convert instead of making it null.
+const CAST_OPTIONS: CastOptions<'static> = CastOptions {
+    safe: false,
+    format_options: FormatOptions::new(),
+};
 
 /// The stored range of a timestamp or date column's values (microseconds or days since the
 /// epoch), and how a value prints; `None` for other columns.

@@ -28,14 +28,27 @@ use pgwire::messages::extendedquery::{
     TARGET_TYPE_BYTE_STATEMENT,
 };
 
+use arrow::datatypes::DataType;
+use datafusion::common::{ParamValues, ScalarValue};
+use pgwire::api::PgWireConnectionState;
+use pgwire::api::results::Tag;
+use pgwire::error::ErrorInfo;
+use pgwire::messages::extendedquery::Sync as SyncMessage;
+use pgwire::messages::response::{ReadyForQuery, TransactionStatus};
+
+use crate::engine::ingest::{self, Ingest};
+use crate::engine::schema::Catalog;
+use crate::error::SqlState;
 use crate::metrics::finished;
 use crate::pgwire::copy::handler::send_copy_out;
 use crate::pgwire::errors::user_error;
+use crate::pgwire::pipeline;
 use crate::pgwire::simple::parse_plain;
 use crate::pgwire::wire_text;
 use crate::pgwire::{cancel, settings};
 use crate::sql::colname;
 use crate::sql::statement_text;
+use crate::sql::values::{self, InsertTemplate, PreparedInsert};
 
 /// `plan` with every parameter the client's text uses, even those the compatibility parser
 /// dropped: it replaces a correlated subquery in a select list by NULL, parameters and all
@@ -108,6 +121,32 @@ pub struct Parser {
     pub(crate) inner: Arc<datafusion_postgres::Parser>,
     /// `TIMEFUSION_MAX_EXPRESSION_DEPTH`: deeper statements are refused before parsing.
     pub(crate) max_depth: usize,
+    /// The tables an `INSERT` on the fast path ([`values::template`]) may name.
+    pub(crate) catalog: Arc<Catalog>,
+}
+
+impl Parser {
+    /// An `INSERT … VALUES` of literals and parameters as a [`PreparedInsert`]: parsed with
+    /// the plain PostgreSQL dialect only, never planned.
+    fn prepared_insert(
+        &self,
+        sql: &str,
+    ) -> Option<<Self as pgwire::api::stmt::QueryParser>::Statement> {
+        let head = sql.trim_start().get(..6)?;
+        if !head.eq_ignore_ascii_case("insert") {
+            return None;
+        }
+        let mut statements = parse_plain(sql)?;
+        if statements.len() != 1 {
+            return None;
+        }
+        let statement = statements.remove(0);
+        let template = values::template(&statement, &self.catalog)?;
+        Some((
+            sql.to_string(),
+            Some((statement, PreparedInsert::plan(template))),
+        ))
+    }
 }
 
 #[async_trait]
@@ -125,6 +164,9 @@ impl pgwire::api::stmt::QueryParser for Parser {
     {
         statement_text::check_depth(sql, self.max_depth)
             .map_err(|e| user_error(e.state, e.message))?;
+        if let Some(insert) = self.prepared_insert(sql) {
+            return Ok(Some(insert));
+        }
         let sql = statement_text::rewrite(sql);
         let parsed = crate::panics::catch(self.inner.parse_sql(client, &sql, types))
             .await
@@ -182,6 +224,87 @@ pub(crate) struct ExtendedQueries {
     /// `TIMEFUSION_LOG_MIN_DURATION_MS`.
     pub(crate) log_min_duration: Option<std::time::Duration>,
     pub(crate) slots: Arc<crate::sql::slots::Slots>,
+    /// Where `INSERT`s on the fast path are written ([`pipeline`]).
+    pub(crate) ingest: Arc<Ingest>,
+}
+
+impl ExtendedQueries {
+    /// `Execute` of an `INSERT` on the fast path: binds the portal's parameters into the
+    /// template's rows, checks them ([`ingest::prepare`]) and holds them until the `Sync`
+    /// ([`pipeline`]). No plan, no slot: the work is a few microseconds a row.
+    async fn insert<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<<Self as ExtendedQueryHandler>::Statement>,
+        template: &InsertTemplate,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + Send + Sync,
+    {
+        if client.transaction_status() == TransactionStatus::Error {
+            return Err(user_error(
+                SqlState::IN_FAILED_SQL_TRANSACTION,
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ));
+        }
+        let parameters = bind_parameters(portal, template.parameter_types())?;
+        let rejected = |e: ingest::Error| user_error(e.sqlstate(), e.to_string());
+        let batch = template
+            .bind(&parameters, values::now_micros())
+            .and_then(|batch| ingest::prepare(&template.table, &batch))
+            .map_err(rejected)?;
+        let rows = batch.num_rows();
+        if pipeline::hold(client, template.table.clone(), batch) {
+            pipeline::commit(client, &self.ingest)
+                .await
+                .map_err(rejected)?;
+        }
+        Ok(Response::Execution(
+            Tag::new("INSERT").with_oid(0).with_rows(rows),
+        ))
+    }
+}
+
+/// The values of a portal's parameters, decoded (text or binary) by the types the client
+/// gave at `Parse` or else by `types`, the statement's.
+fn bind_parameters<S: Clone>(
+    portal: &Portal<S>,
+    types: &[DataType],
+) -> PgWireResult<Vec<ScalarValue>> {
+    use datafusion_postgres::arrow_pg::datatypes::{df, into_pg_type};
+    if portal.parameter_len() != types.len() {
+        return Err(user_error(
+            SqlState::PROTOCOL_VIOLATION,
+            format!(
+                "bind message supplies {} parameters, but prepared statement requires {}",
+                portal.parameter_len(),
+                types.len()
+            ),
+        ));
+    }
+    let wire = types
+        .iter()
+        .map(into_pg_type)
+        .collect::<PgWireResult<Vec<_>>>()?;
+    let wire: Vec<Option<&pgwire::api::Type>> = wire.iter().map(Some).collect();
+    let inferred: Vec<Option<&DataType>> = types.iter().map(Some).collect();
+    let values = df::deserialize_parameters_with_server_types(portal, &inferred, &wire).map_err(
+        |e| match e {
+            PgWireError::FailedToParseParameter(e) => user_error(
+                SqlState::INVALID_TEXT_REPRESENTATION,
+                format!("invalid parameter value: {e}"),
+            ),
+            PgWireError::InvalidRustTypeForParameter(t) => user_error(
+                SqlState::DATATYPE_MISMATCH,
+                format!("a parameter of type {t} cannot be stored in its column"),
+            ),
+            e => e,
+        },
+    )?;
+    Ok(match values {
+        ParamValues::List(values) => values.into_iter().map(|v| v.value).collect(),
+        ParamValues::Map(_) => Vec::new(),
+    })
 }
 
 #[async_trait]
@@ -210,6 +333,17 @@ impl ExtendedQueryHandler for ExtendedQueries {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
+        if let (_, Some((_, plan))) = &portal.statement.statement
+            && let Some(template) = PreparedInsert::of(plan)
+        {
+            return self.insert(client, portal, template).await;
+        }
+        // Any other statement sees the rows this pipeline's INSERTs hold.
+        if pipeline::holds(client) {
+            pipeline::commit(client, &self.ingest)
+                .await
+                .map_err(|e| user_error(e.sqlstate(), e.to_string()))?;
+        }
         let statement =
             cancel::Statement::start(client, &portal.statement.statement.0, &self.slots);
         let response = statement
@@ -291,6 +425,45 @@ impl ExtendedQueryHandler for ExtendedQueries {
         client
             .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
             .await?;
+        Ok(())
+    }
+
+    /// Ends a pipeline as PostgreSQL commits its implicit transaction: the rows its
+    /// `INSERT`s hold are written, durably, before `ReadyForQuery` ([`pipeline::commit`]),
+    /// or dropped when an error ended the pipeline before this `Sync`. A failed write is an
+    /// error response before `ReadyForQuery`. Then pgwire's `on_sync`: the unnamed portal is
+    /// closed and `ReadyForQuery` sent.
+    async fn on_sync<C>(&self, client: &mut C, _message: SyncMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        if matches!(client.state(), PgWireConnectionState::AwaitingSync) {
+            pipeline::discard(client);
+        } else if let Err(e) = pipeline::commit(client, &self.ingest).await {
+            let error = ErrorInfo::new("ERROR".into(), e.sqlstate().code().into(), e.to_string());
+            client
+                .send(PgWireBackendMessage::ErrorResponse(error.into()))
+                .await?;
+            if client.transaction_status() != TransactionStatus::Idle {
+                client.set_transaction_status(TransactionStatus::Error);
+            }
+        }
+        client.portal_store().rm_portal(DEFAULT_NAME);
+        client
+            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
+                client.transaction_status(),
+            )))
+            .await?;
+        client.flush().await?;
         Ok(())
     }
 

@@ -165,7 +165,9 @@ impl Answer for RewriteHook {
     }
 }
 
-/// Runs literal `INSERT … VALUES` statements without DataFusion planning, in both protocols.
+/// Runs literal `INSERT … VALUES` statements of the simple protocol without DataFusion
+/// planning ([`values::literal_insert`]). The extended protocol's `INSERT`s, with or without
+/// parameters, are taken before the hooks by `pgwire::extended`.
 pub(crate) struct LiteralInsertHook {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) ingest: Arc<Ingest>,
@@ -173,18 +175,15 @@ pub(crate) struct LiteralInsertHook {
 
 impl LiteralInsertHook {
     pub(crate) async fn run(&self, statement: &Statement) -> Option<PgWireResult<Response>> {
-        let insert = values::literal_insert(statement, &self.catalog)?;
+        let (table, batch) = values::literal_insert(statement, &self.catalog)?;
+        let written = match batch {
+            Ok(batch) => self.ingest.write(&table.name, batch, Via::Insert).await,
+            Err(e) => Err(e),
+        };
         Some(
-            match self
-                .ingest
-                .write(&insert.table.name, insert.batch, Via::Insert)
-                .await
-            {
-                Ok(rows) => Ok(Response::Execution(
-                    Tag::new("INSERT").with_oid(0).with_rows(rows),
-                )),
-                Err(e) => Err(PgWireError::ApiError(Box::new(e))),
-            },
+            written
+                .map(|rows| Response::Execution(Tag::new("INSERT").with_oid(0).with_rows(rows)))
+                .map_err(|e| user_error(e.sqlstate(), e.to_string())),
         )
     }
 }
@@ -202,13 +201,11 @@ impl Answer for LiteralInsertHook {
 
     async fn plan(
         &self,
-        statement: &Statement,
+        _statement: &Statement,
         _context: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        // A literal INSERT has no parameters and no result columns: an empty plan stands in
-        // for it until execution, which the hook below handles.
-        values::is_literal_insert(statement, &self.catalog).then(|| Ok(no_rows_plan()))
+        None
     }
 }
 

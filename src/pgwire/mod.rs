@@ -18,6 +18,7 @@ pub mod auth;
 pub mod errors;
 pub mod extended;
 pub mod hooks;
+pub mod pipeline;
 pub mod simple;
 use std::sync::Arc;
 
@@ -173,7 +174,9 @@ impl PgWireServerHandlers for Handlers {
             parser: Arc::new(Parser {
                 inner: self.session.query_parser(),
                 max_depth: self.max_depth,
+                catalog: self.inserts.0.catalog.clone(),
             }),
+            ingest: self.inserts.0.ingest.clone(),
             log_min_duration: self.log_min_duration,
             session: self.session.clone(),
             slots: self.slots.clone(),

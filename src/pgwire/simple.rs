@@ -91,6 +91,12 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
         if !matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
             return Err(PgWireError::NotReadyForQuery);
         }
+        // A query after pipelined INSERTs without a Sync sees their rows, as in PostgreSQL.
+        if crate::pgwire::pipeline::holds(client) {
+            crate::pgwire::pipeline::commit(client, &self.inserts.0.ingest)
+                .await
+                .map_err(|e| user_error(e.sqlstate(), e.to_string()))?;
+        }
         let mut status = client.transaction_status();
         client.set_state(PgWireConnectionState::QueryInProgress);
         let statements = statement_text::statements(&query.query);

@@ -1,53 +1,192 @@
-//! The fast path for `INSERT INTO t (cols) VALUES (…), …` with literal values.
+//! `INSERT INTO t (cols) VALUES (…), …` without planning: the write path of every `INSERT`
+//! a driver or an application sends.
 //!
-//! Planning a 1,000-row `VALUES` list through DataFusion costs far more than storing it, so a
-//! statement whose values are all plain literals is turned straight into an Arrow batch: one
-//! `Utf8` column per target column holding the literals' text, which [`crate::engine::ingest::coerce`]
-//! then casts column by column to the table's types (the same casts, errors and SQLSTATEs as
-//! any other write). Anything else — expressions, function calls, casts, parameters,
-//! `DEFAULT`, arrays, `ON CONFLICT`, `RETURNING`, `INSERT … SELECT` — returns `None` and goes
-//! through DataFusion unchanged.
+//! Planning a `VALUES` list through DataFusion costs milliseconds a statement and a large part
+//! of a millisecond a row, far more than storing it. So an `INSERT` whose values are each a
+//! literal, a parameter, `NULL`, `DEFAULT` or `now()` — optionally cast to the column's type
+//! (`'…'::timestamptz`, `$1::jsonb`, `ARRAY['a']::text[]`, `'{a,b}'` array text) — becomes an
+//! [`InsertTemplate`] once, when it is parsed: the table, the target columns and, for each
+//! row, where each value comes from. [`InsertTemplate::bind`] then builds the Arrow batch from
+//! a statement's parameters in microseconds, and [`crate::engine::ingest`] casts it to the
+//! table's types with the same casts, errors and SQLSTATEs as any other write. Anything else —
+//! expressions, function calls, a parameter used as two types, casts to another type,
+//! `ON CONFLICT`, `RETURNING`, `INSERT … SELECT` — gets `None` and goes through DataFusion
+//! unchanged.
+//!
+//! The simple protocol binds a template with no parameters at once; the extended protocol
+//! keeps it in the prepared statement as a [`PreparedInsert`] plan node, whose placeholders
+//! carry the parameter types `Describe` reports, and binds it at each `Execute`.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, new_null_array};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::common::{DFSchema, DFSchemaRef, ScalarValue};
+use datafusion::logical_expr::expr::Placeholder;
+use datafusion::logical_expr::{
+    Expr as LogicalExpr, Extension, LogicalPlan, UserDefinedLogicalNodeCore,
+};
 use datafusion::sql::sqlparser::ast::{
-    Expr, Insert, ObjectName, ObjectNamePart, Parens, SetExpr, Statement, TableObject,
-    UnaryOperator, Value, Values,
+    self, ArrayElemTypeDef, CastKind, Expr, FunctionArguments, Insert, ObjectName, ObjectNamePart,
+    SetExpr, Statement, TableObject, TimezoneInfo, UnaryOperator, Value,
 };
 
+use crate::engine::ingest;
 use crate::engine::schema::{Catalog, TableSchema};
 
-/// A literal `INSERT` ready for [`crate::engine::ingest::Ingest::write`].
+/// A parsed `INSERT … VALUES` ready to be bound: see the module documentation.
 #[derive(Debug)]
-pub struct LiteralInsert {
+pub struct InsertTemplate {
     pub table: Arc<TableSchema>,
-    pub batch: RecordBatch,
+    /// The target columns, in the statement's order, with the table's fields.
+    columns: Vec<Field>,
+    /// For each row, where each target column's value comes from.
+    rows: Vec<Vec<Cell>>,
+    /// The types of `$1`, `$2`, …: the column each fills, or the type it is cast to.
+    parameters: Vec<DataType>,
 }
 
-/// Whether the statement is an `INSERT … VALUES` the fast path can take (no planning needed).
-pub fn is_literal_insert(statement: &Statement, catalog: &Catalog) -> bool {
-    literal_insert(statement, catalog).is_some()
+/// Where one value of a row comes from.
+#[derive(Debug, Clone)]
+enum Cell {
+    /// A literal: its text (cast to the column by `ingest`), a list, or null.
+    Value(ScalarValue),
+    /// `$n`, zero-based.
+    Parameter(usize),
+    /// `now()`, `current_timestamp`: the time of the statement.
+    Now,
 }
 
-/// The batch of a literal `INSERT … VALUES` into a known table, or `None` to let DataFusion
-/// plan the statement.
-pub fn literal_insert(statement: &Statement, catalog: &Catalog) -> Option<LiteralInsert> {
+impl InsertTemplate {
+    /// The types of the statement's parameters, `$1` first.
+    pub fn parameter_types(&self) -> &[DataType] {
+        &self.parameters
+    }
+
+    /// The batch of one execution: one column per target column, each built from the rows'
+    /// literals and `parameters` (in [`InsertTemplate::parameter_types`]' order, of those
+    /// types or any other a value arrived as), with `now_micros` for `now()`. The columns
+    /// keep the types the values came in; [`ingest::prepare`] or [`ingest::coerce`] casts
+    /// them to the table's.
+    pub fn bind(&self, parameters: &[ScalarValue], now_micros: i64) -> ingest::Result<RecordBatch> {
+        let rows = self.rows.len();
+        let mut fields = Vec::with_capacity(self.columns.len());
+        let mut arrays = Vec::with_capacity(self.columns.len());
+        for (j, field) in self.columns.iter().enumerate() {
+            let values = self.rows.iter().map(|row| match &row[j] {
+                Cell::Value(v) => v.clone(),
+                Cell::Parameter(k) => parameters.get(*k).cloned().unwrap_or(ScalarValue::Null),
+                Cell::Now => {
+                    ScalarValue::TimestampMicrosecond(Some(now_micros), Some("UTC".into()))
+                }
+            });
+            let array = column(field, values.collect())?;
+            fields.push(Field::new(field.name(), array.data_type().clone(), true));
+            arrays.push(array);
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        Ok(RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            arrays,
+            &options,
+        )?)
+    }
+}
+
+/// One column from its values: as they are when they share a type (nulls taking it), else each
+/// cast to the column's type first.
+fn column(field: &Field, mut values: Vec<ScalarValue>) -> ingest::Result<ArrayRef> {
+    let bad = |e: datafusion::error::DataFusionError| ingest::Error::BadValue {
+        column: field.name().clone(),
+        target: field.data_type().clone(),
+        message: e.to_string(),
+    };
+    let Some(first) = values.iter().find(|v| !v.is_null()).map(|v| v.data_type()) else {
+        return Ok(new_null_array(field.data_type(), values.len()));
+    };
+    if values.iter().all(|v| v.is_null() || v.data_type() == first) {
+        let null = ScalarValue::try_from(&first).map_err(bad)?;
+        for value in values.iter_mut().filter(|v| v.is_null()) {
+            *value = null.clone();
+        }
+        return ScalarValue::iter_to_array(values).map_err(bad);
+    }
+    let pieces = values
+        .into_iter()
+        .map(|v| {
+            let array = v.to_array().map_err(bad)?;
+            ingest::cast_column(field, &array)
+        })
+        .collect::<ingest::Result<Vec<_>>>()?;
+    let pieces: Vec<&dyn arrow::array::Array> = pieces.iter().map(|a| a.as_ref()).collect();
+    Ok(arrow::compute::concat(&pieces)?)
+}
+
+/// The template of `statement` when it is an `INSERT … VALUES` of literals and parameters
+/// into a known table, or `None` to let DataFusion plan it.
+pub fn template(statement: &Statement, catalog: &Catalog) -> Option<InsertTemplate> {
     let Statement::Insert(insert) = statement else {
         return None;
     };
     let (name, columns, values) = plain_values(insert)?;
     let table = crate::sql::resolve_table(catalog, name)?.clone();
-    let (names, targets) = target_columns(&table, columns)?;
-    let batch = text_columns(&values.rows, &names, &targets)?;
-    Some(LiteralInsert { table, batch })
+    let columns = target_columns(&table, columns)?;
+    let mut parameters = BTreeMap::new();
+    let mut rows = Vec::with_capacity(values.rows.len());
+    for row in &values.rows {
+        if row.content.len() != columns.len() {
+            return None;
+        }
+        let cells = row
+            .content
+            .iter()
+            .zip(&columns)
+            .map(|(expr, field)| cell(expr, field.data_type(), &mut parameters))
+            .collect::<Option<Vec<_>>>()?;
+        rows.push(cells);
+    }
+    // `$1` … `$n`, each with one type; a gap would leave a parameter without one.
+    let parameters: Vec<DataType> = parameters.into_values().collect();
+    if rows
+        .iter()
+        .flatten()
+        .any(|c| matches!(c, Cell::Parameter(k) if *k >= parameters.len()))
+    {
+        return None;
+    }
+    Some(InsertTemplate {
+        table,
+        columns,
+        rows,
+        parameters,
+    })
+}
+
+/// The batch of a literal `INSERT … VALUES` (one without parameters), or `None` to let
+/// DataFusion plan the statement.
+pub fn literal_insert(
+    statement: &Statement,
+    catalog: &Catalog,
+) -> Option<(Arc<TableSchema>, ingest::Result<RecordBatch>)> {
+    let template = template(statement, catalog)?;
+    if !template.parameters.is_empty() {
+        return None;
+    }
+    let batch = template.bind(&[], now_micros());
+    Some((template.table, batch))
+}
+
+/// The current time in microseconds since the epoch, for `now()`.
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
 }
 
 /// The table, target columns and rows of an `INSERT … VALUES` with nothing but them: no
 /// `ON CONFLICT`, `RETURNING`, CTE, `ORDER BY`, or other clause that needs planning, and an
 /// explicit column list.
-fn plain_values(insert: &Insert) -> Option<(&ObjectName, &[ObjectName], &Values)> {
+fn plain_values(insert: &Insert) -> Option<(&ObjectName, &[ObjectName], &ast::Values)> {
     let Insert {
         or,
         ignore,
@@ -95,9 +234,6 @@ fn plain_values(insert: &Insert) -> Option<(&ObjectName, &[ObjectName], &Values)
     if !plain || columns.is_empty() {
         return None;
     }
-    if !plain || columns.is_empty() {
-        return None;
-    }
     let TableObject::TableName(name) = table else {
         return None;
     };
@@ -114,84 +250,171 @@ fn plain_values(insert: &Insert) -> Option<(&ObjectName, &[ObjectName], &Values)
     if !plain_query {
         return None;
     }
-
     Some((name, columns, values))
 }
 
-/// The names and types of `columns` in `table`; `None` for an unknown or repeated column or a
-/// list column (array literals need SQL semantics).
-fn target_columns(
-    table: &TableSchema,
-    columns: &[ObjectName],
-) -> Option<(Vec<String>, Vec<DataType>)> {
-    let mut names = Vec::with_capacity(columns.len());
-    let mut targets = Vec::with_capacity(columns.len());
+/// The fields of `columns` in `table`; `None` for an unknown or repeated column.
+fn target_columns(table: &TableSchema, columns: &[ObjectName]) -> Option<Vec<Field>> {
+    let mut fields: Vec<Field> = Vec::with_capacity(columns.len());
     for column in columns {
         let [ObjectNamePart::Identifier(ident)] = column.0.as_slice() else {
             return None;
         };
         let name = crate::sql::normalize_ident(ident);
         let field = table.schema.field_with_name(&name).ok()?;
-        if names.contains(&name) || matches!(field.data_type(), DataType::List(_)) {
+        if fields.iter().any(|f| f.name() == &name) {
             return None;
         }
-        names.push(name);
-        targets.push(field.data_type().clone());
+        fields.push(field.clone());
     }
-
-    Some((names, targets))
+    Some(fields)
 }
 
-/// One `Utf8` column per target column holding the literals' text, for `ingest::coerce` to
-/// cast; `None` when a row has the wrong width or a value is not a plain literal.
-fn text_columns(
-    rows: &[Parens<Vec<Expr>>],
-    names: &[String],
-    targets: &[DataType],
-) -> Option<RecordBatch> {
-    let mut texts: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(rows.len()); names.len()];
-    for row in rows {
-        if row.content.len() != names.len() {
-            return None;
-        }
-        for ((expr, column), target) in row.content.iter().zip(texts.iter_mut()).zip(targets) {
-            column.push(literal_text(expr, target)?);
-        }
-    }
-    let fields: Vec<Field> = names
-        .iter()
-        .map(|n| Field::new(n, DataType::Utf8, true))
-        .collect();
-    let arrays: Vec<ArrayRef> = texts
-        .into_iter()
-        .map(|t| Arc::new(StringArray::from(t)) as ArrayRef)
-        .collect();
-    let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
-    RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options).ok()
-}
-
-/// The text of a literal whose meaning for `target` is the same as a string cast; `None` for
-/// anything that needs SQL semantics (expressions, or numbers where a cast would differ).
-fn literal_text(expr: &Expr, target: &DataType) -> Option<Option<String>> {
+/// Where the value `expr` for a column of type `target` comes from, recording the type of a
+/// parameter in `parameters`; `None` for anything that needs SQL semantics.
+fn cell(
+    expr: &Expr,
+    target: &DataType,
+    parameters: &mut BTreeMap<usize, DataType>,
+) -> Option<Cell> {
     match expr {
         Expr::Value(v) => match &v.value {
-            Value::SingleQuotedString(s) => Some(Some(s.clone())),
-            Value::Null => Some(None),
-            Value::Boolean(b) if matches!(target, DataType::Boolean | DataType::Utf8) => {
-                Some(Some(b.to_string()))
-            }
-            Value::Number(n, false) if number_casts_exactly(n, target) => Some(Some(n.clone())),
-            _ => None,
+            Value::Placeholder(id) => parameter(id, target, parameters),
+            value => literal(value, target).map(Cell::Value),
         },
         Expr::UnaryOp {
             op: UnaryOperator::Minus,
             expr,
-        } => match literal_text(expr, target)? {
-            Some(n) if matches!(expr.as_ref(), Expr::Value(v) if matches!(v.value, Value::Number(..))) => {
-                Some(Some(format!("-{n}")))
-            }
+        } => match expr.as_ref() {
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, false) if number_casts_exactly(n, target) => {
+                    Some(Cell::Value(ScalarValue::Utf8(Some(format!("-{n}")))))
+                }
+                _ => None,
+            },
             _ => None,
         },
+        // `x::type` and `CAST(x AS type)` to the column's own type: the value as if uncast
+        // (a parameter takes the cast's type, which `Describe` reports).
+        Expr::Cast {
+            kind: CastKind::Cast | CastKind::DoubleColon,
+            expr,
+            data_type,
+            array: false,
+            format: None,
+        } => {
+            let cast = arrow_type(data_type)?;
+            if !fits(&cast, target) {
+                return None;
+            }
+            match expr.as_ref() {
+                Expr::Value(v) if matches!(v.value, Value::Placeholder(_)) => {
+                    let Value::Placeholder(id) = &v.value else {
+                        return None;
+                    };
+                    parameter(id, &cast, parameters)
+                }
+                Expr::Cast { .. } | Expr::UnaryOp { .. } | Expr::Function(_) => None,
+                inner => cell(inner, target, parameters),
+            }
+        }
+        Expr::Array(ast::Array { elem, .. }) => {
+            let DataType::List(item) = target else {
+                return None;
+            };
+            if item.data_type() != &DataType::Utf8 {
+                return None;
+            }
+            let items = elem
+                .iter()
+                .map(|e| match e {
+                    Expr::Value(v) => match &v.value {
+                        Value::SingleQuotedString(s)
+                        | Value::DollarQuotedString(ast::DollarQuotedString { value: s, .. }) => {
+                            Some(ScalarValue::Utf8(Some(s.clone())))
+                        }
+                        Value::Null => Some(ScalarValue::Utf8(None)),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some(Cell::Value(ScalarValue::List(
+                ScalarValue::new_list_nullable(&items, &DataType::Utf8),
+            )))
+        }
+        Expr::Function(f) if matches!(target, DataType::Timestamp(..)) => {
+            let [ObjectNamePart::Identifier(name)] = f.name.0.as_slice() else {
+                return None;
+            };
+            let name = name.value.to_ascii_lowercase();
+            let no_arguments = match &f.args {
+                FunctionArguments::None => name == "current_timestamp",
+                FunctionArguments::List(list) => {
+                    list.args.is_empty()
+                        && list.clauses.is_empty()
+                        && list.duplicate_treatment.is_none()
+                        && matches!(
+                            name.as_str(),
+                            "now"
+                                | "current_timestamp"
+                                | "transaction_timestamp"
+                                | "statement_timestamp"
+                        )
+                }
+                FunctionArguments::Subquery(_) => false,
+            };
+            let plain = matches!(f.parameters, FunctionArguments::None)
+                && f.filter.is_none()
+                && f.null_treatment.is_none()
+                && f.over.is_none()
+                && f.within_group.is_empty();
+            (no_arguments && plain).then_some(Cell::Now)
+        }
+        // `DEFAULT`: no column has a default other than null (or the empty list `ingest`
+        // fills in for a required list column).
+        Expr::Identifier(ident)
+            if ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("default") =>
+        {
+            Some(Cell::Value(ScalarValue::Null))
+        }
+        _ => None,
+    }
+}
+
+/// `$n` with the type `declared`, when no other use of it gave it another type.
+fn parameter(
+    id: &str,
+    declared: &DataType,
+    parameters: &mut BTreeMap<usize, DataType>,
+) -> Option<Cell> {
+    let index: usize = id.strip_prefix('$')?.parse().ok()?;
+    let index = index.checked_sub(1)?;
+    match parameters.get(&index) {
+        Some(seen) if seen != declared => return None,
+        Some(_) => {}
+        None => {
+            parameters.insert(index, declared.clone());
+        }
+    }
+    Some(Cell::Parameter(index))
+}
+
+/// A literal's value for a column of type `target`: text `ingest` casts as it casts any text
+/// (a string, or a number whose cast is exact), or null.
+fn literal(value: &Value, target: &DataType) -> Option<ScalarValue> {
+    match value {
+        Value::SingleQuotedString(s)
+        | Value::DollarQuotedString(ast::DollarQuotedString { value: s, .. }) => {
+            Some(ScalarValue::Utf8(Some(s.clone())))
+        }
+        Value::Null => Some(ScalarValue::Null),
+        Value::Boolean(b) if matches!(target, DataType::Boolean | DataType::Utf8) => {
+            Some(ScalarValue::Utf8(Some(b.to_string())))
+        }
+        Value::Number(n, false) if number_casts_exactly(n, target) => {
+            Some(ScalarValue::Utf8(Some(n.clone())))
+        }
         _ => None,
     }
 }
@@ -200,16 +423,168 @@ fn literal_text(expr: &Expr, target: &DataType) -> Option<Option<String>> {
 /// PostgreSQL assigns them; other combinations go through DataFusion.
 fn number_casts_exactly(number: &str, target: &DataType) -> bool {
     match target {
-        DataType::Int32 | DataType::Int64 => number.bytes().all(|b| b.is_ascii_digit()),
-        DataType::Float64 | DataType::Utf8 => true,
+        DataType::Int16 | DataType::Int32 | DataType::Int64 => {
+            number.bytes().all(|b| b.is_ascii_digit())
+        }
+        DataType::Float32 | DataType::Float64 | DataType::Utf8 => true,
         _ => false,
+    }
+}
+
+/// The Arrow type of a SQL type a value may be cast to on the fast path.
+fn arrow_type(data_type: &ast::DataType) -> Option<DataType> {
+    use ast::DataType as T;
+    Some(match data_type {
+        T::Text
+        | T::Varchar(_)
+        | T::CharacterVarying(_)
+        | T::CharVarying(_)
+        | T::String(_)
+        | T::JSON
+        | T::JSONB
+        | T::Uuid => DataType::Utf8,
+        T::Timestamp(None, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => {
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+        }
+        T::Timestamp(None, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => {
+            DataType::Timestamp(TimeUnit::Microsecond, None)
+        }
+        T::SmallInt(None) | T::Int2(None) => DataType::Int16,
+        T::Int(None) | T::Integer(None) | T::Int4(None) => DataType::Int32,
+        T::BigInt(None) | T::Int8(None) => DataType::Int64,
+        T::Real | T::Float4 => DataType::Float32,
+        T::DoublePrecision | T::Float8 => DataType::Float64,
+        T::Bool | T::Boolean => DataType::Boolean,
+        T::Date => DataType::Date32,
+        T::Array(
+            ArrayElemTypeDef::SquareBracket(item, None) | ArrayElemTypeDef::AngleBracket(item),
+        ) => match arrow_type(item)? {
+            DataType::Utf8 => DataType::new_list(DataType::Utf8, true),
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+/// Whether a value cast to `cast` means the same in a column of type `target` as it would
+/// uncast: the same type, or another width of integer (range-checked by the cast), or a
+/// timestamp with or without a zone (both read as UTC, as the planner reads them).
+fn fits(cast: &DataType, target: &DataType) -> bool {
+    use DataType as D;
+    match (cast, target) {
+        (D::Int16 | D::Int32 | D::Int64, D::Int16 | D::Int32 | D::Int64) => true,
+        (D::Timestamp(..), D::Timestamp(..)) => true,
+        (D::List(a), D::List(b)) => a.data_type() == b.data_type(),
+        (a, b) => a == b,
+    }
+}
+
+/// A prepared `INSERT` that takes the fast path, as the plan a prepared statement keeps:
+/// its placeholders carry the parameter types, it returns no rows. Never executed by
+/// DataFusion: the Postgres front end binds [`PreparedInsert::template`] at each `Execute`.
+pub struct PreparedInsert {
+    pub template: Arc<InsertTemplate>,
+    schema: DFSchemaRef,
+}
+
+impl PreparedInsert {
+    /// `template` as a plan.
+    pub fn plan(template: InsertTemplate) -> LogicalPlan {
+        LogicalPlan::Extension(Extension {
+            node: Arc::new(PreparedInsert {
+                template: Arc::new(template),
+                schema: Arc::new(DFSchema::empty()),
+            }),
+        })
+    }
+
+    /// The template of a plan [`PreparedInsert::plan`] made.
+    pub fn of(plan: &LogicalPlan) -> Option<&Arc<InsertTemplate>> {
+        let LogicalPlan::Extension(extension) = plan else {
+            return None;
+        };
+        extension
+            .node
+            .as_any()
+            .downcast_ref::<PreparedInsert>()
+            .map(|p| &p.template)
+    }
+}
+
+impl fmt::Debug for PreparedInsert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PreparedInsert: table={}", self.template.table.name)
+    }
+}
+
+impl PartialEq for PreparedInsert {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.template, &other.template)
+    }
+}
+
+impl Eq for PreparedInsert {}
+
+impl PartialOrd for PreparedInsert {
+    fn partial_cmp(&self, _other: &Self) -> Option<std::cmp::Ordering> {
+        None
+    }
+}
+
+impl std::hash::Hash for PreparedInsert {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.template).hash(state);
+    }
+}
+
+impl UserDefinedLogicalNodeCore for PreparedInsert {
+    fn name(&self) -> &str {
+        "PreparedInsert"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        Vec::new()
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    /// The placeholders, typed: what the parameter types of the plan are read from.
+    fn expressions(&self) -> Vec<LogicalExpr> {
+        self.template
+            .parameters
+            .iter()
+            .enumerate()
+            .map(|(i, data_type)| {
+                LogicalExpr::Placeholder(Placeholder::new_with_field(
+                    format!("${}", i + 1),
+                    Some(Arc::new(Field::new("", data_type.clone(), true))),
+                ))
+            })
+            .collect()
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+
+    fn with_exprs_and_inputs(
+        &self,
+        _exprs: Vec<LogicalExpr>,
+        _inputs: Vec<LogicalPlan>,
+    ) -> datafusion::error::Result<Self> {
+        Ok(PreparedInsert {
+            template: self.template.clone(),
+            schema: self.schema.clone(),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::AsArray;
+    use arrow::array::{Array, AsArray};
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
 
@@ -223,13 +598,17 @@ mod tests {
         Catalog::load(None).expect("schemas")
     }
 
+    fn table() -> Arc<TableSchema> {
+        catalog().get("otel_logs_and_spans").expect("t").clone()
+    }
+
     #[test]
     fn literal_values_become_text_columns() {
         let sql = "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, duration, context___is_remote, name) \
                    VALUES ('p1', '2026-01-01T00:00:00Z', 'a', 42, true, NULL), ('p2', '2026-01-01 00:00:01', 'b''s', -7, false, 'n')";
-        let insert = literal_insert(&parse(sql), &catalog()).expect("fast path");
-        assert_eq!(insert.table.name, "otel_logs_and_spans");
-        let batch = insert.batch;
+        let (table, batch) = literal_insert(&parse(sql), &catalog()).expect("fast path");
+        let batch = batch.expect("binds");
+        assert_eq!(table.name, "otel_logs_and_spans");
         assert_eq!(batch.num_rows(), 2);
         assert_eq!(batch.num_columns(), 6);
         let text = |c: usize, r: usize| batch.column(c).as_string::<i32>().value(r).to_string();
@@ -237,22 +616,128 @@ mod tests {
         assert_eq!(text(3, 1), "-7");
         assert_eq!(text(4, 0), "true");
         assert!(batch.column(5).is_null(0));
-        let coerced = crate::engine::ingest::coerce(
-            &catalog().get("otel_logs_and_spans").expect("t").clone(),
-            &batch,
-        )
-        .expect("coerces to the table schema");
+        let coerced = ingest::coerce(&table, &batch).expect("coerces to the table schema");
         assert_eq!(coerced.num_rows(), 2);
+    }
+
+    #[test]
+    fn arrays_casts_now_and_default_take_the_fast_path() {
+        let sql = "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, hashes, observed_timestamp, name, body) VALUES \
+                   ('p', '2026-01-01 00:00:00+02'::timestamptz, 'a', ARRAY['x', 'y z']::text[], now(), DEFAULT, '{\"k\":1}'::jsonb), \
+                   ('p', CAST('2026-01-01' AS timestamp), 'b', '{u,\"v w\",NULL}', CURRENT_TIMESTAMP, 'n', NULL), \
+                   ('p', '2026-01-01T00:00:00Z', 'c', ARRAY[]::text[], now(), 'n', NULL)";
+        let (table, batch) = literal_insert(&parse(sql), &catalog()).expect("fast path");
+        let coerced = ingest::coerce(&table, &batch.expect("binds")).expect("coerces");
+        let hashes = coerced.column(table.index_of("hashes").expect("hashes"));
+        let hashes = hashes.as_list::<i32>();
+        let items = |r: usize| -> Vec<Option<String>> {
+            hashes
+                .value(r)
+                .as_string::<i32>()
+                .iter()
+                .map(|s| s.map(str::to_string))
+                .collect()
+        };
+        assert_eq!(items(0), [Some("x".to_string()), Some("y z".to_string())]);
+        assert_eq!(
+            items(1),
+            [Some("u".to_string()), Some("v w".to_string()), None]
+        );
+        assert!(items(2).is_empty());
+        let times = coerced.column(table.index_of("timestamp").expect("ts"));
+        let times = times.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        assert_eq!(
+            times.value(0),
+            1_767_218_400_000_000,
+            "+02 read as an offset"
+        );
+        let observed = coerced.column(table.index_of("observed_timestamp").expect("obs"));
+        assert_eq!(observed.null_count(), 0, "now() filled in");
+        assert!(
+            coerced
+                .column(table.index_of("name").expect("name"))
+                .is_null(0)
+        );
+    }
+
+    #[test]
+    fn parameters_take_their_column_type_or_their_cast() {
+        let sql = "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, hashes, duration, body) \
+                   VALUES ($1, $2::timestamptz, $3, $4, $5, $6::jsonb), ($1, $2, 'x', NULL, 7, NULL)";
+        let template = template(&parse(sql), &catalog()).expect("fast path");
+        assert_eq!(
+            template.parameter_types(),
+            [
+                DataType::Utf8,
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                DataType::Utf8,
+                DataType::new_list(DataType::Utf8, true),
+                DataType::Int64,
+                DataType::Utf8,
+            ]
+        );
+        let parameters = [
+            ScalarValue::Utf8(Some("p".into())),
+            ScalarValue::TimestampMicrosecond(Some(5), Some("UTC".into())),
+            ScalarValue::Utf8(Some("i".into())),
+            ScalarValue::Utf8(Some("{a,b}".into())),
+            ScalarValue::Int64(None),
+            ScalarValue::Utf8(Some("{}".into())),
+        ];
+        let batch = template.bind(&parameters, 0).expect("binds");
+        assert_eq!(batch.num_rows(), 2);
+        // `duration` mixes a typed null parameter with the text of a literal: cast each.
+        let prepared = ingest::prepare(&table(), &batch).expect("prepares");
+        let duration = prepared
+            .column(4)
+            .as_primitive::<arrow::datatypes::Int64Type>();
+        assert!(duration.is_null(0));
+        assert_eq!(duration.value(1), 7);
+        assert_eq!(prepared.column(3).as_list::<i32>().value(0).len(), 2);
+    }
+
+    #[test]
+    fn prepared_plans_report_their_parameter_types() {
+        let sql = "INSERT INTO otel_logs_and_spans (project_id, timestamp, id) VALUES ($1, $2, $3)";
+        let plan = PreparedInsert::plan(template(&parse(sql), &catalog()).expect("fast path"));
+        let types = plan.get_parameter_types().expect("types");
+        assert_eq!(types.len(), 3);
+        assert_eq!(types["$1"], Some(DataType::Utf8));
+        assert!(PreparedInsert::of(&plan).is_some());
+        assert!(plan.schema().fields().is_empty(), "no result columns");
+    }
+
+    #[test]
+    fn bad_values_name_their_column() {
+        let sql = "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, hashes) VALUES ('p', now(), 'a', 'not an array')";
+        let (table, batch) = literal_insert(&parse(sql), &catalog()).expect("fast path");
+        let error = ingest::prepare(&table, &batch.expect("binds")).expect_err("malformed");
+        assert_eq!(
+            error.sqlstate(),
+            crate::error::SqlState::INVALID_TEXT_REPRESENTATION
+        );
+        assert!(
+            error.to_string().contains("malformed array literal"),
+            "{error}"
+        );
+        let missing = "INSERT INTO otel_logs_and_spans (project_id, timestamp) VALUES ('p', now())";
+        let (table, batch) = literal_insert(&parse(missing), &catalog()).expect("fast path");
+        let error = ingest::prepare(&table, &batch.expect("binds")).expect_err("id is required");
+        assert_eq!(error.sqlstate(), crate::error::SqlState::NOT_NULL_VIOLATION);
     }
 
     #[test]
     fn anything_needing_sql_semantics_falls_back() {
         let c = catalog();
         let fallback = [
-            "INSERT INTO otel_logs_and_spans (project_id, timestamp, id) VALUES ('p', now(), 'a')",
-            "INSERT INTO otel_logs_and_spans (project_id, timestamp, id) VALUES ($1, $2, $3)",
+            "INSERT INTO otel_logs_and_spans (project_id, timestamp, id) VALUES ('p', now() - interval '1 hour', 'a')",
+            "INSERT INTO otel_logs_and_spans (project_id, timestamp, id) VALUES ('p', to_timestamp(1), 'a')",
+            "INSERT INTO otel_logs_and_spans (project_id, timestamp, id) VALUES ($1, $2, $1::int)",
+            "INSERT INTO otel_logs_and_spans (project_id, timestamp, id) VALUES ($1, $3, 'a')",
             "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, duration) VALUES ('p', 'x', 'a', 1.5)",
-            "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, hashes) VALUES ('p', 'x', 'a', ARRAY['h'])",
+            "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, duration) VALUES ('p', 'x', 'a', '1'::text)",
+            "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, hashes) VALUES ('p', 'x', 'a', ARRAY[$1])",
+            "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, name) VALUES ('p', 'x', 'a', ARRAY['h'])",
             "INSERT INTO otel_logs_and_spans (project_id, timestamp, id) SELECT 'p', now(), 'a'",
             "INSERT INTO otel_logs_and_spans VALUES ('p')",
             "INSERT INTO no_such_table (a) VALUES ('x')",
@@ -261,7 +746,7 @@ mod tests {
             "SELECT 1",
         ];
         for sql in fallback {
-            assert!(literal_insert(&parse(sql), &c).is_none(), "{sql}");
+            assert!(template(&parse(sql), &c).is_none(), "{sql}");
         }
     }
 }

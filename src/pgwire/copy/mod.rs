@@ -24,7 +24,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, ListBuilder, RecordBatch, RecordBatchOptions, StringBuilder};
+use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::sql::sqlparser::ast::{
     CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement,
@@ -527,9 +527,14 @@ impl CopyIn {
                 .index_of(name)
                 .map(|i| self.table.schema.field(i).data_type().clone());
             let array: ArrayRef = match target {
-                Some(DataType::List(item)) if item.data_type() == &DataType::Utf8 => {
-                    Arc::new(parse_text_arrays(&strings, self.line)?)
-                }
+                Some(DataType::List(item)) if item.data_type() == &DataType::Utf8 => Arc::new(
+                    crate::engine::batch::parse_array_literals(&strings).map_err(|message| {
+                        Error::BadData {
+                            line: self.line,
+                            message,
+                        }
+                    })?,
+                ),
                 _ => Arc::new(strings),
             };
             schema_fields.push(Field::new(name, array.data_type().clone(), true));
@@ -664,67 +669,6 @@ fn split_csv<'a>(
             Some(_) => return Err("unexpected characters after a quoted CSV field".into()),
         }
     }
-}
-
-/// PostgreSQL array literals (`{a,b,"c d",NULL}`) → a list column.
-fn parse_text_arrays(
-    strings: &arrow::array::StringArray,
-    line: usize,
-) -> Result<arrow::array::ListArray> {
-    let mut builder = ListBuilder::new(StringBuilder::new());
-    for value in strings.iter() {
-        let Some(value) = value else {
-            builder.append_null();
-            continue;
-        };
-        let inner = value
-            .trim()
-            .strip_prefix('{')
-            .and_then(|v| v.strip_suffix('}'))
-            .ok_or_else(|| Error::BadData {
-                line,
-                message: format!("malformed array literal: \"{value}\""),
-            })?;
-        let mut chars = inner.chars().peekable();
-        while chars.peek().is_some() {
-            let mut item = String::new();
-            let quoted = chars.peek() == Some(&'"');
-            if quoted {
-                chars.next();
-                loop {
-                    match chars.next() {
-                        Some('\\') => item.extend(chars.next()),
-                        Some('"') => break,
-                        Some(c) => item.push(c),
-                        None => {
-                            return Err(Error::BadData {
-                                line,
-                                message: format!("malformed array literal: \"{value}\""),
-                            });
-                        }
-                    }
-                }
-            }
-            while let Some(&c) = chars.peek() {
-                chars.next();
-                if c == ',' {
-                    break;
-                }
-                if !quoted {
-                    item.push(c);
-                }
-            }
-            if !quoted && item.trim().eq_ignore_ascii_case("null") {
-                builder.values().append_null();
-            } else if quoted {
-                builder.values().append_value(item);
-            } else {
-                builder.values().append_value(item.trim());
-            }
-        }
-        builder.append(true);
-    }
-    Ok(builder.finish())
 }
 
 /// A `COPY … TO STDOUT`: the query to run and how to render its rows.
