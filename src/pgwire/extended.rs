@@ -29,7 +29,6 @@ use pgwire::messages::extendedquery::{
 };
 
 use arrow::datatypes::DataType;
-use datafusion::common::{ParamValues, ScalarValue};
 use pgwire::api::PgWireConnectionState;
 use pgwire::api::results::Tag;
 use pgwire::error::ErrorInfo;
@@ -42,10 +41,10 @@ use crate::error::SqlState;
 use crate::metrics::finished;
 use crate::pgwire::copy::handler::send_copy_out;
 use crate::pgwire::errors::user_error;
-use crate::pgwire::pipeline;
 use crate::pgwire::simple::parse_plain;
 use crate::pgwire::wire_text;
 use crate::pgwire::{cancel, settings};
+use crate::pgwire::{parameters, pipeline};
 use crate::sql::colname;
 use crate::sql::statement_text;
 use crate::sql::values::{self, InsertTemplate, PreparedInsert};
@@ -186,6 +185,14 @@ impl pgwire::api::stmt::QueryParser for Parser {
         &self,
         statement: &Self::Statement,
     ) -> PgWireResult<Vec<pgwire::api::Type>> {
+        if let (_, Some((_, plan))) = statement
+            && let Some(template) = PreparedInsert::of(plan)
+        {
+            return Ok(parameter_types(template)
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect());
+        }
         self.inner.get_parameter_types(statement)
     }
 
@@ -228,6 +235,20 @@ pub(crate) struct ExtendedQueries {
     pub(crate) ingest: Arc<Ingest>,
 }
 
+/// The Arrow and wire types of a template's parameters.
+fn parameter_types(template: &InsertTemplate) -> Vec<(DataType, pgwire::api::Type)> {
+    template
+        .parameter_types()
+        .iter()
+        .map(|p| {
+            (
+                p.data_type.clone(),
+                parameters::wire_type(&p.data_type, p.json),
+            )
+        })
+        .collect()
+}
+
 impl ExtendedQueries {
     /// `Execute` of an `INSERT` on the fast path: binds the portal's parameters into the
     /// template's rows, checks them ([`ingest::prepare`]) and holds them until the `Sync`
@@ -247,7 +268,7 @@ impl ExtendedQueries {
                 "current transaction is aborted, commands ignored until end of transaction block",
             ));
         }
-        let parameters = bind_parameters(portal, template.parameter_types())?;
+        let parameters = parameters::decode(portal, &parameter_types(template))?;
         let rejected = |e: ingest::Error| user_error(e.sqlstate(), e.to_string());
         let batch = template
             .bind(&parameters, values::now_micros())
@@ -263,48 +284,6 @@ impl ExtendedQueries {
             Tag::new("INSERT").with_oid(0).with_rows(rows),
         ))
     }
-}
-
-/// The values of a portal's parameters, decoded (text or binary) by the types the client
-/// gave at `Parse` or else by `types`, the statement's.
-fn bind_parameters<S: Clone>(
-    portal: &Portal<S>,
-    types: &[DataType],
-) -> PgWireResult<Vec<ScalarValue>> {
-    use datafusion_postgres::arrow_pg::datatypes::{df, into_pg_type};
-    if portal.parameter_len() != types.len() {
-        return Err(user_error(
-            SqlState::PROTOCOL_VIOLATION,
-            format!(
-                "bind message supplies {} parameters, but prepared statement requires {}",
-                portal.parameter_len(),
-                types.len()
-            ),
-        ));
-    }
-    let wire = types
-        .iter()
-        .map(into_pg_type)
-        .collect::<PgWireResult<Vec<_>>>()?;
-    let wire: Vec<Option<&pgwire::api::Type>> = wire.iter().map(Some).collect();
-    let inferred: Vec<Option<&DataType>> = types.iter().map(Some).collect();
-    let values = df::deserialize_parameters_with_server_types(portal, &inferred, &wire).map_err(
-        |e| match e {
-            PgWireError::FailedToParseParameter(e) => user_error(
-                SqlState::INVALID_TEXT_REPRESENTATION,
-                format!("invalid parameter value: {e}"),
-            ),
-            PgWireError::InvalidRustTypeForParameter(t) => user_error(
-                SqlState::DATATYPE_MISMATCH,
-                format!("a parameter of type {t} cannot be stored in its column"),
-            ),
-            e => e,
-        },
-    )?;
-    Ok(match values {
-        ParamValues::List(values) => values.into_iter().map(|v| v.value).collect(),
-        ParamValues::Map(_) => Vec::new(),
-    })
 }
 
 #[async_trait]

@@ -45,7 +45,15 @@ pub struct InsertTemplate {
     /// For each row, where each target column's value comes from.
     rows: Vec<Vec<Cell>>,
     /// The types of `$1`, `$2`, …: the column each fills, or the type it is cast to.
-    parameters: Vec<DataType>,
+    parameters: Vec<ParameterType>,
+}
+
+/// The type of a parameter: the Arrow type of the column it fills (or of its cast), and
+/// whether it is cast to `json` / `jsonb`, which clients send in their JSON encodings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParameterType {
+    pub data_type: DataType,
+    pub json: bool,
 }
 
 /// Where one value of a row comes from.
@@ -61,7 +69,7 @@ enum Cell {
 
 impl InsertTemplate {
     /// The types of the statement's parameters, `$1` first.
-    pub fn parameter_types(&self) -> &[DataType] {
+    pub fn parameter_types(&self) -> &[ParameterType] {
         &self.parameters
     }
 
@@ -148,7 +156,7 @@ pub fn template(statement: &Statement, catalog: &Catalog) -> Option<InsertTempla
         rows.push(cells);
     }
     // `$1` … `$n`, each with one type; a gap would leave a parameter without one.
-    let parameters: Vec<DataType> = parameters.into_values().collect();
+    let parameters: Vec<ParameterType> = parameters.into_values().collect();
     if rows
         .iter()
         .flatten()
@@ -275,11 +283,15 @@ fn target_columns(table: &TableSchema, columns: &[ObjectName]) -> Option<Vec<Fie
 fn cell(
     expr: &Expr,
     target: &DataType,
-    parameters: &mut BTreeMap<usize, DataType>,
+    parameters: &mut BTreeMap<usize, ParameterType>,
 ) -> Option<Cell> {
+    let uncast = |data_type: &DataType| ParameterType {
+        data_type: data_type.clone(),
+        json: false,
+    };
     match expr {
         Expr::Value(v) => match &v.value {
-            Value::Placeholder(id) => parameter(id, target, parameters),
+            Value::Placeholder(id) => parameter(id, uncast(target), parameters),
             value => literal(value, target).map(Cell::Value),
         },
         Expr::UnaryOp {
@@ -312,7 +324,12 @@ fn cell(
                     let Value::Placeholder(id) = &v.value else {
                         return None;
                     };
-                    parameter(id, &cast, parameters)
+                    let json = matches!(data_type, ast::DataType::JSON | ast::DataType::JSONB);
+                    let declared = ParameterType {
+                        data_type: cast,
+                        json,
+                    };
+                    parameter(id, declared, parameters)
                 }
                 Expr::Cast { .. } | Expr::UnaryOp { .. } | Expr::Function(_) => None,
                 inner => cell(inner, target, parameters),
@@ -385,16 +402,16 @@ fn cell(
 /// `$n` with the type `declared`, when no other use of it gave it another type.
 fn parameter(
     id: &str,
-    declared: &DataType,
-    parameters: &mut BTreeMap<usize, DataType>,
+    declared: ParameterType,
+    parameters: &mut BTreeMap<usize, ParameterType>,
 ) -> Option<Cell> {
     let index: usize = id.strip_prefix('$')?.parse().ok()?;
     let index = index.checked_sub(1)?;
     match parameters.get(&index) {
-        Some(seen) if seen != declared => return None,
+        Some(seen) if *seen != declared => return None,
         Some(_) => {}
         None => {
-            parameters.insert(index, declared.clone());
+            parameters.insert(index, declared);
         }
     }
     Some(Cell::Parameter(index))
@@ -556,10 +573,10 @@ impl UserDefinedLogicalNodeCore for PreparedInsert {
             .parameters
             .iter()
             .enumerate()
-            .map(|(i, data_type)| {
+            .map(|(i, parameter)| {
                 LogicalExpr::Placeholder(Placeholder::new_with_field(
                     format!("${}", i + 1),
-                    Some(Arc::new(Field::new("", data_type.clone(), true))),
+                    Some(Arc::new(Field::new("", parameter.data_type.clone(), true))),
                 ))
             })
             .collect()
@@ -665,15 +682,23 @@ mod tests {
         let sql = "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, hashes, duration, body) \
                    VALUES ($1, $2::timestamptz, $3, $4, $5, $6::jsonb), ($1, $2, 'x', NULL, 7, NULL)";
         let template = template(&parse(sql), &catalog()).expect("fast path");
+        let types: Vec<(DataType, bool)> = template
+            .parameter_types()
+            .iter()
+            .map(|p| (p.data_type.clone(), p.json))
+            .collect();
         assert_eq!(
-            template.parameter_types(),
+            types,
             [
-                DataType::Utf8,
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                DataType::Utf8,
-                DataType::new_list(DataType::Utf8, true),
-                DataType::Int64,
-                DataType::Utf8,
+                (DataType::Utf8, false),
+                (
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                    false
+                ),
+                (DataType::Utf8, false),
+                (DataType::new_list(DataType::Utf8, true), false),
+                (DataType::Int64, false),
+                (DataType::Utf8, true),
             ]
         );
         let parameters = [

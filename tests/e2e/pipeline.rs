@@ -1,0 +1,422 @@
+//! INSERTs with parameters on the fast path, and pipelines of them: the messages a driver's
+//! batch API sends (Parse once, then Bind/Execute per row, one Sync) are written at the Sync,
+//! durably, all or nothing, as PostgreSQL commits the pipeline's implicit transaction. The
+//! pipelines are sent as raw protocol messages, so each test controls exactly where the Sync
+//! falls; typed binary parameters come from tokio-postgres.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::*;
+
+/// A server that lets the test login in without a password, for the raw connections.
+fn start(dir: &std::path::Path) -> TestServer {
+    TestServer::start(
+        dir,
+        &[
+            ("PGWIRE_PASSWORD", ""),
+            ("PGWIRE_INSECURE_NO_PASSWORD", "true"),
+        ],
+    )
+}
+
+/// What the server answered, one entry per message that matters here.
+#[derive(Debug, PartialEq)]
+enum Reply {
+    /// `CommandComplete` with its tag.
+    Complete(String),
+    /// `ErrorResponse` with its SQLSTATE.
+    Error(String),
+    /// `DataRow`, every value as text.
+    Row(Vec<Option<String>>),
+    /// `ReadyForQuery` with the transaction status.
+    Ready(char),
+}
+
+/// A Postgres connection speaking raw protocol messages.
+struct Raw {
+    stream: TcpStream,
+    out: Vec<u8>,
+}
+
+impl Raw {
+    async fn connect(port: u16) -> Raw {
+        let stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let mut raw = Raw {
+            stream,
+            out: Vec::new(),
+        };
+        let mut body = 196_608_i32.to_be_bytes().to_vec();
+        for part in ["user", USER, "database", "postgres"] {
+            body.extend(part.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        raw.out.extend(((body.len() + 4) as i32).to_be_bytes());
+        raw.out.extend(body);
+        let replies = raw.round_trip().await;
+        assert_eq!(replies.last(), Some(&Reply::Ready('I')), "{replies:?}");
+        raw
+    }
+
+    fn message(&mut self, kind: u8, body: &[u8]) {
+        self.out.push(kind);
+        self.out.extend(((body.len() + 4) as i32).to_be_bytes());
+        self.out.extend(body);
+    }
+
+    /// `Parse` of `sql` as statement `name`, its parameter types left to the server.
+    fn parse(&mut self, name: &str, sql: &str) {
+        let mut body = Vec::new();
+        for text in [name, sql] {
+            body.extend(text.as_bytes());
+            body.push(0);
+        }
+        body.extend(0_i16.to_be_bytes());
+        self.message(b'P', &body);
+    }
+
+    /// `Bind` of statement `name` to the unnamed portal with text `values`, then `Execute`.
+    fn execute(&mut self, name: &str, values: &[Option<&str>]) {
+        let mut body = vec![0];
+        body.extend(name.as_bytes());
+        body.push(0);
+        body.extend(0_i16.to_be_bytes());
+        body.extend((values.len() as i16).to_be_bytes());
+        for value in values {
+            match value {
+                Some(v) => {
+                    body.extend((v.len() as i32).to_be_bytes());
+                    body.extend(v.as_bytes());
+                }
+                None => body.extend((-1_i32).to_be_bytes()),
+            }
+        }
+        body.extend(0_i16.to_be_bytes());
+        self.message(b'B', &body);
+        let mut execute = vec![0];
+        execute.extend(0_i32.to_be_bytes());
+        self.message(b'E', &execute);
+    }
+
+    fn sync(&mut self) {
+        self.message(b'S', &[]);
+    }
+
+    /// Sends what was queued and reads the answers up to `ReadyForQuery`.
+    async fn round_trip(&mut self) -> Vec<Reply> {
+        let out = std::mem::take(&mut self.out);
+        self.stream.write_all(&out).await.expect("send");
+        let mut replies = Vec::new();
+        loop {
+            let kind = self.stream.read_u8().await.expect("reply");
+            let len = self.stream.read_i32().await.expect("length") as usize;
+            let mut body = vec![0; len - 4];
+            self.stream.read_exact(&mut body).await.expect("body");
+            match kind {
+                b'C' => replies.push(Reply::Complete(cstring(&body))),
+                b'E' => {
+                    let code = body
+                        .split(|b| *b == 0)
+                        .find_map(|f| f.strip_prefix(b"C"))
+                        .map(|c| String::from_utf8_lossy(c).into_owned())
+                        .unwrap_or_default();
+                    replies.push(Reply::Error(code));
+                }
+                b'D' => {
+                    let count = i16::from_be_bytes([body[0], body[1]]) as usize;
+                    let mut at = 2;
+                    let mut row = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        let len = i32::from_be_bytes(body[at..at + 4].try_into().expect("len"));
+                        at += 4;
+                        if len < 0 {
+                            row.push(None);
+                        } else {
+                            let end = at + len as usize;
+                            row.push(Some(String::from_utf8_lossy(&body[at..end]).into_owned()));
+                            at = end;
+                        }
+                    }
+                    replies.push(Reply::Row(row));
+                }
+                b'Z' => {
+                    replies.push(Reply::Ready(body[0] as char));
+                    return replies;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn cstring(body: &[u8]) -> String {
+    String::from_utf8_lossy(body.split(|b| *b == 0).next().unwrap_or_default()).into_owned()
+}
+
+const INSERT: &str = "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, hashes, body) VALUES ($1, $2, $3, $4, $5)";
+
+fn completes(n: usize) -> Vec<Reply> {
+    (0..n)
+        .map(|_| Reply::Complete("INSERT 0 1".into()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_pipeline_of_inserts_is_written_once_at_its_sync_and_survives_a_kill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path());
+    let mut raw = Raw::connect(server.port).await;
+    raw.parse("ins", INSERT);
+    let ids = ids("pipe", 200);
+    for (i, id) in ids.iter().enumerate() {
+        let hashes = format!("{{h{i},\"a b\",NULL}}");
+        raw.execute(
+            "ins",
+            &[
+                Some("pipeline"),
+                Some("2026-11-23 10:00:00.5+02"),
+                Some(id),
+                Some(&hashes),
+                Some("{\"k\": 1}"),
+            ],
+        );
+    }
+    raw.sync();
+    let mut expected = completes(200);
+    expected.push(Reply::Ready('I'));
+    assert_eq!(raw.round_trip().await, expected);
+
+    let client = server.client().await;
+    assert_eq!(count(&client, "WHERE project_id = 'pipeline'").await, 200);
+    let row = client
+        .query_one(
+            "SELECT hashes, CAST(timestamp AS text), body FROM otel_logs_and_spans WHERE id = $1",
+            &[&ids[7]],
+        )
+        .await
+        .expect("row");
+    let hashes: Vec<Option<String>> = row.get(0);
+    assert_eq!(hashes, [Some("h7".into()), Some("a b".into()), None]);
+    assert_eq!(row.get::<_, String>(1), "2026-11-23 08:00:00.5+00");
+    assert_eq!(row.get::<_, String>(2), "{\"k\": 1}");
+    // One WAL record for the whole pipeline, acknowledged only once durable: a kill -9
+    // right after the ReadyForQuery loses none of it.
+    server.kill9();
+    let server = start(dir.path());
+    let client = server.client().await;
+    assert_eq!(count(&client, "WHERE project_id = 'pipeline'").await, 200);
+}
+
+#[tokio::test]
+async fn an_error_inside_a_pipeline_drops_every_row_of_it_as_postgresql_rolls_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path());
+    let mut raw = Raw::connect(server.port).await;
+    raw.parse("ins", INSERT);
+    let row = |id: &'static str, time: &'static str| {
+        [Some("rolled-back"), Some(time), Some(id), None, None]
+    };
+    raw.execute("ins", &row("a", "2026-11-23 10:00:00+00"));
+    raw.execute("ins", &row("b", "2026-11-23 10:00:00+00"));
+    // A timestamp that does not parse: the error answers this Execute, and the rest of
+    // the pipeline is skipped up to the Sync.
+    raw.execute("ins", &row("c", "not a time"));
+    raw.execute("ins", &row("d", "2026-11-23 10:00:00+00"));
+    raw.sync();
+    let replies = raw.round_trip().await;
+    assert_eq!(
+        replies,
+        [
+            Reply::Complete("INSERT 0 1".into()),
+            Reply::Complete("INSERT 0 1".into()),
+            Reply::Error("22007".into()),
+            Reply::Ready('I'),
+        ]
+    );
+    // A required column left null, and a year past 9999, each name their error.
+    raw.execute(
+        "ins",
+        &[
+            Some("rolled-back"),
+            Some("2026-11-23 10:00:00+00"),
+            None,
+            None,
+            None,
+        ],
+    );
+    raw.sync();
+    raw.execute("ins", &row("e", "10000-01-01 00:00:00+00"));
+    raw.sync();
+    let replies = raw.round_trip().await;
+    assert_eq!(
+        replies[..2],
+        [Reply::Error("23502".into()), Reply::Ready('I')],
+        "{replies:?}"
+    );
+    let replies = raw.round_trip().await;
+    assert_eq!(replies, [Reply::Error("22008".into()), Reply::Ready('I')]);
+
+    let client = server.client().await;
+    assert_eq!(count(&client, "WHERE project_id = 'rolled-back'").await, 0);
+    // The connection goes on: the next pipeline is written.
+    raw.execute("ins", &row("f", "2026-11-23 10:00:00+00"));
+    raw.sync();
+    assert_eq!(
+        raw.round_trip().await,
+        [Reply::Complete("INSERT 0 1".into()), Reply::Ready('I')]
+    );
+    assert_eq!(count(&client, "WHERE project_id = 'rolled-back'").await, 1);
+}
+
+#[tokio::test]
+async fn a_query_inside_a_pipeline_sees_the_rows_inserted_before_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path());
+    let mut raw = Raw::connect(server.port).await;
+    raw.parse("ins", INSERT);
+    for id in ["a", "b", "c"] {
+        raw.execute(
+            "ins",
+            &[
+                Some("seen"),
+                Some("2026-11-23 10:00:00+00"),
+                Some(id),
+                None,
+                None,
+            ],
+        );
+    }
+    raw.parse(
+        "count",
+        "SELECT count(*) FROM otel_logs_and_spans WHERE project_id = 'seen'",
+    );
+    raw.execute("count", &[]);
+    raw.sync();
+    let replies = raw.round_trip().await;
+    assert_eq!(replies[..3], completes(3)[..], "{replies:?}");
+    assert_eq!(
+        replies[3],
+        Reply::Row(vec![Some("3".into())]),
+        "{replies:?}"
+    );
+    assert_eq!(replies.last(), Some(&Reply::Ready('I')));
+}
+
+#[tokio::test]
+async fn typed_binary_parameters_are_stored_as_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    let insert = client
+        .prepare(
+            "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, hashes, duration, body, \
+             context___is_remote, severity___severity_number, observed_timestamp) \
+             VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, now())",
+        )
+        .await
+        .expect("prepare");
+    use tokio_postgres::types::Type;
+    assert_eq!(
+        insert.params(),
+        [
+            Type::TEXT,
+            Type::TIMESTAMPTZ,
+            Type::TEXT,
+            Type::TEXT_ARRAY,
+            Type::INT8,
+            Type::JSONB,
+            Type::BOOL,
+            Type::INT4
+        ],
+        "Describe reports each parameter's column type, or its cast"
+    );
+    assert!(insert.columns().is_empty(), "an INSERT returns no rows");
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-23T10:00:00.123456Z")
+        .expect("time")
+        .with_timezone(&chrono::Utc);
+    let body = serde_json::json!({"user": "ü", "n": [1, 2]});
+    let hashes = vec!["x".to_string(), "y z".to_string()];
+    let rows = client
+        .execute(
+            &insert,
+            &[&"typed", &at, &"t1", &hashes, &42_i64, &body, &true, &9_i32],
+        )
+        .await
+        .expect("insert");
+    assert_eq!(rows, 1);
+    let none: Option<Vec<String>> = None;
+    let no_duration: Option<i64> = None;
+    client
+        .execute(
+            &insert,
+            &[
+                &"typed",
+                &at,
+                &"t2",
+                &none,
+                &no_duration,
+                &body,
+                &false,
+                &0_i32,
+            ],
+        )
+        .await
+        .expect("insert nulls");
+    let row = client
+        .query_one(
+            "SELECT timestamp, hashes, duration, body, context___is_remote, \
+             severity___severity_number, observed_timestamp IS NOT NULL \
+             FROM otel_logs_and_spans WHERE id = 't1'",
+            &[],
+        )
+        .await
+        .expect("read back");
+    assert_eq!(row.get::<_, chrono::DateTime<chrono::Utc>>(0), at);
+    assert_eq!(row.get::<_, Vec<String>>(1), hashes);
+    assert_eq!(row.get::<_, i64>(2), 42);
+    let stored: String = row.get(3);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stored).expect("json"),
+        body
+    );
+    assert!(row.get::<_, bool>(4));
+    assert_eq!(row.get::<_, i32>(5), 9);
+    assert!(row.get::<_, bool>(6), "now() filled in");
+    let nulls = client
+        .query_one(
+            "SELECT hashes IS NULL, duration IS NULL FROM otel_logs_and_spans WHERE id = 't2'",
+            &[],
+        )
+        .await
+        .expect("read back nulls");
+    assert!(nulls.get::<_, bool>(0) && nulls.get::<_, bool>(1));
+
+    // Errors of a bound value answer its statement with PostgreSQL's SQLSTATE.
+    let missing: Option<&str> = None;
+    let result = client
+        .execute(
+            &insert,
+            &[
+                &"typed", &at, &missing, &hashes, &1_i64, &body, &true, &1_i32,
+            ],
+        )
+        .await;
+    assert_eq!(outcome(result), "23502");
+    let far = chrono::DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z")
+        .expect("time")
+        .with_timezone(&chrono::Utc)
+        + chrono::Duration::days(2);
+    let result = client
+        .execute(
+            &insert,
+            &[&"typed", &far, &"t3", &hashes, &1_i64, &body, &true, &1_i32],
+        )
+        .await;
+    assert_eq!(outcome(result), "22008");
+    assert_eq!(count(&client, "WHERE project_id = 'typed'").await, 2);
+    // The session is fine after the errors, and so is every other.
+    assert!(client.query_one("SELECT 1", &[]).await.is_ok());
+}
