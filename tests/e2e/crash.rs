@@ -1,4 +1,5 @@
-//! Crash recovery: insert from several connections (pgwire and Arrow Flight), `kill -9` the server at random points
+//! Crash recovery: insert from several connections (Arrow Flight, literal INSERTs, and
+//! pipelines of parameterized INSERTs answered at one Sync), `kill -9` the server at random points
 //! (several rounds, flushes running), restart, and check that every acknowledged row is
 //! there exactly once and that no row at all is duplicated. The kill instants come from a
 //! seeded RNG whose seed the test prints; `TIMEFUSION_TEST_SEED=<seed>` replays them.
@@ -62,6 +63,29 @@ async fn flight_put(
     std::str::from_utf8(&ack.app_metadata).ok()?.parse().ok()
 }
 
+/// A pipeline of one parameterized INSERT per id, answered at one Sync; `Some(rows)` once
+/// acknowledged (the Sync's ReadyForQuery), `None` if the connection died first.
+async fn pipeline_put(raw: &mut Raw, project: &str, ids: &[String], when: i64) -> Option<usize> {
+    for (i, id) in ids.iter().enumerate() {
+        let at = chrono::DateTime::from_timestamp_micros(when + i as i64)
+            .expect("time")
+            .to_rfc3339();
+        raw.execute("ins", &[Some(project), Some(&at), Some(id)]);
+    }
+    raw.sync();
+    let replies = raw.round_trip().await.ok()?;
+    let done = replies
+        .iter()
+        .filter(|r| **r == Reply::Complete("INSERT 0 1".into()))
+        .count();
+    assert_eq!(
+        replies.last(),
+        Some(&Reply::Ready('I')),
+        "a pipeline was refused: {replies:?}"
+    );
+    Some(done)
+}
+
 /// The seed of the kill instants: `TIMEFUSION_TEST_SEED` to replay a run, else a fresh one. It
 /// fixes when each round's kill comes, not how far the writers got by then.
 fn seed() -> u64 {
@@ -79,6 +103,9 @@ async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
     let env = [
         ("TIMEFUSION_FLUSH_INTERVAL_SECS", "1"),
         ("TIMEFUSION_WAL_SEGMENT_MB", "1"),
+        // The pipeline writer's raw connection logs in without a password.
+        ("PGWIRE_PASSWORD", ""),
+        ("PGWIRE_INSECURE_NO_PASSWORD", "true"),
     ];
     let acked = shared(HashSet::<String>::new());
     let seed = seed();
@@ -93,10 +120,23 @@ async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
             let acked = acked.clone();
             let grpc_port = server.grpc_port;
             writers.push(tokio::spawn(async move {
-                // Writer 0 sends Arrow over Flight DoPut, the others SQL over pgwire: both
-                // front ends share the write path and must keep the same promise.
+                // Writer 0 sends Arrow over Flight DoPut, writer 3 pipelines of parameterized
+                // INSERTs, the others literal INSERTs: every front end shares the write path
+                // and must keep the same promise.
                 let mut flight = if w == 0 {
                     Some(flight_client(grpc_port).await)
+                } else {
+                    None
+                };
+                let mut pipeline = if w == 3 {
+                    let Ok(mut raw) = Raw::connect(port).await else {
+                        return;
+                    };
+                    raw.parse(
+                        "ins",
+                        "INSERT INTO otel_logs_and_spans (project_id, timestamp, id) VALUES ($1, $2, $3)",
+                    );
+                    Some(raw)
                 } else {
                     None
                 };
@@ -108,9 +148,12 @@ async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
                     } else {
                         past_micros(1 + s % 3)
                     };
-                    let stored = match flight.as_mut() {
-                        Some(flight) => flight_put(flight, &format!("p{w}"), &batch, when).await,
-                        None => client
+                    let stored = match (flight.as_mut(), pipeline.as_mut()) {
+                        (Some(flight), _) => {
+                            flight_put(flight, &format!("p{w}"), &batch, when).await
+                        }
+                        (_, Some(raw)) => pipeline_put(raw, &format!("p{w}"), &batch, when).await,
+                        (None, None) => client
                             .execute(&insert_sql(&format!("p{w}"), &batch, when), &[])
                             .await
                             .ok()
@@ -162,6 +205,10 @@ async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
         assert!(
             !acked.is_empty(),
             "round {round}: nothing was acknowledged; the test proves nothing"
+        );
+        assert!(
+            round == 0 || acked.iter().any(|id| id.contains("-w3-")),
+            "no pipeline was acknowledged in rounds up to {round}; the test proves nothing for them"
         );
         drop(client);
         server.kill9();

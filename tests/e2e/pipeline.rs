@@ -4,9 +4,6 @@
 //! pipelines are sent as raw protocol messages, so each test controls exactly where the Sync
 //! falls; typed binary parameters come from tokio-postgres.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use crate::common::*;
 
 /// A server that lets the test login in without a password, for the raw connections.
@@ -18,142 +15,6 @@ fn start(dir: &std::path::Path) -> TestServer {
             ("PGWIRE_INSECURE_NO_PASSWORD", "true"),
         ],
     )
-}
-
-/// What the server answered, one entry per message that matters here.
-#[derive(Debug, PartialEq)]
-enum Reply {
-    /// `CommandComplete` with its tag.
-    Complete(String),
-    /// `ErrorResponse` with its SQLSTATE.
-    Error(String),
-    /// `DataRow`, every value as text.
-    Row(Vec<Option<String>>),
-    /// `ReadyForQuery` with the transaction status.
-    Ready(char),
-}
-
-/// A Postgres connection speaking raw protocol messages.
-struct Raw {
-    stream: TcpStream,
-    out: Vec<u8>,
-}
-
-impl Raw {
-    async fn connect(port: u16) -> Raw {
-        let stream = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("connect");
-        let mut raw = Raw {
-            stream,
-            out: Vec::new(),
-        };
-        let mut body = 196_608_i32.to_be_bytes().to_vec();
-        for part in ["user", USER, "database", "postgres"] {
-            body.extend(part.as_bytes());
-            body.push(0);
-        }
-        body.push(0);
-        raw.out.extend(((body.len() + 4) as i32).to_be_bytes());
-        raw.out.extend(body);
-        let replies = raw.round_trip().await;
-        assert_eq!(replies.last(), Some(&Reply::Ready('I')), "{replies:?}");
-        raw
-    }
-
-    fn message(&mut self, kind: u8, body: &[u8]) {
-        self.out.push(kind);
-        self.out.extend(((body.len() + 4) as i32).to_be_bytes());
-        self.out.extend(body);
-    }
-
-    /// `Parse` of `sql` as statement `name`, its parameter types left to the server.
-    fn parse(&mut self, name: &str, sql: &str) {
-        let mut body = Vec::new();
-        for text in [name, sql] {
-            body.extend(text.as_bytes());
-            body.push(0);
-        }
-        body.extend(0_i16.to_be_bytes());
-        self.message(b'P', &body);
-    }
-
-    /// `Bind` of statement `name` to the unnamed portal with text `values`, then `Execute`.
-    fn execute(&mut self, name: &str, values: &[Option<&str>]) {
-        let mut body = vec![0];
-        body.extend(name.as_bytes());
-        body.push(0);
-        body.extend(0_i16.to_be_bytes());
-        body.extend((values.len() as i16).to_be_bytes());
-        for value in values {
-            match value {
-                Some(v) => {
-                    body.extend((v.len() as i32).to_be_bytes());
-                    body.extend(v.as_bytes());
-                }
-                None => body.extend((-1_i32).to_be_bytes()),
-            }
-        }
-        body.extend(0_i16.to_be_bytes());
-        self.message(b'B', &body);
-        let mut execute = vec![0];
-        execute.extend(0_i32.to_be_bytes());
-        self.message(b'E', &execute);
-    }
-
-    fn sync(&mut self) {
-        self.message(b'S', &[]);
-    }
-
-    /// Sends what was queued and reads the answers up to `ReadyForQuery`.
-    async fn round_trip(&mut self) -> Vec<Reply> {
-        let out = std::mem::take(&mut self.out);
-        self.stream.write_all(&out).await.expect("send");
-        let mut replies = Vec::new();
-        loop {
-            let kind = self.stream.read_u8().await.expect("reply");
-            let len = self.stream.read_i32().await.expect("length") as usize;
-            let mut body = vec![0; len - 4];
-            self.stream.read_exact(&mut body).await.expect("body");
-            match kind {
-                b'C' => replies.push(Reply::Complete(cstring(&body))),
-                b'E' => {
-                    let code = body
-                        .split(|b| *b == 0)
-                        .find_map(|f| f.strip_prefix(b"C"))
-                        .map(|c| String::from_utf8_lossy(c).into_owned())
-                        .unwrap_or_default();
-                    replies.push(Reply::Error(code));
-                }
-                b'D' => {
-                    let count = i16::from_be_bytes([body[0], body[1]]) as usize;
-                    let mut at = 2;
-                    let mut row = Vec::with_capacity(count);
-                    for _ in 0..count {
-                        let len = i32::from_be_bytes(body[at..at + 4].try_into().expect("len"));
-                        at += 4;
-                        if len < 0 {
-                            row.push(None);
-                        } else {
-                            let end = at + len as usize;
-                            row.push(Some(String::from_utf8_lossy(&body[at..end]).into_owned()));
-                            at = end;
-                        }
-                    }
-                    replies.push(Reply::Row(row));
-                }
-                b'Z' => {
-                    replies.push(Reply::Ready(body[0] as char));
-                    return replies;
-                }
-                _ => {}
-            }
-        }
-    }
-}
-
-fn cstring(body: &[u8]) -> String {
-    String::from_utf8_lossy(body.split(|b| *b == 0).next().unwrap_or_default()).into_owned()
 }
 
 const INSERT: &str = "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, hashes, body) VALUES ($1, $2, $3, $4, $5)";
@@ -168,7 +29,7 @@ fn completes(n: usize) -> Vec<Reply> {
 async fn a_pipeline_of_inserts_is_written_once_at_its_sync_and_survives_a_kill() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(dir.path());
-    let mut raw = Raw::connect(server.port).await;
+    let mut raw = Raw::connect(server.port).await.expect("connect");
     raw.parse("ins", INSERT);
     let ids = ids("pipe", 200);
     for (i, id) in ids.iter().enumerate() {
@@ -187,7 +48,7 @@ async fn a_pipeline_of_inserts_is_written_once_at_its_sync_and_survives_a_kill()
     raw.sync();
     let mut expected = completes(200);
     expected.push(Reply::Ready('I'));
-    assert_eq!(raw.round_trip().await, expected);
+    assert_eq!(raw.round_trip().await.expect("round trip"), expected);
 
     let client = server.client().await;
     assert_eq!(count(&client, "WHERE project_id = 'pipeline'").await, 200);
@@ -214,7 +75,7 @@ async fn a_pipeline_of_inserts_is_written_once_at_its_sync_and_survives_a_kill()
 async fn an_error_inside_a_pipeline_drops_every_row_of_it_as_postgresql_rolls_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(dir.path());
-    let mut raw = Raw::connect(server.port).await;
+    let mut raw = Raw::connect(server.port).await.expect("connect");
     raw.parse("ins", INSERT);
     let row = |id: &'static str, time: &'static str| {
         [Some("rolled-back"), Some(time), Some(id), None, None]
@@ -226,7 +87,7 @@ async fn an_error_inside_a_pipeline_drops_every_row_of_it_as_postgresql_rolls_ba
     raw.execute("ins", &row("c", "not a time"));
     raw.execute("ins", &row("d", "2026-11-23 10:00:00+00"));
     raw.sync();
-    let replies = raw.round_trip().await;
+    let replies = raw.round_trip().await.expect("round trip");
     assert_eq!(
         replies,
         [
@@ -250,13 +111,13 @@ async fn an_error_inside_a_pipeline_drops_every_row_of_it_as_postgresql_rolls_ba
     raw.sync();
     raw.execute("ins", &row("e", "10000-01-01 00:00:00+00"));
     raw.sync();
-    let replies = raw.round_trip().await;
+    let replies = raw.round_trip().await.expect("round trip");
     assert_eq!(
         replies[..2],
         [Reply::Error("23502".into()), Reply::Ready('I')],
         "{replies:?}"
     );
-    let replies = raw.round_trip().await;
+    let replies = raw.round_trip().await.expect("round trip");
     assert_eq!(replies, [Reply::Error("22008".into()), Reply::Ready('I')]);
 
     let client = server.client().await;
@@ -265,7 +126,7 @@ async fn an_error_inside_a_pipeline_drops_every_row_of_it_as_postgresql_rolls_ba
     raw.execute("ins", &row("f", "2026-11-23 10:00:00+00"));
     raw.sync();
     assert_eq!(
-        raw.round_trip().await,
+        raw.round_trip().await.expect("round trip"),
         [Reply::Complete("INSERT 0 1".into()), Reply::Ready('I')]
     );
     assert_eq!(count(&client, "WHERE project_id = 'rolled-back'").await, 1);
@@ -275,7 +136,7 @@ async fn an_error_inside_a_pipeline_drops_every_row_of_it_as_postgresql_rolls_ba
 async fn a_query_inside_a_pipeline_sees_the_rows_inserted_before_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(dir.path());
-    let mut raw = Raw::connect(server.port).await;
+    let mut raw = Raw::connect(server.port).await.expect("connect");
     raw.parse("ins", INSERT);
     for id in ["a", "b", "c"] {
         raw.execute(
@@ -295,7 +156,7 @@ async fn a_query_inside_a_pipeline_sees_the_rows_inserted_before_it() {
     );
     raw.execute("count", &[]);
     raw.sync();
-    let replies = raw.round_trip().await;
+    let replies = raw.round_trip().await.expect("round trip");
     assert_eq!(replies[..3], completes(3)[..], "{replies:?}");
     assert_eq!(
         replies[3],

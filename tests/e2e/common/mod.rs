@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use datafusion::prelude::SessionContext;
 
+mod raw;
+pub use raw::{Raw, Reply};
+
 pub const USER: &str = "postgres";
 pub const PASSWORD: &str = "postgres";
 pub const TABLE: &str = "otel_logs_and_spans";
