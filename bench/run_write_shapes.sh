@@ -3,12 +3,15 @@
 # synchronous_commit on, shared_buffers=1GB) and a TimeFusion (default settings: every
 # acknowledged write fsynced by group commit), both on local disk under a temp dir, and runs
 # bench/write_shapes.py (psycopg 3: executemany, single-row parameterized INSERTs from 1..N
-# connections, literal multi-row INSERTs, COPY) against both, then its --report with the ratios
-# TimeFusion / PostgreSQL.
+# connections, literal multi-row INSERTs, COPY) and bench/WriteShapesJdbc.java (pgjdbc batches)
+# against both, then write_shapes.py --report with the ratios TimeFusion / PostgreSQL.
 # Usage: bench/run_write_shapes.sh [write_shapes.py args, e.g. --rows 2000 --single 2000
 # --writers 1,8,32 --shapes executemany_arrays copy_arrays]; figures land in $OUT (default
 # bench/results). TF_BIN: a TimeFusion binary to use instead of building the release one.
 # PYTHON: a python with psycopg 3 (default the tests' venv, ~/.cache/timefusion/venv).
+# Then, when java and pgjdbc ($PGJDBC_JAR, default /usr/share/java/postgresql.jar) are there,
+# bench/WriteShapesJdbc.java against both (JDBC_ROWS: its rows per shape, default the --rows
+# given, else 2000; JDBC_BATCH: rows per executeBatch, default 500; JDBC=0 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PGBIN="${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)}"
@@ -67,6 +70,29 @@ STATUS=0
   --target postgresql="host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres" \
   --target timefusion="host=127.0.0.1 port=$TF_PORT user=postgres password=postgres dbname=postgres" \
   --results "$RESULTS" "$@" || STATUS=$?
+# The pgjdbc side (bench/WriteShapesJdbc.java: executeBatch in a transaction and in autocommit)
+# into the same results file. Rows: $JDBC_ROWS, else the --rows given above, else 2000.
+JAR="${PGJDBC_JAR:-/usr/share/java/postgresql.jar}"
+if [ "${JDBC:-1}" = 0 ]; then
+  echo; echo "JDBC=0: pgjdbc shapes skipped"
+elif ! command -v java >/dev/null 2>&1 || [ ! -f "$JAR" ]; then
+  echo; echo "note: pgjdbc shapes skipped: needs java (17+) and $JAR (Debian: apt-get install default-jre-headless libpostgresql-jdbc-java; or set PGJDBC_JAR)"
+else
+  jdbc_rows="${JDBC_ROWS:-}"
+  if [ -z "$jdbc_rows" ]; then
+    prev=
+    for a in "$@"; do
+      case "$a" in --rows=*) jdbc_rows="${a#--rows=}" ;; esac
+      [ "$prev" = --rows ] && jdbc_rows="$a"
+      prev="$a"
+    done
+  fi
+  echo
+  java -cp "$JAR" bench/WriteShapesJdbc.java \
+    --target postgresql="jdbc:postgresql://127.0.0.1:$PG_PORT/postgres?user=postgres&password=postgres" \
+    --target timefusion="jdbc:postgresql://127.0.0.1:$TF_PORT/postgres?user=postgres&password=postgres" \
+    --results "$RESULTS" --rows "${jdbc_rows:-2000}" --batch "${JDBC_BATCH:-500}" || STATUS=$?
+fi
 if [ -s "$WORK/tf.log" ]; then
   echo
   echo "TimeFusion log (warnings and errors, last 40 lines):"
