@@ -22,6 +22,11 @@
 //!   test containment ([`JsonbContains`]), and `json_extract_path[_text]` /
 //!   `jsonb_extract_path[_text]` are the function forms.
 //!
+//! - PostgreSQL's JSON constructors: `json_build_array` / `json_build_object`, `to_json`,
+//!   `row_to_json`, `array_to_json`, the aggregate `json_agg`, and the `jsonb_` forms, giving
+//!   JSON text in PostgreSQL's exact `json` / `jsonb` output forms; JSON-text arguments (the
+//!   `->` operator's results, these functions' own) are embedded as JSON, not as strings.
+//!
 //! - `array_length(array, dim)` returns PostgreSQL's `int4`, NULL for an empty array.
 //!
 //! Functions here are pure: they never read storage or the clock.
@@ -36,11 +41,13 @@ use datafusion::prelude::SessionContext;
 
 mod aggregate;
 mod json;
+mod json_build;
 mod pg;
 mod time;
 
 pub use aggregate::*;
 pub use json::*;
+pub use json_build::*;
 pub use pg::*;
 pub use time::*;
 
@@ -68,6 +75,21 @@ pub fn register(context: &mut SessionContext) -> Result<()> {
     context.register_udf(
         ScalarUDF::clone(&as_json).with_aliases(["json_extract_path", "jsonb_extract_path"]),
     );
+    for constructor in [
+        ScalarUDF::from(JsonBuildArray::json()),
+        ScalarUDF::from(JsonBuildArray::jsonb()),
+        ScalarUDF::from(JsonBuildObject::json()),
+        ScalarUDF::from(JsonBuildObject::jsonb()),
+        ScalarUDF::from(ToJson::json()),
+        ScalarUDF::from(ToJson::jsonb()),
+        ScalarUDF::from(ToJson::row()),
+        ScalarUDF::from(ToJson::array()),
+    ] {
+        context.register_udf(constructor);
+    }
+    context.register_udaf(AggregateUDF::from(JsonAgg::json()));
+    context.register_udaf(AggregateUDF::from(JsonAgg::jsonb()));
+    context.add_analyzer_rule(Arc::new(PgRowFieldNames));
     #[cfg(debug_assertions)]
     context.register_udf(test_panic());
     Ok(())
