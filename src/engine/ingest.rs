@@ -376,7 +376,7 @@ pub fn prepare(table: &TableSchema, batch: &RecordBatch) -> Result<RecordBatch> 
                 column: field.name().clone(),
             });
         }
-        fields.push(field.clone());
+        fields.push(field);
         columns.push(column);
     }
     for field in table.schema.fields() {
@@ -392,11 +392,22 @@ pub fn prepare(table: &TableSchema, batch: &RecordBatch) -> Result<RecordBatch> 
             });
         }
     }
+    // The batch's own schema when it already has the table's fields (no cast was needed).
+    let schema = if input
+        .fields()
+        .iter()
+        .zip(&fields)
+        .all(|(a, b)| a.as_ref() == *b)
+    {
+        input.clone()
+    } else {
+        Arc::new(arrow::datatypes::Schema::new(
+            fields.into_iter().cloned().collect::<Vec<_>>(),
+        ))
+    };
     let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
     Ok(RecordBatch::try_new_with_options(
-        Arc::new(arrow::datatypes::Schema::new(fields)),
-        columns,
-        &options,
+        schema, columns, &options,
     )?)
 }
 

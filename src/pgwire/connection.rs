@@ -14,6 +14,13 @@
 //!   `TIMEFUSION_IDLE_SESSION_TIMEOUT_SECS` is ended with FATAL 57P05 (PostgreSQL's
 //!   `idle_session_timeout`, here in and out of a transaction and within a `COPY`).
 //!
+//! Replies go out as PostgreSQL sends them: while the client's next message is already in the
+//! read buffer (a pipeline: Bind/Execute after Bind/Execute before one Sync), replies collect in
+//! [`Batched`] and leave in one write once the pipeline is processed, instead of one `send`
+//! syscall per `BindComplete` and `CommandComplete` (pgwire flushes after every message). The
+//! loop flushes before it waits for input, so no reply is ever held while the client waits, and
+//! more than [`BATCHED_BYTES`] held go out at once (a large result inside a pipeline).
+//!
 //! Tests: `tests/e2e/limits.rs`.
 
 use std::future::Future;
@@ -76,9 +83,10 @@ pub(crate) async fn serve(
         return Ok(());
     };
     // `None`: the client began TLS directly on a server without TLS.
-    let Some(mut socket) = negotiated? else {
+    let Some(socket) = negotiated? else {
         return Ok(());
     };
+    let mut socket = batched(socket);
 
     let startup = handlers.startup_handler();
     let simple = handlers.simple_query_handler();
@@ -87,6 +95,12 @@ pub(crate) async fn serve(
     let cancel = handlers.cancel_handler();
     let errors = handlers.error_handler();
     loop {
+        // Replies wait only while the next message is already here.
+        let pipelined = has_message(socket.read_buffer(), !in_startup(socket.state()));
+        socket.get_mut().hold = pipelined;
+        if !pipelined {
+            socket.flush().await?;
+        }
         let deadline = if in_startup(socket.state()) {
             Some(startup_deadline)
         } else {
@@ -183,6 +197,97 @@ pub(crate) async fn serve(
     }
 }
 
+/// `socket` with its replies sent through [`Batched`]; the read buffer and codec state carry
+/// over.
+fn batched<S, ST>(socket: Socket<S, ST>) -> Socket<Batched<S>, ST>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let parts = socket.into_parts();
+    let mut batched = tokio_util::codec::FramedParts::new::<PgWireBackendMessage>(
+        Batched {
+            inner: parts.io,
+            held: Vec::new(),
+            hold: false,
+        },
+        parts.codec,
+    );
+    batched.read_buf = parts.read_buf;
+    batched.write_buf = parts.write_buf;
+    Framed::from_parts(batched)
+}
+
+/// Whether `buffer` (at a message boundary) holds one whole message.
+fn has_message(buffer: &[u8], typed: bool) -> bool {
+    declared_length(buffer, typed).is_some_and(|length| buffer.len() >= length + usize::from(typed))
+}
+
+/// Replies held before they are written, past which they go out at once.
+pub(crate) const BATCHED_BYTES: usize = 64 << 10;
+
+/// The connection's stream, holding written replies while [`Batched::hold`] is set: a flush
+/// then succeeds without a syscall, and the bytes go out with the next flush that is not held
+/// (or once more than [`BATCHED_BYTES`] are held).
+pub(crate) struct Batched<S> {
+    inner: S,
+    held: Vec<u8>,
+    hold: bool,
+}
+
+impl<S: AsyncWrite + Unpin> Batched<S> {
+    /// Writes out everything held.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.held.is_empty() {
+            let written = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &self.held))?;
+            if written == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.held.drain(..written);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Batched<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Batched<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.held.len() >= BATCHED_BYTES {
+            std::task::ready!(this.poll_drain(cx))?;
+        }
+        this.held.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.hold && this.held.len() < BATCHED_BYTES {
+            return Poll::Ready(Ok(()));
+        }
+        std::task::ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
 fn in_startup(state: PgWireConnectionState) -> bool {
     matches!(
         state,
@@ -194,13 +299,14 @@ fn in_startup(state: PgWireConnectionState) -> bool {
 
 /// Sends a FATAL error and closes the connection.
 async fn fatal<S, ST>(
-    socket: &mut Socket<S, ST>,
+    socket: &mut Socket<Batched<S>, ST>,
     code: SqlState,
     message: String,
 ) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    socket.get_mut().hold = false;
     let info = ErrorInfo::new("FATAL".into(), code.code().into(), message);
     let sent = socket
         .send(PgWireBackendMessage::ErrorResponse(info.into()))
@@ -270,6 +376,42 @@ fn declared_length(buffer: &[u8], typed: bool) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_whole_message_is_told_from_a_partial_one() {
+        assert!(has_message(b"S\0\0\0\x04", true));
+        assert!(has_message(b"S\0\0\0\x04E\0", true));
+        assert!(!has_message(b"Q\0\0\0\x09SELE", true));
+        assert!(!has_message(b"", true));
+        assert!(has_message(b"\0\0\0\x08\x04\xd2\x16\x2f", false));
+    }
+
+    #[tokio::test]
+    async fn held_replies_leave_with_the_first_flush_not_held() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let mut batched = Batched {
+            inner: server,
+            held: Vec::new(),
+            hold: true,
+        };
+        let mut client = client;
+        batched.write_all(b"one").await.expect("write");
+        batched.flush().await.expect("held flush");
+        assert_eq!(batched.held, b"one", "a held flush writes nothing");
+        batched.hold = false;
+        batched.write_all(b"two").await.expect("write");
+        batched.flush().await.expect("flush");
+        let mut read = [0; 6];
+        client.read_exact(&mut read).await.expect("read");
+        assert_eq!(&read, b"onetwo");
+        // Past the bound, replies go out even while held.
+        batched.hold = true;
+        let big = vec![7u8; BATCHED_BYTES + 1];
+        batched.write_all(&big).await.expect("write");
+        batched.flush().await.expect("flush");
+        assert!(batched.held.is_empty());
+    }
 
     #[test]
     fn the_declared_length_is_read_once_the_header_is_in() {

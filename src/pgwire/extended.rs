@@ -7,32 +7,32 @@
 //! `Execute` of a portal is its own interruptible statement ([`crate::pgwire::cancel`]), so a
 //! driver's fetch size gets a deadline per fetch; Parse and Close keep the names of the
 //! connection's prepared statements for `DISCARD ALL` ([`crate::pgwire::settings`]).
-//! Tests: `tests/e2e/external/psycopg.rs`, `tests/e2e/external/jdbc.rs`, `tests/e2e/clients.rs`.
+//!
+//! `INSERT … VALUES` of literals and parameters never reaches DataFusion: `Parse` keeps it as
+//! a [`crate::sql::values`] template, each `Execute` binds the portal's parameters into it
+//! ([`crate::pgwire::parameters`]) and holds the rows, and `Sync` writes them
+//! ([`crate::pgwire::pipeline`]), as PostgreSQL commits a pipeline's implicit transaction.
+//! Tests: `tests/e2e/external/psycopg.rs`, `tests/e2e/external/jdbc.rs`, `tests/e2e/clients.rs`,
+//! `tests/e2e/pipeline.rs`.
 
 use std::sync::Arc;
 
+use arrow::datatypes::DataType;
 use async_trait::async_trait;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion_postgres::DfSessionService;
-use pgwire::api::ClientInfo;
 use pgwire::api::portal::{Portal, PortalExecutionState};
 use pgwire::api::query::{ExtendedQueryHandler, send_describe_response};
-use pgwire::api::results::Response;
+use pgwire::api::results::{Response, Tag};
 use pgwire::api::store::{Entry, PortalStore};
-use pgwire::api::{ClientPortalStore, DEFAULT_NAME};
-use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::api::{ClientInfo, ClientPortalStore, DEFAULT_NAME, PgWireConnectionState};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::data::{NoData, ParameterDescription};
 use pgwire::messages::extendedquery::{
-    Close, CloseComplete, Describe, Execute, Parse, ParseComplete, TARGET_TYPE_BYTE_PORTAL,
-    TARGET_TYPE_BYTE_STATEMENT,
+    Close, CloseComplete, Describe, Execute, Parse, ParseComplete, Sync as SyncMessage,
+    TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
 };
-
-use arrow::datatypes::DataType;
-use pgwire::api::PgWireConnectionState;
-use pgwire::api::results::Tag;
-use pgwire::error::ErrorInfo;
-use pgwire::messages::extendedquery::Sync as SyncMessage;
 use pgwire::messages::response::{ReadyForQuery, TransactionStatus};
 
 use crate::engine::ingest::{self, Ingest};
@@ -43,8 +43,7 @@ use crate::pgwire::copy::handler::send_copy_out;
 use crate::pgwire::errors::user_error;
 use crate::pgwire::simple::parse_plain;
 use crate::pgwire::wire_text;
-use crate::pgwire::{cancel, settings};
-use crate::pgwire::{parameters, pipeline};
+use crate::pgwire::{cancel, parameters, pipeline, settings};
 use crate::sql::colname;
 use crate::sql::statement_text;
 use crate::sql::values::{self, InsertTemplate, PreparedInsert};

@@ -22,7 +22,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, new_null_array};
-use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::{DFSchema, DFSchemaRef, ScalarValue};
 use datafusion::logical_expr::expr::Placeholder;
 use datafusion::logical_expr::{
@@ -46,6 +46,9 @@ pub struct InsertTemplate {
     rows: Vec<Vec<Cell>>,
     /// The types of `$1`, `$2`, …: the column each fills, or the type it is cast to.
     parameters: Vec<ParameterType>,
+    /// The schema of the last batch bound, reused while the values keep their types: a
+    /// prepared statement's executions almost always bind the same types.
+    last_schema: parking_lot::Mutex<Option<SchemaRef>>,
 }
 
 /// The type of a parameter: the Arrow type of the column it fills (or of its cast), and
@@ -80,7 +83,6 @@ impl InsertTemplate {
     /// them to the table's.
     pub fn bind(&self, parameters: &[ScalarValue], now_micros: i64) -> ingest::Result<RecordBatch> {
         let rows = self.rows.len();
-        let mut fields = Vec::with_capacity(self.columns.len());
         let mut arrays = Vec::with_capacity(self.columns.len());
         for (j, field) in self.columns.iter().enumerate() {
             let values = self.rows.iter().map(|row| match &row[j] {
@@ -90,16 +92,48 @@ impl InsertTemplate {
                     ScalarValue::TimestampMicrosecond(Some(now_micros), Some("UTC".into()))
                 }
             });
-            let array = column(field, values.collect())?;
-            fields.push(Field::new(field.name(), array.data_type().clone(), true));
-            arrays.push(array);
+            arrays.push(column(field, values.collect())?);
         }
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
         Ok(RecordBatch::try_new_with_options(
-            Arc::new(Schema::new(fields)),
+            self.schema_of(&arrays),
             arrays,
             &options,
         )?)
+    }
+
+    /// The schema of a batch of `arrays`: a column of its table field's type keeps the field
+    /// (so `ingest::prepare` can keep the schema too) unless it holds a null the field does
+    /// not allow, which `prepare` reports; others are nullable fields of their own type.
+    fn schema_of(&self, arrays: &[ArrayRef]) -> SchemaRef {
+        let field_of = |(field, array): (&Field, &ArrayRef)| {
+            if array.data_type() == field.data_type()
+                && (field.is_nullable() || array.null_count() == 0)
+            {
+                field.clone()
+            } else {
+                Field::new(field.name(), array.data_type().clone(), true)
+            }
+        };
+        let mut last = self.last_schema.lock();
+        if let Some(schema) = last.as_ref()
+            && schema
+                .fields()
+                .iter()
+                .zip(self.columns.iter().zip(arrays))
+                .all(|(kept, column)| **kept == field_of(column))
+        {
+            return schema.clone();
+        }
+        let schema = Arc::new(Schema::new(
+            self.columns
+                .iter()
+                .zip(arrays)
+                .map(field_of)
+                .collect::<Vec<_>>(),
+        ));
+        *last = Some(schema.clone());
+        schema
     }
 }
 
@@ -169,6 +203,7 @@ pub fn template(statement: &Statement, catalog: &Catalog) -> Option<InsertTempla
         columns,
         rows,
         parameters,
+        last_schema: parking_lot::Mutex::new(None),
     })
 }
 
