@@ -147,6 +147,11 @@ impl ExprPlanner for PgJsonPlanner {
                     vec![outer, inner],
                 )
             }
+            // `a && b`, PostgreSQL's array overlap: whether the arrays share an element.
+            Op::PGOverlap => call(
+                datafusion::functions_nested::array_has::array_has_any_udf(),
+                vec![left, right],
+            ),
             _ => return Ok(PlannerResult::Original(RawBinaryExpr { op, left, right })),
         };
         Ok(PlannerResult::Planned(planned))

@@ -29,6 +29,9 @@
 //!
 //! - `array_length(array, dim)` returns PostgreSQL's `int4`, NULL for an empty array.
 //!
+//! - `a && b`, PostgreSQL's array overlap operator, is `array_has_any(a, b)` (planned with the
+//!   JSON operators).
+//!
 //! Functions here are pure: they never read storage or the clock.
 
 use std::sync::Arc;
