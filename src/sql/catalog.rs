@@ -13,7 +13,8 @@
 //! - `current_setting(name [, missing_ok])`, `format(fmt, …)`, `pg_type_is_visible(oid)`,
 //!   `col_description(oid, n)` (always NULL: nothing has a comment) and
 //!   `pg_get_indexdef(oid [, column, pretty])` (always NULL: there are no indexes), and
-//!   `pg_typeof(value)` (the type's name as text, as `format_type` prints it).
+//!   `pg_typeof(value)` (the type's name as text, as `format_type` prints it), and
+//!   `pg_is_in_recovery()` (always false: no TimeFusion server is a standby).
 //! - Set-returning functions such as `generate_subscripts`, which SQLAlchemy's reflection
 //!   sends, are rewritten by [`crate::sql::srf`].
 //!
@@ -85,6 +86,18 @@ pub fn register(context: &SessionContext, catalog: &str) -> Result<()> {
             let name = type_display_name(&args[0].data_type());
             Ok(ColumnarValue::Scalar(
                 datafusion::common::ScalarValue::Utf8(Some(name)),
+            ))
+        }),
+    )));
+    // A TimeFusion server is never a standby replaying another's WAL: monitoring tools
+    // (pgAdmin's dashboard, Grafana's PostgreSQL health checks) ask before anything else.
+    context.register_udf(ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "pg_is_in_recovery",
+        Signature::exact(vec![], Volatility::Stable),
+        DataType::Boolean,
+        Arc::new(|_: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::Boolean(Some(false)),
             ))
         }),
     )));
@@ -246,6 +259,7 @@ pub(crate) fn setting(name: &str) -> Option<&'static str> {
         "block_size" => "8192",
         "lc_collate" | "lc_ctype" => "C.UTF-8",
         "statement_timeout" => "0",
+        "bytea_output" => "hex",
         "application_name" => "",
         _ => return None,
     })
