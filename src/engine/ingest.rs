@@ -379,18 +379,11 @@ pub fn prepare(table: &TableSchema, batch: &RecordBatch) -> Result<RecordBatch> 
         fields.push(field);
         columns.push(column);
     }
-    for field in table.schema.fields() {
-        let required = (!field.is_nullable() && !matches!(field.data_type(), DataType::List(_)))
-            || field.name() == &table.tenant_column;
-        if required
-            && field.name() != &table.date_column
-            && input.column_with_name(field.name()).is_none()
-        {
-            return Err(Error::NotNull {
-                table: table.name.clone(),
-                column: field.name().clone(),
-            });
-        }
+    if let Some(column) = missing_required(table, |name| input.column_with_name(name).is_some()) {
+        return Err(Error::NotNull {
+            table: table.name.clone(),
+            column,
+        });
     }
     // The batch's own schema when it already has the table's fields (no cast was needed).
     let schema = if input
@@ -409,6 +402,67 @@ pub fn prepare(table: &TableSchema, batch: &RecordBatch) -> Result<RecordBatch> 
     Ok(RecordBatch::try_new_with_options(
         schema, columns, &options,
     )?)
+}
+
+/// The first column a row must have a value for (not null, no default, not derived) that
+/// `given` says the row leaves out.
+pub fn missing_required(table: &TableSchema, given: impl Fn(&str) -> bool) -> Option<String> {
+    table
+        .schema
+        .fields()
+        .iter()
+        .find(|field| {
+            let required = (!field.is_nullable()
+                && !matches!(field.data_type(), DataType::List(_)))
+                || field.name() == &table.tenant_column;
+            required && field.name() != &table.date_column && !given(field.name())
+        })
+        .map(|field| field.name().clone())
+}
+
+/// One value for a column of `field` in `table`, as [`prepare`] checks a column: cast to the
+/// field's type, inside the stored range, and not null where the column requires a value.
+pub fn prepare_value(
+    table: &TableSchema,
+    field: &arrow::datatypes::Field,
+    value: datafusion::common::ScalarValue,
+) -> Result<datafusion::common::ScalarValue> {
+    use datafusion::common::ScalarValue;
+    let required = (!field.is_nullable() || field.name() == &table.tenant_column)
+        && field.name() != &table.date_column;
+    if value.is_null() {
+        if required {
+            return Err(Error::NotNull {
+                table: table.name.clone(),
+                column: field.name().clone(),
+            });
+        }
+        return Ok(ScalarValue::try_from(field.data_type()).unwrap_or(value));
+    }
+    let inside = match &value {
+        ScalarValue::TimestampMicrosecond(Some(micros), _) => {
+            (MIN_MICROS..=MAX_MICROS).contains(micros)
+        }
+        ScalarValue::Date32(Some(days)) => (MIN_DAYS..=MAX_DAYS).contains(days),
+        _ => true,
+    };
+    if value.data_type() == *field.data_type() && inside {
+        return Ok(value);
+    }
+    let as_array = |v: &ScalarValue| {
+        v.to_array().map_err(|e| Error::BadValue {
+            column: field.name().clone(),
+            target: field.data_type().clone(),
+            message: e.to_string(),
+        })
+    };
+    let column = cast_to(field, &as_array(&value)?, false)?;
+    check_in_range(field.name(), &column)?;
+    ScalarValue::try_from_array(&column, 0).map_err(|e| Error::BadValue {
+        column: field.name().clone(),
+        target: field.data_type().clone(),
+        message: e.to_string(),
+    })
 }
 
 /// An error for the first column of `input` the table does not have.

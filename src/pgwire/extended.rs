@@ -256,7 +256,7 @@ impl ExtendedQueries {
         &self,
         client: &mut C,
         portal: &Portal<<Self as ExtendedQueryHandler>::Statement>,
-        template: &InsertTemplate,
+        template: &Arc<InsertTemplate>,
     ) -> PgWireResult<Response>
     where
         C: ClientInfo + Send + Sync,
@@ -269,12 +269,25 @@ impl ExtendedQueries {
         }
         let parameters = parameters::decode(portal, &parameter_types(template))?;
         let rejected = |e: ingest::Error| user_error(e.sqlstate(), e.to_string());
+        if template.single_row() {
+            let row = template
+                .bind_row(&parameters, values::now_micros())
+                .map_err(rejected)?;
+            if pipeline::hold_row(client, template, row).map_err(rejected)? {
+                pipeline::commit(client, &self.ingest)
+                    .await
+                    .map_err(rejected)?;
+            }
+            return Ok(Response::Execution(
+                Tag::new("INSERT").with_oid(0).with_rows(1),
+            ));
+        }
         let batch = template
             .bind(&parameters, values::now_micros())
             .and_then(|batch| ingest::prepare(&template.table, &batch))
             .map_err(rejected)?;
         let rows = batch.num_rows();
-        if pipeline::hold(client, template.table.clone(), batch) {
+        if pipeline::hold(client, template.table.clone(), batch).map_err(rejected)? {
             pipeline::commit(client, &self.ingest)
                 .await
                 .map_err(rejected)?;

@@ -25,8 +25,11 @@ use arrow::array::RecordBatch;
 use parking_lot::Mutex;
 use pgwire::api::ClientInfo;
 
+use datafusion::common::ScalarValue;
+
 use crate::engine::ingest::{self, Ingest, Via};
 use crate::engine::schema::TableSchema;
+use crate::sql::values::InsertTemplate;
 
 /// The most parsed rows a connection holds before writing them ahead of its `Sync`.
 pub const HELD_BYTES: usize = 16 << 20;
@@ -38,24 +41,63 @@ struct Held(Mutex<Rows>);
 #[derive(Default)]
 struct Rows {
     batches: Vec<(Arc<TableSchema>, RecordBatch)>,
+    /// Checked rows of the latest single-row statement, one batch once another statement
+    /// comes or the pipeline is written: a driver's batch is one statement executed per row,
+    /// and one array per column beats one batch per row.
+    rows: Option<(Arc<InsertTemplate>, Vec<Vec<ScalarValue>>)>,
     bytes: usize,
+}
+
+impl Rows {
+    /// Turns the held single-row statements' rows into a batch.
+    fn seal(&mut self) -> ingest::Result<()> {
+        if let Some((template, rows)) = self.rows.take() {
+            let batch = template.batch_of(rows)?;
+            self.batches.push((template.table.clone(), batch));
+        }
+        Ok(())
+    }
 }
 
 /// Holds `batch` (checked by [`ingest::prepare`]) for `table` until the connection's next
 /// `Sync`; `true` when the connection now holds more than [`HELD_BYTES`] and should
-/// [`commit`] at once.
+/// [`commit`] at once. An error drops what the connection held: its pipeline failed.
 pub(crate) fn hold<C: ClientInfo + ?Sized>(
     client: &C,
     table: Arc<TableSchema>,
     batch: RecordBatch,
-) -> bool {
+) -> ingest::Result<bool> {
     let held = client
         .session_extensions()
         .get_or_insert_with(Held::default);
     let mut rows = held.0.lock();
     rows.bytes += batch.get_array_memory_size();
+    // Rows of a single-row statement held before it keep their place, ahead of this batch.
+    rows.seal()?;
     rows.batches.push((table, batch));
-    rows.bytes > HELD_BYTES
+    Ok(rows.bytes > HELD_BYTES)
+}
+
+/// Holds one checked row of a single-row `template` ([`InsertTemplate::bind_row`]) until the
+/// connection's next `Sync`; `true` when the connection now holds more than [`HELD_BYTES`].
+pub(crate) fn hold_row<C: ClientInfo + ?Sized>(
+    client: &C,
+    template: &Arc<InsertTemplate>,
+    row: Vec<ScalarValue>,
+) -> ingest::Result<bool> {
+    let held = client
+        .session_extensions()
+        .get_or_insert_with(Held::default);
+    let mut rows = held.0.lock();
+    rows.bytes += row.iter().map(ScalarValue::size).sum::<usize>();
+    match &mut rows.rows {
+        Some((same, list)) if Arc::ptr_eq(same, template) => list.push(row),
+        _ => {
+            rows.seal()?;
+            rows.rows = Some((template.clone(), vec![row]));
+        }
+    }
+    Ok(rows.bytes > HELD_BYTES)
 }
 
 /// Whether the connection holds rows not yet written.
@@ -63,7 +105,10 @@ pub(crate) fn holds<C: ClientInfo + ?Sized>(client: &C) -> bool {
     client
         .session_extensions()
         .get::<Held>()
-        .is_some_and(|held| !held.0.lock().batches.is_empty())
+        .is_some_and(|held| {
+            let rows = held.0.lock();
+            !rows.batches.is_empty() || rows.rows.is_some()
+        })
 }
 
 /// Drops the held rows: their pipeline failed before its `Sync`.
@@ -83,7 +128,13 @@ pub(crate) async fn commit<C: ClientInfo + ?Sized>(
     let Some(held) = client.session_extensions().get::<Held>() else {
         return Ok(0);
     };
-    let batches = std::mem::take(&mut *held.0.lock()).batches;
+    let batches = {
+        let mut rows = held.0.lock();
+        let sealed = rows.seal();
+        let taken = std::mem::take(&mut *rows);
+        sealed?;
+        taken.batches
+    };
     let mut written = 0;
     let mut rest = batches.as_slice();
     while let Some((table, first)) = rest.first() {

@@ -49,6 +49,10 @@ pub struct InsertTemplate {
     /// The schema of the last batch bound, reused while the values keep their types: a
     /// prepared statement's executions almost always bind the same types.
     last_schema: parking_lot::Mutex<Option<SchemaRef>>,
+    /// The target columns with the table's fields: the schema of [`InsertTemplate::batch_of`].
+    table_schema: SchemaRef,
+    /// A column every row needs that the statement leaves out.
+    missing: Option<String>,
 }
 
 /// The type of a parameter: the Arrow type of the column it fills (or of its cast), and
@@ -97,6 +101,75 @@ impl InsertTemplate {
         let options = RecordBatchOptions::new().with_row_count(Some(rows));
         Ok(RecordBatch::try_new_with_options(
             self.schema_of(&arrays),
+            arrays,
+            &options,
+        )?)
+    }
+
+    /// Whether one execution binds one row: the statement drivers repeat in their batches,
+    /// whose rows [`InsertTemplate::bind_row`] checks one by one and
+    /// [`InsertTemplate::batch_of`] turns into one batch.
+    pub fn single_row(&self) -> bool {
+        self.rows.len() == 1
+    }
+
+    /// The one row of an execution of a single-row template, each value cast to its column's
+    /// type and checked ([`ingest::prepare_value`]): every error the row can raise, raised
+    /// now, without building an array for a value that already has its column's type.
+    pub fn bind_row(
+        &self,
+        parameters: &[ScalarValue],
+        now_micros: i64,
+    ) -> ingest::Result<Vec<ScalarValue>> {
+        if let Some(column) = &self.missing {
+            return Err(ingest::Error::NotNull {
+                table: self.table.name.clone(),
+                column: column.clone(),
+            });
+        }
+        let Some(row) = self.rows.first() else {
+            return Ok(Vec::new());
+        };
+        row.iter()
+            .zip(&self.columns)
+            .map(|(cell, field)| {
+                let value = match cell {
+                    Cell::Value(v) => v.clone(),
+                    Cell::Parameter(k) => parameters.get(*k).cloned().unwrap_or(ScalarValue::Null),
+                    Cell::Now => {
+                        ScalarValue::TimestampMicrosecond(Some(now_micros), Some("UTC".into()))
+                    }
+                };
+                ingest::prepare_value(&self.table, field, value)
+            })
+            .collect()
+    }
+
+    /// Rows from [`InsertTemplate::bind_row`] as one batch of the table's types.
+    pub fn batch_of(&self, rows: Vec<Vec<ScalarValue>>) -> ingest::Result<RecordBatch> {
+        let count = rows.len();
+        let mut columns: Vec<Vec<ScalarValue>> = (0..self.columns.len())
+            .map(|_| Vec::with_capacity(count))
+            .collect();
+        for row in rows {
+            for (column, value) in columns.iter_mut().zip(row) {
+                column.push(value);
+            }
+        }
+        let arrays = columns
+            .into_iter()
+            .zip(&self.columns)
+            .map(|(values, field)| {
+                ScalarValue::iter_to_array(values).map_err(|e| ingest::Error::BadValue {
+                    column: field.name().clone(),
+                    target: field.data_type().clone(),
+                    message: e.to_string(),
+                })
+            })
+            .collect::<ingest::Result<Vec<_>>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(count));
+        Ok(RecordBatch::try_new_with_options(
+            self.table_schema.clone(),
             arrays,
             &options,
         )?)
@@ -189,6 +262,12 @@ pub fn template(statement: &Statement, catalog: &Catalog) -> Option<InsertTempla
             .collect::<Option<Vec<_>>>()?;
         rows.push(cells);
     }
+    // Nullable: a row may leave `date` null for the ingest path to derive.
+    let columns_copy: Vec<Field> = columns
+        .iter()
+        .map(|f| f.clone().with_nullable(true))
+        .collect();
+    let missing = ingest::missing_required(&table, |name| columns.iter().any(|c| c.name() == name));
     // `$1` … `$n`, each with one type; a gap would leave a parameter without one.
     let parameters: Vec<ParameterType> = parameters.into_values().collect();
     if rows
@@ -204,6 +283,8 @@ pub fn template(statement: &Statement, catalog: &Catalog) -> Option<InsertTempla
         rows,
         parameters,
         last_schema: parking_lot::Mutex::new(None),
+        table_schema: Arc::new(Schema::new(columns_copy)),
+        missing,
     })
 }
 
@@ -754,6 +835,81 @@ mod tests {
         assert!(duration.is_null(0));
         assert_eq!(duration.value(1), 7);
         assert_eq!(prepared.column(3).as_list::<i32>().value(0).len(), 2);
+    }
+
+    #[test]
+    fn single_rows_are_checked_one_by_one_and_built_once() {
+        let sql = "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, hashes, duration) \
+                   VALUES ($1, $2, $3, $4, $5)";
+        let template = template(&parse(sql), &catalog()).expect("fast path");
+        assert!(template.single_row());
+        let text = |s: &str| ScalarValue::Utf8(Some(s.into()));
+        let first = template
+            .bind_row(
+                &[
+                    text("p"),
+                    text("2026-01-01 00:00:00+00"),
+                    text("a"),
+                    text("{x,y}"),
+                    ScalarValue::Int16(Some(3)),
+                ],
+                0,
+            )
+            .expect("text and a narrower integer are cast to the columns");
+        let second = template
+            .bind_row(
+                &[
+                    text("p"),
+                    ScalarValue::TimestampMicrosecond(Some(7), Some("UTC".into())),
+                    text("b"),
+                    ScalarValue::Null,
+                    ScalarValue::Int64(None),
+                ],
+                0,
+            )
+            .expect("typed values and nulls");
+        let batch = template.batch_of(vec![first, second]).expect("one batch");
+        let coerced = ingest::coerce(&table(), &batch).expect("coerces without a cast");
+        assert_eq!(coerced.num_rows(), 2);
+        let errors = [
+            (
+                text("not a time"),
+                crate::error::SqlState::INVALID_DATETIME_FORMAT,
+            ),
+            (
+                text("10000-01-01 00:00:00+00"),
+                crate::error::SqlState::DATETIME_FIELD_OVERFLOW,
+            ),
+            (
+                ScalarValue::TimestampMicrosecond(Some(i64::MAX), Some("UTC".into())),
+                crate::error::SqlState::DATETIME_FIELD_OVERFLOW,
+            ),
+            (
+                ScalarValue::Null,
+                crate::error::SqlState::NOT_NULL_VIOLATION,
+            ),
+        ];
+        for (time, state) in errors {
+            let error = template
+                .bind_row(
+                    &[
+                        text("p"),
+                        time.clone(),
+                        text("c"),
+                        ScalarValue::Null,
+                        ScalarValue::Null,
+                    ],
+                    0,
+                )
+                .expect_err("refused");
+            assert_eq!(error.sqlstate(), state, "{time:?}: {error}");
+        }
+        let missing = "INSERT INTO otel_logs_and_spans (project_id, timestamp) VALUES ($1, $2)";
+        let template = super::template(&parse(missing), &catalog()).expect("fast path");
+        let error = template
+            .bind_row(&[text("p"), text("2026-01-01 00:00:00+00")], 0)
+            .expect_err("id is required");
+        assert_eq!(error.sqlstate(), crate::error::SqlState::NOT_NULL_VIOLATION);
     }
 
     #[test]
