@@ -22,10 +22,9 @@
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
+use datafusion::common::ScalarValue;
 use parking_lot::Mutex;
 use pgwire::api::ClientInfo;
-
-use datafusion::common::ScalarValue;
 
 use crate::engine::ingest::{self, Ingest, Via};
 use crate::engine::schema::TableSchema;
@@ -119,8 +118,8 @@ pub(crate) fn discard<C: ClientInfo + ?Sized>(client: &C) {
 }
 
 /// Writes every held row, durably: consecutive batches of one table and column set as one
-/// [`Ingest::write`]. On error the rows of the failed write and every later one are dropped,
-/// and none of them is stored.
+/// [`Ingest::write`] (for a driver's batch: one). On error the rows of the failed write and of
+/// every later one are dropped unstored; earlier writes of the same pipeline stay.
 pub(crate) async fn commit<C: ClientInfo + ?Sized>(
     client: &C,
     ingest: &Ingest,
