@@ -15,7 +15,11 @@
 //!
 //! The simple protocol binds a template with no parameters at once; the extended protocol
 //! keeps it in the prepared statement as a [`PreparedInsert`] plan node, whose placeholders
-//! carry the parameter types `Describe` reports, and binds it at each `Execute`.
+//! carry the parameter types `Describe` reports, and binds it at each `Execute`. A single-row
+//! template, what drivers repeat in their batches, binds to checked values instead
+//! ([`InsertTemplate::bind_row`]), which [`InsertTemplate::batch_of`] turns into one batch for
+//! all the rows of a pipeline.
+//! Tests: the unit tests below, `tests/e2e/pipeline.rs`, `tests/slt/`.
 
 use std::collections::BTreeMap;
 use std::fmt;
