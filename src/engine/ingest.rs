@@ -369,8 +369,7 @@ pub fn prepare(table: &TableSchema, batch: &RecordBatch) -> Result<RecordBatch> 
         let field = table.schema.field(i);
         let column = cast_to(field, batch.column(j), false)?;
         check_in_range(field.name(), &column)?;
-        let required = !field.is_nullable() || field.name() == &table.tenant_column;
-        if required && field.name() != &table.date_column && column.null_count() > 0 {
+        if requires_value(table, field) && column.null_count() > 0 {
             return Err(Error::NotNull {
                 table: table.name.clone(),
                 column: field.name().clone(),
@@ -404,6 +403,13 @@ pub fn prepare(table: &TableSchema, batch: &RecordBatch) -> Result<RecordBatch> 
     )?)
 }
 
+/// Whether every row needs a value in `field`: a non-nullable column or the tenant, but not
+/// the date, which is derived from the time when left null.
+fn requires_value(table: &TableSchema, field: &arrow::datatypes::Field) -> bool {
+    (!field.is_nullable() || field.name() == &table.tenant_column)
+        && field.name() != &table.date_column
+}
+
 /// The first column a row must have a value for (not null, no default, not derived) that
 /// `given` says the row leaves out.
 pub fn missing_required(table: &TableSchema, given: impl Fn(&str) -> bool) -> Option<String> {
@@ -412,10 +418,11 @@ pub fn missing_required(table: &TableSchema, given: impl Fn(&str) -> bool) -> Op
         .fields()
         .iter()
         .find(|field| {
-            let required = (!field.is_nullable()
-                && !matches!(field.data_type(), DataType::List(_)))
-                || field.name() == &table.tenant_column;
-            required && field.name() != &table.date_column && !given(field.name())
+            // A left-out required list is filled with empty lists.
+            let filled = !field.is_nullable()
+                && matches!(field.data_type(), DataType::List(_))
+                && field.name() != &table.tenant_column;
+            requires_value(table, field) && !filled && !given(field.name())
         })
         .map(|field| field.name().clone())
 }
@@ -428,10 +435,8 @@ pub fn prepare_value(
     value: datafusion::common::ScalarValue,
 ) -> Result<datafusion::common::ScalarValue> {
     use datafusion::common::ScalarValue;
-    let required = (!field.is_nullable() || field.name() == &table.tenant_column)
-        && field.name() != &table.date_column;
     if value.is_null() {
-        if required {
+        if requires_value(table, field) {
             return Err(Error::NotNull {
                 table: table.name.clone(),
                 column: field.name().clone(),

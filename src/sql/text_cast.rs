@@ -230,8 +230,9 @@ fn render(array: &ArrayRef, lenient: bool) -> Result<arrow::array::StringArray> 
     Ok(out.finish())
 }
 
-/// Reads `count` of `unit` as microseconds (PostgreSQL's resolution).
-fn to_micros(count: i64, unit: &TimeUnit) -> i64 {
+/// Reads `count` of `unit` as microseconds (PostgreSQL's resolution; nanoseconds round half
+/// to even, as its input does).
+pub(crate) fn to_micros(count: i64, unit: &TimeUnit) -> i64 {
     match unit {
         TimeUnit::Second => count.saturating_mul(MICROS_PER_SECOND),
         TimeUnit::Millisecond => count.saturating_mul(1000),
@@ -344,7 +345,7 @@ fn write_date(micros: i64, out: &mut String) -> Result<()> {
 }
 
 /// The date part; a year before 1 is written as its BC year (year 0 is 1 BC).
-fn write_ymd(date: NaiveDate, out: &mut String) {
+pub(crate) fn write_ymd(date: NaiveDate, out: &mut String) {
     let year = if date.year() <= 0 {
         1 - date.year()
     } else {
@@ -435,6 +436,13 @@ mod tests {
     }
 
     /// Expected texts are PostgreSQL 15's (`SELECT x::text`) for the same values.
+    #[test]
+    fn nanoseconds_round_half_to_even_as_postgres_reads_them() {
+        assert_eq!(to_micros(1_500, &TimeUnit::Nanosecond), 2);
+        assert_eq!(to_micros(2_500, &TimeUnit::Nanosecond), 2);
+        assert_eq!(to_micros(2_501, &TimeUnit::Nanosecond), 3);
+    }
+
     #[test]
     fn timestamps_read_as_postgres_prints_them() {
         let values = [

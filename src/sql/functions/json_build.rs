@@ -52,6 +52,7 @@ use datafusion::logical_expr::{
 
 use crate::error::{SqlError, SqlState};
 use crate::sql::functions::shaped;
+use crate::sql::text_cast::{to_micros, write_ymd};
 
 /// Nesting deeper than this in JSON text is refused (54001, as PostgreSQL's stack depth
 /// limit), so parsing and writing recurse a bounded number of times.
@@ -489,24 +490,6 @@ fn numeric_text(text: &str) -> Result<String> {
 // ---------------------------------------------------------------------------------------------
 // Dates and times
 
-/// Microseconds from `count` of `unit` (PostgreSQL's resolution; nanoseconds round half to
-/// even, as its input does).
-fn to_micros(count: i64, unit: &TimeUnit) -> i64 {
-    match unit {
-        TimeUnit::Second => count.saturating_mul(1_000_000),
-        TimeUnit::Millisecond => count.saturating_mul(1000),
-        TimeUnit::Microsecond => count,
-        TimeUnit::Nanosecond => {
-            let (q, r) = (count.div_euclid(1000), count.rem_euclid(1000));
-            match r.cmp(&500) {
-                std::cmp::Ordering::Less => q,
-                std::cmp::Ordering::Greater => q + 1,
-                std::cmp::Ordering::Equal => q + (q & 1),
-            }
-        }
-    }
-}
-
 /// A timestamp as PostgreSQL's `to_json` writes it (ISO 8601, XSD style):
 /// `2026-01-01T10:00:00.5` without a time zone, `…+00:00` for a `timestamp with time zone` in
 /// UTC (the zone queries compute in). Another zone is the local wall clock without an
@@ -564,16 +547,6 @@ fn date_text(days: i64) -> Result<String> {
         out.push_str(" BC");
     }
     Ok(out)
-}
-
-/// The date part; a year before 1 is written as its BC year (year 0 is 1 BC).
-fn write_ymd(date: NaiveDate, out: &mut String) {
-    let year = if date.year() <= 0 {
-        1 - date.year()
-    } else {
-        date.year()
-    };
-    let _ = write!(out, "{year:04}-{:02}-{:02}", date.month(), date.day());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1873,8 +1846,6 @@ mod tests {
             date_text(bc.div_euclid(86_400_000_000)).expect("BC"),
             "0044-03-15 BC"
         );
-        assert_eq!(to_micros(1_500, &TimeUnit::Nanosecond), 2);
-        assert_eq!(to_micros(2_500, &TimeUnit::Nanosecond), 2);
     }
 
     #[test]
