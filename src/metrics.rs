@@ -35,6 +35,8 @@ pub struct Metrics {
     pub quarantined_rows: Counter,
     pub flushed_rows: Counter,
     pub flush_seconds: Histogram,
+    /// Rows changed by `DELETE` / `UPDATE`, by operation.
+    pub mutated_rows: Family<Labels, Counter>,
     /// The Delta version each table's readers see, by table.
     pub delta_version: Family<Labels, Gauge>,
     /// Statements answered, by protocol (`simple`, `extended`, `flight`) and outcome (`ok`,
@@ -99,6 +101,7 @@ impl Metrics {
             quarantined_rows: Counter::default(),
             flushed_rows: Counter::default(),
             flush_seconds: latency_histogram(),
+            mutated_rows: Family::default(),
             delta_version: Family::default(),
             statements: Family::default(),
             statement_seconds: Family::new_with_constructor(latency_histogram),
@@ -155,6 +158,11 @@ impl Metrics {
             "flush_seconds",
             "Duration of one flush",
             metrics.flush_seconds.clone(),
+        );
+        r.register(
+            "mutated_rows",
+            "Rows changed by DELETE and UPDATE, by operation",
+            metrics.mutated_rows.clone(),
         );
         r.register(
             "delta_version",

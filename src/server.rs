@@ -95,10 +95,12 @@ impl Server {
             path: spill_dir.clone(),
             source,
         })?;
+        let mutations: Arc<dyn crate::engine::core::Mutations> = engine.core.clone();
         let context = Arc::new(crate::sql::session_context(
             &engine.catalog,
             &engine.buffer,
             &engine.ingest,
+            &mutations,
             &engine.storage,
             &crate::sql::QueryLimits {
                 memory_bytes: config.query_memory_mb << 20,

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::execution::SessionState;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MaintenancePolicy;
@@ -29,6 +30,11 @@ pub enum Error {
     Wal(#[from] wal::Error),
     #[error(transparent)]
     Delta(Box<delta::Error>),
+    /// A mutation's predicate could not be evaluated over the buffered rows.
+    #[error(transparent)]
+    Evaluate(datafusion::error::DataFusionError),
+    #[error("table \"{0}\" does not exist")]
+    UnknownTable(String),
     /// A bug: the work panicked (logged where it happened); its outcome is unknown.
     #[error("internal error: {0} panicked: {1}")]
     Panicked(&'static str, String),
@@ -47,6 +53,8 @@ impl Error {
             Error::Wal(e) => e.sqlstate(),
             Error::Delta(e) => e.sqlstate(),
             Error::Panicked(..) => SqlState::INTERNAL_ERROR,
+            Error::Evaluate(_) => SqlState::INTERNAL_ERROR,
+            Error::UnknownTable(_) => SqlState::UNDEFINED_TABLE,
         }
     }
 }
@@ -60,6 +68,29 @@ pub trait Maintenance: Send + Sync {
     /// Runs one maintenance pass over `table`, or over every table when `None`. When it
     /// returns `Ok`, each pass is committed and published to readers.
     async fn maintain(&self, table: Option<&str>) -> Result<Vec<delta::MaintenanceReport>>;
+}
+
+/// Row changes over SQL (`DELETE`, `UPDATE`): implemented by [`Core`], used by the SQL layer's
+/// table provider.
+#[async_trait::async_trait]
+pub trait Mutations: Send + Sync {
+    /// Applies `mutation` to `table`'s buffered and committed rows; `scope` bounds where in
+    /// the buffer its rows can be (the statement's `project_id` and `timestamp` filters).
+    /// When it returns `Ok(rows)`, the change is durable and every later query sees it.
+    async fn mutate(
+        &self,
+        table: &str,
+        mutation: &delta::Mutation,
+        scope: &Scope,
+        session: &SessionState,
+    ) -> Result<u64>;
+}
+
+/// Where in the buffer a mutation's rows can be: its projects and time range (`None`: any).
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    pub projects: Option<std::collections::HashSet<String>>,
+    pub time_range: Option<(i64, i64)>,
 }
 
 /// When the flusher and maintenance run, and what maintenance may do.
@@ -149,50 +180,62 @@ impl Core {
     pub async fn flush(&self, reason: FlushReason) -> Result<usize> {
         let _commits = self.commits.lock().await;
         let mut rows = 0;
-        let now = self.clock.now_micros();
-        let cutoff = now - self.options.buffer_retention.as_micros() as i64;
         for (name, table) in &self.tables {
-            rows += self.resolve(name, table).await?;
-            let Some(plan) = self.buffer.plan_flush(name, reason, now, cutoff) else {
-                continue;
-            };
-            let started = std::time::Instant::now();
-            let committed = commit(table.flush(&plan, self.wal.id())).await;
-            let metrics = crate::metrics::get();
-            let outcome = if committed.is_ok() { "ok" } else { "error" };
-            metrics
-                .flushes
-                .get_or_create(&vec![("outcome", outcome.into())])
-                .inc();
-            metrics
-                .flush_seconds
-                .observe(started.elapsed().as_secs_f64());
-            match committed {
-                Ok(reader) => {
-                    let trim_to = self.buffer.complete_flush(&plan, reader);
-                    let removed = self.wal.trim(trim_to)?;
-                    let version = table.version().await;
-                    metrics.flushed_rows.inc_by(plan.rows as u64);
-                    if let Some(version) = version {
-                        metrics
-                            .delta_version
-                            .get_or_create(&vec![("table", name.clone())])
-                            .set(version);
-                    }
-                    tracing::info!(
-                        table = %name, rows = plan.rows, upto = %plan.upto, version = ?version,
-                        wal_segments_removed = removed, elapsed_ms = started.elapsed().as_millis() as u64,
-                        "flushed to Delta"
-                    );
-                    rows += plan.rows;
-                }
-                Err(e) => {
-                    self.unresolved.lock().insert(name.clone(), plan);
-                    return Err(e);
-                }
-            }
+            rows += self.flush_table(name, table, reason).await?;
         }
         Ok(rows)
+    }
+
+    /// Flushes what `reason` selects of one table, after settling its last failed flush.
+    /// The caller holds `commits`.
+    async fn flush_table(
+        &self,
+        name: &str,
+        table: &delta::DeltaTable,
+        reason: FlushReason,
+    ) -> Result<usize> {
+        let now = self.clock.now_micros();
+        let cutoff = now - self.options.buffer_retention.as_micros() as i64;
+        let mut rows = self.resolve(name, table).await?;
+        let Some(plan) = self.buffer.plan_flush(name, reason, now, cutoff) else {
+            return Ok(rows);
+        };
+        let started = std::time::Instant::now();
+        let committed = commit(table.flush(&plan, self.wal.id())).await;
+        let metrics = crate::metrics::get();
+        let outcome = if committed.is_ok() { "ok" } else { "error" };
+        metrics
+            .flushes
+            .get_or_create(&vec![("outcome", outcome.into())])
+            .inc();
+        metrics
+            .flush_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match committed {
+            Ok(reader) => {
+                let trim_to = self.buffer.complete_flush(&plan, reader);
+                let removed = self.wal.trim(trim_to)?;
+                let version = table.version().await;
+                metrics.flushed_rows.inc_by(plan.rows as u64);
+                if let Some(version) = version {
+                    metrics
+                        .delta_version
+                        .get_or_create(&vec![("table", name.to_string())])
+                        .set(version);
+                }
+                tracing::info!(
+                    table = %name, rows = plan.rows, upto = %plan.upto, version = ?version,
+                    wal_segments_removed = removed, elapsed_ms = started.elapsed().as_millis() as u64,
+                    "flushed to Delta"
+                );
+                rows += plan.rows;
+                Ok(rows)
+            }
+            Err(e) => {
+                self.unresolved.lock().insert(name.to_string(), plan);
+                Err(e)
+            }
+        }
     }
 
     /// Why the WAL refuses writes, if it does (for `/ready`).
@@ -252,6 +295,110 @@ impl Core {
                 done => return done,
             }
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl Mutations for Core {
+    /// Buffered rows the mutation would change are flushed first (the whole table's buffer, a
+    /// WAL prefix as always), so the mutation itself is one Delta commit over rows that are all
+    /// in Delta: durable when it returns, applied exactly once (a retried commit conflicts
+    /// with its own earlier success, since the files it rewrites are gone), never replayed. The
+    /// flush and the mutation each publish their version atomically, so a reader sees the
+    /// table before or after the statement, never half of it.
+    async fn mutate(
+        &self,
+        table: &str,
+        mutation: &delta::Mutation,
+        scope: &Scope,
+        session: &SessionState,
+    ) -> Result<u64> {
+        let Some(delta_table) = self.tables.get(table) else {
+            return Err(Error::UnknownTable(table.to_string()));
+        };
+        let started = std::time::Instant::now();
+        let _commits = self.commits.lock().await;
+        self.resolve(table, delta_table).await?;
+        let buffered = self.buffered_matches(table, mutation, scope, session)?;
+        if buffered > 0 {
+            self.flush_table(table, delta_table, FlushReason::All)
+                .await?;
+        }
+        let mutated = match crate::panics::catch(delta_table.mutate(mutation, session)).await {
+            Ok(mutated) => mutated.map_err(Error::from),
+            Err(message) => Err(Error::Panicked("a mutation", message)),
+        };
+        let metrics = crate::metrics::get();
+        match mutated {
+            Ok((rows, reader)) => {
+                self.buffer.replace_committed(table, reader);
+                metrics
+                    .mutated_rows
+                    .get_or_create(&vec![("operation", mutation.verb().into())])
+                    .inc_by(rows);
+                let version = delta_table.version().await;
+                tracing::info!(
+                    table = %table, operation = mutation.verb(), rows, buffered_rows = buffered, ?version,
+                    elapsed_ms = started.elapsed().as_millis() as u64, "mutation committed"
+                );
+                Ok(rows)
+            }
+            Err(e) => {
+                // The commit may have landed with its response lost: serve what the log holds.
+                match delta_table.refreshed_reader().await {
+                    Ok(reader) => self.buffer.replace_committed(table, reader),
+                    Err(e) => tracing::warn!(table = %table, "cannot re-read the log: {e}"),
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Core {
+    /// How many buffered rows of `table` (within `scope`) `mutation` would change.
+    fn buffered_matches(
+        &self,
+        table: &str,
+        mutation: &delta::Mutation,
+        scope: &Scope,
+        session: &SessionState,
+    ) -> Result<usize> {
+        let Some(snapshot) = self
+            .buffer
+            .snapshot(table, scope.projects.as_ref(), scope.time_range)
+        else {
+            return Ok(0);
+        };
+        let Some(predicate) = mutation.predicate() else {
+            return Ok(snapshot.batches.iter().map(|b| b.num_rows()).sum());
+        };
+        let Some(first) = snapshot.batches.first() else {
+            return Ok(0);
+        };
+        let schema = datafusion::common::DFSchema::try_from(first.schema().as_ref().clone())
+            .map_err(Error::Evaluate)?;
+        let predicate = session
+            .create_physical_expr(predicate.clone(), &schema)
+            .map_err(Error::Evaluate)?;
+        let mut matches = 0;
+        for batch in &snapshot.batches {
+            let selected = predicate
+                .evaluate(batch)
+                .and_then(|v| v.into_array(batch.num_rows()))
+                .map_err(Error::Evaluate)?;
+            let selected = selected
+                .as_any()
+                .downcast_ref::<arrow::array::BooleanArray>()
+                .ok_or_else(|| {
+                    Error::Evaluate(datafusion::error::DataFusionError::Plan(format!(
+                        "the {} predicate is not boolean",
+                        mutation.verb()
+                    )))
+                })?;
+            matches += selected.true_count();
+        }
+        Ok(matches)
     }
 }
 

@@ -13,6 +13,10 @@ use std::sync::Arc;
 use arrow::array::Array;
 use arrow::array::RecordBatch;
 use arrow::compute::{SortColumn, concat, interleave, lexsort_to_indices};
+use datafusion::common::Column;
+use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::Expr;
+use deltalake::delta_datafusion::planner::DeltaPlanner;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{StructType, Transaction};
@@ -49,15 +53,35 @@ pub enum Error {
     },
     #[error("cannot use table location {0}: {1}")]
     Location(String, String),
+    #[error("Delta table {table}: {verb} failed: {source}")]
+    Mutation {
+        table: String,
+        verb: &'static str,
+        source: deltalake::DeltaTableError,
+    },
 }
 
 impl Error {
-    /// The SQLSTATE of a failed flush or maintenance pass: the store or the log could not be
-    /// read or written (58030), or the data could not be turned into Parquet (XX000).
+    /// The SQLSTATE of a failed flush, mutation or maintenance pass: the store or the log
+    /// could not be read or written (58030), a mutation lost a race with another writer
+    /// (40001), or the data could not be turned into Parquet (XX000).
     pub fn sqlstate(&self) -> SqlState {
         match self {
             Error::Delta { .. } | Error::Location(..) => SqlState::IO_ERROR,
             Error::Arrow { .. } | Error::Scan { .. } => SqlState::INTERNAL_ERROR,
+            // Another writer changed the files a mutation rewrites: try again, as after
+            // PostgreSQL's serialization failure.
+            Error::Mutation {
+                source: deltalake::DeltaTableError::Transaction { .. },
+                ..
+            } => SqlState::SERIALIZATION_FAILURE,
+            Error::Mutation {
+                source:
+                    deltalake::DeltaTableError::ObjectStore { .. }
+                    | deltalake::DeltaTableError::Io { .. },
+                ..
+            } => SqlState::IO_ERROR,
+            Error::Mutation { .. } => SqlState::INTERNAL_ERROR,
         }
     }
 }
@@ -66,6 +90,38 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Attempts at one flush commit when other writers keep taking the next version first.
 const MAX_COMMIT_ATTEMPTS: u32 = 8;
+
+/// A change to rows already written, as DataFusion expressions over the table's columns:
+/// `DELETE` (every row when there is no predicate) or `UPDATE` (`SET column = expression`).
+#[derive(Debug, Clone)]
+pub enum Mutation {
+    Delete {
+        predicate: Option<Expr>,
+    },
+    Update {
+        predicate: Option<Expr>,
+        assignments: Vec<(String, Expr)>,
+    },
+}
+
+impl Mutation {
+    /// The rows the mutation changes; `None`: all of them.
+    pub fn predicate(&self) -> Option<&Expr> {
+        match self {
+            Mutation::Delete { predicate } | Mutation::Update { predicate, .. } => {
+                predicate.as_ref()
+            }
+        }
+    }
+
+    /// `DELETE` or `UPDATE`, as PostgreSQL's command tag names it.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Mutation::Delete { .. } => "DELETE",
+            Mutation::Update { .. } => "UPDATE",
+        }
+    }
+}
 
 /// What one maintenance pass did to one table.
 #[derive(Debug, Clone, Default)]
@@ -287,6 +343,96 @@ impl DeltaTable {
             sort_ms = sorted.as_millis() as u64, total_ms = started.elapsed().as_millis() as u64,
             "flush written"
         );
+        self.reader_of(&table).await
+    }
+
+    /// Applies `mutation` to the committed rows as one Delta commit, with deltalake's own
+    /// operations so every Delta reader sees the result: the files holding a matching row (in
+    /// the partitions the predicate selects) are rewritten without it (`DELETE`) or with the
+    /// new values (`UPDATE`), and removed from the log; a predicate on partition columns only
+    /// removes whole files. `session` plans the rewrite (it holds TimeFusion's functions).
+    /// Returns the rows changed and a reader at the new version; on error the table's state
+    /// is re-read, since a commit whose response was lost may have landed.
+    pub async fn mutate(
+        &self,
+        mutation: &Mutation,
+        session: &SessionState,
+    ) -> Result<(u64, Committed)> {
+        let name = &self.schema.name;
+        let delta = |source| Error::Delta {
+            table: name.clone(),
+            source,
+        };
+        let mut table = self.table.lock().await;
+        table.update_state().await.map_err(delta)?;
+        // deltalake plans its rewrite with extension nodes only its own planner knows.
+        let session: Arc<dyn datafusion::catalog::Session> = Arc::new(
+            SessionStateBuilder::new_from_existing(session.clone())
+                .with_query_planner(DeltaPlanner::new())
+                .build(),
+        );
+        let outcome = match mutation {
+            Mutation::Delete { predicate } => {
+                let mut delete = table
+                    .clone()
+                    .delete()
+                    .with_session_state(session)
+                    .with_writer_properties(self.writer_properties.clone());
+                if let Some(predicate) = predicate {
+                    delete = delete.with_predicate(predicate.clone());
+                }
+                delete.await.map(|(table, metrics)| {
+                    // Known for every file this server wrote (they carry row counts); a whole
+                    // file of another writer's without statistics is not counted.
+                    (table, metrics.num_deleted_rows.unwrap_or(0) as u64)
+                })
+            }
+            Mutation::Update {
+                predicate,
+                assignments,
+            } => {
+                let mut update = table
+                    .clone()
+                    .update()
+                    .with_session_state(session)
+                    .with_writer_properties(self.writer_properties.clone())
+                    .with_safe_cast(false);
+                if let Some(predicate) = predicate {
+                    update = update.with_predicate(predicate.clone());
+                }
+                for (column, value) in assignments {
+                    update = update.with_update(Column::new_unqualified(column), value.clone());
+                }
+                update
+                    .await
+                    .map(|(table, metrics)| (table, metrics.num_updated_rows as u64))
+            }
+        };
+        match outcome {
+            Ok((mutated, rows)) => {
+                *table = mutated;
+                Ok((rows, self.reader_of(&table).await?))
+            }
+            Err(source) => {
+                if let Err(e) = table.update_state().await {
+                    tracing::warn!(table = %name, "cannot re-read the log after a failed {}: {e}", mutation.verb());
+                }
+                Err(Error::Mutation {
+                    table: name.clone(),
+                    verb: mutation.verb(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// A reader at the version the log holds now, re-read from the store.
+    pub async fn refreshed_reader(&self) -> Result<Committed> {
+        let mut table = self.table.lock().await;
+        table.update_state().await.map_err(|source| Error::Delta {
+            table: self.schema.name.clone(),
+            source,
+        })?;
         self.reader_of(&table).await
     }
 

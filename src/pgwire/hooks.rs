@@ -2,8 +2,9 @@
 //! `QueryHook`s, in the order `Handlers::new` lists them: refusals inside a failed transaction
 //! block (25P02 for every statement but its end, as PostgreSQL), `VACUUM` (one maintenance pass
 //! through [`crate::engine::core::Maintenance`]), `COPY`, literal `INSERT`s, savepoints,
-//! settings, and syntax-tree rewrites of what DataFusion cannot plan as written
-//! ([`crate::sql::srf`], [`crate::sql::colname::alias_duplicates`]).
+//! settings, syntax-tree rewrites of what DataFusion cannot plan as written
+//! ([`crate::sql::srf`], [`crate::sql::colname::alias_duplicates`]), and `DELETE` / `UPDATE`
+//! with PostgreSQL's command tags.
 
 use std::sync::Arc;
 
@@ -23,8 +24,8 @@ use crate::engine::ingest::{Ingest, Via};
 use crate::engine::schema::Catalog;
 use crate::error::SqlState;
 use crate::pgwire::errors::{no_rows_plan, user_error};
-use crate::sql::colname;
 use crate::sql::values;
+use crate::sql::{colname, mutation};
 
 /// A statement the front end answers itself, in both protocols: [`Answer::answer`] serves a
 /// simple query and the `Execute` of a prepared one, [`Answer::plan`] is what `Parse` gets.
@@ -353,5 +354,147 @@ impl Answer for VacuumHook {
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
         matches!(statement, Statement::Vacuum(_)).then(|| Ok(no_rows_plan()))
+    }
+}
+
+/// `DELETE` and `UPDATE` of a TimeFusion table, in both protocols: DataFusion plans the
+/// statement (the table provider checks it and returns [`crate::sql::mutation::MutationExec`]),
+/// this hook runs it and answers PostgreSQL's `DELETE n` / `UPDATE n` (datafusion-postgres
+/// answers other statements than `INSERT` with a result set). A session that set
+/// [`mutation::ALL_PROJECTS_SETTING`] plans with [`mutation::AllProjects`] in its config.
+/// `Parse` is left to DataFusion, whose `Describe` of a DML plan has no columns.
+pub(crate) struct MutationHook {
+    pub(crate) catalog: Arc<Catalog>,
+}
+
+impl MutationHook {
+    /// The command tag of `statement`, when it is a `DELETE` or `UPDATE` of one of our tables;
+    /// 0A000 for `RETURNING`, which they do not have.
+    fn verb(&self, statement: &Statement) -> Option<PgWireResult<&'static str>> {
+        use datafusion::sql::sqlparser::ast::{FromTable, TableFactor};
+        let (verb, relation, returning) = match statement {
+            Statement::Delete(delete) => {
+                let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) =
+                    &delete.from;
+                (
+                    "DELETE",
+                    &from.first()?.relation,
+                    delete.returning.is_some(),
+                )
+            }
+            Statement::Update(update) => {
+                ("UPDATE", &update.table.relation, update.returning.is_some())
+            }
+            _ => return None,
+        };
+        let TableFactor::Table { name, .. } = relation else {
+            return None;
+        };
+        crate::sql::resolve_table(&self.catalog, name)?;
+        Some(if returning {
+            Err(user_error(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                format!("{verb} … RETURNING is not supported"),
+            ))
+        } else {
+            Ok(verb)
+        })
+    }
+
+    /// Whether the session set [`mutation::ALL_PROJECTS_SETTING`] to a true value.
+    fn all_projects(client: &dyn HookClient) -> bool {
+        client
+            .metadata()
+            .get(mutation::ALL_PROJECTS_SETTING)
+            .is_some_and(|v| matches!(v.to_lowercase().as_str(), "on" | "true" | "1" | "yes"))
+    }
+
+    async fn run(
+        verb: &'static str,
+        plan: LogicalPlan,
+        context: &SessionContext,
+        all_projects: bool,
+    ) -> PgWireResult<Response> {
+        let api = |e: datafusion::error::DataFusionError| PgWireError::ApiError(Box::new(e));
+        let mut state = context.state();
+        if all_projects {
+            let config = state
+                .config()
+                .clone()
+                .with_extension(Arc::new(mutation::AllProjects));
+            state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
+                .with_config(config)
+                .build();
+        }
+        let physical = state.create_physical_plan(&plan).await.map_err(api)?;
+        let batches = datafusion::physical_plan::collect(physical, state.task_ctx())
+            .await
+            .map_err(api)?;
+        let rows = batches
+            .first()
+            .and_then(|b| b.column_by_name("count"))
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::UInt64Array>())
+            .map_or(0, |c| c.value(0) as usize);
+        Ok(Response::Execution(Tag::new(verb).with_rows(rows)))
+    }
+}
+
+#[async_trait]
+impl QueryHook for MutationHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        let verb = self.verb(statement)?;
+        let all_projects = Self::all_projects(client);
+        Some(
+            async {
+                let verb = verb?;
+                let plan = context
+                    .state()
+                    .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+                        statement.clone(),
+                    )))
+                    .await
+                    .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                Self::run(verb, plan, context, all_projects).await
+            }
+            .await,
+        )
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        // DataFusion plans the rest.
+        self.verb(statement)?.err().map(Err)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        plan: &LogicalPlan,
+        params: &ParamValues,
+        context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        let verb = self.verb(statement)?;
+        let all_projects = Self::all_projects(client);
+        Some(
+            async {
+                let verb = verb?;
+                let plan = plan
+                    .clone()
+                    .replace_params_with_values(params)
+                    .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+                Self::run(verb, plan, context, all_projects).await
+            }
+            .await,
+        )
     }
 }

@@ -47,7 +47,8 @@ use crate::pgwire::copy::handler::{CopyHook, CopyRows};
 use crate::pgwire::errors::SqlStateErrors;
 use crate::pgwire::extended::{ExtendedQueries, Parser};
 use crate::pgwire::hooks::{
-    AbortedTransactionHook, Hook, LiteralInsertHook, RewriteHook, SavepointHook, VacuumHook,
+    AbortedTransactionHook, Hook, LiteralInsertHook, MutationHook, RewriteHook, SavepointHook,
+    VacuumHook,
 };
 use crate::pgwire::simple::SimpleQueries;
 use crate::sql::colname;
@@ -135,6 +136,9 @@ impl Handlers {
                         registry: interrupts.clone(),
                     })),
                     Arc::new(Hook(RewriteHook)),
+                    Arc::new(MutationHook {
+                        catalog: catalog.clone(),
+                    }),
                     Arc::new(CursorStatementHook),
                     Arc::new(SetShowHook),
                     Arc::new(TransactionStatementHook),

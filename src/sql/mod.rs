@@ -23,6 +23,7 @@ use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 
 use crate::engine::Committed;
 use crate::engine::buffer::Buffer;
+use crate::engine::core::Mutations;
 use crate::engine::ingest::Ingest;
 use crate::engine::schema::{Catalog, TableSchema};
 use crate::engine::storage::Storage;
@@ -32,6 +33,7 @@ pub mod colname;
 pub mod error;
 pub mod functions;
 pub mod insert;
+pub mod mutation;
 pub mod pruning;
 pub mod slots;
 pub mod srf;
@@ -67,6 +69,7 @@ pub fn session_context(
     catalog: &Catalog,
     buffer: &Arc<Buffer<Committed>>,
     ingest: &Arc<Ingest>,
+    mutations: &Arc<dyn Mutations>,
     storage: &Arc<Storage>,
     limits: &QueryLimits,
 ) -> Result<SessionContext> {
@@ -90,7 +93,12 @@ pub fn session_context(
         .build_arc()?;
     let mut context = SessionContext::new_with_config_rt(config, runtime);
     for schema in catalog.tables() {
-        let table = table::TimeFusionTable::new(schema.clone(), buffer.clone(), ingest.clone());
+        let table = table::TimeFusionTable::new(
+            schema.clone(),
+            buffer.clone(),
+            ingest.clone(),
+            mutations.clone(),
+        );
         context.register_table(schema.name.as_str(), Arc::new(table))?;
     }
     context.register_table(

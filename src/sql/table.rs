@@ -7,7 +7,8 @@
 //!
 //! Filters prune buffer projects and buckets and Delta partitions ([`crate::sql::pruning`]).
 //! `INSERT` goes through [`TimeFusionTable::insert_into`] into [`Ingest::write`]
-//! ([`crate::sql::insert`]).
+//! ([`crate::sql::insert`]); `DELETE` and `UPDATE` into the engine's mutations
+//! ([`crate::sql::mutation`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType, lit};
 use datafusion::physical_expr::expressions::{Column, cast};
 use datafusion::physical_expr::projection::ProjectionExpr;
@@ -30,6 +32,8 @@ use datafusion::physical_plan::union::UnionExec;
 
 use crate::engine::Committed;
 use crate::engine::buffer::Buffer;
+use crate::engine::core::Mutations;
+use crate::engine::delta::Mutation;
 use crate::engine::ingest::Ingest;
 use crate::engine::schema::TableSchema;
 
@@ -41,6 +45,7 @@ pub struct TimeFusionTable {
     schema: Arc<TableSchema>,
     buffer: Arc<Buffer<Committed>>,
     ingest: Arc<Ingest>,
+    mutations: Arc<dyn Mutations>,
     /// Default of non-nullable list columns an `INSERT` leaves out: the empty list.
     defaults: Vec<(String, Expr)>,
 }
@@ -58,6 +63,7 @@ impl TimeFusionTable {
         schema: Arc<TableSchema>,
         buffer: Arc<Buffer<Committed>>,
         ingest: Arc<Ingest>,
+        mutations: Arc<dyn Mutations>,
     ) -> Self {
         let defaults = schema
             .schema
@@ -79,6 +85,7 @@ impl TimeFusionTable {
             schema,
             buffer,
             ingest,
+            mutations,
             defaults,
         }
     }
@@ -206,5 +213,29 @@ impl TableProvider for TimeFusionTable {
             self.ingest.clone(),
         );
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+
+    async fn delete_from(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let mutation = Mutation::Delete {
+            predicate: conjunction(filters),
+        };
+        crate::sql::mutation::plan(&self.schema, &self.mutations, state, mutation)
+    }
+
+    async fn update(
+        &self,
+        state: &dyn Session,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let mutation = Mutation::Update {
+            predicate: conjunction(filters),
+            assignments,
+        };
+        crate::sql::mutation::plan(&self.schema, &self.mutations, state, mutation)
     }
 }

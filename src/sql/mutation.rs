@@ -1,0 +1,256 @@
+//! `DELETE` and `UPDATE`: DataFusion plans them into [`TableProvider::delete_from`] /
+//! [`TableProvider::update`] calls on [`crate::sql::table::TimeFusionTable`], which check the
+//! statement here and return a [`MutationExec`]; running it hands the change to the engine
+//! ([`Mutations::mutate`]), which applies it to buffered and committed rows as one Delta
+//! commit, and yields the number of rows changed (PostgreSQL's `DELETE n` / `UPDATE n`).
+//!
+//! Checks, before anything runs:
+//! - a statement whose filters do not name the rows' projects (`project_id = …` or `IN (…)`)
+//!   changes every tenant's rows; it is refused with 42501 unless the session opted in
+//!   (`SET timefusion.allow_all_projects = on`, carried to the plan as [`AllProjects`]);
+//! - `UPDATE` of the partition columns (`project_id`, `date`) or of the time column (from
+//!   which `date` is derived) is refused with 0A000: moving a row between partitions is a
+//!   `DELETE` and an `INSERT`.
+//!
+//! [`TableProvider::delete_from`]: datafusion::catalog::TableProvider::delete_from
+//! [`TableProvider::update`]: datafusion::catalog::TableProvider::update
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::Session;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, SessionState, TaskContext};
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+
+use crate::engine::core::{self, Mutations, Scope};
+use crate::engine::delta::{self, Mutation};
+use crate::engine::schema::TableSchema;
+use crate::error::{SqlError, SqlState};
+use crate::sql::pruning::Pruning;
+
+/// The session setting that lets a `DELETE` / `UPDATE` without a `project_id` filter run.
+pub const ALL_PROJECTS_SETTING: &str = "timefusion.allow_all_projects";
+
+/// Marks a statement's session config when the session set [`ALL_PROJECTS_SETTING`]: its
+/// mutations may change every project's rows.
+#[derive(Debug)]
+pub struct AllProjects;
+
+/// Checks `mutation` of `table` and returns the plan that applies it when run.
+pub fn plan(
+    table: &Arc<TableSchema>,
+    mutations: &Arc<dyn Mutations>,
+    state: &dyn Session,
+    mutation: Mutation,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if let Mutation::Update { assignments, .. } = &mutation {
+        let fixed = |column: &str| {
+            table.partition_columns.iter().any(|p| p == column)
+                || column == table.time_column
+                || column == table.tenant_column
+        };
+        if let Some((column, _)) = assignments.iter().find(|(column, _)| fixed(column)) {
+            return Err(SqlError::new(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "cannot UPDATE column \"{column}\" of \"{}\": it places the row in its partition; DELETE the row and INSERT it again",
+                    table.name
+                ),
+            )
+            .into());
+        }
+    }
+    let filters: Vec<Expr> = mutation
+        .predicate()
+        .map(|p| split_conjunction(p).into_iter().cloned().collect())
+        .unwrap_or_default();
+    let pruning = Pruning::from_filters(&filters, &table.tenant_column, &table.time_column);
+    if pruning.projects.is_none() && state.config().get_extension::<AllProjects>().is_none() {
+        return Err(SqlError::new(
+            SqlState::INSUFFICIENT_PRIVILEGE,
+            format!(
+                "{} without a filter on \"{}\" would change the rows of every project; add \"{} = …\" or run SET {ALL_PROJECTS_SETTING} = on first",
+                mutation.verb(),
+                table.tenant_column,
+                table.tenant_column
+            ),
+        )
+        .into());
+    }
+    let session = state
+        .as_any()
+        .downcast_ref::<SessionState>()
+        .ok_or_else(|| DataFusionError::Internal("a mutation needs a SessionState".into()))?
+        .clone();
+    Ok(Arc::new(MutationExec::new(
+        table.name.clone(),
+        mutation,
+        Scope {
+            projects: pruning.projects,
+            time_range: pruning.time_range,
+        },
+        session,
+        mutations.clone(),
+    )))
+}
+
+/// A failed mutation as a DataFusion error that keeps its class: an error of the statement's
+/// own expressions (over buffered rows, or an Arrow error while Delta rewrote files) is
+/// classified as any query's; the engine's errors carry their SQLSTATE.
+fn into_datafusion(error: core::Error) -> DataFusionError {
+    match error {
+        core::Error::Evaluate(e) => e,
+        core::Error::Delta(delta) => match *delta {
+            delta::Error::Mutation {
+                source: deltalake::DeltaTableError::Arrow { source },
+                ..
+            } => DataFusionError::ArrowError(Box::new(source), None),
+            delta => DataFusionError::External(Box::new(core::Error::Delta(Box::new(delta)))),
+        },
+        e => DataFusionError::External(Box::new(e)),
+    }
+}
+
+/// Applies one mutation when executed; one partition, one row: the `count` of rows changed.
+pub struct MutationExec {
+    table: String,
+    mutation: Mutation,
+    scope: Scope,
+    session: SessionState,
+    mutations: Arc<dyn Mutations>,
+    properties: Arc<PlanProperties>,
+}
+
+impl MutationExec {
+    fn new(
+        table: String,
+        mutation: Mutation,
+        scope: Scope,
+        session: SessionState,
+        mutations: Arc<dyn Mutations>,
+    ) -> Self {
+        let schema = count_schema();
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        MutationExec {
+            table,
+            mutation,
+            scope,
+            session,
+            mutations,
+            properties,
+        }
+    }
+}
+
+/// The result DataFusion's DML plans have: one `count` column.
+fn count_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::UInt64,
+        false,
+    )]))
+}
+
+impl fmt::Debug for MutationExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MutationExec")
+            .field("table", &self.table)
+            .field("mutation", &self.mutation)
+            .finish()
+    }
+}
+
+impl DisplayAs for MutationExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "TimeFusion{}: table={}",
+            self.mutation.verb(),
+            self.table
+        )?;
+        if let Some(predicate) = self.mutation.predicate() {
+            write!(f, ", predicate={predicate}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for MutationExec {
+    fn name(&self) -> &str {
+        "MutationExec"
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "MutationExec has no children".into(),
+            ))
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "MutationExec has one partition, not {partition}"
+            )));
+        }
+        let table = self.table.clone();
+        let mutation = self.mutation.clone();
+        let scope = self.scope.clone();
+        let session = self.session.clone();
+        let mutations = self.mutations.clone();
+        let schema = count_schema();
+        let result = schema.clone();
+        let stream = futures::stream::once(async move {
+            let rows = mutations
+                .mutate(&table, &mutation, &scope, &session)
+                .await
+                .map_err(into_datafusion)?;
+            Ok(RecordBatch::try_new(
+                result,
+                vec![Arc::new(UInt64Array::from(vec![rows]))],
+            )?)
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
