@@ -30,6 +30,7 @@ mod introspection;
 mod limits;
 mod logs;
 mod maintenance;
+mod mutation;
 mod pipeline;
 mod security;
 mod slt;

@@ -1,0 +1,289 @@
+//! `DELETE` and `UPDATE` over pgwire: rows only in the buffer, only in Delta, and in both;
+//! PostgreSQL's command tags in both protocols; the `project_id` guard and its opt-in; refused
+//! forms with their SQLSTATEs; and the result surviving a graceful restart and a `kill -9`
+//! (a deleted buffered row is never resurrected by WAL replay).
+
+use crate::common::*;
+
+/// `(id, name)` of every row of `project`, by id.
+async fn rows(client: &tokio_postgres::Client, project: &str) -> Vec<(String, String)> {
+    client
+        .query(
+            &format!("SELECT id, name FROM {TABLE} WHERE project_id = $1 ORDER BY id"),
+            &[&project],
+        )
+        .await
+        .expect("select")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// The rows one simple-protocol statement changed, from its command tag.
+async fn changed(client: &tokio_postgres::Client, sql: &str) -> u64 {
+    let messages = client.simple_query(sql).await.expect(sql);
+    messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        })
+        .expect("a command tag")
+}
+
+/// The SQLSTATE `sql` fails with.
+async fn refused(client: &tokio_postgres::Client, sql: &str) -> String {
+    match client.simple_query(sql).await {
+        Ok(_) => panic!("{sql} succeeded"),
+        Err(e) => sqlstate(&e),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_and_update_reach_buffered_and_flushed_rows_and_survive_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Nothing flushes on its own: what is in Delta is what a restart flushed.
+    let env = [("TIMEFUSION_FLUSH_INTERVAL_SECS", "3600")];
+    let server = TestServer::start(dir.path(), &env);
+    let client = server.client().await;
+    let yesterday = past_micros(1);
+    client
+        .execute(&insert_sql("p1", &ids("old", 6), yesterday), &[])
+        .await
+        .expect("insert");
+    client
+        .execute(&insert_sql("p2", &ids("other", 3), yesterday), &[])
+        .await
+        .expect("insert");
+    drop(client);
+    assert!(server.terminate().success());
+    assert_eq!(delta_rows(dir.path()).await, 9, "the restart flushed them");
+
+    let server = TestServer::start(dir.path(), &env);
+    let client = server.client().await;
+    client
+        .execute(&insert_sql("p1", &ids("new", 6), yesterday), &[])
+        .await
+        .expect("insert");
+    assert_eq!(delta_rows(dir.path()).await, 9, "the new rows are buffered");
+
+    // Only in the buffer.
+    assert_eq!(
+        changed(
+            &client,
+            &format!("DELETE FROM {TABLE} WHERE project_id = 'p1' AND id = 'new-0'")
+        )
+        .await,
+        1
+    );
+    // Only in Delta.
+    assert_eq!(
+        changed(
+            &client,
+            &format!("DELETE FROM {TABLE} WHERE project_id = 'p1' AND id IN ('old-0', 'old-1')")
+        )
+        .await,
+        2
+    );
+    // In both; a filter on another column than the id; nothing of p2 changes.
+    assert_eq!(
+        changed(&client,
+            &format!(
+                "UPDATE {TABLE} SET name = 'renamed', level = 'WARN' WHERE project_id = 'p1' AND duration >= 4"
+            )
+        )
+        .await,
+        4
+    );
+    // A statement matching nothing changes nothing.
+    assert_eq!(
+        changed(
+            &client,
+            &format!("DELETE FROM {TABLE} WHERE project_id = 'p1' AND id = 'nope'")
+        )
+        .await,
+        0
+    );
+    let expected: Vec<(String, String)> = [
+        ("new-1", "GET /api/1"),
+        ("new-2", "GET /api/2"),
+        ("new-3", "GET /api/3"),
+        ("new-4", "renamed"),
+        ("new-5", "renamed"),
+        ("old-2", "GET /api/2"),
+        ("old-3", "GET /api/3"),
+        ("old-4", "renamed"),
+        ("old-5", "renamed"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(rows(&client, "p1").await, expected);
+    assert_eq!(rows(&client, "p2").await.len(), 3);
+    assert_eq!(
+        count(&client, "WHERE project_id = 'p1' AND level = 'WARN'").await,
+        4
+    );
+
+    // The extended protocol with parameters reports the rows changed.
+    let changed = client
+        .execute(
+            &format!("UPDATE {TABLE} SET name = $1 WHERE project_id = $2 AND id = $3"),
+            &[&"by-parameter", &"p1", &"new-1"],
+        )
+        .await
+        .expect("update with parameters");
+    assert_eq!(changed, 1);
+    let deleted = client
+        .execute(
+            &format!("DELETE FROM {TABLE} WHERE project_id = $1 AND id IN ($2, $3)"),
+            &[&"p1", &"new-2", &"old-2"],
+        )
+        .await
+        .expect("delete with parameters");
+    assert_eq!(deleted, 2);
+    let mut expected = expected;
+    expected.retain(|(id, _)| id != "new-2" && id != "old-2");
+    expected[0].1 = "by-parameter".into();
+    assert_eq!(rows(&client, "p1").await, expected);
+
+    // A row inserted after the mutations stays, and the mutations survive a kill -9 and its
+    // WAL replay: no deleted buffered row comes back, no update is lost.
+    client
+        .execute(&insert_sql("p1", &ids("late", 1), yesterday), &[])
+        .await
+        .expect("insert");
+    drop(client);
+    server.kill9();
+    let server = TestServer::start(dir.path(), &env);
+    let client = server.client().await;
+    let mut with_late = expected.clone();
+    with_late.insert(0, ("late-0".into(), "GET /api/0".into()));
+    assert_eq!(rows(&client, "p1").await, with_late);
+    drop(client);
+    assert!(server.terminate().success());
+
+    // And a graceful restart, after which Delta holds everything.
+    let server = TestServer::start(dir.path(), &env);
+    let client = server.client().await;
+    assert_eq!(rows(&client, "p1").await, with_late);
+    assert_eq!(rows(&client, "p2").await.len(), 3);
+    assert_eq!(delta_rows(dir.path()).await, with_late.len() + 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutations_without_a_project_or_of_partition_columns_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    let now = chrono::Utc::now().timestamp_micros();
+    for project in ["a", "b"] {
+        client
+            .execute(&insert_sql(project, &ids(project, 3), now), &[])
+            .await
+            .expect("insert");
+    }
+    // Every tenant's rows only when the session says so.
+    assert_eq!(
+        refused(&client, &format!("DELETE FROM {TABLE} WHERE id = 'a-0'")).await,
+        "42501"
+    );
+    assert_eq!(
+        refused(&client, &format!("UPDATE {TABLE} SET name = 'x'")).await,
+        "42501"
+    );
+    // The partition columns and the time column are not updated in place.
+    for column in [
+        "project_id = 'c'",
+        "timestamp = now()",
+        "date = '2020-01-01'",
+    ] {
+        assert_eq!(
+            refused(
+                &client,
+                &format!("UPDATE {TABLE} SET {column} WHERE project_id = 'a'")
+            )
+            .await,
+            "0A000",
+            "{column}"
+        );
+    }
+    assert_eq!(
+        refused(
+            &client,
+            &format!("DELETE FROM {TABLE} WHERE project_id = 'a' RETURNING id")
+        )
+        .await,
+        "0A000"
+    );
+    // The statement's own errors keep their classes.
+    assert_eq!(
+        refused(
+            &client,
+            &format!(
+                "UPDATE {TABLE} SET duration = 1 / (duration - duration) WHERE project_id = 'a'"
+            )
+        )
+        .await,
+        "22012"
+    );
+    assert_eq!(
+        refused(
+            &client,
+            &format!("UPDATE {TABLE} SET nope = 1 WHERE project_id = 'a'")
+        )
+        .await,
+        "42703"
+    );
+    assert_eq!(
+        refused(
+            &client,
+            &format!("UPDATE {TABLE} SET duration = 'many' WHERE project_id = 'a'")
+        )
+        .await,
+        "22P02"
+    );
+    assert_eq!(count(&client, "").await, 6, "nothing changed");
+
+    client
+        .batch_execute("SET timefusion.allow_all_projects = on")
+        .await
+        .expect("opt in");
+    assert_eq!(
+        changed(&client, &format!("DELETE FROM {TABLE} WHERE id LIKE '%-0'")).await,
+        2
+    );
+    // psql prints PostgreSQL's command tags.
+    let out = psql_command(
+        &server.url(),
+        &[
+            "-c",
+            &format!("UPDATE {TABLE} SET name = 'y' WHERE project_id = 'b' AND id = 'b-1'"),
+            "-c",
+            &format!("DELETE FROM {TABLE} WHERE project_id = 'b' AND id = 'b-1'"),
+        ],
+    )
+    .output()
+    .expect("psql");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "UPDATE 1\nDELETE 1\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The opt-in is the session's own.
+    let other = server.client().await;
+    assert_eq!(
+        refused(&other, &format!("DELETE FROM {TABLE} WHERE id = 'a-1'")).await,
+        "42501"
+    );
+    client
+        .batch_execute("RESET timefusion.allow_all_projects")
+        .await
+        .expect("reset");
+    assert_eq!(
+        refused(&client, &format!("DELETE FROM {TABLE}")).await,
+        "42501"
+    );
+    assert_eq!(count(&client, "").await, 3);
+}
