@@ -1,7 +1,9 @@
 //! Crash recovery: insert from several connections (Arrow Flight, literal INSERTs, and
-//! pipelines of parameterized INSERTs answered at one Sync), `kill -9` the server at random points
-//! (several rounds, flushes running), restart, and check that every acknowledged row is
-//! there exactly once and that no row at all is duplicated. The kill instants come from a
+//! pipelines of parameterized INSERTs answered at one Sync) while one more connection deletes
+//! and updates acknowledged rows, `kill -9` the server at random points (several rounds,
+//! flushes running), restart, and check that every acknowledged row is there exactly once
+//! unless an acknowledged `DELETE` removed it, that no deleted row comes back in any later
+//! round, that every acknowledged `UPDATE` holds, and that no row at all is duplicated. The kill instants come from a
 //! seeded RNG whose seed the test prints; `TIMEFUSION_TEST_SEED=<seed>` replays them.
 
 use std::collections::HashSet;
@@ -86,6 +88,68 @@ async fn pipeline_put(raw: &mut Raw, project: &str, ids: &[String], when: i64) -
     Some(done)
 }
 
+/// What the mutating connection had acknowledged: ids deleted, ids updated, and ids whose
+/// mutation was in flight when the server died (either outcome is right for those).
+#[derive(Default)]
+struct Mutated {
+    deleted: HashSet<String>,
+    updated: HashSet<String>,
+    uncertain: HashSet<String>,
+}
+
+/// Deletes writer 1's acknowledged batches with an even number and renames writer 2's with an
+/// odd one, each batch once it is acknowledged, until the server dies.
+async fn mutate(
+    port: u16,
+    round: usize,
+    acked: std::sync::Arc<parking_lot::Mutex<HashSet<String>>>,
+    mutated: std::sync::Arc<parking_lot::Mutex<Mutated>>,
+) {
+    let Ok(client) = tokio_postgres::connect(&pg_config(port), tokio_postgres::NoTls).await else {
+        return;
+    };
+    let (client, connection) = client;
+    tokio::spawn(connection);
+    for s in 0.. {
+        let (writer, project) = if s % 2 == 0 { (1, "p1") } else { (2, "p2") };
+        let prefix = format!("r{round}-w{writer}-s{s}");
+        let batch = ids(&prefix, 10);
+        // Wait until the writer's batch is acknowledged (or the server is gone).
+        loop {
+            if acked.lock().contains(&batch[9]) {
+                break;
+            }
+            if client.is_closed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let sql = if s % 2 == 0 {
+            format!("DELETE FROM {TABLE} WHERE project_id = '{project}' AND id LIKE '{prefix}-%'")
+        } else {
+            format!(
+                "UPDATE {TABLE} SET name = 'updated' WHERE project_id = '{project}' AND id LIKE '{prefix}-%'"
+            )
+        };
+        mutated.lock().uncertain.extend(batch.iter().cloned());
+        match client.execute(&sql, &[]).await {
+            Ok(10) => {
+                let mut mutated = mutated.lock();
+                for id in &batch {
+                    mutated.uncertain.remove(id);
+                }
+                if s % 2 == 0 {
+                    mutated.deleted.extend(batch);
+                } else {
+                    mutated.updated.extend(batch);
+                }
+            }
+            Ok(n) => panic!("{sql} changed {n} rows, not 10"),
+            Err(_) => return, // the server died under us: not acknowledged
+        }
+    }
+}
+
 /// The seed of the kill instants: `TIMEFUSION_TEST_SEED` to replay a run, else a fresh one. It
 /// fixes when each round's kill comes, not how far the writers got by then.
 fn seed() -> u64 {
@@ -108,6 +172,7 @@ async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
         ("PGWIRE_INSECURE_NO_PASSWORD", "true"),
     ];
     let acked = shared(HashSet::<String>::new());
+    let mutated = shared(Mutated::default());
     let seed = seed();
     eprintln!("kill instants from seed {seed}; replay with TIMEFUSION_TEST_SEED={seed}");
     let mut rng = StdRng::seed_from_u64(seed);
@@ -167,7 +232,14 @@ async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
                 }
             }));
         }
-        // The sleep is the test: the kill lands at a random instant of the writes and flushes.
+        writers.push(tokio::spawn(mutate(
+            port,
+            round,
+            acked.clone(),
+            mutated.clone(),
+        )));
+        // The sleep is the test: the kill lands at a random instant of the writes, mutations
+        // and flushes.
         let delay = rng.random_range(500..3000);
         tokio::time::sleep(Duration::from_millis(delay)).await;
         server.kill9();
@@ -178,18 +250,41 @@ async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
         let server = TestServer::start(dir.path(), &env);
         let client = server.client().await;
         let rows = client
-            .query(&format!("SELECT id FROM {TABLE}"), &[])
+            .query(&format!("SELECT id, name FROM {TABLE}"), &[])
             .await
             .expect("select ids");
         let mut seen = HashSet::with_capacity(rows.len());
+        let mut renamed = HashSet::new();
         for row in &rows {
             let id: String = row.get(0);
+            if row.get::<_, Option<String>>(1).as_deref() == Some("updated") {
+                renamed.insert(id.clone());
+            }
             assert!(
                 seen.insert(id.clone()),
                 "round {round} (seed {seed}): row {id} is duplicated after recovery"
             );
         }
-        let acked = acked.lock().clone();
+        let changes = mutated.lock();
+        let resurrected: Vec<_> = changes.deleted.intersection(&seen).take(5).collect();
+        assert!(
+            resurrected.is_empty(),
+            "round {round} (seed {seed}): deleted rows came back: {resurrected:?}"
+        );
+        let lost: Vec<_> = changes.updated.difference(&renamed).take(5).collect();
+        assert!(
+            lost.is_empty(),
+            "round {round} (seed {seed}): acknowledged updates lost: {lost:?}"
+        );
+        eprintln!(
+            "round {round} (seed {seed}): {} rows deleted and {} updated so far, {} in flight at a kill",
+            changes.deleted.len(),
+            changes.updated.len(),
+            changes.uncertain.len()
+        );
+        let mut acked = acked.lock().clone();
+        acked.retain(|id| !changes.deleted.contains(id) && !changes.uncertain.contains(id));
+        drop(changes);
         let in_delta = delta_rows(dir.path()).await;
         eprintln!(
             "round {round} (seed {seed}): killed after {delay} ms; {} rows acknowledged so far, {} recovered, {in_delta} in Delta",
@@ -210,6 +305,12 @@ async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
             round == 0 || acked.iter().any(|id| id.contains("-w3-")),
             "no pipeline was acknowledged in rounds up to {round}; the test proves nothing for them"
         );
+        let changes = mutated.lock();
+        assert!(
+            round == 0 || (!changes.deleted.is_empty() && !changes.updated.is_empty()),
+            "no DELETE or no UPDATE was acknowledged in rounds up to {round}; the test proves nothing for them"
+        );
+        drop(changes);
         drop(client);
         server.kill9();
     }
