@@ -287,3 +287,77 @@ async fn mutations_without_a_project_or_of_partition_columns_are_refused() {
     );
     assert_eq!(count(&client, "").await, 3);
 }
+
+/// Data files under the table's folder (not the Delta log's checkpoints).
+fn parquet_files(dir: &std::path::Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if !path.ends_with("_delta_log") {
+                    stack.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                files.push(path.to_string_lossy().into_owned());
+            }
+        }
+    }
+    files
+}
+
+/// Rows with `id` in any of `files`, read as plain Parquet (what is physically on disk,
+/// whatever the Delta log says).
+async fn rows_on_disk(files: &[String], id: &str) -> usize {
+    let ctx = datafusion::prelude::SessionContext::new();
+    let frame = ctx
+        .read_parquet(files.to_vec(), Default::default())
+        .await
+        .expect("read parquet")
+        .filter(datafusion::prelude::col("id").eq(datafusion::prelude::lit(id)))
+        .expect("filter");
+    frame.count().await.expect("count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_row_is_in_no_data_file_after_vacuum() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [
+        ("TIMEFUSION_FLUSH_INTERVAL_SECS", "3600"),
+        ("TIMEFUSION_VACUUM_RETENTION_HOURS", "0"),
+    ];
+    let server = TestServer::start(dir.path(), &env);
+    let client = server.client().await;
+    let mut rows = ids("keep", 5);
+    rows.push("secret".into());
+    client
+        .execute(&insert_sql("p1", &rows, past_micros(1)), &[])
+        .await
+        .expect("insert");
+    drop(client);
+    assert!(server.terminate().success());
+    let table = dir.path().join("tables").join(TABLE);
+    assert_eq!(rows_on_disk(&parquet_files(&table), "secret").await, 1);
+
+    let server = TestServer::start(dir.path(), &env);
+    let client = server.client().await;
+    let deleted = client
+        .execute(
+            &format!("DELETE FROM {TABLE} WHERE project_id = 'p1' AND id = 'secret'"),
+            &[],
+        )
+        .await
+        .expect("delete");
+    assert_eq!(deleted, 1);
+    assert_eq!(
+        rows_on_disk(&parquet_files(&table), "secret").await,
+        1,
+        "until vacuum, the file the delete replaced is still on disk (for older versions)"
+    );
+    client.batch_execute("VACUUM").await.expect("vacuum");
+    let files = parquet_files(&table);
+    assert_eq!(rows_on_disk(&files, "secret").await, 0, "{files:?}");
+    assert_eq!(rows_on_disk(&files, "keep-0").await, 1);
+    assert_eq!(count(&client, "").await, 5);
+}
