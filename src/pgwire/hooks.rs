@@ -416,16 +416,8 @@ impl MutationHook {
         all_projects: bool,
     ) -> PgWireResult<Response> {
         let api = |e: datafusion::error::DataFusionError| PgWireError::ApiError(Box::new(e));
-        let mut state = context.state();
-        if all_projects {
-            let config = state
-                .config()
-                .clone()
-                .with_extension(Arc::new(mutation::AllProjects));
-            state = datafusion::execution::SessionStateBuilder::new_from_existing(state)
-                .with_config(config)
-                .build();
-        }
+        mutation::check(&plan).map_err(api)?;
+        let state = mutation::session(context.state(), all_projects);
         let physical = state.create_physical_plan(&plan).await.map_err(api)?;
         let batches = datafusion::physical_plan::collect(physical, state.task_ctx())
             .await

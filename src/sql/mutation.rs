@@ -21,11 +21,14 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::{SendableRecordBatchStream, SessionState, TaskContext};
-use datafusion::logical_expr::Expr;
+use datafusion::execution::{
+    SendableRecordBatchStream, SessionState, SessionStateBuilder, TaskContext,
+};
 use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -46,6 +49,77 @@ pub const ALL_PROJECTS_SETTING: &str = "timefusion.allow_all_projects";
 /// mutations may change every project's rows.
 #[derive(Debug)]
 pub struct AllProjects;
+
+/// The statement forms a mutation's plan may have: DataFusion hands the provider only the
+/// filters that sit on the target table, so a subquery (turned into a join by the optimizer)
+/// or `UPDATE … FROM` would silently widen the statement to rows it does not select. They
+/// are refused (0A000) before anything runs.
+pub fn check(plan: &LogicalPlan) -> Result<()> {
+    let LogicalPlan::Dml(dml) = plan else {
+        return Ok(());
+    };
+    let refuse = |what: &str| -> Result<()> {
+        Err(SqlError::new(
+            SqlState::FEATURE_NOT_SUPPORTED,
+            format!("{what} in {} is not supported", dml.op.name().to_uppercase()),
+        )
+        .into())
+    };
+    let mut outcome = Ok(());
+    dml.input.apply(|node| {
+        match node {
+            LogicalPlan::Projection(_)
+            | LogicalPlan::Filter(_)
+            | LogicalPlan::TableScan(_)
+            | LogicalPlan::SubqueryAlias(_) => {}
+            _ => {
+                outcome = refuse("a join or another relation");
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        let subquery = node.expressions().iter().any(|e| {
+            e.exists(|e| {
+                Ok(matches!(
+                    e,
+                    Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_)
+                ))
+            })
+            .unwrap_or(true)
+        });
+        if subquery {
+            outcome = refuse("a subquery");
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    outcome
+}
+
+/// The session a mutation is planned in: `state` without the optimizer passes that move
+/// expressions into projections below a filter (`extract_leaf_expressions` and its
+/// push-down), since DataFusion 55 hands the provider the filter itself, which then names
+/// a column no table has.
+pub fn session(state: SessionState, all_projects: bool) -> SessionState {
+    let rules: Vec<_> = state
+        .optimizers()
+        .iter()
+        .filter(|r| {
+            !matches!(
+                r.name(),
+                "extract_leaf_expressions" | "push_down_leaf_projections"
+            )
+        })
+        .cloned()
+        .collect();
+    let mut config = state.config().clone();
+    if all_projects {
+        config = config.with_extension(Arc::new(AllProjects));
+    }
+    SessionStateBuilder::new_from_existing(state)
+        .with_optimizer_rules(rules)
+        .with_config(config)
+        .build()
+}
 
 /// Checks `mutation` of `table` and returns the plan that applies it when run.
 pub fn plan(
