@@ -4,6 +4,9 @@
 //! ([`Mutations::mutate`]), which applies it to buffered and committed rows as one Delta
 //! commit, and yields the number of rows changed (PostgreSQL's `DELETE n` / `UPDATE n`).
 //!
+//! A time range of whole UTC days becomes a filter on the `date` partition column
+//! ([`whole_days`]), so deleting a tenant's days removes files without reading them.
+//!
 //! Checks, before anything runs:
 //! - a statement whose filters do not name the rows' projects (`project_id = …` or `IN (…)`)
 //!   changes every tenant's rows; it is refused with 42501 unless the session opted in
@@ -21,13 +24,14 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
+use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{
     SendableRecordBatchStream, SessionState, SessionStateBuilder, TaskContext,
 };
-use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -36,6 +40,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 
+use crate::engine::MICROS_PER_DAY;
 use crate::engine::core::{self, Mutations, Scope};
 use crate::engine::delta::{self, Mutation};
 use crate::engine::schema::TableSchema;
@@ -61,7 +66,10 @@ pub fn check(plan: &LogicalPlan) -> Result<()> {
     let refuse = |what: &str| -> Result<()> {
         Err(SqlError::new(
             SqlState::FEATURE_NOT_SUPPORTED,
-            format!("{what} in {} is not supported", dml.op.name().to_uppercase()),
+            format!(
+                "{what} in {} is not supported",
+                dml.op.name().to_uppercase()
+            ),
         )
         .into())
     };
@@ -121,6 +129,88 @@ pub fn session(state: SessionState, all_projects: bool) -> SessionState {
         .build()
 }
 
+/// `timestamp >= D AND timestamp < E` with `D` and `E` at UTC midnight selects exactly the
+/// rows whose `date` lies in `[D, E)`, since ingest keeps `date` the UTC day of `timestamp`:
+/// such a pair of `filters` is replaced by `date >= D AND date < E`. When the rest of the
+/// predicate is on partition columns too (`project_id`), deltalake then deletes whole files
+/// without reading them, the usual erasure of a tenant's days.
+fn whole_days(filters: Vec<Expr>, table: &TableSchema) -> Vec<Expr> {
+    use datafusion::logical_expr::{BinaryExpr, Operator, col, lit};
+    let bound = |e: &Expr, wanted: Operator| -> Option<i64> {
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = e else {
+            return None;
+        };
+        let (Expr::Column(c), Expr::Literal(value, _)) = (left.as_ref(), right.as_ref()) else {
+            return None;
+        };
+        if *op != wanted || c.name != table.time_column {
+            return None;
+        }
+        let micros = match value {
+            ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1_000_000)?,
+            ScalarValue::TimestampMillisecond(Some(v), _) => v.checked_mul(1_000)?,
+            ScalarValue::TimestampMicrosecond(Some(v), _) => *v,
+            ScalarValue::TimestampNanosecond(Some(v), _) if v % 1_000 == 0 => v / 1_000,
+            _ => return None,
+        };
+        (micros % MICROS_PER_DAY == 0).then(|| micros / MICROS_PER_DAY)
+    };
+    let lower: Vec<usize> = (0..filters.len())
+        .filter(|&i| bound(&filters[i], Operator::GtEq).is_some())
+        .collect();
+    let upper: Vec<usize> = (0..filters.len())
+        .filter(|&i| bound(&filters[i], Operator::Lt).is_some())
+        .collect();
+    let ([lo], [hi]) = (lower.as_slice(), upper.as_slice()) else {
+        return filters;
+    };
+    let (Some(from), Some(to)) = (
+        bound(&filters[*lo], Operator::GtEq),
+        bound(&filters[*hi], Operator::Lt),
+    ) else {
+        return filters;
+    };
+    let (Ok(from), Ok(to)) = (i32::try_from(from), i32::try_from(to)) else {
+        return filters;
+    };
+    let date = || {
+        col(datafusion::common::Column::new_unqualified(
+            &table.date_column,
+        ))
+    };
+    let mut out: Vec<Expr> = filters
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i != lo && i != hi)
+        .map(|(_, e)| e)
+        .collect();
+    out.push(date().gt_eq(lit(ScalarValue::Date32(Some(from)))));
+    out.push(date().lt(lit(ScalarValue::Date32(Some(to)))));
+    out
+}
+
+/// The mutation's predicate with [`whole_days`] applied.
+fn with_whole_days(mutation: Mutation, table: &TableSchema) -> Mutation {
+    let split = |predicate: Option<Expr>| {
+        predicate.and_then(|p| {
+            let filters = split_conjunction(&p).into_iter().cloned().collect();
+            conjunction(whole_days(filters, table))
+        })
+    };
+    match mutation {
+        Mutation::Delete { predicate } => Mutation::Delete {
+            predicate: split(predicate),
+        },
+        Mutation::Update {
+            predicate,
+            assignments,
+        } => Mutation::Update {
+            predicate: split(predicate),
+            assignments,
+        },
+    }
+}
+
 /// Checks `mutation` of `table` and returns the plan that applies it when run.
 pub fn plan(
     table: &Arc<TableSchema>,
@@ -145,6 +235,7 @@ pub fn plan(
             .into());
         }
     }
+    let mutation = with_whole_days(mutation, table);
     let filters: Vec<Expr> = mutation
         .predicate()
         .map(|p| split_conjunction(p).into_iter().cloned().collect())
@@ -326,5 +417,62 @@ impl ExecutionPlan for MutationExec {
             )?)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::logical_expr::{col, lit};
+
+    use super::*;
+    use crate::engine::schema::Catalog;
+
+    fn at(micros: i64) -> Expr {
+        lit(ScalarValue::TimestampMicrosecond(
+            Some(micros),
+            Some("UTC".into()),
+        ))
+    }
+
+    #[test]
+    fn a_range_of_whole_days_becomes_a_date_filter_and_anything_else_stays() {
+        let catalog = Catalog::load(None).expect("schemas");
+        let table = catalog.get("otel_logs_and_spans").expect("otel");
+        let day = MICROS_PER_DAY;
+        let project = col("project_id").eq(lit("p"));
+        let days = whole_days(
+            vec![
+                project.clone(),
+                col("timestamp").gt_eq(at(20_000 * day)),
+                col("timestamp").lt(at(20_002 * day)),
+            ],
+            table,
+        );
+        assert_eq!(
+            days,
+            vec![
+                project.clone(),
+                col("date").gt_eq(lit(ScalarValue::Date32(Some(20_000)))),
+                col("date").lt(lit(ScalarValue::Date32(Some(20_002)))),
+            ]
+        );
+        // Not at midnight, not a half-open range, or one bound only: unchanged.
+        for filters in [
+            vec![
+                col("timestamp").gt_eq(at(20_000 * day + 1)),
+                col("timestamp").lt(at(20_002 * day)),
+            ],
+            vec![
+                col("timestamp").gt(at(20_000 * day)),
+                col("timestamp").lt(at(20_002 * day)),
+            ],
+            vec![
+                col("timestamp").gt_eq(at(20_000 * day)),
+                col("timestamp").lt_eq(at(20_002 * day)),
+            ],
+            vec![project.clone(), col("timestamp").gt_eq(at(20_000 * day))],
+        ] {
+            assert_eq!(whole_days(filters.clone(), table), filters);
+        }
     }
 }

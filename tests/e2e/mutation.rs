@@ -390,3 +390,88 @@ async fn an_erased_row_is_in_no_data_file_after_vacuum() {
     assert_eq!(rows_on_disk(&files, "keep-0").await, 1);
     assert_eq!(count(&client, "").await, 5);
 }
+
+/// The actions of the newest commit in the table's Delta log (`add`, `remove`, `commitInfo`…).
+fn last_commit_actions(table: &std::path::Path) -> Vec<serde_json::Value> {
+    let log = table.join("_delta_log");
+    let newest = std::fs::read_dir(&log)
+        .expect("log")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .max()
+        .expect("a commit");
+    std::fs::read_to_string(newest)
+        .expect("commit")
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_whole_days_of_a_project_removes_files_without_rewriting_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [("TIMEFUSION_FLUSH_INTERVAL_SECS", "3600")];
+    let server = TestServer::start(dir.path(), &env);
+    let client = server.client().await;
+    let day = |days_ago: i64| {
+        let micros = past_micros(days_ago).div_euclid(DAY_MICROS) * DAY_MICROS;
+        (
+            micros,
+            chrono::DateTime::from_timestamp_micros(micros)
+                .expect("day")
+                .format("%Y-%m-%d")
+                .to_string(),
+        )
+    };
+    let (two_days_ago, from) = day(2);
+    let (yesterday, to) = day(1);
+    for (project, at) in [
+        ("p1", two_days_ago),
+        ("p1", yesterday),
+        ("p2", two_days_ago),
+    ] {
+        client
+            .execute(
+                &insert_sql(project, &ids(&format!("{project}-{at}"), 4), at + 1),
+                &[],
+            )
+            .await
+            .expect("insert");
+    }
+    drop(client);
+    assert!(server.terminate().success());
+    let server = TestServer::start(dir.path(), &env);
+    let client = server.client().await;
+    let deleted = client
+        .execute(
+            &format!(
+                "DELETE FROM {TABLE} WHERE project_id = 'p1' AND timestamp >= '{from}' AND timestamp < '{to}'"
+            ),
+            &[],
+        )
+        .await
+        .expect("delete");
+    assert_eq!(deleted, 4);
+    let actions = last_commit_actions(&dir.path().join("tables").join(TABLE));
+    let kinds: Vec<&str> = actions
+        .iter()
+        .filter_map(|a| a.as_object()?.keys().next().map(String::as_str))
+        .collect();
+    assert!(kinds.contains(&"remove"), "{kinds:?}");
+    assert!(
+        !kinds.contains(&"add"),
+        "a whole-day delete rewrites nothing: {kinds:?}"
+    );
+    // deltalake was given partition columns only, which it applies without reading files.
+    let predicate = actions
+        .iter()
+        .find_map(|a| a["commitInfo"]["operationParameters"]["predicate"].as_str())
+        .expect("the delete's predicate");
+    assert!(
+        predicate.contains("date") && !predicate.contains("timestamp"),
+        "{predicate}"
+    );
+    assert_eq!(count(&client, "WHERE project_id = 'p1'").await, 4);
+    assert_eq!(count(&client, "WHERE project_id = 'p2'").await, 4);
+}
