@@ -351,8 +351,9 @@ impl DeltaTable {
     /// the partitions the predicate selects) are rewritten without it (`DELETE`) or with the
     /// new values (`UPDATE`), and removed from the log; a predicate on partition columns only
     /// removes whole files. `session` plans the rewrite (it holds TimeFusion's functions).
-    /// Returns the rows changed and a reader at the new version; on error the table's state
-    /// is re-read, since a commit whose response was lost may have landed.
+    /// Returns the rows changed and a reader at the new version. After an error the caller
+    /// re-reads the log ([`DeltaTable::refreshed_reader`]): a commit whose response was lost
+    /// may have landed.
     pub async fn mutate(
         &self,
         mutation: &Mutation,
@@ -411,16 +412,11 @@ impl DeltaTable {
                 *table = mutated;
                 Ok((rows, self.reader_of(&table).await?))
             }
-            Err(source) => {
-                if let Err(e) = table.update_state().await {
-                    tracing::warn!(table = %name, "cannot re-read the log after a failed {}: {e}", mutation.verb());
-                }
-                Err(Error::Mutation {
-                    table: name.clone(),
-                    verb: mutation.verb(),
-                    source,
-                })
-            }
+            Err(source) => Err(Error::Mutation {
+                table: name.clone(),
+                verb: mutation.verb(),
+                source,
+            }),
         }
     }
 

@@ -184,10 +184,10 @@ fn timed_out() -> pgwire::error::PgWireError {
     )
 }
 
-/// Whether a query message may write (`INSERT`, `VACUUM`): its work is then never
-/// interrupted, because a write cannot be undone once its rows reach the WAL, and answering
-/// 57014 for rows that were stored would make a retrying client write them twice. Erring
-/// towards "writes" only costs interruptibility.
+/// Whether a query message may write (`INSERT`, `UPDATE`, `DELETE`, `VACUUM`): its work is
+/// then never interrupted, because a write cannot be undone once its rows reach the WAL (or
+/// its Delta commit is made), and answering 57014 for a change that was stored would make a
+/// retrying client apply it twice. Erring towards "writes" only costs interruptibility.
 pub fn may_write(query: &str) -> bool {
     // Without copying the text: an extended-protocol INSERT can be megabytes.
     let mentions = |word: &str| {
@@ -196,7 +196,9 @@ pub fn may_write(query: &str) -> bool {
             .windows(word.len())
             .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
     };
-    mentions("insert") || mentions("vacuum")
+    ["insert", "update", "delete", "vacuum"]
+        .iter()
+        .any(|word| mentions(word))
 }
 
 /// One query message being answered (a simple query, or one `Execute`): interrupted by a

@@ -153,7 +153,7 @@ fn whole_days(filters: Vec<Expr>, table: &TableSchema) -> Vec<Expr> {
             ScalarValue::TimestampNanosecond(Some(v), _) if v % 1_000 == 0 => v / 1_000,
             _ => return None,
         };
-        (micros % MICROS_PER_DAY == 0).then(|| micros / MICROS_PER_DAY)
+        (micros % MICROS_PER_DAY == 0).then_some(micros / MICROS_PER_DAY)
     };
     let lower: Vec<usize> = (0..filters.len())
         .filter(|&i| bound(&filters[i], Operator::GtEq).is_some())
@@ -407,9 +407,15 @@ impl ExecutionPlan for MutationExec {
         let schema = count_schema();
         let result = schema.clone();
         let stream = futures::stream::once(async move {
-            let rows = mutations
-                .mutate(&table, &mutation, &scope, &session)
+            // A task of its own: the change runs to its end (the flush it may need, the Delta
+            // commit, the publication) even if whoever waits for it goes away.
+            let running =
+                tokio::spawn(
+                    async move { mutations.mutate(&table, &mutation, &scope, &session).await },
+                );
+            let rows = running
                 .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?
                 .map_err(into_datafusion)?;
             Ok(RecordBatch::try_new(
                 result,

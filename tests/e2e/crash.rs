@@ -265,26 +265,28 @@ async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
                 "round {round} (seed {seed}): row {id} is duplicated after recovery"
             );
         }
-        let changes = mutated.lock();
-        let resurrected: Vec<_> = changes.deleted.intersection(&seen).take(5).collect();
-        assert!(
-            resurrected.is_empty(),
-            "round {round} (seed {seed}): deleted rows came back: {resurrected:?}"
-        );
-        let lost: Vec<_> = changes.updated.difference(&renamed).take(5).collect();
-        assert!(
-            lost.is_empty(),
-            "round {round} (seed {seed}): acknowledged updates lost: {lost:?}"
-        );
-        eprintln!(
-            "round {round} (seed {seed}): {} rows deleted and {} updated so far, {} in flight at a kill",
-            changes.deleted.len(),
-            changes.updated.len(),
-            changes.uncertain.len()
-        );
-        let mut acked = acked.lock().clone();
-        acked.retain(|id| !changes.deleted.contains(id) && !changes.uncertain.contains(id));
-        drop(changes);
+        let acked = {
+            let changes = mutated.lock();
+            let resurrected: Vec<_> = changes.deleted.intersection(&seen).take(5).collect();
+            assert!(
+                resurrected.is_empty(),
+                "round {round} (seed {seed}): deleted rows came back: {resurrected:?}"
+            );
+            let lost: Vec<_> = changes.updated.difference(&renamed).take(5).collect();
+            assert!(
+                lost.is_empty(),
+                "round {round} (seed {seed}): acknowledged updates lost: {lost:?}"
+            );
+            eprintln!(
+                "round {round} (seed {seed}): {} rows deleted and {} updated so far, {} in flight at a kill",
+                changes.deleted.len(),
+                changes.updated.len(),
+                changes.uncertain.len()
+            );
+            let mut acked = acked.lock().clone();
+            acked.retain(|id| !changes.deleted.contains(id) && !changes.uncertain.contains(id));
+            acked
+        };
         let in_delta = delta_rows(dir.path()).await;
         eprintln!(
             "round {round} (seed {seed}): killed after {delay} ms; {} rows acknowledged so far, {} recovered, {in_delta} in Delta",
