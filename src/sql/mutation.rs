@@ -155,19 +155,16 @@ fn whole_days(filters: Vec<Expr>, table: &TableSchema) -> Vec<Expr> {
         };
         (micros % MICROS_PER_DAY == 0).then_some(micros / MICROS_PER_DAY)
     };
-    let lower: Vec<usize> = (0..filters.len())
-        .filter(|&i| bound(&filters[i], Operator::GtEq).is_some())
-        .collect();
-    let upper: Vec<usize> = (0..filters.len())
-        .filter(|&i| bound(&filters[i], Operator::Lt).is_some())
-        .collect();
-    let ([lo], [hi]) = (lower.as_slice(), upper.as_slice()) else {
-        return filters;
+    // The one bound of each kind, with its position and day.
+    let only = |wanted: Operator| -> Option<(usize, i64)> {
+        let mut found = filters
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| bound(e, wanted).map(|day| (i, day)));
+        let first = found.next()?;
+        found.next().is_none().then_some(first)
     };
-    let (Some(from), Some(to)) = (
-        bound(&filters[*lo], Operator::GtEq),
-        bound(&filters[*hi], Operator::Lt),
-    ) else {
+    let (Some((lo, from)), Some((hi, to))) = (only(Operator::GtEq), only(Operator::Lt)) else {
         return filters;
     };
     let (Ok(from), Ok(to)) = (i32::try_from(from), i32::try_from(to)) else {
@@ -181,7 +178,7 @@ fn whole_days(filters: Vec<Expr>, table: &TableSchema) -> Vec<Expr> {
     let mut out: Vec<Expr> = filters
         .into_iter()
         .enumerate()
-        .filter(|(i, _)| i != lo && i != hi)
+        .filter(|(i, _)| *i != lo && *i != hi)
         .map(|(_, e)| e)
         .collect();
     out.push(date().gt_eq(lit(ScalarValue::Date32(Some(from)))));
@@ -235,12 +232,12 @@ pub fn plan(
             .into());
         }
     }
-    let mutation = with_whole_days(mutation, table);
     let filters: Vec<Expr> = mutation
         .predicate()
         .map(|p| split_conjunction(p).into_iter().cloned().collect())
         .unwrap_or_default();
     let pruning = Pruning::from_filters(&filters, &table.tenant_column, &table.time_column);
+    let mutation = with_whole_days(mutation, table);
     if pruning.projects.is_none() && state.config().get_extension::<AllProjects>().is_none() {
         return Err(SqlError::new(
             SqlState::INSUFFICIENT_PRIVILEGE,
