@@ -8,6 +8,8 @@
 //! ([`whole_days`]), so deleting a tenant's days removes files without reading them.
 //!
 //! Checks, before anything runs:
+//! - at most [`MAX_LISTED_VALUES`] values in the filters' `IN` lists (54000), where deltalake
+//!   would recurse once per value;
 //! - a statement whose filters do not name the rows' projects (`project_id = …` or `IN (…)`)
 //!   changes every tenant's rows; it is refused with 42501 unless the session opted in
 //!   (`SET timefusion.allow_all_projects = on`, carried to the plan as [`AllProjects`]);
@@ -46,6 +48,12 @@ use crate::engine::delta::{self, Mutation};
 use crate::engine::schema::TableSchema;
 use crate::error::{SqlError, SqlState};
 use crate::sql::pruning::Pruning;
+
+/// Values a mutation's filters may list in `IN (…)`, all lists together. deltalake turns a
+/// list into a chain of `OR`s for its file skipping and converts that chain recursively, one
+/// stack frame per value: 50,000 values overflowed the 16 MiB statement stack and aborted the
+/// process, 20,000 did not. Half of that, in release and debug builds alike.
+pub const MAX_LISTED_VALUES: usize = 10_000;
 
 /// The session setting that lets a `DELETE` / `UPDATE` without a `project_id` filter run.
 pub const ALL_PROJECTS_SETTING: &str = "timefusion.allow_all_projects";
@@ -127,6 +135,19 @@ pub fn session(state: SessionState, all_projects: bool) -> SessionState {
         .with_optimizer_rules(rules)
         .with_config(config)
         .build()
+}
+
+/// The values of every `IN (…)` list in `predicate`.
+fn listed_values(predicate: &Expr) -> usize {
+    let mut values = 0;
+    // The closure never fails.
+    let _ = predicate.apply(|e| {
+        if let Expr::InList(list) = e {
+            values += list.list.len();
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    values
 }
 
 /// `timestamp >= D AND timestamp < E` with `D` and `E` at UTC midnight selects exactly the
@@ -231,6 +252,17 @@ pub fn plan(
             )
             .into());
         }
+    }
+    let listed = mutation.predicate().map_or(0, listed_values);
+    if listed > MAX_LISTED_VALUES {
+        return Err(SqlError::new(
+            SqlState::PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "{} lists {listed} values in IN (…); at most {MAX_LISTED_VALUES} per statement: split it into several",
+                mutation.verb()
+            ),
+        )
+        .into());
     }
     let filters: Vec<Expr> = mutation
         .predicate()

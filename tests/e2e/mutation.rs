@@ -475,3 +475,45 @@ async fn deleting_whole_days_of_a_project_removes_files_without_rewriting_them()
     assert_eq!(count(&client, "WHERE project_id = 'p1'").await, 4);
     assert_eq!(count(&client, "WHERE project_id = 'p2'").await, 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_listing_too_many_values_is_refused_and_the_server_stays_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    client
+        .execute(&insert_sql("p1", &ids("i", 3), past_micros(1)), &[])
+        .await
+        .expect("insert");
+    let list = |n: usize| {
+        (0..n)
+            .map(|i| format!("'i-{i}'"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    // 50,000 values aborted the process inside deltalake (one stack frame per value).
+    assert_eq!(
+        refused(
+            &client,
+            &format!(
+                "DELETE FROM {TABLE} WHERE project_id = 'p1' AND id IN ({})",
+                list(50_000)
+            )
+        )
+        .await,
+        "54000"
+    );
+    // The limit itself works, on rows in Delta too.
+    assert_eq!(
+        changed(
+            &client,
+            &format!(
+                "DELETE FROM {TABLE} WHERE project_id = 'p1' AND id IN ({})",
+                list(10_000)
+            )
+        )
+        .await,
+        3
+    );
+    assert_eq!(count(&client, "").await, 0);
+}
