@@ -276,6 +276,51 @@ impl Core {
         }
     }
 
+    /// How many buffered rows of `table` (within `scope`) `mutation` would change.
+    fn buffered_matches(
+        &self,
+        table: &str,
+        mutation: &delta::Mutation,
+        scope: &Scope,
+        session: &SessionState,
+    ) -> Result<usize> {
+        let Some(snapshot) = self
+            .buffer
+            .snapshot(table, scope.projects.as_ref(), scope.time_range)
+        else {
+            return Ok(0);
+        };
+        let Some(predicate) = mutation.predicate() else {
+            return Ok(snapshot.batches.iter().map(|b| b.num_rows()).sum());
+        };
+        let Some(first) = snapshot.batches.first() else {
+            return Ok(0);
+        };
+        let schema = datafusion::common::DFSchema::try_from(first.schema().as_ref().clone())
+            .map_err(Error::Evaluate)?;
+        let predicate = session
+            .create_physical_expr(predicate.clone(), &schema)
+            .map_err(Error::Evaluate)?;
+        let mut matches = 0;
+        for batch in &snapshot.batches {
+            let selected = predicate
+                .evaluate(batch)
+                .and_then(|v| v.into_array(batch.num_rows()))
+                .map_err(Error::Evaluate)?;
+            let selected = selected
+                .as_any()
+                .downcast_ref::<arrow::array::BooleanArray>()
+                .ok_or_else(|| {
+                    Error::Evaluate(datafusion::error::DataFusionError::Plan(format!(
+                        "the {} predicate is not boolean",
+                        mutation.verb()
+                    )))
+                })?;
+            matches += selected.true_count();
+        }
+        Ok(matches)
+    }
+
     /// Flushes everything at shutdown, retrying a failed flush a few times with backoff (a
     /// store hiccup, a commit race with another writer). What still fails stays in the WAL
     /// and is replayed at the next start.
@@ -352,53 +397,6 @@ impl Mutations for Core {
                 Err(e)
             }
         }
-    }
-}
-
-impl Core {
-    /// How many buffered rows of `table` (within `scope`) `mutation` would change.
-    fn buffered_matches(
-        &self,
-        table: &str,
-        mutation: &delta::Mutation,
-        scope: &Scope,
-        session: &SessionState,
-    ) -> Result<usize> {
-        let Some(snapshot) = self
-            .buffer
-            .snapshot(table, scope.projects.as_ref(), scope.time_range)
-        else {
-            return Ok(0);
-        };
-        let Some(predicate) = mutation.predicate() else {
-            return Ok(snapshot.batches.iter().map(|b| b.num_rows()).sum());
-        };
-        let Some(first) = snapshot.batches.first() else {
-            return Ok(0);
-        };
-        let schema = datafusion::common::DFSchema::try_from(first.schema().as_ref().clone())
-            .map_err(Error::Evaluate)?;
-        let predicate = session
-            .create_physical_expr(predicate.clone(), &schema)
-            .map_err(Error::Evaluate)?;
-        let mut matches = 0;
-        for batch in &snapshot.batches {
-            let selected = predicate
-                .evaluate(batch)
-                .and_then(|v| v.into_array(batch.num_rows()))
-                .map_err(Error::Evaluate)?;
-            let selected = selected
-                .as_any()
-                .downcast_ref::<arrow::array::BooleanArray>()
-                .ok_or_else(|| {
-                    Error::Evaluate(datafusion::error::DataFusionError::Plan(format!(
-                        "the {} predicate is not boolean",
-                        mutation.verb()
-                    )))
-                })?;
-            matches += selected.true_count();
-        }
-        Ok(matches)
     }
 }
 

@@ -409,13 +409,17 @@ impl MutationHook {
             .is_some_and(|v| matches!(v.to_lowercase().as_str(), "on" | "true" | "1" | "yes"))
     }
 
+    /// Plans (`plan`: the statement, or the prepared plan with its parameters bound), checks
+    /// and runs the mutation, answering its command tag.
     async fn run(
-        verb: &'static str,
-        plan: LogicalPlan,
+        verb: PgWireResult<&'static str>,
+        plan: impl std::future::Future<Output = datafusion::error::Result<LogicalPlan>>,
         context: &SessionContext,
         all_projects: bool,
     ) -> PgWireResult<Response> {
         let api = |e: datafusion::error::DataFusionError| PgWireError::ApiError(Box::new(e));
+        let verb = verb?;
+        let plan = plan.await.map_err(api)?;
         mutation::check(&plan).map_err(api)?;
         let state = mutation::session(context.state(), all_projects);
         let physical = state.create_physical_plan(&plan).await.map_err(api)?;
@@ -440,21 +444,11 @@ impl QueryHook for MutationHook {
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         let verb = self.verb(statement)?;
-        let all_projects = Self::all_projects(client);
-        Some(
-            async {
-                let verb = verb?;
-                let plan = context
-                    .state()
-                    .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
-                        statement.clone(),
-                    )))
-                    .await
-                    .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-                Self::run(verb, plan, context, all_projects).await
-            }
-            .await,
-        )
+        let state = context.state();
+        let plan = state.statement_to_plan(datafusion::sql::parser::Statement::Statement(
+            Box::new(statement.clone()),
+        ));
+        Some(Self::run(verb, plan, context, Self::all_projects(client)).await)
     }
 
     async fn handle_extended_parse_query(
@@ -476,17 +470,7 @@ impl QueryHook for MutationHook {
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         let verb = self.verb(statement)?;
-        let all_projects = Self::all_projects(client);
-        Some(
-            async {
-                let verb = verb?;
-                let plan = plan
-                    .clone()
-                    .replace_params_with_values(params)
-                    .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-                Self::run(verb, plan, context, all_projects).await
-            }
-            .await,
-        )
+        let plan = async { plan.clone().replace_params_with_values(params) };
+        Some(Self::run(verb, plan, context, Self::all_projects(client)).await)
     }
 }

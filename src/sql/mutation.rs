@@ -438,10 +438,11 @@ impl ExecutionPlan for MutationExec {
         let stream = futures::stream::once(async move {
             // A task of its own: the change runs to its end (the flush it may need, the Delta
             // commit, the publication) even if whoever waits for it goes away.
-            let running =
-                tokio::spawn(
-                    async move { mutations.mutate(&table, &mutation, &scope, &session).await },
-                );
+            let running = tokio::spawn(async move {
+                crate::panics::catch(mutations.mutate(&table, &mutation, &scope, &session))
+                    .await
+                    .unwrap_or_else(|m| Err(core::Error::Panicked("a mutation", m)))
+            });
             let rows = running
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?

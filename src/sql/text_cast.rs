@@ -412,7 +412,7 @@ fn write_interval(months: i32, days: i32, micros: i64, out: &mut String) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use arrow::array::{
         Date32Array, DurationNanosecondArray, IntervalMonthDayNanoArray, Time64MicrosecondArray,
@@ -428,7 +428,8 @@ mod tests {
             .collect()
     }
 
-    fn micros(text: &str) -> i64 {
+    /// Microseconds since the epoch of a UTC `YYYY-MM-DD HH:MM:SS[.f]` text.
+    pub(crate) fn micros(text: &str) -> i64 {
         NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
             .expect("a timestamp")
             .and_utc()

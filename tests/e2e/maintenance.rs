@@ -8,21 +8,7 @@ use crate::common::*;
 
 /// Parquet data files on disk under `dir` (not the Delta log).
 fn data_files(dir: &Path) -> usize {
-    let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).expect("read_dir").flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                if !path.ends_with("_delta_log") {
-                    stack.push(path);
-                }
-            } else if path.extension().is_some_and(|e| e == "parquet") {
-                n += 1;
-            }
-        }
-    }
-    n
+    parquet_files(dir).len()
 }
 
 async fn summary(client: &tokio_postgres::Client) -> Vec<(String, i64, i64)> {

@@ -1651,6 +1651,7 @@ fn rename_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sql::text_cast::tests::micros;
 
     /// Expected texts are PostgreSQL 15's (`SELECT x::float8::text` with the defaults).
     #[test]
@@ -1799,13 +1800,6 @@ mod tests {
             out,
             "\"a\\\"b\\\\c\\nd\\te\\rf\\bg\\fh\\u0001i\\u001fj\u{7f}k é ☃ /\""
         );
-    }
-
-    fn micros(text: &str) -> i64 {
-        NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
-            .expect("a timestamp")
-            .and_utc()
-            .timestamp_micros()
     }
 
     /// Expected texts are PostgreSQL 15's `to_json(…)` with `TimeZone` UTC.

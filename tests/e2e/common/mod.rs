@@ -222,6 +222,25 @@ pub async fn delta_rows(data_dir: &Path) -> usize {
     counts as usize
 }
 
+/// The Parquet data files under `dir` (a table's folder), not the Delta log's checkpoints.
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if !path.ends_with("_delta_log") {
+                    stack.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
 /// Polls `condition` every 50 ms until it holds or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut condition: F)
 where
