@@ -214,6 +214,14 @@ pub struct Config {
     #[arg(long, env = "TIMEFUSION_BUFFER_RETENTION_MINS", default_value_t = 70)]
     pub buffer_retention_mins: u64,
 
+    /// Flushes in a row that may fail to write one (project, date) partition while other
+    /// partitions of the same flush are written, before that partition's rows are moved to
+    /// `<data>/quarantine/` and out of the table. Until then they stay buffered and readable,
+    /// carried in the WAL, and every other partition keeps flushing. A failure shared by
+    /// every partition (the store is down) never counts.
+    #[arg(long, env = "TIMEFUSION_FLUSH_PARTITION_ATTEMPTS", default_value_t = 5)]
+    pub flush_partition_attempts: u32,
+
     /// Length of a buffer time bucket, in minutes; must divide a day (1440). A bucket is sealed,
     /// and flushed at the next flush tick, once its window has ended. Rows that arrive after
     /// their window has ended (backfill) share one bucket per day, flushed at the next tick.
@@ -331,6 +339,11 @@ impl Config {
         if self.buffer_max_memory_mb == 0 {
             return Err(ConfigError(
                 "TIMEFUSION_BUFFER_MAX_MEMORY_MB must be positive".into(),
+            ));
+        }
+        if self.flush_partition_attempts == 0 {
+            return Err(ConfigError(
+                "TIMEFUSION_FLUSH_PARTITION_ATTEMPTS must be positive".into(),
             ));
         }
         if self.flush_interval_secs == 0 {
@@ -481,6 +494,11 @@ impl Config {
             vacuum_retention: Duration::from_secs(self.vacuum_retention_hours * 3600),
             retention_days: (self.retention_days > 0).then_some(self.retention_days),
         }
+    }
+
+    /// Where rows that can never be flushed are moved, one Arrow IPC file per set.
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.data_dir.join("quarantine")
     }
 
     pub fn wal_dir(&self) -> PathBuf {

@@ -310,7 +310,10 @@ fn wal_records() {
     use crate::engine::wal::{decode_batch, parse_record};
     let runs = fuzz("wal_records", |input| {
         let mut rest = input;
-        while let Ok((_, payload, used)) = parse_record(rest) {
+        while let Ok(crate::engine::wal::Record {
+            payload, len: used, ..
+        }) = parse_record(rest)
+        {
             let _ = decode_batch(payload);
             rest = &rest[used..];
         }

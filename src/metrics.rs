@@ -31,8 +31,11 @@ pub struct Metrics {
     pub wal_sync_seconds: Histogram,
     /// Flushes to Delta by outcome (`ok`, `error`), rows flushed, and each flush's duration.
     pub flushes: Family<Labels, Counter>,
-    /// Rows replayed from the WAL that could never be flushed, moved to `<data>/quarantine`.
+    /// Rows that could never be flushed, moved to `<data>/quarantine`: replayed from the WAL
+    /// out of range, or in a partition that failed `TIMEFUSION_FLUSH_PARTITION_ATTEMPTS` times.
     pub quarantined_rows: Counter,
+    /// Partitions a flush could not write (each is retried at the next flush), by table.
+    pub flush_partition_failures: Family<Labels, Counter>,
     pub flushed_rows: Counter,
     pub flush_seconds: Histogram,
     /// Rows changed by `DELETE` / `UPDATE`, by operation.
@@ -99,6 +102,7 @@ impl Metrics {
             wal_sync_seconds: latency_histogram(),
             flushes: Family::default(),
             quarantined_rows: Counter::default(),
+            flush_partition_failures: Family::default(),
             flushed_rows: Counter::default(),
             flush_seconds: latency_histogram(),
             mutated_rows: Family::default(),
@@ -146,8 +150,13 @@ impl Metrics {
         );
         r.register(
             "quarantined_rows",
-            "Rows replayed from the WAL that can never be flushed, moved to <data>/quarantine",
+            "Rows that can never be flushed, moved to <data>/quarantine",
             metrics.quarantined_rows.clone(),
+        );
+        r.register(
+            "flush_partition_failures",
+            "Partitions a flush could not write, retried at the next flush",
+            metrics.flush_partition_failures.clone(),
         );
         r.register(
             "flushed_rows",

@@ -433,7 +433,16 @@ impl<C: Clone> Buffer<C> {
 
     /// Removes a committed plan's chunks and publishes the Delta handle that now holds them,
     /// atomically for readers. Returns the sequence up to which the WAL may be trimmed.
-    pub fn complete_flush(&self, plan: &FlushPlan, committed: C) -> Seq {
+    ///
+    /// The chunks of a `carried` partition (project, day since the epoch) stay: the commit
+    /// left them out, and their rows are now in WAL record `seq` (above the plan's prefix),
+    /// which they are renumbered to, so the WAL keeps it until a later flush commits them.
+    pub fn complete_flush(
+        &self,
+        plan: &FlushPlan,
+        carried: &HashMap<(String, i64), Seq>,
+        committed: C,
+    ) -> Seq {
         let mut state = self.state.write();
         let mut freed = 0;
         if let Some(tb) = state.tables.get_mut(&plan.table) {
@@ -444,12 +453,19 @@ impl<C: Clone> Buffer<C> {
                 .collect();
             for (project, buckets) in tb.projects.iter_mut() {
                 buckets.retain(|start, bucket| {
-                    bucket.chunks.retain(|c| {
-                        let drop = chosen.contains(&(project.as_str(), *start, c.min_seq));
-                        if drop {
-                            freed += c.bytes;
+                    let kept = carried
+                        .get(&(project.clone(), start.div_euclid(MICROS_PER_DAY)))
+                        .copied();
+                    bucket.chunks.retain_mut(|c| {
+                        if !chosen.contains(&(project.as_str(), *start, c.min_seq)) {
+                            return true;
                         }
-                        !drop
+                        if let Some(seq) = kept {
+                            (c.min_seq, c.max_seq) = (seq, seq);
+                            return true;
+                        }
+                        freed += c.bytes;
+                        false
                     });
                     !bucket.chunks.is_empty()
                 });
@@ -578,7 +594,7 @@ mod tests {
         let plan = b.plan_flush("t", FlushReason::All, 0, 0).expect("plan");
         assert_eq!(plan.rows, 4);
         assert_eq!(plan.upto, Seq(2));
-        assert_eq!(b.complete_flush(&plan, 1), Seq(2));
+        assert_eq!(b.complete_flush(&plan, &HashMap::new(), 1), Seq(2));
         assert_eq!(b.bytes(), 0);
         let snap = b.snapshot("t", None, None).expect("snapshot");
         assert_eq!(rows(&snap), 0);
@@ -638,7 +654,7 @@ mod tests {
         assert_eq!(plan.upto, Seq(2));
         assert_eq!(plan.rows, 2);
         assert_eq!(
-            b.complete_flush(&plan, 1),
+            b.complete_flush(&plan, &HashMap::new(), 1),
             Seq(2),
             "WAL trimmable up to seq 2"
         );
@@ -792,7 +808,7 @@ mod tests {
         for seq in 2..=(MERGE_AFTER as u64 + 2) {
             b.insert("t", Seq(seq), piece("p", 0, &[seq as i64]), 0);
         }
-        b.complete_flush(&plan, 1);
+        b.complete_flush(&plan, &HashMap::new(), 1);
         assert_eq!(
             rows(&b.snapshot("t", None, None).expect("snap")),
             MERGE_AFTER + 1
@@ -814,7 +830,7 @@ mod tests {
         };
         tokio::task::yield_now().await;
         let plan = b.plan_flush("t", FlushReason::All, 0, 0).expect("plan");
-        b.complete_flush(&plan, 1);
+        b.complete_flush(&plan, &HashMap::new(), 1);
         assert!(
             waiter.await.expect("join"),
             "space freed by the flush wakes the writer"

@@ -13,14 +13,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow::array::RecordBatch;
 use datafusion::execution::SessionState;
+use deltalake::kernel::Add;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MaintenancePolicy;
 use crate::engine::buffer::{Buffer, FlushPlan, FlushReason};
+use crate::engine::delta::PartitionKey;
+use crate::engine::quarantine;
 use crate::engine::storage::Storage;
-use crate::engine::wal::{self, Wal};
-use crate::engine::{Clock, Committed, delta};
+use crate::engine::wal::{self, Seq, Wal};
+use crate::engine::{Clock, Committed, MICROS_PER_DAY, delta};
 use crate::error::SqlState;
 
 /// A flush or maintenance pass that failed; the rows it concerned stay in the buffer and WAL.
@@ -35,6 +39,12 @@ pub enum Error {
     Evaluate(datafusion::error::DataFusionError),
     #[error("table \"{0}\" does not exist")]
     UnknownTable(String),
+    /// No partition of a flush could be written (the first one's error); nothing committed.
+    #[error("no partition could be written: {0}")]
+    Unwritten(String),
+    /// Rows that must leave the table could not be written to the quarantine.
+    #[error("cannot quarantine rows: {0}")]
+    Quarantine(String),
     /// A bug: the work panicked (logged where it happened); its outcome is unknown.
     #[error("internal error: {0} panicked: {1}")]
     Panicked(&'static str, String),
@@ -55,6 +65,7 @@ impl Error {
             Error::Panicked(..) => SqlState::INTERNAL_ERROR,
             Error::Evaluate(_) => SqlState::INTERNAL_ERROR,
             Error::UnknownTable(_) => SqlState::UNDEFINED_TABLE,
+            Error::Unwritten(_) | Error::Quarantine(_) => SqlState::IO_ERROR,
         }
     }
 }
@@ -103,6 +114,22 @@ pub struct CoreOptions {
     /// A maintenance pass runs this often.
     pub maintenance_interval: Duration,
     pub maintenance: MaintenancePolicy,
+    /// Flushes in a row that may fail to write a partition while others are written before
+    /// its rows are quarantined (`TIMEFUSION_FLUSH_PARTITION_ATTEMPTS`).
+    pub partition_attempts: u32,
+    /// Where quarantined rows go.
+    pub quarantine_dir: std::path::PathBuf,
+}
+
+/// A flush whose files are written: what its commit holds, and the partitions it leaves out,
+/// whose rows are carried in WAL records above its prefix (`(project, day) → record`).
+#[derive(Debug)]
+struct Pending {
+    plan: FlushPlan,
+    commit: delta::FlushCommit,
+    carried: HashMap<(String, i64), Seq>,
+    /// Rows the commit holds.
+    rows: usize,
 }
 
 /// The parts the flusher, maintenance and shutdown work on.
@@ -120,7 +147,9 @@ pub struct Core {
     /// kept it, the response was lost and the re-read failed, or the request lands later).
     /// Its chunks stay in the buffer, frozen, until [`Core::resolve`] settles it: a flush
     /// planned before that would write them a second time with newer rows.
-    unresolved: parking_lot::Mutex<HashMap<String, FlushPlan>>,
+    unresolved: parking_lot::Mutex<HashMap<String, Pending>>,
+    /// Per (table, partition), flushes in a row that failed to write it while writing others.
+    failing: parking_lot::Mutex<HashMap<(String, delta::PartitionKey), u32>>,
 }
 
 impl Core {
@@ -142,6 +171,7 @@ impl Core {
             clock,
             commits: tokio::sync::Mutex::new(()),
             unresolved: Default::default(),
+            failing: Default::default(),
         }
     }
 
@@ -175,15 +205,21 @@ impl Core {
         }
     }
 
-    /// Flushes what `reason` selects in every table. Stops at the first failure; what was
-    /// not flushed stays buffered (and in the WAL) for the next attempt.
+    /// Flushes what `reason` selects in every table; a table that fails does not stop the
+    /// others. Returns the rows flushed, or the first table's error; what was not flushed
+    /// stays buffered (and in the WAL) for the next attempt.
     pub async fn flush(&self, reason: FlushReason) -> Result<usize> {
         let _commits = self.commits.lock().await;
         let mut rows = 0;
+        let mut failed = None;
         for (name, table) in &self.tables {
-            rows += self.flush_table(name, table, reason).await?;
+            match self.flush_table(name, table, reason).await {
+                Ok(flushed) => rows += flushed,
+                Err(e) if failed.is_none() => failed = Some(e),
+                Err(e) => tracing::error!(table = %name, "flush failed: {e}"),
+            }
         }
-        Ok(rows)
+        failed.map_or(Ok(rows), Err)
     }
 
     /// Flushes what `reason` selects of one table, after settling its last failed flush.
@@ -201,22 +237,37 @@ impl Core {
             return Ok(rows);
         };
         let started = std::time::Instant::now();
-        let committed = commit(table.flush(&plan, self.wal.id())).await;
         let metrics = crate::metrics::get();
-        let outcome = if committed.is_ok() { "ok" } else { "error" };
-        metrics
-            .flushes
-            .get_or_create(&vec![("outcome", outcome.into())])
-            .inc();
-        metrics
-            .flush_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let count = |outcome: &'static str| {
+            metrics
+                .flushes
+                .get_or_create(&vec![("outcome", outcome.into())])
+                .inc();
+            metrics
+                .flush_seconds
+                .observe(started.elapsed().as_secs_f64());
+        };
+        let written = match table.write_partitions(&plan).await {
+            Ok(written) => self.leave_out_failures(name, plan, written).await,
+            Err(e) => Err(e.into()),
+        };
+        let pending = match written {
+            Ok(pending) => pending,
+            Err(e) => {
+                count("error");
+                return Err(e);
+            }
+        };
+        let committed = commit(table.commit_flush(&pending.commit, self.wal.id())).await;
+        count(if committed.is_ok() { "ok" } else { "error" });
         match committed {
             Ok(reader) => {
-                let trim_to = self.buffer.complete_flush(&plan, reader);
+                let trim_to = self
+                    .buffer
+                    .complete_flush(&pending.plan, &pending.carried, reader);
                 let removed = self.wal.trim(trim_to)?;
                 let version = table.version().await;
-                metrics.flushed_rows.inc_by(plan.rows as u64);
+                metrics.flushed_rows.inc_by(pending.rows as u64);
                 if let Some(version) = version {
                     metrics
                         .delta_version
@@ -224,18 +275,111 @@ impl Core {
                         .set(version);
                 }
                 tracing::info!(
-                    table = %name, rows = plan.rows, upto = %plan.upto, version = ?version,
+                    table = %name, rows = pending.rows, upto = %pending.plan.upto, version = ?version,
+                    partitions_carried = pending.carried.len(),
                     wal_segments_removed = removed, elapsed_ms = started.elapsed().as_millis() as u64,
                     "flushed to Delta"
                 );
-                rows += plan.rows;
+                rows += pending.rows;
                 Ok(rows)
             }
             Err(e) => {
-                self.unresolved.lock().insert(name.to_string(), plan);
+                self.unresolved.lock().insert(name.to_string(), pending);
                 Err(e)
             }
         }
+    }
+
+    /// Turns a plan's written partitions into what its commit holds. Partitions that failed
+    /// while others were written are left out of the commit: each failure counts, and a
+    /// partition that reached `partition_attempts` has its rows moved to the quarantine;
+    /// otherwise its rows are appended to the WAL again, above the plan's prefix, so they
+    /// survive the commit that skips them and flush later. When every partition failed
+    /// (the store is down) nothing is committed and nothing counts: the error is returned
+    /// with the plan dropped, its rows still buffered under their own WAL records.
+    async fn leave_out_failures(
+        &self,
+        name: &str,
+        plan: FlushPlan,
+        written: Vec<(delta::PartitionKey, delta::Result<Vec<Add>>)>,
+    ) -> Result<Pending> {
+        let mut adds = Vec::new();
+        let mut failed = Vec::new();
+        {
+            let mut failing = self.failing.lock();
+            for (key, outcome) in written {
+                match outcome {
+                    Ok(files) => {
+                        adds.extend(files);
+                        failing.remove(&(name.to_string(), key));
+                    }
+                    Err(e) => failed.push((key, e)),
+                }
+            }
+        }
+        crate::metrics::get()
+            .flush_partition_failures
+            .get_or_create(&vec![("table", name.to_string())])
+            .inc_by(failed.len() as u64);
+        let written = partitions_in(&plan) - failed.len();
+        if let Some((_, error)) = failed.first()
+            && written == 0
+        {
+            return Err(Error::Unwritten(error.to_string()));
+        }
+        let mut pending = Pending {
+            commit: delta::FlushCommit {
+                upto: plan.upto,
+                adds,
+                carried: Vec::new(),
+            },
+            carried: HashMap::new(),
+            rows: plan.rows,
+            plan,
+        };
+        for (i, (key, error)) in failed.into_iter().enumerate() {
+            let attempts = {
+                let mut failing = self.failing.lock();
+                let attempts = failing.entry((name.to_string(), key.clone())).or_insert(0);
+                *attempts += 1;
+                *attempts
+            };
+            let rows = rows_of(&pending.plan, &key).map_err(|source| {
+                Error::from(delta::Error::Arrow {
+                    table: name.to_string(),
+                    source,
+                })
+            })?;
+            pending.rows -= rows.num_rows();
+            if attempts >= self.options.partition_attempts {
+                let file = format!("{name}-{}-{i}", pending.plan.upto);
+                let kept = quarantine::keep_aside(&self.options.quarantine_dir, &file, &rows)
+                    .map_err(|e| Error::Quarantine(format!("partition {key}: {e}")))?;
+                self.failing.lock().remove(&(name.to_string(), key.clone()));
+                tracing::error!(
+                    table = %name, partition = %key, rows = rows.num_rows(), attempts, file = %kept.display(),
+                    "a partition failed to flush {attempts} times while others flushed; its rows were moved to the quarantine: {error}"
+                );
+                continue;
+            }
+            let buffer = self.buffer.clone();
+            let seq = self
+                .wal
+                .append_carried(
+                    name,
+                    &rows,
+                    Box::new(move |seq| buffer.advance_applied(seq)),
+                )
+                .await?;
+            tracing::error!(
+                table = %name, partition = %key, rows = rows.num_rows(), attempts,
+                limit = self.options.partition_attempts, carried_in = %seq,
+                "a partition failed to flush; the others are committed without it and it is retried at the next flush: {error}"
+            );
+            pending.commit.carried.push(seq);
+            pending.carried.insert((key.project, key.day), seq);
+        }
+        Ok(pending)
     }
 
     /// Why the WAL refuses writes, if it does (for `/ready`).
@@ -249,28 +393,31 @@ impl Core {
     /// that lands late is recognised by its `txn` version instead of being taken for another
     /// writer's commit. Returns the rows settled; on error the plan stays unresolved.
     async fn resolve(&self, name: &str, table: &delta::DeltaTable) -> Result<usize> {
-        let Some(plan) = self.unresolved.lock().remove(name) else {
+        let Some(pending) = self.unresolved.lock().remove(name) else {
             return Ok(0);
         };
-        let settled = match table.landed(self.wal.id(), plan.upto).await {
+        let upto = pending.commit.upto;
+        let settled = match table.landed(self.wal.id(), upto).await {
             Ok(true) => {
                 tracing::warn!(
-                    table = %name, rows = plan.rows, upto = %plan.upto,
+                    table = %name, rows = pending.rows, %upto,
                     "a flush that reported an error is in the Delta log; its rows leave the buffer"
                 );
                 table.reader().await.map_err(Error::from)
             }
-            Ok(false) => commit(table.flush(&plan, self.wal.id())).await,
+            Ok(false) => commit(table.commit_flush(&pending.commit, self.wal.id())).await,
             Err(e) => Err(e.into()),
         };
         match settled {
             Ok(reader) => {
-                let trim_to = self.buffer.complete_flush(&plan, reader);
+                let trim_to = self
+                    .buffer
+                    .complete_flush(&pending.plan, &pending.carried, reader);
                 self.wal.trim(trim_to)?;
-                Ok(plan.rows)
+                Ok(pending.rows)
             }
             Err(e) => {
-                self.unresolved.lock().insert(name.to_string(), plan);
+                self.unresolved.lock().insert(name.to_string(), pending);
                 Err(e)
             }
         }
@@ -398,6 +545,33 @@ impl Mutations for Core {
             }
         }
     }
+}
+
+/// How many (project, date) partitions `plan` writes.
+fn partitions_in(plan: &FlushPlan) -> usize {
+    let keys: std::collections::HashSet<(&str, i64)> = plan
+        .groups
+        .iter()
+        .map(|(project, start, _)| (project.as_str(), start.div_euclid(MICROS_PER_DAY)))
+        .collect();
+    keys.len()
+}
+
+/// The rows `plan` holds for partition `key`, as one batch.
+fn rows_of(plan: &FlushPlan, key: &PartitionKey) -> arrow::error::Result<RecordBatch> {
+    let batches: Vec<&RecordBatch> = plan
+        .groups
+        .iter()
+        .filter(|(project, start, _)| {
+            *project == key.project && start.div_euclid(MICROS_PER_DAY) == key.day
+        })
+        .flat_map(|(_, _, chunks)| chunks)
+        .collect();
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
+    arrow::compute::concat_batches(&schema, batches)
 }
 
 /// Attempts of the shutdown flush before the server exits with the rows left in the WAL.
@@ -528,6 +702,8 @@ mod tests {
         /// The next commit is stored, then the store panics (a bug in a library).
         panic_after_next_commit: AtomicBool,
         down: AtomicBool,
+        /// Writes of data files under this partition folder fail (`project_id=…`).
+        refuse_partition: parking_lot::Mutex<Option<String>>,
     }
 
     #[derive(Debug)]
@@ -553,6 +729,18 @@ mod tests {
             Ok(())
         }
 
+        fn check_partition(&self, location: &Path) -> object_store::Result<()> {
+            match &*self.faults.refuse_partition.lock() {
+                Some(folder) if location.as_ref().contains(folder.as_str()) => {
+                    Err(object_store::Error::Generic {
+                        store: "flaky",
+                        source: format!("cannot write under {folder}").into(),
+                    })
+                }
+                _ => Ok(()),
+            }
+        }
+
         fn is_commit(location: &Path) -> bool {
             location.as_ref().contains("_delta_log/") && location.as_ref().ends_with(".json")
         }
@@ -560,6 +748,7 @@ mod tests {
         /// Before a write to `location`: a refused commit takes the store down.
         fn before_write(&self, location: &Path) -> object_store::Result<()> {
             self.check()?;
+            self.check_partition(location)?;
             if Self::is_commit(location)
                 && self.faults.refuse_next_commit.swap(false, Ordering::SeqCst)
             {
@@ -615,6 +804,7 @@ mod tests {
             opts: PutMultipartOptions,
         ) -> object_store::Result<Box<dyn MultipartUpload>> {
             self.check()?;
+            self.check_partition(location)?;
             self.inner.put_multipart_opts(location, opts).await
         }
 
@@ -676,10 +866,13 @@ mod tests {
     const NOW: i64 = 1_764_000_000_000_000;
     const TABLE: &str = "otel_logs_and_spans";
 
-    fn spans(prefix: &str, rows: usize) -> RecordBatch {
+    fn spans_of(project: &str, prefix: &str, rows: usize) -> RecordBatch {
         let hour_ago = NOW - 3_600_000_000;
         let columns: Vec<(&str, ArrayRef)> = vec![
-            ("project_id", Arc::new(StringArray::from(vec!["p"; rows]))),
+            (
+                "project_id",
+                Arc::new(StringArray::from(vec![project; rows])),
+            ),
             (
                 "timestamp",
                 Arc::new(
@@ -770,6 +963,8 @@ mod tests {
                 buffer_retention: config.buffer_retention(),
                 maintenance_interval: Duration::from_secs(config.maintenance_interval_secs),
                 maintenance: config.maintenance_policy(),
+                partition_attempts: config.flush_partition_attempts,
+                quarantine_dir: dir.path().join("quarantine"),
             };
             let core = Core::new(
                 options,
@@ -789,10 +984,14 @@ mod tests {
         }
 
         async fn write(&self, prefix: &str, rows: usize) {
+            self.write_to("p", prefix, rows).await
+        }
+
+        async fn write_to(&self, project: &str, prefix: &str, rows: usize) {
             self.ingest
                 .write(
                     TABLE,
-                    spans(prefix, rows),
+                    spans_of(project, prefix, rows),
                     crate::engine::ingest::Via::Insert,
                 )
                 .await
@@ -964,5 +1163,115 @@ mod tests {
             .expect("maintenance");
         assert_eq!(f.visible_rows().await, 10, "no row counted twice");
         assert_eq!(f.delta_rows().await, 10);
+    }
+
+    /// The WAL's records as (sequence, carried, rows).
+    fn records(wal: &Wal) -> Vec<(Seq, bool, usize)> {
+        let mut records = Vec::new();
+        wal.replay(|record| {
+            let rows = crate::engine::wal::decode_batch(record.ipc)?.num_rows();
+            records.push((record.seq, record.carried, rows));
+            Ok(())
+        })
+        .expect("replay");
+        records
+    }
+
+    /// A partition the store refuses is left out of the commit, its rows carried in a WAL
+    /// record the commit names; the others are committed; every row stays visible once, and
+    /// the partition flushes when the store takes it again.
+    #[tokio::test]
+    async fn a_partition_that_cannot_be_written_is_carried_and_the_others_commit() {
+        let f = Fixture::new().await;
+        f.write_to("bad", "b", 7).await;
+        f.write_to("good", "g", 10).await;
+        *f.faults.refuse_partition.lock() = Some("project_id=bad/".into());
+        assert_eq!(f.core.flush(FlushReason::All).await.expect("flush"), 10);
+        assert_eq!(f.delta_rows().await, 10);
+        assert_eq!(f.visible_rows().await, 17);
+        let carried: Vec<Seq> = records(&f.core.wal)
+            .into_iter()
+            .filter(|(_, carried, _)| *carried)
+            .map(|(seq, _, rows)| {
+                assert_eq!(rows, 7);
+                seq
+            })
+            .collect();
+        assert_eq!(carried.len(), 1);
+        assert!(
+            f.table
+                .holds_carried(f.core.wal.id(), carried[0])
+                .await
+                .expect("log"),
+            "the commit names the carried record, so replay applies it"
+        );
+        // Alone in a flush, the partition's failure is not counted: nothing else was written.
+        let alone = f.core.flush(FlushReason::All).await.expect_err("alone");
+        assert!(matches!(alone, Error::Unwritten(_)), "{alone}");
+        assert_eq!(f.visible_rows().await, 17);
+
+        *f.faults.refuse_partition.lock() = None;
+        assert_eq!(f.core.flush(FlushReason::All).await.expect("flush"), 7);
+        assert_eq!(f.delta_rows().await, 17, "each row once");
+        assert_eq!(f.visible_rows().await, 17);
+        assert!(f.core.failing.lock().is_empty());
+    }
+
+    /// A carried record whose commit never landed is not applied by replay: the rows' own
+    /// records, which that commit would have covered, are still in the WAL.
+    #[tokio::test]
+    async fn a_carried_record_counts_only_if_its_commit_landed() {
+        let f = Fixture::new().await;
+        f.write_to("bad", "b", 3).await;
+        f.write_to("good", "g", 4).await;
+        *f.faults.refuse_partition.lock() = Some("project_id=bad/".into());
+        f.faults.refuse_next_commit.store(true, Ordering::SeqCst);
+        f.core.flush(FlushReason::All).await.expect_err("refused");
+        let records = records(&f.core.wal);
+        let (carried, originals): (Vec<&(Seq, bool, usize)>, Vec<_>) =
+            records.iter().partition(|r| r.1);
+        assert_eq!(carried.len(), 1);
+        assert_eq!(originals.iter().map(|r| r.2).sum::<usize>(), 7);
+        f.faults.down.store(false, Ordering::SeqCst);
+        assert!(
+            !f.table
+                .holds_carried(f.core.wal.id(), carried[0].0)
+                .await
+                .expect("log")
+        );
+        // The same plan is committed when the store is back, and then the record counts.
+        *f.faults.refuse_partition.lock() = None;
+        f.write_to("good", "g2", 2).await;
+        f.core.flush(FlushReason::All).await.expect("flush");
+        assert!(
+            f.table
+                .holds_carried(f.core.wal.id(), carried[0].0)
+                .await
+                .expect("log")
+        );
+        assert_eq!(f.delta_rows().await, 9);
+        assert_eq!(f.visible_rows().await, 9);
+    }
+
+    /// After `partition_attempts` flushes that wrote others but not it, a partition's rows
+    /// go to the quarantine, and the commit covers their records.
+    #[tokio::test]
+    async fn a_partition_failing_its_attempts_is_quarantined() {
+        let mut f = Fixture::new().await;
+        f.core.options.partition_attempts = 2;
+        *f.faults.refuse_partition.lock() = Some("project_id=bad/".into());
+        f.write_to("bad", "b", 5).await;
+        for round in 0..2 {
+            f.write_to("good", &format!("g{round}"), 10).await;
+            f.core.flush(FlushReason::All).await.expect("flush");
+        }
+        assert_eq!(f.delta_rows().await, 20);
+        assert_eq!(f.visible_rows().await, 20, "the bad rows left the table");
+        let files: Vec<_> = std::fs::read_dir(&f.core.options.quarantine_dir)
+            .expect("quarantine")
+            .collect();
+        assert_eq!(files.len(), 1);
+        assert!(f.core.failing.lock().is_empty());
+        assert_eq!(f.core.flush(FlushReason::All).await.expect("nothing"), 0);
     }
 }

@@ -16,13 +16,18 @@ use arrow::compute::{SortColumn, concat, interleave, lexsort_to_indices};
 use datafusion::common::Column;
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::Expr;
+use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use deltalake::delta_datafusion::planner::DeltaPlanner;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake::kernel::transaction::CommitProperties;
-use deltalake::kernel::{StructType, Transaction};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
+use deltalake::kernel::{Action, Add, StructType, Transaction};
+use deltalake::operations::write::configs::WriterStatsConfig;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::protocol::DeltaOperation;
 use deltalake::protocol::SaveMode;
+use deltalake::table::config::TablePropertiesExt as _;
+use futures::StreamExt as _;
 use tokio::sync::Mutex;
 
 pub use crate::config::MaintenancePolicy;
@@ -32,6 +37,7 @@ use crate::engine::batch;
 use crate::engine::buffer::FlushPlan;
 use crate::engine::schema::TableSchema;
 use crate::engine::storage::Storage;
+use crate::engine::wal::Seq;
 use crate::error::SqlState;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +57,12 @@ pub enum Error {
         table: String,
         source: datafusion::error::DataFusionError,
     },
+    #[error("Delta table {table}: cannot write partition {partition}: {message}")]
+    Write {
+        table: String,
+        partition: String,
+        message: String,
+    },
     #[error("cannot use table location {0}: {1}")]
     Location(String, String),
     #[error("Delta table {table}: {verb} failed: {source}")]
@@ -68,7 +80,9 @@ impl Error {
     pub fn sqlstate(&self) -> SqlState {
         match self {
             Error::Delta { .. } | Error::Location(..) => SqlState::IO_ERROR,
-            Error::Arrow { .. } | Error::Scan { .. } => SqlState::INTERNAL_ERROR,
+            Error::Arrow { .. } | Error::Scan { .. } | Error::Write { .. } => {
+                SqlState::INTERNAL_ERROR
+            }
             // Another writer changed the files a mutation rewrites: try again, as after
             // PostgreSQL's serialization failure.
             Error::Mutation {
@@ -90,6 +104,62 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Attempts at one flush commit when other writers keep taking the next version first.
 const MAX_COMMIT_ATTEMPTS: u32 = 8;
+
+/// Partitions of one flush written at once: each encodes on a thread of its own, and each
+/// holds its rows' Parquet in memory until its file is closed.
+const WRITE_CONCURRENCY: usize = 4;
+
+/// One Delta partition of a table: the rows of one project on one UTC day.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionKey {
+    pub project: String,
+    /// Days since 1970-01-01.
+    pub day: i64,
+}
+
+impl std::fmt::Display for PartitionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let date = chrono::DateTime::from_timestamp_micros(self.day * MICROS_PER_DAY)
+            .map(|d| d.date_naive().to_string())
+            .unwrap_or_else(|| format!("day {}", self.day));
+        write!(f, "(project_id {:?}, date {date})", self.project)
+    }
+}
+
+/// What one flush commits: the files written for its partitions, the WAL prefix it covers,
+/// and the records holding the rows of partitions it left out (see [`carried_app_id`]).
+#[derive(Debug, Clone)]
+pub struct FlushCommit {
+    pub upto: Seq,
+    pub adds: Vec<Add>,
+    pub carried: Vec<Seq>,
+}
+
+/// The `txn` app id a flush commits for each WAL record that carries rows it left out: the
+/// rows of a partition that could not be written, appended again to the WAL above the
+/// flush's prefix. Replay applies such a record only when the log holds this id, that is,
+/// when the flush that skipped its rows landed; otherwise their original records are
+/// replayed and the carried copy is not.
+pub fn carried_app_id(wal_id: &str, seq: Seq) -> String {
+    format!("{wal_id}/carried/{seq}")
+}
+
+/// A plan's rows by Delta partition, in the plan's order: buckets never straddle a date, so
+/// a partition's chunks are the plan's consecutive groups of one project and day.
+fn partitions(plan: &FlushPlan) -> Vec<(PartitionKey, Vec<RecordBatch>)> {
+    let mut partitions: Vec<(PartitionKey, Vec<RecordBatch>)> = Vec::new();
+    for (project, start, chunks) in &plan.groups {
+        let key = PartitionKey {
+            project: project.clone(),
+            day: start.div_euclid(MICROS_PER_DAY),
+        };
+        match partitions.last_mut() {
+            Some((last, batches)) if *last == key => batches.extend(chunks.iter().cloned()),
+            _ => partitions.push((key, chunks.clone())),
+        }
+    }
+    partitions
+}
 
 /// A change to rows already written, as DataFusion expressions over the table's columns:
 /// `DELETE` (every row when there is no predicate) or `UPDATE` (`SET column = expression`).
@@ -258,59 +328,138 @@ impl DeltaTable {
         self.table.lock().await.version().map(|v| v as i64)
     }
 
-    /// Writes `plan` as one Delta commit carrying `txn(wal_id, plan.upto)`, and returns a
-    /// reader pinned at the new version. When this returns, the commit is durable.
-    pub async fn flush(&self, plan: &FlushPlan, wal_id: &str) -> Result<Committed> {
+    /// Writes each (project, date) partition of `plan` as Parquet files of its own, a few
+    /// partitions at a time, and commits nothing. Each partition's outcome is its own: the
+    /// files of one that fails (the store refused them, the writer panicked) are never part
+    /// of the commit, and the others are written regardless ([`DeltaTable::commit_flush`]
+    /// commits what was written). Rows are sorted by the schema's sort columns. The outer
+    /// error is the table's: its writer settings could not be read.
+    pub async fn write_partitions(
+        &self,
+        plan: &FlushPlan,
+    ) -> Result<Vec<(PartitionKey, Result<Vec<Add>>)>> {
         let name = &self.schema.name;
-        let arrow = |source| Error::Arrow {
-            table: name.clone(),
-            source,
+        let (config, store) = {
+            let table = self.table.lock().await;
+            let config = self.writer_config(&table).map_err(|source| Error::Delta {
+                table: name.clone(),
+                source,
+            })?;
+            (config, table.object_store())
         };
-        // One sorted batch per Delta partition (project, date): buckets never straddle a date,
-        // and deltalake's writer splits every batch by partition values with a `take`, so
-        // one batch per partition is one split instead of one per 10-minute bucket.
-        let started = std::time::Instant::now();
-        let mut batches = Vec::new();
-        let mut groups = plan.groups.iter().peekable();
-        while let Some((project, start, chunks)) = groups.next() {
-            let day = start.div_euclid(MICROS_PER_DAY);
-            let mut parts: Vec<&RecordBatch> = chunks.iter().collect();
-            while let Some((_, _, more)) =
-                groups.next_if(|(p, s, _)| p == project && s.div_euclid(MICROS_PER_DAY) == day)
-            {
-                parts.extend(more);
+        let writes = partitions(plan).into_iter().map(|(key, parts)| {
+            let schema = self.schema.clone();
+            let (config, store) = (config.clone(), store.clone());
+            let described = key.to_string();
+            let table = name.clone();
+            let task = tokio::spawn(crate::panics::catch(async move {
+                let name = table;
+                let parts: Vec<&RecordBatch> = parts.iter().collect();
+                let batch = sorted(&schema, &parts).map_err(|source| Error::Arrow {
+                    table: name.clone(),
+                    source,
+                })?;
+                let mut writer = DeltaWriter::new(store, config);
+                let written = match writer.write(&batch).await {
+                    Ok(()) => writer.close().await,
+                    Err(e) => {
+                        let _ = writer.abort().await;
+                        Err(e)
+                    }
+                };
+                written.map_err(|source| Error::Delta {
+                    table: name.clone(),
+                    source,
+                })
+            }));
+            let name = name.clone();
+            async move {
+                // A panic in the writer (ours or a library's) is this partition's error;
+                // the hook has logged it with its location.
+                let outcome = match task.await {
+                    Ok(Ok(written)) => written,
+                    Ok(Err(message)) => Err(Error::Write {
+                        table: name,
+                        partition: described,
+                        message: format!("the writer panicked: {message}"),
+                    }),
+                    Err(e) => Err(Error::Write {
+                        table: name,
+                        partition: described,
+                        message: e.to_string(),
+                    }),
+                };
+                (key, outcome)
             }
-            batches.push(sorted(&self.schema, &parts).map_err(arrow)?);
-        }
-        let sorted = started.elapsed();
+        });
+        Ok(futures::stream::iter(writes)
+            .buffered(WRITE_CONCURRENCY)
+            .collect()
+            .await)
+    }
+
+    /// How this table's data files are written: TimeFusion's Parquet properties, and the
+    /// file size and statistics the table's own properties ask for, as deltalake's writes do.
+    fn writer_config(&self, table: &deltalake::DeltaTable) -> deltalake::DeltaResult<WriterConfig> {
+        let snapshot = table.snapshot()?;
+        let configuration = snapshot.snapshot().table_configuration();
+        let stats = WriterStatsConfig::from_config(configuration);
+        Ok(WriterConfig::new(
+            self.schema.schema.clone(),
+            self.schema.partition_columns.clone(),
+            Some(self.writer_properties.clone()),
+            Some(configuration.table_properties().target_file_size()),
+            None,
+            stats.num_indexed_cols,
+            stats.stats_columns,
+        ))
+    }
+
+    /// Commits `commit` as one Delta commit carrying `txn(wal_id, upto)`, and a
+    /// [`carried_app_id`] `txn` for each carried record, and returns a reader pinned at the new
+    /// version. When this returns, the commit is durable.
+    pub async fn commit_flush(&self, commit: &FlushCommit, wal_id: &str) -> Result<Committed> {
+        let name = &self.schema.name;
         let mut table = self.table.lock().await;
         let delta = |source| Error::Delta {
             table: name.clone(),
             source,
         };
+        let mut transactions = vec![Transaction::new(wal_id, commit.upto.0 as i64)];
+        transactions.extend(
+            commit
+                .carried
+                .iter()
+                .map(|seq| Transaction::new(carried_app_id(wal_id, *seq), commit.upto.0 as i64)),
+        );
+        let actions: Vec<Action> = commit.adds.iter().cloned().map(Action::Add).collect();
         // No blind retries inside deltalake: if a commit's response is lost after the store
         // accepted it, a retry at the next version would commit the same rows twice. Instead
         // every failure re-reads the log and asks whether our `txn` version is in it; only a
         // commit that lost the race for its version to another writer is tried again, at the
-        // new version (its Parquet files are written again; the lost attempt's files are
-        // unreferenced and vacuum removes them).
+        // new version, with the same files.
         let mut attempt = 1;
         loop {
             let read_version = table.version();
-            let commit = CommitProperties::default()
+            let properties = CommitProperties::default()
                 .with_max_retries(0)
-                .with_application_transaction(Transaction::new(wal_id, plan.upto.0 as i64));
-            let written = table
-                .clone()
-                .write(batches.clone())
-                .with_save_mode(SaveMode::Append)
-                .with_partition_columns(self.schema.partition_columns.clone())
-                .with_writer_properties(self.writer_properties.clone())
-                .with_commit_properties(commit)
+                .with_application_transactions(transactions.clone());
+            let operation = DeltaOperation::Write {
+                mode: SaveMode::Append,
+                partition_by: Some(self.schema.partition_columns.clone()),
+                predicate: None,
+            };
+            let committed = CommitBuilder::from(properties)
+                .with_actions(actions.clone())
+                .build(
+                    Some(table.snapshot().map_err(delta)? as &dyn TableReference),
+                    table.log_store(),
+                    operation,
+                )
                 .await;
-            let source = match written {
-                Ok(written) => {
-                    *table = written;
+            let source = match committed {
+                Ok(committed) => {
+                    table.state = Some(committed.snapshot);
                     break;
                 }
                 Err(source) => source,
@@ -320,10 +469,10 @@ impl DeltaTable {
             let landed = wal_version(&mut table, wal_id, true)
                 .await
                 .map_err(delta)?
-                .is_some_and(|v| v >= plan.upto.0 as i64);
+                .is_some_and(|v| v >= commit.upto.0 as i64);
             if landed {
                 tracing::warn!(
-                    table = %name, upto = %plan.upto,
+                    table = %name, upto = %commit.upto,
                     "the flush commit reported an error but is in the Delta log; not writing it again: {source}"
                 );
                 break;
@@ -333,17 +482,25 @@ impl DeltaTable {
                 return Err(delta(source));
             }
             tracing::info!(
-                table = %name, upto = %plan.upto, attempt, version = ?table.version(),
+                table = %name, upto = %commit.upto, attempt, version = ?table.version(),
                 "another writer committed first; committing the flush again at the new version"
             );
             attempt += 1;
         }
-        tracing::debug!(
-            table = %name, rows = plan.rows, partitions = batches.len(),
-            sort_ms = sorted.as_millis() as u64, total_ms = started.elapsed().as_millis() as u64,
-            "flush written"
-        );
         self.reader_of(&table).await
+    }
+
+    /// Whether the log, as last read, holds the flush that carried WAL record `seq` (its
+    /// [`carried_app_id`] `txn`): only then does replay apply that record.
+    pub async fn holds_carried(&self, wal_id: &str, seq: Seq) -> Result<bool> {
+        let mut table = self.table.lock().await;
+        let version = wal_version(&mut table, &carried_app_id(wal_id, seq), false)
+            .await
+            .map_err(|source| Error::Delta {
+                table: self.schema.name.clone(),
+                source,
+            })?;
+        Ok(version.is_some())
     }
 
     /// Applies `mutation` to the committed rows as one Delta commit, with deltalake's own

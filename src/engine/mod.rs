@@ -18,6 +18,7 @@ pub mod buffer;
 pub mod core;
 pub mod delta;
 pub mod ingest;
+pub mod quarantine;
 pub mod schema;
 pub mod startup;
 pub mod storage;

@@ -6,7 +6,7 @@
 //! table at the version the buffer publishes, or in the buffer (and the WAL).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::engine::buffer::{Buffer, BufferOptions};
 use crate::engine::core::{Core, CoreOptions};
 use crate::engine::ingest::Ingest;
+use crate::engine::quarantine;
 use crate::engine::schema::Catalog;
 use crate::engine::storage::Storage;
 use crate::engine::wal::{self, Seq, Wal, WalOptions};
@@ -94,8 +95,8 @@ impl Engine {
             Duration::from_secs(config.buffer_full_timeout_secs),
             config.buffer_max_bytes(),
         ));
-        let quarantine = config.data_dir.join("quarantine");
-        let last = replay(&wal, &ingest, &committed_seq, &quarantine)?;
+        let quarantine = config.quarantine_dir();
+        let last = replay(&wal, &ingest, &tables, &committed_seq, &quarantine).await?;
         buffer.advance_applied(last);
         wal.start(last.next())?;
 
@@ -104,6 +105,8 @@ impl Engine {
             buffer_retention: config.buffer_retention(),
             maintenance_interval: Duration::from_secs(config.maintenance_interval_secs),
             maintenance: config.maintenance_policy(),
+            partition_attempts: config.flush_partition_attempts,
+            quarantine_dir: quarantine,
         };
         let core = Arc::new(Core::new(
             options,
@@ -125,15 +128,20 @@ impl Engine {
 
 /// Replays the WAL records newer than each table's `committed_seq` into the buffer and
 /// returns the highest sequence seen in the WAL or any table's `txn` version: new records are
-/// numbered above it. Rows that can never be flushed (acknowledged by a build without the
-/// range check, [`Ingest::replay`]) are written to `quarantine` before they leave the buffer.
-fn replay(
+/// numbered above it. A carried record (rows a flush left out, appended again before its
+/// commit) is applied only if `tables` holds that flush's commit; otherwise the rows' original
+/// records, which the flush did not cover, were replayed. Rows that can never be flushed
+/// (acknowledged by a build without the range check, [`Ingest::replay`]) are written to
+/// `quarantine` before they leave the buffer.
+async fn replay(
     wal: &Wal,
     ingest: &Ingest,
+    tables: &HashMap<String, Arc<delta::DeltaTable>>,
     committed_seq: &HashMap<String, Seq>,
     quarantine: &Path,
 ) -> Result<Seq, Error> {
     let (mut replayed, mut skipped) = (0usize, 0usize);
+    let mut carried = Vec::new();
     let last = wal.replay(|record| {
         match committed_seq.get(record.table) {
             None => {
@@ -146,31 +154,34 @@ fn replay(
                 });
             }
             Some(done) if record.seq <= *done => skipped += 1,
+            Some(_) if record.carried => {
+                carried.push((record.seq, record.table.to_string(), record.ipc.to_vec()));
+            }
             Some(_) => {
                 let batch = wal::decode_batch(record.ipc)?;
                 replayed += batch.num_rows();
-                let replay_error = |reason: String| wal::Error::Replay {
-                    seq: record.seq,
-                    reason,
-                };
-                let rejected = ingest
-                    .replay(record.table, record.seq, batch)
-                    .map_err(|e| replay_error(e.to_string()))?;
-                if let Some(rows) = rejected {
-                    let kept = keep_aside(quarantine, record.table, record.seq, &rows)
-                        .map_err(|e| replay_error(format!("cannot quarantine rows: {e}")))?;
-                    crate::metrics::get()
-                        .quarantined_rows
-                        .inc_by(rows.num_rows() as u64);
-                    tracing::error!(
-                        table = record.table, seq = %record.seq, rows = rows.num_rows(), file = %kept.display(),
-                        "rows with a timestamp or date outside years 0001-9999 were moved aside: they can never be flushed"
-                    );
-                }
+                apply(ingest, quarantine, record.table, record.seq, batch)?;
             }
         }
         Ok(())
     })?;
+    for (seq, table, ipc) in carried {
+        let landed = match tables.get(&table) {
+            Some(delta_table) => delta_table.holds_carried(wal.id(), seq).await?,
+            None => false,
+        };
+        if landed {
+            let batch = wal::decode_batch(&ipc)?;
+            replayed += batch.num_rows();
+            apply(ingest, quarantine, &table, seq, batch)?;
+        } else {
+            skipped += 1;
+            tracing::info!(
+                table, %seq,
+                "carried rows not replayed: the flush that left them out did not land, so their original records were"
+            );
+        }
+    }
     let last = committed_seq
         .values()
         .copied()
@@ -181,20 +192,27 @@ fn replay(
     Ok(last)
 }
 
-/// Writes `rows` of `table` from WAL record `seq` durably to `<dir>/<table>-<seq>.arrow`
-/// (Arrow IPC file format: `pyarrow.ipc.open_file` reads it), before the record can leave the
-/// WAL. Replaying the same record again rewrites the same file.
-fn keep_aside(dir: &Path, table: &str, seq: Seq, rows: &RecordBatch) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
-    let path = dir.join(format!("{table}-{seq}.arrow"));
-    let partial = path.with_extension("arrow.partial");
-    let file = std::fs::File::create(&partial)?;
-    let mut writer = arrow::ipc::writer::FileWriter::try_new(file, &rows.schema())
-        .map_err(std::io::Error::other)?;
-    writer.write(rows).map_err(std::io::Error::other)?;
-    writer.finish().map_err(std::io::Error::other)?;
-    writer.get_ref().sync_all()?;
-    std::fs::rename(&partial, &path)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(path)
+/// Inserts replayed record `seq` into the buffer, moving rows that can never be flushed to
+/// `quarantine` first.
+fn apply(
+    ingest: &Ingest,
+    quarantine: &Path,
+    table: &str,
+    seq: Seq,
+    batch: RecordBatch,
+) -> Result<(), wal::Error> {
+    let replay_error = |reason: String| wal::Error::Replay { seq, reason };
+    let rejected = ingest
+        .replay(table, seq, batch)
+        .map_err(|e| replay_error(e.to_string()))?;
+    if let Some(rows) = rejected {
+        // Replaying the same record again rewrites the same file.
+        let kept = quarantine::keep_aside(quarantine, &format!("{table}-{seq}"), &rows)
+            .map_err(|e| replay_error(format!("cannot quarantine rows: {e}")))?;
+        tracing::error!(
+            table, %seq, rows = rows.num_rows(), file = %kept.display(),
+            "rows with a timestamp or date outside years 0001-9999, or a project id too long for a folder name, were moved aside: they can never be flushed"
+        );
+    }
+    Ok(())
 }

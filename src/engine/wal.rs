@@ -8,6 +8,12 @@
 //! payload: table name length u16 | table name (UTF-8) | Arrow IPC stream of one batch
 //! ```
 //!
+//! Version 1 records hold acknowledged rows. Version 2 records hold *carried* rows: the rows
+//! of a partition a flush could not write, appended again above the flush's prefix before
+//! it commits without them ([`Wal::append_carried`]); replay applies one only if that flush
+//! landed (`engine::delta::carried_app_id`). Builds before carried records refuse a WAL
+//! holding one.
+//!
 //! The payload is compressed as [`WalCompression`] says and says so itself, so replay needs no
 //! setting: with zstd (the default) the IPC stream is one zstd frame, recognised by the frame's
 //! magic number (an IPC stream starts with `0xFFFFFFFF`); with lz4 the stream's own buffers are
@@ -51,6 +57,8 @@ use tokio::sync::{mpsc, oneshot};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"TFWA");
 const VERSION: u8 = 1;
+/// The version of a record holding carried rows.
+const VERSION_CARRIED: u8 = 2;
 const HEADER_LEN: usize = 24;
 const SEGMENT_SUFFIX: &str = ".wal";
 
@@ -239,6 +247,9 @@ pub struct WalOptions {
 pub struct ReplayRecord<'a> {
     pub seq: Seq,
     pub table: &'a str,
+    /// Rows a flush left out and appended again ([`Wal::append_carried`]): they belong to
+    /// the table only if that flush landed.
+    pub carried: bool,
     /// The batch as [`encode_batch`] wrote it; decode with [`decode_batch`] only if the record
     /// is needed.
     pub ipc: &'a [u8],
@@ -264,6 +275,7 @@ impl Segments {
 /// A write request handed to the writer thread.
 struct Append {
     payload: Vec<u8>,
+    carried: bool,
     apply: Box<dyn FnOnce(Seq) + Send>,
     done: oneshot::Sender<Result<Seq>>,
 }
@@ -378,7 +390,12 @@ impl Wal {
             let mut offset = 0usize;
             while offset < data.len() {
                 match parse_record(&data[offset..]) {
-                    Ok((seq, payload, len)) => {
+                    Ok(Record {
+                        seq,
+                        payload,
+                        len,
+                        carried,
+                    }) => {
                         if last.is_some_and(|l| seq <= l) || seq < segment.first {
                             return Err(Error::Corrupt {
                                 path: segment.path.clone(),
@@ -392,7 +409,12 @@ impl Wal {
                                 offset: offset as u64,
                                 reason,
                             })?;
-                        each(ReplayRecord { seq, table, ipc })?;
+                        each(ReplayRecord {
+                            seq,
+                            table,
+                            ipc,
+                            carried,
+                        })?;
                         last = Some(seq);
                         offset += len;
                     }
@@ -477,6 +499,28 @@ impl Wal {
         batch: &RecordBatch,
         apply: Box<dyn FnOnce(Seq) + Send>,
     ) -> Result<Seq> {
+        self.append_record(table, batch, false, apply).await
+    }
+
+    /// Appends `batch`, rows of `table` a flush is about to leave out of its commit, as a
+    /// carried record (version 2) above every sequence so far, with the same guarantees as
+    /// [`Wal::append`]. Replay applies it only when that flush landed.
+    pub async fn append_carried(
+        &self,
+        table: &str,
+        batch: &RecordBatch,
+        apply: Box<dyn FnOnce(Seq) + Send>,
+    ) -> Result<Seq> {
+        self.append_record(table, batch, true, apply).await
+    }
+
+    async fn append_record(
+        &self,
+        table: &str,
+        batch: &RecordBatch,
+        carried: bool,
+        apply: Box<dyn FnOnce(Seq) + Send>,
+    ) -> Result<Seq> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
@@ -494,6 +538,7 @@ impl Wal {
         sender
             .send(Command::Append(Append {
                 payload,
+                carried,
                 apply,
                 done,
             }))
@@ -591,7 +636,7 @@ impl Writer {
         let headers: Vec<[u8; HEADER_LEN]> = group
             .iter()
             .map(|append| {
-                let header = record_header(seq, &append.payload);
+                let header = record_header(seq, &append.payload, append.carried);
                 seq = seq.next();
                 header
             })
@@ -665,11 +710,11 @@ impl Writer {
     }
 }
 
-/// The header of record `seq` carrying `payload`.
-fn record_header(seq: Seq, payload: &[u8]) -> [u8; HEADER_LEN] {
+/// The header of record `seq` holding `payload` (rows a flush left out when `carried`).
+fn record_header(seq: Seq, payload: &[u8], carried: bool) -> [u8; HEADER_LEN] {
     let mut header = [0u8; HEADER_LEN];
     header[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-    header[4] = VERSION;
+    header[4] = if carried { VERSION_CARRIED } else { VERSION };
     header[8..16].copy_from_slice(&seq.0.to_le_bytes());
     header[16..20].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     let crc = crc32c::crc32c_append(crc32c::crc32c(&header[4..20]), payload);
@@ -680,7 +725,7 @@ fn record_header(seq: Seq, payload: &[u8]) -> [u8; HEADER_LEN] {
 /// Appends one record to `buf` (tests build segments by hand with it).
 #[cfg(test)]
 fn write_record(buf: &mut Vec<u8>, seq: Seq, payload: &[u8]) {
-    buf.extend_from_slice(&record_header(seq, payload));
+    buf.extend_from_slice(&record_header(seq, payload, false));
     buf.extend_from_slice(payload);
 }
 
@@ -698,8 +743,17 @@ fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> io::Re
     Ok(())
 }
 
-/// Parses the record at the start of `data`: (seq, payload, total length), or why it is invalid.
-pub(crate) fn parse_record(data: &[u8]) -> std::result::Result<(Seq, &[u8], usize), String> {
+/// One record as parsed from a segment.
+pub(crate) struct Record<'a> {
+    pub seq: Seq,
+    pub payload: &'a [u8],
+    /// The record's length in the segment, header included.
+    pub len: usize,
+    pub carried: bool,
+}
+
+/// Parses the record at the start of `data`, or says why it is invalid.
+pub(crate) fn parse_record(data: &[u8]) -> std::result::Result<Record<'_>, String> {
     if data.len() < HEADER_LEN {
         return Err(format!(
             "{} bytes left, shorter than a record header",
@@ -710,9 +764,11 @@ pub(crate) fn parse_record(data: &[u8]) -> std::result::Result<(Seq, &[u8], usiz
     if u32_at(0) != MAGIC {
         return Err("bad magic".into());
     }
-    if data[4] != VERSION {
-        return Err(format!("unknown record version {}", data[4]));
-    }
+    let carried = match data[4] {
+        VERSION => false,
+        VERSION_CARRIED => true,
+        version => return Err(format!("unknown record version {version}")),
+    };
     let mut seq = [0u8; 8];
     seq.copy_from_slice(&data[8..16]);
     let len = u32_at(16) as usize;
@@ -727,7 +783,12 @@ pub(crate) fn parse_record(data: &[u8]) -> std::result::Result<(Seq, &[u8], usiz
     if crc != u32_at(20) {
         return Err("CRC32C mismatch".into());
     }
-    Ok((Seq(u64::from_le_bytes(seq)), payload, total))
+    Ok(Record {
+        seq: Seq(u64::from_le_bytes(seq)),
+        payload,
+        len: total,
+        carried,
+    })
 }
 
 fn split_payload(payload: &[u8]) -> std::result::Result<(&str, &[u8]), String> {
@@ -1079,6 +1140,7 @@ mod tests {
             };
             tx.try_send(Command::Append(Append {
                 payload,
+                carried: false,
                 apply: Box::new(move |_| {
                     applied.fetch_add(1, Ordering::SeqCst);
                 }),

@@ -31,6 +31,7 @@ mod limits;
 mod logs;
 mod maintenance;
 mod mutation;
+mod partition_failure;
 mod pipeline;
 mod security;
 mod slt;

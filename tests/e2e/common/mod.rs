@@ -196,6 +196,12 @@ pub async fn count(client: &tokio_postgres::Client, filter: &str) -> i64 {
 
 /// Rows committed to the Delta table on disk, read with delta-rs directly (not the server).
 pub async fn delta_rows(data_dir: &Path) -> usize {
+    delta_count(data_dir, "").await
+}
+
+/// Rows committed to the Delta table on disk that pass `filter` (a `WHERE …` clause, or
+/// nothing), read with delta-rs directly (not the server).
+pub async fn delta_count(data_dir: &Path, filter: &str) -> usize {
     let dir = data_dir
         .join("tables")
         .join(TABLE)
@@ -207,7 +213,7 @@ pub async fn delta_rows(data_dir: &Path) -> usize {
     let provider = table.table_provider().await.expect("provider");
     ctx.register_table("t", provider).expect("register");
     let batches = ctx
-        .sql("SELECT count(*) FROM t")
+        .sql(&format!("SELECT count(*) FROM t {filter}"))
         .await
         .expect("sql")
         .collect()

@@ -69,3 +69,24 @@ async fn delta_rs_python_reads_the_table() {
     assert_eq!(lines.next(), Some("2"), "the updated rows");
     assert_eq!(lines.next(), Some("['date', 'project_id']"));
 }
+
+/// A table flushed around a partition that could not be written for a while (its rows
+/// carried in the WAL, then written by a later flush, across a kill -9) opens in delta-rs
+/// Python with every row once.
+#[tokio::test]
+async fn delta_rs_python_reads_a_table_flushed_around_a_failing_partition() {
+    let dir = crate::partition_failure::carried_then_recovered().await;
+    let table = dir.path().join("tables").join(TABLE);
+    let script = "import os, sys\nfrom deltalake import DeltaTable\nrows = DeltaTable(sys.argv[1]).to_pyarrow_table()\nprint(rows.num_rows)\nprint(len(set(rows.column('id').to_pylist())), flush=True)\nos._exit(0)\n";
+    let out = Command::new(python())
+        .args(["-c", script, table.to_str().expect("utf-8 path")])
+        .output()
+        .expect("run python (scripts/test-deps.sh installs deltalake into .venv)");
+    assert!(
+        out.status.success(),
+        "python deltalake failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), ["110", "110"]);
+}
