@@ -5,10 +5,11 @@
 //! When it returns `Ok`, every row of the batch is durable in the WAL and visible to queries;
 //! when it returns an error, no row of the batch was stored. Values are checked before the
 //! WAL: a timestamp or date outside years 0001–9999 ([`MIN_MICROS`], [`MAX_MICROS`]) gets
-//! SQLSTATE 22008, since such a row could never be written to Delta (or read by other Delta
-//! readers) and would stop every flush after it. A WAL record written before this check is
-//! replayed without its out-of-range rows, which [`Ingest::replay`] hands back to be kept
-//! aside. It moves Arrow arrays, never rows: the
+//! SQLSTATE 22008, and a tenant whose partition folder name (`project_id=` and the value,
+//! percent-encoded) would pass [`MAX_PARTITION_NAME_BYTES`] gets 22001, since such a row
+//! could never be written to Delta (or read by other Delta readers) and would stop every
+//! flush after it. A WAL record written before these checks is replayed without such rows,
+//! which [`Ingest::replay`] hands back to be kept aside. It moves Arrow arrays, never rows: the
 //! batch is cast column by column, split by (project, time bucket) with one `take` per group,
 //! and the batch as received (before the cast) is written to the WAL as one Arrow IPC record.
 
@@ -69,6 +70,14 @@ pub enum Error {
         timestamp: String,
     },
     #[error(
+        "value too long for column \"{column}\" in row {row}: as a partition folder name (\"{column}=\" and the value, percent-encoded) it takes {bytes} bytes, and file systems and object stores allow {MAX_PARTITION_NAME_BYTES}"
+    )]
+    TooLongForPartition {
+        column: String,
+        row: usize,
+        bytes: usize,
+    },
+    #[error(
         "{kind} out of range in column \"{column}\" (row {row}): {value}; TimeFusion stores years 0001 to 9999 (UTC)"
     )]
     OutOfRange {
@@ -110,6 +119,7 @@ impl Error {
             Error::BadValue { .. } => SqlState::INVALID_TEXT_REPRESENTATION,
             Error::DateMismatch { .. } => SqlState::CHECK_VIOLATION,
             Error::OutOfRange { .. } => SqlState::DATETIME_FIELD_OVERFLOW,
+            Error::TooLongForPartition { .. } => SqlState::STRING_DATA_RIGHT_TRUNCATION,
             Error::BufferFull { .. } => SqlState::OUT_OF_MEMORY,
             Error::BatchTooLarge { .. } => SqlState::PROGRAM_LIMIT_EXCEEDED,
             Error::Wal(e) => e.sqlstate(),
@@ -255,7 +265,7 @@ impl Ingest {
             .get(table)
             .ok_or_else(|| Error::UnknownTable(table.to_string()))?;
         let batch = coerce_with(schema, &batch, false)?;
-        let storable = in_range(&batch);
+        let storable = in_range(schema, &batch);
         let (batch, rejected) = if storable.true_count() == batch.num_rows() {
             (batch, None)
         } else {
@@ -321,7 +331,7 @@ fn coerce_with(table: &TableSchema, batch: &RecordBatch, check_range: bool) -> R
             None => default_column(field, rows),
         };
         if check_range {
-            check_in_range(field.name(), &column)?;
+            check_stored(table, field.name(), &column)?;
         }
         if field.name() == &table.date_column {
             date_index = Some(i);
@@ -368,7 +378,7 @@ pub fn prepare(table: &TableSchema, batch: &RecordBatch) -> Result<RecordBatch> 
         };
         let field = table.schema.field(i);
         let column = cast_to(field, batch.column(j), false)?;
-        check_in_range(field.name(), &column)?;
+        check_stored(table, field.name(), &column)?;
         if requires_value(table, field) && column.null_count() > 0 {
             return Err(Error::NotNull {
                 table: table.name.clone(),
@@ -451,7 +461,7 @@ pub fn prepare_value(
         ScalarValue::Date32(Some(days)) => (MIN_DAYS..=MAX_DAYS).contains(days),
         _ => true,
     };
-    if value.data_type() == *field.data_type() && inside {
+    if value.data_type() == *field.data_type() && inside && field.name() != &table.tenant_column {
         return Ok(value);
     }
     let as_array = |v: &ScalarValue| {
@@ -462,7 +472,7 @@ pub fn prepare_value(
         })
     };
     let column = cast_to(field, &as_array(&value)?, false)?;
-    check_in_range(field.name(), &column)?;
+    check_stored(table, field.name(), &column)?;
     ScalarValue::try_from_array(&column, 0).map_err(|e| Error::BadValue {
         column: field.name().clone(),
         target: field.data_type().clone(),
@@ -560,6 +570,47 @@ fn value_at(column: &ArrayRef, row: usize) -> i64 {
     }
 }
 
+/// The longest folder name a partition value may make: the file-name limit of Linux file
+/// systems, and far inside S3's 1,024-byte keys.
+pub const MAX_PARTITION_NAME_BYTES: usize = 255;
+
+/// Bytes the folder name `column=value` of a Delta partition takes, percent-encoded as
+/// deltalake writes it.
+fn partition_name_bytes(column: &str, value: &str) -> usize {
+    use deltalake::kernel::scalars::ScalarExt as _;
+    let encoded = delta_kernel::expressions::Scalar::String(value.to_string()).serialize_encoded();
+    column.len() + 1 + encoded.len()
+}
+
+/// An error for the first value of `column` that could not be stored: a timestamp or date
+/// outside the stored range, or a tenant too long to name its partition folder.
+fn check_stored(table: &TableSchema, name: &str, column: &ArrayRef) -> Result<()> {
+    check_in_range(name, column)?;
+    if name != table.tenant_column {
+        return Ok(());
+    }
+    match tenant_too_long(name, column) {
+        Some((row, bytes)) => Err(Error::TooLongForPartition {
+            column: name.to_string(),
+            row,
+            bytes,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The first row of the tenant `column` whose partition folder name would be too long, with
+/// that name's length. Values short enough even if every byte were encoded (three bytes
+/// each) are not encoded.
+fn tenant_too_long(name: &str, column: &ArrayRef) -> Option<(usize, usize)> {
+    let values = column.as_string_opt::<i32>()?;
+    let safe = (MAX_PARTITION_NAME_BYTES - name.len() - 1) / 3;
+    (0..values.len())
+        .filter(|&row| values.is_valid(row) && values.value(row).len() > safe)
+        .map(|row| (row, partition_name_bytes(name, values.value(row))))
+        .find(|(_, bytes)| *bytes > MAX_PARTITION_NAME_BYTES)
+}
+
 /// An error for the first value of `column` outside the stored range, if any (a timestamp or
 /// date column; others are not checked). Two aggregate passes when every value is inside.
 fn check_in_range(name: &str, column: &ArrayRef) -> Result<()> {
@@ -646,8 +697,12 @@ fn out_of_range_text(field: &arrow::datatypes::Field, array: &ArrayRef) -> Optio
     })
 }
 
-/// Which rows of a coerced batch have every timestamp and date inside the stored range.
-fn in_range(batch: &RecordBatch) -> arrow::array::BooleanArray {
+/// Which rows of a coerced batch could be stored: every timestamp and date inside the stored
+/// range, and a tenant short enough to name its partition folder.
+fn in_range(table: &TableSchema, batch: &RecordBatch) -> arrow::array::BooleanArray {
+    let tenant = batch
+        .column_by_name(&table.tenant_column)
+        .and_then(|c| c.as_string_opt::<i32>());
     let checked: Vec<(&ArrayRef, i64, i64)> = batch
         .columns()
         .iter()
@@ -655,9 +710,17 @@ fn in_range(batch: &RecordBatch) -> arrow::array::BooleanArray {
         .collect();
     (0..batch.num_rows())
         .map(|row| {
-            Some(checked.iter().all(|(column, low, high)| {
-                column.is_null(row) || (*low..=*high).contains(&value_at(column, row))
-            }))
+            let short = tenant.is_none_or(|t| {
+                t.is_null(row)
+                    || partition_name_bytes(&table.tenant_column, t.value(row))
+                        <= MAX_PARTITION_NAME_BYTES
+            });
+            Some(
+                short
+                    && checked.iter().all(|(column, low, high)| {
+                        column.is_null(row) || (*low..=*high).contains(&value_at(column, row))
+                    }),
+            )
         })
         .collect()
 }
@@ -813,6 +876,38 @@ mod tests {
                 Arc::new(StringArray::from_iter_values(ts.iter().map(|_| "p1"))),
             ),
         ]
+    }
+
+    /// A project id becomes the folder name `project_id=<value, percent-encoded>`: one that
+    /// would pass 255 bytes (no file system or store could hold the partition, and every
+    /// flush of the table would fail) is refused with 22001, on the batch path, the prepared
+    /// path and the single-value path alike.
+    #[test]
+    fn project_ids_too_long_for_a_folder_name_are_refused_with_22001() {
+        let table = otel();
+        let with_project = |project: &str| {
+            let mut columns = minimal(&[0, 1]);
+            columns[2].1 = Arc::new(StringArray::from(vec!["p1", project]));
+            input(columns)
+        };
+        let longest = "x".repeat(255 - "project_id=".len());
+        // 27 three-byte characters, each encoded as nine bytes: 243 + 11.
+        let encoded = "日".repeat(27);
+        for fits in [&longest, &encoded, &"a/b c".repeat(20)] {
+            coerce(&table, &with_project(fits)).expect(fits);
+            prepare(&table, &with_project(fits)).expect(fits);
+        }
+        for too_long in [format!("{longest}x"), "日".repeat(28), "%".repeat(82)] {
+            let error = coerce(&table, &with_project(&too_long)).expect_err("refused");
+            assert_eq!(error.sqlstate(), SqlState::STRING_DATA_RIGHT_TRUNCATION);
+            assert!(error.to_string().contains("in row 1"), "{error}");
+            let error = prepare(&table, &with_project(&too_long)).expect_err("refused");
+            assert_eq!(error.sqlstate(), SqlState::STRING_DATA_RIGHT_TRUNCATION);
+            let field = table.schema.field_with_name("project_id").expect("field");
+            let value = datafusion::common::ScalarValue::Utf8(Some(too_long.clone()));
+            let error = prepare_value(&table, field, value).expect_err("refused");
+            assert_eq!(error.sqlstate(), SqlState::STRING_DATA_RIGHT_TRUNCATION);
+        }
     }
 
     #[test]

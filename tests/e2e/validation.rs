@@ -1,6 +1,7 @@
 //! Values are checked at the door: a timestamp or date outside years 0001–9999 is refused with
-//! SQLSTATE 22008 on every write path, before the WAL, since such a row could never be flushed
-//! (one stopped every flush after it). A WAL written before the check replays without such
+//! SQLSTATE 22008, and a project id too long to name its partition folder with 22001, on every
+//! write path, before the WAL, since such a row could never be flushed (one stopped every
+//! flush after it). A WAL written before the check replays without such
 //! rows, which are moved to `<data>/quarantine`, and everything else flushes.
 
 use std::sync::Arc;
@@ -101,6 +102,28 @@ async fn out_of_range_timestamps_and_dates_get_22008_on_every_write_path() {
             "{values}"
         );
     }
+    // A project id too long to name its partition folder ("project_id=" and the value,
+    // percent-encoded, past 255 bytes): every flush of the table would fail on it.
+    let long = "x".repeat(300);
+    assert_eq!(
+        outcome(
+            client
+                .simple_query(&insert(&format!("('{long}', now(), 'j')")))
+                .await
+        ),
+        "22001"
+    );
+    let parameterized = client
+        .execute(
+            &format!("INSERT INTO {TABLE} (project_id, timestamp, id) VALUES ($1, now(), $2)"),
+            &[&long, &"k"],
+        )
+        .await;
+    assert_eq!(outcome(parameterized), "22001");
+    assert_eq!(
+        copy_text(&client, "", &format!("{long}\t2026-01-01 00:00:00+00\tl\n")).await,
+        "22001"
+    );
     assert_eq!(count(&client, "").await, 0, "nothing refused was stored");
 
     // The first and last instants stored are accepted.
@@ -144,7 +167,13 @@ async fn write_old_wal(data_dir: &std::path::Path) {
     let batch = RecordBatch::try_from_iter([
         (
             "project_id",
-            Arc::new(StringArray::from(vec!["p1"; 4])) as _,
+            Arc::new(StringArray::from(vec![
+                "p1".to_string(),
+                "p1".into(),
+                "p1".into(),
+                "p1".into(),
+                "y".repeat(300),
+            ])) as _,
         ),
         (
             "timestamp",
@@ -154,13 +183,16 @@ async fn write_old_wal(data_dir: &std::path::Path) {
                     i64::MAX,
                     -(1 << 62),
                     yesterday + 1,
+                    yesterday + 2,
                 ])
                 .with_timezone("UTC"),
             ) as _,
         ),
         (
             "id",
-            Arc::new(StringArray::from(vec!["ok-1", "far", "before", "ok-2"])) as _,
+            Arc::new(StringArray::from(vec![
+                "ok-1", "far", "before", "ok-2", "long",
+            ])) as _,
         ),
     ])
     .expect("batch");
@@ -195,7 +227,10 @@ async fn a_wal_with_unflushable_rows_replays_them_into_quarantine_and_flushes_th
         arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("concat");
     let id = quarantined.column_by_name("id").expect("id");
     let id = id.as_any().downcast_ref::<StringArray>().expect("utf8");
-    assert_eq!(id.iter().flatten().collect::<Vec<_>>(), ["far", "before"]);
+    assert_eq!(
+        id.iter().flatten().collect::<Vec<_>>(),
+        ["far", "before", "long"]
+    );
 
     // Everything else reaches Delta: the flush is no longer stopped by those rows.
     eventually(std::time::Duration::from_secs(30), "the flush", || async {
@@ -206,7 +241,7 @@ async fn a_wal_with_unflushable_rows_replays_them_into_quarantine_and_flushes_th
     assert!(
         metrics
             .lines()
-            .any(|l| l == "timefusion_quarantined_rows_total 2"),
+            .any(|l| l == "timefusion_quarantined_rows_total 3"),
         "{metrics}"
     );
 }
