@@ -196,6 +196,9 @@ fn sql_plan() {
     // The first input whose planning panicked, and the panic.
     let mut first_panic: Option<(String, String)> = None;
     let mut stuck: Option<String> = None;
+    // Inputs refused with XX000 (an error no class was found for), and the first few.
+    let mut internal = 0usize;
+    let mut internal_examples: Vec<(String, String)> = Vec::new();
     let runs = fuzz("sql_plan", |input| {
         let text = String::from_utf8_lossy(input).into_owned();
         if stuck.is_some() || crate::sql::statement_text::check_depth(&text, 1000).is_err() {
@@ -210,12 +213,26 @@ fn sql_plan() {
                 let planned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     futures::executor::block_on(context.state().create_logical_plan(&sql))
                 }));
-                let _ = done.send(planned.is_err().then(|| LAST_PANIC.take()));
+                let outcome = match planned {
+                    Err(_) => Err(LAST_PANIC.take()),
+                    Ok(Err(e)) => {
+                        let (state, message) = crate::sql::error::sqlstate_of(&e);
+                        Ok((state == crate::error::SqlState::INTERNAL_ERROR).then_some(message))
+                    }
+                    Ok(Ok(_)) => Ok(None),
+                };
+                let _ = done.send(outcome);
             })
             .expect("thread");
         match finished.recv_timeout(Duration::from_secs(10)) {
-            Ok(None) => {}
-            Ok(Some(panic)) => {
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(message))) => {
+                internal += 1;
+                if internal_examples.len() < 3 {
+                    internal_examples.push((text, message));
+                }
+            }
+            Ok(Err(panic)) => {
                 contained += 1;
                 first_panic.get_or_insert((text, panic));
             }
@@ -223,6 +240,10 @@ fn sql_plan() {
         }
     });
     report!("fuzz sql_plan: {contained} panics contained (each an XX000 in the server)");
+    report!("fuzz sql_plan: {internal} of {runs} inputs refused with XX000 at planning");
+    for (text, message) in &internal_examples {
+        report!("fuzz sql_plan: XX000 {message:?} on {text:?}");
+    }
     if let Some((text, panic)) = first_panic {
         report!("fuzz sql_plan: the first was {panic} on {text:?}");
     }

@@ -20,10 +20,11 @@
 //! - Arrow 59's `RecordBatch` validation raises `InvalidArgumentError("Column '…' is declared as
 //!   non-nullable but contains null values")` when DataFusion plans `VALUES` with a NULL for a
 //!   required column against the table's schema: 23502;
-//! - a pattern that does not compile raises `ComputeError` / `Execution`("Regular expression did
-//!   not compile: …") in arrow-string 59 and datafusion-functions 55: 2201B;
-//! - datafusion-functions 55's `date_trunc` raises `Execution("Unsupported date_trunc
-//!   granularity: …")`: 22023, as PostgreSQL answers an unknown unit.
+//! - invalid function arguments raise `Execution` (DataFusion) or `ComputeError` (Arrow, or a
+//!   DataFusion error's text inside one) with the texts in [`TEXT_CLASSES`], each with the
+//!   class PostgreSQL answers the same mistake with (a pattern that does not compile, an unknown
+//!   unit, a date field or timestamp out of range, a negative substring length, a square root
+//!   of a negative number…).
 //!
 //! The Postgres front end sends the code as is; the Flight front end maps its class to a gRPC
 //! status.
@@ -74,12 +75,7 @@ fn classify_datafusion(error: &DataFusionError) -> Option<(SqlState, String)> {
                 (SqlState::SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION, message())
             }
         })),
-        DataFusionError::Execution(m) if m.starts_with(REGEX_FAILED) => {
-            Some((SqlState::INVALID_REGULAR_EXPRESSION, message()))
-        }
-        DataFusionError::Execution(m) if m.starts_with("Unsupported date_trunc granularity: ") => {
-            Some((SqlState::INVALID_PARAMETER_VALUE, message()))
-        }
+        DataFusionError::Execution(m) => by_text(m).map(|state| (state, message())),
         DataFusionError::SQL(..) => Some((SqlState::SYNTAX_ERROR, message())),
         DataFusionError::NotImplemented(_) => Some((SqlState::FEATURE_NOT_SUPPORTED, message())),
         DataFusionError::ResourcesExhausted(_) => Some((SqlState::OUT_OF_MEMORY, message())),
@@ -87,8 +83,90 @@ fn classify_datafusion(error: &DataFusionError) -> Option<(SqlState, String)> {
     }
 }
 
-/// How arrow-string and datafusion-functions begin the error of a pattern that does not compile.
-const REGEX_FAILED: &str = "Regular expression did not compile: ";
+/// Errors of invalid arguments that DataFusion 55 and Arrow 59 raise with their meaning only in
+/// their text: how the text starts, how it ends, and PostgreSQL's class for the mistake.
+const TEXT_CLASSES: &[(&str, &str, SqlState)] = &[
+    // arrow-string, datafusion-functions: a pattern that does not compile.
+    (
+        "Regular expression did not compile: ",
+        "",
+        SqlState::INVALID_REGULAR_EXPRESSION,
+    ),
+    // date_trunc, date_part / extract, generate_series / range: an unknown unit, a zero step.
+    (
+        "Unsupported date_trunc granularity: ",
+        "",
+        SqlState::INVALID_PARAMETER_VALUE,
+    ),
+    (
+        "Date part '",
+        "' not supported",
+        SqlState::INVALID_PARAMETER_VALUE,
+    ),
+    (
+        "step can't be 0 for function ",
+        "",
+        SqlState::INVALID_PARAMETER_VALUE,
+    ),
+    // make_date, make_time: a field out of range; Arrow's timestamp arithmetic: a result.
+    (
+        "Month value '",
+        "' is out of range",
+        SqlState::DATETIME_FIELD_OVERFLOW,
+    ),
+    (
+        "Day value '",
+        "' is out of range",
+        SqlState::DATETIME_FIELD_OVERFLOW,
+    ),
+    (
+        "Hour value '",
+        "' is out of range",
+        SqlState::DATETIME_FIELD_OVERFLOW,
+    ),
+    (
+        "Minute value '",
+        "' is out of range",
+        SqlState::DATETIME_FIELD_OVERFLOW,
+    ),
+    (
+        "Second value '",
+        "' is out of range",
+        SqlState::DATETIME_FIELD_OVERFLOW,
+    ),
+    (
+        "Timestamp out of range",
+        "",
+        SqlState::DATETIME_FIELD_OVERFLOW,
+    ),
+    // substr with a negative length.
+    (
+        "negative count not allowed: ",
+        "",
+        SqlState::SUBSTRING_ERROR,
+    ),
+    // sqrt, power.
+    (
+        "cannot take square root of a negative number",
+        "",
+        SqlState::INVALID_ARGUMENT_FOR_POWER_FUNCTION,
+    ),
+    (
+        "zero raised to a negative power is undefined",
+        "",
+        SqlState::INVALID_ARGUMENT_FOR_POWER_FUNCTION,
+    ),
+];
+
+/// The class of an invalid-argument error known by its text ([`TEXT_CLASSES`]); a DataFusion
+/// error's text inside an Arrow error starts with `Execution error: `.
+fn by_text(message: &str) -> Option<SqlState> {
+    let message = message.strip_prefix("Execution error: ").unwrap_or(message);
+    TEXT_CLASSES
+        .iter()
+        .find(|(start, end, _)| message.starts_with(start) && message.ends_with(end))
+        .map(|(_, _, state)| *state)
+}
 
 /// The SQLSTATE of an Arrow compute error, when it has a class.
 fn classify_arrow(error: &arrow::error::ArrowError) -> Option<SqlState> {
@@ -100,9 +178,7 @@ fn classify_arrow(error: &arrow::error::ArrowError) -> Option<SqlState> {
         {
             Some(SqlState::NOT_NULL_VIOLATION)
         }
-        A::ComputeError(m) if m.starts_with(REGEX_FAILED) => {
-            Some(SqlState::INVALID_REGULAR_EXPRESSION)
-        }
+        A::ComputeError(m) => by_text(m),
         A::ArithmeticOverflow(_) => Some(SqlState::NUMERIC_VALUE_OUT_OF_RANGE),
         A::CastError(m) | A::ParseError(m) => {
             let m = m.to_lowercase();
@@ -139,8 +215,13 @@ pub fn sqlstate_of(error: &(dyn std::error::Error + 'static)) -> (SqlState, Stri
         {
             return (SqlState::SYNTAX_ERROR, e.to_string());
         }
-        if e.downcast_ref::<regex_syntax::Error>().is_some() {
-            return (SqlState::INVALID_REGULAR_EXPRESSION, error.to_string());
+        if e.downcast_ref::<regex_syntax::Error>().is_some()
+            || e.downcast_ref::<regex::Error>().is_some()
+        {
+            return (
+                SqlState::INVALID_REGULAR_EXPRESSION,
+                format!("invalid regular expression: {e}"),
+            );
         }
         if let Some(df) = e.downcast_ref::<DataFusionError>() {
             if let Some(found) = classify_datafusion(df) {

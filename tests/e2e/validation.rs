@@ -266,8 +266,27 @@ async fn bad_function_arguments_get_their_own_sqlstate() {
             "SELECT time_bucket(INTERVAL '1 month 1 day', now())",
             "22023",
         ),
+        ("SELECT regexp_replace('a', '(', 'b')", "2201B"),
+        ("SELECT make_date(2020, 13, 1)", "22008"),
+        ("SELECT now() + INTERVAL '100000 years'", "22008"),
+        ("SELECT substr('abc', 1, -1)", "22011"),
+        ("SELECT date_part('fortnight', now())", "22023"),
+        ("SELECT extract(fortnight FROM now())", "22023"),
+        ("SELECT generate_series(1, 10, 0)", "22023"),
+        ("SELECT sqrt(-1)", "2201F"),
+        ("SELECT power(0, -1)", "2201F"),
     ];
     for (sql, expected) in cases {
         assert_eq!(outcome(client.simple_query(sql).await), expected, "{sql}");
     }
+    // The pattern's own error, not the optimizer rule that compiled it.
+    let error = client
+        .simple_query("SELECT 'a' ~ '('")
+        .await
+        .expect_err("refused");
+    let message = error.as_db_error().expect("a server error").message();
+    assert!(
+        message.starts_with("invalid regular expression: "),
+        "{message}"
+    );
 }
