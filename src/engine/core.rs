@@ -8,6 +8,12 @@
 //! re-read the log and either found the commit there or committed the same plan again.
 //! Commits and publications of flushes and maintenance are serialised by one lock, so no
 //! reader ever pairs a buffer state with the wrong Delta version.
+//!
+//! Each (project, date) partition is written on its own; one that fails while others are
+//! written is left out of the commit ([`Core::leave_out_failures`]): its rows are appended to
+//! the WAL again as a carried record the commit names, so they stay buffered and survive a
+//! crash, and are retried at the next flush, or after `partition_attempts` such flushes moved
+//! to the quarantine. A failure of every partition commits nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,6 +48,11 @@ pub enum Error {
     /// No partition of a flush could be written (the first one's error); nothing committed.
     #[error("no partition could be written: {0}")]
     Unwritten(String),
+    /// A mutation matched rows of a partition no flush could write yet.
+    #[error(
+        "{0} matching rows are in a partition that cannot be written to Delta yet (see the flush errors in the log); nothing was changed, try again once it flushes"
+    )]
+    Unflushed(usize),
     /// Rows that must leave the table could not be written to the quarantine.
     #[error("cannot quarantine rows: {0}")]
     Quarantine(String),
@@ -65,7 +76,7 @@ impl Error {
             Error::Panicked(..) => SqlState::INTERNAL_ERROR,
             Error::Evaluate(_) => SqlState::INTERNAL_ERROR,
             Error::UnknownTable(_) => SqlState::UNDEFINED_TABLE,
-            Error::Unwritten(_) | Error::Quarantine(_) => SqlState::IO_ERROR,
+            Error::Unwritten(_) | Error::Quarantine(_) | Error::Unflushed(_) => SqlState::IO_ERROR,
         }
     }
 }
@@ -515,6 +526,12 @@ impl Mutations for Core {
         if buffered > 0 {
             self.flush_table(table, delta_table, FlushReason::All)
                 .await?;
+            // A partition the flush could not write stays buffered (carried): the mutation
+            // would miss its rows, so it waits until that partition can be written.
+            let left = self.buffered_matches(table, mutation, scope, session)?;
+            if left > 0 {
+                return Err(Error::Unflushed(left));
+            }
         }
         let mutated = match crate::panics::catch(delta_table.mutate(mutation, session)).await {
             Ok(mutated) => mutated.map_err(Error::from),
@@ -1273,5 +1290,33 @@ mod tests {
         assert_eq!(files.len(), 1);
         assert!(f.core.failing.lock().is_empty());
         assert_eq!(f.core.flush(FlushReason::All).await.expect("nothing"), 0);
+    }
+
+    /// A mutation that matches rows of a partition the flush cannot write changes nothing and
+    /// says so, instead of applying to Delta while those rows stay buffered unchanged.
+    #[tokio::test]
+    async fn a_mutation_matching_rows_that_cannot_be_flushed_changes_nothing() {
+        use datafusion::prelude::{col, lit};
+        let f = Fixture::new().await;
+        f.write_to("bad", "b", 3).await;
+        f.write_to("good", "g", 4).await;
+        *f.faults.refuse_partition.lock() = Some("project_id=bad/".into());
+        let session = SessionContext::new().state();
+        let delete = |project: &str| delta::Mutation::Delete {
+            predicate: Some(col("project_id").eq(lit(project))),
+        };
+        let refused =
+            Mutations::mutate(&f.core, TABLE, &delete("bad"), &Scope::default(), &session)
+                .await
+                .expect_err("refused");
+        assert!(matches!(refused, Error::Unflushed(3)), "{refused}");
+        assert_eq!(f.visible_rows().await, 7, "nothing deleted");
+        // Rows elsewhere are changed as usual.
+        let deleted =
+            Mutations::mutate(&f.core, TABLE, &delete("good"), &Scope::default(), &session)
+                .await
+                .expect("delete");
+        assert_eq!(deleted, 4);
+        assert_eq!(f.visible_rows().await, 3);
     }
 }

@@ -1,9 +1,11 @@
 //! Delta Lake tables: open or create them, and commit flushes with their WAL position.
 //!
-//! A flush writes one table's planned rows as zstd Parquet, sorted by the schema's sort
-//! columns within each (project, bucket), partitioned by `[project_id, date]`, and commits it
-//! with a Delta `txn` action (app id = the WAL id, version = the highest WAL sequence the
-//! flush covers) in the same commit. Delta commits are atomic (put-if-absent of the next
+//! A flush writes one table's planned rows as zstd Parquet, one sorted batch per
+//! `[project_id, date]` partition, each partition on its own ([`DeltaTable::write_partitions`]),
+//! and commits the files written with a Delta `txn` action (app id = the WAL id, version = the
+//! highest WAL sequence the flush covers) in the same commit ([`DeltaTable::commit_flush`]),
+//! plus one `txn` per WAL record carrying the rows of a partition it left out
+//! ([`carried_app_id`]). Delta commits are atomic (put-if-absent of the next
 //! `_delta_log/NNN.json`), so after a crash the `txn` version says exactly which WAL records
 //! are already in the table. This module never deletes WAL; the caller trims it once
 //! [`DeltaTable::flush`] has returned.
