@@ -48,6 +48,7 @@ with open(path, "w", newline="") as f:
                     body, i % 5000, hashes, summary, attributes, f"svc-{i % 13}"])
 EOF
 
+TF_BIN="${BINS[0]}"
 echo "$(machine_line)"
 echo "rows: $ROWS over $PROJECTS projects x $DAYS days; runs per binary: $RUNS"
 first=""

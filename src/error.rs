@@ -21,6 +21,7 @@ impl SqlState {
     pub const INVALID_DATETIME_FORMAT: SqlState = SqlState("22007");
     pub const DATETIME_FIELD_OVERFLOW: SqlState = SqlState("22008");
     pub const SUBSTRING_ERROR: SqlState = SqlState("22011");
+    pub const INVALID_ARGUMENT_FOR_NTILE_FUNCTION: SqlState = SqlState("22014");
     pub const DIVISION_BY_ZERO: SqlState = SqlState("22012");
     pub const INVALID_ARGUMENT_FOR_POWER_FUNCTION: SqlState = SqlState("2201F");
     pub const INVALID_REGULAR_EXPRESSION: SqlState = SqlState("2201B");

@@ -84,7 +84,8 @@ fn classify_datafusion(error: &DataFusionError) -> Option<(SqlState, String)> {
 }
 
 /// Errors of invalid arguments that DataFusion 55 and Arrow 59 raise with their meaning only in
-/// their text: how the text starts, how it ends, and PostgreSQL's class for the mistake.
+/// their text: how the text starts, a part it holds after that, and PostgreSQL's class for the
+/// same mistake.
 const TEXT_CLASSES: &[(&str, &str, SqlState)] = &[
     // arrow-string, datafusion-functions: a pattern that does not compile.
     (
@@ -92,7 +93,8 @@ const TEXT_CLASSES: &[(&str, &str, SqlState)] = &[
         "",
         SqlState::INVALID_REGULAR_EXPRESSION,
     ),
-    // date_trunc, date_part / extract, generate_series / range: an unknown unit, a zero step.
+    // date_trunc, date_part / extract, date_bin, generate_series / range, split_part,
+    // decode, chr, arrow_cast: an unknown unit or name, a zero step or position, bad digits.
     (
         "Unsupported date_trunc granularity: ",
         "",
@@ -104,9 +106,36 @@ const TEXT_CLASSES: &[(&str, &str, SqlState)] = &[
         SqlState::INVALID_PARAMETER_VALUE,
     ),
     (
+        "DATE_BIN stride must be non-zero",
+        "",
+        SqlState::INVALID_PARAMETER_VALUE,
+    ),
+    (
         "step can't be 0 for function ",
         "",
         SqlState::INVALID_PARAMETER_VALUE,
+    ),
+    (
+        "field position must not be zero",
+        "",
+        SqlState::INVALID_PARAMETER_VALUE,
+    ),
+    (
+        "Failed to decode value using ",
+        "",
+        SqlState::INVALID_PARAMETER_VALUE,
+    ),
+    (
+        "invalid Unicode scalar value: ",
+        "",
+        SqlState::INVALID_PARAMETER_VALUE,
+    ),
+    ("Unsupported type '", "", SqlState::INVALID_PARAMETER_VALUE),
+    // to_timestamp with a format the text does not match.
+    (
+        "Error parsing timestamp from '",
+        "' using format '",
+        SqlState::INVALID_DATETIME_FORMAT,
     ),
     // make_date, make_time: a field out of range; Arrow's timestamp arithmetic: a result.
     (
@@ -139,11 +168,59 @@ const TEXT_CLASSES: &[(&str, &str, SqlState)] = &[
         "",
         SqlState::DATETIME_FIELD_OVERFLOW,
     ),
-    // substr with a negative length.
+    // Integer results that overflow: factorial, gcd, abs; an array index past i64.
+    (
+        "Overflow happened on ",
+        "",
+        SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+    ),
+    (
+        "Signed integer overflow in ",
+        "",
+        SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+    ),
+    (
+        "",
+        "Array overflow on abs(",
+        SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+    ),
+    (
+        "array_element got invalid index: ",
+        "",
+        SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+    ),
+    // substr and overlay with a negative length or start.
     (
         "negative count not allowed: ",
         "",
         SqlState::SUBSTRING_ERROR,
+    ),
+    (
+        "overlay start position must be at least 1",
+        "",
+        SqlState::SUBSTRING_ERROR,
+    ),
+    // lpad, repeat: a result longer than a string can be.
+    (
+        "lpad requested length ",
+        " too large",
+        SqlState::PROGRAM_LIMIT_EXCEEDED,
+    ),
+    (
+        "rpad requested length ",
+        " too large",
+        SqlState::PROGRAM_LIMIT_EXCEEDED,
+    ),
+    (
+        "string size overflow on repeat",
+        "",
+        SqlState::PROGRAM_LIMIT_EXCEEDED,
+    ),
+    // ntile.
+    (
+        "NTILE requires a positive integer",
+        "",
+        SqlState::INVALID_ARGUMENT_FOR_NTILE_FUNCTION,
     ),
     // sqrt, power.
     (
@@ -164,7 +241,11 @@ fn by_text(message: &str) -> Option<SqlState> {
     let message = message.strip_prefix("Execution error: ").unwrap_or(message);
     TEXT_CLASSES
         .iter()
-        .find(|(start, end, _)| message.starts_with(start) && message.ends_with(end))
+        .find(|(start, within, _)| {
+            message
+                .strip_prefix(start)
+                .is_some_and(|rest| rest.contains(within))
+        })
         .map(|(_, _, state)| *state)
 }
 

@@ -275,6 +275,20 @@ async fn bad_function_arguments_get_their_own_sqlstate() {
         ("SELECT generate_series(1, 10, 0)", "22023"),
         ("SELECT sqrt(-1)", "2201F"),
         ("SELECT power(0, -1)", "2201F"),
+        ("SELECT to_timestamp('2020-01-01', 'YYYY-MM-DD')", "22007"),
+        ("SELECT date_bin(INTERVAL '0 minutes', now())", "22023"),
+        ("SELECT split_part('a,b', ',', 0)", "22023"),
+        ("SELECT decode('zz', 'hex')", "22023"),
+        ("SELECT chr(-1)", "22023"),
+        ("SELECT arrow_cast(1, 'Nope')", "22023"),
+        ("SELECT array_element(ARRAY[1], 100000000000)", "22003"),
+        ("SELECT factorial(100)", "22003"),
+        ("SELECT gcd(-9223372036854775808, 0)", "22003"),
+        ("SELECT abs(-9223372036854775808)", "22003"),
+        ("SELECT overlay('abc' placing 'x' from -1)", "22011"),
+        ("SELECT lpad('a', 100000000000)", "54000"),
+        ("SELECT repeat('a', 100000000000)", "54000"),
+        ("SELECT ntile(0) OVER () FROM (VALUES (1)) v(x)", "22014"),
     ];
     for (sql, expected) in cases {
         assert_eq!(outcome(client.simple_query(sql).await), expected, "{sql}");
