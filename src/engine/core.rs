@@ -139,6 +139,8 @@ struct Pending {
     plan: FlushPlan,
     commit: delta::FlushCommit,
     carried: HashMap<(String, i64), Seq>,
+    /// Rows of each file in `commit.quarantined`.
+    quarantined: Vec<usize>,
     /// Rows the commit holds.
     rows: usize,
 }
@@ -224,7 +226,7 @@ impl Core {
         let mut rows = 0;
         let mut failed = None;
         for (name, table) in &self.tables {
-            match self.flush_table(name, table, reason).await {
+            match self.flush_table(name, table, reason, true).await {
                 Ok(flushed) => rows += flushed,
                 Err(e) if failed.is_none() => failed = Some(e),
                 Err(e) => tracing::error!(table = %name, "flush failed: {e}"),
@@ -234,12 +236,15 @@ impl Core {
     }
 
     /// Flushes what `reason` selects of one table, after settling its last failed flush.
+    /// A partition that fails counts towards its quarantine only when `counted` (the
+    /// flusher's flushes, not the ones a mutation asks for, which a client may retry at will).
     /// The caller holds `commits`.
     async fn flush_table(
         &self,
         name: &str,
         table: &delta::DeltaTable,
         reason: FlushReason,
+        counted: bool,
     ) -> Result<usize> {
         let now = self.clock.now_micros();
         let cutoff = now - self.options.buffer_retention.as_micros() as i64;
@@ -259,7 +264,7 @@ impl Core {
                 .observe(started.elapsed().as_secs_f64());
         };
         let written = match table.write_partitions(&plan).await {
-            Ok(written) => self.leave_out_failures(name, plan, written).await,
+            Ok(written) => self.leave_out_failures(name, plan, written, counted).await,
             Err(e) => Err(e.into()),
         };
         let pending = match written {
@@ -273,9 +278,7 @@ impl Core {
         count(if committed.is_ok() { "ok" } else { "error" });
         match committed {
             Ok(reader) => {
-                let trim_to = self
-                    .buffer
-                    .complete_flush(&pending.plan, &pending.carried, reader);
+                let trim_to = self.complete(name, &pending, reader);
                 let removed = self.wal.trim(trim_to)?;
                 let version = table.version().await;
                 metrics.flushed_rows.inc_by(pending.rows as u64);
@@ -302,17 +305,20 @@ impl Core {
     }
 
     /// Turns a plan's written partitions into what its commit holds. Partitions that failed
-    /// while others were written are left out of the commit: each failure counts, and a
-    /// partition that reached `partition_attempts` has its rows moved to the quarantine;
-    /// otherwise its rows are appended to the WAL again, above the plan's prefix, so they
-    /// survive the commit that skips them and flush later. When every partition failed
-    /// (the store is down) nothing is committed and nothing counts: the error is returned
-    /// with the plan dropped, its rows still buffered under their own WAL records.
+    /// while others were written are left out of the commit: each failure counts (when
+    /// `counted`), and a partition that reached `partition_attempts` has its rows staged for
+    /// the quarantine, published once the commit lands; otherwise its rows are appended to the
+    /// WAL again, above the plan's prefix, so they survive the commit that skips them and
+    /// flush later. Nothing is committed (the error is returned with the plan dropped, every
+    /// row still buffered under its own WAL record, nothing counted) when every partition
+    /// failed (the store is down), or when the WAL is closed (shutdown: the rows wait for the
+    /// next start).
     async fn leave_out_failures(
         &self,
         name: &str,
         plan: FlushPlan,
-        written: Vec<(delta::PartitionKey, delta::Result<Vec<Add>>)>,
+        written: Vec<(PartitionKey, delta::Result<Vec<Add>>)>,
+        counted: bool,
     ) -> Result<Pending> {
         let mut adds = Vec::new();
         let mut failed = Vec::new();
@@ -332,27 +338,40 @@ impl Core {
             .flush_partition_failures
             .get_or_create(&vec![("table", name.to_string())])
             .inc_by(failed.len() as u64);
-        let written = partitions_in(&plan) - failed.len();
-        if let Some((_, error)) = failed.first()
-            && written == 0
-        {
-            return Err(Error::Unwritten(error.to_string()));
+        if let Some((key, error)) = failed.first() {
+            if partitions_in(&plan) == failed.len() {
+                return Err(Error::Unwritten(format!("partition {key}: {error}")));
+            }
+            if self.wal.is_closed() {
+                return Err(Error::Unwritten(format!(
+                    "partition {key} ({error}), and the WAL is closed for shutdown, so the others cannot be committed without it"
+                )));
+            }
         }
         let mut pending = Pending {
             commit: delta::FlushCommit {
                 upto: plan.upto,
                 adds,
                 carried: Vec::new(),
+                quarantined: Vec::new(),
             },
             carried: HashMap::new(),
+            quarantined: Vec::new(),
             rows: plan.rows,
             plan,
         };
-        for (i, (key, error)) in failed.into_iter().enumerate() {
+        // Decide for every partition first; then append the carried rows, and only after
+        // those stage the quarantine files, so an error leaves no file staged for rows that
+        // stay in the table.
+        let mut carry = Vec::new();
+        let mut give_up = Vec::new();
+        for (key, error) in failed {
             let attempts = {
                 let mut failing = self.failing.lock();
                 let attempts = failing.entry((name.to_string(), key.clone())).or_insert(0);
-                *attempts += 1;
+                if counted {
+                    *attempts += 1;
+                }
                 *attempts
             };
             let rows = rows_of(&pending.plan, &key).map_err(|source| {
@@ -362,17 +381,13 @@ impl Core {
                 })
             })?;
             pending.rows -= rows.num_rows();
-            if attempts >= self.options.partition_attempts {
-                let file = format!("{name}-{}-{i}", pending.plan.upto);
-                let kept = quarantine::keep_aside(&self.options.quarantine_dir, &file, &rows)
-                    .map_err(|e| Error::Quarantine(format!("partition {key}: {e}")))?;
-                self.failing.lock().remove(&(name.to_string(), key.clone()));
-                tracing::error!(
-                    table = %name, partition = %key, rows = rows.num_rows(), attempts, file = %kept.display(),
-                    "a partition failed to flush {attempts} times while others flushed; its rows were moved to the quarantine: {error}"
-                );
-                continue;
+            if counted && attempts >= self.options.partition_attempts {
+                give_up.push((key, error, attempts, rows));
+            } else {
+                carry.push((key, error, attempts, rows));
             }
+        }
+        for (key, error, attempts, rows) in carry {
             let buffer = self.buffer.clone();
             let seq = self
                 .wal
@@ -390,7 +405,47 @@ impl Core {
             pending.commit.carried.push(seq);
             pending.carried.insert((key.project, key.day), seq);
         }
+        let dir = &self.options.quarantine_dir;
+        for (i, (key, error, attempts, rows)) in give_up.into_iter().enumerate() {
+            let file = format!("{name}-{}-{i}", pending.plan.upto);
+            if let Err(e) = quarantine::stage(dir, &file, &rows) {
+                for staged in &pending.commit.quarantined {
+                    let _ = quarantine::discard(dir, staged);
+                }
+                return Err(Error::Quarantine(format!("partition {key}: {e}")));
+            }
+            tracing::error!(
+                table = %name, partition = %key, rows = rows.num_rows(), attempts, file = %file,
+                "a partition failed to flush {attempts} times while others flushed; its rows go to the quarantine with this flush: {error}"
+            );
+            self.failing.lock().remove(&(name.to_string(), key));
+            pending.commit.quarantined.push(file);
+            pending.quarantined.push(rows.num_rows());
+        }
         Ok(pending)
+    }
+
+    /// Completes a flush whose commit landed: the buffer drops its rows (keeping the carried
+    /// partitions') and publishes the new version, and its staged quarantine files are
+    /// published. Returns the sequence up to which the WAL may be trimmed.
+    fn complete(&self, name: &str, pending: &Pending, reader: Committed) -> Seq {
+        let trim_to = self
+            .buffer
+            .complete_flush(&pending.plan, &pending.carried, reader);
+        let dir = &self.options.quarantine_dir;
+        for (file, rows) in pending.commit.quarantined.iter().zip(&pending.quarantined) {
+            match quarantine::publish(dir, file, *rows) {
+                Ok(path) => tracing::error!(
+                    table = %name, rows, file = %path.display(),
+                    "a partition's rows were moved to the quarantine"
+                ),
+                // Published at the next start, which finds the commit in the log.
+                Err(e) => {
+                    tracing::error!(table = %name, file, "cannot publish a quarantine file: {e}")
+                }
+            }
+        }
+        trim_to
     }
 
     /// Why the WAL refuses writes, if it does (for `/ready`).
@@ -421,9 +476,7 @@ impl Core {
         };
         match settled {
             Ok(reader) => {
-                let trim_to = self
-                    .buffer
-                    .complete_flush(&pending.plan, &pending.carried, reader);
+                let trim_to = self.complete(name, &pending, reader);
                 self.wal.trim(trim_to)?;
                 Ok(pending.rows)
             }
@@ -524,7 +577,7 @@ impl Mutations for Core {
         self.resolve(table, delta_table).await?;
         let buffered = self.buffered_matches(table, mutation, scope, session)?;
         if buffered > 0 {
-            self.flush_table(table, delta_table, FlushReason::All)
+            self.flush_table(table, delta_table, FlushReason::All, false)
                 .await?;
             // A partition the flush could not write stays buffered (carried): the mutation
             // would miss its rows, so it waits until that partition can be written.
@@ -1217,7 +1270,7 @@ mod tests {
         assert_eq!(carried.len(), 1);
         assert!(
             f.table
-                .holds_carried(f.core.wal.id(), carried[0])
+                .holds(&delta::carried_app_id(f.core.wal.id(), carried[0]))
                 .await
                 .expect("log"),
             "the commit names the carried record, so replay applies it"
@@ -1252,7 +1305,7 @@ mod tests {
         f.faults.down.store(false, Ordering::SeqCst);
         assert!(
             !f.table
-                .holds_carried(f.core.wal.id(), carried[0].0)
+                .holds(&delta::carried_app_id(f.core.wal.id(), carried[0].0))
                 .await
                 .expect("log")
         );
@@ -1262,7 +1315,7 @@ mod tests {
         f.core.flush(FlushReason::All).await.expect("flush");
         assert!(
             f.table
-                .holds_carried(f.core.wal.id(), carried[0].0)
+                .holds(&delta::carried_app_id(f.core.wal.id(), carried[0].0))
                 .await
                 .expect("log")
         );
@@ -1318,5 +1371,57 @@ mod tests {
                 .expect("delete");
         assert_eq!(deleted, 4);
         assert_eq!(f.visible_rows().await, 3);
+    }
+
+    /// A quarantine file is staged before the commit that leaves its rows out and published
+    /// only once that commit landed; while the commit's outcome is unknown the file is still
+    /// staged (a restart would discard it, the log not naming it, and replay the rows).
+    #[tokio::test]
+    async fn a_quarantine_file_is_published_only_with_its_commit() {
+        let mut f = Fixture::new().await;
+        f.core.options.partition_attempts = 1;
+        *f.faults.refuse_partition.lock() = Some("project_id=bad/".into());
+        f.write_to("bad", "b", 5).await;
+        f.write_to("good", "g", 10).await;
+        f.faults.refuse_next_commit.store(true, Ordering::SeqCst);
+        f.core.flush(FlushReason::All).await.expect_err("refused");
+        let dir = f.core.options.quarantine_dir.clone();
+        let staged = quarantine::staged(&dir).expect("staged");
+        assert_eq!(staged.len(), 1);
+        assert!(
+            !f.table
+                .holds(&delta::quarantined_app_id(f.core.wal.id(), &staged[0]))
+                .await
+                .expect("log")
+        );
+        assert_eq!(f.visible_rows().await, 15, "nothing left the table yet");
+        f.faults.down.store(false, Ordering::SeqCst);
+        f.core.flush(FlushReason::All).await.expect("resolved");
+        assert!(quarantine::staged(&dir).expect("staged").is_empty());
+        assert!(
+            f.table
+                .holds(&delta::quarantined_app_id(f.core.wal.id(), &staged[0]))
+                .await
+                .expect("log")
+        );
+        assert!(dir.join(format!("{}.arrow", staged[0])).exists());
+        assert_eq!(f.visible_rows().await, 10);
+        assert_eq!(f.delta_rows().await, 10);
+    }
+
+    /// At shutdown the WAL is closed: a partition that fails cannot be carried, so nothing of
+    /// the table is committed and nothing counts towards the quarantine; the rows wait in the
+    /// WAL for the next start.
+    #[tokio::test]
+    async fn a_partition_failing_at_shutdown_leaves_the_table_in_the_wal() {
+        let mut f = Fixture::new().await;
+        f.core.options.partition_attempts = 1;
+        *f.faults.refuse_partition.lock() = Some("project_id=bad/".into());
+        f.write_to("bad", "b", 5).await;
+        f.write_to("good", "g", 10).await;
+        assert_eq!(f.core.close().await.expect("a clean shutdown"), 0);
+        assert_eq!(f.delta_rows().await, 0);
+        assert!(!f.core.options.quarantine_dir.exists());
+        assert!(f.core.failing.lock().is_empty());
     }
 }

@@ -129,12 +129,15 @@ impl std::fmt::Display for PartitionKey {
 }
 
 /// What one flush commits: the files written for its partitions, the WAL prefix it covers,
-/// and the records holding the rows of partitions it left out (see [`carried_app_id`]).
+/// the records holding the rows of partitions it left out (see [`carried_app_id`]), and the
+/// quarantine files staged with the rows of partitions it gave up on (see
+/// [`quarantined_app_id`]).
 #[derive(Debug, Clone)]
 pub struct FlushCommit {
     pub upto: Seq,
     pub adds: Vec<Add>,
     pub carried: Vec<Seq>,
+    pub quarantined: Vec<String>,
 }
 
 /// The `txn` app id a flush commits for each WAL record that carries rows it left out: the
@@ -144,6 +147,13 @@ pub struct FlushCommit {
 /// replayed and the carried copy is not.
 pub fn carried_app_id(wal_id: &str, seq: Seq) -> String {
     format!("{wal_id}/carried/{seq}")
+}
+
+/// The `txn` app id a flush commits for each quarantine file it staged (`name`): the rows in
+/// it left the table only if the log holds this id; otherwise the file is discarded at
+/// start-up and the rows are replayed from the WAL.
+pub fn quarantined_app_id(wal_id: &str, name: &str) -> String {
+    format!("{wal_id}/quarantined/{name}")
 }
 
 /// A plan's rows by Delta partition, in the plan's order: buckets never straddle a date, so
@@ -428,12 +438,17 @@ impl DeltaTable {
             source,
         };
         let mut transactions = vec![Transaction::new(wal_id, commit.upto.0 as i64)];
-        transactions.extend(
-            commit
-                .carried
-                .iter()
-                .map(|seq| Transaction::new(carried_app_id(wal_id, *seq), commit.upto.0 as i64)),
-        );
+        let named = commit
+            .carried
+            .iter()
+            .map(|seq| carried_app_id(wal_id, *seq))
+            .chain(
+                commit
+                    .quarantined
+                    .iter()
+                    .map(|name| quarantined_app_id(wal_id, name)),
+            );
+        transactions.extend(named.map(|app| Transaction::new(app, commit.upto.0 as i64)));
         let actions: Vec<Action> = commit.adds.iter().cloned().map(Action::Add).collect();
         // No blind retries inside deltalake: if a commit's response is lost after the store
         // accepted it, a retry at the next version would commit the same rows twice. Instead
@@ -492,11 +507,11 @@ impl DeltaTable {
         self.reader_of(&table).await
     }
 
-    /// Whether the log, as last read, holds the flush that carried WAL record `seq` (its
-    /// [`carried_app_id`] `txn`): only then does replay apply that record.
-    pub async fn holds_carried(&self, wal_id: &str, seq: Seq) -> Result<bool> {
+    /// Whether the log, as last read, holds a `txn` for `app_id`: [`carried_app_id`] (replay
+    /// applies that record only then) or [`quarantined_app_id`].
+    pub async fn holds(&self, app_id: &str) -> Result<bool> {
         let mut table = self.table.lock().await;
-        let version = wal_version(&mut table, &carried_app_id(wal_id, seq), false)
+        let version = wal_version(&mut table, app_id, false)
             .await
             .map_err(|source| Error::Delta {
                 table: self.schema.name.clone(),

@@ -96,6 +96,7 @@ impl Engine {
             config.buffer_max_bytes(),
         ));
         let quarantine = config.quarantine_dir();
+        settle_staged(&wal, &tables, &quarantine).await?;
         let last = replay(&wal, &ingest, &tables, &committed_seq, &quarantine).await?;
         buffer.advance_applied(last);
         wal.start(last.next())?;
@@ -167,7 +168,11 @@ async fn replay(
     })?;
     for (seq, table, ipc) in carried {
         let landed = match tables.get(&table) {
-            Some(delta_table) => delta_table.holds_carried(wal.id(), seq).await?,
+            Some(delta_table) => {
+                delta_table
+                    .holds(&delta::carried_app_id(wal.id(), seq))
+                    .await?
+            }
             None => false,
         };
         if landed {
@@ -190,6 +195,38 @@ async fn replay(
         .unwrap_or_default();
     tracing::info!(replayed_rows = replayed, skipped_records = skipped, next_seq = %last.next(), wal_id = wal.id(), "recovered");
     Ok(last)
+}
+
+/// Settles the quarantine files a flush staged before the process stopped: each is named
+/// `<table>-<upto>-<n>`, and published when its table's log holds the commit that left its
+/// rows out, discarded otherwise (the rows are then still in the WAL, and replayed).
+async fn settle_staged(
+    wal: &Wal,
+    tables: &HashMap<String, Arc<delta::DeltaTable>>,
+    dir: &Path,
+) -> Result<(), Error> {
+    let io = |source| wal::Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    for name in quarantine::staged(dir).map_err(io)? {
+        let table = name.rsplitn(3, '-').nth(2).unwrap_or_default();
+        let Some(delta_table) = tables.get(table) else {
+            tracing::warn!(file = %name, "a staged quarantine file of no known table is left as it is");
+            continue;
+        };
+        if delta_table
+            .holds(&delta::quarantined_app_id(wal.id(), &name))
+            .await?
+        {
+            let path = quarantine::publish(dir, &name, 0).map_err(io)?;
+            tracing::error!(file = %path.display(), "a partition's rows, moved to the quarantine by a flush that landed before the stop");
+        } else {
+            quarantine::discard(dir, &name).map_err(io)?;
+            tracing::info!(file = %name, "a staged quarantine file was discarded: its flush did not land, so its rows are replayed");
+        }
+    }
+    Ok(())
 }
 
 /// Inserts replayed record `seq` into the buffer, moving rows that can never be flushed to

@@ -299,6 +299,11 @@ pub struct Wal {
 }
 
 impl Wal {
+    /// Whether the WAL was closed for shutdown (appends are refused).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// Why the WAL refuses writes, if it does: a failed write or `fdatasync` poisons it.
     pub fn failure(&self) -> Option<String> {
         self.poisoned.lock().clone()

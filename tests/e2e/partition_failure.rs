@@ -143,7 +143,7 @@ async fn a_partition_failing_past_its_attempts_is_quarantined_and_the_rest_flush
         .await;
     }
     eventually(Duration::from_secs(30), "the quarantine", || async {
-        server.logged("its rows were moved to the quarantine") == 1
+        server.logged("rows were moved to the quarantine") == 1
     })
     .await;
     assert_eq!(count(&client, "WHERE project_id = 'blocked'").await, 0);
