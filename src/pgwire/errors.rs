@@ -32,8 +32,25 @@ pub(crate) fn no_rows_plan() -> LogicalPlan {
 /// Rewrites internal errors into Postgres errors with the right SQLSTATE.
 pub(crate) struct SqlStateErrors;
 
+/// How arrow-pg 0.16 (`datatypes::into_pg_type`) words the XX000 it answers for a result
+/// column whose Arrow type has no Postgres type (a union, as `json_get` returns): a feature
+/// not supported, 0A000, not an internal error. Remove when arrow-pg gives it a code.
+const NO_PG_TYPE: &str = "Unsupported Datatype ";
+
 impl ErrorHandler for SqlStateErrors {
     fn on_error<C: ClientInfo>(&self, _client: &C, error: &mut PgWireError) {
+        if let PgWireError::UserError(info) = error
+            && info.code == SqlState::INTERNAL_ERROR.code()
+            && let Some(arrow_type) = info.message.strip_prefix(NO_PG_TYPE)
+        {
+            *error = user_error(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                format!(
+                    "a result column of Arrow type {arrow_type} cannot be sent over the Postgres protocol; cast it (e.g. to text)"
+                ),
+            );
+            return;
+        }
         if let PgWireError::ApiError(inner) = error {
             let (code, message) = match inner.downcast_ref::<crate::pgwire::copy::Error>() {
                 Some(copy) => (copy.sqlstate(), copy.to_string()),
