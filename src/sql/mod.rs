@@ -110,6 +110,15 @@ pub fn session_context(
     // `Arc` itself, not on `T`, so any `pg_roles` query through an `Arc` recursed until the
     // stack overflowed and took the process down. `AuthManager` is cheap to clone (shared maps).
     setup_pg_catalog(&context, DATABASE, AuthManager::default()).map_err(|e| *e)?;
+    // `json` / `jsonb`, before the type planner the catalog just set (`regclass` and kin).
+    {
+        let state = context.state_ref();
+        let mut builder =
+            datafusion::execution::SessionStateBuilder::new_from_existing(state.read().clone());
+        let next = builder.type_planner().take();
+        let json = functions::json_build::JsonTypes { next };
+        *state.write() = builder.with_type_planner(Arc::new(json)).build();
+    }
     catalog::register(&context, DATABASE)?;
     // After the catalog set-up, so TimeFusion's functions win over any of the same name.
     functions::register(&mut context)?;

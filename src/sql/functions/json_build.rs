@@ -89,6 +89,29 @@ fn json_field(name: &str) -> FieldRef {
     Arc::new(Field::new(name, DataType::Utf8, true).with_metadata(json_metadata()))
 }
 
+/// The SQL types `json` and `jsonb` as DataFusion has none: text marked as JSON, so
+/// `'{"a":1}'::jsonb` plans (DataFusion answered "Unsupported SQL type JSON") and the value is
+/// embedded as JSON by the constructors here. The cast does not check that the text is JSON,
+/// as PostgreSQL's does (22P02). Other types go to `next`, the planner it wraps.
+#[derive(Debug)]
+pub(crate) struct JsonTypes {
+    pub next: Option<Arc<dyn datafusion::logical_expr::planner::TypePlanner>>,
+}
+
+impl datafusion::logical_expr::planner::TypePlanner for JsonTypes {
+    fn plan_type_field(
+        &self,
+        sql_type: &datafusion::sql::sqlparser::ast::DataType,
+    ) -> datafusion::error::Result<Option<FieldRef>> {
+        use datafusion::sql::sqlparser::ast::DataType as Sql;
+        match (sql_type, &self.next) {
+            (Sql::JSON | Sql::JSONB, _) => Ok(Some(json_field(""))),
+            (_, Some(next)) => next.plan_type_field(sql_type),
+            (_, None) => Ok(None),
+        }
+    }
+}
+
 fn invalid(message: impl Into<String>) -> DataFusionError {
     SqlError::new(SqlState::INVALID_PARAMETER_VALUE, message).into()
 }

@@ -44,7 +44,7 @@ use datafusion::prelude::SessionContext;
 
 mod aggregate;
 mod json;
-mod json_build;
+pub(crate) mod json_build;
 mod pg;
 mod time;
 
