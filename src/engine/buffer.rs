@@ -453,9 +453,12 @@ impl<C: Clone> Buffer<C> {
                 .collect();
             for (project, buckets) in tb.projects.iter_mut() {
                 buckets.retain(|start, bucket| {
-                    let kept = carried
-                        .get(&(project.clone(), start.div_euclid(MICROS_PER_DAY)))
-                        .copied();
+                    let kept = if carried.is_empty() {
+                        None
+                    } else {
+                        let day = start.div_euclid(MICROS_PER_DAY);
+                        carried.get(&(project.clone(), day)).copied()
+                    };
                     bucket.chunks.retain_mut(|c| {
                         if !chosen.contains(&(project.as_str(), *start, c.min_seq)) {
                             return true;
