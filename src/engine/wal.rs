@@ -11,8 +11,9 @@
 //! Version 1 records hold acknowledged rows. Version 2 records hold *carried* rows: the rows
 //! of a partition a flush could not write, appended again above the flush's prefix before
 //! it commits without them ([`Wal::append_carried`]); replay applies one only if that flush
-//! landed (`engine::delta::carried_app_id`). Builds before carried records refuse a WAL
-//! holding one.
+//! landed (`engine::delta::carried_app_id`). Builds before carried records take one for
+//! corruption (and, as the last record of the WAL, for a torn tail they truncate): do not
+//! downgrade past them with a carried record in the WAL.
 //!
 //! The payload is compressed as [`WalCompression`] says and says so itself, so replay needs no
 //! setting: with zstd (the default) the IPC stream is one zstd frame, recognised by the frame's
