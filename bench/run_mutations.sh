@@ -21,11 +21,7 @@ STATUS=0
   --target postgresql="host=127.0.0.1 port=$PG_PORT user=postgres dbname=postgres" \
   --target timefusion="host=127.0.0.1 port=$TF_PORT user=postgres password=postgres dbname=postgres" \
   --results "$RESULTS" "$@" || STATUS=$?
-if [ -s "$WORK/tf.log" ]; then
-  echo
-  echo "TimeFusion log (warnings and errors, last 20 lines):"
-  tail -20 "$WORK/tf.log"
-fi
+show_tf_log 20
 echo
 "$PYTHON" bench/mutations.py --report "$RESULTS"
 echo "figures: $RESULTS"

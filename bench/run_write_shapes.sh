@@ -51,11 +51,7 @@ else
     --target timefusion="jdbc:postgresql://127.0.0.1:$TF_PORT/postgres?user=postgres&password=postgres" \
     --results "$RESULTS" --rows "${jdbc_rows:-2000}" --batch "${JDBC_BATCH:-500}" || STATUS=$?
 fi
-if [ -s "$WORK/tf.log" ]; then
-  echo
-  echo "TimeFusion log (warnings and errors, last 40 lines):"
-  tail -40 "$WORK/tf.log"
-fi
+show_tf_log 40
 echo
 "$PYTHON" bench/write_shapes.py --report "$RESULTS"
 echo "figures: $RESULTS"

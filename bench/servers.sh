@@ -9,6 +9,7 @@
 #   start_pg                         # PostgreSQL on $PG_PORT (socket dir $WORK)
 #   start_tf [VAR=value …]           # TimeFusion on $TF_PORT, data in $WORK/tf
 #   machine_line                     # one line: cores, RAM, kernel, versions, date
+#   show_tf_log N                    # the last N lines of TimeFusion's log, if it logged any
 PGBIN="${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)}"
 WORK="$(mktemp -d /tmp/timefusion-bench.XXXXXX)"
 PYTHON="${PYTHON:-$HOME/.cache/timefusion/venv/bin/python}"
@@ -67,4 +68,12 @@ start_tf() {
 
 machine_line() {
   echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -sr); PostgreSQL: $("$PGBIN/postgres" --version); TimeFusion: $TF_BIN; $(date -u +%F)"
+}
+
+show_tf_log() {
+  if [ -s "$WORK/tf.log" ]; then
+    echo
+    echo "TimeFusion log (warnings and errors, last $1 lines):"
+    tail -"$1" "$WORK/tf.log"
+  fi
 }

@@ -30,7 +30,7 @@ use crate::engine::delta::PartitionKey;
 use crate::engine::quarantine;
 use crate::engine::storage::Storage;
 use crate::engine::wal::{self, Seq, Wal};
-use crate::engine::{Clock, Committed, MICROS_PER_DAY, delta};
+use crate::engine::{Clock, Committed, delta};
 use crate::error::SqlState;
 
 /// A flush or maintenance pass that failed; the rows it concerned stay in the buffer and WAL.
@@ -320,6 +320,7 @@ impl Core {
         written: Vec<(PartitionKey, delta::Result<Vec<Add>>)>,
         counted: bool,
     ) -> Result<Pending> {
+        let partitions = written.len();
         let mut adds = Vec::new();
         let mut failed = Vec::new();
         {
@@ -339,7 +340,7 @@ impl Core {
             .get_or_create(&vec![("table", name.to_string())])
             .inc_by(failed.len() as u64);
         if let Some((key, error)) = failed.first() {
-            if partitions_in(&plan) == failed.len() {
+            if partitions == failed.len() {
                 return Err(Error::Unwritten(format!("partition {key}: {error}")));
             }
             if self.wal.is_closed() {
@@ -617,31 +618,18 @@ impl Mutations for Core {
     }
 }
 
-/// How many (project, date) partitions `plan` writes.
-fn partitions_in(plan: &FlushPlan) -> usize {
-    let keys: std::collections::HashSet<(&str, i64)> = plan
-        .groups
-        .iter()
-        .map(|(project, start, _)| (project.as_str(), start.div_euclid(MICROS_PER_DAY)))
-        .collect();
-    keys.len()
-}
-
 /// The rows `plan` holds for partition `key`, as one batch.
 fn rows_of(plan: &FlushPlan, key: &PartitionKey) -> arrow::error::Result<RecordBatch> {
-    let batches: Vec<&RecordBatch> = plan
-        .groups
-        .iter()
-        .filter(|(project, start, _)| {
-            *project == key.project && start.div_euclid(MICROS_PER_DAY) == key.day
-        })
-        .flat_map(|(_, _, chunks)| chunks)
-        .collect();
+    let batches = delta::partitions(plan)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, batches)| batches)
+        .unwrap_or_default();
     let schema = batches
         .first()
         .map(|b| b.schema())
         .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty()));
-    arrow::compute::concat_batches(&schema, batches)
+    arrow::compute::concat_batches(&schema, &batches)
 }
 
 /// Attempts of the shutdown flush before the server exits with the rows left in the WAL.

@@ -158,7 +158,7 @@ pub fn quarantined_app_id(wal_id: &str, name: &str) -> String {
 
 /// A plan's rows by Delta partition, in the plan's order: buckets never straddle a date, so
 /// a partition's chunks are the plan's consecutive groups of one project and day.
-fn partitions(plan: &FlushPlan) -> Vec<(PartitionKey, Vec<RecordBatch>)> {
+pub(crate) fn partitions(plan: &FlushPlan) -> Vec<(PartitionKey, Vec<RecordBatch>)> {
     let mut partitions: Vec<(PartitionKey, Vec<RecordBatch>)> = Vec::new();
     for (project, start, chunks) in &plan.groups {
         let key = PartitionKey {

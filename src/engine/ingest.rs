@@ -459,9 +459,12 @@ pub fn prepare_value(
             (MIN_MICROS..=MAX_MICROS).contains(micros)
         }
         ScalarValue::Date32(Some(days)) => (MIN_DAYS..=MAX_DAYS).contains(days),
+        ScalarValue::Utf8(Some(tenant)) if field.name() == &table.tenant_column => {
+            tenant_fits(field.name(), tenant)
+        }
         _ => true,
     };
-    if value.data_type() == *field.data_type() && inside && field.name() != &table.tenant_column {
+    if value.data_type() == *field.data_type() && inside {
         return Ok(value);
     }
     let as_array = |v: &ScalarValue| {
@@ -599,16 +602,20 @@ fn check_stored(table: &TableSchema, name: &str, column: &ArrayRef) -> Result<()
     }
 }
 
+/// Whether tenant `value` of column `name` names a partition folder short enough. A value
+/// short enough even if every byte were encoded (three bytes each) is not encoded.
+fn tenant_fits(name: &str, value: &str) -> bool {
+    value.len() <= (MAX_PARTITION_NAME_BYTES - name.len() - 1) / 3
+        || partition_name_bytes(name, value) <= MAX_PARTITION_NAME_BYTES
+}
+
 /// The first row of the tenant `column` whose partition folder name would be too long, with
-/// that name's length. Values short enough even if every byte were encoded (three bytes
-/// each) are not encoded.
+/// that name's length.
 fn tenant_too_long(name: &str, column: &ArrayRef) -> Option<(usize, usize)> {
     let values = column.as_string_opt::<i32>()?;
-    let safe = (MAX_PARTITION_NAME_BYTES - name.len() - 1) / 3;
     (0..values.len())
-        .filter(|&row| values.is_valid(row) && values.value(row).len() > safe)
+        .find(|&row| values.is_valid(row) && !tenant_fits(name, values.value(row)))
         .map(|row| (row, partition_name_bytes(name, values.value(row))))
-        .find(|(_, bytes)| *bytes > MAX_PARTITION_NAME_BYTES)
 }
 
 /// An error for the first value of `column` outside the stored range, if any (a timestamp or
@@ -710,11 +717,8 @@ fn in_range(table: &TableSchema, batch: &RecordBatch) -> arrow::array::BooleanAr
         .collect();
     (0..batch.num_rows())
         .map(|row| {
-            let short = tenant.is_none_or(|t| {
-                t.is_null(row)
-                    || partition_name_bytes(&table.tenant_column, t.value(row))
-                        <= MAX_PARTITION_NAME_BYTES
-            });
+            let short = tenant
+                .is_none_or(|t| t.is_null(row) || tenant_fits(&table.tenant_column, t.value(row)));
             Some(
                 short
                     && checked.iter().all(|(column, low, high)| {
