@@ -367,12 +367,27 @@ impl DeltaTable {
             let task = tokio::spawn(crate::panics::catch(async move {
                 let name = table;
                 let parts: Vec<&RecordBatch> = parts.iter().collect();
-                let batch = sorted(&schema, &parts).map_err(|source| Error::Arrow {
+                let arrow = |source| Error::Arrow {
                     table: name.clone(),
                     source,
-                })?;
+                };
+                let rows = Sorted::new(&schema, &parts).map_err(arrow)?;
                 let mut writer = DeltaWriter::new(store, config);
-                let written = match writer.write(&batch).await {
+                let mut written = Ok(());
+                for range in rows.slices(FLUSH_SLICE_BYTES) {
+                    let slice = match rows.gather(range) {
+                        Ok(slice) => slice,
+                        Err(e) => {
+                            let _ = writer.abort().await;
+                            return Err(arrow(e));
+                        }
+                    };
+                    written = writer.write(&slice).await;
+                    if written.is_err() {
+                        break;
+                    }
+                }
+                let written = match written {
                     Ok(()) => writer.close().await,
                     Err(e) => {
                         let _ = writer.abort().await;
@@ -688,66 +703,110 @@ impl DeltaTable {
     }
 }
 
-/// `parts` as one batch sorted by the schema's sort columns, built with one copy of the
-/// rows: the sort keys are concatenated and sorted, then every column is gathered from
-/// the parts straight into its place. A column left out of every part (see
+/// Bytes of rows a flush gathers into sorted order at a time, per partition being written:
+/// a partition is handed to the Parquet writer in slices of about this size, so the copy a
+/// flush makes of its rows is bounded by this times the partitions written at once, not the
+/// size of the largest partition. The files are the same: the writer cuts row groups by row
+/// count, whatever the slices.
+const FLUSH_SLICE_BYTES: usize = 8 << 20;
+
+/// A partition's rows in the order of the schema's sort columns, gathered a slice at a time:
+/// the sort keys are concatenated and sorted once, then each slice's columns are gathered
+/// from the parts straight into place. A column left out of every part (see
 /// [`batch::default_column`]) stays a slice of the shared default array: most of an otel
 /// table's columns, which would otherwise be materialised as millions of nulls.
-fn sorted(
-    table: &TableSchema,
-    parts: &[&RecordBatch],
-) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let schema = &table.schema;
-    let rows: usize = parts.iter().map(|b| b.num_rows()).sum();
-    let column =
-        |i: usize| -> Vec<&dyn Array> { parts.iter().map(|b| b.column(i).as_ref()).collect() };
-    let keys = table
-        .sort_columns
-        .iter()
-        .filter_map(|c| table.index_of(c))
-        .map(|i| {
-            Ok(SortColumn {
-                values: concat(&column(i))?,
-                options: None,
+struct Sorted<'a> {
+    table: &'a TableSchema,
+    parts: &'a [&'a RecordBatch],
+    /// (part, row in part) of each row, in sorted order.
+    order: Vec<(usize, usize)>,
+}
+
+impl<'a> Sorted<'a> {
+    fn new(
+        table: &'a TableSchema,
+        parts: &'a [&'a RecordBatch],
+    ) -> Result<Self, arrow::error::ArrowError> {
+        let rows: usize = parts.iter().map(|b| b.num_rows()).sum();
+        let keys = table
+            .sort_columns
+            .iter()
+            .filter_map(|c| table.index_of(c))
+            .map(|i| {
+                let column: Vec<&dyn Array> = parts.iter().map(|b| b.column(i).as_ref()).collect();
+                Ok(SortColumn {
+                    values: concat(&column)?,
+                    options: None,
+                })
             })
+            .collect::<Result<Vec<_>, arrow::error::ArrowError>>()?;
+        // Row `r` of the concatenation is row `r - starts[p]` of part `p`.
+        let starts: Vec<usize> = parts
+            .iter()
+            .scan(0, |start, b| {
+                let first = *start;
+                *start += b.num_rows();
+                Some(first)
+            })
+            .collect();
+        let locate = |r: usize| {
+            let part = starts.partition_point(|&s| s <= r) - 1;
+            (part, r - starts[part])
+        };
+        let order = if keys.is_empty() {
+            (0..rows).map(locate).collect()
+        } else {
+            let order = lexsort_to_indices(&keys, None)?;
+            order.values().iter().map(|&r| locate(r as usize)).collect()
+        };
+        Ok(Sorted {
+            table,
+            parts,
+            order,
         })
-        .collect::<Result<Vec<_>, arrow::error::ArrowError>>()?;
-    // Row `r` of the concatenation is row `r - starts[p]` of part `p`.
-    let starts: Vec<usize> = parts
-        .iter()
-        .scan(0, |start, b| {
-            let first = *start;
-            *start += b.num_rows();
-            Some(first)
-        })
-        .collect();
-    let locate = |r: usize| {
-        let part = starts.partition_point(|&s| s <= r) - 1;
-        (part, r - starts[part])
-    };
-    let indices: Vec<(usize, usize)> = if keys.is_empty() {
-        (0..rows).map(locate).collect()
-    } else {
-        let order = lexsort_to_indices(&keys, None)?;
-        order.values().iter().map(|&r| locate(r as usize)).collect()
-    };
-    let columns = schema
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, field)| {
-            if parts.iter().all(|b| batch::is_default(field, b.column(i))) {
-                Ok(batch::default_column(field, rows))
-            } else {
-                interleave(&column(i), &indices)
-            }
-        })
-        .collect::<Result<Vec<_>, arrow::error::ArrowError>>()?;
-    RecordBatch::try_new_with_options(
-        schema.clone(),
-        columns,
-        &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
-    )
+    }
+
+    /// Ranges of sorted rows of about `bytes` each (at least 1,024 rows), covering them all.
+    fn slices(&self, bytes: usize) -> impl Iterator<Item = std::ops::Range<usize>> + use<> {
+        let rows = self.order.len();
+        let held: usize = self.parts.iter().map(|b| batch::owned_bytes(b)).sum();
+        let step = (rows as u128 * bytes as u128 / held.max(1) as u128)
+            .clamp(1024, rows.max(1) as u128) as usize;
+        (0..rows)
+            .step_by(step)
+            .map(move |start| start..(start + step).min(rows))
+    }
+
+    /// The sorted rows in `range`, as one batch of the table's schema.
+    fn gather(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let schema = &self.table.schema;
+        let indices = &self.order[range];
+        let columns = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, field)| {
+                if self
+                    .parts
+                    .iter()
+                    .all(|b| batch::is_default(field, b.column(i)))
+                {
+                    return Ok(batch::default_column(field, indices.len()));
+                }
+                let column: Vec<&dyn Array> =
+                    self.parts.iter().map(|b| b.column(i).as_ref()).collect();
+                interleave(&column, indices)
+            })
+            .collect::<Result<Vec<_>, arrow::error::ArrowError>>()?;
+        RecordBatch::try_new_with_options(
+            schema.clone(),
+            columns,
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(indices.len())),
+        )
+    }
 }
 
 /// The `txn` version `wal_id` last committed to `table` (the highest WAL sequence it holds),
@@ -810,7 +869,9 @@ mod tests {
         let table = catalog.get("otel_logs_and_spans").expect("otel");
         let a = part(table, &[30, 10, 50]);
         let b = part(table, &[20, 60, 40, 0]);
-        let out = sorted(table, &[&a, &b]).expect("sorted");
+        let parts = [&a, &b];
+        let rows = Sorted::new(table, &parts).expect("sorted");
+        let out = rows.gather(0..7).expect("gathered");
         assert_eq!(out.num_rows(), 7);
         let ts = out
             .column(table.index_of("timestamp").expect("timestamp"))
@@ -829,5 +890,34 @@ mod tests {
             a.column(name).to_data().buffers()[0].as_ptr(),
             "a left-out column is a slice of the shared default array, not a copy"
         );
+    }
+
+    #[test]
+    fn a_partition_is_gathered_in_slices_that_together_are_its_sorted_rows() {
+        let catalog = Catalog::load(None).expect("schemas");
+        let table = catalog.get("otel_logs_and_spans").expect("otel");
+        let a = part(table, &(0..1500).rev().map(|t| t * 2).collect::<Vec<_>>());
+        let b = part(table, &(0..1500).map(|t| t * 2 + 1).collect::<Vec<_>>());
+        let parts = [&a, &b];
+        let rows = Sorted::new(table, &parts).expect("sorted");
+        // One byte a slice asks for the fewest rows a slice holds: 1,024.
+        let ranges: Vec<_> = rows.slices(1).collect();
+        assert_eq!(ranges, [0..1024, 1024..2048, 2048..3000]);
+        let ts_index = table.index_of("timestamp").expect("timestamp");
+        let mut ts = Vec::new();
+        for range in ranges {
+            let slice = rows.gather(range).expect("slice");
+            ts.extend(
+                slice
+                    .column(ts_index)
+                    .as_primitive::<TimestampMicrosecondType>()
+                    .values()
+                    .iter()
+                    .copied(),
+            );
+        }
+        assert_eq!(ts, (0..3000).collect::<Vec<_>>());
+        // Enough bytes a slice for the whole partition: one slice.
+        assert_eq!(rows.slices(1 << 30).collect::<Vec<_>>(), [0..3000]);
     }
 }
