@@ -770,8 +770,8 @@ impl<'a> Sorted<'a> {
     fn slices(&self, bytes: usize) -> impl Iterator<Item = std::ops::Range<usize>> + use<> {
         let rows = self.order.len();
         let held: usize = self.parts.iter().map(|b| batch::owned_bytes(b)).sum();
-        let step = (rows as u128 * bytes as u128 / held.max(1) as u128)
-            .clamp(1024, rows.max(1) as u128) as usize;
+        let step = (rows as u128 * bytes as u128 / held.max(1) as u128).max(1024);
+        let step = step.min(rows.max(1) as u128) as usize;
         (0..rows)
             .step_by(step)
             .map(move |start| start..(start + step).min(rows))
@@ -871,6 +871,8 @@ mod tests {
         let b = part(table, &[20, 60, 40, 0]);
         let parts = [&a, &b];
         let rows = Sorted::new(table, &parts).expect("sorted");
+        // Fewer rows than the least a slice holds: one slice.
+        assert_eq!(rows.slices(1).collect::<Vec<_>>(), [0..7]);
         let out = rows.gather(0..7).expect("gathered");
         assert_eq!(out.num_rows(), 7);
         let ts = out
