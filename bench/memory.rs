@@ -266,7 +266,7 @@ async fn main() {
                     break;
                 };
                 peak = peak.max(rss);
-                if n % 100 == 0 {
+                if n.is_multiple_of(100) {
                     every_10s.push(rss / 1024);
                 }
                 n += 1;

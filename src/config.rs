@@ -129,12 +129,19 @@ pub struct Config {
     #[arg(long, env = "TIMEFUSION_MAX_EXPRESSION_DEPTH", default_value_t = 1000)]
     pub max_expression_depth: usize,
 
+    /// Memory the whole process may use, in MiB: every large consumer below takes a share of
+    /// it, and the buffer admits writers only while the resident set leaves room (see
+    /// DELTA_CONFIG.md, "Memory"). Unset: no process budget, each consumer its own default
+    /// (the cgroup's limit is not yet a default: the budget does not hold under every load).
+    #[arg(long, env = "TIMEFUSION_MEMORY_LIMIT_MB")]
+    pub memory_limit_mb: Option<u64>,
+
     /// Memory every running query together may use for its working state (sorts, hash
     /// tables, aggregation), in MiB. Sorts and aggregations spill to `<data dir>/spill` past
     /// their share; a query that still cannot fit gets SQLSTATE 53200 (`RESOURCE_EXHAUSTED`
-    /// on Flight) and the others go on.
-    #[arg(long, env = "TIMEFUSION_QUERY_MEMORY_MB", default_value_t = 2048)]
-    pub query_memory_mb: usize,
+    /// on Flight) and the others go on. Default: 20% of the process budget, or 2048 without one.
+    #[arg(long, env = "TIMEFUSION_QUERY_MEMORY_MB")]
+    pub query_memory_mb: Option<u64>,
 
     /// Stack of each thread that parses, plans and runs statements, in MiB: at least one per
     /// 100 of `TIMEFUSION_MAX_EXPRESSION_DEPTH` (a 1,000-deep expression needs 2–8 MiB). Pages
@@ -180,9 +187,10 @@ pub struct Config {
     pub grpc_max_message_mb: usize,
 
     /// Arrow bytes that DoPut streams may hold in flight together, in MiB; further batches
-    /// wait (backpressure on the client's stream).
-    #[arg(long, env = "TIMEFUSION_GRPC_MAX_INFLIGHT_MB", default_value_t = 512)]
-    pub grpc_max_inflight_mb: usize,
+    /// wait (backpressure on the client's stream). Default: 10% of the process budget (at
+    /// least `TIMEFUSION_GRPC_MAX_MESSAGE_MB`), or 512 without one.
+    #[arg(long, env = "TIMEFUSION_GRPC_MAX_INFLIGHT_MB")]
+    pub grpc_max_inflight_mb: Option<u64>,
 
     /// Local data directory: the WAL, and the Delta tables when no S3 bucket is configured.
     #[arg(long, env = "TIMEFUSION_DATA_DIR", default_value = "./data")]
@@ -193,9 +201,11 @@ pub struct Config {
     pub schema_dir: Option<PathBuf>,
 
     /// Byte budget of the in-memory buffer, in MiB. Past 80% the flusher runs early; at the
-    /// limit writers wait for a flush, then fail with SQLSTATE 53200.
-    #[arg(long, env = "TIMEFUSION_BUFFER_MAX_MEMORY_MB", default_value_t = 4096)]
-    pub buffer_max_memory_mb: u64,
+    /// limit writers wait for a flush, then fail with SQLSTATE 53200. With a process budget
+    /// the limit is lower while the rest of the process holds more than the budget leaves
+    /// it. Default: 40% of the process budget, or 4096 without one.
+    #[arg(long, env = "TIMEFUSION_BUFFER_MAX_MEMORY_MB")]
+    pub buffer_max_memory_mb: Option<u64>,
 
     /// How long a writer waits for buffer space before its insert fails, in seconds.
     #[arg(
@@ -269,9 +279,10 @@ pub struct Config {
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub s3_secret_access_key: Option<String>,
 
-    /// Memory tier of the object-store cache (S3 only), in MiB.
-    #[arg(long, env = "TIMEFUSION_FOYER_MEMORY_MB", default_value_t = 1024)]
-    pub foyer_memory_mb: u64,
+    /// Memory tier of the object-store cache (S3 only), in MiB. Default: 10% of the process
+    /// budget, or 1024 without one.
+    #[arg(long, env = "TIMEFUSION_FOYER_MEMORY_MB")]
+    pub foyer_memory_mb: Option<u64>,
 
     /// Disk tier of the object-store cache (S3 only), in GiB, under `<data dir>/cache/`;
     /// capped at 80% of the free disk space at start-up.
@@ -336,10 +347,35 @@ impl Config {
                 self.bucket_mins
             )));
         }
-        if self.buffer_max_memory_mb == 0 {
-            return Err(ConfigError(
-                "TIMEFUSION_BUFFER_MAX_MEMORY_MB must be positive".into(),
-            ));
+        for (name, value) in [
+            ("TIMEFUSION_MEMORY_LIMIT_MB", self.memory_limit_mb),
+            ("TIMEFUSION_BUFFER_MAX_MEMORY_MB", self.buffer_max_memory_mb),
+            ("TIMEFUSION_QUERY_MEMORY_MB", self.query_memory_mb),
+            ("TIMEFUSION_FOYER_MEMORY_MB", self.foyer_memory_mb),
+        ] {
+            if value == Some(0) {
+                return Err(ConfigError(format!("{name} must be positive")));
+            }
+        }
+        let shares = self.shares();
+        if let Some(limit) = shares.process {
+            let cache = if self.s3_bucket.is_some() {
+                shares.cache
+            } else {
+                0
+            };
+            let claimed = shares.buffer + shares.query + shares.inflight + cache;
+            if claimed > limit {
+                return Err(ConfigError(format!(
+                    "the buffer ({} MiB), queries ({} MiB), DoPut in flight ({} MiB) and the cache's memory tier ({} MiB) take {} MiB, more than the process budget of {} MiB (TIMEFUSION_MEMORY_LIMIT_MB): lower them or raise the budget",
+                    shares.buffer >> 20,
+                    shares.query >> 20,
+                    shares.inflight >> 20,
+                    cache >> 20,
+                    claimed >> 20,
+                    limit >> 20
+                )));
+            }
         }
         if self.flush_partition_attempts == 0 {
             return Err(ConfigError(
@@ -360,10 +396,11 @@ impl Config {
         if self.wal_segment_mb == 0 || self.wal_group_max_mb == 0 {
             return Err(ConfigError("WAL sizes must be positive".into()));
         }
-        if self.grpc_max_message_mb == 0 || self.grpc_max_inflight_mb < self.grpc_max_message_mb {
+        if self.grpc_max_message_mb == 0 || shares.inflight < self.grpc_max_message_mb << 20 {
             return Err(ConfigError(format!(
                 "TIMEFUSION_GRPC_MAX_INFLIGHT_MB={} must be at least TIMEFUSION_GRPC_MAX_MESSAGE_MB={} (and both positive)",
-                self.grpc_max_inflight_mb, self.grpc_max_message_mb
+                shares.inflight >> 20,
+                self.grpc_max_message_mb
             )));
         }
         if self.max_connections == 0 || self.max_concurrent_statements == 0 {
@@ -401,11 +438,6 @@ impl Config {
                 "TIMEFUSION_MAINTENANCE_INTERVAL_SECS, TIMEFUSION_COMPACT_TARGET_MB and TIMEFUSION_CHECKPOINT_INTERVAL must be positive".into(),
             ));
         }
-        if self.query_memory_mb == 0 {
-            return Err(ConfigError(
-                "TIMEFUSION_QUERY_MEMORY_MB must be positive".into(),
-            ));
-        }
         if self.stack_mb.saturating_mul(STACK_DEPTH_PER_MB) < self.max_expression_depth {
             return Err(ConfigError(format!(
                 "TIMEFUSION_MAX_EXPRESSION_DEPTH {} needs TIMEFUSION_STACK_MB of at least {}",
@@ -422,11 +454,6 @@ impl Config {
         if self.copy_atomic_mb == 0 {
             return Err(ConfigError(
                 "TIMEFUSION_COPY_ATOMIC_MB must be positive".into(),
-            ));
-        }
-        if self.foyer_memory_mb == 0 {
-            return Err(ConfigError(
-                "TIMEFUSION_FOYER_MEMORY_MB must be positive".into(),
             ));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
@@ -453,8 +480,35 @@ impl Config {
         Ok(())
     }
 
+    /// The process budget and each consumer's share of it, in bytes: a knob that is set wins,
+    /// the others take their part of the budget (`TIMEFUSION_MEMORY_LIMIT_MB`), or their own
+    /// default without one.
+    pub fn shares(&self) -> MemoryShares {
+        let process = self.memory_limit_mb.map(|mb| mb << 20);
+        let share = |set: Option<u64>, percent: u64, default_mb: u64| -> usize {
+            let bytes = match (set, process) {
+                (Some(mb), _) => mb << 20,
+                (None, Some(limit)) => limit / 100 * percent,
+                (None, None) => default_mb << 20,
+            };
+            bytes as usize
+        };
+        let inflight = match self.grpc_max_inflight_mb {
+            Some(mb) => (mb << 20) as usize,
+            // A share, but never less than one whole message.
+            None => share(None, 10, 512).max(self.grpc_max_message_mb << 20),
+        };
+        MemoryShares {
+            process: process.map(|bytes| bytes as usize),
+            buffer: share(self.buffer_max_memory_mb, 40, 4096),
+            query: share(self.query_memory_mb, 20, 2048),
+            inflight,
+            cache: share(self.foyer_memory_mb, 10, 1024),
+        }
+    }
+
     pub fn buffer_max_bytes(&self) -> usize {
-        (self.buffer_max_memory_mb as usize).saturating_mul(1 << 20)
+        self.shares().buffer
     }
 
     pub fn bucket_length(&self) -> Duration {
@@ -526,12 +580,26 @@ impl Config {
             }),
             cache: CacheSettings {
                 dir: self.data_dir.join("cache"),
-                memory_bytes: self.foyer_memory_mb << 20,
+                memory_bytes: self.shares().cache as u64,
                 disk_bytes: self.foyer_disk_gb << 30,
                 ttl: Duration::from_secs(self.foyer_ttl_seconds),
             },
         }
     }
+}
+
+/// The process's memory budget and the bytes each large consumer may take of it
+/// ([`Config::shares`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryShares {
+    /// The whole process's budget; `None`: no budget, each consumer bounded on its own.
+    pub process: Option<usize>,
+    pub buffer: usize,
+    pub query: usize,
+    /// Arrow bytes in flight on DoPut.
+    pub inflight: usize,
+    /// The Foyer cache's memory tier (S3 only).
+    pub cache: usize,
 }
 
 /// Where tables live: a local folder, or an S3 bucket read through a cache.
@@ -614,7 +682,12 @@ mod tests {
         let config = Config::parse_from(["timefusion"]);
         config.validate().expect("defaults validate");
         assert_eq!(config.pgwire_port, 5432);
-        assert_eq!(config.buffer_max_memory_mb, 4096);
+        let shares = config.shares();
+        assert_eq!(shares.process, None);
+        assert_eq!(shares.buffer, 4096 << 20);
+        assert_eq!(shares.query, 2048 << 20);
+        assert_eq!(shares.inflight, 512 << 20);
+        assert_eq!(shares.cache, 1024 << 20);
         assert_eq!(config.flush_interval_secs, 300);
         assert_eq!(config.buffer_retention_mins, 70);
     }
@@ -639,5 +712,27 @@ mod tests {
         assert!(config.validate().is_err());
         config.bucket_mins = 15;
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn a_process_budget_is_shared_and_set_knobs_win() {
+        let mut config = Config::parse_from(["timefusion", "--memory-limit-mb", "1000"]);
+        let shares = config.shares();
+        let mib = |n: u64| (n << 20) as usize;
+        assert_eq!(shares.process, Some(mib(1000)));
+        assert_eq!(shares.buffer, mib(1000) / 100 * 40);
+        assert_eq!(shares.query, mib(1000) / 100 * 20);
+        assert_eq!(shares.inflight, mib(1000) / 100 * 10);
+        config.validate().expect("the shares fit");
+        config.buffer_max_memory_mb = Some(900);
+        let refused = config.validate().unwrap_err().to_string();
+        assert!(
+            refused.contains("more than the process budget of 1000 MiB"),
+            "{refused}"
+        );
+        // A small budget still admits one whole DoPut message.
+        let small = Config::parse_from(["timefusion", "--memory-limit-mb", "256"]);
+        assert_eq!(small.shares().inflight, mib(64));
+        small.validate().expect("256 MiB is a budget");
     }
 }

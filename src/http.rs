@@ -37,6 +37,7 @@ pub struct Health {
     /// Recovery is done and the ports accept connections.
     ready: AtomicBool,
     engine: OnceLock<EngineView>,
+    memory: OnceLock<Arc<crate::memory::Memory>>,
 }
 
 /// The parts of the engine the endpoint reads.
@@ -51,6 +52,11 @@ impl Health {
     /// The engine is open (recovery done); what `/ready` and `/metrics` read from now on.
     pub fn opened(&self, engine: EngineView) {
         let _ = self.engine.set(engine);
+    }
+
+    /// The process's memory is accounted: `/metrics` shows it.
+    pub fn memory(&self, memory: Arc<crate::memory::Memory>) {
+        let _ = self.memory.set(memory);
     }
 
     /// Every port accepts connections: `/ready` may answer 200.
@@ -94,6 +100,9 @@ impl Health {
             observed.bytes_from_store = cache.bytes_from_store;
         }
         metrics.observe(&observed);
+        if let Some(memory) = self.memory.get() {
+            metrics.observe_memory(&memory.usage());
+        }
         metrics.render()
     }
 

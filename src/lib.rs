@@ -21,6 +21,7 @@ pub mod flight;
 #[cfg(test)]
 mod fuzz;
 pub mod http;
+pub mod memory;
 pub mod metrics;
 pub mod panics;
 pub mod pgwire;

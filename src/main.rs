@@ -27,6 +27,22 @@ fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets one integer option; mimalloc reads options atomically.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+        timefusion::memory::set_allocator_control(near_the_budget);
+    }
+}
+
+/// Near the process's memory budget (`timefusion::memory::govern`), freed memory goes back
+/// to the OS at once: the purge delay drops to 0 and what waits for its delay is purged now.
+/// Back under it, the delay is `PURGE_DELAY_MS` again.
+fn near_the_budget(tight: bool) {
+    // SAFETY: sets one integer option, read atomically; mi_collect may run on any thread.
+    unsafe {
+        if tight {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+            libmimalloc_sys::mi_collect(true);
+        } else {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS);
+        }
     }
 }
 

@@ -56,6 +56,11 @@ pub struct Metrics {
     buffer_budget_bytes: Gauge,
     buffer_rows: Gauge,
     buffer_oldest_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// [`crate::memory::Memory::usage`], by consumer.
+    memory_bytes: Family<Labels, Gauge>,
+    memory_limit_bytes: Family<Labels, Gauge>,
+    memory_waits: Family<Labels, Counter>,
+    memory_wait_seconds: Family<Labels, Counter<f64, std::sync::atomic::AtomicU64>>,
     cache_hits: Counter,
     cache_misses: Counter,
     store_gets: Counter,
@@ -115,6 +120,10 @@ impl Metrics {
             buffer_budget_bytes: Gauge::default(),
             buffer_rows: Gauge::default(),
             buffer_oldest_seconds: Gauge::default(),
+            memory_bytes: Family::default(),
+            memory_limit_bytes: Family::default(),
+            memory_waits: Family::default(),
+            memory_wait_seconds: Family::default(),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
             store_gets: Counter::default(),
@@ -219,6 +228,26 @@ impl Metrics {
             metrics.buffer_oldest_seconds.clone(),
         );
         r.register(
+            "memory_bytes",
+            "Memory held, by consumer (process: the resident set; other: what no consumer accounts for)",
+            metrics.memory_bytes.clone(),
+        );
+        r.register(
+            "memory_limit_bytes",
+            "Each consumer's bound (process: TIMEFUSION_MEMORY_LIMIT_MB; buffer: the limit writers are admitted against now)",
+            metrics.memory_limit_bytes.clone(),
+        );
+        r.register(
+            "memory_waits",
+            "Writers that waited for a consumer to free memory (backpressure)",
+            metrics.memory_waits.clone(),
+        );
+        r.register(
+            "memory_wait_seconds",
+            "Time writers spent waiting for a consumer to free memory",
+            metrics.memory_wait_seconds.clone(),
+        );
+        r.register(
             "cache_hits",
             "Object reads served by the cache",
             metrics.cache_hits.clone(),
@@ -291,6 +320,24 @@ impl Metrics {
             );
         }
         catch_up(&self.panics, observed.panics);
+    }
+
+    /// Takes in the process's memory, read at a scrape.
+    pub fn observe_memory(&self, usage: &[crate::memory::Usage]) {
+        let gauge = |g: &Gauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        for u in usage {
+            let labels = vec![("consumer", u.consumer.into())];
+            gauge(&self.memory_bytes.get_or_create(&labels), u.used_bytes);
+            if let Some(limit) = u.limit_bytes {
+                gauge(&self.memory_limit_bytes.get_or_create(&labels), limit);
+            }
+            if u.waits > 0 {
+                let waits = self.memory_waits.get_or_create(&labels);
+                waits.inc_by(u.waits.saturating_sub(waits.get()));
+                let seconds = self.memory_wait_seconds.get_or_create(&labels);
+                seconds.inc_by((u.wait_seconds - seconds.get()).max(0.0));
+            }
+        }
     }
 
     /// Every series in Prometheus' text format.

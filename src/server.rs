@@ -61,6 +61,7 @@ pub struct Server {
     http: JoinHandle<()>,
     flusher: JoinHandle<()>,
     maintenance: JoinHandle<()>,
+    governor: JoinHandle<()>,
 }
 
 impl Server {
@@ -95,6 +96,11 @@ impl Server {
             path: spill_dir.clone(),
             source,
         })?;
+        let shares = config.shares();
+        let query_pool = crate::sql::query_pool(shares.query);
+        let inflight = crate::flight::InFlight::new(shares.inflight);
+        let memory = Arc::new(memory_of(&config, &engine, &query_pool, &inflight));
+        health.memory(memory.clone());
         let mutations: Arc<dyn crate::engine::core::Mutations> = engine.core.clone();
         let context = Arc::new(crate::sql::session_context(
             &engine.catalog,
@@ -102,8 +108,9 @@ impl Server {
             &engine.ingest,
             &mutations,
             &engine.storage,
+            &memory,
             &crate::sql::QueryLimits {
-                memory_bytes: config.query_memory_mb << 20,
+                pool: query_pool,
                 spill_dir,
             },
         )?);
@@ -113,6 +120,7 @@ impl Server {
         ));
         let flusher = tokio::spawn(run_flusher(engine.core.clone(), shutdown.clone()));
         let maintenance = tokio::spawn(run_maintenance(engine.core.clone(), shutdown.clone()));
+        let governor = tokio::spawn(crate::memory::govern(memory, shutdown.clone()));
 
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => {
@@ -149,7 +157,7 @@ impl Server {
             context.clone(),
             engine.catalog.clone(),
             engine.ingest.clone(),
-            config.grpc_max_inflight_mb << 20,
+            inflight,
             config.max_expression_depth,
             slots,
             config.log_min_duration(),
@@ -183,6 +191,7 @@ impl Server {
             accept,
             flusher,
             maintenance,
+            governor,
         })
     }
 
@@ -209,10 +218,54 @@ impl Server {
         let _ = self.grpc.await;
         let _ = self.flusher.await;
         let _ = self.maintenance.await;
+        let _ = self.governor.await;
         let _ = self.http.await;
         self.core.close().await?;
         Ok(())
     }
+}
+
+/// The process budget and its consumers: the buffer, the query pool, DoPut's bytes in flight,
+/// and the cache's memory tier when tables are on S3.
+fn memory_of(
+    config: &Config,
+    engine: &Engine,
+    query_pool: &Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
+    inflight: &crate::flight::InFlight,
+) -> crate::memory::Memory {
+    let shares = config.shares();
+    let pool = query_pool.clone();
+    let held = inflight.clone();
+    let mut consumers = vec![
+        crate::memory::Consumer {
+            name: "query",
+            limit: Some(shares.query),
+            used: Box::new(move || pool.reserved()),
+        },
+        crate::memory::Consumer {
+            name: "doput_in_flight",
+            limit: Some(shares.inflight),
+            used: Box::new(move || held.held_bytes()),
+        },
+    ];
+    if config.s3_bucket.is_some() {
+        let storage = engine.storage.clone();
+        consumers.push(crate::memory::Consumer {
+            name: "cache",
+            limit: Some(shares.cache),
+            used: Box::new(move || storage.cache_memory_bytes()),
+        });
+    }
+    if let Some(limit) = shares.process {
+        tracing::info!(
+            limit_mb = limit >> 20,
+            buffer_mb = shares.buffer >> 20,
+            query_mb = shares.query >> 20,
+            doput_in_flight_mb = shares.inflight >> 20,
+            "process memory budget"
+        );
+    }
+    crate::memory::Memory::new(shares.process, engine.buffer.clone(), consumers)
 }
 
 /// Binds `addr` and returns the listener with the address it got (port 0 picks one).

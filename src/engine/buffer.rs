@@ -20,6 +20,7 @@
 //! shared ([`crate::engine::batch`]); the pieces a bulk batch splits into stay as inserted.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arrow::array::{Array, RecordBatch, RecordBatchOptions};
@@ -142,6 +143,12 @@ pub struct BufferOptions {
 pub struct Buffer<C> {
     state: RwLock<State<C>>,
     options: BufferOptions,
+    /// The bytes writers are admitted up to: the budget, or less while the rest of the
+    /// process holds more than the memory budget leaves it ([`crate::memory::govern`]).
+    admitted: AtomicUsize,
+    /// Writers that had to wait for space, and the microseconds they waited in all.
+    waits: AtomicU64,
+    waited_micros: AtomicU64,
     space_freed: Notify,
     pressure: Notify,
 }
@@ -154,7 +161,10 @@ impl<C: Clone> Buffer<C> {
                 bytes: 0,
                 applied: Seq(0),
             }),
+            admitted: AtomicUsize::new(options.max_bytes),
             options,
+            waits: AtomicU64::new(0),
+            waited_micros: AtomicU64::new(0),
             space_freed: Notify::new(),
             pressure: Notify::new(),
         }
@@ -284,22 +294,57 @@ impl<C: Clone> Buffer<C> {
     }
 
     fn high_water(&self) -> usize {
-        self.options.max_bytes / 10 * 8
+        self.admitted() / 10 * 8
     }
 
-    /// Waits until the buffer is under its budget, up to `timeout`. Returns false on timeout.
+    /// The bytes writers are admitted up to now.
+    pub fn admitted(&self) -> usize {
+        self.admitted.load(Ordering::Relaxed)
+    }
+
+    /// Sets the bytes writers are admitted up to (at most the budget): lowering it under what
+    /// is held asks the flusher to run, raising it lets waiting writers in.
+    pub fn admit_up_to(&self, bytes: usize) {
+        let bytes = bytes.min(self.options.max_bytes);
+        let before = self.admitted.swap(bytes, Ordering::Relaxed);
+        if bytes > before {
+            self.space_freed.notify_waiters();
+        }
+        if self.bytes() > self.high_water() {
+            self.pressure.notify_one();
+        }
+    }
+
+    /// Writers that had to wait for space, and how long they waited in all.
+    pub fn waits(&self) -> (u64, Duration) {
+        (
+            self.waits.load(Ordering::Relaxed),
+            Duration::from_micros(self.waited_micros.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// Waits until the buffer holds less than it admits, up to `timeout`. Returns false on
+    /// timeout.
     pub async fn wait_for_space(&self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
+        if self.bytes() < self.admitted() {
+            return true;
+        }
+        let started = tokio::time::Instant::now();
+        let deadline = started + timeout;
+        let fits = loop {
             let freed = self.space_freed.notified();
-            if self.bytes() < self.options.max_bytes {
-                return true;
+            if self.bytes() < self.admitted() {
+                break true;
             }
             self.pressure.notify_one();
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
-                return self.bytes() < self.options.max_bytes;
+                break self.bytes() < self.admitted();
             }
-        }
+        };
+        self.waits.fetch_add(1, Ordering::Relaxed);
+        self.waited_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        fits
     }
 
     /// Resolves when memory passed the high-water mark (the flusher should run early).
@@ -488,6 +533,28 @@ impl<C: Clone> Buffer<C> {
         drop(state);
         self.space_freed.notify_waiters();
         trim
+    }
+}
+
+impl<C: Clone + Send + Sync> crate::memory::Admission for Buffer<C> {
+    fn held(&self) -> usize {
+        self.bytes()
+    }
+
+    fn share(&self) -> usize {
+        self.budget()
+    }
+
+    fn admit_up_to(&self, bytes: usize) {
+        Buffer::admit_up_to(self, bytes)
+    }
+
+    fn admitted(&self) -> usize {
+        Buffer::admitted(self)
+    }
+
+    fn waits(&self) -> (u64, Duration) {
+        Buffer::waits(self)
     }
 }
 

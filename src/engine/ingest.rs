@@ -97,7 +97,7 @@ pub enum Error {
         limit_mb: usize,
     },
     #[error(
-        "the write buffer is full ({used_mb} MiB of {limit_mb} MiB) and no flush freed space in time; retry later or raise TIMEFUSION_BUFFER_MAX_MEMORY_MB"
+        "the write buffer is full ({used_mb} MiB of the {limit_mb} MiB it admits now) and no flush freed space in time; retry later, or raise TIMEFUSION_BUFFER_MAX_MEMORY_MB or TIMEFUSION_MEMORY_LIMIT_MB"
     )]
     BufferFull { used_mb: usize, limit_mb: usize },
     #[error(transparent)]
@@ -215,16 +215,17 @@ impl Ingest {
         if rows == 0 {
             return Ok(0);
         }
+        // Wait before splitting: a waiting writer holds the batch as sent, not also its copy.
+        if !self.buffer.wait_for_space(self.buffer_full_timeout).await {
+            return Err(Error::BufferFull {
+                used_mb: self.buffer.bytes() >> 20,
+                limit_mb: self.buffer.admitted() >> 20,
+            });
+        }
         let now = self.clock.now_micros();
         let pieces = split(schema, &coerced, |micros| {
             self.buffer.bucket_of(micros, now)
         })?;
-        if !self.buffer.wait_for_space(self.buffer_full_timeout).await {
-            return Err(Error::BufferFull {
-                used_mb: self.buffer.bytes() >> 20,
-                limit_mb: self.max_bytes >> 20,
-            });
-        }
         let buffer = self.buffer.clone();
         let clock = self.clock.clone();
         let name = schema.name.clone();

@@ -188,6 +188,13 @@ impl Storage {
             .unwrap_or_default()
     }
 
+    /// Bytes the cache's memory tier holds; zero on the local file system.
+    pub fn cache_memory_bytes(&self) -> usize {
+        self.store
+            .as_ref()
+            .map_or(0, |store| store.cache.cache.memory().usage())
+    }
+
     /// Writes the memory tier's pending entries to disk and closes the cache.
     pub async fn close(&self) {
         if let Some(store) = &self.store

@@ -141,8 +141,7 @@ pub struct TimeFusionFlight {
     context: Arc<SessionContext>,
     catalog: Arc<Catalog>,
     ingest: Arc<Ingest>,
-    inflight: Arc<Semaphore>,
-    inflight_kib: usize,
+    inflight: InFlight,
     sql_info: Arc<SqlInfoData>,
     /// `TIMEFUSION_MAX_EXPRESSION_DEPTH`: deeper statements are refused before parsing.
     max_expression_depth: usize,
@@ -187,6 +186,30 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Kibibytes a batch holds, the unit of the in-flight semaphore: at least one, at most the
 /// whole budget (so an oversized batch waits for every other stream, never forever).
+/// Arrow bytes DoPut streams hold in flight together (decoded, not yet in the buffer), in KiB
+/// permits: a batch waits for its permits, which backpressures its stream.
+#[derive(Clone)]
+pub struct InFlight {
+    permits: Arc<Semaphore>,
+    kib: usize,
+}
+
+impl InFlight {
+    /// At most `bytes` in flight.
+    pub fn new(bytes: usize) -> Self {
+        let kib = (bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
+        InFlight {
+            permits: Arc::new(Semaphore::new(kib)),
+            kib,
+        }
+    }
+
+    /// Bytes held in flight now.
+    pub fn held_bytes(&self) -> usize {
+        self.kib.saturating_sub(self.permits.available_permits()) << 10
+    }
+}
+
 fn kib(batch: &RecordBatch, budget_kib: usize) -> u32 {
     (batch.get_array_memory_size() / 1024).clamp(1, budget_kib.min(u32::MAX as usize)) as u32
 }
@@ -196,7 +219,7 @@ impl TimeFusionFlight {
         context: Arc<SessionContext>,
         catalog: Arc<Catalog>,
         ingest: Arc<Ingest>,
-        max_inflight_bytes: usize,
+        inflight: InFlight,
         max_expression_depth: usize,
         slots: Arc<Slots>,
         log_min_duration: Option<std::time::Duration>,
@@ -206,13 +229,11 @@ impl TimeFusionFlight {
         info.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
         info.append(SqlInfo::FlightSqlServerArrowVersion, "1.3");
         info.append(SqlInfo::FlightSqlServerReadOnly, false);
-        let inflight_kib = (max_inflight_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
         Ok(TimeFusionFlight {
             context,
             catalog,
             ingest,
-            inflight: Arc::new(Semaphore::new(inflight_kib)),
-            inflight_kib,
+            inflight,
             sql_info: Arc::new(info.build()?),
             max_expression_depth,
             slots,
@@ -239,14 +260,15 @@ impl TimeFusionFlight {
 
     /// Most bytes one DoPut message may decode to: what all streams may hold in flight.
     pub(crate) fn max_decoded_bytes(&self) -> u64 {
-        (self.inflight_kib as u64) << 10
+        (self.inflight.kib as u64) << 10
     }
 
     /// Stores one batch under the in-flight budget.
     async fn store(&self, table: &str, batch: RecordBatch) -> Result<usize, Status> {
         let permit = self
             .inflight
-            .acquire_many(kib(&batch, self.inflight_kib))
+            .permits
+            .acquire_many(kib(&batch, self.inflight.kib))
             .await
             .map_err(|_| Status::unavailable("server shutting down"))?;
         let rows = self

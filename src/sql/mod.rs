@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use datafusion::error::Result;
-use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::planner::{IdentNormalizer, object_name_to_table_reference};
@@ -56,10 +56,19 @@ pub const SERVER_VERSION: &str = "15.0 (TimeFusion)";
 /// What queries may use of the machine.
 #[derive(Debug, Clone)]
 pub struct QueryLimits {
-    /// `TIMEFUSION_QUERY_MEMORY_MB` in bytes.
-    pub memory_bytes: usize,
+    /// The pool every query's working state is reserved from ([`query_pool`]).
+    pub pool: Arc<dyn MemoryPool>,
     /// Where sorts and aggregations spill.
     pub spill_dir: std::path::PathBuf,
+}
+
+/// One pool for every query, of `bytes`: fair shares for the operators that can spill, and
+/// the five largest consumers named when a query does not fit.
+pub fn query_pool(bytes: usize) -> Arc<dyn MemoryPool> {
+    Arc::new(TrackConsumersPool::new(
+        FairSpillPool::new(bytes),
+        std::num::NonZeroUsize::new(5).expect("five"),
+    ))
 }
 
 /// The session every statement of every front end is planned in: one table provider per
@@ -71,6 +80,7 @@ pub fn session_context(
     ingest: &Arc<Ingest>,
     mutations: &Arc<dyn Mutations>,
     storage: &Arc<Storage>,
+    memory: &Arc<crate::memory::Memory>,
     limits: &QueryLimits,
 ) -> Result<SessionContext> {
     let mut config = SessionConfig::new()
@@ -81,14 +91,8 @@ pub fn session_context(
     // the UTC session time zone that queries compute in; DataFusion's default (no zone) made
     // them `timestamp without time zone`.
     config.options_mut().execution.time_zone = Some("UTC".to_string());
-    // One pool for every query: fair shares for the operators that can spill, and the five
-    // largest consumers named when a query does not fit.
-    let pool = TrackConsumersPool::new(
-        FairSpillPool::new(limits.memory_bytes),
-        std::num::NonZeroUsize::new(5).expect("five"),
-    );
     let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(pool))
+        .with_memory_pool(limits.pool.clone())
         .with_temp_file_path(&limits.spill_dir)
         .build_arc()?;
     let mut context = SessionContext::new_with_config_rt(config, runtime);
@@ -104,6 +108,10 @@ pub fn session_context(
     context.register_table(
         "timefusion_cache",
         Arc::new(system::CacheStatsTable::new(storage.clone())),
+    )?;
+    context.register_table(
+        "timefusion_memory",
+        Arc::new(system::MemoryTable::new(memory.clone())),
     )?;
     // The role provider goes in unwrapped: datafusion-pg-catalog 0.19's
     // `impl PgCatalogContextProvider for Arc<T>` calls `self.roles()` / `self.role()` on the

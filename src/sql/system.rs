@@ -1,4 +1,5 @@
-//! System tables: TimeFusion's own state as SQL relations (`timefusion_cache`).
+//! System tables: TimeFusion's own state as SQL relations (`timefusion_cache`,
+//! `timefusion_memory`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -79,6 +80,81 @@ impl TableProvider for CacheStatsTable {
                 Arc::new(arrow::array::Int64Array::from(vec![*v as i64])) as arrow::array::ArrayRef
             })
             .collect();
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema.clone(),
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// `timefusion_memory`: one row per consumer of the process's memory at the time of the scan
+/// ([`crate::memory::Memory::usage`]): `process` (the resident set against the budget),
+/// `buffer` (against the limit writers are admitted against now), `query`, `doput_in_flight`,
+/// `cache`, and `other`, the resident memory none of them accounts for.
+pub struct MemoryTable {
+    memory: Arc<crate::memory::Memory>,
+    schema: SchemaRef,
+}
+
+impl MemoryTable {
+    pub fn new(memory: Arc<crate::memory::Memory>) -> Self {
+        let schema = arrow::datatypes::Schema::new(vec![
+            Field::new("consumer", DataType::Utf8, false),
+            Field::new("used_bytes", DataType::Int64, false),
+            Field::new("limit_bytes", DataType::Int64, true),
+            Field::new("waits", DataType::Int64, false),
+            Field::new("wait_seconds", DataType::Float64, false),
+        ]);
+        MemoryTable {
+            memory,
+            schema: Arc::new(schema),
+        }
+    }
+}
+
+impl fmt::Debug for MemoryTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MemoryTable")
+    }
+}
+
+#[async_trait]
+impl TableProvider for MemoryTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+        let usage = self.memory.usage();
+        let int = |f: &dyn Fn(&crate::memory::Usage) -> Option<u64>| -> ArrayRef {
+            Arc::new(Int64Array::from_iter(
+                usage.iter().map(|u| f(u).map(|v| v as i64)),
+            ))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                usage.iter().map(|u| u.consumer),
+            )),
+            int(&|u| Some(u.used_bytes)),
+            int(&|u| u.limit_bytes),
+            int(&|u| Some(u.waits)),
+            Arc::new(Float64Array::from_iter_values(
+                usage.iter().map(|u| u.wait_seconds),
+            )),
+        ];
         let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
         Ok(MemorySourceConfig::try_new_exec(
             &[vec![batch]],

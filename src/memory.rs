@@ -1,0 +1,269 @@
+//! The process's memory: one budget (`TIMEFUSION_MEMORY_LIMIT_MB`; [`cgroup_limit`] reads the container's,
+//! not yet a default), what each large consumer holds, and the governor that keeps the resident set
+//! under the budget.
+//!
+//! Each consumer has its own bound, a share of the budget (`config::Config::shares`): the
+//! buffer, DataFusion's query pool, Arrow bytes in flight on DoPut, the Foyer memory tier.
+//! What no bound covers (a flush's slices and Parquet writers, WAL group buffers, COPY's parsed
+//! rows, the allocator's free pages, the libraries) is measured instead: every
+//! [`TICK`] the governor reads the process's resident set from `/proc/self/status` and sets
+//! the buffer's admission limit to what is left of the budget's [`TARGET_PERCENT`] once
+//! everything but the buffer is counted ([`allowance`]). Writers then wait for a flush, and
+//! the flusher runs early, before the process passes its budget, as ClickHouse corrects its
+//! memory tracker with the resident set. Near the budget the allocator is asked to return
+//! its free pages at once ([`set_allocator_control`]).
+//!
+//! `SELECT * FROM timefusion_memory` and `/metrics` (`timefusion_memory_*`) show it all.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// How often the governor reads the resident set.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// The share of the budget the governor keeps the resident set under; the rest absorbs what
+/// grows between two ticks.
+pub const TARGET_PERCENT: usize = 90;
+
+/// The least the buffer is allowed, as a fraction of its share: ingest goes on (in smaller
+/// flushes) even when the rest of the process holds more than it should.
+const FLOOR_DIVISOR: usize = 8;
+
+/// A large consumer of memory: its name, its bound (`None`: bounded by others) and how much
+/// it holds now.
+pub struct Consumer {
+    pub name: &'static str,
+    pub limit: Option<usize>,
+    pub used: Box<dyn Fn() -> usize + Send + Sync>,
+}
+
+/// One line of `timefusion_memory`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Usage {
+    pub consumer: &'static str,
+    pub used_bytes: u64,
+    pub limit_bytes: Option<u64>,
+    /// Writers that waited for this consumer to free memory, and how long they waited.
+    pub waits: u64,
+    pub wait_seconds: f64,
+}
+
+/// The buffer, as the governor sees it: what it holds, its share, and the limit writers are
+/// admitted against.
+pub trait Admission: Send + Sync {
+    fn held(&self) -> usize;
+    fn share(&self) -> usize;
+    fn admit_up_to(&self, bytes: usize);
+    /// The limit writers are admitted against now.
+    fn admitted(&self) -> usize;
+    /// Writers that had to wait for space, and how long they waited in all.
+    fn waits(&self) -> (u64, Duration);
+}
+
+/// The budget and its consumers.
+pub struct Memory {
+    limit: Option<usize>,
+    buffer: Arc<dyn Admission>,
+    consumers: Vec<Consumer>,
+}
+
+impl Memory {
+    pub fn new(limit: Option<usize>, buffer: Arc<dyn Admission>, consumers: Vec<Consumer>) -> Self {
+        Memory {
+            limit,
+            buffer,
+            consumers,
+        }
+    }
+
+    /// The process budget in bytes, if there is one.
+    pub fn limit(&self) -> Option<usize> {
+        self.limit
+    }
+
+    /// What is held now: the process (its resident set, against the budget), the buffer
+    /// (against the limit writers are admitted against), each consumer, and `other`, the
+    /// resident set none of them accounts for.
+    pub fn usage(&self) -> Vec<Usage> {
+        let rss = resident_bytes().unwrap_or(0);
+        let buffer = self.buffer.held();
+        let (waits, waited) = self.buffer.waits();
+        let mut lines = vec![
+            Usage {
+                consumer: "process",
+                used_bytes: rss as u64,
+                limit_bytes: self.limit.map(|l| l as u64),
+                waits: 0,
+                wait_seconds: 0.0,
+            },
+            Usage {
+                consumer: "buffer",
+                used_bytes: buffer as u64,
+                limit_bytes: Some(self.buffer.admitted() as u64),
+                waits,
+                wait_seconds: waited.as_secs_f64(),
+            },
+        ];
+        let mut accounted = buffer;
+        for c in &self.consumers {
+            let used = (c.used)();
+            accounted += used;
+            lines.push(Usage {
+                consumer: c.name,
+                used_bytes: used as u64,
+                limit_bytes: c.limit.map(|l| l as u64),
+                waits: 0,
+                wait_seconds: 0.0,
+            });
+        }
+        lines.push(Usage {
+            consumer: "other",
+            used_bytes: rss.saturating_sub(accounted) as u64,
+            limit_bytes: None,
+            waits: 0,
+            wait_seconds: 0.0,
+        });
+        lines
+    }
+}
+
+/// The limit the buffer admits writers against, given the process budget, its resident
+/// bytes, the bytes the buffer holds and the buffer's share: what is left of
+/// [`TARGET_PERCENT`] of the budget once the rest of the process is counted, between an
+/// eighth of the share and the share.
+pub fn allowance(limit: usize, resident: usize, held: usize, share: usize) -> usize {
+    let target = limit / 100 * TARGET_PERCENT;
+    let others = resident.saturating_sub(held);
+    target
+        .saturating_sub(others)
+        .clamp(share / FLOOR_DIVISOR, share)
+}
+
+/// Runs the governor until `shutdown`: every [`TICK`], sets the buffer's admission limit from
+/// the resident set, and asks the allocator to return free pages while the process is over
+/// its target. Does nothing without a budget.
+pub async fn govern(memory: Arc<Memory>, shutdown: CancellationToken) {
+    let Some(limit) = memory.limit else {
+        return;
+    };
+    let target = limit / 100 * TARGET_PERCENT;
+    let mut tight = false;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(resident) = resident_bytes() else {
+            tracing::warn!("cannot read /proc/self/status: the memory budget is not enforced");
+            return;
+        };
+        let buffer = &memory.buffer;
+        buffer.admit_up_to(allowance(limit, resident, buffer.held(), buffer.share()));
+        // Over the target: free pages go back to the OS at once; well under it, the
+        // allocator keeps them a while again (cheaper ingest).
+        let now_tight = resident > target || (tight && resident > target / 10 * 8);
+        if now_tight != tight
+            && let Some(control) = ALLOCATOR.get()
+        {
+            control(now_tight);
+        }
+        tight = now_tight;
+    }
+}
+
+static ALLOCATOR: OnceLock<fn(bool)> = OnceLock::new();
+
+/// Registers what the binary's allocator does under pressure: `control(true)` returns free
+/// pages to the OS at once (and keeps doing so), `control(false)` restores its usual delay.
+/// The `timefusion` binary registers mimalloc's; without one the governor only throttles.
+pub fn set_allocator_control(control: fn(bool)) {
+    let _ = ALLOCATOR.set(control);
+}
+
+/// The process's resident set in bytes (`VmRSS`), or `None` where there is no `/proc`.
+pub fn resident_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib << 10)
+}
+
+/// The memory limit of the cgroup this process runs in, in bytes, if it has one: cgroup v2's
+/// `memory.max`, or v1's `memory.limit_in_bytes`, of the process's own group (from
+/// `/proc/self/cgroup`), or of the root of a container's namespace.
+pub fn cgroup_limit() -> Option<usize> {
+    let groups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let read = |path: String| std::fs::read_to_string(path).ok();
+    let mut candidates = Vec::new();
+    for line in groups.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (id, controllers, path) = (fields.next(), fields.next(), fields.next());
+        match (id, controllers, path) {
+            (Some("0"), Some(""), Some(path)) => {
+                candidates.push(format!("/sys/fs/cgroup{path}/memory.max"));
+            }
+            (_, Some(c), Some(path)) if c.split(',').any(|c| c == "memory") => {
+                candidates.push(format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"));
+            }
+            _ => {}
+        }
+    }
+    candidates.push("/sys/fs/cgroup/memory.max".into());
+    candidates.push("/sys/fs/cgroup/memory/memory.limit_in_bytes".into());
+    candidates
+        .into_iter()
+        .filter_map(read)
+        .find_map(|text| parse_cgroup_limit(&text))
+}
+
+/// A cgroup memory limit file's value: `None` for `max` (v2) or the near-`i64::MAX` value v1
+/// writes for no limit.
+fn parse_cgroup_limit(text: &str) -> Option<usize> {
+    let value: u64 = text.trim().parse().ok()?;
+    (value < 1 << 60).then_some(value as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn the_buffer_gets_what_the_rest_of_the_process_leaves() {
+        // 512 MiB budget, target 460.8 MiB; share 200 MiB.
+        let limit = 512 * MIB;
+        let target = limit / 100 * TARGET_PERCENT;
+        // The rest holds 100 MiB: the whole share fits.
+        assert_eq!(allowance(limit, 250 * MIB, 150 * MIB, 200 * MIB), 200 * MIB);
+        // The rest holds 300 MiB: the buffer gets the difference to the target.
+        assert_eq!(
+            allowance(limit, 450 * MIB, 150 * MIB, 200 * MIB),
+            target - 300 * MIB
+        );
+        // The rest holds more than the target: the floor, an eighth of the share.
+        assert_eq!(allowance(limit, 700 * MIB, 100 * MIB, 200 * MIB), 25 * MIB);
+    }
+
+    #[test]
+    fn cgroup_files_say_no_limit_in_two_ways() {
+        assert_eq!(parse_cgroup_limit("max\n"), None);
+        assert_eq!(parse_cgroup_limit("9223372036854771712\n"), None);
+        assert_eq!(parse_cgroup_limit("536870912\n"), Some(512 * MIB));
+    }
+
+    #[test]
+    fn the_resident_set_is_read_from_proc() {
+        let rss = resident_bytes().expect("/proc/self/status");
+        assert!(rss > MIB, "{rss}");
+    }
+}
