@@ -906,4 +906,28 @@ mod tests {
             "space freed by the flush wakes the writer"
         );
     }
+
+    #[tokio::test]
+    async fn a_lowered_admission_holds_writers_until_it_is_raised_and_counts_their_wait() {
+        let b = Arc::new(buffer(1 << 20));
+        b.insert("t", Seq(1), piece("p", 0, &[1, 2, 3, 4, 5, 6, 7, 8]), 0);
+        let held = b.bytes();
+        assert!(b.wait_for_space(Duration::from_millis(1)).await);
+        assert_eq!(b.waits().0, 0, "a writer that found room did not wait");
+        b.admit_up_to(held);
+        assert_eq!(b.admitted(), held);
+        assert!(
+            b.over_high_water(),
+            "lowered under what is held: flush early"
+        );
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.wait_for_space(Duration::from_secs(30)).await })
+        };
+        tokio::task::yield_now().await;
+        b.admit_up_to(usize::MAX);
+        assert_eq!(b.admitted(), 1 << 20, "never above the budget");
+        assert!(waiter.await.expect("join"), "raising it lets the writer in");
+        assert_eq!(b.waits().0, 1);
+    }
 }

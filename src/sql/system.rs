@@ -80,12 +80,7 @@ impl TableProvider for CacheStatsTable {
                 Arc::new(arrow::array::Int64Array::from(vec![*v as i64])) as arrow::array::ArrayRef
             })
             .collect();
-        let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            self.schema.clone(),
-            projection.cloned(),
-        )?)
+        one_batch(&self.schema, columns, projection)
     }
 }
 
@@ -155,11 +150,20 @@ impl TableProvider for MemoryTable {
                 usage.iter().map(|u| u.wait_seconds),
             )),
         ];
-        let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            self.schema.clone(),
-            projection.cloned(),
-        )?)
+        one_batch(&self.schema, columns, projection)
     }
+}
+
+/// A scan of one batch of `columns` in `schema`, with `projection` applied.
+fn one_batch(
+    schema: &SchemaRef,
+    columns: Vec<arrow::array::ArrayRef>,
+    projection: Option<&Vec<usize>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    Ok(MemorySourceConfig::try_new_exec(
+        &[vec![batch]],
+        schema.clone(),
+        projection.cloned(),
+    )?)
 }
