@@ -105,6 +105,16 @@ pub struct Piece {
     pub bytes: usize,
 }
 
+/// Where a row goes in the buffer ([`Buffer::place`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Place {
+    /// The bucket's key.
+    pub bucket: i64,
+    /// The bucket is sealed on arrival: a late row, flushed at the next scheduled flush, while
+    /// an open window's rows wait until it ends.
+    pub late: bool,
+}
+
 /// A consistent read view of one table.
 #[derive(Debug, Clone)]
 pub struct Snapshot<C> {
@@ -207,11 +217,23 @@ impl<C: Clone> Buffer<C> {
     /// A late bucket is sealed at once (its key's window ended before its first row came) and
     /// records its rows' latest time for [`Buffer::snapshot`]'s pruning.
     pub fn bucket_of(&self, micros: i64, now_micros: i64) -> i64 {
+        self.place(micros, now_micros).bucket
+    }
+
+    /// [`Buffer::bucket_of`], and whether that bucket is late (sealed on arrival, so due at the
+    /// next flush) rather than an open window.
+    pub fn place(&self, micros: i64, now_micros: i64) -> Place {
         let start = self.bucket_start(micros);
         if start.saturating_add(self.options.bucket_micros) <= now_micros {
-            micros.div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY
+            Place {
+                bucket: micros.div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY,
+                late: true,
+            }
         } else {
-            start
+            Place {
+                bucket: start,
+                late: false,
+            }
         }
     }
 

@@ -24,7 +24,7 @@ use arrow::util::display::FormatOptions;
 
 use crate::engine::MICROS_PER_DAY;
 use crate::engine::batch::{default_column, is_default, owned_bytes, parse_array_literals};
-use crate::engine::buffer::{Buffer, Piece};
+use crate::engine::buffer::{Buffer, Piece, Place};
 use crate::engine::schema::{Catalog, TableSchema};
 use crate::engine::wal::{self, Wal};
 use crate::engine::{Clock, Committed};
@@ -223,9 +223,7 @@ impl Ingest {
             });
         }
         let now = self.clock.now_micros();
-        let pieces = split(schema, &coerced, |micros| {
-            self.buffer.bucket_of(micros, now)
-        })?;
+        let pieces = split(schema, &coerced, |micros| self.buffer.place(micros, now))?;
         let buffer = self.buffer.clone();
         let clock = self.clock.clone();
         let name = schema.name.clone();
@@ -277,7 +275,7 @@ impl Ingest {
             )
         };
         let now = self.clock.now_micros();
-        let pieces = split(schema, &batch, |micros| self.buffer.bucket_of(micros, now))?;
+        let pieces = split(schema, &batch, |micros| self.buffer.place(micros, now))?;
         self.buffer.insert(table, seq, pieces, now);
         Ok(rejected)
     }
@@ -756,10 +754,17 @@ fn derive_date(table: &TableSchema, time: &ArrayRef, given: &ArrayRef) -> Result
 }
 
 /// Splits a coerced batch by (project, time bucket) for the buffer.
+///
+/// The pieces are zero-copy slices of one reordered copy of the batch (a batch spread over
+/// many buckets costs one copy, not one per piece and column) — one copy per *lifetime*: the
+/// pieces bound for late buckets leave at the next flush while an open window's stay until it
+/// ends, and a slice keeps its whole allocation alive. Sharing one copy, a backfill batch's
+/// few rows in the open window held all its late rows' memory for up to a window after they
+/// were flushed, uncounted.
 fn split(
     table: &TableSchema,
     batch: &RecordBatch,
-    bucket_of: impl Fn(i64) -> i64,
+    place: impl Fn(i64) -> Place,
 ) -> Result<Vec<Piece>> {
     let projects = batch
         .column(table.index_of(&table.tenant_column).unwrap_or_default())
@@ -771,68 +776,79 @@ fn split(
         return Ok(Vec::new());
     }
     let first_project = projects.value(0);
-    let first_bucket = bucket_of(times.value(0));
+    let first = place(times.value(0));
     let uniform = (0..batch.num_rows())
-        .all(|i| projects.value(i) == first_project && bucket_of(times.value(i)) == first_bucket);
+        .all(|i| projects.value(i) == first_project && place(times.value(i)) == first);
     if uniform {
         return Ok(vec![Piece {
             project: first_project.to_string(),
-            bucket_start: first_bucket,
+            bucket_start: first.bucket,
             max_micros: times.values().iter().copied().max().unwrap_or(i64::MIN),
             bytes: owned_bytes(batch),
             batch: batch.clone(),
         }]);
     }
-    // One `take` puts each group's rows together; the pieces are zero-copy slices of it. A
-    // batch spread over many buckets (backfill) costs one copy, not one per piece and column.
-    let mut group_of: HashMap<(&str, i64), usize> = HashMap::new();
-    let mut rows_of: Vec<Vec<u32>> = Vec::new();
-    let mut max_of: Vec<i64> = Vec::new();
-    for i in 0..batch.num_rows() {
-        let next = rows_of.len();
-        let time = times.value(i);
-        let group = *group_of
-            .entry((projects.value(i), bucket_of(time)))
-            .or_insert(next);
-        if group == next {
-            rows_of.push(Vec::new());
-            max_of.push(time);
-        }
-        rows_of[group].push(i as u32);
-        max_of[group] = max_of[group].max(time);
+    struct Group<'a> {
+        project: &'a str,
+        place: Place,
+        rows: Vec<u32>,
+        max_micros: i64,
     }
-    let mut keys: Vec<((&str, i64), usize)> = group_of.into_iter().collect();
-    keys.sort_unstable_by_key(|(_, group)| *group);
-    let order = arrow::array::UInt32Array::from_iter_values(rows_of.iter().flatten().copied());
-    // Default columns hold the same value in every row: reordering them is the identity.
-    let columns = batch
-        .schema()
-        .fields()
-        .iter()
-        .zip(batch.columns())
-        .map(|(f, c)| {
-            if is_default(f, c) {
-                Ok(c.clone())
-            } else {
-                take(c, &order, None)
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let sorted = RecordBatch::try_new(batch.schema(), columns)?;
-    let total_bytes = owned_bytes(&sorted);
-    let total_rows = sorted.num_rows();
-    let mut pieces = Vec::with_capacity(keys.len());
-    let mut offset = 0;
-    for ((project, bucket_start), group) in keys {
-        let rows = rows_of[group].len();
-        pieces.push(Piece {
-            project: project.to_string(),
-            bucket_start,
-            max_micros: max_of[group],
-            batch: sorted.slice(offset, rows),
-            bytes: total_bytes * rows / total_rows,
+    let mut group_of: HashMap<(&str, Place), usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    for i in 0..batch.num_rows() {
+        let time = times.value(i);
+        let key = (projects.value(i), place(time));
+        let group = *group_of.entry(key).or_insert_with(|| {
+            groups.push(Group {
+                project: key.0,
+                place: key.1,
+                rows: Vec::new(),
+                max_micros: time,
+            });
+            groups.len() - 1
         });
-        offset += rows;
+        groups[group].rows.push(i as u32);
+        groups[group].max_micros = groups[group].max_micros.max(time);
+    }
+    let mut pieces = Vec::with_capacity(groups.len());
+    for late in [true, false] {
+        let class: Vec<&Group> = groups.iter().filter(|g| g.place.late == late).collect();
+        if class.is_empty() {
+            continue;
+        }
+        let order = arrow::array::UInt32Array::from_iter_values(
+            class.iter().flat_map(|g| &g.rows).copied(),
+        );
+        // Default columns hold the same value in every row: reordering them is the identity,
+        // and a subset of their rows is a slice.
+        let columns = batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(f, c)| {
+                if is_default(f, c) {
+                    Ok(c.slice(0, order.len()))
+                } else {
+                    take(c, &order, None)
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let sorted = RecordBatch::try_new(batch.schema(), columns)?;
+        let total_bytes = owned_bytes(&sorted);
+        let mut offset = 0;
+        for group in class {
+            let rows = group.rows.len();
+            pieces.push(Piece {
+                project: group.project.to_string(),
+                bucket_start: group.place.bucket,
+                max_micros: group.max_micros,
+                batch: sorted.slice(offset, rows),
+                bytes: total_bytes * rows / order.len(),
+            });
+            offset += rows;
+        }
     }
     Ok(pieces)
 }
@@ -842,6 +858,14 @@ mod tests {
     use super::*;
     use arrow::array::{Int64Array, StringArray, TimestampMicrosecondArray};
     use arrow::datatypes::{Field, Schema};
+
+    /// An open window's bucket.
+    fn open(bucket: i64) -> Place {
+        Place {
+            bucket,
+            late: false,
+        }
+    }
 
     fn otel() -> Arc<TableSchema> {
         Catalog::load(None)
@@ -1114,7 +1138,7 @@ mod tests {
             "only the given columns and the date are charged"
         );
         // Splitting keeps the shared columns shared.
-        let pieces = split(&table, &b, |t| t).expect("split");
+        let pieces = split(&table, &b, open).expect("split");
         assert_eq!(pieces.len(), 3);
         let base = a.column(name).to_data().buffers()[0].as_ptr() as usize;
         let sliced = pieces[2].batch.column(name).to_data().buffers()[0].as_ptr() as usize;
@@ -1146,7 +1170,7 @@ mod tests {
         let mut cols = minimal(&[0, 5, 700, 705]);
         cols[2].1 = Arc::new(StringArray::from(vec!["a", "b", "a", "a"]));
         let batch = coerce(&table, &input(cols)).expect("coerce");
-        let mut pieces = split(&table, &batch, |t| t / 600 * 600).expect("split");
+        let mut pieces = split(&table, &batch, |t| open(t / 600 * 600)).expect("split");
         pieces.sort_by_key(|p| (p.project.clone(), p.bucket_start));
         let shape: Vec<(String, i64, usize)> = pieces
             .iter()
@@ -1158,7 +1182,7 @@ mod tests {
         );
         let uniform = coerce(&table, &input(minimal(&[1, 2]))).expect("coerce");
         assert_eq!(
-            split(&table, &uniform, |t| t / 600 * 600)
+            split(&table, &uniform, |t| open(t / 600 * 600))
                 .expect("split")
                 .len(),
             1
@@ -1177,7 +1201,7 @@ mod tests {
         // One row a minute over the 7 days before `now`: 10,080 rows in 1,008 ended windows.
         let ts: Vec<i64> = (1..=7 * 1440).map(|m| now - m * minute).collect();
         let batch = coerce(&table, &input(minimal(&ts))).expect("coerce");
-        let pieces = split(&table, &batch, |t| buffer.bucket_of(t, now)).expect("split");
+        let pieces = split(&table, &batch, |t| buffer.place(t, now)).expect("split");
         let mut shape: Vec<(i64, i64, usize)> = pieces
             .iter()
             .map(|p| (p.bucket_start, p.max_micros, p.batch.num_rows()))
@@ -1190,12 +1214,41 @@ mod tests {
         // Rows in the open window keep it as their bucket.
         let live =
             coerce(&table, &input(minimal(&[now + minute, now + 2 * minute]))).expect("coerce");
-        let pieces =
-            split(&table, &live, |t| buffer.bucket_of(t, now + 3 * minute)).expect("split");
+        let pieces = split(&table, &live, |t| buffer.place(t, now + 3 * minute)).expect("split");
         let shape: Vec<(i64, i64)> = pieces
             .iter()
             .map(|p| (p.bucket_start, p.max_micros))
             .collect();
         assert_eq!(shape, vec![(now, now + 2 * minute)]);
+    }
+
+    #[test]
+    fn late_pieces_do_not_share_memory_with_open_ones() {
+        // A backfill batch with a few rows in the open window: once its late pieces are
+        // flushed, the open window's rows must not keep their memory alive.
+        let table = otel();
+        let buffer = Buffer::<()>::new(crate::engine::buffer::BufferOptions {
+            max_bytes: 1 << 30,
+            bucket_micros: 600_000_000,
+        });
+        let minute = 60_000_000;
+        let now = 7 * MICROS_PER_DAY;
+        let mut ts: Vec<i64> = (1..=2000).map(|m| now - m * minute).collect();
+        ts.extend([now + minute, now + 2 * minute]);
+        let batch = coerce(&table, &input(minimal(&ts))).expect("coerce");
+        let pieces = split(&table, &batch, |t| buffer.place(t, now + 3 * minute)).expect("split");
+        let id = table.index_of("id").expect("id");
+        let allocation = |p: &Piece| p.batch.column(id).to_data().buffers()[1].data_ptr();
+        let (open, late): (Vec<&Piece>, Vec<&Piece>) =
+            pieces.iter().partition(|p| p.bucket_start == now);
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].batch.num_rows(), 2);
+        assert!(late.len() > 1);
+        assert!(late.iter().all(|p| allocation(p) == allocation(late[0])));
+        assert_ne!(allocation(open[0]), allocation(late[0]));
+        let late_rows: usize = late.iter().map(|p| p.batch.num_rows()).sum();
+        assert_eq!(late_rows, 2000);
+        // The open piece is charged for its own copy: two rows, not a share of the late ones.
+        assert!(open[0].bytes < late.iter().map(|p| p.bytes).sum::<usize>() / 100);
     }
 }
