@@ -44,6 +44,7 @@ use tokio::sync::Semaphore;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
+use crate::engine::batch::owned_bytes;
 use crate::engine::ingest::{Ingest, Via};
 use crate::engine::schema::Catalog;
 use crate::error::{SqlError, SqlState};
@@ -184,8 +185,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Kibibytes a batch holds, the unit of the in-flight semaphore: at least one, at most the
-/// whole budget (so an oversized batch waits for every other stream, never forever).
 /// Arrow bytes DoPut streams hold in flight together (decoded, not yet in the buffer), in KiB
 /// permits: a batch waits for its permits, which backpressures its stream.
 #[derive(Clone)]
@@ -210,8 +209,13 @@ impl InFlight {
     }
 }
 
+/// Kibibytes a batch holds, the unit of the in-flight semaphore: at least one, at most the
+/// whole budget (so an oversized batch waits for every other stream, never forever). Counted
+/// by allocation: a decoded message's arrays are views into one, which Arrow's
+/// `get_array_memory_size` counts once per buffer — a 4 MiB message weighed 80 MiB, took the
+/// whole in-flight share, and DoPut streams took turns instead of running together.
 fn kib(batch: &RecordBatch, budget_kib: usize) -> u32 {
-    (batch.get_array_memory_size() / 1024).clamp(1, budget_kib.min(u32::MAX as usize)) as u32
+    (owned_bytes(batch) / 1024).clamp(1, budget_kib.min(u32::MAX as usize)) as u32
 }
 
 impl TimeFusionFlight {
@@ -587,6 +591,51 @@ mod tests {
         assert_eq!(grpc_code(SqlState::INTERNAL_ERROR), tonic::Code::Internal);
     }
     use tonic::service::Interceptor;
+
+    #[test]
+    fn a_decoded_message_weighs_its_size_not_once_per_column() {
+        use arrow::array::{ArrayRef, Int64Array, StringArray};
+        use arrow::datatypes::{DataType, Field, Schema};
+        let columns: Vec<(String, ArrayRef)> = (0..20)
+            .map(|i| {
+                let column: ArrayRef = if i % 2 == 0 {
+                    Arc::new(Int64Array::from_iter_values(0..8192))
+                } else {
+                    Arc::new(StringArray::from_iter_values(
+                        (0..8192).map(|r| format!("v{r}")),
+                    ))
+                };
+                (format!("c{i}"), column)
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|(name, c)| Field::new(name, c.data_type().clone(), false))
+                .collect::<Vec<_>>(),
+        ));
+        assert_eq!(schema.field(0).data_type(), &DataType::Int64);
+        let sent = RecordBatch::try_new(
+            schema.clone(),
+            columns.into_iter().map(|(_, c)| c).collect(),
+        )
+        .expect("batch");
+        let messages =
+            arrow_flight::utils::batches_to_flight_data(&schema, vec![sent]).expect("encode");
+        let body = messages[1].data_body.len();
+        let decoded = arrow_flight::utils::flight_data_to_arrow_batch(
+            &messages[1],
+            schema,
+            &Default::default(),
+        )
+        .expect("decode");
+        assert!(decoded.get_array_memory_size() > 10 * body, "Arrow's count");
+        let weighed = kib(&decoded, usize::MAX) as usize;
+        assert!(
+            (body / 1024..=body / 1024 + 1).contains(&weighed),
+            "{weighed} KiB for a {body}-byte message"
+        );
+    }
 
     fn call(check: &mut TokenCheck, header: Option<&str>) -> Result<(), tonic::Code> {
         let mut request = Request::new(());
