@@ -5,7 +5,9 @@
 # Then the server is killed with SIGKILL, restarted on the same folder, and the table must hold
 # exactly the rows that were acknowledged (nothing lost, nothing doubled).
 #
-#   bench/run_memory.sh [--secs N] [--span-minutes M] [--streams S] [--copies C] [VAR=value …]
+#   bench/run_memory.sh [--secs N] [--span-minutes M] [--streams S] [--copies C] [--s3] [VAR=value …]
+#
+# --s3 keeps the tables in a SeaweedFS bucket (bench/servers.sh start_s3) instead of a folder.
 #
 # VAR=value pairs go to the server's environment, e.g. TIMEFUSION_MEMORY_LIMIT_MB=512; the
 # report is one JSON line (bench/memory.rs) plus the restart check. TF_BIN picks the binary
@@ -13,13 +15,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=300 SPAN=2880 STREAMS=8 COPIES=4
-ENVS=()
+ENVS=() S3=
 while [ $# -gt 0 ]; do
   case "$1" in
     --secs) SECS="$2"; shift 2 ;;
     --span-minutes) SPAN="$2"; shift 2 ;;
     --streams) STREAMS="$2"; shift 2 ;;
     --copies) COPIES="$2"; shift 2 ;;
+    --s3) S3=1; shift ;;
     *=*) ENVS+=("$1"); shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
@@ -30,7 +33,8 @@ cargo build --release --example memory
 MEMORY="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/examples/memory"
 
 echo "$(machine_line)"
-echo "server environment: ${ENVS[*]:-(defaults)}; ${SECS}s, $STREAMS DoPut streams, $COPIES COPY connections, timestamps over $SPAN minutes"
+if [ -n "$S3" ]; then start_s3; ENVS+=("${S3_ENV[@]}"); fi
+echo "server environment: ${ENVS[*]:-(defaults)}; ${SECS}s, $STREAMS DoPut streams, $COPIES COPY connections, timestamps over $SPAN minutes${S3:+, tables in S3 (SeaweedFS)}"
 start_tf PGWIRE_PASSWORD= PGWIRE_INSECURE_NO_PASSWORD=true GRPC_PORT="$((TF_PORT + 1))" "${ENVS[@]}"
 URL="host=127.0.0.1 port=$TF_PORT user=postgres"
 REPORT="$("$MEMORY" --timefusion "$URL" --flight "http://127.0.0.1:$((TF_PORT + 1))" --pid "$TF_PID" \

@@ -8,6 +8,8 @@
 #   find_tf_bin                      # TF_BIN, or builds the release binary and sets TF_BIN
 #   start_pg                         # PostgreSQL on $PG_PORT (socket dir $WORK)
 #   start_tf [VAR=value …]           # TimeFusion on $TF_PORT, data in $WORK/tf
+#   start_s3                         # SeaweedFS (`weed mini`, from the test venv) on $S3_PORT,
+#                                    # bucket "bench"; sets S3_ENV (VAR=value for start_tf)
 #   machine_line                     # one line: cores, RAM, kernel, versions, date
 #   show_tf_log N                    # the last N lines of TimeFusion's log, if it logged any
 PGBIN="${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)}"
@@ -23,7 +25,11 @@ stop_tf() {
 stop_pg() {
   if [ -f "$WORK/pg/postmaster.pid" ]; then run_pg "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null || true; fi
 }
-cleanup() { stop_tf; stop_pg; if [ -n "${KEEP_WORK:-}" ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi; }
+stop_s3() {
+  # weed mini does not stop promptly on SIGTERM; its data is throwaway, so SIGKILL.
+  if [ -n "${S3_PID:-}" ]; then kill -9 "$S3_PID" 2>/dev/null || true; wait "$S3_PID" 2>/dev/null || true; S3_PID=; fi
+}
+cleanup() { stop_tf; stop_pg; stop_s3; if [ -n "${KEEP_WORK:-}" ]; then echo "kept $WORK"; else rm -rf "$WORK"; fi; }
 trap cleanup EXIT
 [ "$(id -u)" = 0 ] && chown -R postgres "$WORK"
 chmod 755 "$WORK"
@@ -64,6 +70,20 @@ start_tf() {
     tail -50 "$WORK/tf.log" >&2
     exit 1
   fi
+}
+
+S3_PORT="${S3_PORT:-56435}"
+start_s3() {
+  local weed="${WEED:-$(dirname "$PYTHON")/weed}"
+  [ -x "$weed" ] || { echo "no weed at $weed: run scripts/test-deps.sh, or set WEED" >&2; exit 1; }
+  mkdir -p "$WORK/weed"
+  AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret "$weed" mini -dir="$WORK/weed" \
+    -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port="$S3_PORT" -bucket=bench > "$WORK/weed.log" 2>&1 &
+  S3_PID=$!
+  for _ in $(seq 300); do curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/" && break; sleep 0.2; done
+  sleep 1
+  S3_ENV=(AWS_S3_BUCKET=bench AWS_S3_ENDPOINT="http://127.0.0.1:$S3_PORT" AWS_ALLOW_HTTP=true
+    AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret)
 }
 
 machine_line() {

@@ -169,6 +169,62 @@ async fn a_query_that_does_not_fit_the_memory_pool_fails_alone_with_53200() {
 }
 
 #[tokio::test]
+async fn a_query_over_its_share_of_the_process_budget_fails_alone_while_ingest_goes_on() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Queries get 20% of the budget: 51 MiB.
+    let server = TestServer::start(dir.path(), &[("TIMEFUSION_MEMORY_LIMIT_MB", "256")]);
+    let writer = server.client().await;
+    let failed = std::sync::Arc::new(AtomicBool::new(false));
+    let (started, running) = tokio::sync::oneshot::channel();
+    let ingest = tokio::spawn({
+        let failed = failed.clone();
+        async move {
+            let mut started = Some(started);
+            let mut batches = 0;
+            // Writes before, during and after the query, until it has failed and a few more.
+            let mut after = 0;
+            while after < 5 {
+                let ids = ids(&format!("w{batches}"), 1_000);
+                writer
+                    .batch_execute(&insert_sql("p1", &ids, past_micros(0)))
+                    .await
+                    .expect("ingest goes on while the query fails");
+                batches += 1;
+                if let Some(started) = started.take() {
+                    let _ = started.send(());
+                }
+                if failed.load(Ordering::Acquire) {
+                    after += 1;
+                }
+            }
+            (writer, batches)
+        }
+    });
+    running.await.expect("ingest started");
+    let client = server.client().await;
+    // An aggregate without groups cannot spill: 30 M values in one array need far more.
+    let gathered = client
+        .simple_query("SELECT cardinality(array_agg(x)) FROM generate_series(1, 30000000) AS t(x)")
+        .await;
+    failed.store(true, Ordering::Release);
+    assert_eq!(outcome(gathered), "53200");
+    let usage = simple_value(
+        &client,
+        "SELECT limit_bytes FROM timefusion_memory WHERE consumer = 'query'",
+    )
+    .await;
+    assert_eq!(usage, ((256u64 << 20) / 100 * 20).to_string());
+    let (writer, batches) = ingest.await.expect("ingest task");
+    assert_eq!(select_one(&client).await, 1);
+    assert_eq!(
+        count(&writer, "").await,
+        batches * 1_000,
+        "every insert landed"
+    );
+}
+
+#[tokio::test]
 async fn garbage_on_the_wire_closes_only_its_connection() {
     use rand::{Rng, SeedableRng};
     use std::io::Write;
