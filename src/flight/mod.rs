@@ -40,7 +40,7 @@ use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use futures::{Stream, TryStreamExt};
 use prost::Message;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
@@ -267,14 +267,25 @@ impl TimeFusionFlight {
         (self.inflight.kib as u64) << 10
     }
 
-    /// Stores one batch under the in-flight budget.
-    async fn store(&self, table: &str, batch: RecordBatch) -> Result<usize, Status> {
-        let permit = self
-            .inflight
+    /// Waits until `batch` fits in the in-flight budget; the permit holds its share until
+    /// dropped.
+    async fn admit(&self, batch: &RecordBatch) -> Result<OwnedSemaphorePermit, Status> {
+        self.inflight
             .permits
-            .acquire_many(kib(&batch, self.inflight.kib))
+            .clone()
+            .acquire_many_owned(kib(batch, self.inflight.kib))
             .await
-            .map_err(|_| Status::unavailable("server shutting down"))?;
+            .map_err(|_| Status::unavailable("server shutting down"))
+    }
+
+    /// Stores one admitted batch; its share of the in-flight budget is returned once it is in
+    /// the buffer (or refused).
+    async fn store(
+        &self,
+        table: &str,
+        batch: RecordBatch,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<usize, Status> {
         let rows = self
             .ingest
             .write(table, batch, Via::Flight)
