@@ -8,6 +8,10 @@
 //!   buckets follow that zone's wall clock (days start at local midnight, across DST changes),
 //!   and the result is still an instant (`timestamptz`).
 //!
+//! - `at_time_zone(ts, zone)` and `extract_epoch(ts)`, TimeFusion's function forms of
+//!   `ts AT TIME ZONE zone` (a `timestamptz` becomes the zone's wall-clock `timestamp`, a
+//!   `timestamp` read in the zone becomes a `timestamptz`) and `EXTRACT(EPOCH FROM ts)`.
+//!
 //! - `percentile_disc(fraction) WITHIN GROUP (ORDER BY x)`, as in PostgreSQL: the first value
 //!   of the ordered group whose position reaches the fraction (an actual input value, never an
 //!   interpolation; `percentile_cont` is DataFusion's own).
@@ -59,6 +63,8 @@ pub fn register(context: &mut SessionContext) -> Result<()> {
     context.register_udf(ScalarUDF::from(TimeBucket::new()));
     context.register_udaf(AggregateUDF::from(PercentileDisc::new()));
     context.register_udf(ScalarUDF::from(PgToChar::default()));
+    context.register_udf(ScalarUDF::from(AtTimeZone::default()));
+    context.register_udf(ScalarUDF::from(ExtractEpoch::default()));
     context.register_udf(ScalarUDF::from(PgVersion::new()));
     context.register_udf(ScalarUDF::from(PgArrayLength::default()));
     context.register_udf(ScalarUDF::from(ToRegtype::new()));

@@ -327,6 +327,148 @@ pub(crate) fn out_of_range() -> datafusion::error::DataFusionError {
     )))
 }
 
+/// `at_time_zone(ts, zone)`, PostgreSQL's `ts AT TIME ZONE zone` as a function: a
+/// `timestamptz` becomes the wall-clock time in `zone` (a `timestamp`), and a `timestamp` is
+/// read as wall-clock time in `zone` and becomes its instant (a `timestamptz`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct AtTimeZone {
+    signature: Signature,
+}
+
+impl Default for AtTimeZone {
+    fn default() -> Self {
+        AtTimeZone {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for AtTimeZone {
+    fn name(&self) -> &str {
+        "at_time_zone"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        let [ts, zone] = args else {
+            return plan_err!(
+                "at_time_zone takes (ts, zone); got {} arguments",
+                args.len()
+            );
+        };
+        let ts = match ts {
+            DataType::Timestamp(_, tz) => micros(tz.clone()),
+            DataType::Date32 | DataType::Date64 => micros(None),
+            t if is_text(t) || t == &DataType::Null => micros(Some("UTC".into())),
+            other => return plan_err!("at_time_zone: ts must be a timestamp, not {other}"),
+        };
+        if !(is_text(zone) || zone == &DataType::Null) {
+            return plan_err!("at_time_zone: the zone must be text, not {zone}");
+        }
+        Ok(vec![ts, DataType::Utf8])
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        match &args[0] {
+            DataType::Timestamp(_, Some(_)) => Ok(micros(None)),
+            _ => Ok(micros(Some("UTC".into()))),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let from_instant = matches!(arrays[0].data_type(), DataType::Timestamp(_, Some(_)));
+        let stamps = arrays[0].as_primitive::<TimestampMicrosecondType>();
+        let zones = arrays[1].as_string::<i32>();
+        let mut parsed: Option<(&str, Tz)> = None;
+        let mut out = Vec::with_capacity(args.number_rows);
+        for i in 0..args.number_rows {
+            if stamps.is_null(i) || zones.is_null(i) {
+                out.push(None);
+                continue;
+            }
+            let name = zones.value(i);
+            let tz = match parsed {
+                Some((n, tz)) if n == name => tz,
+                _ => {
+                    let tz: Tz = name.parse().map_err(|_| {
+                        invalid_argument(format!("time zone \"{name}\" not recognized"))
+                    })?;
+                    parsed = Some((name, tz));
+                    tz
+                }
+            };
+            let instant = DateTime::from_timestamp_micros(stamps.value(i))
+                .ok_or_else(|| invalid_argument("at_time_zone: timestamp out of range"))?;
+            out.push(Some(if from_instant {
+                instant
+                    .with_timezone(&tz)
+                    .naive_local()
+                    .and_utc()
+                    .timestamp_micros()
+            } else {
+                local_to_utc(&tz, instant.naive_utc())?
+            }));
+        }
+        let zone = (!from_instant).then(|| Arc::from("UTC"));
+        let array = TimestampMicrosecondArray::from(out).with_timezone_opt(zone);
+        shaped(&args.args, Arc::new(array))
+    }
+}
+
+/// `extract_epoch(ts)`: seconds since 1970-01-01 00:00 UTC as `double precision`, as
+/// `EXTRACT(EPOCH FROM ts)` gives (a `timestamp` counts as UTC wall-clock time).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ExtractEpoch {
+    signature: Signature,
+}
+
+impl Default for ExtractEpoch {
+    fn default() -> Self {
+        ExtractEpoch {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for ExtractEpoch {
+    fn name(&self) -> &str {
+        "extract_epoch"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        match args {
+            [DataType::Timestamp(_, tz)] => Ok(vec![micros(tz.clone())]),
+            [DataType::Date32 | DataType::Date64] => Ok(vec![micros(None)]),
+            [t] if is_text(t) || t == &DataType::Null => Ok(vec![micros(Some("UTC".into()))]),
+            [other] => plan_err!("extract_epoch: ts must be a timestamp, not {other}"),
+            _ => plan_err!(
+                "extract_epoch takes one timestamp; got {} arguments",
+                args.len()
+            ),
+        }
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let seconds: arrow::array::Float64Array = arrays[0]
+            .as_primitive::<TimestampMicrosecondType>()
+            .unary(|micros| micros as f64 / 1e6);
+        shaped(&args.args, Arc::new(seconds))
+    }
+}
+
 /// `to_char` taking PostgreSQL template patterns; the work is done by DataFusion's `to_char`.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct PgToChar {
