@@ -72,7 +72,7 @@ start_tf() {
   fi
 }
 
-S3_PORT="${S3_PORT:-56435}"
+S3_PORT="${S3_PORT:-56445}"
 start_s3() {
   local weed="${WEED:-$(dirname "$PYTHON")/weed}"
   [ -x "$weed" ] || { echo "no weed at $weed: run scripts/test-deps.sh, or set WEED" >&2; exit 1; }
