@@ -867,6 +867,14 @@ mod tests {
         }
     }
 
+    /// A buffer with 10-minute windows, for where rows go.
+    fn ten_minute_windows() -> Buffer<()> {
+        Buffer::new(crate::engine::buffer::BufferOptions {
+            max_bytes: 1 << 30,
+            bucket_micros: 600_000_000,
+        })
+    }
+
     fn otel() -> Arc<TableSchema> {
         Catalog::load(None)
             .expect("schemas")
@@ -1192,10 +1200,7 @@ mod tests {
     #[test]
     fn a_backfill_batch_splits_by_day_and_a_live_one_by_window() {
         let table = otel();
-        let buffer = Buffer::<()>::new(crate::engine::buffer::BufferOptions {
-            max_bytes: 1 << 30,
-            bucket_micros: 600_000_000,
-        });
+        let buffer = ten_minute_windows();
         let minute = 60_000_000;
         let now = 7 * MICROS_PER_DAY;
         // One row a minute over the 7 days before `now`: 10,080 rows in 1,008 ended windows.
@@ -1227,10 +1232,7 @@ mod tests {
         // A backfill batch with a few rows in the open window: once its late pieces are
         // flushed, the open window's rows must not keep their memory alive.
         let table = otel();
-        let buffer = Buffer::<()>::new(crate::engine::buffer::BufferOptions {
-            max_bytes: 1 << 30,
-            bucket_micros: 600_000_000,
-        });
+        let buffer = ten_minute_windows();
         let minute = 60_000_000;
         let now = 7 * MICROS_PER_DAY;
         let mut ts: Vec<i64> = (1..=2000).map(|m| now - m * minute).collect();

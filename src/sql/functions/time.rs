@@ -154,10 +154,7 @@ impl ScalarUDFImpl for TimeBucket {
                 Some(z) => {
                     let name = z.value(i);
                     if parsed_zone.as_ref().is_none_or(|(n, _)| n != name) {
-                        let tz: Tz = name.parse().map_err(|_| {
-                            invalid_argument(format!("time zone \"{name}\" not recognized"))
-                        })?;
-                        parsed_zone = Some((name.to_string(), tz));
+                        parsed_zone = Some((name.to_string(), zone_named(name)?));
                     }
                     parsed_zone.as_ref().map(|(_, tz)| *tz)
                 }
@@ -394,9 +391,7 @@ impl ScalarUDFImpl for AtTimeZone {
             let tz = match parsed {
                 Some((n, tz)) if n == name => tz,
                 _ => {
-                    let tz: Tz = name.parse().map_err(|_| {
-                        invalid_argument(format!("time zone \"{name}\" not recognized"))
-                    })?;
+                    let tz = zone_named(name)?;
                     parsed = Some((name, tz));
                     tz
                 }
@@ -595,6 +590,12 @@ pub fn pg_pattern_to_strftime(pattern: &str) -> String {
 
 /// A bad argument of one of these functions: SQLSTATE 22023, as PostgreSQL answers a bad
 /// unit, width or time zone.
+/// The time zone `name` names (IANA, or an offset such as `+05:30`); 22023 otherwise.
+fn zone_named(name: &str) -> Result<Tz> {
+    name.parse()
+        .map_err(|_| invalid_argument(format!("time zone \"{name}\" not recognized")))
+}
+
 fn invalid_argument(message: impl Into<String>) -> datafusion::error::DataFusionError {
     datafusion::error::DataFusionError::External(Box::new(crate::error::SqlError::new(
         crate::error::SqlState::INVALID_PARAMETER_VALUE,
