@@ -11,7 +11,7 @@
 //! and selects every chunk whose records are all `<= V`, extending `V` until no chunk straddles
 //! it. A flush commit can then record `V` as "every row of this table with a sequence `<= V` is
 //! in Delta", which is what crash recovery needs. Memory is counted in Arrow bytes against a
-//! budget; writers consult [`Buffer::wait_for_space`] before appending to the WAL.
+//! budget; a writer reserves room for its rows ([`Buffer::reserve`]) before appending to the WAL.
 //!
 //! Rows whose window had already ended when they arrived (backfill, lagging agents) share
 //! their UTC day's *late* bucket, sealed at once and pruned by its latest row, so a 7-day batch
@@ -156,6 +156,8 @@ pub struct Buffer<C> {
     /// The bytes writers are admitted up to: the budget, or less while the rest of the
     /// process holds more than the memory budget leaves it ([`crate::memory::govern`]).
     admitted: AtomicUsize,
+    /// Bytes writers were let in with and have not inserted yet ([`Buffer::reserve`]).
+    reserved: AtomicUsize,
     /// Writers that had to wait for space, and the microseconds they waited in all.
     waits: AtomicU64,
     waited_micros: AtomicU64,
@@ -172,6 +174,7 @@ impl<C: Clone> Buffer<C> {
                 applied: Seq(0),
             }),
             admitted: AtomicUsize::new(options.max_bytes),
+            reserved: AtomicUsize::new(0),
             options,
             waits: AtomicU64::new(0),
             waited_micros: AtomicU64::new(0),
@@ -345,28 +348,59 @@ impl<C: Clone> Buffer<C> {
         )
     }
 
-    /// Waits until the buffer holds less than it admits, up to `timeout`. Returns false on
-    /// timeout.
-    pub async fn wait_for_space(&self, timeout: Duration) -> bool {
-        if self.bytes() < self.admitted() {
-            return true;
+    /// Waits until `bytes` more fit under the admission limit, counted with what the buffer
+    /// holds and what writers let in before are about to insert, and reserves them until the
+    /// returned [`Room`] is dropped (after the insert). Writers let in together so stay within
+    /// the limit: when only "below the limit" was checked, every writer a flush woke went in
+    /// at once, and their copies overshot a 25 MiB limit several times over. A batch larger
+    /// than the room left goes in alone, once no other reservation is open and the buffer is
+    /// under its limit, so every batch gets in eventually. `None` after `timeout`.
+    pub async fn reserve(&self, bytes: usize, timeout: Duration) -> Option<Room<'_, C>> {
+        if let Some(room) = self.try_reserve(bytes) {
+            return Some(room);
         }
         let started = tokio::time::Instant::now();
         let deadline = started + timeout;
-        let fits = loop {
+        let room = loop {
             let freed = self.space_freed.notified();
-            if self.bytes() < self.admitted() {
-                break true;
+            if let Some(room) = self.try_reserve(bytes) {
+                break Some(room);
             }
             self.pressure.notify_one();
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
-                break self.bytes() < self.admitted();
+                break self.try_reserve(bytes);
             }
         };
         self.waits.fetch_add(1, Ordering::Relaxed);
         self.waited_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        fits
+        room
+    }
+
+    fn try_reserve(&self, bytes: usize) -> Option<Room<'_, C>> {
+        let limit = self.admitted();
+        let held = self.bytes();
+        let mut reserved = self.reserved.load(Ordering::Acquire);
+        loop {
+            let fits = held + reserved + bytes <= limit || (reserved == 0 && held < limit);
+            if !fits {
+                return None;
+            }
+            match self.reserved.compare_exchange_weak(
+                reserved,
+                reserved + bytes,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Some(Room {
+                        buffer: self,
+                        bytes,
+                    });
+                }
+                Err(now) => reserved = now,
+            }
+        }
     }
 
     /// Resolves when memory passed the high-water mark (the flusher should run early).
@@ -555,6 +589,21 @@ impl<C: Clone> Buffer<C> {
         drop(state);
         self.space_freed.notify_waiters();
         trim
+    }
+}
+
+/// Room reserved in the buffer for one writer's rows ([`Buffer::reserve`]); dropping it
+/// returns the reservation (the rows are in the buffer by then, or were refused).
+#[must_use]
+pub struct Room<'a, C> {
+    buffer: &'a Buffer<C>,
+    bytes: usize,
+}
+
+impl<C> Drop for Room<'_, C> {
+    fn drop(&mut self) {
+        self.buffer.reserved.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.buffer.space_freed.notify_waiters();
     }
 }
 
@@ -907,18 +956,51 @@ mod tests {
         );
     }
 
+    /// Writers let in together stay within the limit: each reserves what it is about to
+    /// insert, and a writer that does not fit beside them waits until a reservation is
+    /// returned; a batch larger than the whole limit goes in alone.
+    #[tokio::test]
+    async fn reservations_keep_writers_let_in_together_within_the_limit() {
+        let b = Arc::new(buffer(100));
+        let first = b.reserve(60, Duration::from_millis(1)).await.expect("room");
+        assert!(
+            b.reserve(60, Duration::from_millis(20)).await.is_none(),
+            "60 more beside 60 of 100: waits"
+        );
+        let beside = b.reserve(40, Duration::from_millis(1)).await;
+        assert!(beside.is_some(), "40 fits beside 60");
+        drop(beside);
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.reserve(60, Duration::from_secs(30)).await.is_some() })
+        };
+        tokio::task::yield_now().await;
+        assert!(
+            !waiter.is_finished(),
+            "waits while the first holds its room"
+        );
+        drop(first);
+        assert!(waiter.await.expect("join"), "a returned room lets it in");
+        let alone = b.reserve(500, Duration::from_millis(1)).await;
+        assert!(alone.is_some(), "larger than the limit: in alone");
+        assert!(
+            b.reserve(1, Duration::from_millis(20)).await.is_none(),
+            "nothing beside it"
+        );
+    }
+
     #[tokio::test]
     async fn writers_wait_for_space_and_time_out() {
         let b = Arc::new(buffer(64));
         b.insert("t", Seq(1), piece("p", 0, &[1, 2, 3, 4, 5, 6, 7, 8]), 0);
         assert!(b.bytes() >= 64);
         assert!(
-            !b.wait_for_space(Duration::from_millis(20)).await,
+            b.reserve(1, Duration::from_millis(20)).await.is_none(),
             "full: times out"
         );
         let waiter = {
             let b = b.clone();
-            tokio::spawn(async move { b.wait_for_space(Duration::from_secs(30)).await })
+            tokio::spawn(async move { b.reserve(1, Duration::from_secs(30)).await.is_some() })
         };
         tokio::task::yield_now().await;
         let plan = b.plan_flush("t", FlushReason::All, 0, 0).expect("plan");
@@ -934,7 +1016,7 @@ mod tests {
         let b = Arc::new(buffer(1 << 20));
         b.insert("t", Seq(1), piece("p", 0, &[1, 2, 3, 4, 5, 6, 7, 8]), 0);
         let held = b.bytes();
-        assert!(b.wait_for_space(Duration::from_millis(1)).await);
+        assert!(b.reserve(1, Duration::from_millis(1)).await.is_some());
         assert_eq!(b.waits().0, 0, "a writer that found room did not wait");
         b.admit_up_to(held);
         assert_eq!(b.admitted(), held);
@@ -944,7 +1026,7 @@ mod tests {
         );
         let waiter = {
             let b = b.clone();
-            tokio::spawn(async move { b.wait_for_space(Duration::from_secs(30)).await })
+            tokio::spawn(async move { b.reserve(1, Duration::from_secs(30)).await.is_some() })
         };
         tokio::task::yield_now().await;
         b.admit_up_to(usize::MAX);

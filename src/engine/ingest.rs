@@ -216,14 +216,25 @@ impl Ingest {
             return Ok(0);
         }
         // Wait before splitting: a waiting writer holds the batch as sent, not also its copy.
-        if !self.buffer.wait_for_space(self.buffer_full_timeout).await {
+        // The room is what the split's copy will hold in the buffer, reserved until the rows
+        // are in it (the end of this function).
+        let Some(_room) = self
+            .buffer
+            .reserve(owned_bytes(&coerced), self.buffer_full_timeout)
+            .await
+        else {
             return Err(Error::BufferFull {
                 used_mb: self.buffer.bytes() >> 20,
                 limit_mb: self.buffer.admitted() >> 20,
             });
-        }
+        };
         let now = self.clock.now_micros();
         let pieces = split(schema, &coerced, |micros| self.buffer.place(micros, now))?;
+        // From here the pieces hold the rows; the batch as sent only has to reach the WAL,
+        // which drops it once encoded, before the wait for the disk (and the client's
+        // message with it, unless a piece is a view into it).
+        drop(coerced);
+        let sent_bytes = batch.get_array_memory_size() as u64;
         let buffer = self.buffer.clone();
         let clock = self.clock.clone();
         let name = schema.name.clone();
@@ -232,7 +243,7 @@ impl Ingest {
         self.wal
             .append(
                 &schema.name,
-                &batch,
+                batch,
                 Box::new(move |seq| buffer.insert(&name, seq, pieces, clock.now_micros())),
             )
             .await?;
@@ -245,7 +256,7 @@ impl Ingest {
         metrics
             .ingested_bytes
             .get_or_create(&labels)
-            .inc_by(batch.get_array_memory_size() as u64);
+            .inc_by(sent_bytes);
         Ok(rows)
     }
 

@@ -498,14 +498,18 @@ impl Wal {
     ///
     /// When this returns `Ok(seq)`, the record is durable on disk and `apply(seq)` has run
     /// (records are applied in sequence order). On error nothing was acknowledged and `apply`
-    /// did not run.
+    /// did not run. `batch` is dropped once encoded, before the wait for the disk: a writer
+    /// waiting for its group commit holds its record, not also the rows as the client sent
+    /// them.
     pub async fn append(
         &self,
         table: &str,
-        batch: &RecordBatch,
+        batch: RecordBatch,
         apply: Box<dyn FnOnce(Seq) + Send>,
     ) -> Result<Seq> {
-        self.append_record(table, batch, false, apply).await
+        let payload = self.encode(table, &batch)?;
+        drop(batch);
+        self.submit(payload, false, apply).await
     }
 
     /// Appends `batch`, rows of `table` a flush is about to leave out of its commit, as a
@@ -517,28 +521,34 @@ impl Wal {
         batch: &RecordBatch,
         apply: Box<dyn FnOnce(Seq) + Send>,
     ) -> Result<Seq> {
-        self.append_record(table, batch, true, apply).await
+        let payload = self.encode(table, batch)?;
+        self.submit(payload, true, apply).await
     }
 
-    async fn append_record(
-        &self,
-        table: &str,
-        batch: &RecordBatch,
-        carried: bool,
-        apply: Box<dyn FnOnce(Seq) + Send>,
-    ) -> Result<Seq> {
+    /// A record's payload: the table's name and the batch, encoded in place (a batch is
+    /// copied once on its way to the file). Refused once the WAL is closed or poisoned.
+    fn encode(&self, table: &str, batch: &RecordBatch) -> Result<Vec<u8>> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
         if let Some(reason) = self.poisoned.lock().clone() {
             return Err(Error::Poisoned(reason));
         }
-        // The payload is encoded in place: a batch is copied once on its way to the file.
         let name = table.as_bytes();
         let mut payload = Vec::new();
         payload.extend_from_slice(&(name.len() as u16).to_le_bytes());
         payload.extend_from_slice(name);
         encode_into(&mut payload, batch, self.options.compression)?;
+        Ok(payload)
+    }
+
+    /// Hands `payload` to the writer and waits until it is durable and applied.
+    async fn submit(
+        &self,
+        payload: Vec<u8>,
+        carried: bool,
+        apply: Box<dyn FnOnce(Seq) + Send>,
+    ) -> Result<Seq> {
         let (done, wait) = oneshot::channel();
         let sender = self.sender.lock().clone().ok_or(Error::Closed)?;
         sender
@@ -876,7 +886,7 @@ mod tests {
         let mut seqs = Vec::new();
         for i in 0..n {
             seqs.push(
-                wal.append("t", &batch(&[i, i + 100]), Box::new(|_| {}))
+                wal.append("t", batch(&[i, i + 100]), Box::new(|_| {}))
                     .await
                     .expect("append"),
             );
@@ -915,7 +925,7 @@ mod tests {
                     .sum()
             };
             let start = size(&wal);
-            wal.append("t", &batch(&rows), Box::new(|_| {}))
+            wal.append("t", batch(&rows), Box::new(|_| {}))
                 .await
                 .expect("append");
             sizes.push(size(&wal) - start);
@@ -934,6 +944,26 @@ mod tests {
         };
         assert!(lz4 < none, "lz4 {lz4} bytes vs uncompressed {none}");
         assert!(zstd < lz4, "zstd {zstd} bytes vs lz4 {lz4}");
+    }
+
+    /// A writer waiting for its group commit holds the encoded record only: the batch it
+    /// appended (a client's message, under DoPut) is released before the wait.
+    #[tokio::test]
+    async fn an_appended_batch_is_released_before_the_wait_for_the_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = Wal::open(dir.path(), options()).expect("open");
+        wal.start(Seq(1)).expect("start");
+        let sent = batch(&[1, 2, 3]);
+        let strings = sent.column(1).to_data().buffers()[1].clone();
+        assert_eq!(strings.strong_count(), 2);
+        let append = wal.append("t", sent, Box::new(|_| {}));
+        tokio::pin!(append);
+        // One poll encodes and hands the record over; the future then waits for the disk
+        // (it is not polled again, so it holds whatever it held at that point).
+        assert!(futures::poll!(&mut append).is_pending());
+        assert_eq!(strings.strong_count(), 1, "the batch outlived its encoding");
+        append.await.expect("append");
+        wal.close().await;
     }
 
     /// Records from before whole-payload zstd: an IPC stream whose buffers arrow-ipc compressed
@@ -955,7 +985,7 @@ mod tests {
         let wal = Wal::open(dir.path(), options()).expect("open");
         assert_eq!(wal.replay(|_| Ok(())).expect("replay"), Some(Seq(1)));
         wal.start(Seq(2)).expect("start");
-        wal.append("t", &batch(&[7, 8]), Box::new(|_| {}))
+        wal.append("t", batch(&[7, 8]), Box::new(|_| {}))
             .await
             .expect("append");
         wal.close().await;
@@ -1101,7 +1131,7 @@ mod tests {
                     let seq = wal
                         .append(
                             "t",
-                            &batch(&[w * 1000 + i]),
+                            batch(&[w * 1000 + i]),
                             Box::new(move |s| applied.lock().push(s)),
                         )
                         .await

@@ -196,7 +196,7 @@ async fn write_old_wal(data_dir: &std::path::Path) {
         ),
     ])
     .expect("batch");
-    wal.append(TABLE, &batch, Box::new(|_| {}))
+    wal.append(TABLE, batch, Box::new(|_| {}))
         .await
         .expect("append");
     wal.close().await;
