@@ -92,18 +92,24 @@ impl<A: Answer> QueryHook for Hook<A> {
 }
 
 /// Plans and runs queries whose syntax tree must change before DataFusion can plan them:
-/// set-returning functions ([`crate::sql::srf::rewrite`]) and select lists that repeat a name
+/// set-returning functions ([`crate::sql::srf::rewrite`]), `user` and select-list `EXISTS`
+/// ([`crate::sql::pg_forms::rewrite`]), and select lists that repeat a name
 /// ([`colname::alias_duplicates`]).
 pub struct RewriteHook;
 
 impl RewriteHook {
     fn rewrite(statement: &Statement) -> Option<PgWireResult<Statement>> {
-        match crate::sql::srf::rewrite(statement) {
-            Some(Ok(rewritten)) => Some(Ok(
-                colname::alias_duplicates(&rewritten).unwrap_or(rewritten)
-            )),
-            Some(Err(e)) => Some(Err(user_error(e.state, e.message))),
-            None => colname::alias_duplicates(statement).map(Ok),
+        let srf = match crate::sql::srf::rewrite(statement) {
+            Some(Ok(rewritten)) => Some(rewritten),
+            Some(Err(e)) => return Some(Err(user_error(e.state, e.message))),
+            None => None,
+        };
+        let current = srf.as_ref().unwrap_or(statement);
+        let forms = crate::sql::pg_forms::rewrite(current);
+        let current = forms.as_ref().or(srf.as_ref()).unwrap_or(statement);
+        match colname::alias_duplicates(current) {
+            Some(aliased) => Some(Ok(aliased)),
+            None => forms.or(srf).map(Ok),
         }
     }
 }

@@ -460,7 +460,8 @@ fn figure(expr: &Expr) -> (String, u8) {
             Some((name, 2)) => (name, 2),
             _ => ("case".to_string(), 1),
         },
-        Expr::Exists { .. } => named("exists"),
+        // `NOT EXISTS` is a boolean expression around it, which PostgreSQL leaves unnamed.
+        Expr::Exists { negated: false, .. } => named("exists"),
         Expr::Subquery(query) => match query_items(query).as_deref() {
             Some([Item::Named(name), ..]) => (name.clone(), 2),
             _ => unnamed(),
@@ -575,7 +576,7 @@ mod tests {
             now() at time zone 'UTC', coalesce(null,'x'), '{}'::jsonb->>'a', trim(' a '), \
             substring('abc' from 1 for 1), position('a' in 'abc'), current_date, user, \
             array[1], (select 1), 1::text, 'a'::text, 1::int4, interval '1 day', \
-            timestamp '2020-01-01', cast(null as text), exists(select 1), x.a, x.a::text, \
+            timestamp '2020-01-01', cast(null as text), exists(select 1), not exists(select 1), x.a, x.a::text, \
             -x.a, row(1,2), array(select 1), greatest(1,2), nullif(1,2), 'a' like 'b', \
             x.a is null, date_trunc('day', now()), (select a from (select 1 as a) y), \
             x.a::int::text, (x.a), count(*) filter (where true), sum(x.a) over (), true, \
@@ -584,7 +585,7 @@ mod tests {
             x from (select 1 as a) x group by x.a, x";
         let postgres = "count ?column? case extract timezone coalesce ?column? btrim \
             substring position current_date user array ?column? text text int4 interval \
-            timestamp text exists a a ?column? row array greatest nullif ?column? ?column? \
+            timestamp text exists ?column? a a ?column? row array greatest nullif ?column? ?column? \
             date_trunc a a a count sum ?column? ?column? current_timestamp ?column? \
             ?column? ?column? lower percentile_cont a x";
         assert_eq!(names(sql), postgres.split_whitespace().collect::<Vec<_>>());

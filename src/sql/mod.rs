@@ -34,6 +34,7 @@ pub mod error;
 pub mod functions;
 pub mod insert;
 pub mod mutation;
+pub mod pg_forms;
 pub mod pruning;
 pub mod slots;
 pub mod srf;

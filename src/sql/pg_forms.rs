@@ -1,0 +1,271 @@
+//! PostgreSQL expressions DataFusion cannot plan, rewritten in the syntax tree into ones it
+//! plans with the same result:
+//!
+//! - `user`, which PostgreSQL reads as `current_user` (it is a reserved word: a column named
+//!   `user` must be quoted), where DataFusion looks for a column: it becomes `session_user`,
+//!   the name datafusion-pg-catalog gives `current_user` before this rewrite sees it;
+//! - `EXISTS (subquery)` in a select list (pgAdmin and DBeaver ask this way whether a relation
+//!   has indexes, triggers or children), which DataFusion plans only as a `WHERE` predicate
+//!   ("Physical plan does not support logical expression Exists"). It becomes the scalar
+//!   subquery `(SELECT count(*) > 0 FROM … WHERE …)`, which DataFusion decorrelates into a
+//!   join; `NOT EXISTS` its negation.
+//!
+//! Only queries are rewritten. Result columns keep PostgreSQL's names (`user`, `exists`):
+//! [`crate::sql::colname`] takes them from the statement as written.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, FunctionArguments, GroupByExpr, Ident, ObjectName, ObjectNamePart, Query, SelectItem,
+    SetExpr, Statement, UnaryOperator, Visit, VisitMut, Visitor, VisitorMut, visit_expressions,
+    visit_expressions_mut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+/// `statement` with its `user` and select-list `EXISTS` rewritten, or `None` when it has
+/// neither.
+pub fn rewrite(statement: &Statement) -> Option<Statement> {
+    if !matches!(statement, Statement::Query(_)) {
+        return None;
+    }
+    // Most queries have neither: look before copying the tree.
+    if Visit::visit(statement, &mut Finder).is_continue() {
+        return None;
+    }
+    let mut rewritten = statement.clone();
+    let mut rewriter = Rewriter { rewritten: 0 };
+    let _ = VisitMut::visit(&mut rewritten, &mut rewriter);
+    (rewriter.rewritten > 0).then_some(rewritten)
+}
+
+/// Whether `expr` is the bare word `user`, which sqlparser reads as a call without
+/// parentheses (as it reads `current_user`) and DataFusion then as a column.
+fn is_user(expr: &Expr) -> bool {
+    matches!(expr, Expr::Function(function)
+        if matches!(function.args, FunctionArguments::None)
+            && matches!(function.name.0.as_slice(), [ObjectNamePart::Identifier(ident)]
+                if ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("user")))
+}
+
+/// Calls `each` on every select-list item of `set`, through set operations.
+fn select_items(set: &mut SetExpr, each: &mut impl FnMut(&mut SelectItem)) {
+    match set {
+        SetExpr::Select(select) => select.projection.iter_mut().for_each(&mut *each),
+        SetExpr::SetOperation { left, right, .. } => {
+            select_items(left, each);
+            select_items(right, each);
+        }
+        _ => {}
+    }
+}
+
+/// Whether a select list of `set` has an `EXISTS` anywhere in its expressions.
+fn exists_in_select_list(set: &SetExpr) -> bool {
+    match set {
+        SetExpr::Select(select) => select.projection.iter().any(|item| match item {
+            SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => {
+                visit_expressions(expr, |e| match e {
+                    Expr::Exists { .. } => ControlFlow::Break(()),
+                    _ => ControlFlow::Continue(()),
+                })
+                .is_break()
+            }
+            _ => false,
+        }),
+        SetExpr::SetOperation { left, right, .. } => {
+            exists_in_select_list(left) || exists_in_select_list(right)
+        }
+        _ => false,
+    }
+}
+
+/// Finds whether a statement has anything [`Rewriter`] rewrites, without copying it.
+struct Finder;
+
+impl Visitor for Finder {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if exists_in_select_list(&query.body) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if is_user(expr) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+}
+
+struct Rewriter {
+    rewritten: usize,
+}
+
+impl VisitorMut for Rewriter {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        let rewritten = &mut self.rewritten;
+        select_items(&mut query.body, &mut |item| {
+            let (SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }) = item
+            else {
+                return;
+            };
+            let before = *rewritten;
+            let _ = visit_expressions_mut(expr, |e| {
+                if let Expr::Exists { subquery, negated } = e
+                    && let Some(scalar) = exists_as_scalar(subquery, *negated)
+                {
+                    *e = scalar;
+                    *rewritten += 1;
+                }
+                ControlFlow::<()>::Continue(())
+            });
+            // DataFusion names every scalar subquery `(<subquery>)`: two in one select list
+            // would collide. The plan's alias is not the client's column name, which
+            // `colname` takes from the statement as written.
+            if *rewritten > before
+                && let SelectItem::UnnamedExpr(expr) = item
+            {
+                *item = SelectItem::ExprWithAlias {
+                    expr: expr.clone(),
+                    alias: Ident::new(format!("exists_{rewritten}")),
+                };
+            }
+        });
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if is_user(expr)
+            && let Expr::Function(function) = expr
+        {
+            // datafusion-pg-catalog has renamed `current_user` in the statement to the
+            // function it registers, `session_user` (the same user: there is no SET ROLE).
+            function.name = ObjectName::from(vec![Ident::new("session_user")]);
+            self.rewritten += 1;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// `(SELECT count(*) > 0 …)` for `EXISTS (subquery)`. A plain `SELECT … FROM … WHERE …` keeps
+/// its `FROM` and `WHERE`, so a correlated one stays a subquery DataFusion decorrelates; any
+/// other (grouped, limited, a union, or a select list that calls a function, which may be an
+/// aggregate: one row even over none) is counted as a derived table.
+fn exists_as_scalar(subquery: &Query, negated: bool) -> Option<Expr> {
+    let calls = |item: &SelectItem| {
+        let expr = match item {
+            SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => expr,
+            _ => return false,
+        };
+        visit_expressions(expr, |e| match e {
+            Expr::Function(_) => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        })
+        .is_break()
+    };
+    let plain = matches!(subquery.body.as_ref(), SetExpr::Select(select)
+        if select.distinct.is_none()
+            && select.having.is_none()
+            && matches!(&select.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+            && !select.projection.iter().any(calls))
+        && subquery.with.is_none()
+        && subquery.limit_clause.is_none()
+        && subquery.fetch.is_none();
+    let counted = if plain {
+        let mut counted = subquery.clone();
+        if let SetExpr::Select(select) = counted.body.as_mut() {
+            select.projection = vec![SelectItem::UnnamedExpr(parse_expr("count(*) > 0")?)];
+        }
+        counted.order_by = None;
+        counted
+    } else {
+        *parse_query(&format!(
+            "SELECT count(*) > 0 FROM ({subquery}) AS exists_rows"
+        ))?
+    };
+    let scalar = Expr::Subquery(Box::new(counted));
+    Some(if negated {
+        Expr::UnaryOp {
+            op: UnaryOperator::Not,
+            expr: Box::new(scalar),
+        }
+    } else {
+        scalar
+    })
+}
+
+fn parse_expr(sql: &str) -> Option<Expr> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .ok()?
+        .parse_expr()
+        .ok()
+}
+
+fn parse_query(sql: &str) -> Option<Box<Query>> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(sql)
+        .ok()?
+        .parse_query()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(sql: &str) -> Option<String> {
+        let statement = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(sql)
+            .expect("tokens")
+            .parse_statement()
+            .expect("statement");
+        rewrite(&statement).map(|s| s.to_string())
+    }
+
+    #[test]
+    fn user_is_current_user_unless_quoted() {
+        assert_eq!(
+            rewritten("SELECT user, upper(user) FROM t").as_deref(),
+            Some("SELECT session_user, upper(session_user) FROM t")
+        );
+        assert_eq!(rewritten("SELECT \"user\", t.user FROM t"), None);
+    }
+
+    #[test]
+    fn exists_in_a_select_list_is_counted_and_elsewhere_left_to_datafusion() {
+        assert_eq!(
+            rewritten(
+                "SELECT c.relname, NOT EXISTS (SELECT 1 FROM i WHERE i.rel = c.oid ORDER BY 1) \
+                 FROM c WHERE EXISTS (SELECT 1 FROM n WHERE n.oid = c.ns)"
+            )
+            .as_deref(),
+            Some(
+                "SELECT c.relname, NOT (SELECT count(*) > 0 FROM i WHERE i.rel = c.oid) AS exists_1 \
+                 FROM c WHERE EXISTS (SELECT 1 FROM n WHERE n.oid = c.ns)"
+            )
+        );
+        assert_eq!(
+            rewritten("SELECT EXISTS (SELECT a FROM t GROUP BY a LIMIT 1)").as_deref(),
+            Some(
+                "SELECT (SELECT count(*) > 0 FROM (SELECT a FROM t GROUP BY a LIMIT 1) AS exists_rows) AS exists_1"
+            )
+        );
+        // An aggregate gives one row even over none: counted whole, never emptied.
+        assert_eq!(
+            rewritten("SELECT EXISTS (SELECT max(a) FROM t WHERE false)").as_deref(),
+            Some(
+                "SELECT (SELECT count(*) > 0 FROM (SELECT max(a) FROM t WHERE false) AS exists_rows) AS exists_1"
+            )
+        );
+        assert_eq!(rewritten("SELECT a FROM t WHERE EXISTS (SELECT 1)"), None);
+    }
+}
