@@ -8,7 +8,10 @@
 //!   has indexes, triggers or children), which DataFusion plans only as a `WHERE` predicate
 //!   ("Physical plan does not support logical expression Exists"). It becomes the scalar
 //!   subquery `(SELECT count(*) > 0 FROM … WHERE …)`, which DataFusion decorrelates into a
-//!   join; `NOT EXISTS` its negation.
+//!   join; `NOT EXISTS` its negation;
+//! - `make_interval(days => 1)`: DataFusion binds a named argument only after every earlier
+//!   one, and `make_interval`'s all default to 0 in PostgreSQL; the call becomes positional,
+//!   with 0 for those left out.
 //!
 //! Only queries are rewritten. Result columns keep PostgreSQL's names (`user`, `exists`):
 //! [`crate::sql::colname`] takes them from the statement as written.
@@ -16,12 +19,14 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArguments, GroupByExpr, Ident, ObjectName, ObjectNamePart, Query, SelectItem,
-    SetExpr, Statement, UnaryOperator, Visit, VisitMut, Visitor, VisitorMut, visit_expressions,
-    visit_expressions_mut,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectName,
+    ObjectNamePart, Query, SelectItem, SetExpr, Statement, UnaryOperator, Visit, VisitMut, Visitor,
+    VisitorMut, visit_expressions, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
+
+use crate::sql::functions::MAKE_INTERVAL_PARAMETERS;
 
 /// `statement` with its `user` and select-list `EXISTS` rewritten, or `None` when it has
 /// neither.
@@ -46,6 +51,57 @@ fn is_user(expr: &Expr) -> bool {
         if matches!(function.args, FunctionArguments::None)
             && matches!(function.name.0.as_slice(), [ObjectNamePart::Identifier(ident)]
                 if ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("user")))
+}
+
+/// Whether `expr` calls `make_interval` with an argument by name.
+fn is_named_make_interval(expr: &Expr) -> bool {
+    matches!(expr, Expr::Function(function)
+        if matches!(function.name.0.as_slice(), [ObjectNamePart::Identifier(ident)]
+                if ident.value.eq_ignore_ascii_case("make_interval"))
+            && matches!(&function.args, FunctionArguments::List(list)
+                if list.args.iter().any(|a| argument_name(a).is_some())))
+}
+
+/// The name of an argument passed by name (`days => 1`), which sqlparser keeps as an
+/// identifier or, in some dialects, as an expression.
+fn argument_name(arg: &FunctionArg) -> Option<&str> {
+    match arg {
+        FunctionArg::Named { name, .. } => Some(&name.value),
+        FunctionArg::ExprNamed {
+            name: Expr::Identifier(name),
+            ..
+        } => Some(&name.value),
+        _ => None,
+    }
+}
+
+/// The arguments of a `make_interval` call by name, by position: 0 for those left out up
+/// to the last one given. `None` when a name is not one of its parameters (DataFusion then
+/// reports it).
+fn make_interval_positional(args: &[FunctionArg]) -> Option<Vec<FunctionArg>> {
+    let mut slots: Vec<Option<FunctionArgExpr>> = vec![None; MAKE_INTERVAL_PARAMETERS.len()];
+    for (i, arg) in args.iter().enumerate() {
+        let (slot, value) = match arg {
+            FunctionArg::Unnamed(value) => (i, value),
+            FunctionArg::Named { arg: value, .. } | FunctionArg::ExprNamed { arg: value, .. } => {
+                let name = argument_name(arg)?;
+                let slot = MAKE_INTERVAL_PARAMETERS
+                    .iter()
+                    .position(|p| p.eq_ignore_ascii_case(name))?;
+                (slot, value)
+            }
+        };
+        *slots.get_mut(slot)? = Some(value.clone());
+    }
+    let given = slots.iter().rposition(Option::is_some)? + 1;
+    let zero = FunctionArgExpr::Expr(parse_expr("0")?);
+    Some(
+        slots
+            .into_iter()
+            .take(given)
+            .map(|slot| FunctionArg::Unnamed(slot.unwrap_or_else(|| zero.clone())))
+            .collect(),
+    )
 }
 
 /// Calls `each` on every select-list item of `set`, through set operations.
@@ -95,7 +151,7 @@ impl Visitor for Finder {
     }
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-        if is_user(expr) {
+        if is_user(expr) || is_named_make_interval(expr) {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
@@ -149,6 +205,14 @@ impl VisitorMut for Rewriter {
             // datafusion-pg-catalog has renamed `current_user` in the statement to the
             // function it registers, `session_user` (the same user: there is no SET ROLE).
             function.name = ObjectName::from(vec![Ident::new("session_user")]);
+            self.rewritten += 1;
+        }
+        if is_named_make_interval(expr)
+            && let Expr::Function(function) = expr
+            && let FunctionArguments::List(list) = &mut function.args
+            && let Some(positional) = make_interval_positional(&list.args)
+        {
+            list.args = positional;
             self.rewritten += 1;
         }
         ControlFlow::Continue(())
@@ -267,5 +331,19 @@ mod tests {
             )
         );
         assert_eq!(rewritten("SELECT a FROM t WHERE EXISTS (SELECT 1)"), None);
+    }
+
+    #[test]
+    fn make_interval_by_name_becomes_positional() {
+        assert_eq!(
+            rewritten("SELECT make_interval(days => 2), make_interval(1, secs => 1.5)").as_deref(),
+            Some("SELECT make_interval(0, 0, 0, 2), make_interval(1, 0, 0, 0, 0, 0, 1.5)")
+        );
+        assert_eq!(rewritten("SELECT make_interval(1, 2)"), None);
+        assert_eq!(
+            rewritten("SELECT make_interval(fortnights => 1)"),
+            None,
+            "an unknown name is left for DataFusion to report"
+        );
     }
 }

@@ -464,6 +464,128 @@ impl ScalarUDFImpl for ExtractEpoch {
     }
 }
 
+/// `make_interval(years, months, weeks, days, hours, mins, secs)`, PostgreSQL's: arguments
+/// left out from the right are 0, and by name (`make_interval(days => 1)`) any may be
+/// ([`crate::sql::pg_forms`] fills in the rest). Seconds are rounded to microseconds, as
+/// PostgreSQL stores them; a NULL argument gives NULL; a field past its range is 22008.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct MakeInterval {
+    signature: Signature,
+}
+
+/// `make_interval`'s parameters, in order.
+pub const MAKE_INTERVAL_PARAMETERS: [&str; 7] =
+    ["years", "months", "weeks", "days", "hours", "mins", "secs"];
+
+impl Default for MakeInterval {
+    fn default() -> Self {
+        MakeInterval {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for MakeInterval {
+    fn name(&self) -> &str {
+        "make_interval"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        if args.len() > MAKE_INTERVAL_PARAMETERS.len() {
+            return plan_err!(
+                "make_interval takes at most 7 arguments (years, months, weeks, days, hours, mins, secs); got {}",
+                args.len()
+            );
+        }
+        args.iter()
+            .zip(MAKE_INTERVAL_PARAMETERS)
+            .map(|(t, name)| {
+                let target = if name == "secs" {
+                    DataType::Float64
+                } else {
+                    DataType::Int64
+                };
+                if t.is_numeric() || is_text(t) || t == &DataType::Null {
+                    Ok(target)
+                } else {
+                    plan_err!("make_interval: {name} must be a number, not {t}")
+                }
+            })
+            .collect()
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Interval(IntervalUnit::MonthDayNano))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let rows = args.number_rows;
+        let mut out = arrow::array::IntervalMonthDayNanoBuilder::with_capacity(rows);
+        let mut fields = [0i64; 6];
+        'rows: for row in 0..rows {
+            let mut secs = 0.0;
+            for (i, array) in arrays.iter().enumerate() {
+                if array.is_null(row) {
+                    out.append_null();
+                    continue 'rows;
+                }
+                match i {
+                    6 => {
+                        secs = array
+                            .as_primitive::<arrow::datatypes::Float64Type>()
+                            .value(row)
+                    }
+                    _ => {
+                        fields[i] = array
+                            .as_primitive::<arrow::datatypes::Int64Type>()
+                            .value(row)
+                    }
+                }
+            }
+            for unset in fields.iter_mut().skip(arrays.len().min(6)) {
+                *unset = 0;
+            }
+            out.append_value(make_interval(fields, secs).ok_or_else(interval_out_of_range)?);
+        }
+        shaped(&args.args, Arc::new(out.finish()))
+    }
+}
+
+/// The interval of `make_interval`'s fields (years, months, weeks, days, hours, mins) and
+/// seconds, or `None` past what an interval holds.
+fn make_interval(fields: [i64; 6], secs: f64) -> Option<IntervalMonthDayNano> {
+    let [years, months, weeks, days, hours, mins] = fields;
+    let months = years.checked_mul(12)?.checked_add(months)?;
+    let days = weeks.checked_mul(7)?.checked_add(days)?;
+    let micros = (secs * 1e6).round();
+    if !micros.is_finite() || micros.abs() >= i64::MAX as f64 {
+        return None;
+    }
+    let nanos = hours
+        .checked_mul(3_600)?
+        .checked_add(mins.checked_mul(60)?)?
+        .checked_mul(1_000_000)?
+        .checked_add(micros as i64)?
+        .checked_mul(1_000)?;
+    Some(IntervalMonthDayNano::new(
+        i32::try_from(months).ok()?,
+        i32::try_from(days).ok()?,
+        nanos,
+    ))
+}
+
+fn interval_out_of_range() -> datafusion::error::DataFusionError {
+    datafusion::error::DataFusionError::External(Box::new(crate::error::SqlError::new(
+        crate::error::SqlState::DATETIME_FIELD_OVERFLOW,
+        "interval out of range",
+    )))
+}
+
 /// `to_char` taking PostgreSQL template patterns; the work is done by DataFusion's `to_char`.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct PgToChar {
