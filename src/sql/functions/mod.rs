@@ -66,6 +66,7 @@ pub fn register(context: &mut SessionContext) -> Result<()> {
     context.register_udf(ScalarUDF::from(AtTimeZone::default()));
     context.register_udf(ScalarUDF::from(ExtractEpoch::default()));
     context.register_udf(ScalarUDF::from(MakeInterval::default()));
+    context.register_udf(ScalarUDF::from(Age::default()));
     context.register_udf(ScalarUDF::from(PgVersion::new()));
     context.register_udf(ScalarUDF::from(PgArrayLength::default()));
     context.register_udf(ScalarUDF::from(ToRegtype::new()));

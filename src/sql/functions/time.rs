@@ -586,6 +586,149 @@ fn interval_out_of_range() -> datafusion::error::DataFusionError {
     )))
 }
 
+/// `age(ts1, ts2)` and `age(ts)` (from today's midnight, UTC), PostgreSQL's: the difference
+/// in years, months and days, then time of day, each field borrowing from the next as
+/// PostgreSQL's `timestamp_age` does (`age('2024-03-31', '2024-02-29')` is `1 mon 2 days`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Age {
+    signature: Signature,
+}
+
+impl Default for Age {
+    fn default() -> Self {
+        Age {
+            signature: Signature::user_defined(Volatility::Stable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for Age {
+    fn name(&self) -> &str {
+        "age"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        if args.is_empty() || args.len() > 2 {
+            return plan_err!(
+                "age takes one or two timestamps; got {} arguments",
+                args.len()
+            );
+        }
+        args.iter()
+            .map(|t| match t {
+                DataType::Timestamp(_, tz) => Ok(micros(tz.clone())),
+                DataType::Date32 | DataType::Date64 => Ok(micros(None)),
+                t if is_text(t) || t == &DataType::Null => Ok(micros(Some("UTC".into()))),
+                other => plan_err!("age: arguments must be timestamps, not {other}"),
+            })
+            .collect()
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Interval(IntervalUnit::MonthDayNano))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let times: Vec<_> = arrays
+            .iter()
+            .map(|a| a.as_primitive::<TimestampMicrosecondType>())
+            .collect();
+        let midnight = chrono::Utc::now()
+            .date_naive()
+            .and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp_micros();
+        let mut out = arrow::array::IntervalMonthDayNanoBuilder::with_capacity(args.number_rows);
+        for row in 0..args.number_rows {
+            if times.iter().any(|t| t.is_null(row)) {
+                out.append_null();
+                continue;
+            }
+            let (from, to) = match times.as_slice() {
+                [to] => (midnight, to.value(row)),
+                [from, to, ..] => (from.value(row), to.value(row)),
+                [] => (midnight, midnight),
+            };
+            out.append_value(age(from, to).ok_or_else(interval_out_of_range)?);
+        }
+        shaped(&args.args, Arc::new(out.finish()))
+    }
+}
+
+/// PostgreSQL's `age(from, to)` of two instants in microseconds, read as UTC wall-clock
+/// times; `None` past what chrono or an interval holds.
+fn age(from: i64, to: i64) -> Option<IntervalMonthDayNano> {
+    let (a, b) = (
+        DateTime::from_timestamp_micros(from)?.naive_utc(),
+        DateTime::from_timestamp_micros(to)?.naive_utc(),
+    );
+    let field = |f: fn(&NaiveDateTime) -> i64| f(&a) - f(&b);
+    // Years, months, days, hours, minutes, seconds, microseconds.
+    let mut d = [
+        field(|t| t.year() as i64),
+        field(|t| t.month() as i64),
+        field(|t| t.day() as i64),
+        field(|t| t.hour() as i64),
+        field(|t| t.minute() as i64),
+        field(|t| t.second() as i64),
+        field(|t| (t.nanosecond() / 1_000) as i64),
+    ];
+    // Borrowing works on the later minus the earlier; the sign comes back at the end.
+    let negative = from < to;
+    if negative {
+        d.iter_mut().for_each(|v| *v = -*v);
+    }
+    let [years, months, days, hours, mins, secs, micros] = &mut d;
+    let carry = |low: &mut i64, high: &mut i64, unit: i64| {
+        if *low < 0 {
+            let borrow = (-*low + unit - 1) / unit;
+            *low += borrow * unit;
+            *high -= borrow;
+        }
+    };
+    carry(micros, secs, 1_000_000);
+    carry(secs, mins, 60);
+    carry(mins, hours, 60);
+    carry(hours, days, 24);
+    // A day borrows the length of the earlier instant's month, as PostgreSQL does.
+    let lender = if negative { a } else { b };
+    while *days < 0 {
+        *days += days_in_month(lender.year(), lender.month());
+        *months -= 1;
+    }
+    carry(months, years, 12);
+    if negative {
+        d.iter_mut().for_each(|v| *v = -*v);
+    }
+    let [years, months, days, hours, mins, secs, micros] = d;
+    let nanos = ((hours * 60 + mins) * 60 + secs)
+        .checked_mul(1_000_000)?
+        .checked_add(micros)?
+        .checked_mul(1_000)?;
+    Some(IntervalMonthDayNano::new(
+        i32::try_from(years.checked_mul(12)?.checked_add(months)?).ok()?,
+        i32::try_from(days).ok()?,
+        nanos,
+    ))
+}
+
+/// Days in `month` (1–12) of `year`.
+fn days_in_month(year: i32, month: u32) -> i64 {
+    let (next_year, next_month) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
+    chrono::NaiveDate::from_ymd_opt(next_year, next_month, 1)
+        .zip(chrono::NaiveDate::from_ymd_opt(year, month, 1))
+        .map_or(31, |(next, first)| (next - first).num_days())
+}
+
 /// `to_char` taking PostgreSQL template patterns; the work is done by DataFusion's `to_char`.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct PgToChar {
