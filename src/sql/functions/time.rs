@@ -526,9 +526,9 @@ impl ScalarUDFImpl for MakeInterval {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
         let rows = args.number_rows;
         let mut out = arrow::array::IntervalMonthDayNanoBuilder::with_capacity(rows);
-        let mut fields = [0i64; 6];
         'rows: for row in 0..rows {
-            let mut secs = 0.0;
+            // Left out: 0.
+            let (mut fields, mut secs) = ([0i64; 6], 0.0);
             for (i, array) in arrays.iter().enumerate() {
                 if array.is_null(row) {
                     out.append_null();
@@ -546,9 +546,6 @@ impl ScalarUDFImpl for MakeInterval {
                             .value(row)
                     }
                 }
-            }
-            for unset in fields.iter_mut().skip(arrays.len().min(6)) {
-                *unset = 0;
             }
             out.append_value(make_interval(fields, secs).ok_or_else(interval_out_of_range)?);
         }
