@@ -218,18 +218,17 @@ impl Ingest {
         // Wait before splitting: a waiting writer holds the batch as sent, not also its copy.
         // The room is what the split's copy will hold in the buffer, reserved until the rows
         // are in it (the end of this function).
-        let Some(_room) = self
-            .buffer
-            .reserve(owned_bytes(&coerced), self.buffer_full_timeout)
-            .await
-        else {
+        let bytes = owned_bytes(&coerced);
+        let Some(_room) = self.buffer.reserve(bytes, self.buffer_full_timeout).await else {
             return Err(Error::BufferFull {
                 used_mb: self.buffer.bytes() >> 20,
                 limit_mb: self.buffer.admitted() >> 20,
             });
         };
         let now = self.clock.now_micros();
-        let pieces = split(schema, &coerced, |micros| self.buffer.place(micros, now))?;
+        let pieces = split(schema, &coerced, bytes, |micros| {
+            self.buffer.place(micros, now)
+        })?;
         // From here the pieces hold the rows; the batch as sent only has to reach the WAL,
         // which drops it once encoded, before the wait for the disk (and the client's
         // message with it, unless a piece is a view into it).
@@ -286,7 +285,9 @@ impl Ingest {
             )
         };
         let now = self.clock.now_micros();
-        let pieces = split(schema, &batch, |micros| self.buffer.place(micros, now))?;
+        let pieces = split(schema, &batch, owned_bytes(&batch), |micros| {
+            self.buffer.place(micros, now)
+        })?;
         self.buffer.insert(table, seq, pieces, now);
         Ok(rejected)
     }
@@ -771,10 +772,12 @@ fn derive_date(table: &TableSchema, time: &ArrayRef, given: &ArrayRef) -> Result
 /// pieces bound for late buckets leave at the next flush while an open window's stay until it
 /// ends, and a slice keeps its whole allocation alive. Sharing one copy, a backfill batch's
 /// few rows in the open window held all its late rows' memory for up to a window after they
-/// were flushed, uncounted.
+/// were flushed, uncounted. `owned` is the batch's [`owned_bytes`], which a batch of one
+/// piece is charged (the writer has it already, for its reservation).
 fn split(
     table: &TableSchema,
     batch: &RecordBatch,
+    owned: usize,
     place: impl Fn(i64) -> Place,
 ) -> Result<Vec<Piece>> {
     let projects = batch
@@ -795,7 +798,7 @@ fn split(
             project: first_project.to_string(),
             bucket_start: first.bucket,
             max_micros: times.values().iter().copied().max().unwrap_or(i64::MIN),
-            bytes: owned_bytes(batch),
+            bytes: owned,
             batch: batch.clone(),
         }]);
     }
@@ -1157,7 +1160,7 @@ mod tests {
             "only the given columns and the date are charged"
         );
         // Splitting keeps the shared columns shared.
-        let pieces = split(&table, &b, open).expect("split");
+        let pieces = split(&table, &b, owned_bytes(&b), open).expect("split");
         assert_eq!(pieces.len(), 3);
         let base = a.column(name).to_data().buffers()[0].as_ptr() as usize;
         let sliced = pieces[2].batch.column(name).to_data().buffers()[0].as_ptr() as usize;
@@ -1189,7 +1192,8 @@ mod tests {
         let mut cols = minimal(&[0, 5, 700, 705]);
         cols[2].1 = Arc::new(StringArray::from(vec!["a", "b", "a", "a"]));
         let batch = coerce(&table, &input(cols)).expect("coerce");
-        let mut pieces = split(&table, &batch, |t| open(t / 600 * 600)).expect("split");
+        let mut pieces =
+            split(&table, &batch, owned_bytes(&batch), |t| open(t / 600 * 600)).expect("split");
         pieces.sort_by_key(|p| (p.project.clone(), p.bucket_start));
         let shape: Vec<(String, i64, usize)> = pieces
             .iter()
@@ -1201,9 +1205,11 @@ mod tests {
         );
         let uniform = coerce(&table, &input(minimal(&[1, 2]))).expect("coerce");
         assert_eq!(
-            split(&table, &uniform, |t| open(t / 600 * 600))
-                .expect("split")
-                .len(),
+            split(&table, &uniform, owned_bytes(&uniform), |t| open(
+                t / 600 * 600
+            ))
+            .expect("split")
+            .len(),
             1
         );
     }
@@ -1217,7 +1223,10 @@ mod tests {
         // One row a minute over the 7 days before `now`: 10,080 rows in 1,008 ended windows.
         let ts: Vec<i64> = (1..=7 * 1440).map(|m| now - m * minute).collect();
         let batch = coerce(&table, &input(minimal(&ts))).expect("coerce");
-        let pieces = split(&table, &batch, |t| buffer.place(t, now)).expect("split");
+        let pieces = split(&table, &batch, owned_bytes(&batch), |t| {
+            buffer.place(t, now)
+        })
+        .expect("split");
         let mut shape: Vec<(i64, i64, usize)> = pieces
             .iter()
             .map(|p| (p.bucket_start, p.max_micros, p.batch.num_rows()))
@@ -1230,7 +1239,10 @@ mod tests {
         // Rows in the open window keep it as their bucket.
         let live =
             coerce(&table, &input(minimal(&[now + minute, now + 2 * minute]))).expect("coerce");
-        let pieces = split(&table, &live, |t| buffer.place(t, now + 3 * minute)).expect("split");
+        let pieces = split(&table, &live, owned_bytes(&live), |t| {
+            buffer.place(t, now + 3 * minute)
+        })
+        .expect("split");
         let shape: Vec<(i64, i64)> = pieces
             .iter()
             .map(|p| (p.bucket_start, p.max_micros))
@@ -1249,7 +1261,10 @@ mod tests {
         let mut ts: Vec<i64> = (1..=2000).map(|m| now - m * minute).collect();
         ts.extend([now + minute, now + 2 * minute]);
         let batch = coerce(&table, &input(minimal(&ts))).expect("coerce");
-        let pieces = split(&table, &batch, |t| buffer.place(t, now + 3 * minute)).expect("split");
+        let pieces = split(&table, &batch, owned_bytes(&batch), |t| {
+            buffer.place(t, now + 3 * minute)
+        })
+        .expect("split");
         let id = table.index_of("id").expect("id");
         let allocation = |p: &Piece| p.batch.column(id).to_data().buffers()[1].data_ptr();
         let (open, late): (Vec<&Piece>, Vec<&Piece>) =

@@ -251,9 +251,10 @@ fn exists_as_scalar(subquery: &Query, negated: bool) -> Option<Expr> {
         counted.order_by = None;
         counted
     } else {
-        *parse_query(&format!(
+        *crate::sql::srf::parse_query(&format!(
             "SELECT count(*) > 0 FROM ({subquery}) AS exists_rows"
-        ))?
+        ))
+        .ok()?
     };
     let scalar = Expr::Subquery(Box::new(counted));
     Some(if negated {
@@ -271,14 +272,6 @@ fn parse_expr(sql: &str) -> Option<Expr> {
         .try_with_sql(sql)
         .ok()?
         .parse_expr()
-        .ok()
-}
-
-fn parse_query(sql: &str) -> Option<Box<Query>> {
-    Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(sql)
-        .ok()?
-        .parse_query()
         .ok()
 }
 

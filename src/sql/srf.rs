@@ -297,7 +297,7 @@ fn regclass_lookup(expr: &Expr) -> Option<Expr> {
 }
 
 /// A query this module builds as text, parsed with PostgreSQL's dialect.
-fn parse_query(sql: &str) -> std::result::Result<Box<Query>, String> {
+pub(crate) fn parse_query(sql: &str) -> std::result::Result<Box<Query>, String> {
     let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
     datafusion::sql::sqlparser::parser::Parser::new(&dialect)
         .try_with_sql(sql)
