@@ -102,18 +102,27 @@ impl Server {
         let memory = Arc::new(memory_of(&config, &engine, &query_pool, &inflight));
         health.memory(memory.clone());
         let mutations: Arc<dyn crate::engine::core::Mutations> = engine.core.clone();
-        let context = Arc::new(crate::sql::session_context(
-            &engine.catalog,
-            &engine.buffer,
-            &engine.ingest,
-            &mutations,
-            &engine.storage,
-            &memory,
-            &crate::sql::QueryLimits {
-                pool: query_pool,
-                spill_dir,
-            },
-        )?);
+        let sessions = Arc::new(crate::pgwire::cancel::Registry::new(
+            config.statement_timeout(),
+        ));
+        let context = Arc::new(
+            crate::sql::session_context(
+                &engine.catalog,
+                &engine.buffer,
+                &engine.ingest,
+                &mutations,
+                crate::sql::Observed {
+                    storage: engine.storage.clone(),
+                    memory: memory.clone(),
+                    sessions: sessions.clone(),
+                },
+                &crate::sql::QueryLimits {
+                    pool: query_pool,
+                    spill_dir,
+                },
+            )
+            .await?,
+        );
         let slots = Arc::new(crate::sql::slots::Slots::new(
             config.max_concurrent_statements,
             std::time::Duration::from_millis(config.statement_queue_timeout_ms),
@@ -142,13 +151,13 @@ impl Server {
                 tls,
             },
             crate::pgwire::Limits {
-                statement_timeout: config.statement_timeout(),
                 copy_atomic_bytes: config.copy_atomic_mb << 20,
                 max_expression_depth: config.max_expression_depth,
                 log_min_duration: config.log_min_duration(),
                 slots: slots.clone(),
             },
             engine.core.clone(),
+            sessions,
         ));
         let (grpc_listener, grpc_addr) =
             bind(SocketAddr::new(config.grpc_host, config.grpc_port)).await?;

@@ -18,6 +18,14 @@
 //! `Execute` has its own deadline and a cancel request stops the one running, as in
 //! PostgreSQL when each `Execute` is followed by `Sync`, as drivers send them. (PostgreSQL
 //! keeps one deadline for `Execute`s pipelined without a `Sync` between them.)
+//!
+//! The [`Registry`] of connections is also the list of sessions `pg_stat_activity` shows
+//! ([`crate::sql::activity`]): each connection's row is updated as a statement starts
+//! ([`Statement::start`]: `active`, its text and start time) and as the connection waits for
+//! the client ([`waiting`]: `idle`, `idle in transaction`). `pg_cancel_backend(pid)` fires the
+//! running statement's token, as a cancel request does; `pg_terminate_backend(pid)` does too
+//! and fires the session's terminate signal, on which the connection loop
+//! ([`crate::pgwire::connection`]) ends the session with FATAL 57P01 once the statement is done.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,7 +33,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -35,12 +43,17 @@ use pgwire::api::cancel::CancelHandler;
 use pgwire::api::results::Response;
 use pgwire::error::PgWireResult;
 use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::response::TransactionStatus;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::error::SqlState;
 use crate::pgwire::errors::user_error;
+use crate::sql::activity::{self, Backend, Backends, Signal, truncated};
 use crate::sql::slots::{Slot, Slots};
+
+/// `pg_stat_activity.state` of a session running a statement.
+const ACTIVE: &str = "active";
 
 /// Client-metadata key of the session's statement timeout in milliseconds, absent when there
 /// is none. datafusion-postgres reads the same key to bound planning.
@@ -54,12 +67,16 @@ pub struct Registry {
 }
 
 /// One connection's interrupt point: the statement it runs now (or ran last). A cancel
-/// request fires its token; result streams follow it from statement to statement.
+/// request fires its token; result streams follow it from statement to statement. It also
+/// holds what `pg_stat_activity` shows of the session, and the signal that ends it.
 #[derive(Default)]
 struct Running {
     now: parking_lot::Mutex<Limits>,
     /// Counts the statements started, so that a stream notices a new one without a lock.
     started: AtomicU64,
+    activity: parking_lot::Mutex<Option<Backend>>,
+    /// Fired by `pg_terminate_backend`: the connection ends once its statement is done.
+    terminate: CancellationToken,
 }
 
 /// What interrupts one statement.
@@ -70,6 +87,54 @@ struct Limits {
 }
 
 impl Running {
+    /// The session's activity as a statement `query` starts on it.
+    fn began<C: ClientInfo + ?Sized>(&self, client: &C, query: &str) {
+        let mut activity = self.activity.lock();
+        let Some(backend) = activity.as_mut() else {
+            return;
+        };
+        let now = SystemTime::now();
+        // A statement outside a transaction block is a transaction of its own; `BEGIN` starts
+        // one that goes on after it.
+        if client.transaction_status() == TransactionStatus::Idle || backend.xact_start.is_none() {
+            backend.xact_start = Some(now);
+        }
+        if backend.state != Some(ACTIVE) {
+            backend.state = Some(ACTIVE);
+            backend.state_change = now;
+        }
+        backend.query_start = Some(now);
+        backend.query.clear();
+        backend
+            .query
+            .push_str(truncated(query, activity::QUERY_TEXT_BYTES));
+        if let Some(name) = client.metadata().get("application_name")
+            && *name != backend.application_name
+        {
+            backend.application_name.clone_from(name);
+        }
+    }
+
+    /// The session's activity once it waits for the client's next message.
+    fn waits(&self, status: TransactionStatus) {
+        let mut activity = self.activity.lock();
+        let Some(backend) = activity.as_mut() else {
+            return;
+        };
+        let state = match status {
+            TransactionStatus::Idle => "idle",
+            TransactionStatus::Transaction => "idle in transaction",
+            TransactionStatus::Error => "idle in transaction (aborted)",
+        };
+        if backend.state != Some(state) {
+            backend.state = Some(state);
+            backend.state_change = SystemTime::now();
+        }
+        if status == TransactionStatus::Idle {
+            backend.xact_start = None;
+        }
+    }
+
     /// Makes `limits` the connection's running statement; returns its number.
     fn start(&self, limits: Limits) -> u64 {
         let mut now = self.now.lock();
@@ -119,6 +184,22 @@ impl Registry {
         let running = client
             .session_extensions()
             .get_or_insert_with(Running::default);
+        let metadata = client.metadata();
+        let text = |key: &str| metadata.get(key).cloned().unwrap_or_default();
+        let now = SystemTime::now();
+        *running.activity.lock() = Some(Backend {
+            pid,
+            user: text("user"),
+            database: text("database"),
+            application_name: text("application_name"),
+            client: client.socket_addr(),
+            backend_start: now,
+            xact_start: None,
+            query_start: None,
+            state_change: now,
+            state: Some("idle"),
+            query: String::new(),
+        });
         self.connections
             .lock()
             .insert(key.clone(), Arc::downgrade(&running));
@@ -130,6 +211,47 @@ impl Registry {
         let settings = StartupSettings(client.metadata().clone());
         client.session_extensions().insert(settings);
     }
+}
+
+impl Backends for Registry {
+    fn backends(&self) -> Vec<Backend> {
+        let running: Vec<Arc<Running>> = self
+            .connections
+            .lock()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        running
+            .iter()
+            .filter_map(|running| running.activity.lock().clone())
+            .collect()
+    }
+
+    fn signal(&self, pid: i32, signal: Signal) -> bool {
+        let running = self
+            .connections
+            .lock()
+            .iter()
+            .find(|((key, _), _)| *key == pid)
+            .and_then(|(_, running)| running.upgrade());
+        let Some(running) = running else {
+            return false;
+        };
+        if signal == Signal::Terminate {
+            running.terminate.cancel();
+        }
+        running.now.lock().token.cancel();
+        true
+    }
+}
+
+/// Records that `client`'s session now waits for its next message (`pg_stat_activity.state`
+/// `idle`, or `idle in transaction`); returns the signal that ends the session, once it is
+/// registered.
+pub(crate) fn waiting<C: ClientInfo + ?Sized>(client: &C) -> Option<CancellationToken> {
+    let running = client.session_extensions().get::<Running>()?;
+    running.waits(client.transaction_status());
+    Some(running.terminate.clone())
 }
 
 #[async_trait]
@@ -229,6 +351,7 @@ impl Statement {
             .session_extensions()
             .get::<Running>()
             .unwrap_or_default();
+        running.began(client, query);
         Statement::on(running, limits, may_write(query), slots.clone())
     }
 

@@ -40,6 +40,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::SqlState;
 use crate::pgwire::Handlers;
@@ -94,11 +95,22 @@ pub(crate) async fn serve(
     let copy = handlers.copy_handler();
     let cancel = handlers.cancel_handler();
     let errors = handlers.error_handler();
+    // `pg_terminate_backend`'s signal, once the session is registered.
+    let mut terminate = None;
     loop {
+        if terminate
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
+        {
+            return terminated(&mut socket).await;
+        }
         // Replies wait only while the next message is already here.
         let pipelined = has_message(socket.read_buffer(), !in_startup(socket.state()));
         socket.get_mut().hold = pipelined;
         if !pipelined {
+            if !in_startup(socket.state()) {
+                terminate = crate::pgwire::cancel::waiting(&socket).or(terminate);
+            }
             socket.flush().await?;
         }
         let deadline = if in_startup(socket.state()) {
@@ -110,26 +122,43 @@ pub(crate) async fn serve(
             socket: &mut socket,
             max_bytes: limits.max_message_bytes,
         };
-        let next = match deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline, next).await {
-                Ok(next) => next,
-                Err(_) if in_startup(socket.state()) => return Ok(()),
-                Err(_) => {
-                    let idle = limits.idle_timeout.unwrap_or_default();
-                    tracing::debug!(?idle, "closing an idle session");
-                    return fatal(
-                        &mut socket,
-                        SqlState::IDLE_SESSION_TIMEOUT,
-                        format!(
-                            "terminating connection due to idle-session timeout \
+        let next = async {
+            match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, next).await.ok(),
+                None => Some(next.await),
+            }
+        };
+        let signal = async {
+            match &terminate {
+                Some(terminate) => terminate.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let waited = tokio::select! {
+            biased;
+            () = signal => None,
+            waited = next => Some(waited),
+        };
+        let Some(waited) = waited else {
+            return terminated(&mut socket).await;
+        };
+        let next = match waited {
+            Some(next) => next,
+            None if in_startup(socket.state()) => return Ok(()),
+            None => {
+                let idle = limits.idle_timeout.unwrap_or_default();
+                tracing::debug!(?idle, "closing an idle session");
+                return fatal(
+                    &mut socket,
+                    SqlState::IDLE_SESSION_TIMEOUT,
+                    format!(
+                        "terminating connection due to idle-session timeout \
                              (TIMEFUSION_IDLE_SESSION_TIMEOUT_SECS={})",
-                            idle.as_secs()
-                        ),
-                    )
-                    .await;
-                }
-            },
-            None => next.await,
+                        idle.as_secs()
+                    ),
+                )
+                .await;
+            }
         };
         let message = match next {
             Ok(Some(Ok(message))) => message,
@@ -295,6 +324,19 @@ fn in_startup(state: PgWireConnectionState) -> bool {
             | PgWireConnectionState::AwaitingStartup
             | PgWireConnectionState::AuthenticationInProgress
     )
+}
+
+/// Ends a session `pg_terminate_backend` signalled, as PostgreSQL ends it.
+async fn terminated<S, ST>(socket: &mut Socket<Batched<S>, ST>) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    fatal(
+        socket,
+        SqlState::ADMIN_SHUTDOWN,
+        "terminating connection due to administrator command".into(),
+    )
+    .await
 }
 
 /// Sends a FATAL error and closes the connection.

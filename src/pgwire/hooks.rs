@@ -98,14 +98,20 @@ impl<A: Answer> QueryHook for Hook<A> {
 pub struct RewriteHook;
 
 impl RewriteHook {
-    fn rewrite(statement: &Statement) -> Option<PgWireResult<Statement>> {
+    fn rewrite(
+        statement: &Statement,
+        client: &(impl ClientInfo + ?Sized),
+    ) -> Option<PgWireResult<Statement>> {
         let srf = match crate::sql::srf::rewrite(statement) {
             Some(Ok(rewritten)) => Some(rewritten),
             Some(Err(e)) => return Some(Err(user_error(e.state, e.message))),
             None => None,
         };
         let current = srf.as_ref().unwrap_or(statement);
-        let forms = crate::sql::pg_forms::rewrite(current);
+        let session = crate::sql::pg_forms::Session {
+            pid: client.pid_and_secret_key().0,
+        };
+        let forms = crate::sql::pg_forms::rewrite(current, &session);
         let current = forms.as_ref().or(srf.as_ref()).unwrap_or(statement);
         match colname::alias_duplicates(current) {
             Some(aliased) => Some(Ok(aliased)),
@@ -125,7 +131,7 @@ impl Answer for RewriteHook {
         context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        let rewritten = match Self::rewrite(statement)? {
+        let rewritten = match Self::rewrite(statement, &*client)? {
             Ok(rewritten) => rewritten,
             Err(e) => return Some(Err(e)),
         };
@@ -154,9 +160,9 @@ impl Answer for RewriteHook {
         &self,
         statement: &Statement,
         context: &SessionContext,
-        _client: &(dyn ClientInfo + Send + Sync),
+        client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        let rewritten = match Self::rewrite(statement)? {
+        let rewritten = match Self::rewrite(statement, client)? {
             Ok(rewritten) => rewritten,
             Err(e) => return Some(Err(e)),
         };

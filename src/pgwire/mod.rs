@@ -90,8 +90,6 @@ pub struct Access {
 
 /// Bounds on what one statement may take.
 pub struct Limits {
-    /// The `statement_timeout` every session starts with; zero is none.
-    pub statement_timeout: std::time::Duration,
     /// Parsed bytes of a `COPY FROM STDIN` held (and so all-or-nothing) before it is written.
     pub copy_atomic_bytes: usize,
     /// How deep a statement's expressions may be ([`crate::sql::statement_text::check_depth`]).
@@ -110,9 +108,9 @@ impl Handlers {
         access: Access,
         limits: Limits,
         maintenance: Arc<dyn Maintenance>,
+        interrupts: Arc<cancel::Registry>,
     ) -> Self {
         let parameters = server_parameters();
-        let interrupts = Arc::new(cancel::Registry::new(limits.statement_timeout));
         let inserts = Arc::new(Hook(LiteralInsertHook {
             catalog: catalog.clone(),
             ingest: ingest.clone(),

@@ -47,7 +47,11 @@ const PG_CATALOG: &str = "pg_catalog";
 /// Installs everything above in `context`, whose default catalog is `catalog` and which must
 /// have been built with `with_information_schema(false)` (DataFusion otherwise answers for
 /// `information_schema` itself) and have had `setup_pg_catalog` run.
-pub fn register(context: &SessionContext, catalog: &str) -> Result<()> {
+pub fn register(
+    context: &SessionContext,
+    catalog: &str,
+    relations: HashMap<&'static str, Arc<dyn TableProvider>>,
+) -> Result<()> {
     let list = context.state().catalog_list().clone();
     let target = context
         .catalog(catalog)
@@ -62,7 +66,10 @@ pub fn register(context: &SessionContext, catalog: &str) -> Result<()> {
     let pg_catalog = target
         .schema(PG_CATALOG)
         .ok_or_else(|| DataFusionError::Plan("pg_catalog is not set up".into()))?;
-    target.register_schema(PG_CATALOG, Arc::new(PgCatalogFixes::new(pg_catalog)))?;
+    target.register_schema(
+        PG_CATALOG,
+        Arc::new(PgCatalogFixes::new(pg_catalog, relations)),
+    )?;
     context.register_udf(current_setting());
     context.register_udf(format());
     // No object has a comment.
@@ -579,10 +586,15 @@ fn numeric_precision(udt: &str) -> Option<i32> {
 struct PgCatalogFixes {
     inner: Arc<dyn SchemaProvider>,
     arrays: HashMap<&'static str, &'static [&'static str]>,
+    /// Relations `datafusion-pg-catalog` does not have ([`crate::sql::activity`]).
+    added: HashMap<&'static str, Arc<dyn TableProvider>>,
 }
 
 impl PgCatalogFixes {
-    fn new(inner: Arc<dyn SchemaProvider>) -> Self {
+    fn new(
+        inner: Arc<dyn SchemaProvider>,
+        added: HashMap<&'static str, Arc<dyn TableProvider>>,
+    ) -> Self {
         let arrays: HashMap<&'static str, &'static [&'static str]> = HashMap::from([
             (
                 "pg_constraint",
@@ -600,17 +612,26 @@ impl PgCatalogFixes {
                 &["indkey", "indcollation", "indclass", "indoption"][..],
             ),
         ]);
-        PgCatalogFixes { inner, arrays }
+        PgCatalogFixes {
+            inner,
+            arrays,
+            added,
+        }
     }
 }
 
 #[async_trait]
 impl SchemaProvider for PgCatalogFixes {
     fn table_names(&self) -> Vec<String> {
-        self.inner.table_names()
+        let mut names = self.inner.table_names();
+        names.extend(self.added.keys().map(|name| name.to_string()));
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if let Some(table) = self.added.get(name) {
+            return Ok(Some(table.clone()));
+        }
         let table = self.inner.table(name).await?;
         if name == "pg_class"
             && let Some(table) = &table
@@ -644,7 +665,7 @@ impl SchemaProvider for PgCatalogFixes {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.inner.table_exist(name)
+        self.added.contains_key(name) || self.inner.table_exist(name)
     }
 }
 

@@ -3,7 +3,8 @@
 //! It owns the table provider that serves a table as the union of a buffer snapshot and the
 //! Delta table at the version that snapshot complements ([`table`]), the `INSERT` fast path for
 //! literal rows ([`values`]), the catalog relations and functions PostgreSQL tools read
-//! ([`catalog`], [`functions`]), rewrites of statements DataFusion cannot plan as written
+//! ([`catalog`], [`functions`]), the sessions as `pg_stat_activity` and kin ([`activity`],
+//! served by the front end through [`activity::Backends`]), rewrites of statements DataFusion cannot plan as written
 //! ([`srf`], [`colname`], [`statement_text`], [`text_cast`]), and the classification of every
 //! error a statement can raise into a SQLSTATE ([`error`]).
 //!
@@ -28,6 +29,7 @@ use crate::engine::ingest::Ingest;
 use crate::engine::schema::{Catalog, TableSchema};
 use crate::engine::storage::Storage;
 
+pub mod activity;
 pub mod catalog;
 pub mod colname;
 pub mod error;
@@ -72,16 +74,23 @@ pub fn query_pool(bytes: usize) -> Arc<dyn MemoryPool> {
     ))
 }
 
+/// What the system relations show: the object-store cache (`timefusion_cache`), the memory
+/// budget (`timefusion_memory`) and the front end's sessions (`pg_stat_activity`, [`activity`]).
+pub struct Observed {
+    pub storage: Arc<Storage>,
+    pub memory: Arc<crate::memory::Memory>,
+    pub sessions: Arc<dyn activity::Backends>,
+}
+
 /// The session every statement of every front end is planned in: one table provider per
-/// table of `catalog`, the `timefusion_cache` statistics table, the PostgreSQL catalog and
+/// table of `catalog`, the system relations over `observed`, the PostgreSQL catalog and
 /// TimeFusion's functions and rewrites.
-pub fn session_context(
+pub async fn session_context(
     catalog: &Catalog,
     buffer: &Arc<Buffer<Committed>>,
     ingest: &Arc<Ingest>,
     mutations: &Arc<dyn Mutations>,
-    storage: &Arc<Storage>,
-    memory: &Arc<crate::memory::Memory>,
+    observed: Observed,
     limits: &QueryLimits,
 ) -> Result<SessionContext> {
     let mut config = SessionConfig::new()
@@ -108,11 +117,11 @@ pub fn session_context(
     }
     context.register_table(
         "timefusion_cache",
-        Arc::new(system::CacheStatsTable::new(storage.clone())),
+        Arc::new(system::CacheStatsTable::new(observed.storage)),
     )?;
     context.register_table(
         "timefusion_memory",
-        Arc::new(system::MemoryTable::new(memory.clone())),
+        Arc::new(system::MemoryTable::new(observed.memory)),
     )?;
     // The role provider goes in unwrapped: datafusion-pg-catalog 0.19's
     // `impl PgCatalogContextProvider for Arc<T>` calls `self.roles()` / `self.role()` on the
@@ -128,7 +137,8 @@ pub fn session_context(
         let json = functions::json_build::JsonTypes { next };
         *state.write() = builder.with_type_planner(Arc::new(json)).build();
     }
-    catalog::register(&context, DATABASE)?;
+    let monitoring = activity::register(&context, observed.sessions).await?;
+    catalog::register(&context, DATABASE, monitoring)?;
     // After the catalog set-up, so TimeFusion's functions win over any of the same name.
     functions::register(&mut context)?;
     srf::register(&context);

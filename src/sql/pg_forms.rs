@@ -12,6 +12,11 @@
 //! - `make_interval(days => 1)`: DataFusion binds a named argument only after every earlier
 //!   one, and `make_interval`'s all default to 0 in PostgreSQL; the call becomes positional,
 //!   with 0 for those left out.
+//! - `pg_backend_pid()`, which datafusion-pg-catalog answers with 1 for every session: the
+//!   session's own process id ([`Session`]), the `pid` its `pg_stat_activity` row has;
+//! - `pg_stat_activity` and the other relations [`crate::sql::activity`] adds to `pg_catalog`,
+//!   written without a schema (PostgreSQL searches `pg_catalog` first): qualified with it, as
+//!   datafusion-pg-catalog qualifies the relations it knows; not where a `WITH` names one.
 //!
 //! Only queries are rewritten. Result columns keep PostgreSQL's names (`user`, `exists`):
 //! [`crate::sql::colname`] takes them from the statement as written.
@@ -26,20 +31,31 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
+use crate::sql::activity::RELATIONS;
 use crate::sql::functions::MAKE_INTERVAL_PARAMETERS;
 
-/// `statement` with its `user` and select-list `EXISTS` rewritten, or `None` when it has
-/// neither.
-pub fn rewrite(statement: &Statement) -> Option<Statement> {
+/// What a rewrite takes from the session that sent the statement.
+pub struct Session {
+    /// The process id the session was given at start-up.
+    pub pid: i32,
+}
+
+/// `statement` with the forms above rewritten, or `None` when it has none of them.
+pub fn rewrite(statement: &Statement, session: &Session) -> Option<Statement> {
     if !matches!(statement, Statement::Query(_)) {
         return None;
     }
     // Most queries have neither: look before copying the tree.
-    if Visit::visit(statement, &mut Finder).is_continue() {
+    let mut finder = Finder { ctes: Vec::new() };
+    if Visit::visit(statement, &mut finder).is_continue() {
         return None;
     }
     let mut rewritten = statement.clone();
-    let mut rewriter = Rewriter { rewritten: 0 };
+    let mut rewriter = Rewriter {
+        rewritten: 0,
+        ctes: Vec::new(),
+        pid: session.pid,
+    };
     let _ = VisitMut::visit(&mut rewritten, &mut rewriter);
     (rewriter.rewritten > 0).then_some(rewritten)
 }
@@ -51,6 +67,14 @@ fn is_user(expr: &Expr) -> bool {
         if matches!(function.args, FunctionArguments::None)
             && matches!(function.name.0.as_slice(), [ObjectNamePart::Identifier(ident)]
                 if ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("user")))
+}
+
+/// Whether `expr` is `pg_backend_pid()` (datafusion-pg-catalog has dropped a `pg_catalog.`).
+fn is_backend_pid(expr: &Expr) -> bool {
+    matches!(expr, Expr::Function(function)
+        if matches!(function.name.0.as_slice(), [ObjectNamePart::Identifier(ident)]
+                if ident.value.eq_ignore_ascii_case("pg_backend_pid"))
+            && matches!(&function.args, FunctionArguments::List(list) if list.args.is_empty()))
 }
 
 /// Whether `expr` calls `make_interval` with an argument by name.
@@ -136,13 +160,40 @@ fn exists_in_select_list(set: &SetExpr) -> bool {
     }
 }
 
+/// Whether `name` is one of [`RELATIONS`] without a schema, and no `WITH` seen so far names
+/// it (`ctes`: a query's are seen before its `FROM`).
+fn is_unqualified_relation(name: &ObjectName, ctes: &[String]) -> bool {
+    matches!(name.0.as_slice(), [ObjectNamePart::Identifier(ident)]
+        if ident.quote_style.is_none()
+            && RELATIONS.iter().any(|r| ident.value.eq_ignore_ascii_case(r))
+            && !ctes.iter().any(|cte| ident.value.eq_ignore_ascii_case(cte)))
+}
+
 /// Finds whether a statement has anything [`Rewriter`] rewrites, without copying it.
-struct Finder;
+struct Finder {
+    /// The names the statement's `WITH` clauses give.
+    ctes: Vec<String>,
+}
 
 impl Visitor for Finder {
     type Break = ();
 
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+        if is_unqualified_relation(relation, &self.ctes) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if let Some(with) = &query.with {
+            let names = with
+                .cte_tables
+                .iter()
+                .map(|cte| cte.alias.name.value.clone());
+            self.ctes.extend(names);
+        }
         if exists_in_select_list(&query.body) {
             ControlFlow::Break(())
         } else {
@@ -151,7 +202,7 @@ impl Visitor for Finder {
     }
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-        if is_user(expr) || is_named_make_interval(expr) {
+        if is_user(expr) || is_named_make_interval(expr) || is_backend_pid(expr) {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
@@ -161,12 +212,31 @@ impl Visitor for Finder {
 
 struct Rewriter {
     rewritten: usize,
+    ctes: Vec<String>,
+    pid: i32,
 }
 
 impl VisitorMut for Rewriter {
     type Break = ();
 
+    fn pre_visit_relation(&mut self, relation: &mut ObjectName) -> ControlFlow<()> {
+        if is_unqualified_relation(relation, &self.ctes) {
+            relation
+                .0
+                .insert(0, ObjectNamePart::Identifier(Ident::new("pg_catalog")));
+            self.rewritten += 1;
+        }
+        ControlFlow::Continue(())
+    }
+
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        if let Some(with) = &query.with {
+            let names = with
+                .cte_tables
+                .iter()
+                .map(|cte| cte.alias.name.value.clone());
+            self.ctes.extend(names);
+        }
         let rewritten = &mut self.rewritten;
         select_items(&mut query.body, &mut |item| {
             let (SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }) = item
@@ -199,6 +269,12 @@ impl VisitorMut for Rewriter {
     }
 
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if is_backend_pid(expr)
+            && let Some(pid) = parse_expr(&format!("CAST({} AS INT)", self.pid))
+        {
+            *expr = pid;
+            self.rewritten += 1;
+        }
         if is_user(expr)
             && let Expr::Function(function) = expr
         {
@@ -285,7 +361,36 @@ mod tests {
             .expect("tokens")
             .parse_statement()
             .expect("statement");
-        rewrite(&statement).map(|s| s.to_string())
+        rewrite(&statement, &Session { pid: 4242 }).map(|s| s.to_string())
+    }
+
+    #[test]
+    fn monitoring_relations_are_found_in_pg_catalog_unless_a_with_names_them() {
+        assert_eq!(
+            rewritten(
+                "SELECT a.pid FROM pg_stat_activity a \
+                 WHERE a.pid NOT IN (SELECT pid FROM PG_LOCKS)"
+            )
+            .as_deref(),
+            Some(
+                "SELECT a.pid FROM pg_catalog.pg_stat_activity a \
+                 WHERE a.pid NOT IN (SELECT pid FROM pg_catalog.PG_LOCKS)"
+            )
+        );
+        assert_eq!(rewritten("SELECT * FROM pg_catalog.pg_locks"), None);
+        assert_eq!(rewritten("SELECT * FROM \"pg_locks\""), None);
+        assert_eq!(
+            rewritten("WITH pg_locks AS (SELECT 1) SELECT * FROM pg_locks"),
+            None
+        );
+    }
+
+    #[test]
+    fn pg_backend_pid_is_the_sessions() {
+        assert_eq!(
+            rewritten("SELECT pg_backend_pid() FROM t WHERE pid <> pg_backend_pid()").as_deref(),
+            Some("SELECT CAST(4242 AS INT) FROM t WHERE pid <> CAST(4242 AS INT)")
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! (or `TIMEFUSION_TEST_WEED`). Helpers live in [`common`]; data files (SQL logic tests,
 //! replayed catalog queries, client scripts) stay beside this folder in `tests/`.
 
+mod activity;
 mod clients;
 mod common;
 mod copy;
