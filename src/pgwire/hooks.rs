@@ -108,8 +108,10 @@ impl RewriteHook {
             None => None,
         };
         let current = srf.as_ref().unwrap_or(statement);
+        let setting = |name: &str| crate::pgwire::settings::current_value(client, name);
         let session = crate::sql::pg_forms::Session {
             pid: client.pid_and_secret_key().0,
+            setting: &setting,
         };
         let forms = crate::sql::pg_forms::rewrite(current, &session);
         let current = forms.as_ref().or(srf.as_ref()).unwrap_or(statement);

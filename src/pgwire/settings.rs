@@ -4,10 +4,13 @@
 //!
 //! `SET [LOCAL]` / `SHOW` / `RESET statement_timeout` in PostgreSQL's units (`SET LOCAL` until
 //! `COMMIT` / `ROLLBACK`); `RESET [ALL]` back to the start-up settings. Every other `SET` (time
-//! zone, custom and `datafusion.*` names) is kept as text in the session, never passed to
-//! DataFusion, whose one configuration all sessions share; `SHOW` answers the session's value
-//! or PostgreSQL 15's default (`SHOW ALL`: `name, setting, description` rows). A change of
-//! `TimeZone` is reported with `ParameterStatus`. Names are PostgreSQL 15's
+//! zone, `search_path`, `DateStyle`, custom and `datafusion.*` names; quoted or not, lists kept
+//! whole) is kept as text in the session, never passed to DataFusion, whose one configuration
+//! all sessions share; `SHOW` answers the session's value or PostgreSQL 15's default (`SHOW
+//! ALL`: `name, setting, description` rows). A change of `TimeZone`, `application_name`,
+//! `DateStyle` or `IntervalStyle` is reported with `ParameterStatus`.
+//! `SELECT set_config(name, value, is_local)` by itself is the `SET` it amounts to, answered
+//! with the new value. Names are PostgreSQL 15's
 //! (`pg15_parameters.txt`, from its `pg_settings`; a name with a dot is a custom parameter),
 //! with its answers for a name it does not have (42704) or a session cannot change (55P02).
 //! `DISCARD ALL` (what connection poolers send between clients) is `RESET ALL` plus closing
@@ -83,26 +86,13 @@ enum Action {
     Discard(DiscardObject),
 }
 
-/// Parameters this hook keeps that PostgreSQL reports with `ParameterStatus` when they
-/// change (`GUC_REPORT`); datafusion-postgres reports those it keeps itself.
-const REPORTED: [&str; 1] = ["timezone"];
+/// Parameters PostgreSQL 15 reports with `ParameterStatus` when they change (`GUC_REPORT`)
+/// that a session can set.
+const REPORTED: [&str; 4] = ["timezone", "application_name", "datestyle", "intervalstyle"];
 
 fn is_timeout(name: &str) -> bool {
     name.eq_ignore_ascii_case("statement_timeout")
 }
-
-/// Parameters datafusion-postgres's `SetShowHook` keeps in the session and reports with
-/// `ParameterStatus`. It sends every other `SET` to DataFusion, whose one configuration all
-/// sessions share: `SET timezone = 'Europe/Berlin'` on one connection changed `now()` on
-/// every other. [`Action::SetSession`] keeps those in the session instead.
-const UPSTREAM_SESSION_SETTINGS: [&str; 6] = [
-    "datestyle",
-    "bytea_output",
-    "intervalstyle",
-    "application_name",
-    "extra_float_digits",
-    "search_path",
-];
 
 /// `SHOW TIME ZONE`.
 fn is_time_zone(variable: &[Ident]) -> bool {
@@ -221,6 +211,95 @@ fn showable(name: &str) -> bool {
     name.contains('.') || matches!(name, "all" | "catalogs") || parameter_context(name).is_some()
 }
 
+/// The value `name` (lower case) has in `client`'s session, as `SHOW` answers it; `None` for a
+/// name it does not know.
+pub(crate) fn current_value<C: ClientInfo + ?Sized>(client: &C, name: &str) -> Option<String> {
+    if is_timeout(name) {
+        return Some(format_timeout(timeout(client)));
+    }
+    if showable(name) && name != "all" {
+        return shown_value(client, name);
+    }
+    None
+}
+
+/// `SELECT set_config(name, value, is_local)` by itself, with constant arguments (pg_dump and
+/// psql scripts set `search_path` this way): the `SET [LOCAL] name = 'value'` it amounts to
+/// (a NULL value is `DEFAULT`), and the parameter's name. `None` for any other statement;
+/// `set_config` anywhere else is refused by its function ([`crate::sql::catalog`]).
+fn set_config_call(statement: &Sql) -> Option<PgWireResult<(Sql, String)>> {
+    use datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments};
+    use datafusion::sql::sqlparser::ast::{SelectItem, SetExpr};
+    let Sql::Query(query) = statement else {
+        return None;
+    };
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    let [SelectItem::UnnamedExpr(Expr::Function(call))] = select.projection.as_slice() else {
+        return None;
+    };
+    let is_set_config = call
+        .name
+        .0
+        .last()
+        .and_then(|part| part.as_ident())
+        .is_some_and(|ident| ident.value.eq_ignore_ascii_case("set_config"));
+    if !is_set_config
+        || !select.from.is_empty()
+        || select.selection.is_some()
+        || query.with.is_some()
+    {
+        return None;
+    }
+    let FunctionArguments::List(list) = &call.args else {
+        return None;
+    };
+    let constant = |arg: &FunctionArg| match arg {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))) => Some(v.value.clone()),
+        _ => None,
+    };
+    let arguments: Option<Vec<Value>> = list.args.iter().map(constant).collect();
+    let parsed = match arguments.as_deref() {
+        Some(
+            [
+                Value::SingleQuotedString(name),
+                value,
+                Value::Boolean(local),
+            ],
+        ) => {
+            let value = match value {
+                Value::SingleQuotedString(value) => {
+                    format!("'{}'", value.replace('\'', "''"))
+                }
+                Value::Null => "DEFAULT".to_string(),
+                _ => return Some(Err(set_config_usage())),
+            };
+            let name = name.to_lowercase();
+            let quoted: Vec<String> = name
+                .split('.')
+                .map(|part| format!("\"{}\"", part.replace('"', "\"\"")))
+                .collect();
+            let scope = if *local { "LOCAL " } else { "" };
+            let text = format!("SET {scope}{} = {value}", quoted.join("."));
+            let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+            match datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, &text) {
+                Ok(mut statements) if statements.len() == 1 => statements.pop().map(|s| (s, name)),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    Some(parsed.ok_or_else(set_config_usage))
+}
+
+fn set_config_usage() -> pgwire::error::PgWireError {
+    user_error(
+        SqlState::FEATURE_NOT_SUPPORTED,
+        "set_config takes constant arguments here: SELECT set_config('name', 'value', is_local)",
+    )
+}
+
 impl SettingsHook {
     fn action(&self, statement: &Sql) -> Option<PgWireResult<Action>> {
         match statement {
@@ -262,14 +341,6 @@ impl SettingsHook {
                 let name = parameter_name(variable);
                 match check_settable(&name) {
                     Err(e) => Some(Err(e)),
-                    // datafusion-postgres keeps these per session and reports them; it sends
-                    // `SET LOCAL` of them to DataFusion, so that stays here.
-                    Ok(())
-                        if scope.is_none()
-                            && UPSTREAM_SESSION_SETTINGS.contains(&name.as_str()) =>
-                    {
-                        None
-                    }
                     Ok(()) => Some(Ok(Action::SetSession {
                         name,
                         value: session_value(values),
@@ -352,6 +423,21 @@ impl SettingsHook {
             }
         }
         answer
+    }
+
+    /// `SELECT set_config(…)` ([`set_config_call`]): the `SET`, then the value the parameter
+    /// has now.
+    async fn set_config(
+        &self,
+        call: PgWireResult<(Sql, String)>,
+        client: &mut dyn HookClient,
+    ) -> PgWireResult<Response> {
+        let (set, name) = call?;
+        self.answer(&set, client)
+            .await
+            .unwrap_or_else(|| Err(unrecognized(&name)))?;
+        let value = current_value(&*client, &name).unwrap_or_default();
+        show_response("set_config", &value)
     }
 
     /// Runs `action`; `None` when the statement is for the next hook (`EndTransaction`, and a
@@ -678,6 +764,9 @@ impl Answer for SettingsHook {
         _context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
+        if let Some(call) = set_config_call(statement) {
+            return Some(self.set_config(call, client).await);
+        }
         self.answer(statement, client).await
     }
 
@@ -687,6 +776,9 @@ impl Answer for SettingsHook {
         _context: &SessionContext,
         client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
+        if let Some(call) = set_config_call(statement) {
+            return Some(call.and_then(|_| show_plan("set_config")));
+        }
         Some(match self.action(statement)? {
             Ok(Action::ShowTimeout) => show_plan("statement_timeout"),
             Ok(Action::ShowFixed(name, _)) => show_plan(&name),

@@ -10,7 +10,9 @@
 //! - `pg_catalog.pg_constraint` and `pg_index`: empty, with `conkey` / `indkey` … as `int2[]`
 //!   like PostgreSQL's, so `attnum = ANY(conkey)` and `unnest(indkey)` plan. The tables from
 //!   `datafusion-pg-catalog` hold a real server's system rows, with those columns as text.
-//! - `current_setting(name [, missing_ok])`, `format(fmt, …)`, `pg_type_is_visible(oid)`,
+//! - `current_setting(name [, missing_ok])` (of a constant name, [`crate::sql::pg_forms`]
+//!   gives the session's value first; this function knows the server's defaults),
+//!   `set_config` (refused here: by itself it is a `SET`, `pgwire::settings`), `format(fmt, …)`, `pg_type_is_visible(oid)`,
 //!   `col_description(oid, n)` (always NULL: nothing has a comment) and
 //!   `pg_get_indexdef(oid [, column, pretty])` (always NULL: there are no indexes), and
 //!   `pg_typeof(value)` (the type's name as text, as `format_type` prints it), and
@@ -71,6 +73,7 @@ pub fn register(
         Arc::new(PgCatalogFixes::new(pg_catalog, relations)),
     )?;
     context.register_udf(current_setting());
+    context.register_udf(set_config());
     context.register_udf(format());
     // No object has a comment.
     context.register_udf(always_null(
@@ -274,6 +277,25 @@ pub(crate) fn setting(name: &str) -> Option<&'static str> {
 
 /// `current_setting(name [, missing_ok])`: a setting's value; an unknown name is an error,
 /// or NULL when `missing_ok` is true.
+/// `set_config(name, value, is_local)` anywhere but by itself, where the front end runs it as
+/// the `SET` it is (`pgwire::settings`): a function cannot change its caller's session.
+fn set_config() -> ScalarUDF {
+    ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "set_config",
+        Signature::exact(
+            vec![DataType::Utf8, DataType::Utf8, DataType::Boolean],
+            Volatility::Volatile,
+        ),
+        DataType::Utf8,
+        Arc::new(|_: &[ColumnarValue]| {
+            datafusion::common::not_impl_err!(
+                "set_config changes the session only by itself, with constant arguments: \
+                 SELECT set_config('name', 'value', is_local)"
+            )
+        }),
+    ))
+}
+
 fn current_setting() -> ScalarUDF {
     let signature = Signature::one_of(
         vec![

@@ -14,6 +14,10 @@
 //!   with 0 for those left out.
 //! - `pg_backend_pid()`, which datafusion-pg-catalog answers with 1 for every session: the
 //!   session's own process id ([`Session`]), the `pid` its `pg_stat_activity` row has;
+//! - `current_setting('name' [, missing_ok])` of a constant name: the value the parameter has
+//!   in the session ([`Session::setting`], what `SHOW` answers), where the function alone knows
+//!   only the server's defaults. A statement prepared before a later `SET` keeps the value it
+//!   was prepared with;
 //! - `pg_stat_activity` and the other relations [`crate::sql::activity`] adds to `pg_catalog`,
 //!   written without a schema (PostgreSQL searches `pg_catalog` first): qualified with it, as
 //!   datafusion-pg-catalog qualifies the relations it knows; not where a `WITH` names one.
@@ -25,8 +29,8 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectName,
-    ObjectNamePart, Query, SelectItem, SetExpr, Statement, UnaryOperator, Visit, VisitMut, Visitor,
-    VisitorMut, visit_expressions, visit_expressions_mut,
+    ObjectNamePart, Query, SelectItem, SetExpr, Statement, UnaryOperator, Value, Visit, VisitMut,
+    Visitor, VisitorMut, visit_expressions, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -35,9 +39,11 @@ use crate::sql::activity::RELATIONS;
 use crate::sql::functions::MAKE_INTERVAL_PARAMETERS;
 
 /// What a rewrite takes from the session that sent the statement.
-pub struct Session {
+pub struct Session<'a> {
     /// The process id the session was given at start-up.
     pub pid: i32,
+    /// The value a parameter (lower-case name) has in the session, as `SHOW` answers it.
+    pub setting: &'a dyn Fn(&str) -> Option<String>,
 }
 
 /// `statement` with the forms above rewritten, or `None` when it has none of them.
@@ -54,7 +60,7 @@ pub fn rewrite(statement: &Statement, session: &Session) -> Option<Statement> {
     let mut rewriter = Rewriter {
         rewritten: 0,
         ctes: Vec::new(),
-        pid: session.pid,
+        session,
     };
     let _ = VisitMut::visit(&mut rewritten, &mut rewriter);
     (rewriter.rewritten > 0).then_some(rewritten)
@@ -75,6 +81,33 @@ fn is_backend_pid(expr: &Expr) -> bool {
         if matches!(function.name.0.as_slice(), [ObjectNamePart::Identifier(ident)]
                 if ident.value.eq_ignore_ascii_case("pg_backend_pid"))
             && matches!(&function.args, FunctionArguments::List(list) if list.args.is_empty()))
+}
+
+/// The parameter `expr` reads if it is `current_setting('name' [, missing_ok])` of a constant.
+fn current_setting_name(expr: &Expr) -> Option<&str> {
+    let Expr::Function(function) = expr else {
+        return None;
+    };
+    let [ObjectNamePart::Identifier(ident)] = function.name.0.as_slice() else {
+        return None;
+    };
+    if !ident.value.eq_ignore_ascii_case("current_setting") {
+        return None;
+    }
+    let FunctionArguments::List(list) = &function.args else {
+        return None;
+    };
+    match list.args.first() {
+        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))))
+            if list.args.len() <= 2 =>
+        {
+            match &v.value {
+                Value::SingleQuotedString(name) => Some(name),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 /// Whether `expr` calls `make_interval` with an argument by name.
@@ -202,7 +235,11 @@ impl Visitor for Finder {
     }
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-        if is_user(expr) || is_named_make_interval(expr) || is_backend_pid(expr) {
+        if is_user(expr)
+            || is_named_make_interval(expr)
+            || is_backend_pid(expr)
+            || current_setting_name(expr).is_some()
+        {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
@@ -210,13 +247,13 @@ impl Visitor for Finder {
     }
 }
 
-struct Rewriter {
+struct Rewriter<'a> {
     rewritten: usize,
     ctes: Vec<String>,
-    pid: i32,
+    session: &'a Session<'a>,
 }
 
-impl VisitorMut for Rewriter {
+impl VisitorMut for Rewriter<'_> {
     type Break = ();
 
     fn pre_visit_relation(&mut self, relation: &mut ObjectName) -> ControlFlow<()> {
@@ -270,9 +307,15 @@ impl VisitorMut for Rewriter {
 
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         if is_backend_pid(expr)
-            && let Some(pid) = parse_expr(&format!("CAST({} AS INT)", self.pid))
+            && let Some(pid) = parse_expr(&format!("CAST({} AS INT)", self.session.pid))
         {
             *expr = pid;
+            self.rewritten += 1;
+        }
+        if let Some(name) = current_setting_name(expr)
+            && let Some(value) = (self.session.setting)(&name.to_lowercase())
+        {
+            *expr = Expr::Value(Value::SingleQuotedString(value).into());
             self.rewritten += 1;
         }
         if is_user(expr)
@@ -361,7 +404,12 @@ mod tests {
             .expect("tokens")
             .parse_statement()
             .expect("statement");
-        rewrite(&statement, &Session { pid: 4242 }).map(|s| s.to_string())
+        let setting = |name: &str| (name == "search_path").then(|| "app, public".to_string());
+        let session = Session {
+            pid: 4242,
+            setting: &setting,
+        };
+        rewrite(&statement, &session).map(|s| s.to_string())
     }
 
     #[test]
@@ -390,6 +438,21 @@ mod tests {
         assert_eq!(
             rewritten("SELECT pg_backend_pid() FROM t WHERE pid <> pg_backend_pid()").as_deref(),
             Some("SELECT CAST(4242 AS INT) FROM t WHERE pid <> CAST(4242 AS INT)")
+        );
+    }
+
+    #[test]
+    fn current_setting_of_a_constant_name_is_the_sessions_value() {
+        assert_eq!(
+            rewritten(
+                "SELECT current_setting('Search_Path'), current_setting('search_path', true), \
+                 current_setting('no_such', true), current_setting(name) FROM t"
+            )
+            .as_deref(),
+            Some(
+                "SELECT 'app, public', 'app, public', current_setting('no_such', true), \
+                 current_setting(name) FROM t"
+            )
         );
     }
 
