@@ -16,6 +16,10 @@
 //!   of the ordered group whose position reaches the fraction (an actual input value, never an
 //!   interpolation; `percentile_cont` is DataFusion's own).
 //!
+//! - TimescaleDB toolkit's `percentile_agg(x)` (a digest that can be stored and merged),
+//!   `rollup(digest)`, `approx_percentile(p, digest)`, `num_vals` / `min_val` / `max_val`
+//!   ([`percentile`]).
+//!
 //! - `to_char(value, pattern)` with PostgreSQL's template patterns (`YYYY-MM-DD HH24:MI:SS`,
 //!   `Mon`, `Day`, `FM`, quoted literals …), translated to DataFusion's strftime-style
 //!   `to_char`; a pattern that already contains `%` is passed through unchanged.
@@ -49,6 +53,7 @@ use datafusion::prelude::SessionContext;
 mod aggregate;
 mod json;
 pub(crate) mod json_build;
+mod percentile;
 mod pg;
 mod time;
 
@@ -62,6 +67,7 @@ pub use time::*;
 pub fn register(context: &mut SessionContext) -> Result<()> {
     context.register_udf(ScalarUDF::from(TimeBucket::new()));
     context.register_udaf(AggregateUDF::from(PercentileDisc::new()));
+    percentile::register(context);
     context.register_udf(ScalarUDF::from(PgToChar::default()));
     context.register_udf(ScalarUDF::from(AtTimeZone::default()));
     context.register_udf(ScalarUDF::from(ExtractEpoch::default()));
