@@ -254,6 +254,14 @@ pub(crate) fn waiting<C: ClientInfo + ?Sized>(client: &C) -> Option<Cancellation
     Some(running.terminate.clone())
 }
 
+/// Records that `client`'s session runs `query` (`pg_stat_activity.state` `active`), for a
+/// statement that runs without a [`Statement`] (the literal `INSERT` path).
+pub(crate) fn began<C: ClientInfo + ?Sized>(client: &C, query: &str) {
+    if let Some(running) = client.session_extensions().get::<Running>() {
+        running.began(client, query);
+    }
+}
+
 #[async_trait]
 impl CancelHandler for Registry {
     async fn on_cancel_request(&self, request: CancelRequest) {

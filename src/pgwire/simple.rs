@@ -51,16 +51,23 @@ pub(crate) struct SimpleQueries {
 }
 
 impl SimpleQueries {
-    async fn literal_insert(&self, query: &str) -> Option<PgWireResult<Response>> {
+    async fn literal_insert<C: ClientInfo + ?Sized>(
+        &self,
+        client: &C,
+        query: &str,
+    ) -> Option<PgWireResult<Response>> {
         let head = query.trim_start().get(..6)?;
         if !head.eq_ignore_ascii_case("insert") {
             return None;
         }
         let statements = parse_plain(query)?;
         match statements.as_slice() {
-            [statement] => crate::panics::catch(self.inserts.0.run(statement))
-                .await
-                .unwrap_or_else(|m| Some(Err(cancel::panicked(&m)))),
+            [statement] => crate::panics::catch(async {
+                cancel::began(client, query);
+                self.inserts.0.run(statement).await
+            })
+            .await
+            .unwrap_or_else(|m| Some(Err(cancel::panicked(&m)))),
             _ => None,
         }
     }
@@ -210,7 +217,7 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
         }
         // In a failed transaction block the hooks refuse the INSERT (`hooks::AbortedTransactionHook`).
         if client.transaction_status() != TransactionStatus::Error
-            && let Some(result) = self.literal_insert(query).await
+            && let Some(result) = self.literal_insert(&*client, query).await
         {
             return result.map(|response| vec![response]);
         }

@@ -84,6 +84,13 @@ async fn pg_stat_activity_shows_each_session_and_what_it_runs() {
     assert_eq!(column(&row, "in_xact"), "false");
     assert_eq!(column(&row, "queried"), "true");
 
+    // A literal INSERT (written without planning) is the session's last statement too.
+    let insert = insert_sql("activity", &ids("act", 2), past_micros(0));
+    watched.simple_query(&insert).await.expect("INSERT");
+    let row = activity(&observer, watched_pid).await.expect("a row");
+    assert_eq!(column(&row, "query"), insert);
+    assert_eq!(column(&row, "state"), "idle");
+
     // Inside a transaction block, between statements.
     watched.batch_execute("BEGIN").await.expect("BEGIN");
     let row = activity(&observer, watched_pid).await.expect("a row");
