@@ -12,6 +12,12 @@
 //! - `make_interval(days => 1)`: DataFusion binds a named argument only after every earlier
 //!   one, and `make_interval`'s all default to 0 in PostgreSQL; the call becomes positional,
 //!   with 0 for those left out.
+//! - `ARRAY(subquery)` (pgAdmin and DBeaver list a relation's columns, roles or options this
+//!   way), which DataFusion reads as a call of a function `array`: the scalar subquery
+//!   `(SELECT coalesce(array_agg(item ORDER BY …), '{}') FROM … WHERE …)`, in the subquery's
+//!   order, `{}` (not NULL) where it has no rows, correlated or not. A grouped, distinct or
+//!   limited subquery is aggregated as a derived table, when its order is its item's (or it has
+//!   none); other forms are left to DataFusion's error;
 //! - `pg_backend_pid()`, which datafusion-pg-catalog answers with 1 for every session: the
 //!   session's own process id ([`Session`]), the `pid` its `pg_stat_activity` row has;
 //! - `current_setting('name' [, missing_ok])` of a constant name: the value the parameter has
@@ -29,8 +35,8 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectName,
-    ObjectNamePart, Query, SelectItem, SetExpr, Statement, UnaryOperator, Value, Visit, VisitMut,
-    Visitor, VisitorMut, visit_expressions, visit_expressions_mut,
+    ObjectNamePart, OrderByKind, Query, SelectItem, SetExpr, Statement, UnaryOperator, Value,
+    Visit, VisitMut, Visitor, VisitorMut, visit_expressions, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -73,6 +79,115 @@ fn is_user(expr: &Expr) -> bool {
         if matches!(function.args, FunctionArguments::None)
             && matches!(function.name.0.as_slice(), [ObjectNamePart::Identifier(ident)]
                 if ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("user")))
+}
+
+/// The subquery of `ARRAY(subquery)`.
+fn array_subquery(expr: &Expr) -> Option<&Query> {
+    match expr {
+        Expr::Function(function)
+            if matches!(function.name.0.as_slice(), [ObjectNamePart::Identifier(ident)]
+                if ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("array")) =>
+        {
+            match &function.args {
+                FunctionArguments::Subquery(query) => Some(query),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// `(SELECT coalesce(array_agg(item ORDER BY …), make_array()) …)` for `ARRAY(subquery)`: see
+/// the module's documentation. `None` for a form whose order it cannot keep.
+fn array_as_scalar(subquery: &Query) -> Option<Expr> {
+    let SetExpr::Select(select) = subquery.body.as_ref() else {
+        return None;
+    };
+    let [item] = select.projection.as_slice() else {
+        return None;
+    };
+    let (item, alias) = match item {
+        SelectItem::UnnamedExpr(expr) => (expr, None),
+        SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias)),
+        _ => return None,
+    };
+    let orders: Vec<(Expr, bool)> = match &subquery.order_by {
+        None => Vec::new(),
+        Some(order_by) => match &order_by.kind {
+            OrderByKind::Expressions(exprs) => exprs
+                .iter()
+                .map(|o| (o.expr.clone(), o.options.asc == Some(false)))
+                .collect(),
+            OrderByKind::All(_) => return None,
+        },
+    };
+    // An ORDER BY naming the item by position or alias orders by the item.
+    let is_item = |e: &Expr| match e {
+        Expr::Value(v) => matches!(&v.value, Value::Number(n, _) if n == "1"),
+        Expr::Identifier(ident) if alias.is_some_and(|a| a.value == ident.value) => true,
+        other => other == item,
+    };
+    let aggregates = select.projection.iter().any(|item| {
+        let (SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }) = item else {
+            return false;
+        };
+        visit_expressions(expr, |e| match e {
+            Expr::Function(_) => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        })
+        .is_break()
+    });
+    let plain = select.distinct.is_none()
+        && select.having.is_none()
+        && matches!(&select.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+        && !aggregates
+        && subquery.with.is_none()
+        && subquery.limit_clause.is_none()
+        && subquery.fetch.is_none();
+    let order_text = |orders: &[(String, bool)]| {
+        if orders.is_empty() {
+            return String::new();
+        }
+        let listed: Vec<String> = orders
+            .iter()
+            .map(|(e, desc)| format!("{e}{}", if *desc { " DESC" } else { "" }))
+            .collect();
+        format!(" ORDER BY {}", listed.join(", "))
+    };
+    let scalar = if plain {
+        let orders: Vec<(String, bool)> = orders
+            .iter()
+            .map(|(e, desc)| {
+                let e = if is_item(e) { item } else { e };
+                (e.to_string(), *desc)
+            })
+            .collect();
+        let mut aggregated = subquery.clone();
+        if let SetExpr::Select(select) = aggregated.body.as_mut() {
+            let expr = parse_expr(&format!(
+                "coalesce(array_agg({item}{}), make_array())",
+                order_text(&orders)
+            ))?;
+            select.projection = vec![SelectItem::UnnamedExpr(expr)];
+        }
+        aggregated.order_by = None;
+        aggregated
+    } else {
+        if !orders.iter().all(|(e, _)| is_item(e)) {
+            return None;
+        }
+        let orders: Vec<(String, bool)> = orders
+            .iter()
+            .map(|(_, desc)| ("array_rows.item".to_string(), *desc))
+            .collect();
+        *crate::sql::srf::parse_query(&format!(
+            "SELECT coalesce(array_agg(array_rows.item{}), make_array()) \
+             FROM ({subquery}) AS array_rows(item)",
+            order_text(&orders)
+        ))
+        .ok()?
+    };
+    Some(Expr::Subquery(Box::new(scalar)))
 }
 
 /// Whether `expr` is `pg_backend_pid()` (datafusion-pg-catalog has dropped a `pg_catalog.`).
@@ -239,6 +354,7 @@ impl Visitor for Finder {
             || is_named_make_interval(expr)
             || is_backend_pid(expr)
             || current_setting_name(expr).is_some()
+            || array_subquery(expr).is_some()
         {
             ControlFlow::Break(())
         } else {
@@ -310,6 +426,10 @@ impl VisitorMut for Rewriter<'_> {
             && let Some(pid) = parse_expr(&format!("CAST({} AS INT)", self.session.pid))
         {
             *expr = pid;
+            self.rewritten += 1;
+        }
+        if let Some(scalar) = array_subquery(expr).and_then(array_as_scalar) {
+            *expr = scalar;
             self.rewritten += 1;
         }
         if let Some(name) = current_setting_name(expr)
@@ -454,6 +574,33 @@ mod tests {
                  current_setting(name) FROM t"
             )
         );
+    }
+
+    #[test]
+    fn array_of_a_subquery_is_an_aggregate_in_its_order() {
+        assert_eq!(
+            rewritten(
+                "SELECT ARRAY(SELECT r.name AS n FROM r WHERE r.oid = c.owner ORDER BY 1 DESC) FROM c"
+            )
+            .as_deref(),
+            Some(
+                "SELECT (SELECT coalesce(array_agg(r.name ORDER BY r.name DESC), make_array()) \
+                 FROM r WHERE r.oid = c.owner) FROM c"
+            )
+        );
+        assert_eq!(
+            rewritten("SELECT array(SELECT DISTINCT x FROM t ORDER BY x)").as_deref(),
+            Some(
+                "SELECT (SELECT coalesce(array_agg(array_rows.item ORDER BY array_rows.item), \
+                 make_array()) FROM (SELECT DISTINCT x FROM t ORDER BY x) AS array_rows (item))"
+            )
+        );
+        // Distinct values in another column's order: no array_agg form keeps it.
+        assert_eq!(
+            rewritten("SELECT ARRAY(SELECT DISTINCT x FROM t ORDER BY y)"),
+            None
+        );
+        assert_eq!(rewritten("SELECT ARRAY[1, 2]"), None);
     }
 
     #[test]
