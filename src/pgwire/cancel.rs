@@ -99,8 +99,8 @@ impl Running {
         if client.transaction_status() == TransactionStatus::Idle || backend.xact_start.is_none() {
             backend.xact_start = Some(now);
         }
-        if backend.state != Some(ACTIVE) {
-            backend.state = Some(ACTIVE);
+        if backend.state != ACTIVE {
+            backend.state = ACTIVE;
             backend.state_change = now;
         }
         backend.query_start = Some(now);
@@ -126,8 +126,8 @@ impl Running {
             TransactionStatus::Transaction => "idle in transaction",
             TransactionStatus::Error => "idle in transaction (aborted)",
         };
-        if backend.state != Some(state) {
-            backend.state = Some(state);
+        if backend.state != state {
+            backend.state = state;
             backend.state_change = SystemTime::now();
         }
         if status == TransactionStatus::Idle {
@@ -197,7 +197,7 @@ impl Registry {
             xact_start: None,
             query_start: None,
             state_change: now,
-            state: Some("idle"),
+            state: "idle",
             query: String::new(),
         });
         self.connections

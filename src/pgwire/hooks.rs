@@ -109,9 +109,11 @@ impl RewriteHook {
         };
         let current = srf.as_ref().unwrap_or(statement);
         let setting = |name: &str| crate::pgwire::settings::current_value(client, name);
+        let all = || crate::pgwire::settings::all_values(client);
         let session = crate::sql::pg_forms::Session {
             pid: client.pid_and_secret_key().0,
             setting: &setting,
+            settings: &all,
         };
         let forms = crate::sql::pg_forms::rewrite(current, &session);
         let current = forms.as_ref().or(srf.as_ref()).unwrap_or(statement);

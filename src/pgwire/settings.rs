@@ -621,6 +621,30 @@ const SHOW_ALL_COLUMNS: [&str; 3] = ["name", "setting", "description"];
 /// sorted by name as PostgreSQL sorts them. Descriptions are empty: PostgreSQL's are its own
 /// documentation, not this server's.
 fn show_all<C: ClientInfo + ?Sized>(client: &C) -> PgWireResult<Response> {
+    let settings = all_values(client);
+    let fields: Arc<Vec<FieldInfo>> = Arc::new(
+        SHOW_ALL_COLUMNS
+            .iter()
+            .map(|name| FieldInfo::new(name.to_string(), None, None, Type::TEXT, FieldFormat::Text))
+            .collect(),
+    );
+    let mut rows = Vec::with_capacity(settings.len());
+    for setting in &settings {
+        let mut encoder = DataRowEncoder::new(fields.clone());
+        encoder.encode_field(&Some(setting.name.as_str()))?;
+        encoder.encode_field(&Some(setting.value.as_str()))?;
+        encoder.encode_field(&Some(""))?;
+        rows.push(Ok(encoder.take_row()));
+    }
+    Ok(Response::Query(QueryResponse::new(
+        fields,
+        futures::stream::iter(rows),
+    )))
+}
+
+/// Every parameter `SHOW ALL` lists, with the session's values and PostgreSQL's
+/// `pg_settings.context` (`user` for a custom parameter), sorted by name.
+pub(crate) fn all_values<C: ClientInfo + ?Sized>(client: &C) -> Vec<crate::sql::pg_forms::Setting> {
     let mut settings: Vec<(String, String)> = PG_PARAMETERS
         .lines()
         .filter(|line| !line.starts_with('#'))
@@ -642,24 +666,14 @@ fn show_all<C: ClientInfo + ?Sized>(client: &C) -> PgWireResult<Response> {
             .map(|(key, value)| (key.clone(), value.clone())),
     );
     settings.sort_by_key(|(name, _)| name.to_lowercase());
-    let fields: Arc<Vec<FieldInfo>> = Arc::new(
-        SHOW_ALL_COLUMNS
-            .iter()
-            .map(|name| FieldInfo::new(name.to_string(), None, None, Type::TEXT, FieldFormat::Text))
-            .collect(),
-    );
-    let mut rows = Vec::with_capacity(settings.len());
-    for (name, value) in &settings {
-        let mut encoder = DataRowEncoder::new(fields.clone());
-        encoder.encode_field(&Some(name.as_str()))?;
-        encoder.encode_field(&Some(value.as_str()))?;
-        encoder.encode_field(&Some(""))?;
-        rows.push(Ok(encoder.take_row()));
-    }
-    Ok(Response::Query(QueryResponse::new(
-        fields,
-        futures::stream::iter(rows),
-    )))
+    settings
+        .into_iter()
+        .map(|(name, value)| crate::sql::pg_forms::Setting {
+            context: parameter_context(&name.to_lowercase()).unwrap_or("user"),
+            name,
+            value,
+        })
+        .collect()
 }
 
 /// A one-row, one-column text result, as `SHOW` answers.

@@ -68,8 +68,8 @@ pub struct Backend {
     pub xact_start: Option<SystemTime>,
     pub query_start: Option<SystemTime>,
     pub state_change: SystemTime,
-    /// `None` while the session is still authenticating.
-    pub state: Option<&'static str>,
+    /// `active`, `idle`, `idle in transaction` or `idle in transaction (aborted)`.
+    pub state: &'static str,
     /// The running or last statement (at most [`QUERY_TEXT_BYTES`] of it).
     pub query: String,
 }
@@ -322,7 +322,7 @@ impl SessionsTable {
             Field::new("xact_start", timestamptz(), true),
             Field::new("query_start", timestamptz(), true),
             Field::new("state_change", timestamptz(), false),
-            Field::new("state", DataType::Utf8, true),
+            Field::new("state", DataType::Utf8, false),
             Field::new("query", DataType::Utf8, false),
         ]);
         SessionsTable {
@@ -362,7 +362,7 @@ impl SessionsTable {
             times(&|b| b.xact_start),
             times(&|b| b.query_start),
             times(&|b| Some(b.state_change)),
-            texts(&|b| b.state),
+            texts(&|b| Some(b.state)),
             texts(&|b| Some(&b.query)),
         ];
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)

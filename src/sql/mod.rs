@@ -4,9 +4,10 @@
 //! Delta table at the version that snapshot complements ([`table`]), the `INSERT` fast path for
 //! literal rows ([`values`]), the catalog relations and functions PostgreSQL tools read
 //! ([`catalog`], [`functions`]), the sessions as `pg_stat_activity` and kin ([`activity`],
-//! served by the front end through [`activity::Backends`]), rewrites of statements DataFusion cannot plan as written
-//! ([`srf`], [`colname`], [`statement_text`], [`text_cast`]), and the classification of every
-//! error a statement can raise into a SQLSTATE ([`error`]).
+//! served by the front end through [`activity::Backends`]), rewrites of statements DataFusion
+//! cannot plan as written ([`srf`], [`pg_forms`], [`colname`], [`statement_text`],
+//! [`text_cast`]), and the classification of every error a statement can raise into a
+//! SQLSTATE ([`error`]).
 //!
 //! It depends on the engine only (the buffer, the write path, storage statistics) and knows no
 //! wire protocol: nothing here imports the `pgwire`, `flight` or `server` modules.

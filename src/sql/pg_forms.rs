@@ -24,6 +24,8 @@
 //!   in the session ([`Session::setting`], what `SHOW` answers), where the function alone knows
 //!   only the server's defaults. A statement prepared before a later `SET` keeps the value it
 //!   was prepared with;
+//! - `pg_settings` and `pg_show_all_settings()`: the session's parameters, as `SHOW ALL` lists
+//!   them (datafusion-pg-catalog's `pg_settings` has one row and no session);
 //! - `pg_stat_activity` and the other relations [`crate::sql::activity`] adds to `pg_catalog`,
 //!   written without a schema (PostgreSQL searches `pg_catalog` first): qualified with it, as
 //!   datafusion-pg-catalog qualifies the relations it knows; not where a `WITH` names one.
@@ -35,8 +37,9 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectName,
-    ObjectNamePart, OrderByKind, Query, SelectItem, SetExpr, Statement, UnaryOperator, Value,
-    Visit, VisitMut, Visitor, VisitorMut, visit_expressions, visit_expressions_mut,
+    ObjectNamePart, OrderByKind, Query, SelectItem, SetExpr, Statement, TableAlias, TableFactor,
+    UnaryOperator, Value, Visit, VisitMut, Visitor, VisitorMut, visit_expressions,
+    visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -50,6 +53,77 @@ pub struct Session<'a> {
     pub pid: i32,
     /// The value a parameter (lower-case name) has in the session, as `SHOW` answers it.
     pub setting: &'a dyn Fn(&str) -> Option<String>,
+    /// Every parameter, as `SHOW ALL` lists them.
+    pub settings: &'a dyn Fn() -> Vec<Setting>,
+}
+
+/// One parameter of `pg_settings`.
+pub struct Setting {
+    pub name: String,
+    pub value: String,
+    /// PostgreSQL's `pg_settings.context` (`user`, `superuser`, `postmaster`, …).
+    pub context: &'static str,
+}
+
+/// `pg_settings` (or `pg_show_all_settings()`) as the session's rows, in PostgreSQL 15's
+/// columns: name, value and context as `SHOW ALL` knows them; descriptions, units and bounds
+/// are PostgreSQL's documentation, not this server's, and NULL.
+fn settings_relation(settings: &[Setting], alias: Option<TableAlias>) -> Option<TableFactor> {
+    let quote = |text: &str| format!("'{}'", text.replace('\'', "''"));
+    let rows: Vec<String> = settings
+        .iter()
+        .map(|s| {
+            format!(
+                "({}, {}, {})",
+                quote(&s.name),
+                quote(&s.value),
+                quote(s.context)
+            )
+        })
+        .collect();
+    let text = format!(
+        "SELECT name, setting, CAST(NULL AS TEXT) AS unit, CAST(NULL AS TEXT) AS category, \
+         CAST(NULL AS TEXT) AS short_desc, CAST(NULL AS TEXT) AS extra_desc, context, \
+         'string' AS vartype, 'session' AS source, CAST(NULL AS TEXT) AS min_val, \
+         CAST(NULL AS TEXT) AS max_val, CAST(NULL AS TEXT[]) AS enumvals, \
+         CAST(NULL AS TEXT) AS boot_val, setting AS reset_val, CAST(NULL AS TEXT) AS sourcefile, \
+         CAST(NULL AS INT) AS sourceline, false AS pending_restart \
+         FROM (VALUES {}) AS settings(name, setting, context)",
+        rows.join(", ")
+    );
+    let subquery = crate::sql::srf::parse_query(&text).ok()?;
+    Some(TableFactor::Derived {
+        lateral: false,
+        subquery,
+        alias: Some(alias.unwrap_or_else(|| TableAlias {
+            explicit: true,
+            name: Ident::new("pg_settings"),
+            columns: Vec::new(),
+            at: None,
+        })),
+        sample: None,
+    })
+}
+
+/// Whether `factor` reads `pg_settings` or `pg_show_all_settings()`.
+fn is_settings_relation(factor: &TableFactor, ctes: &[String]) -> bool {
+    let TableFactor::Table { name, args, .. } = factor else {
+        return false;
+    };
+    let parts: Vec<&str> = name
+        .0
+        .iter()
+        .filter_map(|part| part.as_ident().map(|ident| ident.value.as_str()))
+        .collect();
+    let relation = match parts.as_slice() {
+        ["pg_catalog", relation] => *relation,
+        [relation] if !ctes.iter().any(|cte| cte.eq_ignore_ascii_case(relation)) => *relation,
+        _ => return false,
+    };
+    match args {
+        None => relation.eq_ignore_ascii_case("pg_settings"),
+        Some(args) => args.args.is_empty() && relation.eq_ignore_ascii_case("pg_show_all_settings"),
+    }
 }
 
 /// `statement` with the forms above rewritten, or `None` when it has none of them.
@@ -334,6 +408,14 @@ impl Visitor for Finder {
         }
     }
 
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        if is_settings_relation(factor, &self.ctes) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
         if let Some(with) = &query.with {
             let names = with
@@ -371,6 +453,17 @@ struct Rewriter<'a> {
 
 impl VisitorMut for Rewriter<'_> {
     type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        if is_settings_relation(factor, &self.ctes)
+            && let TableFactor::Table { alias, .. } = factor
+            && let Some(settings) = settings_relation(&(self.session.settings)(), alias.clone())
+        {
+            *factor = settings;
+            self.rewritten += 1;
+        }
+        ControlFlow::Continue(())
+    }
 
     fn pre_visit_relation(&mut self, relation: &mut ObjectName) -> ControlFlow<()> {
         if is_unqualified_relation(relation, &self.ctes) {
@@ -525,9 +618,17 @@ mod tests {
             .parse_statement()
             .expect("statement");
         let setting = |name: &str| (name == "search_path").then(|| "app, public".to_string());
+        let all = || {
+            vec![Setting {
+                name: "search_path".to_string(),
+                value: "app, public".to_string(),
+                context: "user",
+            }]
+        };
         let session = Session {
             pid: 4242,
             setting: &setting,
+            settings: &all,
         };
         rewrite(&statement, &session).map(|s| s.to_string())
     }
@@ -601,6 +702,23 @@ mod tests {
             None
         );
         assert_eq!(rewritten("SELECT ARRAY[1, 2]"), None);
+    }
+
+    #[test]
+    fn pg_settings_is_the_sessions() {
+        let settings =
+            rewritten("SELECT s.setting FROM pg_catalog.pg_settings s").expect("rewritten");
+        assert!(
+            settings.contains("VALUES ('search_path', 'app, public', 'user')"),
+            "{settings}"
+        );
+        assert!(settings.ends_with(") s"), "{settings}");
+        let function = rewritten("SELECT name FROM pg_show_all_settings()").expect("rewritten");
+        assert!(function.ends_with(") AS pg_settings"), "{function}");
+        assert_eq!(
+            rewritten("WITH pg_settings AS (SELECT 1) SELECT * FROM pg_settings"),
+            None
+        );
     }
 
     #[test]
