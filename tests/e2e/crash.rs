@@ -345,6 +345,7 @@ async fn unflushed_rows_of_a_table_without_schema_stop_start_up() {
         .env("TIMEFUSION_SCHEMA_DIR", schemas.path())
         .env("PGWIRE_PORT", "0")
         .env("GRPC_PORT", "0")
+        .env("TIMEFUSION_HTTP_PORT", "0")
         .env("PGWIRE_HOST", "127.0.0.1")
         .env("GRPC_HOST", "127.0.0.1")
         .output()

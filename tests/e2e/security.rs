@@ -137,6 +137,7 @@ fn a_broken_tls_setup_stops_the_server() {
         .env("PGWIRE_PORT", "0")
         .env("GRPC_HOST", "127.0.0.1")
         .env("GRPC_PORT", "0")
+        .env("TIMEFUSION_HTTP_PORT", "0")
         .env("TIMEFUSION_TLS_CERT", &missing)
         .env("TIMEFUSION_TLS_KEY", &missing)
         .output()
@@ -160,7 +161,8 @@ async fn an_empty_password_needs_the_insecure_flag() {
             .env("PGWIRE_HOST", "127.0.0.1")
             .env("PGWIRE_PORT", "0")
             .env("GRPC_HOST", "127.0.0.1")
-            .env("GRPC_PORT", "0");
+            .env("GRPC_PORT", "0")
+            .env("TIMEFUSION_HTTP_PORT", "0");
         for (k, v) in env {
             command.env(k, v);
         }
