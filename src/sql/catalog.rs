@@ -12,7 +12,8 @@
 //!   `datafusion-pg-catalog` hold a real server's system rows, with those columns as text.
 //! - `current_setting(name [, missing_ok])` (of a constant name, [`crate::sql::pg_forms`]
 //!   gives the session's value first; this function knows the server's defaults),
-//!   `set_config` (refused here: by itself it is a `SET`, `pgwire::settings`), `format(fmt, …)`, `pg_type_is_visible(oid)`,
+//!   `set_config` (refused here: by itself it is a `SET`, `pgwire::settings`),
+//!   `format(fmt, …)`, `pg_type_is_visible(oid)`,
 //!   `col_description(oid, n)` (always NULL: nothing has a comment) and
 //!   `pg_get_indexdef(oid [, column, pretty])` (always NULL: there are no indexes), and
 //!   `pg_typeof(value)` (the type's name as text, as `format_type` prints it), and
@@ -275,8 +276,6 @@ pub(crate) fn setting(name: &str) -> Option<&'static str> {
     })
 }
 
-/// `current_setting(name [, missing_ok])`: a setting's value; an unknown name is an error,
-/// or NULL when `missing_ok` is true.
 /// `set_config(name, value, is_local)` anywhere but by itself, where the front end runs it as
 /// the `SET` it is (`pgwire::settings`): a function cannot change its caller's session.
 fn set_config() -> ScalarUDF {
@@ -296,6 +295,8 @@ fn set_config() -> ScalarUDF {
     ))
 }
 
+/// `current_setting(name [, missing_ok])`: a setting's value; an unknown name is an error,
+/// or NULL when `missing_ok` is true.
 fn current_setting() -> ScalarUDF {
     let signature = Signature::one_of(
         vec![

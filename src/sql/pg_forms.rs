@@ -201,23 +201,7 @@ fn array_as_scalar(subquery: &Query) -> Option<Expr> {
         Expr::Identifier(ident) if alias.is_some_and(|a| a.value == ident.value) => true,
         other => other == item,
     };
-    let aggregates = select.projection.iter().any(|item| {
-        let (SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }) = item else {
-            return false;
-        };
-        visit_expressions(expr, |e| match e {
-            Expr::Function(_) => ControlFlow::Break(()),
-            _ => ControlFlow::Continue(()),
-        })
-        .is_break()
-    });
-    let plain = select.distinct.is_none()
-        && select.having.is_none()
-        && matches!(&select.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
-        && !aggregates
-        && subquery.with.is_none()
-        && subquery.limit_clause.is_none()
-        && subquery.fetch.is_none();
+    let plain = is_plain(subquery);
     let order_text = |orders: &[(String, bool)]| {
         if orders.is_empty() {
             return String::new();
@@ -551,11 +535,12 @@ impl VisitorMut for Rewriter<'_> {
     }
 }
 
-/// `(SELECT count(*) > 0 …)` for `EXISTS (subquery)`. A plain `SELECT … FROM … WHERE …` keeps
-/// its `FROM` and `WHERE`, so a correlated one stays a subquery DataFusion decorrelates; any
-/// other (grouped, limited, a union, or a select list that calls a function, which may be an
-/// aggregate: one row even over none) is counted as a derived table.
-fn exists_as_scalar(subquery: &Query, negated: bool) -> Option<Expr> {
+/// Whether `query` is a plain `SELECT … FROM … WHERE … [ORDER BY …]`: one row per row its
+/// `FROM` and `WHERE` keep, so an aggregate over it can replace its select list in place (and a
+/// correlated one stays a subquery DataFusion decorrelates). Grouped, distinct, limited, `WITH`
+/// and set-operation queries are not, nor is a select list that calls a function (which may be
+/// an aggregate: one row even over none).
+fn is_plain(query: &Query) -> bool {
     let calls = |item: &SelectItem| {
         let expr = match item {
             SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => expr,
@@ -567,14 +552,23 @@ fn exists_as_scalar(subquery: &Query, negated: bool) -> Option<Expr> {
         })
         .is_break()
     };
-    let plain = matches!(subquery.body.as_ref(), SetExpr::Select(select)
+    let empty_group_by = |g: &GroupByExpr| matches!(g, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
+    matches!(query.body.as_ref(), SetExpr::Select(select)
         if select.distinct.is_none()
             && select.having.is_none()
-            && matches!(&select.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+            && empty_group_by(&select.group_by)
             && !select.projection.iter().any(calls))
-        && subquery.with.is_none()
-        && subquery.limit_clause.is_none()
-        && subquery.fetch.is_none();
+        && query.with.is_none()
+        && query.limit_clause.is_none()
+        && query.fetch.is_none()
+}
+
+/// `(SELECT count(*) > 0 …)` for `EXISTS (subquery)`. A plain `SELECT … FROM … WHERE …` keeps
+/// its `FROM` and `WHERE`, so a correlated one stays a subquery DataFusion decorrelates; any
+/// other (grouped, limited, a union, or a select list that calls a function, which may be an
+/// aggregate: one row even over none) is counted as a derived table.
+fn exists_as_scalar(subquery: &Query, negated: bool) -> Option<Expr> {
+    let plain = is_plain(subquery);
     let counted = if plain {
         let mut counted = subquery.clone();
         if let SetExpr::Select(select) = counted.body.as_mut() {
