@@ -6,7 +6,9 @@
 //!   `state` (`active`, `idle`, `idle in transaction`, `idle in transaction (aborted)`), the
 //!   running or last statement in `query` (its first [`QUERY_TEXT_BYTES`] bytes, as
 //!   PostgreSQL's `track_activity_query_size`), and `backend_start` / `xact_start` /
-//!   `query_start` / `state_change`. `datid` and `usesysid` are the oids `pg_database` and
+//!   `query_start` / `state_change` (a session turns `idle` as it waits for its next message,
+//!   a moment after its reply went out, where PostgreSQL does so just before). `datid` and
+//!   `usesysid` are the oids `pg_database` and
 //!   `pg_roles` give the names. Flight SQL and gRPC requests are not sessions and are not listed;
 //!   `wait_event*`, `backend_xid`, `backend_xmin`, `query_id` and `leader_pid` are NULL.
 //! - `pg_cancel_backend(pid)` stops the session's running statement as a cancel request would

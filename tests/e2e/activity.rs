@@ -48,6 +48,27 @@ async fn activity(observer: &tokio_postgres::Client, pid: i32) -> Option<Vec<(St
     })
 }
 
+/// The row of `pid` once its state is `state`: a session's row turns idle as its connection
+/// waits for the next message, just after the reply went out.
+async fn settled(
+    observer: &tokio_postgres::Client,
+    pid: i32,
+    state: &str,
+) -> Vec<(String, String)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = activity(observer, pid).await.expect("a row");
+        if column(&row, "state") == state {
+            return row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {row:?}, waiting for {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn column<'a>(row: &'a [(String, String)], name: &str) -> &'a str {
     row.iter()
         .find(|(n, _)| n == name)
@@ -71,7 +92,7 @@ async fn pg_stat_activity_shows_each_session_and_what_it_runs() {
         .simple_query("SELECT 42 AS answer")
         .await
         .expect("a statement");
-    let row = activity(&observer, watched_pid).await.expect("a row");
+    let row = settled(&observer, watched_pid, "idle").await;
     assert_eq!(column(&row, "datname"), "postgres");
     assert_eq!(column(&row, "usename"), "postgres");
     assert_eq!(column(&row, "application_name"), "nightly-report");
@@ -87,14 +108,12 @@ async fn pg_stat_activity_shows_each_session_and_what_it_runs() {
     // A literal INSERT (written without planning) is the session's last statement too.
     let insert = insert_sql("activity", &ids("act", 2), past_micros(0));
     watched.simple_query(&insert).await.expect("INSERT");
-    let row = activity(&observer, watched_pid).await.expect("a row");
+    let row = settled(&observer, watched_pid, "idle").await;
     assert_eq!(column(&row, "query"), insert);
-    assert_eq!(column(&row, "state"), "idle");
 
     // Inside a transaction block, between statements.
     watched.batch_execute("BEGIN").await.expect("BEGIN");
-    let row = activity(&observer, watched_pid).await.expect("a row");
-    assert_eq!(column(&row, "state"), "idle in transaction");
+    let row = settled(&observer, watched_pid, "idle in transaction").await;
     assert_eq!(column(&row, "in_xact"), "true");
     watched.batch_execute("COMMIT").await.expect("COMMIT");
 
