@@ -35,14 +35,12 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arrow::array::{
-    ArrayRef, AsArray, BooleanArray, Int32Array, ListArray, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    ArrayRef, AsArray, BooleanArray, Int32Array, ListArray, StringArray, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::view::ViewTable;
 use datafusion::catalog::{MemTable, Session, TableProvider};
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::Result;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarUDF, Signature, SimpleScalarUDF, TableType, TypeSignature,
@@ -333,7 +331,7 @@ impl SessionsTable {
         }
     }
 
-    fn batch(&self) -> Result<RecordBatch> {
+    fn columns(&self) -> Vec<ArrayRef> {
         let mut backends = self.backends.backends();
         backends.sort_by_key(|b| b.pid);
         let micros = |t: SystemTime| match t.duration_since(SystemTime::UNIX_EPOCH) {
@@ -349,7 +347,7 @@ impl SessionsTable {
         let texts = |f: &dyn Fn(&Backend) -> Option<&str>| -> ArrayRef {
             Arc::new(StringArray::from_iter(backends.iter().map(f)))
         };
-        let columns: Vec<ArrayRef> = vec![
+        vec![
             Arc::new(Int32Array::from_iter_values(backends.iter().map(|b| b.pid))),
             texts(&|b| Some(&b.database)),
             texts(&|b| Some(&b.user)),
@@ -366,8 +364,7 @@ impl SessionsTable {
             times(&|b| Some(b.state_change)),
             texts(&|b| Some(b.state)),
             texts(&|b| Some(&b.query)),
-        ];
-        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+        ]
     }
 }
 
@@ -394,11 +391,7 @@ impl TableProvider for SessionsTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![self.batch()?]],
-            self.schema.clone(),
-            projection.cloned(),
-        )?)
+        crate::sql::system::one_batch(&self.schema, self.columns(), projection)
     }
 }
 

@@ -155,7 +155,7 @@ impl TableProvider for MemoryTable {
 }
 
 /// A scan of one batch of `columns` in `schema`, with `projection` applied.
-fn one_batch(
+pub(crate) fn one_batch(
     schema: &SchemaRef,
     columns: Vec<arrow::array::ArrayRef>,
     projection: Option<&Vec<usize>>,

@@ -8,9 +8,6 @@ use crate::common::*;
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::error::SqlState;
 
-/// A statement that takes minutes: DataFusion counts ten billion generated rows.
-const ENDLESS: &str = "SELECT count(*) FROM generate_series(1, 10000000000)";
-
 /// `pg_backend_pid()` of `client`'s session.
 async fn pid(client: &tokio_postgres::Client) -> i32 {
     client
@@ -55,7 +52,7 @@ async fn settled(
     pid: i32,
     state: &str,
 ) -> Vec<(String, String)> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let row = activity(observer, pid).await.expect("a row");
         if column(&row, "state") == state {
@@ -67,6 +64,21 @@ async fn settled(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Runs [`ENDLESS`] on `client` in a task that gives the client back, once `observer` sees
+/// the session `pid` active.
+async fn run_endless(
+    observer: &tokio_postgres::Client,
+    client: tokio_postgres::Client,
+    pid: i32,
+) -> tokio::task::JoinHandle<(Result<(), tokio_postgres::Error>, tokio_postgres::Client)> {
+    let running = tokio::spawn(async move {
+        let result = client.simple_query(ENDLESS).await;
+        (result.map(|_| ()), client)
+    });
+    settled(observer, pid, "active").await;
+    running
 }
 
 fn column<'a>(row: &'a [(String, String)], name: &str) -> &'a str {
@@ -148,16 +160,7 @@ async fn pg_cancel_backend_stops_another_sessions_statement() {
     let runaway = server.client().await;
     let runaway_pid = pid(&runaway).await;
 
-    let running = tokio::spawn(async move {
-        let result = runaway.simple_query(ENDLESS).await;
-        (result.map(|_| ()), runaway)
-    });
-    eventually(Duration::from_secs(30), "the statement runs", || async {
-        activity(&operator, runaway_pid)
-            .await
-            .is_some_and(|row| column(&row, "state") == "active")
-    })
-    .await;
+    let running = run_endless(&operator, runaway, runaway_pid).await;
     let row = activity(&operator, runaway_pid).await.expect("a row");
     assert_eq!(column(&row, "query"), ENDLESS);
 
@@ -215,16 +218,7 @@ async fn pg_terminate_backend_ends_a_session_with_57p01() {
     // A busy one: its statement stops, then the session ends.
     let busy = server.client().await;
     let busy_pid = pid(&busy).await;
-    let running = tokio::spawn(async move {
-        let result = busy.simple_query(ENDLESS).await;
-        (result.map(|_| ()), busy)
-    });
-    eventually(Duration::from_secs(30), "the statement runs", || async {
-        activity(&operator, busy_pid)
-            .await
-            .is_some_and(|row| column(&row, "state") == "active")
-    })
-    .await;
+    let running = run_endless(&operator, busy, busy_pid).await;
     let signalled: bool = operator
         .query_one("SELECT pg_terminate_backend($1::int4, 1000)", &[&busy_pid])
         .await

@@ -9,9 +9,6 @@ use crate::common::*;
 use tokio_postgres::CancelToken;
 use tokio_postgres::error::SqlState;
 
-/// A statement that takes minutes: DataFusion counts ten billion generated rows.
-const ENDLESS: &str = "SELECT count(*) FROM generate_series(1, 10000000000)";
-
 /// How long a stopped statement may take to come back before the test calls it not stopped.
 const GRACE: Duration = Duration::from_secs(60);
 

@@ -247,6 +247,9 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// A statement that takes minutes: DataFusion counts ten billion generated rows.
+pub const ENDLESS: &str = "SELECT count(*) FROM generate_series(1, 10000000000)";
+
 /// Polls `condition` every 50 ms until it holds or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut condition: F)
 where
