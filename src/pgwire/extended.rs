@@ -43,14 +43,15 @@ use crate::pgwire::copy::handler::send_copy_out;
 use crate::pgwire::errors::user_error;
 use crate::pgwire::simple::parse_plain;
 use crate::pgwire::wire_text;
-use crate::pgwire::{cancel, parameters, pipeline, settings};
+use crate::pgwire::{cancel, hooks, parameters, pipeline, settings};
 use crate::sql::colname;
 use crate::sql::statement_text;
 use crate::sql::values::{self, InsertTemplate, PreparedInsert};
 
 /// `plan` with every parameter the client's text uses, even those the compatibility parser
 /// dropped: it replaces a correlated subquery in a select list by NULL, parameters and all
-/// (SQLAlchemy's `get_columns`, so Superset's column list). datafusion-postgres decodes bound
+/// (SQLAlchemy's `get_columns`, so Superset's column list), which stays so in a statement over
+/// the catalog that DataFusion cannot plan as written ([`crate::sql::subquery`]). datafusion-postgres decodes bound
 /// values by the plan's parameters in order, so a dropped `$1` made `$2`'s type decode `$1`'s
 /// value ("invalid digit found in string"). Each dropped one is referenced again in a filter
 /// that is always true, so it keeps its place (its type unknown: the client's, or text).
@@ -166,9 +167,12 @@ impl pgwire::api::stmt::QueryParser for Parser {
             return Ok(Some(insert));
         }
         let sql = statement_text::rewrite(sql);
-        let parsed = crate::panics::catch(self.inner.parse_sql(client, &sql, types))
-            .await
-            .unwrap_or_else(|m| Err(cancel::panicked(&m)))?;
+        let parsed = crate::panics::catch(hooks::with_client_text(
+            &sql,
+            self.inner.parse_sql(client, &sql, types),
+        ))
+        .await
+        .unwrap_or_else(|m| Err(cancel::panicked(&m)))?;
         // The text kept with the statement (logs, `cancel`'s write check, result names) is
         // the client's, not the compatibility parser's rewrite of it.
         Ok(parsed.map(|(_, statement)| {

@@ -3,7 +3,8 @@
 //! block (25P02 for every statement but its end, as PostgreSQL), `VACUUM` (one maintenance pass
 //! through [`crate::engine::core::Maintenance`]), `COPY`, literal `INSERT`s, savepoints,
 //! settings, syntax-tree rewrites of what DataFusion cannot plan as written
-//! ([`crate::sql::srf`], [`crate::sql::colname::alias_duplicates`]), and `DELETE` / `UPDATE`
+//! ([`crate::sql::srf`], [`crate::sql::pg_forms`], [`crate::sql::subquery`],
+//! [`crate::sql::colname::alias_duplicates`]), and `DELETE` / `UPDATE`
 //! with PostgreSQL's command tags.
 
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use crate::engine::schema::Catalog;
 use crate::error::SqlState;
 use crate::pgwire::errors::{no_rows_plan, user_error};
 use crate::sql::values;
-use crate::sql::{colname, mutation};
+use crate::sql::{colname, mutation, subquery};
 
 /// A statement the front end answers itself, in both protocols: [`Answer::answer`] serves a
 /// simple query and the `Execute` of a prepared one, [`Answer::plan`] is what `Parse` gets.
@@ -124,6 +125,74 @@ impl RewriteHook {
     }
 }
 
+tokio::task_local! {
+    /// The text of the statement being parsed, as the client wrote it, for
+    /// [`subquery::restore`]: set only where the text may hold a nested `SELECT`.
+    static CLIENT_TEXT: Arc<str>;
+}
+
+/// Runs `work` (datafusion-postgres parsing `text` and calling the hooks) with `text` at hand
+/// for [`RewriteHook`].
+pub(crate) async fn with_client_text<T>(text: &str, work: impl Future<Output = T>) -> T {
+    if subquery::may_nest_select(text) {
+        CLIENT_TEXT.scope(text.into(), work).await
+    } else {
+        work.await
+    }
+}
+
+impl RewriteHook {
+    /// The plan of `statement`, with the client's select-list subqueries as written
+    /// ([`subquery::restore`]); in a statement over the catalog alone that DataFusion cannot
+    /// plan or optimize that way, as the compatibility parser left them. `None` when no
+    /// rewrite applies.
+    async fn plan_of(
+        statement: &Statement,
+        context: &SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        let restored = CLIENT_TEXT
+            .try_with(|text| subquery::restore(statement, text))
+            .ok()
+            .flatten();
+        if let Some(restored) = restored {
+            let rewritten = match Self::rewrite(&restored, client) {
+                Some(Ok(rewritten)) => rewritten,
+                Some(Err(e)) => return Some(Err(e)),
+                None => restored.clone(),
+            };
+            let planned = Self::statement_plan(rewritten, context).await;
+            if !subquery::reads_only_catalog(&restored) {
+                return Some(planned);
+            }
+            // Decorrelation fails in the optimizer, after planning.
+            if let Ok(plan) = planned
+                && context.state().optimize(&plan).is_ok()
+            {
+                return Some(Ok(plan));
+            }
+        }
+        let rewritten = match Self::rewrite(statement, client)? {
+            Ok(rewritten) => rewritten,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(Self::statement_plan(rewritten, context).await)
+    }
+
+    async fn statement_plan(
+        statement: Statement,
+        context: &SessionContext,
+    ) -> PgWireResult<LogicalPlan> {
+        context
+            .state()
+            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+                statement,
+            )))
+            .await
+            .map_err(|e| PgWireError::ApiError(Box::new(e)))
+    }
+}
+
 #[async_trait]
 impl Answer for RewriteHook {
     /// Parse planned the rewritten statement; `Execute` runs that plan.
@@ -135,14 +204,14 @@ impl Answer for RewriteHook {
         context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        let rewritten = match Self::rewrite(statement, &*client)? {
-            Ok(rewritten) => rewritten,
+        let plan = match Self::plan_of(statement, context, &*client).await? {
+            Ok(plan) => plan,
             Err(e) => return Some(Err(e)),
         };
         Some(
             async {
                 let frame = context
-                    .sql(&rewritten.to_string())
+                    .execute_logical_plan(plan)
                     .await
                     .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
                 let options = Arc::new(pgwire::types::format::FormatOptions::from_client_metadata(
@@ -166,19 +235,7 @@ impl Answer for RewriteHook {
         context: &SessionContext,
         client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        let rewritten = match Self::rewrite(statement, client)? {
-            Ok(rewritten) => rewritten,
-            Err(e) => return Some(Err(e)),
-        };
-        Some(
-            context
-                .state()
-                .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
-                    rewritten,
-                )))
-                .await
-                .map_err(|e| PgWireError::ApiError(Box::new(e))),
-        )
+        Self::plan_of(statement, context, client).await
     }
 }
 

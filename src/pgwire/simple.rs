@@ -26,7 +26,7 @@ use crate::metrics::finished;
 use crate::pgwire::cancel;
 use crate::pgwire::copy::handler::send_copy_out;
 use crate::pgwire::errors::user_error;
-use crate::pgwire::hooks::{Hook, LiteralInsertHook};
+use crate::pgwire::hooks::{self, Hook, LiteralInsertHook};
 use crate::pgwire::wire_text;
 use crate::sql::colname;
 use crate::sql::slots::Slots;
@@ -224,10 +224,13 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
         let query = statement_text::rewrite(query);
         let statement = cancel::Statement::start(client, &query, &self.slots);
         let responses = statement
-            .run(pgwire::api::query::SimpleQueryHandler::do_query(
-                self.session.as_ref(),
-                client,
+            .run(hooks::with_client_text(
                 &query,
+                pgwire::api::query::SimpleQueryHandler::do_query(
+                    self.session.as_ref(),
+                    client,
+                    &query,
+                ),
             ))
             .await?;
         let responses = responses

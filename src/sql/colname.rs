@@ -330,10 +330,18 @@ fn plan_name(item: &SelectItem) -> Option<(String, bool)> {
         SelectItem::UnnamedExpr(expr) => {
             let mut stripped = expr.clone();
             let _ = VisitMut::visit(&mut stripped, &mut Strip);
-            Some(match &stripped {
-                Expr::Identifier(ident) => (normalized(ident), true),
-                other => (other.to_string().to_lowercase(), false),
-            })
+            match &stripped {
+                Expr::Identifier(ident) => Some((normalized(ident), true)),
+                // DataFusion names a scalar subquery after its one column.
+                Expr::Subquery(query) => match query.body.as_ref() {
+                    SetExpr::Select(select) => match select.projection.as_slice() {
+                        [item] => plan_name(item),
+                        _ => None,
+                    },
+                    _ => None,
+                },
+                other => Some((other.to_string().to_lowercase(), false)),
+            }
         }
         SelectItem::ExprWithAlias { alias, .. } => Some((normalized(alias), false)),
         _ => None,

@@ -189,6 +189,12 @@ const TEXT_CLASSES: &[(&str, &str, SqlState)] = &[
         "",
         SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
     ),
+    // A scalar subquery (uncorrelated, run once) with more than one row.
+    (
+        "Scalar subquery returned more than one row",
+        "",
+        SqlState::CARDINALITY_VIOLATION,
+    ),
     // substr and overlay with a negative length or start.
     (
         "negative count not allowed: ",

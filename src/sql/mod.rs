@@ -6,7 +6,7 @@
 //! ([`catalog`], [`functions`]), the sessions as `pg_stat_activity` and kin ([`activity`],
 //! served by the front end through [`activity::Backends`]), rewrites of statements DataFusion
 //! cannot plan as written ([`srf`], [`pg_forms`], [`colname`], [`statement_text`],
-//! [`text_cast`]), and the classification of every error a statement can raise into a
+//! [`text_cast`], [`subquery`]), and the classification of every error a statement can raise into a
 //! SQLSTATE ([`error`]).
 //!
 //! It depends on the engine only (the buffer, the write path, storage statistics) and knows no
@@ -42,6 +42,7 @@ pub mod pruning;
 pub mod slots;
 pub mod srf;
 pub mod statement_text;
+pub mod subquery;
 pub mod system;
 pub mod table;
 pub mod text_cast;
@@ -144,6 +145,7 @@ pub async fn session_context(
     functions::register(&mut context)?;
     srf::register(&context);
     text_cast::register(&context);
+    subquery::register(&context);
     colname::register(&context);
     Ok(context)
 }

@@ -501,6 +501,27 @@ async fn typed_parameters_in_binary_format() {
     assert_eq!(row.get::<_, i64>(1), 6000);
     let latest: chrono::DateTime<chrono::Utc> = row.get(2);
     assert_eq!(latest.timestamp_micros(), now.timestamp_micros());
+
+    // Parameters inside select-list subqueries, over a derived table and correlated: each
+    // keeps its place and its value (the compatibility parser made these NULL).
+    let rows = client
+        .query(
+            &format!(
+                "SELECT o.id, (SELECT max(q.d) + $1 FROM (SELECT duration AS d FROM {TABLE} WHERE project_id = $2) q), \
+                 (SELECT count(*) FROM {TABLE} c WHERE c.project_id = $2 AND c.id = o.id) \
+                 FROM {TABLE} o WHERE o.project_id = $2 ORDER BY o.id"
+            ),
+            &[&1i64, &"bin"],
+        )
+        .await
+        .expect("subqueries with parameters");
+    let got: Vec<(String, i64, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let expected: Vec<(String, i64, i64)> =
+        (0..5i64).map(|i| (format!("b-{i}"), 4001, 1)).collect();
+    assert_eq!(got, expected);
 }
 
 /// Result columns carry PostgreSQL's names (`count`, `max`, `?column?`, the cast's type), not

@@ -1,0 +1,512 @@
+//! Scalar subqueries in a select list, planned as written.
+//!
+//! datafusion-pg-catalog's compatibility parser (which parses every statement for
+//! datafusion-postgres) ends with `RemoveSubqueryFromProjection`: a subquery it judges
+//! correlated — one naming a table alias its own `FROM` does not define (a derived table's, an
+//! outer query's) or holding a `$n` parameter — becomes `NULL`, and every other gets `LIMIT 1`.
+//! `SELECT (SELECT max(q.v) FROM (SELECT …) q)` answered NULL, and a subquery returning two
+//! rows answered the first instead of PostgreSQL's 21000. Its rule list is private, so
+//! [`restore`] finds the statement datafusion-postgres was given among the client's own
+//! statements (parsed and rewritten the way that parser does) and rewrites that one with every
+//! rule but that one's effect on the client's subqueries: a subquery the `'…'::regclass`
+//! rule emits keeps its `LIMIT 1` (`regproc` names overloaded functions).
+//!
+//! DataFusion plans a correlated scalar subquery only when it can decorrelate it (an aggregate
+//! over equality predicates). What it cannot plan fails as in PostgreSQL, except in a statement
+//! over the catalog alone ([`reads_only_catalog`]): there the admin tools' screens keep the
+//! NULL they had (pgAdmin's and DBeaver's properties queries), with the error as the
+//! alternative.
+//!
+//! A scalar subquery with no row is NULL, whatever its column: DataFusion 55 gives the
+//! subquery expression its column's nullability (`ExprSchemable::nullable`), so over a column
+//! declared `NOT NULL` (`id`) `(SELECT id … WHERE false) IS NULL` folded to false, and a
+//! subquery finding nothing failed ("declared as non-nullable but contains null values").
+//! [`register`] adds an analyzer rule that passes such a subquery's value through
+//! `subquery_value`, an identity whose result may be NULL.
+//!
+//! Tests: the unit tests below, `tests/slt/subquery.slt`.
+
+use std::ops::ControlFlow;
+use std::sync::{Arc, LazyLock};
+
+use arrow::datatypes::{DataType, FieldRef};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, Result, exec_err};
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr as DfExpr, LogicalPlan, LogicalPlanBuilder, ReturnFieldArgs,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::optimizer::AnalyzerRule;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{
+    Expr, ObjectNamePart, Query, SelectItem, SetExpr, Statement, Visit, VisitMut, Visitor,
+    VisitorMut, visit_relations,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::{Span, Token, TokenWithSpan, Tokenizer};
+use datafusion_postgres::datafusion_pg_catalog::sql::rules::{
+    AliasDuplicatedProjectionRewrite, CurrentUserVariableToSessionUserFunctionCall,
+    FixArrayLiteral, FixVersionColumnName, PrependUnqualifiedPgTableName,
+    RemoveSubqueryFromProjection, ResolveUnqualifiedIdentifier, RewriteArrayAnyAllOperation,
+    RewritePgCatalogOperator, RewriteRegCastToSubquery, SqlStatementRewriteRule,
+    StripCallableQualifier, StripCollate,
+};
+
+/// Adds the analyzer rule that makes every scalar subquery's value nullable.
+pub fn register(context: &SessionContext) {
+    context.add_analyzer_rule(Arc::new(NullableSubqueries));
+}
+
+type Rule = Arc<dyn SqlStatementRewriteRule>;
+
+/// datafusion-pg-catalog 0.19's rules (`PostgresCompatibilityParser::new`), in its order, cut
+/// around `RemoveSubqueryFromProjection`: those before the `'…'::regclass` rewrite, that
+/// rewrite, the subquery rule, and those after it. `same_as_upstream` below checks the
+/// sequence against the parser itself.
+struct Rules {
+    before: Vec<Rule>,
+    reg_cast: Rule,
+    subquery: Rule,
+    after: Vec<Rule>,
+}
+
+static RULES: LazyLock<Rules> = LazyLock::new(|| Rules {
+    before: vec![
+        Arc::new(AliasDuplicatedProjectionRewrite),
+        Arc::new(ResolveUnqualifiedIdentifier),
+        Arc::new(RewriteArrayAnyAllOperation),
+        Arc::new(PrependUnqualifiedPgTableName),
+        Arc::new(StripCallableQualifier),
+        Arc::new(FixArrayLiteral),
+        Arc::new(CurrentUserVariableToSessionUserFunctionCall),
+        Arc::new(StripCollate),
+        Arc::new(RewritePgCatalogOperator),
+    ],
+    reg_cast: Arc::new(RewriteRegCastToSubquery::new()),
+    subquery: Arc::new(RemoveSubqueryFromProjection),
+    after: vec![Arc::new(FixVersionColumnName)],
+});
+
+/// The statement in `text` that datafusion-postgres parsed as `received`, with the scalar
+/// subqueries the client wrote in its select lists as written; `None` when `text` has no
+/// subquery that the compatibility parser changed there, or none of its statements is
+/// `received` (a statement its token "blacklist" replaced).
+pub fn restore(received: &Statement, text: &str) -> Option<Statement> {
+    if !matches!(received, Statement::Query(_)) || !may_nest_select(text) {
+        return None;
+    }
+    let rules = &*RULES;
+    parse_as_upstream(text)?
+        .into_iter()
+        .filter(|statement| matches!(statement, Statement::Query(_)))
+        .find_map(|statement| {
+            let before = apply(&rules.before, statement);
+            if apply_rest(rules, before.clone()) != *received {
+                return None;
+            }
+            let mut shielded = before;
+            let _ = VisitMut::visit(&mut shielded, &mut Shield::Wrap);
+            let mut restored = apply_rest(rules, shielded);
+            let _ = VisitMut::visit(&mut restored, &mut Shield::Unwrap);
+            (restored != *received).then_some(restored)
+        })
+}
+
+/// Whether every relation `statement` reads is PostgreSQL's catalog (`pg_catalog`,
+/// `information_schema`, a `pg_` name) or a `WITH` query it defines. A statement with no
+/// relation reads no data either.
+pub fn reads_only_catalog(statement: &Statement) -> bool {
+    let mut ctes = Vec::new();
+    let _ = statement.visit(&mut CteNames(&mut ctes));
+    let outcome = visit_relations(statement, |name| {
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .filter_map(ObjectNamePart::as_ident)
+            .map(|ident| ident.value.to_ascii_lowercase())
+            .collect();
+        let catalog = match parts.as_slice() {
+            [schema, _] | [_, schema, _] => {
+                schema == "pg_catalog" || schema == "information_schema"
+            }
+            [relation] => relation.starts_with("pg_") || ctes.contains(relation),
+            _ => false,
+        };
+        if catalog {
+            ControlFlow::Continue(())
+        } else {
+            ControlFlow::Break(())
+        }
+    });
+    outcome.is_continue()
+}
+
+/// A cheap test before any parsing: a nested `SELECT` needs the word twice.
+pub fn may_nest_select(text: &str) -> bool {
+    text.as_bytes()
+        .windows(6)
+        .filter(|w| w.eq_ignore_ascii_case(b"select"))
+        .nth(1)
+        .is_some()
+}
+
+/// `text`'s statements as `PostgresCompatibilityParser::parse` reads them before its rules:
+/// tokens without whitespace and comments, with empty spans (the trees compare equal either
+/// way; this keeps the two parses the same parse).
+fn parse_as_upstream(text: &str) -> Option<Vec<Statement>> {
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, text).tokenize().ok()?;
+    let tokens: Vec<TokenWithSpan> = tokens
+        .into_iter()
+        .filter(|token| !matches!(token, Token::Whitespace(_)))
+        .map(|token| TokenWithSpan {
+            token,
+            span: Span::empty(),
+        })
+        .collect();
+    Parser::new(&dialect)
+        .with_tokens_with_locations(tokens)
+        .parse_statements()
+        .ok()
+}
+
+fn apply(rules: &[Rule], statement: Statement) -> Statement {
+    rules
+        .iter()
+        .fold(statement, |statement, rule| rule.rewrite(statement))
+}
+
+fn apply_rest(rules: &Rules, statement: Statement) -> Statement {
+    let statement = rules.reg_cast.rewrite(statement);
+    let statement = rules.subquery.rewrite(statement);
+    apply(&rules.after, statement)
+}
+
+/// Hides the client's select-list subqueries from `RemoveSubqueryFromProjection`, which looks
+/// only at a select item that is a subquery (in a `SELECT` that is a query's whole body), by
+/// putting each in parentheses; then takes the parentheses away again.
+enum Shield {
+    Wrap,
+    Unwrap,
+}
+
+impl VisitorMut for Shield {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        let SetExpr::Select(select) = query.body.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        for item in &mut select.projection {
+            let (SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }) = item
+            else {
+                continue;
+            };
+            match self {
+                Shield::Wrap if matches!(expr, Expr::Subquery(_)) => {
+                    let subquery = std::mem::replace(
+                        expr,
+                        Expr::value(datafusion::sql::sqlparser::ast::Value::Null),
+                    );
+                    *expr = Expr::Nested(Box::new(subquery));
+                }
+                Shield::Unwrap => {
+                    if let Expr::Nested(inner) = expr
+                        && matches!(inner.as_ref(), Expr::Subquery(_))
+                    {
+                        let subquery = std::mem::replace(
+                            inner.as_mut(),
+                            Expr::value(datafusion::sql::sqlparser::ast::Value::Null),
+                        );
+                        *expr = subquery;
+                    }
+                }
+                Shield::Wrap => {}
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Passes the value of each scalar subquery whose column is declared `NOT NULL` through
+/// [`SubqueryValue`], keeping the expression's name, and recomputes the schemas above it.
+#[derive(Debug)]
+struct NullableSubqueries;
+
+fn is_not_null_subquery(expr: &DfExpr) -> bool {
+    matches!(expr, DfExpr::ScalarSubquery(subquery)
+        if subquery.subquery.schema().fields().first().is_some_and(|f| !f.is_nullable()))
+}
+
+impl AnalyzerRule for NullableSubqueries {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        let mut found = false;
+        plan.apply_with_subqueries(|node| {
+            node.apply_expressions(|expr| {
+                expr.apply(|e| {
+                    found = is_not_null_subquery(e);
+                    Ok(if found {
+                        TreeNodeRecursion::Stop
+                    } else {
+                        TreeNodeRecursion::Continue
+                    })
+                })
+            })
+        })?;
+        if !found {
+            return Ok(plan);
+        }
+        plan.transform_up_with_subqueries(|node| {
+            let names = NamePreserver::new(&node);
+            let node = node
+                .map_expressions(|expr| {
+                    let name = names.save(&expr);
+                    expr.transform_up(nullable)
+                        .map(|t| t.update_data(|e| name.restore(e)))
+                })?
+                .data;
+            // Every node: a schema above a rewritten one changes too.
+            node.recompute_schema().map(Transformed::yes)
+        })
+        .data()
+    }
+
+    fn name(&self) -> &str {
+        "nullable_scalar_subqueries"
+    }
+}
+
+fn nullable(expr: DfExpr) -> Result<Transformed<DfExpr>> {
+    if !is_not_null_subquery(&expr) {
+        return Ok(Transformed::no(expr));
+    }
+    let DfExpr::ScalarSubquery(subquery) = expr else {
+        return Ok(Transformed::no(expr));
+    };
+    let (qualifier, field) = subquery.subquery.schema().qualified_field(0);
+    let value = DfExpr::ScalarFunction(ScalarFunction::new_udf(
+        SUBQUERY_VALUE.clone(),
+        vec![DfExpr::Column(Column::new(
+            qualifier.cloned(),
+            field.name(),
+        ))],
+    ))
+    .alias_qualified(qualifier.cloned(), field.name());
+    let plan = LogicalPlanBuilder::from(subquery.subquery.as_ref().clone())
+        .project(vec![value])?
+        .build()?;
+    Ok(Transformed::yes(DfExpr::ScalarSubquery(
+        subquery.with_plan(Arc::new(plan)),
+    )))
+}
+
+static SUBQUERY_VALUE: LazyLock<Arc<ScalarUDF>> =
+    LazyLock::new(|| Arc::new(ScalarUDF::from(SubqueryValue::new())));
+
+/// `subquery_value(x)`: `x`, typed as a value that may be NULL. Not registered by name.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct SubqueryValue {
+    signature: Signature,
+}
+
+impl SubqueryValue {
+    fn new() -> Self {
+        SubqueryValue {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for SubqueryValue {
+    fn name(&self) -> &str {
+        "subquery_value"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        match args {
+            [data_type] => Ok(data_type.clone()),
+            _ => exec_err!("subquery_value takes one argument"),
+        }
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        match args.arg_fields {
+            [field] => Ok(Arc::new(field.as_ref().clone().with_nullable(true))),
+            _ => exec_err!("subquery_value takes one argument"),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        match args.args.into_iter().next() {
+            Some(value) => Ok(value),
+            None => exec_err!("subquery_value takes one argument"),
+        }
+    }
+
+    /// A constant (what decorrelation evaluates over no rows, `count(*)`'s 0) stays one.
+    fn simplify(&self, args: Vec<DfExpr>, _info: &SimplifyContext) -> Result<ExprSimplifyResult> {
+        match args.as_slice() {
+            [DfExpr::Literal(..)] => Ok(ExprSimplifyResult::Simplified(
+                args.into_iter().next().expect("one argument"),
+            )),
+            _ => Ok(ExprSimplifyResult::Original(args)),
+        }
+    }
+}
+
+/// The names `WITH` clauses define, lower-cased.
+struct CteNames<'a>(&'a mut Vec<String>);
+
+impl Visitor for CteNames<'_> {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if let Some(with) = &query.with {
+            self.0.extend(
+                with.cte_tables
+                    .iter()
+                    .map(|cte| cte.alias.name.value.to_ascii_lowercase()),
+            );
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+
+    use super::*;
+
+    /// The statement datafusion-postgres hands the hooks for `text`, and its restored form.
+    fn received_and_restored(text: &str) -> (Statement, Option<Statement>) {
+        let received = PostgresCompatibilityParser::new()
+            .parse(text)
+            .expect("parses")
+            .remove(0);
+        let restored = restore(&received, text);
+        (received, restored)
+    }
+
+    #[test]
+    fn same_as_upstream() {
+        // The rules in `RULES` rewrite as the parser does, so `restore` recognizes the
+        // statement: a statement whose subquery the parser changes is restored, every other
+        // one compares equal and is left alone.
+        for text in [
+            "SELECT 1",
+            "SELECT c.relname, 'pg_class'::regclass FROM pg_class c WHERE c.relname = 'x'",
+            "SELECT version(), current_user, ARRAY['a'] && ARRAY['b'] FROM pg_namespace",
+            "SELECT a.x FROM (SELECT 1 AS x) a WHERE 2 = ANY(ARRAY[1, 2]) -- a comment",
+            "SELECT t.x, t.x FROM (SELECT 1 AS x) t ORDER BY 1",
+        ] {
+            let received = PostgresCompatibilityParser::new()
+                .parse(text)
+                .expect("parses")
+                .remove(0);
+            let rules = &*RULES;
+            let ours = parse_as_upstream(text).expect("parses").remove(0);
+            assert_eq!(
+                apply_rest(rules, apply(&rules.before, ours)),
+                received,
+                "{text}"
+            );
+            assert_eq!(restore(&received, text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn restores_what_the_parser_replaced() {
+        // A derived table's alias, an outer reference and a parameter: each became NULL.
+        for (text, expected) in [
+            (
+                "SELECT (SELECT max(q.v) FROM (SELECT 1 AS v) q)",
+                "SELECT (SELECT max(q.v) FROM (SELECT 1 AS v) q)",
+            ),
+            (
+                "SELECT c.oid, (SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid) AS n FROM pg_class c",
+                "SELECT c.oid, (SELECT count(*) FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid) AS n FROM pg_catalog.pg_class c",
+            ),
+            ("SELECT (SELECT $1 + 1)", "SELECT (SELECT $1 + 1)"),
+            // No LIMIT 1 on the client's subquery: two rows are PostgreSQL's error.
+            (
+                "SELECT (SELECT v FROM generate_series(1, 2) AS t(v))",
+                "SELECT (SELECT v FROM generate_series(1, 2) AS t (v))",
+            ),
+        ] {
+            let (received, restored) = received_and_restored(text);
+            let restored = restored.unwrap_or_else(|| panic!("{text} restored"));
+            assert_ne!(restored, received);
+            assert_eq!(restored.to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn regclass_subqueries_keep_their_limit() {
+        let text = "SELECT 'pg_class'::regclass, (SELECT max(q.v) FROM (SELECT 1 AS v) q)";
+        let (_, restored) = received_and_restored(text);
+        let restored = restored.expect("restored").to_string();
+        assert!(restored.contains("LIMIT 1"), "{restored}");
+        assert!(
+            restored.ends_with("(SELECT max(q.v) FROM (SELECT 1 AS v) q)"),
+            "{restored}"
+        );
+    }
+
+    #[test]
+    fn finds_its_statement_among_several() {
+        let text = "SELECT 1; SELECT (SELECT max(q.v) FROM (SELECT 2 AS v) q)";
+        let received = PostgresCompatibilityParser::new()
+            .parse(text)
+            .expect("parses")
+            .remove(1);
+        let restored = restore(&received, text).expect("restored");
+        assert_eq!(
+            restored.to_string(),
+            "SELECT (SELECT max(q.v) FROM (SELECT 2 AS v) q)"
+        );
+    }
+
+    #[test]
+    fn leaves_other_statements() {
+        let text = "SELECT (SELECT max(q.v) FROM (SELECT 2 AS v) q)";
+        let other = PostgresCompatibilityParser::new()
+            .parse("SELECT 2")
+            .expect("parses")
+            .remove(0);
+        assert_eq!(restore(&other, text), None);
+    }
+
+    #[test]
+    fn catalog_only() {
+        let read = |text: &str| {
+            reads_only_catalog(
+                &PostgresCompatibilityParser::new()
+                    .parse(text)
+                    .expect("parses")
+                    .remove(0),
+            )
+        };
+        assert!(read("SELECT 1"));
+        assert!(read(
+            "SELECT c.oid FROM pg_class c JOIN information_schema.tables t ON true"
+        ));
+        assert!(read(
+            "WITH x AS (SELECT oid FROM pg_catalog.pg_type) SELECT * FROM x"
+        ));
+        assert!(!read("SELECT * FROM otel_logs_and_spans"));
+        assert!(!read(
+            "SELECT (SELECT count(*) FROM public.t) FROM pg_class"
+        ));
+        assert!(!read("SELECT * FROM generate_series(1, 3)"));
+    }
+}
