@@ -144,8 +144,9 @@ pub(crate) async fn with_client_text<T>(text: &str, work: impl Future<Output = T
 impl RewriteHook {
     /// The plan of `statement`, with the client's select-list subqueries as written
     /// ([`subquery::restore`]); in a statement over the catalog alone that DataFusion cannot
-    /// plan or optimize that way, as the compatibility parser left them. `None` when no
-    /// rewrite applies.
+    /// plan or optimize that way, as the compatibility parser left them, and then with every
+    /// correlated subquery NULL ([`subquery::null_correlated`]). `None` when no rewrite
+    /// applies (DataFusion plans the statement as received).
     async fn plan_of(
         statement: &Statement,
         context: &SessionContext,
@@ -165,18 +166,36 @@ impl RewriteHook {
             if !subquery::reads_only_catalog(&restored) {
                 return Some(planned);
             }
-            // Decorrelation fails in the optimizer, after planning.
             if let Ok(plan) = planned
-                && context.state().optimize(&plan).is_ok()
+                && runs(context, &plan)
             {
                 return Some(Ok(plan));
             }
         }
-        let rewritten = match Self::rewrite(statement, client)? {
-            Ok(rewritten) => rewritten,
-            Err(e) => return Some(Err(e)),
+        let rewritten = match Self::rewrite(statement, client) {
+            Some(Ok(rewritten)) => Some(rewritten),
+            Some(Err(e)) => return Some(Err(e)),
+            None => None,
         };
-        Some(Self::statement_plan(rewritten, context).await)
+        // The text is at hand only where it may nest a `SELECT`.
+        let catalog_subqueries = CLIENT_TEXT.try_with(|_| ()).is_ok()
+            && matches!(statement, Statement::Query(_))
+            && subquery::reads_only_catalog(statement);
+        if !catalog_subqueries {
+            return Some(Self::statement_plan(rewritten?, context).await);
+        }
+        // Over the catalog alone: where DataFusion cannot plan a correlated subquery, NULL.
+        let current = rewritten.unwrap_or_else(|| statement.clone());
+        let planned = Self::statement_plan(current.clone(), context).await;
+        if let Ok(plan) = &planned
+            && runs(context, plan)
+        {
+            return Some(planned);
+        }
+        match subquery::null_correlated(&current) {
+            Some(nulled) => Some(Self::statement_plan(nulled, context).await),
+            None => Some(planned),
+        }
     }
 
     async fn statement_plan(
@@ -191,6 +210,16 @@ impl RewriteHook {
             .await
             .map_err(|e| PgWireError::ApiError(Box::new(e)))
     }
+}
+
+/// Whether DataFusion can run `plan`: it optimizes, and the optimizer decorrelated every
+/// correlated subquery (what it cannot is left in the plan, and fails only when the physical
+/// plan is made).
+fn runs(context: &SessionContext, plan: &LogicalPlan) -> bool {
+    context
+        .state()
+        .optimize(plan)
+        .is_ok_and(|optimized| !subquery::has_correlated(&optimized))
 }
 
 #[async_trait]

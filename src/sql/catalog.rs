@@ -13,9 +13,10 @@
 //! - `current_setting(name [, missing_ok])` (of a constant name, [`crate::sql::pg_forms`]
 //!   gives the session's value first; this function knows the server's defaults),
 //!   `set_config` (refused here: by itself it is a `SET`, `pgwire::settings`),
-//!   `format(fmt, …)`, `pg_type_is_visible(oid)`,
+//!   `format(fmt, …)`, `pg_type_is_visible(oid)` and `pg_collation_is_visible(oid)` (true),
 //!   `col_description(oid, n)` (always NULL: nothing has a comment) and
-//!   `pg_get_indexdef(oid [, column, pretty])` (always NULL: there are no indexes), and
+//!   `pg_get_indexdef(oid [, column, pretty])` (always NULL: there are no indexes),
+//!   `pg_get_serial_sequence(table, column)` (always NULL: there are no sequences), and
 //!   `pg_typeof(value)` (the type's name as text, as `format_type` prints it), and
 //!   `pg_is_in_recovery()` (always false: no TimeFusion server is a standby).
 //! - Set-returning functions such as `generate_subscripts`, which SQLAlchemy's reflection
@@ -89,6 +90,12 @@ pub fn register(
             Volatility::Stable,
         ),
     ));
+    // No column is owned by a sequence (there are none: no `serial`, no identity columns).
+    // SQLAlchemy 2.1's `get_columns` asks for every column.
+    context.register_udf(always_null(
+        "pg_get_serial_sequence",
+        Signature::any(2, Volatility::Stable),
+    ));
     context.register_udf(ScalarUDF::from(SimpleScalarUDF::new_with_signature(
         "pg_typeof",
         Signature::any(1, Volatility::Immutable),
@@ -112,19 +119,22 @@ pub fn register(
             ))
         }),
     )));
-    context.register_udf(create_udf(
-        "pg_type_is_visible",
-        vec![DataType::Int32],
-        DataType::Boolean,
-        Volatility::Stable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let rows = ColumnarValue::values_to_arrays(args)?[0].len();
-            Ok(ColumnarValue::Array(Arc::new(BooleanArray::from(vec![
-                true;
-                rows
-            ]))))
-        }),
-    ));
+    // Every type and collation is in `pg_catalog` or `public`, both on the search path.
+    for name in ["pg_type_is_visible", "pg_collation_is_visible"] {
+        context.register_udf(create_udf(
+            name,
+            vec![DataType::Int32],
+            DataType::Boolean,
+            Volatility::Stable,
+            Arc::new(|args: &[ColumnarValue]| {
+                let rows = ColumnarValue::values_to_arrays(args)?[0].len();
+                Ok(ColumnarValue::Array(Arc::new(BooleanArray::from(vec![
+                    true;
+                    rows
+                ]))))
+            }),
+        ));
+    }
     Ok(())
 }
 

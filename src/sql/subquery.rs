@@ -33,12 +33,13 @@ use arrow::datatypes::{DataType, FieldRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, Result, exec_err};
+use datafusion::functions_aggregate::first_last::first_value_udaf;
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::{
-    ColumnarValue, Expr as DfExpr, LogicalPlan, LogicalPlanBuilder, ReturnFieldArgs,
-    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Expr as DfExpr, FetchType, LogicalPlan, LogicalPlanBuilder, ReturnFieldArgs,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, SkipType, Volatility,
 };
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::prelude::SessionContext;
@@ -57,8 +58,10 @@ use datafusion_postgres::datafusion_pg_catalog::sql::rules::{
     StripCallableQualifier, StripCollate,
 };
 
-/// Adds the analyzer rule that makes every scalar subquery's value nullable.
+/// Adds the analyzer rules: correlated subqueries that do not aggregate take their row
+/// through `first_value`, and every scalar subquery's value is nullable.
 pub fn register(context: &SessionContext) {
+    context.add_analyzer_rule(Arc::new(SingleRowSubqueries));
     context.add_analyzer_rule(Arc::new(NullableSubqueries));
 }
 
@@ -144,6 +147,82 @@ pub fn reads_only_catalog(statement: &Statement) -> bool {
         }
     });
     outcome.is_continue()
+}
+
+/// `statement` with every scalar subquery that names a relation it does not read itself (a
+/// correlated one, at any depth) replaced by NULL; `None` when it has none. What the
+/// compatibility parser does to select items, for a statement over the catalog alone that
+/// DataFusion cannot plan otherwise (SQLAlchemy 2.1's `get_columns` computes a column's
+/// identity options from the outer row inside the subquery).
+pub fn null_correlated(statement: &Statement) -> Option<Statement> {
+    let mut nulled = statement.clone();
+    let mut replaced = false;
+    let _ = VisitMut::visit(&mut nulled, &mut NullCorrelated(&mut replaced));
+    replaced.then_some(nulled)
+}
+
+struct NullCorrelated<'a>(&'a mut bool);
+
+impl VisitorMut for NullCorrelated<'_> {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Subquery(query) = expr
+            && is_correlated(query)
+        {
+            *expr = Expr::value(datafusion::sql::sqlparser::ast::Value::Null);
+            *self.0 = true;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Whether `query` qualifies a column with a name none of its own relations (at any depth)
+/// has, as alias or as table name.
+fn is_correlated(query: &Query) -> bool {
+    struct Names {
+        own: Vec<String>,
+        qualifiers: Vec<String>,
+    }
+    impl Visitor for Names {
+        type Break = ();
+        fn pre_visit_table_factor(
+            &mut self,
+            factor: &datafusion::sql::sqlparser::ast::TableFactor,
+        ) -> ControlFlow<()> {
+            use datafusion::sql::sqlparser::ast::TableFactor;
+            if let TableFactor::Table { name, .. } = factor
+                && let Some(last) = name.0.last().and_then(ObjectNamePart::as_ident)
+            {
+                self.own.push(last.value.to_ascii_lowercase());
+            }
+            let alias = match factor {
+                TableFactor::Table { alias, .. }
+                | TableFactor::Derived { alias, .. }
+                | TableFactor::Function { alias, .. }
+                | TableFactor::UNNEST { alias, .. } => alias.as_ref(),
+                _ => None,
+            };
+            if let Some(alias) = alias {
+                self.own.push(alias.name.value.to_ascii_lowercase());
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+            if let Expr::CompoundIdentifier(parts) = expr
+                && let [.., qualifier, _] = parts.as_slice()
+            {
+                self.qualifiers.push(qualifier.value.to_ascii_lowercase());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut names = Names {
+        own: Vec::new(),
+        qualifiers: Vec::new(),
+    };
+    let _ = query.visit(&mut names);
+    names.qualifiers.iter().any(|q| !names.own.contains(q))
 }
 
 /// A cheap test before any parsing: a nested `SELECT` needs the word twice.
@@ -233,6 +312,137 @@ impl VisitorMut for Shield {
     }
 }
 
+/// Takes the value of a correlated scalar subquery that does not aggregate
+/// (`(SELECT c.name FROM t c WHERE c.id = o.parent_id)`, SQLAlchemy 2.1's column defaults and
+/// collations) through `first_value`: DataFusion decorrelates such a subquery only when it
+/// aggregates ("Correlated scalar subquery must be aggregated to return at most one row"), and
+/// over the one row PostgreSQL requires it to have, or none, `first_value` is that row's value
+/// or NULL. Where it has more, PostgreSQL raises 21000 and this answers one of them: the
+/// decorrelated plan groups every inner row by the correlation keys, also rows no outer row
+/// asks for, so an error there could fail a query PostgreSQL answers.
+#[derive(Debug)]
+struct SingleRowSubqueries;
+
+impl AnalyzerRule for SingleRowSubqueries {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        if !any_expression(&plan, |e| single_row_input(e).is_some())? {
+            return Ok(plan);
+        }
+        plan.transform_up_with_subqueries(|node| {
+            let names = NamePreserver::new(&node);
+            let node = node
+                .map_expressions(|expr| {
+                    let name = names.save(&expr);
+                    expr.transform_up(first_of_one_row)
+                        .map(|t| t.update_data(|e| name.restore(e)))
+                })?
+                .data;
+            // Every node: a schema above a rewritten one changes too.
+            node.recompute_schema().map(Transformed::yes)
+        })
+        .data()
+    }
+
+    fn name(&self) -> &str {
+        "single_row_scalar_subqueries"
+    }
+}
+
+/// The name of a rewritten subquery's value, which no relation's column has: decorrelation
+/// pulls the inner side of the correlation (`c.id` for `c.id = o.parent_id`) up beside the
+/// value, which must not have its name.
+const SINGLE_VALUE: &str = "__timefusion_single_value";
+
+fn first_of_one_row(expr: DfExpr) -> Result<Transformed<DfExpr>> {
+    let Some((input, value)) = single_row_input(&expr) else {
+        return Ok(Transformed::no(expr));
+    };
+    let DfExpr::ScalarSubquery(subquery) = &expr else {
+        return Ok(Transformed::no(expr));
+    };
+    let aggregated = LogicalPlanBuilder::from(input)
+        .aggregate(
+            Vec::<DfExpr>::new(),
+            vec![first_value_udaf().call(vec![value])],
+        )?
+        .build()?;
+    let column = DfExpr::Column(Column::from(aggregated.schema().qualified_field(0)));
+    let plan = LogicalPlanBuilder::from(aggregated)
+        .project(vec![column.alias(SINGLE_VALUE)])?
+        .build()?;
+    Ok(Transformed::yes(DfExpr::ScalarSubquery(
+        subquery.with_plan(Arc::new(plan)),
+    )))
+}
+
+/// For a correlated scalar subquery `Projection [value] (input)` (or that under `LIMIT 1`)
+/// that does not aggregate: its input and its value without alias.
+fn single_row_input(expr: &DfExpr) -> Option<(LogicalPlan, DfExpr)> {
+    let DfExpr::ScalarSubquery(subquery) = expr else {
+        return None;
+    };
+    if subquery.outer_ref_columns.is_empty() {
+        return None;
+    }
+    let projection = match subquery.subquery.as_ref() {
+        LogicalPlan::Projection(projection) => projection,
+        LogicalPlan::Limit(limit)
+            if matches!(limit.get_skip_type(), Ok(SkipType::Literal(0)))
+                && matches!(limit.get_fetch_type(), Ok(FetchType::Literal(Some(1)))) =>
+        {
+            match limit.input.as_ref() {
+                LogicalPlan::Projection(projection) => projection,
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    let [value] = projection.expr.as_slice() else {
+        return None;
+    };
+    let input = projection.input.as_ref();
+    let rows_as_they_are = matches!(
+        input,
+        LogicalPlan::Filter(_)
+            | LogicalPlan::TableScan(_)
+            | LogicalPlan::SubqueryAlias(_)
+            | LogicalPlan::Join(_)
+    );
+    if !rows_as_they_are || value.contains_outer() {
+        return None;
+    }
+    Some((input.clone(), value.clone().unalias()))
+}
+
+/// Whether `plan` (optimized) still holds a correlated subquery: one DataFusion could not
+/// decorrelate into a join, which it has no physical plan for.
+pub fn has_correlated(plan: &LogicalPlan) -> bool {
+    any_expression(plan, |e| match e {
+        DfExpr::ScalarSubquery(subquery) => !subquery.outer_ref_columns.is_empty(),
+        DfExpr::Exists(_) | DfExpr::InSubquery(_) | DfExpr::SetComparison(_) => true,
+        _ => false,
+    })
+    .unwrap_or(true)
+}
+
+/// Whether an expression of `plan`, or of a plan inside one of its subqueries, is `found`.
+fn any_expression(plan: &LogicalPlan, found: impl Fn(&DfExpr) -> bool) -> Result<bool> {
+    let mut any = false;
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                any = found(e);
+                Ok(if any {
+                    TreeNodeRecursion::Stop
+                } else {
+                    TreeNodeRecursion::Continue
+                })
+            })
+        })
+    })?;
+    Ok(any)
+}
+
 /// Passes the value of each scalar subquery whose column is declared `NOT NULL` through
 /// [`SubqueryValue`], keeping the expression's name, and recomputes the schemas above it.
 #[derive(Debug)]
@@ -245,20 +455,7 @@ fn is_not_null_subquery(expr: &DfExpr) -> bool {
 
 impl AnalyzerRule for NullableSubqueries {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        let mut found = false;
-        plan.apply_with_subqueries(|node| {
-            node.apply_expressions(|expr| {
-                expr.apply(|e| {
-                    found = is_not_null_subquery(e);
-                    Ok(if found {
-                        TreeNodeRecursion::Stop
-                    } else {
-                        TreeNodeRecursion::Continue
-                    })
-                })
-            })
-        })?;
-        if !found {
+        if !any_expression(&plan, is_not_null_subquery)? {
             return Ok(plan);
         }
         plan.transform_up_with_subqueries(|node| {
@@ -484,6 +681,30 @@ mod tests {
             .expect("parses")
             .remove(0);
         assert_eq!(restore(&other, text), None);
+    }
+
+    #[test]
+    fn nulls_correlated_subqueries_at_any_depth() {
+        let statement = parse_as_upstream(
+            "SELECT a.attname, CASE WHEN a.atthasdef THEN (SELECT d.adbin FROM pg_attrdef d WHERE d.adrelid = a.attrelid) END, \
+             (SELECT count(*) FROM pg_catalog.pg_type WHERE pg_catalog.pg_type.oid = 1), \
+             (SELECT max(x.v) FROM (SELECT 1 AS v) x) FROM pg_attribute a",
+        )
+        .expect("parses")
+        .remove(0);
+        let nulled = null_correlated(&statement)
+            .expect("one is correlated")
+            .to_string();
+        assert_eq!(
+            nulled,
+            "SELECT a.attname, CASE WHEN a.atthasdef THEN NULL END, \
+             (SELECT count(*) FROM pg_catalog.pg_type WHERE pg_catalog.pg_type.oid = 1), \
+             (SELECT max(x.v) FROM (SELECT 1 AS v) x) FROM pg_attribute a"
+        );
+        assert_eq!(
+            null_correlated(&parse_as_upstream("SELECT 1").expect("parses")[0]),
+            None
+        );
     }
 
     #[test]
