@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh machine: psql, openssl, pgjdbc and a JDK, Node's `pg`
 # under tests/node, and a Python virtualenv (`$TIMEFUSION_VENV`, default `.venv`) with delta-rs
-# `deltalake`, pyarrow, ADBC, psycopg and SeaweedFS, the S3 server the S3 tests start as a
-# process. The tests find that virtualenv the same way (tests/e2e/common/mod.rs `venv_bin`).
+# `deltalake`, pyarrow, ADBC, psycopg, SQLAlchemy, asyncpg and SeaweedFS, the S3 server the S3
+# tests start as a process, and a second one (`$TIMEFUSION_VENV_LATEST`, default `$VENV-latest`)
+# with the newest release of each Postgres client. The tests find the virtualenvs the same way
+# (tests/e2e/common/mod.rs `venv_bin`, `python_latest`).
 # The README's test command: `scripts/test-deps.sh && cargo test`. Without what this installs
 # beyond psql and openssl, `cargo test -- --skip external::` runs the rest.
 set -euo pipefail
@@ -25,5 +27,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
+# The newest release of each client, upgraded on every run (tests/requirements-latest.txt).
+VENV_LATEST="${TIMEFUSION_VENV_LATEST:-$VENV-latest}"
+if [ ! -x "$VENV_LATEST/bin/python" ]; then
+  python3 -m venv "$VENV_LATEST"
+fi
+"$VENV_LATEST/bin/pip" install --quiet --disable-pip-version-check --upgrade -r tests/requirements-latest.txt
 # node-postgres for tests/e2e/external/node_pg.rs, pinned by tests/node/package-lock.json.
 (cd tests/node && npm ci --no-audit --no-fund --silent)

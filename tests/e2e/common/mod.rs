@@ -298,6 +298,24 @@ pub fn python() -> PathBuf {
         .unwrap_or_else(|| venv_bin("python3"))
 }
 
+/// The Python with the newest release of each client (`tests/requirements-latest.txt`),
+/// which `scripts/test-deps.sh` installs into `$TIMEFUSION_VENV_LATEST` (default: the test
+/// virtualenv's path with `-latest` appended).
+pub fn python_latest() -> PathBuf {
+    let venv = std::env::var_os("TIMEFUSION_VENV_LATEST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let mut venv = std::env::var_os("TIMEFUSION_VENV").unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join(".venv")
+                    .into_os_string()
+            });
+            venv.push("-latest");
+            PathBuf::from(venv)
+        });
+    venv.join("bin").join("python3")
+}
+
 /// `GET path` on `127.0.0.1:port` over HTTP/1.1: the status code and the body, or `None` when
 /// nothing listens there (yet).
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {

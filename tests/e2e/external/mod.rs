@@ -1,8 +1,10 @@
 //! Tests that need more than psql and openssl: a JDK with pgjdbc, Node with node-postgres, the
-//! Python virtualenv (psycopg, pyarrow, delta-rs `deltalake`, the ADBC Flight SQL driver) or
+//! Python virtualenvs (psycopg, SQLAlchemy, asyncpg, pyarrow, delta-rs `deltalake`, the ADBC
+//! Flight SQL driver; the newest client releases in a second one) or
 //! SeaweedFS, all installed by `scripts/test-deps.sh`. Without them, run the rest with
 //! `cargo test -- --skip external::`; every module outside this one needs none of them.
 
+mod asyncpg;
 mod delta_rs_python;
 mod flight_python;
 mod jdbc;

@@ -1,19 +1,31 @@
 //! Python psycopg 3 (the driver of SQLAlchemy, Superset and most Python tools) against the real
 //! server: server-side binding, executemany, COPY FROM STDIN (text, CSV, binary), typed
 //! results, SQLSTATEs; then
-//! SQLAlchemy's connect-time probes (savepoints, `to_regtype`) and table listing.
+//! SQLAlchemy's connect-time probes (savepoints, `to_regtype`), table listing and inspector
+//! (`get_columns`). Run twice: with the versions `tests/requirements.txt` pins, and with the
+//! newest releases (`tests/requirements-latest.txt`), so a driver release that breaks on
+//! TimeFusion shows up here.
 
+use std::path::Path;
 use std::process::Command;
 
 use crate::common::*;
 
 #[tokio::test]
 async fn psycopg_binds_copies_and_reads() {
-    let python = python();
+    binds_copies_and_reads(&python()).await;
+}
+
+#[tokio::test]
+async fn psycopg_and_sqlalchemy_at_their_newest_releases() {
+    binds_copies_and_reads(&python_latest()).await;
+}
+
+async fn binds_copies_and_reads(python: &Path) {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path(), &[]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/pg_clients.py");
-    let out = Command::new(&python)
+    let out = Command::new(python)
         .args([script, &server.url()])
         .output()
         .expect("run python (scripts/test-deps.sh installs psycopg into .venv)");
