@@ -26,7 +26,7 @@ use crate::engine::schema::Catalog;
 use crate::error::SqlState;
 use crate::pgwire::errors::{no_rows_plan, user_error};
 use crate::sql::values;
-use crate::sql::{colname, mutation, subquery};
+use crate::sql::{colname, mutation, subquery, whole_row};
 
 /// A statement the front end answers itself, in both protocols: [`Answer::answer`] serves a
 /// simple query and the `Execute` of a prepared one, [`Answer::plan`] is what `Parse` gets.
@@ -145,8 +145,9 @@ impl RewriteHook {
     /// The plan of `statement`, with the client's select-list subqueries as written
     /// ([`subquery::restore`]); in a statement over the catalog alone that DataFusion cannot
     /// plan or optimize that way, as the compatibility parser left them, and then with every
-    /// correlated subquery NULL ([`subquery::null_correlated`]). `None` when no rewrite
-    /// applies (DataFusion plans the statement as received).
+    /// correlated subquery NULL ([`subquery::null_correlated`]). A statement that fails to
+    /// plan is tried again with its whole-row references as rows ([`whole_row`]). `None` when
+    /// no rewrite applies (DataFusion plans the statement as received).
     async fn plan_of(
         statement: &Statement,
         context: &SessionContext,
@@ -181,12 +182,23 @@ impl RewriteHook {
         let catalog_subqueries = CLIENT_TEXT.try_with(|_| ()).is_ok()
             && matches!(statement, Statement::Query(_))
             && subquery::reads_only_catalog(statement);
+        let whole_rows = whole_row::may_refer(statement);
+        let current = match rewritten {
+            Some(rewritten) => rewritten,
+            None if whole_rows || catalog_subqueries => statement.clone(),
+            None => return None,
+        };
+        let mut planned = Self::statement_plan(current.clone(), context).await;
+        if planned.is_err()
+            && whole_rows
+            && let Some(rows) = whole_row::rewrite(&current, context).await
+        {
+            planned = Self::statement_plan(rows, context).await;
+        }
         if !catalog_subqueries {
-            return Some(Self::statement_plan(rewritten?, context).await);
+            return Some(planned);
         }
         // Over the catalog alone: where DataFusion cannot plan a correlated subquery, NULL.
-        let current = rewritten.unwrap_or_else(|| statement.clone());
-        let planned = Self::statement_plan(current.clone(), context).await;
         if let Ok(plan) = &planned
             && runs(context, plan)
         {

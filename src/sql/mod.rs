@@ -6,8 +6,8 @@
 //! ([`catalog`], [`functions`]), the sessions as `pg_stat_activity` and kin ([`activity`],
 //! served by the front end through [`activity::Backends`]), rewrites of statements DataFusion
 //! cannot plan as written ([`srf`], [`pg_forms`], [`colname`], [`statement_text`],
-//! [`text_cast`], [`subquery`]), and the classification of every error a statement can raise into a
-//! SQLSTATE ([`error`]).
+//! [`text_cast`], [`subquery`], [`whole_row`]), and the classification of every error a
+//! statement can raise into a SQLSTATE ([`error`]).
 //!
 //! It depends on the engine only (the buffer, the write path, storage statistics) and knows no
 //! wire protocol: nothing here imports the `pgwire`, `flight` or `server` modules.
@@ -47,6 +47,7 @@ pub mod system;
 pub mod table;
 pub mod text_cast;
 pub mod values;
+pub mod whole_row;
 
 /// The one database TimeFusion serves, as `current_database()`, `pg_database`, `\l`,
 /// `information_schema`'s `table_catalog` and Flight SQL's catalog name it. PostgreSQL's

@@ -1,14 +1,14 @@
 //! Replays the catalog queries BI tools and drivers send on connect and in their schema
-//! browsers (Grafana, Metabase, DBeaver, SQLAlchemy), taken from their source into
+//! browsers (Grafana, Metabase, DBeaver, SQLAlchemy, pgAdmin), taken from their source into
 //! `tests/introspection/*.sql`, against the real server, over the simple protocol and again
 //! over the extended one, as drivers send them.
 //!
 //! Each entry names its source and what it must give: `ok`, `rows>=1`, or `contains=<text>` in
 //! some cell. Known gaps, each with a `-- gap:` line saying why, expect `error=<text>` or
 //! `rows=0`: they fail the test once fixed, so the entry gets its real expectation back.
-//! `{table_oid}` and `{public_oid}` stand for object ids the tools read in an earlier query;
-//! the replay reads them from the server the same way. All failures of a file are reported
-//! together.
+//! `{table_oid}`, `{public_oid}` and `{database_oid}` stand for object ids the tools read in an
+//! earlier query; the replay reads them from the server the same way. All failures of a file
+//! are reported together.
 
 use crate::common::*;
 use tokio_postgres::SimpleQueryMessage;
@@ -127,13 +127,16 @@ async fn replay(file: &str) {
     let table_oid =
         oid("SELECT oid FROM pg_catalog.pg_class WHERE relname = 'otel_logs_and_spans'").await;
     let public_oid = oid("SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'public'").await;
+    let database_oid =
+        oid("SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()").await;
     let entries: Vec<Entry> = entries
         .into_iter()
         .map(|e| Entry {
             sql: e
                 .sql
                 .replace("{table_oid}", &table_oid)
-                .replace("{public_oid}", &public_oid),
+                .replace("{public_oid}", &public_oid)
+                .replace("{database_oid}", &database_oid),
             ..e
         })
         .collect();
@@ -170,6 +173,11 @@ async fn metabase() {
 #[tokio::test]
 async fn dbeaver() {
     replay("dbeaver.sql").await;
+}
+
+#[tokio::test]
+async fn pgadmin() {
+    replay("pgadmin.sql").await;
 }
 
 #[tokio::test]
