@@ -30,6 +30,10 @@
 //!   written without a schema (PostgreSQL searches `pg_catalog` first): qualified with it, as
 //!   datafusion-pg-catalog qualifies the relations it knows; not where a `WITH` names one.
 //!
+//! - a `FROM` function of one scalar column aliased without column names
+//!   (`generate_series(1, 3) x`, `unnest(arr) u`): PostgreSQL names the column after the
+//!   alias, DataFusion keeps the function's (`value`); the alias gets that column name.
+//!
 //! Only queries are rewritten. Result columns keep PostgreSQL's names (`user`, `exists`):
 //! [`crate::sql::colname`] takes them from the statement as written.
 
@@ -37,9 +41,9 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectName,
-    ObjectNamePart, OrderByKind, Query, SelectItem, SetExpr, Statement, TableAlias, TableFactor,
-    UnaryOperator, Value, Visit, VisitMut, Visitor, VisitorMut, visit_expressions,
-    visit_expressions_mut,
+    ObjectNamePart, OrderByKind, Query, SelectItem, SetExpr, Statement, TableAlias,
+    TableAliasColumnDef, TableFactor, UnaryOperator, Value, Visit, VisitMut, Visitor, VisitorMut,
+    visit_expressions, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -103,6 +107,34 @@ fn settings_relation(settings: &[Setting], alias: Option<TableAlias>) -> Option<
         })),
         sample: None,
     })
+}
+
+/// The alias of a `FROM` function that returns one column of a scalar type
+/// (`generate_series`, a one-array `unnest`), given without column names: PostgreSQL names the
+/// column after the alias (`SELECT x FROM generate_series(1, 3) x`), DataFusion keeps the
+/// function's own (`value`).
+fn unnamed_scalar_column(factor: &TableFactor) -> bool {
+    let (alias, scalar) = match factor {
+        TableFactor::Table {
+            name,
+            args: Some(_),
+            alias,
+            ..
+        } => {
+            let scalar = matches!(name.0.as_slice(), [ObjectNamePart::Identifier(ident)]
+                if ident.value.eq_ignore_ascii_case("generate_series"));
+            (alias, scalar)
+        }
+        TableFactor::UNNEST {
+            alias,
+            array_exprs,
+            with_offset: false,
+            with_ordinality: false,
+            ..
+        } => (alias, array_exprs.len() == 1),
+        _ => return false,
+    };
+    scalar && alias.as_ref().is_some_and(|alias| alias.columns.is_empty())
 }
 
 /// Whether `factor` reads `pg_settings` or `pg_show_all_settings()`.
@@ -393,7 +425,7 @@ impl Visitor for Finder {
     }
 
     fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
-        if is_settings_relation(factor, &self.ctes) {
+        if is_settings_relation(factor, &self.ctes) || unnamed_scalar_column(factor) {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
@@ -444,6 +476,20 @@ impl VisitorMut for Rewriter<'_> {
             && let Some(settings) = settings_relation(&(self.session.settings)(), alias.clone())
         {
             *factor = settings;
+            self.rewritten += 1;
+        }
+        if unnamed_scalar_column(factor)
+            && let TableFactor::Table {
+                alias: Some(alias), ..
+            }
+            | TableFactor::UNNEST {
+                alias: Some(alias), ..
+            } = factor
+        {
+            alias.columns = vec![TableAliasColumnDef {
+                name: alias.name.clone(),
+                data_type: None,
+            }];
             self.rewritten += 1;
         }
         ControlFlow::Continue(())
