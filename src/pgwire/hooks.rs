@@ -143,11 +143,11 @@ pub(crate) async fn with_client_text<T>(text: &str, work: impl Future<Output = T
 
 impl RewriteHook {
     /// The plan of `statement`, with the client's select-list subqueries as written
-    /// ([`subquery::restore`]); in a statement over the catalog alone that DataFusion cannot
-    /// plan or optimize that way, as the compatibility parser left them, and then with every
-    /// correlated subquery NULL ([`subquery::null_correlated`]). A statement that fails to
-    /// plan is tried again with its whole-row references as rows ([`whole_row`]). `None` when
-    /// no rewrite applies (DataFusion plans the statement as received).
+    /// ([`subquery::restore`]). A statement that fails to plan is tried again with its
+    /// whole-row references as rows ([`whole_row`]). In a statement over the catalog alone,
+    /// each correlated subquery DataFusion cannot run is NULL ([`subquery::null_correlated`]),
+    /// and failing that the statement is as the compatibility parser left it. `None` when no
+    /// rewrite applies (DataFusion plans the statement as received).
     async fn plan_of(
         statement: &Statement,
         context: &SessionContext,
@@ -157,35 +157,20 @@ impl RewriteHook {
             .try_with(|text| subquery::restore(statement, text))
             .ok()
             .flatten();
-        if let Some(restored) = restored {
-            let rewritten = match Self::rewrite(&restored, client) {
-                Some(Ok(rewritten)) => rewritten,
-                Some(Err(e)) => return Some(Err(e)),
-                None => restored.clone(),
-            };
-            let planned = Self::statement_plan(rewritten, context).await;
-            if !subquery::reads_only_catalog(&restored) {
-                return Some(planned);
-            }
-            if let Ok(plan) = planned
-                && runs(context, &plan)
-            {
-                return Some(Ok(plan));
-            }
-        }
-        let rewritten = match Self::rewrite(statement, client) {
+        let written = restored.as_ref().unwrap_or(statement);
+        let rewritten = match Self::rewrite(written, client) {
             Some(Ok(rewritten)) => Some(rewritten),
             Some(Err(e)) => return Some(Err(e)),
             None => None,
         };
         // The text is at hand only where it may nest a `SELECT`.
         let catalog_subqueries = CLIENT_TEXT.try_with(|_| ()).is_ok()
-            && matches!(statement, Statement::Query(_))
-            && subquery::reads_only_catalog(statement);
-        let whole_rows = whole_row::may_refer(statement);
+            && matches!(written, Statement::Query(_))
+            && subquery::reads_only_catalog(written);
+        let whole_rows = whole_row::may_refer(written);
         let current = match rewritten {
             Some(rewritten) => rewritten,
-            None if whole_rows || catalog_subqueries => statement.clone(),
+            None if restored.is_some() || whole_rows || catalog_subqueries => written.clone(),
             None => return None,
         };
         let mut planned = Self::statement_plan(current.clone(), context).await;
@@ -198,15 +183,37 @@ impl RewriteHook {
         if !catalog_subqueries {
             return Some(planned);
         }
-        // Over the catalog alone: where DataFusion cannot plan a correlated subquery, NULL.
+        // Over the catalog alone: where DataFusion cannot run a correlated subquery, NULL.
         if let Ok(plan) = &planned
             && runs(context, plan)
         {
             return Some(planned);
         }
-        match subquery::null_correlated(&current) {
-            Some(nulled) => Some(Self::statement_plan(nulled, context).await),
-            None => Some(planned),
+        // Each subquery it cannot run on its own (the others NULL) becomes NULL, no other.
+        let mut unrunnable = Vec::new();
+        for kept in 0..subquery::correlated_count(&current) {
+            let alone = subquery::null_correlated(&current, &|k| k != kept);
+            let runs_alone = match Self::statement_plan(alone, context).await {
+                Ok(plan) => runs(context, &plan),
+                Err(_) => false,
+            };
+            if !runs_alone {
+                unrunnable.push(kept);
+            }
+        }
+        let nulled = subquery::null_correlated(&current, &|k| unrunnable.contains(&k));
+        match Self::statement_plan(nulled, context).await {
+            Ok(plan) if runs(context, &plan) => Some(Ok(plan)),
+            // As the compatibility parser left it.
+            _ if restored.is_some() => {
+                let received = match Self::rewrite(statement, client) {
+                    Some(Ok(rewritten)) => rewritten,
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => statement.clone(),
+                };
+                Some(Self::statement_plan(received, context).await)
+            }
+            _ => Some(planned),
         }
     }
 

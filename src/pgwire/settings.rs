@@ -224,7 +224,8 @@ pub(crate) fn current_value<C: ClientInfo + ?Sized>(client: &C, name: &str) -> O
 }
 
 /// `SELECT set_config(name, value, is_local)` by itself, with constant arguments (pg_dump and
-/// psql scripts set `search_path` this way): the `SET [LOCAL] name = 'value'` it amounts to
+/// psql scripts set `search_path` this way), or over the parameter's own row of
+/// `pg_show_all_settings()` ([`settings_row_of`], pgAdmin): the `SET [LOCAL] name = 'value'` it amounts to
 /// (a NULL value is `DEFAULT`), and the parameter's name. `None` for any other statement;
 /// `set_config` anywhere else is refused by its function ([`crate::sql::catalog`]).
 fn set_config_call(statement: &Sql) -> Option<PgWireResult<(Sql, String)>> {
@@ -245,11 +246,12 @@ fn set_config_call(statement: &Sql) -> Option<PgWireResult<(Sql, String)>> {
         .last()
         .and_then(|part| part.as_ident())
         .is_some_and(|ident| ident.value.eq_ignore_ascii_case("set_config"));
-    if !is_set_config
-        || !select.from.is_empty()
-        || select.selection.is_some()
-        || query.with.is_some()
-    {
+    if !is_set_config || query.with.is_some() {
+        return None;
+    }
+    let by_itself = select.from.is_empty() && select.selection.is_none();
+    let settings_row = settings_row_of(select);
+    if !by_itself && settings_row.is_none() {
         return None;
     }
     let FunctionArguments::List(list) = &call.args else {
@@ -267,7 +269,7 @@ fn set_config_call(statement: &Sql) -> Option<PgWireResult<(Sql, String)>> {
                 value,
                 Value::Boolean(local),
             ],
-        ) => {
+        ) if settings_row.is_none_or(|row| row.eq_ignore_ascii_case(name)) => {
             let value = match value {
                 Value::SingleQuotedString(value) => {
                     format!("'{}'", value.replace('\'', "''"))
@@ -291,6 +293,50 @@ fn set_config_call(statement: &Sql) -> Option<PgWireResult<(Sql, String)>> {
         _ => None,
     };
     Some(parsed.ok_or_else(set_config_usage))
+}
+
+/// The parameter a `FROM pg_show_all_settings() WHERE name = 'x'` (or `pg_settings`) picks:
+/// pgAdmin sets `bytea_output` on connecting with
+/// `SELECT set_config('bytea_output', 'hex', false) FROM pg_show_all_settings() WHERE name =
+/// 'bytea_output'`, one row for a parameter that exists.
+fn settings_row_of(select: &datafusion::sql::sqlparser::ast::Select) -> Option<&str> {
+    use datafusion::sql::sqlparser::ast::{BinaryOperator, TableFactor};
+    let [from] = select.from.as_slice() else {
+        return None;
+    };
+    let TableFactor::Table { name, args, .. } = &from.relation else {
+        return None;
+    };
+    let relation = name.0.last().and_then(|part| part.as_ident())?;
+    let settings = match args {
+        Some(args) => {
+            args.args.is_empty() && relation.value.eq_ignore_ascii_case("pg_show_all_settings")
+        }
+        None => relation.value.eq_ignore_ascii_case("pg_settings"),
+    };
+    if !settings || !from.joins.is_empty() {
+        return None;
+    }
+    let Some(Expr::BinaryOp {
+        left,
+        op: BinaryOperator::Eq,
+        right,
+    }) = &select.selection
+    else {
+        return None;
+    };
+    let column = match left.as_ref() {
+        Expr::Identifier(ident) => ident,
+        Expr::CompoundIdentifier(parts) => parts.last()?,
+        _ => return None,
+    };
+    match right.as_ref() {
+        Expr::Value(v) if column.value.eq_ignore_ascii_case("name") => match &v.value {
+            Value::SingleQuotedString(name) => Some(name),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 fn set_config_usage() -> pgwire::error::PgWireError {

@@ -18,7 +18,8 @@
 //!   `pg_get_indexdef(oid [, column, pretty])` (always NULL: there are no indexes),
 //!   `pg_get_serial_sequence(table, column)` (always NULL: there are no sequences), and
 //!   `pg_typeof(value)` (the type's name as text, as `format_type` prints it), and
-//!   `pg_is_in_recovery()` (always false: no TimeFusion server is a standby).
+//!   `pg_is_in_recovery()` and `pg_is_wal_replay_paused()` (always false: no TimeFusion
+//!   server is a standby).
 //! - Set-returning functions such as `generate_subscripts`, which SQLAlchemy's reflection
 //!   sends, are rewritten by [`crate::sql::srf`].
 //!
@@ -109,16 +110,19 @@ pub fn register(
     )));
     // A TimeFusion server is never a standby replaying another's WAL: monitoring tools
     // (pgAdmin's dashboard, Grafana's PostgreSQL health checks) ask before anything else.
-    context.register_udf(ScalarUDF::from(SimpleScalarUDF::new_with_signature(
-        "pg_is_in_recovery",
-        Signature::exact(vec![], Volatility::Stable),
-        DataType::Boolean,
-        Arc::new(|_: &[ColumnarValue]| {
-            Ok(ColumnarValue::Scalar(
-                datafusion::common::ScalarValue::Boolean(Some(false)),
-            ))
-        }),
-    )));
+    // Nor is one paused replaying it (pgAdmin asks on connecting).
+    for name in ["pg_is_in_recovery", "pg_is_wal_replay_paused"] {
+        context.register_udf(ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+            name,
+            Signature::exact(vec![], Volatility::Stable),
+            DataType::Boolean,
+            Arc::new(|_: &[ColumnarValue]| {
+                Ok(ColumnarValue::Scalar(
+                    datafusion::common::ScalarValue::Boolean(Some(false)),
+                ))
+            }),
+        )));
+    }
     // Every type and collation is in `pg_catalog` or `public`, both on the search path.
     for name in ["pg_type_is_visible", "pg_collation_is_visible"] {
         context.register_udf(create_udf(

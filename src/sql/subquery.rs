@@ -149,19 +149,33 @@ pub fn reads_only_catalog(statement: &Statement) -> bool {
     outcome.is_continue()
 }
 
-/// `statement` with every scalar subquery that names a relation it does not read itself (a
-/// correlated one, at any depth) replaced by NULL; `None` when it has none. What the
-/// compatibility parser does to select items, for a statement over the catalog alone that
-/// DataFusion cannot plan otherwise (SQLAlchemy 2.1's `get_columns` computes a column's
-/// identity options from the outer row inside the subquery).
-pub fn null_correlated(statement: &Statement) -> Option<Statement> {
-    let mut nulled = statement.clone();
-    let mut replaced = false;
-    let _ = VisitMut::visit(&mut nulled, &mut NullCorrelated(&mut replaced));
-    replaced.then_some(nulled)
+/// How many scalar subqueries of `statement` name a relation they do not read themselves
+/// (correlated ones, at any depth), numbered as [`null_correlated`] numbers them.
+pub fn correlated_count(statement: &Statement) -> usize {
+    let mut counted = statement.clone();
+    let mut visitor = NullCorrelated {
+        seen: 0,
+        null: &|_| false,
+    };
+    let _ = VisitMut::visit(&mut counted, &mut visitor);
+    visitor.seen
 }
 
-struct NullCorrelated<'a>(&'a mut bool);
+/// `statement` with each correlated scalar subquery whose number (in the order of a
+/// depth-first walk, inner ones first) `null` picks replaced by NULL: what the compatibility
+/// parser does to select items, for the subqueries of a statement over the catalog alone that
+/// DataFusion cannot run (SQLAlchemy 2.1's `get_columns` computes a column's identity options
+/// from the outer row inside one; pgAdmin's table list limits one).
+pub fn null_correlated(statement: &Statement, null: &dyn Fn(usize) -> bool) -> Statement {
+    let mut nulled = statement.clone();
+    let _ = VisitMut::visit(&mut nulled, &mut NullCorrelated { seen: 0, null });
+    nulled
+}
+
+struct NullCorrelated<'a> {
+    seen: usize,
+    null: &'a dyn Fn(usize) -> bool,
+}
 
 impl VisitorMut for NullCorrelated<'_> {
     type Break = ();
@@ -170,8 +184,10 @@ impl VisitorMut for NullCorrelated<'_> {
         if let Expr::Subquery(query) = expr
             && is_correlated(query)
         {
-            *expr = Expr::value(datafusion::sql::sqlparser::ast::Value::Null);
-            *self.0 = true;
+            if (self.null)(self.seen) {
+                *expr = Expr::value(datafusion::sql::sqlparser::ast::Value::Null);
+            }
+            self.seen += 1;
         }
         ControlFlow::Continue(())
     }
@@ -325,7 +341,12 @@ struct SingleRowSubqueries;
 
 impl AnalyzerRule for SingleRowSubqueries {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        if !any_expression(&plan, |e| single_row_input(e).is_some())? {
+        if !any_expression(&plan, |e| {
+            matches!(e, DfExpr::ScalarSubquery(subquery)
+                if !subquery.outer_ref_columns.is_empty()
+                    && matches!(subquery.subquery.as_ref(),
+                        LogicalPlan::Projection(_) | LogicalPlan::Limit(_)))
+        })? {
             return Ok(plan);
         }
         plan.transform_up_with_subqueries(|node| {
@@ -354,6 +375,19 @@ impl AnalyzerRule for SingleRowSubqueries {
 const SINGLE_VALUE: &str = "__timefusion_single_value";
 
 fn first_of_one_row(expr: DfExpr) -> Result<Transformed<DfExpr>> {
+    // `(SELECT count(1) … WHERE … = outer.x LIMIT 1)` (pgAdmin's table list): an aggregate
+    // without GROUP BY is one row already, and DataFusion decorrelates no LIMIT.
+    if let DfExpr::ScalarSubquery(subquery) = &expr
+        && !subquery.outer_ref_columns.is_empty()
+        && let LogicalPlan::Limit(limit) = subquery.subquery.as_ref()
+        && matches!(limit.get_skip_type(), Ok(SkipType::Literal(0)))
+        && matches!(limit.get_fetch_type(), Ok(FetchType::Literal(Some(n))) if n > 0)
+        && one_aggregate_row(&limit.input)
+    {
+        return Ok(Transformed::yes(DfExpr::ScalarSubquery(
+            subquery.with_plan(limit.input.clone()),
+        )));
+    }
     let Some((input, value)) = single_row_input(&expr) else {
         return Ok(Transformed::no(expr));
     };
@@ -373,6 +407,15 @@ fn first_of_one_row(expr: DfExpr) -> Result<Transformed<DfExpr>> {
     Ok(Transformed::yes(DfExpr::ScalarSubquery(
         subquery.with_plan(Arc::new(plan)),
     )))
+}
+
+/// Whether `plan` is an aggregate without `GROUP BY` (under projections): exactly one row.
+fn one_aggregate_row(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Projection(projection) => one_aggregate_row(&projection.input),
+        LogicalPlan::Aggregate(aggregate) => aggregate.group_expr.is_empty(),
+        _ => false,
+    }
 }
 
 /// For a correlated scalar subquery `Projection [value] (input)` (or that under `LIMIT 1`)
@@ -692,19 +735,17 @@ mod tests {
         )
         .expect("parses")
         .remove(0);
-        let nulled = null_correlated(&statement)
-            .expect("one is correlated")
-            .to_string();
+        assert_eq!(correlated_count(&statement), 1);
+        let nulled = null_correlated(&statement, &|_| true).to_string();
         assert_eq!(
             nulled,
             "SELECT a.attname, CASE WHEN a.atthasdef THEN NULL END, \
              (SELECT count(*) FROM pg_catalog.pg_type WHERE pg_catalog.pg_type.oid = 1), \
              (SELECT max(x.v) FROM (SELECT 1 AS v) x) FROM pg_attribute a"
         );
-        assert_eq!(
-            null_correlated(&parse_as_upstream("SELECT 1").expect("parses")[0]),
-            None
-        );
+        assert_eq!(null_correlated(&statement, &|_| false), statement);
+        let none = parse_as_upstream("SELECT 1").expect("parses").remove(0);
+        assert_eq!(correlated_count(&none), 0);
     }
 
     #[test]
