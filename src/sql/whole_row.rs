@@ -18,7 +18,7 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
     ObjectNamePart, Query, Select, SelectItem, SetExpr, Statement, TableFactor, Value, Visit,
-    VisitMut, Visitor, VisitorMut,
+    VisitMut, Visitor, VisitorMut, visit_expressions_mut,
 };
 
 /// Whether `statement` passes a bare name of one of its relations to a function: the cheap
@@ -26,7 +26,7 @@ use datafusion::sql::sqlparser::ast::{
 pub fn may_refer(statement: &Statement) -> bool {
     let mut found = Candidates::default();
     let _ = Visit::visit(statement, &mut found);
-    !found.0.is_empty()
+    !found.found.is_empty()
 }
 
 /// `statement` with each whole-row reference replaced by a `named_struct` of the relation's
@@ -34,33 +34,34 @@ pub fn may_refer(statement: &Statement) -> bool {
 pub async fn rewrite(statement: &Statement, context: &SessionContext) -> Option<Statement> {
     let mut found = Candidates::default();
     let _ = Visit::visit(statement, &mut found);
-    let mut rows: HashMap<String, Vec<String>> = HashMap::new();
-    for (name, relation, siblings) in found.0 {
-        let Some(columns) = columns_of(&relation, context).await else {
+    let mut rows: HashMap<(usize, String), Vec<String>> = HashMap::new();
+    for candidate in found.found {
+        let Some(columns) = columns_of(&candidate.relation, context).await else {
             continue;
         };
         // A column of that name in any relation of the same FROM is what the name means.
-        let mut shadowed = columns.iter().any(|c| c.eq_ignore_ascii_case(&name));
-        for sibling in &siblings {
+        let name = &candidate.name;
+        let mut shadowed = columns.iter().any(|c| c.eq_ignore_ascii_case(name));
+        for sibling in &candidate.siblings {
             if let Some(others) = columns_of(sibling, context).await {
-                shadowed |= others.iter().any(|c| c.eq_ignore_ascii_case(&name));
+                shadowed |= others.iter().any(|c| c.eq_ignore_ascii_case(name));
             }
         }
-        if shadowed {
-            continue;
+        if !shadowed {
+            rows.insert((candidate.select, candidate.name), columns);
         }
-        // The same name for two different relations: which one a reference means depends
-        // on scopes this rewrite does not follow.
-        if rows.get(&name).is_some_and(|known| *known != columns) {
-            return None;
-        }
-        rows.insert(name, columns);
     }
     if rows.is_empty() {
         return None;
     }
     let mut rewritten = statement.clone();
-    let _ = VisitMut::visit(&mut rewritten, &mut Replace(&rows));
+    let _ = VisitMut::visit(
+        &mut rewritten,
+        &mut Replace {
+            rows: &rows,
+            selects: 0,
+        },
+    );
     Some(rewritten)
 }
 
@@ -148,21 +149,55 @@ fn argument_list(expr: &Expr) -> Option<&FunctionArgumentList> {
     }
 }
 
-/// Each bare function argument that names a relation of the enclosing `SELECT`'s `FROM`: the
-/// name, that relation, and the `FROM`'s other relations.
+/// A bare function argument that names a relation of the enclosing `SELECT`'s `FROM`.
+struct Candidate {
+    /// The `SELECT`'s number, in the order queries and their set operations' branches are
+    /// visited.
+    select: usize,
+    name: String,
+    relation: TableFactor,
+    /// The `FROM`'s other relations.
+    siblings: Vec<TableFactor>,
+}
+
 #[derive(Default)]
-struct Candidates(Vec<(String, TableFactor, Vec<TableFactor>)>);
+struct Candidates {
+    found: Vec<Candidate>,
+    selects: usize,
+}
 
 impl Visitor for Candidates {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
-        let SetExpr::Select(select) = query.body.as_ref() else {
-            return ControlFlow::Continue(());
-        };
+        // Each branch of a UNION has its own FROM (pgAdmin's dashboard graphs).
+        let mut selects = Vec::new();
+        branches(query.body.as_ref(), &mut selects);
+        for select in selects {
+            self.in_select(select);
+            self.selects += 1;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// The `SELECT`s of a query body: itself, or each branch of a set operation.
+fn branches<'a>(body: &'a SetExpr, selects: &mut Vec<&'a Select>) {
+    match body {
+        SetExpr::Select(select) => selects.push(select),
+        SetExpr::SetOperation { left, right, .. } => {
+            branches(left, selects);
+            branches(right, selects);
+        }
+        _ => {}
+    }
+}
+
+impl Candidates {
+    fn in_select(&mut self, select: &Select) {
         let from = relations(select);
         if from.is_empty() {
-            return ControlFlow::Continue(());
+            return;
         }
         let mut names = Vec::new();
         let mut arguments = |expr: &Expr| {
@@ -193,52 +228,95 @@ impl Visitor for Candidates {
                 .iter()
                 .find(|relation| relation_name(relation).as_deref() == Some(name.as_str()))
             {
-                let siblings = from.iter().filter(|r| *r != relation).cloned().collect();
-                self.0.push((name, relation.clone(), siblings));
+                self.found.push(Candidate {
+                    select: self.selects,
+                    name,
+                    relation: relation.clone(),
+                    siblings: from.iter().filter(|r| *r != relation).cloned().collect(),
+                });
+            }
+        }
+    }
+}
+
+/// Replaces each bare function argument of a `SELECT` named in the map by the row of those
+/// columns, numbering the `SELECT`s as [`Candidates`] does.
+struct Replace<'a> {
+    rows: &'a HashMap<(usize, String), Vec<String>>,
+    selects: usize,
+}
+
+impl VisitorMut for Replace<'_> {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        let mut selects = Vec::new();
+        branches_mut(query.body.as_mut(), &mut selects);
+        for select in selects {
+            let number = self.selects;
+            self.selects += 1;
+            let rows = self.rows;
+            let replace = |expr: &mut Expr| {
+                let _ = visit_expressions_mut(expr, |e| {
+                    replace_arguments(e, |name| rows.get(&(number, name.to_string())));
+                    ControlFlow::<()>::Continue(())
+                });
+            };
+            for item in &mut select.projection {
+                if let SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } = item
+                {
+                    replace(expr);
+                }
+            }
+            if let Some(having) = &mut select.having {
+                replace(having);
             }
         }
         ControlFlow::Continue(())
     }
 }
 
-/// Replaces each bare function argument named in the map by the row of those columns.
-struct Replace<'a>(&'a HashMap<String, Vec<String>>);
+fn branches_mut<'a>(body: &'a mut SetExpr, selects: &mut Vec<&'a mut Select>) {
+    match body {
+        SetExpr::Select(select) => selects.push(select),
+        SetExpr::SetOperation { left, right, .. } => {
+            branches_mut(left, selects);
+            branches_mut(right, selects);
+        }
+        _ => {}
+    }
+}
 
-impl VisitorMut for Replace<'_> {
-    type Break = ();
-
-    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-        let Expr::Function(function) = expr else {
-            return ControlFlow::Continue(());
+/// In a call, each bare unquoted argument `columns` knows becomes the row of those columns.
+fn replace_arguments<'a>(expr: &mut Expr, columns: impl Fn(&str) -> Option<&'a Vec<String>>) {
+    let Expr::Function(function) = expr else {
+        return;
+    };
+    let FunctionArguments::List(list) = &mut function.args else {
+        return;
+    };
+    for arg in &mut list.args {
+        let (FunctionArg::Unnamed(FunctionArgExpr::Expr(value))
+        | FunctionArg::Named {
+            arg: FunctionArgExpr::Expr(value),
+            ..
+        }
+        | FunctionArg::ExprNamed {
+            arg: FunctionArgExpr::Expr(value),
+            ..
+        }) = arg
+        else {
+            continue;
         };
-        let FunctionArguments::List(list) = &mut function.args else {
-            return ControlFlow::Continue(());
+        let Expr::Identifier(ident) = value else {
+            continue;
         };
-        for arg in &mut list.args {
-            let (FunctionArg::Unnamed(FunctionArgExpr::Expr(value))
-            | FunctionArg::Named {
-                arg: FunctionArgExpr::Expr(value),
-                ..
-            }
-            | FunctionArg::ExprNamed {
-                arg: FunctionArgExpr::Expr(value),
-                ..
-            }) = arg
-            else {
-                continue;
-            };
-            let Expr::Identifier(ident) = value else {
-                continue;
-            };
-            if ident.quote_style.is_some() {
-                continue;
-            }
-            let Some(columns) = self.0.get(&ident.value.to_lowercase()) else {
-                continue;
-            };
+        if ident.quote_style.is_some() {
+            continue;
+        }
+        if let Some(columns) = columns(&ident.value.to_lowercase()) {
             *value = named_struct(ident, columns);
         }
-        ControlFlow::Continue(())
     }
 }
 
@@ -277,6 +355,25 @@ mod tests {
             rewritten.to_string(),
             "SELECT row_to_json(named_struct('a', t.\"a\", 'B', t.\"B\")), \
              json_agg(named_struct('a', t.\"a\", 'B', t.\"B\")) FROM (SELECT 1 AS a, 'x' AS \"B\") t"
+        );
+    }
+
+    #[tokio::test]
+    async fn each_union_branch_has_its_own_relations() {
+        let context = SessionContext::new();
+        let rewritten = rewrite(
+            &parsed(
+                "SELECT 'a', row_to_json(t) FROM (SELECT 1 AS x) t \
+                 UNION ALL SELECT 'b', row_to_json(t) FROM (SELECT 2 AS y) t",
+            ),
+            &context,
+        )
+        .await
+        .expect("rewritten");
+        assert_eq!(
+            rewritten.to_string(),
+            "SELECT 'a', row_to_json(named_struct('x', t.\"x\")) FROM (SELECT 1 AS x) t \
+             UNION ALL SELECT 'b', row_to_json(named_struct('y', t.\"y\")) FROM (SELECT 2 AS y) t"
         );
     }
 
