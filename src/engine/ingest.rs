@@ -551,8 +551,57 @@ fn cast_to(field: &arrow::datatypes::Field, array: &ArrayRef, replay: bool) -> R
             _ => {}
         }
     }
-    cast_with_options(array, field.data_type(), &CAST_OPTIONS)
-        .map_err(|e| out_of_range_text(field, array).unwrap_or_else(|| bad(e.to_string())))
+    cast_with_options(array, field.data_type(), &CAST_OPTIONS).or_else(|e| {
+        // PostgreSQL's timestamp input forms Arrow refuses (`10:00`, `9:05:00`), read again.
+        if let (DataType::Timestamp(..), DataType::Utf8) = (field.data_type(), array.data_type()) {
+            let texts = array.as_string::<i32>();
+            if texts.iter().flatten().any(|t| with_full_time(t).is_some()) {
+                let fixed: arrow::array::StringArray = texts
+                    .iter()
+                    .map(|t| t.map(|t| with_full_time(t).unwrap_or_else(|| t.to_string())))
+                    .collect();
+                if let Ok(cast) = cast_with_options(&fixed, field.data_type(), &CAST_OPTIONS) {
+                    return Ok(cast);
+                }
+            }
+        }
+        Err(out_of_range_text(field, array).unwrap_or_else(|| bad(e.to_string())))
+    })
+}
+
+/// `2026-01-01 10:00[rest]` as `2026-01-01 10:00:00[rest]`, `… 9:05…` as `… 09:05…`; `None`
+/// when the text has no such time (already whole, or not a timestamp: left to the parser).
+pub fn with_full_time(text: &str) -> Option<String> {
+    let trimmed = text.trim();
+    let date = trimmed.get(..10)?;
+    let date_shaped = date.bytes().enumerate().all(|(i, b)| match i {
+        4 | 7 => b == b'-',
+        _ => b.is_ascii_digit(),
+    });
+    let rest = trimmed.get(10..)?;
+    let time = rest.strip_prefix(' ').or_else(|| rest.strip_prefix('T'))?;
+    if !date_shaped {
+        return None;
+    }
+    let hour_digits = time.bytes().take_while(u8::is_ascii_digit).count();
+    if !(1..=2).contains(&hour_digits) || time.as_bytes().get(hour_digits) != Some(&b':') {
+        return None;
+    }
+    let minutes = time.get(hour_digits + 1..hour_digits + 3)?;
+    if !minutes.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let after = &time[hour_digits + 3..];
+    let has_seconds = after.starts_with(':');
+    if has_seconds && hour_digits == 2 {
+        return None;
+    }
+    let seconds = if has_seconds { "" } else { ":00" };
+    Some(format!(
+        "{date}{sep}{hour:0>2}:{minutes}{seconds}{after}",
+        sep = &rest[..1],
+        hour = &time[..hour_digits],
+    ))
 }
 
 /// Casts fail on a value they cannot convert instead of making it null.
@@ -1278,5 +1327,23 @@ mod tests {
         assert_eq!(late_rows, 2000);
         // The open piece is charged for its own copy: two rows, not a share of the late ones.
         assert!(open[0].bytes < late.iter().map(|p| p.bytes).sum::<usize>() / 100);
+    }
+
+    #[test]
+    fn times_get_their_seconds_and_two_digit_hours() {
+        for (text, fixed) in [
+            ("2026-01-01 10:00", Some("2026-01-01 10:00:00")),
+            ("2026-01-01T10:00Z", Some("2026-01-01T10:00:00Z")),
+            ("2026-01-01 10:00+02", Some("2026-01-01 10:00:00+02")),
+            ("2026-01-01 9:05:07.5", Some("2026-01-01 09:05:07.5")),
+            ("2026-01-01 9:05", Some("2026-01-01 09:05:00")),
+            ("2026-01-01 10:00:00", None),
+            ("2026-01-01", None),
+            ("2026-01-01 1x:00", None),
+            ("yesterday", None),
+            ("2026-01-01 10:0", None),
+        ] {
+            assert_eq!(with_full_time(text).as_deref(), fixed, "{text}");
+        }
     }
 }

@@ -1,4 +1,7 @@
-//! Casts of dates, times, timestamps and intervals to text give PostgreSQL's output form.
+//! Casts of dates, times, timestamps and intervals to text give PostgreSQL's output form, and
+//! timestamp text in PostgreSQL's input forms Arrow refuses (`'2026-01-01 10:00'`, no seconds;
+//! `9:05:00`, one hour digit) casts to a timestamp ([`TimestampInput`]; the write paths read
+//! such text the same way, `engine::ingest::with_full_time`).
 //!
 //! Arrow renders `now()::text` as `2026-11-23T21:46:44.839955Z` and `interval '1 day'::text`
 //! as `1 days`; PostgreSQL (`DateStyle` ISO, `IntervalStyle` postgres, the defaults) gives
@@ -20,7 +23,7 @@ use arrow::datatypes::{
 use chrono::{Datelike, NaiveDate, NaiveDateTime, Timelike};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
-use datafusion::common::{DFSchema, Result, exec_err};
+use datafusion::common::{DFSchema, Result, ScalarValue, exec_err};
 use datafusion::logical_expr::expr::{Cast, ScalarFunction, TryCast};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::utils::merge_schema;
@@ -34,9 +37,69 @@ use datafusion::prelude::SessionContext;
 const MICROS_PER_SECOND: i64 = 1_000_000;
 const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
 
-/// Adds the rule; [`pg_text`] is not registered by name, only planted by the rule.
+/// Adds the rules; [`pg_text`] is not registered by name, only planted by the rule.
 pub fn register(context: &SessionContext) {
     context.add_analyzer_rule(Arc::new(PgTextCasts));
+    context.add_analyzer_rule(Arc::new(TimestampInput));
+}
+
+/// Text literals cast to a timestamp (also implicitly: `timestamp > '2026-01-01 10:00'`) in
+/// PostgreSQL's input forms that Arrow's parser refuses: a time without seconds (`10:00`) or
+/// with a one-digit hour (`9:05:00`). The literal gets the seconds and the digit, before
+/// constant folding parses it.
+#[derive(Debug)]
+struct TimestampInput;
+
+impl AnalyzerRule for TimestampInput {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        plan.transform_up_with_subqueries(|plan| {
+            let names = NamePreserver::new(&plan);
+            plan.map_expressions(|expr| {
+                let name = names.save(&expr);
+                expr.transform_up(|e| Ok(timestamp_input(e)))
+                    .map(|t| t.update_data(|e| name.restore(e)))
+            })
+        })
+        .data()
+    }
+
+    fn name(&self) -> &str {
+        "pg_timestamp_input"
+    }
+}
+
+fn timestamp_input(expr: Expr) -> Transformed<Expr> {
+    let (Expr::Cast(Cast { expr: inner, field }) | Expr::TryCast(TryCast { expr: inner, field })) =
+        &expr
+    else {
+        return Transformed::no(expr);
+    };
+    if !matches!(field.data_type(), DataType::Timestamp(..)) {
+        return Transformed::no(expr);
+    }
+    let Expr::Literal(ScalarValue::Utf8(Some(text)) | ScalarValue::Utf8View(Some(text)), metadata) =
+        inner.as_ref()
+    else {
+        return Transformed::no(expr);
+    };
+    let Some(fixed) = crate::engine::ingest::with_full_time(text) else {
+        return Transformed::no(expr);
+    };
+    let literal = Box::new(Expr::Literal(
+        ScalarValue::Utf8(Some(fixed)),
+        metadata.clone(),
+    ));
+    Transformed::yes(match expr {
+        Expr::TryCast(TryCast { field, .. }) => Expr::TryCast(TryCast {
+            expr: literal,
+            field,
+        }),
+        Expr::Cast(Cast { field, .. }) => Expr::Cast(Cast {
+            expr: literal,
+            field,
+        }),
+        other => other,
+    })
 }
 
 /// Replaces `CAST(x AS text)` of a date, time, timestamp, interval or duration by
