@@ -189,6 +189,17 @@ const TEXT_CLASSES: &[(&str, &str, SqlState)] = &[
         "",
         SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
     ),
+    // json_array_length of an object or a scalar; JSON functions given text that is not JSON.
+    (
+        "cannot get array length of a ",
+        "",
+        SqlState::INVALID_PARAMETER_VALUE,
+    ),
+    (
+        "invalid input syntax for type json",
+        "",
+        SqlState::INVALID_TEXT_REPRESENTATION,
+    ),
     // A scalar subquery (uncorrelated, run once) with more than one row.
     (
         "Scalar subquery returned more than one row",

@@ -7,7 +7,7 @@ use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::compute::kernels::cast::cast;
 use arrow::datatypes::DataType;
 use datafusion::common::DFSchema;
-use datafusion::common::{ScalarValue, plan_err};
+use datafusion::common::{ScalarValue, exec_err, plan_err};
 use datafusion::error::Result;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
 use datafusion::logical_expr::{
@@ -253,4 +253,93 @@ impl ScalarUDFImpl for JsonbContains {
             .collect();
         shaped(&args.args, Arc::new(result))
     }
+}
+
+/// `json_array_length` / `jsonb_array_length(json)` (the element count, `int4`; 22023 for an
+/// object or a scalar, as PostgreSQL) and `json_typeof` / `jsonb_typeof(json)` (`object`,
+/// `array`, `string`, `number`, `boolean` or `null`), over JSON text; NULL for NULL.
+pub(crate) fn inspection() -> Vec<ScalarUDF> {
+    use datafusion::logical_expr::create_udf;
+    let length = |name: &str| {
+        create_udf(
+            name,
+            vec![DataType::Utf8],
+            DataType::Int32,
+            Volatility::Immutable,
+            Arc::new(|args: &[ColumnarValue]| {
+                per_value(args, &DataType::Int32, |value| match value {
+                    serde_json::Value::Array(items) => Ok(ScalarValue::Int32(Some(
+                        i32::try_from(items.len()).unwrap_or(i32::MAX),
+                    ))),
+                    serde_json::Value::Object(_) => {
+                        exec_err!("cannot get array length of a non-array")
+                    }
+                    _ => exec_err!("cannot get array length of a scalar"),
+                })
+            }),
+        )
+    };
+    let type_of = |name: &str| {
+        create_udf(
+            name,
+            vec![DataType::Utf8],
+            DataType::Utf8,
+            Volatility::Immutable,
+            Arc::new(|args: &[ColumnarValue]| {
+                per_value(args, &DataType::Utf8, |value| {
+                    let name = match value {
+                        serde_json::Value::Object(_) => "object",
+                        serde_json::Value::Array(_) => "array",
+                        serde_json::Value::String(_) => "string",
+                        serde_json::Value::Number(_) => "number",
+                        serde_json::Value::Bool(_) => "boolean",
+                        serde_json::Value::Null => "null",
+                    };
+                    Ok(ScalarValue::Utf8(Some(name.to_string())))
+                })
+            }),
+        )
+    };
+    vec![
+        length("json_array_length"),
+        length("jsonb_array_length"),
+        type_of("json_typeof"),
+        type_of("jsonb_typeof"),
+    ]
+}
+
+/// `f` of each non-null JSON text in the one argument, NULL where it is NULL; 22P02 for text
+/// that is not JSON.
+fn per_value(
+    args: &[ColumnarValue],
+    returns: &DataType,
+    f: impl Fn(&serde_json::Value) -> Result<ScalarValue>,
+) -> Result<ColumnarValue> {
+    let [arg] = args else {
+        return exec_err!("takes one argument");
+    };
+    let scalar = matches!(arg, ColumnarValue::Scalar(_));
+    let texts = cast(&arg.to_array(1)?, &DataType::Utf8)?;
+    let values = texts
+        .as_string::<i32>()
+        .iter()
+        .map(|text| match text {
+            None => Ok(None),
+            Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(value) => f(&value).map(Some),
+                Err(e) => exec_err!("invalid input syntax for type json: {e}"),
+            },
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let null = ScalarValue::try_from(returns)?;
+    let values: Vec<ScalarValue> = values
+        .into_iter()
+        .map(|v| v.unwrap_or_else(|| null.clone()))
+        .collect();
+    if scalar {
+        return Ok(ColumnarValue::Scalar(
+            values.into_iter().next().unwrap_or(null),
+        ));
+    }
+    Ok(ColumnarValue::Array(ScalarValue::iter_to_array(values)?))
 }

@@ -35,6 +35,12 @@
 //!   JSON text in PostgreSQL's exact `json` / `jsonb` output forms; JSON-text arguments (the
 //!   `->` operator's results, these functions' own) are embedded as JSON, not as strings.
 //!
+//! - `json_array_length` / `jsonb_array_length` and `json_typeof` / `jsonb_typeof` over JSON
+//!   text.
+//!
+//! - PostgreSQL's names for DataFusion's functions: `every` (`bool_and`), `variance`
+//!   (`var_samp`), `gen_random_uuid()` / `uuid_generate_v4()` (`uuid()`).
+//!
 //! - `array_length(array, dim)` returns PostgreSQL's `int4`, NULL for an empty array.
 //!
 //! - `a && b`, PostgreSQL's array overlap operator, is `array_has_any(a, b)` (planned with the
@@ -103,6 +109,20 @@ pub fn register(context: &mut SessionContext) -> Result<()> {
         ScalarUDF::from(ToJson::array()),
     ] {
         context.register_udf(constructor);
+    }
+    for inspection in json::inspection() {
+        context.register_udf(inspection);
+    }
+    // PostgreSQL's names for functions DataFusion has under others.
+    for (theirs, ours) in [("every", "bool_and"), ("variance", "var_samp")] {
+        if let Ok(aggregate) = datafusion::execution::FunctionRegistry::udaf(context, ours) {
+            context.register_udaf(AggregateUDF::clone(&aggregate).with_aliases([theirs]));
+        }
+    }
+    if let Ok(uuid) = datafusion::execution::FunctionRegistry::udf(context, "uuid") {
+        context.register_udf(
+            ScalarUDF::clone(&uuid).with_aliases(["gen_random_uuid", "uuid_generate_v4"]),
+        );
     }
     context.register_udaf(AggregateUDF::from(JsonAgg::json()));
     context.register_udaf(AggregateUDF::from(JsonAgg::jsonb()));
