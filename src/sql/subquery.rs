@@ -1,4 +1,4 @@
-//! Scalar subqueries in a select list, planned as written.
+//! Scalar subqueries planned as written.
 //!
 //! datafusion-pg-catalog's compatibility parser (which parses every statement for
 //! datafusion-postgres) ends with `RemoveSubqueryFromProjection`: a subquery it judges
@@ -11,11 +11,12 @@
 //! rule but that one's effect on the client's subqueries: a subquery the `'…'::regclass`
 //! rule emits keeps its `LIMIT 1` (`regproc` names overloaded functions).
 //!
-//! DataFusion plans a correlated scalar subquery only when it can decorrelate it (an aggregate
-//! over equality predicates). What it cannot plan fails as in PostgreSQL, except in a statement
-//! over the catalog alone ([`reads_only_catalog`]): there the admin tools' screens keep the
-//! NULL they had (pgAdmin's and DBeaver's properties queries), with the error as the
-//! alternative.
+//! DataFusion decorrelates a correlated scalar subquery only when it aggregates, over equality
+//! predicates. An analyzer rule ([`register`]) makes one without an aggregate take its one row
+//! through `first_value` (and drops a `LIMIT` over an aggregate's one row); what DataFusion
+//! still cannot run fails, except in a statement over the catalog alone
+//! ([`reads_only_catalog`]): there each such subquery is NULL ([`null_correlated`], chosen by
+//! the rewrite hook in `pgwire::hooks`), as the admin tools' screens had it.
 //!
 //! A scalar subquery with no row is NULL, whatever its column: DataFusion 55 gives the
 //! subquery expression its column's nullability (`ExprSchemable::nullable`), so over a column
