@@ -34,6 +34,9 @@
 //!   (`generate_series(1, 3) x`, `unnest(arr) u`): PostgreSQL names the column after the
 //!   alias, DataFusion keeps the function's (`value`); the alias gets that column name.
 //!
+//! - `timezone(zone, ts)`, PostgreSQL's function form of `ts AT TIME ZONE zone`:
+//!   `at_time_zone(ts, zone)`.
+//!
 //! Only queries are rewritten. Result columns keep PostgreSQL's names (`user`, `exists`):
 //! [`crate::sql::colname`] takes them from the statement as written.
 
@@ -176,6 +179,21 @@ pub fn rewrite(statement: &Statement, session: &Session) -> Option<Statement> {
     };
     let _ = VisitMut::visit(&mut rewritten, &mut rewriter);
     (rewriter.rewritten > 0).then_some(rewritten)
+}
+
+/// Whether `expr` is `timezone(zone, ts)` (two positional arguments, no other clause), the
+/// function form of `ts AT TIME ZONE zone`: `at_time_zone(ts, zone)`.
+fn is_timezone_call(expr: &Expr) -> bool {
+    matches!(expr, Expr::Function(function)
+        if function.over.is_none()
+            && function.filter.is_none()
+            && matches!(function.name.0.as_slice(),
+                [ObjectNamePart::Identifier(ident)] | [_, ObjectNamePart::Identifier(ident)]
+                    if ident.value.eq_ignore_ascii_case("timezone"))
+            && matches!(&function.args, FunctionArguments::List(list)
+                if list.args.len() == 2
+                    && list.clauses.is_empty()
+                    && list.args.iter().all(|a| matches!(a, FunctionArg::Unnamed(_)))))
 }
 
 /// Whether `expr` is the bare word `user`, which sqlparser reads as a call without
@@ -450,6 +468,7 @@ impl Visitor for Finder {
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
         if is_user(expr)
             || is_named_make_interval(expr)
+            || is_timezone_call(expr)
             || is_backend_pid(expr)
             || current_setting_name(expr).is_some()
             || array_subquery(expr).is_some()
@@ -575,6 +594,14 @@ impl VisitorMut for Rewriter<'_> {
             && let Some(positional) = make_interval_positional(&list.args)
         {
             list.args = positional;
+            self.rewritten += 1;
+        }
+        if is_timezone_call(expr)
+            && let Expr::Function(function) = expr
+            && let FunctionArguments::List(list) = &mut function.args
+        {
+            function.name = ObjectName::from(vec![Ident::new("at_time_zone")]);
+            list.args.swap(0, 1);
             self.rewritten += 1;
         }
         ControlFlow::Continue(())

@@ -41,6 +41,9 @@
 //! - PostgreSQL's names for DataFusion's functions: `every` (`bool_and`), `variance`
 //!   (`var_samp`), `gen_random_uuid()` / `uuid_generate_v4()` (`uuid()`).
 //!
+//! - `pg_size_pretty(bytes)` in PostgreSQL's units and rounding; `num_nulls(…)` /
+//!   `num_nonnulls(…)`.
+//!
 //! - `array_length(array, dim)` returns PostgreSQL's `int4`, NULL for an empty array.
 //!
 //! - `a && b`, PostgreSQL's array overlap operator, is `array_has_any(a, b)` (planned with the
@@ -82,6 +85,10 @@ pub fn register(context: &mut SessionContext) -> Result<()> {
     context.register_udf(ScalarUDF::from(PgVersion::new()));
     context.register_udf(ScalarUDF::from(PgArrayLength::default()));
     context.register_udf(ScalarUDF::from(ToRegtype::new()));
+    context.register_udf(pg::pg_size_pretty());
+    for counter in pg::null_counts() {
+        context.register_udf(counter);
+    }
     // Ours first: planners are asked in registration order, and `->` must give JSON text.
     datafusion::execution::FunctionRegistry::register_expr_planner(
         context,

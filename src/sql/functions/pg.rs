@@ -1,5 +1,6 @@
-//! PostgreSQL's own functions where DataFusion's differ: `array_length` (`int4`, NULL when
-//! empty), `version()`, `to_regtype`.
+//! PostgreSQL's own functions where DataFusion's differ or has none: `array_length` (`int4`,
+//! NULL when empty), `version()`, `to_regtype`, `pg_size_pretty`, `num_nulls` /
+//! `num_nonnulls`.
 
 use std::sync::Arc;
 
@@ -180,5 +181,95 @@ impl ScalarUDFImpl for ToRegtype {
             .map(|n| n.and_then(Self::oid))
             .collect();
         shaped(&args.args, Arc::new(oids))
+    }
+}
+
+/// `pg_size_pretty(bigint)`: a byte count in PostgreSQL 15's words (`bytes`, `kB`, `MB`, `GB`,
+/// `TB`, `PB`: a unit is used from 10 240 of the one below, rounded half away from zero).
+pub(crate) fn pg_size_pretty() -> ScalarUDF {
+    datafusion::logical_expr::create_udf(
+        "pg_size_pretty",
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let sizes = ColumnarValue::values_to_arrays(args)?;
+            let texts: arrow::array::StringArray = sizes[0]
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .iter()
+                .map(|size| size.map(size_pretty))
+                .collect();
+            shaped(args, Arc::new(texts))
+        }),
+    )
+}
+
+fn size_pretty(size: i64) -> String {
+    const LIMIT: i64 = 10 * 1024;
+    const LIMIT2: i64 = LIMIT * 2 - 1;
+    let half_rounded = |x: i64| (x + if x < 0 { -1 } else { 1 }) / 2;
+    if size.abs() < LIMIT {
+        return format!("{size} bytes");
+    }
+    // One extra bit kept for rounding, as PostgreSQL does.
+    let mut size = size >> 9;
+    for unit in ["kB", "MB", "GB", "TB"] {
+        if size.abs() < LIMIT2 {
+            return format!("{} {unit}", half_rounded(size));
+        }
+        size >>= 10;
+    }
+    format!("{} PB", half_rounded(size))
+}
+
+/// `num_nulls(…)` and `num_nonnulls(…)`: how many of the arguments are NULL, or are not.
+pub(crate) fn null_counts() -> [ScalarUDF; 2] {
+    let counter = |name: &str, nulls: bool| {
+        ScalarUDF::from(
+            datafusion::logical_expr::SimpleScalarUDF::new_with_signature(
+                name,
+                Signature::variadic_any(Volatility::Immutable),
+                DataType::Int32,
+                Arc::new(move |args: &[ColumnarValue]| {
+                    let arrays = ColumnarValue::values_to_arrays(args)?;
+                    let rows = arrays.first().map_or(1, |a| a.len());
+                    // Logical nulls: an untyped NULL argument is a `NullArray`, which has no
+                    // null buffer.
+                    let logical: Vec<_> = arrays.iter().map(|a| a.logical_nulls()).collect();
+                    let counts: arrow::array::Int32Array = (0..rows)
+                        .map(|row| {
+                            let null = logical
+                                .iter()
+                                .filter(|n| n.as_ref().is_some_and(|n| n.is_null(row)))
+                                .count();
+                            let count = if nulls { null } else { arrays.len() - null };
+                            Some(i32::try_from(count).unwrap_or(i32::MAX))
+                        })
+                        .collect();
+                    shaped(args, Arc::new(counts))
+                }),
+            ),
+        )
+    };
+    [counter("num_nulls", true), counter("num_nonnulls", false)]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_as_postgres_prints_them() {
+        // PostgreSQL 15's answers.
+        for (size, text) in [
+            (0, "0 bytes"),
+            (10_239, "10239 bytes"),
+            (10_240, "10 kB"),
+            (1_048_576, "1024 kB"),
+            (20_971_520, "20 MB"),
+            (123_456_789_012, "115 GB"),
+            (-20_480, "-20 kB"),
+            (i64::MAX, "8192 PB"),
+        ] {
+            assert_eq!(super::size_pretty(size), text, "{size}");
+        }
     }
 }
