@@ -225,8 +225,8 @@ pub(crate) fn current_value<C: ClientInfo + ?Sized>(client: &C, name: &str) -> O
 
 /// `SELECT set_config(name, value, is_local)` by itself, with constant arguments (pg_dump and
 /// psql scripts set `search_path` this way), or over the parameter's own row of
-/// `pg_show_all_settings()` ([`settings_row_of`], pgAdmin): the `SET [LOCAL] name = 'value'` it amounts to
-/// (a NULL value is `DEFAULT`), and the parameter's name. `None` for any other statement;
+/// `pg_show_all_settings()` ([`settings_row_of`], pgAdmin): the `SET [LOCAL] name = 'value'`
+/// it amounts to (a NULL value is `DEFAULT`), and the parameter's name. `None` for any other statement;
 /// `set_config` anywhere else is refused by its function ([`crate::sql::catalog`]).
 fn set_config_call(statement: &Sql) -> Option<PgWireResult<(Sql, String)>> {
     use datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments};

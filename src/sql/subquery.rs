@@ -595,11 +595,10 @@ impl ScalarUDFImpl for SubqueryValue {
 
     /// A constant (what decorrelation evaluates over no rows, `count(*)`'s 0) stays one.
     fn simplify(&self, args: Vec<DfExpr>, _info: &SimplifyContext) -> Result<ExprSimplifyResult> {
-        match args.as_slice() {
-            [DfExpr::Literal(..)] => Ok(ExprSimplifyResult::Simplified(
-                args.into_iter().next().expect("one argument"),
-            )),
-            _ => Ok(ExprSimplifyResult::Original(args)),
+        match <[DfExpr; 1]>::try_from(args) {
+            Ok([literal @ DfExpr::Literal(..)]) => Ok(ExprSimplifyResult::Simplified(literal)),
+            Ok([other]) => Ok(ExprSimplifyResult::Original(vec![other])),
+            Err(args) => Ok(ExprSimplifyResult::Original(args)),
         }
     }
 }
