@@ -189,14 +189,21 @@ impl RewriteHook {
         {
             return Some(planned);
         }
-        // Each subquery it cannot run on its own (the others NULL) becomes NULL, no other.
+        // Each subquery it cannot run on its own (the others NULL) becomes NULL, no other: one
+        // plan per subquery, so past a tool's handful every one is NULL instead.
+        let correlated = subquery::correlated_count(&current);
         let mut unrunnable = Vec::new();
-        for kept in 0..subquery::correlated_count(&current) {
-            let alone = subquery::null_correlated(&current, &|k| k != kept);
-            let runs_alone = match Self::statement_plan(alone, context).await {
-                Ok(plan) => runs(context, &plan),
-                Err(_) => false,
-            };
+        for kept in 0..correlated {
+            let runs_alone = correlated <= MAX_SUBQUERY_TRIALS
+                && match Self::statement_plan(
+                    subquery::null_correlated(&current, &|k| k != kept),
+                    context,
+                )
+                .await
+                {
+                    Ok(plan) => runs(context, &plan),
+                    Err(_) => false,
+                };
             if !runs_alone {
                 unrunnable.push(kept);
             }
@@ -230,6 +237,10 @@ impl RewriteHook {
             .map_err(|e| PgWireError::ApiError(Box::new(e)))
     }
 }
+
+/// How many correlated subqueries of a catalog statement are tried one by one (pgAdmin's and
+/// SQLAlchemy's have up to six).
+const MAX_SUBQUERY_TRIALS: usize = 16;
 
 /// Whether DataFusion can run `plan`: it optimizes, and the optimizer decorrelated every
 /// correlated subquery (what it cannot is left in the plan, and fails only when the physical

@@ -49,6 +49,29 @@ pub mod text_cast;
 pub mod values;
 pub mod whole_row;
 
+/// Whether an expression of `plan`, or of a plan inside one of its subqueries, is `found`: the
+/// analyzer rules' test before they rewrite (and allocate) anything.
+pub(crate) fn any_expression(
+    plan: &datafusion::logical_expr::LogicalPlan,
+    found: impl Fn(&datafusion::logical_expr::Expr) -> bool,
+) -> Result<bool> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut any = false;
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                any = found(e);
+                Ok(if any {
+                    TreeNodeRecursion::Stop
+                } else {
+                    TreeNodeRecursion::Continue
+                })
+            })
+        })
+    })?;
+    Ok(any)
+}
+
 /// The one database TimeFusion serves, as `current_database()`, `pg_database`, `\l`,
 /// `information_schema`'s `table_catalog` and Flight SQL's catalog name it. PostgreSQL's
 /// default database name, so a tool that connects to `postgres` (the usual `dbname`) finds

@@ -32,7 +32,7 @@ use std::sync::{Arc, LazyLock};
 
 use arrow::datatypes::{DataType, FieldRef};
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::{Column, Result, exec_err};
 use datafusion::functions_aggregate::first_last::first_value_udaf;
 use datafusion::logical_expr::expr::ScalarFunction;
@@ -342,7 +342,7 @@ struct SingleRowSubqueries;
 
 impl AnalyzerRule for SingleRowSubqueries {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        if !any_expression(&plan, |e| {
+        if !crate::sql::any_expression(&plan, |e| {
             matches!(e, DfExpr::ScalarSubquery(subquery)
                 if !subquery.outer_ref_columns.is_empty()
                     && matches!(subquery.subquery.as_ref(),
@@ -350,24 +350,33 @@ impl AnalyzerRule for SingleRowSubqueries {
         })? {
             return Ok(plan);
         }
-        plan.transform_up_with_subqueries(|node| {
-            let names = NamePreserver::new(&node);
-            let node = node
-                .map_expressions(|expr| {
-                    let name = names.save(&expr);
-                    expr.transform_up(first_of_one_row)
-                        .map(|t| t.update_data(|e| name.restore(e)))
-                })?
-                .data;
-            // Every node: a schema above a rewritten one changes too.
-            node.recompute_schema().map(Transformed::yes)
-        })
-        .data()
+        rewrite_expressions(plan, first_of_one_row)
     }
 
     fn name(&self) -> &str {
         "single_row_scalar_subqueries"
     }
+}
+
+/// `plan` with `rewrite` applied to every expression, bottom up and inside subqueries, each
+/// keeping its name; every schema is recomputed, since one above a rewritten subquery changes
+/// with it (its value's type or nullability).
+fn rewrite_expressions(
+    plan: LogicalPlan,
+    rewrite: fn(DfExpr) -> Result<Transformed<DfExpr>>,
+) -> Result<LogicalPlan> {
+    plan.transform_up_with_subqueries(|node| {
+        let names = NamePreserver::new(&node);
+        let node = node
+            .map_expressions(|expr| {
+                let name = names.save(&expr);
+                expr.transform_up(rewrite)
+                    .map(|t| t.update_data(|e| name.restore(e)))
+            })?
+            .data;
+        node.recompute_schema().map(Transformed::yes)
+    })
+    .data()
 }
 
 /// The name of a rewritten subquery's value, which no relation's column has: decorrelation
@@ -461,30 +470,12 @@ fn single_row_input(expr: &DfExpr) -> Option<(LogicalPlan, DfExpr)> {
 /// Whether `plan` (optimized) still holds a correlated subquery: one DataFusion could not
 /// decorrelate into a join, which it has no physical plan for.
 pub fn has_correlated(plan: &LogicalPlan) -> bool {
-    any_expression(plan, |e| match e {
+    crate::sql::any_expression(plan, |e| match e {
         DfExpr::ScalarSubquery(subquery) => !subquery.outer_ref_columns.is_empty(),
         DfExpr::Exists(_) | DfExpr::InSubquery(_) | DfExpr::SetComparison(_) => true,
         _ => false,
     })
     .unwrap_or(true)
-}
-
-/// Whether an expression of `plan`, or of a plan inside one of its subqueries, is `found`.
-fn any_expression(plan: &LogicalPlan, found: impl Fn(&DfExpr) -> bool) -> Result<bool> {
-    let mut any = false;
-    plan.apply_with_subqueries(|node| {
-        node.apply_expressions(|expr| {
-            expr.apply(|e| {
-                any = found(e);
-                Ok(if any {
-                    TreeNodeRecursion::Stop
-                } else {
-                    TreeNodeRecursion::Continue
-                })
-            })
-        })
-    })?;
-    Ok(any)
 }
 
 /// Passes the value of each scalar subquery whose column is declared `NOT NULL` through
@@ -499,22 +490,10 @@ fn is_not_null_subquery(expr: &DfExpr) -> bool {
 
 impl AnalyzerRule for NullableSubqueries {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        if !any_expression(&plan, is_not_null_subquery)? {
+        if !crate::sql::any_expression(&plan, is_not_null_subquery)? {
             return Ok(plan);
         }
-        plan.transform_up_with_subqueries(|node| {
-            let names = NamePreserver::new(&node);
-            let node = node
-                .map_expressions(|expr| {
-                    let name = names.save(&expr);
-                    expr.transform_up(nullable)
-                        .map(|t| t.update_data(|e| name.restore(e)))
-                })?
-                .data;
-            // Every node: a schema above a rewritten one changes too.
-            node.recompute_schema().map(Transformed::yes)
-        })
-        .data()
+        rewrite_expressions(plan, nullable)
     }
 
     fn name(&self) -> &str {

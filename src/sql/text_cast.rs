@@ -52,6 +52,10 @@ struct TimestampInput;
 
 impl AnalyzerRule for TimestampInput {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        // Most plans have none: look before rewriting.
+        if !crate::sql::any_expression(&plan, |e| incomplete_time(e).is_some())? {
+            return Ok(plan);
+        }
         plan.transform_up_with_subqueries(|plan| {
             let names = NamePreserver::new(&plan);
             plan.map_expressions(|expr| {
@@ -68,34 +72,44 @@ impl AnalyzerRule for TimestampInput {
     }
 }
 
-fn timestamp_input(expr: Expr) -> Transformed<Expr> {
+/// The completed text of a timestamp literal [`with_full_time`] completes, cast to a
+/// timestamp (explicitly or by coercion).
+///
+/// [`with_full_time`]: crate::engine::ingest::with_full_time
+fn incomplete_time(expr: &Expr) -> Option<String> {
     let (Expr::Cast(Cast { expr: inner, field }) | Expr::TryCast(TryCast { expr: inner, field })) =
-        &expr
+        expr
     else {
-        return Transformed::no(expr);
+        return None;
     };
     if !matches!(field.data_type(), DataType::Timestamp(..)) {
-        return Transformed::no(expr);
+        return None;
     }
-    let Expr::Literal(ScalarValue::Utf8(Some(text)) | ScalarValue::Utf8View(Some(text)), metadata) =
-        inner.as_ref()
-    else {
+    match inner.as_ref() {
+        Expr::Literal(ScalarValue::Utf8(Some(text)) | ScalarValue::Utf8View(Some(text)), _) => {
+            crate::engine::ingest::with_full_time(text)
+        }
+        _ => None,
+    }
+}
+
+fn timestamp_input(expr: Expr) -> Transformed<Expr> {
+    let Some(fixed) = incomplete_time(&expr) else {
         return Transformed::no(expr);
     };
-    let Some(fixed) = crate::engine::ingest::with_full_time(text) else {
-        return Transformed::no(expr);
+    let literal = |inner: Box<Expr>| match *inner {
+        Expr::Literal(_, metadata) => {
+            Box::new(Expr::Literal(ScalarValue::Utf8(Some(fixed)), metadata))
+        }
+        other => Box::new(other),
     };
-    let literal = Box::new(Expr::Literal(
-        ScalarValue::Utf8(Some(fixed)),
-        metadata.clone(),
-    ));
     Transformed::yes(match expr {
-        Expr::TryCast(TryCast { field, .. }) => Expr::TryCast(TryCast {
-            expr: literal,
+        Expr::TryCast(TryCast { expr, field }) => Expr::TryCast(TryCast {
+            expr: literal(expr),
             field,
         }),
-        Expr::Cast(Cast { field, .. }) => Expr::Cast(Cast {
-            expr: literal,
+        Expr::Cast(Cast { expr, field }) => Expr::Cast(Cast {
+            expr: literal(expr),
             field,
         }),
         other => other,
