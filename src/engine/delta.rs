@@ -25,7 +25,8 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableRefer
 use deltalake::kernel::{Action, Add, StructType, Transaction};
 use deltalake::operations::write::configs::WriterStatsConfig;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
-use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::DeltaOperation;
 use deltalake::protocol::SaveMode;
 use deltalake::table::config::TablePropertiesExt as _;
@@ -37,7 +38,7 @@ use crate::engine::Committed;
 use crate::engine::MICROS_PER_DAY;
 use crate::engine::batch;
 use crate::engine::buffer::FlushPlan;
-use crate::engine::schema::TableSchema;
+use crate::engine::schema::{Layout, TableSchema};
 use crate::engine::storage::Storage;
 use crate::engine::wal::Seq;
 use crate::error::SqlState;
@@ -281,9 +282,7 @@ impl DeltaTable {
         }
         let level = ZstdLevel::try_new(zstd_level)
             .map_err(|e| Error::Location(name.clone(), format!("zstd level: {e}")))?;
-        let writer_properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(level))
-            .build();
+        let writer_properties = writer_properties(&schema.layout, Compression::ZSTD(level));
         Ok(DeltaTable {
             schema,
             table: Mutex::new(table),
@@ -701,6 +700,28 @@ impl DeltaTable {
         let reader = self.reader_of(&table).await?;
         Ok((report, reader))
     }
+}
+
+/// The Parquet properties every data file of a table is written with (flush and
+/// compaction): its [`Layout`]'s row groups, pages and bloom filters, page-level statistics
+/// (the column index), and `compression`.
+fn writer_properties(layout: &Layout, compression: Compression) -> WriterProperties {
+    let mut builder = WriterProperties::builder()
+        .set_compression(compression)
+        .set_max_row_group_row_count(Some(layout.row_group_rows))
+        .set_data_page_row_count_limit(layout.page_rows)
+        // The page limit is checked between write batches (1,024 rows by default).
+        .set_write_batch_size(layout.page_rows.min(1024))
+        .set_statistics_enabled(EnabledStatistics::Page);
+    for column in &layout.bloom_filter_columns {
+        let path = ColumnPath::from(column.as_str());
+        builder = builder
+            .set_column_bloom_filter_enabled(path.clone(), true)
+            .set_column_bloom_filter_fpp(path.clone(), layout.bloom_filter_fpp)
+            // Sized for a row group of distinct ids, then folded to what it holds.
+            .set_column_bloom_filter_max_ndv(path, layout.row_group_rows as u64);
+    }
+    builder.build()
 }
 
 /// Bytes of rows a flush gathers into sorted order at a time, per partition being written:

@@ -45,6 +45,8 @@ struct SchemaFile {
     time_column: String,
     date_column: String,
     tenant_column: String,
+    #[serde(default)]
+    layout: Layout,
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,6 +59,39 @@ struct FieldFile {
     #[serde(default)]
     json: bool,
 }
+
+/// How a table's Parquet files are laid out (the schema file's `layout:`; flush and
+/// compaction write the same). Rows are sorted by the sort columns within each file, so a
+/// time range falls in few row groups and pages; the column and offset indexes (per page
+/// min/max) and the row group statistics let a reader skip the rest, and a bloom filter per
+/// row group lets an equality lookup on an id skip row groups that cannot hold it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Layout {
+    /// Rows per row group: the unit statistics and bloom filters prune.
+    pub row_group_rows: usize,
+    /// Rows per data page at most: the unit the page index prunes and a reader decodes.
+    pub page_rows: usize,
+    /// Columns with a bloom filter in every row group (equality lookups: ids).
+    pub bloom_filter_columns: Vec<String>,
+    /// False-positive rate the bloom filters are sized for.
+    pub bloom_filter_fpp: f64,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout {
+            row_group_rows: DEFAULT_ROW_GROUP_ROWS,
+            page_rows: DEFAULT_PAGE_ROWS,
+            bloom_filter_columns: Vec::new(),
+            bloom_filter_fpp: 0.01,
+        }
+    }
+}
+
+/// Defaults of [`Layout`], measured with `bench/run_query.sh` (BENCHMARKS.md, "File layout").
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 131_072;
+pub const DEFAULT_PAGE_ROWS: usize = 8_192;
 
 /// One table: its Arrow schema and the roles of its columns.
 #[derive(Debug, Clone)]
@@ -72,6 +107,7 @@ pub struct TableSchema {
     /// Tenant key (`Utf8`): every row must have one.
     pub tenant_column: String,
     pub json_columns: Vec<String>,
+    pub layout: Layout,
 }
 
 impl TableSchema {
@@ -109,6 +145,7 @@ impl TableSchema {
             date_column: parsed.date_column,
             tenant_column: parsed.tenant_column,
             json_columns,
+            layout: parsed.layout,
         };
         table.check_roles().map_err(invalid)?;
         Ok(table)
@@ -136,6 +173,26 @@ impl TableSchema {
         }
         for column in self.partition_columns.iter().chain(&self.sort_columns) {
             type_of(column)?;
+        }
+        for column in &self.layout.bloom_filter_columns {
+            if type_of(column)?.is_nested() {
+                return Err(format!(
+                    "bloom filter column {column} must be a plain (not a list) column"
+                ));
+            }
+        }
+        let layout = &self.layout;
+        if layout.page_rows == 0 || layout.row_group_rows < layout.page_rows {
+            return Err(format!(
+                "layout: page_rows ({}) must be at least 1 and at most row_group_rows ({})",
+                layout.page_rows, layout.row_group_rows
+            ));
+        }
+        if !(layout.bloom_filter_fpp > 0.0 && layout.bloom_filter_fpp < 1.0) {
+            return Err(format!(
+                "layout: bloom_filter_fpp ({}) must be between 0 and 1",
+                layout.bloom_filter_fpp
+            ));
         }
         if self.partition_columns != [self.tenant_column.clone(), self.date_column.clone()] {
             return Err(format!(
@@ -252,6 +309,35 @@ mod tests {
         assert_eq!(fields[91].name(), "deleted");
         assert_eq!(table.partition_columns, ["project_id", "date"]);
         assert!(table.json_columns.contains(&"attributes".to_string()));
+    }
+
+    #[test]
+    fn the_layout_defaults_and_is_checked() {
+        let catalog = Catalog::load(None).expect("built-in schemas load");
+        let layout = &catalog.get("otel_logs_and_spans").expect("otel").layout;
+        assert_eq!(layout.row_group_rows, DEFAULT_ROW_GROUP_ROWS);
+        assert_eq!(layout.page_rows, DEFAULT_PAGE_ROWS);
+        assert!(
+            layout
+                .bloom_filter_columns
+                .contains(&"context___trace_id".to_string())
+        );
+        let base = "name: t\npartition_columns: [p, d]\ntime_column: ts\ndate_column: d\ntenant_column: p\nfields:\n  - { name: ts, type: 'Timestamp(Microsecond, Some(\"UTC\"))', nullable: false }\n  - { name: d, type: 'Date32', nullable: false }\n  - { name: p, type: 'Utf8', nullable: true }\n  - { name: tags, type: 'List(Utf8)', nullable: true }\n";
+        let table = TableSchema::from_file("t.yaml", base).expect("no layout section");
+        assert_eq!(table.layout, Layout::default());
+        let error = |layout: &str| {
+            TableSchema::from_file("t.yaml", &format!("{base}layout: {layout}\n"))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(error("{ page_rows: 0 }").contains("page_rows (0)"));
+        assert!(
+            error("{ row_group_rows: 100, page_rows: 200 }").contains("at most row_group_rows")
+        );
+        assert!(error("{ bloom_filter_columns: [nope] }").contains("column nope"));
+        assert!(error("{ bloom_filter_columns: [tags] }").contains("plain (not a list)"));
+        assert!(error("{ bloom_filter_fpp: 1.5 }").contains("between 0 and 1"));
+        assert!(error("{ row_groups: 5 }").contains("unknown field"));
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod flight;
 mod health;
 mod interrupt;
 mod introspection;
+mod layout;
 mod limits;
 mod logs;
 mod maintenance;

@@ -1,0 +1,244 @@
+//! The Parquet layout a table's schema asks for (`layout:` in `schemas/*.yaml`): what flush and
+//! compaction leave on disk (sorted rows, row groups and pages of the configured size, page
+//! indexes, bloom filters), and that queries use it to skip row groups.
+
+use std::path::{Path, PathBuf};
+
+use deltalake::parquet::file::properties::ReaderProperties;
+use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
+use deltalake::parquet::file::serialized_reader::ReadOptionsBuilder;
+
+use crate::common::*;
+
+const ROW_GROUP_ROWS: usize = 1_000;
+const PAGE_ROWS: usize = 100;
+
+/// The built-in schema with small row groups and pages, so a few thousand rows show them.
+fn small_layout_schemas() -> tempfile::TempDir {
+    let built_in = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/otel_logs_and_spans.yaml"),
+    )
+    .expect("built-in schema");
+    let small = built_in
+        .replace(
+            "row_group_rows: 131072",
+            &format!("row_group_rows: {ROW_GROUP_ROWS}"),
+        )
+        .replace("page_rows: 8192", &format!("page_rows: {PAGE_ROWS}"));
+    assert_ne!(small, built_in, "the schema's layout section changed");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("otel_logs_and_spans.yaml"), small).expect("schema");
+    dir
+}
+
+/// What one Parquet file holds, read with the parquet crate itself.
+struct FileLayout {
+    row_groups: Vec<usize>,
+    /// Data pages of the `timestamp` column per row group (from the offset index).
+    timestamp_pages: Vec<usize>,
+    /// The file's timestamps in file order.
+    timestamps: Vec<i64>,
+    /// Per row group: whether `id` has a bloom filter that holds `probe`, and whether `name`
+    /// has any bloom filter.
+    id_bloom_holds: Vec<Option<bool>>,
+    name_has_bloom: bool,
+}
+
+fn read_layout(path: &Path, probe: &str) -> FileLayout {
+    use arrow::array::AsArray;
+    use arrow::datatypes::TimestampMicrosecondType;
+    let file = std::fs::File::open(path).expect("open");
+    let options = ReadOptionsBuilder::new()
+        .with_page_index()
+        .with_reader_properties(
+            ReaderProperties::builder()
+                .set_read_bloom_filter(true)
+                .build(),
+        )
+        .build();
+    let reader = SerializedFileReader::new_with_options(file, options).expect("parquet");
+    let metadata = reader.metadata();
+    let column = |name: &str| {
+        metadata
+            .file_metadata()
+            .schema_descr()
+            .columns()
+            .iter()
+            .position(|c| c.name() == name)
+            .expect("column")
+    };
+    let (ts, id, name) = (column("timestamp"), column("id"), column("name"));
+    let offsets = metadata.offset_index().expect("an offset index");
+    assert!(metadata.column_index().is_some(), "a column index");
+    let mut layout = FileLayout {
+        row_groups: Vec::new(),
+        timestamp_pages: Vec::new(),
+        timestamps: Vec::new(),
+        id_bloom_holds: Vec::new(),
+        name_has_bloom: false,
+    };
+    for (i, group) in metadata.row_groups().iter().enumerate() {
+        layout.row_groups.push(group.num_rows() as usize);
+        layout
+            .timestamp_pages
+            .push(offsets[i][ts].page_locations().len());
+        let row_group = reader.get_row_group(i).expect("row group");
+        layout.id_bloom_holds.push(
+            row_group
+                .get_column_bloom_filter(id)
+                .map(|bloom| bloom.check(&probe)),
+        );
+        layout.name_has_bloom |= row_group.get_column_bloom_filter(name).is_some();
+    }
+    let batches =
+        deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(path).expect("open"),
+        )
+        .expect("arrow reader")
+        .build()
+        .expect("batches");
+    for batch in batches {
+        let batch = batch.expect("batch");
+        let column = batch.column_by_name("timestamp").expect("timestamp");
+        let values = column.as_primitive::<TimestampMicrosecondType>();
+        layout
+            .timestamps
+            .extend((0..values.len()).map(|i| values.value(i)));
+    }
+    layout
+}
+
+fn only_file(table_dir: &Path) -> PathBuf {
+    let files = parquet_files(table_dir);
+    assert_eq!(files.len(), 1, "one data file: {files:?}");
+    files.into_iter().next().expect("a file")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_and_compaction_write_the_schemas_layout_and_lookups_skip_row_groups() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let schemas = small_layout_schemas();
+    let schema_dir = schemas.path().to_str().expect("utf-8 path");
+    let table_dir = dir.path().join("tables").join(TABLE);
+    // 01:00 UTC yesterday: both batches below fall in one date partition.
+    let yesterday = past_micros(1);
+    let day_start = yesterday - yesterday.rem_euclid(DAY_MICROS) + 3_600_000_000;
+
+    // Rows arrive out of time order: `late` are newer than `early` but come first.
+    let server = TestServer::start(dir.path(), &[("TIMEFUSION_SCHEMA_DIR", schema_dir)]);
+    let client = server.client().await;
+    client
+        .batch_execute(&insert_sql(
+            "p1",
+            &ids("late", 3_000),
+            day_start + 1_000_000,
+        ))
+        .await
+        .expect("insert late");
+    client
+        .batch_execute(&insert_sql("p1", &ids("early", 2_000), day_start))
+        .await
+        .expect("insert early");
+    drop(client);
+    // A clean stop flushes everything in one flush: one file for the partition.
+    assert!(server.terminate().success());
+
+    let flushed = read_layout(&only_file(&table_dir), "early-1500");
+    assert_eq!(flushed.row_groups, vec![ROW_GROUP_ROWS; 5]);
+    assert_eq!(flushed.timestamp_pages, vec![ROW_GROUP_ROWS / PAGE_ROWS; 5]);
+    assert!(
+        flushed.timestamps.is_sorted(),
+        "rows sorted by the time column"
+    );
+    assert_eq!(flushed.timestamps.len(), 5_000);
+    // `early-1500` is the 1,501st row in time order: row group 1.
+    assert_eq!(
+        flushed.id_bloom_holds,
+        vec![
+            Some(false),
+            Some(true),
+            Some(false),
+            Some(false),
+            Some(false)
+        ],
+        "a bloom filter on id in every row group, holding exactly its ids (no false positive here)"
+    );
+    assert!(
+        !flushed.name_has_bloom,
+        "no bloom filter where none is asked for"
+    );
+
+    // The lookup reads one row group: statistics rule out the `late` ones (their ids sort
+    // after every `early` id), the bloom filter the other `early` one.
+    let server = TestServer::start(
+        dir.path(),
+        &[
+            ("TIMEFUSION_SCHEMA_DIR", schema_dir),
+            ("TIMEFUSION_FLUSH_INTERVAL_SECS", "1"),
+        ],
+    );
+    let client = server.client().await;
+    let lookup = format!("SELECT name FROM {TABLE} WHERE project_id = 'p1' AND id = 'early-1500'");
+    let rows = client.query(&lookup, &[]).await.expect("lookup");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, String>(0), "GET /api/1500");
+    let explained: Vec<String> = client
+        .simple_query(&format!("EXPLAIN ANALYZE {lookup}"))
+        .await
+        .expect("explain analyze")
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(1).map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    let explained = explained.join("\n");
+    for pruned in [
+        "row_groups_pruned_statistics=5 total \u{2192} 2 matched",
+        "row_groups_pruned_bloom_filter=2 total \u{2192} 1 matched",
+        "page_index_pages_pruned=10 total \u{2192} 1 matched",
+    ] {
+        assert!(explained.contains(pruned), "{pruned}: {explained}");
+    }
+
+    // Compaction writes the same layout: a second file in the partition, then VACUUM.
+    client
+        .batch_execute(&insert_sql("p1", &ids("more", 500), day_start + 2_000_000))
+        .await
+        .expect("insert more");
+    eventually(
+        std::time::Duration::from_secs(30),
+        "a second file",
+        || async { parquet_files(&table_dir).len() == 2 },
+    )
+    .await;
+    client
+        .batch_execute(&format!("VACUUM {TABLE}"))
+        .await
+        .expect("VACUUM");
+    assert_eq!(count(&client, "").await, 5_500);
+    drop(client);
+    assert!(server.terminate().success());
+    // VACUUM keeps removed files for the retention period: the compacted file is the newest.
+    let compacted = parquet_files(&table_dir)
+        .into_iter()
+        .max_by_key(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .expect("files");
+    let compacted = read_layout(&compacted, "more-1");
+    assert_eq!(compacted.row_groups.iter().sum::<usize>(), 5_500);
+    assert!(
+        compacted.row_groups.iter().all(|&n| n <= ROW_GROUP_ROWS),
+        "{:?}",
+        compacted.row_groups
+    );
+    assert!(compacted.id_bloom_holds.iter().all(Option::is_some));
+    assert_eq!(
+        compacted
+            .id_bloom_holds
+            .iter()
+            .filter(|holds| **holds == Some(true))
+            .count(),
+        1,
+        "one row group may hold more-1"
+    );
+}
