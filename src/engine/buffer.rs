@@ -119,6 +119,9 @@ pub struct Place {
 #[derive(Debug, Clone)]
 pub struct Snapshot<C> {
     pub batches: Vec<RecordBatch>,
+    /// For each of `batches`, bounds of its rows' event times (microseconds, inclusive): its
+    /// bucket's key and latest time. Top-k scans read the newest first and skip by them.
+    pub times: Vec<(i64, i64)>,
     pub committed: C,
 }
 
@@ -425,6 +428,7 @@ impl<C: Clone> Buffer<C> {
         let state = self.state.read();
         let tb = state.tables.get(table)?;
         let mut batches = Vec::new();
+        let mut times = Vec::new();
         let (from, to) = time_range.unwrap_or((i64::MIN, i64::MAX));
         let lo = from
             .div_euclid(MICROS_PER_DAY)
@@ -433,9 +437,10 @@ impl<C: Clone> Buffer<C> {
             if lo > to {
                 return;
             }
-            let overlapping = buckets.range(lo..=to).map(|(_, b)| b);
-            for bucket in overlapping.filter(|b| b.max_micros >= from) {
+            let overlapping = buckets.range(lo..=to);
+            for (key, bucket) in overlapping.filter(|(_, b)| b.max_micros >= from) {
                 batches.extend(bucket.chunks.iter().map(|c| c.batch.clone()));
+                times.resize(batches.len(), (*key, bucket.max_micros));
             }
         };
         match projects {
@@ -450,6 +455,7 @@ impl<C: Clone> Buffer<C> {
         }
         Some(Snapshot {
             batches,
+            times,
             committed: tb.committed.clone(),
         })
     }

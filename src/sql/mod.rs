@@ -31,6 +31,7 @@ use crate::engine::schema::{Catalog, TableSchema};
 use crate::engine::storage::Storage;
 
 pub mod activity;
+pub mod buffer_scan;
 pub mod catalog;
 pub mod colname;
 pub mod error;
@@ -161,7 +162,17 @@ pub async fn session_context(
             datafusion::execution::SessionStateBuilder::new_from_existing(state.read().clone());
         let next = builder.type_planner().take();
         let json = functions::json_build::JsonTypes { next };
-        *state.write() = builder.with_type_planner(Arc::new(json)).build();
+        // Top-k scans newest-first, placed right after DataFusion's own sort pushdown.
+        let mut rules = state.read().physical_optimizers().to_vec();
+        let at = rules
+            .iter()
+            .position(|r| r.name() == "PushdownSort")
+            .map_or(rules.len(), |i| i + 1);
+        rules.insert(at, Arc::new(buffer_scan::TopKNewestFirst));
+        *state.write() = builder
+            .with_type_planner(Arc::new(json))
+            .with_physical_optimizer_rules(rules)
+            .build();
     }
     let monitoring = activity::register(&context, observed.sessions).await?;
     catalog::register(&context, DATABASE, monitoring)?;

@@ -13,12 +13,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{ScalarValue, project_schema};
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::dml::InsertOp;
@@ -37,6 +35,7 @@ use crate::engine::delta::Mutation;
 use crate::engine::ingest::Ingest;
 use crate::engine::schema::TableSchema;
 
+use crate::sql::buffer_scan::{BufferScanExec, TimedBatch};
 use crate::sql::insert::IngestSink;
 use crate::sql::pruning::Pruning;
 
@@ -158,20 +157,19 @@ impl TableProvider for TimeFusionTable {
             .ok_or_else(|| DataFusionError::Plan(format!("table {} is not loaded", table.name)))?;
         let projected = project_schema(&table.schema, projection)?;
 
-        let partitions = state
-            .config()
-            .target_partitions()
-            .max(1)
-            .min(snapshot.batches.len().max(1));
-        let mut buffer_partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
-        for (i, batch) in snapshot.batches.into_iter().enumerate() {
-            buffer_partitions[i % partitions].push(batch);
-        }
-        let buffer_scan = MemorySourceConfig::try_new_exec(
-            &buffer_partitions,
-            table.schema.clone(),
-            projection.cloned(),
-        )?;
+        let batches = snapshot
+            .batches
+            .into_iter()
+            .zip(snapshot.times)
+            .map(|(batch, (min, max))| TimedBatch { batch, min, max })
+            .collect();
+        let buffer_scan: Arc<dyn ExecutionPlan> = Arc::new(BufferScanExec::try_new(
+            batches,
+            &table.schema,
+            projection,
+            &table.time_column,
+            state.config().target_partitions(),
+        )?);
 
         let delta = snapshot.committed;
         let delta_schema = delta.schema();

@@ -103,9 +103,11 @@ async fn metrics_move_when_rows_are_ingested_flushed_and_queried() {
     // Every statement logged its duration (the threshold is 0 here). The line reaches this
     // process through the server's stderr pipe, so it may land after the client's answer.
     let line = "statement: SELECT nope FROM otel_logs_and_spans";
-    eventually(std::time::Duration::from_secs(10), "the log line", || async {
-        server.logged(line) >= 1
-    })
+    eventually(
+        std::time::Duration::from_secs(10),
+        "the log line",
+        || async { server.logged(line) >= 1 },
+    )
     .await;
     assert_eq!(server.logged(line), 1);
 }
