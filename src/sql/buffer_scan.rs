@@ -466,10 +466,25 @@ fn push_order(
         return through(plan.children()[0], order);
     }
     if let Some(filter) = any.downcast_ref::<FilterExec>() {
-        if filter.projection().is_some() {
-            return Ok(None);
+        let Some(projection) = filter.projection() else {
+            return through(filter.input(), order);
+        };
+        // Output column `i` is input column `projection[i]`.
+        let input = filter.input().schema();
+        let mut inner = Vec::with_capacity(order.len());
+        for sort in order {
+            let Some(column) = sort.expr.downcast_ref::<Column>() else {
+                return Ok(None);
+            };
+            let Some(&index) = projection.get(column.index()) else {
+                return Ok(None);
+            };
+            inner.push(PhysicalSortExpr::new(
+                Arc::new(Column::new(input.field(index).name(), index)),
+                sort.options,
+            ));
         }
-        return through(filter.input(), order);
+        return through(filter.input(), &inner);
     }
     if let Some(projection) = any.downcast_ref::<ProjectionExec>() {
         let exprs = projection.expr();

@@ -180,6 +180,17 @@ impl TableProvider for TimeFusionTable {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let mut delta_filters = crate::sql::pruning::for_delta(filters);
         delta_filters.extend(pruning.date_filter(&table.date_column));
+        // deltalake hands DataFusion the files' statistics only for columns its filters name:
+        // with the time column's, a top-k orders files newest-first and skips the rest. Only
+        // when the scan reads that column anyway: a filter on a column the query does not read
+        // would cost a `count(*)` deltalake's answer from the log alone.
+        let time = &table.time_column;
+        let names_time = delta_filters
+            .iter()
+            .any(|f| f.column_refs().iter().any(|c| &c.name == time));
+        if projected.column_with_name(time).is_some() && !names_time {
+            delta_filters.push(datafusion::prelude::col(time).is_not_null());
+        }
         let delta_scan = delta
             .scan(state, Some(&delta_projection), &delta_filters, limit)
             .await?;
