@@ -471,39 +471,25 @@ fn push_order(
         };
         // Output column `i` is input column `projection[i]`.
         let input = filter.input().schema();
-        let mut inner = Vec::with_capacity(order.len());
-        for sort in order {
-            let Some(column) = sort.expr.downcast_ref::<Column>() else {
-                return Ok(None);
-            };
-            let Some(&index) = projection.get(column.index()) else {
-                return Ok(None);
-            };
-            inner.push(PhysicalSortExpr::new(
-                Arc::new(Column::new(input.field(index).name(), index)),
-                sort.options,
-            ));
-        }
+        let Some(inner) = remap(order, |column| {
+            let index = *projection.get(column.index())?;
+            Some(Column::new(input.field(index).name(), index))
+        }) else {
+            return Ok(None);
+        };
         return through(filter.input(), &inner);
     }
     if let Some(projection) = any.downcast_ref::<ProjectionExec>() {
         let exprs = projection.expr();
-        let mut inner = Vec::with_capacity(order.len());
-        for sort in order {
-            let Some(column) = sort.expr.downcast_ref::<Column>() else {
-                return Ok(None);
-            };
-            let Some(source) = exprs
-                .get(column.index())
-                .and_then(|e| e.expr.downcast_ref::<Column>())
-            else {
-                return Ok(None);
-            };
-            inner.push(PhysicalSortExpr::new(
-                Arc::new(source.clone()),
-                sort.options,
-            ));
-        }
+        let Some(inner) = remap(order, |column| {
+            exprs
+                .get(column.index())?
+                .expr
+                .downcast_ref::<Column>()
+                .cloned()
+        }) else {
+            return Ok(None);
+        };
         return through(projection.input(), &inner);
     }
     if plan.name() == "DeltaScanExec" && plan.children().len() == 1 {
@@ -511,19 +497,12 @@ fn push_order(
         // column mapping added): the same columns by name below it.
         let child = plan.children()[0];
         let schema = child.schema();
-        let mut inner = Vec::with_capacity(order.len());
-        for sort in order {
-            let Some(column) = sort.expr.downcast_ref::<Column>() else {
-                return Ok(None);
-            };
-            let Some((index, _)) = schema.column_with_name(column.name()) else {
-                return Ok(None);
-            };
-            inner.push(PhysicalSortExpr::new(
-                Arc::new(Column::new(column.name(), index)),
-                sort.options,
-            ));
-        }
+        let Some(inner) = remap(order, |column| {
+            let (index, _) = schema.column_with_name(column.name())?;
+            Some(Column::new(column.name(), index))
+        }) else {
+            return Ok(None);
+        };
         return through(child, &inner);
     }
     Ok(match plan.try_pushdown_sort(order)? {
@@ -534,8 +513,23 @@ fn push_order(
     })
 }
 
+/// `order` with each column replaced by what `map` says it is below a node, or `None` when a
+/// sort expression is not a column or `map` has no answer for it.
+fn remap(
+    order: &[PhysicalSortExpr],
+    map: impl Fn(&Column) -> Option<Column>,
+) -> Option<Vec<PhysicalSortExpr>> {
+    order
+        .iter()
+        .map(|sort| {
+            let column = map(sort.expr.downcast_ref::<Column>()?)?;
+            Some(PhysicalSortExpr::new(Arc::new(column), sort.options))
+        })
+        .collect()
+}
+
 impl BufferScanExec {
-    /// For tests and `EXPLAIN`: the batches of each partition in the order they are read.
+    /// For tests: the batches of each partition in the order they are read.
     #[cfg(test)]
     fn read_order(&self) -> Vec<Vec<(i64, i64)>> {
         self.partitions
