@@ -25,6 +25,7 @@ impl SqlState {
     pub const INVALID_ARGUMENT_FOR_NTILE_FUNCTION: SqlState = SqlState("22014");
     pub const DIVISION_BY_ZERO: SqlState = SqlState("22012");
     pub const INVALID_ARGUMENT_FOR_POWER_FUNCTION: SqlState = SqlState("2201F");
+    pub const INVALID_ARGUMENT_FOR_WIDTH_BUCKET_FUNCTION: SqlState = SqlState("2201G");
     pub const INVALID_REGULAR_EXPRESSION: SqlState = SqlState("2201B");
     pub const UNTRANSLATABLE_CHARACTER: SqlState = SqlState("22021");
     pub const INVALID_PARAMETER_VALUE: SqlState = SqlState("22023");

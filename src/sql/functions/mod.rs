@@ -42,7 +42,8 @@
 //!   (`var_samp`), `gen_random_uuid()` / `uuid_generate_v4()` (`uuid()`).
 //!
 //! - `pg_size_pretty(bytes)` in PostgreSQL's units and rounding; `num_nulls(…)` /
-//!   `num_nonnulls(…)`.
+//!   `num_nonnulls(…)`; `width_bucket(operand, low, high, count)` (the `float8` form, with
+//!   PostgreSQL's 2201G errors).
 //!
 //! - `array_length(array, dim)` returns PostgreSQL's `int4`, NULL for an empty array.
 //!
@@ -86,6 +87,7 @@ pub fn register(context: &mut SessionContext) -> Result<()> {
     context.register_udf(ScalarUDF::from(PgArrayLength::default()));
     context.register_udf(ScalarUDF::from(ToRegtype::new()));
     context.register_udf(pg::pg_size_pretty());
+    context.register_udf(pg::width_bucket());
     for counter in pg::null_counts() {
         context.register_udf(counter);
     }

@@ -1,10 +1,10 @@
 //! PostgreSQL's own functions where DataFusion's differ or has none: `array_length` (`int4`,
 //! NULL when empty), `version()`, `to_regtype`, `pg_size_pretty`, `num_nulls` /
-//! `num_nonnulls`.
+//! `num_nonnulls`, `width_bucket`.
 
 use std::sync::Arc;
 
-use arrow::array::AsArray;
+use arrow::array::{Array, AsArray};
 use arrow::compute::kernels::cast::cast;
 use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
@@ -13,6 +13,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
+use crate::error::{SqlError, SqlState};
 use crate::sql::functions::shaped;
 
 /// `array_length(array, dimension)` as in PostgreSQL: an `int4`, and NULL for an empty array
@@ -252,6 +253,106 @@ pub(crate) fn null_counts() -> [ScalarUDF; 2] {
         )
     };
     [counter("num_nulls", true), counter("num_nonnulls", false)]
+}
+
+/// `width_bucket(operand, low, high, count)`, PostgreSQL's `float8` form: which of `count`
+/// equal-width buckets between `low` and `high` the operand falls in, `0` below the range and
+/// `count + 1` above it (a descending range, `low > high`, counts the other way).
+pub(crate) fn width_bucket() -> ScalarUDF {
+    ScalarUDF::from(
+        datafusion::logical_expr::SimpleScalarUDF::new_with_signature(
+            "width_bucket",
+            // Any numbers (integer literals are `Int64`), cast here.
+            Signature::any(4, Volatility::Immutable),
+            DataType::Int32,
+            Arc::new(width_buckets),
+        ),
+    )
+}
+
+fn width_buckets(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let arrays = ColumnarValue::values_to_arrays(args)?;
+    let floats = |i: usize| -> Result<arrow::array::Float64Array> {
+        Ok(cast(&arrays[i], &DataType::Float64)?
+            .as_primitive::<arrow::datatypes::Float64Type>()
+            .clone())
+    };
+    let (operand, low, high) = (floats(0)?, floats(1)?, floats(2)?);
+    let count = cast(&arrays[3], &DataType::Int64)?;
+    let count = count.as_primitive::<arrow::datatypes::Int64Type>();
+    let buckets = (0..operand.len())
+        .map(|row| {
+            let nulls = [operand.is_null(row), low.is_null(row), high.is_null(row)];
+            if nulls.contains(&true) || count.is_null(row) {
+                return Ok(None);
+            }
+            let count = i32::try_from(count.value(row)).map_err(|_| {
+                SqlError::new(SqlState::NUMERIC_VALUE_OUT_OF_RANGE, "integer out of range")
+            })?;
+            bucket(operand.value(row), low.value(row), high.value(row), count).map(Some)
+        })
+        .collect::<Result<arrow::array::Int32Array>>()?;
+    shaped(args, Arc::new(buckets))
+}
+
+/// PostgreSQL's `width_bucket_float8`, with its errors.
+fn bucket(operand: f64, low: f64, high: f64, count: i32) -> Result<i32> {
+    let invalid = |message: &str| -> datafusion::error::DataFusionError {
+        SqlError::new(
+            SqlState::INVALID_ARGUMENT_FOR_WIDTH_BUCKET_FUNCTION,
+            message,
+        )
+        .into()
+    };
+    if count <= 0 {
+        return Err(invalid("count must be greater than zero"));
+    }
+    if operand.is_nan() || low.is_nan() || high.is_nan() {
+        return Err(invalid(
+            "operand, lower bound, and upper bound cannot be NaN",
+        ));
+    }
+    if !low.is_finite() || !high.is_finite() {
+        return Err(invalid("lower and upper bounds must be finite"));
+    }
+    if low == high {
+        return Err(invalid("lower bound cannot equal upper bound"));
+    }
+    let over = || -> Result<i32> {
+        count.checked_add(1).ok_or_else(|| {
+            SqlError::new(SqlState::NUMERIC_VALUE_OUT_OF_RANGE, "integer out of range").into()
+        })
+    };
+    let fraction = if low < high {
+        if operand < low {
+            return Ok(0);
+        }
+        if operand >= high {
+            return over();
+        }
+        // As PostgreSQL 15 computes it, so the edges land where its do (halved where the
+        // width itself would overflow).
+        if (high - low).is_infinite() {
+            (operand / 2.0 - low / 2.0) / (high / 2.0 - low / 2.0)
+        } else {
+            (operand - low) / (high - low)
+        }
+    } else {
+        if operand > low {
+            return Ok(0);
+        }
+        if operand <= high {
+            return over();
+        }
+        if (low - high).is_infinite() {
+            (low / 2.0 - operand / 2.0) / (low / 2.0 - high / 2.0)
+        } else {
+            (low - operand) / (low - high)
+        }
+    };
+    let bucket = (fraction * f64::from(count)) as i32 + 1;
+    // Rounding may put an operand just below the top edge into bucket count + 1.
+    Ok(bucket.min(count))
 }
 
 #[cfg(test)]
