@@ -43,7 +43,7 @@
 //!
 //! - `pg_size_pretty(bytes)` in PostgreSQL's units and rounding; `num_nulls(…)` /
 //!   `num_nonnulls(…)`; `width_bucket(operand, low, high, count)` (the `float8` form, with
-//!   PostgreSQL's 2201G errors).
+//!   PostgreSQL's 2201G errors); `make_timestamp(year, month, day, hour, min, sec)`.
 //!
 //! - `array_length(array, dim)` returns PostgreSQL's `int4`, NULL for an empty array.
 //!
@@ -88,6 +88,7 @@ pub fn register(context: &mut SessionContext) -> Result<()> {
     context.register_udf(ScalarUDF::from(ToRegtype::new()));
     context.register_udf(pg::pg_size_pretty());
     context.register_udf(pg::width_bucket());
+    context.register_udf(pg::make_timestamp());
     for counter in pg::null_counts() {
         context.register_udf(counter);
     }

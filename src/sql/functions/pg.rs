@@ -1,6 +1,6 @@
 //! PostgreSQL's own functions where DataFusion's differ or has none: `array_length` (`int4`,
 //! NULL when empty), `version()`, `to_regtype`, `pg_size_pretty`, `num_nulls` /
-//! `num_nonnulls`, `width_bucket`.
+//! `num_nonnulls`, `width_bucket`, `make_timestamp`.
 
 use std::sync::Arc;
 
@@ -293,6 +293,102 @@ fn width_buckets(args: &[ColumnarValue]) -> Result<ColumnarValue> {
         })
         .collect::<Result<arrow::array::Int32Array>>()?;
     shaped(args, Arc::new(buckets))
+}
+
+/// `make_timestamp(year, month, day, hour, min, sec)`: a `timestamp` (without time zone)
+/// from its fields, with PostgreSQL's ranges: hour 24 only as 24:00:00, `sec` up to 60
+/// (carried over), fractions rounded to the microsecond, negative years BC, no year 0.
+pub(crate) fn make_timestamp() -> ScalarUDF {
+    ScalarUDF::from(
+        datafusion::logical_expr::SimpleScalarUDF::new_with_signature(
+            "make_timestamp",
+            Signature::any(6, Volatility::Immutable),
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+            Arc::new(make_timestamps),
+        ),
+    )
+}
+
+fn make_timestamps(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let arrays = ColumnarValue::values_to_arrays(args)?;
+    let mut ints = Vec::with_capacity(5);
+    for array in &arrays[..5] {
+        let array = cast(array, &DataType::Int64)?;
+        ints.push(array.as_primitive::<arrow::datatypes::Int64Type>().clone());
+    }
+    let seconds = cast(&arrays[5], &DataType::Float64)?;
+    let seconds = seconds.as_primitive::<arrow::datatypes::Float64Type>();
+    let micros = (0..seconds.len())
+        .map(|row| {
+            if seconds.is_null(row) || ints.iter().any(|a| a.is_null(row)) {
+                return Ok(None);
+            }
+            let field = |i: usize| ints[i].value(row);
+            timestamp_micros(
+                [field(0), field(1), field(2), field(3), field(4)],
+                seconds.value(row),
+            )
+            .map(Some)
+        })
+        .collect::<Result<arrow::array::TimestampMicrosecondArray>>()?;
+    shaped(args, Arc::new(micros))
+}
+
+/// Microseconds since 1970 of the fields, as PostgreSQL's `make_timestamp` reads them.
+fn timestamp_micros([year, month, day, hour, min]: [i64; 5], sec: f64) -> Result<i64> {
+    let date_error = || -> datafusion::error::DataFusionError {
+        SqlError::new(
+            SqlState::DATETIME_FIELD_OVERFLOW,
+            format!("date field value out of range: {year}-{month:02}-{day:02}"),
+        )
+        .into()
+    };
+    // Year -1 is 1 BC, ISO year 0.
+    let iso_year = match year {
+        0 => return Err(date_error()),
+        y if y < 0 => y + 1,
+        y => y,
+    };
+    let date = i32::try_from(iso_year)
+        .ok()
+        .zip(u32::try_from(month).ok())
+        .zip(u32::try_from(day).ok())
+        .and_then(|((y, m), d)| chrono::NaiveDate::from_ymd_opt(y, m, d))
+        .ok_or_else(date_error)?;
+    let time_ok =
+        (0..=23).contains(&hour) && (0..=59).contains(&min) && (0.0..=60.0).contains(&sec)
+            || hour == 24 && min == 0 && sec == 0.0;
+    if !time_ok {
+        return Err(SqlError::new(
+            SqlState::DATETIME_FIELD_OVERFLOW,
+            format!(
+                "time field value out of range: {hour}:{min:02}:{}",
+                seconds_text(sec)
+            ),
+        )
+        .into());
+    }
+    let day_micros = date
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc().timestamp_micros())
+        .ok_or_else(date_error)?;
+    let time_micros = (hour * 60 + min) * 60_000_000 + (sec * 1e6).round_ties_even() as i64;
+    Ok(day_micros + time_micros)
+}
+
+/// `sec` as C's `%02g` prints it (PostgreSQL's error messages).
+fn seconds_text(sec: f64) -> String {
+    let text = if sec.fract() == 0.0 && sec.abs() < 1e6 {
+        format!("{}", sec as i64)
+    } else {
+        let text = format!("{sec:.6}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    };
+    if text.len() < 2 {
+        format!("0{text}")
+    } else {
+        text
+    }
 }
 
 /// PostgreSQL's `width_bucket_float8`, with its errors.
