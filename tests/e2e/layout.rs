@@ -182,17 +182,7 @@ async fn flush_and_compaction_write_the_schemas_layout_and_lookups_skip_row_grou
     let rows = client.query(&lookup, &[]).await.expect("lookup");
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].get::<_, String>(0), "GET /api/1500");
-    let explained: Vec<String> = client
-        .simple_query(&format!("EXPLAIN ANALYZE {lookup}"))
-        .await
-        .expect("explain analyze")
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(1).map(str::to_string),
-            _ => None,
-        })
-        .collect();
-    let explained = explained.join("\n");
+    let explained = explain_analyze(&client, &lookup).await;
     for pruned in [
         "row_groups_pruned_statistics=5 total \u{2192} 2 matched",
         "row_groups_pruned_bloom_filter=2 total \u{2192} 1 matched",

@@ -259,53 +259,43 @@ impl ScalarUDFImpl for JsonbContains {
 /// object or a scalar, as PostgreSQL) and `json_typeof` / `jsonb_typeof(json)` (`object`,
 /// `array`, `string`, `number`, `boolean` or `null`), over JSON text; NULL for NULL.
 pub(crate) fn inspection() -> Vec<ScalarUDF> {
-    use datafusion::logical_expr::create_udf;
-    let length = |name: &str| {
-        create_udf(
+    let udf = |name: &str, returns: DataType, f: fn(&serde_json::Value) -> Result<ScalarValue>| {
+        datafusion::logical_expr::create_udf(
             name,
             vec![DataType::Utf8],
-            DataType::Int32,
+            returns.clone(),
             Volatility::Immutable,
-            Arc::new(|args: &[ColumnarValue]| {
-                per_value(args, &DataType::Int32, |value| match value {
-                    serde_json::Value::Array(items) => Ok(ScalarValue::Int32(Some(
-                        i32::try_from(items.len()).unwrap_or(i32::MAX),
-                    ))),
-                    serde_json::Value::Object(_) => {
-                        exec_err!("cannot get array length of a non-array")
-                    }
-                    _ => exec_err!("cannot get array length of a scalar"),
-                })
-            }),
-        )
-    };
-    let type_of = |name: &str| {
-        create_udf(
-            name,
-            vec![DataType::Utf8],
-            DataType::Utf8,
-            Volatility::Immutable,
-            Arc::new(|args: &[ColumnarValue]| {
-                per_value(args, &DataType::Utf8, |value| {
-                    let name = match value {
-                        serde_json::Value::Object(_) => "object",
-                        serde_json::Value::Array(_) => "array",
-                        serde_json::Value::String(_) => "string",
-                        serde_json::Value::Number(_) => "number",
-                        serde_json::Value::Bool(_) => "boolean",
-                        serde_json::Value::Null => "null",
-                    };
-                    Ok(ScalarValue::Utf8(Some(name.to_string())))
-                })
-            }),
+            Arc::new(move |args: &[ColumnarValue]| per_value(args, &returns, f)),
         )
     };
     vec![
-        length("json_array_length"),
-        length("jsonb_array_length"),
-        type_of("json_typeof"),
-        type_of("jsonb_typeof"),
+        udf("json_array_length", DataType::Int32, array_length),
+        udf("jsonb_array_length", DataType::Int32, array_length),
+        udf("json_typeof", DataType::Utf8, type_of),
+        udf("jsonb_typeof", DataType::Utf8, type_of),
     ]
+}
+
+fn array_length(value: &serde_json::Value) -> Result<ScalarValue> {
+    match value {
+        serde_json::Value::Array(items) => Ok(ScalarValue::Int32(Some(
+            i32::try_from(items.len()).unwrap_or(i32::MAX),
+        ))),
+        serde_json::Value::Object(_) => exec_err!("cannot get array length of a non-array"),
+        _ => exec_err!("cannot get array length of a scalar"),
+    }
+}
+
+fn type_of(value: &serde_json::Value) -> Result<ScalarValue> {
+    let name = match value {
+        serde_json::Value::Object(_) => "object",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Null => "null",
+    };
+    Ok(ScalarValue::Utf8(Some(name.to_string())))
 }
 
 /// `f` of each non-null JSON text in the one argument, NULL where it is NULL; 22P02 for text
