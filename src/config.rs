@@ -149,12 +149,13 @@ pub struct Config {
     #[arg(long, env = "TIMEFUSION_STACK_MB", default_value_t = 16)]
     pub stack_mb: usize,
 
-    /// Address the HTTP endpoint (`/health`, `/ready`, `/metrics`) listens on.
+    /// Address the HTTP endpoint (`/health`, `/ready`, `/metrics`, OTLP/HTTP) listens on.
     #[arg(long, env = "TIMEFUSION_HTTP_HOST", default_value = "0.0.0.0")]
     pub http_host: IpAddr,
 
     /// Port of the HTTP endpoint: `/health` (liveness), `/ready` (recovery done, WAL writable,
-    /// store reachable) and `/metrics` (Prometheus). 0 picks a free port and logs it.
+    /// store reachable), `/metrics` (Prometheus) and OTLP/HTTP (`POST /v1/logs`,
+    /// `/v1/traces`). 0 picks a free port and logs it.
     #[arg(long, env = "TIMEFUSION_HTTP_PORT", default_value_t = 8080)]
     pub http_port: u16,
 
@@ -168,26 +169,27 @@ pub struct Config {
     )]
     pub log_min_duration_ms: i64,
 
-    /// Address the Arrow Flight gRPC service listens on.
+    /// Address the gRPC services (Arrow Flight, OTLP) listen on.
     #[arg(long, env = "GRPC_HOST", default_value = "0.0.0.0")]
     pub grpc_host: IpAddr,
 
-    /// Port of the Arrow Flight gRPC service (DoPut ingestion, Flight SQL queries); 0 picks a
-    /// free port and logs it.
+    /// Port of the gRPC services: Arrow Flight (DoPut ingestion, Flight SQL queries) and the
+    /// OTLP logs and traces collector services; 0 picks a free port and logs it.
     #[arg(long, env = "GRPC_PORT", default_value_t = 50051)]
     pub grpc_port: u16,
 
-    /// Bearer token every gRPC call must present (`authorization: Bearer <token>`). Unset
-    /// leaves gRPC open, with a warning at start-up.
+    /// Bearer token every gRPC call and OTLP/HTTP export must present (`authorization:
+    /// Bearer <token>`). Unset leaves them open, with a warning at start-up.
     #[arg(long, env = "GRPC_TOKEN", hide_env_values = true)]
     pub grpc_token: Option<String>,
 
-    /// Largest gRPC message (one Arrow IPC batch) the server accepts, in MiB.
+    /// Largest gRPC message (one Arrow IPC batch, one OTLP export) or OTLP/HTTP body
+    /// (compressed, and again decompressed) the server accepts, in MiB.
     #[arg(long, env = "TIMEFUSION_GRPC_MAX_MESSAGE_MB", default_value_t = 64)]
     pub grpc_max_message_mb: usize,
 
-    /// Arrow bytes that DoPut streams may hold in flight together, in MiB; further batches
-    /// wait (backpressure on the client's stream). Default: 10% of the process budget (at
+    /// Arrow bytes that DoPut streams and OTLP exports may hold in flight together (decoded,
+    /// not yet in the buffer), in MiB; further batches wait (backpressure on the client). Default: 10% of the process budget (at
     /// least `TIMEFUSION_GRPC_MAX_MESSAGE_MB`), or 512 without one.
     #[arg(long, env = "TIMEFUSION_GRPC_MAX_INFLIGHT_MB")]
     pub grpc_max_inflight_mb: Option<u64>,

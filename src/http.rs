@@ -6,6 +6,8 @@
 //!   and only while the WAL takes writes and the tables' store answers; 503 with the reason
 //!   otherwise (readiness: send traffic here or not).
 //! - `GET /metrics`: every series of [`crate::metrics`] in Prometheus' text format.
+//! - `POST /v1/logs`, `POST /v1/traces`: OTLP/HTTP exports ([`crate::otlp::http`]); 503
+//!   while the WAL is being replayed.
 //!
 //! It binds before recovery starts, so `/health` answers (and `/ready` says 503) while a long
 //! WAL replays. HTTP/1.1 only, one short response per request. Tests: `tests/e2e/health.rs`.
@@ -38,6 +40,7 @@ pub struct Health {
     ready: AtomicBool,
     engine: OnceLock<EngineView>,
     memory: OnceLock<Arc<crate::memory::Memory>>,
+    otlp: OnceLock<crate::otlp::http::Endpoint>,
 }
 
 /// The parts of the engine the endpoint reads.
@@ -57,6 +60,11 @@ impl Health {
     /// The process's memory is accounted: `/metrics` shows it.
     pub fn memory(&self, memory: Arc<crate::memory::Memory>) {
         let _ = self.memory.set(memory);
+    }
+
+    /// OTLP/HTTP exports are taken from now on.
+    pub fn otlp(&self, endpoint: crate::otlp::http::Endpoint) {
+        let _ = self.otlp.set(endpoint);
     }
 
     /// Every port accepts connections: `/ready` may answer 200.
@@ -106,7 +114,7 @@ impl Health {
         metrics.render()
     }
 
-    async fn answer(&self, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let reply = |status: StatusCode, content_type: &'static str, body: String| {
             let mut response = Response::new(Full::new(Bytes::from(body)));
             *response.status_mut() = status;
@@ -117,6 +125,19 @@ impl Health {
             response
         };
         let text = "text/plain; charset=utf-8";
+        if crate::otlp::http::PATHS.contains(&request.uri().path()) {
+            if request.method() != Method::POST {
+                return reply(StatusCode::METHOD_NOT_ALLOWED, text, "POST only\n".into());
+            }
+            return match self.otlp.get() {
+                Some(endpoint) => endpoint.export(request).await,
+                None => reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    text,
+                    "starting: the WAL is being replayed\n".into(),
+                ),
+            };
+        }
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return reply(StatusCode::METHOD_NOT_ALLOWED, text, "GET only\n".into());
         }
@@ -134,7 +155,7 @@ impl Health {
             _ => reply(
                 StatusCode::NOT_FOUND,
                 text,
-                "not found: /health, /ready or /metrics\n".into(),
+                "not found: /health, /ready, /metrics, /v1/logs or /v1/traces\n".into(),
             ),
         }
     }
@@ -157,7 +178,7 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>, shutdown: Cancell
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let health = health.clone();
-                async move { Ok::<_, Infallible>(health.answer(&request).await) }
+                async move { Ok::<_, Infallible>(health.answer(request).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())

@@ -18,6 +18,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// How often the governor reads the resident set.
@@ -30,6 +31,44 @@ pub const TARGET_PERCENT: usize = 90;
 /// The least the buffer is allowed, as a fraction of its share: ingest goes on (in smaller
 /// flushes) even when the rest of the process holds more than it should.
 const FLOOR_DIVISOR: usize = 8;
+
+/// Bytes the ingest front ends (Flight DoPut, OTLP) hold in flight together, decoded and not
+/// yet in the buffer, in KiB permits: a batch waits for its permits, which backpressures its
+/// sender (HTTP/2 flow control on a DoPut stream, a slower acknowledgement of an export).
+#[derive(Clone)]
+pub struct InFlight {
+    permits: Arc<Semaphore>,
+    kib: usize,
+}
+
+impl InFlight {
+    /// At most `bytes` in flight.
+    pub fn new(bytes: usize) -> Self {
+        let kib = (bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
+        InFlight {
+            permits: Arc::new(Semaphore::new(kib)),
+            kib,
+        }
+    }
+
+    /// Bytes held in flight now.
+    pub fn held_bytes(&self) -> usize {
+        self.kib.saturating_sub(self.permits.available_permits()) << 10
+    }
+
+    /// The whole budget, in bytes: the most one batch may hold.
+    pub fn budget_bytes(&self) -> usize {
+        self.kib << 10
+    }
+
+    /// Waits until `kib` more fit (at least one, at most the whole budget, so an oversized
+    /// batch waits for every other, never forever); the permit holds them until dropped.
+    /// `None` once the server shuts down.
+    pub async fn admit_kib(&self, kib: usize) -> Option<OwnedSemaphorePermit> {
+        let kib = kib.clamp(1, self.kib.min(u32::MAX as usize)) as u32;
+        self.permits.clone().acquire_many_owned(kib).await.ok()
+    }
+}
 
 /// A large consumer of memory: its name, its bound (`None`: bounded by others) and how much
 /// it holds now.

@@ -87,7 +87,7 @@ impl Server {
             buffer: engine.buffer.clone(),
             core: engine.core.clone(),
             storage: engine.storage.clone(),
-            clock,
+            clock: clock.clone(),
         });
         // Spill files of queries a crash interrupted are garbage: start empty.
         let spill_dir = config.data_dir.join("spill");
@@ -98,7 +98,7 @@ impl Server {
         })?;
         let shares = config.shares();
         let query_pool = crate::sql::query_pool(shares.query);
-        let inflight = crate::flight::InFlight::new(shares.inflight);
+        let inflight = crate::memory::InFlight::new(shares.inflight);
         let memory = Arc::new(memory_of(&config, &engine, &query_pool, &inflight));
         health.memory(memory.clone());
         let mutations: Arc<dyn crate::engine::core::Mutations> = engine.core.clone();
@@ -166,18 +166,28 @@ impl Server {
             context.clone(),
             engine.catalog.clone(),
             engine.ingest.clone(),
-            inflight,
+            inflight.clone(),
             config.max_expression_depth,
             slots,
             config.log_min_duration(),
         )?;
-        let grpc = tokio::spawn(crate::flight::serve(
-            grpc_listener,
-            flight,
-            config.grpc_token.clone(),
-            config.grpc_max_message_mb << 20,
-            shutdown.clone(),
+        let otlp = Arc::new(crate::otlp::Receiver::new(
+            &engine.catalog,
+            engine.ingest.clone(),
+            clock,
+            inflight,
         ));
+        let max_message_bytes = config.grpc_max_message_mb << 20;
+        let routes = tonic::service::Routes::new(
+            flight.into_service(config.grpc_token.clone(), max_message_bytes),
+        );
+        let routes = otlp.routes(routes, config.grpc_token.clone(), max_message_bytes);
+        health.otlp(crate::otlp::http::Endpoint::new(
+            otlp,
+            config.grpc_token.clone(),
+            max_message_bytes,
+        ));
+        let grpc = tokio::spawn(crate::grpc::serve(grpc_listener, routes, shutdown.clone()));
         let accept = tokio::spawn(crate::pgwire::serve(
             listener,
             handlers,
@@ -240,7 +250,7 @@ fn memory_of(
     config: &Config,
     engine: &Engine,
     query_pool: &Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
-    inflight: &crate::flight::InFlight,
+    inflight: &crate::memory::InFlight,
 ) -> crate::memory::Memory {
     let shares = config.shares();
     let pool = query_pool.clone();

@@ -148,6 +148,8 @@ pub enum Via {
     Copy,
     /// Arrow Flight `DoPut`.
     Flight,
+    /// An OTLP export (gRPC or HTTP).
+    Otlp,
 }
 
 impl Via {
@@ -156,6 +158,7 @@ impl Via {
             Via::Insert => "insert",
             Via::Copy => "copy",
             Via::Flight => "flight",
+            Via::Otlp => "otlp",
         }
     }
 }

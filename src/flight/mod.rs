@@ -40,7 +40,7 @@ use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use futures::{Stream, TryStreamExt};
 use prost::Message;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
@@ -48,6 +48,8 @@ use crate::engine::batch::owned_bytes;
 use crate::engine::ingest::{Ingest, Via};
 use crate::engine::schema::Catalog;
 use crate::error::{SqlError, SqlState};
+use crate::grpc::TokenCheck;
+use crate::memory::InFlight;
 use crate::sql::error::sqlstate_of;
 use crate::sql::slots::Slots;
 use put::store_stream;
@@ -103,31 +105,6 @@ pub fn grpc_code(state: SqlState) -> tonic::Code {
     }
 }
 
-/// Serves `flight` on `listener` until `shutdown` fires: the token check and message size
-/// limit of [`TimeFusionFlight::into_service`], and the HTTP/2 windows below.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    flight: TimeFusionFlight,
-    token: Option<String>,
-    max_message_bytes: usize,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let served = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .initial_stream_window_size(HTTP2_WINDOW_BYTES)
-        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
-        .max_frame_size(HTTP2_MAX_FRAME_BYTES)
-        .add_service(flight.into_service(token, max_message_bytes))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            shutdown.cancelled_owned(),
-        )
-        .await;
-    if let Err(e) = served {
-        tracing::error!("gRPC server stopped: {e}");
-    }
-}
-
 fn flight_status(error: FlightError) -> Status {
     match error {
         FlightError::Tonic(status) => *status,
@@ -152,70 +129,12 @@ pub struct TimeFusionFlight {
     log_min_duration: Option<std::time::Duration>,
 }
 
-/// Checks the bearer token of every call.
-#[derive(Clone)]
-pub struct TokenCheck {
-    expected: Option<Arc<str>>,
-}
-
-impl tonic::service::Interceptor for TokenCheck {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(expected) = &self.expected else {
-            return Ok(request);
-        };
-        let given = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            });
-        match given {
-            Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(request),
-            Some(_) => Err(Status::unauthenticated("invalid bearer token")),
-            None => Err(Status::unauthenticated(
-                "missing `authorization: Bearer <GRPC_TOKEN>` header",
-            )),
-        }
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Arrow bytes DoPut streams hold in flight together (decoded, not yet in the buffer), in KiB
-/// permits: a batch waits for its permits, which backpressures its stream.
-#[derive(Clone)]
-pub struct InFlight {
-    permits: Arc<Semaphore>,
-    kib: usize,
-}
-
-impl InFlight {
-    /// At most `bytes` in flight.
-    pub fn new(bytes: usize) -> Self {
-        let kib = (bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
-        InFlight {
-            permits: Arc::new(Semaphore::new(kib)),
-            kib,
-        }
-    }
-
-    /// Bytes held in flight now.
-    pub fn held_bytes(&self) -> usize {
-        self.kib.saturating_sub(self.permits.available_permits()) << 10
-    }
-}
-
-/// Kibibytes a batch holds, the unit of the in-flight semaphore: at least one, at most the
-/// whole budget (so an oversized batch waits for every other stream, never forever). Counted
-/// by allocation: a decoded message's arrays are views into one, which Arrow's
-/// `get_array_memory_size` counts once per buffer — a 4 MiB message weighed 80 MiB, took the
-/// whole in-flight share, and DoPut streams took turns instead of running together.
-fn kib(batch: &RecordBatch, budget_kib: usize) -> u32 {
-    (owned_bytes(batch) / 1024).clamp(1, budget_kib.min(u32::MAX as usize)) as u32
+/// Kibibytes a batch holds, the unit of the in-flight budget. Counted by allocation: a
+/// decoded message's arrays are views into one, which Arrow's `get_array_memory_size` counts
+/// once per buffer — a 4 MiB message weighed 80 MiB, took the whole in-flight share, and
+/// DoPut streams took turns instead of running together.
+fn kib(batch: &RecordBatch) -> usize {
+    owned_bytes(batch) / 1024
 }
 
 impl TimeFusionFlight {
@@ -254,28 +173,21 @@ impl TimeFusionFlight {
         let server = FlightServiceServer::new(self)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
-        InterceptedService::new(
-            server,
-            TokenCheck {
-                expected: token.map(Into::into),
-            },
-        )
+        InterceptedService::new(server, TokenCheck::new(token))
     }
 
     /// Most bytes one DoPut message may decode to: what all streams may hold in flight.
     pub(crate) fn max_decoded_bytes(&self) -> u64 {
-        (self.inflight.kib as u64) << 10
+        self.inflight.budget_bytes() as u64
     }
 
     /// Waits until `batch` fits in the in-flight budget; the permit holds its share until
     /// dropped.
     async fn admit(&self, batch: &RecordBatch) -> Result<OwnedSemaphorePermit, Status> {
         self.inflight
-            .permits
-            .clone()
-            .acquire_many_owned(kib(batch, self.inflight.kib))
+            .admit_kib(kib(batch))
             .await
-            .map_err(|_| Status::unavailable("server shutting down"))
+            .ok_or_else(|| Status::unavailable("server shutting down"))
     }
 
     /// Stores one admitted batch; its share of the in-flight budget is returned once it is in
@@ -378,21 +290,6 @@ impl TimeFusionFlight {
             .with_descriptor(descriptor))
     }
 }
-
-/// HTTP/2 flow-control window of each gRPC stream, in bytes. With hyper's 1 MiB default, a
-/// client sending an 8,192-row otel batch (about 4 MiB of Arrow) stopped every megabyte to wait
-/// for the server's window update (BENCHMARKS.md, "Profiles behind the code"). It bounds what a stream may have in
-/// flight before the server reads it; a message is bounded by `TIMEFUSION_GRPC_MAX_MESSAGE_MB`
-/// and the decoded batches by `TIMEFUSION_GRPC_MAX_INFLIGHT_MB`.
-pub const HTTP2_WINDOW_BYTES: u32 = 8 << 20;
-
-/// HTTP/2 flow-control window of a whole gRPC connection: two streams' worth, so one busy
-/// DoPut stream cannot hold back the others a client multiplexes on the same connection.
-pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 2 * HTTP2_WINDOW_BYTES;
-
-/// Largest HTTP/2 frame the server accepts (hyper's default is 16 KiB): a batch arrives in
-/// a few frames instead of hundreds.
-pub const HTTP2_MAX_FRAME_BYTES: u32 = 1 << 20;
 
 #[tonic::async_trait]
 impl FlightSqlService for TimeFusionFlight {
@@ -601,7 +498,6 @@ mod tests {
         );
         assert_eq!(grpc_code(SqlState::INTERNAL_ERROR), tonic::Code::Internal);
     }
-    use tonic::service::Interceptor;
 
     #[test]
     fn a_decoded_message_weighs_its_size_not_once_per_column() {
@@ -640,39 +536,10 @@ mod tests {
         )
         .expect("decode");
         assert!(decoded.get_array_memory_size() > 10 * body, "Arrow's count");
-        let weighed = kib(&decoded, usize::MAX) as usize;
+        let weighed = kib(&decoded);
         assert!(
             (body / 1024..=body / 1024 + 1).contains(&weighed),
             "{weighed} KiB for a {body}-byte message"
         );
-    }
-
-    fn call(check: &mut TokenCheck, header: Option<&str>) -> Result<(), tonic::Code> {
-        let mut request = Request::new(());
-        if let Some(value) = header {
-            request
-                .metadata_mut()
-                .insert("authorization", value.parse().expect("header"));
-        }
-        check.call(request).map(|_| ()).map_err(|s| s.code())
-    }
-
-    #[test]
-    fn bearer_token_is_required_when_configured() {
-        let mut open = TokenCheck { expected: None };
-        assert_eq!(call(&mut open, None), Ok(()));
-        let mut locked = TokenCheck {
-            expected: Some("s3cret".into()),
-        };
-        assert_eq!(call(&mut locked, Some("Bearer s3cret")), Ok(()));
-        assert_eq!(
-            call(&mut locked, Some("Bearer wrong")),
-            Err(tonic::Code::Unauthenticated)
-        );
-        assert_eq!(
-            call(&mut locked, Some("s3cret")),
-            Err(tonic::Code::Unauthenticated)
-        );
-        assert_eq!(call(&mut locked, None), Err(tonic::Code::Unauthenticated));
     }
 }

@@ -1,0 +1,291 @@
+//! OTLP/HTTP: `POST /v1/logs` and `POST /v1/traces` on the HTTP port, as the OTLP
+//! specification describes them.
+//!
+//! - The body is an `Export…ServiceRequest` in protobuf (`Content-Type:
+//!   application/x-protobuf`) or OTLP/JSON (`application/json`); the answer is in the same
+//!   encoding. `Content-Encoding: gzip` is accepted. Another content type is 415.
+//! - A body (compressed, and again decompressed) larger than `TIMEFUSION_GRPC_MAX_MESSAGE_MB`
+//!   is 413.
+//! - 200 with an empty `Export…ServiceResponse` once every record is durable. A refusal is a
+//!   `google.rpc.Status` in the request's encoding: 400 when the request is at fault (not
+//!   to be retried), 503 with `Retry-After` when the server cannot store now, 500 otherwise;
+//!   401 without the `GRPC_TOKEN` bearer when one is set.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::{Request, Response, StatusCode};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+
+use super::{Receiver, Refusal, TENANT_HEADER};
+
+/// Seconds a client is asked to wait before retrying a 503.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+/// The OTLP/HTTP paths.
+pub const PATHS: [&str; 2] = ["/v1/logs", "/v1/traces"];
+
+#[derive(Clone, Copy, PartialEq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Protobuf => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+}
+
+/// A refusal before the request reached the receiver, with its HTTP status.
+struct Failed {
+    status: StatusCode,
+    message: String,
+}
+
+fn failed(status: StatusCode, message: impl Into<String>) -> Failed {
+    Failed {
+        status,
+        message: message.into(),
+    }
+}
+
+/// The OTLP/HTTP endpoint.
+pub struct Endpoint {
+    receiver: Arc<Receiver>,
+    token: Option<Arc<str>>,
+    max_bytes: usize,
+}
+
+impl Endpoint {
+    pub fn new(receiver: Arc<Receiver>, token: Option<String>, max_bytes: usize) -> Endpoint {
+        Endpoint {
+            receiver,
+            token: token.map(Into::into),
+            max_bytes,
+        }
+    }
+
+    /// Answers a `POST` to one of [`PATHS`].
+    pub async fn export(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        // Errors are answered in the request's encoding when it has a known one.
+        let encoding = encoding_of(&request).unwrap_or(Encoding::Protobuf);
+        match self.handle(request).await {
+            Ok(body) => reply(StatusCode::OK, encoding, body),
+            Err(Failed { status, message }) => {
+                let code = match status {
+                    StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => {
+                        tonic::Code::InvalidArgument
+                    }
+                    StatusCode::UNAUTHORIZED => tonic::Code::Unauthenticated,
+                    StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => tonic::Code::Unimplemented,
+                    _ => tonic::Code::Internal,
+                };
+                let mut response = reply(status, encoding, status_body(encoding, code, &message));
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    response
+                        .headers_mut()
+                        .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+                }
+                response
+            }
+        }
+    }
+
+    async fn handle(&self, request: Request<Incoming>) -> Result<Vec<u8>, Failed> {
+        self.check_token(&request)?;
+        let encoding = encoding_of(&request).ok_or_else(|| {
+            failed(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type must be application/x-protobuf or application/json",
+            )
+        })?;
+        let gzip = match request
+            .headers()
+            .get(CONTENT_ENCODING)
+            .map(|v| v.to_str().unwrap_or_default().trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("" | "identity") => false,
+            Some("gzip") => true,
+            Some(other) => {
+                return Err(failed(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    format!("Content-Encoding {other} is not supported: send gzip or none"),
+                ));
+            }
+        };
+        let tenant = request
+            .headers()
+            .get(TENANT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let logs = request.uri().path() == PATHS[0];
+        let body = self.body(request.into_body(), gzip).await?;
+        let outcome = if logs {
+            let export: ExportLogsServiceRequest = decode(encoding, &body)?;
+            drop(body);
+            self.receiver.logs(&export, tenant.as_deref()).await
+        } else {
+            let export: ExportTraceServiceRequest = decode(encoding, &body)?;
+            drop(body);
+            self.receiver.traces(&export, tenant.as_deref()).await
+        };
+        outcome.map_err(|refusal| match refusal {
+            Refusal::Invalid(m) => failed(StatusCode::BAD_REQUEST, m),
+            Refusal::Unavailable(m) => failed(StatusCode::SERVICE_UNAVAILABLE, m),
+            Refusal::Internal(m) => failed(StatusCode::INTERNAL_SERVER_ERROR, m),
+        })?;
+        Ok(match (logs, encoding) {
+            (_, Encoding::Json) => b"{}".to_vec(),
+            (true, Encoding::Protobuf) => ExportLogsServiceResponse::default().encode_to_vec(),
+            (false, Encoding::Protobuf) => ExportTraceServiceResponse::default().encode_to_vec(),
+        })
+    }
+
+    fn check_token(&self, request: &Request<Incoming>) -> Result<(), Failed> {
+        let Some(expected) = &self.token else {
+            return Ok(());
+        };
+        let given = request
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::grpc::bearer);
+        match given {
+            Some(token) if crate::grpc::constant_time_eq(token.as_bytes(), expected.as_bytes()) => {
+                Ok(())
+            }
+            Some(_) => Err(failed(StatusCode::UNAUTHORIZED, "invalid bearer token")),
+            None => Err(failed(
+                StatusCode::UNAUTHORIZED,
+                "missing `Authorization: Bearer <GRPC_TOKEN>` header",
+            )),
+        }
+    }
+
+    /// The request body, decompressed, at most `max_bytes` either way.
+    async fn body(&self, body: Incoming, gzip: bool) -> Result<Bytes, Failed> {
+        let too_large = || {
+            failed(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the request body is larger than TIMEFUSION_GRPC_MAX_MESSAGE_MB ({} MiB)",
+                    self.max_bytes >> 20
+                ),
+            )
+        };
+        let raw = Limited::new(body, self.max_bytes)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    too_large()
+                } else {
+                    failed(
+                        StatusCode::BAD_REQUEST,
+                        format!("cannot read the request body: {e}"),
+                    )
+                }
+            })?
+            .to_bytes();
+        if !gzip {
+            return Ok(raw);
+        }
+        let mut decoded = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .take(self.max_bytes as u64 + 1)
+            .read_to_end(&mut decoded)
+            .map_err(|e| failed(StatusCode::BAD_REQUEST, format!("invalid gzip body: {e}")))?;
+        if decoded.len() > self.max_bytes {
+            return Err(too_large());
+        }
+        Ok(decoded.into())
+    }
+}
+
+fn encoding_of(request: &Request<Incoming>) -> Option<Encoding> {
+    let value = request.headers().get(CONTENT_TYPE)?.to_str().ok()?;
+    let media = value.split(';').next()?.trim();
+    if media.eq_ignore_ascii_case("application/x-protobuf") {
+        Some(Encoding::Protobuf)
+    } else if media.eq_ignore_ascii_case("application/json") {
+        Some(Encoding::Json)
+    } else {
+        None
+    }
+}
+
+fn decode<T: Message + Default + serde::de::DeserializeOwned>(
+    encoding: Encoding,
+    body: &[u8],
+) -> Result<T, Failed> {
+    match encoding {
+        Encoding::Protobuf => T::decode(body).map_err(|e| {
+            failed(
+                StatusCode::BAD_REQUEST,
+                format!("invalid OTLP protobuf: {e}"),
+            )
+        }),
+        Encoding::Json => serde_json::from_slice(body)
+            .map_err(|e| failed(StatusCode::BAD_REQUEST, format!("invalid OTLP/JSON: {e}"))),
+    }
+}
+
+/// A `google.rpc.Status` in `encoding`.
+fn status_body(encoding: Encoding, code: tonic::Code, message: &str) -> Vec<u8> {
+    match encoding {
+        Encoding::Json => serde_json::json!({ "code": code as i32, "message": message })
+            .to_string()
+            .into_bytes(),
+        Encoding::Protobuf => {
+            let mut out = Vec::new();
+            prost::encoding::int32::encode(1, &(code as i32), &mut out);
+            prost::encoding::string::encode(2, &message.to_string(), &mut out);
+            out
+        }
+    }
+}
+
+fn reply(status: StatusCode, encoding: Encoding, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(encoding.content_type()),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_google_rpc_status_messages() {
+        let encoded = status_body(
+            Encoding::Protobuf,
+            tonic::Code::InvalidArgument,
+            "no tenant",
+        );
+        // google.rpc.Status: code (1, varint), message (2, string).
+        assert_eq!(encoded, [&[0x08, 3, 0x12, 9][..], b"no tenant"].concat());
+        let json = status_body(Encoding::Json, tonic::Code::Unavailable, "full");
+        let parsed: serde_json::Value = serde_json::from_slice(&json).expect("json");
+        assert_eq!(parsed, serde_json::json!({"code": 14, "message": "full"}));
+    }
+}

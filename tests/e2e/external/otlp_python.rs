@@ -1,0 +1,212 @@
+//! OTLP from the OpenTelemetry Python SDK: spans and log records exported over gRPC (gzip,
+//! the tenant in a header) and HTTP (protobuf, the tenant as a resource attribute), OTLP/JSON
+//! and bad requests over HTTP (tests/python/otlp_clients.py); then the rows are read back over
+//! pgwire, column by column.
+
+use std::process::Command;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn python_sdk_exports_over_grpc_and_http_read_back_over_pgwire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[("GRPC_TOKEN", "otlp-t0ken")]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/otlp_clients.py");
+    let out = Command::new(python())
+        .args([
+            script,
+            &server.grpc_port.to_string(),
+            &server.http_port.to_string(),
+            "otlp-t0ken",
+        ])
+        .output()
+        .expect("run python (scripts/test-deps.sh installs the OpenTelemetry SDK into .venv)");
+    assert!(
+        out.status.success(),
+        "python OTLP clients failed (run the tests with scripts/test-deps.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");
+    for export in ["grpc_spans", "grpc_logs", "http_spans", "http_logs"] {
+        assert_eq!(seen[export], "SUCCESS", "{export}: {seen}");
+    }
+    for refused in ["grpc_no_tenant", "http_no_tenant", "grpc_wrong_token"] {
+        assert_eq!(seen[refused], "FAILURE", "{refused}: {seen}");
+    }
+    for accepted in ["json_logs", "json_gzip"] {
+        assert_eq!(seen[accepted]["status"], 200, "{accepted}: {seen}");
+        assert_eq!(seen[accepted]["body"], "{}", "{accepted}: {seen}");
+    }
+    assert_eq!(seen["bad_protobuf"]["status"], 400, "{seen}");
+    assert_eq!(seen["bad_json"]["status"], 400, "{seen}");
+    assert_eq!(seen["bad_type"]["status"], 415, "{seen}");
+    assert_eq!(seen["half_bad"]["status"], 400, "{seen}");
+    let half_bad: serde_json::Value =
+        serde_json::from_str(seen["half_bad"]["body"].as_str().expect("body")).expect("status");
+    assert_eq!(half_bad["code"], 3, "INVALID_ARGUMENT: {half_bad}");
+    assert!(
+        half_bad["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("\"no start\" has no start_time_unix_nano")),
+        "{half_bad}"
+    );
+
+    let pg = server.client().await;
+    // Two spans and two log records per SDK export pair; the JSON log twice; nothing of the
+    // refused requests (the good span next to the bad one included).
+    assert_eq!(count(&pg, "WHERE project_id = 'otlp-grpc'").await, 4);
+    assert_eq!(count(&pg, "WHERE project_id = 'otlp-http'").await, 4);
+    assert_eq!(count(&pg, "WHERE project_id = 'otlp-json'").await, 2);
+    assert_eq!(count(&pg, "").await, 10);
+    let trace_id = seen["trace_id"].as_str().expect("trace id");
+
+    for tenant in ["otlp-grpc", "otlp-http"] {
+        let root = pg
+            .query_one(
+                "SELECT kind, status_code, parent_id, context___span_id, context___trace_id, \
+                        attributes___http___request___method, \
+                        attributes___http___response___status_code, attributes___url___path, \
+                        resource___service___name, resource___service___version, \
+                        resource___deployment___environment___name, \
+                        attributes->>'cart.items', attributes->>'otel.scope.name', \
+                        duration >= 0, end_time >= start_time, timestamp = start_time \
+                 FROM otel_logs_and_spans WHERE project_id = $1 AND name = 'GET /cart'",
+                &[&tenant],
+            )
+            .await
+            .expect("root span");
+        assert_eq!(root.get::<_, Option<String>>(0).as_deref(), Some("SERVER"));
+        assert_eq!(root.get::<_, Option<String>>(1).as_deref(), Some("UNSET"));
+        assert_eq!(
+            root.get::<_, Option<String>>(2),
+            None,
+            "a root has no parent"
+        );
+        let root_span: String = root.get(3);
+        assert_eq!(root_span.len(), 16, "{root_span}");
+        if tenant == "otlp-grpc" {
+            assert_eq!(root.get::<_, String>(4), trace_id);
+        }
+        assert_eq!(root.get::<_, Option<String>>(5).as_deref(), Some("GET"));
+        assert_eq!(root.get::<_, Option<i32>>(6), Some(200));
+        assert_eq!(root.get::<_, Option<String>>(7).as_deref(), Some("/cart"));
+        assert_eq!(
+            root.get::<_, Option<String>>(8).as_deref(),
+            Some("checkout")
+        );
+        assert_eq!(root.get::<_, Option<String>>(9).as_deref(), Some("1.2.3"));
+        assert_eq!(root.get::<_, Option<String>>(10).as_deref(), Some("test"));
+        assert_eq!(root.get::<_, Option<String>>(11).as_deref(), Some("3"));
+        assert_eq!(
+            root.get::<_, Option<String>>(12).as_deref(),
+            Some("shop.cart")
+        );
+        for check in 13..16 {
+            assert_eq!(
+                root.get::<_, Option<bool>>(check),
+                Some(true),
+                "column {check}"
+            );
+        }
+
+        let child = pg
+            .query_one(
+                "SELECT kind, status_code, status_message, parent_id, \
+                        attributes___db___system___name, events \
+                 FROM otel_logs_and_spans WHERE project_id = $1 AND name = 'SELECT carts'",
+                &[&tenant],
+            )
+            .await
+            .expect("child span");
+        assert_eq!(child.get::<_, Option<String>>(0).as_deref(), Some("CLIENT"));
+        assert_eq!(child.get::<_, Option<String>>(1).as_deref(), Some("ERROR"));
+        assert_eq!(
+            child.get::<_, Option<String>>(2).as_deref(),
+            Some("timeout")
+        );
+        assert_eq!(child.get::<_, Option<String>>(3), Some(root_span.clone()));
+        assert_eq!(
+            child.get::<_, Option<String>>(4).as_deref(),
+            Some("postgresql")
+        );
+        let events: serde_json::Value =
+            serde_json::from_str(&child.get::<_, String>(5)).expect("events are JSON");
+        assert_eq!(events[0]["name"], "retry", "{events}");
+        assert_eq!(events[0]["attributes"]["attempt"], 2, "{events}");
+
+        let warn = pg
+            .query_one(
+                "SELECT level, severity___severity_number, body, context___trace_id, \
+                        attributes___db___query___text, attributes->>'elapsed_ms', \
+                        observed_timestamp IS NOT NULL \
+                 FROM otel_logs_and_spans WHERE project_id = $1 AND kind = 'LOG' \
+                   AND level = 'WARN'",
+                &[&tenant],
+            )
+            .await
+            .expect("log record inside the span");
+        assert_eq!(warn.get::<_, Option<i32>>(1), Some(13));
+        assert_eq!(
+            warn.get::<_, Option<String>>(2).as_deref(),
+            Some("\"slow query\"")
+        );
+        let in_trace: Option<String> = warn.get(3);
+        assert_eq!(in_trace.map(|t| t.len()), Some(32));
+        assert_eq!(
+            warn.get::<_, Option<String>>(4).as_deref(),
+            Some("SELECT 1")
+        );
+        assert_eq!(warn.get::<_, Option<String>>(5).as_deref(), Some("1500.5"));
+        assert_eq!(warn.get::<_, Option<bool>>(6), Some(true));
+
+        let error = pg
+            .query_one(
+                "SELECT level, body, attributes___user___id, context___trace_id \
+                 FROM otel_logs_and_spans WHERE project_id = $1 AND kind = 'LOG' \
+                   AND level <> 'WARN'",
+                &[&tenant],
+            )
+            .await
+            .expect("log record outside any span");
+        assert_eq!(error.get::<_, Option<String>>(0).as_deref(), Some("ERROR"));
+        let body: serde_json::Value =
+            serde_json::from_str(&error.get::<_, String>(1)).expect("body is JSON");
+        assert_eq!(
+            body,
+            serde_json::json!({"event": "checkout failed", "codes": [1, 2]})
+        );
+        assert_eq!(error.get::<_, Option<String>>(2).as_deref(), Some("u-42"));
+        assert_eq!(error.get::<_, Option<String>>(3), None);
+    }
+
+    let json = pg
+        .query(
+            "SELECT level, body, attributes___http___response___status_code, \
+                    context___trace_id, context___span_id, resource___service___name, \
+                    attributes->>'ratio', date = CAST(timestamp AS date) \
+             FROM otel_logs_and_spans WHERE project_id = 'otlp-json'",
+            &[],
+        )
+        .await
+        .expect("JSON log records");
+    assert_eq!(json.len(), 2);
+    for row in json {
+        assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("INFO"));
+        assert_eq!(
+            row.get::<_, Option<String>>(1).as_deref(),
+            Some("\"hello from json\"")
+        );
+        assert_eq!(row.get::<_, Option<i32>>(2), Some(503));
+        assert_eq!(
+            row.get::<_, Option<String>>(3).as_deref(),
+            Some("5b8efff798038103d269b633813fc60c")
+        );
+        assert_eq!(
+            row.get::<_, Option<String>>(4).as_deref(),
+            Some("eee19b7ec3c1b174")
+        );
+        assert_eq!(row.get::<_, Option<String>>(5).as_deref(), Some("json-svc"));
+        assert_eq!(row.get::<_, Option<String>>(6).as_deref(), Some("0.25"));
+        assert_eq!(row.get::<_, Option<bool>>(7), Some(true));
+    }
+}
