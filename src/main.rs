@@ -68,6 +68,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     timefusion::panics::install_hook();
+    // Before the listening line: a SIGTERM sent as soon as a client got an answer must find
+    // the handler installed (under load the line and the first answers can come before the
+    // next statement here runs, and an unhandled SIGTERM kills the process).
+    let signal = |kind| {
+        tokio::signal::unix::signal(kind).context("cannot install the SIGTERM and SIGINT handlers")
+    };
+    let mut terminate = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = signal(tokio::signal::unix::SignalKind::interrupt())?;
     let server = Server::start(config)
         .await
         .context("TimeFusion failed to start")?;
@@ -80,10 +88,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     tracing::info!(pgwire = %server.pg_addr(), grpc = %server.grpc_addr(), http = %server.http_addr(), "ready");
 
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install the SIGTERM handler")?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
         _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
     }
     server.shutdown().await.context("shutdown failed")?;
