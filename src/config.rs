@@ -155,7 +155,7 @@ pub struct Config {
 
     /// Port of the HTTP endpoint: `/health` (liveness), `/ready` (recovery done, WAL writable,
     /// store reachable), `/metrics` (Prometheus) and OTLP/HTTP (`POST /v1/logs`,
-    /// `/v1/traces`). 0 picks a free port and logs it.
+    /// `/v1/traces`, `/v1/metrics`). 0 picks a free port and logs it.
     #[arg(long, env = "TIMEFUSION_HTTP_PORT", default_value_t = 8080)]
     pub http_port: u16,
 
@@ -174,7 +174,7 @@ pub struct Config {
     pub grpc_host: IpAddr,
 
     /// Port of the gRPC services: Arrow Flight (DoPut ingestion, Flight SQL queries) and the
-    /// OTLP logs and traces collector services; 0 picks a free port and logs it.
+    /// OTLP logs, traces and metrics collector services; 0 picks a free port and logs it.
     #[arg(long, env = "GRPC_PORT", default_value_t = 50051)]
     pub grpc_port: u16,
 

@@ -6,7 +6,7 @@
 //!   and only while the WAL takes writes and the tables' store answers; 503 with the reason
 //!   otherwise (readiness: send traffic here or not).
 //! - `GET /metrics`: every series of [`crate::metrics`] in Prometheus' text format.
-//! - `POST /v1/logs`, `POST /v1/traces`: OTLP/HTTP exports ([`crate::otlp::http`]); 503
+//! - `POST /v1/logs`, `/v1/traces`, `/v1/metrics`: OTLP/HTTP exports ([`crate::otlp::http`]); 503
 //!   while the WAL is being replayed.
 //!
 //! It binds before recovery starts, so `/health` answers (and `/ready` says 503) while a long
@@ -155,7 +155,8 @@ impl Health {
             _ => reply(
                 StatusCode::NOT_FOUND,
                 text,
-                "not found: /health, /ready, /metrics, /v1/logs or /v1/traces\n".into(),
+                "not found: /health, /ready, /metrics, /v1/logs, /v1/traces or /v1/metrics\n"
+                    .into(),
             ),
         }
     }

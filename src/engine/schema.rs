@@ -14,10 +14,16 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::Deserialize;
 
 /// Schemas built into the binary (the repository's `schemas/` folder).
-const BUILT_IN: &[(&str, &str)] = &[(
-    "otel_logs_and_spans.yaml",
-    include_str!("../../schemas/otel_logs_and_spans.yaml"),
-)];
+const BUILT_IN: &[(&str, &str)] = &[
+    (
+        "otel_logs_and_spans.yaml",
+        include_str!("../../schemas/otel_logs_and_spans.yaml"),
+    ),
+    (
+        "otel_metrics.yaml",
+        include_str!("../../schemas/otel_metrics.yaml"),
+    ),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -32,7 +32,8 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
 use super::rows::{
-    Flattened, Kind, Rows, hex_id, value_of, write_attributes, write_string, write_value,
+    Flattened, Kind, Rows, hex_id, micros, rfc3339, value_of, write_attributes, write_string,
+    write_value,
 };
 use crate::engine::schema::TableSchema;
 
@@ -119,11 +120,38 @@ pub struct LogsAndSpans {
     resource: Flattened,
 }
 
-/// What one resource gives each of its rows.
-struct ResourceRow<'a> {
+/// What one resource gives each of its rows: its tenant, its attributes as JSON and the
+/// flattened columns they fill.
+pub(crate) struct ResourceRow<'a> {
     tenant: &'a str,
     json: String,
     attributes: &'a [KeyValue],
+}
+
+impl<'a> ResourceRow<'a> {
+    pub(crate) fn new(
+        resource: Option<&'a opentelemetry_proto::tonic::resource::v1::Resource>,
+        header_tenant: Option<&'a str>,
+    ) -> Result<ResourceRow<'a>, Invalid> {
+        let attributes = resource.map_or(&[][..], |r| r.attributes.as_slice());
+        let tenant = super::tenant(attributes, header_tenant)?;
+        let mut json = String::new();
+        write_attributes(&mut json, attributes, &[]);
+        Ok(ResourceRow {
+            tenant,
+            json,
+            attributes,
+        })
+    }
+
+    /// Sets the tenant, the resource JSON and the flattened resource columns of a row.
+    pub(crate) fn fill(&self, rows: &mut Rows, tenant: usize, json: usize, flat: &Flattened) {
+        rows.text(tenant, self.tenant);
+        rows.text(json, &self.json);
+        for kv in self.attributes {
+            rows.attribute(flat, &kv.key, value_of(kv.value.as_ref()));
+        }
+    }
 }
 
 impl LogsAndSpans {
@@ -164,22 +192,6 @@ impl LogsAndSpans {
         rows
     }
 
-    fn resource<'a>(
-        &self,
-        resource: Option<&'a opentelemetry_proto::tonic::resource::v1::Resource>,
-        header_tenant: Option<&'a str>,
-    ) -> Result<ResourceRow<'a>, Invalid> {
-        let attributes = resource.map_or(&[][..], |r| r.attributes.as_slice());
-        let tenant = super::tenant(attributes, header_tenant)?;
-        let mut json = String::new();
-        write_attributes(&mut json, attributes, &[]);
-        Ok(ResourceRow {
-            tenant,
-            json,
-            attributes,
-        })
-    }
-
     /// Fills what every row of `resource` shares, and the record's own attributes.
     fn common(
         &self,
@@ -194,11 +206,12 @@ impl LogsAndSpans {
             C::Id as usize,
             uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id),
         );
-        rows.text(C::ProjectId as usize, resource.tenant);
-        rows.text(C::Resource as usize, &resource.json);
-        for kv in resource.attributes {
-            rows.attribute(&self.resource, &kv.key, value_of(kv.value.as_ref()));
-        }
+        resource.fill(
+            rows,
+            C::ProjectId as usize,
+            C::Resource as usize,
+            &self.resource,
+        );
         let (scope_name, scope_version) =
             scope.map_or(("", ""), |s| (s.name.as_str(), s.version.as_str()));
         let mut json = String::new();
@@ -226,7 +239,7 @@ impl LogsAndSpans {
     ) -> Result<RecordBatch, Invalid> {
         let mut rows = self.rows();
         for resource_logs in &request.resource_logs {
-            let resource = self.resource(resource_logs.resource.as_ref(), header_tenant)?;
+            let resource = ResourceRow::new(resource_logs.resource.as_ref(), header_tenant)?;
             for scope_logs in &resource_logs.scope_logs {
                 for record in &scope_logs.log_records {
                     self.common(
@@ -285,7 +298,7 @@ impl LogsAndSpans {
     ) -> Result<RecordBatch, Invalid> {
         let mut rows = self.rows();
         for resource_spans in &request.resource_spans {
-            let resource = self.resource(resource_spans.resource.as_ref(), header_tenant)?;
+            let resource = ResourceRow::new(resource_spans.resource.as_ref(), header_tenant)?;
             for scope_spans in &resource_spans.scope_spans {
                 for span in &scope_spans.spans {
                     if span.start_time_unix_nano == 0 {
@@ -396,18 +409,6 @@ impl LogsAndSpans {
             rows.text(C::Links as usize, &json);
         }
     }
-}
-
-/// Nanoseconds since the epoch as the table's microseconds (truncated, as PostgreSQL's
-/// `to_timestamp` keeps microseconds).
-fn micros(nanos: u64) -> i64 {
-    (nanos / 1_000) as i64
-}
-
-fn rfc3339(nanos: u64) -> String {
-    let nanos = i64::try_from(nanos).unwrap_or(i64::MAX);
-    chrono::DateTime::from_timestamp_nanos(nanos)
-        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 /// The level a severity number's range names (OpenTelemetry's log data model).

@@ -1,4 +1,4 @@
-//! OTLP/HTTP: `POST /v1/logs` and `POST /v1/traces` on the HTTP port, as the OTLP
+//! OTLP/HTTP: `POST /v1/logs`, `/v1/traces` and `/v1/metrics` on the HTTP port, as the OTLP
 //! specification describes them.
 //!
 //! - The body is an `Export…ServiceRequest` in protobuf (`Content-Type:
@@ -22,6 +22,9 @@ use hyper::{Request, Response, StatusCode};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -33,7 +36,15 @@ use super::{Receiver, Refusal, TENANT_HEADER};
 const RETRY_AFTER_SECONDS: &str = "1";
 
 /// The OTLP/HTTP paths.
-pub const PATHS: [&str; 2] = ["/v1/logs", "/v1/traces"];
+pub const PATHS: [&str; 3] = ["/v1/logs", "/v1/traces", "/v1/metrics"];
+
+/// What an export holds, by its path.
+#[derive(Clone, Copy, PartialEq)]
+enum Signal {
+    Logs,
+    Traces,
+    Metrics,
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Encoding {
@@ -134,26 +145,40 @@ impl Endpoint {
             .get(TENANT_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let logs = request.uri().path() == PATHS[0];
+        let signal = match request.uri().path() {
+            "/v1/logs" => Signal::Logs,
+            "/v1/traces" => Signal::Traces,
+            _ => Signal::Metrics,
+        };
         let body = self.body(request.into_body(), gzip).await?;
-        let outcome = if logs {
-            let export: ExportLogsServiceRequest = decode(encoding, &body)?;
-            drop(body);
-            self.receiver.logs(&export, tenant.as_deref()).await
-        } else {
-            let export: ExportTraceServiceRequest = decode(encoding, &body)?;
-            drop(body);
-            self.receiver.traces(&export, tenant.as_deref()).await
+        let tenant = tenant.as_deref();
+        let outcome = match signal {
+            Signal::Logs => {
+                let export: ExportLogsServiceRequest = decode(encoding, &body)?;
+                drop(body);
+                self.receiver.logs(&export, tenant).await
+            }
+            Signal::Traces => {
+                let export: ExportTraceServiceRequest = decode(encoding, &body)?;
+                drop(body);
+                self.receiver.traces(&export, tenant).await
+            }
+            Signal::Metrics => {
+                let export: ExportMetricsServiceRequest = decode(encoding, &body)?;
+                drop(body);
+                self.receiver.metrics(&export, tenant).await
+            }
         };
         outcome.map_err(|refusal| match refusal {
             Refusal::Invalid(m) => failed(StatusCode::BAD_REQUEST, m),
             Refusal::Unavailable(m) => failed(StatusCode::SERVICE_UNAVAILABLE, m),
             Refusal::Internal(m) => failed(StatusCode::INTERNAL_SERVER_ERROR, m),
         })?;
-        Ok(match (logs, encoding) {
+        Ok(match (signal, encoding) {
             (_, Encoding::Json) => b"{}".to_vec(),
-            (true, Encoding::Protobuf) => ExportLogsServiceResponse::default().encode_to_vec(),
-            (false, Encoding::Protobuf) => ExportTraceServiceResponse::default().encode_to_vec(),
+            (Signal::Logs, _) => ExportLogsServiceResponse::default().encode_to_vec(),
+            (Signal::Traces, _) => ExportTraceServiceResponse::default().encode_to_vec(),
+            (Signal::Metrics, _) => ExportMetricsServiceResponse::default().encode_to_vec(),
         })
     }
 

@@ -1,10 +1,12 @@
 //! OpenTelemetry (OTLP) receivers: logs and traces, exported by SDKs and collectors, stored as
-//! rows of `otel_logs_and_spans` ([`convert`] says which column holds what).
+//! rows of `otel_logs_and_spans` ([`convert`] says which column holds what), and metric points
+//! of every kind as rows of `otel_metrics` ([`metrics`]).
 //!
 //! - **gRPC** on the gRPC port (`GRPC_PORT`, beside Arrow Flight): the collector's service
 //!   names (`opentelemetry.proto.collector.logs.v1.LogsService/Export`, `…trace.v1.TraceService/
-//!   Export`), gzip accepted.
-//! - **HTTP** on the HTTP port (`TIMEFUSION_HTTP_PORT`): `POST /v1/logs`, `POST /v1/traces`,
+//!   Export`, `…metrics.v1.MetricsService/Export`), gzip accepted.
+//! - **HTTP** on the HTTP port (`TIMEFUSION_HTTP_PORT`): `POST /v1/logs`, `/v1/traces`,
+//!   `/v1/metrics`,
 //!   protobuf (`application/x-protobuf`) or JSON (`application/json`), optionally
 //!   `Content-Encoding: gzip` ([`http`]).
 //! - **Tenant:** each resource's `timefusion.project_id` attribute, else the request's
@@ -22,6 +24,7 @@
 
 pub mod convert;
 pub mod http;
+pub mod metrics;
 mod rows;
 
 use std::sync::Arc;
@@ -32,6 +35,12 @@ use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
 };
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -52,6 +61,7 @@ use crate::engine::schema::Catalog;
 use crate::grpc::TokenCheck;
 use crate::memory::InFlight;
 use convert::{Invalid, LOGS_AND_SPANS, LogsAndSpans};
+use metrics::{METRICS, Metrics};
 
 /// The request header (gRPC metadata key) naming the tenant of every resource that does not
 /// name its own.
@@ -86,7 +96,7 @@ pub enum Refusal {
     /// The server cannot store now (the buffer is full, the WAL refuses writes, shutting
     /// down); retry later (`UNAVAILABLE`, HTTP 503).
     Unavailable(String),
-    /// The server cannot store OTLP records at all (`otel_logs_and_spans` lacks a column
+    /// The server cannot store OTLP records at all (its table is missing or lacks a column
     /// they need) or hit a bug (`INTERNAL`, HTTP 500).
     Internal(String),
 }
@@ -107,6 +117,7 @@ pub struct Receiver {
     clock: Arc<dyn Clock>,
     inflight: InFlight,
     logs_and_spans: Result<LogsAndSpans, String>,
+    metrics: Result<Metrics, String>,
 }
 
 impl Receiver {
@@ -125,11 +136,19 @@ impl Receiver {
         if let Err(why) = &logs_and_spans {
             tracing::warn!("OTLP logs and traces are refused: {why}");
         }
+        let metrics = catalog
+            .get(METRICS)
+            .ok_or_else(|| format!("there is no table {METRICS} to store OTLP metrics in"))
+            .and_then(|table| Metrics::new(table.clone()));
+        if let Err(why) = &metrics {
+            tracing::warn!("OTLP metrics are refused: {why}");
+        }
         Receiver {
             ingest,
             clock,
             inflight,
             logs_and_spans,
+            metrics,
         }
     }
 
@@ -161,6 +180,22 @@ impl Receiver {
         let mapping = self.logs_and_spans()?;
         let batch = mapping
             .spans(request, tenant)
+            .map_err(|Invalid(m)| Refusal::Invalid(m))?;
+        self.store(mapping.table(), batch).await
+    }
+
+    /// Stores a metrics export; the rows (data points) stored.
+    pub async fn metrics(
+        &self,
+        request: &ExportMetricsServiceRequest,
+        tenant: Option<&str>,
+    ) -> Result<usize, Refusal> {
+        let mapping = self
+            .metrics
+            .as_ref()
+            .map_err(|why| Refusal::Internal(why.clone()))?;
+        let batch = mapping
+            .points(request, tenant)
             .map_err(|Invalid(m)| Refusal::Invalid(m))?;
         self.store(mapping.table(), batch).await
     }
@@ -201,12 +236,14 @@ impl Receiver {
         let traces = TraceServiceServer::new(Grpc(self.clone()))
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(max_message_bytes);
+        let metrics = MetricsServiceServer::new(Grpc(self.clone()))
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(max_message_bytes);
+        let checked = || TokenCheck::new(token.clone());
         routes
-            .add_service(InterceptedService::new(
-                logs,
-                TokenCheck::new(token.clone()),
-            ))
-            .add_service(InterceptedService::new(traces, TokenCheck::new(token)))
+            .add_service(InterceptedService::new(logs, checked()))
+            .add_service(InterceptedService::new(traces, checked()))
+            .add_service(InterceptedService::new(metrics, checked()))
     }
 }
 
@@ -247,6 +284,23 @@ impl TraceService for Grpc {
             .await
             .map_err(Refusal::status)?;
         Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Grpc {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let tenant = header_tenant(request.metadata()).map(str::to_owned);
+        self.0
+            .metrics(request.get_ref(), tenant.as_deref())
+            .await
+            .map_err(Refusal::status)?;
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
             partial_success: None,
         }))
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder,
-    RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+    ListBuilder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use base64::Engine as _;
@@ -27,6 +27,10 @@ pub(crate) enum Kind {
     Bool,
     /// `Timestamp(Microsecond, "UTC")`.
     Time,
+    /// `List(Int64)`.
+    Int64List,
+    /// `List(Float64)`.
+    Float64List,
 }
 
 impl Kind {
@@ -40,6 +44,11 @@ impl Kind {
             DataType::Timestamp(TimeUnit::Microsecond, Some(zone)) if zone.as_ref() == "UTC" => {
                 Kind::Time
             }
+            DataType::List(item) => match item.data_type() {
+                DataType::Int64 => Kind::Int64List,
+                DataType::Float64 => Kind::Float64List,
+                _ => return None,
+            },
             _ => return None,
         })
     }
@@ -52,6 +61,10 @@ impl Kind {
             Kind::Float64 => DataType::Float64,
             Kind::Bool => DataType::Boolean,
             Kind::Time => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            Kind::Int64List => DataType::List(Arc::new(Field::new("item", DataType::Int64, true))),
+            Kind::Float64List => {
+                DataType::List(Arc::new(Field::new("item", DataType::Float64, true)))
+            }
         }
     }
 }
@@ -78,7 +91,7 @@ impl Flattened {
             ) else {
                 continue;
             };
-            if kind == Kind::Time || rest.is_empty() {
+            if matches!(kind, Kind::Time | Kind::Int64List | Kind::Float64List) || rest.is_empty() {
                 continue;
             }
             by_key.insert(rest.replace("___", ".").replace("__", "."), (i, kind));
@@ -98,6 +111,8 @@ enum Builder {
     Float64(Float64Builder),
     Bool(BooleanBuilder),
     Time(TimestampMicrosecondBuilder),
+    Int64List(ListBuilder<Int64Builder>),
+    Float64List(ListBuilder<Float64Builder>),
 }
 
 impl Builder {
@@ -111,6 +126,8 @@ impl Builder {
             Kind::Time => {
                 Builder::Time(TimestampMicrosecondBuilder::new().with_timezone("UTC".to_string()))
             }
+            Kind::Int64List => Builder::Int64List(ListBuilder::new(Int64Builder::new())),
+            Kind::Float64List => Builder::Float64List(ListBuilder::new(Float64Builder::new())),
         }
     }
 
@@ -122,6 +139,8 @@ impl Builder {
             Builder::Float64(b) => b,
             Builder::Bool(b) => b,
             Builder::Time(b) => b,
+            Builder::Int64List(b) => b,
+            Builder::Float64List(b) => b,
         }
     }
 
@@ -137,6 +156,8 @@ impl Builder {
             Builder::Float64(b) => b.append_nulls(n),
             Builder::Bool(b) => b.append_nulls(n),
             Builder::Time(b) => b.append_nulls(n),
+            Builder::Int64List(b) => (0..n).for_each(|_| b.append_null()),
+            Builder::Float64List(b) => (0..n).for_each(|_| b.append_null()),
         }
     }
 }
@@ -204,6 +225,31 @@ impl Rows {
         }
     }
 
+    pub(crate) fn float(&mut self, slot: Slot, value: f64) {
+        if let Some(Builder::Float64(b)) = self.open(slot) {
+            b.append_value(value);
+        }
+    }
+
+    /// A list of integers; counts past `i64::MAX` (no real count) saturate.
+    pub(crate) fn counts(&mut self, slot: Slot, values: &[u64]) {
+        if let Some(Builder::Int64List(b)) = self.open(slot) {
+            b.values().extend(
+                values
+                    .iter()
+                    .map(|&v| Some(i64::try_from(v).unwrap_or(i64::MAX))),
+            );
+            b.append(true);
+        }
+    }
+
+    pub(crate) fn floats(&mut self, slot: Slot, values: impl IntoIterator<Item = f64>) {
+        if let Some(Builder::Float64List(b)) = self.open(slot) {
+            b.values().extend(values.into_iter().map(Some));
+            b.append(true);
+        }
+    }
+
     pub(crate) fn bool(&mut self, slot: Slot, value: bool) {
         if let Some(Builder::Bool(b)) = self.open(slot) {
             b.append_value(value);
@@ -249,7 +295,7 @@ impl Rows {
                 Value::StringValue(s) => s.parse().ok(),
                 _ => None,
             }),
-            (Builder::Time(_), Some(_)) => {}
+            (Builder::Time(_) | Builder::Int64List(_) | Builder::Float64List(_), Some(_)) => {}
         }
     }
 
@@ -311,6 +357,24 @@ pub(crate) fn write_attributes(out: &mut String, attributes: &[KeyValue], extra:
         write_string(out, key);
         out.push(':');
         write_string(out, value);
+    }
+    out.push('}');
+}
+
+/// [`write_attributes`] with the keys in sorted order (the first of equal keys kept), so that
+/// one label set is always the same text.
+pub(crate) fn write_sorted_attributes(out: &mut String, attributes: &[KeyValue]) {
+    let mut sorted: Vec<&KeyValue> = attributes.iter().collect();
+    sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    sorted.dedup_by(|later, first| later.key == first.key);
+    out.push('{');
+    for (i, kv) in sorted.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(out, &kv.key);
+        out.push(':');
+        write_value(out, value_of(kv.value.as_ref()));
     }
     out.push('}');
 }
@@ -387,6 +451,19 @@ pub(crate) fn write_string(out: &mut String, text: &str) {
     }
     out.push_str(&text[start..]);
     out.push('"');
+}
+
+/// Nanoseconds since the epoch as the tables' microseconds (truncated, as PostgreSQL's
+/// `to_timestamp` keeps microseconds).
+pub(crate) fn micros(nanos: u64) -> i64 {
+    (nanos / 1_000) as i64
+}
+
+/// Nanoseconds since the epoch as RFC 3339 UTC text, in JSON columns.
+pub(crate) fn rfc3339(nanos: u64) -> String {
+    let nanos = i64::try_from(nanos).unwrap_or(i64::MAX);
+    chrono::DateTime::from_timestamp_nanos(nanos)
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 /// Lower-case hex of an id (trace, span), or `None` when it is empty or all zeros (OTLP's

@@ -17,12 +17,18 @@ import grpc
 from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetrics
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpans
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogs
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetrics
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
+from opentelemetry.metrics import Observation
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -81,6 +87,35 @@ def spans_and_logs(resource_attributes):
     return spans.get_finished_spans(), logs.get_finished_logs()
 
 
+def metrics(resource_attributes):
+    """Records one instrument of every kind with the SDK and collects its points: a counter with
+    two label sets (the second with its keys in the other order), a histogram, an exponential
+    histogram, an observable gauge and an up-down counter: six points."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(
+        resource=Resource.create({"service.name": "checkout", **resource_attributes}),
+        metric_readers=[reader],
+        views=[View(instrument_name="payload.size", aggregation=ExponentialBucketHistogramAggregation())],
+    )
+    meter = provider.get_meter("shop.metrics", "0.9")
+    requests = meter.create_counter("http.server.requests", unit="1", description="requests served")
+    requests.add(3, {"http.request.method": "GET", "http.response.status_code": 200})
+    requests.add(1, {"http.response.status_code": 500, "http.request.method": "GET"})
+    latency = meter.create_histogram("http.server.duration", unit="ms")
+    for value in [5, 20, 120, 900]:
+        latency.record(value, {"route": "/cart"})
+    meter.create_observable_gauge(
+        "queue.depth", callbacks=[lambda options: [Observation(7, {"queue": "emails"})]]
+    )
+    size = meter.create_histogram("payload.size", unit="By")
+    for value in [100, 1000, 10000]:
+        size.record(value)
+    inflight = meter.create_up_down_counter("requests.inflight")
+    inflight.add(5)
+    inflight.add(-2)
+    return reader.get_metrics_data()
+
+
 # gRPC, gzip, the tenant in a header.
 spans, logs = spans_and_logs({})
 headers = {**auth, "timefusion-project-id": "otlp-grpc"}
@@ -92,6 +127,9 @@ out["grpc_logs"] = GrpcLogs(
     endpoint=endpoint, insecure=True, headers=headers, compression=grpc.Compression.Gzip
 ).export(logs).name
 out["trace_id"] = format(spans[0].context.trace_id, "032x")
+out["grpc_metrics"] = GrpcMetrics(
+    endpoint=endpoint, insecure=True, headers=headers, compression=grpc.Compression.Gzip
+).export(metrics({})).name
 
 # HTTP protobuf, the tenant in a resource attribute.
 spans, logs = spans_and_logs({"timefusion.project_id": "otlp-http"})
@@ -100,11 +138,15 @@ out["http_spans"] = HttpSpans(endpoint=f"{base}/v1/traces", headers=auth).export
 out["http_logs"] = HttpLogs(
     endpoint=f"{base}/v1/logs", headers=auth, compression=Compression.Gzip
 ).export(logs).name
+out["http_metrics"] = HttpMetrics(endpoint=f"{base}/v1/metrics", headers=auth).export(
+    metrics({"timefusion.project_id": "otlp-http"})
+).name
 
 # No tenant anywhere: refused, not retried, nothing stored.
 spans, logs = spans_and_logs({})
 out["grpc_no_tenant"] = GrpcSpans(endpoint=endpoint, insecure=True, headers=auth).export(spans).name
 out["http_no_tenant"] = HttpLogs(endpoint=f"{base}/v1/logs", headers=auth).export(logs).name
+out["metrics_no_tenant"] = HttpMetrics(endpoint=f"{base}/v1/metrics", headers=auth).export(metrics({})).name
 # A wrong token.
 out["grpc_wrong_token"] = GrpcSpans(
     endpoint=endpoint, insecure=True, headers={"authorization": "Bearer nope", "timefusion-project-id": "x"}

@@ -27,10 +27,22 @@ async fn python_sdk_exports_over_grpc_and_http_read_back_over_pgwire() {
         String::from_utf8_lossy(&out.stderr)
     );
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");
-    for export in ["grpc_spans", "grpc_logs", "http_spans", "http_logs"] {
+    for export in [
+        "grpc_spans",
+        "grpc_logs",
+        "grpc_metrics",
+        "http_spans",
+        "http_logs",
+        "http_metrics",
+    ] {
         assert_eq!(seen[export], "SUCCESS", "{export}: {seen}");
     }
-    for refused in ["grpc_no_tenant", "http_no_tenant", "grpc_wrong_token"] {
+    for refused in [
+        "grpc_no_tenant",
+        "http_no_tenant",
+        "metrics_no_tenant",
+        "grpc_wrong_token",
+    ] {
         assert_eq!(seen[refused], "FAILURE", "{refused}: {seen}");
     }
     for accepted in ["json_logs", "json_gzip"] {
@@ -209,4 +221,81 @@ async fn python_sdk_exports_over_grpc_and_http_read_back_over_pgwire() {
         assert_eq!(row.get::<_, Option<String>>(6).as_deref(), Some("0.25"));
         assert_eq!(row.get::<_, Option<bool>>(7), Some(true));
     }
+
+    // Metric points: six per export, of every kind.
+    for tenant in ["otlp-grpc", "otlp-http"] {
+        let points = pg
+            .query(
+                "SELECT metric_name, metric_type, aggregation_temporality, is_monotonic, value, \
+                        count, sum, min, max, attributes, \
+                        CAST(cardinality(bucket_counts) AS bigint), \
+                        CAST(cardinality(explicit_bounds) AS bigint), exp_scale IS NOT NULL, \
+                        cardinality(exp_positive_bucket_counts) > 0, metric_unit, \
+                        resource___service___name, scope_name, date = CAST(timestamp AS date) \
+                 FROM otel_metrics WHERE project_id = $1 ORDER BY metric_name, attributes",
+                &[&tenant],
+            )
+            .await
+            .expect("metric points");
+        let summary: Vec<String> = points
+            .iter()
+            .map(|row| {
+                format!(
+                    "{} {} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {}",
+                    row.get::<_, String>(0),
+                    row.get::<_, String>(1),
+                    row.get::<_, Option<String>>(2),
+                    row.get::<_, Option<bool>>(3),
+                    row.get::<_, Option<f64>>(4),
+                    row.get::<_, Option<i64>>(5),
+                    row.get::<_, Option<f64>>(6),
+                    row.get::<_, Option<f64>>(7),
+                    row.get::<_, Option<f64>>(8),
+                    row.get::<_, Option<String>>(9).unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                r#"http.server.duration histogram Some("cumulative") None None Some(4) Some(1045.0) Some(5.0) Some(900.0) {"route":"/cart"}"#,
+                r#"http.server.requests sum Some("cumulative") Some(true) Some(3.0) None None None None {"http.request.method":"GET","http.response.status_code":200}"#,
+                r#"http.server.requests sum Some("cumulative") Some(true) Some(1.0) None None None None {"http.request.method":"GET","http.response.status_code":500}"#,
+                r#"payload.size exponential_histogram Some("cumulative") None None Some(3) Some(11100.0) Some(100.0) Some(10000.0) {}"#,
+                r#"queue.depth gauge None None Some(7.0) None None None None {"queue":"emails"}"#,
+                r#"requests.inflight sum Some("cumulative") Some(false) Some(3.0) None None None None {}"#,
+            ],
+            "{tenant}"
+        );
+        let histogram = &points[0];
+        // Explicit buckets: one more count than bounds.
+        let (counts, bounds) = (histogram.get::<_, i64>(10), histogram.get::<_, i64>(11));
+        assert!(
+            bounds > 0 && counts == bounds + 1,
+            "{counts} counts, {bounds} bounds"
+        );
+        let exponential = &points[3];
+        assert_eq!(exponential.get::<_, Option<bool>>(12), Some(true));
+        assert_eq!(exponential.get::<_, Option<bool>>(13), Some(true));
+        assert_eq!(points[1].get::<_, Option<String>>(14).as_deref(), Some("1"));
+        for row in &points {
+            assert_eq!(
+                row.get::<_, Option<String>>(15).as_deref(),
+                Some("checkout")
+            );
+            assert_eq!(
+                row.get::<_, Option<String>>(16).as_deref(),
+                Some("shop.metrics")
+            );
+            assert_eq!(row.get::<_, Option<bool>>(17), Some(true));
+        }
+    }
+    assert_eq!(
+        pg.query_one("SELECT count(*) FROM otel_metrics", &[])
+            .await
+            .expect("count")
+            .get::<_, i64>(0),
+        12,
+        "nothing of the export without a tenant"
+    );
 }
