@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the tests need on a fresh machine: psql, openssl, pgjdbc and a JDK, Node's `pg`
-# under tests/node, and a Python virtualenv (`$TIMEFUSION_VENV`, default `.venv`) with delta-rs
-# `deltalake`, pyarrow, ADBC, psycopg, SQLAlchemy, asyncpg and SeaweedFS, the S3 server the S3
+# Installs what the tests need on a fresh machine: psql, openssl, pgjdbc and a JDK, Prometheus,
+# Node's `pg` under tests/node, and a Python virtualenv (`$TIMEFUSION_VENV`, default `.venv`) with
+# delta-rs `deltalake`, pyarrow, ADBC, psycopg, SQLAlchemy, asyncpg, the OpenTelemetry SDK with its
+# OTLP exporters and SeaweedFS, the S3 server the S3
 # tests start as a process, and a second one (`$TIMEFUSION_VENV_LATEST`, default `$VENV-latest`)
 # with the newest release of each Postgres client. The tests find the virtualenvs the same way
 # (tests/e2e/common/mod.rs `venv_bin`, `python_latest`).
@@ -20,6 +21,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "installing ${missing[*]} for the end-to-end tests (psql; openssl for the TLS test's certificate; pgjdbc and a JDK; Node for node-postgres)"
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${missing[@]}";
   else sudo apt-get update -qq && sudo apt-get install -y -qq "${missing[@]}"; fi
+fi
+
+# Prometheus, the remote-write client of tests/e2e/external/prometheus.rs (without the
+# packages it recommends: node-exporter and the like).
+if ! command -v prometheus >/dev/null 2>&1; then
+  echo "installing prometheus for the remote-write test"
+  if [ "$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus;
+  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; fi
 fi
 
 VENV="${TIMEFUSION_VENV:-$PWD/.venv}"

@@ -6,8 +6,8 @@
 //!   and only while the WAL takes writes and the tables' store answers; 503 with the reason
 //!   otherwise (readiness: send traffic here or not).
 //! - `GET /metrics`: every series of [`crate::metrics`] in Prometheus' text format.
-//! - `POST /v1/logs`, `/v1/traces`, `/v1/metrics`: OTLP/HTTP exports ([`crate::otlp::http`]); 503
-//!   while the WAL is being replayed.
+//! - `POST /v1/logs`, `/v1/traces`, `/v1/metrics`: OTLP/HTTP exports, and `POST /api/v1/write`:
+//!   Prometheus remote write ([`crate::otlp::http`]); 503 while the WAL is being replayed.
 //!
 //! It binds before recovery starts, so `/health` answers (and `/ready` says 503) while a long
 //! WAL replays. HTTP/1.1 only, one short response per request. Tests: `tests/e2e/health.rs`.
@@ -155,7 +155,7 @@ impl Health {
             _ => reply(
                 StatusCode::NOT_FOUND,
                 text,
-                "not found: /health, /ready, /metrics, /v1/logs, /v1/traces or /v1/metrics\n"
+                "not found: /health, /ready, /metrics, /v1/logs, /v1/traces, /v1/metrics or /api/v1/write\n"
                     .into(),
             ),
         }

@@ -150,6 +150,8 @@ pub enum Via {
     Flight,
     /// An OTLP export (gRPC or HTTP).
     Otlp,
+    /// A Prometheus remote-write request.
+    RemoteWrite,
 }
 
 impl Via {
@@ -159,6 +161,7 @@ impl Via {
             Via::Copy => "copy",
             Via::Flight => "flight",
             Via::Otlp => "otlp",
+            Via::RemoteWrite => "remote_write",
         }
     }
 }

@@ -1,5 +1,5 @@
 //! OTLP/HTTP: `POST /v1/logs`, `/v1/traces` and `/v1/metrics` on the HTTP port, as the OTLP
-//! specification describes them.
+//! specification describes them, and Prometheus remote write (`POST /api/v1/write`).
 //!
 //! - The body is an `Export…ServiceRequest` in protobuf (`Content-Type:
 //!   application/x-protobuf`) or OTLP/JSON (`application/json`); the answer is in the same
@@ -30,13 +30,17 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 
+use super::remote_write::WriteRequest;
 use super::{Receiver, Refusal, TENANT_HEADER};
 
 /// Seconds a client is asked to wait before retrying a 503.
 const RETRY_AFTER_SECONDS: &str = "1";
 
-/// The OTLP/HTTP paths.
-pub const PATHS: [&str; 3] = ["/v1/logs", "/v1/traces", "/v1/metrics"];
+/// Prometheus remote write's path.
+pub const REMOTE_WRITE: &str = "/api/v1/write";
+
+/// The paths this endpoint answers: OTLP/HTTP's and remote write's.
+pub const PATHS: [&str; 4] = ["/v1/logs", "/v1/traces", "/v1/metrics", REMOTE_WRITE];
 
 /// What an export holds, by its path.
 #[derive(Clone, Copy, PartialEq)]
@@ -92,6 +96,9 @@ impl Endpoint {
 
     /// Answers a `POST` to one of [`PATHS`].
     pub async fn export(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        if request.uri().path() == REMOTE_WRITE {
+            return self.remote_write(request).await;
+        }
         // Errors are answered in the request's encoding when it has a known one.
         let encoding = encoding_of(&request).unwrap_or(Encoding::Protobuf);
         match self.handle(request).await {
@@ -169,17 +176,95 @@ impl Endpoint {
                 self.receiver.metrics(&export, tenant).await
             }
         };
-        outcome.map_err(|refusal| match refusal {
-            Refusal::Invalid(m) => failed(StatusCode::BAD_REQUEST, m),
-            Refusal::Unavailable(m) => failed(StatusCode::SERVICE_UNAVAILABLE, m),
-            Refusal::Internal(m) => failed(StatusCode::INTERNAL_SERVER_ERROR, m),
-        })?;
+        outcome.map_err(refused)?;
         Ok(match (signal, encoding) {
             (_, Encoding::Json) => b"{}".to_vec(),
             (Signal::Logs, _) => ExportLogsServiceResponse::default().encode_to_vec(),
             (Signal::Traces, _) => ExportTraceServiceResponse::default().encode_to_vec(),
             (Signal::Metrics, _) => ExportMetricsServiceResponse::default().encode_to_vec(),
         })
+    }
+
+    /// A Prometheus remote write: 204 once stored; a refusal as plain text, 400 (Prometheus
+    /// drops the batch) or 503 / 500 (it retries).
+    async fn remote_write(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let outcome = async {
+            self.check_token(&request)?;
+            let content_type = request
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if !content_type.starts_with("application/x-protobuf")
+                || content_type.contains("io.prometheus.write.v2")
+            {
+                return Err(failed(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "remote write 1.0 only: Content-Type application/x-protobuf \
+                     (prometheus.WriteRequest)",
+                ));
+            }
+            let snappy = request
+                .headers()
+                .get(CONTENT_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("snappy"));
+            if !snappy {
+                return Err(failed(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "remote write bodies are snappy-compressed: Content-Encoding: snappy",
+                ));
+            }
+            let tenant = request
+                .headers()
+                .get(TENANT_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let compressed = self.body(request.into_body(), false).await?;
+            let length = snap::raw::decompress_len(&compressed).map_err(|e| {
+                failed(StatusCode::BAD_REQUEST, format!("invalid snappy body: {e}"))
+            })?;
+            if length > self.max_bytes {
+                return Err(self.too_large());
+            }
+            let body = snap::raw::Decoder::new()
+                .decompress_vec(&compressed)
+                .map_err(|e| {
+                    failed(StatusCode::BAD_REQUEST, format!("invalid snappy body: {e}"))
+                })?;
+            drop(compressed);
+            let write = WriteRequest::decode(&body[..]).map_err(|e| {
+                failed(
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid remote-write protobuf: {e}"),
+                )
+            })?;
+            drop(body);
+            self.receiver
+                .remote_write(&write, tenant.as_deref())
+                .await
+                .map_err(refused)
+        }
+        .await;
+        let text = "text/plain; charset=utf-8";
+        let mut response = Response::new(Full::new(Bytes::new()));
+        match outcome {
+            Ok(_) => *response.status_mut() = StatusCode::NO_CONTENT,
+            Err(Failed { status, message }) => {
+                *response.status_mut() = status;
+                *response.body_mut() = Full::new(Bytes::from(message + "\n"));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(text));
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    response
+                        .headers_mut()
+                        .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+                }
+            }
+        }
+        response
     }
 
     fn check_token(&self, request: &Request<Incoming>) -> Result<(), Failed> {
@@ -203,17 +288,19 @@ impl Endpoint {
         }
     }
 
+    fn too_large(&self) -> Failed {
+        failed(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is larger than TIMEFUSION_GRPC_MAX_MESSAGE_MB ({} MiB)",
+                self.max_bytes >> 20
+            ),
+        )
+    }
+
     /// The request body, decompressed, at most `max_bytes` either way.
     async fn body(&self, body: Incoming, gzip: bool) -> Result<Bytes, Failed> {
-        let too_large = || {
-            failed(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the request body is larger than TIMEFUSION_GRPC_MAX_MESSAGE_MB ({} MiB)",
-                    self.max_bytes >> 20
-                ),
-            )
-        };
+        let too_large = || self.too_large();
         let raw = Limited::new(body, self.max_bytes)
             .collect()
             .await
@@ -240,6 +327,15 @@ impl Endpoint {
             return Err(too_large());
         }
         Ok(decoded.into())
+    }
+}
+
+/// The HTTP status of a receiver's refusal.
+fn refused(refusal: Refusal) -> Failed {
+    match refusal {
+        Refusal::Invalid(m) => failed(StatusCode::BAD_REQUEST, m),
+        Refusal::Unavailable(m) => failed(StatusCode::SERVICE_UNAVAILABLE, m),
+        Refusal::Internal(m) => failed(StatusCode::INTERNAL_SERVER_ERROR, m),
     }
 }
 

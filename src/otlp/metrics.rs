@@ -18,24 +18,30 @@
 //! | `resource` (JSON), `resource___…` | as in `otel_logs_and_spans` |
 //! | `project_id` | the tenant ([`super::TENANT_ATTRIBUTE`] or [`super::TENANT_HEADER`]) |
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::metrics::v1::{
     Exemplar, exemplar, metric::Data, number_data_point,
 };
 
 use super::convert::{Invalid, ResourceRow};
+use super::remote_write::{self, MetricMetadata, WriteRequest};
 use super::rows::{
-    Flattened, Kind, Rows, hex_id, micros, rfc3339, write_attributes, write_sorted_attributes,
-    write_string,
+    Flattened, Kind, Rows, hex_id, micros, rfc3339, value_of, write_attributes,
+    write_sorted_attributes, write_string,
 };
 use crate::engine::schema::TableSchema;
 
 /// The table OTLP metrics land in.
 pub const METRICS: &str = "otel_metrics";
+
+/// The Prometheus label naming a series' tenant (else the request's header).
+pub const REMOTE_WRITE_TENANT_LABEL: &str = "timefusion_project_id";
 
 /// The columns points fill, in slot order ([`M`]).
 const FIXED: &[(&str, Kind)] = &[
@@ -119,6 +125,33 @@ struct Point<'a> {
     exemplars: &'a [Exemplar],
 }
 
+/// How a Prometheus series is stored: its `metric_type`, and whether it is a monotonic
+/// cumulative counter.
+fn prometheus_kind(name: &str, metadata: &HashMap<&str, &MetricMetadata>) -> (&'static str, bool) {
+    let family = |suffixes: &[&str]| {
+        suffixes.iter().find_map(|suffix| {
+            let family = name.strip_suffix(suffix)?;
+            metadata.get(family).map(|m| m.r#type)
+        })
+    };
+    let counter = match metadata.get(name).map(|m| m.r#type) {
+        Some(remote_write::COUNTER) => true,
+        Some(_) => false,
+        // A histogram's or summary's `_bucket`, `_count` and `_sum` series count up; so does
+        // a counter without metadata, named `…_total` by Prometheus' convention.
+        None => match family(&["_bucket", "_count", "_sum", "_total"]) {
+            Some(remote_write::COUNTER | remote_write::HISTOGRAM | remote_write::SUMMARY) => true,
+            Some(_) => false,
+            None => name.ends_with("_total"),
+        },
+    };
+    if counter {
+        ("sum", true)
+    } else {
+        ("gauge", false)
+    }
+}
+
 /// The [`Point`] of a data point (a summary's has no exemplars: `point!(p, [])`).
 macro_rules! point {
     ($p:expr) => {
@@ -174,16 +207,132 @@ impl Metrics {
         &self.table.name
     }
 
+    /// The points of a Prometheus remote-write request: each sample of a series is a `sum`
+    /// point (monotonic, cumulative: counters, and the `_bucket` / `_count` / `_sum` series of
+    /// histograms and summaries, by the request's metadata or a `_total` name) or a `gauge`
+    /// point; its labels but `__name__` are the attributes, `job` and `instance` are also the
+    /// resource's `service.name` and `service.instance.id` (as OpenTelemetry's Prometheus
+    /// receiver maps them), the family's help and unit the description and unit. The tenant is
+    /// the label `timefusion_project_id` (left out of the attributes), else the header.
+    /// Staleness markers are not samples and are skipped; native histograms are refused.
+    pub fn samples(
+        &self,
+        request: &WriteRequest,
+        header_tenant: Option<&str>,
+    ) -> Result<RecordBatch, Invalid> {
+        let mut rows = self.rows();
+        let metadata: HashMap<&str, &MetricMetadata> = request
+            .metadata
+            .iter()
+            .map(|m| (m.metric_family_name.as_str(), m))
+            .collect();
+        for series in &request.timeseries {
+            let label = |name: &str| {
+                series
+                    .labels
+                    .iter()
+                    .find(|l| l.name == name)
+                    .map(|l| l.value.as_str())
+            };
+            let name = label("__name__")
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| Invalid("a series has no __name__ label".into()))?;
+            if !series.histograms.is_empty() {
+                return Err(Invalid(format!(
+                    "series {name} holds native histograms, which are not stored: set \
+                     send_native_histograms: false in remote_write"
+                )));
+            }
+            let tenant = label(REMOTE_WRITE_TENANT_LABEL)
+                .or(header_tenant)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    Invalid(format!(
+                        "no tenant: set the `{}` header or the label `{REMOTE_WRITE_TENANT_LABEL}`",
+                        super::TENANT_HEADER
+                    ))
+                })?;
+            let (kind, counter) = prometheus_kind(name, &metadata);
+            let family = metadata.get(name).copied().or_else(|| {
+                ["_bucket", "_count", "_sum", "_total"]
+                    .iter()
+                    .find_map(|s| metadata.get(name.strip_suffix(s)?).copied())
+            });
+            let attributes: Vec<KeyValue> = series
+                .labels
+                .iter()
+                .filter(|l| l.name != "__name__" && l.name != REMOTE_WRITE_TENANT_LABEL)
+                .map(|l| KeyValue {
+                    key: l.name.clone(),
+                    value: Some(AnyValue {
+                        value: Some(Value::StringValue(l.value.clone())),
+                    }),
+                    ..Default::default()
+                })
+                .collect();
+            let mut json = String::new();
+            write_sorted_attributes(&mut json, &attributes);
+            let resource_attributes: Vec<KeyValue> =
+                [("job", "service.name"), ("instance", "service.instance.id")]
+                    .into_iter()
+                    .filter_map(|(label_name, key)| {
+                        let position = attributes.iter().position(|kv| kv.key == label_name)?;
+                        let mut kv = attributes[position].clone();
+                        kv.key = key.into();
+                        Some(kv)
+                    })
+                    .collect();
+            let mut resource_json = String::new();
+            write_attributes(&mut resource_json, &resource_attributes, &[]);
+            for sample in &series.samples {
+                if sample.value.to_bits() == remote_write::STALE_NAN {
+                    continue;
+                }
+                rows.text(M::ProjectId as usize, tenant);
+                rows.text(M::Name as usize, name);
+                rows.text(M::Type as usize, kind);
+                if counter {
+                    rows.text(M::Temporality as usize, "cumulative");
+                    rows.bool(M::IsMonotonic as usize, true);
+                }
+                if let Some(family) = family {
+                    for (slot, text) in [(M::Description, &family.help), (M::Unit, &family.unit)] {
+                        if !text.is_empty() {
+                            rows.text(slot as usize, text);
+                        }
+                    }
+                }
+                rows.time(
+                    M::Timestamp as usize,
+                    sample.timestamp.saturating_mul(1_000),
+                );
+                rows.float(M::Value as usize, sample.value);
+                rows.text(M::Attributes as usize, &json);
+                rows.text(M::Resource as usize, &resource_json);
+                for kv in &resource_attributes {
+                    rows.attribute(&self.resource, &kv.key, value_of(kv.value.as_ref()));
+                }
+                rows.end_row();
+            }
+        }
+        rows.finish().map_err(|e| Invalid(e.to_string()))
+    }
+
+    fn rows(&self) -> Rows {
+        let mut rows = Rows::new(self.table.clone());
+        for (slot, (_, kind)) in FIXED.iter().enumerate() {
+            rows.column(self.fixed[slot], *kind);
+        }
+        rows
+    }
+
     /// The rows of a metrics export. A point without a time is refused.
     pub fn points(
         &self,
         request: &ExportMetricsServiceRequest,
         header_tenant: Option<&str>,
     ) -> Result<RecordBatch, Invalid> {
-        let mut rows = Rows::new(self.table.clone());
-        for (slot, (_, kind)) in FIXED.iter().enumerate() {
-            rows.column(self.fixed[slot], *kind);
-        }
+        let mut rows = self.rows();
         for resource_metrics in &request.resource_metrics {
             let resource = ResourceRow::new(resource_metrics.resource.as_ref(), header_tenant)?;
             for scope_metrics in &resource_metrics.scope_metrics {
@@ -552,5 +701,103 @@ mod tests {
         )]);
         let refused = mapping.points(&timeless, Some("p")).expect_err("no time");
         assert!(refused.0.contains("no time_unix_nano"), "{}", refused.0);
+    }
+
+    #[test]
+    fn prometheus_samples_are_gauges_or_counters_and_carry_their_labels() {
+        use super::remote_write::{Label, Sample, TimeSeries};
+        let catalog = Catalog::load(None).expect("schemas");
+        let mapping = Metrics::new(catalog.get(METRICS).expect("table").clone()).expect("mapping");
+        let series = |name: &str, extra: &[(&str, &str)], values: &[f64]| TimeSeries {
+            labels: [("__name__", name), ("job", "api"), ("instance", "h:9")]
+                .iter()
+                .chain(extra)
+                .map(|(n, v)| Label {
+                    name: n.to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
+            samples: values
+                .iter()
+                .map(|&value| Sample {
+                    value,
+                    timestamp: 1_700_000_000_123,
+                })
+                .collect(),
+            histograms: vec![],
+        };
+        let request = WriteRequest {
+            timeseries: vec![
+                series("up", &[("timefusion_project_id", "t")], &[1.0]),
+                series(
+                    "requests_total",
+                    &[],
+                    &[5.0, f64::from_bits(remote_write::STALE_NAN)],
+                ),
+                series("latency_bucket", &[("le", "0.5")], &[2.0]),
+                series("temperature", &[], &[f64::NAN]),
+            ],
+            metadata: vec![MetricMetadata {
+                r#type: remote_write::HISTOGRAM,
+                metric_family_name: "latency".into(),
+                help: "request latency".into(),
+                unit: "seconds".into(),
+            }],
+        };
+        let batch = mapping.samples(&request, Some("h")).expect("converted");
+        // The staleness marker is not a sample; a plain NaN is.
+        assert_eq!(batch.num_rows(), 4);
+        let text = |column: &str, row: usize| {
+            let array = batch
+                .column_by_name(column)
+                .expect(column)
+                .as_string::<i32>();
+            array.is_valid(row).then(|| array.value(row).to_string())
+        };
+        let types: Vec<_> = (0..4)
+            .map(|r| text("metric_type", r).expect("type"))
+            .collect();
+        assert_eq!(types, ["gauge", "sum", "sum", "gauge"]);
+        assert_eq!(text("project_id", 0).as_deref(), Some("t"));
+        assert_eq!(text("project_id", 1).as_deref(), Some("h"));
+        assert_eq!(
+            text("attributes", 0).as_deref(),
+            Some(r#"{"instance":"h:9","job":"api"}"#)
+        );
+        assert_eq!(
+            text("attributes", 2).as_deref(),
+            Some(r#"{"instance":"h:9","job":"api","le":"0.5"}"#)
+        );
+        assert_eq!(
+            text("metric_description", 2).as_deref(),
+            Some("request latency")
+        );
+        assert_eq!(text("resource___service___name", 0).as_deref(), Some("api"));
+        assert_eq!(
+            text("resource___service___instance___id", 0).as_deref(),
+            Some("h:9")
+        );
+        let times = batch
+            .column_by_name("timestamp")
+            .expect("timestamp")
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        assert_eq!(times.value(0), 1_700_000_000_123_000);
+
+        let mut native = request.clone();
+        native.timeseries[0].histograms.push(vec![1]);
+        let refused = mapping
+            .samples(&native, Some("h"))
+            .expect_err("native histogram");
+        assert!(refused.0.contains("native histograms"), "{}", refused.0);
+        let refused = mapping
+            .samples(
+                &WriteRequest {
+                    timeseries: vec![series("x", &[], &[1.0])],
+                    metadata: vec![],
+                },
+                None,
+            )
+            .expect_err("no tenant");
+        assert!(refused.0.contains("no tenant"), "{}", refused.0);
     }
 }

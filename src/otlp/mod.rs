@@ -18,13 +18,16 @@
 //!   not retryable (`INVALID_ARGUMENT`, HTTP 400); a full buffer, a failing WAL or a shutdown
 //!   is (`UNAVAILABLE`, HTTP 503), and the retry stores the records once, since nothing of
 //!   the failed attempt was kept.
-//! - `GRPC_TOKEN`, when set, is required on both as `authorization: Bearer <token>`.
+//! - **Prometheus remote write** (1.0) on the HTTP port: `POST /api/v1/write`, snappy
+//!   protobuf, into `otel_metrics` ([`remote_write`], [`metrics::Metrics::samples`]).
+//! - `GRPC_TOKEN`, when set, is required on all of them as `authorization: Bearer <token>`.
 //!
 //! Tests: `tests/e2e/otlp.rs` (the OpenTelemetry Python SDK over gRPC and HTTP).
 
 pub mod convert;
 pub mod http;
 pub mod metrics;
+pub mod remote_write;
 mod rows;
 
 use std::sync::Arc;
@@ -168,7 +171,7 @@ impl Receiver {
         let batch = mapping
             .logs(request, tenant, self.clock.now_micros())
             .map_err(|Invalid(m)| Refusal::Invalid(m))?;
-        self.store(mapping.table(), batch).await
+        self.store(mapping.table(), batch, Via::Otlp).await
     }
 
     /// Stores a traces export; the rows stored.
@@ -181,7 +184,7 @@ impl Receiver {
         let batch = mapping
             .spans(request, tenant)
             .map_err(|Invalid(m)| Refusal::Invalid(m))?;
-        self.store(mapping.table(), batch).await
+        self.store(mapping.table(), batch, Via::Otlp).await
     }
 
     /// Stores a metrics export; the rows (data points) stored.
@@ -197,10 +200,26 @@ impl Receiver {
         let batch = mapping
             .points(request, tenant)
             .map_err(|Invalid(m)| Refusal::Invalid(m))?;
-        self.store(mapping.table(), batch).await
+        self.store(mapping.table(), batch, Via::Otlp).await
     }
 
-    async fn store(&self, table: &str, batch: RecordBatch) -> Result<usize, Refusal> {
+    /// Stores a Prometheus remote-write request's samples; the rows stored.
+    pub async fn remote_write(
+        &self,
+        request: &remote_write::WriteRequest,
+        tenant: Option<&str>,
+    ) -> Result<usize, Refusal> {
+        let mapping = self
+            .metrics
+            .as_ref()
+            .map_err(|why| Refusal::Internal(why.clone()))?;
+        let batch = mapping
+            .samples(request, tenant)
+            .map_err(|Invalid(m)| Refusal::Invalid(m))?;
+        self.store(mapping.table(), batch, Via::RemoteWrite).await
+    }
+
+    async fn store(&self, table: &str, batch: RecordBatch, via: Via) -> Result<usize, Refusal> {
         if batch.num_rows() == 0 {
             return Ok(0);
         }
@@ -209,18 +228,15 @@ impl Receiver {
             .admit_kib(owned_bytes(&batch) / 1024)
             .await
             .ok_or_else(|| Refusal::Unavailable("the server is shutting down".into()))?;
-        self.ingest
-            .write(table, batch, Via::Otlp)
-            .await
-            .map_err(|e| {
-                let message = e.to_string();
-                match e.sqlstate().class() {
-                    // Out of room, the WAL, shutting down: another attempt may succeed.
-                    "53" | "57" | "58" => Refusal::Unavailable(message),
-                    "XX" => Refusal::Internal(message),
-                    _ => Refusal::Invalid(message),
-                }
-            })
+        self.ingest.write(table, batch, via).await.map_err(|e| {
+            let message = e.to_string();
+            match e.sqlstate().class() {
+                // Out of room, the WAL, shutting down: another attempt may succeed.
+                "53" | "57" | "58" => Refusal::Unavailable(message),
+                "XX" => Refusal::Internal(message),
+                _ => Refusal::Invalid(message),
+            }
+        })
     }
 
     /// The gRPC collector services, each with the token check and message size limit.

@@ -11,6 +11,7 @@ mod flight_python;
 mod jdbc;
 mod node_pg;
 mod otlp_python;
+mod prometheus;
 mod psycopg;
 mod s3;
 mod s3_outage;
