@@ -20,6 +20,10 @@
 //!   `rollup(digest)`, `approx_percentile(p, digest)`, `num_vals` / `min_val` / `max_val`
 //!   ([`percentile`]).
 //!
+//! - Metric helpers over `otel_metrics` ([`metrics`]): `increase(value, time)` and
+//!   `rate(value, time)`, a counter's growth over a group's points with resets counted, and
+//!   `histogram_quantile(q, bucket_counts, explicit_bounds)` of one histogram point.
+//!
 //! - `to_char(value, pattern)` with PostgreSQL's template patterns (`YYYY-MM-DD HH24:MI:SS`,
 //!   `Mon`, `Day`, `FM`, quoted literals …), translated to DataFusion's strftime-style
 //!   `to_char`; a pattern that already contains `%` is passed through unchanged.
@@ -63,6 +67,7 @@ use datafusion::prelude::SessionContext;
 mod aggregate;
 mod json;
 pub(crate) mod json_build;
+mod metrics;
 mod percentile;
 mod pg;
 mod time;
@@ -89,6 +94,9 @@ pub fn register(context: &mut SessionContext) -> Result<()> {
     context.register_udf(pg::pg_size_pretty());
     context.register_udf(pg::width_bucket());
     context.register_udf(pg::make_timestamp());
+    context.register_udaf(AggregateUDF::from(metrics::CounterAggregate::increase()));
+    context.register_udaf(AggregateUDF::from(metrics::CounterAggregate::rate()));
+    context.register_udf(metrics::histogram_quantile());
     for counter in pg::null_counts() {
         context.register_udf(counter);
     }
