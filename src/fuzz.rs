@@ -8,8 +8,9 @@
 //!
 //! Targets: the statement lexer (`sql::statement_text`), SQL → plan through DataFusion's
 //! planner with TimeFusion's functions, the Postgres frontend message decoder (pgwire), COPY
-//! text / CSV / binary parsing, WAL record framing with the payload decoding behind it, and
-//! Flight DoPut's Arrow IPC decoding into a batch coerced to the table's schema. A panic
+//! text / CSV / binary parsing, WAL record framing with the payload decoding behind it,
+//! Flight DoPut's Arrow IPC decoding into a batch coerced to the table's schema, and OTLP
+//! exports and Prometheus remote writes decoded and converted to rows (`otlp`). A panic
 //! inside planning is contained by the server (`panics`), so the SQL target counts those and
 //! fails only on what would take the process down.
 
@@ -380,5 +381,44 @@ fn flight_put() {
         "fuzz flight_put: {} arrow-ipc decoder panics contained (each an INVALID_ARGUMENT)",
         crate::panics::caught() - contained
     );
+    assert!(runs > 0);
+}
+
+#[test]
+fn otlp() {
+    use crate::engine::ingest::coerce;
+    use crate::otlp::convert::{LOGS_AND_SPANS, LogsAndSpans};
+    use crate::otlp::metrics::{METRICS, Metrics};
+    use prost::Message;
+    let catalog = crate::engine::schema::Catalog::load(None).expect("built-in schemas");
+    let spans_table = catalog.get(LOGS_AND_SPANS).expect("otel_logs_and_spans");
+    let metrics_table = catalog.get(METRICS).expect("otel_metrics");
+    let logs_and_spans = LogsAndSpans::new(spans_table.clone()).expect("mapping");
+    let metrics = Metrics::new(metrics_table.clone()).expect("mapping");
+    // The first byte says what the protobuf after it is: 0 logs, 1 traces, 2 metrics (OTLP
+    // exports, from the OpenTelemetry Python SDK's encoders), 3 a remote-write request (as
+    // Prometheus sent it, decompressed).
+    let runs = fuzz("otlp", |input| {
+        let Some((&kind, body)) = input.split_first() else {
+            return;
+        };
+        let converted = match kind % 4 {
+            0 => opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest::decode(body)
+                .ok()
+                .map(|r| (spans_table, logs_and_spans.logs(&r, Some("h"), 0))),
+            1 => opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(body)
+                .ok()
+                .map(|r| (spans_table, logs_and_spans.spans(&r, Some("h")))),
+            2 => opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest::decode(body)
+                .ok()
+                .map(|r| (metrics_table, metrics.points(&r, Some("h")))),
+            _ => crate::otlp::remote_write::WriteRequest::decode(body)
+                .ok()
+                .map(|r| (metrics_table, metrics.samples(&r, Some("h")))),
+        };
+        if let Some((table, Ok(batch))) = converted {
+            let _ = coerce(table, &batch);
+        }
+    });
     assert!(runs > 0);
 }
