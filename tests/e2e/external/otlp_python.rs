@@ -1,18 +1,29 @@
-//! OTLP from the OpenTelemetry Python SDK: spans and log records exported over gRPC (gzip,
-//! the tenant in a header) and HTTP (protobuf, the tenant as a resource attribute), OTLP/JSON
-//! and bad requests over HTTP (tests/python/otlp_clients.py); then the rows are read back over
-//! pgwire, column by column.
+//! OTLP from the OpenTelemetry Python SDK: spans, log records and metric points exported over
+//! gRPC (gzip, the tenant in a header) and HTTP (protobuf, the tenant as a resource
+//! attribute), OTLP/JSON and bad requests over HTTP (tests/python/otlp_clients.py); then the
+//! rows are read back over pgwire, column by column. Run with the SDK `tests/requirements.txt`
+//! pins and with its newest release (`tests/requirements-latest.txt`).
 
+use std::path::Path;
 use std::process::Command;
 
 use crate::common::*;
 
 #[tokio::test]
 async fn python_sdk_exports_over_grpc_and_http_read_back_over_pgwire() {
+    exports_read_back(&python()).await;
+}
+
+#[tokio::test]
+async fn python_sdk_at_its_newest_release() {
+    exports_read_back(&python_latest()).await;
+}
+
+async fn exports_read_back(python: &Path) {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path(), &[("GRPC_TOKEN", "otlp-t0ken")]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/otlp_clients.py");
-    let out = Command::new(python())
+    let out = Command::new(python)
         .args([
             script,
             &server.grpc_port.to_string(),
