@@ -155,8 +155,8 @@ pub struct Config {
 
     /// Port of the HTTP endpoint: `/health` (liveness), `/ready` (recovery done, WAL writable,
     /// store reachable), `/metrics` (Prometheus), OTLP/HTTP (`POST /v1/logs`, `/v1/traces`,
-    /// `/v1/metrics`) and Prometheus remote write (`POST /api/v1/write`). 0 picks a free port
-    /// and logs it.
+    /// `/v1/metrics`), Prometheus remote write (`POST /api/v1/write`) and InfluxDB line
+    /// protocol (`POST /api/v2/write`, `/write`). 0 picks a free port and logs it.
     #[arg(long, env = "TIMEFUSION_HTTP_PORT", default_value_t = 8080)]
     pub http_port: u16,
 
@@ -179,13 +179,13 @@ pub struct Config {
     #[arg(long, env = "GRPC_PORT", default_value_t = 50051)]
     pub grpc_port: u16,
 
-    /// Bearer token every gRPC call, OTLP/HTTP export and remote write must present
-    /// (`authorization: Bearer <token>`). Unset leaves them open, with a warning at start-up.
+    /// Bearer token every gRPC call and HTTP write (OTLP, remote write, line protocol) must
+    /// present (`authorization: Bearer <token>`). Unset leaves them open, with a warning at start-up.
     #[arg(long, env = "GRPC_TOKEN", hide_env_values = true)]
     pub grpc_token: Option<String>,
 
-    /// Largest gRPC message (one Arrow IPC batch, one OTLP export) or OTLP/HTTP or
-    /// remote-write body (compressed, and again decompressed) the server accepts, in MiB.
+    /// Largest gRPC message (one Arrow IPC batch, one OTLP export) or HTTP write body (OTLP,
+    /// remote write, line protocol; compressed, and again decompressed) accepted, in MiB.
     #[arg(long, env = "TIMEFUSION_GRPC_MAX_MESSAGE_MB", default_value_t = 64)]
     pub grpc_max_message_mb: usize,
 

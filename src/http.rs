@@ -6,8 +6,9 @@
 //!   and only while the WAL takes writes and the tables' store answers; 503 with the reason
 //!   otherwise (readiness: send traffic here or not).
 //! - `GET /metrics`: every series of [`crate::metrics`] in Prometheus' text format.
-//! - `POST /v1/logs`, `/v1/traces`, `/v1/metrics`: OTLP/HTTP exports, and `POST /api/v1/write`:
-//!   Prometheus remote write ([`crate::otlp::http`]); 503 while the WAL is being replayed.
+//! - `POST /v1/logs`, `/v1/traces`, `/v1/metrics`: OTLP/HTTP exports; `POST /api/v1/write`:
+//!   Prometheus remote write; `POST /api/v2/write`, `/write`: InfluxDB line protocol
+//!   ([`crate::otlp::http`]); 503 while the WAL is being replayed.
 //!
 //! It binds before recovery starts, so `/health` answers (and `/ready` says 503) while a long
 //! WAL replays. HTTP/1.1 only, one short response per request. Tests: `tests/e2e/health.rs`.
@@ -155,7 +156,7 @@ impl Health {
             _ => reply(
                 StatusCode::NOT_FOUND,
                 text,
-                "not found: /health, /ready, /metrics, /v1/logs, /v1/traces, /v1/metrics or /api/v1/write\n"
+                "not found: /health, /ready, /metrics, /v1/logs, /v1/traces, /v1/metrics, /api/v1/write, /api/v2/write or /write\n"
                     .into(),
             ),
         }

@@ -152,6 +152,8 @@ pub enum Via {
     Otlp,
     /// A Prometheus remote-write request.
     RemoteWrite,
+    /// InfluxDB line protocol.
+    LineProtocol,
 }
 
 impl Via {
@@ -162,6 +164,7 @@ impl Via {
             Via::Flight => "flight",
             Via::Otlp => "otlp",
             Via::RemoteWrite => "remote_write",
+            Via::LineProtocol => "line_protocol",
         }
     }
 }

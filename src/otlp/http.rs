@@ -1,5 +1,6 @@
 //! OTLP/HTTP: `POST /v1/logs`, `/v1/traces` and `/v1/metrics` on the HTTP port, as the OTLP
-//! specification describes them, and Prometheus remote write (`POST /api/v1/write`).
+//! specification describes them, Prometheus remote write (`POST /api/v1/write`) and InfluxDB
+//! line protocol (`POST /api/v2/write`, `POST /write`).
 //!
 //! - The body is an `Export…ServiceRequest` in protobuf (`Content-Type:
 //!   application/x-protobuf`) or OTLP/JSON (`application/json`); the answer is in the same
@@ -39,8 +40,18 @@ const RETRY_AFTER_SECONDS: &str = "1";
 /// Prometheus remote write's path.
 pub const REMOTE_WRITE: &str = "/api/v1/write";
 
-/// The paths this endpoint answers: OTLP/HTTP's and remote write's.
-pub const PATHS: [&str; 4] = ["/v1/logs", "/v1/traces", "/v1/metrics", REMOTE_WRITE];
+/// InfluxDB line protocol's paths: v2's and v1's.
+pub const LINE_PROTOCOL: [&str; 2] = ["/api/v2/write", "/write"];
+
+/// The paths this endpoint answers: OTLP/HTTP's, remote write's and line protocol's.
+pub const PATHS: [&str; 6] = [
+    "/v1/logs",
+    "/v1/traces",
+    "/v1/metrics",
+    REMOTE_WRITE,
+    LINE_PROTOCOL[0],
+    LINE_PROTOCOL[1],
+];
 
 /// What an export holds, by its path.
 #[derive(Clone, Copy, PartialEq)]
@@ -98,6 +109,9 @@ impl Endpoint {
     pub async fn export(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         if request.uri().path() == REMOTE_WRITE {
             return self.remote_write(request).await;
+        }
+        if LINE_PROTOCOL.contains(&request.uri().path()) {
+            return self.line_protocol(request).await;
         }
         // Errors are answered in the request's encoding when it has a known one.
         let encoding = encoding_of(&request).unwrap_or(Encoding::Protobuf);
@@ -267,6 +281,82 @@ impl Endpoint {
         response
     }
 
+    /// InfluxDB line protocol: 204 once stored; a refusal as InfluxDB's JSON error, 400 for
+    /// a bad line (naming it) or 503 / 500.
+    async fn line_protocol(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let outcome = async {
+            self.check_token(&request)?;
+            let mut precision = super::line_protocol::Precision::Nanos;
+            let mut bucket = None;
+            for (key, value) in
+                url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+            {
+                match key.as_ref() {
+                    "precision" => {
+                        precision =
+                            super::line_protocol::Precision::parse(&value).ok_or_else(|| {
+                                failed(
+                                    StatusCode::BAD_REQUEST,
+                                    format!("precision {value:?}: use ns, us, ms or s"),
+                                )
+                            })?;
+                    }
+                    "bucket" | "db" => bucket = Some(value.into_owned()),
+                    _ => {}
+                }
+            }
+            let gzip = request
+                .headers()
+                .get(CONTENT_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+            let tenant = request
+                .headers()
+                .get(TENANT_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = self.body(request.into_body(), gzip).await?;
+            let text = std::str::from_utf8(&body).map_err(|e| {
+                failed(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body is not UTF-8: {e}"),
+                )
+            })?;
+            self.receiver
+                .line_protocol(text, precision, tenant.as_deref(), bucket.as_deref())
+                .await
+                .map_err(refused)
+        }
+        .await;
+        let mut response = Response::new(Full::new(Bytes::new()));
+        match outcome {
+            Ok(_) => *response.status_mut() = StatusCode::NO_CONTENT,
+            Err(Failed { status, message }) => {
+                let code = match status {
+                    StatusCode::UNAUTHORIZED => "unauthorized",
+                    StatusCode::PAYLOAD_TOO_LARGE => "request too large",
+                    StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+                    StatusCode::INTERNAL_SERVER_ERROR => "internal error",
+                    _ => "invalid",
+                };
+                let body = serde_json::json!({ "code": code, "message": message }).to_string();
+                *response.status_mut() = status;
+                *response.body_mut() = Full::new(Bytes::from(body));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    response
+                        .headers_mut()
+                        .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+                }
+            }
+        }
+        response
+    }
+
+    /// Checks `Authorization: Bearer <GRPC_TOKEN>` (or `Token <GRPC_TOKEN>`, as InfluxDB
+    /// clients send it) when a token is set.
     fn check_token(&self, request: &Request<Incoming>) -> Result<(), Failed> {
         let Some(expected) = &self.token else {
             return Ok(());
@@ -275,7 +365,7 @@ impl Endpoint {
             .headers()
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(crate::grpc::bearer);
+            .and_then(|v| crate::grpc::bearer(v).or_else(|| v.strip_prefix("Token ")));
         match given {
             Some(token) if crate::grpc::constant_time_eq(token.as_bytes(), expected.as_bytes()) => {
                 Ok(())

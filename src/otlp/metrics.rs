@@ -30,6 +30,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 
 use super::convert::{Invalid, ResourceRow};
+use super::line_protocol::{Field as LineField, Line};
 use super::remote_write::{self, MetricMetadata, WriteRequest};
 use super::rows::{
     Flattened, Kind, Rows, hex_id, micros, rfc3339, value_of, write_attributes,
@@ -40,7 +41,7 @@ use crate::engine::schema::TableSchema;
 /// The table OTLP metrics land in.
 pub const METRICS: &str = "otel_metrics";
 
-/// The Prometheus label naming a series' tenant (else the request's header).
+/// The Prometheus label (or Influx tag) naming a series' tenant (else the request's header).
 pub const REMOTE_WRITE_TENANT_LABEL: &str = "timefusion_project_id";
 
 /// The columns points fill, in slot order ([`M`]).
@@ -310,6 +311,92 @@ impl Metrics {
                 rows.text(M::Attributes as usize, &json);
                 rows.text(M::Resource as usize, &resource_json);
                 for kv in &resource_attributes {
+                    rows.attribute(&self.resource, &kv.key, value_of(kv.value.as_ref()));
+                }
+                rows.end_row();
+            }
+        }
+        rows.finish().map_err(|e| Invalid(e.to_string()))
+    }
+
+    /// The points of InfluxDB line protocol: each numeric or boolean field of a line is a
+    /// `gauge` point named `<measurement>_<field>` (the measurement alone for a field named
+    /// `value`, as Telegraf's Prometheus output names them), booleans as 1 and 0; string
+    /// fields are not stored. Tags are the attributes, `host` also the resource's
+    /// `host.name`. The tenant is the tag `timefusion_project_id`, else the header, else
+    /// `default_tenant` (the request's bucket or database). A line without a timestamp
+    /// takes `now_micros`.
+    pub fn lines(
+        &self,
+        lines: &[Line],
+        header_tenant: Option<&str>,
+        default_tenant: Option<&str>,
+        now_micros: i64,
+    ) -> Result<RecordBatch, Invalid> {
+        let mut rows = self.rows();
+        for line in lines {
+            let tag = |name: &str| {
+                line.tags
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            let tenant = tag(REMOTE_WRITE_TENANT_LABEL)
+                .or(header_tenant)
+                .or(default_tenant)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| {
+                    Invalid(format!(
+                        "no tenant: set the `{}` header, the tag `{REMOTE_WRITE_TENANT_LABEL}` \
+                         or the bucket",
+                        super::TENANT_HEADER
+                    ))
+                })?;
+            let text = |key: &str, value: &str| KeyValue {
+                key: key.into(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue(value.into())),
+                }),
+                ..Default::default()
+            };
+            let attributes: Vec<KeyValue> = line
+                .tags
+                .iter()
+                .filter(|(k, _)| k != REMOTE_WRITE_TENANT_LABEL)
+                .map(|(k, v)| text(k, v))
+                .collect();
+            let mut json = String::new();
+            write_sorted_attributes(&mut json, &attributes);
+            let resource: Vec<KeyValue> = tag("host")
+                .map(|host| text("host.name", host))
+                .into_iter()
+                .collect();
+            let mut resource_json = String::new();
+            write_attributes(&mut resource_json, &resource, &[]);
+            let time = line
+                .time_nanos
+                .map_or(now_micros, |nanos| nanos.div_euclid(1_000));
+            for (field, value) in &line.fields {
+                let value = match value {
+                    LineField::Float(f) => *f,
+                    LineField::Int(i) => *i as f64,
+                    LineField::UInt(u) => *u as f64,
+                    LineField::Bool(b) => f64::from(u8::from(*b)),
+                    LineField::Text(_) => continue,
+                };
+                let name = if field == "value" {
+                    line.measurement.clone()
+                } else {
+                    format!("{}_{field}", line.measurement)
+                };
+                rows.text(M::ProjectId as usize, tenant);
+                rows.text(M::Name as usize, &name);
+                rows.text(M::Type as usize, "gauge");
+                rows.time(M::Timestamp as usize, time);
+                rows.float(M::Value as usize, value);
+                rows.text(M::Attributes as usize, &json);
+                rows.text(M::Resource as usize, &resource_json);
+                for kv in &resource {
                     rows.attribute(&self.resource, &kv.key, value_of(kv.value.as_ref()));
                 }
                 rows.end_row();

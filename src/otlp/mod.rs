@@ -20,12 +20,15 @@
 //!   the failed attempt was kept.
 //! - **Prometheus remote write** (1.0) on the HTTP port: `POST /api/v1/write`, snappy
 //!   protobuf, into `otel_metrics` ([`remote_write`], [`metrics::Metrics::samples`]).
+//! - **InfluxDB line protocol** on the HTTP port: `POST /api/v2/write` and `POST /write`, into
+//!   `otel_metrics` ([`line_protocol`], [`metrics::Metrics::lines`]).
 //! - `GRPC_TOKEN`, when set, is required on all of them as `authorization: Bearer <token>`.
 //!
 //! Tests: `tests/e2e/otlp.rs` (the OpenTelemetry Python SDK over gRPC and HTTP).
 
 pub mod convert;
 pub mod http;
+pub mod line_protocol;
 pub mod metrics;
 pub mod remote_write;
 mod rows;
@@ -217,6 +220,26 @@ impl Receiver {
             .samples(request, tenant)
             .map_err(|Invalid(m)| Refusal::Invalid(m))?;
         self.store(mapping.table(), batch, Via::RemoteWrite).await
+    }
+
+    /// Stores InfluxDB line protocol; the rows stored. `bucket` is the request's bucket (v2)
+    /// or database (v1), the tenant of lines that name none otherwise.
+    pub async fn line_protocol(
+        &self,
+        text: &str,
+        precision: line_protocol::Precision,
+        tenant: Option<&str>,
+        bucket: Option<&str>,
+    ) -> Result<usize, Refusal> {
+        let mapping = self
+            .metrics
+            .as_ref()
+            .map_err(|why| Refusal::Internal(why.clone()))?;
+        let lines = line_protocol::parse(text, precision).map_err(Refusal::Invalid)?;
+        let batch = mapping
+            .lines(&lines, tenant, bucket, self.clock.now_micros())
+            .map_err(|Invalid(m)| Refusal::Invalid(m))?;
+        self.store(mapping.table(), batch, Via::LineProtocol).await
     }
 
     async fn store(&self, table: &str, batch: RecordBatch, via: Via) -> Result<usize, Refusal> {

@@ -233,4 +233,26 @@ half_bad = {
     ]
 }
 out["half_bad"] = post("/v1/traces", json.dumps(half_bad).encode(), "application/json")
+# InfluxDB line protocol with InfluxDB's own client: the bucket is the tenant, the token sent
+# as `Authorization: Token …`; points at millisecond precision.
+from influxdb_client import InfluxDBClient, Point, WritePrecision
+from influxdb_client.client.write_api import SYNCHRONOUS
+
+with InfluxDBClient(url=base, token=token, org="any") as influx:
+    write = influx.write_api(write_options=SYNCHRONOUS)
+    write.write(
+        bucket="influx",
+        write_precision=WritePrecision.MS,
+        record=[
+            Point("cpu").tag("host", "web 1").tag("core", "0").field("usage", 0.5).field("steal", 2).time(1_700_000_000_000, WritePrecision.MS),
+            Point("cpu").tag("host", "web 1").tag("core", "1").field("usage", 0.25).field("note", "hot").time(1_700_000_000_000, WritePrecision.MS),
+            Point("temperature").field("value", 21.5).field("ok", True).time(1_700_000_001_000, WritePrecision.MS),
+        ],
+    )
+    try:
+        write.write(bucket="influx", record="cpu usage=oops")
+        out["influx_bad"] = "accepted"
+    except Exception as e:  # influxdb_client.rest.ApiException
+        out["influx_bad"] = {"status": getattr(e, "status", None), "body": str(getattr(e, "body", e))}
+out["influx"] = "written"
 print(json.dumps(out))

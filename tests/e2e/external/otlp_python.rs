@@ -302,11 +302,56 @@ async fn exports_read_back(python: &Path) {
         }
     }
     assert_eq!(
-        pg.query_one("SELECT count(*) FROM otel_metrics", &[])
-            .await
-            .expect("count")
-            .get::<_, i64>(0),
+        pg.query_one(
+            "SELECT count(*) FROM otel_metrics WHERE project_id LIKE 'otlp-%'",
+            &[]
+        )
+        .await
+        .expect("count")
+        .get::<_, i64>(0),
         12,
         "nothing of the export without a tenant"
+    );
+
+    // InfluxDB line protocol from InfluxDB's client: a point per numeric field, the bucket as
+    // the tenant; the bad line stored nothing.
+    assert_eq!(seen["influx"], "written", "{seen}");
+    assert_eq!(seen["influx_bad"]["status"], 400, "{seen}");
+    assert!(
+        seen["influx_bad"]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("line 1: the field value") && b.contains("oops")),
+        "{seen}"
+    );
+    let influx: Vec<String> = pg
+        .query(
+            "SELECT metric_name, value, attributes, resource___host___name, \
+                    CAST(timestamp AS text) \
+             FROM otel_metrics WHERE project_id = 'influx' ORDER BY metric_name, attributes",
+            &[],
+        )
+        .await
+        .expect("influx points")
+        .iter()
+        .map(|row| {
+            format!(
+                "{} {} {} {:?} {}",
+                row.get::<_, String>(0),
+                row.get::<_, f64>(1),
+                row.get::<_, String>(2),
+                row.get::<_, Option<String>>(3),
+                row.get::<_, String>(4),
+            )
+        })
+        .collect();
+    assert_eq!(
+        influx,
+        [
+            r#"cpu_steal 2 {"core":"0","host":"web 1"} Some("web 1") 2023-11-14 22:13:20+00"#,
+            r#"cpu_usage 0.5 {"core":"0","host":"web 1"} Some("web 1") 2023-11-14 22:13:20+00"#,
+            r#"cpu_usage 0.25 {"core":"1","host":"web 1"} Some("web 1") 2023-11-14 22:13:20+00"#,
+            r#"temperature 21.5 {} None 2023-11-14 22:13:21+00"#,
+            r#"temperature_ok 1 {} None 2023-11-14 22:13:21+00"#,
+        ]
     );
 }
