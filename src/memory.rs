@@ -63,7 +63,7 @@ impl InFlight {
 
     /// Waits until `kib` more fit (at least one, at most the whole budget, so an oversized
     /// batch waits for every other, never forever); the permit holds them until dropped.
-    /// `None` once the server shuts down.
+    /// `None` if the budget's semaphore was closed.
     pub async fn admit_kib(&self, kib: usize) -> Option<OwnedSemaphorePermit> {
         let kib = kib.clamp(1, self.kib.min(u32::MAX as usize)) as u32;
         self.permits.clone().acquire_many_owned(kib).await.ok()

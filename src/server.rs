@@ -305,7 +305,7 @@ fn warn_about_open_access(config: &Config) {
     }
     if config.grpc_token.is_none() {
         tracing::warn!(
-            "GRPC_TOKEN is not set: anyone who can reach the gRPC port can write and query; set GRPC_TOKEN"
+            "GRPC_TOKEN is not set: anyone who can reach the gRPC port can write and query, and the HTTP port's write endpoints (OTLP, remote write, line protocol) take any write; set GRPC_TOKEN"
         );
     }
 }

@@ -107,13 +107,13 @@ enum C {
 
 const SLOTS: usize = C::MessageSize as usize + 1;
 
-/// Why a request's records cannot be stored: the client's fault, not worth a retry.
-#[derive(Debug, PartialEq)]
-pub struct Invalid(pub String);
+pub use super::rows::Invalid;
 
 /// How OTLP records become rows of `otel_logs_and_spans`: its columns, checked once.
 pub struct LogsAndSpans {
     table: Arc<TableSchema>,
+    /// The most bytes one request's rows may hold ([`LogsAndSpans::limited`]).
+    max_bytes: usize,
     /// The table index of each [`FIXED`] column.
     fixed: [usize; SLOTS],
     attributes: Flattened,
@@ -172,6 +172,7 @@ impl LogsAndSpans {
             fixed[slot] = index;
         }
         Ok(LogsAndSpans {
+            max_bytes: usize::MAX,
             attributes: Flattened::new(&table, "attributes___"),
             resource: Flattened::new(&table, "resource___"),
             table,
@@ -179,12 +180,17 @@ impl LogsAndSpans {
         })
     }
 
+    /// Refuses a request whose rows would hold more than `max_bytes`.
+    pub fn limited(self, max_bytes: usize) -> LogsAndSpans {
+        LogsAndSpans { max_bytes, ..self }
+    }
+
     pub fn table(&self) -> &str {
         &self.table.name
     }
 
     fn rows(&self) -> Rows {
-        let mut rows = Rows::new(self.table.clone());
+        let mut rows = Rows::new(self.table.clone(), self.max_bytes);
         for (slot, (_, kind)) in FIXED.iter().enumerate() {
             let assigned = rows.column(self.fixed[slot], *kind);
             debug_assert_eq!(assigned, slot);
@@ -283,7 +289,7 @@ impl LogsAndSpans {
                         "",
                         record.flags,
                     );
-                    rows.end_row();
+                    rows.end_row()?;
                 }
             }
         }
@@ -315,7 +321,7 @@ impl LogsAndSpans {
                         span.encoded_len(),
                     );
                     self.span(&mut rows, span);
-                    rows.end_row();
+                    rows.end_row()?;
                 }
             }
         }
@@ -647,6 +653,13 @@ mod tests {
             .logs(&request(vec![]), Some("header"), 1)
             .expect("header");
         assert_eq!(text(&batch, "project_id", 0).as_deref(), Some("header"));
+        // An empty attribute names no tenant: the header's is taken.
+        let empty = request(vec![kv(
+            super::super::TENANT_ATTRIBUTE,
+            Value::StringValue(String::new()),
+        )]);
+        let batch = mapping.logs(&empty, Some("header"), 1).expect("header");
+        assert_eq!(text(&batch, "project_id", 0).as_deref(), Some("header"));
         let refused = mapping
             .logs(&request(vec![]), None, 1)
             .expect_err("no tenant");
@@ -735,6 +748,32 @@ mod tests {
             refused.0.contains("no start_time_unix_nano"),
             "{}",
             refused.0
+        );
+    }
+
+    #[test]
+    fn a_request_that_expands_past_the_limit_is_refused() {
+        // A large resource repeated into many empty records: 60 bytes on the wire each.
+        let request = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                resource: resource(vec![kv("big", Value::StringValue("x".repeat(10_000)))]),
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord::default(); 200],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let limited = mapping().limited(1 << 20);
+        let refused = limited
+            .logs(&request, Some("p"), 1)
+            .expect_err("over the limit");
+        assert!(refused.0.contains("send smaller batches"), "{}", refused.0);
+        let mut fits = request;
+        fits.resource_logs[0].scope_logs[0].log_records.truncate(50);
+        assert_eq!(
+            limited.logs(&fits, Some("p"), 1).expect("fits").num_rows(),
+            50
         );
     }
 

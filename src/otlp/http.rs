@@ -116,7 +116,7 @@ impl Endpoint {
         // Errors are answered in the request's encoding when it has a known one.
         let encoding = encoding_of(&request).unwrap_or(Encoding::Protobuf);
         match self.handle(request).await {
-            Ok(body) => reply(StatusCode::OK, encoding, body),
+            Ok(body) => respond(StatusCode::OK, encoding.content_type(), body),
             Err(Failed { status, message }) => {
                 let code = match status {
                     StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => {
@@ -127,13 +127,11 @@ impl Endpoint {
                     StatusCode::UNSUPPORTED_MEDIA_TYPE => tonic::Code::Unimplemented,
                     _ => tonic::Code::Internal,
                 };
-                let mut response = reply(status, encoding, status_body(encoding, code, &message));
-                if status == StatusCode::SERVICE_UNAVAILABLE {
-                    response
-                        .headers_mut()
-                        .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
-                }
-                response
+                respond(
+                    status,
+                    encoding.content_type(),
+                    status_body(encoding, code, &message),
+                )
             }
         }
     }
@@ -146,26 +144,8 @@ impl Endpoint {
                 "Content-Type must be application/x-protobuf or application/json",
             )
         })?;
-        let gzip = match request
-            .headers()
-            .get(CONTENT_ENCODING)
-            .map(|v| v.to_str().unwrap_or_default().trim().to_ascii_lowercase())
-            .as_deref()
-        {
-            None | Some("" | "identity") => false,
-            Some("gzip") => true,
-            Some(other) => {
-                return Err(failed(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    format!("Content-Encoding {other} is not supported: send gzip or none"),
-                ));
-            }
-        };
-        let tenant = request
-            .headers()
-            .get(TENANT_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let gzip = gzip_of(&request)?;
+        let tenant = tenant_of(&request);
         let signal = match request.uri().path() {
             "/v1/logs" => Signal::Logs,
             "/v1/traces" => Signal::Traces,
@@ -230,11 +210,7 @@ impl Endpoint {
                     "remote write bodies are snappy-compressed: Content-Encoding: snappy",
                 ));
             }
-            let tenant = request
-                .headers()
-                .get(TENANT_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let tenant = tenant_of(&request);
             let compressed = self.body(request.into_body(), false).await?;
             let length = snap::raw::decompress_len(&compressed).map_err(|e| {
                 failed(StatusCode::BAD_REQUEST, format!("invalid snappy body: {e}"))
@@ -261,24 +237,18 @@ impl Endpoint {
                 .map_err(refused)
         }
         .await;
-        let text = "text/plain; charset=utf-8";
-        let mut response = Response::new(Full::new(Bytes::new()));
         match outcome {
-            Ok(_) => *response.status_mut() = StatusCode::NO_CONTENT,
-            Err(Failed { status, message }) => {
-                *response.status_mut() = status;
-                *response.body_mut() = Full::new(Bytes::from(message + "\n"));
-                response
-                    .headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static(text));
-                if status == StatusCode::SERVICE_UNAVAILABLE {
-                    response
-                        .headers_mut()
-                        .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
-                }
-            }
+            Ok(_) => respond(
+                StatusCode::NO_CONTENT,
+                "text/plain; charset=utf-8",
+                Vec::new(),
+            ),
+            Err(Failed { status, message }) => respond(
+                status,
+                "text/plain; charset=utf-8",
+                (message + "\n").into_bytes(),
+            ),
         }
-        response
     }
 
     /// InfluxDB line protocol: 204 once stored; a refusal as InfluxDB's JSON error, 400 for
@@ -305,16 +275,8 @@ impl Endpoint {
                     _ => {}
                 }
             }
-            let gzip = request
-                .headers()
-                .get(CONTENT_ENCODING)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
-            let tenant = request
-                .headers()
-                .get(TENANT_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let gzip = gzip_of(&request)?;
+            let tenant = tenant_of(&request);
             let body = self.body(request.into_body(), gzip).await?;
             let text = std::str::from_utf8(&body).map_err(|e| {
                 failed(
@@ -328,9 +290,8 @@ impl Endpoint {
                 .map_err(refused)
         }
         .await;
-        let mut response = Response::new(Full::new(Bytes::new()));
         match outcome {
-            Ok(_) => *response.status_mut() = StatusCode::NO_CONTENT,
+            Ok(_) => respond(StatusCode::NO_CONTENT, "application/json", Vec::new()),
             Err(Failed { status, message }) => {
                 let code = match status {
                     StatusCode::UNAUTHORIZED => "unauthorized",
@@ -340,19 +301,9 @@ impl Endpoint {
                     _ => "invalid",
                 };
                 let body = serde_json::json!({ "code": code, "message": message }).to_string();
-                *response.status_mut() = status;
-                *response.body_mut() = Full::new(Bytes::from(body));
-                response
-                    .headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                if status == StatusCode::SERVICE_UNAVAILABLE {
-                    response
-                        .headers_mut()
-                        .insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
-                }
+                respond(status, "application/json", body.into_bytes())
             }
         }
-        response
     }
 
     /// Checks `Authorization: Bearer <GRPC_TOKEN>` (or `Token <GRPC_TOKEN>`, as InfluxDB
@@ -420,6 +371,36 @@ impl Endpoint {
     }
 }
 
+/// Whether the body is gzip-compressed (else not compressed); another encoding is 415.
+fn gzip_of(request: &Request<Incoming>) -> Result<bool, Failed> {
+    let Some(value) = request.headers().get(CONTENT_ENCODING) else {
+        return Ok(false);
+    };
+    match value
+        .to_str()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "" | "identity" => Ok(false),
+        "gzip" => Ok(true),
+        other => Err(failed(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Encoding {other} is not supported: send gzip or none"),
+        )),
+    }
+}
+
+/// The request's tenant header.
+fn tenant_of(request: &Request<Incoming>) -> Option<String> {
+    request
+        .headers()
+        .get(TENANT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// The HTTP status of a receiver's refusal.
 fn refused(refusal: Refusal) -> Failed {
     match refusal {
@@ -472,13 +453,15 @@ fn status_body(encoding: Encoding, code: tonic::Code, message: &str) -> Vec<u8> 
     }
 }
 
-fn reply(status: StatusCode, encoding: Encoding, body: Vec<u8>) -> Response<Full<Bytes>> {
+/// A response with `body`; a 503 asks the client to retry after [`RETRY_AFTER_SECONDS`].
+fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static(encoding.content_type()),
-    );
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+    }
     response
 }
 

@@ -143,11 +143,12 @@ fn field_value(text: &str) -> Result<Field, String> {
         "f" | "F" | "false" | "False" | "FALSE" => return Ok(Field::Bool(false)),
         _ => {}
     }
-    // Rust's float syntax also takes "inf" and "NaN", which line protocol does not.
-    if !text.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+' || c == '.') {
-        return Err(bad());
+    // Rust's float syntax also takes "inf" and "NaN" (signed too), which line protocol does
+    // not.
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() => Ok(Field::Float(value)),
+        _ => Err(bad()),
     }
-    text.parse().map(Field::Float).map_err(|_| bad())
 }
 
 /// `text` up to the first `separator` not escaped by a backslash (nor, with `quotes`, inside
@@ -257,6 +258,8 @@ mod tests {
             ("cpu,host usage=1", "a tag without `=`"),
             ("cpu usage=abc", "is not a number"),
             ("cpu usage=inf", "is not a number"),
+            ("cpu usage=-inf", "is not a number"),
+            ("cpu usage=+NaN", "is not a number"),
             ("cpu usage=\"open", "closing quote"),
             ("ok v=1\ncpu usage=1 12x", "line 2: the timestamp \"12x\""),
             ("cpu usage=1 9223372036854775807", "out of range"),

@@ -126,25 +126,33 @@ struct Point<'a> {
     exemplars: &'a [Exemplar],
 }
 
+/// The metadata of a Prometheus series' family: its own name's, else that of the name
+/// without a `_bucket`, `_count`, `_sum` or `_total` suffix (`false`: found by a suffix).
+fn prometheus_family<'a>(
+    name: &str,
+    metadata: &HashMap<&str, &'a MetricMetadata>,
+) -> Option<(&'a MetricMetadata, bool)> {
+    if let Some(own) = metadata.get(name) {
+        return Some((own, true));
+    }
+    ["_bucket", "_count", "_sum", "_total"]
+        .iter()
+        .find_map(|suffix| metadata.get(name.strip_suffix(suffix)?))
+        .map(|family| (*family, false))
+}
+
 /// How a Prometheus series is stored: its `metric_type`, and whether it is a monotonic
 /// cumulative counter.
-fn prometheus_kind(name: &str, metadata: &HashMap<&str, &MetricMetadata>) -> (&'static str, bool) {
-    let family = |suffixes: &[&str]| {
-        suffixes.iter().find_map(|suffix| {
-            let family = name.strip_suffix(suffix)?;
-            metadata.get(family).map(|m| m.r#type)
-        })
-    };
-    let counter = match metadata.get(name).map(|m| m.r#type) {
-        Some(remote_write::COUNTER) => true,
-        Some(_) => false,
-        // A histogram's or summary's `_bucket`, `_count` and `_sum` series count up; so does
-        // a counter without metadata, named `…_total` by Prometheus' convention.
-        None => match family(&["_bucket", "_count", "_sum", "_total"]) {
-            Some(remote_write::COUNTER | remote_write::HISTOGRAM | remote_write::SUMMARY) => true,
-            Some(_) => false,
-            None => name.ends_with("_total"),
-        },
+fn prometheus_kind(name: &str, family: Option<(&MetricMetadata, bool)>) -> (&'static str, bool) {
+    let counter = match family {
+        Some((family, true)) => family.r#type == remote_write::COUNTER,
+        // A histogram's or summary's `_bucket`, `_count` and `_sum` series count up.
+        Some((family, false)) => matches!(
+            family.r#type,
+            remote_write::COUNTER | remote_write::HISTOGRAM | remote_write::SUMMARY
+        ),
+        // So does a counter without metadata, named `…_total` by Prometheus' convention.
+        None => name.ends_with("_total"),
     };
     if counter {
         ("sum", true)
@@ -178,6 +186,8 @@ macro_rules! point {
 /// How OTLP metric points become rows of `otel_metrics`.
 pub struct Metrics {
     table: Arc<TableSchema>,
+    /// The most bytes one request's rows may hold ([`Metrics::limited`]).
+    max_bytes: usize,
     fixed: [usize; SLOTS],
     resource: Flattened,
 }
@@ -198,10 +208,16 @@ impl Metrics {
                 })?;
         }
         Ok(Metrics {
+            max_bytes: usize::MAX,
             resource: Flattened::new(&table, "resource___"),
             table,
             fixed,
         })
+    }
+
+    /// Refuses a request whose rows would hold more than `max_bytes`.
+    pub fn limited(self, max_bytes: usize) -> Metrics {
+        Metrics { max_bytes, ..self }
     }
 
     pub fn table(&self) -> &str {
@@ -244,21 +260,19 @@ impl Metrics {
                      send_native_histograms: false in remote_write"
                 )));
             }
+            let given = |t: &&str| !t.is_empty();
             let tenant = label(REMOTE_WRITE_TENANT_LABEL)
-                .or(header_tenant)
-                .filter(|t| !t.is_empty())
+                .filter(given)
+                .or(header_tenant.filter(given))
                 .ok_or_else(|| {
                     Invalid(format!(
                         "no tenant: set the `{}` header or the label `{REMOTE_WRITE_TENANT_LABEL}`",
                         super::TENANT_HEADER
                     ))
                 })?;
-            let (kind, counter) = prometheus_kind(name, &metadata);
-            let family = metadata.get(name).copied().or_else(|| {
-                ["_bucket", "_count", "_sum", "_total"]
-                    .iter()
-                    .find_map(|s| metadata.get(name.strip_suffix(s)?).copied())
-            });
+            let found = prometheus_family(name, &metadata);
+            let (kind, counter) = prometheus_kind(name, found);
+            let family = found.map(|(family, _)| family);
             let attributes: Vec<KeyValue> = series
                 .labels
                 .iter()
@@ -313,7 +327,7 @@ impl Metrics {
                 for kv in &resource_attributes {
                     rows.attribute(&self.resource, &kv.key, value_of(kv.value.as_ref()));
                 }
-                rows.end_row();
+                rows.end_row()?;
             }
         }
         rows.finish().map_err(|e| Invalid(e.to_string()))
@@ -341,10 +355,11 @@ impl Metrics {
                     .find(|(k, _)| k == name)
                     .map(|(_, v)| v.as_str())
             };
+            let given = |t: &&str| !t.is_empty();
             let tenant = tag(REMOTE_WRITE_TENANT_LABEL)
-                .or(header_tenant)
-                .or(default_tenant)
-                .filter(|t| !t.is_empty())
+                .filter(given)
+                .or(header_tenant.filter(given))
+                .or(default_tenant.filter(given))
                 .ok_or_else(|| {
                     Invalid(format!(
                         "no tenant: set the `{}` header, the tag `{REMOTE_WRITE_TENANT_LABEL}` \
@@ -399,14 +414,14 @@ impl Metrics {
                 for kv in &resource {
                     rows.attribute(&self.resource, &kv.key, value_of(kv.value.as_ref()));
                 }
-                rows.end_row();
+                rows.end_row()?;
             }
         }
         rows.finish().map_err(|e| Invalid(e.to_string()))
     }
 
     fn rows(&self) -> Rows {
-        let mut rows = Rows::new(self.table.clone());
+        let mut rows = Rows::new(self.table.clone(), self.max_bytes);
         for (slot, (_, kind)) in FIXED.iter().enumerate() {
             rows.column(self.fixed[slot], *kind);
         }
@@ -478,7 +493,7 @@ impl Metrics {
                             for p in &gauge.data_points {
                                 start_row(&mut rows, "gauge", &point!(p))?;
                                 number(&mut rows, p.value.as_ref());
-                                rows.end_row();
+                                rows.end_row()?;
                             }
                         }
                         Some(Data::Sum(sum)) => {
@@ -487,7 +502,7 @@ impl Metrics {
                                 temporality(&mut rows, sum.aggregation_temporality);
                                 rows.bool(M::IsMonotonic as usize, sum.is_monotonic);
                                 number(&mut rows, p.value.as_ref());
-                                rows.end_row();
+                                rows.end_row()?;
                             }
                         }
                         Some(Data::Histogram(histogram)) => {
@@ -500,7 +515,7 @@ impl Metrics {
                                     M::ExplicitBounds as usize,
                                     p.explicit_bounds.iter().copied(),
                                 );
-                                rows.end_row();
+                                rows.end_row()?;
                             }
                         }
                         Some(Data::ExponentialHistogram(histogram)) => {
@@ -523,7 +538,7 @@ impl Metrics {
                                         rows.counts(counts as usize, &buckets.bucket_counts);
                                     }
                                 }
-                                rows.end_row();
+                                rows.end_row()?;
                             }
                         }
                         Some(Data::Summary(summary)) => {
@@ -538,7 +553,7 @@ impl Metrics {
                                     M::QuantileValues as usize,
                                     p.quantile_values.iter().map(|q| q.value),
                                 );
-                                rows.end_row();
+                                rows.end_row()?;
                             }
                         }
                     }

@@ -24,7 +24,9 @@
 //!   `otel_metrics` ([`line_protocol`], [`metrics::Metrics::lines`]).
 //! - `GRPC_TOKEN`, when set, is required on all of them as `authorization: Bearer <token>`.
 //!
-//! Tests: `tests/e2e/otlp.rs` (the OpenTelemetry Python SDK over gRPC and HTTP).
+//! Tests: `tests/e2e/external/otlp_python.rs` (the OpenTelemetry Python SDK over gRPC and
+//! HTTP, OTLP/JSON, InfluxDB's client), `tests/e2e/external/prometheus.rs` (Prometheus' remote
+//! write), `fuzz::otlp`.
 
 pub mod convert;
 pub mod http;
@@ -86,7 +88,8 @@ fn tenant<'a>(resource: &'a [KeyValue], header: Option<&'a str>) -> Result<&'a s
             Some(Value::StringValue(s)) => Some(s.as_str()),
             _ => None,
         });
-    own.or(header).filter(|t| !t.is_empty()).ok_or_else(|| {
+    let given = |t: &&str| !t.is_empty();
+    own.filter(given).or(header.filter(given)).ok_or_else(|| {
         Invalid(format!(
             "no tenant: set the `{TENANT_HEADER}` header or the resource attribute \
              `{TENANT_ATTRIBUTE}`"
@@ -107,6 +110,12 @@ pub enum Refusal {
     Internal(String),
 }
 
+impl From<Invalid> for Refusal {
+    fn from(Invalid(message): Invalid) -> Refusal {
+        Refusal::Invalid(message)
+    }
+}
+
 impl Refusal {
     fn status(self) -> tonic::Status {
         match self {
@@ -117,7 +126,7 @@ impl Refusal {
     }
 }
 
-/// Stores OTLP exports through the engine's write path.
+/// Stores OTLP exports, remote writes and line protocol through the engine's write path.
 pub struct Receiver {
     ingest: Arc<Ingest>,
     clock: Arc<dyn Clock>,
@@ -138,14 +147,16 @@ impl Receiver {
             .ok_or_else(|| {
                 format!("there is no table {LOGS_AND_SPANS} to store OTLP logs and traces in")
             })
-            .and_then(|table| LogsAndSpans::new(table.clone()));
+            .and_then(|table| LogsAndSpans::new(table.clone()))
+            .map(|mapping| mapping.limited(inflight.budget_bytes()));
         if let Err(why) = &logs_and_spans {
             tracing::warn!("OTLP logs and traces are refused: {why}");
         }
         let metrics = catalog
             .get(METRICS)
             .ok_or_else(|| format!("there is no table {METRICS} to store OTLP metrics in"))
-            .and_then(|table| Metrics::new(table.clone()));
+            .and_then(|table| Metrics::new(table.clone()))
+            .map(|mapping| mapping.limited(inflight.budget_bytes()));
         if let Err(why) = &metrics {
             tracing::warn!("OTLP metrics are refused: {why}");
         }
@@ -164,6 +175,12 @@ impl Receiver {
             .map_err(|why| Refusal::Internal(why.clone()))
     }
 
+    fn metrics_table(&self) -> Result<&Metrics, Refusal> {
+        self.metrics
+            .as_ref()
+            .map_err(|why| Refusal::Internal(why.clone()))
+    }
+
     /// Stores a logs export; the rows stored.
     pub async fn logs(
         &self,
@@ -171,9 +188,7 @@ impl Receiver {
         tenant: Option<&str>,
     ) -> Result<usize, Refusal> {
         let mapping = self.logs_and_spans()?;
-        let batch = mapping
-            .logs(request, tenant, self.clock.now_micros())
-            .map_err(|Invalid(m)| Refusal::Invalid(m))?;
+        let batch = mapping.logs(request, tenant, self.clock.now_micros())?;
         self.store(mapping.table(), batch, Via::Otlp).await
     }
 
@@ -184,9 +199,7 @@ impl Receiver {
         tenant: Option<&str>,
     ) -> Result<usize, Refusal> {
         let mapping = self.logs_and_spans()?;
-        let batch = mapping
-            .spans(request, tenant)
-            .map_err(|Invalid(m)| Refusal::Invalid(m))?;
+        let batch = mapping.spans(request, tenant)?;
         self.store(mapping.table(), batch, Via::Otlp).await
     }
 
@@ -196,13 +209,8 @@ impl Receiver {
         request: &ExportMetricsServiceRequest,
         tenant: Option<&str>,
     ) -> Result<usize, Refusal> {
-        let mapping = self
-            .metrics
-            .as_ref()
-            .map_err(|why| Refusal::Internal(why.clone()))?;
-        let batch = mapping
-            .points(request, tenant)
-            .map_err(|Invalid(m)| Refusal::Invalid(m))?;
+        let mapping = self.metrics_table()?;
+        let batch = mapping.points(request, tenant)?;
         self.store(mapping.table(), batch, Via::Otlp).await
     }
 
@@ -212,13 +220,8 @@ impl Receiver {
         request: &remote_write::WriteRequest,
         tenant: Option<&str>,
     ) -> Result<usize, Refusal> {
-        let mapping = self
-            .metrics
-            .as_ref()
-            .map_err(|why| Refusal::Internal(why.clone()))?;
-        let batch = mapping
-            .samples(request, tenant)
-            .map_err(|Invalid(m)| Refusal::Invalid(m))?;
+        let mapping = self.metrics_table()?;
+        let batch = mapping.samples(request, tenant)?;
         self.store(mapping.table(), batch, Via::RemoteWrite).await
     }
 
@@ -231,14 +234,9 @@ impl Receiver {
         tenant: Option<&str>,
         bucket: Option<&str>,
     ) -> Result<usize, Refusal> {
-        let mapping = self
-            .metrics
-            .as_ref()
-            .map_err(|why| Refusal::Internal(why.clone()))?;
+        let mapping = self.metrics_table()?;
         let lines = line_protocol::parse(text, precision).map_err(Refusal::Invalid)?;
-        let batch = mapping
-            .lines(&lines, tenant, bucket, self.clock.now_micros())
-            .map_err(|Invalid(m)| Refusal::Invalid(m))?;
+        let batch = mapping.lines(&lines, tenant, bucket, self.clock.now_micros())?;
         self.store(mapping.table(), batch, Via::LineProtocol).await
     }
 

@@ -62,7 +62,6 @@ pub struct MetricMetadata {
 pub const COUNTER: i32 = 1;
 /// Histograms and summaries: their `_bucket`, `_count` and `_sum` series are counters.
 pub const HISTOGRAM: i32 = 3;
-pub const GAUGE_HISTOGRAM: i32 = 4;
 pub const SUMMARY: i32 = 5;
 
 /// The bit pattern of Prometheus' staleness marker, a NaN that says a series ended: not a

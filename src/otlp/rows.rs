@@ -165,6 +165,13 @@ impl Builder {
 /// A slot of [`Rows`]: one column of the batch being built.
 pub(crate) type Slot = usize;
 
+/// Why a request's records cannot be stored: the client's fault, not worth a retry.
+#[derive(Debug, PartialEq)]
+pub struct Invalid(pub String);
+
+/// What a row is counted as beyond its text and lists: its fixed-width values and offsets.
+const ROW_BYTES: usize = 64;
+
 /// Rows being built: the columns every record may fill, declared up front, and flattened
 /// attribute columns added as their attributes first appear. A value set twice in one row
 /// keeps the first; a column not set in a row is null there.
@@ -175,16 +182,23 @@ pub(crate) struct Rows {
     by_column: HashMap<usize, Slot>,
     rows: usize,
     table: Arc<TableSchema>,
+    /// Bytes appended so far, and the most a request may expand to: a small message can
+    /// repeat a large resource or label set into every one of many tiny records.
+    bytes: usize,
+    max_bytes: usize,
 }
 
 impl Rows {
-    pub(crate) fn new(table: Arc<TableSchema>) -> Rows {
+    /// Rows of `table`, refused once they hold more than `max_bytes`.
+    pub(crate) fn new(table: Arc<TableSchema>, max_bytes: usize) -> Rows {
         Rows {
             fields: Vec::new(),
             builders: Vec::new(),
             by_column: HashMap::new(),
             rows: 0,
             table,
+            bytes: 0,
+            max_bytes,
         }
     }
 
@@ -213,6 +227,7 @@ impl Rows {
     pub(crate) fn text(&mut self, slot: Slot, value: &str) {
         if let Some(Builder::Text(b)) = self.open(slot) {
             b.append_value(value);
+            self.bytes += value.len();
         }
     }
 
@@ -233,6 +248,7 @@ impl Rows {
 
     /// A list of integers; counts past `i64::MAX` (no real count) saturate.
     pub(crate) fn counts(&mut self, slot: Slot, values: &[u64]) {
+        self.bytes += values.len() * 8;
         if let Some(Builder::Int64List(b)) = self.open(slot) {
             b.values().extend(
                 values
@@ -245,8 +261,11 @@ impl Rows {
 
     pub(crate) fn floats(&mut self, slot: Slot, values: impl IntoIterator<Item = f64>) {
         if let Some(Builder::Float64List(b)) = self.open(slot) {
+            let before = b.values().len();
             b.values().extend(values.into_iter().map(Some));
+            let added = b.values().len() - before;
             b.append(true);
+            self.bytes += added * 8;
         }
     }
 
@@ -272,40 +291,64 @@ impl Rows {
         let Some(builder) = self.open(slot) else {
             return;
         };
-        match (builder, value) {
-            (_, None) => {}
-            (Builder::Text(b), Some(Value::StringValue(s))) => b.append_value(s),
+        let text_bytes = match (builder, value) {
+            (Builder::Text(b), Some(Value::StringValue(s))) => {
+                b.append_value(s);
+                s.len()
+            }
             (Builder::Text(b), Some(other)) => {
                 let mut text = String::new();
                 write_value(&mut text, Some(other));
-                b.append_value(text);
+                b.append_value(&text);
+                text.len()
             }
             (Builder::Int32(b), Some(v)) => {
-                b.append_option(integer(v).and_then(|i| i32::try_from(i).ok()))
+                b.append_option(integer(v).and_then(|i| i32::try_from(i).ok()));
+                0
             }
-            (Builder::Int64(b), Some(v)) => b.append_option(integer(v)),
-            (Builder::Float64(b), Some(v)) => b.append_option(match v {
-                Value::DoubleValue(d) => Some(*d),
-                Value::IntValue(i) => Some(*i as f64),
-                Value::StringValue(s) => s.trim().parse().ok(),
-                _ => None,
-            }),
-            (Builder::Bool(b), Some(v)) => b.append_option(match v {
-                Value::BoolValue(b) => Some(*b),
-                Value::StringValue(s) => s.parse().ok(),
-                _ => None,
-            }),
-            (Builder::Time(_) | Builder::Int64List(_) | Builder::Float64List(_), Some(_)) => {}
-        }
+            (Builder::Int64(b), Some(v)) => {
+                b.append_option(integer(v));
+                0
+            }
+            (Builder::Float64(b), Some(v)) => {
+                b.append_option(match v {
+                    Value::DoubleValue(d) => Some(*d),
+                    Value::IntValue(i) => Some(*i as f64),
+                    Value::StringValue(s) => s.trim().parse().ok(),
+                    _ => None,
+                });
+                0
+            }
+            (Builder::Bool(b), Some(v)) => {
+                b.append_option(match v {
+                    Value::BoolValue(b) => Some(*b),
+                    Value::StringValue(s) => s.parse().ok(),
+                    _ => None,
+                });
+                0
+            }
+            _ => 0,
+        };
+        self.bytes += text_bytes;
     }
 
-    /// Ends the current row: every column it did not set is null in it.
-    pub(crate) fn end_row(&mut self) {
+    /// Ends the current row: every column it did not set is null in it. Refuses the request
+    /// once its rows hold more than the limit.
+    pub(crate) fn end_row(&mut self) -> Result<(), Invalid> {
         self.rows += 1;
         for builder in &mut self.builders {
             let missing = self.rows - builder.len();
             builder.append_nulls(missing);
         }
+        self.bytes += ROW_BYTES;
+        if self.bytes > self.max_bytes {
+            return Err(Invalid(format!(
+                "the request expands to more than {} MiB of rows (TIMEFUSION_GRPC_MAX_INFLIGHT_MB): \
+                 send smaller batches",
+                self.max_bytes >> 20
+            )));
+        }
+        Ok(())
     }
 
     /// The batch of the rows so far: only the columns some row could set, which
