@@ -32,8 +32,8 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
 use super::rows::{
-    Flattened, Kind, Rows, hex_id, micros, rfc3339, value_of, write_attributes, write_string,
-    write_value,
+    Fixed, Flattened, Kind, Rows, hex_id, micros, rfc3339, value_of, write_attributes,
+    write_string, write_value,
 };
 use crate::engine::schema::TableSchema;
 
@@ -105,17 +105,15 @@ enum C {
     MessageSize,
 }
 
-const SLOTS: usize = C::MessageSize as usize + 1;
+// Every slot has its column.
+const _: () = assert!(FIXED.len() == C::MessageSize as usize + 1);
 
 pub use super::rows::Invalid;
 
 /// How OTLP records become rows of `otel_logs_and_spans`: its columns, checked once.
 pub struct LogsAndSpans {
-    table: Arc<TableSchema>,
-    /// The most bytes one request's rows may hold ([`LogsAndSpans::limited`]).
-    max_bytes: usize,
-    /// The table index of each [`FIXED`] column.
-    fixed: [usize; SLOTS],
+    /// The [`FIXED`] columns.
+    fixed: Fixed,
     attributes: Flattened,
     resource: Flattened,
 }
@@ -158,44 +156,27 @@ impl LogsAndSpans {
     /// The mapping onto `table`, or why the table cannot take OTLP records (a column
     /// missing or of another type).
     pub fn new(table: Arc<TableSchema>) -> Result<LogsAndSpans, String> {
-        let mut fixed = [0; SLOTS];
-        for (slot, (name, kind)) in FIXED.iter().enumerate() {
-            let index = table
-                .index_of(name)
-                .filter(|&i| Kind::of(table.schema.field(i).data_type()) == Some(*kind))
-                .ok_or_else(|| {
-                    format!(
-                        "table {} has no column {name} of the type OTLP records need ({kind:?})",
-                        table.name
-                    )
-                })?;
-            fixed[slot] = index;
-        }
         Ok(LogsAndSpans {
-            max_bytes: usize::MAX,
             attributes: Flattened::new(&table, "attributes___"),
             resource: Flattened::new(&table, "resource___"),
-            table,
-            fixed,
+            fixed: Fixed::new(table, FIXED, "OTLP records")?,
         })
     }
 
     /// Refuses a request whose rows would hold more than `max_bytes`.
     pub fn limited(self, max_bytes: usize) -> LogsAndSpans {
-        LogsAndSpans { max_bytes, ..self }
+        LogsAndSpans {
+            fixed: self.fixed.limited(max_bytes),
+            ..self
+        }
     }
 
     pub fn table(&self) -> &str {
-        &self.table.name
+        &self.fixed.table().name
     }
 
     fn rows(&self) -> Rows {
-        let mut rows = Rows::new(self.table.clone(), self.max_bytes);
-        for (slot, (_, kind)) in FIXED.iter().enumerate() {
-            let assigned = rows.column(self.fixed[slot], *kind);
-            debug_assert_eq!(assigned, slot);
-        }
-        rows
+        self.fixed.rows()
     }
 
     /// Fills what every row of `resource` shares, and the record's own attributes.

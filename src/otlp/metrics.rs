@@ -33,7 +33,7 @@ use super::convert::{Invalid, ResourceRow};
 use super::line_protocol::{Field as LineField, Line};
 use super::remote_write::{self, MetricMetadata, WriteRequest};
 use super::rows::{
-    Flattened, Kind, Rows, hex_id, micros, rfc3339, value_of, write_attributes,
+    Fixed, Flattened, Kind, Rows, hex_id, micros, rfc3339, value_of, write_attributes,
     write_sorted_attributes, write_string,
 };
 use crate::engine::schema::TableSchema;
@@ -115,7 +115,8 @@ enum M {
     Resource,
 }
 
-const SLOTS: usize = M::Resource as usize + 1;
+// Every slot has its column.
+const _: () = assert!(FIXED.len() == M::Resource as usize + 1);
 
 /// What every data point has, whatever its kind.
 struct Point<'a> {
@@ -141,10 +142,10 @@ fn prometheus_family<'a>(
         .map(|family| (*family, false))
 }
 
-/// How a Prometheus series is stored: its `metric_type`, and whether it is a monotonic
-/// cumulative counter.
-fn prometheus_kind(name: &str, family: Option<(&MetricMetadata, bool)>) -> (&'static str, bool) {
-    let counter = match family {
+/// Whether a Prometheus series is a monotonic cumulative counter (stored as `sum` points),
+/// else a gauge.
+fn prometheus_counter(name: &str, family: Option<(&MetricMetadata, bool)>) -> bool {
+    match family {
         Some((family, true)) => family.r#type == remote_write::COUNTER,
         // A histogram's or summary's `_bucket`, `_count` and `_sum` series count up.
         Some((family, false)) => matches!(
@@ -153,11 +154,6 @@ fn prometheus_kind(name: &str, family: Option<(&MetricMetadata, bool)>) -> (&'st
         ),
         // So does a counter without metadata, named `…_total` by Prometheus' convention.
         None => name.ends_with("_total"),
-    };
-    if counter {
-        ("sum", true)
-    } else {
-        ("gauge", false)
     }
 }
 
@@ -183,45 +179,87 @@ macro_rules! point {
     };
 }
 
+/// A label set (a Prometheus series' labels, an Influx line's tags) as the rows of its points
+/// hold it: the attributes JSON with sorted keys, and the resource some labels also make.
+struct LabelSet {
+    json: String,
+    resource: Vec<KeyValue>,
+    resource_json: String,
+}
+
+impl LabelSet {
+    /// `labels`, the ones named in `resource` also as the resource attribute given there.
+    fn new<'a>(
+        labels: impl Iterator<Item = (&'a str, &'a str)>,
+        resource: &[(&str, &str)],
+    ) -> LabelSet {
+        let text = |key: &str, value: &str| KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(value.into())),
+            }),
+            ..Default::default()
+        };
+        let labels: Vec<KeyValue> = labels.map(|(k, v)| text(k, v)).collect();
+        let mut json = String::new();
+        write_sorted_attributes(&mut json, &labels);
+        let resource: Vec<KeyValue> = resource
+            .iter()
+            .filter_map(|&(label, key)| {
+                let kv = labels.iter().find(|kv| kv.key == label)?;
+                Some(KeyValue {
+                    key: key.into(),
+                    ..kv.clone()
+                })
+            })
+            .collect();
+        let mut resource_json = String::new();
+        write_attributes(&mut resource_json, &resource, &[]);
+        LabelSet {
+            json,
+            resource,
+            resource_json,
+        }
+    }
+}
+
+/// One number point of a label set: a Prometheus sample, an Influx field.
+struct NumberPoint<'a> {
+    tenant: &'a str,
+    name: &'a str,
+    /// A monotonic cumulative counter (`sum`), else a `gauge`.
+    counter: bool,
+    family: Option<&'a MetricMetadata>,
+    micros: i64,
+    value: f64,
+}
+
 /// How OTLP metric points become rows of `otel_metrics`.
 pub struct Metrics {
-    table: Arc<TableSchema>,
-    /// The most bytes one request's rows may hold ([`Metrics::limited`]).
-    max_bytes: usize,
-    fixed: [usize; SLOTS],
+    /// The [`FIXED`] columns.
+    fixed: Fixed,
     resource: Flattened,
 }
 
 impl Metrics {
     /// The mapping onto `table`, or why the table cannot take metric points.
     pub fn new(table: Arc<TableSchema>) -> Result<Metrics, String> {
-        let mut fixed = [0; SLOTS];
-        for (slot, (name, kind)) in FIXED.iter().enumerate() {
-            fixed[slot] = table
-                .index_of(name)
-                .filter(|&i| Kind::of(table.schema.field(i).data_type()) == Some(*kind))
-                .ok_or_else(|| {
-                    format!(
-                        "table {} has no column {name} of the type OTLP metrics need ({kind:?})",
-                        table.name
-                    )
-                })?;
-        }
         Ok(Metrics {
-            max_bytes: usize::MAX,
             resource: Flattened::new(&table, "resource___"),
-            table,
-            fixed,
+            fixed: Fixed::new(table, FIXED, "OTLP metrics")?,
         })
     }
 
     /// Refuses a request whose rows would hold more than `max_bytes`.
     pub fn limited(self, max_bytes: usize) -> Metrics {
-        Metrics { max_bytes, ..self }
+        Metrics {
+            fixed: self.fixed.limited(max_bytes),
+            ..self
+        }
     }
 
     pub fn table(&self) -> &str {
-        &self.table.name
+        &self.fixed.table().name
     }
 
     /// The points of a Prometheus remote-write request: each sample of a series is a `sum`
@@ -271,63 +309,28 @@ impl Metrics {
                     ))
                 })?;
             let found = prometheus_family(name, &metadata);
-            let (kind, counter) = prometheus_kind(name, found);
-            let family = found.map(|(family, _)| family);
-            let attributes: Vec<KeyValue> = series
-                .labels
-                .iter()
-                .filter(|l| l.name != "__name__" && l.name != REMOTE_WRITE_TENANT_LABEL)
-                .map(|l| KeyValue {
-                    key: l.name.clone(),
-                    value: Some(AnyValue {
-                        value: Some(Value::StringValue(l.value.clone())),
-                    }),
-                    ..Default::default()
-                })
-                .collect();
-            let mut json = String::new();
-            write_sorted_attributes(&mut json, &attributes);
-            let resource_attributes: Vec<KeyValue> =
-                [("job", "service.name"), ("instance", "service.instance.id")]
-                    .into_iter()
-                    .filter_map(|(label_name, key)| {
-                        let position = attributes.iter().position(|kv| kv.key == label_name)?;
-                        let mut kv = attributes[position].clone();
-                        kv.key = key.into();
-                        Some(kv)
-                    })
-                    .collect();
-            let mut resource_json = String::new();
-            write_attributes(&mut resource_json, &resource_attributes, &[]);
+            let counter = prometheus_counter(name, found);
+            let labels = LabelSet::new(
+                series
+                    .labels
+                    .iter()
+                    .filter(|l| l.name != "__name__" && l.name != REMOTE_WRITE_TENANT_LABEL)
+                    .map(|l| (l.name.as_str(), l.value.as_str())),
+                &[("job", "service.name"), ("instance", "service.instance.id")],
+            );
             for sample in &series.samples {
                 if sample.value.to_bits() == remote_write::STALE_NAN {
                     continue;
                 }
-                rows.text(M::ProjectId as usize, tenant);
-                rows.text(M::Name as usize, name);
-                rows.text(M::Type as usize, kind);
-                if counter {
-                    rows.text(M::Temporality as usize, "cumulative");
-                    rows.bool(M::IsMonotonic as usize, true);
-                }
-                if let Some(family) = family {
-                    for (slot, text) in [(M::Description, &family.help), (M::Unit, &family.unit)] {
-                        if !text.is_empty() {
-                            rows.text(slot as usize, text);
-                        }
-                    }
-                }
-                rows.time(
-                    M::Timestamp as usize,
-                    sample.timestamp.saturating_mul(1_000),
-                );
-                rows.float(M::Value as usize, sample.value);
-                rows.text(M::Attributes as usize, &json);
-                rows.text(M::Resource as usize, &resource_json);
-                for kv in &resource_attributes {
-                    rows.attribute(&self.resource, &kv.key, value_of(kv.value.as_ref()));
-                }
-                rows.end_row()?;
+                let point = NumberPoint {
+                    tenant,
+                    name,
+                    counter,
+                    family: found.map(|(family, _)| family),
+                    micros: sample.timestamp.saturating_mul(1_000),
+                    value: sample.value,
+                };
+                self.number_row(&mut rows, &point, &labels)?;
             }
         }
         rows.finish().map_err(|e| Invalid(e.to_string()))
@@ -367,28 +370,14 @@ impl Metrics {
                         super::TENANT_HEADER
                     ))
                 })?;
-            let text = |key: &str, value: &str| KeyValue {
-                key: key.into(),
-                value: Some(AnyValue {
-                    value: Some(Value::StringValue(value.into())),
-                }),
-                ..Default::default()
-            };
-            let attributes: Vec<KeyValue> = line
-                .tags
-                .iter()
-                .filter(|(k, _)| k != REMOTE_WRITE_TENANT_LABEL)
-                .map(|(k, v)| text(k, v))
-                .collect();
-            let mut json = String::new();
-            write_sorted_attributes(&mut json, &attributes);
-            let resource: Vec<KeyValue> = tag("host")
-                .map(|host| text("host.name", host))
-                .into_iter()
-                .collect();
-            let mut resource_json = String::new();
-            write_attributes(&mut resource_json, &resource, &[]);
-            let time = line
+            let labels = LabelSet::new(
+                line.tags
+                    .iter()
+                    .filter(|(k, _)| k != REMOTE_WRITE_TENANT_LABEL)
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+                &[("host", "host.name")],
+            );
+            let micros = line
                 .time_nanos
                 .map_or(now_micros, |nanos| nanos.div_euclid(1_000));
             for (field, value) in &line.fields {
@@ -404,28 +393,54 @@ impl Metrics {
                 } else {
                     format!("{}_{field}", line.measurement)
                 };
-                rows.text(M::ProjectId as usize, tenant);
-                rows.text(M::Name as usize, &name);
-                rows.text(M::Type as usize, "gauge");
-                rows.time(M::Timestamp as usize, time);
-                rows.float(M::Value as usize, value);
-                rows.text(M::Attributes as usize, &json);
-                rows.text(M::Resource as usize, &resource_json);
-                for kv in &resource {
-                    rows.attribute(&self.resource, &kv.key, value_of(kv.value.as_ref()));
-                }
-                rows.end_row()?;
+                let point = NumberPoint {
+                    tenant,
+                    name: &name,
+                    counter: false,
+                    family: None,
+                    micros,
+                    value,
+                };
+                self.number_row(&mut rows, &point, &labels)?;
             }
         }
         rows.finish().map_err(|e| Invalid(e.to_string()))
     }
 
-    fn rows(&self) -> Rows {
-        let mut rows = Rows::new(self.table.clone(), self.max_bytes);
-        for (slot, (_, kind)) in FIXED.iter().enumerate() {
-            rows.column(self.fixed[slot], *kind);
+    fn number_row(
+        &self,
+        rows: &mut Rows,
+        point: &NumberPoint,
+        labels: &LabelSet,
+    ) -> Result<(), Invalid> {
+        rows.text(M::ProjectId as usize, point.tenant);
+        rows.text(M::Name as usize, point.name);
+        if point.counter {
+            rows.text(M::Type as usize, "sum");
+            rows.text(M::Temporality as usize, "cumulative");
+            rows.bool(M::IsMonotonic as usize, true);
+        } else {
+            rows.text(M::Type as usize, "gauge");
         }
-        rows
+        if let Some(family) = point.family {
+            for (slot, text) in [(M::Description, &family.help), (M::Unit, &family.unit)] {
+                if !text.is_empty() {
+                    rows.text(slot as usize, text);
+                }
+            }
+        }
+        rows.time(M::Timestamp as usize, point.micros);
+        rows.float(M::Value as usize, point.value);
+        rows.text(M::Attributes as usize, &labels.json);
+        rows.text(M::Resource as usize, &labels.resource_json);
+        for kv in &labels.resource {
+            rows.attribute(&self.resource, &kv.key, value_of(kv.value.as_ref()));
+        }
+        rows.end_row()
+    }
+
+    fn rows(&self) -> Rows {
+        self.fixed.rows()
     }
 
     /// The rows of a metrics export. A point without a time is refused.

@@ -174,6 +174,64 @@ pub struct Invalid(pub String);
 /// What a row is counted as beyond its text and lists: its fixed-width values and offsets.
 const ROW_BYTES: usize = 64;
 
+/// The columns a mapping fills in every row, found in its table once: slot `i` of the
+/// [`Rows`] it starts is `columns[i]`.
+pub(crate) struct Fixed {
+    table: Arc<TableSchema>,
+    columns: Vec<(usize, Kind)>,
+    /// The most bytes one request's rows may hold ([`Fixed::limited`]).
+    max_bytes: usize,
+}
+
+impl Fixed {
+    /// `columns` in `table`, or why the table cannot take `records` (a column missing or of
+    /// another type).
+    pub(crate) fn new(
+        table: Arc<TableSchema>,
+        columns: &[(&str, Kind)],
+        records: &str,
+    ) -> Result<Fixed, String> {
+        let columns = columns
+            .iter()
+            .map(|&(name, kind)| {
+                table
+                    .index_of(name)
+                    .filter(|&i| Kind::of(table.schema.field(i).data_type()) == Some(kind))
+                    .map(|i| (i, kind))
+                    .ok_or_else(|| {
+                        format!(
+                            "table {} has no column {name} of the type {records} need ({kind:?})",
+                            table.name
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Fixed {
+            table,
+            columns,
+            max_bytes: usize::MAX,
+        })
+    }
+
+    /// Refuses a request whose rows would hold more than `max_bytes`.
+    pub(crate) fn limited(self, max_bytes: usize) -> Fixed {
+        Fixed { max_bytes, ..self }
+    }
+
+    pub(crate) fn table(&self) -> &Arc<TableSchema> {
+        &self.table
+    }
+
+    /// Empty rows with the fixed columns in their slots.
+    pub(crate) fn rows(&self) -> Rows {
+        let mut rows = Rows::new(self.table.clone(), self.max_bytes);
+        for &(index, kind) in &self.columns {
+            rows.column(index, kind);
+        }
+        rows
+    }
+}
+
 /// Rows being built: the columns every record may fill, declared up front, and flattened
 /// attribute columns added as their attributes first appear. A value set twice in one row
 /// keeps the first; a column not set in a row is null there.
