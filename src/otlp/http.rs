@@ -482,4 +482,33 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_slice(&json).expect("json");
         assert_eq!(parsed, serde_json::json!({"code": 14, "message": "full"}));
     }
+
+    #[test]
+    fn deeply_nested_json_and_protobuf_values_are_refused_not_a_stack_overflow() {
+        // An attribute value nested 100,000 arrays deep, in OTLP/JSON and in protobuf.
+        let depth = 100_000;
+        let value = format!(
+            "{}{{\"stringValue\":\"x\"}}{}",
+            "{\"arrayValue\":{\"values\":[".repeat(depth),
+            "]}}".repeat(depth)
+        );
+        let json = format!(
+            r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{{"attributes":[{{"key":"k","value":{value}}}]}}]}}]}}]}}"#
+        );
+        let refused = decode::<ExportLogsServiceRequest>(Encoding::Json, json.as_bytes());
+        assert!(refused.is_err_and(|f| f.status == StatusCode::BAD_REQUEST));
+        // AnyValue { array_value (5) { values (1) { … } } }, innermost empty.
+        let mut nested: Vec<u8> = Vec::new();
+        for _ in 0..depth {
+            let mut array = vec![0x0a];
+            prost::encoding::encode_varint(nested.len() as u64, &mut array);
+            array.extend_from_slice(&nested);
+            let mut any = vec![0x2a];
+            prost::encoding::encode_varint(array.len() as u64, &mut any);
+            any.extend_from_slice(&array);
+            nested = any;
+        }
+        let decoded = opentelemetry_proto::tonic::common::v1::AnyValue::decode(&nested[..]);
+        assert!(decoded.is_err(), "prost's recursion limit refuses it");
+    }
 }

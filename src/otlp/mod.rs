@@ -292,53 +292,42 @@ fn header_tenant(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
     metadata.get(TENANT_HEADER).and_then(|v| v.to_str().ok())
 }
 
-#[tonic::async_trait]
-impl LogsService for Grpc {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportLogsServiceRequest>,
-    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        let tenant = header_tenant(request.metadata()).map(str::to_owned);
-        self.0
-            .logs(request.get_ref(), tenant.as_deref())
-            .await
-            .map_err(Refusal::status)?;
-        Ok(tonic::Response::new(ExportLogsServiceResponse {
-            partial_success: None,
-        }))
-    }
+/// The gRPC `Export` of one signal: the tenant header, the receiver's `$store`, and an empty
+/// response (no partial success: an export is stored whole or refused).
+macro_rules! export {
+    ($service:path, $request:ty, $response:ty, $store:ident) => {
+        #[tonic::async_trait]
+        impl $service for Grpc {
+            async fn export(
+                &self,
+                request: tonic::Request<$request>,
+            ) -> Result<tonic::Response<$response>, tonic::Status> {
+                let tenant = header_tenant(request.metadata()).map(str::to_owned);
+                self.0
+                    .$store(request.get_ref(), tenant.as_deref())
+                    .await
+                    .map_err(Refusal::status)?;
+                Ok(tonic::Response::new(<$response>::default()))
+            }
+        }
+    };
 }
 
-#[tonic::async_trait]
-impl TraceService for Grpc {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let tenant = header_tenant(request.metadata()).map(str::to_owned);
-        self.0
-            .traces(request.get_ref(), tenant.as_deref())
-            .await
-            .map_err(Refusal::status)?;
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
-
-#[tonic::async_trait]
-impl MetricsService for Grpc {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportMetricsServiceRequest>,
-    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        let tenant = header_tenant(request.metadata()).map(str::to_owned);
-        self.0
-            .metrics(request.get_ref(), tenant.as_deref())
-            .await
-            .map_err(Refusal::status)?;
-        Ok(tonic::Response::new(ExportMetricsServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
+export!(
+    LogsService,
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+    logs
+);
+export!(
+    TraceService,
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+    traces
+);
+export!(
+    MetricsService,
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+    metrics
+);

@@ -234,13 +234,7 @@ fn histogram_quantiles(args: &[ColumnarValue]) -> Result<ColumnarValue> {
             quantile(q.value(row), counts.values(), bounds.values())
         })
         .collect();
-    let result: ArrayRef = Arc::new(result);
-    if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
-        return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-            &result, 0,
-        )?));
-    }
-    Ok(ColumnarValue::Array(result))
+    super::shaped(args, Arc::new(result))
 }
 
 /// PromQL's `histogram_quantile` over one histogram's per-bucket `counts` (one more than its
