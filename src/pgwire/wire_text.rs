@@ -28,6 +28,25 @@ enum Fix {
     Float(i32),
     /// Floats in another form (`extra_float_digits` below 1): only `inf` is rewritten.
     Infinity,
+    /// An array of floats (`{0,5.0,10.0}`): each element as [`Fix::Float`] or
+    /// [`Fix::Infinity`] would write it alone (`{0,5,10}`).
+    Elements(Element),
+}
+
+/// The fix of each element of a [`Fix::Elements`] array.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Element {
+    Float(i32),
+    Infinity,
+}
+
+impl Element {
+    fn fix(self) -> Fix {
+        match self {
+            Element::Float(fixed_below) => Fix::Float(fixed_below),
+            Element::Infinity => Fix::Infinity,
+        }
+    }
 }
 
 /// `response` with its text-format timestamps, times and floats written as PostgreSQL
@@ -67,12 +86,22 @@ fn fix_of(field: &FieldInfo) -> Fix {
     let shortest = field.format_options().extra_float_digits >= 1;
     match field.datatype() {
         t if stamps.contains(t) => Fix::Fractions,
-        t if *t == Type::FLOAT8 || *t == Type::FLOAT4 => match (shortest, *t == Type::FLOAT8) {
-            (true, true) => Fix::Float(FLOAT8_FIXED_BELOW),
-            (true, false) => Fix::Float(FLOAT4_FIXED_BELOW),
-            (false, _) => Fix::Infinity,
-        },
+        t if *t == Type::FLOAT8 || *t == Type::FLOAT4 => {
+            element_of(shortest, *t == Type::FLOAT8).fix()
+        }
+        t if *t == Type::FLOAT8_ARRAY || *t == Type::FLOAT4_ARRAY => {
+            Fix::Elements(element_of(shortest, *t == Type::FLOAT8_ARRAY))
+        }
         _ => Fix::None,
+    }
+}
+
+/// How a float of either width is written, in the shortest form or not.
+fn element_of(shortest: bool, float8: bool) -> Element {
+    match (shortest, float8) {
+        (true, true) => Element::Float(FLOAT8_FIXED_BELOW),
+        (true, false) => Element::Float(FLOAT4_FIXED_BELOW),
+        (false, _) => Element::Infinity,
     }
 }
 
@@ -105,11 +134,8 @@ fn fix_row(row: DataRow, fixes: &[Fix]) -> DataRow {
             Fix::None => out.put_slice(value),
             Fix::Fractions => trim_fractions(value, &mut out),
             Fix::Float(fixed_below) => write_float(value, fixed_below, &mut out),
-            Fix::Infinity => out.put_slice(match value {
-                b"inf" => b"Infinity",
-                b"-inf" => b"-Infinity",
-                other => other,
-            }),
+            Fix::Infinity => write_infinity(value, &mut out),
+            Fix::Elements(element) => write_elements(value, element, &mut out),
         }
         let written = (out.len() - slot - 4) as i32;
         out[slot..slot + 4].copy_from_slice(&written.to_be_bytes());
@@ -135,6 +161,43 @@ fn fields(row: &DataRow) -> impl Iterator<Item = Option<&[u8]>> {
     })
 }
 
+/// `inf` and `-inf` as PostgreSQL writes them; anything else as it is.
+fn write_infinity(value: &[u8], out: &mut BytesMut) {
+    out.put_slice(match value {
+        b"inf" => b"Infinity",
+        b"-inf" => b"-Infinity",
+        other => other,
+    })
+}
+
+/// The elements of an array's text (`{1.0,NULL,{2.5e20}}`): the runs between braces and
+/// commas. Float elements are never quoted, so no quote needs reading.
+fn elements(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    text.split(|b| matches!(b, b'{' | b'}' | b','))
+        .filter(|e| !e.is_empty() && *e != b"NULL")
+}
+
+/// An array of floats into `out` with each element written as [`Fix::Elements`] says.
+fn write_elements(text: &[u8], element: Element, out: &mut BytesMut) {
+    let mut start = 0;
+    for (i, &b) in text.iter().enumerate() {
+        if matches!(b, b'{' | b'}' | b',') {
+            write_element(&text[start..i], element, out);
+            out.put_u8(b);
+            start = i + 1;
+        }
+    }
+    write_element(&text[start..], element, out);
+}
+
+fn write_element(value: &[u8], element: Element, out: &mut BytesMut) {
+    match element {
+        _ if value.is_empty() || value == b"NULL" => out.put_slice(value),
+        Element::Float(fixed_below) => write_float(value, fixed_below, out),
+        Element::Infinity => write_infinity(value, out),
+    }
+}
+
 /// Whether [`fix_row`] would change `value`.
 fn needs(fix: Fix, value: &[u8]) -> bool {
     match fix {
@@ -149,6 +212,7 @@ fn needs(fix: Fix, value: &[u8]) -> bool {
         }),
         Fix::Float(fixed_below) => float_needs(value, fixed_below),
         Fix::Infinity => value == b"inf" || value == b"-inf",
+        Fix::Elements(element) => elements(value).any(|e| needs(element.fix(), e)),
     }
 }
 
@@ -417,5 +481,29 @@ mod tests {
         expected.put_i32(15);
         expected.put_slice(b"10:00:00.500000");
         assert_eq!(row, DataRow::new(expected, 3));
+    }
+
+    fn array(text: &str, element: Element) -> String {
+        let mut out = BytesMut::new();
+        write_elements(text.as_bytes(), element, &mut out);
+        String::from_utf8(out.to_vec()).expect("utf8")
+    }
+
+    // PostgreSQL 15: `SELECT ARRAY[0, 5.0, 10.0, NULL, 1.5, 1e20, 'inf']::float8[]`.
+    #[test]
+    fn float_arrays_write_each_element_as_postgresql_does() {
+        let float8 = Element::Float(FLOAT8_FIXED_BELOW);
+        assert_eq!(
+            array("{0.0,5.0,10.0,NULL,1.5,1e20,inf}", float8),
+            "{0,5,10,NULL,1.5,1e+20,Infinity}"
+        );
+        assert_eq!(array("{}", float8), "{}");
+        assert_eq!(
+            array("{{1.0,-2.0},{3.25,4.0}}", float8),
+            "{{1,-2},{3.25,4}}"
+        );
+        assert_eq!(array("{inf,1.0}", Element::Infinity), "{Infinity,1.0}");
+        assert!(needs(Fix::Elements(float8), b"{1.5,2.0}"));
+        assert!(!needs(Fix::Elements(float8), b"{1.5,NULL,2.25}"));
     }
 }

@@ -50,9 +50,41 @@ fn missing_table(message: &str) -> Option<(SqlState, String)> {
     ))
 }
 
-/// The SQLSTATE and PostgreSQL's words for a DataFusion error, when it has a class.
+/// DataFusion's unknown-function messages (`Invalid function 'f'.\nDid you mean 'g'?`, and
+/// `Failed to coerce arguments to satisfy a call to 'f' function: …` when no signature takes
+/// the arguments' types) as PostgreSQL words them; its guess at another name is dropped, as it
+/// is rarely the function meant (`justify_hours` → `list_has`).
+fn missing_function(message: &str) -> Option<String> {
+    if let Some(rest) = message.strip_prefix("Invalid function '") {
+        let name = rest.split('\'').next().unwrap_or(rest);
+        return Some(format!("function {name} does not exist"));
+    }
+    let rest = message.strip_prefix("Failed to coerce arguments to satisfy a call to '")?;
+    let name = rest.split('\'').next().unwrap_or(rest);
+    Some(format!(
+        "function {name} does not exist for these argument types; you might need to add explicit type casts"
+    ))
+}
+
+/// A parser error's own words, without sqlparser's `sql parser error: ` prefix.
+fn parser_message(error: &datafusion::sql::sqlparser::parser::ParserError) -> String {
+    use datafusion::sql::sqlparser::parser::ParserError as P;
+    match error {
+        P::TokenizerError(s) | P::ParserError(s) => format!("syntax error: {s}"),
+        P::RecursionLimitExceeded => "syntax error: statement nested too deeply".to_string(),
+    }
+}
+
+/// The SQLSTATE and PostgreSQL's words for a DataFusion error, when it has a class. The
+/// message is the error's own, without DataFusion's `Error during planning: ` /
+/// `Execution error: ` prefixes, which PostgreSQL clients would show their users.
 fn classify_datafusion(error: &DataFusionError) -> Option<(SqlState, String)> {
-    let message = || error.to_string();
+    let message = || {
+        let own = error.message();
+        own.strip_prefix("Execution error: ")
+            .unwrap_or(&own)
+            .to_string()
+    };
     match error {
         DataFusionError::SchemaError(schema, _) => Some(match schema.as_ref() {
             SchemaError::FieldNotFound { field, .. } => (
@@ -68,15 +100,14 @@ fn classify_datafusion(error: &DataFusionError) -> Option<(SqlState, String)> {
                 (SqlState::DUPLICATE_COLUMN, message())
             }
         }),
-        DataFusionError::Plan(m) => Some(missing_table(m).unwrap_or_else(|| {
-            if m.starts_with("Invalid function '") {
-                (SqlState::UNDEFINED_FUNCTION, message())
-            } else {
-                (SqlState::SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION, message())
-            }
-        })),
+        DataFusionError::Plan(m) => Some(missing_table(m).unwrap_or_else(
+            || match missing_function(m) {
+                Some(words) => (SqlState::UNDEFINED_FUNCTION, words),
+                None => (SqlState::SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION, message()),
+            },
+        )),
         DataFusionError::Execution(m) => by_text(m).map(|state| (state, message())),
-        DataFusionError::SQL(..) => Some((SqlState::SYNTAX_ERROR, message())),
+        DataFusionError::SQL(parser, _) => Some((SqlState::SYNTAX_ERROR, parser_message(parser))),
         DataFusionError::NotImplemented(_) => Some((SqlState::FEATURE_NOT_SUPPORTED, message())),
         DataFusionError::ResourcesExhausted(_) => Some((SqlState::OUT_OF_MEMORY, message())),
         _ => None,
@@ -266,6 +297,24 @@ fn by_text(message: &str) -> Option<SqlState> {
         .map(|(_, _, state)| *state)
 }
 
+/// An Arrow error's own words, without Arrow's `Compute error: ` / `Cast error: ` prefixes (or
+/// the `Execution error: ` of a DataFusion error inside one); division by zero in PostgreSQL's.
+fn arrow_message(error: &arrow::error::ArrowError) -> String {
+    use arrow::error::ArrowError as A;
+    let own = match error {
+        A::DivideByZero => return "division by zero".to_string(),
+        A::ComputeError(m)
+        | A::CastError(m)
+        | A::ParseError(m)
+        | A::ArithmeticOverflow(m)
+        | A::InvalidArgumentError(m) => m,
+        other => return other.to_string(),
+    };
+    own.strip_prefix("Execution error: ")
+        .unwrap_or(own)
+        .to_string()
+}
+
 /// The SQLSTATE of an Arrow compute error, when it has a class.
 fn classify_arrow(error: &arrow::error::ArrowError) -> Option<SqlState> {
     use arrow::error::ArrowError as A;
@@ -308,10 +357,8 @@ pub fn sqlstate_of(error: &(dyn std::error::Error + 'static)) -> (SqlState, Stri
         if let Some(core) = e.downcast_ref::<core::Error>() {
             return (core.sqlstate(), core.to_string());
         }
-        if e.downcast_ref::<datafusion::sql::sqlparser::parser::ParserError>()
-            .is_some()
-        {
-            return (SqlState::SYNTAX_ERROR, e.to_string());
+        if let Some(parser) = e.downcast_ref::<datafusion::sql::sqlparser::parser::ParserError>() {
+            return (SqlState::SYNTAX_ERROR, parser_message(parser));
         }
         if e.downcast_ref::<regex_syntax::Error>().is_some()
             || e.downcast_ref::<regex::Error>().is_some()
@@ -330,7 +377,7 @@ pub fn sqlstate_of(error: &(dyn std::error::Error + 'static)) -> (SqlState, Stri
         if let Some(arrow) = e.downcast_ref::<arrow::error::ArrowError>()
             && let Some(code) = classify_arrow(arrow)
         {
-            return (code, arrow.to_string());
+            return (code, arrow_message(arrow));
         }
         current = e.source();
     }
@@ -399,5 +446,45 @@ mod tests {
         assert_eq!(sqlstate_of(&cast).0, SqlState::INVALID_TEXT_REPRESENTATION);
         let internal = DataFusionError::Internal("bug".into());
         assert_eq!(sqlstate_of(&internal).0, SqlState::INTERNAL_ERROR);
+    }
+
+    #[test]
+    fn messages_are_the_errors_own_words_without_library_prefixes() {
+        let unknown = DataFusionError::Plan(
+            "Invalid function 'justify_it'.\nDid you mean 'list_has'?".into(),
+        );
+        assert_eq!(
+            sqlstate_of(&unknown),
+            (
+                SqlState::UNDEFINED_FUNCTION,
+                "function justify_it does not exist".to_string()
+            )
+        );
+        let execution = DataFusionError::Execution("cannot get array length of a scalar".into());
+        assert_eq!(
+            sqlstate_of(&execution).1,
+            "cannot get array length of a scalar"
+        );
+        let zero =
+            DataFusionError::ArrowError(Box::new(arrow::error::ArrowError::DivideByZero), None);
+        assert_eq!(
+            sqlstate_of(&zero),
+            (SqlState::DIVISION_BY_ZERO, "division by zero".to_string())
+        );
+        let parser = DataFusionError::SQL(
+            Box::new(
+                datafusion::sql::sqlparser::parser::ParserError::ParserError(
+                    "Expected: end of statement, found: ?".into(),
+                ),
+            ),
+            None,
+        );
+        assert_eq!(
+            sqlstate_of(&parser),
+            (
+                SqlState::SYNTAX_ERROR,
+                "syntax error: Expected: end of statement, found: ?".to_string()
+            )
+        );
     }
 }

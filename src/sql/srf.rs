@@ -1,7 +1,10 @@
 //! PostgreSQL's set-returning functions, which DataFusion cannot plan where PostgreSQL allows
 //! them: `jsonb_array_elements(json)` and `json_array_elements`, their `_text` forms,
-//! `jsonb_object_keys` / `json_object_keys`, and `generate_subscripts(array, dim)` (which
-//! SQLAlchemy's and so Superset's index and primary-key reflection send).
+//! `jsonb_object_keys` / `json_object_keys`, `json_each` / `jsonb_each` and their `_text`
+//! forms (columns `key`, `value`), `regexp_matches`, `regexp_split_to_table`,
+//! `string_to_table`, and `generate_subscripts(array, dim)` (which SQLAlchemy's and so
+//! Superset's index and primary-key reflection send). In `FROM`, any of them and `unnest`
+//! take `WITH ORDINALITY` (a last column `ordinality`, counting from 1).
 //!
 //! Each call is rewritten in the syntax tree to `unnest` of a scalar function that returns the
 //! whole set as a list, which DataFusion plans in a select list like PostgreSQL 10+ plans an
@@ -41,7 +44,13 @@ use serde_json::Value;
 
 /// Registers the list functions the rewrite calls.
 pub fn register(context: &SessionContext) {
-    for kind in [Kind::Elements, Kind::ElementsText, Kind::ObjectKeys] {
+    for kind in [
+        Kind::Elements,
+        Kind::ElementsText,
+        Kind::ObjectKeys,
+        Kind::Each,
+        Kind::EachText,
+    ] {
         context.register_udf(ScalarUDF::from(JsonList::new(kind)));
     }
 }
@@ -51,6 +60,12 @@ pub fn register(context: &SessionContext) {
 enum Srf {
     Json(Kind),
     GenerateSubscripts,
+    /// `regexp_matches(text, pattern [, flags])`: a row of captured groups per match.
+    RegexpMatches,
+    /// `regexp_split_to_table(text, pattern [, flags])`.
+    RegexpSplit,
+    /// `string_to_table(text, delimiter [, null_string])`.
+    StringSplit,
 }
 
 impl Srf {
@@ -69,16 +84,22 @@ impl Srf {
                 Srf::Json(Kind::ElementsText)
             }
             "json_object_keys" | "jsonb_object_keys" => Srf::Json(Kind::ObjectKeys),
+            "json_each" | "jsonb_each" => Srf::Json(Kind::Each),
+            "json_each_text" | "jsonb_each_text" => Srf::Json(Kind::EachText),
             "generate_subscripts" => Srf::GenerateSubscripts,
+            "regexp_matches" => Srf::RegexpMatches,
+            "regexp_split_to_table" => Srf::RegexpSplit,
+            "string_to_table" => Srf::StringSplit,
             _ => return None,
         })
     }
 
-    /// PostgreSQL's name of the column a call in `FROM` produces.
-    fn column(self, function: &str) -> String {
+    /// PostgreSQL's names of the columns a call in `FROM` produces.
+    fn columns(self, function: &str) -> Vec<String> {
         match self {
-            Srf::Json(Kind::Elements | Kind::ElementsText) => "value".into(),
-            _ => function.to_lowercase(),
+            Srf::Json(Kind::Elements | Kind::ElementsText) => vec!["value".into()],
+            Srf::Json(Kind::Each | Kind::EachText) => vec!["key".into(), "value".into()],
+            _ => vec![function.to_lowercase()],
         }
     }
 
@@ -99,6 +120,12 @@ impl Srf {
                     .into(),
             ),
             (Srf::Json(kind), _) => Err(format!("{} takes one argument", kind.list_name())),
+            (Srf::RegexpMatches, [_, _] | [_, _, _]) => Ok(call("regexp_matches_list", args)),
+            (Srf::RegexpSplit, [_, _] | [_, _, _]) => Ok(call("regexp_split_to_array", args)),
+            (Srf::StringSplit, [_, _] | [_, _, _]) => Ok(call("string_to_array", args)),
+            (Srf::RegexpMatches | Srf::RegexpSplit | Srf::StringSplit, _) => {
+                Err("takes (text, pattern [, flags])".into())
+            }
         }
     }
 }
@@ -196,12 +223,29 @@ impl Rewriter {
         }
     }
 
-    /// A call in `FROM` as a derived table: `(SELECT unnest(list) AS value) AS alias`.
+    /// A call in `FROM` as a derived table: `(SELECT unnest(list) AS value) AS alias`, with an
+    /// `ordinality` column counting from 1 when asked `WITH ORDINALITY`.
     fn table(&mut self, table: &mut TableFactor) -> std::result::Result<(), String> {
+        if let TableFactor::UNNEST {
+            alias,
+            array_exprs,
+            with_ordinality: true,
+            with_offset: false,
+            ..
+        } = table
+        {
+            let names = Self::names(alias.as_ref(), vec!["unnest".into(); array_exprs.len()]);
+            let lists: Vec<Expr> = array_exprs.clone();
+            let sql = derived_sql(&lists, &names, true, false);
+            *table = derived(parse_query(&sql)?, alias.take(), "unnest");
+            self.rewritten += 1;
+            return Ok(());
+        }
         let TableFactor::Table {
             name,
             alias,
             args: Some(args),
+            with_ordinality,
             ..
         } = table
         else {
@@ -222,34 +266,89 @@ impl Rewriter {
                 other => Err(format!("{function}: unsupported argument {other}")),
             })
             .collect::<std::result::Result<_, _>>()?;
-        let column = match alias {
-            // `AS t(name)` names the column; `AS name` alone names both, as in PostgreSQL.
-            Some(TableAlias { columns, .. }) if !columns.is_empty() => columns[0].name.clone(),
-            Some(TableAlias { name, .. }) => name.clone(),
-            None => Ident::new(srf.column(&function)),
-        };
-        let sql = format!(
-            "SELECT {} AS {column}",
-            call("unnest", vec![srf.list(args)?])
-        );
-        let subquery = parse_query(&sql)?;
-        let alias = alias.take().map(|mut a| {
-            a.columns.clear();
-            a
-        });
-        *table = TableFactor::Derived {
-            lateral: false,
-            subquery,
-            alias: Some(alias.unwrap_or(TableAlias {
-                explicit: true,
-                at: None,
-                name: Ident::new(function.to_lowercase()),
-                columns: vec![],
-            })),
-            sample: None,
-        };
+        let names = Self::names(alias.as_ref(), srf.columns(&function));
+        let each = matches!(srf, Srf::Json(Kind::Each | Kind::EachText));
+        let sql = derived_sql(&[srf.list(args)?], &names, *with_ordinality, each);
+        *table = derived(parse_query(&sql)?, alias.take(), &function.to_lowercase());
         self.rewritten += 1;
         Ok(())
+    }
+
+    /// The columns of a set in `FROM`: `AS t(a, b)` names them in order (the rest keep
+    /// PostgreSQL's names, `ordinality` last); `AS t` alone also names the only column of a
+    /// one-column set, as in PostgreSQL.
+    fn names(alias: Option<&TableAlias>, defaults: Vec<String>) -> Vec<Ident> {
+        let mut names: Vec<Ident> = defaults.iter().map(Ident::new).collect();
+        names.push(Ident::new("ordinality"));
+        match alias {
+            Some(TableAlias { columns, .. }) if !columns.is_empty() => {
+                for (name, given) in names.iter_mut().zip(columns) {
+                    *name = given.name.clone();
+                }
+            }
+            Some(TableAlias { name, .. }) if defaults.len() == 1 => names[0] = name.clone(),
+            _ => {}
+        }
+        names
+    }
+}
+
+/// The derived table of a set in `FROM`: `unnest` of each list in lockstep, named `names`
+/// (the last of them for the ordinality, when asked), or for `json_each` the key and value of
+/// each element of its one list.
+fn derived_sql(lists: &[Expr], names: &[Ident], ordinality: bool, each: bool) -> String {
+    let mut items: Vec<String> = lists
+        .iter()
+        .map(|list| call("unnest", vec![list.clone()]).to_string())
+        .collect();
+    if ordinality {
+        let lengths: Vec<String> = lists.iter().map(|l| format!("cardinality({l})")).collect();
+        let count = match lengths.as_slice() {
+            [one] => one.clone(),
+            many => format!("greatest({})", many.join(", ")),
+        };
+        items.push(format!("unnest(generate_series(1, {count}))"));
+    }
+    let ordinal = names.last().filter(|_| ordinality);
+    if each {
+        let (key, value) = (&names[0], &names[1]);
+        let mut outer = format!("SELECT e['key'] AS {key}, e['value'] AS {value}");
+        if let Some(name) = ordinal {
+            outer.push_str(&format!(", o AS {name}"));
+        }
+        let inner: Vec<String> = items
+            .iter()
+            .zip(["e", "o"])
+            .map(|(item, name)| format!("{item} AS {name}"))
+            .collect();
+        return format!("{outer} FROM (SELECT {}) AS each_row", inner.join(", "));
+    }
+    let columns = names[..lists.len()].iter().chain(ordinal);
+    let named: Vec<String> = items
+        .iter()
+        .zip(columns)
+        .map(|(item, name)| format!("{item} AS {name}"))
+        .collect();
+    format!("SELECT {}", named.join(", "))
+}
+
+/// `subquery` in place of a set in `FROM`, under the set's alias (without its column names,
+/// which the subquery gave) or the function's name.
+fn derived(subquery: Box<Query>, alias: Option<TableAlias>, function: &str) -> TableFactor {
+    let alias = alias.map(|mut a| {
+        a.columns.clear();
+        a
+    });
+    TableFactor::Derived {
+        lateral: false,
+        subquery,
+        alias: Some(alias.unwrap_or(TableAlias {
+            explicit: true,
+            at: None,
+            name: Ident::new(function),
+            columns: vec![],
+        })),
+        sample: None,
     }
 }
 
@@ -347,6 +446,10 @@ impl Visitor for Finder {
                 args: Some(_),
                 ..
             } if Srf::of(name).is_some() => ControlFlow::Break(()),
+            TableFactor::UNNEST {
+                with_ordinality: true,
+                ..
+            } => ControlFlow::Break(()),
             _ => ControlFlow::Continue(()),
         }
     }
@@ -380,6 +483,10 @@ enum Kind {
     ElementsText,
     /// The keys of an object.
     ObjectKeys,
+    /// The members of an object: its keys, and its values as JSON text.
+    Each,
+    /// The same with values as text: strings unquoted, `null` as NULL.
+    EachText,
 }
 
 impl Kind {
@@ -388,7 +495,34 @@ impl Kind {
             Kind::Elements => "json_array_elements_list",
             Kind::ElementsText => "json_array_elements_text_list",
             Kind::ObjectKeys => "json_object_keys_list",
+            Kind::Each => "json_each_list",
+            Kind::EachText => "json_each_text_list",
         }
+    }
+
+    /// The type of one element of the list.
+    fn element(self) -> DataType {
+        match self {
+            Kind::Each | Kind::EachText => DataType::Struct(member_fields()),
+            _ => DataType::Utf8,
+        }
+    }
+}
+
+/// The fields of a `json_each` member: `key`, `value`.
+fn member_fields() -> arrow::datatypes::Fields {
+    arrow::datatypes::Fields::from(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("value", DataType::Utf8, true),
+    ])
+}
+
+/// A JSON value as text: strings unquoted, `null` as NULL, anything else in `jsonb`'s form.
+fn as_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(jsonb_text(other)),
     }
 }
 
@@ -420,7 +554,7 @@ impl ScalarUDFImpl for JsonList {
 
     fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
         Ok(DataType::List(Arc::new(Field::new_list_field(
-            DataType::Utf8,
+            self.kind.element(),
             true,
         ))))
     }
@@ -435,6 +569,9 @@ impl ScalarUDFImpl for JsonList {
         let Some(rows) = rows else {
             return exec_err!("{}: expected text", self.name());
         };
+        if matches!(self.kind, Kind::Each | Kind::EachText) {
+            return members(rows, self.kind).map(ColumnarValue::Array);
+        }
         let mut out = ListBuilder::new(StringBuilder::new());
         for row in rows.iter() {
             let Some(text) = row else {
@@ -452,11 +589,7 @@ impl ScalarUDFImpl for JsonList {
                 }
                 (Kind::ElementsText, Value::Array(items)) => {
                     for item in &items {
-                        match item {
-                            Value::Null => out.values().append_null(),
-                            Value::String(s) => out.values().append_value(s),
-                            other => out.values().append_value(jsonb_text(other)),
-                        }
+                        out.values().append_option(as_text(item));
                     }
                 }
                 (Kind::ObjectKeys, Value::Object(map)) => {
@@ -475,6 +608,49 @@ impl ScalarUDFImpl for JsonList {
         }
         Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
     }
+}
+
+/// `json_each_list` / `json_each_text_list` of each row: a list of (key, value) structs, keys
+/// in `jsonb`'s order.
+fn members(rows: &arrow::array::StringArray, kind: Kind) -> Result<ArrayRef> {
+    let mut keys = StringBuilder::new();
+    let mut values = StringBuilder::new();
+    let mut offsets = vec![0i32];
+    let mut valid = Vec::with_capacity(rows.len());
+    for row in rows.iter() {
+        valid.push(row.is_some());
+        if let Some(text) = row {
+            let value: Value = serde_json::from_str(text).map_err(|e| {
+                DataFusionError::Execution(format!("invalid input syntax for type json: {e}"))
+            })?;
+            let Value::Object(map) = value else {
+                return exec_err!("cannot deconstruct {}", kind_of(&value));
+            };
+            for key in sorted_keys(&map) {
+                keys.append_value(key);
+                match kind {
+                    Kind::EachText => values.append_option(as_text(&map[key])),
+                    _ => values.append_value(jsonb_text(&map[key])),
+                }
+            }
+        }
+        let count = i32::try_from(arrow::array::ArrayBuilder::len(&keys)).map_err(|_| {
+            DataFusionError::Execution("json_each: more members than a list holds".into())
+        })?;
+        offsets.push(count);
+    }
+    let members = arrow::array::StructArray::try_new(
+        member_fields(),
+        vec![Arc::new(keys.finish()), Arc::new(values.finish())],
+        None,
+    )?;
+    let list = arrow::array::ListArray::try_new(
+        Arc::new(Field::new_list_field(kind.element(), true)),
+        arrow::buffer::OffsetBuffer::new(offsets.into()),
+        Arc::new(members),
+        Some(arrow::buffer::NullBuffer::from(valid)),
+    )?;
+    Ok(Arc::new(list))
 }
 
 fn kind_of(value: &Value) -> &'static str {

@@ -49,6 +49,13 @@
 //!   `num_nonnulls(…)`; `width_bucket(operand, low, high, count)` (the `float8` form, with
 //!   PostgreSQL's 2201G errors); `make_timestamp(year, month, day, hour, min, sec)`.
 //!
+//! - Interval arithmetic ([`interval`]): `interval * n`, `n * interval`, `interval / n` with
+//!   PostgreSQL's carrying of fractions, and `justify_hours` / `justify_days` /
+//!   `justify_interval`.
+//!
+//! - `regexp_split_to_array(text, pattern [, flags])` and `regexp_matches_list`, the list
+//!   behind the set-returning `regexp_matches` ([`regex`]; PostgreSQL's flags).
+//!
 //! - `array_length(array, dim)` returns PostgreSQL's `int4`, NULL for an empty array.
 //!
 //! - `a && b`, PostgreSQL's array overlap operator, is `array_has_any(a, b)` (planned with the
@@ -65,11 +72,13 @@ use datafusion::logical_expr::{AggregateUDF, ColumnarValue, ScalarUDF};
 use datafusion::prelude::SessionContext;
 
 mod aggregate;
+mod interval;
 mod json;
 pub(crate) mod json_build;
 mod metrics;
 mod percentile;
 mod pg;
+mod regex;
 mod time;
 
 pub use aggregate::*;
@@ -94,6 +103,14 @@ pub fn register(context: &mut SessionContext) -> Result<()> {
     context.register_udf(pg::pg_size_pretty());
     context.register_udf(pg::width_bucket());
     context.register_udf(pg::make_timestamp());
+    context.register_udf(interval::interval_mul());
+    context.register_udf(interval::interval_div());
+    for function in regex::functions() {
+        context.register_udf(function);
+    }
+    for justify in interval::justify() {
+        context.register_udf(justify);
+    }
     context.register_udaf(AggregateUDF::from(metrics::CounterAggregate::increase()));
     context.register_udaf(AggregateUDF::from(metrics::CounterAggregate::rate()));
     context.register_udf(metrics::histogram_quantile());
@@ -104,6 +121,10 @@ pub fn register(context: &mut SessionContext) -> Result<()> {
     datafusion::execution::FunctionRegistry::register_expr_planner(
         context,
         Arc::new(PgJsonPlanner),
+    )?;
+    datafusion::execution::FunctionRegistry::register_expr_planner(
+        context,
+        Arc::new(interval::PgIntervalPlanner),
     )?;
     datafusion_functions_json::register_all(context)?;
     context.register_udf(ScalarUDF::from(JsonbContains::new()));
