@@ -128,6 +128,9 @@ pub async fn session_context(
     // the UTC session time zone that queries compute in; DataFusion's default (no zone) made
     // them `timestamp without time zone`.
     config.options_mut().execution.time_zone = Some("UTC".to_string());
+    // Statements the front ends plan from text are PostgreSQL's: with DataFusion's default
+    // (generic) dialect, `?`, `?|` and `?&` (jsonb key tests) read as placeholders.
+    config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(limits.pool.clone())
         .with_temp_file_path(&limits.spill_dir)

@@ -37,16 +37,22 @@
 //! - `timezone(zone, ts)`, PostgreSQL's function form of `ts AT TIME ZONE zone`:
 //!   `at_time_zone(ts, zone)`.
 //!
+//! - `(record).field` (pgAdmin reads `aclexplode`'s records so): `(record)['field']`, which
+//!   DataFusion reads as the struct's field;
+//!
+//! - `json_object_agg(k, v)` / `jsonb_object_agg`: `json_object_of_pairs(array_agg(
+//!   json_object_pair(k, v)))`, its `ORDER BY` and `FILTER` kept on `array_agg`.
+//!
 //! Only queries are rewritten. Result columns keep PostgreSQL's names (`user`, `exists`):
 //! [`crate::sql::colname`] takes them from the statement as written.
 
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectName,
-    ObjectNamePart, OrderByKind, Query, SelectItem, SetExpr, Statement, TableAlias,
-    TableAliasColumnDef, TableFactor, UnaryOperator, Value, Visit, VisitMut, Visitor, VisitorMut,
-    visit_expressions, visit_expressions_mut,
+    AccessExpr, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident,
+    ObjectName, ObjectNamePart, OrderByKind, Query, SelectItem, SetExpr, Statement, Subscript,
+    TableAlias, TableAliasColumnDef, TableFactor, UnaryOperator, Value, Visit, VisitMut, Visitor,
+    VisitorMut, visit_expressions, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -298,6 +304,84 @@ fn array_as_scalar(subquery: &Query) -> Option<Expr> {
     Some(Expr::Subquery(Box::new(scalar)))
 }
 
+/// `json_object_agg(k, v …)` or `jsonb_object_agg` (two positional arguments, not a
+/// window): the name of the scalar function that turns its pairs into an object.
+fn object_agg(expr: &Expr) -> Option<&'static str> {
+    let Expr::Function(function) = expr else {
+        return None;
+    };
+    let [ObjectNamePart::Identifier(ident)] = function.name.0.as_slice() else {
+        return None;
+    };
+    let pairs = match ident.value.to_lowercase().as_str() {
+        "json_object_agg" => "json_object_of_pairs",
+        "jsonb_object_agg" => "jsonb_object_of_pairs",
+        _ => return None,
+    };
+    let FunctionArguments::List(list) = &function.args else {
+        return None;
+    };
+    let plain = list.args.len() == 2
+        && list
+            .args
+            .iter()
+            .all(|a| matches!(a, FunctionArg::Unnamed(_)))
+        && function.over.is_none()
+        && function.within_group.is_empty();
+    plain.then_some(pairs)
+}
+
+/// `json_object_agg(k, v [ORDER BY …]) [FILTER (…)]` as `json_object_of_pairs(array_agg(
+/// json_object_pair(k, v) [ORDER BY …]) [FILTER (…)])`: `array_agg` collects, in its order, and NULL
+/// over no rows, as PostgreSQL's aggregate gives.
+fn object_agg_of_pairs(expr: &mut Expr, pairs: &str) {
+    let Expr::Function(function) = expr else {
+        return;
+    };
+    let FunctionArguments::List(list) = &mut function.args else {
+        return;
+    };
+    let (key, value) = (list.args[0].clone(), list.args[1].clone());
+    let pair = crate::sql::srf::call("json_object_pair", vec![]);
+    let Expr::Function(mut pair) = pair else {
+        return;
+    };
+    if let FunctionArguments::List(pair_args) = &mut pair.args {
+        pair_args.args = vec![key, value];
+    }
+    list.args = vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Function(
+        pair,
+    )))];
+    function.name = ObjectName::from(vec![Ident::new("array_agg")]);
+    let aggregate = std::mem::replace(expr, Expr::value(Value::Null));
+    *expr = crate::sql::srf::call(pairs, vec![aggregate]);
+}
+
+/// Whether `expr` is `(record).field` (pgAdmin reads `aclexplode`'s records so), which
+/// DataFusion refuses ("Dot access not supported for non-string expr"); `record['field']`,
+/// its subscript form, reads the struct's field.
+fn is_field_of_parenthesized(expr: &Expr) -> bool {
+    matches!(expr, Expr::CompoundFieldAccess { root, access_chain }
+        if matches!(root.as_ref(), Expr::Nested(_))
+            && access_chain
+                .iter()
+                .any(|a| matches!(a, AccessExpr::Dot(Expr::Identifier(_)))))
+}
+
+/// `(record).a.b` as `(record)['a']['b']`.
+fn field_subscripts(expr: &mut Expr) {
+    let Expr::CompoundFieldAccess { access_chain, .. } = expr else {
+        return;
+    };
+    for access in access_chain {
+        if let AccessExpr::Dot(Expr::Identifier(ident)) = access {
+            *access = AccessExpr::Subscript(Subscript::Index {
+                index: Expr::Value(Value::SingleQuotedString(ident.value.clone()).into()),
+            });
+        }
+    }
+}
+
 /// Whether `expr` is `pg_backend_pid()` (datafusion-pg-catalog has dropped a `pg_catalog.`).
 fn is_backend_pid(expr: &Expr) -> bool {
     matches!(expr, Expr::Function(function)
@@ -472,6 +556,8 @@ impl Visitor for Finder {
             || is_backend_pid(expr)
             || current_setting_name(expr).is_some()
             || array_subquery(expr).is_some()
+            || object_agg(expr).is_some()
+            || is_field_of_parenthesized(expr)
         {
             ControlFlow::Break(())
         } else {
@@ -594,6 +680,14 @@ impl VisitorMut for Rewriter<'_> {
             && let Some(positional) = make_interval_positional(&list.args)
         {
             list.args = positional;
+            self.rewritten += 1;
+        }
+        if is_field_of_parenthesized(expr) {
+            field_subscripts(expr);
+            self.rewritten += 1;
+        }
+        if let Some(pairs) = object_agg(expr) {
+            object_agg_of_pairs(expr, pairs);
             self.rewritten += 1;
         }
         if is_timezone_call(expr)
@@ -837,6 +931,26 @@ mod tests {
             rewritten("SELECT make_interval(fortnights => 1)"),
             None,
             "an unknown name is left for DataFusion to report"
+        );
+    }
+
+    #[test]
+    fn a_field_of_a_parenthesized_record_is_its_subscript() {
+        assert_eq!(
+            rewritten("SELECT (d).grantee, (t.s).a.b FROM t").as_deref(),
+            Some("SELECT (d)['grantee'], (t.s)['a']['b'] FROM t")
+        );
+        assert_eq!(rewritten("SELECT t.s FROM t"), None);
+    }
+
+    #[test]
+    fn object_agg_collects_pairs_with_array_agg() {
+        assert_eq!(
+            rewritten("SELECT json_object_agg(k, v ORDER BY v) FILTER (WHERE v > 1) FROM t")
+                .as_deref(),
+            Some(
+                "SELECT json_object_of_pairs(array_agg(json_object_pair(k, v) ORDER BY v) FILTER (WHERE v > 1)) FROM t"
+            )
         );
     }
 }

@@ -27,7 +27,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use crate::error::{SqlError, SqlState};
-use arrow::array::{Array, ArrayRef, ListBuilder, StringBuilder};
+use arrow::array::{Array, ArrayRef, AsArray, ListBuilder, StringBuilder};
 use arrow::datatypes::{DataType, Field};
 use datafusion::common::exec_err;
 use datafusion::error::{DataFusionError, Result};
@@ -42,8 +42,12 @@ use datafusion::sql::sqlparser::ast::{
 };
 use serde_json::Value;
 
+/// The fields of an `aclexplode` row, PostgreSQL's.
+const ACL_FIELDS: [&str; 4] = ["grantor", "grantee", "privilege_type", "is_grantable"];
+
 /// Registers the list functions the rewrite calls.
 pub fn register(context: &SessionContext) {
+    context.register_udf(acl_explode_list());
     for kind in [
         Kind::Elements,
         Kind::ElementsText,
@@ -53,6 +57,57 @@ pub fn register(context: &SessionContext) {
     ] {
         context.register_udf(ScalarUDF::from(JsonList::new(kind)));
     }
+}
+
+/// `aclexplode_list(acl)`: the entries of an ACL as (grantor, grantee, privilege_type,
+/// is_grantable) records. TimeFusion grants no privileges (every `datacl`, `nspacl`, `relacl`
+/// and `attacl` is NULL, meaning the owner's defaults), so a NULL or empty ACL gives no rows, as
+/// in PostgreSQL; an ACL with entries cannot come from this server's catalog and is refused.
+fn acl_explode_list() -> ScalarUDF {
+    let fields = arrow::datatypes::Fields::from(vec![
+        Field::new(ACL_FIELDS[0], DataType::Int32, true),
+        Field::new(ACL_FIELDS[1], DataType::Int32, true),
+        Field::new(ACL_FIELDS[2], DataType::Utf8, true),
+        Field::new(ACL_FIELDS[3], DataType::Boolean, true),
+    ]);
+    let item = Arc::new(Field::new_list_field(
+        DataType::Struct(fields.clone()),
+        true,
+    ));
+    ScalarUDF::from(
+        datafusion::logical_expr::SimpleScalarUDF::new_with_signature(
+            "aclexplode_list",
+            Signature::any(1, Volatility::Immutable),
+            DataType::List(item.clone()),
+            Arc::new(move |args: &[ColumnarValue]| {
+                let acls = args[0].to_array(1)?;
+                let rows = match &args[0] {
+                    ColumnarValue::Scalar(_) => 1,
+                    ColumnarValue::Array(a) => a.len(),
+                };
+                let granted = |row: usize| match acls.data_type() {
+                    DataType::List(_) => acls.as_list::<i32>().value_length(row) > 0,
+                    DataType::Utf8 => !matches!(acls.as_string::<i32>().value(row), "" | "{}"),
+                    _ => true,
+                };
+                let null = |row: usize| acls.data_type() == &DataType::Null || acls.is_null(row);
+                if (0..rows).any(|row| !null(row) && granted(row)) {
+                    return Err(SqlError::new(
+                    SqlState::FEATURE_NOT_SUPPORTED,
+                    "aclexplode: TimeFusion grants no privileges; an ACL with entries is not supported",
+                )
+                .into());
+                }
+                let list = arrow::array::ListArray::try_new(
+                    item.clone(),
+                    arrow::buffer::OffsetBuffer::new_zeroed(rows),
+                    arrow::array::new_empty_array(&DataType::Struct(fields.clone())),
+                    None,
+                )?;
+                crate::sql::functions::shaped(args, Arc::new(list))
+            }),
+        ),
+    )
 }
 
 /// A set-returning function this module rewrites, by its PostgreSQL name.
@@ -66,6 +121,8 @@ enum Srf {
     RegexpSplit,
     /// `string_to_table(text, delimiter [, null_string])`.
     StringSplit,
+    /// `aclexplode(acl)`: the privileges an ACL grants (pgAdmin's privilege screens).
+    AclExplode,
 }
 
 impl Srf {
@@ -90,6 +147,7 @@ impl Srf {
             "regexp_matches" => Srf::RegexpMatches,
             "regexp_split_to_table" => Srf::RegexpSplit,
             "string_to_table" => Srf::StringSplit,
+            "aclexplode" => Srf::AclExplode,
             _ => return None,
         })
     }
@@ -98,8 +156,19 @@ impl Srf {
     fn columns(self, function: &str) -> Vec<String> {
         match self {
             Srf::Json(Kind::Elements | Kind::ElementsText) => vec!["value".into()],
-            Srf::Json(Kind::Each | Kind::EachText) => vec!["key".into(), "value".into()],
-            _ => vec![function.to_lowercase()],
+            _ => match self.fields() {
+                Some(fields) => fields.iter().map(|f| f.to_string()).collect(),
+                None => vec![function.to_lowercase()],
+            },
+        }
+    }
+
+    /// The fields of each element of a set of records (`json_each`'s `key`, `value`).
+    fn fields(self) -> Option<&'static [&'static str]> {
+        match self {
+            Srf::Json(Kind::Each | Kind::EachText) => Some(&["key", "value"]),
+            Srf::AclExplode => Some(&ACL_FIELDS),
+            _ => None,
         }
     }
 
@@ -126,6 +195,8 @@ impl Srf {
             (Srf::RegexpMatches | Srf::RegexpSplit | Srf::StringSplit, _) => {
                 Err("takes (text, pattern [, flags])".into())
             }
+            (Srf::AclExplode, [_]) => Ok(call("aclexplode_list", args)),
+            (Srf::AclExplode, _) => Err("aclexplode takes one argument".into()),
         }
     }
 }
@@ -236,7 +307,7 @@ impl Rewriter {
         {
             let names = Self::names(alias.as_ref(), vec!["unnest".into(); array_exprs.len()]);
             let lists: Vec<Expr> = array_exprs.clone();
-            let sql = derived_sql(&lists, &names, true, false);
+            let sql = derived_sql(&lists, &names, true, None);
             *table = derived(parse_query(&sql)?, alias.take(), "unnest");
             self.rewritten += 1;
             return Ok(());
@@ -267,8 +338,7 @@ impl Rewriter {
             })
             .collect::<std::result::Result<_, _>>()?;
         let names = Self::names(alias.as_ref(), srf.columns(&function));
-        let each = matches!(srf, Srf::Json(Kind::Each | Kind::EachText));
-        let sql = derived_sql(&[srf.list(args)?], &names, *with_ordinality, each);
+        let sql = derived_sql(&[srf.list(args)?], &names, *with_ordinality, srf.fields());
         *table = derived(parse_query(&sql)?, alias.take(), &function.to_lowercase());
         self.rewritten += 1;
         Ok(())
@@ -294,9 +364,14 @@ impl Rewriter {
 }
 
 /// The derived table of a set in `FROM`: `unnest` of each list in lockstep, named `names`
-/// (the last of them for the ordinality, when asked), or for `json_each` the key and value of
-/// each element of its one list.
-fn derived_sql(lists: &[Expr], names: &[Ident], ordinality: bool, each: bool) -> String {
+/// (the last of them for the ordinality, when asked), or for a set of records (`fields`) the
+/// fields of each element of its one list.
+fn derived_sql(
+    lists: &[Expr],
+    names: &[Ident],
+    ordinality: bool,
+    fields: Option<&[&str]>,
+) -> String {
     let mut items: Vec<String> = lists
         .iter()
         .map(|list| call("unnest", vec![list.clone()]).to_string())
@@ -310,18 +385,25 @@ fn derived_sql(lists: &[Expr], names: &[Ident], ordinality: bool, each: bool) ->
         items.push(format!("unnest(generate_series(1, {count}))"));
     }
     let ordinal = names.last().filter(|_| ordinality);
-    if each {
-        let (key, value) = (&names[0], &names[1]);
-        let mut outer = format!("SELECT e['key'] AS {key}, e['value'] AS {value}");
+    if let Some(fields) = fields {
+        let mut outer: Vec<String> = fields
+            .iter()
+            .zip(names)
+            .map(|(field, name)| format!("e['{field}'] AS {name}"))
+            .collect();
         if let Some(name) = ordinal {
-            outer.push_str(&format!(", o AS {name}"));
+            outer.push(format!("o AS {name}"));
         }
         let inner: Vec<String> = items
             .iter()
             .zip(["e", "o"])
             .map(|(item, name)| format!("{item} AS {name}"))
             .collect();
-        return format!("{outer} FROM (SELECT {}) AS each_row", inner.join(", "));
+        return format!(
+            "SELECT {} FROM (SELECT {}) AS each_row",
+            outer.join(", "),
+            inner.join(", ")
+        );
     }
     let columns = names[..lists.len()].iter().chain(ordinal);
     let named: Vec<String> = items

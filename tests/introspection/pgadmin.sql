@@ -128,8 +128,7 @@ WHERE
 ORDER BY datname;
 
 -- source: pgadmin-org/pgadmin4/web/pgadmin/browser/server_groups/servers/databases/templates/databases/sql/default/acl.sql (DatabaseView.properties, did = {database_oid})
--- expect: error=Invalid function 'aclexplode'
--- gap: aclexplode() is not implemented
+-- expect: rows=0
 SELECT
     'datacl' AS deftype, COALESCE(gt.rolname, 'PUBLIC') AS grantee,
     g.rolname AS grantor, pg_catalog.array_agg(privilege_type) AS privileges,
@@ -169,8 +168,8 @@ GROUP BY g.rolname, gt.rolname
 ORDER BY grantee;
 
 -- source: pgadmin-org/pgadmin4/web/pgadmin/browser/server_groups/servers/databases/templates/databases/sql/default/defacl.sql (DatabaseView.properties, grant_reovke_sql=False; the template has no trailing semicolon)
--- expect: error=Invalid function 'aclexplode'
--- gap: aclexplode() is not implemented
+-- expect: error=would be ambiguous
+-- gap: DataFusion resolves `ORDER BY a.deftype` against the select list's alias `deftype` and calls the two ambiguous; PostgreSQL takes the input column
 (SELECT
     CASE (a.deftype)
     WHEN 'r' THEN 'deftblacl'
@@ -447,8 +446,7 @@ WHERE
 ORDER BY 1, nspname;
 
 -- source: pgadmin-org/pgadmin4/web/pgadmin/browser/server_groups/servers/databases/schemas/templates/schemas/pg/default/sql/acl.sql (SchemaView._formatter_no_defacl from properties, scid = {public_oid}; the template has no trailing semicolon)
--- expect: error=Invalid function 'aclexplode'
--- gap: aclexplode() is not implemented
+-- expect: rows=0
 SELECT
     'nspacl' as deftype, COALESCE(gt.rolname, 'PUBLIC') AS grantee,
     g.rolname AS grantor, pg_catalog.array_agg(b.privilege_type) AS privileges,
@@ -474,8 +472,8 @@ GROUP BY g.rolname, gt.rolname
 ORDER BY grantee;
 
 -- source: pgadmin-org/pgadmin4/web/pgadmin/browser/server_groups/servers/databases/schemas/templates/schemas/pg/default/sql/defacl.sql (SchemaView._formatter from properties, scid = {public_oid})
--- expect: error=Invalid function 'aclexplode'
--- gap: aclexplode() is not implemented
+-- expect: error=would be ambiguous
+-- gap: DataFusion resolves `ORDER BY a.deftype` against the select list's alias `deftype` and calls the two ambiguous; PostgreSQL takes the input column
 SELECT
     CASE (a.deftype)
     WHEN 'r' THEN 'deftblacl'
@@ -535,7 +533,7 @@ FROM pg_catalog.pg_class rel
 
 -- source: pgadmin-org/pgadmin4/web/pgadmin/browser/server_groups/servers/databases/schemas/tables/templates/tables/sql/default/properties.sql (BaseTableView._fetch_table_properties from TableView.properties, selecting otel_logs_and_spans; did = {database_oid}, scid = {public_oid}, tid = {table_oid}, datlastsysoid = 16383)
 -- expect: error=column rel.relacl does not exist
--- gap: pg_class has no relacl column (aclexplode() is missing too)
+-- gap: pg_class has no relacl column
 SELECT rel.oid, rel.relname AS name, rel.reltablespace AS spcoid,rel.relacl AS relacl_str,
   (CASE WHEN length(spc.spcname::text) > 0 OR rel.relkind = 'p' THEN spc.spcname ELSE
     (SELECT sp.spcname FROM pg_catalog.pg_database dtb
@@ -616,7 +614,7 @@ ORDER BY rel.relname;
 
 -- source: pgadmin-org/pgadmin4/web/pgadmin/browser/server_groups/servers/databases/schemas/tables/templates/tables/sql/default/acl.sql (BaseTableView._fetch_table_properties and _formatter, scid = {public_oid}, tid = {table_oid}; the template has no trailing semicolon)
 -- expect: error=column rel.relacl does not exist
--- gap: pg_class has no relacl column (aclexplode() is missing too)
+-- gap: pg_class has no relacl column
 SELECT 'relacl' as deftype, COALESCE(gt.rolname, 'PUBLIC') grantee, g.rolname grantor,
     pg_catalog.array_agg(privilege_type) as privileges, pg_catalog.array_agg(is_grantable) as grantable
 FROM
@@ -748,8 +746,7 @@ WHERE tt.typbasetype  IN (1082,1184,25,1009,23,20,16)
 GROUP BY t.main_oid;
 
 -- source: pgadmin-org/pgadmin4/web/pgadmin/browser/server_groups/servers/databases/schemas/tables/templates/columns/sql/default/acl.sql (columns/utils.py column_formatter, once per column; tid = {table_oid}, clid = 2 (column timestamp); the template has no trailing semicolon)
--- expect: error=Invalid function 'aclexplode'
--- gap: aclexplode() is not implemented
+-- expect: rows=0
 SELECT 'attacl' as deftype,
     COALESCE(gt.rolname, 'PUBLIC') grantee,
     g.rolname grantor,

@@ -1,4 +1,5 @@
-//! Aggregates DataFusion lacks: PostgreSQL's `percentile_disc … WITHIN GROUP`.
+//! Aggregates DataFusion lacks: PostgreSQL's ordered-set aggregates `percentile_disc(f)
+//! WITHIN GROUP (ORDER BY x)` and `mode() WITHIN GROUP (ORDER BY x)`.
 
 use std::sync::Arc;
 
@@ -83,9 +84,9 @@ impl AggregateUDFImpl for PercentileDisc {
             .order_bys
             .first()
             .is_some_and(|sort| sort.options.descending);
-        Ok(Box::new(PercentileDiscAccumulator {
+        Ok(Box::new(OrderedSetAccumulator {
             data_type: args.expr_fields[0].data_type().clone(),
-            fraction,
+            pick: Pick::Fraction(fraction),
             descending,
             values: Vec::new(),
         }))
@@ -96,16 +97,84 @@ impl AggregateUDFImpl for PercentileDisc {
     }
 }
 
+/// `mode() WITHIN GROUP (ORDER BY x)`, PostgreSQL's most frequent value: of equally frequent
+/// values, the first in the ordering. NULLs are not counted; NULL when there are no values.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Mode {
+    signature: Signature,
+}
+
+impl Default for Mode {
+    fn default() -> Self {
+        Mode {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+}
+
+impl AggregateUDFImpl for Mode {
+    fn name(&self) -> &str {
+        "mode"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        Ok(args[0].clone())
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<arrow::datatypes::FieldRef>> {
+        let item =
+            arrow::datatypes::Field::new_list_field(args.input_fields[0].data_type().clone(), true);
+        Ok(vec![
+            arrow::datatypes::Field::new(
+                format_state_name(args.name, "mode"),
+                DataType::List(Arc::new(item)),
+                true,
+            )
+            .into(),
+        ])
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        let descending = args
+            .order_bys
+            .first()
+            .is_some_and(|sort| sort.options.descending);
+        Ok(Box::new(OrderedSetAccumulator {
+            data_type: args.expr_fields[0].data_type().clone(),
+            pick: Pick::Mode,
+            descending,
+            values: Vec::new(),
+        }))
+    }
+
+    fn supports_within_group_clause(&self) -> bool {
+        true
+    }
+}
+
+/// Which value of the ordered group an ordered-set aggregate gives.
+#[derive(Debug, Clone, Copy)]
+enum Pick {
+    /// The first whose cumulative position reaches the fraction.
+    Fraction(f64),
+    /// The most frequent, the first in order among equals.
+    Mode,
+}
+
 #[derive(Debug)]
-pub(crate) struct PercentileDiscAccumulator {
+pub(crate) struct OrderedSetAccumulator {
     data_type: DataType,
-    fraction: f64,
+    pick: Pick,
     descending: bool,
     /// The group's non-null values, in the batches they came in.
     values: Vec<ArrayRef>,
 }
 
-impl PercentileDiscAccumulator {
+impl OrderedSetAccumulator {
     fn all_values(&self) -> Result<ArrayRef> {
         let parts: Vec<&dyn Array> = self.values.iter().map(|a| a.as_ref()).collect();
         if parts.is_empty() {
@@ -115,7 +184,7 @@ impl PercentileDiscAccumulator {
     }
 }
 
-impl Accumulator for PercentileDiscAccumulator {
+impl Accumulator for OrderedSetAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         let values = &values[0];
         let kept = match values.logical_nulls() {
@@ -163,9 +232,21 @@ impl Accumulator for PercentileDiscAccumulator {
             nulls_first: false,
         };
         let order = arrow::compute::sort_to_indices(&all, Some(options), None)?;
-        // The first value whose cumulative position reaches the fraction (1-based ceil).
         let n = all.len();
-        let position = ((self.fraction * n as f64).ceil() as usize).clamp(1, n) - 1;
+        let position = match self.pick {
+            // The first value whose cumulative position reaches the fraction (1-based ceil).
+            Pick::Fraction(fraction) => ((fraction * n as f64).ceil() as usize).clamp(1, n) - 1,
+            Pick::Mode => {
+                let sorted = arrow::compute::take(&all, &order, None)?;
+                let runs = arrow::compute::kernels::partition::partition(&[sorted])?;
+                // The longest run; `max_by_key` keeps the last of equals, so go backwards.
+                runs.ranges()
+                    .into_iter()
+                    .rev()
+                    .max_by_key(|run| run.len())
+                    .map_or(0, |run| run.start)
+            }
+        };
         ScalarValue::try_from_array(&all, order.value(position) as usize)
     }
 

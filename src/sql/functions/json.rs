@@ -147,6 +147,11 @@ impl ExprPlanner for PgJsonPlanner {
                     vec![outer, inner],
                 )
             }
+            // `j ?| keys`, `j ?& keys`: whether any / all of the keys are in `j`.
+            Op::QuestionPipe | Op::QuestionAnd => call(
+                Arc::new(super::json_edit::key_test(op == Op::QuestionPipe)),
+                vec![left, right],
+            ),
             // `a && b`, PostgreSQL's array overlap: whether the arrays share an element.
             Op::PGOverlap => call(
                 datafusion::functions_nested::array_has::array_has_any_udf(),

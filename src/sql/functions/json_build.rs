@@ -64,7 +64,7 @@ const NUMERIC_MAX_SCALE: i64 = 16_383;
 
 /// Which of PostgreSQL's two JSON types a function returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Flavor {
+pub(super) enum Flavor {
     Json,
     Jsonb,
 }
@@ -85,7 +85,7 @@ pub(crate) fn is_json_field(field: &Field) -> bool {
         || field.metadata().get("is_json").is_some_and(|v| v == "true")
 }
 
-fn json_field(name: &str) -> FieldRef {
+pub(super) fn json_field(name: &str) -> FieldRef {
     Arc::new(Field::new(name, DataType::Utf8, true).with_metadata(json_metadata()))
 }
 
@@ -112,7 +112,7 @@ impl datafusion::logical_expr::planner::TypePlanner for JsonTypes {
     }
 }
 
-fn invalid(message: impl Into<String>) -> DataFusionError {
+pub(super) fn invalid(message: impl Into<String>) -> DataFusionError {
     SqlError::new(SqlState::INVALID_PARAMETER_VALUE, message).into()
 }
 
@@ -121,7 +121,7 @@ fn invalid(message: impl Into<String>) -> DataFusionError {
 
 /// A JSON value built from Arrow values (or parsed from JSON text), before it is written.
 #[derive(Debug, Clone, PartialEq)]
-enum Json {
+pub(super) enum Json {
     Null,
     Bool(bool),
     /// A number in its output form: PostgreSQL's text of the value, as `numeric` prints it in
@@ -136,13 +136,13 @@ enum Json {
 
 /// Converts Arrow values to [`Json`] in one flavor.
 #[derive(Clone, Copy)]
-struct Convert {
-    flavor: Flavor,
+pub(super) struct Convert {
+    pub(super) flavor: Flavor,
 }
 
 impl Convert {
     /// Value `row` of `array`; `json` when the array's field marks it as JSON text.
-    fn value(self, array: &dyn Array, json: bool, row: usize) -> Result<Json> {
+    pub(super) fn value(self, array: &dyn Array, json: bool, row: usize) -> Result<Json> {
         match array.data_type() {
             DataType::Null => return Ok(Json::Null),
             DataType::Union(fields, _) => {
@@ -349,7 +349,7 @@ fn bytea(bytes: &[u8]) -> String {
 }
 
 /// The text of an object key: keys are scalars (`json_build_object(1, …)` has key `"1"`).
-fn key_text(value: Json) -> Option<String> {
+pub(super) fn key_text(value: Json) -> Option<String> {
     match value {
         Json::Null => None,
         Json::Bool(b) => Some(b.to_string()),
@@ -577,7 +577,7 @@ fn date_text(days: i64) -> Result<String> {
 
 /// Why JSON text was not read.
 #[derive(Debug)]
-enum Bad {
+pub(super) enum Bad {
     /// It is not JSON (PostgreSQL would refuse it as `json`).
     NotJson,
     /// It is JSON PostgreSQL would refuse to store: nested too deep, a number `numeric`
@@ -588,7 +588,7 @@ enum Bad {
 /// Reads JSON text as PostgreSQL's `json` input accepts it (RFC 8259; `\u0000` is not
 /// accepted in `jsonb`, as it cannot become text); numbers are kept as written for
 /// `json`, as `numeric` prints them for `jsonb`.
-fn parse(text: &str, flavor: Flavor) -> std::result::Result<Json, Bad> {
+pub(super) fn parse(text: &str, flavor: Flavor) -> std::result::Result<Json, Bad> {
     let mut parser = Parser {
         text: text.as_bytes(),
         at: 0,
@@ -815,7 +815,7 @@ impl Parser<'_> {
 
 /// A JSON string: quoted, with PostgreSQL's escapes (`escape_json`): `\"`, `\\`, `\b`, `\f`,
 /// `\n`, `\r`, `\t`, other control characters as `\u00XX`, everything else as it is.
-fn write_string(out: &mut String, s: &str) {
+pub(super) fn write_string(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -835,7 +835,7 @@ fn write_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-fn write_scalar(out: &mut String, value: &Json) {
+pub(super) fn write_scalar(out: &mut String, value: &Json) {
     match value {
         Json::Null => out.push_str("null"),
         Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -848,7 +848,7 @@ fn write_scalar(out: &mut String, value: &Json) {
 
 /// `json`'s form of a value inside another (`to_json`, `row_to_json`): no spaces,
 /// `[1,2]`, `{"a":1}`; `separator` between the outermost items (`",\n "` when pretty).
-fn write_json(out: &mut String, value: &Json, separator: &str) {
+pub(super) fn write_json(out: &mut String, value: &Json, separator: &str) {
     match value {
         Json::Array(items) => {
             out.push('[');
@@ -878,7 +878,7 @@ fn write_json(out: &mut String, value: &Json, separator: &str) {
 
 /// `jsonb`'s form: `[1, 2]`, `{"a": 1}`, keys shorter-first then bytewise, the last of
 /// repeated keys.
-fn write_jsonb(out: &mut String, value: &Json) {
+pub(super) fn write_jsonb(out: &mut String, value: &Json) {
     match value {
         Json::Array(items) => {
             out.push('[');
@@ -908,7 +908,7 @@ fn write_jsonb(out: &mut String, value: &Json) {
 
 /// An object's members as `jsonb` keeps them: sorted by key length, then bytes; of a
 /// repeated key, the last.
-fn jsonb_members(members: &[(String, Json)]) -> Vec<(&String, &Json)> {
+pub(super) fn jsonb_members(members: &[(String, Json)]) -> Vec<(&String, &Json)> {
     let mut sorted: Vec<(&String, &Json)> = members.iter().map(|(k, v)| (k, v)).collect();
     // Stable: the members of one key stay in their order, and the last is kept.
     sorted.sort_by(|a, b| {
@@ -930,7 +930,7 @@ fn jsonb_members(members: &[(String, Json)]) -> Vec<(&String, &Json)> {
 // Scalar functions
 
 /// Arguments as arrays of one length: one row when every argument is a constant.
-fn arrays(args: &ScalarFunctionArgs) -> Result<(Vec<ArrayRef>, usize)> {
+pub(super) fn arrays(args: &ScalarFunctionArgs) -> Result<(Vec<ArrayRef>, usize)> {
     let rows = if args
         .args
         .iter()

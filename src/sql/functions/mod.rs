@@ -14,7 +14,8 @@
 //!
 //! - `percentile_disc(fraction) WITHIN GROUP (ORDER BY x)`, as in PostgreSQL: the first value
 //!   of the ordered group whose position reaches the fraction (an actual input value, never an
-//!   interpolation; `percentile_cont` is DataFusion's own).
+//!   interpolation; `percentile_cont` is DataFusion's own), and `mode() WITHIN GROUP (ORDER BY
+//!   x)`, the most frequent value (the first in order among equals).
 //!
 //! - TimescaleDB toolkit's `percentile_agg(x)` (a digest that can be stored and merged),
 //!   `rollup(digest)`, `approx_percentile(p, digest)`, `num_vals` / `min_val` / `max_val`
@@ -30,7 +31,8 @@
 //!
 //! - PostgreSQL's JSON operators and functions over the JSON-text columns, on top of
 //!   `datafusion-functions-json`: `->` / `#>` return JSON text (as `json` does in PostgreSQL),
-//!   `->>` / `#>>` return text, `#>`/`#>>` take a `'{key,0,key}'` path, `?` tests a key, `@>` / `<@`
+//!   `->>` / `#>>` return text, `#>`/`#>>` take a `'{key,0,key}'` path, `?` tests a key (`?|` / `?&`
+//!   any / all of several, [`json_edit`]), `@>` / `<@`
 //!   test containment ([`JsonbContains`]), and `json_extract_path[_text]` /
 //!   `jsonb_extract_path[_text]` are the function forms.
 //!
@@ -38,6 +40,9 @@
 //!   `row_to_json`, `array_to_json`, the aggregate `json_agg`, and the `jsonb_` forms, giving
 //!   JSON text in PostgreSQL's exact `json` / `jsonb` output forms; JSON-text arguments (the
 //!   `->` operator's results, these functions' own) are embedded as JSON, not as strings.
+//!
+//! - `jsonb_set`, `json_strip_nulls` / `jsonb_strip_nulls`, `jsonb_pretty`, the `?|` / `?&`
+//!   key tests and the aggregates `json_object_agg` / `jsonb_object_agg` ([`json_edit`]).
 //!
 //! - `json_array_length` / `jsonb_array_length` and `json_typeof` / `jsonb_typeof` over JSON
 //!   text.
@@ -75,6 +80,7 @@ mod aggregate;
 mod interval;
 mod json;
 pub(crate) mod json_build;
+mod json_edit;
 mod metrics;
 mod percentile;
 mod pg;
@@ -91,6 +97,7 @@ pub use time::*;
 pub fn register(context: &mut SessionContext) -> Result<()> {
     context.register_udf(ScalarUDF::from(TimeBucket::new()));
     context.register_udaf(AggregateUDF::from(PercentileDisc::new()));
+    context.register_udaf(AggregateUDF::from(Mode::default()));
     percentile::register(context);
     context.register_udf(ScalarUDF::from(PgToChar::default()));
     context.register_udf(ScalarUDF::from(AtTimeZone::default()));
@@ -148,6 +155,9 @@ pub fn register(context: &mut SessionContext) -> Result<()> {
         ScalarUDF::from(ToJson::array()),
     ] {
         context.register_udf(constructor);
+    }
+    for edit in json_edit::functions() {
+        context.register_udf(edit);
     }
     for inspection in json::inspection() {
         context.register_udf(inspection);
