@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh machine: psql, openssl, pgjdbc and a JDK, Prometheus,
-# Node's `pg` under tests/node, and a Python virtualenv (`$TIMEFUSION_VENV`, default `.venv`) with
+# Node's `pg` under tests/node (and its newest release under tests/node-latest), and a Python virtualenv (`$TIMEFUSION_VENV`, default `.venv`) with
 # delta-rs `deltalake`, pyarrow, ADBC, psycopg, SQLAlchemy, asyncpg, the OpenTelemetry SDK with its
 # OTLP exporters and SeaweedFS, the S3 server the S3
 # tests start as a process, and a second one (`$TIMEFUSION_VENV_LATEST`, default `$VENV-latest`)
@@ -42,5 +42,10 @@ if [ ! -x "$VENV_LATEST/bin/python" ]; then
   python3 -m venv "$VENV_LATEST"
 fi
 "$VENV_LATEST/bin/pip" install --quiet --disable-pip-version-check --upgrade -r tests/requirements-latest.txt
-# node-postgres for tests/e2e/external/node_pg.rs, pinned by tests/node/package-lock.json.
+# node-postgres for tests/e2e/external/node_pg.rs, pinned by tests/node/package-lock.json,
+# and its newest release, upgraded on every run, in `$TIMEFUSION_NODE_LATEST` (default
+# `tests/node-latest`), for the test's `…_newest_release` twin.
 (cd tests/node && npm ci --no-audit --no-fund --silent)
+NODE_LATEST="${TIMEFUSION_NODE_LATEST:-$PWD/tests/node-latest}"
+mkdir -p "$NODE_LATEST"
+(cd "$NODE_LATEST" && npm install --no-audit --no-fund --silent --no-save --prefix . pg@latest)

@@ -1,7 +1,8 @@
 // Node `pg` (node-postgres) against TimeFusion: parameterized queries (extended protocol),
 // typed results, errors with SQLSTATEs. Usage: node pg_client.js URL. Prints one JSON object
-// the Rust test (tests/node_pg.rs) asserts on.
-const { Client } = require("pg");
+// the Rust test (tests/e2e/external/node_pg.rs) asserts on. `PG_MODULE` names another copy of
+// `pg` to load (the newest release, which scripts/test-deps.sh installs under tests/node-latest).
+const { Client } = require(process.env.PG_MODULE || "pg");
 
 async function main() {
   const client = new Client({ connectionString: process.argv[2] });
@@ -25,6 +26,7 @@ async function main() {
   out.fields = res.fields.map((f) => f.name);
   const version = await client.query("SELECT version() AS v");
   out.version = version.rows[0].v;
+  out.driver = require(`${process.env.PG_MODULE || "pg"}/package.json`).version;
   try {
     await client.query("SELECT * FROM no_such_table");
   } catch (e) {
