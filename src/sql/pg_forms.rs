@@ -37,6 +37,9 @@
 //! - `timezone(zone, ts)`, PostgreSQL's function form of `ts AT TIME ZONE zone`:
 //!   `at_time_zone(ts, zone)`.
 //!
+//! - `x::json` / `x::jsonb` (and `CAST`): `json_in(x::json)` / `jsonb_in(x::jsonb)`, the text
+//!   checked as JSON and `jsonb` normalized as PostgreSQL's input functions do;
+//!
 //! - `(record).field` (pgAdmin reads `aclexplode`'s records so): `(record)['field']`, which
 //!   DataFusion reads as the struct's field;
 //!
@@ -49,10 +52,10 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    AccessExpr, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident,
-    ObjectName, ObjectNamePart, OrderByKind, Query, SelectItem, SetExpr, Statement, Subscript,
-    TableAlias, TableAliasColumnDef, TableFactor, UnaryOperator, Value, Visit, VisitMut, Visitor,
-    VisitorMut, visit_expressions, visit_expressions_mut,
+    AccessExpr, DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
+    Ident, ObjectName, ObjectNamePart, OrderByKind, Query, SelectItem, SetExpr, Statement,
+    Subscript, TableAlias, TableAliasColumnDef, TableFactor, UnaryOperator, Value, Visit, VisitMut,
+    Visitor, VisitorMut, visit_expressions, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -357,6 +360,22 @@ fn object_agg_of_pairs(expr: &mut Expr, pairs: &str) {
     *expr = crate::sql::srf::call(pairs, vec![aggregate]);
 }
 
+/// The input function of a `::json` / `::jsonb` cast (`json_in` / `jsonb_in`), or `None`
+/// when `expr` is no such cast.
+fn json_cast(expr: &Expr) -> Option<&'static str> {
+    match expr {
+        Expr::Cast {
+            data_type: DataType::JSON,
+            ..
+        } => Some("json_in"),
+        Expr::Cast {
+            data_type: DataType::JSONB,
+            ..
+        } => Some("jsonb_in"),
+        _ => None,
+    }
+}
+
 /// Whether `expr` is `(record).field` (pgAdmin reads `aclexplode`'s records so), which
 /// DataFusion refuses ("Dot access not supported for non-string expr"); `record['field']`,
 /// its subscript form, reads the struct's field.
@@ -558,6 +577,7 @@ impl Visitor for Finder {
             || array_subquery(expr).is_some()
             || object_agg(expr).is_some()
             || is_field_of_parenthesized(expr)
+            || json_cast(expr).is_some()
         {
             ControlFlow::Break(())
         } else {
@@ -684,6 +704,12 @@ impl VisitorMut for Rewriter<'_> {
         }
         if is_field_of_parenthesized(expr) {
             field_subscripts(expr);
+            self.rewritten += 1;
+        }
+        if let Some(input) = json_cast(expr) {
+            // The cast stays inside: it types a parameter (`$1::jsonb`) and marks the text.
+            let cast = std::mem::replace(expr, Expr::value(Value::Null));
+            *expr = crate::sql::srf::call(input, vec![cast]);
             self.rewritten += 1;
         }
         if let Some(pairs) = object_agg(expr) {

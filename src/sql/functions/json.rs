@@ -52,6 +52,23 @@ pub(crate) fn is_text_type(t: &DataType) -> bool {
     is_text(t) || matches!(t, DataType::Dictionary(_, v) if is_text(v))
 }
 
+/// The operators whose result is the same over JSON text as over its `jsonb` form: those
+/// giving text or a boolean. (`->` and `#>` give JSON, which must be in `jsonb`'s form after
+/// a `::jsonb`; and a scalar `->>` of a repeated key differs, the first value here and the
+/// last in `jsonb`.)
+fn is_json_operator(op: &datafusion::sql::sqlparser::ast::BinaryOperator) -> bool {
+    use datafusion::sql::sqlparser::ast::BinaryOperator as Op;
+    matches!(
+        op,
+        Op::LongArrow
+            | Op::HashLongArrow
+            | Op::AtArrow
+            | Op::Question
+            | Op::QuestionPipe
+            | Op::QuestionAnd
+    )
+}
+
 impl ExprPlanner for PgJsonPlanner {
     fn plan_binary_op(
         &self,
@@ -60,6 +77,22 @@ impl ExprPlanner for PgJsonPlanner {
     ) -> Result<PlannerResult<RawBinaryExpr>> {
         use datafusion::sql::sqlparser::ast::BinaryOperator as Op;
         let RawBinaryExpr { op, left, right } = expr;
+        // `j::jsonb ->> 'k'` and the other operators giving text or a boolean read the JSON
+        // text as it is: its normalized form (`jsonb_in`, what `::jsonb` became) would only
+        // cost a rewrite of every row's document.
+        let left = match left {
+            Expr::ScalarFunction(call)
+                if matches!(call.func.name(), "json_in" | "jsonb_in")
+                    && call.args.len() == 1
+                    && is_json_operator(&op) =>
+            {
+                call.args
+                    .into_iter()
+                    .next()
+                    .unwrap_or(Expr::Literal(ScalarValue::Null, None))
+            }
+            other => other,
+        };
         // The SQL parser binds `=` (and the other comparisons) tighter than the JSON operators,
         // the reverse of PostgreSQL: `j ->> 'k' = 'v'` arrives as `j ->> ('k' = 'v')`. A JSON key
         // is never a boolean, so rotate it back into `(j ->> 'k') = 'v'`.

@@ -91,8 +91,9 @@ pub(super) fn json_field(name: &str) -> FieldRef {
 
 /// The SQL types `json` and `jsonb` as DataFusion has none: text marked as JSON, so
 /// `'{"a":1}'::jsonb` plans (DataFusion answered "Unsupported SQL type JSON") and the value is
-/// embedded as JSON by the constructors here. The cast does not check that the text is JSON,
-/// as PostgreSQL's does (22P02). Other types go to `next`, the planner it wraps.
+/// embedded as JSON by the constructors here. In queries the cast is also wrapped in
+/// `json_in` / `jsonb_in` ([`crate::sql::pg_forms`]), which check the text (22P02) and write
+/// `jsonb`'s normalized form. Other types go to `next`, the planner it wraps.
 #[derive(Debug)]
 pub(crate) struct JsonTypes {
     pub next: Option<Arc<dyn datafusion::logical_expr::planner::TypePlanner>>,

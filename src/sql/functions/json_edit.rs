@@ -15,6 +15,13 @@
 //!   `…_of_pairs(array_agg(json_object_pair(k, v)))` so `ORDER BY`, `FILTER` and grouping are
 //!   `array_agg`'s.
 //!
+//! - `json_in(text)` / `jsonb_in(text)`, what `::json` / `::jsonb` casts in queries become
+//!   ([`crate::sql::pg_forms`]): the text checked as PostgreSQL's input functions check it
+//!   (22P02), and `jsonb` written in its normalized form (`{"a": 2, "b": 1}`: keys sorted, the
+//!   last of a repeated key, `", "` / `": "`). A cast read by a JSON operator giving text or a
+//!   boolean (`j::jsonb ->> 'k'`, `?`, `@>`) reads the text as it is
+//!   ([`super::json::PgJsonPlanner`]).
+//!
 //! Results are JSON text marked as JSON, like the constructors' in [`super::json_build`].
 
 use std::sync::Arc;
@@ -47,6 +54,9 @@ enum Edit {
     /// `json_object_pair(k, v)`: the pair `json_object_agg` collects, as a struct whose
     /// `value` field keeps the value's JSON marking through `array_agg`.
     Pair,
+    /// `json_in(text)` / `jsonb_in(text)`, the `::json` / `::jsonb` casts: the text checked
+    /// (22P02 when it is not JSON); `jsonb` in its normalized form.
+    In(Flavor),
 }
 
 /// The functions above.
@@ -61,6 +71,8 @@ pub(crate) fn functions() -> Vec<ScalarUDF> {
         Edit::ObjectOfPairs(Flavor::Json),
         Edit::ObjectOfPairs(Flavor::Jsonb),
         Edit::Pair,
+        Edit::In(Flavor::Json),
+        Edit::In(Flavor::Jsonb),
     ]
     .into_iter()
     .map(|edit| ScalarUDF::from(JsonEdit::new(edit)))
@@ -89,7 +101,7 @@ impl JsonEdit {
                 vec![TypeSignature::Any(3), TypeSignature::Any(4)],
                 Volatility::Immutable,
             ),
-            Edit::StripNulls(_) | Edit::Pretty | Edit::ObjectOfPairs(_) => {
+            Edit::StripNulls(_) | Edit::Pretty | Edit::ObjectOfPairs(_) | Edit::In(_) => {
                 Signature::any(1, Volatility::Immutable)
             }
             Edit::ExistsAny | Edit::ExistsAll | Edit::Pair => {
@@ -112,6 +124,8 @@ impl ScalarUDFImpl for JsonEdit {
             Edit::ObjectOfPairs(Flavor::Json) => "json_object_of_pairs",
             Edit::ObjectOfPairs(Flavor::Jsonb) => "jsonb_object_of_pairs",
             Edit::Pair => "json_object_pair",
+            Edit::In(Flavor::Json) => "json_in",
+            Edit::In(Flavor::Jsonb) => "jsonb_in",
         }
     }
 
@@ -222,6 +236,11 @@ impl JsonEdit {
                 }
             }
             Edit::Pretty => write_pretty(&mut out, &read(&text, Flavor::Jsonb)?, 0),
+            Edit::In(Flavor::Json) => {
+                read(&text, Flavor::Json)?;
+                out = text;
+            }
+            Edit::In(Flavor::Jsonb) => write_jsonb(&mut out, &read(&text, Flavor::Jsonb)?),
             Edit::Set => {
                 let Some(paths) = paths.filter(|p| !p.is_null(row)) else {
                     return Ok(None);
