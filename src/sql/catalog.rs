@@ -10,11 +10,14 @@
 //! - `pg_catalog.pg_constraint` and `pg_index`: empty, with `conkey` / `indkey` … as `int2[]`
 //!   like PostgreSQL's, so `attnum = ANY(conkey)` and `unnest(indkey)` plan. The tables from
 //!   `datafusion-pg-catalog` hold a real server's system rows, with those columns as text.
+//! - `pg_class.reloptions` / `relacl` and `pg_database.datcollversion`, PostgreSQL 15 columns
+//!   `datafusion-pg-catalog` lacks, NULL (no storage options, default privileges).
 //! - `current_setting(name [, missing_ok])` (of a constant name, [`crate::sql::pg_forms`]
 //!   gives the session's value first; this function knows the server's defaults),
 //!   `set_config` (refused here: by itself it is a `SET`, `pgwire::settings`),
 //!   `format(fmt, …)`, `pg_type_is_visible(oid)` and `pg_collation_is_visible(oid)` (true),
-//!   `col_description(oid, n)` (always NULL: nothing has a comment) and
+//!   `col_description(oid, n)`, `obj_description(oid [, catalog])` and
+//!   `shobj_description(oid, catalog)` (always NULL: nothing has a comment) and
 //!   `pg_get_indexdef(oid [, column, pretty])` (always NULL: there are no indexes),
 //!   `pg_get_serial_sequence(table, column)` (always NULL: there are no sequences), and
 //!   `pg_typeof(value)` (the type's name as text, as `format_type` prints it), and
@@ -78,9 +81,20 @@ pub fn register(
     context.register_udf(current_setting());
     context.register_udf(set_config());
     context.register_udf(format());
-    // No object has a comment.
+    // No object has a comment (DBeaver's and pgAdmin's object lists ask for each one's).
     context.register_udf(always_null(
         "col_description",
+        Signature::any(2, Volatility::Stable),
+    ));
+    context.register_udf(always_null(
+        "obj_description",
+        Signature::one_of(
+            vec![TypeSignature::Any(1), TypeSignature::Any(2)],
+            Volatility::Stable,
+        ),
+    ));
+    context.register_udf(always_null(
+        "shobj_description",
         Signature::any(2, Volatility::Stable),
     ));
     // No index exists (`pg_index` is empty), so no index has a definition.
@@ -285,7 +299,8 @@ pub(crate) fn setting(name: &str) -> Option<&'static str> {
         "lc_collate" | "lc_ctype" => "C.UTF-8",
         "statement_timeout" => "0",
         "bytea_output" => "hex",
-        "application_name" => "",
+        "application_name" | "default_tablespace" | "temp_tablespaces" => "",
+        "default_table_access_method" => "heap",
         _ => return None,
     })
 }
@@ -342,10 +357,14 @@ fn current_setting() -> ScalarUDF {
                         out.append_null()
                     }
                     None => {
-                        return plan_err!(
-                            "unrecognized configuration parameter \"{}\"",
-                            names.value(i)
-                        );
+                        return Err(crate::error::SqlError::new(
+                            crate::error::SqlState::UNDEFINED_OBJECT,
+                            format!(
+                                "unrecognized configuration parameter \"{}\"",
+                                names.value(i)
+                            ),
+                        )
+                        .into());
                     }
                 }
             }
@@ -670,10 +689,10 @@ impl SchemaProvider for PgCatalogFixes {
             return Ok(Some(table.clone()));
         }
         let table = self.inner.table(name).await?;
-        if name == "pg_class"
+        if !missing_columns(name).is_empty()
             && let Some(table) = &table
         {
-            return Ok(Some(with_reloptions(table.clone())?));
+            return Ok(Some(with_missing_columns(name, table.clone())?));
         }
         let (Some(table), Some(arrays)) = (&table, self.arrays.get(name)) else {
             return Ok(table);
@@ -706,29 +725,50 @@ impl SchemaProvider for PgCatalogFixes {
     }
 }
 
-/// `pg_class` with PostgreSQL's `reloptions` (`text[]`, NULL: no table has storage options),
-/// which SQLAlchemy's index reflection selects.
-fn with_reloptions(pg_class: Arc<dyn TableProvider>) -> Result<Arc<dyn TableProvider>> {
+/// PostgreSQL 15 columns `datafusion-pg-catalog`'s relations lack, all NULL here: `pg_class`'s
+/// `reloptions` (`text[]`: no table has storage options; SQLAlchemy's index reflection selects
+/// it) and `relacl` (the default privileges: TimeFusion grants none; pgAdmin's table
+/// properties), `pg_database`'s `datcollversion` (pgAdmin's database properties).
+fn missing_columns(name: &str) -> &'static [(&'static str, bool)] {
+    // (column, whether it is `text[]` rather than `text`)
+    match name {
+        "pg_class" => &[("reloptions", true), ("relacl", true)],
+        "pg_database" => &[("datcollversion", false)],
+        _ => &[],
+    }
+}
+
+/// `table` as a view with the [`missing_columns`] of relation `name` added, NULL.
+fn with_missing_columns(
+    name: &str,
+    table: Arc<dyn TableProvider>,
+) -> Result<Arc<dyn TableProvider>> {
     use datafusion::catalog::view::ViewTable;
     use datafusion::logical_expr::{LogicalPlanBuilder, cast, lit};
-    if pg_class.schema().column_with_name("reloptions").is_some() {
-        return Ok(pg_class);
+    let schema = table.schema();
+    let missing: Vec<_> = missing_columns(name)
+        .iter()
+        .filter(|(column, _)| schema.column_with_name(column).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(table);
     }
-    let source = datafusion::datasource::provider_as_source(pg_class);
-    let scan = LogicalPlanBuilder::scan("pg_class", source, None)?.build()?;
+    let source = datafusion::datasource::provider_as_source(table);
+    let scan = LogicalPlanBuilder::scan(name, source, None)?.build()?;
     let mut columns: Vec<Expr> = scan
         .schema()
         .columns()
         .into_iter()
         .map(Expr::Column)
         .collect();
-    columns.push(
-        cast(
-            lit(datafusion::common::ScalarValue::Null),
-            DataType::new_list(DataType::Utf8, true),
-        )
-        .alias("reloptions"),
-    );
+    for (column, array) in missing {
+        let data_type = if *array {
+            DataType::new_list(DataType::Utf8, true)
+        } else {
+            DataType::Utf8
+        };
+        columns.push(cast(lit(datafusion::common::ScalarValue::Null), data_type).alias(*column));
+    }
     let plan = LogicalPlanBuilder::from(scan).project(columns)?.build()?;
     Ok(Arc::new(ViewTable::new(plan, None)))
 }

@@ -40,6 +40,9 @@
 //! - `x::json` / `x::jsonb` (and `CAST`): `json_in(x::json)` / `jsonb_in(x::jsonb)`, the text
 //!   checked as JSON and `jsonb` normalized as PostgreSQL's input functions do;
 //!
+//! - `substring(text FROM 'pattern')`, PostgreSQL's regular-expression form, which DataFusion
+//!   reads as a start position: `(regexp_match(text, 'pattern'))[1]`;
+//!
 //! - `(record).field` (pgAdmin reads `aclexplode`'s records so): `(record)['field']`, which
 //!   DataFusion reads as the struct's field;
 //!
@@ -360,6 +363,39 @@ fn object_agg_of_pairs(expr: &mut Expr, pairs: &str) {
     *expr = crate::sql::srf::call(pairs, vec![aggregate]);
 }
 
+/// Whether `expr` is `substring(text FROM pattern)` with a text pattern (pgAdmin reads a
+/// table's fill factor so): PostgreSQL's regular-expression form, which DataFusion reads as a
+/// start position.
+fn is_substring_pattern(expr: &Expr) -> bool {
+    matches!(expr, Expr::Substring {
+        substring_from: Some(from),
+        substring_for: None,
+        ..
+    } if matches!(from.as_ref(), Expr::Value(v) if matches!(v.value,
+        Value::SingleQuotedString(_) | Value::EscapedStringLiteral(_))))
+}
+
+/// `substring(text FROM pattern)` as `regexp_match(text, pattern)[1]`: the part the
+/// pattern's first parenthesized group matched, or the whole match without one; NULL when it
+/// does not match.
+fn substring_by_pattern(expr: &mut Expr) {
+    let Expr::Substring {
+        expr: text,
+        substring_from: Some(pattern),
+        ..
+    } = expr
+    else {
+        return;
+    };
+    let call = crate::sql::srf::call("regexp_match", vec![*text.clone(), *pattern.clone()]);
+    *expr = Expr::CompoundFieldAccess {
+        root: Box::new(Expr::Nested(Box::new(call))),
+        access_chain: vec![AccessExpr::Subscript(Subscript::Index {
+            index: Expr::value(Value::Number("1".into(), false)),
+        })],
+    };
+}
+
 /// The input function of a `::json` / `::jsonb` cast (`json_in` / `jsonb_in`), or `None`
 /// when `expr` is no such cast.
 fn json_cast(expr: &Expr) -> Option<&'static str> {
@@ -578,6 +614,7 @@ impl Visitor for Finder {
             || object_agg(expr).is_some()
             || is_field_of_parenthesized(expr)
             || json_cast(expr).is_some()
+            || is_substring_pattern(expr)
         {
             ControlFlow::Break(())
         } else {
@@ -704,6 +741,10 @@ impl VisitorMut for Rewriter<'_> {
         }
         if is_field_of_parenthesized(expr) {
             field_subscripts(expr);
+            self.rewritten += 1;
+        }
+        if is_substring_pattern(expr) {
+            substring_by_pattern(expr);
             self.rewritten += 1;
         }
         if let Some(input) = json_cast(expr) {

@@ -16,9 +16,12 @@
 //! `json_object_keys_list`.
 //!
 //! The same hook resolves `CAST(expr AS regclass)` of a non-literal `expr` (Metabase's field
-//! sync casts `format('%I.%I', schema, table)`) to the relation's oid through a correlated
-//! lookup in `pg_class`, NULL for a name that is no relation (PostgreSQL raises an error;
-//! `to_regclass` gives NULL). Literal operands stay datafusion-pg-catalog's.
+//! sync casts `format('%I.%I', schema, table)`) and `to_regclass(expr)` to the relation's oid
+//! through a correlated lookup in `pg_class`, NULL for a name that is no relation (PostgreSQL
+//! raises an error for the cast; `to_regclass` gives NULL). An unqualified constant name is
+//! looked up in `pg_catalog`, then `current_schema()`, as PostgreSQL's search path does; a name
+//! computed per row only in `current_schema()` (so the lookup stays a join DataFusion
+//! decorrelates). Literal operands of the cast stay datafusion-pg-catalog's.
 //!
 //! Elements come back as JSON text in PostgreSQL's `jsonb` output form (`{"a": 1, "b": [1, 2]}`,
 //! keys shorter-first as `jsonb` stores them), because TimeFusion keeps JSON as text.
@@ -38,7 +41,7 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
     self, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
     ObjectNamePart, Query, SelectItem, SetExpr, Statement, TableAlias, TableFactor, Visit,
-    VisitMut, Visitor, VisitorMut,
+    VisitMut, Visitor, VisitorMut, visit_expressions,
 };
 use serde_json::Value;
 
@@ -243,6 +246,8 @@ fn plain_args(args: &FunctionArguments) -> Option<Vec<Expr>> {
 #[derive(Default)]
 struct Rewriter {
     rewritten: usize,
+    /// Select-list items given a plan alias so far.
+    aliases: usize,
 }
 
 impl Rewriter {
@@ -272,7 +277,7 @@ impl Rewriter {
 
     /// A select-list item that is only an SRF call keeps PostgreSQL's column name: the
     /// function's.
-    fn name_items(query: &mut Query) {
+    fn name_items(query: &mut Query, counter: &mut usize) {
         let SetExpr::Select(select) = query.body.as_mut() else {
             return;
         };
@@ -290,6 +295,27 @@ impl Rewriter {
                     expr,
                     alias: Ident::new(name),
                 };
+                continue;
+            }
+            // A `regclass` lookup becomes a scalar subquery, which DataFusion names
+            // `(<subquery>)` whatever it holds: two in one select list would collide. The
+            // plan's alias is not the client's column name (`colname` takes that from the
+            // statement as written).
+            if let SelectItem::UnnamedExpr(expr) = item {
+                let lookup = visit_expressions(&*expr, |e| {
+                    if regclass_operand(e).is_some() {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                });
+                if lookup.is_break() {
+                    *item = SelectItem::ExprWithAlias {
+                        expr: expr.clone(),
+                        alias: Ident::new(format!("regclass_{}", *counter)),
+                    };
+                    *counter += 1;
+                }
             }
         }
     }
@@ -438,7 +464,7 @@ impl VisitorMut for Rewriter {
     type Break = String;
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<String> {
-        Self::name_items(query);
+        Self::name_items(query, &mut self.aliases);
         ControlFlow::Continue(())
     }
 
@@ -464,6 +490,20 @@ impl VisitorMut for Rewriter {
 fn regclass_lookup(expr: &Expr) -> Option<Expr> {
     let operand = regclass_operand(expr)?;
     let parts = format!("parse_ident(CAST({operand} AS TEXT))");
+    if matches!(operand, Expr::Value(_)) {
+        // A constant name: PostgreSQL's search path, `pg_catalog` first, then the current
+        // schema (a lookup that is not correlated can order and limit).
+        let sql = format!(
+            "SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n \
+             ON c.relnamespace = n.oid \
+             WHERE (CASE WHEN array_length({parts}, 1) = 2 THEN n.nspname = {parts}[1] \
+             ELSE n.nspname IN ('pg_catalog', current_schema()) END) \
+             AND c.relname = (CASE WHEN array_length({parts}, 1) = 2 THEN {parts}[2] \
+             WHEN array_length({parts}, 1) = 1 THEN {parts}[1] END) \
+             ORDER BY n.nspname = 'pg_catalog' DESC LIMIT 1"
+        );
+        return parse_query(&sql).ok().map(Expr::Subquery);
+    }
     // Equalities between the relation's columns and expressions of the outer row only, so
     // DataFusion decorrelates the subquery into a join.
     let sql = format!(
@@ -486,8 +526,19 @@ pub(crate) fn parse_query(sql: &str) -> std::result::Result<Box<Query>, String> 
         .map_err(|e| e.to_string())
 }
 
-/// The operand of `CAST(operand AS regclass)` when it is not a literal.
+/// The operand of `CAST(operand AS regclass)` when it is not a literal, or of
+/// `to_regclass(operand)` (NULL for a name that is no relation in PostgreSQL too).
 fn regclass_operand(expr: &Expr) -> Option<&Expr> {
+    if let Expr::Function(function) = expr
+        && matches!(function.name.0.as_slice(),
+            [ObjectNamePart::Identifier(i)] | [_, ObjectNamePart::Identifier(i)]
+                if i.value.eq_ignore_ascii_case("to_regclass"))
+        && function.over.is_none()
+        && let FunctionArguments::List(list) = &function.args
+        && let [FunctionArg::Unnamed(FunctionArgExpr::Expr(operand))] = list.args.as_slice()
+    {
+        return Some(operand);
+    }
     let Expr::Cast {
         expr: operand,
         data_type,
@@ -511,7 +562,9 @@ impl Visitor for Finder {
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
         let found = match expr {
-            Expr::Function(function) => Srf::of(&function.name).is_some(),
+            Expr::Function(function) => {
+                Srf::of(&function.name).is_some() || regclass_operand(expr).is_some()
+            }
             cast => regclass_operand(cast).is_some(),
         };
         if found {

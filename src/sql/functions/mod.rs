@@ -52,7 +52,8 @@
 //!
 //! - `pg_size_pretty(bytes)` in PostgreSQL's units and rounding; `num_nulls(…)` /
 //!   `num_nonnulls(…)`; `width_bucket(operand, low, high, count)` (the `float8` form, with
-//!   PostgreSQL's 2201G errors); `make_timestamp(year, month, day, hour, min, sec)`.
+//!   PostgreSQL's 2201G errors); `make_timestamp(year, month, day, hour, min, sec)`;
+//!   `txid_current()` / `pg_current_xact_id()` (each statement its own transaction).
 //!
 //! - Interval arithmetic ([`interval`]): `interval * n`, `n * interval`, `interval / n` with
 //!   PostgreSQL's carrying of fractions, and `justify_hours` / `justify_days` /
@@ -66,7 +67,8 @@
 //! - `a && b`, PostgreSQL's array overlap operator, is `array_has_any(a, b)` (planned with the
 //!   JSON operators).
 //!
-//! Functions here are pure: they never read storage or the clock.
+//! Functions here are pure: they never read storage or the clock (but for
+//! `txid_current()`, which starts its ids from the clock).
 
 use std::sync::Arc;
 
@@ -110,6 +112,9 @@ pub fn register(context: &mut SessionContext) -> Result<()> {
     context.register_udf(pg::pg_size_pretty());
     context.register_udf(pg::width_bucket());
     context.register_udf(pg::make_timestamp());
+    for id in pg::TransactionId::both() {
+        context.register_udf(id);
+    }
     context.register_udf(interval::interval_mul());
     context.register_udf(interval::interval_div());
     for function in regex::functions() {

@@ -451,6 +451,80 @@ fn bucket(operand: f64, low: f64, high: f64, count: i32) -> Result<i32> {
     Ok(bucket.min(count))
 }
 
+/// `txid_current()` and `pg_current_xact_id()`: the statement's transaction id. Every
+/// statement is its own transaction here: calls in one statement give the same id (the plan's
+/// simplifier folds each into a constant for the statement's start time), and each statement a
+/// larger one than every statement before it, also across restarts (ids start from the
+/// microseconds since 1970 at a process's first call).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct TransactionId {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl TransactionId {
+    pub(crate) fn both() -> [ScalarUDF; 2] {
+        ["txid_current", "pg_current_xact_id"].map(|name| {
+            ScalarUDF::from(TransactionId {
+                name,
+                signature: Signature::exact(vec![], Volatility::Volatile),
+            })
+        })
+    }
+}
+
+impl ScalarUDFImpl for TransactionId {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn simplify(
+        &self,
+        args: Vec<datafusion::logical_expr::Expr>,
+        info: &datafusion::logical_expr::simplify::SimplifyContext,
+    ) -> Result<datafusion::logical_expr::simplify::ExprSimplifyResult> {
+        use datafusion::logical_expr::simplify::ExprSimplifyResult;
+        let Some(start) = info.query_execution_start_time() else {
+            return Ok(ExprSimplifyResult::Original(args));
+        };
+        let id = transaction_id(start.timestamp_nanos_opt().unwrap_or(i64::MAX));
+        Ok(ExprSimplifyResult::Simplified(
+            datafusion::logical_expr::Expr::Literal(ScalarValue::Int64(Some(id)), None),
+        ))
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(ScalarValue::Int64(Some(
+            transaction_id(i64::MIN),
+        ))))
+    }
+}
+
+/// The id of the statement that started at `start` (nanoseconds since 1970): the last id
+/// given when that statement asked before, else a new one. `i64::MIN`: always a new one.
+fn transaction_id(start: i64) -> i64 {
+    static LAST: std::sync::Mutex<(i64, i64)> = std::sync::Mutex::new((i64::MIN, 0));
+    let mut last = LAST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if start != i64::MIN && last.0 == start {
+        return last.1;
+    }
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    *last = (start, micros.max(last.1 + 1));
+    last.1
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -468,5 +542,17 @@ mod tests {
         ] {
             assert_eq!(super::size_pretty(size), text, "{size}");
         }
+    }
+
+    #[test]
+    fn a_statement_keeps_its_transaction_id_and_the_next_gets_a_larger_one() {
+        let first = super::transaction_id(1_000);
+        assert_eq!(super::transaction_id(1_000), first, "the same statement");
+        let second = super::transaction_id(2_000);
+        assert!(second > first);
+        assert!(
+            super::transaction_id(i64::MIN) > second,
+            "an unplanned call is a new one"
+        );
     }
 }
