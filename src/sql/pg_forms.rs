@@ -40,6 +40,13 @@
 //! - `x::json` / `x::jsonb` (and `CAST`): `json_in(x::json)` / `jsonb_in(x::jsonb)`, the text
 //!   checked as JSON and `jsonb` normalized as PostgreSQL's input functions do;
 //!
+//! - `to_date(text, 'YYYY-MM-DD')` / `to_timestamp(text, 'YYYY-MM-DD HH24:MI')` with a constant
+//!   PostgreSQL template pattern: the pattern in chrono's terms, which DataFusion's functions
+//!   read;
+//!
+//! - `date_trunc(unit, ts, zone)`: `at_time_zone(date_trunc(unit, at_time_zone(ts, zone)),
+//!   zone)`, truncated in the zone's wall clock as PostgreSQL does;
+//!
 //! - `substring(text FROM 'pattern')`, PostgreSQL's regular-expression form, which DataFusion
 //!   reads as a start position: `(regexp_match(text, 'pattern'))[1]`;
 //!
@@ -126,8 +133,8 @@ fn settings_relation(settings: &[Setting], alias: Option<TableAlias>) -> Option<
 
 /// The alias of a `FROM` function that returns one column of a scalar type
 /// (`generate_series`, a one-array `unnest`), given without column names: PostgreSQL names the
-/// column after the alias (`SELECT x FROM generate_series(1, 3) x`), DataFusion keeps the
-/// function's own (`value`).
+/// column after the alias (`SELECT x FROM generate_series(1, 3) x`), or without an alias after
+/// the function (`generate_series`, `unnest`), DataFusion keeps its own (`value`).
 fn unnamed_scalar_column(factor: &TableFactor) -> bool {
     let (alias, scalar) = match factor {
         TableFactor::Table {
@@ -149,7 +156,7 @@ fn unnamed_scalar_column(factor: &TableFactor) -> bool {
         } => (alias, array_exprs.len() == 1),
         _ => return false,
     };
-    scalar && alias.as_ref().is_some_and(|alias| alias.columns.is_empty())
+    scalar && alias.as_ref().is_none_or(|alias| alias.columns.is_empty())
 }
 
 /// Whether `factor` reads `pg_settings` or `pg_show_all_settings()`.
@@ -396,6 +403,71 @@ fn substring_by_pattern(expr: &mut Expr) {
     };
 }
 
+/// Whether `expr` is `to_date(text, 'pattern')` / `to_timestamp(text, 'pattern')` with a
+/// PostgreSQL template pattern (`YYYY-MM-DD`), which DataFusion's functions read as chrono's
+/// (`%Y-%m-%d`); a pattern with a `%` is taken as chrono's already.
+fn pg_pattern_call(expr: &Expr) -> bool {
+    let Expr::Function(function) = expr else {
+        return false;
+    };
+    let named = matches!(function.name.0.as_slice(), [ObjectNamePart::Identifier(i)]
+        if i.value.eq_ignore_ascii_case("to_date") || i.value.eq_ignore_ascii_case("to_timestamp"));
+    named
+        && matches!(&function.args, FunctionArguments::List(list)
+            if matches!(list.args.as_slice(), [_, FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))]
+                if matches!(&v.value, Value::SingleQuotedString(p) if !p.contains('%'))))
+}
+
+/// The pattern of a [`pg_pattern_call`] in chrono's terms.
+fn chrono_pattern(expr: &mut Expr) {
+    if let Expr::Function(function) = expr
+        && let FunctionArguments::List(list) = &mut function.args
+        && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) =
+            list.args.get_mut(1)
+        && let Value::SingleQuotedString(pattern) = &mut v.value
+    {
+        *pattern = crate::sql::functions::pg_pattern_to_strftime(pattern);
+    }
+}
+
+/// Whether `expr` is `date_trunc(unit, ts, zone)`, PostgreSQL's truncation in a time zone's
+/// wall clock, which DataFusion has not.
+fn is_zoned_date_trunc(expr: &Expr) -> bool {
+    matches!(expr, Expr::Function(function)
+        if function.over.is_none()
+            && matches!(function.name.0.as_slice(), [ObjectNamePart::Identifier(i)]
+                if i.value.eq_ignore_ascii_case("date_trunc"))
+            && matches!(&function.args, FunctionArguments::List(list)
+                if list.args.len() == 3
+                    && list.args.iter().all(|a| matches!(a, FunctionArg::Unnamed(_)))))
+}
+
+/// `date_trunc(unit, ts, zone)` as `at_time_zone(date_trunc(unit, at_time_zone(ts, zone)),
+/// zone)`: the instant read as the zone's wall clock, truncated there, and read back.
+fn zoned_date_trunc(expr: &mut Expr) {
+    let Expr::Function(function) = expr else {
+        return;
+    };
+    let FunctionArguments::List(list) = &function.args else {
+        return;
+    };
+    let args: Vec<Expr> = list
+        .args
+        .iter()
+        .filter_map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+            _ => None,
+        })
+        .collect();
+    let [unit, ts, zone] = args.as_slice() else {
+        return;
+    };
+    use crate::sql::srf::call;
+    let local = call("at_time_zone", vec![ts.clone(), zone.clone()]);
+    let truncated = call("date_trunc", vec![unit.clone(), local]);
+    *expr = call("at_time_zone", vec![truncated, zone.clone()]);
+}
+
 /// The input function of a `::json` / `::jsonb` cast (`json_in` / `jsonb_in`), or `None`
 /// when `expr` is no such cast.
 fn json_cast(expr: &Expr) -> Option<&'static str> {
@@ -615,6 +687,8 @@ impl Visitor for Finder {
             || is_field_of_parenthesized(expr)
             || json_cast(expr).is_some()
             || is_substring_pattern(expr)
+            || pg_pattern_call(expr)
+            || is_zoned_date_trunc(expr)
         {
             ControlFlow::Break(())
         } else {
@@ -640,14 +714,20 @@ impl VisitorMut for Rewriter<'_> {
             *factor = settings;
             self.rewritten += 1;
         }
+        let function = if matches!(factor, TableFactor::UNNEST { .. }) {
+            "unnest"
+        } else {
+            "generate_series"
+        };
         if unnamed_scalar_column(factor)
-            && let TableFactor::Table {
-                alias: Some(alias), ..
-            }
-            | TableFactor::UNNEST {
-                alias: Some(alias), ..
-            } = factor
+            && let TableFactor::Table { alias, .. } | TableFactor::UNNEST { alias, .. } = factor
         {
+            let alias = alias.get_or_insert_with(|| TableAlias {
+                explicit: false,
+                name: Ident::new(function),
+                columns: vec![],
+                at: None,
+            });
             alias.columns = vec![TableAliasColumnDef {
                 name: alias.name.clone(),
                 data_type: None,
@@ -745,6 +825,14 @@ impl VisitorMut for Rewriter<'_> {
         }
         if is_substring_pattern(expr) {
             substring_by_pattern(expr);
+            self.rewritten += 1;
+        }
+        if pg_pattern_call(expr) {
+            chrono_pattern(expr);
+            self.rewritten += 1;
+        }
+        if is_zoned_date_trunc(expr) {
+            zoned_date_trunc(expr);
             self.rewritten += 1;
         }
         if let Some(input) = json_cast(expr) {

@@ -4,7 +4,9 @@
 //! forms (columns `key`, `value`), `regexp_matches`, `regexp_split_to_table`,
 //! `string_to_table`, and `generate_subscripts(array, dim)` (which SQLAlchemy's and so
 //! Superset's index and primary-key reflection send). In `FROM`, any of them and `unnest`
-//! take `WITH ORDINALITY` (a last column `ordinality`, counting from 1).
+//! take `WITH ORDINALITY` (a last column `ordinality`, counting from 1). `generate_series`
+//! as a select item (PostgreSQL's set, DataFusion's list) is `unnest`ed; in `FROM` it is
+//! DataFusion's table function.
 //!
 //! Each call is rewritten in the syntax tree to `unnest` of a scalar function that returns the
 //! whole set as a list, which DataFusion plans in a select list like PostgreSQL 10+ plans an
@@ -282,6 +284,22 @@ impl Rewriter {
             return;
         };
         for item in &mut select.projection {
+            // `generate_series(…)` as a select item is a set in PostgreSQL, a list in
+            // DataFusion (whose table function serves it in `FROM`): its `unnest`.
+            if let SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } = item
+                && let Some(series) = series_item(expr)
+            {
+                let unnested = call("unnest", vec![series.clone()]);
+                *series = unnested;
+                if let SelectItem::UnnamedExpr(expr) = item {
+                    *item = SelectItem::ExprWithAlias {
+                        expr: expr.clone(),
+                        alias: Ident::new("generate_series"),
+                    };
+                }
+                *counter += 1;
+                continue;
+            }
             if let SelectItem::UnnamedExpr(Expr::Function(function)) = item
                 && Srf::of(&function.name).is_some()
                 && function.over.is_none()
@@ -460,11 +478,32 @@ fn derived(subquery: Box<Query>, alias: Option<TableAlias>, function: &str) -> T
     }
 }
 
+/// Whether `expr` is a `generate_series(…)` call (not a window), PostgreSQL's set-returning
+/// form when it is a select item.
+fn is_series(expr: &Expr) -> bool {
+    matches!(expr, Expr::Function(function)
+        if function.over.is_none()
+            && matches!(function.name.0.as_slice(),
+                [ObjectNamePart::Identifier(i)] | [_, ObjectNamePart::Identifier(i)]
+                    if i.value.eq_ignore_ascii_case("generate_series")))
+}
+
+/// The `generate_series(…)` call a select item is, or casts.
+fn series_item(expr: &mut Expr) -> Option<&mut Expr> {
+    let inner = match expr {
+        Expr::Cast { expr, .. } => expr.as_mut(),
+        other => other,
+    };
+    is_series(inner).then_some(inner)
+}
+
 impl VisitorMut for Rewriter {
     type Break = String;
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<String> {
+        let before = self.aliases;
         Self::name_items(query, &mut self.aliases);
+        self.rewritten += self.aliases - before;
         ControlFlow::Continue(())
     }
 
@@ -568,6 +607,24 @@ impl Visitor for Finder {
             cast => regclass_operand(cast).is_some(),
         };
         if found {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        let SetExpr::Select(select) = query.body.as_ref() else {
+            return ControlFlow::Continue(());
+        };
+        let series = select.projection.iter().any(|item| match item {
+            SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } => match expr {
+                Expr::Cast { expr, .. } => is_series(expr),
+                other => is_series(other),
+            },
+            _ => false,
+        });
+        if series {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())

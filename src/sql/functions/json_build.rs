@@ -89,7 +89,8 @@ pub(super) fn json_field(name: &str) -> FieldRef {
     Arc::new(Field::new(name, DataType::Utf8, true).with_metadata(json_metadata()))
 }
 
-/// The SQL types `json` and `jsonb` as DataFusion has none: text marked as JSON, so
+/// The SQL types `json` and `jsonb` as DataFusion has none: text marked as JSON (and `uuid`
+/// as text), so
 /// `'{"a":1}'::jsonb` plans (DataFusion answered "Unsupported SQL type JSON") and the value is
 /// embedded as JSON by the constructors here. In queries the cast is also wrapped in
 /// `json_in` / `jsonb_in` ([`crate::sql::pg_forms`]), which check the text (22P02) and write
@@ -107,6 +108,9 @@ impl datafusion::logical_expr::planner::TypePlanner for JsonTypes {
         use datafusion::sql::sqlparser::ast::DataType as Sql;
         match (sql_type, &self.next) {
             (Sql::JSON | Sql::JSONB, _) => Ok(Some(json_field(""))),
+            // `'…'::uuid` and `$1::uuid`: text, as the tables keep ids (DataFusion has no
+            // UUID type: "Unsupported SQL type UUID").
+            (Sql::Uuid, _) => Ok(Some(Arc::new(Field::new("", DataType::Utf8, true)))),
             (_, Some(next)) => next.plan_type_field(sql_type),
             (_, None) => Ok(None),
         }

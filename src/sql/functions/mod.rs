@@ -48,7 +48,11 @@
 //!   text.
 //!
 //! - PostgreSQL's names for DataFusion's functions: `every` (`bool_and`), `variance`
-//!   (`var_samp`), `gen_random_uuid()` / `uuid_generate_v4()` (`uuid()`).
+//!   (`var_samp`), `gen_random_uuid()` / `uuid_generate_v4()` (`uuid()`), `sign` (`signum`),
+//!   `array_remove` (`array_remove_all`: PostgreSQL removes every equal element).
+//!
+//! - `quote_literal` / `quote_nullable`, `clock_timestamp()` (the time it is called, unlike
+//!   `now()`), `pg_postmaster_start_time()`.
 //!
 //! - `pg_size_pretty(bytes)` in PostgreSQL's units and rounding; `num_nulls(…)` /
 //!   `num_nonnulls(…)`; `width_bucket(operand, low, high, count)` (the `float8` form, with
@@ -68,7 +72,7 @@
 //!   JSON operators).
 //!
 //! Functions here are pure: they never read storage or the clock (but for
-//! `txid_current()`, which starts its ids from the clock).
+//! `txid_current()`, which starts its ids from the clock, and `clock_timestamp()`).
 
 use std::sync::Arc;
 
@@ -112,6 +116,10 @@ pub fn register(context: &mut SessionContext) -> Result<()> {
     context.register_udf(pg::pg_size_pretty());
     context.register_udf(pg::width_bucket());
     context.register_udf(pg::make_timestamp());
+    context.register_udf(pg::quote_literal(false));
+    context.register_udf(pg::quote_literal(true));
+    context.register_udf(pg::clock_timestamp());
+    context.register_udf(pg::postmaster_start_time());
     for id in pg::TransactionId::both() {
         context.register_udf(id);
     }
@@ -171,6 +179,13 @@ pub fn register(context: &mut SessionContext) -> Result<()> {
     for (theirs, ours) in [("every", "bool_and"), ("variance", "var_samp")] {
         if let Ok(aggregate) = datafusion::execution::FunctionRegistry::udaf(context, ours) {
             context.register_udaf(AggregateUDF::clone(&aggregate).with_aliases([theirs]));
+        }
+    }
+    // PostgreSQL's `sign` is DataFusion's `signum`; its `array_remove` removes every equal
+    // element (DataFusion's removes the first: `array_remove_all` is PostgreSQL's).
+    for (theirs, ours) in [("sign", "signum"), ("array_remove", "array_remove_all")] {
+        if let Ok(function) = datafusion::execution::FunctionRegistry::udf(context, ours) {
+            context.register_udf(ScalarUDF::clone(&function).with_aliases([theirs]));
         }
     }
     if let Ok(uuid) = datafusion::execution::FunctionRegistry::udf(context, "uuid") {

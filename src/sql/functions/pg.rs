@@ -525,6 +525,100 @@ fn transaction_id(start: i64) -> i64 {
     last.1
 }
 
+/// `quote_literal(value)` (NULL for NULL) and `quote_nullable(value)` (`NULL` for NULL):
+/// the value's text as a string literal, quotes doubled, and with backslashes doubled in an
+/// `E'…'` literal, as PostgreSQL writes it.
+pub(crate) fn quote_literal(nullable: bool) -> ScalarUDF {
+    let name = if nullable {
+        "quote_nullable"
+    } else {
+        "quote_literal"
+    };
+    ScalarUDF::from(
+        datafusion::logical_expr::SimpleScalarUDF::new_with_signature(
+            name,
+            Signature::any(1, Volatility::Immutable),
+            DataType::Utf8,
+            Arc::new(move |args: &[ColumnarValue]| {
+                let arrays = ColumnarValue::values_to_arrays(args)?;
+                // Dates and times as PostgreSQL prints them; anything else as its cast.
+                let texts: arrow::array::ArrayRef =
+                    match crate::sql::text_cast::postgres_text(&arrays[0]) {
+                        Some(rendered) => Arc::new(rendered?),
+                        None => cast(&arrays[0], &DataType::Utf8)?,
+                    };
+                let quoted: arrow::array::StringArray = texts
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|text| match text {
+                        Some(text) => Some(quoted_literal(text)),
+                        None if nullable => Some("NULL".to_string()),
+                        None => None,
+                    })
+                    .collect();
+                shaped(args, Arc::new(quoted))
+            }),
+        ),
+    )
+}
+
+fn quoted_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 3);
+    if text.contains('\\') {
+        out.push('E');
+    }
+    out.push('\'');
+    for c in text.chars() {
+        if c == '\'' || c == '\\' {
+            out.push(c);
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
+
+/// `clock_timestamp()`: the time it is when called (`now()` is the statement's start).
+pub(crate) fn clock_timestamp() -> ScalarUDF {
+    let utc = DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into()));
+    ScalarUDF::from(
+        datafusion::logical_expr::SimpleScalarUDF::new_with_signature(
+            "clock_timestamp",
+            Signature::exact(vec![], Volatility::Volatile),
+            utc,
+            Arc::new(|_: &[ColumnarValue]| {
+                let micros = chrono::Utc::now().timestamp_micros();
+                Ok(ColumnarValue::Scalar(ScalarValue::TimestampMicrosecond(
+                    Some(micros),
+                    Some("UTC".into()),
+                )))
+            }),
+        ),
+    )
+}
+
+/// `pg_postmaster_start_time()`: when this server process started (when its functions were
+/// first registered, at start-up).
+pub(crate) fn postmaster_start_time() -> ScalarUDF {
+    static STARTED: std::sync::LazyLock<i64> =
+        std::sync::LazyLock::new(|| chrono::Utc::now().timestamp_micros());
+    let started = *STARTED;
+    let utc = DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into()));
+    ScalarUDF::from(
+        datafusion::logical_expr::SimpleScalarUDF::new_with_signature(
+            "pg_postmaster_start_time",
+            Signature::exact(vec![], Volatility::Stable),
+            utc,
+            Arc::new(move |_: &[ColumnarValue]| {
+                Ok(ColumnarValue::Scalar(ScalarValue::TimestampMicrosecond(
+                    Some(started),
+                    Some("UTC".into()),
+                )))
+            }),
+        ),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -554,5 +648,13 @@ mod tests {
             super::transaction_id(i64::MIN) > second,
             "an unplanned call is a new one"
         );
+    }
+
+    // PostgreSQL 15: quote_literal(E'a\\b') = E'a\\\\b', quote_literal('it''s') = 'it''s'.
+    #[test]
+    fn literals_are_quoted_as_postgresql_quotes_them() {
+        assert_eq!(super::quoted_literal("it's"), "'it''s'");
+        assert_eq!(super::quoted_literal("a\\b"), "E'a\\\\b'");
+        assert_eq!(super::quoted_literal(""), "''");
     }
 }

@@ -1,7 +1,8 @@
 //! PostgreSQL's regular-expression functions that return arrays or sets:
 //! `regexp_split_to_array(text, pattern [, flags])` and `regexp_matches_list(text, pattern
 //! [, flags])`, the list behind `regexp_matches` and `regexp_split_to_table`, which
-//! [`crate::sql::srf`] rewrites to `unnest` of these.
+//! [`crate::sql::srf`] rewrites to `unnest` of these; and PostgreSQL 15's
+//! `regexp_substr(text, pattern [, start [, n [, flags [, subexpr]]]])`.
 //!
 //! Flags are PostgreSQL's: `g` every match (`regexp_matches` only), `i` case-insensitive, `c`
 //! case-sensitive, `n` / `m` newline-sensitive (`.` and bracket expressions stop at a newline,
@@ -21,20 +22,126 @@ use regex::Regex;
 use crate::error::{SqlError, SqlState};
 use crate::sql::functions::shaped;
 
-/// `regexp_split_to_array` and `regexp_matches_list`.
-pub(crate) fn functions() -> [ScalarUDF; 2] {
+/// `regexp_split_to_array`, `regexp_matches_list` and `regexp_substr`.
+pub(crate) fn functions() -> [ScalarUDF; 3] {
     let text_list = DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)));
     let list_of_lists = DataType::List(Arc::new(Field::new_list_field(text_list.clone(), true)));
     [
         udf("regexp_split_to_array", text_list, Each::Split),
         udf("regexp_matches_list", list_of_lists, Each::Matches),
+        substr_udf(),
     ]
+}
+
+/// `regexp_substr(text, pattern [, start [, n [, flags [, subexpr]]]])`: the `n`th match
+/// (default the first) at or after character `start` (default 1), or its `subexpr`th
+/// parenthesized group (default 0: the whole match); NULL when there is none.
+fn substr_udf() -> ScalarUDF {
+    use datafusion::logical_expr::TypeSignature::Any;
+    ScalarUDF::from(
+        datafusion::logical_expr::SimpleScalarUDF::new_with_signature(
+            "regexp_substr",
+            Signature::one_of(
+                vec![Any(2), Any(3), Any(4), Any(5), Any(6)],
+                Volatility::Immutable,
+            ),
+            DataType::Utf8,
+            Arc::new(substrs),
+        ),
+    )
+}
+
+fn substrs(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let arrays = ColumnarValue::values_to_arrays(args)?;
+    let text = |i: usize| -> Result<Option<arrow::array::ArrayRef>> {
+        arrays
+            .get(i)
+            .map(|a| cast(a, &DataType::Utf8))
+            .transpose()
+            .map_err(Into::into)
+    };
+    let int = |i: usize| -> Result<Option<arrow::array::ArrayRef>> {
+        arrays
+            .get(i)
+            .map(|a| cast(a, &DataType::Int64))
+            .transpose()
+            .map_err(Into::into)
+    };
+    let (values, patterns, flags) = (text(0)?, text(1)?, text(4)?);
+    let (starts, ns, subexprs) = (int(2)?, int(3)?, int(5)?);
+    let (Some(values), Some(patterns)) = (values, patterns) else {
+        return Err(SqlError::new(
+            SqlState::UNDEFINED_FUNCTION,
+            "regexp_substr takes (text, pattern, …)",
+        )
+        .into());
+    };
+    let (values, patterns) = (values.as_string::<i32>(), patterns.as_string::<i32>());
+    let flags = flags.as_ref().map(|f| f.as_string::<i32>());
+    let ints = |a: &Option<arrow::array::ArrayRef>| {
+        a.as_ref()
+            .map(|a| a.as_primitive::<arrow::datatypes::Int64Type>().clone())
+    };
+    let (starts, ns, subexprs) = (ints(&starts), ints(&ns), ints(&subexprs));
+    let mut compiled: HashMap<(&str, &str), (Regex, bool)> = HashMap::new();
+    let mut out = StringBuilder::new();
+    for row in 0..values.len() {
+        let null = |a: Option<&dyn Array>| a.is_some_and(|a| a.is_null(row));
+        if values.is_null(row)
+            || patterns.is_null(row)
+            || null(flags.map(|f| f as &dyn Array))
+            || [&starts, &ns, &subexprs]
+                .iter()
+                .any(|a| null(a.as_ref().map(|a| a as &dyn Array)))
+        {
+            out.append_null();
+            continue;
+        }
+        let value_of = |a: &Option<arrow::array::Int64Array>, default: i64| {
+            a.as_ref().map_or(default, |a| a.value(row))
+        };
+        let (start, n, subexpr) = (
+            value_of(&starts, 1),
+            value_of(&ns, 1),
+            value_of(&subexprs, 0),
+        );
+        for (name, value, least) in [("start", start, 1), ("n", n, 1), ("subexpr", subexpr, 0)] {
+            if value < least {
+                return Err(SqlError::new(
+                    SqlState::INVALID_PARAMETER_VALUE,
+                    format!("invalid value for parameter \"{name}\": {value}"),
+                )
+                .into());
+            }
+        }
+        let key = (patterns.value(row), flags.map_or("", |f| f.value(row)));
+        let (regex, _) = match compiled.get(&key) {
+            Some(found) => found,
+            None => {
+                let made = compile(key.0, key.1, Each::Substr)?;
+                compiled.entry(key).or_insert(made)
+            }
+        };
+        let text = values.value(row);
+        let from = text
+            .char_indices()
+            .nth((start - 1) as usize)
+            .map_or(text.len(), |(at, _)| at);
+        let found = regex
+            .captures_iter(&text[from..])
+            .nth((n - 1) as usize)
+            .and_then(|c| c.get(subexpr as usize).map(|m| m.as_str().to_string()));
+        out.append_option(found);
+    }
+    shaped(args, Arc::new(out.finish()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Each {
     Split,
     Matches,
+    /// `regexp_substr`, which takes no `g` either.
+    Substr,
 }
 
 fn udf(name: &'static str, returns: DataType, each: Each) -> ScalarUDF {
@@ -97,7 +204,7 @@ fn run(args: &[ColumnarValue], each: Each) -> Result<ColumnarValue> {
                 }
                 splits.append(true);
             }
-            Each::Matches => {
+            Each::Matches | Each::Substr => {
                 for found in regex
                     .captures_iter(text)
                     .take(if *global { usize::MAX } else { 1 })
@@ -117,8 +224,8 @@ fn run(args: &[ColumnarValue], each: Each) -> Result<ColumnarValue> {
         }
     }
     match each {
-        Each::Split => shaped(args, Arc::new(splits.finish())),
         Each::Matches => shaped(args, Arc::new(matches.finish())),
+        _ => shaped(args, Arc::new(splits.finish())),
     }
 }
 
@@ -132,9 +239,13 @@ fn compile(pattern: &str, flags: &str, each: Each) -> Result<(Regex, bool)> {
         match flag {
             'g' if each == Each::Matches => global = true,
             'g' => {
+                let function = match each {
+                    Each::Substr => "regexp_substr()",
+                    _ => "regexp_split_to_array()",
+                };
                 return Err(SqlError::new(
                     SqlState::INVALID_PARAMETER_VALUE,
-                    "regexp_split_to_array() does not support the \"global\" option",
+                    format!("{function} does not support the \"global\" option"),
                 )
                 .into());
             }
