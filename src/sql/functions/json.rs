@@ -52,6 +52,25 @@ pub(crate) fn is_text_type(t: &DataType) -> bool {
     is_text(t) || matches!(t, DataType::Dictionary(_, v) if is_text(v))
 }
 
+/// Whether `left op right` is a `jsonb` operation: `||` with a JSON-marked side, `-` with a
+/// JSON-marked left (DataFusion has no `-` for text at all).
+fn json_side(
+    left: &Expr,
+    right: &Expr,
+    op: &datafusion::sql::sqlparser::ast::BinaryOperator,
+    schema: &DFSchema,
+) -> bool {
+    use datafusion::sql::sqlparser::ast::BinaryOperator as Op;
+    let json = |e: &Expr| {
+        e.to_field(schema)
+            .is_ok_and(|(_, field)| super::json_build::is_json_field(&field))
+    };
+    match op {
+        Op::StringConcat => json(left) || json(right),
+        _ => json(left),
+    }
+}
+
 /// The operators whose result is the same over JSON text as over its `jsonb` form: those
 /// giving text or a boolean. (`->` and `#>` give JSON, which must be in `jsonb`'s form after
 /// a `::jsonb`; and a scalar `->>` of a repeated key differs, the first value here and the
@@ -185,6 +204,17 @@ impl ExprPlanner for PgJsonPlanner {
                 Arc::new(super::json_edit::key_test(op == Op::QuestionPipe)),
                 vec![left, right],
             ),
+            // `a || b` and `a - k` on `jsonb`: when a side is JSON-marked text (a `::jsonb`
+            // cast, a JSON function's result); `||` of plain text stays concatenation.
+            Op::StringConcat | Op::Minus if json_side(&left, &right, &op, schema) => {
+                let (concat, delete) = super::json_edit::concat_and_delete();
+                let udf = if op == Op::StringConcat {
+                    concat
+                } else {
+                    delete
+                };
+                call(Arc::new(udf), vec![left, right])
+            }
             // `a && b`, PostgreSQL's array overlap: whether the arrays share an element.
             Op::PGOverlap => call(
                 datafusion::functions_nested::array_has::array_has_any_udf(),

@@ -15,6 +15,10 @@
 //!   `…_of_pairs(array_agg(json_object_pair(k, v)))` so `ORDER BY`, `FILTER` and grouping are
 //!   `array_agg`'s.
 //!
+//! - `jsonb_concat(a, b)` and `jsonb_delete(j, key | keys | position)`, the `||` and `-`
+//!   operators on `jsonb` values ([`super::json::PgJsonPlanner`] plans them when a side is
+//!   JSON-marked text, as a `::jsonb` cast is);
+//!
 //! - `json_in(text)` / `jsonb_in(text)`, what `::json` / `::jsonb` casts in queries become
 //!   ([`crate::sql::pg_forms`]): the text checked as PostgreSQL's input functions check it
 //!   (22P02), and `jsonb` written in its normalized form (`{"a": 2, "b": 1}`: keys sorted, the
@@ -57,6 +61,10 @@ enum Edit {
     /// `json_in(text)` / `jsonb_in(text)`, the `::json` / `::jsonb` casts: the text checked
     /// (22P02 when it is not JSON); `jsonb` in its normalized form.
     In(Flavor),
+    /// `jsonb_concat(a, b)`, the `||` operator on `jsonb`.
+    Concat,
+    /// `jsonb_delete(j, key | keys | position)`, the `-` operator on `jsonb`.
+    Delete,
 }
 
 /// The functions above.
@@ -73,10 +81,20 @@ pub(crate) fn functions() -> Vec<ScalarUDF> {
         Edit::Pair,
         Edit::In(Flavor::Json),
         Edit::In(Flavor::Jsonb),
+        Edit::Concat,
+        Edit::Delete,
     ]
     .into_iter()
     .map(|edit| ScalarUDF::from(JsonEdit::new(edit)))
     .collect()
+}
+
+/// `jsonb_concat` and `jsonb_delete`, which `||` and `-` on `jsonb` plan to.
+pub(crate) fn concat_and_delete() -> (ScalarUDF, ScalarUDF) {
+    (
+        ScalarUDF::from(JsonEdit::new(Edit::Concat)),
+        ScalarUDF::from(JsonEdit::new(Edit::Delete)),
+    )
 }
 
 /// `jsonb_exists_any` (`any`) or `jsonb_exists_all`, which the `?|` / `?&` operators plan to.
@@ -104,7 +122,7 @@ impl JsonEdit {
             Edit::StripNulls(_) | Edit::Pretty | Edit::ObjectOfPairs(_) | Edit::In(_) => {
                 Signature::any(1, Volatility::Immutable)
             }
-            Edit::ExistsAny | Edit::ExistsAll | Edit::Pair => {
+            Edit::ExistsAny | Edit::ExistsAll | Edit::Pair | Edit::Concat | Edit::Delete => {
                 Signature::any(2, Volatility::Immutable)
             }
         };
@@ -126,6 +144,8 @@ impl ScalarUDFImpl for JsonEdit {
             Edit::Pair => "json_object_pair",
             Edit::In(Flavor::Json) => "json_in",
             Edit::In(Flavor::Jsonb) => "jsonb_in",
+            Edit::Concat => "jsonb_concat",
+            Edit::Delete => "jsonb_delete",
         }
     }
 
@@ -241,6 +261,39 @@ impl JsonEdit {
                 out = text;
             }
             Edit::In(Flavor::Jsonb) => write_jsonb(&mut out, &read(&text, Flavor::Jsonb)?),
+            Edit::Concat => {
+                let Some(right) = texts(&arrays[1], row)? else {
+                    return Ok(None);
+                };
+                let joined = concat(read(&text, Flavor::Jsonb)?, read(&right, Flavor::Jsonb)?);
+                write_jsonb(&mut out, &joined);
+            }
+            Edit::Delete => {
+                if is_null(&arrays[1], row) {
+                    return Ok(None);
+                }
+                let target = read(&text, Flavor::Jsonb)?;
+                let what = match arrays[1].data_type() {
+                    t if t.is_integer() => Removal::Position(
+                        cast(&arrays[1].slice(row, 1), &DataType::Int64)?
+                            .as_primitive::<arrow::datatypes::Int64Type>()
+                            .value(0),
+                    ),
+                    DataType::List(_) | DataType::LargeList(_) => {
+                        let keys = text_lists(&arrays[1].slice(row, 1))?;
+                        let keys = keys.value(0);
+                        Removal::Keys(
+                            keys.as_string::<i32>()
+                                .iter()
+                                .flatten()
+                                .map(String::from)
+                                .collect(),
+                        )
+                    }
+                    _ => Removal::Keys(texts(&arrays[1], row)?.into_iter().collect()),
+                };
+                write_jsonb(&mut out, &delete(target, &what)?);
+            }
             Edit::Set => {
                 let Some(paths) = paths.filter(|p| !p.is_null(row)) else {
                     return Ok(None);
@@ -337,6 +390,64 @@ fn text_lists(array: &ArrayRef) -> Result<ListArray> {
             let list = DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)));
             Ok(cast(array, &list)?.as_list::<i32>().clone())
         }
+    }
+}
+
+/// PostgreSQL's `jsonb || jsonb`: two objects merge (the right's value for a key in both),
+/// anything else concatenates as arrays, a non-array side as one element.
+fn concat(left: Json, right: Json) -> Json {
+    match (left, right) {
+        (Json::Object(mut members), Json::Object(more)) => {
+            members.extend(more);
+            Json::Object(members)
+        }
+        (left, right) => {
+            let items = |value: Json| match value {
+                Json::Array(items) => items,
+                other => vec![other],
+            };
+            let mut all = items(left);
+            all.extend(items(right));
+            Json::Array(all)
+        }
+    }
+}
+
+/// What `jsonb - x` removes.
+enum Removal {
+    /// A key of an object, or string elements equal to it in an array (`- 'k'`, `- '{a,b}'`).
+    Keys(Vec<String>),
+    /// An array element, negative from the end (`- 1`).
+    Position(i64),
+}
+
+/// PostgreSQL's `jsonb - x`.
+fn delete(target: Json, what: &Removal) -> Result<Json> {
+    match (target, what) {
+        (Json::Object(members), Removal::Keys(keys)) => Ok(Json::Object(
+            members
+                .into_iter()
+                .filter(|(k, _)| !keys.contains(k))
+                .collect(),
+        )),
+        (Json::Array(items), Removal::Keys(keys)) => Ok(Json::Array(
+            items
+                .into_iter()
+                .filter(|item| !matches!(item, Json::String(s) if keys.contains(s)))
+                .collect(),
+        )),
+        (Json::Array(mut items), Removal::Position(at)) => {
+            let len = items.len() as i64;
+            let at = if *at < 0 { at + len } else { *at };
+            if (0..len).contains(&at) {
+                items.remove(at as usize);
+            }
+            Ok(Json::Array(items))
+        }
+        (Json::Object(_), Removal::Position(_)) => {
+            Err(invalid("cannot delete from object using integer index"))
+        }
+        _ => Err(invalid("cannot delete from scalar")),
     }
 }
 

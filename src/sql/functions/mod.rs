@@ -41,7 +41,8 @@
 //!   JSON text in PostgreSQL's exact `json` / `jsonb` output forms; JSON-text arguments (the
 //!   `->` operator's results, these functions' own) are embedded as JSON, not as strings.
 //!
-//! - `jsonb_set`, `json_strip_nulls` / `jsonb_strip_nulls`, `jsonb_pretty`, the `?|` / `?&`
+//! - `jsonb_set`, `json_strip_nulls` / `jsonb_strip_nulls`, `jsonb_pretty`, `jsonb || jsonb`,
+//!   `jsonb - key`, the `?|` / `?&`
 //!   key tests and the aggregates `json_object_agg` / `jsonb_object_agg` ([`json_edit`]).
 //!
 //! - `json_array_length` / `jsonb_array_length` and `json_typeof` / `jsonb_typeof` over JSON
