@@ -44,6 +44,8 @@
 //!   PostgreSQL template pattern: the pattern in chrono's terms, which DataFusion's functions
 //!   read;
 //!
+//! - `mod(a, b)` / `div(a, b)`: `(a) % (b)` / `trunc((a) / (b))`;
+//!
 //! - `date_trunc(unit, ts, zone)`: `at_time_zone(date_trunc(unit, at_time_zone(ts, zone)),
 //!   zone)`, truncated in the zone's wall clock as PostgreSQL does;
 //!
@@ -62,10 +64,10 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    AccessExpr, DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
-    Ident, ObjectName, ObjectNamePart, OrderByKind, Query, SelectItem, SetExpr, Statement,
-    Subscript, TableAlias, TableAliasColumnDef, TableFactor, UnaryOperator, Value, Visit, VisitMut,
-    Visitor, VisitorMut, visit_expressions, visit_expressions_mut,
+    AccessExpr, BinaryOperator, DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
+    GroupByExpr, Ident, ObjectName, ObjectNamePart, OrderByKind, Query, SelectItem, SetExpr,
+    Statement, Subscript, TableAlias, TableAliasColumnDef, TableFactor, UnaryOperator, Value,
+    Visit, VisitMut, Visitor, VisitorMut, visit_expressions, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -430,6 +432,59 @@ fn chrono_pattern(expr: &mut Expr) {
     }
 }
 
+/// The operator of `mod(a, b)` (`%`) or `div(a, b)` (`/`, truncated), PostgreSQL's function
+/// forms DataFusion has not.
+fn arithmetic_call(expr: &Expr) -> Option<BinaryOperator> {
+    let Expr::Function(function) = expr else {
+        return None;
+    };
+    let [ObjectNamePart::Identifier(ident)] = function.name.0.as_slice() else {
+        return None;
+    };
+    let op = match ident.value.to_lowercase().as_str() {
+        "mod" => BinaryOperator::Modulo,
+        "div" => BinaryOperator::Divide,
+        _ => return None,
+    };
+    let plain = function.over.is_none()
+        && matches!(&function.args, FunctionArguments::List(list)
+            if list.args.len() == 2
+                && list.args.iter().all(|a| matches!(a, FunctionArg::Unnamed(FunctionArgExpr::Expr(_)))));
+    plain.then_some(op)
+}
+
+/// `mod(a, b)` as `(a) % (b)`, `div(a, b)` as `trunc((a) / (b))`.
+fn arithmetic(expr: &mut Expr, op: BinaryOperator) {
+    let Expr::Function(function) = expr else {
+        return;
+    };
+    let FunctionArguments::List(list) = &function.args else {
+        return;
+    };
+    let args: Vec<Expr> = list
+        .args
+        .iter()
+        .filter_map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+            _ => None,
+        })
+        .collect();
+    let [a, b] = args.as_slice() else {
+        return;
+    };
+    let divide = op == BinaryOperator::Divide;
+    let operation = Expr::Nested(Box::new(Expr::BinaryOp {
+        left: Box::new(Expr::Nested(Box::new(a.clone()))),
+        op,
+        right: Box::new(Expr::Nested(Box::new(b.clone()))),
+    }));
+    *expr = if divide {
+        crate::sql::srf::call("trunc", vec![operation])
+    } else {
+        operation
+    };
+}
+
 /// Whether `expr` is `date_trunc(unit, ts, zone)`, PostgreSQL's truncation in a time zone's
 /// wall clock, which DataFusion has not.
 fn is_zoned_date_trunc(expr: &Expr) -> bool {
@@ -689,6 +744,7 @@ impl Visitor for Finder {
             || is_substring_pattern(expr)
             || pg_pattern_call(expr)
             || is_zoned_date_trunc(expr)
+            || arithmetic_call(expr).is_some()
         {
             ControlFlow::Break(())
         } else {
@@ -833,6 +889,10 @@ impl VisitorMut for Rewriter<'_> {
         }
         if is_zoned_date_trunc(expr) {
             zoned_date_trunc(expr);
+            self.rewritten += 1;
+        }
+        if let Some(op) = arithmetic_call(expr) {
+            arithmetic(expr, op);
             self.rewritten += 1;
         }
         if let Some(input) = json_cast(expr) {

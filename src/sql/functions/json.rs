@@ -52,8 +52,11 @@ pub(crate) fn is_text_type(t: &DataType) -> bool {
     is_text(t) || matches!(t, DataType::Dictionary(_, v) if is_text(v))
 }
 
-/// Whether `left op right` is a `jsonb` operation: `||` with a JSON-marked side, `-` with a
-/// JSON-marked left (DataFusion has no `-` for text at all).
+/// Whether `left op right` is a `jsonb` operation, as PostgreSQL's operator resolution would
+/// pick it: `||` with a `jsonb` side (a `::jsonb` cast, a `jsonb_*` function's result) and on
+/// the other another, or a literal that reads as JSON (PostgreSQL's untyped literal becomes
+/// `jsonb`); `json || json`, `json || jsonb` and `jsonb || text` stay text concatenation, as
+/// there. `-` with JSON text on the left (DataFusion has no `-` for text at all).
 fn json_side(
     left: &Expr,
     right: &Expr,
@@ -65,10 +68,27 @@ fn json_side(
         e.to_field(schema)
             .is_ok_and(|(_, field)| super::json_build::is_json_field(&field))
     };
+    let json_literal = |e: &Expr| {
+        matches!(e, Expr::Literal(ScalarValue::Utf8(Some(t)) | ScalarValue::Utf8View(Some(t)), _)
+            if serde_json::from_str::<serde_json::Value>(t).is_ok())
+    };
+    let jsonb = |e: &Expr| is_jsonb(e) || json_literal(e);
     match op {
-        Op::StringConcat => json(left) || json(right),
+        Op::StringConcat => (is_jsonb(left) && jsonb(right)) || (is_jsonb(right) && jsonb(left)),
         _ => json(left),
     }
+}
+
+/// Whether `expr` is a `jsonb` value by its making: a `::jsonb` cast (`jsonb_in`) or a
+/// `jsonb_*` / `to_jsonb` function's result.
+fn is_jsonb(expr: &Expr) -> bool {
+    let name = match expr {
+        Expr::Alias(alias) => return is_jsonb(&alias.expr),
+        Expr::ScalarFunction(call) => call.func.name(),
+        Expr::AggregateFunction(call) => call.func.name(),
+        _ => return false,
+    };
+    name.starts_with("jsonb_") || name == "to_jsonb"
 }
 
 /// The operators whose result is the same over JSON text as over its `jsonb` form: those

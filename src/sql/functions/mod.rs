@@ -50,7 +50,8 @@
 //!
 //! - PostgreSQL's names for DataFusion's functions: `every` (`bool_and`), `variance`
 //!   (`var_samp`), `gen_random_uuid()` / `uuid_generate_v4()` (`uuid()`), `sign` (`signum`),
-//!   `array_remove` (`array_remove_all`: PostgreSQL removes every equal element).
+//!   `array_remove` (`array_remove_all`: PostgreSQL removes every equal element),
+//!   `statement_timestamp()` / `transaction_timestamp()` (`now()`).
 //!
 //! - `quote_literal` / `quote_nullable`, `clock_timestamp()` (the time it is called, unlike
 //!   `now()`), `pg_postmaster_start_time()`.
@@ -184,7 +185,14 @@ pub fn register(context: &mut SessionContext) -> Result<()> {
     }
     // PostgreSQL's `sign` is DataFusion's `signum`; its `array_remove` removes every equal
     // element (DataFusion's removes the first: `array_remove_all` is PostgreSQL's).
-    for (theirs, ours) in [("sign", "signum"), ("array_remove", "array_remove_all")] {
+    // `statement_timestamp()` and `transaction_timestamp()` are `now()`: each statement is its
+    // own transaction.
+    for (theirs, ours) in [
+        ("sign", "signum"),
+        ("array_remove", "array_remove_all"),
+        ("statement_timestamp", "now"),
+        ("transaction_timestamp", "now"),
+    ] {
         if let Ok(function) = datafusion::execution::FunctionRegistry::udf(context, ours) {
             context.register_udf(ScalarUDF::clone(&function).with_aliases([theirs]));
         }
