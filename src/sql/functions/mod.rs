@@ -27,7 +27,8 @@
 //!
 //! - `to_char(value, pattern)` with PostgreSQL's template patterns (`YYYY-MM-DD HH24:MI:SS`,
 //!   `Mon`, `Day`, `FM`, quoted literals …), translated to DataFusion's strftime-style
-//!   `to_char`; a pattern that already contains `%` is passed through unchanged.
+//!   `to_char`; a pattern that already contains `%` is passed through unchanged. Of a number,
+//!   PostgreSQL's number patterns (`FM9,999.00`, [`number_format`]).
 //!
 //! - PostgreSQL's JSON operators and functions over the JSON-text columns, on top of
 //!   `datafusion-functions-json`: `->` / `#>` return JSON text (as `json` does in PostgreSQL),
@@ -90,6 +91,7 @@ mod json;
 pub(crate) mod json_build;
 mod json_edit;
 mod metrics;
+mod number_format;
 mod percentile;
 mod pg;
 mod regex;

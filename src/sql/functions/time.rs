@@ -730,12 +730,28 @@ fn days_in_month(year: i32, month: u32) -> i64 {
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct PgToChar {
     inner: Arc<ScalarUDF>,
+    /// DataFusion's date and time forms, and numbers ([`super::number_format`]).
+    signature: Signature,
 }
 
 impl Default for PgToChar {
     fn default() -> Self {
+        use datafusion::logical_expr::TypeSignature;
+        let inner = datafusion::functions::datetime::to_char();
+        let mut forms = match &inner.signature().type_signature {
+            TypeSignature::OneOf(forms) => forms.clone(),
+            other => vec![other.clone()],
+        };
+        for number in [
+            DataType::Int64,
+            DataType::Float64,
+            DataType::Decimal128(38, 10),
+        ] {
+            forms.push(TypeSignature::Exact(vec![number, DataType::Utf8]));
+        }
         PgToChar {
-            inner: datafusion::functions::datetime::to_char(),
+            inner,
+            signature: Signature::one_of(forms, Volatility::Immutable),
         }
     }
 }
@@ -746,14 +762,24 @@ impl ScalarUDFImpl for PgToChar {
     }
 
     fn signature(&self) -> &Signature {
-        self.inner.signature()
+        &self.signature
     }
 
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        if args.first().is_some_and(DataType::is_numeric) {
+            return Ok(DataType::Utf8);
+        }
         self.inner.inner().return_type(args)
     }
 
     fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if args
+            .args
+            .first()
+            .is_some_and(|a| a.data_type().is_numeric())
+        {
+            return number_to_char(&args.args);
+        }
         if let Some(pattern) = args.args.get_mut(1) {
             *pattern = match std::mem::replace(pattern, ColumnarValue::Scalar(ScalarValue::Null)) {
                 ColumnarValue::Scalar(ScalarValue::Utf8(Some(p))) => {
@@ -778,6 +804,41 @@ impl ScalarUDFImpl for PgToChar {
         }
         self.inner.invoke_with_args(args)
     }
+}
+
+/// `to_char(number, pattern)` row by row ([`super::number_format`]).
+fn number_to_char(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    use super::number_format::{Number, format};
+    let arrays = ColumnarValue::values_to_arrays(args)?;
+    let patterns = cast(&arrays[1], &DataType::Utf8)?;
+    let patterns = patterns.as_string::<i32>();
+    let float = matches!(
+        arrays[0].data_type(),
+        DataType::Float16 | DataType::Float32 | DataType::Float64
+    );
+    let values = if float {
+        cast(&arrays[0], &DataType::Float64)?
+    } else {
+        cast(&arrays[0], &DataType::Utf8)?
+    };
+    let mut out = arrow::array::StringBuilder::new();
+    for row in 0..values.len() {
+        if values.is_null(row) || patterns.is_null(row) {
+            out.append_null();
+            continue;
+        }
+        let number = if float {
+            Number::Float(
+                values
+                    .as_primitive::<arrow::datatypes::Float64Type>()
+                    .value(row),
+            )
+        } else {
+            Number::Decimal(values.as_string::<i32>().value(row))
+        };
+        out.append_value(format(number, patterns.value(row))?);
+    }
+    shaped(args, Arc::new(out.finish()))
 }
 
 /// PostgreSQL template patterns → chrono strftime. Text in double quotes is literal; `FM`
