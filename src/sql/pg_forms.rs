@@ -458,17 +458,9 @@ fn arithmetic(expr: &mut Expr, op: BinaryOperator) {
     let Expr::Function(function) = expr else {
         return;
     };
-    let FunctionArguments::List(list) = &function.args else {
+    let Some(args) = crate::sql::srf::plain_args(&function.args) else {
         return;
     };
-    let args: Vec<Expr> = list
-        .args
-        .iter()
-        .filter_map(|a| match a {
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
-            _ => None,
-        })
-        .collect();
     let [a, b] = args.as_slice() else {
         return;
     };
@@ -503,17 +495,9 @@ fn zoned_date_trunc(expr: &mut Expr) {
     let Expr::Function(function) = expr else {
         return;
     };
-    let FunctionArguments::List(list) = &function.args else {
+    let Some(args) = crate::sql::srf::plain_args(&function.args) else {
         return;
     };
-    let args: Vec<Expr> = list
-        .args
-        .iter()
-        .filter_map(|a| match a {
-            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
-            _ => None,
-        })
-        .collect();
     let [unit, ts, zone] = args.as_slice() else {
         return;
     };

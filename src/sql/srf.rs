@@ -228,7 +228,7 @@ pub(crate) fn call(name: &str, args: Vec<Expr>) -> Expr {
 
 /// The plain positional arguments of a call, or `None` when it has anything else (named
 /// arguments, `*`, `ORDER BY` …), which is left for DataFusion to reject.
-fn plain_args(args: &FunctionArguments) -> Option<Vec<Expr>> {
+pub(crate) fn plain_args(args: &FunctionArguments) -> Option<Vec<Expr>> {
     let FunctionArguments::List(list) = args else {
         return None;
     };

@@ -58,16 +58,10 @@ impl AggregateUDFImpl for PercentileDisc {
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<arrow::datatypes::FieldRef>> {
-        let item =
-            arrow::datatypes::Field::new_list_field(args.input_fields[0].data_type().clone(), true);
-        Ok(vec![
-            arrow::datatypes::Field::new(
-                format_state_name(args.name, "percentile_disc"),
-                DataType::List(Arc::new(item)),
-                true,
-            )
-            .into(),
-        ])
+        Ok(OrderedSetAccumulator::state_fields(
+            &args,
+            "percentile_disc",
+        ))
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
@@ -80,10 +74,7 @@ impl AggregateUDFImpl for PercentileDisc {
         if !(0.0..=1.0).contains(&fraction) {
             return plan_err!("percentile_disc: the fraction {fraction} is not between 0 and 1");
         }
-        let descending = args
-            .order_bys
-            .first()
-            .is_some_and(|sort| sort.options.descending);
+        let descending = descending(&args);
         Ok(Box::new(OrderedSetAccumulator {
             data_type: args.expr_fields[0].data_type().clone(),
             pick: Pick::Fraction(fraction),
@@ -126,23 +117,11 @@ impl AggregateUDFImpl for Mode {
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<arrow::datatypes::FieldRef>> {
-        let item =
-            arrow::datatypes::Field::new_list_field(args.input_fields[0].data_type().clone(), true);
-        Ok(vec![
-            arrow::datatypes::Field::new(
-                format_state_name(args.name, "mode"),
-                DataType::List(Arc::new(item)),
-                true,
-            )
-            .into(),
-        ])
+        Ok(OrderedSetAccumulator::state_fields(&args, "mode"))
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let descending = args
-            .order_bys
-            .first()
-            .is_some_and(|sort| sort.options.descending);
+        let descending = descending(&args);
         Ok(Box::new(OrderedSetAccumulator {
             data_type: args.expr_fields[0].data_type().clone(),
             pick: Pick::Mode,
@@ -154,6 +133,13 @@ impl AggregateUDFImpl for Mode {
     fn supports_within_group_clause(&self) -> bool {
         true
     }
+}
+
+/// Whether an ordered-set aggregate's `WITHIN GROUP (ORDER BY …)` is descending.
+fn descending(args: &AccumulatorArgs) -> bool {
+    args.order_bys
+        .first()
+        .is_some_and(|sort| sort.options.descending)
 }
 
 /// Which value of the ordered group an ordered-set aggregate gives.
@@ -175,6 +161,20 @@ pub(crate) struct OrderedSetAccumulator {
 }
 
 impl OrderedSetAccumulator {
+    /// The state of an ordered-set aggregate named `name`: the group's values as one list.
+    fn state_fields(args: &StateFieldsArgs, name: &str) -> Vec<arrow::datatypes::FieldRef> {
+        let item =
+            arrow::datatypes::Field::new_list_field(args.input_fields[0].data_type().clone(), true);
+        vec![
+            arrow::datatypes::Field::new(
+                format_state_name(args.name, name),
+                DataType::List(Arc::new(item)),
+                true,
+            )
+            .into(),
+        ]
+    }
+
     fn all_values(&self) -> Result<ArrayRef> {
         let parts: Vec<&dyn Array> = self.values.iter().map(|a| a.as_ref()).collect();
         if parts.is_empty() {

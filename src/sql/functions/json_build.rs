@@ -881,6 +881,23 @@ pub(super) fn write_json(out: &mut String, value: &Json, separator: &str) {
     }
 }
 
+/// An object as `json_build_object` writes it in `json` (`{"a" : 1, "b" : 2}`), with `pad`
+/// inside the braces (`json_object_agg`: `{ "a" : 1 }`).
+pub(super) fn write_json_object(out: &mut String, members: &[(String, Json)], pad: &str) {
+    out.push('{');
+    out.push_str(pad);
+    for (i, (key, value)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        write_string(out, key);
+        out.push_str(" : ");
+        write_json(out, value, ",");
+    }
+    out.push_str(pad);
+    out.push('}');
+}
+
 /// `jsonb`'s form: `[1, 2]`, `{"a": 1}`, keys shorter-first then bytewise, the last of
 /// repeated keys.
 pub(super) fn write_jsonb(out: &mut String, value: &Json) {
@@ -1119,18 +1136,7 @@ impl ScalarUDFImpl for JsonBuildObject {
             }
             text.clear();
             match self.flavor {
-                Flavor::Json => {
-                    text.push('{');
-                    for (i, (key, value)) in members.iter().enumerate() {
-                        if i > 0 {
-                            text.push_str(", ");
-                        }
-                        write_string(&mut text, key);
-                        text.push_str(" : ");
-                        write_json(&mut text, value, ",");
-                    }
-                    text.push('}');
-                }
+                Flavor::Json => write_json_object(&mut text, &members, ""),
                 Flavor::Jsonb => write_jsonb(&mut text, &Json::Object(members)),
             }
             out.append_value(&text);

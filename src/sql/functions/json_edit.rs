@@ -41,7 +41,7 @@ use datafusion::logical_expr::{
 
 use super::json_build::{
     Bad, Convert, Flavor, Json, arrays, invalid, is_json_field, json_field, key_text, parse,
-    write_json, write_jsonb, write_string,
+    write_json, write_json_object, write_jsonb, write_string,
 };
 use crate::error::{SqlError, SqlState};
 use crate::sql::functions::shaped;
@@ -597,18 +597,7 @@ fn object_of_pairs(lists: &ArrayRef, flavor: Flavor) -> Result<ArrayRef> {
         let mut text = String::new();
         match flavor {
             // `json_object_agg`'s own spacing: `{ "a" : 1, "b" : 2 }`.
-            Flavor::Json => {
-                text.push_str("{ ");
-                for (i, (key, value)) in members.iter().enumerate() {
-                    if i > 0 {
-                        text.push_str(", ");
-                    }
-                    write_string(&mut text, key);
-                    text.push_str(" : ");
-                    write_json(&mut text, value, ",");
-                }
-                text.push_str(" }");
-            }
+            Flavor::Json => write_json_object(&mut text, &members, " "),
             Flavor::Jsonb => write_jsonb(&mut text, &Json::Object(members)),
         }
         out.append_value(text);
