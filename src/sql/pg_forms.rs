@@ -52,6 +52,11 @@
 //! - `substring(text FROM 'pattern')`, PostgreSQL's regular-expression form, which DataFusion
 //!   reads as a start position: `(regexp_match(text, 'pattern'))[1]`;
 //!
+//! - a select-list alias a qualified `ORDER BY` column shares its name with (`CASE a.t … END
+//!   AS t … ORDER BY a.t`, pgAdmin's default-privileges screens), which DataFusion calls
+//!   ambiguous where PostgreSQL orders by the input column: the alias gets another plan name
+//!   in the statement's top query;
+//!
 //! - `(record).field` (pgAdmin reads `aclexplode`'s records so): `(record)['field']`, which
 //!   DataFusion reads as the struct's field;
 //!
@@ -189,17 +194,111 @@ pub fn rewrite(statement: &Statement, session: &Session) -> Option<Statement> {
     }
     // Most queries have neither: look before copying the tree.
     let mut finder = Finder { ctes: Vec::new() };
-    if Visit::visit(statement, &mut finder).is_continue() {
+    let clash = top_query(statement).is_some_and(|q| !clashing_aliases(q).is_empty());
+    if Visit::visit(statement, &mut finder).is_continue() && !clash {
         return None;
     }
     let mut rewritten = statement.clone();
+    if clash && let Statement::Query(query) = &mut rewritten {
+        rename_in_top_query(query);
+    }
     let mut rewriter = Rewriter {
         rewritten: 0,
         ctes: Vec::new(),
         session,
     };
     let _ = VisitMut::visit(&mut rewritten, &mut rewriter);
-    (rewriter.rewritten > 0).then_some(rewritten)
+    (clash || rewriter.rewritten > 0).then_some(rewritten)
+}
+
+/// The query whose select list names the statement's result columns: the statement's, inside
+/// any parentheses around it.
+fn top_query(statement: &Statement) -> Option<&Query> {
+    let Statement::Query(query) = statement else {
+        return None;
+    };
+    let mut query = query.as_ref();
+    while let SetExpr::Query(inner) = query.body.as_ref()
+        && query.order_by.is_none()
+        && query.limit_clause.is_none()
+    {
+        query = inner;
+    }
+    Some(query)
+}
+
+/// [`rename_clashing_aliases`] in the query [`top_query`] finds.
+fn rename_in_top_query(query: &mut Query) {
+    let parenthesized = query.order_by.is_none() && query.limit_clause.is_none();
+    match query.body.as_mut() {
+        SetExpr::Query(inner) if parenthesized => rename_in_top_query(inner),
+        _ => rename_clashing_aliases(query),
+    }
+}
+
+/// The select-list aliases (lower case) a qualified `ORDER BY` column shares its name with
+/// (`CASE a.t … END AS t … ORDER BY a.t`, pgAdmin's default-privileges screens): PostgreSQL
+/// orders by the input column, DataFusion calls the two ambiguous.
+fn clashing_aliases(query: &Query) -> Vec<String> {
+    let Some(order_by) = &query.order_by else {
+        return Vec::new();
+    };
+    let OrderByKind::Expressions(exprs) = &order_by.kind else {
+        return Vec::new();
+    };
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return Vec::new();
+    };
+    let qualified: Vec<String> = exprs
+        .iter()
+        .filter_map(|e| match &e.expr {
+            Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+                parts.last().map(|p| p.value.to_lowercase())
+            }
+            _ => None,
+        })
+        .collect();
+    select
+        .projection
+        .iter()
+        .filter_map(|item| match item {
+            SelectItem::ExprWithAlias { alias, .. }
+                if qualified.contains(&alias.value.to_lowercase()) =>
+            {
+                Some(alias.value.to_lowercase())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Gives the [`clashing_aliases`] of the statement's top query other plan names, in the select
+/// list and where `ORDER BY` names them unqualified. Only the top query's: its names are the
+/// client's columns, which [`crate::sql::colname`] takes from the statement as written, while
+/// an outer query could read a subquery's by name.
+fn rename_clashing_aliases(query: &mut Query) {
+    let clashing = clashing_aliases(query);
+    let renamed = |name: &str| Ident::new(format!("{name}__output"));
+    if let SetExpr::Select(select) = query.body.as_mut() {
+        for item in &mut select.projection {
+            if let SelectItem::ExprWithAlias { alias, .. } = item
+                && clashing.contains(&alias.value.to_lowercase())
+            {
+                *alias = renamed(&alias.value.to_lowercase());
+            }
+        }
+    }
+    if let Some(order_by) = &mut query.order_by
+        && let OrderByKind::Expressions(exprs) = &mut order_by.kind
+    {
+        for e in exprs {
+            if let Expr::Identifier(ident) = &e.expr
+                && clashing.contains(&ident.value.to_lowercase())
+            {
+                e.expr = Expr::Identifier(renamed(&ident.value.to_lowercase()));
+            }
+        }
+    }
 }
 
 /// Whether `expr` is `timezone(zone, ts)` (two positional arguments, no other clause), the
@@ -1150,6 +1249,22 @@ mod tests {
             Some(
                 "SELECT json_object_of_pairs(array_agg(json_object_pair(k, v) ORDER BY v) FILTER (WHERE v > 1)) FROM t"
             )
+        );
+    }
+
+    #[test]
+    fn an_alias_a_qualified_order_by_column_shares_gets_another_plan_name() {
+        assert_eq!(
+            rewritten("(SELECT CASE a.t WHEN 1 THEN 'x' END AS t FROM a ORDER BY a.t, t)")
+                .as_deref(),
+            Some(
+                "(SELECT CASE a.t WHEN 1 THEN 'x' END AS t__output FROM a ORDER BY a.t, t__output)"
+            )
+        );
+        // A subquery's names are its outer query's to read: left alone.
+        assert_eq!(
+            rewritten("SELECT s.t FROM (SELECT a.t + 1 AS t FROM a ORDER BY a.t) s"),
+            None
         );
     }
 }

@@ -167,8 +167,7 @@ GROUP BY g.rolname, gt.rolname
 ORDER BY grantee;
 
 -- source: pgadmin-org/pgadmin4/web/pgadmin/browser/server_groups/servers/databases/templates/databases/sql/default/defacl.sql (DatabaseView.properties, grant_reovke_sql=False; the template has no trailing semicolon)
--- expect: error=would be ambiguous
--- gap: DataFusion resolves `ORDER BY a.deftype` against the select list's alias `deftype` and calls the two ambiguous; PostgreSQL takes the input column
+-- expect: rows=0
 (SELECT
     CASE (a.deftype)
     WHEN 'r' THEN 'deftblacl'
@@ -471,8 +470,7 @@ GROUP BY g.rolname, gt.rolname
 ORDER BY grantee;
 
 -- source: pgadmin-org/pgadmin4/web/pgadmin/browser/server_groups/servers/databases/schemas/templates/schemas/pg/default/sql/defacl.sql (SchemaView._formatter from properties, scid = {public_oid})
--- expect: error=would be ambiguous
--- gap: DataFusion resolves `ORDER BY a.deftype` against the select list's alias `deftype` and calls the two ambiguous; PostgreSQL takes the input column
+-- expect: rows=0
 SELECT
     CASE (a.deftype)
     WHEN 'r' THEN 'deftblacl'
