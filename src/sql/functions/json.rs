@@ -72,9 +72,14 @@ fn json_side(
         matches!(e, Expr::Literal(ScalarValue::Utf8(Some(t)) | ScalarValue::Utf8View(Some(t)), _)
             if serde_json::from_str::<serde_json::Value>(t).is_ok())
     };
-    let jsonb = |e: &Expr| is_jsonb(e) || json_literal(e);
+    // By its making and by its field: `jsonb_typeof` and `jsonb_extract_path_text` are
+    // `jsonb_` functions that give plain text.
+    let made_jsonb = |e: &Expr| is_jsonb(e) && json(e);
+    let jsonb = |e: &Expr| made_jsonb(e) || json_literal(e);
     match op {
-        Op::StringConcat => (is_jsonb(left) && jsonb(right)) || (is_jsonb(right) && jsonb(left)),
+        Op::StringConcat => {
+            (made_jsonb(left) && jsonb(right)) || (made_jsonb(right) && jsonb(left))
+        }
         _ => json(left),
     }
 }
