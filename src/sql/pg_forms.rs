@@ -44,6 +44,8 @@
 //!   PostgreSQL template pattern: the pattern in chrono's terms, which DataFusion's functions
 //!   read;
 //!
+//! - `localtimestamp` / `localtime`: `CAST(now() AS TIMESTAMP)` / `CAST(now() AS TIME)`;
+//!
 //! - `mod(a, b)` / `div(a, b)`: `(a) % (b)` / `trunc((a) / (b))`;
 //!
 //! - `date_trunc(unit, ts, zone)`: `at_time_zone(date_trunc(unit, at_time_zone(ts, zone)),
@@ -323,6 +325,27 @@ fn is_user(expr: &Expr) -> bool {
         if matches!(function.args, FunctionArguments::None)
             && matches!(function.name.0.as_slice(), [ObjectNamePart::Identifier(ident)]
                 if ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("user")))
+}
+
+/// The type `localtimestamp` / `localtime` (SQL's parenthesis-less functions, read by
+/// sqlparser as a call without arguments and by DataFusion as a column) is the session's
+/// clock in: `now()` cast to it, the session computing in UTC.
+fn local_time(expr: &Expr) -> Option<&'static str> {
+    let name = match expr {
+        Expr::Function(function) if matches!(function.args, FunctionArguments::None) => {
+            match function.name.0.as_slice() {
+                [ObjectNamePart::Identifier(ident)] if ident.quote_style.is_none() => ident,
+                _ => return None,
+            }
+        }
+        Expr::Identifier(ident) if ident.quote_style.is_none() => ident,
+        _ => return None,
+    };
+    match name.value.to_lowercase().as_str() {
+        "localtimestamp" => Some("TIMESTAMP"),
+        "localtime" => Some("TIME"),
+        _ => None,
+    }
 }
 
 /// The subquery of `ARRAY(subquery)`.
@@ -828,6 +851,7 @@ impl Visitor for Finder {
             || pg_pattern_call(expr)
             || is_zoned_date_trunc(expr)
             || arithmetic_call(expr).is_some()
+            || local_time(expr).is_some()
         {
             ControlFlow::Break(())
         } else {
@@ -972,6 +996,12 @@ impl VisitorMut for Rewriter<'_> {
         }
         if is_zoned_date_trunc(expr) {
             zoned_date_trunc(expr);
+            self.rewritten += 1;
+        }
+        if let Some(data_type) = local_time(expr)
+            && let Some(now) = parse_expr(&format!("CAST(now() AS {data_type})"))
+        {
+            *expr = now;
             self.rewritten += 1;
         }
         if let Some(op) = arithmetic_call(expr) {
