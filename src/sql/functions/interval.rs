@@ -59,12 +59,12 @@ impl ExprPlanner for PgIntervalPlanner {
 
 /// `interval_mul(interval, factor)`, the `*` operator's function in PostgreSQL.
 pub(crate) fn interval_mul() -> ScalarUDF {
-    scale_udf("interval_mul", |span, factor| scale(span, factor, false))
+    interval_udf("interval_mul", 2, |span, factor| scale(span, factor, false))
 }
 
 /// `interval_div(interval, divisor)`, the `/` operator's function in PostgreSQL.
 pub(crate) fn interval_div() -> ScalarUDF {
-    scale_udf("interval_div", |span, divisor| {
+    interval_udf("interval_div", 2, |span, divisor| {
         if divisor == 0.0 {
             return Err(SqlError::new(SqlState::DIVISION_BY_ZERO, "division by zero").into());
         }
@@ -75,58 +75,41 @@ pub(crate) fn interval_div() -> ScalarUDF {
 /// `justify_hours`, `justify_days` and `justify_interval`.
 pub(crate) fn justify() -> [ScalarUDF; 3] {
     [
-        justify_udf("justify_hours", |span| Ok(justify_hours(span))),
-        justify_udf("justify_days", |span| Ok(justify_days(span))),
-        justify_udf("justify_interval", justify_interval),
+        interval_udf("justify_hours", 1, |span, _| Ok(justify_hours(span))),
+        interval_udf("justify_days", 1, |span, _| Ok(justify_days(span))),
+        interval_udf("justify_interval", 1, |span, _| justify_interval(span)),
     ]
 }
 
-type Scale = fn(Span, f64) -> Result<Span>;
-
-fn scale_udf(name: &'static str, each: Scale) -> ScalarUDF {
+/// An interval function of `arity` arguments: an interval (or text that reads as one,
+/// `justify_hours('27 hours')`) and, for two, any number, cast here; `each` gives a row's
+/// result (the number is 1 for one argument); NULL for any NULL.
+fn interval_udf(
+    name: &'static str,
+    arity: usize,
+    each: impl Fn(Span, f64) -> Result<Span> + Send + Sync + 'static,
+) -> ScalarUDF {
     ScalarUDF::from(
         datafusion::logical_expr::SimpleScalarUDF::new_with_signature(
             name,
-            // An interval and any number, cast here.
-            Signature::any(2, Volatility::Immutable),
+            Signature::any(arity, Volatility::Immutable),
             INTERVAL,
             Arc::new(move |args: &[ColumnarValue]| {
                 let arrays = ColumnarValue::values_to_arrays(args)?;
                 let spans = cast(&arrays[0], &INTERVAL)?;
                 let spans = spans.as_primitive::<IntervalMonthDayNanoType>();
-                let factors = cast(&arrays[1], &DataType::Float64)?;
-                let factors = factors.as_primitive::<Float64Type>();
+                let factors = match arrays.get(1) {
+                    Some(factors) => Some(cast(factors, &DataType::Float64)?),
+                    None => None,
+                };
+                let factors = factors.as_ref().map(|f| f.as_primitive::<Float64Type>());
                 let result = (0..spans.len())
                     .map(|row| {
-                        if spans.is_null(row) || factors.is_null(row) {
+                        if spans.is_null(row) || factors.is_some_and(|f| f.is_null(row)) {
                             return Ok(None);
                         }
-                        let span = Span::of(spans.value(row));
-                        each(span, factors.value(row)).map(|s| Some(s.interval()))
-                    })
-                    .collect::<Result<IntervalMonthDayNanoArray>>()?;
-                shaped(args, Arc::new(result))
-            }),
-        ),
-    )
-}
-
-fn justify_udf(name: &'static str, each: fn(Span) -> Result<Span>) -> ScalarUDF {
-    ScalarUDF::from(
-        datafusion::logical_expr::SimpleScalarUDF::new_with_signature(
-            name,
-            // An interval, or text that reads as one (`justify_hours('27 hours')`).
-            Signature::any(1, Volatility::Immutable),
-            INTERVAL,
-            Arc::new(move |args: &[ColumnarValue]| {
-                let arrays = ColumnarValue::values_to_arrays(args)?;
-                let spans = cast(&arrays[0], &INTERVAL)?;
-                let spans = spans.as_primitive::<IntervalMonthDayNanoType>();
-                let result = spans
-                    .iter()
-                    .map(|span| {
-                        span.map(|s| each(Span::of(s)).map(Span::interval))
-                            .transpose()
+                        let factor = factors.map_or(1.0, |f| f.value(row));
+                        each(Span::of(spans.value(row)), factor).map(|s| Some(s.interval()))
                     })
                     .collect::<Result<IntervalMonthDayNanoArray>>()?;
                 shaped(args, Arc::new(result))

@@ -156,7 +156,10 @@ fn float_digits(value: f64, fraction: usize) -> Option<Digits> {
     if !value.is_finite() {
         return None;
     }
-    decimal_digits(&format!("{value:.fraction$}"), fraction)
+    // An f64's exact decimal expansion ends within 1,074 fraction digits: past that every digit
+    // is 0, which `decimal_digits` pads. (`format!` also panics past 65,535.)
+    let exact = fraction.min(1_100);
+    decimal_digits(&format!("{value:.exact$}"), fraction)
 }
 
 /// `to_char(number, pattern)` of a number given as decimal text (`numeric`, integers) or as a
@@ -425,6 +428,12 @@ mod tests {
         assert_eq!(
             format(Number::Float(1234.5), "FM9,999.00").ok().as_deref(),
             Some("1,234.50")
+        );
+        // More fraction digits than `format!` takes: zeros past the float's own.
+        let long = format!("FM9.{}", "9".repeat(70_000));
+        assert_eq!(
+            format(Number::Float(1.5), &long).ok().as_deref(),
+            Some("1.5")
         );
         for pattern in [
             "PL999", "SG999", "9.99EEEE", "L999", "999V9", "RN", "9MI99", "9.9.9",
