@@ -6,7 +6,7 @@
 //! ([`default_column`]), recognised again by [`is_default`] so merges and flushes keep it
 //! shared, and not counted by [`owned_bytes`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
 
 use arrow::array::{
@@ -15,7 +15,7 @@ use arrow::array::{
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field};
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 
 /// The value of a column the batch left out: null, or an empty list for a non-nullable list.
 ///
@@ -24,15 +24,52 @@ use parking_lot::Mutex;
 /// would otherwise cost a zeroed offsets buffer and validity bitmap each, per batch, in the
 /// buffer's memory. [`is_default`] recognises these columns again.
 pub fn default_column(field: &Field, rows: usize) -> ArrayRef {
-    static SHARED: LazyLock<Mutex<HashMap<(DataType, bool), ArrayRef>>> =
-        LazyLock::new(Default::default);
-    let key = (field.data_type().clone(), field.is_nullable());
-    let mut shared = SHARED.lock();
-    let array = shared.entry(key).or_insert_with(|| build_default(field, 0));
-    if array.len() < rows {
-        *array = build_default(field, rows.next_power_of_two().max(8192));
+    // A short list searched by type, not a map: hashing a `DataType` hashes its nested
+    // fields' metadata (sorted into a fresh vector each time), and a single-row insert asks
+    // for ~70 of these. A single row gets a slice made once, so it costs a reference count.
+    static SHARED: LazyLock<RwLock<Vec<Shared>>> = LazyLock::new(Default::default);
+    let find = |list: &[Shared]| {
+        list.iter()
+            .find(|s| s.nullable == field.is_nullable() && &s.data_type == field.data_type())
+            .filter(|s| s.full.len() >= rows)
+            .map(|s| {
+                if rows == 1 {
+                    s.one.clone()
+                } else {
+                    s.full.slice(0, rows)
+                }
+            })
+    };
+    if let Some(array) = find(&SHARED.read()) {
+        return array;
     }
-    array.slice(0, rows)
+    let mut shared = SHARED.write();
+    let full = build_default(field, rows.next_power_of_two().max(8192));
+    let entry = Shared {
+        data_type: field.data_type().clone(),
+        nullable: field.is_nullable(),
+        one: full.slice(0, 1),
+        full,
+    };
+    match shared
+        .iter_mut()
+        .find(|s| s.nullable == entry.nullable && s.data_type == entry.data_type)
+    {
+        // Another writer may have grown it meanwhile: keep the longer one.
+        Some(s) if s.full.len() >= entry.full.len() => {}
+        Some(s) => *s = entry,
+        None => shared.push(entry),
+    }
+    find(&shared).unwrap_or_else(|| build_default(field, rows))
+}
+
+/// One type's shared default array (see [`default_column`]).
+struct Shared {
+    data_type: DataType,
+    nullable: bool,
+    full: ArrayRef,
+    /// `full`'s first row, handed out to single-row batches.
+    one: ArrayRef,
 }
 
 fn build_default(field: &Field, rows: usize) -> ArrayRef {
@@ -144,4 +181,41 @@ pub fn parse_array_literals<'a>(
         builder.append(true);
     }
     Ok(builder.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every left-out column of a type is a view of one shared array, for a single row as
+    /// for many, and holds the type's default.
+    #[test]
+    fn default_columns_share_one_array_per_type_and_hold_the_default() {
+        // Types no other test uses: the shared arrays are the process's, and a test growing
+        // one between two calls here would give them different buffers.
+        let dictionary =
+            DataType::Dictionary(Box::new(DataType::Int16), Box::new(DataType::Float32));
+        let text = Field::new("a", dictionary.clone(), true);
+        let same_type = Field::new("b", dictionary, true);
+        let item = Arc::new(Field::new("default_columns_test", DataType::Utf8, true));
+        let list = Field::new("l", DataType::List(item.clone()), false);
+        let data_ptr = |a: &ArrayRef| a.to_data().buffers()[0].data_ptr();
+        for rows in [1, 3, 20_000] {
+            let a = default_column(&text, rows);
+            let b = default_column(&same_type, rows);
+            assert_eq!((a.len(), a.null_count()), (rows, rows));
+            assert_eq!(data_ptr(&a), data_ptr(&b), "{rows} rows");
+            assert!(is_default(&text, &a));
+            let l = default_column(&list, rows);
+            assert_eq!((l.len(), l.null_count()), (rows, 0));
+            assert!(is_default(&list, &l));
+            assert!(l.as_list::<i32>().values().is_empty());
+        }
+        // Grown past its first length, the array is still the one every later call shares.
+        let after = default_column(&text, 1);
+        assert_eq!(data_ptr(&after), data_ptr(&default_column(&same_type, 5)));
+        let nullable_list = Field::new("n", DataType::List(item), true);
+        let n = default_column(&nullable_list, 2);
+        assert_eq!(n.null_count(), 2);
+    }
 }
