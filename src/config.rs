@@ -249,8 +249,9 @@ pub struct Config {
     #[arg(long, env = "TIMEFUSION_WAL_GROUP_MAX_MB", default_value_t = 16)]
     pub wal_group_max_mb: u64,
 
-    /// How WAL records are compressed: `zstd` (level 1), `lz4` or `none`. Records say how they
-    /// were written, so replay reads any mix after a change.
+    /// How WAL records are compressed: `zstd` (level 1; records under 16 KiB are left as they
+    /// are), `lz4` or `none`. Records say how they were written, so replay reads any mix
+    /// after a change.
     #[arg(long, env = "TIMEFUSION_WAL_COMPRESSION", value_enum, default_value_t = WalCompression::Zstd)]
     pub wal_compression: WalCompression,
 
@@ -659,6 +660,7 @@ pub enum WalCompression {
     /// LZ4 frames: fast, a smaller ratio than zstd.
     Lz4,
     /// zstd level 1: telemetry shrinks several-fold for about the CPU it saves in writing.
+    /// A record under 16 KiB (a few rows) is written as it is.
     #[default]
     Zstd,
 }

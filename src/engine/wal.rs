@@ -35,6 +35,11 @@
 //! - Replay detects a torn tail in the last segment (a partial or unchecksummed record with no
 //!   valid record after it) and truncates it; any other invalid record is an error that stops
 //!   start-up, because skipping it would silently lose acknowledged rows.
+//! - The writer writes zeros ahead of small groups, 1 MiB at a time, so that a commit's
+//!   `fdatasync` does not also have to record a new file size ([`Writer::zero_ahead`]). Only the
+//!   last segment can end in them (a segment is cut back to its records before the next one is
+//!   created, and on a clean stop); replay takes an all-zero rest of the last segment for its
+//!   end and cuts it off. Builds before this read such a tail as a torn one and truncate it.
 //! - A lock file keeps a second process off the same WAL directory.
 //! - After an fsync failure the WAL refuses further appends: the page cache can no longer be
 //!   trusted to hold what was written.
@@ -49,9 +54,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use arrow::array::RecordBatch;
-use arrow::ipc::CompressionType;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+use arrow::ipc::{CompressionType, MetadataVersion};
 use fs2::FileExt;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
@@ -138,6 +143,17 @@ const ZSTD_MAGIC: [u8; 4] = 0xFD2F_B528u32.to_le_bytes();
 /// zstd level of WAL payloads: the fastest, since the WAL is read only on recovery.
 const ZSTD_LEVEL: i32 = 1;
 
+/// Zeros written ahead of small groups at a time ([`Writer::zero_ahead`]).
+const ZERO_AHEAD_BYTES: u64 = 1 << 20;
+
+/// IPC streams shorter than this are written as they are under zstd: a single-row insert's
+/// stream is mostly Arrow's metadata, a few KiB that zstd would shrink for more CPU than the
+/// rest of the record's encoding (zstd builds its tables per frame; it was a tenth of the
+/// server's CPU under 32 single-row writers), and the bytes saved are a few pages of a group
+/// at most. Replay tells
+/// the two apart by [`ZSTD_MAGIC`].
+const ZSTD_MIN_BYTES: usize = 16 << 10;
+
 /// Scratch buffers larger than this are released after use instead of kept for the thread's
 /// next record: an 8,192-row otel batch needs a few MiB, a 64 MiB COPY much more.
 const SCRATCH_KEEP_BYTES: usize = 16 << 20;
@@ -169,16 +185,20 @@ pub fn encode_batch(batch: &RecordBatch, compression: WalCompression) -> Result<
 /// Appends the payload body of `batch` to `out`.
 fn encode_into(out: &mut Vec<u8>, batch: &RecordBatch, compression: WalCompression) -> Result<()> {
     let lz4 = || {
-        IpcWriteOptions::default()
+        ipc_options()
             .try_with_compression(Some(CompressionType::LZ4_FRAME))
             .expect("arrow is built with the ipc_compression feature")
     };
     match compression {
-        WalCompression::None => write_ipc(out, batch, &IpcWriteOptions::default()),
+        WalCompression::None => write_ipc(out, batch, &ipc_options()),
         WalCompression::Lz4 => write_ipc(out, batch, &lz4()),
         WalCompression::Zstd => SCRATCH.with_borrow_mut(|scratch| {
             scratch.ipc.clear();
-            write_ipc(&mut scratch.ipc, batch, &IpcWriteOptions::default())?;
+            write_ipc(&mut scratch.ipc, batch, &ipc_options())?;
+            if scratch.ipc.len() < ZSTD_MIN_BYTES {
+                out.extend_from_slice(&scratch.ipc);
+                return Ok(());
+            }
             let zstd = match &mut scratch.zstd {
                 Some(zstd) => zstd,
                 None => scratch
@@ -201,6 +221,13 @@ fn encode_into(out: &mut Vec<u8>, batch: &RecordBatch, compression: WalCompressi
             Ok(())
         }),
     }
+}
+
+/// IPC options of WAL records: buffers padded to 8 bytes, the least the format allows, instead
+/// of Arrow's default 64. A single-row record of 16 otel columns is then a few KiB instead of
+/// twice that, most of it padding; replay's reader realigns a buffer a type needs aligned wider.
+fn ipc_options() -> IpcWriteOptions {
+    IpcWriteOptions::try_new(8, false, MetadataVersion::V5).expect("8 is a valid IPC alignment")
 }
 
 /// Appends the IPC stream of `batch` to `out`.
@@ -424,6 +451,17 @@ impl Wal {
                         last = Some(seq);
                         offset += len;
                     }
+                    Err(_) if is_last && data[offset..].iter().all(|&b| b == 0) => {
+                        // The zeros a crashed writer wrote ahead of its records.
+                        tracing::debug!(
+                            segment = %segment.path.display(),
+                            offset,
+                            "the WAL's last segment ends in {} zero bytes written ahead",
+                            data.len() - offset
+                        );
+                        truncate(&segment.path, offset as u64)?;
+                        break;
+                    }
                     Err(reason) => {
                         let valid_after =
                             (offset + 1..data.len()).any(|o| parse_record(&data[o..]).is_ok());
@@ -440,12 +478,7 @@ impl Wal {
                             dropped_bytes = data.len() - offset,
                             "truncating torn WAL tail ({reason}); it held no acknowledged record"
                         );
-                        let file = OpenOptions::new()
-                            .write(true)
-                            .open(&segment.path)
-                            .map_err(io_err(&segment.path))?;
-                        file.set_len(offset as u64).map_err(io_err(&segment.path))?;
-                        file.sync_all().map_err(io_err(&segment.path))?;
+                        truncate(&segment.path, offset as u64)?;
                         break;
                     }
                 }
@@ -460,11 +493,7 @@ impl Wal {
     /// Starts the group-commit writer; the first new record gets `next`.
     pub fn start(&self, next: Seq) -> Result<()> {
         let path = Segments::path_for(&self.dir, next);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let (file, written) = open_segment(&path)?;
         sync_dir(&self.dir)?;
         {
             let mut segments = self.segments.lock();
@@ -479,7 +508,8 @@ impl Wal {
         let writer = Writer {
             file,
             path,
-            written: 0,
+            written,
+            zeroed: written,
             next,
             options: self.options.clone(),
             segments: self.segments.clone(),
@@ -605,7 +635,10 @@ impl Wal {
 struct Writer {
     file: File,
     path: PathBuf,
+    /// Bytes of records in the current segment: where the next group is written.
     written: u64,
+    /// The segment's length on disk, `written` plus the zeros written ahead of it.
+    zeroed: u64,
     next: Seq,
     options: WalOptions,
     segments: Arc<Mutex<Segments>>,
@@ -637,6 +670,47 @@ impl Writer {
             }
             self.commit(&mut group);
         }
+        // A stopped WAL leaves its last segment without the zeros written ahead, as a build
+        // that does not write them would; a crash leaves them for replay to recognise.
+        if let Err(e) = self.drop_zeros() {
+            tracing::warn!(segment = %self.path.display(), "cannot trim the WAL segment's zeros: {e}");
+        }
+    }
+
+    /// Writes zeros ahead of a small group so that the segment does not grow with each
+    /// commit: on ext4 and XFS an `fdatasync` after a write that extends the file must also
+    /// write the inode (or commit the journal) to record the new size, a second synchronous
+    /// I/O per commit; into zeros already on disk it writes the data alone. PostgreSQL
+    /// zero-fills its WAL segments for the same reason. Large groups (bulk loads) are not
+    /// preceded by zeros: the size update is then a small share of their write, and zeros
+    /// would double the bytes written.
+    fn zero_ahead(&mut self, len: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        static ZEROS: [u8; ZERO_AHEAD_BYTES as usize] = [0; ZERO_AHEAD_BYTES as usize];
+        let end = self.written + len;
+        if end <= self.zeroed || len >= ZERO_AHEAD_BYTES {
+            return Ok(());
+        }
+        let from = self.zeroed.max(self.written);
+        let to = end.next_multiple_of(ZERO_AHEAD_BYTES);
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(ZERO_AHEAD_BYTES) as usize;
+            self.file.write_all_at(&ZEROS[..n], at)?;
+            at += n as u64;
+        }
+        self.zeroed = to;
+        Ok(())
+    }
+
+    /// Cuts the current segment back to its records, durably.
+    fn drop_zeros(&mut self) -> io::Result<()> {
+        if self.zeroed > self.written {
+            self.file.set_len(self.written)?;
+            self.file.sync_all()?;
+            self.zeroed = self.written;
+        }
+        Ok(())
     }
 
     /// Writes and syncs a group, then applies and acknowledges each record in order.
@@ -664,7 +738,9 @@ impl Writer {
             .collect();
         let len: usize = slices.iter().map(|s| s.len()).sum();
         let started = std::time::Instant::now();
-        let result = write_all_vectored(&mut self.file, &mut slices)
+        let result = self
+            .zero_ahead(len as u64)
+            .and_then(|()| write_all_vectored(&mut self.file, &mut slices))
             .and_then(|()| self.file.sync_data())
             .map_err(|e| e.to_string());
         match result {
@@ -675,6 +751,7 @@ impl Writer {
                     .wal_sync_seconds
                     .observe(started.elapsed().as_secs_f64());
                 self.written += len as u64;
+                self.zeroed = self.zeroed.max(self.written);
                 self.next = seq;
                 // Rotate before acknowledging so the segment list is settled when writers resume.
                 // The group is durable either way; a failed rotation stops later writes.
@@ -707,13 +784,11 @@ impl Writer {
     }
 
     fn rotate(&mut self) -> Result<()> {
+        // Before the next segment exists: only the last segment may end in zeros.
+        self.drop_zeros().map_err(io_err(&self.path))?;
         let dir = self.segments.lock().dir.clone();
         let path = Segments::path_for(&dir, self.next);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let (file, written) = open_segment(&path)?;
         sync_dir(&dir)?;
         self.segments.lock().list.push(Segment {
             first: self.next,
@@ -721,7 +796,8 @@ impl Writer {
         });
         self.file = file;
         self.path = path;
-        self.written = 0;
+        self.written = written;
+        self.zeroed = written;
         Ok(())
     }
 }
@@ -743,6 +819,19 @@ fn record_header(seq: Seq, payload: &[u8], carried: bool) -> [u8; HEADER_LEN] {
 fn write_record(buf: &mut Vec<u8>, seq: Seq, payload: &[u8]) {
     buf.extend_from_slice(&record_header(seq, payload, false));
     buf.extend_from_slice(payload);
+}
+
+/// Opens (or creates) a segment for writing after its last byte; returns it and its length.
+fn open_segment(path: &Path) -> Result<(File, u64)> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    let len = file.seek(SeekFrom::End(0)).map_err(io_err(path))?;
+    Ok((file, len))
 }
 
 /// `Write::write_all_vectored`, which is not stable yet: writes every slice, in order.
@@ -817,6 +906,16 @@ fn split_payload(payload: &[u8]) -> std::result::Result<(&str, &[u8]), String> {
         .ok_or("table name runs past the payload")?;
     let name = std::str::from_utf8(name).map_err(|_| "table name is not UTF-8".to_string())?;
     Ok((name, &payload[2 + n..]))
+}
+
+/// Cuts the segment at `path` to `len` bytes, durably.
+fn truncate(path: &Path, len: u64) -> Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    file.set_len(len).map_err(io_err(path))?;
+    file.sync_all().map_err(io_err(path))
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -928,8 +1027,9 @@ mod tests {
             wal.append("t", batch(&rows), Box::new(|_| {}))
                 .await
                 .expect("append");
-            sizes.push(size(&wal) - start);
+            // Closing cuts the zeros written ahead of the record.
             wal.close().await;
+            sizes.push(size(&wal) - start);
             next = next.next();
         }
         let wal = Wal::open(dir.path(), options()).expect("reopen");
@@ -944,6 +1044,19 @@ mod tests {
         };
         assert!(lz4 < none, "lz4 {lz4} bytes vs uncompressed {none}");
         assert!(zstd < lz4, "zstd {zstd} bytes vs lz4 {lz4}");
+    }
+
+    #[test]
+    fn zstd_leaves_short_streams_as_they_are_and_both_decode() {
+        let short = batch(&[1, 2, 3]);
+        let long = batch(&(0..2_000).collect::<Vec<i64>>());
+        let short_payload = encode_batch(&short, WalCompression::Zstd).expect("encode");
+        let long_payload = encode_batch(&long, WalCompression::Zstd).expect("encode");
+        assert!(short_payload.len() < ZSTD_MIN_BYTES);
+        assert!(!short_payload.starts_with(&ZSTD_MAGIC));
+        assert!(long_payload.starts_with(&ZSTD_MAGIC));
+        assert_eq!(decode_batch(&short_payload).expect("decode"), short);
+        assert_eq!(decode_batch(&long_payload).expect("decode"), long);
     }
 
     /// A writer waiting for its group commit holds the encoded record only: the batch it
@@ -1079,6 +1192,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn zeros_written_ahead_are_cut_on_close_and_after_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let segment = dir.path().join(format!("{:020}.wal", 1));
+        let wal = Wal::open(dir.path(), options()).expect("open");
+        wal.start(Seq(1)).expect("start");
+        append_n(&wal, 3).await;
+        // Small records land in zeros written ahead: the file is longer than its records.
+        assert_eq!(
+            fs::metadata(&segment).expect("meta").len(),
+            ZERO_AHEAD_BYTES
+        );
+        wal.close().await;
+        drop(wal);
+        let records = fs::metadata(&segment).expect("meta").len();
+        assert!(records > 0 && records < ZERO_AHEAD_BYTES, "{records} bytes");
+
+        // What a crash leaves: the zeros after the records, then also a torn record in them.
+        for torn in [false, true] {
+            let mut data = fs::read(&segment).expect("read");
+            data.truncate(records as usize);
+            if torn {
+                let mut partial = Vec::new();
+                write_record(&mut partial, Seq(4), b"\x01\x00tpartial payload");
+                data.extend_from_slice(&partial[..partial.len() - 5]);
+            }
+            data.resize(ZERO_AHEAD_BYTES as usize, 0);
+            fs::write(&segment, &data).expect("write");
+            let wal = Wal::open(dir.path(), options()).expect("reopen");
+            let replayed = replay_all(&wal).expect("replay cuts the zeros off");
+            assert_eq!(replayed.len(), 3, "torn: {torn}");
+            assert_eq!(fs::metadata(&segment).expect("meta").len(), records);
+        }
+
+        // Writing resumes in a new segment; zeros left in a segment before the last one are
+        // not a clean end (the writer cuts them before it rotates), so they stop replay.
+        let wal = Wal::open(dir.path(), options()).expect("reopen");
+        wal.start(Seq(4)).expect("start");
+        assert_eq!(append_n(&wal, 1).await, vec![Seq(4)]);
+        wal.close().await;
+        drop(wal);
+        let mut data = fs::read(&segment).expect("read");
+        data.resize(ZERO_AHEAD_BYTES as usize, 0);
+        fs::write(&segment, &data).expect("write");
+        let wal = Wal::open(dir.path(), options()).expect("reopen");
+        assert!(matches!(replay_all(&wal), Err(Error::Corrupt { .. })));
+    }
+
+    #[tokio::test]
     async fn crc_failure_in_the_middle_is_reported_not_skipped() {
         let dir = tempfile::tempdir().expect("tempdir");
         let wal = Wal::open(dir.path(), options()).expect("open");
@@ -1187,14 +1348,12 @@ mod tests {
             waits.push(wait);
         }
         let path = Segments::path_for(dir.path(), Seq(1));
+        let (file, written) = open_segment(&path).expect("file");
         let writer = Writer {
-            file: OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .expect("file"),
+            file,
             path,
-            written: 0,
+            written,
+            zeroed: written,
             next: Seq(1),
             options: options(),
             segments: wal.segments.clone(),
