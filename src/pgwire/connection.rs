@@ -15,9 +15,10 @@
 //!   `idle_session_timeout`, here in and out of a transaction and within a `COPY`).
 //!
 //! Replies go out as PostgreSQL sends them: while the client's next message is already in the
-//! read buffer (a pipeline: Bind/Execute after Bind/Execute before one Sync), replies collect in
-//! [`Batched`] and leave in one write once the pipeline is processed, instead of one `send`
-//! syscall per `BindComplete` and `CommandComplete` (pgwire flushes after every message). The
+//! read buffer (a pipeline: Bind/Execute after Bind/Execute before one Sync; a single statement's
+//! Bind, Execute and Sync, which drivers send in one packet), replies collect in [`Batched`] and
+//! leave in one write once the pipeline is processed, instead of one `send` syscall per
+//! `BindComplete` and `CommandComplete` (pgwire flushes after every message). The
 //! loop flushes before it waits for input, so no reply is ever held while the client waits, and
 //! more than [`BATCHED_BYTES`] held go out at once (a large result inside a pipeline).
 //!
@@ -205,6 +206,9 @@ pub(crate) async fn serve(
             }
             _ => {}
         }
+        // Messages that arrived with this one (Describe, Execute, Sync after a Bind) are
+        // answered in the same write as its reply: hold it while more are buffered.
+        socket.get_mut().hold = has_message(socket.read_buffer(), !in_startup(socket.state()));
         let extended_protocol = match socket.state() {
             PgWireConnectionState::CopyInProgress(extended) => extended,
             _ => message.is_extended_query(),

@@ -71,6 +71,37 @@ async fn a_pipeline_of_inserts_is_written_once_at_its_sync_and_survives_a_kill()
     assert_eq!(count(&client, "WHERE project_id = 'pipeline'").await, 200);
 }
 
+/// A driver's single statement (Bind, Execute, Sync in one packet) is answered with one
+/// write: `BindComplete` waits for the `CommandComplete` and `ReadyForQuery` that follow it
+/// instead of waking the client on its own while the row is made durable.
+#[tokio::test]
+async fn the_replies_to_messages_sent_together_leave_in_one_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path());
+    let mut raw = Raw::connect(server.port).await.expect("connect");
+    raw.parse("ins", INSERT);
+    raw.sync();
+    raw.round_trip().await.expect("parse");
+    for id in ids("one-write", 20) {
+        raw.execute(
+            "ins",
+            &[
+                Some("one-write"),
+                Some("2026-11-23 10:00:00+00"),
+                Some(&id),
+                None,
+                None,
+            ],
+        );
+        raw.sync();
+        let (first, all) = raw.first_read().await.expect("answer");
+        // BindComplete (5 bytes), CommandComplete "INSERT 0 1" (16), ReadyForQuery (6).
+        assert_eq!((first, all), (27, 27), "the answer came in pieces");
+    }
+    let client = server.client().await;
+    assert_eq!(count(&client, "WHERE project_id = 'one-write'").await, 20);
+}
+
 #[tokio::test]
 async fn an_error_inside_a_pipeline_drops_every_row_of_it_as_postgresql_rolls_back() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -92,6 +92,27 @@ impl Raw {
         self.message(b'S', &[]);
     }
 
+    /// Sends what was queued; returns how many bytes the first `read` of the answer got and
+    /// how many there were up to and with `ReadyForQuery`.
+    pub async fn first_read(&mut self) -> std::io::Result<(usize, usize)> {
+        let out = std::mem::take(&mut self.out);
+        self.stream.write_all(&out).await?;
+        let mut answer = Vec::new();
+        let mut first = None;
+        let mut buf = vec![0; 64 << 10];
+        // The answer ends with `ReadyForQuery`: 'Z', length 5, the status byte.
+        while !(answer.len() >= 6 && answer[answer.len() - 6..answer.len() - 1] == *b"Z\0\0\0\x05")
+        {
+            let n = self.stream.read(&mut buf).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            first.get_or_insert(n);
+            answer.extend_from_slice(&buf[..n]);
+        }
+        Ok((first.unwrap_or_default(), answer.len()))
+    }
+
     /// Sends what was queued and reads the answers up to `ReadyForQuery`.
     pub async fn round_trip(&mut self) -> std::io::Result<Vec<Reply>> {
         let out = std::mem::take(&mut self.out);
