@@ -146,6 +146,9 @@ const ZSTD_LEVEL: i32 = 1;
 /// Zeros written ahead of small groups at a time ([`Writer::zero_ahead`]).
 const ZERO_AHEAD_BYTES: u64 = 1 << 20;
 
+/// The smallest group written without zeros ahead of it ([`Writer::zero_ahead`]).
+const ZERO_AHEAD_MAX_GROUP: u64 = 64 << 10;
+
 /// IPC streams shorter than this are written as they are under zstd: a single-row insert's
 /// stream is mostly Arrow's metadata, a few KiB that zstd would shrink for more CPU than the
 /// rest of the record's encoding (zstd builds its tables per frame; it was a tenth of the
@@ -681,14 +684,15 @@ impl Writer {
     /// commit: on ext4 and XFS an `fdatasync` after a write that extends the file must also
     /// write the inode (or commit the journal) to record the new size, a second synchronous
     /// I/O per commit; into zeros already on disk it writes the data alone. PostgreSQL
-    /// zero-fills its WAL segments for the same reason. Large groups (bulk loads) are not
-    /// preceded by zeros: the size update is then a small share of their write, and zeros
-    /// would double the bytes written.
+    /// zero-fills its WAL segments for the same reason. Groups of [`ZERO_AHEAD_MAX_GROUP`] or
+    /// more (bulk loads, or many writers at once) are not preceded by zeros: the size update
+    /// is then a small share of their write, and zeros would double the bytes written at the
+    /// rates where disk bandwidth counts.
     fn zero_ahead(&mut self, len: u64) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
         static ZEROS: [u8; ZERO_AHEAD_BYTES as usize] = [0; ZERO_AHEAD_BYTES as usize];
         let end = self.written + len;
-        if end <= self.zeroed || len >= ZERO_AHEAD_BYTES {
+        if end <= self.zeroed || len >= ZERO_AHEAD_MAX_GROUP {
             return Ok(());
         }
         let from = self.zeroed.max(self.written);
@@ -1237,6 +1241,34 @@ mod tests {
         fs::write(&segment, &data).expect("write");
         let wal = Wal::open(dir.path(), options()).expect("reopen");
         assert!(matches!(replay_all(&wal), Err(Error::Corrupt { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_large_group_is_written_without_zeros_ahead() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = Wal::open(
+            dir.path(),
+            WalOptions {
+                compression: WalCompression::None,
+                ..options()
+            },
+        )
+        .expect("open");
+        wal.start(Seq(1)).expect("start");
+        let rows: Vec<i64> = (0..10_000).collect();
+        wal.append("t", batch(&rows), Box::new(|_| {}))
+            .await
+            .expect("append");
+        let segment = dir.path().join(format!("{:020}.wal", 1));
+        let len = fs::metadata(&segment).expect("meta").len();
+        assert!(len >= ZERO_AHEAD_MAX_GROUP, "{len} bytes");
+        assert_ne!(
+            len % ZERO_AHEAD_BYTES,
+            0,
+            "{len} bytes: zeros were written ahead"
+        );
+        wal.close().await;
+        assert_eq!(fs::metadata(&segment).expect("meta").len(), len);
     }
 
     #[tokio::test]
