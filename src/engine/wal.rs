@@ -153,8 +153,7 @@ const ZERO_AHEAD_MAX_GROUP: u64 = 64 << 10;
 /// stream is mostly Arrow's metadata, a few KiB that zstd would shrink for more CPU than the
 /// rest of the record's encoding (zstd builds its tables per frame; it was a tenth of the
 /// server's CPU under 32 single-row writers), and the bytes saved are a few pages of a group
-/// at most. Replay tells
-/// the two apart by [`ZSTD_MAGIC`].
+/// at most. Replay tells the two apart by [`ZSTD_MAGIC`].
 const ZSTD_MIN_BYTES: usize = 16 << 10;
 
 /// Scratch buffers larger than this are released after use instead of kept for the thread's

@@ -265,11 +265,12 @@ pub(crate) fn parse_plain(text: &str) -> Option<Vec<Statement>> {
     use datafusion::sql::sqlparser::{parser::Parser, tokenizer::Tokenizer};
     let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
     // `Parser::parse_sql` tokenizes into a vector grown from empty: for a 1,000-row INSERT
-    // (~100,000 tokens with the whitespace between them) its regrowths copied the tokens a
-    // dozen times, a quarter of the statement's CPU. A literal VALUES list runs at a token
-    // per 4–8 bytes; the guess is capped, so a huge statement does not reserve more than its
-    // tokens take.
-    let mut tokens = Vec::with_capacity((text.len() / 6).min(1 << 20));
+    // (~100,000 tokens with the whitespace between them) its regrowths were ~15% of the
+    // statement's CPU. A literal VALUES list runs at a token per 4–8 bytes. The guess is
+    // capped at 2^17 tokens (~11 MiB at ~88 bytes a token), so a statement of few tokens in
+    // many bytes (one long string) does not reserve far more than it holds; a longer list
+    // grows from there.
+    let mut tokens = Vec::with_capacity((text.len() / 6).min(1 << 17));
     Tokenizer::new(&dialect, text)
         .tokenize_with_location_into_buf(&mut tokens)
         .ok()?;
