@@ -12,6 +12,9 @@
 //!   `datafusion-pg-catalog` hold a real server's system rows, with those columns as text.
 //! - `pg_class.reloptions` / `relacl` and `pg_database.datcollversion`, PostgreSQL 15 columns
 //!   `datafusion-pg-catalog` lacks, NULL (no storage options, default privileges).
+//! - The one role, `postgres`, has PostgreSQL's bootstrap superuser oid 10 in `pg_roles` and as
+//!   every relation's `relowner` (`datafusion-pg-catalog` writes 0 there, but 10 as
+//!   `nspowner` / `datdba`), and `pg_get_userbyid(oid)` names it (`unknown (OID=n)` otherwise).
 //! - `current_setting(name [, missing_ok])` (of a constant name, [`crate::sql::pg_forms`]
 //!   gives the session's value first; this function knows the server's defaults),
 //!   `set_config` (refused here: by itself it is a `SET`, `pgwire::settings`),
@@ -79,6 +82,7 @@ pub fn register(
         Arc::new(PgCatalogFixes::new(pg_catalog, relations)),
     )?;
     context.register_udf(current_setting());
+    context.register_udf(pg_get_userbyid());
     context.register_udf(set_config());
     context.register_udf(format());
     // No object has a comment (DBeaver's and pgAdmin's object lists ask for each one's).
@@ -686,9 +690,9 @@ impl SchemaProvider for PgCatalogFixes {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         if let Some(table) = self.added.get(name) {
-            return Ok(Some(table.clone()));
+            return Ok(Some(owned(name, table.clone())));
         }
-        let table = self.inner.table(name).await?;
+        let table = self.inner.table(name).await?.map(|t| owned(name, t));
         if !missing_columns(name).is_empty()
             && let Some(table) = &table
         {
@@ -736,6 +740,137 @@ fn missing_columns(name: &str) -> &'static [(&'static str, bool)] {
         "pg_database" => &[("datcollversion", false)],
         _ => &[],
     }
+}
+
+/// PostgreSQL's bootstrap superuser, the one role TimeFusion's catalog lists (`postgres`).
+const SUPERUSER_OID: i64 = 10;
+
+/// Columns holding a role's oid that `datafusion-pg-catalog` 0.19 fills with 0 (a "TODO" there)
+/// while its `pg_namespace.nspowner` and `pg_database.datdba` say 10: `pg_roles.oid` and
+/// `pg_class.relowner`, [`SUPERUSER_OID`] here, so that tools joining a relation's owner to
+/// `pg_roles` (DBeaver's and pgAdmin's table properties) or to `pg_get_userbyid` find it.
+fn owner_columns(name: &str) -> &'static [&'static str] {
+    match name {
+        "pg_class" => &["relowner"],
+        "pg_roles" => &["oid"],
+        // Views over `pg_roles` planned before this schema wraps it (`sql::activity`).
+        "pg_user" | "pg_stat_activity" => &["usesysid"],
+        _ => &[],
+    }
+}
+
+/// `table`, relation `name` of `pg_catalog`, with its [`owner_columns`] fixed ([`Owned`]).
+fn owned(name: &str, table: Arc<dyn TableProvider>) -> Arc<dyn TableProvider> {
+    match owner_columns(name) {
+        [] => table,
+        columns => Arc::new(Owned {
+            inner: table,
+            columns,
+        }),
+    }
+}
+
+/// A catalog relation whose [`owner_columns`] say [`SUPERUSER_OID`] where they said 0, as it is
+/// scanned (NULL stays NULL: a session of a role `pg_roles` does not list). Its
+/// schema is the relation's own, field metadata included (`pg.oid_alias`, which a projection
+/// computing the column would drop, and which a `UNION` with another oid column must match:
+/// pgAdmin's role query). The relations are small (a row per role, per relation).
+#[derive(Debug)]
+struct Owned {
+    inner: Arc<dyn TableProvider>,
+    columns: &'static [&'static str],
+}
+
+#[async_trait]
+impl TableProvider for Owned {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = self.schema();
+        let plan = self.inner.scan(state, None, &[], None).await?;
+        let batches = datafusion::physical_plan::collect(plan, state.task_ctx()).await?;
+        let batches = batches
+            .into_iter()
+            .map(|batch| {
+                let columns = schema
+                    .fields()
+                    .iter()
+                    .zip(batch.columns())
+                    .map(|(field, column)| {
+                        if self.columns.contains(&field.name().as_str()) {
+                            use datafusion::arrow::array::{AsArray, Int64Array};
+                            use datafusion::arrow::compute::cast;
+                            let oids = cast(column, &DataType::Int64)?;
+                            let fixed: Int64Array = oids
+                                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                                .iter()
+                                .map(|oid| oid.map(|o| if o == 0 { SUPERUSER_OID } else { o }))
+                                .collect();
+                            Ok(cast(&fixed, field.data_type())?)
+                        } else {
+                            Ok(column.clone())
+                        }
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(datafusion::arrow::array::RecordBatch::try_new(
+                    schema.clone(),
+                    columns,
+                )?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        MemTable::try_new(schema, vec![batches])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
+
+/// `pg_get_userbyid(role oid)`: the role's name, `unknown (OID=n)` for an oid no role has (as
+/// PostgreSQL answers), NULL for NULL. `datafusion-pg-catalog`'s answers `postgres` for any
+/// oid and takes only an `int4` (so an integer literal, an `int8` here, failed to plan).
+fn pg_get_userbyid() -> ScalarUDF {
+    use datafusion::arrow::array::{AsArray, StringArray};
+    use datafusion::arrow::datatypes::Int64Type;
+    use datafusion::common::ScalarValue;
+    fn name(oid: Option<i64>) -> Option<String> {
+        oid.map(|oid| match oid {
+            SUPERUSER_OID => "postgres".to_string(),
+            _ => format!("unknown (OID={oid})"),
+        })
+    }
+    ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "pg_get_userbyid",
+        Signature::uniform(1, vec![DataType::Int64], Volatility::Stable),
+        DataType::Utf8,
+        Arc::new(|args: &[ColumnarValue]| {
+            Ok(match &args[0] {
+                ColumnarValue::Scalar(oid) => {
+                    let oid = match oid.cast_to(&DataType::Int64)? {
+                        ScalarValue::Int64(oid) => oid,
+                        _ => None,
+                    };
+                    ColumnarValue::Scalar(ScalarValue::Utf8(name(oid)))
+                }
+                ColumnarValue::Array(oids) => {
+                    let oids = datafusion::arrow::compute::cast(oids, &DataType::Int64)?;
+                    let names: StringArray =
+                        oids.as_primitive::<Int64Type>().iter().map(name).collect();
+                    ColumnarValue::Array(Arc::new(names))
+                }
+            })
+        }),
+    ))
 }
 
 /// `table` as a view with the [`missing_columns`] of relation `name` added, NULL.
