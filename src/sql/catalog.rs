@@ -837,38 +837,71 @@ impl TableProvider for Owned {
 }
 
 /// `pg_get_userbyid(role oid)`: the role's name, `unknown (OID=n)` for an oid no role has (as
-/// PostgreSQL answers), NULL for NULL. `datafusion-pg-catalog`'s answers `postgres` for any
-/// oid and takes only an `int4` (so an integer literal, an `int8` here, failed to plan).
+/// PostgreSQL answers), NULL for NULL; the oid as an integer (a negative `int4` wraps into the
+/// unsigned oid range, as PostgreSQL's cast does; outside both ranges 22003) or as text (22P02
+/// when it is not a number). `datafusion-pg-catalog`'s answers `postgres` for any oid and takes
+/// only an `int4` (so an integer literal, an `int8` here, failed to plan).
 fn pg_get_userbyid() -> ScalarUDF {
-    use datafusion::arrow::array::{AsArray, StringArray};
+    use crate::error::{SqlError, SqlState};
+    use datafusion::arrow::array::{AsArray, StringBuilder};
     use datafusion::arrow::datatypes::Int64Type;
-    use datafusion::common::ScalarValue;
-    fn name(oid: Option<i64>) -> Option<String> {
-        oid.map(|oid| match oid {
-            SUPERUSER_OID => "postgres".to_string(),
-            _ => format!("unknown (OID={oid})"),
-        })
+    fn push(out: &mut StringBuilder, oid: Option<i64>) -> Result<()> {
+        let Some(oid) = oid else {
+            out.append_null();
+            return Ok(());
+        };
+        let oid = match oid {
+            0..=0xFFFF_FFFF => oid as u32,
+            -0x8000_0000..=-1 => oid as i32 as u32,
+            _ => {
+                return Err(SqlError::new(
+                    SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+                    "OID out of range",
+                )
+                .into());
+            }
+        };
+        if i64::from(oid) == SUPERUSER_OID {
+            out.append_value("postgres");
+        } else {
+            out.append_value(format!("unknown (OID={oid})"));
+        }
+        Ok(())
     }
     ScalarUDF::from(SimpleScalarUDF::new_with_signature(
         "pg_get_userbyid",
-        Signature::uniform(1, vec![DataType::Int64], Volatility::Stable),
+        Signature::one_of(
+            vec![
+                TypeSignature::Uniform(1, vec![DataType::Int64]),
+                TypeSignature::Exact(vec![DataType::Utf8]),
+            ],
+            Volatility::Stable,
+        ),
         DataType::Utf8,
         Arc::new(|args: &[ColumnarValue]| {
-            Ok(match &args[0] {
-                ColumnarValue::Scalar(oid) => {
-                    let oid = match oid.cast_to(&DataType::Int64)? {
-                        ScalarValue::Int64(oid) => oid,
-                        _ => None,
-                    };
-                    ColumnarValue::Scalar(ScalarValue::Utf8(name(oid)))
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let mut out = StringBuilder::new();
+            if let Some(texts) = arrays[0].as_string_opt::<i32>() {
+                for text in texts.iter() {
+                    let oid = text
+                        .map(|t| {
+                            t.trim().parse::<i64>().map_err(|_| {
+                                SqlError::new(
+                                    SqlState::INVALID_TEXT_REPRESENTATION,
+                                    format!("invalid input syntax for type oid: \"{t}\""),
+                                )
+                            })
+                        })
+                        .transpose()?;
+                    push(&mut out, oid)?;
                 }
-                ColumnarValue::Array(oids) => {
-                    let oids = datafusion::arrow::compute::cast(oids, &DataType::Int64)?;
-                    let names: StringArray =
-                        oids.as_primitive::<Int64Type>().iter().map(name).collect();
-                    ColumnarValue::Array(Arc::new(names))
+            } else {
+                let oids = datafusion::arrow::compute::cast(&arrays[0], &DataType::Int64)?;
+                for oid in oids.as_primitive::<Int64Type>().iter() {
+                    push(&mut out, oid)?;
                 }
-            })
+            }
+            shaped(args, Arc::new(out.finish()))
         }),
     ))
 }
