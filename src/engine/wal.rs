@@ -146,8 +146,8 @@ const ZSTD_LEVEL: i32 = 1;
 /// Zeros written ahead of small groups at a time ([`Writer::zero_ahead`]).
 const ZERO_AHEAD_BYTES: u64 = 1 << 20;
 
-/// The smallest group written without zeros ahead of it ([`Writer::zero_ahead`]).
-const ZERO_AHEAD_MAX_GROUP: u64 = 64 << 10;
+/// Groups of fewer bytes get zeros written ahead of them ([`Writer::zero_ahead`]).
+const ZERO_AHEAD_BELOW: u64 = 64 << 10;
 
 /// IPC streams shorter than this are written as they are under zstd: a single-row insert's
 /// stream is mostly Arrow's metadata, a few KiB that zstd would shrink for more CPU than the
@@ -683,7 +683,7 @@ impl Writer {
     /// commit: on ext4 and XFS an `fdatasync` after a write that extends the file must also
     /// write the inode (or commit the journal) to record the new size, a second synchronous
     /// I/O per commit; into zeros already on disk it writes the data alone. PostgreSQL
-    /// zero-fills its WAL segments for the same reason. Groups of [`ZERO_AHEAD_MAX_GROUP`] or
+    /// zero-fills its WAL segments for the same reason. Groups of [`ZERO_AHEAD_BELOW`] or
     /// more (bulk loads, or many writers at once) are not preceded by zeros: the size update
     /// is then a small share of their write, and zeros would double the bytes written at the
     /// rates where disk bandwidth counts.
@@ -691,7 +691,7 @@ impl Writer {
         use std::os::unix::fs::FileExt;
         static ZEROS: [u8; ZERO_AHEAD_BYTES as usize] = [0; ZERO_AHEAD_BYTES as usize];
         let end = self.written + len;
-        if end <= self.zeroed || len >= ZERO_AHEAD_MAX_GROUP {
+        if end <= self.zeroed || len >= ZERO_AHEAD_BELOW {
             return Ok(());
         }
         let from = self.zeroed.max(self.written);
@@ -1260,7 +1260,7 @@ mod tests {
             .expect("append");
         let segment = dir.path().join(format!("{:020}.wal", 1));
         let len = fs::metadata(&segment).expect("meta").len();
-        assert!(len >= ZERO_AHEAD_MAX_GROUP, "{len} bytes");
+        assert!(len >= ZERO_AHEAD_BELOW, "{len} bytes");
         assert_ne!(
             len % ZERO_AHEAD_BYTES,
             0,

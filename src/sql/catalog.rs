@@ -808,32 +808,33 @@ impl TableProvider for Owned {
                     .fields()
                     .iter()
                     .zip(batch.columns())
-                    .map(|(field, column)| {
-                        if self.columns.contains(&field.name().as_str()) {
-                            use datafusion::arrow::array::{AsArray, Int64Array};
-                            use datafusion::arrow::compute::cast;
-                            let oids = cast(column, &DataType::Int64)?;
-                            let fixed: Int64Array = oids
-                                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-                                .iter()
-                                .map(|oid| oid.map(|o| if o == 0 { SUPERUSER_OID } else { o }))
-                                .collect();
-                            Ok(cast(&fixed, field.data_type())?)
-                        } else {
-                            Ok(column.clone())
-                        }
-                    })
+                    .map(
+                        |(field, column)| match self.columns.contains(&field.name().as_str()) {
+                            true => superuser_for_zero(column),
+                            false => Ok(column.clone()),
+                        },
+                    )
                     .collect::<Result<Vec<_>>>()?;
-                Ok(datafusion::arrow::array::RecordBatch::try_new(
-                    schema.clone(),
-                    columns,
-                )?)
+                Ok(RecordBatch::try_new(schema.clone(), columns)?)
             })
             .collect::<Result<Vec<_>>>()?;
         MemTable::try_new(schema, vec![batches])?
             .scan(state, projection, filters, limit)
             .await
     }
+}
+
+/// `oids` (an integer column) with 0 as [`SUPERUSER_OID`], in its own type.
+fn superuser_for_zero(oids: &ArrayRef) -> Result<ArrayRef> {
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::Int64Type;
+    let fixed: Int64Array = cast(oids, &DataType::Int64)?
+        .as_primitive::<Int64Type>()
+        .iter()
+        .map(|oid| oid.map(|o| if o == 0 { SUPERUSER_OID } else { o }))
+        .collect();
+    Ok(cast(&fixed, oids.data_type())?)
 }
 
 /// `pg_get_userbyid(role oid)`: the role's name, `unknown (OID=n)` for an oid no role has (as
@@ -843,7 +844,6 @@ impl TableProvider for Owned {
 /// only an `int4` (so an integer literal, an `int8` here, failed to plan).
 fn pg_get_userbyid() -> ScalarUDF {
     use crate::error::{SqlError, SqlState};
-    use datafusion::arrow::array::{AsArray, StringBuilder};
     use datafusion::arrow::datatypes::Int64Type;
     fn push(out: &mut StringBuilder, oid: Option<i64>) -> Result<()> {
         let Some(oid) = oid else {

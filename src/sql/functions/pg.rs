@@ -580,21 +580,9 @@ fn quoted_literal(text: &str) -> String {
 
 /// `clock_timestamp()`: the time it is when called (`now()` is the statement's start).
 pub(crate) fn clock_timestamp() -> ScalarUDF {
-    let utc = DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into()));
-    ScalarUDF::from(
-        datafusion::logical_expr::SimpleScalarUDF::new_with_signature(
-            "clock_timestamp",
-            Signature::exact(vec![], Volatility::Volatile),
-            utc,
-            Arc::new(|_: &[ColumnarValue]| {
-                let micros = chrono::Utc::now().timestamp_micros();
-                Ok(ColumnarValue::Scalar(ScalarValue::TimestampMicrosecond(
-                    Some(micros),
-                    Some("UTC".into()),
-                )))
-            }),
-        ),
-    )
+    timestamp_udf("clock_timestamp", Volatility::Volatile, || {
+        chrono::Utc::now().timestamp_micros()
+    })
 }
 
 /// `pg_postmaster_start_time()`: when this server process started (when its functions were
@@ -603,15 +591,26 @@ pub(crate) fn postmaster_start_time() -> ScalarUDF {
     static STARTED: std::sync::LazyLock<i64> =
         std::sync::LazyLock::new(|| chrono::Utc::now().timestamp_micros());
     let started = *STARTED;
+    timestamp_udf("pg_postmaster_start_time", Volatility::Stable, move || {
+        started
+    })
+}
+
+/// A function of no arguments answering the `timestamptz` of `micros()` (µs since the epoch).
+fn timestamp_udf(
+    name: &str,
+    volatility: Volatility,
+    micros: impl Fn() -> i64 + Send + Sync + 'static,
+) -> ScalarUDF {
     let utc = DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into()));
     ScalarUDF::from(
         datafusion::logical_expr::SimpleScalarUDF::new_with_signature(
-            "pg_postmaster_start_time",
-            Signature::exact(vec![], Volatility::Stable),
+            name,
+            Signature::exact(vec![], volatility),
             utc,
             Arc::new(move |_: &[ColumnarValue]| {
                 Ok(ColumnarValue::Scalar(ScalarValue::TimestampMicrosecond(
-                    Some(started),
+                    Some(micros()),
                     Some("UTC".into()),
                 )))
             }),

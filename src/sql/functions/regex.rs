@@ -53,20 +53,15 @@ fn substr_udf() -> ScalarUDF {
 
 fn substrs(args: &[ColumnarValue]) -> Result<ColumnarValue> {
     let arrays = ColumnarValue::values_to_arrays(args)?;
-    let text = |i: usize| -> Result<Option<arrow::array::ArrayRef>> {
+    let column = |i: usize, to: &DataType| -> Result<Option<arrow::array::ArrayRef>> {
         arrays
             .get(i)
-            .map(|a| cast(a, &DataType::Utf8))
+            .map(|a| cast(a, to))
             .transpose()
             .map_err(Into::into)
     };
-    let int = |i: usize| -> Result<Option<arrow::array::ArrayRef>> {
-        arrays
-            .get(i)
-            .map(|a| cast(a, &DataType::Int64))
-            .transpose()
-            .map_err(Into::into)
-    };
+    let text = |i: usize| column(i, &DataType::Utf8);
+    let int = |i: usize| column(i, &DataType::Int64);
     let (values, patterns, flags) = (text(0)?, text(1)?, text(4)?);
     let (starts, ns, subexprs) = (int(2)?, int(3)?, int(5)?);
     let (Some(values), Some(patterns)) = (values, patterns) else {
