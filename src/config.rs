@@ -5,6 +5,7 @@
 //! in `DELTA_CONFIG.md`). Values are validated once, at start-up, by [`Config::validate`].
 
 use std::net::IpAddr;
+use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -297,8 +298,8 @@ pub struct Config {
     #[arg(long, env = "TIMEFUSION_FOYER_TTL_SECONDS", default_value_t = 604800)]
     pub foyer_ttl_seconds: u64,
 
-    /// How often the background maintenance pass runs (compaction, retention, checkpoint,
-    /// vacuum), in seconds. `VACUUM [table]` over SQL runs one at once.
+    /// How often the background maintenance pass runs (compaction, retention, vacuum), in
+    /// seconds. `VACUUM [table]` over SQL runs one at once.
     #[arg(
         long,
         env = "TIMEFUSION_MAINTENANCE_INTERVAL_SECS",
@@ -311,9 +312,11 @@ pub struct Config {
     #[arg(long, env = "TIMEFUSION_COMPACT_TARGET_MB", default_value_t = 128)]
     pub compact_target_mb: u64,
 
-    /// Write a Delta checkpoint once this many commits followed the last one.
-    #[arg(long, env = "TIMEFUSION_CHECKPOINT_INTERVAL", default_value_t = 10)]
-    pub checkpoint_interval: u64,
+    /// Write a Delta checkpoint every this many commits: each table's
+    /// `delta.checkpointInterval`, set when the server opens it; deltalake writes the
+    /// checkpoint after the commit (flush, compaction, retention, mutation) that reaches it.
+    #[arg(long, env = "TIMEFUSION_CHECKPOINT_INTERVAL", default_value_t = DEFAULT_CHECKPOINT_INTERVAL)]
+    pub checkpoint_interval: NonZeroU64,
 
     /// Vacuum deletes Parquet files the log stopped referencing this many hours ago; it must
     /// exceed the longest query (a query reads the files of the version it started on).
@@ -434,12 +437,9 @@ impl Config {
                 "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together".into(),
             ));
         }
-        if self.maintenance_interval_secs == 0
-            || self.compact_target_mb == 0
-            || self.checkpoint_interval == 0
-        {
+        if self.maintenance_interval_secs == 0 || self.compact_target_mb == 0 {
             return Err(ConfigError(
-                "TIMEFUSION_MAINTENANCE_INTERVAL_SECS, TIMEFUSION_COMPACT_TARGET_MB and TIMEFUSION_CHECKPOINT_INTERVAL must be positive".into(),
+                "TIMEFUSION_MAINTENANCE_INTERVAL_SECS and TIMEFUSION_COMPACT_TARGET_MB must be positive".into(),
             ));
         }
         if self.stack_mb.saturating_mul(STACK_DEPTH_PER_MB) < self.max_expression_depth {
@@ -546,9 +546,8 @@ impl Config {
 
     pub fn maintenance_policy(&self) -> MaintenancePolicy {
         MaintenancePolicy {
-            target_file_bytes: std::num::NonZeroU64::new(self.compact_target_mb << 20)
-                .unwrap_or(std::num::NonZeroU64::MIN),
-            checkpoint_every: self.checkpoint_interval,
+            target_file_bytes: NonZeroU64::new(self.compact_target_mb << 20)
+                .unwrap_or(NonZeroU64::MIN),
             vacuum_retention: Duration::from_secs(self.vacuum_retention_hours * 3600),
             retention_days: (self.retention_days > 0).then_some(self.retention_days),
         }
@@ -665,13 +664,15 @@ pub enum WalCompression {
     Zstd,
 }
 
+/// `TIMEFUSION_CHECKPOINT_INTERVAL`'s default: a checkpoint every ten commits keeps a cold
+/// reader's log replay short (deltalake's own default is 100).
+pub const DEFAULT_CHECKPOINT_INTERVAL: NonZeroU64 = NonZeroU64::new(10).expect("positive");
+
 /// What a maintenance pass may do to a table.
 #[derive(Debug, Clone)]
 pub struct MaintenancePolicy {
     /// Compaction merges a partition's smaller files into files of about this size.
-    pub target_file_bytes: std::num::NonZeroU64,
-    /// Write a checkpoint once this many commits followed the last one.
-    pub checkpoint_every: u64,
+    pub target_file_bytes: NonZeroU64,
     /// Files no longer referenced by the log are deleted once they are this old.
     pub vacuum_retention: std::time::Duration,
     /// Drop `date` partitions older than this many days (`None`: keep everything).

@@ -653,7 +653,7 @@ impl Maintenance for Core {
             self.buffer.replace_committed(name, reader);
             tracing::info!(
                 table = %name, compacted_files = report.files_removed, written_files = report.files_added,
-                retention_files_removed = report.retention_files_removed, checkpoint = ?report.checkpoint_version,
+                retention_files_removed = report.retention_files_removed,
                 vacuumed_files = report.files_vacuumed, version = ?report.version,
                 elapsed_ms = started.elapsed().as_millis() as u64, "maintenance done"
             );
@@ -985,9 +985,14 @@ mod tests {
             let catalog = Arc::new(Catalog::load(None).expect("catalog"));
             let schema = catalog.get(TABLE).expect("schema").clone();
             let table = Arc::new(
-                delta::DeltaTable::open_or_create(&storage, schema, 1)
-                    .await
-                    .expect("table"),
+                delta::DeltaTable::open_or_create(
+                    &storage,
+                    schema,
+                    1,
+                    crate::config::DEFAULT_CHECKPOINT_INTERVAL,
+                )
+                .await
+                .expect("table"),
             );
             let wal = Arc::new(
                 Wal::open(

@@ -10,6 +10,8 @@
 //! are already in the table. This module never deletes WAL; the caller trims it once
 //! [`DeltaTable::flush`] has returned.
 
+use std::collections::HashMap;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use arrow::array::Array;
@@ -18,6 +20,7 @@ use arrow::compute::{SortColumn, concat, interleave, lexsort_to_indices};
 use datafusion::common::Column;
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::Expr;
+use deltalake::TableProperty;
 use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use deltalake::delta_datafusion::planner::DeltaPlanner;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
@@ -213,7 +216,6 @@ pub struct MaintenanceReport {
     pub files_removed: u64,
     pub files_added: u64,
     pub retention_files_removed: usize,
-    pub checkpoint_version: Option<i64>,
     pub files_vacuumed: usize,
     pub version: Option<i64>,
 }
@@ -223,16 +225,19 @@ pub struct DeltaTable {
     schema: Arc<TableSchema>,
     table: Mutex<deltalake::DeltaTable>,
     writer_properties: WriterProperties,
-    /// Version of the last checkpoint this process wrote (0: none yet).
-    checkpointed: std::sync::atomic::AtomicI64,
 }
 
 impl DeltaTable {
-    /// Opens the table in `storage`, creating it (version 0, no files) if it does not exist.
+    /// Opens the table in `storage`, creating it (version 0, no files) if it does not exist,
+    /// with `delta.checkpointInterval` set to `checkpoint_interval`: deltalake then writes a
+    /// checkpoint after each commit whose version + 1 is a multiple of it (flushes,
+    /// compaction, retention and mutations alike). An existing table whose property differs
+    /// gets a metadata commit setting it.
     pub async fn open_or_create(
         storage: &Storage,
         schema: Arc<TableSchema>,
         zstd_level: i32,
+        checkpoint_interval: NonZeroU64,
     ) -> Result<Self> {
         let name = schema.name.clone();
         let delta = |source: deltalake::DeltaTableError| Error::Delta {
@@ -275,10 +280,33 @@ impl DeltaTable {
                 .with_table_name(&schema.name)
                 .with_columns(columns.fields().cloned())
                 .with_partition_columns(schema.partition_columns.clone())
+                .with_configuration_property(
+                    TableProperty::CheckpointInterval,
+                    Some(checkpoint_interval.to_string()),
+                )
                 .with_save_mode(SaveMode::Ignore)
                 .await
                 .map_err(delta)?;
             tracing::info!(table = %name, %location, "created Delta table");
+        }
+        let current = table
+            .snapshot()
+            .map_err(delta)?
+            .table_config()
+            .checkpoint_interval();
+        if current != checkpoint_interval {
+            table = table
+                .set_tbl_properties()
+                .with_properties(HashMap::from([(
+                    TableProperty::CheckpointInterval.as_ref().to_string(),
+                    checkpoint_interval.to_string(),
+                )]))
+                .await
+                .map_err(delta)?;
+            tracing::info!(
+                table = %name, from = current, to = checkpoint_interval,
+                "set delta.checkpointInterval"
+            );
         }
         let level = ZstdLevel::try_new(zstd_level)
             .map_err(|e| Error::Location(name.clone(), format!("zstd level: {e}")))?;
@@ -287,7 +315,6 @@ impl DeltaTable {
             schema,
             table: Mutex::new(table),
             writer_properties,
-            checkpointed: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
@@ -618,8 +645,8 @@ impl DeltaTable {
         self.reader_of(&table).await
     }
 
-    /// One maintenance pass: compact small files, drop partitions past the retention,
-    /// checkpoint when due, vacuum unreferenced files. Holds the table for the whole pass,
+    /// One maintenance pass: compact small files, drop partitions past the retention, vacuum
+    /// unreferenced files (checkpoints follow commits, [`Self::open_or_create`]). Holds the table for the whole pass,
     /// so it never interleaves with a flush commit (flushes wait; ingestion does not).
     /// Returns what it did and a reader at the resulting version.
     pub async fn maintain(
@@ -672,17 +699,6 @@ impl DeltaTable {
             if table.version() != before {
                 report.retention_files_removed = metrics.num_removed_files;
             }
-        }
-
-        let version = table.version().unwrap_or(0) as i64;
-        let last = self.checkpointed.load(std::sync::atomic::Ordering::Relaxed);
-        if version - last >= policy.checkpoint_every as i64 {
-            deltalake::checkpoints::create_checkpoint(&table, None)
-                .await
-                .map_err(delta)?;
-            self.checkpointed
-                .store(version, std::sync::atomic::Ordering::Relaxed);
-            report.checkpoint_version = Some(version);
         }
 
         let retention = chrono::Duration::from_std(policy.vacuum_retention)

@@ -76,6 +76,7 @@ impl Engine {
                 &storage,
                 schema.clone(),
                 config.parquet_zstd_level,
+                config.checkpoint_interval,
             )
             .await?;
             let seq = table

@@ -430,7 +430,7 @@ impl Answer for AbortedTransactionHook {
     }
 }
 
-/// `VACUUM [table]`: one maintenance pass now (compaction, retention, checkpoint, vacuum).
+/// `VACUUM [table]`: one maintenance pass now (compaction, retention, vacuum).
 pub(crate) struct VacuumHook {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) maintenance: Arc<dyn Maintenance>,

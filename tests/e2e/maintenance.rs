@@ -11,6 +11,46 @@ fn data_files(dir: &Path) -> usize {
     parquet_files(dir).len()
 }
 
+/// The versions of the Delta checkpoints in the table at `dir`, ascending.
+fn checkpoints(dir: &Path) -> Vec<u64> {
+    let mut versions: Vec<u64> = std::fs::read_dir(dir.join("_delta_log"))
+        .expect("log")
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".checkpoint.parquet")?.parse().ok()
+        })
+        .collect();
+    versions.sort_unstable();
+    versions
+}
+
+/// `delta.checkpointInterval` as the newest commit carrying table metadata sets it.
+fn checkpoint_interval(dir: &Path) -> String {
+    let mut commits: Vec<_> = std::fs::read_dir(dir.join("_delta_log"))
+        .expect("log")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    commits.sort();
+    commits
+        .iter()
+        .rev()
+        .flat_map(|p| {
+            let text = std::fs::read_to_string(p).expect("commit");
+            text.lines()
+                .filter_map(|line| {
+                    let action: serde_json::Value = serde_json::from_str(line).ok()?;
+                    let interval = &action["metaData"]["configuration"]["delta.checkpointInterval"];
+                    interval.as_str().map(str::to_string)
+                })
+                .collect::<Vec<_>>()
+        })
+        .next()
+        .expect("a metaData action with delta.checkpointInterval")
+}
+
 async fn summary(client: &tokio_postgres::Client) -> Vec<(String, i64, i64)> {
     client
         .query(
@@ -63,6 +103,13 @@ async fn vacuum_compacts_checkpoints_and_applies_retention_without_changing_resu
         data_files(&table_dir) >= 7
     })
     .await;
+    // Seven flush commits after the create: deltalake wrote a checkpoint after every third
+    // (the table's delta.checkpointInterval), before any maintenance ran.
+    let written = checkpoints(&table_dir);
+    assert!(
+        !written.is_empty() && written.iter().all(|v| (v + 1) % 3 == 0),
+        "checkpoints follow flush commits: {written:?}"
+    );
     let before = summary(&client).await;
     let files_before = data_files(&table_dir);
 
@@ -106,16 +153,6 @@ async fn vacuum_compacts_checkpoints_and_applies_retention_without_changing_resu
         files_after < files_before,
         "compaction and vacuum reduce the files on disk ({files_before} -> {files_after})"
     );
-    assert!(
-        std::fs::read_dir(table_dir.join("_delta_log"))
-            .expect("log")
-            .flatten()
-            .any(|e| e
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".checkpoint.parquet")),
-        "a checkpoint was written"
-    );
     let err = client
         .batch_execute("VACUUM no_such_table")
         .await
@@ -131,6 +168,11 @@ async fn vacuum_compacts_checkpoints_and_applies_retention_without_changing_resu
     ];
     let server = TestServer::start(dir.path(), &env);
     let client = server.client().await;
+    assert_eq!(
+        checkpoint_interval(&table_dir),
+        "10",
+        "a restart with the default interval sets it on the table"
+    );
     assert_eq!(count(&client, "").await, total);
     client.batch_execute("VACUUM").await.expect("VACUUM");
     assert_eq!(
