@@ -339,6 +339,25 @@ fn settings_row_of(select: &datafusion::sql::sqlparser::ast::Select) -> Option<&
     }
 }
 
+/// What `SHOW name` answers; a custom parameter's name comes as its dotted parts.
+fn show(variable: &[Ident]) -> PgWireResult<Action> {
+    let parts: Vec<String> = variable.iter().map(|v| v.value.to_lowercase()).collect();
+    let name = parts.join(".");
+    if is_timeout(&name) {
+        Ok(Action::ShowTimeout)
+    } else if matches!(name.as_str(), "server_version" | "server_version_num")
+        && let Some(value) = crate::sql::catalog::setting(&name)
+    {
+        Ok(Action::ShowFixed(name, value))
+    } else if name == "all" {
+        Ok(Action::ShowAll)
+    } else if showable(&name) {
+        Ok(Action::Show(name))
+    } else {
+        Err(unrecognized(&name))
+    }
+}
+
 fn set_config_usage() -> pgwire::error::PgWireError {
     user_error(
         SqlState::FEATURE_NOT_SUPPORTED,
@@ -354,30 +373,12 @@ impl SettingsHook {
                 variable,
                 values,
                 ..
-            }) if is_timeout(&parameter_name(variable)) => Some(
-                match values.as_slice() {
-                    [value] => match value {
-                        Expr::Identifier(ident) if ident.value.eq_ignore_ascii_case("default") => {
-                            Ok(self.registry.default_timeout)
-                        }
-                        Expr::Value(v) => match &v.value {
-                            Value::Number(text, _)
-                            | Value::SingleQuotedString(text)
-                            | Value::DoubleQuotedString(text) => parse_timeout(text),
-                            _ => Err(bad_timeout(&value.to_string())),
-                        },
-                        other => Err(bad_timeout(&other.to_string())),
-                    },
-                    _ => Err(user_error(
-                        SqlState::INVALID_PARAMETER_VALUE,
-                        "SET statement_timeout takes only one argument",
-                    )),
-                }
-                .map(|timeout| Action::SetTimeout {
+            }) if is_timeout(&parameter_name(variable)) => {
+                Some(self.timeout(values).map(|timeout| Action::SetTimeout {
                     timeout,
                     local: matches!(scope, Some(ContextModifier::Local)),
-                }),
-            ),
+                }))
+            }
             Sql::Set(Set::SingleAssignment {
                 scope,
                 variable,
@@ -406,24 +407,7 @@ impl SettingsHook {
             Sql::ShowVariable { variable } if is_time_zone(variable) => {
                 Some(Ok(Action::Show("timezone".into())))
             }
-            Sql::ShowVariable { variable } if !variable.is_empty() => {
-                // A custom parameter's name comes as its dotted parts.
-                let parts: Vec<String> = variable.iter().map(|v| v.value.to_lowercase()).collect();
-                let name = parts.join(".");
-                if is_timeout(&name) {
-                    Some(Ok(Action::ShowTimeout))
-                } else if matches!(name.as_str(), "server_version" | "server_version_num")
-                    && let Some(value) = crate::sql::catalog::setting(&name)
-                {
-                    Some(Ok(Action::ShowFixed(name, value)))
-                } else if name == "all" {
-                    Some(Ok(Action::ShowAll))
-                } else if showable(&name) {
-                    Some(Ok(Action::Show(name)))
-                } else {
-                    Some(Err(unrecognized(&name)))
-                }
-            }
+            Sql::ShowVariable { variable } if !variable.is_empty() => Some(show(variable)),
             Sql::Discard { object_type } => Some(Ok(Action::Discard(*object_type))),
             Sql::Reset(reset) => Some(match &reset.reset {
                 Reset::ALL => Ok(Action::Reset(None)),
@@ -433,6 +417,29 @@ impl SettingsHook {
                 }
             }),
             _ => None,
+        }
+    }
+
+    /// The timeout `SET statement_timeout` gives: `DEFAULT` (the server's), a number of
+    /// milliseconds or a quoted value with a unit.
+    fn timeout(&self, values: &[Expr]) -> PgWireResult<Option<Duration>> {
+        let [value] = values else {
+            return Err(user_error(
+                SqlState::INVALID_PARAMETER_VALUE,
+                "SET statement_timeout takes only one argument",
+            ));
+        };
+        match value {
+            Expr::Identifier(ident) if ident.value.eq_ignore_ascii_case("default") => {
+                Ok(self.registry.default_timeout)
+            }
+            Expr::Value(v) => match &v.value {
+                Value::Number(text, _)
+                | Value::SingleQuotedString(text)
+                | Value::DoubleQuotedString(text) => parse_timeout(text),
+                _ => Err(bad_timeout(&value.to_string())),
+            },
+            other => Err(bad_timeout(&other.to_string())),
         }
     }
 

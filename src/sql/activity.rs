@@ -12,7 +12,7 @@
 //!   `pg_roles` give the names. Flight SQL and gRPC requests are not sessions and are not listed;
 //!   `wait_event*`, `backend_xid`, `backend_xmin`, `query_id` and `leader_pid` are NULL.
 //! - `pg_cancel_backend(pid)` stops the session's running statement as a cancel request would
-//!   (57014 for it; a write's rows are never interrupted, [`crate::pgwire::cancel`]);
+//!   (57014 for it; a write's rows are never interrupted: the pgwire front end's `cancel` module);
 //!   `pg_terminate_backend(pid [, timeout])` also ends the session once its statement is done,
 //!   with FATAL 57P01. Both answer false for a pid that is no session here. Any user may signal
 //!   any session: all sessions are the one configured user's (`PGWIRE_USER`).
@@ -83,7 +83,8 @@ pub enum Signal {
     Terminate,
 }
 
-/// The front end's sessions (implemented by [`crate::pgwire::cancel::Registry`]).
+/// The front end's sessions (the pgwire front end's cancel registry implements it; this layer
+/// does not name that one).
 pub trait Backends: Send + Sync {
     /// Every session, in no particular order.
     fn backends(&self) -> Vec<Backend>;
