@@ -68,6 +68,9 @@ pub enum Error {
     },
     #[error("COPY: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// A query result value the binary format cannot carry (arrow-pg's words).
+    #[error("COPY: {0}")]
+    Encode(String),
 }
 
 impl Error {
@@ -80,6 +83,7 @@ impl Error {
             Error::BadData { .. } | Error::BadHeader(_) => SqlState::BAD_COPY_FILE_FORMAT,
             Error::BadField { code, .. } => *code,
             Error::Arrow(_) => SqlState::INVALID_TEXT_REPRESENTATION,
+            Error::Encode(_) => SqlState::DATA_EXCEPTION,
         }
     }
 }
@@ -1411,8 +1415,13 @@ mod tests {
         assert_eq!(rows[1][..2], [0, 1]);
         assert_eq!(out.finish(), None, "the header went out with the first row");
 
-        let decimal = Schema::new(vec![Field::new("d", DataType::Decimal128(10, 2), true)]);
-        let error = out.begin(&decimal).expect_err("decimal");
+        let nested = DataType::List(Arc::new(Field::new_list_field(DataType::Int32, true)));
+        let lists = Schema::new(vec![Field::new_list(
+            "d",
+            Field::new_list_field(nested, true),
+            true,
+        )]);
+        let error = out.begin(&lists).expect_err("a list of lists");
         assert_eq!(error.sqlstate(), SqlState::FEATURE_NOT_SUPPORTED);
         assert!(error.to_string().contains("column \"d\""), "{error}");
         let statement = Parser::parse_sql(
