@@ -30,6 +30,8 @@ impl SqlState {
     pub const INVALID_REGULAR_EXPRESSION: SqlState = SqlState("2201B");
     pub const UNTRANSLATABLE_CHARACTER: SqlState = SqlState("22021");
     pub const INVALID_PARAMETER_VALUE: SqlState = SqlState("22023");
+    pub const NULL_VALUE_NOT_ALLOWED: SqlState = SqlState("22004");
+    pub const ARRAY_SUBSCRIPT_ERROR: SqlState = SqlState("2202E");
     pub const INVALID_TEXT_REPRESENTATION: SqlState = SqlState("22P02");
     pub const INVALID_BINARY_REPRESENTATION: SqlState = SqlState("22P03");
     pub const BAD_COPY_FILE_FORMAT: SqlState = SqlState("22P04");

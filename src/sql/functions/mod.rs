@@ -60,7 +60,8 @@
 //! - `pg_size_pretty(bytes)` in PostgreSQL's units and rounding; `num_nulls(…)` /
 //!   `num_nonnulls(…)`; `width_bucket(operand, low, high, count)` (the `float8` form, with
 //!   PostgreSQL's 2201G errors); `make_timestamp(year, month, day, hour, min, sec)`;
-//!   `txid_current()` / `pg_current_xact_id()` (each statement its own transaction).
+//!   `txid_current()` / `pg_current_xact_id()` (each statement its own transaction);
+//!   `array_fill(value, ARRAY[n] [, ARRAY[1]])` (one dimension, from 1).
 //!
 //! - Interval arithmetic ([`interval`]): `interval * n`, `n * interval`, `interval / n` with
 //!   PostgreSQL's carrying of fractions, and `justify_hours` / `justify_days` /
@@ -118,6 +119,7 @@ pub fn register(context: &mut SessionContext) -> Result<()> {
     context.register_udf(ScalarUDF::from(PgArrayLength::default()));
     context.register_udf(ScalarUDF::from(ToRegtype::new()));
     context.register_udf(pg::pg_size_pretty());
+    context.register_udf(ScalarUDF::from(pg::ArrayFill::default()));
     context.register_udf(pg::width_bucket());
     context.register_udf(pg::make_timestamp());
     context.register_udf(pg::quote_literal(false));

@@ -1,6 +1,6 @@
 //! PostgreSQL's own functions where DataFusion's differ or has none: `array_length` (`int4`,
 //! NULL when empty), `version()`, `to_regtype`, `pg_size_pretty`, `num_nulls` /
-//! `num_nonnulls`, `width_bucket`, `make_timestamp`.
+//! `num_nonnulls`, `width_bucket`, `make_timestamp`, `array_fill`.
 
 use std::sync::Arc;
 
@@ -523,6 +523,168 @@ fn transaction_id(start: i64) -> i64 {
         .map_or(0, |d| d.as_micros() as i64);
     *last = (start, micros.max(last.1 + 1));
     last.1
+}
+
+/// PostgreSQL's largest array, in elements (`MaxArraySize`).
+const MAX_ARRAY_ELEMENTS: i64 = 134_217_727;
+/// PostgreSQL's largest value (`MaxAllocSize`, 1 GiB): the most bytes `array_fill` makes in
+/// one call, so a long fill of a long value is an error, not the process's memory.
+const MAX_FILL_BYTES: usize = (1 << 30) - 1;
+
+/// `array_fill(value, dimensions [, lower_bounds])`: an array of `dimensions[1]` copies of
+/// `value` (NULL copies for NULL), as PostgreSQL makes it. One dimension only: more, or a
+/// lower bound other than 1 (which PostgreSQL prints as `[3:4]={…}`), is refused with 0A000,
+/// since arrays here are one-dimensional lists from 1. NULL dimensions or bounds are 22004, a
+/// negative or too large dimension 54000, bounds not matching dimensions 2202E.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ArrayFill {
+    signature: Signature,
+}
+
+impl Default for ArrayFill {
+    fn default() -> Self {
+        ArrayFill {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for ArrayFill {
+    fn name(&self) -> &str {
+        "array_fill"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        let bounds = DataType::List(Arc::new(arrow::datatypes::Field::new_list_field(
+            DataType::Int64,
+            true,
+        )));
+        match args {
+            [value, rest @ ..] if (1..=2).contains(&rest.len()) => {
+                let value = match value {
+                    DataType::Null => DataType::Utf8,
+                    other => other.clone(),
+                };
+                Ok(std::iter::once(value)
+                    .chain(rest.iter().map(|_| bounds.clone()))
+                    .collect())
+            }
+            _ => Err(SqlError::new(
+                SqlState::UNDEFINED_FUNCTION,
+                "function array_fill takes (value, dimensions int[] [, lower_bounds int[]])",
+            )
+            .into()),
+        }
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::List(Arc::new(
+            arrow::datatypes::Field::new_list_field(args[0].clone(), true),
+        )))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let value = &arrays[0];
+        let dimensions = arrays[1].as_list::<i32>();
+        let bounds = arrays.get(2).map(|b| b.as_list::<i32>());
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0i32);
+        let mut indices: Vec<u32> = Vec::new();
+        let mut bytes = 0usize;
+        for row in 0..rows {
+            let count = fill_count(dimensions, bounds, row)?;
+            let width = value.slice(row, 1).to_data().get_slice_memory_size()?;
+            bytes = bytes.saturating_add(width.saturating_mul(count));
+            if bytes > MAX_FILL_BYTES || indices.len() + count > i32::MAX as usize {
+                return Err(too_large().into());
+            }
+            let row = u32::try_from(row).map_err(|_| too_large())?;
+            indices.extend(std::iter::repeat_n(row, count));
+            offsets.push(indices.len() as i32);
+        }
+        let values = arrow::compute::take(
+            value.as_ref(),
+            &arrow::array::UInt32Array::from(indices),
+            None,
+        )?;
+        let field = Arc::new(arrow::datatypes::Field::new_list_field(
+            value.data_type().clone(),
+            true,
+        ));
+        let filled = arrow::array::ListArray::try_new(
+            field,
+            arrow::buffer::OffsetBuffer::new(offsets.into()),
+            values,
+            None,
+        )?;
+        shaped(&args.args, Arc::new(filled))
+    }
+}
+
+fn too_large() -> SqlError {
+    SqlError::new(
+        SqlState::PROGRAM_LIMIT_EXCEEDED,
+        format!("array size exceeds the maximum allowed ({MAX_ARRAY_ELEMENTS})"),
+    )
+}
+
+/// How many copies row `row` of `array_fill` makes, checking its dimensions and bounds.
+fn fill_count(
+    dimensions: &arrow::array::ListArray,
+    bounds: Option<&arrow::array::ListArray>,
+    row: usize,
+) -> Result<usize, SqlError> {
+    let null = || {
+        SqlError::new(
+            SqlState::NULL_VALUE_NOT_ALLOWED,
+            "dimension array or low bound array cannot be null",
+        )
+    };
+    let ints = |list: &arrow::array::ListArray| -> Result<Vec<i64>, SqlError> {
+        if list.is_null(row) {
+            return Err(null());
+        }
+        let values = list.value(row);
+        let values = values.as_primitive::<arrow::datatypes::Int64Type>();
+        if values.null_count() > 0 {
+            return Err(SqlError::new(
+                SqlState::NULL_VALUE_NOT_ALLOWED,
+                "dimension values cannot be null",
+            ));
+        }
+        Ok(values.values().to_vec())
+    };
+    let dimensions = ints(dimensions)?;
+    if let Some(bounds) = bounds {
+        let bounds = ints(bounds)?;
+        if bounds.len() != dimensions.len() {
+            return Err(SqlError::new(
+                SqlState::ARRAY_SUBSCRIPT_ERROR,
+                "wrong number of array subscripts: the low bound array has a different size than the dimensions array",
+            ));
+        }
+        if bounds.iter().any(|&b| b != 1) {
+            return Err(SqlError::new(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                "array_fill with a lower bound other than 1 is not supported: arrays here start at 1",
+            ));
+        }
+    }
+    match dimensions.as_slice() {
+        [] => Ok(0),
+        [count] if (0..=MAX_ARRAY_ELEMENTS).contains(count) => Ok(*count as usize),
+        [_] => Err(too_large()),
+        _ => Err(SqlError::new(
+            SqlState::FEATURE_NOT_SUPPORTED,
+            "array_fill of more than one dimension is not supported: arrays here have one",
+        )),
+    }
 }
 
 /// `quote_literal(value)` (NULL for NULL) and `quote_nullable(value)` (`NULL` for NULL):
