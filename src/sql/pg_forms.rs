@@ -65,6 +65,15 @@
 //! - `json_object_agg(k, v)` / `jsonb_object_agg`: `json_object_of_pairs(array_agg(
 //!   json_object_pair(k, v)))`, its `ORDER BY` and `FILTER` kept on `array_agg`.
 //!
+//! - `x::varchar(n)` / `character varying(n)` and `x::char(n)` / `character(n)` (`char`
+//!   alone is `char(1)`), `bpchar`: `left(x::varchar, n)`, the first n characters as
+//!   PostgreSQL's explicit cast keeps them, where DataFusion ignores the length or refuses the
+//!   type. A `char(n)` value shorter than n is not padded with blanks (PostgreSQL shows
+//!   `'ab'::char(4)` as `ab  `, and strips the blanks again in `||`, comparisons and casts to
+//!   text, where this gives the same answers). Like every form here, only in queries: an
+//!   `INSERT`'s `'…'::varchar(n)` or `$1::varchar(n)` stores the whole value (the columns are
+//!   `text`), on the literal and parameter fast path as before.
+//!
 //! Only queries are rewritten. Result columns keep PostgreSQL's names (`user`, `exists`):
 //! [`crate::sql::colname`] takes them from the statement as written.
 
@@ -629,6 +638,54 @@ fn zoned_date_trunc(expr: &mut Expr) {
     *expr = call("at_time_zone", vec![truncated, zone.clone()]);
 }
 
+/// The characters a cast to `varchar(n)`, `char(n)` (`char` alone: 1) or `bpchar(n)` keeps,
+/// `Some(None)` for `bpchar` without a length, `None` when `expr` is no such cast.
+fn char_cast(expr: &Expr) -> Option<Option<u64>> {
+    use datafusion::sql::sqlparser::ast::CharacterLength;
+    let Expr::Cast { data_type, .. } = expr else {
+        return None;
+    };
+    // A length of 0 is PostgreSQL's error; DataFusion's answer (no truncation) stays.
+    let length = |l: &Option<CharacterLength>| match l {
+        Some(CharacterLength::IntegerLength { length, .. }) if *length > 0 => Some(Some(*length)),
+        _ => None,
+    };
+    match data_type {
+        DataType::Varchar(l) | DataType::CharacterVarying(l) | DataType::CharVarying(l) => {
+            length(l)
+        }
+        DataType::Char(None) | DataType::Character(None) => Some(Some(1)),
+        DataType::Char(l) | DataType::Character(l) => length(l),
+        DataType::Custom(name, modifiers)
+            if matches!(name.0.as_slice(), [ObjectNamePart::Identifier(i)]
+                if i.value.eq_ignore_ascii_case("bpchar")) =>
+        {
+            match modifiers.as_slice() {
+                [] => Some(None),
+                [n] => n.parse().ok().filter(|n| *n > 0).map(Some),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// `left(x::varchar, n)` for a [`char_cast`]: the cast stays inside, unbounded, so it still
+/// types a parameter (`$1::varchar(3)`).
+fn truncating_cast(expr: &mut Expr, keep: Option<u64>) {
+    let Expr::Cast { data_type, .. } = expr else {
+        return;
+    };
+    *data_type = DataType::Varchar(None);
+    if let Some(keep) = keep {
+        let cast = std::mem::replace(expr, Expr::value(Value::Null));
+        *expr = crate::sql::srf::call(
+            "left",
+            vec![cast, Expr::value(Value::Number(keep.to_string(), false))],
+        );
+    }
+}
+
 /// The input function of a `::json` / `::jsonb` cast (`json_in` / `jsonb_in`), or `None`
 /// when `expr` is no such cast.
 fn json_cast(expr: &Expr) -> Option<&'static str> {
@@ -847,6 +904,7 @@ impl Visitor for Finder {
             || object_agg(expr).is_some()
             || is_field_of_parenthesized(expr)
             || json_cast(expr).is_some()
+            || char_cast(expr).is_some()
             || is_substring_pattern(expr)
             || pg_pattern_call(expr)
             || is_zoned_date_trunc(expr)
@@ -1006,6 +1064,10 @@ impl VisitorMut for Rewriter<'_> {
         }
         if let Some(op) = arithmetic_call(expr) {
             arithmetic(expr, op);
+            self.rewritten += 1;
+        }
+        if let Some(keep) = char_cast(expr) {
+            truncating_cast(expr, keep);
             self.rewritten += 1;
         }
         if let Some(input) = json_cast(expr) {
