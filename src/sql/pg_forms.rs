@@ -65,6 +65,10 @@
 //! - `json_object_agg(k, v)` / `jsonb_object_agg`: `json_object_of_pairs(array_agg(
 //!   json_object_pair(k, v)))`, its `ORDER BY` and `FILTER` kept on `array_agg`.
 //!
+//! - PostgreSQL's prefix operators `|/ x`, `||/ x` and `@ x`, which DataFusion does not plan
+//!   ("Unsupported SQL unary operator"): `sqrt(x)`, `cbrt(x)`, `abs(x)`. (`@ -5`, without
+//!   parentheses, is a syntax error before this: sqlparser reads `@-` as one operator.)
+//!
 //! - `x::varchar(n)` / `character varying(n)` and `x::char(n)` / `character(n)` (`char`
 //!   alone is `char(1)`), `bpchar`: `left(x::varchar, n)`, the first n characters as
 //!   PostgreSQL's explicit cast keeps them, where DataFusion ignores the length or refuses the
@@ -638,6 +642,19 @@ fn zoned_date_trunc(expr: &mut Expr) {
     *expr = call("at_time_zone", vec![truncated, zone.clone()]);
 }
 
+/// The function a PostgreSQL prefix operator (`|/`, `||/`, `@`) is, if `expr` applies one.
+fn prefix_operator(expr: &Expr) -> Option<&'static str> {
+    match expr {
+        Expr::UnaryOp { op, .. } => match op {
+            UnaryOperator::PGSquareRoot => Some("sqrt"),
+            UnaryOperator::PGCubeRoot => Some("cbrt"),
+            UnaryOperator::PGAbs => Some("abs"),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// The characters a cast to `varchar(n)`, `char(n)` (`char` alone: 1) or `bpchar(n)` keeps,
 /// `Some(None)` for `bpchar` without a length, `None` when `expr` is no such cast.
 fn char_cast(expr: &Expr) -> Option<Option<u64>> {
@@ -905,6 +922,7 @@ impl Visitor for Finder {
             || is_field_of_parenthesized(expr)
             || json_cast(expr).is_some()
             || char_cast(expr).is_some()
+            || prefix_operator(expr).is_some()
             || is_substring_pattern(expr)
             || pg_pattern_call(expr)
             || is_zoned_date_trunc(expr)
@@ -1064,6 +1082,13 @@ impl VisitorMut for Rewriter<'_> {
         }
         if let Some(op) = arithmetic_call(expr) {
             arithmetic(expr, op);
+            self.rewritten += 1;
+        }
+        if let Some(function) = prefix_operator(expr)
+            && let Expr::UnaryOp { expr: operand, .. } = expr
+        {
+            let operand = std::mem::replace(operand.as_mut(), Expr::value(Value::Null));
+            *expr = crate::sql::srf::call(function, vec![operand]);
             self.rewritten += 1;
         }
         if let Some(keep) = char_cast(expr) {
