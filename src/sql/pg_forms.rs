@@ -74,12 +74,14 @@
 //!   PostgreSQL's explicit cast keeps them, where DataFusion ignores the length or refuses the
 //!   type. A `char(n)` value shorter than n is not padded with blanks (PostgreSQL shows
 //!   `'ab'::char(4)` as `ab  `, and strips the blanks again in `||`, comparisons and casts to
-//!   text, where this gives the same answers). Like every form here, only in queries: an
-//!   `INSERT`'s `'…'::varchar(n)` or `$1::varchar(n)` stores the whole value (the columns are
-//!   `text`), on the literal and parameter fast path as before.
+//!   text, where this gives the same answers). An `INSERT … VALUES` of literals and
+//!   parameters takes the fast path, which stores a `'…'::varchar(n)` or `$1::varchar(n)`
+//!   whole (the columns are `text`); `INSERT … SELECT` truncates.
 //!
-//! Only queries are rewritten. Result columns keep PostgreSQL's names (`user`, `exists`):
-//! [`crate::sql::colname`] takes them from the statement as written.
+//! Queries are rewritten, and the query or `VALUES` an `INSERT` takes its rows from (when it
+//! is not on the literal fast path, [`crate::sql::values`]). Result columns keep
+//! PostgreSQL's names (`user`, `exists`): [`crate::sql::colname`] takes them from the
+//! statement as written.
 
 use std::ops::ControlFlow;
 
@@ -204,7 +206,8 @@ fn is_settings_relation(factor: &TableFactor, ctes: &[String]) -> bool {
 
 /// `statement` with the forms above rewritten, or `None` when it has none of them.
 pub fn rewrite(statement: &Statement, session: &Session) -> Option<Statement> {
-    if !matches!(statement, Statement::Query(_)) {
+    let insert_select = matches!(statement, Statement::Insert(insert) if insert.source.is_some());
+    if !matches!(statement, Statement::Query(_)) && !insert_select {
         return None;
     }
     // Most queries have neither: look before copying the tree.

@@ -199,7 +199,7 @@ async fn set_local_lasts_until_the_transaction_ends_and_writes_are_never_cut_sho
     let inserted = client
         .execute(
             "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, name) \
-             SELECT 'slow', now(), 'slow-' || value, 'n' FROM generate_series(1, 20000)",
+             SELECT 'slow', now(), 'slow-' || value, 'n' FROM generate_series(1, 20000) AS g(value)",
             &[],
         )
         .await
