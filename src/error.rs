@@ -38,6 +38,7 @@ impl SqlState {
     pub const NOT_NULL_VIOLATION: SqlState = SqlState("23502");
     pub const CHECK_VIOLATION: SqlState = SqlState("23514");
     pub const ACTIVE_SQL_TRANSACTION: SqlState = SqlState("25001");
+    pub const UNDEFINED_DATABASE: SqlState = SqlState("3D000");
     pub const IN_FAILED_SQL_TRANSACTION: SqlState = SqlState("25P02");
     pub const SERIALIZATION_FAILURE: SqlState = SqlState("40001");
     pub const INVALID_AUTHORIZATION_SPECIFICATION: SqlState = SqlState("28000");

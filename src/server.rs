@@ -115,6 +115,7 @@ impl Server {
                     storage: engine.storage.clone(),
                     memory: memory.clone(),
                     sessions: sessions.clone(),
+                    sizes: engine.core.clone(),
                 },
                 &crate::sql::QueryLimits {
                     pool: query_pool,

@@ -92,6 +92,20 @@ pub trait Maintenance: Send + Sync {
     async fn maintain(&self, table: Option<&str>) -> Result<Vec<delta::MaintenanceReport>>;
 }
 
+/// How much each table stores: implemented by [`Core`], read by the SQL layer's
+/// `pg_relation_size` and kin.
+pub trait Sizes: Send + Sync {
+    /// Bytes of the Parquet files `table`'s published Delta version references (rows still
+    /// in the buffer are not counted until they flush); `None` for no such table.
+    fn stored_bytes(&self, table: &str) -> Option<u64>;
+}
+
+impl Sizes for Core {
+    fn stored_bytes(&self, table: &str) -> Option<u64> {
+        self.tables.get(table).map(|t| t.stored_bytes())
+    }
+}
+
 /// Row changes over SQL (`DELETE`, `UPDATE`): implemented by [`Core`], used by the SQL layer's
 /// table provider.
 #[async_trait::async_trait]

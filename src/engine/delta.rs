@@ -225,6 +225,8 @@ pub struct DeltaTable {
     schema: Arc<TableSchema>,
     table: Mutex<deltalake::DeltaTable>,
     writer_properties: WriterProperties,
+    /// Bytes of the data files the last published version references ([`Self::stored_bytes`]).
+    stored_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl DeltaTable {
@@ -315,7 +317,14 @@ impl DeltaTable {
             schema,
             table: Mutex::new(table),
             writer_properties,
+            stored_bytes: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Bytes of the Parquet files the version last handed to readers references (what the
+    /// table holds in object storage, before compaction's old files are vacuumed).
+    pub fn stored_bytes(&self) -> u64 {
+        self.stored_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The highest WAL sequence of `wal_id` already committed to this table, if any.
@@ -350,6 +359,11 @@ impl DeltaTable {
     }
 
     async fn reader_of(&self, table: &deltalake::DeltaTable) -> Result<Committed> {
+        if let Ok(snapshot) = table.snapshot() {
+            let bytes: i64 = snapshot.log_data().iter().map(|file| file.size()).sum();
+            self.stored_bytes
+                .store(bytes.max(0) as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         let scan = table
             .table_provider()
             .build()

@@ -107,6 +107,8 @@ pub struct Observed {
     pub storage: Arc<Storage>,
     pub memory: Arc<crate::memory::Memory>,
     pub sessions: Arc<dyn activity::Backends>,
+    /// What each table stores (`pg_relation_size` and kin, [`functions::size`]).
+    pub sizes: Arc<dyn crate::engine::core::Sizes>,
 }
 
 /// The session every statement of every front end is planned in: one table provider per
@@ -181,6 +183,10 @@ pub async fn session_context(
     catalog::register(&context, DATABASE, monitoring)?;
     // After the catalog set-up, so TimeFusion's functions win over any of the same name.
     functions::register(&mut context)?;
+    let tables = catalog.tables().map(|t| t.name.clone()).collect();
+    for function in functions::size::functions(observed.sizes, tables, DATABASE) {
+        context.register_udf(function);
+    }
     srf::register(&context);
     text_cast::register(&context);
     subquery::register(&context);

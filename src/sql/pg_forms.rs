@@ -65,6 +65,12 @@
 //! - `json_object_agg(k, v)` / `jsonb_object_agg`: `json_object_of_pairs(array_agg(
 //!   json_object_pair(k, v)))`, its `ORDER BY` and `FILTER` kept on `array_agg`.
 //!
+//! - `pg_relation_size(rel [, fork])`, `pg_table_size(rel)`, `pg_total_relation_size(rel)`,
+//!   `pg_indexes_size(rel)`: the relation's `schema.name`, found by its oid in `pg_class` (a
+//!   correlated, aggregated subquery, so `pg_total_relation_size(c.oid)` over `pg_class` is a
+//!   join), measured by [`crate::sql::functions::size`]; datafusion-pg-catalog's own answer
+//!   is 0 for every relation.
+//!
 //! - PostgreSQL's prefix operators `|/ x`, `||/ x` and `@ x`, which DataFusion does not plan
 //!   ("Unsupported SQL unary operator"): `sqrt(x)`, `cbrt(x)`, `abs(x)`. (`@ -5`, without
 //!   parentheses, is a syntax error before this: sqlparser reads `@-` as one operator.)
@@ -645,6 +651,43 @@ fn zoned_date_trunc(expr: &mut Expr) {
     *expr = call("at_time_zone", vec![truncated, zone.clone()]);
 }
 
+/// The part of a relation a size function measures (`'main'`, `'total'`, `'indexes'`, or
+/// `pg_relation_size`'s fork argument) and the relation argument, if `expr` calls one.
+fn relation_size_call(expr: &Expr) -> Option<(String, Expr)> {
+    let Expr::Function(function) = expr else {
+        return None;
+    };
+    let name = match function.name.0.as_slice() {
+        [ObjectNamePart::Identifier(name)] => name,
+        [
+            ObjectNamePart::Identifier(schema),
+            ObjectNamePart::Identifier(name),
+        ] if schema.value.eq_ignore_ascii_case("pg_catalog") => name,
+        _ => return None,
+    };
+    let args = crate::sql::srf::plain_args(&function.args)?;
+    let part = match (name.value.to_lowercase().as_str(), args.as_slice()) {
+        ("pg_relation_size" | "pg_table_size", [_]) => "'main'".to_string(),
+        ("pg_relation_size", [_, fork]) => fork.to_string(),
+        ("pg_total_relation_size", [_]) => "'total'".to_string(),
+        ("pg_indexes_size", [_]) => "'indexes'".to_string(),
+        _ => return None,
+    };
+    Some((part, args.into_iter().next()?))
+}
+
+/// [`crate::sql::functions::size::RELATION_SIZE`] of the relation whose oid `relation` is.
+/// The subquery's aliases are its own, so an outer `c.oid` still names the outer `c`.
+fn relation_size(relation: &Expr, part: &str) -> Option<Expr> {
+    parse_expr(&format!(
+        "{}((SELECT max(tf_size_n.nspname || '.' || tf_size_c.relname) \
+         FROM pg_catalog.pg_class tf_size_c \
+         JOIN pg_catalog.pg_namespace tf_size_n ON tf_size_c.relnamespace = tf_size_n.oid \
+         WHERE tf_size_c.oid = ({relation})), {part})",
+        crate::sql::functions::size::RELATION_SIZE
+    ))
+}
+
 /// The function a PostgreSQL prefix operator (`|/`, `||/`, `@`) is, if `expr` applies one.
 fn prefix_operator(expr: &Expr) -> Option<&'static str> {
     match expr {
@@ -926,6 +969,7 @@ impl Visitor for Finder {
             || json_cast(expr).is_some()
             || char_cast(expr).is_some()
             || prefix_operator(expr).is_some()
+            || relation_size_call(expr).is_some()
             || is_substring_pattern(expr)
             || pg_pattern_call(expr)
             || is_zoned_date_trunc(expr)
@@ -1085,6 +1129,12 @@ impl VisitorMut for Rewriter<'_> {
         }
         if let Some(op) = arithmetic_call(expr) {
             arithmetic(expr, op);
+            self.rewritten += 1;
+        }
+        if let Some((part, relation)) = relation_size_call(expr)
+            && let Some(size) = relation_size(&relation, &part)
+        {
+            *expr = size;
             self.rewritten += 1;
         }
         if let Some(function) = prefix_operator(expr)

@@ -110,6 +110,31 @@ async fn vacuum_compacts_checkpoints_and_applies_retention_without_changing_resu
         !written.is_empty() && written.iter().all(|v| (v + 1) % 3 == 0),
         "checkpoints follow flush commits: {written:?}"
     );
+    // Before any compaction, the files on disk are the ones the log references: their bytes
+    // are the table's size, as pg_relation_size and kin report it.
+    let on_disk: u64 = parquet_files(&table_dir)
+        .iter()
+        .map(|f| std::fs::metadata(f).expect("file").len())
+        .sum();
+    let sizes = client
+        .query_one(
+            &format!(
+                "SELECT pg_relation_size('{TABLE}'::regclass), pg_total_relation_size('{TABLE}'::regclass), \
+                 pg_table_size('{TABLE}'::regclass), pg_indexes_size('{TABLE}'::regclass), \
+                 pg_database_size(current_database())"
+            ),
+            &[],
+        )
+        .await
+        .expect("sizes");
+    let sizes: Vec<i64> = (0..5).map(|i| sizes.get(i)).collect();
+    let bytes = i64::try_from(on_disk).expect("size");
+    assert!(bytes > 0);
+    assert_eq!(
+        sizes,
+        [bytes, bytes, bytes, 0, bytes],
+        "sizes of the stored files"
+    );
     let before = summary(&client).await;
     let files_before = data_files(&table_dir);
 

@@ -96,6 +96,7 @@ mod number_format;
 mod percentile;
 mod pg;
 mod regex;
+pub(crate) mod size;
 mod time;
 
 pub use aggregate::*;
