@@ -271,6 +271,24 @@ async fn a_top_k_reads_both_sides_newest_first_and_skips_the_rest() {
         || async { parquet_files(&table_dir).len() == 3 },
     )
     .await;
+    // The files are on disk a moment before the server publishes the commit: wait until its
+    // plans read them (and the buffer no longer holds the days).
+    let days = format!("EXPLAIN SELECT id FROM {TABLE} WHERE project_id = 'p1'");
+    eventually(
+        std::time::Duration::from_secs(30),
+        "the server to read the three files",
+        || async {
+            let plan: Vec<String> = client
+                .query(&days, &[])
+                .await
+                .expect("explain")
+                .iter()
+                .map(|r| r.get::<_, String>(1))
+                .collect();
+            plan.join("\n").matches(".parquet").count() >= 3
+        },
+    )
+    .await;
     let hour = 3_600_000_000;
     for hours in 1..=3 {
         client
