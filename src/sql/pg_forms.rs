@@ -60,7 +60,8 @@
 //!   in the statement's top query;
 //!
 //! - `(record).field` (pgAdmin reads `aclexplode`'s records so): `(record)['field']`, which
-//!   DataFusion reads as the struct's field;
+//!   DataFusion reads as the struct's field; an anonymous row's `f1`, `f2` … (`(row(1, 2)).f2`)
+//!   are DataFusion's `c0`, `c1` …;
 //!
 //! - `json_object_agg(k, v)` / `jsonb_object_agg`: `json_object_of_pairs(array_agg(
 //!   json_object_pair(k, v)))`, its `ORDER BY` and `FILTER` kept on `array_agg`.
@@ -776,15 +777,39 @@ fn is_field_of_parenthesized(expr: &Expr) -> bool {
                 .any(|a| matches!(a, AccessExpr::Dot(Expr::Identifier(_)))))
 }
 
-/// `(record).a.b` as `(record)['a']['b']`.
+/// `(record).a.b` as `(record)['a']['b']`. An anonymous row's fields are PostgreSQL's `f1`,
+/// `f2` … where DataFusion's `row(…)` names them `c0`, `c1` …: `(row(1, 2)).f2` reads `c1`.
 fn field_subscripts(expr: &mut Expr) {
-    let Expr::CompoundFieldAccess { access_chain, .. } = expr else {
+    let Expr::CompoundFieldAccess { root, access_chain } = expr else {
         return;
     };
-    for access in access_chain {
+    // The number of fields of an anonymous row (0: not one).
+    let arity = match root.as_ref() {
+        Expr::Nested(inner) => match inner.as_ref() {
+            Expr::Tuple(items) => items.len(),
+            Expr::Function(function)
+                if matches!(function.name.0.as_slice(),
+                    [ObjectNamePart::Identifier(name)] if name.value.eq_ignore_ascii_case("row")) =>
+            {
+                crate::sql::srf::plain_args(&function.args).map_or(0, |args| args.len())
+            }
+            _ => 0,
+        },
+        _ => 0,
+    };
+    for (i, access) in access_chain.iter_mut().enumerate() {
         if let AccessExpr::Dot(Expr::Identifier(ident)) = access {
+            let position = ident
+                .value
+                .strip_prefix('f')
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| (1..=arity).contains(n) && i == 0);
+            let field = match position {
+                Some(n) => format!("c{}", n - 1),
+                None => ident.value.clone(),
+            };
             *access = AccessExpr::Subscript(Subscript::Index {
-                index: Expr::Value(Value::SingleQuotedString(ident.value.clone()).into()),
+                index: Expr::Value(Value::SingleQuotedString(field).into()),
             });
         }
     }
