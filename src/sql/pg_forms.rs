@@ -72,6 +72,11 @@
 //!   join), measured by [`crate::sql::functions::size`]; datafusion-pg-catalog's own answer
 //!   is 0 for every relation.
 //!
+//! - `(start1, end1) OVERLAPS (start2, end2)`, which DataFusion does not plan: a `CASE` with
+//!   PostgreSQL's rules (each period ordered, a lone NULL endpoint taken as the end, half-open
+//!   periods, equal starts overlapping, NULL where the answer depends on a missing end); an
+//!   `INTERVAL '…'` as the second item is `start + interval`.
+//!
 //! - PostgreSQL's prefix operators `|/ x`, `||/ x` and `@ x`, which DataFusion does not plan
 //!   ("Unsupported SQL unary operator"): `sqrt(x)`, `cbrt(x)`, `abs(x)`. (`@ -5`, without
 //!   parentheses, is a syntax error before this: sqlparser reads `@-` as one operator.)
@@ -689,6 +694,61 @@ fn relation_size(relation: &Expr, part: &str) -> Option<Expr> {
     ))
 }
 
+/// The two periods of `(s1, e1) OVERLAPS (s2, e2)`, if `expr` is one.
+fn overlaps(expr: &Expr) -> Option<[&Expr; 4]> {
+    let Expr::BinaryOp {
+        left,
+        op: BinaryOperator::Overlaps,
+        right,
+    } = expr
+    else {
+        return None;
+    };
+    fn pair(e: &Expr) -> Option<[&Expr; 2]> {
+        match e {
+            Expr::Tuple(items) => match items.as_slice() {
+                [start, end] => Some([start, end]),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+    let [s1, e1] = pair(left)?;
+    let [s2, e2] = pair(right)?;
+    Some([s1, e1, s2, e2])
+}
+
+/// PostgreSQL's `OVERLAPS` of the periods `[s1, e1]` and `[s2, e2]` as a `CASE`
+/// (`overlaps_timestamp`'s rules, see the module's documentation).
+fn overlaps_case([s1, e1, s2, e2]: [&Expr; 4]) -> Option<Expr> {
+    // An interval as the end is the period's length.
+    let end = |start: &Expr, end: &Expr| match end {
+        Expr::Interval(_) => format!("(({start}) + ({end}))"),
+        other => format!("({other})"),
+    };
+    let (e1, e2) = (end(s1, e1), end(s2, e2));
+    let (s1, s2) = (format!("({s1})"), format!("({s2})"));
+    // Each period ordered; a NULL start takes the end's place (the end is then unknown).
+    let first = |s: &str, e: &str| {
+        format!("(CASE WHEN {s} IS NULL THEN {e} WHEN {e} < {s} THEN {e} ELSE {s} END)")
+    };
+    let last = |s: &str, e: &str| {
+        format!("(CASE WHEN {s} IS NULL THEN NULL WHEN {e} < {s} THEN {s} ELSE {e} END)")
+    };
+    let (a1, b1, a2, b2) = (
+        first(&s1, &e1),
+        last(&s1, &e1),
+        first(&s2, &e2),
+        last(&s2, &e2),
+    );
+    let unknown = format!("{b1} IS NULL OR {b2} IS NULL");
+    parse_expr(&format!(
+        "(CASE WHEN {a1} > {a2} THEN (CASE WHEN {a1} < {b2} THEN true WHEN {unknown} THEN NULL ELSE false END) \
+         WHEN {a1} < {a2} THEN (CASE WHEN {a2} < {b1} THEN true WHEN {unknown} THEN NULL ELSE false END) \
+         WHEN {a1} = {a2} THEN (CASE WHEN {unknown} THEN NULL ELSE true END) END)"
+    ))
+}
+
 /// The function a PostgreSQL prefix operator (`|/`, `||/`, `@`) is, if `expr` applies one.
 fn prefix_operator(expr: &Expr) -> Option<&'static str> {
     match expr {
@@ -994,6 +1054,7 @@ impl Visitor for Finder {
             || json_cast(expr).is_some()
             || char_cast(expr).is_some()
             || prefix_operator(expr).is_some()
+            || overlaps(expr).is_some()
             || relation_size_call(expr).is_some()
             || is_substring_pattern(expr)
             || pg_pattern_call(expr)
@@ -1154,6 +1215,10 @@ impl VisitorMut for Rewriter<'_> {
         }
         if let Some(op) = arithmetic_call(expr) {
             arithmetic(expr, op);
+            self.rewritten += 1;
+        }
+        if let Some(case) = overlaps(expr).and_then(overlaps_case) {
+            *expr = case;
             self.rewritten += 1;
         }
         if let Some((part, relation)) = relation_size_call(expr)
