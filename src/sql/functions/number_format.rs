@@ -7,12 +7,21 @@
 //! - the sign: a blank or `-` just before the first digit (the pattern's width plus one); `S`
 //!   `+`/`-` anchored to the number at the start or the end, `MI` `-`/blank at the start or the
 //!   end, `PR` `<…>` around a negative number at the end;
+//!   `SG` as `S`; `PL` a `+` where it stands for a positive number (a blank, or nothing in
+//!   fill mode, for a negative one, whose `-` stays before its first digit); `L` the C
+//!   locale's currency symbol, a blank;
 //! - `FM` (fill mode): no padding blanks, no trailing zeros at `9` fraction positions;
+//! - `V` (`99V9`): the number times 10 to the count of digit positions after it, which are
+//!   integer positions (not with a decimal point: 42601);
+//! - `TH` / `th` at the end: the ordinal suffix of the rounded number (`21ST`, `22nd`), none
+//!   for a negative number or one that overflows the pattern;
+//! - `RN` / `rn` alone (after `FM` or not): the rounded number in Roman numerals, 15 wide
+//!   (`#`s outside 1 to 3999);
 //! - text in double quotes as it is; a value with more integer digits than the pattern as `#`.
 //!
 //! Values are rounded to the pattern's fraction digits half away from zero (`numeric`), floats
 //! to the nearest with ties to even, as PostgreSQL's `float8` form does. Other patterns
-//! (`PL`, `SG`, `L`, `V`, `EEEE`, `RN`, `TH`, letters) are refused (0A000), never printed wrong.
+//! (`EEEE`, `RN` or `TH` with other parts, letters) are refused (0A000), never printed wrong.
 
 use crate::error::{SqlError, SqlState};
 
@@ -25,6 +34,7 @@ enum Part {
     Sign,
     Minus,
     Brackets,
+    Plus,
     Text(String),
 }
 
@@ -37,7 +47,7 @@ fn unsupported(pattern: &str) -> SqlError {
     SqlError::new(
         SqlState::FEATURE_NOT_SUPPORTED,
         format!(
-            "to_char: the number pattern \"{pattern}\" is not supported; use 9, 0, ., D, ',', G, FM, S, MI, PR and quoted text"
+            "to_char: the number pattern \"{pattern}\" is not supported; use 9, 0, ., D, ',', G, FM, S, SG, PL, MI, PR, L, V, TH, RN and quoted text"
         ),
     )
 }
@@ -67,7 +77,9 @@ fn parse(pattern: &str) -> Result<Pattern, SqlError> {
             }
             _ if rest == "MI" => (Some(Part::Minus), 2),
             _ if rest == "PR" => (Some(Part::Brackets), 2),
-            _ if rest == "PL" || rest == "SG" => return Err(unsupported(pattern)),
+            _ if rest == "PL" => (Some(Part::Plus), 2),
+            _ if rest == "SG" => (Some(Part::Sign), 2),
+            'L' | 'l' => (Some(Part::Text(" ".into())), 1),
             'D' | 'd' => (Some(Part::Point), 1),
             'G' | 'g' => (Some(Part::Group), 1),
             'S' | 's' => (Some(Part::Sign), 1),
@@ -165,6 +177,62 @@ fn float_digits(value: f64, fraction: usize) -> Option<Digits> {
 /// `to_char(number, pattern)` of a number given as decimal text (`numeric`, integers) or as a
 /// float.
 pub(crate) fn format(number: Number, pattern: &str) -> Result<String, SqlError> {
+    // RN alone, after an optional FM.
+    let (fill, bare) = match pattern.get(..2) {
+        Some(fm) if fm.eq_ignore_ascii_case("FM") => (true, &pattern[2..]),
+        _ => (false, pattern),
+    };
+    if bare == "RN" || bare == "rn" {
+        return roman_numerals(&number, bare == "rn", fill);
+    }
+    // TH at the end: the rest formatted, then the ordinal.
+    if let Some(rest) = pattern
+        .strip_suffix("TH")
+        .or_else(|| pattern.strip_suffix("th"))
+        .filter(|rest| !rest.ends_with('"'))
+    {
+        let lower = pattern.ends_with("th");
+        let parsed = parse(rest)?;
+        if parsed.parts.contains(&Part::Point) {
+            return Err(unsupported(pattern));
+        }
+        let text = format(number_again(&number), rest)?;
+        let digits = rounded(&number).ok_or_else(no_digits)?;
+        if digits.negative || text.contains('#') {
+            return Ok(text);
+        }
+        let suffix = ordinal(&digits.whole);
+        return Ok(if lower {
+            text + &suffix.to_lowercase()
+        } else {
+            text + suffix
+        });
+    }
+    // V: shift the number left by the digit positions after it.
+    if let Some(at) = v_position(pattern) {
+        let without = format!("{}{}", &pattern[..at], &pattern[at + 1..]);
+        let parsed = parse(&without)?;
+        if parsed.parts.contains(&Part::Point) {
+            return Err(SqlError::new(
+                SqlState::SYNTAX_ERROR,
+                "cannot use \"V\" and decimal point together",
+            ));
+        }
+        let places = pattern[at + 1..]
+            .chars()
+            .filter(|c| matches!(c, '9' | '0'))
+            .count();
+        return match number {
+            Number::Decimal(text) => format(Number::Decimal(&shifted(text, places)), &without),
+            // As PostgreSQL's float8 form: the product at 15 significant digits, so
+            // 2.675 * 100 is 267.5 (and rounds to 268), not 267.49999999999997.
+            Number::Float(value) => {
+                let product = value * 10f64.powi(places as i32);
+                let product = format!("{product:.14e}").parse().unwrap_or(product);
+                format(Number::Float(product), &without)
+            }
+        };
+    }
     let pattern_parsed = parse(pattern)?;
     let point = pattern_parsed.parts.iter().position(|p| *p == Part::Point);
     let digit_positions = |range: &[Part]| {
@@ -185,10 +253,7 @@ pub(crate) fn format(number: Number, pattern: &str) -> Result<String, SqlError> 
         Number::Float(value) => float_digits(value, after),
     };
     let Some(mut digits) = digits else {
-        return Err(SqlError::new(
-            SqlState::FEATURE_NOT_SUPPORTED,
-            "to_char: NaN and infinity have no digits to format",
-        ));
+        return Err(no_digits());
     };
     // Zero's integer digit shows only where no fraction digit is printed.
     if digits.whole.is_empty() && after == 0 {
@@ -201,6 +266,14 @@ pub(crate) fn format(number: Number, pattern: &str) -> Result<String, SqlError> 
 pub(crate) enum Number<'a> {
     Decimal(&'a str),
     Float(f64),
+}
+
+/// The same number again (it is a borrowed text or a float).
+fn number_again<'a>(number: &Number<'a>) -> Number<'a> {
+    match number {
+        Number::Decimal(text) => Number::Decimal(text),
+        Number::Float(value) => Number::Float(*value),
+    }
 }
 
 fn render(pattern: &Pattern, digits: &Digits, before: usize, after: usize) -> String {
@@ -340,10 +413,121 @@ fn render(pattern: &Pattern, digits: &Digits, before: usize, after: usize) -> St
                     out.push(' ');
                 }
             }
+            Part::Plus => {
+                if !digits.negative {
+                    out.push('+');
+                } else if !fill {
+                    out.push(' ');
+                }
+            }
             Part::Text(text) => out.push_str(text),
         }
     }
     out
+}
+
+/// The number `n` (1 to 3999) in Roman numerals.
+fn roman(mut n: u32) -> String {
+    const NUMERALS: [(u32, &str); 13] = [
+        (1000, "M"),
+        (900, "CM"),
+        (500, "D"),
+        (400, "CD"),
+        (100, "C"),
+        (90, "XC"),
+        (50, "L"),
+        (40, "XL"),
+        (10, "X"),
+        (9, "IX"),
+        (5, "V"),
+        (4, "IV"),
+        (1, "I"),
+    ];
+    let mut out = String::new();
+    for (value, numeral) in NUMERALS {
+        while n >= value {
+            out.push_str(numeral);
+            n -= value;
+        }
+    }
+    out
+}
+
+/// `number` rounded to an integer as [`format`] rounds, with its sign.
+fn rounded(number: &Number) -> Option<Digits> {
+    match number {
+        Number::Decimal(text) => decimal_digits(text, 0),
+        Number::Float(value) => float_digits(*value, 0),
+    }
+}
+
+/// `RN` / `rn`: the rounded number in Roman numerals, right-aligned in 15 unless `fill`.
+fn roman_numerals(number: &Number, lower: bool, fill: bool) -> Result<String, SqlError> {
+    let digits = rounded(number).ok_or_else(no_digits)?;
+    let value = digits.whole.parse::<u32>().unwrap_or(0);
+    let text = if digits.negative || !(1..=3999).contains(&value) {
+        "#".repeat(15)
+    } else if lower {
+        roman(value).to_lowercase()
+    } else {
+        roman(value)
+    };
+    Ok(if fill { text } else { format!("{text:>15}") })
+}
+
+/// English ordinal suffix of the integer whose decimal digits are `whole`.
+fn ordinal(whole: &str) -> &'static str {
+    let last_two = whole
+        .get(whole.len().saturating_sub(2)..)
+        .and_then(|d| d.parse::<u32>().ok())
+        .unwrap_or(0);
+    match (last_two % 100, last_two % 10) {
+        (11..=13, _) => "TH",
+        (_, 1) => "ST",
+        (_, 2) => "ND",
+        (_, 3) => "RD",
+        _ => "TH",
+    }
+}
+
+fn no_digits() -> SqlError {
+    SqlError::new(
+        SqlState::FEATURE_NOT_SUPPORTED,
+        "to_char: NaN and infinity have no digits to format",
+    )
+}
+
+/// `text` (a decimal number) times 10^`places`, as decimal text.
+fn shifted(text: &str, places: usize) -> String {
+    let (sign, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", text),
+    };
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let padded: String = fraction
+        .chars()
+        .chain(std::iter::repeat('0'))
+        .take(places.max(fraction.len()))
+        .collect();
+    let (moved, rest) = padded.split_at(places);
+    if rest.is_empty() {
+        format!("{sign}{whole}{moved}")
+    } else {
+        format!("{sign}{whole}{moved}.{rest}")
+    }
+}
+
+/// The positions of `V` outside quoted text in `pattern`.
+fn v_position(pattern: &str) -> Option<usize> {
+    let mut quoted = false;
+    for (at, c) in pattern.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            'V' | 'v' if !quoted => return Some(at),
+            _ => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -413,6 +597,42 @@ mod tests {
             ("-5", "FM999PR", "<5>"),
             ("5", "MI999", "   5"),
             ("-5", "MI999", "-  5"),
+            ("5", "L9", "  5"),
+            ("5", "FML9", " 5"),
+            ("5", "PL9", "+ 5"),
+            ("-5", "PL9", " -5"),
+            ("5", "9PL", " 5+"),
+            ("-5", "FMPL9", "-5"),
+            ("5", "FMPL9", "+5"),
+            ("5", "SG9", "+5"),
+            ("-5", "SG9", "-5"),
+            ("5", "9SG", "5+"),
+            ("-5", "9SG", "5-"),
+            ("5", "PLSG9", "++5"),
+            ("12.345", "99V99", " 1235"),
+            ("12", "99V9", " 120"),
+            ("-12.345", "99V99", "-1235"),
+            ("12.345", "FM99V99", "1235"),
+            ("0.5", "9V9", "  5"),
+            ("21", "99TH", " 21ST"),
+            ("22", "FM99th", "22nd"),
+            ("13", "99TH", " 13TH"),
+            ("-1", "99TH", " -1"),
+            ("12", "FM99TH", "12TH"),
+            ("111", "999th", " 111th"),
+            ("2", "9TH", " 2ND"),
+            ("0", "9TH", " 0TH"),
+            ("12.5", "99TH", " 13TH"),
+            ("123", "99TH", " ##"),
+            ("1234", "RN", "       MCCXXXIV"),
+            ("1234", "FMRN", "MCCXXXIV"),
+            ("4", "rn", "             iv"),
+            ("1999", "FMrn", "mcmxcix"),
+            ("0", "RN", "###############"),
+            ("4000", "RN", "###############"),
+            ("-5", "RN", "###############"),
+            ("1.6", "RN", "             II"),
+            ("3999.4", "RN", "      MMMCMXCIX"),
         ] {
             assert_eq!(
                 decimal(value, pattern),
@@ -425,6 +645,17 @@ mod tests {
     #[test]
     fn floats_round_ties_to_even_and_other_patterns_are_refused() {
         assert_eq!(format(Number::Float(2.5), "9").ok().as_deref(), Some(" 2"));
+        // V on a float8, as PostgreSQL: 15 significant digits, then ties to even.
+        for (value, pattern, expected) in [
+            (12.345, "99V99", " 1234"),
+            (0.125, "9V99", "  12"),
+            (2.675, "9V99", " 268"),
+        ] {
+            assert_eq!(
+                format(Number::Float(value), pattern).ok().as_deref(),
+                Some(expected)
+            );
+        }
         assert_eq!(
             format(Number::Float(1234.5), "FM9,999.00").ok().as_deref(),
             Some("1,234.50")
@@ -435,9 +666,7 @@ mod tests {
             format(Number::Float(1.5), &long).ok().as_deref(),
             Some("1.5")
         );
-        for pattern in [
-            "PL999", "SG999", "9.99EEEE", "L999", "999V9", "RN", "9MI99", "9.9.9",
-        ] {
+        for pattern in ["9.99EEEE", "RN9", "9MI99", "9.9.9", "99.9V9", "9.9TH", "9X"] {
             assert!(
                 format(Number::Decimal("5"), pattern).is_err(),
                 "{pattern} is refused"
