@@ -6,7 +6,9 @@
 //! sends an empty `RowDescription` instead, which drivers read as a zero-column result. Each
 //! `Execute` of a portal is its own interruptible statement ([`crate::pgwire::cancel`]), so a
 //! driver's fetch size gets a deadline per fetch; Parse and Close keep the names of the
-//! connection's prepared statements for `DISCARD ALL` ([`crate::pgwire::settings`]).
+//! connection's prepared statements for `DISCARD ALL` ([`crate::pgwire::settings`]). A
+//! parameter compared with `= ANY($n)` is described as an array of the other side's type
+//! ([`type_array_parameters`]).
 //!
 //! `INSERT … VALUES` of literals and parameters never reaches DataFusion: `Parse` keeps it as
 //! a [`crate::sql::values`] template, each `Execute` binds the portal's parameters into it
@@ -112,6 +114,65 @@ pub(crate) fn keep_dropped_parameters(plan: LogicalPlan, text: &str) -> LogicalP
     }
 }
 
+/// `plan` with a type for each parameter compared with `= ANY($n)` / `<> ALL($n)`: an array
+/// of the other side's type. DataFusion plans `x = ANY($1)` as `array_has($1, x)` and infers
+/// no type for `$1`, so `Describe` said `text` and drivers that encode by the server's types
+/// (asyncpg, tokio-postgres, pgx) refused to send a list ("expected str, got list"), where
+/// PostgreSQL says `text[]` for a text `x`. A parameter the client typed keeps its type.
+pub(crate) fn type_array_parameters(plan: LogicalPlan) -> LogicalPlan {
+    use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Expr, ExprSchemable};
+    use std::collections::HashMap;
+
+    let mut types: HashMap<String, DataType> = HashMap::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        let inputs = node.inputs();
+        let schema = match inputs.as_slice() {
+            [input] => input.schema().clone(),
+            _ => node.schema().clone(),
+        };
+        for expr in node.expressions() {
+            let _ = expr.apply(|e| {
+                if let Expr::ScalarFunction(call) = e
+                    && call.func.name() == "array_has"
+                    && let [Expr::Placeholder(p), needle] = call.args.as_slice()
+                    && p.field.is_none()
+                    && let Ok(item) = needle.get_type(&schema)
+                    && item != DataType::Null
+                {
+                    types
+                        .entry(p.id.clone())
+                        .or_insert_with(|| DataType::new_list(item, true));
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    if types.is_empty() {
+        return plan;
+    }
+    let typed = plan.clone().transform_up_with_subqueries(|node| {
+        node.map_expressions(|expr| {
+            expr.transform(|e| match e {
+                Expr::Placeholder(mut p) if p.field.is_none() => match types.get(&p.id) {
+                    Some(data_type) => {
+                        p.field = Some(Arc::new(arrow::datatypes::Field::new(
+                            p.id.clone(),
+                            data_type.clone(),
+                            true,
+                        )));
+                        Ok(Transformed::yes(Expr::Placeholder(p)))
+                    }
+                    None => Ok(Transformed::no(Expr::Placeholder(p))),
+                },
+                other => Ok(Transformed::no(other)),
+            })
+        })
+    });
+    typed.map(|t| t.data).unwrap_or(plan)
+}
+
 /// datafusion-postgres's parser for the extended protocol, given the text after
 /// [`statement_text::rewrite`] and naming result columns as PostgreSQL names them ([`colname`]):
 /// `Describe` is where a client learns the names. They come from the client's text, kept
@@ -177,7 +238,7 @@ impl pgwire::api::stmt::QueryParser for Parser {
         // the client's, not the compatibility parser's rewrite of it.
         Ok(parsed.map(|(_, statement)| {
             let statement = statement.map(|(tree, plan)| {
-                let plan = keep_dropped_parameters(plan, &sql);
+                let plan = type_array_parameters(keep_dropped_parameters(plan, &sql));
                 (tree, plan)
             });
             (sql.into_owned(), statement)

@@ -760,3 +760,66 @@ async fn role_queries_answer_and_the_server_stays_up() {
         .get(0);
     assert_eq!(one, 1);
 }
+
+/// `x = ANY($1)` / `x <> ALL($1)` with a list: `Describe` says the parameter is an array of
+/// `x`'s type (PostgreSQL's answer), so drivers that encode by the server's types
+/// (tokio-postgres here, asyncpg, pgx) send the list; before, it was `text` and they refused.
+#[tokio::test]
+async fn an_array_parameter_of_any_and_all_takes_the_other_sides_type() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    let ids = ids("any", 4);
+    client
+        .batch_execute(&insert_sql("any1", &ids, past_micros(0)))
+        .await
+        .expect("insert");
+
+    let by_id = client
+        .prepare(&format!(
+            "SELECT id FROM {TABLE} WHERE project_id = $1 AND id = ANY($2) ORDER BY id"
+        ))
+        .await
+        .expect("prepare");
+    assert_eq!(by_id.params(), &[Type::TEXT, Type::TEXT_ARRAY]);
+    let wanted = vec![ids[1].clone(), ids[3].clone(), "no-such-id".to_string()];
+    let rows = client
+        .query(&by_id, &[&"any1", &wanted])
+        .await
+        .expect("= ANY");
+    let found: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(found, [ids[1].clone(), ids[3].clone()]);
+
+    let by_duration = client
+        .prepare(&format!(
+            "SELECT count(*) FROM {TABLE} WHERE project_id = 'any1' AND duration = ANY($1)"
+        ))
+        .await
+        .expect("prepare");
+    assert_eq!(by_duration.params(), &[Type::INT8_ARRAY]);
+    let count: i64 = client
+        .query_one(&by_duration, &[&vec![0i64, 2, 7]])
+        .await
+        .expect("int8 = ANY")
+        .get(0);
+    assert_eq!(count, 2);
+
+    let others: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM {TABLE} WHERE project_id = 'any1' AND id <> ALL($1)"),
+            &[&vec![ids[0].clone()]],
+        )
+        .await
+        .expect("<> ALL")
+        .get(0);
+    assert_eq!(others, 3);
+    let none: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM {TABLE} WHERE id = ANY($1)"),
+            &[&Vec::<String>::new()],
+        )
+        .await
+        .expect("an empty list")
+        .get(0);
+    assert_eq!(none, 0);
+}
