@@ -718,9 +718,18 @@ fn overlaps(expr: &Expr) -> Option<[&Expr; 4]> {
     Some([s1, e1, s2, e2])
 }
 
+/// The most text the four items of an `OVERLAPS` may hold to be rewritten: the `CASE` repeats
+/// each several times, so an `OVERLAPS` nested in another's items would grow the statement
+/// geometrically; past this it is left to DataFusion's error.
+const OVERLAPS_ITEMS_MAX_CHARS: usize = 4096;
+
 /// PostgreSQL's `OVERLAPS` of the periods `[s1, e1]` and `[s2, e2]` as a `CASE`
 /// (`overlaps_timestamp`'s rules, see the module's documentation).
 fn overlaps_case([s1, e1, s2, e2]: [&Expr; 4]) -> Option<Expr> {
+    let chars: usize = [s1, e1, s2, e2].iter().map(|e| e.to_string().len()).sum();
+    if chars > OVERLAPS_ITEMS_MAX_CHARS {
+        return None;
+    }
     // An interval as the end is the period's length.
     let end = |start: &Expr, end: &Expr| match end {
         Expr::Interval(_) => format!("(({start}) + ({end}))"),
@@ -1329,6 +1338,18 @@ fn parse_expr(sql: &str) -> Option<Expr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nested_overlaps_do_not_grow_the_statement_geometrically() {
+        let mut overlaps = "(a, b) OVERLAPS (c, d)".to_string();
+        for _ in 0..8 {
+            overlaps = format!("({overlaps}, b) OVERLAPS (c, d)");
+        }
+        let out = rewritten(&format!("SELECT {overlaps}")).unwrap_or_default();
+        assert!(out.len() < 100_000, "{} characters", out.len());
+        let one = rewritten("SELECT (a, b) OVERLAPS (c, d)").expect("rewritten");
+        assert!(one.contains("CASE WHEN"), "{one}");
+    }
 
     fn rewritten(sql: &str) -> Option<String> {
         let statement = Parser::new(&PostgreSqlDialect {})

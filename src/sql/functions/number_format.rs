@@ -191,6 +191,10 @@ pub(crate) fn format(number: Number, pattern: &str) -> Result<String, SqlError> 
         .or_else(|| pattern.strip_suffix("th"))
         .filter(|rest| !rest.ends_with('"'))
     {
+        // One suffix (this also bounds the recursion below to one level).
+        if rest.to_uppercase().ends_with("TH") {
+            return Err(unsupported(pattern));
+        }
         let lower = pattern.ends_with("th");
         let parsed = parse(rest)?;
         if parsed.parts.contains(&Part::Point) {
@@ -211,6 +215,12 @@ pub(crate) fn format(number: Number, pattern: &str) -> Result<String, SqlError> 
     // V: shift the number left by the digit positions after it.
     if let Some(at) = v_position(pattern) {
         let without = format!("{}{}", &pattern[..at], &pattern[at + 1..]);
+        if v_position(&without).is_some() {
+            return Err(SqlError::new(
+                SqlState::SYNTAX_ERROR,
+                "cannot use \"V\" twice",
+            ));
+        }
         let parsed = parse(&without)?;
         if parsed.parts.contains(&Part::Point) {
             return Err(SqlError::new(
@@ -660,13 +670,20 @@ mod tests {
             format(Number::Float(1234.5), "FM9,999.00").ok().as_deref(),
             Some("1,234.50")
         );
+        // Repeated suffixes or shifts are refused at once, not recursed into.
+        let long = format!("9{}", "TH".repeat(100_000));
+        assert!(format(Number::Float(1.0), &long).is_err());
+        let long = format!("9{}", "V".repeat(100_000));
+        assert!(format(Number::Float(1.0), &long).is_err());
         // More fraction digits than `format!` takes: zeros past the float's own.
         let long = format!("FM9.{}", "9".repeat(70_000));
         assert_eq!(
             format(Number::Float(1.5), &long).ok().as_deref(),
             Some("1.5")
         );
-        for pattern in ["9.99EEEE", "RN9", "9MI99", "9.9.9", "99.9V9", "9.9TH", "9X"] {
+        for pattern in [
+            "9.99EEEE", "RN9", "9MI99", "9.9.9", "99.9V9", "9.9TH", "9X", "9THTH", "9VV9",
+        ] {
             assert!(
                 format(Number::Decimal("5"), pattern).is_err(),
                 "{pattern} is refused"

@@ -527,15 +527,17 @@ fn transaction_id(start: i64) -> i64 {
 
 /// PostgreSQL's largest array, in elements (`MaxArraySize`).
 const MAX_ARRAY_ELEMENTS: i64 = 134_217_727;
-/// PostgreSQL's largest value (`MaxAllocSize`, 1 GiB): the most bytes `array_fill` makes in
-/// one call, so a long fill of a long value is an error, not the process's memory.
-const MAX_FILL_BYTES: usize = (1 << 30) - 1;
+/// The most bytes one `array_fill` call makes: PostgreSQL allows a value of up to 1 GiB, but
+/// that much from one call of a function the query memory pool does not see would put a
+/// server with a few hundred MiB of budget past it; a longer fill is a 54000 error.
+const MAX_FILL_BYTES: usize = 64 << 20;
 
 /// `array_fill(value, dimensions [, lower_bounds])`: an array of `dimensions[1]` copies of
 /// `value` (NULL copies for NULL), as PostgreSQL makes it. One dimension only: more, or a
 /// lower bound other than 1 (which PostgreSQL prints as `[3:4]={…}`), is refused with 0A000,
 /// since arrays here are one-dimensional lists from 1. NULL dimensions or bounds are 22004, a
-/// negative or too large dimension 54000, bounds not matching dimensions 2202E.
+/// negative or too large dimension 54000 (also past [`MAX_FILL_BYTES`] of result, where
+/// PostgreSQL allows 1 GiB), bounds not matching dimensions 2202E.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct ArrayFill {
     signature: Signature,
@@ -602,7 +604,14 @@ impl ScalarUDFImpl for ArrayFill {
             let width = value.slice(row, 1).to_data().get_slice_memory_size()?;
             bytes = bytes.saturating_add(width.saturating_mul(count));
             if bytes > MAX_FILL_BYTES || indices.len() + count > i32::MAX as usize {
-                return Err(too_large().into());
+                return Err(SqlError::new(
+                    SqlState::PROGRAM_LIMIT_EXCEEDED,
+                    format!(
+                        "array_fill: the result would hold more than {} MiB",
+                        MAX_FILL_BYTES >> 20
+                    ),
+                )
+                .into());
             }
             let row = u32::try_from(row).map_err(|_| too_large())?;
             indices.extend(std::iter::repeat_n(row, count));

@@ -28,105 +28,74 @@ use crate::sql::functions::shaped;
 /// (`main`, `total`, `indexes` or a fork name).
 pub const RELATION_SIZE: &str = "timefusion_relation_size";
 
-/// `pg_relation_size` and kin, by qualified name ([`RELATION_SIZE`]).
-struct RelationSize {
+/// `pg_relation_size` and kin by qualified name ([`RELATION_SIZE`]), and `pg_database_size`.
+struct Size {
+    name: &'static str,
     sizes: Arc<dyn Sizes>,
-    signature: Signature,
-}
-
-impl std::fmt::Debug for RelationSize {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(RELATION_SIZE)
-    }
-}
-
-impl PartialEq for RelationSize {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.sizes, &other.sizes)
-    }
-}
-
-impl Eq for RelationSize {}
-
-impl std::hash::Hash for RelationSize {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        RELATION_SIZE.hash(state);
-    }
-}
-
-impl ScalarUDFImpl for RelationSize {
-    fn name(&self) -> &str {
-        RELATION_SIZE
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Int64)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let names = arrow::compute::cast(&arrays[0], &DataType::Utf8)?;
-        let parts = arrow::compute::cast(&arrays[1], &DataType::Utf8)?;
-        let (names, parts) = (names.as_string::<i32>(), parts.as_string::<i32>());
-        let sizes = (0..names.len())
-            .map(|row| {
-                if names.is_null(row) || parts.is_null(row) {
-                    return Ok(None);
-                }
-                let stored = match names.value(row).split_once('.') {
-                    Some(("public", table)) => self.sizes.stored_bytes(table),
-                    _ => None,
-                };
-                let bytes = stored.map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX));
-                match parts.value(row) {
-                    "main" | "total" => Ok(Some(bytes)),
-                    "indexes" | "fsm" | "vm" | "init" => Ok(Some(0)),
-                    other => Err(SqlError::new(
-                        SqlState::INVALID_PARAMETER_VALUE,
-                        format!("invalid fork name: \"{other}\""),
-                    )),
-                }
-            })
-            .collect::<Result<Int64Array, SqlError>>()?;
-        shaped(&args.args, Arc::new(sizes))
-    }
-}
-
-/// `pg_database_size(name)`: every table's stored bytes, for this server's database.
-struct DatabaseSize {
-    sizes: Arc<dyn Sizes>,
+    /// The tables of [`Self::database`], which `pg_database_size` sums.
     tables: Vec<String>,
     database: String,
     signature: Signature,
 }
 
-impl std::fmt::Debug for DatabaseSize {
+impl std::fmt::Debug for Size {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("pg_database_size")
+        f.write_str(self.name)
     }
 }
 
-impl PartialEq for DatabaseSize {
+impl PartialEq for Size {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.sizes, &other.sizes) && self.database == other.database
+        self.name == other.name && Arc::ptr_eq(&self.sizes, &other.sizes)
     }
 }
 
-impl Eq for DatabaseSize {}
+impl Eq for Size {}
 
-impl std::hash::Hash for DatabaseSize {
+impl std::hash::Hash for Size {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.database.hash(state);
+        self.name.hash(state);
     }
 }
 
-impl ScalarUDFImpl for DatabaseSize {
+impl Size {
+    /// The size of the relation `qualified` (`schema.name`) that `part` measures.
+    fn relation(&self, qualified: &str, part: &str) -> Result<i64, SqlError> {
+        let stored = match qualified.split_once('.') {
+            Some(("public", table)) => self.sizes.stored_bytes(table),
+            _ => None,
+        };
+        let bytes = stored.map_or(0, |b| i64::try_from(b).unwrap_or(i64::MAX));
+        match part {
+            "main" | "total" => Ok(bytes),
+            "indexes" | "fsm" | "vm" | "init" => Ok(0),
+            other => Err(SqlError::new(
+                SqlState::INVALID_PARAMETER_VALUE,
+                format!("invalid fork name: \"{other}\""),
+            )),
+        }
+    }
+
+    /// The size of the database `name`: every table's, for this server's.
+    fn database(&self, name: &str) -> Result<i64, SqlError> {
+        if name != self.database {
+            return Err(SqlError::new(
+                SqlState::UNDEFINED_DATABASE,
+                format!("database \"{name}\" does not exist"),
+            ));
+        }
+        let total: u64 = self
+            .tables
+            .iter()
+            .filter_map(|t| self.sizes.stored_bytes(t))
+            .sum();
+        Ok(i64::try_from(total).unwrap_or(i64::MAX))
+    }
+}
+
+impl ScalarUDFImpl for Size {
     fn name(&self) -> &str {
-        "pg_database_size"
+        self.name
     }
 
     fn signature(&self) -> &Signature {
@@ -138,27 +107,21 @@ impl ScalarUDFImpl for DatabaseSize {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let names = arrow::compute::cast(&arrays[0], &DataType::Utf8)?;
-        let names = names.as_string::<i32>();
-        let total: u64 = self
-            .tables
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?
             .iter()
-            .filter_map(|t| self.sizes.stored_bytes(t))
-            .sum();
-        let sizes = (0..names.len())
+            .map(|a| arrow::compute::cast(a, &DataType::Utf8))
+            .collect::<Result<Vec<_>, _>>()?;
+        let texts: Vec<_> = arrays.iter().map(|a| a.as_string::<i32>()).collect();
+        let sizes = (0..args.number_rows)
             .map(|row| {
-                if names.is_null(row) {
+                if texts.iter().any(|t| t.is_null(row)) {
                     return Ok(None);
                 }
-                let name = names.value(row);
-                if name != self.database {
-                    return Err(SqlError::new(
-                        SqlState::UNDEFINED_DATABASE,
-                        format!("database \"{name}\" does not exist"),
-                    ));
+                match texts.as_slice() {
+                    [name, part] => self.relation(name.value(row), part.value(row)).map(Some),
+                    [name] => self.database(name.value(row)).map(Some),
+                    _ => Ok(None),
                 }
-                Ok(Some(i64::try_from(total).unwrap_or(i64::MAX)))
             })
             .collect::<Result<Int64Array, SqlError>>()?;
         shaped(&args.args, Arc::new(sizes))
@@ -171,17 +134,13 @@ pub(crate) fn functions(
     tables: Vec<String>,
     database: &str,
 ) -> [ScalarUDF; 2] {
-    let text = |n| Signature::string(n, Volatility::Volatile);
-    [
-        ScalarUDF::from(RelationSize {
+    [(RELATION_SIZE, 2), ("pg_database_size", 1)].map(|(name, arguments)| {
+        ScalarUDF::from(Size {
+            name,
             sizes: sizes.clone(),
-            signature: text(2),
-        }),
-        ScalarUDF::from(DatabaseSize {
-            sizes,
-            tables,
+            tables: tables.clone(),
             database: database.to_string(),
-            signature: text(1),
-        }),
-    ]
+            signature: Signature::string(arguments, Volatility::Volatile),
+        })
+    })
 }
