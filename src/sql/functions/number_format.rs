@@ -17,11 +17,15 @@
 //!   for a negative number or one that overflows the pattern;
 //! - `RN` / `rn` alone (after `FM` or not): the rounded number in Roman numerals, 15 wide
 //!   (`#`s outside 1 to 3999);
+//! - `EEEE` at the end of digits and a point (`9.99EEEE`): scientific notation with as many
+//!   mantissa decimals as digit positions after the point (` 1.23e+04`); with anything else
+//!   42601, as PostgreSQL. (PostgreSQL's `numeric` form writes 99.96 as `10.0e+01` for
+//!   `9.9EEEE`; this writes `1.0e+02`, as its `float8` form does.)
 //! - text in double quotes as it is; a value with more integer digits than the pattern as `#`.
 //!
 //! Values are rounded to the pattern's fraction digits half away from zero (`numeric`), floats
 //! to the nearest with ties to even, as PostgreSQL's `float8` form does. Other patterns
-//! (`EEEE`, `RN` or `TH` with other parts, letters) are refused (0A000), never printed wrong.
+//! (`RN` or `TH` with other parts, letters) are refused (0A000), never printed wrong.
 
 use crate::error::{SqlError, SqlState};
 
@@ -184,6 +188,20 @@ pub(crate) fn format(number: Number, pattern: &str) -> Result<String, SqlError> 
     };
     if bare == "RN" || bare == "rn" {
         return roman_numerals(&number, bare == "rn", fill);
+    }
+    // EEEE at the end: scientific notation.
+    if let Some(rest) = pattern
+        .strip_suffix("EEEE")
+        .or_else(|| pattern.strip_suffix("eeee"))
+    {
+        if !rest.chars().all(|c| matches!(c, '9' | '0' | '.')) {
+            return Err(SqlError::new(
+                SqlState::SYNTAX_ERROR,
+                "\"EEEE\" is incompatible with other formats: it may only be used together with digit and decimal point patterns",
+            ));
+        }
+        let precision = rest.split_once('.').map_or(0, |(_, after)| after.len());
+        return scientific(&number, precision);
     }
     // TH at the end: the rest formatted, then the ordinal.
     if let Some(rest) = pattern
@@ -485,6 +503,88 @@ fn roman_numerals(number: &Number, lower: bool, fill: bool) -> Result<String, Sq
     Ok(if fill { text } else { format!("{text:>15}") })
 }
 
+/// `number` as ` d.ddde+XX` with `precision` mantissa decimals (`EEEE`): `numeric` rounded
+/// half away from zero, `float8` as printf rounds its exact value.
+fn scientific(number: &Number, precision: usize) -> Result<String, SqlError> {
+    let (negative, mantissa, exponent) = match number {
+        Number::Float(value) => {
+            if !value.is_finite() {
+                return Err(no_digits());
+            }
+            let precision = precision.min(1_100);
+            let text = format!("{:.precision$e}", value.abs());
+            let (mantissa, exponent) = text.split_once('e').ok_or_else(no_digits)?;
+            let exponent: i64 = exponent.parse().map_err(|_| no_digits())?;
+            (*value < 0.0, mantissa.to_string(), exponent)
+        }
+        Number::Decimal(text) => decimal_scientific(text, precision).ok_or_else(no_digits)?,
+    };
+    Ok(format!(
+        "{}{mantissa}e{}{:02}",
+        if negative { '-' } else { ' ' },
+        if exponent < 0 { '-' } else { '+' },
+        exponent.unsigned_abs()
+    ))
+}
+
+/// The sign, mantissa (`precision` decimals) and exponent of decimal `text`.
+fn decimal_scientific(text: &str, precision: usize) -> Option<(bool, String, i64)> {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let digits: Vec<u8> = whole.bytes().chain(fraction.bytes()).collect();
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let Some(first) = digits.iter().position(|&d| d != b'0') else {
+        let zeros = "0".repeat(precision);
+        let mantissa = if precision > 0 {
+            format!("0.{zeros}")
+        } else {
+            "0".into()
+        };
+        return Some((false, mantissa, 0));
+    };
+    let mut exponent = whole.len() as i64 - 1 - first as i64;
+    let mut kept: Vec<u8> = digits[first..]
+        .iter()
+        .copied()
+        .chain(std::iter::repeat(b'0'))
+        .take(precision + 1)
+        .collect();
+    if digits
+        .get(first + precision + 1)
+        .is_some_and(|&d| d >= b'5')
+    {
+        let mut at = kept.len();
+        loop {
+            if at == 0 {
+                // 9.99 rounded up: 10.0, written 1.00 with the exponent one higher.
+                kept.insert(0, b'1');
+                kept.pop();
+                exponent += 1;
+                break;
+            }
+            at -= 1;
+            if kept[at] == b'9' {
+                kept[at] = b'0';
+            } else {
+                kept[at] += 1;
+                break;
+            }
+        }
+    }
+    let kept = String::from_utf8(kept).ok()?;
+    let mantissa = if precision > 0 {
+        format!("{}.{}", &kept[..1], &kept[1..])
+    } else {
+        kept
+    };
+    Some((negative, mantissa, exponent))
+}
+
 /// English ordinal suffix of the integer whose decimal digits are `whole`.
 fn ordinal(whole: &str) -> &'static str {
     let last_two = whole
@@ -643,6 +743,18 @@ mod tests {
             ("-5", "RN", "###############"),
             ("1.6", "RN", "             II"),
             ("3999.4", "RN", "      MMMCMXCIX"),
+            ("12345.678", "9.99EEEE", " 1.23e+04"),
+            ("-12345.678", "9.99EEEE", "-1.23e+04"),
+            ("0", "9.99EEEE", " 0.00e+00"),
+            ("9999", "9.99EEEE", " 1.00e+04"),
+            ("0.00012", "9.9EEEE", " 1.2e-04"),
+            ("12345", "9EEEE", " 1e+04"),
+            ("12345", "99.99EEEE", " 1.23e+04"),
+            ("12345", "0.99EEEE", " 1.23e+04"),
+            ("5", "EEEE", " 5e+00"),
+            ("1.25", "9.9EEEE", " 1.3e+00"),
+            ("12345", "9.99eeee", " 1.23e+04"),
+            ("-0.0", "9.9EEEE", " 0.0e+00"),
         ] {
             assert_eq!(
                 decimal(value, pattern),
@@ -655,6 +767,19 @@ mod tests {
     #[test]
     fn floats_round_ties_to_even_and_other_patterns_are_refused() {
         assert_eq!(format(Number::Float(2.5), "9").ok().as_deref(), Some(" 2"));
+        // EEEE of a float8, as printf rounds its exact value.
+        for (value, pattern, expected) in [
+            (12345.678, "9.99EEEE", " 1.23e+04"),
+            (1.25, "9.9EEEE", " 1.2e+00"),
+            (1e100, "9.9EEEE", " 1.0e+100"),
+            (1e-100, "9.9EEEE", " 1.0e-100"),
+            (-1.5, "9.9EEEE", "-1.5e+00"),
+        ] {
+            assert_eq!(
+                format(Number::Float(value), pattern).ok().as_deref(),
+                Some(expected)
+            );
+        }
         // V on a float8, as PostgreSQL: 15 significant digits, then ties to even.
         for (value, pattern, expected) in [
             (12.345, "99V99", " 1234"),
@@ -682,7 +807,16 @@ mod tests {
             Some("1.5")
         );
         for pattern in [
-            "9.99EEEE", "RN9", "9MI99", "9.9.9", "99.9V9", "9.9TH", "9X", "9THTH", "9VV9",
+            "FM9.99EEEE",
+            "9.9EEEE9",
+            "RN9",
+            "9MI99",
+            "9.9.9",
+            "99.9V9",
+            "9.9TH",
+            "9X",
+            "9THTH",
+            "9VV9",
         ] {
             assert!(
                 format(Number::Decimal("5"), pattern).is_err(),
