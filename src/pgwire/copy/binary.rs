@@ -899,7 +899,8 @@ type Writer<'a> = Box<dyn Fn(usize, &mut Vec<u8>) -> Written + 'a>;
 /// A column of a type the writers of [`writer`] do not cover (numeric, time, interval, lists
 /// of those, structs …), in the bytes arrow-pg gives a binary result column of the same type.
 /// The common types keep their own writers: arrow-pg dispatches on the type and parses a
-/// timestamp's zone for every value, which made a COPY of otel rows 1.7 times slower.
+/// timestamp's zone for every value, which made a COPY of otel rows twice as slow
+/// (`bench/ab_copy_out.sh`, BENCHMARKS.md).
 fn library_writer<'a>(array: &'a ArrayRef, field: &'a FieldRef) -> Option<Writer<'a>> {
     let pg_type = field_into_pg_type(field).ok()?;
     let info = FieldInfo::new(
