@@ -797,12 +797,12 @@ async fn an_array_parameter_of_any_and_all_takes_the_other_sides_type() {
         .await
         .expect("prepare");
     assert_eq!(by_duration.params(), &[Type::INT8_ARRAY]);
-    let count: i64 = client
+    let matched: i64 = client
         .query_one(&by_duration, &[&vec![0i64, 2, 7]])
         .await
         .expect("int8 = ANY")
         .get(0);
-    assert_eq!(count, 2);
+    assert_eq!(matched, 2);
 
     let others: i64 = client
         .query_one(
@@ -822,4 +822,34 @@ async fn an_array_parameter_of_any_and_all_takes_the_other_sides_type() {
         .expect("an empty list")
         .get(0);
     assert_eq!(none, 0);
+
+    // The same in UPDATE and DELETE (issue 21's enrichment and erasure by id lists).
+    let updated = client
+        .execute(
+            &format!(
+                "UPDATE {TABLE} SET name = 'renamed' WHERE project_id = 'any1' AND id = ANY($1)"
+            ),
+            &[&vec![ids[1].clone(), ids[2].clone()]],
+        )
+        .await
+        .expect("UPDATE … = ANY($1)");
+    assert_eq!(updated, 2);
+    let deleted = client
+        .execute(
+            &format!("DELETE FROM {TABLE} WHERE project_id = 'any1' AND id = ANY($1)"),
+            &[&vec![ids[0].clone()]],
+        )
+        .await
+        .expect("DELETE … = ANY($1)");
+    assert_eq!(deleted, 1);
+    let renamed: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM {TABLE} WHERE project_id = 'any1' AND name = 'renamed'"),
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(renamed, 2);
+    assert_eq!(count(&client, "WHERE project_id = 'any1'").await, 3);
 }
