@@ -136,22 +136,8 @@ fn decimal_digits(text: &str, fraction: usize) -> Option<Digits> {
         .bytes()
         .chain(frac.bytes().chain(std::iter::repeat(b'0')).take(fraction))
         .collect();
-    if frac.as_bytes().get(fraction).is_some_and(|&d| d >= b'5') {
-        // Carry the rounding up through the digits.
-        let mut at = digits.len();
-        loop {
-            if at == 0 {
-                digits.insert(0, b'1');
-                break;
-            }
-            at -= 1;
-            if digits[at] == b'9' {
-                digits[at] = b'0';
-            } else {
-                digits[at] += 1;
-                break;
-            }
-        }
+    if frac.as_bytes().get(fraction).is_some_and(|&d| d >= b'5') && round_up(&mut digits) {
+        digits.insert(0, b'1');
     }
     let split = digits.len() - fraction;
     let whole: String = String::from_utf8_lossy(&digits[..split])
@@ -218,8 +204,8 @@ pub(crate) fn format(number: Number, pattern: &str) -> Result<String, SqlError> 
         if parsed.parts.contains(&Part::Point) {
             return Err(unsupported(pattern));
         }
-        let text = format(number_again(&number), rest)?;
-        let digits = rounded(&number).ok_or_else(no_digits)?;
+        let text = format(number, rest)?;
+        let digits = rounded(number, 0).ok_or_else(no_digits)?;
         if digits.negative || text.contains('#') {
             return Ok(text);
         }
@@ -276,10 +262,7 @@ pub(crate) fn format(number: Number, pattern: &str) -> Result<String, SqlError> 
         ),
         None => (digit_positions(&pattern_parsed.parts), 0),
     };
-    let digits = match number {
-        Number::Decimal(text) => decimal_digits(text, after),
-        Number::Float(value) => float_digits(value, after),
-    };
+    let digits = rounded(number, after);
     let Some(mut digits) = digits else {
         return Err(no_digits());
     };
@@ -291,17 +274,10 @@ pub(crate) fn format(number: Number, pattern: &str) -> Result<String, SqlError> 
 }
 
 /// A number for [`format`].
+#[derive(Clone, Copy)]
 pub(crate) enum Number<'a> {
     Decimal(&'a str),
     Float(f64),
-}
-
-/// The same number again (it is a borrowed text or a float).
-fn number_again<'a>(number: &Number<'a>) -> Number<'a> {
-    match number {
-        Number::Decimal(text) => Number::Decimal(text),
-        Number::Float(value) => Number::Float(*value),
-    }
 }
 
 fn render(pattern: &Pattern, digits: &Digits, before: usize, after: usize) -> String {
@@ -481,17 +457,18 @@ fn roman(mut n: u32) -> String {
     out
 }
 
-/// `number` rounded to an integer as [`format`] rounds, with its sign.
-fn rounded(number: &Number) -> Option<Digits> {
+/// `number`'s digits rounded to `fraction` places: `numeric` half away from zero, `float8`
+/// ties to even.
+fn rounded(number: Number, fraction: usize) -> Option<Digits> {
     match number {
-        Number::Decimal(text) => decimal_digits(text, 0),
-        Number::Float(value) => float_digits(*value, 0),
+        Number::Decimal(text) => decimal_digits(text, fraction),
+        Number::Float(value) => float_digits(value, fraction),
     }
 }
 
 /// `RN` / `rn`: the rounded number in Roman numerals, right-aligned in 15 unless `fill`.
 fn roman_numerals(number: &Number, lower: bool, fill: bool) -> Result<String, SqlError> {
-    let digits = rounded(number).ok_or_else(no_digits)?;
+    let digits = rounded(*number, 0).ok_or_else(no_digits)?;
     let value = digits.whole.parse::<u32>().unwrap_or(0);
     let text = if digits.negative || !(1..=3999).contains(&value) {
         "#".repeat(15)
@@ -501,6 +478,20 @@ fn roman_numerals(number: &Number, lower: bool, fill: bool) -> Result<String, Sq
         roman(value)
     };
     Ok(if fill { text } else { format!("{text:>15}") })
+}
+
+/// Adds one at the last of the ASCII `digits`, carrying to the left; whether the carry ran
+/// past the first digit (all were 9s, now 0s), for the caller to put its leading 1.
+fn round_up(digits: &mut [u8]) -> bool {
+    for digit in digits.iter_mut().rev() {
+        if *digit == b'9' {
+            *digit = b'0';
+        } else {
+            *digit += 1;
+            return false;
+        }
+    }
+    true
 }
 
 /// `number` as ` d.ddde+XX` with `precision` mantissa decimals (`EEEE`): `numeric` rounded
@@ -557,24 +548,12 @@ fn decimal_scientific(text: &str, precision: usize) -> Option<(bool, String, i64
     if digits
         .get(first + precision + 1)
         .is_some_and(|&d| d >= b'5')
+        && round_up(&mut kept)
     {
-        let mut at = kept.len();
-        loop {
-            if at == 0 {
-                // 9.99 rounded up: 10.0, written 1.00 with the exponent one higher.
-                kept.insert(0, b'1');
-                kept.pop();
-                exponent += 1;
-                break;
-            }
-            at -= 1;
-            if kept[at] == b'9' {
-                kept[at] = b'0';
-            } else {
-                kept[at] += 1;
-                break;
-            }
-        }
+        // 9.99 rounded up: 10.0, written 1.00 with the exponent one higher.
+        kept.insert(0, b'1');
+        kept.pop();
+        exponent += 1;
     }
     let kept = String::from_utf8(kept).ok()?;
     let mantissa = if precision > 0 {
