@@ -38,7 +38,8 @@ pub struct Metrics {
     pub flush_partition_failures: Family<Labels, Counter>,
     pub flushed_rows: Counter,
     pub flush_seconds: Histogram,
-    /// Rows changed by `DELETE` / `UPDATE`, by operation.
+    /// Rows changed by `DELETE` / `UPDATE`, by operation and path (`buffer`: logged as a
+    /// change of buffered rows; `delta`: rewritten in Delta).
     pub mutated_rows: Family<Labels, Counter>,
     /// The Delta version each table's readers see, by table.
     pub delta_version: Family<Labels, Gauge>,
@@ -179,7 +180,7 @@ impl Metrics {
         );
         r.register(
             "mutated_rows",
-            "Rows changed by DELETE and UPDATE, by operation",
+            "Rows changed by DELETE and UPDATE, by operation and path (buffer: a WAL change record; delta: a Delta rewrite)",
             metrics.mutated_rows.clone(),
         );
         r.register(

@@ -82,7 +82,7 @@ impl Server {
             health.clone(),
             shutdown.clone(),
         ));
-        let engine = Engine::open(&config, clock.clone()).await?;
+        let engine = Engine::open(&config, clock.clone(), crate::sql::change_functions()?).await?;
         health.opened(crate::http::EngineView {
             buffer: engine.buffer.clone(),
             core: engine.core.clone(),

@@ -105,6 +105,26 @@ pub struct Piece {
     pub bytes: usize,
 }
 
+/// A buffered chunk, where it is and what it holds ([`Buffer::chunks`]).
+#[derive(Debug, Clone)]
+pub struct ChunkRef {
+    pub project: String,
+    pub bucket: i64,
+    pub min_seq: Seq,
+    pub batch: RecordBatch,
+    /// Memory charged for the chunk.
+    pub bytes: usize,
+}
+
+/// A chunk's rows after a change ([`Buffer::change`]).
+#[derive(Debug)]
+pub struct Changed {
+    pub at: ChunkRef,
+    /// The rows left (`None` or empty: the chunk leaves the buffer) and the memory they hold.
+    pub rows: Option<RecordBatch>,
+    pub bytes: usize,
+}
+
 /// Where a row goes in the buffer ([`Buffer::place`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Place {
@@ -204,6 +224,15 @@ impl<C: Clone> Buffer<C> {
         if let Some(tb) = self.state.write().tables.get_mut(table) {
             tb.committed = committed;
         }
+    }
+
+    /// The Delta read handle `table`'s buffered rows complement now.
+    pub fn committed(&self, table: &str) -> Option<C> {
+        self.state
+            .read()
+            .tables
+            .get(table)
+            .map(|tb| tb.committed.clone())
     }
 
     /// Start of the bucket holding `micros` (saturating at the ends of the i64 range).
@@ -429,35 +458,88 @@ impl<C: Clone> Buffer<C> {
         let tb = state.tables.get(table)?;
         let mut batches = Vec::new();
         let mut times = Vec::new();
-        let (from, to) = time_range.unwrap_or((i64::MIN, i64::MAX));
-        let lo = from
-            .div_euclid(MICROS_PER_DAY)
-            .saturating_mul(MICROS_PER_DAY);
-        let mut take = |buckets: &BTreeMap<i64, Bucket>| {
-            if lo > to {
-                return;
-            }
-            let overlapping = buckets.range(lo..=to);
-            for (key, bucket) in overlapping.filter(|(_, b)| b.max_micros >= from) {
-                batches.extend(bucket.chunks.iter().map(|c| c.batch.clone()));
-                times.resize(batches.len(), (*key, bucket.max_micros));
-            }
-        };
-        match projects {
-            Some(projects) => {
-                for project in projects {
-                    if let Some(buckets) = tb.projects.get(project) {
-                        take(buckets);
-                    }
-                }
-            }
-            None => tb.projects.values().for_each(&mut take),
-        }
+        in_range(tb, projects, time_range, |_, key, bucket| {
+            batches.extend(bucket.chunks.iter().map(|c| c.batch.clone()));
+            times.resize(batches.len(), (key, bucket.max_micros));
+        });
         Some(Snapshot {
             batches,
             times,
             committed: tb.committed.clone(),
         })
+    }
+
+    /// The chunks of `table` a [`Buffer::snapshot`] with the same arguments reads, each with
+    /// where it is, for a change to rewrite ([`Buffer::change`]).
+    pub fn chunks(
+        &self,
+        table: &str,
+        projects: Option<&HashSet<String>>,
+        time_range: Option<(i64, i64)>,
+    ) -> Vec<ChunkRef> {
+        let state = self.state.read();
+        let Some(tb) = state.tables.get(table) else {
+            return Vec::new();
+        };
+        let mut chunks = Vec::new();
+        in_range(tb, projects, time_range, |project, key, bucket| {
+            chunks.extend(bucket.chunks.iter().map(|c| ChunkRef {
+                project: project.to_string(),
+                bucket: key,
+                min_seq: c.min_seq,
+                batch: c.batch.clone(),
+                bytes: c.bytes,
+            }));
+        });
+        chunks
+    }
+
+    /// Applies WAL record `seq`, a change to `table`'s buffered rows: each chunk in `changed`
+    /// (from [`Buffer::chunks`], which nothing has replaced since: the WAL writer applies
+    /// records one at a time, and flushes wait for the change) takes its new rows, or leaves
+    /// when none are left; atomically for readers.
+    pub fn change(&self, table: &str, seq: Seq, changed: Vec<Changed>) {
+        let mut state = self.state.write();
+        let (mut added, mut removed) = (0usize, 0usize);
+        if let Some(tb) = state.tables.get_mut(table) {
+            for change in changed {
+                let Some(buckets) = tb.projects.get_mut(&change.at.project) else {
+                    continue;
+                };
+                let Some(bucket) = buckets.get_mut(&change.at.bucket) else {
+                    continue;
+                };
+                let Some(i) = bucket
+                    .chunks
+                    .iter()
+                    .position(|c| c.min_seq == change.at.min_seq)
+                else {
+                    continue;
+                };
+                removed += bucket.chunks[i].bytes;
+                match change.rows {
+                    Some(batch) if batch.num_rows() > 0 => {
+                        added += change.bytes;
+                        let chunk = &mut bucket.chunks[i];
+                        chunk.batch = batch;
+                        chunk.bytes = change.bytes;
+                    }
+                    _ => {
+                        bucket.chunks.remove(i);
+                        if bucket.chunks.is_empty() {
+                            buckets.remove(&change.at.bucket);
+                        }
+                    }
+                }
+            }
+            tb.projects.retain(|_, buckets| !buckets.is_empty());
+        }
+        state.bytes = state.bytes + added - removed;
+        state.applied = state.applied.max(seq);
+        drop(state);
+        if removed > added {
+            self.space_freed.notify_waiters();
+        }
     }
 
     /// Chooses what the next flush of `table` writes, or `None` when nothing is due.
@@ -632,6 +714,40 @@ impl<C: Clone + Send + Sync> crate::memory::Admission for Buffer<C> {
 
     fn waits(&self) -> (u64, Duration) {
         Buffer::waits(self)
+    }
+}
+
+/// Calls `each` with every bucket of `tb` in `projects` (all when `None`) overlapping
+/// `[from, to]` microseconds (any when `None`). A bucket starts at or after its day's start,
+/// so those are the buckets keyed in `[day of from, to]` whose latest row is at or after `from`.
+fn in_range<C>(
+    tb: &TableBuffer<C>,
+    projects: Option<&HashSet<String>>,
+    time_range: Option<(i64, i64)>,
+    mut each: impl FnMut(&str, i64, &Bucket),
+) {
+    let (from, to) = time_range.unwrap_or((i64::MIN, i64::MAX));
+    let lo = from
+        .div_euclid(MICROS_PER_DAY)
+        .saturating_mul(MICROS_PER_DAY);
+    if lo > to {
+        return;
+    }
+    let mut take = |project: &str, buckets: &BTreeMap<i64, Bucket>| {
+        let overlapping = buckets.range(lo..=to);
+        for (key, bucket) in overlapping.filter(|(_, b)| b.max_micros >= from) {
+            each(project, *key, bucket);
+        }
+    };
+    match projects {
+        Some(projects) => {
+            for project in projects {
+                if let Some(buckets) = tb.projects.get(project) {
+                    take(project, buckets);
+                }
+            }
+        }
+        None => tb.projects.iter().for_each(|(p, b)| take(p, b)),
     }
 }
 

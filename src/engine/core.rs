@@ -20,12 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
-use datafusion::execution::SessionState;
+use datafusion::execution::{SessionState, TaskContext};
 use deltalake::kernel::Add;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MaintenancePolicy;
 use crate::engine::buffer::{Buffer, FlushPlan, FlushReason};
+use crate::engine::change;
 use crate::engine::delta::PartitionKey;
 use crate::engine::quarantine;
 use crate::engine::storage::Storage;
@@ -177,6 +178,9 @@ pub struct Core {
     unresolved: parking_lot::Mutex<HashMap<String, Pending>>,
     /// Per (table, partition), flushes in a row that failed to write it while writing others.
     failing: parking_lot::Mutex<HashMap<(String, delta::PartitionKey), u32>>,
+    /// The functions a change record's expressions are decoded with at start-up: a mutation
+    /// is logged only if its expressions read back through them ([`change::encode`]).
+    functions: Arc<TaskContext>,
 }
 
 impl Core {
@@ -188,6 +192,7 @@ impl Core {
         tables: HashMap<String, Arc<delta::DeltaTable>>,
         storage: Arc<Storage>,
         clock: Arc<dyn Clock>,
+        functions: Arc<TaskContext>,
     ) -> Core {
         Core {
             options,
@@ -199,6 +204,7 @@ impl Core {
             commits: tokio::sync::Mutex::new(()),
             unresolved: Default::default(),
             failing: Default::default(),
+            functions,
         }
     }
 
@@ -547,6 +553,69 @@ impl Core {
         Ok(matches)
     }
 
+    /// Applies `mutation` to buffered rows alone, as a change record in the WAL
+    /// ([`change`]), when its expressions can be logged and no committed row matches it:
+    /// returns the rows changed once the record is durable and applied, or `None` when the
+    /// mutation must take the Delta path. The caller holds `commits`, so no flush takes rows
+    /// out of the buffer, and no commit adds any to Delta, until the record is applied.
+    async fn change_buffered(
+        &self,
+        table: &str,
+        delta_table: &delta::DeltaTable,
+        mutation: &delta::Mutation,
+        scope: &Scope,
+        session: &SessionState,
+    ) -> Result<Option<u64>> {
+        let Some(body) = change::encode(mutation, scope, &self.functions) else {
+            return Ok(None);
+        };
+        let Some(committed) = self.buffer.committed(table) else {
+            return Err(Error::UnknownTable(table.to_string()));
+        };
+        if delta::any_row(&committed, mutation.predicate(), session)
+            .await
+            .map_err(Error::Evaluate)?
+        {
+            return Ok(None);
+        }
+        let compiled = change::Compiled::new(mutation, delta_table.schema().schema.clone())
+            .map_err(Error::Evaluate)?;
+        // What the writer thread's check found: the rows changed, or the statement's error.
+        let outcome = Arc::new(parking_lot::Mutex::new(Ok(0)));
+        let check = {
+            let (buffer, outcome) = (self.buffer.clone(), outcome.clone());
+            let (table, scope) = (table.to_string(), scope.clone());
+            Box::new(move |_seq: Seq| -> Option<wal::Apply> {
+                // On the WAL's writer thread: a panic in the statement's expressions must end
+                // the statement, not the thread every writer waits on.
+                let found = crate::panics::catch_now(|| {
+                    let chunks = buffer.chunks(&table, scope.projects.as_ref(), scope.time_range);
+                    change::changes(&compiled, chunks)
+                });
+                match found {
+                    Ok(Ok((rows, changed))) => {
+                        *outcome.lock() = Ok(rows);
+                        (rows > 0).then(|| -> wal::Apply {
+                            Box::new(move |seq| buffer.change(&table, seq, changed))
+                        })
+                    }
+                    Ok(Err(e)) => {
+                        *outcome.lock() = Err(Error::Evaluate(e));
+                        None
+                    }
+                    Err(message) => {
+                        *outcome.lock() = Err(Error::Panicked("a mutation", message));
+                        None
+                    }
+                }
+            })
+        };
+        let logged = self.wal.append_checked(table, &body, check).await?;
+        let rows = std::mem::replace(&mut *outcome.lock(), Ok(0))?;
+        tracing::debug!(table, operation = mutation.verb(), rows, record = ?logged, "mutation of buffered rows logged");
+        Ok(Some(rows))
+    }
+
     /// Flushes everything at shutdown, retrying a failed flush a few times with backoff (a
     /// store hiccup, a commit race with another writer). What still fails stays in the WAL
     /// and is replayed at the next start.
@@ -590,6 +659,20 @@ impl Mutations for Core {
         let started = std::time::Instant::now();
         let _commits = self.commits.lock().await;
         self.resolve(table, delta_table).await?;
+        let metrics = crate::metrics::get();
+        if let Some(rows) = self
+            .change_buffered(table, delta_table, mutation, scope, session)
+            .await?
+        {
+            metrics
+                .mutated_rows
+                .get_or_create(&vec![
+                    ("operation", mutation.verb().into()),
+                    ("path", "buffer".into()),
+                ])
+                .inc_by(rows);
+            return Ok(rows);
+        }
         let buffered = self.buffered_matches(table, mutation, scope, session)?;
         if buffered > 0 {
             self.flush_table(table, delta_table, FlushReason::All, false)
@@ -605,13 +688,15 @@ impl Mutations for Core {
             Ok(mutated) => mutated.map_err(Error::from),
             Err(message) => Err(Error::Panicked("a mutation", message)),
         };
-        let metrics = crate::metrics::get();
         match mutated {
             Ok((rows, reader)) => {
                 self.buffer.replace_committed(table, reader);
                 metrics
                     .mutated_rows
-                    .get_or_create(&vec![("operation", mutation.verb().into())])
+                    .get_or_create(&vec![
+                        ("operation", mutation.verb().into()),
+                        ("path", "delta".into()),
+                    ])
                     .inc_by(rows);
                 let version = delta_table.version().await;
                 tracing::info!(
@@ -1050,6 +1135,7 @@ mod tests {
                 HashMap::from([(TABLE.to_string(), table.clone())]),
                 storage,
                 clock,
+                Arc::new(TaskContext::default()),
             );
             Fixture {
                 core,
@@ -1247,7 +1333,7 @@ mod tests {
         let mut records = Vec::new();
         wal.replay(|record| {
             let rows = crate::engine::wal::decode_batch(record.ipc)?.num_rows();
-            records.push((record.seq, record.carried, rows));
+            records.push((record.seq, record.kind == wal::Kind::Carried, rows));
             Ok(())
         })
         .expect("replay");
@@ -1352,8 +1438,9 @@ mod tests {
         assert_eq!(f.core.flush(FlushReason::All).await.expect("nothing"), 0);
     }
 
-    /// A mutation that matches rows of a partition the flush cannot write changes nothing and
-    /// says so, instead of applying to Delta while those rows stay buffered unchanged.
+    /// A mutation that must take the Delta path and matches rows of a partition the flush
+    /// cannot write changes nothing and says so, instead of applying to Delta while those rows
+    /// stay buffered unchanged; one logged as a change of buffered rows needs no flush.
     #[tokio::test]
     async fn a_mutation_matching_rows_that_cannot_be_flushed_changes_nothing() {
         use datafusion::prelude::{col, lit};
@@ -1365,19 +1452,42 @@ mod tests {
         let delete = |project: &str| delta::Mutation::Delete {
             predicate: Some(col("project_id").eq(lit(project))),
         };
-        let refused =
-            Mutations::mutate(&f.core, TABLE, &delete("bad"), &Scope::default(), &session)
-                .await
-                .expect_err("refused");
+        // The fixture's core decodes no function, so a call is not logged: the Delta path.
+        let unlogged = delta::Mutation::Delete {
+            predicate: Some(
+                datafusion::functions::string::expr_fn::upper(col("project_id")).eq(lit("BAD")),
+            ),
+        };
+        let refused = Mutations::mutate(&f.core, TABLE, &unlogged, &Scope::default(), &session)
+            .await
+            .expect_err("refused");
         assert!(matches!(refused, Error::Unflushed(3)), "{refused}");
         assert_eq!(f.visible_rows().await, 7, "nothing deleted");
+        let logged = Mutations::mutate(&f.core, TABLE, &delete("bad"), &Scope::default(), &session)
+            .await
+            .expect("a change of buffered rows");
+        assert_eq!(logged, 3);
+        assert_eq!(f.visible_rows().await, 4);
+        let kinds: Vec<wal::Kind> = {
+            let mut kinds = Vec::new();
+            f.core
+                .wal
+                .replay(|record| {
+                    kinds.push(record.kind);
+                    Ok(())
+                })
+                .expect("replay");
+            kinds
+        };
+        assert_eq!(kinds.last(), Some(&wal::Kind::Change), "{kinds:?}");
+        *f.faults.refuse_partition.lock() = None;
         // Rows elsewhere are changed as usual.
         let deleted =
             Mutations::mutate(&f.core, TABLE, &delete("good"), &Scope::default(), &session)
                 .await
                 .expect("delete");
         assert_eq!(deleted, 4);
-        assert_eq!(f.visible_rows().await, 3);
+        assert_eq!(f.visible_rows().await, 0);
     }
 
     /// A quarantine file is staged before the commit that leaves its rows out and published

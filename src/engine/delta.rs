@@ -209,6 +209,27 @@ impl Mutation {
     }
 }
 
+/// Whether `committed` holds a row `predicate` selects (any row when `None`): a scan planned
+/// in `session` that reads only the predicate's columns, pruned by partition and file
+/// statistics, and stops at the first row.
+pub async fn any_row(
+    committed: &Committed,
+    predicate: Option<&Expr>,
+    session: &SessionState,
+) -> datafusion::error::Result<bool> {
+    let context = datafusion::prelude::SessionContext::new_with_state(session.clone());
+    let mut rows = context.read_table(committed.clone())?;
+    if let Some(predicate) = predicate {
+        rows = rows.filter(predicate.clone())?;
+    }
+    let first = rows
+        .select(vec![datafusion::prelude::lit(1).alias("one")])?
+        .limit(0, Some(1))?
+        .collect()
+        .await?;
+    Ok(first.iter().any(|batch| batch.num_rows() > 0))
+}
+
 /// What one maintenance pass did to one table.
 #[derive(Debug, Clone, Default)]
 pub struct MaintenanceReport {
@@ -350,6 +371,11 @@ impl DeltaTable {
                 source,
             })?;
         Ok(version.is_some_and(|v| v >= upto.0 as i64))
+    }
+
+    /// The table's schema and column roles.
+    pub fn schema(&self) -> &Arc<TableSchema> {
+        &self.schema
     }
 
     /// A scan of the table pinned at its current version.

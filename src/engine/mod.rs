@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 pub mod batch;
 pub mod buffer;
+pub mod change;
 pub mod core;
 pub mod delta;
 pub mod ingest;

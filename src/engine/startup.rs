@@ -5,15 +5,17 @@
 //! After [`Engine::open`] returns, every acknowledged row is in exactly one place: in a Delta
 //! table at the version the buffer publishes, or in the buffer (and the WAL).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
+use datafusion::execution::TaskContext;
 
 use crate::config::Config;
 use crate::engine::buffer::{Buffer, BufferOptions};
+use crate::engine::change;
 use crate::engine::core::{Core, CoreOptions};
 use crate::engine::ingest::Ingest;
 use crate::engine::quarantine;
@@ -52,8 +54,13 @@ pub struct Engine {
 
 impl Engine {
     /// Recovers the state `config` names and starts the WAL writer. `config` must have been
-    /// validated.
-    pub async fn open(config: &Config, clock: Arc<dyn Clock>) -> Result<Engine, Error> {
+    /// validated. `functions` decode the expressions of change records (`DELETE` / `UPDATE`
+    /// of buffered rows, [`change`]): the functions SQL statements can call.
+    pub async fn open(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        functions: Arc<TaskContext>,
+    ) -> Result<Engine, Error> {
         let catalog = Arc::new(Catalog::load(config.schema_dir.as_deref())?);
         let wal = Arc::new(Wal::open(
             &config.wal_dir(),
@@ -98,7 +105,16 @@ impl Engine {
         ));
         let quarantine = config.quarantine_dir();
         settle_staged(&wal, &tables, &quarantine).await?;
-        let last = replay(&wal, &ingest, &tables, &committed_seq, &quarantine).await?;
+        let last = replay(
+            &wal,
+            &ingest,
+            &buffer,
+            &functions,
+            &tables,
+            &committed_seq,
+            &quarantine,
+        )
+        .await?;
         buffer.advance_applied(last);
         wal.start(last.next())?;
 
@@ -117,6 +133,7 @@ impl Engine {
             tables,
             storage.clone(),
             clock,
+            functions,
         ));
         Ok(Engine {
             catalog,
@@ -130,34 +147,86 @@ impl Engine {
 
 /// Replays the WAL records newer than each table's `committed_seq` into the buffer and
 /// returns the highest sequence seen in the WAL or any table's `txn` version: new records are
-/// numbered above it. A carried record (rows a flush left out, appended again before its
-/// commit) is applied only if `tables` holds that flush's commit; otherwise the rows' original
-/// records, which the flush did not cover, were replayed. Rows that can never be flushed
+/// numbered above it. Records apply in sequence order. A carried record (rows a flush left
+/// out, appended again before its commit) is applied only if `tables` holds that flush's
+/// commit; otherwise the rows' original records, which the flush did not cover, were
+/// replayed. A change record rewrites the buffered rows below it as it did when it was
+/// written ([`change`]). Rows that can never be flushed
 /// (acknowledged by a build without the range check, [`Ingest::replay`]) are written to
 /// `quarantine` before they leave the buffer.
 async fn replay(
     wal: &Wal,
     ingest: &Ingest,
+    buffer: &Buffer<Committed>,
+    functions: &TaskContext,
     tables: &HashMap<String, Arc<delta::DeltaTable>>,
     committed_seq: &HashMap<String, Seq>,
     quarantine: &Path,
 ) -> Result<Seq, Error> {
-    let (mut replayed, mut skipped) = (0usize, 0usize);
+    let (mut replayed, mut skipped, mut changes) = (0usize, 0usize, 0usize);
+    let unknown = |record: &wal::ReplayRecord<'_>| wal::Error::Replay {
+        seq: record.seq,
+        reason: format!(
+            "it holds unflushed rows for table {}, which no schema defines; restore its schema file",
+            record.table
+        ),
+    };
+    // First the carried records the log holds (asking the log is asynchronous), so that the
+    // second pass applies every record in sequence order: a change applies to the rows of
+    // the records below it, carried ones included.
     let mut carried = Vec::new();
-    let last = wal.replay(|record| {
+    wal.replay(|record| {
         match committed_seq.get(record.table) {
-            None => {
-                return Err(wal::Error::Replay {
-                    seq: record.seq,
-                    reason: format!(
-                        "it holds unflushed rows for table {}, which no schema defines; restore its schema file",
-                        record.table
-                    ),
-                });
+            None => return Err(unknown(&record)),
+            Some(done) if record.seq > *done && record.kind == wal::Kind::Carried => {
+                carried.push((record.seq, record.table.to_string()));
             }
+            Some(_) => {}
+        }
+        Ok(())
+    })?;
+    let mut landed = HashSet::new();
+    for (seq, table) in carried {
+        if let Some(delta_table) = tables.get(&table)
+            && delta_table
+                .holds(&delta::carried_app_id(wal.id(), seq))
+                .await?
+        {
+            landed.insert(seq);
+        } else {
+            tracing::info!(
+                table, %seq,
+                "carried rows not replayed: the flush that left them out did not land, so their original records were"
+            );
+        }
+    }
+    let last = wal.replay(|record| {
+        let replay_error = |reason: String| wal::Error::Replay {
+            seq: record.seq,
+            reason,
+        };
+        match committed_seq.get(record.table) {
+            None => return Err(unknown(&record)),
             Some(done) if record.seq <= *done => skipped += 1,
-            Some(_) if record.carried => {
-                carried.push((record.seq, record.table.to_string(), record.ipc.to_vec()));
+            Some(_) if record.kind == wal::Kind::Carried && !landed.contains(&record.seq) => {
+                skipped += 1
+            }
+            Some(_) if record.kind == wal::Kind::Change => {
+                let table = tables.get(record.table).ok_or_else(|| unknown(&record))?;
+                let (mutation, scope) = change::decode(record.ipc, functions)
+                    .map_err(|e| replay_error(format!("change record: {e}")))?;
+                let compiled = change::Compiled::new(&mutation, table.schema().schema.clone())
+                    .and_then(|compiled| {
+                        let chunks =
+                            buffer.chunks(record.table, scope.projects.as_ref(), scope.time_range);
+                        change::changes(&compiled, chunks)
+                    })
+                    .map_err(|e| {
+                        replay_error(format!("{} of buffered rows: {e}", mutation.verb()))
+                    })?;
+                let (_, changed) = compiled;
+                buffer.change(record.table, record.seq, changed);
+                changes += 1;
             }
             Some(_) => {
                 let batch = wal::decode_batch(record.ipc)?;
@@ -167,34 +236,13 @@ async fn replay(
         }
         Ok(())
     })?;
-    for (seq, table, ipc) in carried {
-        let landed = match tables.get(&table) {
-            Some(delta_table) => {
-                delta_table
-                    .holds(&delta::carried_app_id(wal.id(), seq))
-                    .await?
-            }
-            None => false,
-        };
-        if landed {
-            let batch = wal::decode_batch(&ipc)?;
-            replayed += batch.num_rows();
-            apply(ingest, quarantine, &table, seq, batch)?;
-        } else {
-            skipped += 1;
-            tracing::info!(
-                table, %seq,
-                "carried rows not replayed: the flush that left them out did not land, so their original records were"
-            );
-        }
-    }
     let last = committed_seq
         .values()
         .copied()
         .chain(last)
         .max()
         .unwrap_or_default();
-    tracing::info!(replayed_rows = replayed, skipped_records = skipped, next_seq = %last.next(), wal_id = wal.id(), "recovered");
+    tracing::info!(replayed_rows = replayed, replayed_changes = changes, skipped_records = skipped, next_seq = %last.next(), wal_id = wal.id(), "recovered");
     Ok(last)
 }
 

@@ -11,9 +11,11 @@
 //! Version 1 records hold acknowledged rows. Version 2 records hold *carried* rows: the rows
 //! of a partition a flush could not write, appended again above the flush's prefix before
 //! it commits without them ([`Wal::append_carried`]); replay applies one only if that flush
-//! landed (`engine::delta::carried_app_id`). Builds before carried records take one for
-//! corruption (and, as the last record of the WAL, for a torn tail they truncate): do not
-//! downgrade past them with a carried record in the WAL.
+//! landed (`engine::delta::carried_app_id`). Version 3 records hold a *change* to buffered
+//! rows (`DELETE` / `UPDATE`, `engine::change`) instead of rows: it applies to every row of
+//! its table with a lower sequence still in the buffer ([`Wal::append_checked`]). Builds
+//! before a version take its records for corruption (and, as the last record of the WAL, for
+//! a torn tail they truncate): do not downgrade past a version with such a record in the WAL.
 //!
 //! The payload is compressed as [`WalCompression`] says and says so itself, so replay needs no
 //! setting: with zstd (the default) the IPC stream is one zstd frame, recognised by the frame's
@@ -31,7 +33,9 @@
 //!   thread commits in groups: every record queued while an fsync runs shares the next one.
 //! - Records are applied (the caller's `apply` callback, which inserts into the buffer) in
 //!   sequence order, after they are durable and before the append is acknowledged. So at any
-//!   instant the buffer holds every acknowledged record that has not been flushed.
+//!   instant the buffer holds every acknowledged record that has not been flushed. A checked
+//!   record ([`Wal::append_checked`]) is first checked against the buffer as every record
+//!   before it left it, by the writer thread, and written only if the check passes.
 //! - Replay detects a torn tail in the last segment (a partial or unchecksummed record with no
 //!   valid record after it) and truncates it; any other invalid record is an error that stops
 //!   start-up, because skipping it would silently lose acknowledged rows.
@@ -65,6 +69,8 @@ const MAGIC: u32 = u32::from_le_bytes(*b"TFWA");
 const VERSION: u8 = 1;
 /// The version of a record holding carried rows.
 const VERSION_CARRIED: u8 = 2;
+/// The version of a record holding a change to buffered rows.
+const VERSION_CHANGE: u8 = 3;
 const HEADER_LEN: usize = 24;
 const SEGMENT_SUFFIX: &str = ".wal";
 
@@ -113,6 +119,9 @@ pub enum Error {
     Poisoned(String),
     #[error("the WAL is closed: the server is shutting down")]
     Closed,
+    /// A checked record's check declined it ([`Wal::append_checked`]); nothing was written.
+    #[error("the record was declined by its check")]
+    Declined,
 }
 
 impl Error {
@@ -277,11 +286,9 @@ pub struct WalOptions {
 pub struct ReplayRecord<'a> {
     pub seq: Seq,
     pub table: &'a str,
-    /// Rows a flush left out and appended again ([`Wal::append_carried`]): they belong to
-    /// the table only if that flush landed.
-    pub carried: bool,
-    /// The batch as [`encode_batch`] wrote it; decode with [`decode_batch`] only if the record
-    /// is needed.
+    pub kind: Kind,
+    /// Rows: the batch as [`encode_batch`] wrote it; decode with [`decode_batch`] only if the
+    /// record is needed. A change: the bytes its caller appended.
     pub ipc: &'a [u8],
 }
 
@@ -302,11 +309,37 @@ impl Segments {
     }
 }
 
+/// What a record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Acknowledged rows ([`Wal::append`]).
+    Rows,
+    /// Rows a flush left out and appended again ([`Wal::append_carried`]): they belong to
+    /// the table only if that flush landed.
+    Carried,
+    /// A change to the table's buffered rows ([`Wal::append_checked`]).
+    Change,
+}
+
+/// What the writer thread runs once a record is durable, in sequence order.
+pub type Apply = Box<dyn FnOnce(Seq) + Send>;
+
+/// The check of a record [`Wal::append_checked`] appends: run by the writer thread with the
+/// record's sequence once every earlier record is applied, it returns what to apply once the
+/// record is durable, or `None` to write nothing (the caller keeps its reason).
+pub type Check = Box<dyn FnOnce(Seq) -> Option<Apply> + Send>;
+
+/// When a request is applied: after the disk, or checked first.
+enum Then {
+    Apply(Apply),
+    Check(Check),
+}
+
 /// A write request handed to the writer thread.
 struct Append {
     payload: Vec<u8>,
-    carried: bool,
-    apply: Box<dyn FnOnce(Seq) + Send>,
+    kind: Kind,
+    then: Then,
     done: oneshot::Sender<Result<Seq>>,
 }
 
@@ -429,7 +462,7 @@ impl Wal {
                         seq,
                         payload,
                         len,
-                        carried,
+                        kind,
                     }) => {
                         if last.is_some_and(|l| seq <= l) || seq < segment.first {
                             return Err(Error::Corrupt {
@@ -448,7 +481,7 @@ impl Wal {
                             seq,
                             table,
                             ipc,
-                            carried,
+                            kind,
                         })?;
                         last = Some(seq);
                         offset += len;
@@ -541,7 +574,7 @@ impl Wal {
     ) -> Result<Seq> {
         let payload = self.encode(table, &batch)?;
         drop(batch);
-        self.submit(payload, false, apply).await
+        self.submit(payload, Kind::Rows, Then::Apply(apply)).await
     }
 
     /// Appends `batch`, rows of `table` a flush is about to leave out of its commit, as a
@@ -554,12 +587,48 @@ impl Wal {
         apply: Box<dyn FnOnce(Seq) + Send>,
     ) -> Result<Seq> {
         let payload = self.encode(table, batch)?;
-        self.submit(payload, true, apply).await
+        self.submit(payload, Kind::Carried, Then::Apply(apply))
+            .await
+    }
+
+    /// Appends `body`, a change to `table`'s buffered rows, as a change record (version 3)
+    /// if `check` passes. The writer thread runs `check` with the record's sequence once every
+    /// earlier record is applied and before any later one is, so it sees the buffer exactly
+    /// as replay will have built it when it reaches this record; then the record is written
+    /// and synced on its own, and what `check` returned is applied before the next record.
+    /// Returns `Ok(Some(seq))` as [`Wal::append`] does, `Ok(None)` when `check` declined
+    /// (nothing written).
+    pub async fn append_checked(
+        &self,
+        table: &str,
+        body: &[u8],
+        check: Check,
+    ) -> Result<Option<Seq>> {
+        let payload = self.payload(table, |payload| {
+            payload.extend_from_slice(body);
+            Ok(())
+        })?;
+        match self.submit(payload, Kind::Change, Then::Check(check)).await {
+            Ok(seq) => Ok(Some(seq)),
+            Err(Error::Declined) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// A record's payload: the table's name and the batch, encoded in place (a batch is
     /// copied once on its way to the file). Refused once the WAL is closed or poisoned.
     fn encode(&self, table: &str, batch: &RecordBatch) -> Result<Vec<u8>> {
+        self.payload(table, |payload| {
+            encode_into(payload, batch, self.options.compression)
+        })
+    }
+
+    /// A record's payload: the table's name, then what `body` writes.
+    fn payload(
+        &self,
+        table: &str,
+        body: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<Vec<u8>> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
@@ -570,24 +639,19 @@ impl Wal {
         let mut payload = Vec::new();
         payload.extend_from_slice(&(name.len() as u16).to_le_bytes());
         payload.extend_from_slice(name);
-        encode_into(&mut payload, batch, self.options.compression)?;
+        body(&mut payload)?;
         Ok(payload)
     }
 
     /// Hands `payload` to the writer and waits until it is durable and applied.
-    async fn submit(
-        &self,
-        payload: Vec<u8>,
-        carried: bool,
-        apply: Box<dyn FnOnce(Seq) + Send>,
-    ) -> Result<Seq> {
+    async fn submit(&self, payload: Vec<u8>, kind: Kind, then: Then) -> Result<Seq> {
         let (done, wait) = oneshot::channel();
         let sender = self.sender.lock().clone().ok_or(Error::Closed)?;
         sender
             .send(Command::Append(Append {
                 payload,
-                carried,
-                apply,
+                kind,
+                then,
                 done,
             }))
             .await
@@ -650,23 +714,35 @@ struct Writer {
 impl Writer {
     fn run(mut self, mut receiver: mpsc::Receiver<Command>) {
         let mut group: Vec<Append> = Vec::new();
+        // A checked request that came in behind a group: it runs once the group is applied.
+        let mut held: Option<Append> = None;
         let mut stopping = false;
-        while !stopping {
-            match receiver.blocking_recv() {
-                Some(Command::Append(append)) => group.push(append),
-                Some(Command::Stop) | None => break,
+        loop {
+            let first = match held.take() {
+                Some(append) => append,
+                None if stopping => break,
+                None => match receiver.blocking_recv() {
+                    Some(Command::Append(append)) => append,
+                    Some(Command::Stop) | None => break,
+                },
+            };
+            if matches!(first.then, Then::Check(_)) {
+                self.commit_checked(first);
+                continue;
             }
-            let mut bytes = group[0].payload.len();
-            while bytes < self.options.group_max_bytes {
+            let mut bytes = first.payload.len();
+            group.push(first);
+            while bytes < self.options.group_max_bytes && !stopping {
                 match receiver.try_recv() {
+                    Ok(Command::Append(append)) if matches!(append.then, Then::Check(_)) => {
+                        held = Some(append);
+                        break;
+                    }
                     Ok(Command::Append(append)) => {
                         bytes += append.payload.len();
                         group.push(append);
                     }
-                    Ok(Command::Stop) => {
-                        stopping = true;
-                        break;
-                    }
+                    Ok(Command::Stop) => stopping = true,
                     Err(_) => break,
                 }
             }
@@ -716,6 +792,38 @@ impl Writer {
         Ok(())
     }
 
+    /// Runs a checked request's check against the buffer as every record before it left it,
+    /// then commits it as a group of its own, or answers [`Error::Declined`].
+    fn commit_checked(&mut self, append: Append) {
+        let Append {
+            payload,
+            kind,
+            then,
+            done,
+        } = append;
+        let apply = match then {
+            Then::Apply(apply) => Some(apply),
+            Then::Check(check) => {
+                if let Some(reason) = self.poisoned.lock().clone() {
+                    let _ = done.send(Err(Error::Poisoned(reason)));
+                    return;
+                }
+                check(self.next)
+            }
+        };
+        match apply {
+            Some(apply) => self.commit(&mut vec![Append {
+                payload,
+                kind,
+                then: Then::Apply(apply),
+                done,
+            }]),
+            None => {
+                let _ = done.send(Err(Error::Declined));
+            }
+        }
+    }
+
     /// Writes and syncs a group, then applies and acknowledges each record in order.
     fn commit(&mut self, group: &mut Vec<Append>) {
         if let Some(reason) = self.poisoned.lock().clone() {
@@ -729,7 +837,7 @@ impl Writer {
         let headers: Vec<[u8; HEADER_LEN]> = group
             .iter()
             .map(|append| {
-                let header = record_header(seq, &append.payload, append.carried);
+                let header = record_header(seq, &append.payload, append.kind);
                 seq = seq.next();
                 header
             })
@@ -768,7 +876,9 @@ impl Writer {
                 let mut acks = Vec::with_capacity(group.len());
                 let mut seq = first;
                 for append in group.drain(..) {
-                    (append.apply)(seq);
+                    if let Then::Apply(apply) = append.then {
+                        apply(seq);
+                    }
                     acks.push((append.done, seq));
                     seq = seq.next();
                 }
@@ -805,11 +915,15 @@ impl Writer {
     }
 }
 
-/// The header of record `seq` holding `payload` (rows a flush left out when `carried`).
-fn record_header(seq: Seq, payload: &[u8], carried: bool) -> [u8; HEADER_LEN] {
+/// The header of record `seq` of `kind` holding `payload`.
+fn record_header(seq: Seq, payload: &[u8], kind: Kind) -> [u8; HEADER_LEN] {
     let mut header = [0u8; HEADER_LEN];
     header[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-    header[4] = if carried { VERSION_CARRIED } else { VERSION };
+    header[4] = match kind {
+        Kind::Rows => VERSION,
+        Kind::Carried => VERSION_CARRIED,
+        Kind::Change => VERSION_CHANGE,
+    };
     header[8..16].copy_from_slice(&seq.0.to_le_bytes());
     header[16..20].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     let crc = crc32c::crc32c_append(crc32c::crc32c(&header[4..20]), payload);
@@ -820,7 +934,7 @@ fn record_header(seq: Seq, payload: &[u8], carried: bool) -> [u8; HEADER_LEN] {
 /// Appends one record to `buf` (tests build segments by hand with it).
 #[cfg(test)]
 fn write_record(buf: &mut Vec<u8>, seq: Seq, payload: &[u8]) {
-    buf.extend_from_slice(&record_header(seq, payload, false));
+    buf.extend_from_slice(&record_header(seq, payload, Kind::Rows));
     buf.extend_from_slice(payload);
 }
 
@@ -857,7 +971,7 @@ pub(crate) struct Record<'a> {
     pub payload: &'a [u8],
     /// The record's length in the segment, header included.
     pub len: usize,
-    pub carried: bool,
+    pub kind: Kind,
 }
 
 /// Parses the record at the start of `data`, or says why it is invalid.
@@ -872,9 +986,10 @@ pub(crate) fn parse_record(data: &[u8]) -> std::result::Result<Record<'_>, Strin
     if u32_at(0) != MAGIC {
         return Err("bad magic".into());
     }
-    let carried = match data[4] {
-        VERSION => false,
-        VERSION_CARRIED => true,
+    let kind = match data[4] {
+        VERSION => Kind::Rows,
+        VERSION_CARRIED => Kind::Carried,
+        VERSION_CHANGE => Kind::Change,
         version => return Err(format!("unknown record version {version}")),
     };
     let mut seq = [0u8; 8];
@@ -895,7 +1010,7 @@ pub(crate) fn parse_record(data: &[u8]) -> std::result::Result<Record<'_>, Strin
         seq: Seq(u64::from_le_bytes(seq)),
         payload,
         len: total,
-        carried,
+        kind,
     })
 }
 
@@ -1368,10 +1483,10 @@ mod tests {
             };
             tx.try_send(Command::Append(Append {
                 payload,
-                carried: false,
-                apply: Box::new(move |_| {
+                kind: Kind::Rows,
+                then: Then::Apply(Box::new(move |_| {
                     applied.fetch_add(1, Ordering::SeqCst);
-                }),
+                })),
                 done,
             }))
             .map_err(|_| "queue full")

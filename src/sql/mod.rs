@@ -194,6 +194,18 @@ pub async fn session_context(
     Ok(context)
 }
 
+/// The functions a change record's expressions are read back with at start-up, before the
+/// session exists (`engine::change`): DataFusion's and TimeFusion's own
+/// ([`functions::register`]). A mutation calling any other function of the session (the
+/// catalog's, `pg_relation_size` …) is not logged but takes the Delta path.
+pub fn change_functions() -> Result<Arc<datafusion::execution::TaskContext>> {
+    let mut config = SessionConfig::new();
+    config.options_mut().execution.time_zone = Some("UTC".to_string());
+    let mut context = SessionContext::new_with_config(config);
+    functions::register(&mut context)?;
+    Ok(context.task_ctx())
+}
+
 /// A column or other name part as DataFusion's planner normalizes it: in lower case unless
 /// quoted.
 pub fn normalize_ident(ident: &Ident) -> String {

@@ -164,6 +164,11 @@ pub fn register(context: &mut SessionContext) -> Result<()> {
     context.register_udf(
         ScalarUDF::clone(&as_json).with_aliases(["json_extract_path", "jsonb_extract_path"]),
     );
+    // The functions `->>` / `->` plan to go back under their own names: an aliased copy is
+    // another type, and a statement's expressions must read back equal through this registry
+    // to be logged as a WAL change record (`engine::change`).
+    context.register_udf(ScalarUDF::clone(&as_text));
+    context.register_udf(ScalarUDF::clone(&as_json));
     for constructor in [
         ScalarUDF::from(JsonBuildArray::json()),
         ScalarUDF::from(JsonBuildArray::jsonb()),
