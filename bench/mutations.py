@@ -20,6 +20,12 @@ filled, seeded), the same for every target. Per target, in the order given:
 3. update_by_id: --updates one-row `UPDATE … SET status_code = 'ERROR', … WHERE project_id = %s
    AND id = %s` (autocommit, parameters) of distinct rows in A's last hour: the enrichment
    pattern. Ack latency p50 / p99 and statements/s.
+3b. update_fresh_by_id: --updates one-row updates, the same statement, of rows COPYed just
+   before the step with timestamps in the last 30 seconds: spans enriched soon after they
+   arrived, which TimeFusion still holds in its buffer (its default flush interval is 5 min
+   and buckets are 10 min; this bench's 1 s interval flushes every earlier bucket of the
+   hour at once, so update_by_id mostly rewrites Delta files). Then --updates // 10 one-row
+   `DELETE … WHERE project_id = %s AND id = %s` of other fresh rows (delete_fresh_by_id).
 4. update_in_list: the same change to --updates other rows of the hour as one statement
    (`id IN (%s, …)`): its latency.
 5. update_old_by_id: --old-updates one-row updates of yesterday's rows (a compacted file).
@@ -57,6 +63,8 @@ QUERIES = {
 }
 UPDATE = (f"UPDATE {TABLE} SET status_code = 'ERROR', "
           f"attributes___http___response___status_code = 500 WHERE project_id = %s AND id = %s")
+
+DELETE_BY_ID = f"DELETE FROM {TABLE} WHERE project_id = %s AND id = %s"
 
 
 def rows_between(rng, n, project, start, end):
@@ -97,12 +105,15 @@ def queries(conn, params):
     return out
 
 
-def updates(conn, project, ids):
+def updates(conn, project, ids, sql=None):
+    """One statement per id (`UPDATE` unless `sql` says otherwise), each expected to change
+    one row: throughput and ack latency."""
+    sql = sql or UPDATE
     latencies = []
     ok = True
     started = time.perf_counter()
     for i in ids:
-        elapsed, changed = timed(conn, UPDATE, (project, i))
+        elapsed, changed = timed(conn, sql, (project, i))
         latencies.append(elapsed)
         ok = ok and changed == 1
     total = time.perf_counter() - started
@@ -139,6 +150,15 @@ def run_target(name, dsn, args, data, emit):
     params = {"p": a, "hour": data["hour"], "y0": data["y0"], "y1": data["y1"]}
     emit(name, "queries_before", {"median_ms": queries(conn, params), "verified": True})
     emit(name, "update_by_id", updates(conn, a, data["hour_ids"]))
+    # Fresh rows: the same for every target, stamped when this target's step starts.
+    fresh_rng = random.Random(7)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    fresh = rows_between(fresh_rng, 2 * args.updates, a, now - datetime.timedelta(seconds=30), now)
+    copy_rows(conn, fresh)
+    fresh_ids = [r[2] for r in fresh]
+    emit(name, "update_fresh_by_id", updates(conn, a, fresh_ids[:args.updates]))
+    deleted = fresh_ids[args.updates:args.updates + max(args.updates // 10, 1)]
+    emit(name, "delete_fresh_by_id", updates(conn, a, deleted, DELETE_BY_ID))
     in_list = data["list_ids"]
     elapsed, changed = timed(
         conn,
@@ -207,8 +227,8 @@ def report(path):
     targets = sorted({t for t, _ in recs}, key=lambda t: (not is_postgres(t), t))
     pg = next((t for t in targets if is_postgres(t)), None)
     tf = next((t for t in targets if not is_postgres(t)), None)
-    for step in ["load", "update_by_id", "update_in_list", "update_old_by_id", "small_updates",
-                 "delete_day"]:
+    for step in ["load", "update_by_id", "update_fresh_by_id", "delete_fresh_by_id",
+                 "update_in_list", "update_old_by_id", "small_updates", "delete_day"]:
         cells = []
         for t in targets:
             r = recs.get((t, step))

@@ -503,17 +503,24 @@ impl<C: Clone> Buffer<C> {
         let (mut added, mut removed) = (0usize, 0usize);
         if let Some(tb) = state.tables.get_mut(table) {
             for change in changed {
-                let Some(buckets) = tb.projects.get_mut(&change.at.project) else {
+                let found = tb.projects.get_mut(&change.at.project).and_then(|buckets| {
+                    let bucket = buckets.get_mut(&change.at.bucket)?;
+                    let i = bucket
+                        .chunks
+                        .iter()
+                        .position(|c| c.min_seq == change.at.min_seq)?;
+                    Some((buckets, i))
+                });
+                let Some((buckets, i)) = found else {
+                    // Cannot happen (see above); said loudly if it ever does.
+                    tracing::error!(
+                        table, %seq, project = %change.at.project, chunk = %change.at.min_seq,
+                        "a change's chunk left the buffer before the change applied; that chunk is not changed"
+                    );
+                    debug_assert!(false, "a changed chunk left the buffer");
                     continue;
                 };
                 let Some(bucket) = buckets.get_mut(&change.at.bucket) else {
-                    continue;
-                };
-                let Some(i) = bucket
-                    .chunks
-                    .iter()
-                    .position(|c| c.min_seq == change.at.min_seq)
-                else {
                     continue;
                 };
                 removed += bucket.chunks[i].bytes;

@@ -554,7 +554,8 @@ impl Core {
     }
 
     /// Applies `mutation` to buffered rows alone, as a change record in the WAL
-    /// ([`change`]), when its expressions can be logged and no committed row matches it:
+    /// ([`change`]), when its expressions can be logged, its scope reaches at most
+    /// [`change::MAX_ROWS`] buffered rows, and no committed row matches it:
     /// returns the rows changed once the record is durable and applied, or `None` when the
     /// mutation must take the Delta path. The caller holds `commits`, so no flush takes rows
     /// out of the buffer, and no commit adds any to Delta, until the record is applied.
@@ -566,16 +567,32 @@ impl Core {
         scope: &Scope,
         session: &SessionState,
     ) -> Result<Option<u64>> {
+        let reached: usize = self
+            .buffer
+            .chunks(table, scope.projects.as_ref(), scope.time_range)
+            .iter()
+            .map(|c| c.batch.num_rows())
+            .sum();
+        if reached > change::MAX_ROWS {
+            return Ok(None);
+        }
         let Some(body) = change::encode(mutation, scope, &self.functions) else {
             return Ok(None);
         };
         let Some(committed) = self.buffer.committed(table) else {
             return Err(Error::UnknownTable(table.to_string()));
         };
-        if delta::any_row(&committed, mutation.predicate(), session)
+        let checking = std::time::Instant::now();
+        let in_delta = delta::any_row(&committed, mutation.predicate(), session)
             .await
-            .map_err(Error::Evaluate)?
-        {
+            .map_err(Error::Evaluate)?;
+        tracing::debug!(
+            table,
+            in_delta,
+            elapsed_us = checking.elapsed().as_micros() as u64,
+            "committed rows checked for a mutation"
+        );
+        if in_delta {
             return Ok(None);
         }
         let compiled = change::Compiled::new(mutation, delta_table.schema().schema.clone())

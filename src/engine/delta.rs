@@ -209,25 +209,66 @@ impl Mutation {
     }
 }
 
-/// Whether `committed` holds a row `predicate` selects (any row when `None`): a scan planned
-/// in `session` that reads only the predicate's columns, pruned by partition and file
-/// statistics, and stops at the first row.
+/// Whether `committed` holds a row `predicate` selects (any row when `None`): the table's own
+/// scan of the predicate's columns, given the filters it takes (pruned by partition, file
+/// statistics, row-group statistics and bloom filters), under the predicate, read until its
+/// first row. No query is planned: over a table this wide, planning one cost more than the
+/// scan.
 pub async fn any_row(
     committed: &Committed,
     predicate: Option<&Expr>,
     session: &SessionState,
 ) -> datafusion::error::Result<bool> {
-    let context = datafusion::prelude::SessionContext::new_with_state(session.clone());
-    let mut rows = context.read_table(committed.clone())?;
-    if let Some(predicate) = predicate {
-        rows = rows.filter(predicate.clone())?;
+    use datafusion::logical_expr::TableProviderFilterPushDown;
+    use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, filter::FilterExec};
+    let schema = committed.schema();
+    let mut projection: Vec<usize> = match predicate {
+        Some(predicate) => predicate
+            .column_refs()
+            .iter()
+            .map(|c| schema.index_of(&c.name))
+            .collect::<Result<_, _>>()?,
+        None => Vec::new(),
+    };
+    projection.sort_unstable();
+    projection.dedup();
+    if projection.is_empty() {
+        projection.push(0);
     }
-    let first = rows
-        .select(vec![datafusion::prelude::lit(1).alias("one")])?
-        .limit(0, Some(1))?
-        .collect()
+    let filters: Vec<Expr> = predicate
+        .map(|p| {
+            datafusion::logical_expr::utils::split_conjunction(p)
+                .into_iter()
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let taken: Vec<&Expr> = filters.iter().collect();
+    let pushdown = committed.supports_filters_pushdown(&taken)?;
+    let pushed: Vec<Expr> = filters
+        .iter()
+        .zip(pushdown)
+        .filter(|(_, how)| *how != TableProviderFilterPushDown::Unsupported)
+        .map(|(f, _)| f.clone())
+        .collect();
+    let mut plan: Arc<dyn ExecutionPlan> = committed
+        .scan(session, Some(&projection), &pushed, None)
         .await?;
-    Ok(first.iter().any(|batch| batch.num_rows() > 0))
+    if let Some(predicate) = predicate {
+        let scanned = datafusion::common::DFSchema::try_from(plan.schema().as_ref().clone())?;
+        let predicate = session.create_physical_expr(predicate.clone(), &scanned)?;
+        plan = Arc::new(FilterExec::try_new(predicate, plan)?);
+    }
+    let task = session.task_ctx();
+    for partition in 0..plan.output_partitioning().partition_count() {
+        let mut batches = plan.execute(partition, task.clone())?;
+        while let Some(batch) = batches.next().await {
+            if batch?.num_rows() > 0 {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// What one maintenance pass did to one table.

@@ -63,6 +63,14 @@ pub const ALL_PROJECTS_SETTING: &str = "timefusion.allow_all_projects";
 #[derive(Debug)]
 pub struct AllProjects;
 
+/// Marks the session a `DELETE` / `UPDATE` is planned in ([`session`]): DataFusion plans the
+/// statement's input scan before it calls the provider's `delete_from` / `update` and never
+/// runs it, so [`crate::sql::table::TimeFusionTable`] answers that scan with an empty plan.
+/// Only the statement's own table is scanned in that session: [`check`] refuses subqueries
+/// and joins.
+#[derive(Debug)]
+pub struct PlanningMutation;
+
 /// The statement forms a mutation's plan may have: DataFusion hands the provider only the
 /// filters that sit on the target table, so a subquery (turned into a join by the optimizer)
 /// or `UPDATE … FROM` would silently widen the statement to rows it does not select. They
@@ -114,7 +122,7 @@ pub fn check(plan: &LogicalPlan) -> Result<()> {
 /// The session a mutation is planned in: `state` without the optimizer passes that move
 /// expressions into projections below a filter (`extract_leaf_expressions` and its
 /// push-down), since DataFusion 55 hands the provider the filter itself, which then names
-/// a column no table has.
+/// a column no table has; marked [`PlanningMutation`].
 pub fn session(state: SessionState, all_projects: bool) -> SessionState {
     let rules: Vec<_> = state
         .optimizers()
@@ -127,7 +135,10 @@ pub fn session(state: SessionState, all_projects: bool) -> SessionState {
         })
         .cloned()
         .collect();
-    let mut config = state.config().clone();
+    let mut config = state
+        .config()
+        .clone()
+        .with_extension(Arc::new(PlanningMutation));
     if all_projects {
         config = config.with_extension(Arc::new(AllProjects));
     }

@@ -150,6 +150,19 @@ impl TableProvider for TimeFusionTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let table = &self.schema;
+        if state
+            .config()
+            .get_extension::<crate::sql::mutation::PlanningMutation>()
+            .is_some()
+        {
+            // The input of a DELETE / UPDATE, which DataFusion plans and then drops (it hands
+            // the provider the statement's filters): nothing to read, and a snapshot and a
+            // Delta scan built for nothing were most of a one-row UPDATE's planning.
+            let projected = project_schema(&table.schema, projection)?;
+            return Ok(Arc::new(datafusion::physical_plan::empty::EmptyExec::new(
+                projected,
+            )));
+        }
         let pruning = Pruning::from_filters(filters, &table.tenant_column, &table.time_column);
         let snapshot = self
             .buffer
