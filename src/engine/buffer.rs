@@ -494,6 +494,28 @@ impl<C: Clone> Buffer<C> {
         chunks
     }
 
+    /// Rows of `table` a [`Buffer::snapshot`] with the same arguments reads.
+    pub fn rows_in(
+        &self,
+        table: &str,
+        projects: Option<&HashSet<String>>,
+        time_range: Option<(i64, i64)>,
+    ) -> usize {
+        let state = self.state.read();
+        let Some(tb) = state.tables.get(table) else {
+            return 0;
+        };
+        let mut rows = 0;
+        in_range(tb, projects, time_range, |_, _, bucket| {
+            rows += bucket
+                .chunks
+                .iter()
+                .map(|c| c.batch.num_rows())
+                .sum::<usize>();
+        });
+        rows
+    }
+
     /// Applies WAL record `seq`, a change to `table`'s buffered rows: each chunk in `changed`
     /// (from [`Buffer::chunks`], which nothing has replaced since: the WAL writer applies
     /// records one at a time, and flushes wait for the change) takes its new rows, or leaves
@@ -503,24 +525,17 @@ impl<C: Clone> Buffer<C> {
         let (mut added, mut removed) = (0usize, 0usize);
         if let Some(tb) = state.tables.get_mut(table) {
             for change in changed {
-                let found = tb.projects.get_mut(&change.at.project).and_then(|buckets| {
-                    let bucket = buckets.get_mut(&change.at.bucket)?;
-                    let i = bucket
-                        .chunks
-                        .iter()
-                        .position(|c| c.min_seq == change.at.min_seq)?;
-                    Some((buckets, i))
-                });
-                let Some((buckets, i)) = found else {
-                    // Cannot happen (see above); said loudly if it ever does.
-                    tracing::error!(
-                        table, %seq, project = %change.at.project, chunk = %change.at.min_seq,
-                        "a change's chunk left the buffer before the change applied; that chunk is not changed"
-                    );
-                    debug_assert!(false, "a changed chunk left the buffer");
+                let at = &change.at;
+                let Some(buckets) = tb.projects.get_mut(&at.project) else {
+                    lost_chunk(table, seq, at);
                     continue;
                 };
-                let Some(bucket) = buckets.get_mut(&change.at.bucket) else {
+                let Some(bucket) = buckets.get_mut(&at.bucket) else {
+                    lost_chunk(table, seq, at);
+                    continue;
+                };
+                let Some(i) = bucket.chunks.iter().position(|c| c.min_seq == at.min_seq) else {
+                    lost_chunk(table, seq, at);
                     continue;
                 };
                 removed += bucket.chunks[i].bytes;
@@ -534,7 +549,7 @@ impl<C: Clone> Buffer<C> {
                     _ => {
                         bucket.chunks.remove(i);
                         if bucket.chunks.is_empty() {
-                            buckets.remove(&change.at.bucket);
+                            buckets.remove(&at.bucket);
                         }
                     }
                 }
@@ -724,6 +739,16 @@ impl<C: Clone + Send + Sync> crate::memory::Admission for Buffer<C> {
     }
 }
 
+/// A change's chunk that is no longer in the buffer: it cannot be (the WAL writer applies
+/// records one at a time, flushes wait for the change), so it is said loudly if it ever is.
+fn lost_chunk(table: &str, seq: Seq, at: &ChunkRef) {
+    tracing::error!(
+        table, %seq, project = %at.project, chunk = %at.min_seq,
+        "a change's chunk left the buffer before the change applied; that chunk is not changed"
+    );
+    debug_assert!(false, "a changed chunk left the buffer");
+}
+
 /// Calls `each` with every bucket of `tb` in `projects` (all when `None`) overlapping
 /// `[from, to]` microseconds (any when `None`). A bucket starts at or after its day's start,
 /// so those are the buckets keyed in `[day of from, to]` whose latest row is at or after `from`.
@@ -851,6 +876,41 @@ mod tests {
 
     fn rows(snapshot: &Snapshot<u64>) -> usize {
         snapshot.batches.iter().map(|b| b.num_rows()).sum()
+    }
+
+    /// A change replaces the chunks it names, drops those it empties (and their buckets),
+    /// keeps the byte count and the applied sequence, and leaves a later flush a WAL prefix.
+    #[test]
+    fn a_change_replaces_its_chunks_and_drops_the_emptied_ones() {
+        let b = buffer(1 << 30);
+        b.insert("t", Seq(1), piece("p1", 0, &[1, 2, 3]), 0);
+        b.insert("t", Seq(2), piece("p1", 10 * MIN, &[4]), 0);
+        b.insert("t", Seq(3), piece("p2", 0, &[5]), 0);
+        let p1: HashSet<String> = ["p1".to_string()].into();
+        assert_eq!(b.rows_in("t", Some(&p1), None), 4);
+        assert_eq!(b.rows_in("t", Some(&p1), Some((10 * MIN, i64::MAX))), 1);
+        let chunks = b.chunks("t", Some(&p1), None);
+        assert_eq!(chunks.len(), 2);
+        let changed = chunks
+            .into_iter()
+            .map(|at| {
+                let rows = (at.min_seq == Seq(1)).then(|| batch(&[1, 3]));
+                let bytes = rows.as_ref().map_or(0, |r| r.get_array_memory_size());
+                Changed { at, rows, bytes }
+            })
+            .collect();
+        b.change("t", Seq(4), changed);
+        assert_eq!(b.applied(), Seq(4));
+        let snap = b.snapshot("t", None, None).expect("snapshot");
+        assert_eq!(rows(&snap), 3, "p1: 1 and 3 left, p2's row untouched");
+        assert_eq!(
+            b.bytes(),
+            batch(&[1, 3]).get_array_memory_size() + batch(&[5]).get_array_memory_size()
+        );
+        assert_eq!(b.rows_in("t", Some(&p1), Some((10 * MIN, i64::MAX))), 0);
+        let plan = b.plan_flush("t", FlushReason::All, 0, 0).expect("plan");
+        assert_eq!((plan.rows, plan.upto), (3, Seq(3)));
+        assert_eq!(b.complete_flush(&plan, &HashMap::new(), 1), Seq(4));
     }
 
     #[test]

@@ -31,7 +31,7 @@ use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::{CastOptions, cast_with_options, filter_record_batch, interleave};
 use arrow::datatypes::SchemaRef;
 use datafusion::common::DFSchema;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion, TreeNodeVisitor};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
@@ -176,12 +176,44 @@ fn logged(expr: &Expr, functions: &TaskContext) -> Option<Vec<u8>> {
         }
         Ok(TreeNodeRecursion::Continue)
     });
-    if walked.is_err() || !immutable {
+    if walked.is_err() || !immutable || too_deep(expr) {
         return None;
     }
     let bytes = expr.to_bytes().ok()?;
     let back = Expr::from_bytes_with_ctx(&bytes, functions).ok()?;
     (&back == expr).then(|| bytes.to_vec())
+}
+
+/// Expression depth a logged change may have: the WAL writer evaluates it on a thread of the
+/// default 2 MiB stack, not on a statement's (`TIMEFUSION_STACK_MB`, sized for
+/// `TIMEFUSION_MAX_EXPRESSION_DEPTH`, which an operator may raise). A 995-deep `+` chain ran
+/// there in a debug build; deeper changes take the Delta path, on the statement's stack.
+const MAX_DEPTH: usize = 256;
+
+/// Whether `expr` nests deeper than [`MAX_DEPTH`].
+fn too_deep(expr: &Expr) -> bool {
+    struct Depth {
+        now: usize,
+        max: usize,
+    }
+    impl<'n> TreeNodeVisitor<'n> for Depth {
+        type Node = Expr;
+        fn f_down(&mut self, _: &'n Expr) -> Result<TreeNodeRecursion> {
+            self.now += 1;
+            self.max = self.max.max(self.now);
+            Ok(if self.max > MAX_DEPTH {
+                TreeNodeRecursion::Stop
+            } else {
+                TreeNodeRecursion::Continue
+            })
+        }
+        fn f_up(&mut self, _: &'n Expr) -> Result<TreeNodeRecursion> {
+            self.now -= 1;
+            Ok(TreeNodeRecursion::Continue)
+        }
+    }
+    let mut depth = Depth { now: 0, max: 0 };
+    expr.visit(&mut depth).is_err() || depth.max > MAX_DEPTH
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> Option<()> {
@@ -520,6 +552,14 @@ mod tests {
         let bare = TaskContext::default();
         assert!(encode(&unknown, &scope, &bare).is_none());
         assert!(encode(&unknown, &scope, &functions).is_some());
+        // Deeper than the WAL writer's stack is sized for: not logged.
+        let chain = |n: usize| (0..n).fold(col("n"), |e, _| e + lit(1i64));
+        let deep = |n| Mutation::Update {
+            predicate: None,
+            assignments: vec![("n".into(), chain(n))],
+        };
+        assert!(encode(&deep(MAX_DEPTH - 2), &scope, &functions).is_some());
+        assert!(encode(&deep(MAX_DEPTH + 1), &scope, &functions).is_none());
     }
 
     #[test]

@@ -567,12 +567,9 @@ impl Core {
         scope: &Scope,
         session: &SessionState,
     ) -> Result<Option<u64>> {
-        let reached: usize = self
+        let reached = self
             .buffer
-            .chunks(table, scope.projects.as_ref(), scope.time_range)
-            .iter()
-            .map(|c| c.batch.num_rows())
-            .sum();
+            .rows_in(table, scope.projects.as_ref(), scope.time_range);
         if reached > change::MAX_ROWS {
             return Ok(None);
         }
@@ -676,18 +673,11 @@ impl Mutations for Core {
         let started = std::time::Instant::now();
         let _commits = self.commits.lock().await;
         self.resolve(table, delta_table).await?;
-        let metrics = crate::metrics::get();
         if let Some(rows) = self
             .change_buffered(table, delta_table, mutation, scope, session)
             .await?
         {
-            metrics
-                .mutated_rows
-                .get_or_create(&vec![
-                    ("operation", mutation.verb().into()),
-                    ("path", "buffer".into()),
-                ])
-                .inc_by(rows);
+            count_mutated(mutation, "buffer", rows);
             return Ok(rows);
         }
         let buffered = self.buffered_matches(table, mutation, scope, session)?;
@@ -708,13 +698,7 @@ impl Mutations for Core {
         match mutated {
             Ok((rows, reader)) => {
                 self.buffer.replace_committed(table, reader);
-                metrics
-                    .mutated_rows
-                    .get_or_create(&vec![
-                        ("operation", mutation.verb().into()),
-                        ("path", "delta".into()),
-                    ])
-                    .inc_by(rows);
+                count_mutated(mutation, "delta", rows);
                 let version = delta_table.version().await;
                 tracing::info!(
                     table = %table, operation = mutation.verb(), rows, buffered_rows = buffered, ?version,
@@ -732,6 +716,17 @@ impl Mutations for Core {
             }
         }
     }
+}
+
+/// Counts `rows` changed by `mutation` on `path` (`buffer` or `delta`) in `/metrics`.
+fn count_mutated(mutation: &delta::Mutation, path: &str, rows: u64) {
+    crate::metrics::get()
+        .mutated_rows
+        .get_or_create(&vec![
+            ("operation", mutation.verb().into()),
+            ("path", path.into()),
+        ])
+        .inc_by(rows);
 }
 
 /// The rows `plan` holds for partition `key`, as one batch.
@@ -1505,6 +1500,63 @@ mod tests {
                 .expect("delete");
         assert_eq!(deleted, 4);
         assert_eq!(f.visible_rows().await, 0);
+    }
+
+    /// A panic while the WAL writer checks a change (in the statement's own expressions) ends
+    /// that statement with an internal error; the writer thread goes on serving every writer.
+    #[tokio::test]
+    async fn a_change_that_panics_on_the_wal_writer_fails_alone() {
+        use datafusion::logical_expr::{
+            ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+        };
+        use datafusion::prelude::{col, lit};
+        #[derive(Debug, PartialEq, Eq, Hash)]
+        struct Panics {
+            signature: Signature,
+        }
+        impl ScalarUDFImpl for Panics {
+            fn name(&self) -> &str {
+                "panics"
+            }
+            fn signature(&self) -> &Signature {
+                &self.signature
+            }
+            fn return_type(
+                &self,
+                _: &[arrow::datatypes::DataType],
+            ) -> datafusion::error::Result<arrow::datatypes::DataType> {
+                Ok(arrow::datatypes::DataType::Boolean)
+            }
+            fn invoke_with_args(
+                &self,
+                _: ScalarFunctionArgs,
+            ) -> datafusion::error::Result<ColumnarValue> {
+                panic!("a bug in a function")
+            }
+        }
+        let panics = Arc::new(ScalarUDF::from(Panics {
+            signature: Signature::any(1, Volatility::Immutable),
+        }));
+        let mut f = Fixture::new().await;
+        let context = SessionContext::new();
+        context.register_udf(ScalarUDF::clone(&panics));
+        f.core.functions = context.task_ctx();
+        f.write_to("p", "a", 3).await;
+        let delete = delta::Mutation::Delete {
+            predicate: Some(
+                col("project_id")
+                    .eq(lit("p"))
+                    .and(panics.call(vec![col("id")])),
+            ),
+        };
+        let failed =
+            Mutations::mutate(&f.core, TABLE, &delete, &Scope::default(), &context.state())
+                .await
+                .expect_err("the check panicked");
+        assert!(matches!(failed, Error::Panicked(..)), "{failed}");
+        // The writer thread is alive: the next write is acknowledged and seen.
+        f.write_to("p", "b", 2).await;
+        assert_eq!(f.visible_rows().await, 5);
     }
 
     /// A quarantine file is staged before the commit that leaves its rows out and published

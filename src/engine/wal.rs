@@ -1464,6 +1464,79 @@ mod tests {
         wal.close().await;
     }
 
+    /// A checked record's check runs once every record before it is applied and before any
+    /// after it is; a declined one writes nothing and takes no sequence; a passed one replays
+    /// as a change record with its body.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn checked_records_see_every_earlier_record_applied_and_decline_without_a_trace() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = Arc::new(Wal::open(dir.path(), options()).expect("open"));
+        wal.start(Seq(1)).expect("start");
+        // Every sequence applied, rows and changes alike, in the order applied.
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let mut writers = Vec::new();
+        for w in 0..8 {
+            let (wal, applied) = (wal.clone(), applied.clone());
+            writers.push(tokio::spawn(async move {
+                for i in 0..40 {
+                    let applied = applied.clone();
+                    let apply = Box::new(move |s| applied.lock().push(s));
+                    wal.append("t", batch(&[w * 100 + i]), apply)
+                        .await
+                        .expect("append");
+                }
+            }));
+        }
+        let mut logged = Vec::new();
+        for round in 0..20u8 {
+            let seen = applied.clone();
+            let check: Check = Box::new(move |seq| {
+                {
+                    let seen = seen.lock();
+                    // Everything below the record is applied, nothing above it.
+                    assert_eq!(seen.len() as u64, seq.0 - 1, "at {seq}");
+                    assert!(seen.iter().all(|s| *s < seq));
+                }
+                (round % 2 == 0).then(|| -> Apply { Box::new(move |s| seen.lock().push(s)) })
+            });
+            match wal
+                .append_checked("t", &[round], check)
+                .await
+                .expect("append")
+            {
+                Some(seq) => {
+                    assert_eq!(round % 2, 0);
+                    logged.push((seq, round));
+                }
+                None => assert_eq!(round % 2, 1, "declined"),
+            }
+        }
+        for writer in writers {
+            writer.await.expect("writer");
+        }
+        wal.close().await;
+        assert_eq!(logged.len(), 10);
+        let applied = applied.lock().clone();
+        assert_eq!(
+            applied,
+            (1..=330).map(Seq).collect::<Vec<_>>(),
+            "applied in order, no gap where a check declined"
+        );
+        drop(wal);
+        let wal = Wal::open(dir.path(), options()).expect("reopen");
+        let mut changes = Vec::new();
+        let last = wal
+            .replay(|r| {
+                if r.kind == Kind::Change {
+                    changes.push((r.seq, r.ipc[0]));
+                }
+                Ok(())
+            })
+            .expect("replay");
+        assert_eq!(last, Some(Seq(330)));
+        assert_eq!(changes, logged);
+    }
+
     #[tokio::test]
     async fn group_commit_batches_queued_records_into_one_sync() {
         // Records queued before the writer starts are committed as one group: the writer

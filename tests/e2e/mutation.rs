@@ -646,3 +646,38 @@ async fn changes_of_buffered_rows_are_logged_and_replayed_exactly() {
     let client = server.client().await;
     assert_eq!(full_rows(&client, "p1").await, expected, "from Delta");
 }
+
+/// A change too deep for the WAL writer's stack is not logged: it takes the Delta path, on
+/// the statement's own stack, and gives the same answer; a shallow one is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_nested_too_deep_to_log_takes_the_delta_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    let now = chrono::Utc::now().timestamp_micros();
+    client
+        .execute(&insert_sql("p1", &ids("a", 2), now), &[])
+        .await
+        .expect("insert");
+    let chain = |n: usize| format!("duration{}", " + 1".repeat(n));
+    let sql = format!(
+        "UPDATE {TABLE} SET duration = {} WHERE project_id = 'p1' AND id = 'a-0'",
+        chain(10)
+    );
+    assert_eq!(changed(&client, &sql).await, 1);
+    assert_eq!(mutated_on(&server, "buffer"), 1);
+    let sql = format!(
+        "UPDATE {TABLE} SET duration = {} WHERE project_id = 'p1' AND id = 'a-1'",
+        chain(900)
+    );
+    assert_eq!(changed(&client, &sql).await, 1);
+    assert_eq!(mutated_on(&server, "delta"), 1);
+    assert_eq!(
+        full_rows(&client, "p1")
+            .await
+            .iter()
+            .map(|r| r.2)
+            .collect::<Vec<_>>(),
+        vec![10, 901]
+    );
+}
