@@ -272,12 +272,12 @@ pub struct Compiled {
 }
 
 impl Compiled {
-    /// `mutation` over batches of `schema`.
-    pub fn new(mutation: &Mutation, schema: SchemaRef) -> Result<Compiled> {
+    /// `mutation` over batches of `schema`; `props` are the statement's (a logged change has
+    /// nothing left that reads them: `ExecutionProps::new()`).
+    pub fn new(mutation: &Mutation, schema: SchemaRef, props: &ExecutionProps) -> Result<Compiled> {
         let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
-        let props = ExecutionProps::new();
         let physical = |e: &Expr| {
-            create_physical_expr(e, &df_schema, &props, &PhysicalPlanningContext::default())
+            create_physical_expr(e, &df_schema, props, &PhysicalPlanningContext::default())
         };
         let predicate = mutation.predicate().map(physical).transpose()?;
         let assignments = match mutation {
@@ -301,21 +301,7 @@ impl Compiled {
     /// row as it was (`SET a = b, b = a` swaps), casts them to the column's type (an error,
     /// not NULL, when a value does not fit) and refuses NULL in a `NOT NULL` column (23502).
     pub fn apply(&self, batch: &RecordBatch) -> Result<Option<(RecordBatch, usize)>> {
-        let rows = batch.num_rows();
-        let matches = match &self.predicate {
-            None => BooleanArray::from(vec![true; rows]),
-            Some(predicate) => {
-                let selected = evaluate(predicate, batch)?;
-                let selected = selected
-                    .as_boolean_opt()
-                    .ok_or_else(|| DataFusionError::Plan("the predicate is not boolean".into()))?;
-                if selected.null_count() > 0 {
-                    arrow::compute::prep_null_mask_filter(selected)
-                } else {
-                    selected.clone()
-                }
-            }
-        };
+        let matches = self.matches(batch)?;
         let changed = matches.true_count();
         if changed == 0 {
             return Ok(None);
@@ -350,6 +336,22 @@ impl Compiled {
             RecordBatch::try_new(self.schema.clone(), columns)?,
             changed,
         )))
+    }
+
+    /// The rows of `batch` the change selects (a NULL predicate selects none).
+    pub fn matches(&self, batch: &RecordBatch) -> Result<BooleanArray> {
+        let Some(predicate) = &self.predicate else {
+            return Ok(BooleanArray::from(vec![true; batch.num_rows()]));
+        };
+        let selected = evaluate(predicate, batch)?;
+        let selected = selected
+            .as_boolean_opt()
+            .ok_or_else(|| DataFusionError::Plan("the predicate is not boolean".into()))?;
+        Ok(if selected.null_count() > 0 {
+            arrow::compute::prep_null_mask_filter(selected)
+        } else {
+            selected.clone()
+        })
     }
 
     /// The memory to charge for `new`, this change's rows of a chunk charged `old_bytes` for
@@ -568,7 +570,8 @@ mod tests {
         let delete = Mutation::Delete {
             predicate: Some(col("project_id").eq(lit("a")).and(col("n").gt(lit(15i64)))),
         };
-        let compiled = Compiled::new(&delete, batch.schema()).expect("compile");
+        let compiled =
+            Compiled::new(&delete, batch.schema(), &ExecutionProps::new()).expect("compile");
         let (kept, changed) = compiled.apply(&batch).expect("apply").expect("a match");
         assert_eq!(changed, 1);
         assert_eq!(ints(&kept, "n"), vec![Some(10), None, Some(30)]);
@@ -581,7 +584,8 @@ mod tests {
                 ("s".into(), cast(col("n"), DataType::Utf8)),
             ],
         };
-        let compiled = Compiled::new(&update, batch.schema()).expect("compile");
+        let compiled =
+            Compiled::new(&update, batch.schema(), &ExecutionProps::new()).expect("compile");
         let (updated, changed) = compiled.apply(&batch).expect("apply").expect("a match");
         assert_eq!(changed, 2);
         assert_eq!(
@@ -595,7 +599,8 @@ mod tests {
         let none = Mutation::Delete {
             predicate: Some(col("id").eq(lit("nope"))),
         };
-        let compiled = Compiled::new(&none, batch.schema()).expect("compile");
+        let compiled =
+            Compiled::new(&none, batch.schema(), &ExecutionProps::new()).expect("compile");
         assert!(compiled.apply(&batch).expect("apply").is_none());
     }
 
@@ -608,7 +613,8 @@ mod tests {
             predicate: Some(col("id").eq(lit("2"))),
             assignments: vec![("n".into(), cast(col("s"), DataType::Int64))],
         };
-        let compiled = Compiled::new(&update, batch.schema()).expect("compile");
+        let compiled =
+            Compiled::new(&update, batch.schema(), &ExecutionProps::new()).expect("compile");
         let (updated, _) = compiled.apply(&batch).expect("apply").expect("a match");
         assert_eq!(
             ints(&updated, "n"),
@@ -619,7 +625,8 @@ mod tests {
             predicate: Some(col("id").eq(lit("1"))),
             assignments: vec![("n".into(), cast(col("s"), DataType::Int64))],
         };
-        let compiled = Compiled::new(&failing, batch.schema()).expect("compile");
+        let compiled =
+            Compiled::new(&failing, batch.schema(), &ExecutionProps::new()).expect("compile");
         assert!(compiled.apply(&batch).is_err());
         // A predicate whose right side fails on rows its left side rules out: evaluated over
         // the batch it fails, row by row it selects row "3" (s is NULL there).
@@ -630,7 +637,8 @@ mod tests {
                     .and(cast(col("s"), DataType::Int64).is_null()),
             ),
         };
-        let compiled = Compiled::new(&and, batch.schema()).expect("compile");
+        let compiled =
+            Compiled::new(&and, batch.schema(), &ExecutionProps::new()).expect("compile");
         let (kept, changed) = compiled.apply(&batch).expect("apply").expect("a match");
         assert_eq!((changed, kept.num_rows()), (1, 3));
         // NULL into a NOT NULL column: 23502.
@@ -641,7 +649,8 @@ mod tests {
                 lit(datafusion::common::ScalarValue::Utf8(None)),
             )],
         };
-        let compiled = Compiled::new(&null, batch.schema()).expect("compile");
+        let compiled =
+            Compiled::new(&null, batch.schema(), &ExecutionProps::new()).expect("compile");
         let error = compiled.apply(&batch).expect_err("23502");
         assert!(error.to_string().contains("not-null"), "{error}");
     }

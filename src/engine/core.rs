@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use datafusion::execution::{SessionState, TaskContext};
+use datafusion::physical_expr::execution_props::ExecutionProps;
 use deltalake::kernel::Add;
 use tokio_util::sync::CancellationToken;
 
@@ -516,41 +517,22 @@ impl Core {
         scope: &Scope,
         session: &SessionState,
     ) -> Result<usize> {
-        let Some(snapshot) = self
+        let Some(delta_table) = self.tables.get(table) else {
+            return Err(Error::UnknownTable(table.to_string()));
+        };
+        let compiled = change::Compiled::new(
+            mutation,
+            delta_table.schema().schema.clone(),
+            session.execution_props(),
+        )
+        .map_err(Error::Evaluate)?;
+        let chunks = self
             .buffer
-            .snapshot(table, scope.projects.as_ref(), scope.time_range)
-        else {
-            return Ok(0);
-        };
-        let Some(predicate) = mutation.predicate() else {
-            return Ok(snapshot.batches.iter().map(|b| b.num_rows()).sum());
-        };
-        let Some(first) = snapshot.batches.first() else {
-            return Ok(0);
-        };
-        let schema = datafusion::common::DFSchema::try_from(first.schema().as_ref().clone())
-            .map_err(Error::Evaluate)?;
-        let predicate = session
-            .create_physical_expr(predicate.clone(), &schema)
-            .map_err(Error::Evaluate)?;
-        let mut matches = 0;
-        for batch in &snapshot.batches {
-            let selected = predicate
-                .evaluate(batch)
-                .and_then(|v| v.into_array(batch.num_rows()))
-                .map_err(Error::Evaluate)?;
-            let selected = selected
-                .as_any()
-                .downcast_ref::<arrow::array::BooleanArray>()
-                .ok_or_else(|| {
-                    Error::Evaluate(datafusion::error::DataFusionError::Plan(format!(
-                        "the {} predicate is not boolean",
-                        mutation.verb()
-                    )))
-                })?;
-            matches += selected.true_count();
-        }
-        Ok(matches)
+            .chunks(table, scope.projects.as_ref(), scope.time_range);
+        chunks.iter().try_fold(0, |matches, chunk| {
+            let selected = compiled.matches(&chunk.batch).map_err(Error::Evaluate)?;
+            Ok(matches + selected.true_count())
+        })
     }
 
     /// Applies `mutation` to buffered rows alone, as a change record in the WAL
@@ -592,8 +574,12 @@ impl Core {
         if in_delta {
             return Ok(None);
         }
-        let compiled = change::Compiled::new(mutation, delta_table.schema().schema.clone())
-            .map_err(Error::Evaluate)?;
+        let compiled = change::Compiled::new(
+            mutation,
+            delta_table.schema().schema.clone(),
+            &ExecutionProps::new(),
+        )
+        .map_err(Error::Evaluate)?;
         // What the writer thread's check found: the rows changed, or the statement's error.
         let outcome = Arc::new(parking_lot::Mutex::new(Ok(0)));
         let check = {

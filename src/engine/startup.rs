@@ -215,15 +215,20 @@ async fn replay(
                 let table = tables.get(record.table).ok_or_else(|| unknown(&record))?;
                 let (mutation, scope) = change::decode(record.ipc, functions)
                     .map_err(|e| replay_error(format!("change record: {e}")))?;
-                let compiled = change::Compiled::new(&mutation, table.schema().schema.clone())
-                    .and_then(|compiled| {
-                        let chunks =
-                            buffer.chunks(record.table, scope.projects.as_ref(), scope.time_range);
-                        change::changes(&compiled, chunks)
-                    })
-                    .map_err(|e| {
-                        replay_error(format!("{} of buffered rows: {e}", mutation.verb()))
-                    })?;
+                let props = datafusion::physical_expr::execution_props::ExecutionProps::new();
+                let compiled =
+                    change::Compiled::new(&mutation, table.schema().schema.clone(), &props)
+                        .and_then(|compiled| {
+                            let chunks = buffer.chunks(
+                                record.table,
+                                scope.projects.as_ref(),
+                                scope.time_range,
+                            );
+                            change::changes(&compiled, chunks)
+                        })
+                        .map_err(|e| {
+                            replay_error(format!("{} of buffered rows: {e}", mutation.verb()))
+                        })?;
                 let (_, changed) = compiled;
                 buffer.change(record.table, record.seq, changed);
                 changes += 1;

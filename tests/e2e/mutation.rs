@@ -555,8 +555,9 @@ fn mutated_on(server: &TestServer, path: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_of_buffered_rows_are_logged_and_replayed_exactly() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // The first scheduled flush comes 4 s after the start: every statement below runs before.
-    let env = [("TIMEFUSION_FLUSH_INTERVAL_SECS", "4")];
+    // The first scheduled flush comes 8 s after the start: every statement below runs before
+    // (asserted: nothing is in Delta until then).
+    let env = [("TIMEFUSION_FLUSH_INTERVAL_SECS", "8")];
     let server = TestServer::start(dir.path(), &env);
     let client = server.client().await;
     // Yesterday's rows go to a sealed bucket, flushed at the first scheduled flush; today's
