@@ -45,7 +45,7 @@ use crate::pgwire::copy::handler::send_copy_out;
 use crate::pgwire::errors::user_error;
 use crate::pgwire::simple::parse_plain;
 use crate::pgwire::wire_text;
-use crate::pgwire::{cancel, hooks, parameters, pipeline, settings};
+use crate::pgwire::{cancel, hooks, oid_types, parameters, pipeline, settings};
 use crate::sql::colname;
 use crate::sql::statement_text;
 use crate::sql::values::{self, InsertTemplate, PreparedInsert};
@@ -257,7 +257,11 @@ impl pgwire::api::stmt::QueryParser for Parser {
                 .map(|(_, t)| t)
                 .collect());
         }
-        self.inner.get_parameter_types(statement)
+        let mut types = self.inner.get_parameter_types(statement)?;
+        if let (_, Some((tree, _))) = statement {
+            oid_types::parameters(tree, &mut types);
+        }
+        Ok(types)
     }
 
     fn get_result_schema(
@@ -277,10 +281,14 @@ impl pgwire::api::stmt::QueryParser for Parser {
                 .as_ref()
                 .and_then(|(parsed, _)| colname::select_names(parsed)),
         };
-        Ok(match items {
+        let mut fields = match items {
             Some(items) => crate::pgwire::postgres_names(fields, &items),
             None => fields,
-        })
+        };
+        if let (_, Some((_, plan))) = statement {
+            oid_types::results(plan, &mut fields);
+        }
+        Ok(fields)
     }
 }
 

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod errors;
 pub mod extended;
 pub mod hooks;
+pub(crate) mod oid_types;
 pub mod parameters;
 pub mod pipeline;
 pub mod simple;

@@ -1,5 +1,5 @@
 """asyncpg (the driver of FastAPI and other asyncio services) against TimeFusion: its binary
-protocol throughout (parameters, results, arrays, timestamps), executemany, binary COPY of
+protocol throughout (parameters, results, arrays of text and of numbers, timestamps), executemany, binary COPY of
 records, a prepared statement, a transaction block and a SQLSTATE.
 
 Usage: asyncpg_client.py DSN. Prints one JSON object with what the client saw; the Rust test
@@ -51,6 +51,16 @@ async def main(dsn):
         "apg",
         1,
     )
+    # Arrays of types asyncpg introspects (not text[] / oid[]): it asks the server with a query
+    # that binds `$1::oid[]` and returns an `array_agg` of oids, which must be described as
+    # oid[] or the introspection introspects itself without end.
+    out["int_any"] = await conn.fetchval(
+        "SELECT count(*) FROM otel_logs_and_spans WHERE project_id = $1 AND duration = ANY($2)",
+        "apg",
+        [3, 4, 99],
+    )
+    out["int_array"] = await conn.fetchval("SELECT $1::int8[]", [1, None, 3])
+    out["float_array"] = await conn.fetchval("SELECT ARRAY[1.5, 2.5]::float8[]")
     try:
         await conn.fetchval("SELECT * FROM no_such_table")
     except asyncpg.PostgresError as e:

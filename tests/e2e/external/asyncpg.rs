@@ -1,5 +1,5 @@
 //! asyncpg against the real server, at the version `tests/requirements.txt` pins and at its
-//! newest release (`tests/requirements-latest.txt`): binary parameters and results, arrays,
+//! newest release (`tests/requirements-latest.txt`): binary parameters and results, arrays (text and numbers, which asyncpg introspects),
 //! executemany, binary COPY of records, prepared statements, a transaction, a SQLSTATE.
 
 use std::path::Path;
@@ -43,6 +43,9 @@ fn writes_copies_and_reads(python: &Path) {
     );
     assert_eq!(seen["prepared"], serde_json::json!([10, 5]), "{seen}");
     assert_eq!(seen["subquery"], 20, "{seen}");
+    assert_eq!(seen["int_any"], 2, "{seen}");
+    assert_eq!(seen["int_array"], serde_json::json!([1, null, 3]), "{seen}");
+    assert_eq!(seen["float_array"], serde_json::json!([1.5, 2.5]), "{seen}");
     assert_eq!(seen["missing_table"], "42P01", "{seen}");
     assert_eq!(seen["in_transaction"], 1, "{seen}");
 }
