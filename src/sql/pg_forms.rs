@@ -397,16 +397,14 @@ fn array_subquery(expr: &Expr) -> Option<&Query> {
 /// `(SELECT coalesce(array_agg(item ORDER BY …), make_array()) …)` for `ARRAY(subquery)`: see
 /// the module's documentation. `None` for a form whose order it cannot keep.
 fn array_as_scalar(subquery: &Query) -> Option<Expr> {
-    let SetExpr::Select(select) = subquery.body.as_ref() else {
-        return None;
-    };
-    let [item] = select.projection.as_slice() else {
-        return None;
-    };
-    let (item, alias) = match item {
-        SelectItem::UnnamedExpr(expr) => (expr, None),
-        SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias)),
-        _ => return None,
+    // A set operation (`UNION` …) is ordered by its column's position only.
+    let (item, alias) = match subquery.body.as_ref() {
+        SetExpr::Select(select) => match select.projection.as_slice() {
+            [SelectItem::UnnamedExpr(expr)] => (Some(expr), None),
+            [SelectItem::ExprWithAlias { expr, alias }] => (Some(expr), Some(alias)),
+            _ => return None,
+        },
+        _ => (None, None),
     };
     let orders: Vec<(Expr, bool)> = match &subquery.order_by {
         None => Vec::new(),
@@ -422,7 +420,7 @@ fn array_as_scalar(subquery: &Query) -> Option<Expr> {
     let is_item = |e: &Expr| match e {
         Expr::Value(v) => matches!(&v.value, Value::Number(n, _) if n == "1"),
         Expr::Identifier(ident) if alias.is_some_and(|a| a.value == ident.value) => true,
-        other => other == item,
+        other => item.is_some_and(|item| other == item),
     };
     let plain = is_plain(subquery);
     let order_text = |orders: &[(String, bool)]| {
@@ -439,12 +437,15 @@ fn array_as_scalar(subquery: &Query) -> Option<Expr> {
         let orders: Vec<(String, bool)> = orders
             .iter()
             .map(|(e, desc)| {
-                let e = if is_item(e) { item } else { e };
+                let e = match item {
+                    Some(item) if is_item(e) => item,
+                    _ => e,
+                };
                 (e.to_string(), *desc)
             })
             .collect();
         let mut aggregated = subquery.clone();
-        if let SetExpr::Select(select) = aggregated.body.as_mut() {
+        if let (SetExpr::Select(select), Some(item)) = (aggregated.body.as_mut(), item) {
             let expr = parse_expr(&format!(
                 "coalesce(array_agg({item}{}), make_array())",
                 order_text(&orders)
@@ -1459,6 +1460,18 @@ mod tests {
             None
         );
         assert_eq!(rewritten("SELECT ARRAY[1, 2]"), None);
+        // A set operation is a derived table, ordered by its column's position only.
+        assert_eq!(
+            rewritten("SELECT ARRAY(SELECT 1 UNION SELECT 2 ORDER BY 1 DESC)").as_deref(),
+            Some(
+                "SELECT (SELECT coalesce(array_agg(array_rows.item ORDER BY array_rows.item DESC), \
+                 make_array()) FROM (SELECT 1 UNION SELECT 2 ORDER BY 1 DESC) AS array_rows (item))"
+            )
+        );
+        assert_eq!(
+            rewritten("SELECT ARRAY(SELECT x FROM t UNION SELECT y FROM u ORDER BY x)"),
+            None
+        );
     }
 
     #[test]
