@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the tests need on a fresh machine: psql, openssl, pgjdbc and a JDK, Prometheus,
+# Installs what the tests need on a fresh machine: psql, openssl, pgjdbc and a JDK, Go with pgx
+# (Debian's v4 sources, built in GOPATH mode: the Go module proxy is not reachable here), Prometheus,
 # Node's `pg` under tests/node (and its newest release under tests/node-latest), and a Python virtualenv (`$TIMEFUSION_VENV`, default `.venv`) with
 # delta-rs `deltalake`, pyarrow, ADBC, psycopg, SQLAlchemy, asyncpg, the OpenTelemetry SDK with its
 # OTLP exporters and SeaweedFS, the S3 server the S3
@@ -17,8 +18,10 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
 command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+command -v go >/dev/null 2>&1 || missing+=(golang-go)
+[ -d /usr/share/gocode/src/github.com/jackc/pgx ] || missing+=(golang-github-jackc-pgx-v4-dev)
 if [ "${#missing[@]}" -gt 0 ]; then
-  echo "installing ${missing[*]} for the end-to-end tests (psql; openssl for the TLS test's certificate; pgjdbc and a JDK; Node for node-postgres)"
+  echo "installing ${missing[*]} for the end-to-end tests (psql; openssl for the TLS test's certificate; pgjdbc and a JDK; Node for node-postgres; Go and pgx)"
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${missing[@]}";
   else sudo apt-get update -qq && sudo apt-get install -y -qq "${missing[@]}"; fi
 fi

@@ -1,4 +1,4 @@
-//! Tests that need more than psql and openssl: a JDK with pgjdbc, Node with node-postgres, the
+//! Tests that need more than psql and openssl: a JDK with pgjdbc, Go with pgx, Node with node-postgres, the
 //! Python virtualenvs (psycopg, SQLAlchemy, asyncpg, pyarrow, delta-rs `deltalake`, the ADBC
 //! Flight SQL driver, the OpenTelemetry SDK and its OTLP exporters; the newest client releases
 //! in a second one) or
@@ -11,6 +11,7 @@ mod flight_python;
 mod jdbc;
 mod node_pg;
 mod otlp_python;
+mod pgx;
 mod prometheus;
 mod psycopg;
 mod s3;
