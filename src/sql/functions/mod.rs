@@ -29,6 +29,7 @@
 //!   `Mon`, `Day`, `FM`, quoted literals …), translated to DataFusion's strftime-style
 //!   `to_char`; a pattern that already contains `%` is passed through unchanged. Of a number,
 //!   PostgreSQL's number patterns (`FM9,999.00`, [`number_format`]).
+//!   `to_number(text, pattern)` reads one back as PostgreSQL does ([`to_number`]).
 //!
 //! - PostgreSQL's JSON operators and functions over the JSON-text columns, on top of
 //!   `datafusion-functions-json`: `->` / `#>` return JSON text (as `json` does in PostgreSQL),
@@ -98,6 +99,7 @@ mod pg;
 mod regex;
 pub(crate) mod size;
 mod time;
+mod to_number;
 
 pub use aggregate::*;
 pub use json::*;
@@ -112,6 +114,7 @@ pub fn register(context: &mut SessionContext) -> Result<()> {
     context.register_udaf(AggregateUDF::from(Mode::default()));
     percentile::register(context);
     context.register_udf(ScalarUDF::from(PgToChar::default()));
+    context.register_udf(to_number::to_number());
     context.register_udf(ScalarUDF::from(AtTimeZone::default()));
     context.register_udf(ScalarUDF::from(ExtractEpoch::default()));
     context.register_udf(ScalarUDF::from(MakeInterval::default()));
