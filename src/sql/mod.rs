@@ -37,6 +37,7 @@ pub mod colname;
 pub mod error;
 pub mod functions;
 pub mod insert;
+pub mod lateral;
 pub mod mutation;
 pub mod pg_forms;
 pub mod pruning;

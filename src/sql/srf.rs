@@ -11,8 +11,9 @@
 //! Each call is rewritten in the syntax tree to `unnest` of a scalar function that returns the
 //! whole set as a list, which DataFusion plans in a select list like PostgreSQL 10+ plans an
 //! SRF there (several in one select list run in lockstep). In `FROM`, the call becomes a derived
-//! table with PostgreSQL's column name (`value`, or the function's name); arguments must then
-//! be constants, as DataFusion has no lateral table functions. Only queries are rewritten
+//! table with PostgreSQL's column name (`value`, or the function's name); arguments over the
+//! columns of the relation before it are [`crate::sql::lateral`]'s (DataFusion has no lateral
+//! table functions). Only queries are rewritten
 //! (not `INSERT … SELECT`). The list functions are also
 //! callable on their own: `json_array_elements_list`, `json_array_elements_text_list` and
 //! `json_object_keys_list`.
@@ -117,7 +118,7 @@ fn acl_explode_list() -> ScalarUDF {
 
 /// A set-returning function this module rewrites, by its PostgreSQL name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Srf {
+pub(crate) enum Srf {
     Json(Kind),
     GenerateSubscripts,
     /// `regexp_matches(text, pattern [, flags])`: a row of captured groups per match.
@@ -140,7 +141,12 @@ impl Srf {
         if name.0.len() > 2 || (name.0.len() == 2 && name.0[0].to_string() != "pg_catalog") {
             return None;
         }
-        Some(match last.as_str() {
+        Srf::of_name(&last)
+    }
+
+    /// The function named `name` (lower case), if it is one of these.
+    pub(crate) fn of_name(name: &str) -> Option<Srf> {
+        Some(match name {
             "json_array_elements" | "jsonb_array_elements" => Srf::Json(Kind::Elements),
             "json_array_elements_text" | "jsonb_array_elements_text" => {
                 Srf::Json(Kind::ElementsText)
@@ -158,7 +164,7 @@ impl Srf {
     }
 
     /// PostgreSQL's names of the columns a call in `FROM` produces.
-    fn columns(self, function: &str) -> Vec<String> {
+    pub(crate) fn columns(self, function: &str) -> Vec<String> {
         match self {
             Srf::Json(Kind::Elements | Kind::ElementsText) => vec!["value".into()],
             _ => match self.fields() {
@@ -168,8 +174,15 @@ impl Srf {
         }
     }
 
+    /// Whether `AS alias` alone names the only column, as in PostgreSQL for a function
+    /// without an OUT parameter (`unnest(…) AS u`); `jsonb_array_elements`' column is its OUT
+    /// parameter `value`, whatever the alias (`e.value`).
+    pub(crate) fn named_by_alias(self) -> bool {
+        !matches!(self, Srf::Json(Kind::Elements | Kind::ElementsText))
+    }
+
     /// The fields of each element of a set of records (`json_each`'s `key`, `value`).
-    fn fields(self) -> Option<&'static [&'static str]> {
+    pub(crate) fn fields(self) -> Option<&'static [&'static str]> {
         match self {
             Srf::Json(Kind::Each | Kind::EachText) => Some(&["key", "value"]),
             Srf::AclExplode => Some(&ACL_FIELDS),
@@ -179,7 +192,7 @@ impl Srf {
 
     /// The list expression whose `unnest` is this call, or an error for arguments PostgreSQL
     /// would not take either.
-    fn list(self, args: Vec<Expr>) -> std::result::Result<Expr, String> {
+    pub(crate) fn list(self, args: Vec<Expr>) -> std::result::Result<Expr, String> {
         match (self, args.as_slice()) {
             (Srf::Json(kind), [_]) => Ok(call(kind.list_name(), args)),
             (Srf::GenerateSubscripts, [array, dim]) => Ok(call(
@@ -381,7 +394,10 @@ impl Rewriter {
                 other => Err(format!("{function}: unsupported argument {other}")),
             })
             .collect::<std::result::Result<_, _>>()?;
-        let names = Self::names(alias.as_ref(), srf.columns(&function));
+        let aliased = alias
+            .as_ref()
+            .filter(|a| srf.named_by_alias() || !a.columns.is_empty());
+        let names = Self::names(aliased, srf.columns(&function));
         let sql = derived_sql(&[srf.list(args)?], &names, *with_ordinality, srf.fields());
         *table = derived(parse_query(&sql)?, alias.take(), &function.to_lowercase());
         self.rewritten += 1;
@@ -501,6 +517,11 @@ impl VisitorMut for Rewriter {
     type Break = String;
 
     fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<String> {
+        match crate::sql::lateral::rewrite(query) {
+            Ok(true) => self.rewritten += 1,
+            Ok(false) => {}
+            Err(e) => return ControlFlow::Break(e),
+        }
         let before = self.aliases;
         Self::name_items(query, &mut self.aliases);
         self.rewritten += self.aliases - before;
@@ -638,10 +659,17 @@ impl Visitor for Finder {
                 args: Some(_),
                 ..
             } if Srf::of(name).is_some() => ControlFlow::Break(()),
-            TableFactor::UNNEST {
-                with_ordinality: true,
+            // A set over the columns of the relation before it ([`crate::sql::lateral`]).
+            TableFactor::UNNEST { .. } | TableFactor::Function { .. } => ControlFlow::Break(()),
+            TableFactor::Table {
+                name,
+                args: Some(_),
                 ..
-            } => ControlFlow::Break(()),
+            } if matches!(name.0.last(), Some(ObjectNamePart::Identifier(i))
+                if ["unnest", "generate_series"].iter().any(|f| i.value.eq_ignore_ascii_case(f))) =>
+            {
+                ControlFlow::Break(())
+            }
             _ => ControlFlow::Continue(()),
         }
     }
@@ -668,7 +696,7 @@ pub fn rewrite(statement: &Statement) -> Option<Result<Statement, SqlError>> {
 
 /// Which set a JSON list function returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Kind {
+pub(crate) enum Kind {
     /// The elements of an array, as JSON text.
     Elements,
     /// The elements of an array as text: strings unquoted, `null` as NULL.
@@ -927,7 +955,12 @@ mod tests {
         );
         assert_eq!(
             rewritten("SELECT * FROM jsonb_array_elements('[1, 2]') AS e").as_deref(),
-            Some("SELECT * FROM (SELECT unnest(json_array_elements_list('[1, 2]')) AS e) AS e")
+            Some("SELECT * FROM (SELECT unnest(json_array_elements_list('[1, 2]')) AS value) AS e")
+        );
+        // A function without an OUT parameter: the alias names its column.
+        assert_eq!(
+            rewritten("SELECT * FROM jsonb_object_keys('{\"a\": 1}') AS k").as_deref(),
+            Some("SELECT * FROM (SELECT unnest(json_object_keys_list('{\"a\": 1}')) AS k) AS k")
         );
         assert!(
             rewritten("SELECT CAST(format('%I.%I', s, t) AS REGCLASS) FROM c").is_some_and(

@@ -1,0 +1,474 @@
+//! A set-returning function in `FROM` over the columns of the relation before it, which
+//! PostgreSQL runs once per row of that relation (a function there is implicitly `LATERAL`):
+//!
+//! ```sql
+//! SELECT t.id, h FROM otel_logs_and_spans t CROSS JOIN LATERAL unnest(t.hashes) AS h
+//! SELECT t.id, e.value FROM otel_logs_and_spans t, jsonb_array_elements(t.events) e
+//! ```
+//!
+//! DataFusion has no lateral table functions, but plans a set-returning call in a select list
+//! as PostgreSQL does (a row per element, none for an empty or NULL set). So the relation and
+//! the call become one derived table under the relation's name, its columns and the set's:
+//! `(SELECT t.*, unnest(t.hashes) AS "h.h" FROM otel_logs_and_spans t) AS t`, and the query's
+//! references to the set (`h`, `h.h`, `e.value`, or `value` alone) read the set's column there.
+//! The set's columns get names no table has (`"alias.column"`); the client still sees
+//! PostgreSQL's names, which [`crate::sql::colname`] takes from the statement as written.
+//!
+//! Taken: `FROM rel, f(…)`, `FROM rel CROSS JOIN [LATERAL] f(…)` and `[INNER] JOIN [LATERAL]
+//! f(…) ON true`, where `rel` is one table or derived table and `f` is `unnest` (several arrays
+//! in lockstep), `generate_series`, or one of [`crate::sql::srf`]'s functions, with or without
+//! `WITH ORDINALITY`. Left as they were (and so DataFusion's error): `LEFT JOIN LATERAL`
+//! (which keeps a row whose set is empty), several relations before the call, a `*` in the
+//! select list (it would show the set's internal names), and lateral subqueries.
+//! Tests: unit tests here, `tests/slt/pg_forms.slt`.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, FunctionArg, FunctionArgExpr, GroupByExpr, Ident, Join, JoinConstraint, JoinOperator,
+    ObjectNamePart, OrderByKind, Query, SelectItem, SetExpr, TableAlias, TableFactor,
+    TableWithJoins, Value, VisitMut, VisitorMut, visit_expressions,
+};
+
+use crate::sql::srf::{self, Srf};
+
+/// A set in `FROM`: the select-list calls that give its columns, under its alias.
+struct Set {
+    alias: String,
+    /// PostgreSQL's names of its columns, `ordinality` last when asked.
+    columns: Vec<String>,
+    items: Items,
+}
+
+/// How a set's columns are computed in the derived table's select list.
+enum Items {
+    /// One expression per column, in order.
+    Calls(Vec<String>),
+    /// A set of records (`jsonb_each`): one `unnest` of them, then a column per field.
+    Fields {
+        records: String,
+        fields: &'static [&'static str],
+    },
+}
+
+impl Set {
+    fn internal(&self, column: &str) -> Ident {
+        Ident::with_quote('"', format!("{}.{column}", self.alias))
+    }
+}
+
+/// Rewrites `query`'s `FROM rel, f(rel.col)` as described in the module's documentation.
+/// Whether it did.
+pub(crate) fn rewrite(query: &mut Query) -> Result<bool, String> {
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return Ok(false);
+    };
+    let wildcard = select.projection.iter().any(|item| {
+        matches!(
+            item,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    });
+    if wildcard {
+        return Ok(false);
+    }
+    let (left, set_factor) = match select.from.as_mut_slice() {
+        [first, second] if first.joins.is_empty() && second.joins.is_empty() => {
+            (&first.relation, &second.relation)
+        }
+        [only] => match only.joins.as_slice() {
+            [
+                Join {
+                    relation,
+                    join_operator,
+                    ..
+                },
+            ] if joins_every_row(join_operator) => (&only.relation, relation),
+            _ => return Ok(false),
+        },
+        _ => return Ok(false),
+    };
+    let Some(qualified) = qualifier(left) else {
+        return Ok(false);
+    };
+    let Some(set) = set_of(set_factor)? else {
+        return Ok(false);
+    };
+    let named = |items: Vec<String>| -> String {
+        let named: Vec<String> = items
+            .iter()
+            .zip(&set.columns)
+            .map(|(item, column)| format!("{item} AS {}", set.internal(column)))
+            .collect();
+        named.join(", ")
+    };
+    let sql = match &set.items {
+        Items::Calls(calls) => {
+            format!("SELECT {qualified}.*, {} FROM {left}", named(calls.clone()))
+        }
+        Items::Fields { records, fields } => {
+            let record = set.internal("record");
+            let reads = fields
+                .iter()
+                .map(|field| format!("{qualified}.{record}['{field}']"))
+                .collect();
+            format!(
+                "SELECT {qualified}.*, {} FROM (SELECT {qualified}.*, {records} AS {record} FROM {left}) AS {qualified}",
+                named(reads)
+            )
+        }
+    };
+    let subquery = srf::parse_query(&sql)?;
+    select.from = vec![TableWithJoins {
+        relation: TableFactor::Derived {
+            lateral: false,
+            subquery,
+            alias: Some(TableAlias {
+                explicit: true,
+                at: None,
+                name: qualified.clone(),
+                columns: vec![],
+            }),
+            sample: None,
+        },
+        joins: vec![],
+    }];
+    let mut references = References {
+        set: &set,
+        qualifier: &qualified,
+        depth: 0,
+    };
+    for item in &mut select.projection {
+        if let SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } = item {
+            let _ = expr.visit(&mut references);
+        }
+    }
+    if let Some(selection) = &mut select.selection {
+        let _ = selection.visit(&mut references);
+    }
+    if let GroupByExpr::Expressions(exprs, _) = &mut select.group_by {
+        for expr in exprs {
+            let _ = expr.visit(&mut references);
+        }
+    }
+    if let Some(having) = &mut select.having {
+        let _ = having.visit(&mut references);
+    }
+    if let Some(order_by) = &mut query.order_by
+        && let OrderByKind::Expressions(exprs) = &mut order_by.kind
+    {
+        for order in exprs {
+            let _ = order.expr.visit(&mut references);
+        }
+    }
+    Ok(true)
+}
+
+/// A join that pairs every left row with every row of the right: `CROSS JOIN`, or an inner
+/// join `ON true`.
+fn joins_every_row(operator: &JoinOperator) -> bool {
+    let on_true = |c: &JoinConstraint| match c {
+        JoinConstraint::On(Expr::Value(v)) => v.value == Value::Boolean(true),
+        JoinConstraint::None => true,
+        _ => false,
+    };
+    match operator {
+        JoinOperator::CrossJoin(c) => matches!(c, JoinConstraint::None),
+        JoinOperator::Inner(c) | JoinOperator::Join(c) => on_true(c),
+        _ => false,
+    }
+}
+
+/// The name the relation's columns are qualified with: its alias, or its table's name.
+fn qualifier(relation: &TableFactor) -> Option<Ident> {
+    match relation {
+        TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } => match alias {
+            Some(alias) if alias.columns.is_empty() => Some(alias.name.clone()),
+            Some(_) => None,
+            None => match name.0.last()? {
+                ObjectNamePart::Identifier(ident) => Some(ident.clone()),
+                _ => None,
+            },
+        },
+        TableFactor::Derived {
+            alias: Some(alias),
+            lateral: false,
+            ..
+        } => Some(alias.name.clone()),
+        _ => None,
+    }
+}
+
+/// Whether `expr` reads a column (so the set depends on the row before it).
+fn reads_columns(expr: &Expr) -> bool {
+    visit_expressions(expr, |e| match e {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
+}
+
+/// The set a table factor is, when it is a set-returning call over columns.
+fn set_of(factor: &TableFactor) -> Result<Option<Set>, String> {
+    let (name, args, alias, ordinality) = match factor {
+        TableFactor::UNNEST {
+            alias,
+            array_exprs,
+            with_offset: false,
+            with_ordinality,
+            ..
+        } => (
+            "unnest".to_string(),
+            array_exprs.clone(),
+            alias,
+            *with_ordinality,
+        ),
+        TableFactor::Table {
+            name,
+            alias,
+            args: Some(args),
+            with_ordinality,
+            ..
+        } => match plain(&args.args) {
+            Some(list) => (last(name)?, list, alias, *with_ordinality),
+            None => return Ok(None),
+        },
+        TableFactor::Function {
+            name,
+            args,
+            alias,
+            with_ordinality,
+            ..
+        } => match plain(args) {
+            Some(list) => (last(name)?, list, alias, *with_ordinality),
+            None => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    if !args.iter().any(reads_columns) {
+        return Ok(None);
+    }
+    let function = name.to_lowercase();
+    let (lists, defaults, fields, named_by_alias): (
+        Vec<Expr>,
+        Vec<String>,
+        Option<&'static [&'static str]>,
+        bool,
+    ) = match function.as_str() {
+        "unnest" => (args.clone(), vec!["unnest".into(); args.len()], None, true),
+        "generate_series" => (
+            vec![srf::call("generate_series", args)],
+            vec!["generate_series".into()],
+            None,
+            true,
+        ),
+        _ => {
+            let Some(srf) = Srf::of_name(&function) else {
+                return Ok(None);
+            };
+            let list = srf.list(args)?;
+            (
+                vec![list],
+                srf.columns(&function),
+                srf.fields(),
+                srf.named_by_alias(),
+            )
+        }
+    };
+    if lists.is_empty() {
+        return Ok(None);
+    }
+    let alias_name = alias
+        .as_ref()
+        .map_or(function.clone(), |a| a.name.value.clone());
+    let mut columns = defaults.clone();
+    if ordinality {
+        columns.push("ordinality".into());
+    }
+    match alias {
+        Some(TableAlias { columns: named, .. }) if !named.is_empty() => {
+            for (column, given) in columns.iter_mut().zip(named) {
+                *column = given.name.value.clone();
+            }
+        }
+        // `unnest(…) AS u` names its column; `jsonb_array_elements(…) AS e` keeps `value`
+        // (its OUT parameter's name, [`Srf::named_by_alias`]), which `e` alone also reads.
+        Some(TableAlias { name, .. }) if defaults.len() == 1 && named_by_alias => {
+            columns[0] = name.value.clone()
+        }
+        _ => {}
+    }
+    let mut calls: Vec<String> = lists
+        .iter()
+        .map(|list| srf::call("unnest", vec![list.clone()]).to_string())
+        .collect();
+    if ordinality {
+        if fields.is_some() {
+            return Ok(None);
+        }
+        let lengths: Vec<String> = lists.iter().map(|l| format!("cardinality({l})")).collect();
+        let count = match lengths.as_slice() {
+            [one] => one.clone(),
+            many => format!("greatest({})", many.join(", ")),
+        };
+        calls.push(format!("unnest(generate_series(1, {count}))"));
+    }
+    let items = match fields {
+        Some(fields) => Items::Fields {
+            records: calls.remove(0),
+            fields,
+        },
+        None => Items::Calls(calls),
+    };
+    Ok(Some(Set {
+        alias: alias_name,
+        columns,
+        items,
+    }))
+}
+
+fn last(name: &datafusion::sql::sqlparser::ast::ObjectName) -> Result<String, String> {
+    match name.0.last() {
+        Some(ObjectNamePart::Identifier(ident)) => Ok(ident.value.clone()),
+        _ => Err(format!("{name}: not a function name")),
+    }
+}
+
+fn plain(args: &[FunctionArg]) -> Option<Vec<Expr>> {
+    args.iter()
+        .map(|arg| match arg {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Points the query's references to the set at its columns in the derived table (not inside
+/// subqueries, whose names are their own).
+struct References<'a> {
+    set: &'a Set,
+    qualifier: &'a Ident,
+    depth: usize,
+}
+
+impl References<'_> {
+    fn column(&self, name: &Ident) -> Option<&String> {
+        self.set.columns.iter().find(|c| {
+            name.quote_style.is_none() && c.eq_ignore_ascii_case(&name.value) || **c == name.value
+        })
+    }
+
+    fn is_alias(&self, ident: &Ident) -> bool {
+        ident.value == self.set.alias
+            || (ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case(&self.set.alias))
+    }
+}
+
+impl VisitorMut for References<'_> {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, _query: &mut Query) -> ControlFlow<()> {
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &mut Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if self.depth > 0 {
+            return ControlFlow::Continue(());
+        }
+        let column = match expr {
+            Expr::CompoundIdentifier(parts) => match parts.as_slice() {
+                [table, name] if self.is_alias(table) => self.column(name).cloned(),
+                _ => None,
+            },
+            Expr::Identifier(ident) if self.is_alias(ident) && self.set.columns.len() == 1 => {
+                Some(self.set.columns[0].clone())
+            }
+            Expr::Identifier(ident) => self.column(ident).cloned(),
+            _ => None,
+        };
+        if let Some(column) = column {
+            *expr =
+                Expr::CompoundIdentifier(vec![self.qualifier.clone(), self.set.internal(&column)]);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::ast::Statement;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn rewritten(sql: &str) -> Option<String> {
+        let mut statement = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .expect("parses")
+            .remove(0);
+        let Statement::Query(query) = &mut statement else {
+            panic!("a query");
+        };
+        rewrite(query)
+            .expect("rewrites")
+            .then(|| statement.to_string())
+    }
+
+    #[test]
+    fn a_set_over_the_row_before_it_is_a_select_list_call() {
+        assert_eq!(
+            rewritten("SELECT t.id, h FROM spans t CROSS JOIN LATERAL unnest(t.hashes) AS h WHERE h <> 'x' ORDER BY h").as_deref(),
+            Some(
+                "SELECT t.id, t.\"h.h\" FROM (SELECT t.*, unnest(t.hashes) AS \"h.h\" FROM spans t) AS t \
+                 WHERE t.\"h.h\" <> 'x' ORDER BY t.\"h.h\""
+            )
+        );
+        // A comma, a function's own column name (`value`), with and without its alias.
+        assert_eq!(
+            rewritten("SELECT e.value, value FROM spans, jsonb_array_elements(spans.events) e")
+                .as_deref(),
+            Some(
+                "SELECT spans.\"e.value\", spans.\"e.value\" FROM (SELECT spans.*, \
+                 unnest(json_array_elements_list(spans.events)) AS \"e.value\" FROM spans) AS spans"
+            )
+        );
+        // Records: one unnest, then their fields.
+        let each = rewritten("SELECT k FROM t JOIN LATERAL jsonb_each(t.j) AS e(k, v) ON true")
+            .expect("rewritten");
+        assert!(
+            each.contains(
+                "FROM (SELECT t.*, unnest(json_each_list(t.j)) AS \"e.record\" FROM t) AS t"
+            ),
+            "{each}"
+        );
+        assert!(each.contains("t.\"e.record\"['key'] AS \"e.k\""), "{each}");
+        assert!(each.starts_with("SELECT t.\"e.k\" FROM"), "{each}");
+    }
+
+    #[test]
+    fn other_forms_are_left_as_they_are() {
+        for sql in [
+            // Constant arguments: the set does not depend on the row (srf's derived table).
+            "SELECT * FROM t, unnest(ARRAY[1, 2]) u",
+            "SELECT t.a, u FROM t, unnest(ARRAY[1, 2]) u",
+            // A row with an empty set stays in a LEFT JOIN.
+            "SELECT t.a, u FROM t LEFT JOIN LATERAL unnest(t.arr) u ON true",
+            // Several relations before it; a wildcard; a lateral subquery.
+            "SELECT a.x, u FROM a, b, unnest(b.arr) u",
+            "SELECT * FROM t, unnest(t.arr) u",
+            "SELECT t.a, l.y FROM t, LATERAL (SELECT t.a * 2 AS y) l",
+        ] {
+            assert_eq!(rewritten(sql), None, "{sql}");
+        }
+    }
+}
