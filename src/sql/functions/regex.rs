@@ -6,8 +6,11 @@
 //!
 //! Flags are PostgreSQL's: `g` every match (`regexp_matches` only), `i` case-insensitive, `c`
 //! case-sensitive, `n` / `m` newline-sensitive (`.` and bracket expressions stop at a newline,
-//! `^` and `$` match at one), `s` not (the default), `x` expanded syntax. As in PostgreSQL, `.`
-//! matches a newline unless a newline-sensitive flag is given. An unknown flag is 22023.
+//! `^` and `$` match at one), `s` not (the default), `p` partial (`.` stops at a newline, `^`
+//! and `$` do not match at one), `w` inverse partial, `q` the pattern is a literal string, `t`
+//! tight syntax (the only one), `x` expanded syntax. As in PostgreSQL, `.` matches a newline
+//! unless a newline-sensitive flag is given. A negated bracket expression (`[^a]`) matches a
+//! newline under every flag (PostgreSQL's `n` and `p` exclude it). An unknown flag is 22023.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -227,6 +230,14 @@ fn run(args: &[ColumnarValue], each: Each) -> Result<ColumnarValue> {
 /// `pattern` with PostgreSQL's `flags`, and whether `g` was given (refused for a split, as
 /// PostgreSQL refuses it).
 fn compile(pattern: &str, flags: &str, each: Each) -> Result<(Regex, bool)> {
+    // `q`: the pattern is a literal string.
+    let quoted;
+    let pattern = if flags.contains('q') {
+        quoted = regex::escape(pattern);
+        quoted.as_str()
+    } else {
+        pattern
+    };
     let mut builder = regex::RegexBuilder::new(pattern);
     builder.dot_matches_new_line(true);
     let mut global = false;
@@ -256,6 +267,16 @@ fn compile(pattern: &str, flags: &str, each: Each) -> Result<(Regex, bool)> {
             's' => {
                 builder.dot_matches_new_line(true).multi_line(false);
             }
+            // Partial newline-sensitive: `.` stops at newlines, `^` / `$` do not.
+            'p' => {
+                builder.dot_matches_new_line(false).multi_line(false);
+            }
+            // Inverse partial: `^` / `$` at newlines, `.` across them.
+            'w' => {
+                builder.dot_matches_new_line(true).multi_line(true);
+            }
+            // `t` (tight syntax) is the only syntax; `q` was applied above.
+            't' | 'q' => {}
             'x' => {
                 builder.ignore_whitespace(true);
             }
@@ -324,5 +345,17 @@ mod tests {
         assert!(global && regex.is_match("a\nb"));
         let (regex, _) = compile("a.b", "n", Each::Matches).expect("pattern");
         assert!(!regex.is_match("a\nb"));
+        // p: `.` stops at a newline, `^` does not match after one; w: the reverse.
+        let (regex, _) = compile("a.b", "p", Each::Matches).expect("pattern");
+        assert!(!regex.is_match("a\nb"));
+        let (regex, _) = compile("^b", "p", Each::Matches).expect("pattern");
+        assert!(!regex.is_match("a\nb"));
+        let (regex, _) = compile("^b", "w", Each::Matches).expect("pattern");
+        assert!(regex.is_match("a\nb"));
+        let (regex, _) = compile("a.b", "w", Each::Matches).expect("pattern");
+        assert!(regex.is_match("a\nb"));
+        // q: the pattern is literal text.
+        let (regex, _) = compile("a.b*", "q", Each::Matches).expect("pattern");
+        assert!(regex.is_match("xa.b*") && !regex.is_match("axbb"));
     }
 }
