@@ -14,18 +14,20 @@
 //! The set's columns get names no table has (`"alias.column"`); the client still sees
 //! PostgreSQL's names, which [`crate::sql::colname`] takes from the statement as written.
 //!
-//! Taken: `FROM rel, f(…)`, `FROM rel CROSS JOIN [LATERAL] f(…)` and `[INNER] JOIN [LATERAL]
-//! f(…) ON true`, where `rel` is one table or derived table and `f` is `unnest` (several arrays
+//! Taken: `FROM rel, f(…)`, `FROM rel CROSS JOIN [LATERAL] f(…)`, `[INNER] JOIN [LATERAL]
+//! f(…) ON true` and `LEFT JOIN [LATERAL] f(…) ON true` (a row of NULLs for an empty or NULL
+//! set: the set's lists are given one NULL element there), where `rel` is one table or derived table and `f` is `unnest` (several arrays
 //! in lockstep), `generate_series`, or one of [`crate::sql::srf`]'s functions, with or without
-//! `WITH ORDINALITY`. Left as they were (and so DataFusion's error): `LEFT JOIN LATERAL`
-//! (which keeps a row whose set is empty), several relations before the call, a `*` in the
-//! select list (it would show the set's internal names), and lateral subqueries.
+//! `WITH ORDINALITY` (not with `LEFT JOIN`). Left as they were (and so DataFusion's error):
+//! several relations before the call, a `*` in the select list (it would show the set's
+//! internal names), and lateral subqueries. Several sets after one relation are taken one
+//! after the other, each over the derived table of the ones before it.
 //! Tests: unit tests here, `tests/slt/pg_forms.slt`.
 
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, GroupByExpr, Ident, Join, JoinConstraint, JoinOperator,
+    Expr, FunctionArg, FunctionArgExpr, GroupByExpr, Ident, JoinConstraint, JoinOperator,
     ObjectNamePart, OrderByKind, Query, SelectItem, SetExpr, TableAlias, TableFactor,
     TableWithJoins, Value, VisitMut, VisitorMut, visit_expressions,
 };
@@ -57,9 +59,19 @@ impl Set {
     }
 }
 
-/// Rewrites `query`'s `FROM rel, f(rel.col)` as described in the module's documentation.
-/// Whether it did.
+/// Rewrites `query`'s `FROM rel, f(rel.col)` as described in the module's documentation,
+/// set after set (`FROM t, unnest(t.a) x, unnest(t.b) y`). Whether it did.
 pub(crate) fn rewrite(query: &mut Query) -> Result<bool, String> {
+    let mut rewritten = false;
+    // Each pass takes one set out of `FROM`, so this ends.
+    while rewrite_one(query)? {
+        rewritten = true;
+    }
+    Ok(rewritten)
+}
+
+/// The first set after the first relation, as one derived table with it.
+fn rewrite_one(query: &mut Query) -> Result<bool, String> {
     let SetExpr::Select(select) = query.body.as_mut() else {
         return Ok(false);
     };
@@ -72,26 +84,25 @@ pub(crate) fn rewrite(query: &mut Query) -> Result<bool, String> {
     if wildcard {
         return Ok(false);
     }
-    let (left, set_factor) = match select.from.as_mut_slice() {
-        [first, second] if first.joins.is_empty() && second.joins.is_empty() => {
-            (&first.relation, &second.relation)
+    // The relation, the set, whether the set keeps empty rows, and what follows the set:
+    // the joins after it, and (in a comma list) the relations after it.
+    let (left, set_factor, keep_empty, rest) = match select.from.as_slice() {
+        [first, second, ..] if first.joins.is_empty() => {
+            (&first.relation, &second.relation, false, Some(1))
         }
-        [only] => match only.joins.as_slice() {
-            [
-                Join {
-                    relation,
-                    join_operator,
-                    ..
-                },
-            ] if joins_every_row(join_operator) => (&only.relation, relation),
-            _ => return Ok(false),
+        [first, ..] => match first.joins.first() {
+            Some(join) => match join_kind(&join.join_operator) {
+                Some(keep_empty) => (&first.relation, &join.relation, keep_empty, None),
+                None => return Ok(false),
+            },
+            None => return Ok(false),
         },
         _ => return Ok(false),
     };
     let Some(qualified) = qualifier(left) else {
         return Ok(false);
     };
-    let Some(set) = set_of(set_factor)? else {
+    let Some(set) = set_of(set_factor, keep_empty)? else {
         return Ok(false);
     };
     let named = |items: Vec<String>| -> String {
@@ -119,20 +130,33 @@ pub(crate) fn rewrite(query: &mut Query) -> Result<bool, String> {
         }
     };
     let subquery = srf::parse_query(&sql)?;
-    select.from = vec![TableWithJoins {
-        relation: TableFactor::Derived {
-            lateral: false,
-            subquery,
-            alias: Some(TableAlias {
-                explicit: true,
-                at: None,
-                name: qualified.clone(),
-                columns: vec![],
-            }),
-            sample: None,
-        },
-        joins: vec![],
-    }];
+    let derived = TableFactor::Derived {
+        lateral: false,
+        subquery,
+        alias: Some(TableAlias {
+            explicit: true,
+            at: None,
+            name: qualified.clone(),
+            columns: vec![],
+        }),
+        sample: None,
+    };
+    match rest {
+        // `FROM rel, f(…) [JOIN …], more`: the set's own joins stay on the derived table.
+        Some(set_at) => {
+            let set = select.from.remove(set_at);
+            select.from[0] = TableWithJoins {
+                relation: derived,
+                joins: set.joins,
+            };
+        }
+        // `FROM rel JOIN f(…) ON true [JOIN …]`: the later joins stay.
+        None => {
+            let first = &mut select.from[0];
+            first.joins.remove(0);
+            first.relation = derived;
+        }
+    }
     let mut references = References {
         set: &set,
         qualifier: &qualified,
@@ -164,18 +188,19 @@ pub(crate) fn rewrite(query: &mut Query) -> Result<bool, String> {
     Ok(true)
 }
 
-/// A join that pairs every left row with every row of the right: `CROSS JOIN`, or an inner
-/// join `ON true`.
-fn joins_every_row(operator: &JoinOperator) -> bool {
+/// How a join pairs each left row with its set: `Some(false)` with every row of it (`CROSS
+/// JOIN`, an inner join `ON true`), `Some(true)` also once with NULLs when it is empty (`LEFT
+/// JOIN … ON true`); `None` for any other join.
+fn join_kind(operator: &JoinOperator) -> Option<bool> {
     let on_true = |c: &JoinConstraint| match c {
         JoinConstraint::On(Expr::Value(v)) => v.value == Value::Boolean(true),
-        JoinConstraint::None => true,
         _ => false,
     };
     match operator {
-        JoinOperator::CrossJoin(c) => matches!(c, JoinConstraint::None),
-        JoinOperator::Inner(c) | JoinOperator::Join(c) => on_true(c),
-        _ => false,
+        JoinOperator::CrossJoin(JoinConstraint::None) => Some(false),
+        JoinOperator::Inner(c) | JoinOperator::Join(c) if on_true(c) => Some(false),
+        JoinOperator::Left(c) | JoinOperator::LeftOuter(c) if on_true(c) => Some(true),
+        _ => None,
     }
 }
 
@@ -214,7 +239,8 @@ fn reads_columns(expr: &Expr) -> bool {
 }
 
 /// The set a table factor is, when it is a set-returning call over columns.
-fn set_of(factor: &TableFactor) -> Result<Option<Set>, String> {
+/// `keep_empty`: an empty or NULL set gives one row of NULLs (a `LEFT JOIN`).
+fn set_of(factor: &TableFactor, keep_empty: bool) -> Result<Option<Set>, String> {
     let (name, args, alias, ordinality) = match factor {
         TableFactor::UNNEST {
             alias,
@@ -303,14 +329,20 @@ fn set_of(factor: &TableFactor) -> Result<Option<Set>, String> {
         }
         _ => {}
     }
+    if ordinality && (fields.is_some() || keep_empty) {
+        return Ok(None);
+    }
     let mut calls: Vec<String> = lists
         .iter()
-        .map(|list| srf::call("unnest", vec![list.clone()]).to_string())
+        .map(|list| match keep_empty {
+            // One NULL element where the set is empty, as the LEFT JOIN's row of NULLs.
+            true => format!(
+                "unnest(CASE WHEN coalesce(cardinality({list}), 0) = 0 THEN make_array(NULL) ELSE {list} END)"
+            ),
+            false => srf::call("unnest", vec![list.clone()]).to_string(),
+        })
         .collect();
     if ordinality {
-        if fields.is_some() {
-            return Ok(None);
-        }
         let lengths: Vec<String> = lists.iter().map(|l| format!("cardinality({l})")).collect();
         let count = match lengths.as_slice() {
             [one] => one.clone(),
@@ -453,6 +485,13 @@ mod tests {
         );
         assert!(each.contains("t.\"e.record\"['key'] AS \"e.k\""), "{each}");
         assert!(each.starts_with("SELECT t.\"e.k\" FROM"), "{each}");
+        // LEFT JOIN: an empty set is one NULL element.
+        let left = rewritten("SELECT t.a, u FROM t LEFT JOIN LATERAL unnest(t.arr) u ON true")
+            .expect("rewritten");
+        assert!(
+            left.contains("unnest(CASE WHEN coalesce(cardinality(t.arr), 0) = 0 THEN make_array(NULL) ELSE t.arr END) AS \"u.u\""),
+            "{left}"
+        );
     }
 
     #[test]
@@ -461,8 +500,9 @@ mod tests {
             // Constant arguments: the set does not depend on the row (srf's derived table).
             "SELECT * FROM t, unnest(ARRAY[1, 2]) u",
             "SELECT t.a, u FROM t, unnest(ARRAY[1, 2]) u",
-            // A row with an empty set stays in a LEFT JOIN.
-            "SELECT t.a, u FROM t LEFT JOIN LATERAL unnest(t.arr) u ON true",
+            // A LEFT JOIN on anything but true; with ORDINALITY (PostgreSQL's is NULL there).
+            "SELECT t.a, u FROM t LEFT JOIN LATERAL unnest(t.arr) u ON u > 1",
+            "SELECT t.a, u FROM t LEFT JOIN LATERAL unnest(t.arr) WITH ORDINALITY u ON true",
             // Several relations before it; a wildcard; a lateral subquery.
             "SELECT a.x, u FROM a, b, unnest(b.arr) u",
             "SELECT * FROM t, unnest(t.arr) u",
