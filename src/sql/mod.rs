@@ -41,6 +41,7 @@ pub mod lateral;
 pub mod mutation;
 pub mod pg_forms;
 pub mod pruning;
+pub mod reg_names;
 pub mod slots;
 pub mod srf;
 pub mod statement_text;

@@ -48,6 +48,8 @@ use datafusion::sql::sqlparser::ast::{
 };
 use serde_json::Value;
 
+use crate::sql::reg_names;
+
 /// The fields of an `aclexplode` row, PostgreSQL's.
 const ACL_FIELDS: [&str; 4] = ["grantor", "grantee", "privilege_type", "is_grantable"];
 
@@ -297,6 +299,22 @@ impl Rewriter {
             return;
         };
         for item in &mut select.projection {
+            // `c.oid::regclass` as a select item prints the name ([`reg_names`]); before the
+            // regclass lookup below takes the cast for a name.
+            if let SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } = item
+                && let Some(name) =
+                    reg_names::reg_cast(expr).and_then(|(o, k)| reg_names::name_of(o, k))
+            {
+                *expr = name;
+                if let SelectItem::UnnamedExpr(expr) = item {
+                    *item = SelectItem::ExprWithAlias {
+                        expr: expr.clone(),
+                        alias: Ident::new(format!("reg_name_{}", *counter)),
+                    };
+                }
+                *counter += 1;
+                continue;
+            }
             // `generate_series(…)` as a select item is a set in PostgreSQL, a list in
             // DataFusion (whose table function serves it in `FROM`): its `unnest`.
             if let SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } = item
@@ -535,6 +553,16 @@ impl VisitorMut for Rewriter {
         }
     }
 
+    /// `c.oid::regclass::text` is the name ([`reg_names`]): seen before its inner cast, which
+    /// the regclass lookup would take for a name.
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<String> {
+        if let Some(name) = reg_names::reg_text(expr).and_then(|(o, k)| reg_names::name_of(o, k)) {
+            *expr = name;
+            self.rewritten += 1;
+        }
+        ControlFlow::Continue(())
+    }
+
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<String> {
         match self.expression(expr) {
             Ok(()) => ControlFlow::Continue(()),
@@ -574,7 +602,20 @@ fn regclass_lookup(expr: &Expr) -> Option<Expr> {
          AND c.relname = (CASE WHEN array_length({parts}, 1) = 2 THEN {parts}[2] \
          WHEN array_length({parts}, 1) = 1 THEN {parts}[1] END)"
     );
-    parse_query(&sql).ok().map(Expr::Subquery)
+    let lookup = Expr::Subquery(parse_query(&sql).ok()?);
+    if !matches!(expr, Expr::Cast { .. }) {
+        return Some(lookup);
+    }
+    // A cast also reads digits as the oid itself, as PostgreSQL's `regclass` input does: an
+    // oid column cast to `regclass` (`WHERE attrelid = c.oid::regclass`) keeps its value.
+    let digits = parse_query(&format!("SELECT TRY_CAST(CAST({operand} AS TEXT) AS INT)")).ok()?;
+    let SetExpr::Select(select) = *digits.body else {
+        return None;
+    };
+    let SelectItem::UnnamedExpr(digits) = select.projection.into_iter().next()? else {
+        return None;
+    };
+    Some(call("coalesce", vec![lookup, digits]))
 }
 
 /// A query this module builds as text, parsed with PostgreSQL's dialect.
@@ -625,7 +666,7 @@ impl Visitor for Finder {
             Expr::Function(function) => {
                 Srf::of(&function.name).is_some() || regclass_operand(expr).is_some()
             }
-            cast => regclass_operand(cast).is_some(),
+            cast => regclass_operand(cast).is_some() || reg_names::reg_cast(cast).is_some(),
         };
         if found {
             ControlFlow::Break(())
