@@ -12,7 +12,10 @@
 //! `(SELECT t.*, unnest(t.hashes) AS "h.h" FROM otel_logs_and_spans t) AS t`, and the query's
 //! references to the set (`h`, `h.h`, `e.value`, or `value` alone) read the set's column there.
 //! The set's columns get names no table has (`"alias.column"`); the client still sees
-//! PostgreSQL's names, which [`crate::sql::colname`] takes from the statement as written.
+//! PostgreSQL's names, which [`crate::sql::colname`] takes from the statement as written. A
+//! bare name of one of the set's columns (`value`) reads the set's, also where the relation
+//! has a column of that name too (PostgreSQL calls that ambiguous), except in `ORDER BY`
+//! where a select-list alias of that name comes first.
 //!
 //! Taken: `FROM rel, f(…)`, `FROM rel CROSS JOIN [LATERAL] f(…)`, `[INNER] JOIN [LATERAL]
 //! f(…) ON true` and `LEFT JOIN [LATERAL] f(…) ON true` (a row of NULLs for an empty or NULL
@@ -161,7 +164,14 @@ fn rewrite_one(query: &mut Query) -> Result<bool, String> {
         set: &set,
         qualifier: &qualified,
         depth: 0,
+        outputs: Vec::new(),
     };
+    // The joins after the set read it in their conditions.
+    for join in &mut select.from[0].joins {
+        if let Some(JoinConstraint::On(on)) = join_constraint(&mut join.join_operator) {
+            let _ = on.visit(&mut references);
+        }
+    }
     for item in &mut select.projection {
         if let SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } = item {
             let _ = expr.visit(&mut references);
@@ -181,11 +191,34 @@ fn rewrite_one(query: &mut Query) -> Result<bool, String> {
     if let Some(order_by) = &mut query.order_by
         && let OrderByKind::Expressions(exprs) = &mut order_by.kind
     {
+        // A bare name there is the select list's output column of that name first.
+        references.outputs = select
+            .projection
+            .iter()
+            .filter_map(|item| match item {
+                SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
+                _ => None,
+            })
+            .collect();
         for order in exprs {
             let _ = order.expr.visit(&mut references);
         }
     }
     Ok(true)
+}
+
+/// The condition of a join that has one.
+fn join_constraint(operator: &mut JoinOperator) -> Option<&mut JoinConstraint> {
+    match operator {
+        JoinOperator::Join(c)
+        | JoinOperator::Inner(c)
+        | JoinOperator::Left(c)
+        | JoinOperator::LeftOuter(c)
+        | JoinOperator::Right(c)
+        | JoinOperator::RightOuter(c)
+        | JoinOperator::FullOuter(c) => Some(c),
+        _ => None,
+    }
 }
 
 /// How a join pairs each left row with its set: `Some(false)` with every row of it (`CROSS
@@ -343,12 +376,7 @@ fn set_of(factor: &TableFactor, keep_empty: bool) -> Result<Option<Set>, String>
         })
         .collect();
     if ordinality {
-        let lengths: Vec<String> = lists.iter().map(|l| format!("cardinality({l})")).collect();
-        let count = match lengths.as_slice() {
-            [one] => one.clone(),
-            many => format!("greatest({})", many.join(", ")),
-        };
-        calls.push(format!("unnest(generate_series(1, {count}))"));
+        calls.push(srf::ordinality_item(&lists));
     }
     let items = match fields {
         Some(fields) => Items::Fields {
@@ -386,6 +414,8 @@ struct References<'a> {
     set: &'a Set,
     qualifier: &'a Ident,
     depth: usize,
+    /// Bare names that stay as they are (in `ORDER BY`, the select list's aliases).
+    outputs: Vec<String>,
 }
 
 impl References<'_> {
@@ -423,6 +453,7 @@ impl VisitorMut for References<'_> {
                 [table, name] if self.is_alias(table) => self.column(name).cloned(),
                 _ => None,
             },
+            Expr::Identifier(ident) if self.outputs.contains(&ident.value) => None,
             Expr::Identifier(ident) if self.is_alias(ident) && self.set.columns.len() == 1 => {
                 Some(self.set.columns[0].clone())
             }
@@ -485,6 +516,12 @@ mod tests {
         );
         assert!(each.contains("t.\"e.record\"['key'] AS \"e.k\""), "{each}");
         assert!(each.starts_with("SELECT t.\"e.k\" FROM"), "{each}");
+        // A later join's condition reads the set; ORDER BY a select alias keeps the alias.
+        let joined =
+            rewritten("SELECT t.a AS h FROM t, unnest(t.arr) h JOIN s ON s.k = h ORDER BY h")
+                .expect("rewritten");
+        assert!(joined.contains("JOIN s ON s.k = t.\"h.h\""), "{joined}");
+        assert!(joined.ends_with("ORDER BY h"), "{joined}");
         // LEFT JOIN: an empty set is one NULL element.
         let left = rewritten("SELECT t.a, u FROM t LEFT JOIN LATERAL unnest(t.arr) u ON true")
             .expect("rewritten");

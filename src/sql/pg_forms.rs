@@ -1339,7 +1339,8 @@ fn exists_as_scalar(subquery: &Query, negated: bool) -> Option<Expr> {
     })
 }
 
-fn parse_expr(sql: &str) -> Option<Expr> {
+/// An expression this crate builds as text, parsed with PostgreSQL's dialect.
+pub(crate) fn parse_expr(sql: &str) -> Option<Expr> {
     Parser::new(&PostgreSqlDialect {})
         .try_with_sql(sql)
         .ok()?

@@ -16,7 +16,7 @@
 
 use datafusion::sql::sqlparser::ast::{DataType, Expr, ObjectNamePart, Value};
 
-use crate::sql::srf::parse_query;
+use crate::sql::pg_forms::parse_expr;
 
 /// The oid alias type `data_type` is, by its lower-case name.
 fn reg_kind(data_type: &DataType) -> Option<&'static str> {
@@ -105,19 +105,6 @@ pub(crate) fn name_of(operand: &Expr, kind: &str) -> Option<Expr> {
         "coalesce((SELECT max({name}) FROM {from} \
          WHERE {key} = TRY_CAST(CAST({operand} AS TEXT) AS INT)), CAST({operand} AS TEXT))"
     ))
-}
-
-fn parse_expr(sql: &str) -> Option<Expr> {
-    let query = parse_query(&format!("SELECT {sql}")).ok()?;
-    match *query.body {
-        datafusion::sql::sqlparser::ast::SetExpr::Select(select) => {
-            match select.projection.into_iter().next()? {
-                datafusion::sql::sqlparser::ast::SelectItem::UnnamedExpr(expr) => Some(expr),
-                _ => None,
-            }
-        }
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -441,6 +441,17 @@ impl Rewriter {
     }
 }
 
+/// The select-list item counting the rows of `lists` unnested in lockstep from 1: `WITH
+/// ORDINALITY`'s column.
+pub(crate) fn ordinality_item(lists: &[Expr]) -> String {
+    let lengths: Vec<String> = lists.iter().map(|l| format!("cardinality({l})")).collect();
+    let count = match lengths.as_slice() {
+        [one] => one.clone(),
+        many => format!("greatest({})", many.join(", ")),
+    };
+    format!("unnest(generate_series(1, {count}))")
+}
+
 /// The derived table of a set in `FROM`: `unnest` of each list in lockstep, named `names`
 /// (the last of them for the ordinality, when asked), or for a set of records (`fields`) the
 /// fields of each element of its one list.
@@ -455,12 +466,7 @@ fn derived_sql(
         .map(|list| call("unnest", vec![list.clone()]).to_string())
         .collect();
     if ordinality {
-        let lengths: Vec<String> = lists.iter().map(|l| format!("cardinality({l})")).collect();
-        let count = match lengths.as_slice() {
-            [one] => one.clone(),
-            many => format!("greatest({})", many.join(", ")),
-        };
-        items.push(format!("unnest(generate_series(1, {count}))"));
+        items.push(ordinality_item(lists));
     }
     let ordinal = names.last().filter(|_| ordinality);
     if let Some(fields) = fields {
@@ -608,13 +614,8 @@ fn regclass_lookup(expr: &Expr) -> Option<Expr> {
     }
     // A cast also reads digits as the oid itself, as PostgreSQL's `regclass` input does: an
     // oid column cast to `regclass` (`WHERE attrelid = c.oid::regclass`) keeps its value.
-    let digits = parse_query(&format!("SELECT TRY_CAST(CAST({operand} AS TEXT) AS INT)")).ok()?;
-    let SetExpr::Select(select) = *digits.body else {
-        return None;
-    };
-    let SelectItem::UnnamedExpr(digits) = select.projection.into_iter().next()? else {
-        return None;
-    };
+    let digits =
+        crate::sql::pg_forms::parse_expr(&format!("TRY_CAST(CAST({operand} AS TEXT) AS INT)"))?;
     Some(call("coalesce", vec![lookup, digits]))
 }
 
