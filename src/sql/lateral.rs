@@ -65,12 +65,14 @@ impl Set {
 /// Rewrites `query`'s `FROM rel, f(rel.col)` as described in the module's documentation,
 /// set after set (`FROM t, unnest(t.a) x, unnest(t.b) y`). Whether it did.
 pub(crate) fn rewrite(query: &mut Query) -> Result<bool, String> {
-    let mut rewritten = false;
-    // Each pass takes one set out of `FROM`, so this ends.
-    while rewrite_one(query)? {
-        rewritten = true;
+    // Each pass takes one set out of `FROM` and parses the relation before it again; past
+    // this many, the rest are left to DataFusion's error rather than parsed over and over.
+    const MAX_SETS: usize = 32;
+    let mut rewritten = 0;
+    while rewritten < MAX_SETS && rewrite_one(query)? {
+        rewritten += 1;
     }
-    Ok(rewritten)
+    Ok(rewritten > 0)
 }
 
 /// The first set after the first relation, as one derived table with it.
