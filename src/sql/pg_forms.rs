@@ -16,8 +16,8 @@
 //!   way), which DataFusion reads as a call of a function `array`: the scalar subquery
 //!   `(SELECT coalesce(array_agg(item ORDER BY …), '{}') FROM … WHERE …)`, in the subquery's
 //!   order, `{}` (not NULL) where it has no rows, correlated or not. A grouped, distinct or
-//!   limited subquery is aggregated as a derived table, when its order is its item's (or it has
-//!   none); other forms are left to DataFusion's error;
+//!   limited subquery, or a set operation (`UNION` …), is aggregated as a derived table, when
+//!   its order is its item's (or it has none); other forms are left to DataFusion's error;
 //! - `pg_backend_pid()`, which datafusion-pg-catalog answers with 1 for every session: the
 //!   session's own process id ([`Session`]), the `pid` its `pg_stat_activity` row has;
 //! - `current_setting('name' [, missing_ok])` of a constant name: the value the parameter has
