@@ -8,7 +8,7 @@
 //! driver's fetch size gets a deadline per fetch; Parse and Close keep the names of the
 //! connection's prepared statements for `DISCARD ALL` ([`crate::pgwire::settings`]). A
 //! parameter compared with `= ANY($n)` is described as an array of the other side's type
-//! ([`type_array_parameters`]).
+//! ([`type_parameters`]), and an argument of a function by its signature.
 //!
 //! `INSERT … VALUES` of literals and parameters never reaches DataFusion: `Parse` keeps it as
 //! a [`crate::sql::values`] template, each `Execute` binds the portal's parameters into it
@@ -114,12 +114,15 @@ pub(crate) fn keep_dropped_parameters(plan: LogicalPlan, text: &str) -> LogicalP
     }
 }
 
-/// `plan` with a type for each parameter compared with `= ANY($n)` / `<> ALL($n)`: an array
-/// of the other side's type. DataFusion plans `x = ANY($1)` as `array_has($1, x)` and infers
-/// no type for `$1`, so `Describe` said `text` and drivers that encode by the server's types
-/// (asyncpg, tokio-postgres, pgx) refused to send a list ("expected str, got list"), where
-/// PostgreSQL says `text[]` for a text `x`. A parameter the client typed keeps its type.
-pub(crate) fn type_array_parameters(plan: LogicalPlan) -> LogicalPlan {
+/// `plan` with a type for each parameter DataFusion leaves untyped where PostgreSQL has one:
+/// compared with `= ANY($n)` / `<> ALL($n)`, an array of the other side's type (DataFusion
+/// plans `x = ANY($1)` as `array_has($1, x)` and infers nothing for `$1`, so `Describe` said
+/// `text` and drivers that encode by the server's types — asyncpg, tokio-postgres, pgx —
+/// refused to send a list, where PostgreSQL says `text[]` for a text `x`); an argument of a
+/// function whose signature names its type (`pg_cancel_backend($1)` is `int4`, as in
+/// PostgreSQL; it was `unknown`, which tokio-postgres refuses to bind an `i32` to). A
+/// parameter the client typed keeps its type.
+pub(crate) fn type_parameters(plan: LogicalPlan) -> LogicalPlan {
     use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
     use datafusion::logical_expr::{Expr, ExprSchemable};
     use std::collections::HashMap;
@@ -143,6 +146,16 @@ pub(crate) fn type_array_parameters(plan: LogicalPlan) -> LogicalPlan {
                     types
                         .entry(p.id.clone())
                         .or_insert_with(|| DataType::new_list(item, true));
+                } else if let Expr::ScalarFunction(call) = e {
+                    let signature = &call.func.signature().type_signature;
+                    for (i, arg) in call.args.iter().enumerate() {
+                        if let Expr::Placeholder(p) = arg
+                            && p.field.is_none()
+                            && let Some(declared) = argument_type(signature, call.args.len(), i)
+                        {
+                            types.entry(p.id.clone()).or_insert(declared);
+                        }
+                    }
                 }
                 Ok(TreeNodeRecursion::Continue)
             });
@@ -171,6 +184,29 @@ pub(crate) fn type_array_parameters(plan: LogicalPlan) -> LogicalPlan {
         })
     });
     typed.map(|t| t.data).unwrap_or(plan)
+}
+
+/// The type a function's signature gives its argument `i` of `count`: the first exact form of
+/// that many arguments, or a string signature's text; `None` where it leaves the choice open
+/// (coercible, variadic or user-defined signatures).
+fn argument_type(
+    signature: &datafusion::logical_expr::TypeSignature,
+    count: usize,
+    i: usize,
+) -> Option<DataType> {
+    use datafusion::logical_expr::TypeSignature;
+    match signature {
+        TypeSignature::Exact(types) if types.len() == count => types.get(i).cloned(),
+        TypeSignature::String(n) if *n == count => Some(DataType::Utf8),
+        TypeSignature::Uniform(n, types) if *n == count && types.len() == 1 => {
+            types.first().cloned()
+        }
+        TypeSignature::OneOf(forms) => forms.iter().find_map(|f| match f {
+            TypeSignature::Exact(types) if types.len() == count => types.get(i).cloned(),
+            _ => None,
+        }),
+        _ => None,
+    }
 }
 
 /// datafusion-postgres's parser for the extended protocol, given the text after
@@ -238,7 +274,7 @@ impl pgwire::api::stmt::QueryParser for Parser {
         // the client's, not the compatibility parser's rewrite of it.
         Ok(parsed.map(|(_, statement)| {
             let statement = statement.map(|(tree, plan)| {
-                let plan = type_array_parameters(keep_dropped_parameters(plan, &sql));
+                let plan = type_parameters(keep_dropped_parameters(plan, &sql));
                 (tree, plan)
             });
             (sql.into_owned(), statement)

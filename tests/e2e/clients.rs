@@ -765,6 +765,26 @@ async fn role_queries_answer_and_the_server_stays_up() {
 /// `x`'s type (PostgreSQL's answer), so drivers that encode by the server's types
 /// (tokio-postgres here, asyncpg, pgx) send the list; before, it was `text` and they refused.
 #[tokio::test]
+async fn a_function_argument_parameter_takes_the_signatures_type() {
+    // DataFusion infers no parameter type from a function's signature: `pg_cancel_backend($1)`
+    // was described as unknown, and tokio-postgres refused to bind an i32 to it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    let statement = client
+        .prepare("SELECT pg_cancel_backend($1), to_number($2, '999')::text")
+        .await
+        .expect("prepare");
+    assert_eq!(statement.params(), &[Type::INT4, Type::TEXT]);
+    let row = client
+        .query_one(&statement, &[&0i32, &"123"])
+        .await
+        .expect("bind an i32 and a str");
+    assert!(!row.get::<_, bool>(0), "no session has pid 0");
+    assert_eq!(row.get::<_, String>(1), "123");
+}
+
+#[tokio::test]
 async fn an_array_parameter_of_any_and_all_takes_the_other_sides_type() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = TestServer::start(dir.path(), &[]);
