@@ -18,8 +18,9 @@ use datafusion::sql::sqlparser::ast::{DataType, Expr, ObjectNamePart, Value};
 
 use crate::sql::pg_forms::parse_expr;
 
-/// The oid alias type `data_type` is, by its lower-case name.
-fn reg_kind(data_type: &DataType) -> Option<&'static str> {
+/// The oid alias type `data_type` is (`regclass`, `pg_catalog.regtype` …), by its lower-case
+/// name.
+pub(crate) fn reg_kind(data_type: &DataType) -> Option<&'static str> {
     let name = match data_type {
         DataType::Regclass => return Some("regclass"),
         DataType::Custom(name, args) if args.is_empty() => match name.0.as_slice() {

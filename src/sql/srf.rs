@@ -649,10 +649,7 @@ fn regclass_operand(expr: &Expr) -> Option<&Expr> {
     else {
         return None;
     };
-    let is_regclass = matches!(data_type, ast::DataType::Regclass)
-        || data_type
-            .to_string()
-            .eq_ignore_ascii_case("pg_catalog.regclass");
+    let is_regclass = reg_names::reg_kind(data_type) == Some("regclass");
     (is_regclass && !matches!(operand.as_ref(), Expr::Value(_))).then_some(operand.as_ref())
 }
 
