@@ -55,6 +55,10 @@ struct Chunk {
     level: u8,
     /// When the oldest record in this chunk was inserted (microseconds since the epoch).
     inserted_micros: i64,
+    /// Bounds of the chunk's event times (microseconds, inclusive). A change keeps them (it
+    /// removes rows or rewrites columns other than the time column), so they stay bounds.
+    min_micros: i64,
+    max_micros: i64,
 }
 
 #[derive(Debug)]
@@ -98,7 +102,8 @@ pub struct Piece {
     pub project: String,
     /// The bucket's key, from [`Buffer::bucket_of`].
     pub bucket_start: i64,
-    /// Latest event time among the piece's rows.
+    /// Earliest and latest event time among the piece's rows.
+    pub min_micros: i64,
     pub max_micros: i64,
     pub batch: RecordBatch,
     /// Memory charged for the piece: its share of the batch it was sliced from.
@@ -139,8 +144,8 @@ pub struct Place {
 #[derive(Debug, Clone)]
 pub struct Snapshot<C> {
     pub batches: Vec<RecordBatch>,
-    /// For each of `batches`, bounds of its rows' event times (microseconds, inclusive): its
-    /// bucket's key and latest time. Top-k scans read the newest first and skip by them.
+    /// For each of `batches`, bounds of its rows' event times (microseconds, inclusive). Top-k
+    /// scans read the newest first and skip by them.
     pub times: Vec<(i64, i64)>,
     pub committed: C,
 }
@@ -334,6 +339,8 @@ impl<C: Clone> Buffer<C> {
                     bytes,
                     level: 0,
                     inserted_micros: now_micros,
+                    min_micros: piece.min_micros,
+                    max_micros: piece.max_micros,
                 });
                 while let Some((a, r)) = merge_small_tail(bucket, frozen_upto) {
                     added += a;
@@ -458,9 +465,15 @@ impl<C: Clone> Buffer<C> {
         let tb = state.tables.get(table)?;
         let mut batches = Vec::new();
         let mut times = Vec::new();
-        in_range(tb, projects, time_range, |_, key, bucket| {
-            batches.extend(bucket.chunks.iter().map(|c| c.batch.clone()));
-            times.resize(batches.len(), (key, bucket.max_micros));
+        let (from, to) = time_range.unwrap_or((i64::MIN, i64::MAX));
+        in_range(tb, projects, time_range, |_, _, bucket| {
+            // A late bucket holds a whole day: its chunks outside the range are skipped here.
+            for chunk in &bucket.chunks {
+                if chunk.max_micros >= from && chunk.min_micros <= to {
+                    batches.push(chunk.batch.clone());
+                    times.push((chunk.min_micros, chunk.max_micros));
+                }
+            }
         });
         Some(Snapshot {
             batches,
@@ -806,6 +819,8 @@ fn merge_small_tail(bucket: &mut Bucket, frozen_upto: Seq) -> Option<(usize, usi
         min_seq: parts.iter().map(|c| c.min_seq).min()?,
         max_seq: parts.iter().map(|c| c.max_seq).max()?,
         inserted_micros: parts.iter().map(|c| c.inserted_micros).min()?,
+        min_micros: parts.iter().map(|c| c.min_micros).min()?,
+        max_micros: parts.iter().map(|c| c.max_micros).max()?,
         batch: merged,
         bytes,
         level: level.saturating_add(1),
@@ -859,6 +874,7 @@ mod tests {
             project: project.into(),
             bucket_start,
             // Rows anywhere in the 10-minute window.
+            min_micros: bucket_start,
             max_micros: bucket_start + 10 * MIN - 1,
             bytes: batch(values).get_array_memory_size(),
             batch: batch(values),
@@ -1012,6 +1028,7 @@ mod tests {
         let late = Piece {
             project: "p".into(),
             bucket_start: 3 * day,
+            min_micros: 3 * day + 5 * MIN,
             max_micros: 3 * day + 60 * MIN,
             bytes: 8,
             batch: batch(&[1, 2]),
@@ -1033,6 +1050,45 @@ mod tests {
             .plan_flush("t", FlushReason::Scheduled, now, -1)
             .expect("plan");
         assert_eq!((plan.upto, plan.rows), (Seq(1), 2));
+    }
+
+    /// A late bucket holds a whole day: a snapshot keeps only the chunks whose own event
+    /// times reach the range, and reports each chunk's bounds (a merge keeps their union).
+    #[test]
+    fn snapshots_bound_each_chunk_by_its_own_times() {
+        let b = buffer(1 << 30);
+        let day = 24 * 60 * MIN;
+        let now = 3 * day;
+        let late = |seq: u64, from: i64, to: i64| {
+            let piece = Piece {
+                project: "p".into(),
+                bucket_start: day,
+                min_micros: day + from * MIN,
+                max_micros: day + to * MIN,
+                bytes: 8,
+                batch: batch(&[seq as i64]),
+            };
+            b.insert("t", Seq(seq), vec![piece], now);
+        };
+        late(1, 60, 120);
+        late(2, 600, 660);
+        let snap = |from: i64, to: i64| {
+            b.snapshot("t", None, Some((day + from * MIN, day + to * MIN)))
+                .expect("snap")
+        };
+        assert_eq!(snap(90, 100).times, vec![(day + 60 * MIN, day + 120 * MIN)]);
+        assert_eq!(
+            snap(650, 700).times,
+            vec![(day + 600 * MIN, day + 660 * MIN)]
+        );
+        assert!(snap(200, 500).batches.is_empty(), "between the chunks");
+        assert_eq!(snap(0, 24 * 60).batches.len(), 2);
+        // Small chunks merge: the merged chunk is bounded by all of them.
+        for seq in 3..=MERGE_AFTER as u64 {
+            late(seq, 300 + seq as i64, 300 + seq as i64);
+        }
+        let all = b.snapshot("t", None, None).expect("snap");
+        assert_eq!(all.times, vec![(day + 60 * MIN, day + 660 * MIN)]);
     }
 
     #[test]
@@ -1080,6 +1136,7 @@ mod tests {
             let piece = Piece {
                 project: "p".into(),
                 bucket_start: 0,
+                min_micros: 0,
                 max_micros: 0,
                 bytes,
                 batch: batch.clone(),
@@ -1111,6 +1168,7 @@ mod tests {
             let piece = Piece {
                 project: "p".into(),
                 bucket_start: 0,
+                min_micros: 0,
                 max_micros: 0,
                 bytes: owned_bytes(&batch),
                 batch,

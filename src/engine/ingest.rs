@@ -852,10 +852,15 @@ fn split(
     let uniform = (0..batch.num_rows())
         .all(|i| projects.value(i) == first_project && place(times.value(i)) == first);
     if uniform {
+        let (min_micros, max_micros) = times
+            .values()
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), &t| (lo.min(t), hi.max(t)));
         return Ok(vec![Piece {
             project: first_project.to_string(),
             bucket_start: first.bucket,
-            max_micros: times.values().iter().copied().max().unwrap_or(i64::MIN),
+            min_micros,
+            max_micros,
             bytes: owned,
             batch: batch.clone(),
         }]);
@@ -864,6 +869,7 @@ fn split(
         project: &'a str,
         place: Place,
         rows: Vec<u32>,
+        min_micros: i64,
         max_micros: i64,
     }
     let mut group_of: HashMap<(&str, Place), usize> = HashMap::new();
@@ -876,12 +882,15 @@ fn split(
                 project: key.0,
                 place: key.1,
                 rows: Vec::new(),
+                min_micros: time,
                 max_micros: time,
             });
             groups.len() - 1
         });
-        groups[group].rows.push(i as u32);
-        groups[group].max_micros = groups[group].max_micros.max(time);
+        let group = &mut groups[group];
+        group.rows.push(i as u32);
+        group.min_micros = group.min_micros.min(time);
+        group.max_micros = group.max_micros.max(time);
     }
     let mut pieces = Vec::with_capacity(groups.len());
     for late in [true, false] {
@@ -915,6 +924,7 @@ fn split(
             pieces.push(Piece {
                 project: group.project.to_string(),
                 bucket_start: group.place.bucket,
+                min_micros: group.min_micros,
                 max_micros: group.max_micros,
                 batch: sorted.slice(offset, rows),
                 bytes: total_bytes * rows / order.len(),

@@ -411,13 +411,19 @@ impl PhysicalOptimizerRule for TopKNewestFirst {
                 return Ok(Transformed::no(plan));
             }
             let order: Vec<PhysicalSortExpr> = sort.expr().iter().cloned().collect();
-            match push_order(sort.input(), &order)? {
-                Some(input) => Ok(Transformed::yes(replace_children_if_necessary(
-                    plan.clone(),
-                    vec![input],
-                )?)),
-                None => Ok(Transformed::no(plan)),
-            }
+            let Some(input) = push_order(sort.input(), &order)? else {
+                return Ok(Transformed::no(plan));
+            };
+            let sort = replace_children_if_necessary(plan.clone(), vec![input])?;
+            let plan = crate::sql::topk_seed::TopKSeedExec::wrap(sort);
+            // Below a seed are only the sort just made and scans (`topk_seed::seedable`):
+            // nothing there to visit again.
+            let below = if plan.name() == "TopKSeedExec" {
+                TreeNodeRecursion::Jump
+            } else {
+                TreeNodeRecursion::Continue
+            };
+            Ok(Transformed::new(plan, true, below))
         })
         .map(|t| t.data)
     }

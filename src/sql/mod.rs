@@ -49,6 +49,7 @@ pub mod subquery;
 pub mod system;
 pub mod table;
 pub mod text_cast;
+pub mod topk_seed;
 pub mod values;
 pub mod whole_row;
 

@@ -14,7 +14,7 @@ use datafusion::logical_expr::utils::split_conjunction;
 
 /// The most values of an `IN` list the Delta scan gets as they are; a longer list reaches it
 /// as the range of its values (see [`for_delta`]).
-const DELTA_MAX_LIST: usize = 1_000;
+pub const DELTA_MAX_LIST: usize = 1_000;
 
 /// The most expression nodes of one filter the Delta scan gets (see [`for_delta`]).
 const DELTA_MAX_NODES: usize = 2 * DELTA_MAX_LIST;

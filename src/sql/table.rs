@@ -118,6 +118,65 @@ fn align(plan: Arc<dyn ExecutionPlan>, target: &SchemaRef) -> Result<Arc<dyn Exe
     Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
 }
 
+/// `plan` (a Delta scan) with the `time IS NOT NULL` conjunct taken out of its Parquet
+/// predicate once deltalake has planned the files with their statistics. The hint is no
+/// filter of the query's (those are re-applied above the scan: pushdown is inexact), and
+/// left in the predicate it costs every file a page-index selection that selects every row,
+/// which turns off DataFusion's row-group pruning by a top-k's threshold (a scan with a row
+/// selection does not prune row groups while it runs): `latest_100` decoded the time column
+/// of every row group of the newest file.
+fn without_statistics_hint(
+    plan: Arc<dyn ExecutionPlan>,
+    time: &str,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::datasource::physical_plan::{
+        FileScanConfig, FileScanConfigBuilder, ParquetSource,
+    };
+    use datafusion::datasource::source::DataSourceExec;
+    use datafusion::physical_expr::expressions::IsNotNullExpr;
+    use datafusion::physical_expr::{conjunction as and_all, split_conjunction};
+
+    plan.transform_up(|node| {
+        let Some(exec) = node.downcast_ref::<DataSourceExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() else {
+            return Ok(Transformed::no(node));
+        };
+        let Some(source) = config.file_source().downcast_ref::<ParquetSource>() else {
+            return Ok(Transformed::no(node));
+        };
+        let Some(predicate) = datafusion::datasource::physical_plan::FileSource::filter(source)
+        else {
+            return Ok(Transformed::no(node));
+        };
+        let is_hint = |e: &Arc<dyn datafusion::physical_expr::PhysicalExpr>| {
+            e.downcast_ref::<IsNotNullExpr>()
+                .and_then(|n| n.arg().downcast_ref::<Column>())
+                .is_some_and(|c| c.name() == time)
+        };
+        let conjuncts = split_conjunction(&predicate);
+        if !conjuncts.iter().any(|e| is_hint(e)) {
+            return Ok(Transformed::no(node));
+        }
+        let rest: Vec<_> = conjuncts
+            .into_iter()
+            .filter(|e| !is_hint(e))
+            .cloned()
+            .collect();
+        // An always-true predicate builds no page or row-group pruning.
+        let source = source.with_predicate(and_all(rest));
+        let config = FileScanConfigBuilder::from(config.clone())
+            .with_source(Arc::new(source))
+            .build();
+        Ok(Transformed::yes(
+            DataSourceExec::from_data_source(config) as _
+        ))
+    })
+    .map(|t| t.data)
+}
+
 #[async_trait]
 impl TableProvider for TimeFusionTable {
     fn schema(&self) -> SchemaRef {
@@ -201,12 +260,16 @@ impl TableProvider for TimeFusionTable {
         let names_time = delta_filters
             .iter()
             .any(|f| f.column_refs().iter().any(|c| &c.name == time));
-        if projected.column_with_name(time).is_some() && !names_time {
+        let hint = projected.column_with_name(time).is_some() && !names_time;
+        if hint {
             delta_filters.push(datafusion::prelude::col(time).is_not_null());
         }
-        let delta_scan = delta
+        let mut delta_scan = delta
             .scan(state, Some(&delta_projection), &delta_filters, limit)
             .await?;
+        if hint {
+            delta_scan = without_statistics_hint(delta_scan, time)?;
+        }
         let delta_scan = align(delta_scan, &projected)?;
         UnionExec::try_new(vec![buffer_scan, delta_scan])
     }

@@ -191,6 +191,71 @@ async fn flush_and_compaction_write_the_schemas_layout_and_lookups_skip_row_grou
         assert!(explained.contains(pruned), "{pruned}: {explained}");
     }
 
+    // A top-k reads only the newest page: its threshold is seeded from the page index
+    // (`sql::topk_seed`), so the older row groups and pages are skipped when the file opens.
+    let newest =
+        format!("SELECT id FROM {TABLE} WHERE project_id = 'p1' ORDER BY timestamp DESC LIMIT 5");
+    let newest_five = [
+        "late-2999",
+        "late-2998",
+        "late-2997",
+        "late-2996",
+        "late-2995",
+    ];
+    assert_eq!(ids_of(&client, &newest).await, newest_five);
+    let explained = explain_analyze(&client, &newest).await;
+    for read in [
+        "seeded=1",
+        "row_groups_pruned_statistics=5 total \u{2192} 1 matched",
+        "page_index_pages_pruned=10 total \u{2192} ",
+    ] {
+        assert!(explained.contains(read), "{read}: {explained}");
+    }
+    // The last page may hold fewer than five rows: then the one before it is read too.
+    let pages_read = metric(&explained, "page_index_pages_pruned=10 total \u{2192} ");
+    assert!((1..=2).contains(&pages_read), "{explained}");
+    // Oldest first, the same from the other end.
+    let oldest =
+        format!("SELECT id FROM {TABLE} WHERE project_id = 'p1' ORDER BY timestamp LIMIT 3");
+    assert_eq!(
+        ids_of(&client, &oldest).await,
+        ["early-0", "early-1", "early-2"]
+    );
+    assert!(explain_analyze(&client, &oldest).await.contains("seeded=1"));
+
+    // Every top-k shape answers as it does with sort pushdown (and so the seed) turned off.
+    let plain = server.client().await;
+    plain
+        .batch_execute("SET datafusion.optimizer.enable_sort_pushdown = false")
+        .await
+        .expect("SET");
+    for tail in [
+        "WHERE project_id = 'p1' ORDER BY timestamp DESC LIMIT 1",
+        "WHERE project_id = 'p1' ORDER BY timestamp DESC LIMIT 150",
+        "WHERE project_id = 'p1' ORDER BY timestamp DESC LIMIT 1001",
+        "WHERE project_id = 'p1' ORDER BY timestamp DESC NULLS LAST LIMIT 7",
+        "WHERE project_id = 'p1' ORDER BY timestamp LIMIT 250",
+        "WHERE project_id = 'p1' ORDER BY timestamp DESC LIMIT 5 OFFSET 2990",
+        "WHERE project_id IN ('p1', 'p2') ORDER BY timestamp DESC LIMIT 333",
+        "WHERE project_id = 'p1' ORDER BY timestamp DESC LIMIT 6000",
+    ] {
+        let sql = format!("SELECT id FROM {TABLE} {tail}");
+        let (seeded, expected) = (ids_of(&client, &sql).await, ids_of(&plain, &sql).await);
+        assert_eq!(seeded, expected, "{sql}");
+    }
+
+    // A filter on a data column may drop any row: no seed. The top-k can still skip older
+    // row groups as it runs (with row groups this small the reader is past them before the
+    // top-k has a threshold): the statistics hint deltalake needs is not left in the Parquet
+    // predicate, where its page selection turned that pruning off.
+    let filtered = format!(
+        "SELECT id FROM {TABLE} WHERE project_id = 'p1' AND level = 'INFO' ORDER BY timestamp DESC LIMIT 5"
+    );
+    assert_eq!(ids_of(&client, &filtered).await, newest_five);
+    let explained = explain_analyze(&client, &filtered).await;
+    assert!(!explained.contains("TopKSeedExec"), "{explained}");
+    assert!(!explained.contains("IS NOT NULL"), "{explained}");
+
     // Compaction writes the same layout: a second file in the partition, then VACUUM.
     client
         .batch_execute(&insert_sql("p1", &ids("more", 500), day_start + 2_000_000))
@@ -231,6 +296,26 @@ async fn flush_and_compaction_write_the_schemas_layout_and_lookups_skip_row_grou
         1,
         "one row group may hold more-1"
     );
+}
+
+/// The number right after `prefix` in `plan`.
+fn metric(plan: &str, prefix: &str) -> usize {
+    plan.split(prefix)
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix}: {plan}"))
+}
+
+/// The `id` column of `sql`'s rows.
+async fn ids_of(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    client
+        .query(sql, &[])
+        .await
+        .expect(sql)
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 /// `EXPLAIN ANALYZE` of `sql`, its plan lines joined.
