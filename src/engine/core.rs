@@ -1190,7 +1190,7 @@ mod tests {
             let snapshot = self
                 .core
                 .buffer
-                .snapshot(TABLE, None, None)
+                .snapshot(TABLE, None, None, None)
                 .expect("snapshot");
             let buffered: usize = snapshot.batches.iter().map(|b| b.num_rows()).sum();
             let delta = SessionContext::new()

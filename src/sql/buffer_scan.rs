@@ -206,14 +206,27 @@ impl ExecutionPlan for BufferScanExec {
             _ => None,
         };
         let projection = self.projection.clone();
+        // Rows of a kept batch are filtered too: a batch's range says little when its rows
+        // arrived out of time order (a backfill's chunk spans its whole day), and the rows
+        // the top-k's threshold rules out would otherwise all pass through the filters
+        // above to the top-k.
+        let row_filter = skipper.as_ref().map(|s| s.filter.clone());
+        let rows_skipped = MetricBuilder::new(&self.metrics).counter("rows_skipped", partition);
         let rows = batches
             .into_iter()
             .enumerate()
             .filter(move |(i, _)| skipper.as_mut().is_none_or(|s| s.keeps(*i)))
-            .map(move |(_, timed)| match &projection {
-                Some(columns) => Ok(timed.batch.project(columns)?),
-                None => Ok(timed.batch),
-            });
+            .map(move |(_, timed)| {
+                let batch = match &projection {
+                    Some(columns) => timed.batch.project(columns)?,
+                    None => timed.batch,
+                };
+                match &row_filter {
+                    Some(filter) => keep_rows(filter, batch, &rows_skipped),
+                    None => Ok(batch),
+                }
+            })
+            .filter(|batch| batch.as_ref().map_or(true, |b| b.num_rows() > 0));
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
             futures::stream::iter(rows),
@@ -345,6 +358,25 @@ impl Skipper {
         }
         keep
     }
+}
+
+/// `batch`'s rows that pass `filter` (the top-k's threshold; `true` until it has one).
+fn keep_rows(
+    filter: &Arc<dyn PhysicalExpr>,
+    batch: RecordBatch,
+    skipped: &Count,
+) -> Result<RecordBatch> {
+    let rows = batch.num_rows();
+    let keep = filter.evaluate(&batch)?.into_array(rows)?;
+    let Some(keep) = keep.as_any().downcast_ref::<arrow::array::BooleanArray>() else {
+        return Ok(batch);
+    };
+    let kept = keep.true_count();
+    if kept == rows {
+        return Ok(batch);
+    }
+    skipped.add(rows - kept);
+    Ok(arrow::compute::filter_record_batch(&batch, keep)?)
 }
 
 /// The time ranges of a partition's batches, as pruning statistics (one container a batch).
@@ -659,6 +691,43 @@ mod tests {
         let (values, skipped) = run(&plan).await;
         assert_eq!(values, vec![9099, 9098, 9097, 9096, 9095]);
         assert_eq!(skipped, 9, "only the newest batch is read");
+    }
+
+    /// Batches whose rows arrived out of time order all span the same range: none can be
+    /// skipped whole, but once the top-k has a threshold their older rows are dropped in the
+    /// scan instead of travelling up to it.
+    #[tokio::test]
+    async fn rows_of_overlapping_batches_are_filtered_by_the_threshold() {
+        let batches = (0..10i64)
+            .map(|k| {
+                let times: Vec<i64> = (0..100).map(|i| i * 10 + k).collect();
+                let batch = RecordBatch::try_new(
+                    schema(),
+                    vec![
+                        Arc::new(Int64Array::from(times.clone())),
+                        Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
+                    ],
+                )
+                .expect("batch");
+                TimedBatch {
+                    batch,
+                    min: 0,
+                    max: 999,
+                }
+            })
+            .collect();
+        let scan = BufferScanExec::try_new(batches, &schema(), None, "ts", 1).expect("scan");
+        let plan = top_k(scan, true);
+        let (values, skipped) = run(&plan).await;
+        assert_eq!(values, vec![999, 998, 997, 996, 995]);
+        assert_eq!(skipped, 0, "every batch overlaps the threshold");
+        let rows_skipped = find_scan(&plan)
+            .metrics()
+            .and_then(|m| m.sum_by_name("rows_skipped"))
+            .map_or(0, |v| v.as_usize());
+        // The first batch passes whole (no threshold yet); each later one keeps only rows
+        // newer than the k-th newest so far.
+        assert!(rows_skipped >= 800, "{rows_skipped} rows skipped");
     }
 
     #[tokio::test]

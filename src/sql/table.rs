@@ -225,7 +225,12 @@ impl TableProvider for TimeFusionTable {
         let pruning = Pruning::from_filters(filters, &table.tenant_column, &table.time_column);
         let snapshot = self
             .buffer
-            .snapshot(&table.name, pruning.projects.as_ref(), pruning.time_range)
+            .snapshot(
+                &table.name,
+                pruning.projects.as_ref(),
+                pruning.time_range,
+                projection.map(Vec::as_slice),
+            )
             .ok_or_else(|| DataFusionError::Plan(format!("table {} is not loaded", table.name)))?;
         let projected = project_schema(&table.schema, projection)?;
 
@@ -235,10 +240,11 @@ impl TableProvider for TimeFusionTable {
             .zip(snapshot.times)
             .map(|(batch, (min, max))| TimedBatch { batch, min, max })
             .collect();
+        // The snapshot's batches are projected already.
         let buffer_scan: Arc<dyn ExecutionPlan> = Arc::new(BufferScanExec::try_new(
             batches,
-            &table.schema,
-            projection,
+            &projected,
+            None,
             &table.time_column,
             state.config().target_partitions(),
         )?);
