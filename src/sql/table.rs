@@ -130,25 +130,16 @@ fn without_statistics_hint(
     time: &str,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
-    use datafusion::datasource::physical_plan::{
-        FileScanConfig, FileScanConfigBuilder, ParquetSource,
-    };
+    use datafusion::datasource::physical_plan::{FileScanConfigBuilder, FileSource};
     use datafusion::datasource::source::DataSourceExec;
     use datafusion::physical_expr::expressions::IsNotNullExpr;
     use datafusion::physical_expr::{conjunction as and_all, split_conjunction};
 
     plan.transform_up(|node| {
-        let Some(exec) = node.downcast_ref::<DataSourceExec>() else {
+        let Some((config, source)) = crate::sql::topk_seed::parquet_source(&node) else {
             return Ok(Transformed::no(node));
         };
-        let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() else {
-            return Ok(Transformed::no(node));
-        };
-        let Some(source) = config.file_source().downcast_ref::<ParquetSource>() else {
-            return Ok(Transformed::no(node));
-        };
-        let Some(predicate) = datafusion::datasource::physical_plan::FileSource::filter(source)
-        else {
+        let Some(predicate) = FileSource::filter(source) else {
             return Ok(Transformed::no(node));
         };
         let is_hint = |e: &Arc<dyn datafusion::physical_expr::PhysicalExpr>| {

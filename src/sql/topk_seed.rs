@@ -283,10 +283,18 @@ fn parquet_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<(&FileScanConfig, Schem
     if any.is::<RepartitionExec>() || any.is::<CooperativeExec>() {
         return parquet_scan(plan.children()[0]);
     }
+    let (config, _) = parquet_source(plan)?;
+    Some((config, config.file_schema().clone()))
+}
+
+/// `plan`'s file scan configuration and Parquet source, when it is a Parquet `DataSourceExec`.
+pub(crate) fn parquet_source(
+    plan: &Arc<dyn ExecutionPlan>,
+) -> Option<(&FileScanConfig, &ParquetSource)> {
     let exec = plan.downcast_ref::<DataSourceExec>()?;
     let config = exec.data_source().downcast_ref::<FileScanConfig>()?;
-    config.file_source().downcast_ref::<ParquetSource>()?;
-    Some((config, config.file_schema().clone()))
+    let source = config.file_source().downcast_ref::<ParquetSource>()?;
+    Some((config, source))
 }
 
 /// Every Parquet scan configuration below `plan`.
