@@ -26,6 +26,8 @@ use std::time::Duration;
 
 use arrow::array::{Array, RecordBatch, RecordBatchOptions};
 use arrow::compute::concat;
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
 use parking_lot::RwLock;
 use tokio::sync::Notify;
 
@@ -459,48 +461,63 @@ impl<C: Clone> Buffer<C> {
     ///
     /// With a `projection` the batches hold only those columns (of the table's schema): a
     /// query over a thousand chunks of an 80-column table otherwise spent most of its planning
-    /// cloning and dropping column handles it never reads.
+    /// cloning and dropping column handles it never reads. An index outside the table's
+    /// columns is an error.
     pub fn snapshot(
         &self,
         table: &str,
         projects: Option<&HashSet<String>>,
         time_range: Option<(i64, i64)>,
         projection: Option<&[usize]>,
-    ) -> Option<Snapshot<C>> {
+    ) -> Option<Result<Snapshot<C>, ArrowError>> {
         let state = self.state.read();
         let tb = state.tables.get(table)?;
         let mut batches = Vec::new();
         let mut times = Vec::new();
         let (from, to) = time_range.unwrap_or((i64::MIN, i64::MAX));
-        let mut projected_schema = None;
-        let mut take = |batch: &RecordBatch| -> RecordBatch {
+        let mut projected_schema: Option<SchemaRef> = None;
+        let mut take = |batch: &RecordBatch| -> Result<RecordBatch, ArrowError> {
             let Some(columns) = projection else {
-                return batch.clone();
+                return Ok(batch.clone());
             };
-            let schema = projected_schema
-                .get_or_insert_with(|| batch.schema().project(columns).map(Arc::new));
-            let arrays = columns.iter().map(|&i| batch.column(i).clone()).collect();
+            let schema = match &projected_schema {
+                Some(schema) => schema.clone(),
+                None => projected_schema
+                    .insert(Arc::new(batch.schema().project(columns)?))
+                    .clone(),
+            };
+            let arrays = columns
+                .iter()
+                .map(|&i| {
+                    batch.columns().get(i).cloned().ok_or_else(|| {
+                        ArrowError::SchemaError(format!("no column {i} in the buffer"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-            match schema {
-                Ok(schema) => RecordBatch::try_new_with_options(schema.clone(), arrays, &options)
-                    .unwrap_or_else(|_| batch.clone()),
-                Err(_) => batch.clone(),
-            }
+            RecordBatch::try_new_with_options(schema, arrays, &options)
         };
+        let mut failed = None;
         in_range(tb, projects, time_range, |_, _, bucket| {
             // A late bucket holds a whole day: its chunks outside the range are skipped here.
             for chunk in &bucket.chunks {
                 if chunk.max_micros >= from && chunk.min_micros <= to {
-                    batches.push(take(&chunk.batch));
+                    match take(&chunk.batch) {
+                        Ok(batch) => batches.push(batch),
+                        Err(e) => failed = Some(e),
+                    }
                     times.push((chunk.min_micros, chunk.max_micros));
                 }
             }
         });
-        Some(Snapshot {
+        if let Some(e) = failed {
+            return Some(Err(e));
+        }
+        Some(Ok(Snapshot {
             batches,
             times,
             committed: tb.committed.clone(),
-        })
+        }))
     }
 
     /// The chunks of `table` a [`Buffer::snapshot`] with the same arguments reads, each with
@@ -902,6 +919,18 @@ mod tests {
         }]
     }
 
+    /// `batch` as one piece of project `p` in bucket 0, at time 0.
+    fn piece_at_zero(batch: RecordBatch) -> Piece {
+        Piece {
+            project: "p".into(),
+            bucket_start: 0,
+            min_micros: 0,
+            max_micros: 0,
+            bytes: owned_bytes(&batch),
+            batch,
+        }
+    }
+
     fn buffer(max_bytes: usize) -> Buffer<u64> {
         let b = Buffer::new(BufferOptions {
             max_bytes,
@@ -938,7 +967,10 @@ mod tests {
             .collect();
         b.change("t", Seq(4), changed);
         assert_eq!(b.applied(), Seq(4));
-        let snap = b.snapshot("t", None, None, None).expect("snapshot");
+        let snap = b
+            .snapshot("t", None, None, None)
+            .expect("snapshot")
+            .expect("projected");
         assert_eq!(rows(&snap), 3, "p1: 1 and 3 left, p2's row untouched");
         assert_eq!(
             b.bytes(),
@@ -963,7 +995,10 @@ mod tests {
         assert_eq!(plan.upto, Seq(2));
         assert_eq!(b.complete_flush(&plan, &HashMap::new(), 1), Seq(2));
         assert_eq!(b.bytes(), 0);
-        let snap = b.snapshot("t", None, None, None).expect("snapshot");
+        let snap = b
+            .snapshot("t", None, None, None)
+            .expect("snapshot")
+            .expect("projected");
         assert_eq!(rows(&snap), 0);
         assert_eq!(
             snap.committed, 1,
@@ -979,7 +1014,11 @@ mod tests {
         b.insert("t", Seq(3), piece("p1", 20 * MIN, &[4]), 0);
         let only_p1: HashSet<String> = ["p1".to_string()].into();
         assert_eq!(
-            rows(&b.snapshot("t", Some(&only_p1), None, None).expect("snap")),
+            rows(
+                &b.snapshot("t", Some(&only_p1), None, None)
+                    .expect("snap")
+                    .expect("projected")
+            ),
             3
         );
         let first_window = Some((MIN, 5 * MIN));
@@ -987,27 +1026,44 @@ mod tests {
             rows(
                 &b.snapshot("t", Some(&only_p1), first_window, None)
                     .expect("snap")
+                    .expect("projected")
             ),
             2
         );
         let late_window = Some((25 * MIN, 26 * MIN));
         assert_eq!(
-            rows(&b.snapshot("t", None, late_window, None).expect("snap")),
+            rows(
+                &b.snapshot("t", None, late_window, None)
+                    .expect("snap")
+                    .expect("projected")
+            ),
             1
         );
         let only_upper_bound = Some((i64::MIN, 5 * MIN));
         assert_eq!(
-            rows(&b.snapshot("t", None, only_upper_bound, None).expect("snap")),
+            rows(
+                &b.snapshot("t", None, only_upper_bound, None)
+                    .expect("snap")
+                    .expect("projected")
+            ),
             3
         );
         let only_lower_bound = Some((15 * MIN, i64::MAX));
         assert_eq!(
-            rows(&b.snapshot("t", None, only_lower_bound, None).expect("snap")),
+            rows(
+                &b.snapshot("t", None, only_lower_bound, None)
+                    .expect("snap")
+                    .expect("projected")
+            ),
             1
         );
         let nobody: HashSet<String> = ["p9".to_string()].into();
         assert_eq!(
-            rows(&b.snapshot("t", Some(&nobody), None, None).expect("snap")),
+            rows(
+                &b.snapshot("t", Some(&nobody), None, None)
+                    .expect("snap")
+                    .expect("projected")
+            ),
             0
         );
     }
@@ -1031,7 +1087,14 @@ mod tests {
             Seq(2),
             "WAL trimmable up to seq 2"
         );
-        assert_eq!(rows(&b.snapshot("t", None, None, None).expect("snap")), 1);
+        assert_eq!(
+            rows(
+                &b.snapshot("t", None, None, None)
+                    .expect("snap")
+                    .expect("projected")
+            ),
+            1
+        );
         // Nothing sealed and nothing past retention: no flush.
         assert!(b.plan_flush("t", FlushReason::Scheduled, now, -1).is_none());
         // Past retention it goes.
@@ -1063,7 +1126,11 @@ mod tests {
         b.insert("t", Seq(1), vec![late], now);
         b.insert("t", Seq(2), piece("p", now - 5 * MIN, &[3]), now);
         let window = |from: i64, to: i64| {
-            rows(&b.snapshot("t", None, Some((from, to)), None).expect("snap"))
+            rows(
+                &b.snapshot("t", None, Some((from, to)), None)
+                    .expect("snap")
+                    .expect("projected"),
+            )
         };
         assert_eq!(window(3 * day + 30 * MIN, 3 * day + 40 * MIN), 2);
         assert_eq!(
@@ -1097,16 +1164,11 @@ mod tests {
             ],
         )
         .expect("batch");
-        let piece = Piece {
-            project: "p".into(),
-            bucket_start: 0,
-            min_micros: 0,
-            max_micros: 0,
-            bytes: owned_bytes(&batch),
-            batch,
-        };
-        b.insert("t", Seq(1), vec![piece], 0);
-        let snapshot = b.snapshot("t", None, None, Some(&[2, 0])).expect("snap");
+        b.insert("t", Seq(1), vec![piece_at_zero(batch)], 0);
+        let snapshot = b
+            .snapshot("t", None, None, Some(&[2, 0]))
+            .expect("snap")
+            .expect("projected");
         let projected = &snapshot.batches[0];
         let names: Vec<_> = projected
             .schema()
@@ -1121,10 +1183,17 @@ mod tests {
             &Int64Array::from(vec![3, 4]) as &dyn Array
         );
         // No columns at all (`count(*)`) still counts the rows.
-        let none = b.snapshot("t", None, None, Some(&[])).expect("snap");
+        let none = b
+            .snapshot("t", None, None, Some(&[]))
+            .expect("snap")
+            .expect("projected");
         assert_eq!(
             (none.batches[0].num_columns(), none.batches[0].num_rows()),
             (0, 2)
+        );
+        assert!(
+            matches!(b.snapshot("t", None, None, Some(&[3])), Some(Err(_))),
+            "a column the table does not have is an error, not a wider batch"
         );
     }
 
@@ -1151,6 +1220,7 @@ mod tests {
         let snap = |from: i64, to: i64| {
             b.snapshot("t", None, Some((day + from * MIN, day + to * MIN)), None)
                 .expect("snap")
+                .expect("projected")
         };
         assert_eq!(snap(90, 100).times, vec![(day + 60 * MIN, day + 120 * MIN)]);
         assert_eq!(
@@ -1163,7 +1233,10 @@ mod tests {
         for seq in 3..=MERGE_AFTER as u64 {
             late(seq, 300 + seq as i64, 300 + seq as i64);
         }
-        let all = b.snapshot("t", None, None, None).expect("snap");
+        let all = b
+            .snapshot("t", None, None, None)
+            .expect("snap")
+            .expect("projected");
         assert_eq!(all.times, vec![(day + 60 * MIN, day + 660 * MIN)]);
     }
 
@@ -1191,7 +1264,10 @@ mod tests {
         for seq in 1..=n as u64 {
             b.insert("t", Seq(seq), piece("p", 0, &[seq as i64]), 0);
         }
-        let snapshot = b.snapshot("t", None, None, None).expect("snap");
+        let snapshot = b
+            .snapshot("t", None, None, None)
+            .expect("snap")
+            .expect("projected");
         // 32 level-0 chunks make a level-1 chunk; 32 of those make one level-2 chunk.
         assert_eq!(snapshot.batches.len(), 1);
         assert_eq!(rows(&snapshot), n);
@@ -1199,6 +1275,7 @@ mod tests {
         assert_eq!(
             b.snapshot("t", None, None, None)
                 .expect("snap")
+                .expect("projected")
                 .batches
                 .len(),
             2
@@ -1225,7 +1302,10 @@ mod tests {
             };
             b.insert("t", Seq(seq), vec![piece], 0);
         }
-        let snapshot = b.snapshot("t", None, None, None).expect("snap");
+        let snapshot = b
+            .snapshot("t", None, None, None)
+            .expect("snap")
+            .expect("projected");
         assert_eq!(snapshot.batches.len(), MERGE_AFTER);
         assert_eq!(rows(&snapshot), 100 * MERGE_AFTER);
     }
@@ -1247,17 +1327,12 @@ mod tests {
                 ],
             )
             .expect("batch");
-            let piece = Piece {
-                project: "p".into(),
-                bucket_start: 0,
-                min_micros: 0,
-                max_micros: 0,
-                bytes: owned_bytes(&batch),
-                batch,
-            };
-            b.insert("t", Seq(seq), vec![piece], 0);
+            b.insert("t", Seq(seq), vec![piece_at_zero(batch)], 0);
         }
-        let snapshot = b.snapshot("t", None, None, None).expect("snap");
+        let snapshot = b
+            .snapshot("t", None, None, None)
+            .expect("snap")
+            .expect("projected");
         assert_eq!(snapshot.batches.len(), 1, "merged");
         let merged = &snapshot.batches[0];
         assert_eq!(merged.num_rows(), MERGE_AFTER);
@@ -1280,7 +1355,11 @@ mod tests {
         }
         b.complete_flush(&plan, &HashMap::new(), 1);
         assert_eq!(
-            rows(&b.snapshot("t", None, None, None).expect("snap")),
+            rows(
+                &b.snapshot("t", None, None, None)
+                    .expect("snap")
+                    .expect("projected")
+            ),
             MERGE_AFTER + 1
         );
     }

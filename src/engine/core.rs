@@ -1191,7 +1191,8 @@ mod tests {
                 .core
                 .buffer
                 .snapshot(TABLE, None, None, None)
-                .expect("snapshot");
+                .expect("snapshot")
+                .expect("no projection");
             let buffered: usize = snapshot.batches.iter().map(|b| b.num_rows()).sum();
             let delta = SessionContext::new()
                 .read_table(snapshot.committed)

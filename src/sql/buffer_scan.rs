@@ -599,26 +599,30 @@ mod tests {
         ]))
     }
 
+    /// A batch of `schema()` with `v` and `ts` both `times`, said to span `[min, max]`.
+    fn timed(times: Vec<i64>, min: i64, max: i64) -> TimedBatch {
+        let batch = RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Int64Array::from(times.clone())),
+                Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
+            ],
+        )
+        .expect("batch");
+        TimedBatch { batch, min, max }
+    }
+
     /// Ten batches of 100 rows; batch `k` holds times `k*1000 .. k*1000+99`, dealt in a
     /// shuffled order.
     fn scan(partitions: usize) -> BufferScanExec {
         let batches = [3, 7, 0, 9, 5, 1, 8, 2, 6, 4]
             .into_iter()
             .map(|k: i64| {
-                let times: Vec<i64> = (0..100).map(|i| k * 1000 + i).collect();
-                let batch = RecordBatch::try_new(
-                    schema(),
-                    vec![
-                        Arc::new(Int64Array::from(times.clone())),
-                        Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
-                    ],
+                timed(
+                    (0..100).map(|i| k * 1000 + i).collect(),
+                    k * 1000,
+                    k * 1000 + 99,
                 )
-                .expect("batch");
-                TimedBatch {
-                    batch,
-                    min: k * 1000,
-                    max: k * 1000 + 99,
-                }
             })
             .collect();
         BufferScanExec::try_new(batches, &schema(), None, "ts", partitions).expect("scan")
@@ -699,22 +703,7 @@ mod tests {
     #[tokio::test]
     async fn rows_of_overlapping_batches_are_filtered_by_the_threshold() {
         let batches = (0..10i64)
-            .map(|k| {
-                let times: Vec<i64> = (0..100).map(|i| i * 10 + k).collect();
-                let batch = RecordBatch::try_new(
-                    schema(),
-                    vec![
-                        Arc::new(Int64Array::from(times.clone())),
-                        Arc::new(TimestampMicrosecondArray::from(times).with_timezone("UTC")),
-                    ],
-                )
-                .expect("batch");
-                TimedBatch {
-                    batch,
-                    min: 0,
-                    max: 999,
-                }
-            })
+            .map(|k| timed((0..100).map(|i| i * 10 + k).collect(), 0, 999))
             .collect();
         let scan = BufferScanExec::try_new(batches, &schema(), None, "ts", 1).expect("scan");
         let plan = top_k(scan, true);

@@ -137,6 +137,25 @@ fn is_column(expr: &Expr, name: &str) -> bool {
     }
 }
 
+/// The time column, or a cast of it that keeps every microsecond: a cast to seconds or
+/// milliseconds truncates, so `CAST(ts AS timestamp(0)) = X` holds for rows up to a second
+/// after `X`, and reading it as `ts = X` would drop them.
+fn is_time_column(expr: &Expr, name: &str) -> bool {
+    use arrow::datatypes::{DataType, TimeUnit};
+    let exact = |t: &DataType| {
+        matches!(
+            t,
+            DataType::Timestamp(TimeUnit::Microsecond | TimeUnit::Nanosecond, _)
+        )
+    };
+    match expr {
+        Expr::Column(c) => c.name == name,
+        Expr::Cast(c) => exact(c.field.data_type()) && is_time_column(&c.expr, name),
+        Expr::TryCast(c) => exact(c.field.data_type()) && is_time_column(&c.expr, name),
+        _ => false,
+    }
+}
+
 fn literal(expr: &Expr) -> Option<&ScalarValue> {
     match expr {
         Expr::Literal(value, _) => Some(value),
@@ -200,9 +219,9 @@ fn timestamp_micros(value: &ScalarValue) -> Option<i64> {
 fn time_bound(expr: &Expr, time: &str) -> Option<(i64, i64)> {
     match expr {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-            let (op, value) = if is_column(left, time) {
+            let (op, value) = if is_time_column(left, time) {
                 (*op, timestamp_micros(literal(right)?)?)
-            } else if is_column(right, time) {
+            } else if is_time_column(right, time) {
                 (op.swap()?, timestamp_micros(literal(left)?)?)
             } else {
                 return None;
@@ -214,10 +233,12 @@ fn time_bound(expr: &Expr, time: &str) -> Option<(i64, i64)> {
                 _ => None,
             }
         }
-        Expr::Between(between) if !between.negated && is_column(&between.expr, time) => Some((
-            timestamp_micros(literal(&between.low)?)?,
-            timestamp_micros(literal(&between.high)?)?,
-        )),
+        Expr::Between(between) if !between.negated && is_time_column(&between.expr, time) => {
+            Some((
+                timestamp_micros(literal(&between.low)?)?,
+                timestamp_micros(literal(&between.high)?)?,
+            ))
+        }
         _ => None,
     }
 }
@@ -265,6 +286,28 @@ mod tests {
         let huge_or = long.or(col("level").eq(lit("ERROR")));
         let kept = for_delta(&[negated, mixed, huge_or, time.clone()]);
         assert!(kept == [time], "{} filters kept", kept.len());
+    }
+
+    #[test]
+    fn a_cast_of_the_time_column_to_whole_seconds_bounds_nothing() {
+        use arrow::datatypes::{DataType, TimeUnit};
+        use datafusion::prelude::cast;
+        let seconds = || {
+            cast(
+                col("timestamp"),
+                DataType::Timestamp(TimeUnit::Second, None),
+            )
+        };
+        let at = ScalarValue::TimestampSecond(Some(1_700_000_000), None);
+        // Rows up to a second after `at` match: no bound may exclude them.
+        assert_eq!(prune(&[seconds().eq(lit(at.clone()))]).time_range, None);
+        assert_eq!(prune(&[seconds().lt_eq(lit(at))]).time_range, None);
+        // A cast that keeps every microsecond still bounds.
+        let micros = cast(
+            col("timestamp"),
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+        );
+        assert_eq!(prune(&[micros.eq(ts(5))]).time_range, Some((5, 5)));
     }
 
     #[test]

@@ -222,7 +222,9 @@ impl TableProvider for TimeFusionTable {
                 pruning.time_range,
                 projection.map(Vec::as_slice),
             )
-            .ok_or_else(|| DataFusionError::Plan(format!("table {} is not loaded", table.name)))?;
+            .ok_or_else(|| {
+                DataFusionError::Plan(format!("table {} is not loaded", table.name))
+            })??;
         let projected = project_schema(&table.schema, projection)?;
 
         let batches = snapshot

@@ -114,8 +114,14 @@ fn seedable(plan: &Arc<dyn ExecutionPlan>) -> bool {
     let Some(column) = order.expr.downcast_ref::<Column>() else {
         return false;
     };
+    // Page statistics leave NaN out while counting its rows: a float column's pages say less
+    // than they seem to.
+    let floating = column
+        .data_type(&sort.input().schema())
+        .map_or(true, |t| t.is_floating());
     k > 0
         && k <= MAX_K
+        && !floating
         && top_k_filter(sort).is_some()
         && every_row_passes(sort.input(), column.name()) == Some(true)
 }
@@ -311,6 +317,8 @@ fn parquet_scans(plan: &Arc<dyn ExecutionPlan>, found: &mut Vec<FileScanConfig>)
 /// What a seed needs of the top-k.
 struct Goal {
     column: String,
+    /// The column's type above the scan: every page bound is cast to it before comparing.
+    data_type: arrow::datatypes::DataType,
     k: usize,
     descending: bool,
 }
@@ -319,6 +327,13 @@ struct Goal {
 /// `k` values: `bounds` are each page's min (descending) or max (ascending) with its count of
 /// non-null values.
 fn threshold(bounds: &mut [(ScalarValue, u64)], goal: &Goal) -> Option<ScalarValue> {
+    // Bounds that do not compare (other types, NaN) would make the order meaningless.
+    if bounds
+        .windows(2)
+        .any(|w| w[0].0.partial_cmp(&w[1].0).is_none())
+    {
+        return None;
+    }
     bounds.sort_by(|a, b| {
         let order = a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal);
         if goal.descending {
@@ -418,7 +433,8 @@ async fn page_bounds(
             continue;
         }
         let values = rows.value(i).saturating_sub(nulls.value(i));
-        pages.push((ScalarValue::try_from_array(&bounds, i)?, values));
+        let bound = ScalarValue::try_from_array(&bounds, i)?.cast_to(&goal.data_type)?;
+        pages.push((bound, values));
     }
     Ok(pages)
 }
@@ -444,6 +460,7 @@ async fn seed(
     };
     let goal = Goal {
         column: column.name().to_string(),
+        data_type: column.data_type(&exec.input().schema())?,
         k,
         descending: order.options.descending,
     };
@@ -501,8 +518,7 @@ async fn seed(
     let Some(t) = best else {
         return Ok(());
     };
-    let data_type = column.data_type(&exec.input().schema())?;
-    let t = t.cast_to(&data_type)?;
+    let t = t.cast_to(&goal.data_type)?;
     let op = if goal.descending {
         Operator::GtEq
     } else {
@@ -629,6 +645,10 @@ mod tests {
     fn goal(k: usize, descending: bool) -> Goal {
         Goal {
             column: "ts".into(),
+            data_type: arrow::datatypes::DataType::Timestamp(
+                arrow::datatypes::TimeUnit::Microsecond,
+                Some("UTC".into()),
+            ),
             k,
             descending,
         }
@@ -660,6 +680,10 @@ mod tests {
             threshold(&mut pages(), &goal(501, false)),
             Some(micros(100))
         );
+        // Bounds that do not compare give no seed.
+        let mut mixed = pages();
+        mixed.push((ScalarValue::Int64(Some(7)), 1_000));
+        assert_eq!(threshold(&mut mixed, &goal(1, true)), None);
     }
 
     #[test]
