@@ -520,8 +520,10 @@ impl<C: Clone> Buffer<C> {
         }))
     }
 
-    /// The chunks of `table` a [`Buffer::snapshot`] with the same arguments reads, each with
-    /// where it is, for a change to rewrite ([`Buffer::change`]).
+    /// The chunks of `table` in the buckets a [`Buffer::snapshot`] with the same arguments
+    /// reads (every chunk of them: the snapshot also skips chunks by their own times, which a
+    /// change's predicate rules out anyway), each with where it is, for a change to rewrite
+    /// ([`Buffer::change`]).
     pub fn chunks(
         &self,
         table: &str,
