@@ -52,6 +52,7 @@ QUERIES=(
   "SELECT count(*) FROM otel_logs_and_spans WHERE project_id = 'project-0'"
   "SELECT date_trunc('hour', timestamp) AS h, count(*), avg(duration) FROM otel_logs_and_spans WHERE project_id = 'project-1' GROUP BY h ORDER BY h"
   "SELECT name, count(*) FROM otel_logs_and_spans WHERE project_id = 'project-0' AND level = 'ERROR' GROUP BY name ORDER BY 2 DESC LIMIT 10"
+  "SELECT timestamp, level, name, body FROM otel_logs_and_spans WHERE project_id = 'project-0' ORDER BY timestamp DESC LIMIT 100"
 )
 gets() { "${PSQL[@]}" -c "SELECT store_gets FROM timefusion_cache"; }
 run() {
