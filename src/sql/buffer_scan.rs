@@ -367,7 +367,13 @@ fn keep_rows(
     skipped: &Count,
 ) -> Result<RecordBatch> {
     let rows = batch.num_rows();
-    let keep = filter.evaluate(&batch)?.into_array(rows)?;
+    // Until the top-k has a threshold its filter is the literal `true`: nothing to build.
+    let keep = match filter.evaluate(&batch)? {
+        datafusion::logical_expr::ColumnarValue::Scalar(
+            datafusion::common::ScalarValue::Boolean(Some(true)),
+        ) => return Ok(batch),
+        value => value.into_array(rows)?,
+    };
     let Some(keep) = keep.as_any().downcast_ref::<arrow::array::BooleanArray>() else {
         return Ok(batch);
     };

@@ -39,8 +39,8 @@ pub(crate) fn reg_kind(data_type: &DataType) -> Option<&'static str> {
         .find(|kind| name.value.eq_ignore_ascii_case(kind))
 }
 
-/// `operand` and its kind, when `expr` casts a column or a number to an oid alias type.
-pub(crate) fn reg_cast(expr: &Expr) -> Option<(&Expr, &'static str)> {
+/// `operand` and its kind, when `expr` casts anything to an oid alias type.
+pub(crate) fn any_reg_cast(expr: &Expr) -> Option<(&Expr, &'static str)> {
     let Expr::Cast {
         expr: operand,
         data_type,
@@ -49,13 +49,18 @@ pub(crate) fn reg_cast(expr: &Expr) -> Option<(&Expr, &'static str)> {
     else {
         return None;
     };
-    let kind = reg_kind(data_type)?;
-    let plain = match operand.as_ref() {
+    Some((operand.as_ref(), reg_kind(data_type)?))
+}
+
+/// `operand` and its kind, when `expr` casts a column or a number to an oid alias type.
+pub(crate) fn reg_cast(expr: &Expr) -> Option<(&Expr, &'static str)> {
+    let (operand, kind) = any_reg_cast(expr)?;
+    let plain = match operand {
         Expr::Identifier(_) | Expr::CompoundIdentifier(_) => true,
         Expr::Value(v) => matches!(v.value, Value::Number(..)),
         _ => false,
     };
-    plain.then_some((operand.as_ref(), kind))
+    plain.then_some((operand, kind))
 }
 
 /// `operand` cast to an oid alias type, cast again to text (`c.oid::regclass::text`).

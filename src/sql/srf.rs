@@ -641,16 +641,10 @@ fn regclass_operand(expr: &Expr) -> Option<&Expr> {
     {
         return Some(operand);
     }
-    let Expr::Cast {
-        expr: operand,
-        data_type,
-        ..
-    } = expr
-    else {
-        return None;
-    };
-    let is_regclass = reg_names::reg_kind(data_type) == Some("regclass");
-    (is_regclass && !matches!(operand.as_ref(), Expr::Value(_))).then_some(operand.as_ref())
+    match reg_names::any_reg_cast(expr)? {
+        (operand, "regclass") if !matches!(operand, Expr::Value(_)) => Some(operand),
+        _ => None,
+    }
 }
 
 /// Finds whether a statement has anything [`Rewriter`] rewrites, without copying it.
