@@ -116,6 +116,7 @@ pub fn register(context: &mut SessionContext) -> Result<()> {
     context.register_udf(ScalarUDF::from(PgToChar::default()));
     context.register_udf(to_number::to_number());
     context.register_udf(ScalarUDF::from(AtTimeZone::default()));
+    context.register_udf(ScalarUDF::from(UtcDateTrunc::default()));
     context.register_udf(ScalarUDF::from(ExtractEpoch::default()));
     context.register_udf(ScalarUDF::from(MakeInterval::default()));
     context.register_udf(ScalarUDF::from(Age::default()));

@@ -925,3 +925,196 @@ fn invalid_argument(message: impl Into<String>) -> datafusion::error::DataFusion
         message,
     )))
 }
+
+/// DataFusion's `date_trunc`, with UTC timestamps truncated by arithmetic.
+///
+/// DataFusion truncates a zoned timestamp to an hour or coarser one value at a time through
+/// chrono (a `DateTime<Tz>` per row, every field cleared in the zone), also when the zone is
+/// UTC, which every `timestamptz` column here has. In UTC a truncation is the same as on the
+/// naive timestamp, which DataFusion does with integer arithmetic over the whole array, so a
+/// UTC array goes in without its zone and the result gets it back. Everything else (other
+/// zones, scalars, times) is DataFusion's own.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct UtcDateTrunc {
+    inner: Arc<ScalarUDF>,
+}
+
+impl Default for UtcDateTrunc {
+    fn default() -> Self {
+        UtcDateTrunc {
+            inner: datafusion::functions::datetime::date_trunc(),
+        }
+    }
+}
+
+/// Whether a timestamp's zone is UTC under another name.
+fn is_utc(zone: &str) -> bool {
+    matches!(zone, "UTC" | "+00:00" | "Etc/UTC")
+}
+
+/// `array` (timestamps) with its zone replaced by `zone`: the same numbers, no conversion.
+fn retag(array: &dyn Array, zone: Option<Arc<str>>) -> Option<arrow::array::ArrayRef> {
+    use arrow::array::PrimitiveArray;
+    use arrow::datatypes::{
+        ArrowTimestampType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    };
+    fn with<T: ArrowTimestampType>(
+        array: &dyn Array,
+        zone: Option<Arc<str>>,
+    ) -> arrow::array::ArrayRef {
+        Arc::new(PrimitiveArray::<T>::clone(array.as_primitive::<T>()).with_timezone_opt(zone))
+    }
+    let DataType::Timestamp(unit, _) = array.data_type() else {
+        return None;
+    };
+    Some(match unit {
+        TimeUnit::Second => with::<TimestampSecondType>(array, zone),
+        TimeUnit::Millisecond => with::<TimestampMillisecondType>(array, zone),
+        TimeUnit::Microsecond => with::<TimestampMicrosecondType>(array, zone),
+        TimeUnit::Nanosecond => with::<TimestampNanosecondType>(array, zone),
+    })
+}
+
+impl ScalarUDFImpl for UtcDateTrunc {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.inner.return_type(arg_types)
+    }
+
+    fn return_field_from_args(
+        &self,
+        args: datafusion::logical_expr::ReturnFieldArgs,
+    ) -> Result<arrow::datatypes::FieldRef> {
+        self.inner.return_field_from_args(args)
+    }
+
+    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let utc = match args.args.get(1) {
+            Some(ColumnarValue::Array(array)) => match array.data_type() {
+                DataType::Timestamp(_, Some(zone)) if is_utc(zone) => Some(zone.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(zone) = utc else {
+            return self.inner.invoke_with_args(args);
+        };
+        if let ColumnarValue::Array(array) = &args.args[1]
+            && let Some(naive) = retag(array.as_ref(), None)
+        {
+            // DataFusion checks the result against the type promised for these arguments.
+            let naive_field = |f: &arrow::datatypes::FieldRef| {
+                Arc::new(f.as_ref().clone().with_data_type(naive.data_type().clone()))
+            };
+            args.arg_fields[1] = naive_field(&args.arg_fields[1]);
+            args.return_field = naive_field(&args.return_field);
+            args.args[1] = ColumnarValue::Array(naive);
+        }
+        match self.inner.invoke_with_args(args)? {
+            ColumnarValue::Array(truncated) => match retag(truncated.as_ref(), Some(zone)) {
+                Some(zoned) => Ok(ColumnarValue::Array(zoned)),
+                None => plan_err!(
+                    "date_trunc returned {} for a timestamp",
+                    truncated.data_type()
+                ),
+            },
+            scalar => Ok(scalar),
+        }
+    }
+
+    fn output_ordering(
+        &self,
+        input: &[datafusion::logical_expr::sort_properties::ExprProperties],
+    ) -> Result<datafusion::logical_expr::sort_properties::SortProperties> {
+        self.inner.output_ordering(input)
+    }
+
+    fn documentation(&self) -> Option<&datafusion::logical_expr::Documentation> {
+        self.inner.documentation()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::Field;
+    use datafusion::config::ConfigOptions;
+
+    fn invoke(udf: &ScalarUDF, unit: &str, stamps: &TimestampMicrosecondArray) -> ColumnarValue {
+        let field = |t: DataType| Arc::new(Field::new("x", t, true));
+        let stamps: arrow::array::ArrayRef = Arc::new(stamps.clone());
+        udf.invoke_with_args(ScalarFunctionArgs {
+            args: vec![
+                ColumnarValue::Scalar(ScalarValue::Utf8(Some(unit.to_string()))),
+                ColumnarValue::Array(stamps.clone()),
+            ],
+            arg_fields: vec![field(DataType::Utf8), field(stamps.data_type().clone())],
+            number_rows: stamps.len(),
+            return_field: field(stamps.data_type().clone()),
+            config_options: Arc::new(ConfigOptions::default()),
+        })
+        .expect("date_trunc")
+    }
+
+    #[test]
+    fn utc_truncation_by_arithmetic_equals_datafusions_per_value_path() {
+        let ours = ScalarUDF::from(UtcDateTrunc::default());
+        let theirs = datafusion::functions::datetime::date_trunc();
+        // Both sides of the epoch, a leap day, the ends of years and months, and a NULL.
+        let values = [
+            Some(0),
+            Some(-1),
+            Some(-86_400_000_001),
+            Some(951_827_696_123_456),
+            Some(1_767_225_599_999_999),
+            Some(1_767_225_600_000_000),
+            Some(1_772_323_200_000_001),
+            None,
+            Some(-2_208_988_800_000_001),
+        ];
+        for zone in ["UTC", "+00:00", "Etc/UTC"] {
+            let stamps = TimestampMicrosecondArray::from(values.to_vec()).with_timezone(zone);
+            for unit in [
+                "microsecond",
+                "millisecond",
+                "second",
+                "minute",
+                "hour",
+                "day",
+                "week",
+                "month",
+                "quarter",
+                "year",
+            ] {
+                let (ColumnarValue::Array(a), ColumnarValue::Array(b)) =
+                    (invoke(&ours, unit, &stamps), invoke(&theirs, unit, &stamps))
+                else {
+                    panic!("arrays expected");
+                };
+                assert_eq!(a.data_type(), b.data_type(), "{zone} {unit}");
+                assert_eq!(&a, &b, "{zone} {unit}");
+            }
+        }
+        // Another zone is DataFusion's path: the day starts at local midnight.
+        let stamps = TimestampMicrosecondArray::from(vec![1_767_225_600_000_000])
+            .with_timezone("America/New_York");
+        let ColumnarValue::Array(a) = invoke(&ours, "day", &stamps) else {
+            panic!("an array expected");
+        };
+        assert_eq!(
+            a.as_primitive::<TimestampMicrosecondType>().value(0),
+            1_767_157_200_000_000
+        );
+    }
+}
