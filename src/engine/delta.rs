@@ -41,7 +41,7 @@ use crate::engine::Committed;
 use crate::engine::MICROS_PER_DAY;
 use crate::engine::batch;
 use crate::engine::buffer::FlushPlan;
-use crate::engine::schema::{Layout, TableSchema};
+use crate::engine::schema::TableSchema;
 use crate::engine::storage::Storage;
 use crate::engine::wal::Seq;
 use crate::error::SqlState;
@@ -374,7 +374,7 @@ impl DeltaTable {
         }
         let level = ZstdLevel::try_new(zstd_level)
             .map_err(|e| Error::Location(name.clone(), format!("zstd level: {e}")))?;
-        let writer_properties = writer_properties(&schema.layout, Compression::ZSTD(level));
+        let writer_properties = writer_properties(&schema, Compression::ZSTD(level));
         Ok(DeltaTable {
             schema,
             table: Mutex::new(table),
@@ -800,19 +800,27 @@ impl DeltaTable {
 }
 
 /// The Parquet properties every data file of a table is written with (flush and
-/// compaction): its [`Layout`]'s row groups, pages and bloom filters, page-level statistics
-/// (the column index), and `compression`.
-fn writer_properties(layout: &Layout, compression: Compression) -> WriterProperties {
+/// compaction): its [`Layout`](crate::engine::schema::Layout)'s row groups, pages, bloom
+/// filters and dictionary pages, page-level statistics (the column index), and
+/// `compression`. The time column and the bloom filter columns are written without a
+/// dictionary: their values are nearly all distinct, so the dictionary grew to the writer's
+/// limit (1 MiB) before it gave up, and a one-hour lookup decompressed and decoded each of
+/// those pages to read a page or two.
+fn writer_properties(schema: &TableSchema, compression: Compression) -> WriterProperties {
+    let layout = &schema.layout;
     let mut builder = WriterProperties::builder()
         .set_compression(compression)
         .set_max_row_group_row_count(Some(layout.row_group_rows))
         .set_data_page_row_count_limit(layout.page_rows)
         // The page limit is checked between write batches (1,024 rows by default).
         .set_write_batch_size(layout.page_rows.min(1024))
-        .set_statistics_enabled(EnabledStatistics::Page);
+        .set_dictionary_page_size_limit(layout.dictionary_page_bytes)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_column_dictionary_enabled(ColumnPath::from(schema.time_column.as_str()), false);
     for column in &layout.bloom_filter_columns {
         let path = ColumnPath::from(column.as_str());
         builder = builder
+            .set_column_dictionary_enabled(path.clone(), false)
             .set_column_bloom_filter_enabled(path.clone(), true)
             .set_column_bloom_filter_fpp(path.clone(), layout.bloom_filter_fpp)
             // Sized for a row group of distinct ids, then folded to what it holds.

@@ -82,6 +82,11 @@ pub struct Layout {
     pub bloom_filter_columns: Vec<String>,
     /// False-positive rate the bloom filters are sized for.
     pub bloom_filter_fpp: f64,
+    /// Largest dictionary page of a column chunk, in bytes: past it the rest of the chunk's
+    /// values are written plain. A reader decodes a chunk's whole dictionary page before any
+    /// of its pages, so a large one costs every lookup that reads one page of the chunk.
+    /// The time column and the bloom filter columns (ids) have no dictionary at all.
+    pub dictionary_page_bytes: usize,
 }
 
 impl Default for Layout {
@@ -91,6 +96,7 @@ impl Default for Layout {
             page_rows: DEFAULT_PAGE_ROWS,
             bloom_filter_columns: Vec::new(),
             bloom_filter_fpp: 0.01,
+            dictionary_page_bytes: DEFAULT_DICTIONARY_PAGE_BYTES,
         }
     }
 }
@@ -98,6 +104,7 @@ impl Default for Layout {
 /// Defaults of [`Layout`], measured with `bench/run_query.sh` (BENCHMARKS.md, "File layout").
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 131_072;
 pub const DEFAULT_PAGE_ROWS: usize = 8_192;
+pub const DEFAULT_DICTIONARY_PAGE_BYTES: usize = 64 << 10;
 
 /// One table: its Arrow schema and the roles of its columns.
 #[derive(Debug, Clone)]
@@ -193,6 +200,9 @@ impl TableSchema {
                 "layout: page_rows ({}) must be at least 1 and at most row_group_rows ({})",
                 layout.page_rows, layout.row_group_rows
             ));
+        }
+        if layout.dictionary_page_bytes == 0 {
+            return Err("layout: dictionary_page_bytes must be at least 1".to_string());
         }
         if !(layout.bloom_filter_fpp > 0.0 && layout.bloom_filter_fpp < 1.0) {
             return Err(format!(

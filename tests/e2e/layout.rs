@@ -12,6 +12,7 @@ use crate::common::*;
 
 const ROW_GROUP_ROWS: usize = 1_000;
 const PAGE_ROWS: usize = 100;
+const DICTIONARY_PAGE_BYTES: usize = 1_024;
 
 /// The built-in schema with small row groups and pages, so a few thousand rows show them.
 fn small_layout_schemas() -> tempfile::TempDir {
@@ -24,7 +25,10 @@ fn small_layout_schemas() -> tempfile::TempDir {
             "row_group_rows: 131072",
             &format!("row_group_rows: {ROW_GROUP_ROWS}"),
         )
-        .replace("page_rows: 8192", &format!("page_rows: {PAGE_ROWS}"));
+        .replace(
+            "page_rows: 8192",
+            &format!("page_rows: {PAGE_ROWS}\n  dictionary_page_bytes: {DICTIONARY_PAGE_BYTES}"),
+        );
     assert_ne!(small, built_in, "the schema's layout section changed");
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("otel_logs_and_spans.yaml"), small).expect("schema");
@@ -42,6 +46,11 @@ struct FileLayout {
     /// has any bloom filter.
     id_bloom_holds: Vec<Option<bool>>,
     name_has_bloom: bool,
+    /// Per row group: whether `timestamp` and `id` have a dictionary page, and the size of
+    /// `name`'s (uncompressed bytes), if it has one.
+    timestamp_dictionary: Vec<bool>,
+    id_dictionary: Vec<bool>,
+    name_dictionary_bytes: Vec<Option<usize>>,
 }
 
 fn read_layout(path: &Path, probe: &str) -> FileLayout {
@@ -76,6 +85,9 @@ fn read_layout(path: &Path, probe: &str) -> FileLayout {
         timestamps: Vec::new(),
         id_bloom_holds: Vec::new(),
         name_has_bloom: false,
+        timestamp_dictionary: Vec::new(),
+        id_dictionary: Vec::new(),
+        name_dictionary_bytes: Vec::new(),
     };
     for (i, group) in metadata.row_groups().iter().enumerate() {
         layout.row_groups.push(group.num_rows() as usize);
@@ -89,6 +101,20 @@ fn read_layout(path: &Path, probe: &str) -> FileLayout {
                 .map(|bloom| bloom.check(&probe)),
         );
         layout.name_has_bloom |= row_group.get_column_bloom_filter(name).is_some();
+        let has_dictionary = |c: usize| group.column(c).dictionary_page_offset().is_some();
+        layout.timestamp_dictionary.push(has_dictionary(ts));
+        layout.id_dictionary.push(has_dictionary(id));
+        let first_page = row_group
+            .get_column_page_reader(name)
+            .expect("pages")
+            .get_next_page()
+            .expect("page");
+        layout.name_dictionary_bytes.push(match first_page {
+            Some(deltalake::parquet::column::page::Page::DictionaryPage { buf, .. }) => {
+                Some(buf.len())
+            }
+            _ => None,
+        });
     }
     let batches =
         deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
@@ -167,6 +193,19 @@ async fn flush_and_compaction_write_the_schemas_layout_and_lookups_skip_row_grou
         !flushed.name_has_bloom,
         "no bloom filter where none is asked for"
     );
+    // The time column and the bloom filter columns are plain; another column's dictionary
+    // stops growing at the layout's limit (`name` is distinct per row: about 17 KiB of
+    // dictionary per row group without it), overshooting by at most one write batch.
+    assert_eq!(flushed.timestamp_dictionary, vec![false; 5]);
+    assert_eq!(flushed.id_dictionary, vec![false; 5]);
+    for bytes in &flushed.name_dictionary_bytes {
+        let bytes = bytes.expect("a dictionary on name");
+        assert!(
+            (DICTIONARY_PAGE_BYTES..DICTIONARY_PAGE_BYTES + PAGE_ROWS * 20).contains(&bytes),
+            "name's dictionary page is cut at the limit: {:?}",
+            flushed.name_dictionary_bytes
+        );
+    }
 
     // The lookup reads one row group: statistics rule out the `late` ones (their ids sort
     // after every `early` id), the bloom filter the other `early` one.
