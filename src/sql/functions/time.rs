@@ -975,6 +975,37 @@ fn retag(array: &dyn Array, zone: Option<Arc<str>>) -> Option<arrow::array::Arra
     })
 }
 
+/// Whether every value of `array` (timestamps) lies within ±146,000 years of the epoch (±146
+/// years for nanoseconds): there DataFusion's arithmetic on naive values cannot overflow and
+/// gives what chrono's path gives; chrono's path refuses values outside its own range, so
+/// arrays reaching past it keep that path and its error.
+fn in_arithmetic_range(array: &dyn Array) -> bool {
+    use arrow::datatypes::{
+        ArrowTimestampType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    };
+    fn bounded<T: ArrowTimestampType>(array: &dyn Array, limit: i64) -> bool {
+        let values = array.as_primitive::<T>();
+        arrow::compute::min(values).is_none_or(|v| v >= -limit)
+            && arrow::compute::max(values).is_none_or(|v| v <= limit)
+    }
+    const HALF: i64 = i64::MAX / 2;
+    match array.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => {
+            bounded::<TimestampSecondType>(array, HALF / 1_000_000)
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            bounded::<TimestampMillisecondType>(array, HALF / 1_000)
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            bounded::<TimestampMicrosecondType>(array, HALF)
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            bounded::<TimestampNanosecondType>(array, HALF)
+        }
+        _ => false,
+    }
+}
+
 impl ScalarUDFImpl for UtcDateTrunc {
     fn name(&self) -> &str {
         self.inner.name()
@@ -1002,7 +1033,11 @@ impl ScalarUDFImpl for UtcDateTrunc {
     fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let utc = match args.args.get(1) {
             Some(ColumnarValue::Array(array)) => match array.data_type() {
-                DataType::Timestamp(_, Some(zone)) if is_utc(zone) => Some(zone.clone()),
+                DataType::Timestamp(_, Some(zone))
+                    if is_utc(zone) && in_arithmetic_range(array.as_ref()) =>
+                {
+                    Some(zone.clone())
+                }
                 _ => None,
             },
             _ => None,
@@ -1051,7 +1086,11 @@ mod tests {
     use arrow::datatypes::Field;
     use datafusion::config::ConfigOptions;
 
-    fn invoke(udf: &ScalarUDF, unit: &str, stamps: &TimestampMicrosecondArray) -> ColumnarValue {
+    fn invoke(
+        udf: &ScalarUDF,
+        unit: &str,
+        stamps: &TimestampMicrosecondArray,
+    ) -> Result<ColumnarValue> {
         let field = |t: DataType| Arc::new(Field::new("x", t, true));
         let stamps: arrow::array::ArrayRef = Arc::new(stamps.clone());
         udf.invoke_with_args(ScalarFunctionArgs {
@@ -1064,11 +1103,10 @@ mod tests {
             return_field: field(stamps.data_type().clone()),
             config_options: Arc::new(ConfigOptions::default()),
         })
-        .expect("date_trunc")
     }
 
     #[test]
-    fn utc_truncation_by_arithmetic_equals_datafusions_per_value_path() {
+    fn utc_truncation_by_arithmetic_equals_datafusions_per_value_path() -> Result<()> {
         let ours = ScalarUDF::from(UtcDateTrunc::default());
         let theirs = datafusion::functions::datetime::date_trunc();
         // Both sides of the epoch, a leap day, the ends of years and months, and a NULL.
@@ -1097,24 +1135,36 @@ mod tests {
                 "quarter",
                 "year",
             ] {
-                let (ColumnarValue::Array(a), ColumnarValue::Array(b)) =
-                    (invoke(&ours, unit, &stamps), invoke(&theirs, unit, &stamps))
-                else {
+                let (ColumnarValue::Array(a), ColumnarValue::Array(b)) = (
+                    invoke(&ours, unit, &stamps)?,
+                    invoke(&theirs, unit, &stamps)?,
+                ) else {
                     panic!("arrays expected");
                 };
                 assert_eq!(a.data_type(), b.data_type(), "{zone} {unit}");
                 assert_eq!(&a, &b, "{zone} {unit}");
             }
         }
+        // Past chrono's range DataFusion refuses the value; so do we, where the arithmetic
+        // would have wrapped around.
+        let far = TimestampMicrosecondArray::from(vec![i64::MIN + 1]).with_timezone("UTC");
+        let call = |udf: &ScalarUDF| {
+            invoke(udf, "day", &far)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert!(call(&theirs).is_err());
+        assert_eq!(call(&ours), call(&theirs));
         // Another zone is DataFusion's path: the day starts at local midnight.
         let stamps = TimestampMicrosecondArray::from(vec![1_767_225_600_000_000])
             .with_timezone("America/New_York");
-        let ColumnarValue::Array(a) = invoke(&ours, "day", &stamps) else {
+        let ColumnarValue::Array(a) = invoke(&ours, "day", &stamps)? else {
             panic!("an array expected");
         };
         assert_eq!(
             a.as_primitive::<TimestampMicrosecondType>().value(0),
             1_767_157_200_000_000
         );
+        Ok(())
     }
 }
