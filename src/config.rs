@@ -338,6 +338,12 @@ pub struct Config {
     /// zstd level of the Parquet files written to Delta (1-22).
     #[arg(long, env = "TIMEFUSION_PARQUET_ZSTD_LEVEL", default_value_t = 3)]
     pub parquet_zstd_level: i32,
+
+    /// How the Parquet files written to Delta are compressed: `zstd` (at
+    /// TIMEFUSION_PARQUET_ZSTD_LEVEL) or `lz4` (LZ4_RAW: larger files whose pages decompress
+    /// several times faster). Each file keeps the codec it was written with.
+    #[arg(long, env = "TIMEFUSION_PARQUET_COMPRESSION", value_enum, default_value_t = ParquetCompression::Zstd)]
+    pub parquet_compression: ParquetCompression,
 }
 
 /// A configuration value that cannot work, with what to change.
@@ -346,6 +352,18 @@ pub struct Config {
 pub struct ConfigError(String);
 
 impl Config {
+    /// The codec of the Parquet files written to Delta, from `parquet_compression` and
+    /// `parquet_zstd_level` (which [`Config::validate`] keeps within zstd's 1-22).
+    pub fn parquet_codec(&self) -> deltalake::parquet::basic::Compression {
+        use deltalake::parquet::basic::{Compression, ZstdLevel};
+        match self.parquet_compression {
+            ParquetCompression::Zstd => {
+                Compression::ZSTD(ZstdLevel::try_new(self.parquet_zstd_level).unwrap_or_default())
+            }
+            ParquetCompression::Lz4 => Compression::LZ4_RAW,
+        }
+    }
+
     /// Checks the values that clap's types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.bucket_mins == 0 || 1440 % self.bucket_mins != 0 {
@@ -664,6 +682,16 @@ pub enum WalCompression {
     Zstd,
 }
 
+/// How the Parquet files written to Delta are compressed (`TIMEFUSION_PARQUET_COMPRESSION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ParquetCompression {
+    /// zstd at `TIMEFUSION_PARQUET_ZSTD_LEVEL`: the smallest files.
+    #[default]
+    Zstd,
+    /// LZ4_RAW (Parquet's raw LZ4 blocks): larger files, cheaper to decompress.
+    Lz4,
+}
+
 /// `TIMEFUSION_CHECKPOINT_INTERVAL`'s default: a checkpoint every ten commits keeps a cold
 /// reader's log replay short (deltalake's own default is 100).
 pub const DEFAULT_CHECKPOINT_INTERVAL: NonZeroU64 = NonZeroU64::new(10).expect("positive");
@@ -709,6 +737,18 @@ mod tests {
         );
         config.stack_mb = 50;
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn parquet_files_are_zstd_at_the_level_or_lz4() {
+        use deltalake::parquet::basic::{Compression, ZstdLevel};
+        let config = Config::parse_from(["timefusion", "--parquet-zstd-level", "7"]);
+        assert_eq!(
+            config.parquet_codec(),
+            Compression::ZSTD(ZstdLevel::try_new(7).expect("a level"))
+        );
+        let config = Config::parse_from(["timefusion", "--parquet-compression", "lz4"]);
+        assert_eq!(config.parquet_codec(), Compression::LZ4_RAW);
     }
 
     #[test]

@@ -1085,7 +1085,7 @@ mod tests {
                 delta::DeltaTable::open_or_create(
                     &storage,
                     schema,
-                    1,
+                    deltalake::parquet::basic::Compression::ZSTD(Default::default()),
                     crate::config::DEFAULT_CHECKPOINT_INTERVAL,
                 )
                 .await

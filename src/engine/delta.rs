@@ -27,7 +27,7 @@ use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
 use deltalake::kernel::{Action, Add, StructType, Transaction};
 use deltalake::operations::write::configs::WriterStatsConfig;
-use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::basic::Compression;
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::protocol::DeltaOperation;
@@ -300,7 +300,7 @@ impl DeltaTable {
     pub async fn open_or_create(
         storage: &Storage,
         schema: Arc<TableSchema>,
-        zstd_level: i32,
+        compression: Compression,
         checkpoint_interval: NonZeroU64,
     ) -> Result<Self> {
         let name = schema.name.clone();
@@ -372,9 +372,7 @@ impl DeltaTable {
                 "set delta.checkpointInterval"
             );
         }
-        let level = ZstdLevel::try_new(zstd_level)
-            .map_err(|e| Error::Location(name.clone(), format!("zstd level: {e}")))?;
-        let writer_properties = writer_properties(&schema, Compression::ZSTD(level));
+        let writer_properties = writer_properties(&schema, compression);
         Ok(DeltaTable {
             schema,
             table: Mutex::new(table),

@@ -82,7 +82,7 @@ impl Engine {
             let table = delta::DeltaTable::open_or_create(
                 &storage,
                 schema.clone(),
-                config.parquet_zstd_level,
+                config.parquet_codec(),
                 config.checkpoint_interval,
             )
             .await?;
