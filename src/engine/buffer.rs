@@ -921,6 +921,19 @@ mod tests {
         }]
     }
 
+    /// `b`'s snapshot of table `t` with these arguments, which must succeed.
+    fn snapshot_of(
+        b: &Buffer<u64>,
+        table: &str,
+        projects: Option<&HashSet<String>>,
+        time_range: Option<(i64, i64)>,
+        projection: Option<&[usize]>,
+    ) -> Snapshot<u64> {
+        b.snapshot(table, projects, time_range, projection)
+            .expect("a loaded table")
+            .expect("a projection of its columns")
+    }
+
     /// `batch` as one piece of project `p` in bucket 0, at time 0.
     fn piece_at_zero(batch: RecordBatch) -> Piece {
         Piece {
@@ -969,10 +982,7 @@ mod tests {
             .collect();
         b.change("t", Seq(4), changed);
         assert_eq!(b.applied(), Seq(4));
-        let snap = b
-            .snapshot("t", None, None, None)
-            .expect("snapshot")
-            .expect("projected");
+        let snap = snapshot_of(&b, "t", None, None, None);
         assert_eq!(rows(&snap), 3, "p1: 1 and 3 left, p2's row untouched");
         assert_eq!(
             b.bytes(),
@@ -997,10 +1007,7 @@ mod tests {
         assert_eq!(plan.upto, Seq(2));
         assert_eq!(b.complete_flush(&plan, &HashMap::new(), 1), Seq(2));
         assert_eq!(b.bytes(), 0);
-        let snap = b
-            .snapshot("t", None, None, None)
-            .expect("snapshot")
-            .expect("projected");
+        let snap = snapshot_of(&b, "t", None, None, None);
         assert_eq!(rows(&snap), 0);
         assert_eq!(
             snap.committed, 1,
@@ -1015,59 +1022,20 @@ mod tests {
         b.insert("t", Seq(2), piece("p2", 0, &[3]), 0);
         b.insert("t", Seq(3), piece("p1", 20 * MIN, &[4]), 0);
         let only_p1: HashSet<String> = ["p1".to_string()].into();
-        assert_eq!(
-            rows(
-                &b.snapshot("t", Some(&only_p1), None, None)
-                    .expect("snap")
-                    .expect("projected")
-            ),
-            3
-        );
+        assert_eq!(rows(&snapshot_of(&b, "t", Some(&only_p1), None, None)), 3);
         let first_window = Some((MIN, 5 * MIN));
         assert_eq!(
-            rows(
-                &b.snapshot("t", Some(&only_p1), first_window, None)
-                    .expect("snap")
-                    .expect("projected")
-            ),
+            rows(&snapshot_of(&b, "t", Some(&only_p1), first_window, None)),
             2
         );
         let late_window = Some((25 * MIN, 26 * MIN));
-        assert_eq!(
-            rows(
-                &b.snapshot("t", None, late_window, None)
-                    .expect("snap")
-                    .expect("projected")
-            ),
-            1
-        );
+        assert_eq!(rows(&snapshot_of(&b, "t", None, late_window, None)), 1);
         let only_upper_bound = Some((i64::MIN, 5 * MIN));
-        assert_eq!(
-            rows(
-                &b.snapshot("t", None, only_upper_bound, None)
-                    .expect("snap")
-                    .expect("projected")
-            ),
-            3
-        );
+        assert_eq!(rows(&snapshot_of(&b, "t", None, only_upper_bound, None)), 3);
         let only_lower_bound = Some((15 * MIN, i64::MAX));
-        assert_eq!(
-            rows(
-                &b.snapshot("t", None, only_lower_bound, None)
-                    .expect("snap")
-                    .expect("projected")
-            ),
-            1
-        );
+        assert_eq!(rows(&snapshot_of(&b, "t", None, only_lower_bound, None)), 1);
         let nobody: HashSet<String> = ["p9".to_string()].into();
-        assert_eq!(
-            rows(
-                &b.snapshot("t", Some(&nobody), None, None)
-                    .expect("snap")
-                    .expect("projected")
-            ),
-            0
-        );
+        assert_eq!(rows(&snapshot_of(&b, "t", Some(&nobody), None, None)), 0);
     }
 
     #[test]
@@ -1089,14 +1057,7 @@ mod tests {
             Seq(2),
             "WAL trimmable up to seq 2"
         );
-        assert_eq!(
-            rows(
-                &b.snapshot("t", None, None, None)
-                    .expect("snap")
-                    .expect("projected")
-            ),
-            1
-        );
+        assert_eq!(rows(&snapshot_of(&b, "t", None, None, None)), 1);
         // Nothing sealed and nothing past retention: no flush.
         assert!(b.plan_flush("t", FlushReason::Scheduled, now, -1).is_none());
         // Past retention it goes.
@@ -1127,13 +1088,7 @@ mod tests {
         };
         b.insert("t", Seq(1), vec![late], now);
         b.insert("t", Seq(2), piece("p", now - 5 * MIN, &[3]), now);
-        let window = |from: i64, to: i64| {
-            rows(
-                &b.snapshot("t", None, Some((from, to)), None)
-                    .expect("snap")
-                    .expect("projected"),
-            )
-        };
+        let window = |from: i64, to: i64| rows(&snapshot_of(&b, "t", None, Some((from, to)), None));
         assert_eq!(window(3 * day + 30 * MIN, 3 * day + 40 * MIN), 2);
         assert_eq!(
             window(3 * day + 2 * 60 * MIN, now - 11 * MIN),
@@ -1167,10 +1122,7 @@ mod tests {
         )
         .expect("batch");
         b.insert("t", Seq(1), vec![piece_at_zero(batch)], 0);
-        let snapshot = b
-            .snapshot("t", None, None, Some(&[2, 0]))
-            .expect("snap")
-            .expect("projected");
+        let snapshot = snapshot_of(&b, "t", None, None, Some(&[2, 0]));
         let projected = &snapshot.batches[0];
         let names: Vec<_> = projected
             .schema()
@@ -1185,10 +1137,7 @@ mod tests {
             &Int64Array::from(vec![3, 4]) as &dyn Array
         );
         // No columns at all (`count(*)`) still counts the rows.
-        let none = b
-            .snapshot("t", None, None, Some(&[]))
-            .expect("snap")
-            .expect("projected");
+        let none = snapshot_of(&b, "t", None, None, Some(&[]));
         assert_eq!(
             (none.batches[0].num_columns(), none.batches[0].num_rows()),
             (0, 2)
@@ -1220,9 +1169,13 @@ mod tests {
         late(1, 60, 120);
         late(2, 600, 660);
         let snap = |from: i64, to: i64| {
-            b.snapshot("t", None, Some((day + from * MIN, day + to * MIN)), None)
-                .expect("snap")
-                .expect("projected")
+            snapshot_of(
+                &b,
+                "t",
+                None,
+                Some((day + from * MIN, day + to * MIN)),
+                None,
+            )
         };
         assert_eq!(snap(90, 100).times, vec![(day + 60 * MIN, day + 120 * MIN)]);
         assert_eq!(
@@ -1235,10 +1188,7 @@ mod tests {
         for seq in 3..=MERGE_AFTER as u64 {
             late(seq, 300 + seq as i64, 300 + seq as i64);
         }
-        let all = b
-            .snapshot("t", None, None, None)
-            .expect("snap")
-            .expect("projected");
+        let all = snapshot_of(&b, "t", None, None, None);
         assert_eq!(all.times, vec![(day + 60 * MIN, day + 660 * MIN)]);
     }
 
@@ -1266,22 +1216,12 @@ mod tests {
         for seq in 1..=n as u64 {
             b.insert("t", Seq(seq), piece("p", 0, &[seq as i64]), 0);
         }
-        let snapshot = b
-            .snapshot("t", None, None, None)
-            .expect("snap")
-            .expect("projected");
+        let snapshot = snapshot_of(&b, "t", None, None, None);
         // 32 level-0 chunks make a level-1 chunk; 32 of those make one level-2 chunk.
         assert_eq!(snapshot.batches.len(), 1);
         assert_eq!(rows(&snapshot), n);
         b.insert("t", Seq(n as u64 + 1), piece("p", 0, &[0]), 0);
-        assert_eq!(
-            b.snapshot("t", None, None, None)
-                .expect("snap")
-                .expect("projected")
-                .batches
-                .len(),
-            2
-        );
+        assert_eq!(snapshot_of(&b, "t", None, None, None).batches.len(), 2);
     }
 
     #[test]
@@ -1304,10 +1244,7 @@ mod tests {
             };
             b.insert("t", Seq(seq), vec![piece], 0);
         }
-        let snapshot = b
-            .snapshot("t", None, None, None)
-            .expect("snap")
-            .expect("projected");
+        let snapshot = snapshot_of(&b, "t", None, None, None);
         assert_eq!(snapshot.batches.len(), MERGE_AFTER);
         assert_eq!(rows(&snapshot), 100 * MERGE_AFTER);
     }
@@ -1331,10 +1268,7 @@ mod tests {
             .expect("batch");
             b.insert("t", Seq(seq), vec![piece_at_zero(batch)], 0);
         }
-        let snapshot = b
-            .snapshot("t", None, None, None)
-            .expect("snap")
-            .expect("projected");
+        let snapshot = snapshot_of(&b, "t", None, None, None);
         assert_eq!(snapshot.batches.len(), 1, "merged");
         let merged = &snapshot.batches[0];
         assert_eq!(merged.num_rows(), MERGE_AFTER);
@@ -1357,11 +1291,7 @@ mod tests {
         }
         b.complete_flush(&plan, &HashMap::new(), 1);
         assert_eq!(
-            rows(
-                &b.snapshot("t", None, None, None)
-                    .expect("snap")
-                    .expect("projected")
-            ),
+            rows(&snapshot_of(&b, "t", None, None, None)),
             MERGE_AFTER + 1
         );
     }

@@ -256,10 +256,7 @@ impl Zone {
         let DataType::Timestamp(_, Some(zone)) = data_type else {
             return Ok(Zone::None);
         };
-        if matches!(
-            zone.as_ref(),
-            "UTC" | "Etc/UTC" | "Z" | "+00:00" | "+00" | "+0000"
-        ) {
+        if crate::sql::functions::is_utc_zone(zone) {
             return Ok(Zone::Utc);
         }
         Ok(Zone::Local(zone.parse()?))

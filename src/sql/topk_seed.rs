@@ -515,10 +515,10 @@ async fn seed(
             }
         }
     }
+    // Of the column's type already: every page bound was cast to it.
     let Some(t) = best else {
         return Ok(());
     };
-    let t = t.cast_to(&goal.data_type)?;
     let op = if goal.descending {
         Operator::GtEq
     } else {

@@ -528,8 +528,7 @@ fn timestamp_text(micros: i64, zone: Option<&str>) -> Result<String> {
             SqlError::new(SqlState::DATETIME_FIELD_OVERFLOW, "timestamp out of range").into(),
         );
     };
-    let utc_zone =
-        zone.is_some_and(|z| matches!(z, "UTC" | "Etc/UTC" | "Z" | "+00:00" | "+00" | "+0000"));
+    let utc_zone = zone.is_some_and(super::is_utc_zone);
     let local: NaiveDateTime = match zone {
         Some(z) if !utc_zone => {
             let tz: arrow::array::timezone::Tz = z.parse()?;

@@ -947,63 +947,40 @@ impl Default for UtcDateTrunc {
     }
 }
 
-/// Whether a timestamp's zone is UTC under another name.
-fn is_utc(zone: &str) -> bool {
-    matches!(zone, "UTC" | "+00:00" | "Etc/UTC")
+/// Whether a timestamp type's zone is UTC under one of its names.
+pub(crate) fn is_utc_zone(zone: &str) -> bool {
+    matches!(zone, "UTC" | "Etc/UTC" | "Z" | "+00:00" | "+00" | "+0000")
 }
 
-/// `array` (timestamps) with its zone replaced by `zone`: the same numbers, no conversion.
-fn retag(array: &dyn Array, zone: Option<Arc<str>>) -> Option<arrow::array::ArrayRef> {
-    use arrow::array::PrimitiveArray;
-    use arrow::datatypes::{
-        ArrowTimestampType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
-    };
-    fn with<T: ArrowTimestampType>(
-        array: &dyn Array,
-        zone: Option<Arc<str>>,
-    ) -> arrow::array::ArrayRef {
-        Arc::new(PrimitiveArray::<T>::clone(array.as_primitive::<T>()).with_timezone_opt(zone))
-    }
-    let DataType::Timestamp(unit, _) = array.data_type() else {
-        return None;
-    };
-    Some(match unit {
-        TimeUnit::Second => with::<TimestampSecondType>(array, zone),
-        TimeUnit::Millisecond => with::<TimestampMillisecondType>(array, zone),
-        TimeUnit::Microsecond => with::<TimestampMicrosecondType>(array, zone),
-        TimeUnit::Nanosecond => with::<TimestampNanosecondType>(array, zone),
-    })
+/// `array` under `data_type`: the same eight-byte values, no conversion (a timestamp with
+/// another zone or none, or its raw `Int64`).
+fn reinterpreted(
+    array: &arrow::array::ArrayRef,
+    data_type: DataType,
+) -> Result<arrow::array::ArrayRef> {
+    let data = array
+        .to_data()
+        .into_builder()
+        .data_type(data_type)
+        .build()?;
+    Ok(arrow::array::make_array(data))
 }
 
-/// Whether every value of `array` (timestamps) lies within ±146,000 years of the epoch (±146
-/// years for nanoseconds): there DataFusion's arithmetic on naive values cannot overflow and
-/// gives what chrono's path gives; chrono's path refuses values outside its own range, so
-/// arrays reaching past it keep that path and its error.
-fn in_arithmetic_range(array: &dyn Array) -> bool {
-    use arrow::datatypes::{
-        ArrowTimestampType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
-    };
-    fn bounded<T: ArrowTimestampType>(array: &dyn Array, limit: i64) -> bool {
-        let values = array.as_primitive::<T>();
-        arrow::compute::min(values).is_none_or(|v| v >= -limit)
-            && arrow::compute::max(values).is_none_or(|v| v <= limit)
-    }
+/// Whether every value of `array` (timestamps in `unit`) lies within ±146,000 years of the
+/// epoch (±146 years for nanoseconds): there DataFusion's arithmetic on naive values cannot
+/// overflow and gives what chrono's path gives; chrono's path refuses values outside its own
+/// range, so arrays reaching past it keep that path and its error.
+fn in_arithmetic_range(array: &arrow::array::ArrayRef, unit: TimeUnit) -> Result<bool> {
     const HALF: i64 = i64::MAX / 2;
-    match array.data_type() {
-        DataType::Timestamp(TimeUnit::Second, _) => {
-            bounded::<TimestampSecondType>(array, HALF / 1_000_000)
-        }
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            bounded::<TimestampMillisecondType>(array, HALF / 1_000)
-        }
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            bounded::<TimestampMicrosecondType>(array, HALF)
-        }
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
-            bounded::<TimestampNanosecondType>(array, HALF)
-        }
-        _ => false,
-    }
+    let limit = match unit {
+        TimeUnit::Second => HALF / 1_000_000,
+        TimeUnit::Millisecond => HALF / 1_000,
+        TimeUnit::Microsecond | TimeUnit::Nanosecond => HALF,
+    };
+    let raw = reinterpreted(array, DataType::Int64)?;
+    let values = raw.as_primitive::<arrow::datatypes::Int64Type>();
+    Ok(arrow::compute::min(values).is_none_or(|v| v >= -limit)
+        && arrow::compute::max(values).is_none_or(|v| v <= limit))
 }
 
 impl ScalarUDFImpl for UtcDateTrunc {
@@ -1031,39 +1008,30 @@ impl ScalarUDFImpl for UtcDateTrunc {
     }
 
     fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let utc = match args.args.get(1) {
-            Some(ColumnarValue::Array(array)) => match array.data_type() {
-                DataType::Timestamp(_, Some(zone))
-                    if is_utc(zone) && in_arithmetic_range(array.as_ref()) =>
-                {
-                    Some(zone.clone())
-                }
-                _ => None,
-            },
-            _ => None,
-        };
-        let Some(zone) = utc else {
+        let Some(ColumnarValue::Array(array)) = args.args.get(1) else {
             return self.inner.invoke_with_args(args);
         };
-        if let ColumnarValue::Array(array) = &args.args[1]
-            && let Some(naive) = retag(array.as_ref(), None)
-        {
-            // DataFusion checks the result against the type promised for these arguments.
-            let naive_field = |f: &arrow::datatypes::FieldRef| {
-                Arc::new(f.as_ref().clone().with_data_type(naive.data_type().clone()))
-            };
-            args.arg_fields[1] = naive_field(&args.arg_fields[1]);
-            args.return_field = naive_field(&args.return_field);
-            args.args[1] = ColumnarValue::Array(naive);
-        }
+        let (unit, zone) = match array.data_type() {
+            DataType::Timestamp(unit, Some(zone))
+                if is_utc_zone(zone) && in_arithmetic_range(array, *unit)? =>
+            {
+                (*unit, zone.clone())
+            }
+            _ => return self.inner.invoke_with_args(args),
+        };
+        let naive = reinterpreted(array, DataType::Timestamp(unit, None))?;
+        // DataFusion checks the result against the type promised for these arguments.
+        let naive_field = |f: &arrow::datatypes::FieldRef| {
+            Arc::new(f.as_ref().clone().with_data_type(naive.data_type().clone()))
+        };
+        args.arg_fields[1] = naive_field(&args.arg_fields[1]);
+        args.return_field = naive_field(&args.return_field);
+        args.args[1] = ColumnarValue::Array(naive);
         match self.inner.invoke_with_args(args)? {
-            ColumnarValue::Array(truncated) => match retag(truncated.as_ref(), Some(zone)) {
-                Some(zoned) => Ok(ColumnarValue::Array(zoned)),
-                None => plan_err!(
-                    "date_trunc returned {} for a timestamp",
-                    truncated.data_type()
-                ),
-            },
+            ColumnarValue::Array(truncated) => Ok(ColumnarValue::Array(reinterpreted(
+                &truncated,
+                DataType::Timestamp(unit, Some(zone)),
+            )?)),
             scalar => Ok(scalar),
         }
     }
