@@ -2,7 +2,9 @@
 //!
 //! `project_id = …`, `IN (…)` and `OR`s of them select buffer projects and become Delta
 //! partition filters; a `timestamp` range selects buffer buckets and adds a `date` partition
-//! filter for Delta. All pruning is inexact: DataFusion still applies the filters.
+//! filter for Delta. The tenant's equalities with string literals are applied exactly by both
+//! sides ([`is_exact_tenant_filter`]); everything else is pruning only, and DataFusion applies
+//! those filters again above the scan.
 
 use std::collections::HashSet;
 
@@ -27,7 +29,6 @@ const DELTA_MAX_NODES: usize = 2 * DELTA_MAX_LIST;
 /// left out. Nothing is lost: the scan's pushdown is inexact, so DataFusion applies every
 /// filter above it.
 pub fn for_delta(filters: &[Expr]) -> Vec<Expr> {
-    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
     let mut kept = Vec::new();
     for conjunct in filters.iter().flat_map(|f| split_conjunction(f)) {
         if let Expr::InList(in_list) = conjunct
@@ -36,16 +37,7 @@ pub fn for_delta(filters: &[Expr]) -> Vec<Expr> {
             kept.extend(value_range(in_list));
             continue;
         }
-        let mut nodes = 0usize;
-        let _ = conjunct.apply(|_| {
-            nodes += 1;
-            Ok(if nodes > DELTA_MAX_NODES {
-                TreeNodeRecursion::Stop
-            } else {
-                TreeNodeRecursion::Continue
-            })
-        });
-        if nodes <= DELTA_MAX_NODES {
+        if !too_large(conjunct) {
             kept.push(conjunct.clone());
         }
     }
@@ -126,6 +118,71 @@ impl Pruning {
         }
         parts.into_iter().reduce(Expr::and)
     }
+}
+
+/// Whether `filter` selects rows by the tenant column in a way the buffer and Delta both apply
+/// exactly, so DataFusion need not apply it again above the scan (where it would read the
+/// column and compare every row of the tenant with its own name): an equality of the bare
+/// column with a string literal, an `IN` list of them (at most [`DELTA_MAX_LIST`]), `OR`s of
+/// these, and conjunctions of such conjuncts. The buffer keeps each project's rows apart ([`Pruning::projects`]) and
+/// Delta's tenant is its first partition column, whose equalities deltalake applies by
+/// choosing partitions (the caller checks that it says so too). A cast of the column, a NULL,
+/// or a list [`for_delta`] would shorten to a range is left inexact.
+pub fn is_exact_tenant_filter(filter: &Expr, tenant: &str) -> bool {
+    // The forms `project_set` reads, each conjunct whole: what it cannot read selects every
+    // project of the buffer.
+    fn exact(expr: &Expr, tenant: &str) -> bool {
+        let bare = |e: &Expr| matches!(e, Expr::Column(c) if c.name == tenant);
+        let text = |e: &Expr| {
+            matches!(
+                e,
+                Expr::Literal(
+                    ScalarValue::Utf8(Some(_))
+                        | ScalarValue::Utf8View(Some(_))
+                        | ScalarValue::LargeUtf8(Some(_)),
+                    _
+                )
+            )
+        };
+        match expr {
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Eq,
+                right,
+            }) => (bare(left) && text(right)) || (text(left) && bare(right)),
+            Expr::InList(list) => {
+                !list.negated
+                    && bare(&list.expr)
+                    && list.list.len() <= DELTA_MAX_LIST
+                    && list.list.iter().all(text)
+            }
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Or,
+                right,
+            }) => exact(left, tenant) && exact(right, tenant),
+            _ => false,
+        }
+    }
+    // Each conjunct reaches deltalake whole (`for_delta` keeps it).
+    split_conjunction(filter)
+        .into_iter()
+        .all(|c| exact(c, tenant) && !too_large(c))
+}
+
+/// Whether `expr` has more than [`DELTA_MAX_NODES`] nodes.
+fn too_large(expr: &Expr) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut nodes = 0usize;
+    let _ = expr.apply(|_| {
+        nodes += 1;
+        Ok(if nodes > DELTA_MAX_NODES {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    nodes > DELTA_MAX_NODES
 }
 
 fn is_column(expr: &Expr, name: &str) -> bool {
@@ -308,6 +365,45 @@ mod tests {
             DataType::Timestamp(TimeUnit::Microsecond, None),
         );
         assert_eq!(prune(&[micros.eq(ts(5))]).time_range, Some((5, 5)));
+    }
+
+    #[test]
+    fn only_what_both_sides_apply_exactly_is_an_exact_tenant_filter() {
+        use arrow::datatypes::DataType;
+        use datafusion::prelude::cast;
+        let exact = |e: &Expr| is_exact_tenant_filter(e, "project_id");
+        let p = || col("project_id");
+        assert!(exact(&p().eq(lit("a"))));
+        assert!(exact(&lit("a").eq(p())));
+        assert!(exact(&in_list(p(), vec![lit("a"), lit("b")], false)));
+        assert!(exact(&p().eq(lit("a")).or(in_list(
+            p(),
+            vec![lit("b")],
+            false
+        ))));
+        assert!(exact(&p().eq(lit("a")).and(p().eq(lit("b")))));
+        // What the buffer's project selection does not read, or reads only as a bound.
+        assert!(!exact(&p().not_eq(lit("a"))));
+        assert!(!exact(&in_list(p(), vec![lit("a")], true)));
+        assert!(!exact(&in_list(
+            p(),
+            vec![lit("a"), lit(ScalarValue::Utf8(None))],
+            false
+        )));
+        assert!(!exact(
+            &p().eq(lit("a")).and(p().eq(lit("b"))).or(p().eq(lit("c")))
+        ));
+        assert!(!exact(&p().eq(lit("a")).or(col("level").eq(lit("a")))));
+        assert!(!exact(&p().eq(lit("a")).and(col("level").eq(lit("a")))));
+        assert!(!exact(&cast(p(), DataType::Utf8View).eq(lit("a"))));
+        assert!(!exact(&p().eq(lit(1))));
+        assert!(!exact(&p().like(lit("a%"))));
+        // Lists deltalake would get as a range, OR chains `for_delta` would leave out.
+        let many: Vec<Expr> = (0..=DELTA_MAX_LIST).map(|i| lit(format!("p{i}"))).collect();
+        assert!(!exact(&in_list(p(), many.clone(), false)));
+        assert!(exact(&in_list(p(), many[1..].to_vec(), false)));
+        let chain = many.into_iter().map(|v| p().eq(v)).reduce(Expr::or);
+        assert!(!exact(&chain.expect("values")));
     }
 
     #[test]

@@ -185,11 +185,39 @@ impl TableProvider for TimeFusionTable {
             .map(|(_, e)| e)
     }
 
+    /// The tenant's equalities are exact: the buffer's snapshot and deltalake's partitions
+    /// select the projects, so the tenant column is read only where the query reads it.
+    /// Every other filter is inexact (pruning only).
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        use TableProviderFilterPushDown::{Exact, Inexact};
+        let tenant = &self.schema.tenant_column;
+        let mut pushdown = vec![Inexact; filters.len()];
+        // Only these reach deltalake here: it translates a filter with one level of recursion
+        // per node, and these are bounded (`pruning::for_delta`).
+        let (at, candidates): (Vec<usize>, Vec<&Expr>) = filters
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| crate::sql::pruning::is_exact_tenant_filter(f, tenant))
+            .map(|(i, f)| (i, *f))
+            .unzip();
+        if candidates.is_empty() {
+            return Ok(pushdown);
+        }
+        let Some(delta) = self.buffer.committed(&self.schema.name) else {
+            return Ok(pushdown);
+        };
+        for (i, how) in at
+            .into_iter()
+            .zip(delta.supports_filters_pushdown(&candidates)?)
+        {
+            if how == Exact {
+                pushdown[i] = Exact;
+            }
+        }
+        Ok(pushdown)
     }
 
     async fn scan(

@@ -256,6 +256,20 @@ async fn rows_are_seen_exactly_once_after_they_flush_to_delta() {
     // Only p2's Delta partition is scanned: project pruning reached the Delta file list.
     assert!(plan.contains("project_id=p2/date="), "{plan}");
     assert!(!plan.contains("project_id=p1/"), "{plan}");
+    // Both sides select the project exactly: no filter above the scan reads the column again.
+    assert!(!plan.contains("FilterExec"), "{plan}");
+    let other: Vec<String> = client
+        .query(
+            &format!("EXPLAIN SELECT id FROM {TABLE} WHERE project_id <> 'p1'"),
+            &[],
+        )
+        .await
+        .expect("explain")
+        .iter()
+        .map(|r| r.get::<_, String>(1))
+        .collect();
+    let other = other.join("\n");
+    assert!(other.contains("FilterExec"), "{other}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
