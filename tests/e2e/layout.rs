@@ -49,6 +49,8 @@ struct FileLayout {
     /// Per row group: whether `timestamp` and `id` have a dictionary page, and the size of
     /// `name`'s (uncompressed bytes), if it has one.
     timestamp_dictionary: Vec<bool>,
+    /// Per row group: whether `timestamp`'s data pages are `DELTA_BINARY_PACKED`.
+    timestamp_delta_packed: Vec<bool>,
     id_dictionary: Vec<bool>,
     name_dictionary_bytes: Vec<Option<usize>>,
 }
@@ -86,6 +88,7 @@ fn read_layout(path: &Path, probe: &str) -> FileLayout {
         id_bloom_holds: Vec::new(),
         name_has_bloom: false,
         timestamp_dictionary: Vec::new(),
+        timestamp_delta_packed: Vec::new(),
         id_dictionary: Vec::new(),
         name_dictionary_bytes: Vec::new(),
     };
@@ -103,6 +106,12 @@ fn read_layout(path: &Path, probe: &str) -> FileLayout {
         layout.name_has_bloom |= row_group.get_column_bloom_filter(name).is_some();
         let has_dictionary = |c: usize| group.column(c).dictionary_page_offset().is_some();
         layout.timestamp_dictionary.push(has_dictionary(ts));
+        layout.timestamp_delta_packed.push(
+            group
+                .column(ts)
+                .encodings()
+                .any(|e| e == deltalake::parquet::basic::Encoding::DELTA_BINARY_PACKED),
+        );
         layout.id_dictionary.push(has_dictionary(id));
         let first_page = row_group
             .get_column_page_reader(name)
@@ -197,6 +206,11 @@ async fn flush_and_compaction_write_the_schemas_layout_and_lookups_skip_row_grou
     // stops growing at the layout's limit (`name` is distinct per row: about 17 KiB of
     // dictionary per row group without it), overshooting by at most one write batch.
     assert_eq!(flushed.timestamp_dictionary, vec![false; 5]);
+    assert_eq!(
+        flushed.timestamp_delta_packed,
+        vec![true; 5],
+        "the time column is stored as differences"
+    );
     assert_eq!(flushed.id_dictionary, vec![false; 5]);
     for bytes in &flushed.name_dictionary_bytes {
         let bytes = bytes.expect("a dictionary on name");
