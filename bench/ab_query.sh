@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Query A/B between builds (or data layouts) on the same flushed rows, finer than
+# bench/run_query.sh's p50 of ten runs: psql runs one query N times in a row against a server
+# started on a data folder, once to warm up and once timed; the figures are the wall clock per
+# query and the server's CPU (from /proc) over the timed pass.
+#
+#   bench/ab_query.sh load BIN DATA    # 10 M rows (bench/run_query.sh's data, fixed end) into DATA, flushed
+#   bench/ab_query.sh run BIN DATA QUERY N
+#
+# BIN holds `timefusion` and `examples/query` from a release build (copy them aside to keep a
+# build while another compiles); DATA is a folder of its own per build or layout. QUERY is a
+# name from bench/queries.sql (TimeFusion's SQL, filled from DATA/params.json). Alternate the
+# builds (A, B, A, B): this VM's speed drifts within minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE=$1 BIN=$2 DATA=$3
+PORT="${TF_PORT:-56444}"
+GRPC="${GRPC_PORT:-56445}"
+
+start() { # extra environment as arguments
+  : > "$DATA/out"
+  env PGWIRE_PORT="$PORT" GRPC_PORT="$GRPC" PGWIRE_HOST=127.0.0.1 GRPC_HOST=127.0.0.1 \
+    TIMEFUSION_HTTP_PORT="${TF_HTTP_PORT:-56446}" TIMEFUSION_DATA_DIR="$DATA/data" \
+    TIMEFUSION_LOG=warn TIMEFUSION_MAINTENANCE_INTERVAL_SECS=86400 "$@" \
+    "$BIN/timefusion" >> "$DATA/out" 2>> "$DATA/log" &
+  P=$!
+  for _ in $(seq 300); do grep -q listening "$DATA/out" 2>/dev/null && return; sleep 0.1; done
+  echo "TimeFusion did not start:" >&2; tail -20 "$DATA/log" >&2; exit 1
+}
+stop() { kill -TERM "$P"; wait "$P" || true; }
+trap 'kill -TERM "${P:-}" 2>/dev/null || true' EXIT
+
+case "$MODE" in
+  load)
+    mkdir -p "$DATA"
+    start TIMEFUSION_BUFFER_MAX_MEMORY_MB=16384 TIMEFUSION_FLUSH_INTERVAL_SECS=86400 \
+      TIMEFUSION_BUFFER_RETENTION_MINS=1000000
+    "$BIN/examples/query" load --rows 10000000 --end 2026-12-06T00:00:00Z \
+      --flight "http://127.0.0.1:$GRPC" --params "$DATA/params.json"
+    started=$(date +%s%N)
+    stop # the shutdown flush writes every row to Delta
+    echo "flushed in $(( ($(date +%s%N) - started) / 1000000 )) ms; $(du -sh "$DATA/data/tables" | cut -f1) of tables"
+    ;;
+  run)
+    QUERY=$4 N=$5
+    SQL=$(python3 - "$QUERY" "$DATA/params.json" <<'EOF'
+import json, re, sys
+name, params = sys.argv[1], json.load(open(sys.argv[2]))
+text = open("bench/queries.sql").read()
+entry = re.search(r"^-- name: " + re.escape(name) + r"\n(.*?)(?=^-- name: |\Z)", text, re.S | re.M)
+if not entry:
+    sys.exit(f"no query {name} in bench/queries.sql")
+# TimeFusion's SQL: the lines up to another system's translation, without comments.
+sql = []
+for line in entry.group(1).splitlines():
+    if re.match(r"-- (postgresql|duckdb|clickhouse):", line):
+        break
+    if not line.startswith("--"):
+        sql.append(line)
+print(re.sub(r"\{(\w+)\}", lambda m: str(params[m.group(1)]), " ".join(sql)).strip() + ";")
+EOF
+)
+    start
+    FILE=$(mktemp)
+    for _ in $(seq "$N"); do echo "$SQL"; done > "$FILE"
+    psql_run() { PGPASSWORD=postgres psql -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -X -q -v ON_ERROR_STOP=1 -f "$FILE" > /dev/null; }
+    psql_run
+    read -r U0 S0 < <(awk '{print $14, $15}' "/proc/$P/stat")
+    started=$(date +%s%N)
+    psql_run
+    ms=$(( ($(date +%s%N) - started) / 1000 ))
+    read -r U1 S1 < <(awk '{print $14, $15}' "/proc/$P/stat")
+    rm -f "$FILE"
+    stop
+    awk -v q="$QUERY" -v n="$N" -v us="$ms" -v cpu=$(( (U1 - U0 + S1 - S0) * 10 )) \
+      'BEGIN { printf "%s x%d: %.1f ms a query, server CPU %.1f ms a query\n", q, n, us / 1000 / n, cpu / n }'
+    ;;
+  *) echo "usage: $0 load|run BIN DATA [QUERY N]" >&2; exit 2 ;;
+esac
