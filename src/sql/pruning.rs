@@ -26,8 +26,9 @@ const DELTA_MAX_NODES: usize = 2 * DELTA_MAX_LIST;
 /// `IN` list: a 100,000-value `IN` overflowed a 16 MiB stack (`tests/e2e/limits.rs`). So an
 /// `IN` list longer than [`DELTA_MAX_LIST`] becomes `BETWEEN` its least and greatest value
 /// (file skipping keeps working), and a conjunct larger than [`DELTA_MAX_NODES`] otherwise is
-/// left out. Nothing is lost: the scan's pushdown is inexact, so DataFusion applies every
-/// filter above it.
+/// left out. Nothing is lost: a filter this changes or leaves out is inexact, so DataFusion
+/// applies it above the scan; the exact ones ([`is_exact_tenant_filter`]) are bounded and
+/// reach deltalake as they are.
 pub fn for_delta(filters: &[Expr]) -> Vec<Expr> {
     let mut kept = Vec::new();
     for conjunct in filters.iter().flat_map(|f| split_conjunction(f)) {
@@ -167,7 +168,7 @@ pub fn is_exact_tenant_filter(filter: &Expr, tenant: &str) -> bool {
     // Each conjunct reaches deltalake whole (`for_delta` keeps it).
     split_conjunction(filter)
         .into_iter()
-        .all(|c| exact(c, tenant) && !too_large(c))
+        .all(|c| !too_large(c) && exact(c, tenant))
 }
 
 /// Whether `expr` has more than [`DELTA_MAX_NODES`] nodes.

@@ -340,6 +340,13 @@ async fn flush_and_compaction_write_the_schemas_layout_and_lookups_skip_row_grou
         compacted.row_groups
     );
     assert!(compacted.id_bloom_holds.iter().all(Option::is_some));
+    assert!(
+        compacted
+            .timestamp_delta_packed
+            .iter()
+            .all(|&packed| packed),
+        "compaction writes the time column as differences too"
+    );
     assert_eq!(
         compacted
             .id_bloom_holds
