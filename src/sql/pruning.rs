@@ -125,10 +125,10 @@ impl Pruning {
 /// exactly, so DataFusion need not apply it again above the scan (where it would read the
 /// column and compare every row of the tenant with its own name): an equality of the bare
 /// column with a string literal, an `IN` list of them (at most [`DELTA_MAX_LIST`]), `OR`s of
-/// these, and conjunctions of such conjuncts. The buffer keeps each project's rows apart ([`Pruning::projects`]) and
-/// Delta's tenant is its first partition column, whose equalities deltalake applies by
-/// choosing partitions (the caller checks that it says so too). A cast of the column, a NULL,
-/// or a list [`for_delta`] would shorten to a range is left inexact.
+/// these, and conjunctions of such conjuncts. The buffer keeps each project's rows apart
+/// ([`Pruning::projects`]) and Delta's tenant is its first partition column, whose equalities
+/// deltalake applies by choosing partitions (the caller checks that it says so too). A cast of
+/// the column, a NULL, or a list [`for_delta`] would shorten to a range is left inexact.
 pub fn is_exact_tenant_filter(filter: &Expr, tenant: &str) -> bool {
     // The forms `project_set` reads, each conjunct whole: what it cannot read selects every
     // project of the buffer.

@@ -121,11 +121,10 @@ fn align(plan: Arc<dyn ExecutionPlan>, target: &SchemaRef) -> Result<Arc<dyn Exe
 /// `plan` (a Delta scan) with the `time IS NOT NULL` conjunct taken out of its Parquet
 /// predicate once deltalake has planned the files with their statistics. The hint is no
 /// filter of the query's (those are applied above the scan, or exactly by the scan itself for
-/// the tenant's equalities), and
-/// left in the predicate it costs every file a page-index selection that selects every row,
-/// which turns off DataFusion's row-group pruning by a top-k's threshold (a scan with a row
-/// selection does not prune row groups while it runs): `latest_100` decoded the time column
-/// of every row group of the newest file.
+/// the tenant's equalities), and left in the predicate it costs every file a page-index
+/// selection that selects every row, which turns off DataFusion's row-group pruning by a
+/// top-k's threshold (a scan with a row selection does not prune row groups while it runs):
+/// `latest_100` decoded the time column of every row group of the newest file.
 fn without_statistics_hint(
     plan: Arc<dyn ExecutionPlan>,
     time: &str,
