@@ -43,21 +43,16 @@ case "$MODE" in
     ;;
   run)
     QUERY=$4 N=$5
+    # TimeFusion's SQL of the query, filled as bench/baselines.py fills it for the other systems.
     SQL=$(python3 - "$QUERY" "$DATA/params.json" <<'EOF'
-import json, re, sys
+import json, sys
+sys.path.insert(0, "bench")
+from baselines import QUERIES, fill, parse_queries
 name, params = sys.argv[1], json.load(open(sys.argv[2]))
-text = open("bench/queries.sql").read()
-entry = re.search(r"^-- name: " + re.escape(name) + r"\n(.*?)(?=^-- name: |\Z)", text, re.S | re.M)
-if not entry:
+texts = dict(parse_queries(QUERIES.read_text())).get(name)
+if texts is None:
     sys.exit(f"no query {name} in bench/queries.sql")
-# TimeFusion's SQL: the lines up to another system's translation, without comments.
-sql = []
-for line in entry.group(1).splitlines():
-    if re.match(r"-- (postgresql|duckdb|clickhouse):", line):
-        break
-    if not line.startswith("--"):
-        sql.append(line)
-print(re.sub(r"\{(\w+)\}", lambda m: str(params[m.group(1)]), " ".join(sql)).strip() + ";")
+print(" ".join(fill(texts[""], params).split()) + ";")
 EOF
 )
     start
