@@ -293,10 +293,12 @@ pub struct DeltaTable {
 
 impl DeltaTable {
     /// Opens the table in `storage`, creating it (version 0, no files) if it does not exist,
-    /// with `delta.checkpointInterval` set to `checkpoint_interval`: deltalake then writes a
-    /// checkpoint after each commit whose version + 1 is a multiple of it (flushes,
-    /// compaction, retention and mutations alike). An existing table whose property differs
-    /// gets a metadata commit setting it.
+    /// with `delta.checkpointInterval` set to `checkpoint_interval` (deltalake then writes a
+    /// checkpoint after each commit whose version + 1 is a multiple of it: flushes,
+    /// compaction, retention and mutations alike) and `delta.dataSkippingStatsColumns` to the
+    /// schema's [`TableSchema::stats_columns`] (files written from then on carry statistics of
+    /// those columns only, and file skipping reads only those). An existing table whose
+    /// properties differ gets a metadata commit setting them.
     pub async fn open_or_create(
         storage: &Storage,
         schema: Arc<TableSchema>,
@@ -329,6 +331,18 @@ impl DeltaTable {
                 Err(e) => return Err(delta(e)),
             }
         }
+        // The table properties TimeFusion sets: on a new table at creation, on an existing one
+        // that differs by a metadata commit.
+        let wanted = HashMap::from([
+            (
+                TableProperty::CheckpointInterval.as_ref().to_string(),
+                checkpoint_interval.to_string(),
+            ),
+            (
+                TableProperty::DataSkippingStatsColumns.as_ref().to_string(),
+                schema.stats_columns().join(","),
+            ),
+        ]);
         if table.version().is_none() {
             let columns: StructType =
                 schema
@@ -344,33 +358,28 @@ impl DeltaTable {
                 .with_table_name(&schema.name)
                 .with_columns(columns.fields().cloned())
                 .with_partition_columns(schema.partition_columns.clone())
-                .with_configuration_property(
-                    TableProperty::CheckpointInterval,
-                    Some(checkpoint_interval.to_string()),
+                .with_configuration(
+                    wanted
+                        .iter()
+                        .map(|(key, value)| (key.clone(), Some(value.clone()))),
                 )
                 .with_save_mode(SaveMode::Ignore)
                 .await
                 .map_err(delta)?;
             tracing::info!(table = %name, %location, "created Delta table");
         }
-        let current = table
-            .snapshot()
-            .map_err(delta)?
-            .table_config()
-            .checkpoint_interval();
-        if current != checkpoint_interval {
+        let configuration = table.snapshot().map_err(delta)?.metadata().configuration();
+        let differ: HashMap<String, String> = wanted
+            .into_iter()
+            .filter(|(key, value)| configuration.get(key) != Some(value))
+            .collect();
+        if !differ.is_empty() {
+            tracing::info!(table = %name, properties = ?differ, "setting table properties");
             table = table
                 .set_tbl_properties()
-                .with_properties(HashMap::from([(
-                    TableProperty::CheckpointInterval.as_ref().to_string(),
-                    checkpoint_interval.to_string(),
-                )]))
+                .with_properties(differ)
                 .await
                 .map_err(delta)?;
-            tracing::info!(
-                table = %name, from = current, to = checkpoint_interval,
-                "set delta.checkpointInterval"
-            );
         }
         let writer_properties = writer_properties(&schema, compression);
         Ok(DeltaTable {

@@ -87,6 +87,13 @@ pub struct Layout {
     /// of its pages, so a large one costs every lookup that reads one page of the chunk.
     /// The time column and the bloom filter columns (ids) have no dictionary at all.
     pub dictionary_page_bytes: usize,
+    /// Columns with min/max/null-count statistics in each file's Delta log entry
+    /// (`delta.dataSkippingStatsColumns`); unset, the time column and the sort columns
+    /// ([`TableSchema::stats_columns`]). Every query's file skipping parses the statistics of
+    /// every file of the table, so each column listed costs every query; a column only helps
+    /// where its values cluster by file (time does: a file holds one project's day, in time
+    /// order; random ids do not: their bloom filters prune row groups instead).
+    pub stats_columns: Option<Vec<String>>,
 }
 
 impl Default for Layout {
@@ -97,6 +104,7 @@ impl Default for Layout {
             bloom_filter_columns: Vec::new(),
             bloom_filter_fpp: 0.01,
             dictionary_page_bytes: DEFAULT_DICTIONARY_PAGE_BYTES,
+            stats_columns: None,
         }
     }
 }
@@ -127,6 +135,23 @@ impl TableSchema {
     pub fn index_of(&self, column: &str) -> Option<usize> {
         // Not `Schema::index_of`, whose miss formats every field name into an error.
         self.schema.column_with_name(column).map(|(i, _)| i)
+    }
+
+    /// The columns each data file's Delta statistics cover: [`Layout::stats_columns`] as
+    /// listed, or the time column followed by the other sort columns.
+    pub fn stats_columns(&self) -> Vec<String> {
+        match &self.layout.stats_columns {
+            Some(columns) => columns.clone(),
+            None => {
+                let mut columns = vec![self.time_column.clone()];
+                for column in &self.sort_columns {
+                    if !columns.contains(column) && !self.partition_columns.contains(column) {
+                        columns.push(column.clone());
+                    }
+                }
+                columns
+            }
+        }
     }
 
     fn from_file(file: &str, text: &str) -> Result<Self> {
@@ -192,6 +217,26 @@ impl TableSchema {
                 return Err(format!(
                     "bloom filter column {column} must be a plain (not a list) column"
                 ));
+            }
+        }
+        if let Some(columns) = &self.layout.stats_columns {
+            if !columns.contains(&self.time_column) {
+                // Time ranges skip files by it, and a top-k orders files by it.
+                return Err(format!(
+                    "layout: stats_columns must include the time column {}",
+                    self.time_column
+                ));
+            }
+            for column in columns {
+                if type_of(column)?.is_nested() || self.partition_columns.contains(column) {
+                    return Err(format!(
+                        "layout: stats column {column} must be a plain column that is not a \
+                         partition column"
+                    ));
+                }
+                if column.contains(',') {
+                    return Err(format!("layout: stats column {column:?} has a comma"));
+                }
             }
         }
         let layout = &self.layout;
@@ -354,6 +399,23 @@ mod tests {
         assert!(error("{ bloom_filter_columns: [tags] }").contains("plain (not a list)"));
         assert!(error("{ bloom_filter_fpp: 1.5 }").contains("between 0 and 1"));
         assert!(error("{ row_groups: 5 }").contains("unknown field"));
+        assert!(error("{ stats_columns: [p, ts] }").contains("not a partition column"));
+        assert!(error("{ stats_columns: [ts, tags] }").contains("plain column"));
+        assert!(error("{ stats_columns: [] }").contains("include the time column ts"));
+        assert!(error("{ stats_columns: [ts, nope] }").contains("column nope"));
+    }
+
+    #[test]
+    fn statistics_cover_the_time_and_sort_columns_unless_listed() {
+        let catalog = Catalog::load(None).expect("built-in schemas load");
+        let otel = catalog.get("otel_logs_and_spans").expect("otel");
+        assert_eq!(otel.stats_columns(), ["timestamp"]);
+        let base = "name: t\npartition_columns: [p, d]\nsort_columns: [p, ts, n]\ntime_column: ts\ndate_column: d\ntenant_column: p\nfields:\n  - { name: ts, type: 'Timestamp(Microsecond, Some(\"UTC\"))', nullable: false }\n  - { name: d, type: 'Date32', nullable: false }\n  - { name: p, type: 'Utf8', nullable: true }\n  - { name: n, type: 'Utf8', nullable: true }\n";
+        let table = TableSchema::from_file("t.yaml", base).expect("valid");
+        assert_eq!(table.stats_columns(), ["ts", "n"]);
+        let listed = format!("{base}layout: {{ stats_columns: [n, ts] }}\n");
+        let table = TableSchema::from_file("t.yaml", &listed).expect("valid");
+        assert_eq!(table.stats_columns(), ["n", "ts"]);
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub mod functions;
 pub mod insert;
 pub mod lateral;
 pub mod mutation;
+pub mod page_index;
 pub mod pg_forms;
 pub mod pruning;
 pub mod reg_names;

@@ -14,8 +14,9 @@ const ROW_GROUP_ROWS: usize = 1_000;
 const PAGE_ROWS: usize = 100;
 const DICTIONARY_PAGE_BYTES: usize = 1_024;
 
-/// The built-in schema with small row groups and pages, so a few thousand rows show them.
-fn small_layout_schemas() -> tempfile::TempDir {
+/// The built-in schema with small row groups and pages, so a few thousand rows show them, and
+/// `layout_extra` added to its layout section.
+fn small_layout_schemas(layout_extra: &str) -> tempfile::TempDir {
     let built_in = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/otel_logs_and_spans.yaml"),
     )
@@ -27,7 +28,9 @@ fn small_layout_schemas() -> tempfile::TempDir {
         )
         .replace(
             "page_rows: 8192",
-            &format!("page_rows: {PAGE_ROWS}\n  dictionary_page_bytes: {DICTIONARY_PAGE_BYTES}"),
+            &format!(
+                "page_rows: {PAGE_ROWS}\n  dictionary_page_bytes: {DICTIONARY_PAGE_BYTES}\n{layout_extra}"
+            ),
         );
     assert_ne!(small, built_in, "the schema's layout section changed");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -143,6 +146,33 @@ fn read_layout(path: &Path, probe: &str) -> FileLayout {
     layout
 }
 
+/// The columns (sorted) with min values in the statistics of every file the Delta log adds, in
+/// commit order: what each flush or compaction wrote to the log for its files.
+fn delta_stats_columns(table_dir: &Path) -> Vec<Vec<String>> {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(table_dir.join("_delta_log"))
+        .expect("delta log")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    logs.sort();
+    let mut columns = Vec::new();
+    for log in logs {
+        for line in std::fs::read_to_string(&log).expect("log").lines() {
+            let action: serde_json::Value = serde_json::from_str(line).expect("action");
+            let Some(stats) = action["add"]["stats"].as_str() else {
+                continue;
+            };
+            let stats: serde_json::Value = serde_json::from_str(stats).expect("stats");
+            assert!(stats["numRecords"].as_u64().is_some(), "{stats}");
+            let names = stats["minValues"].as_object().expect("minValues");
+            let mut names: Vec<String> = names.keys().cloned().collect();
+            names.sort();
+            columns.push(names);
+        }
+    }
+    columns
+}
+
 fn only_file(table_dir: &Path) -> PathBuf {
     let files = parquet_files(table_dir);
     assert_eq!(files.len(), 1, "one data file: {files:?}");
@@ -152,7 +182,7 @@ fn only_file(table_dir: &Path) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flush_and_compaction_write_the_schemas_layout_and_lookups_skip_row_groups() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let schemas = small_layout_schemas();
+    let schemas = small_layout_schemas("");
     let schema_dir = schemas.path().to_str().expect("utf-8 path");
     let table_dir = dir.path().join("tables").join(TABLE);
     // 01:00 UTC yesterday: both batches below fall in one date partition.
@@ -179,6 +209,9 @@ async fn flush_and_compaction_write_the_schemas_layout_and_lookups_skip_row_grou
     assert!(server.terminate().success());
 
     let flushed = read_layout(&only_file(&table_dir), "early-1500");
+    // The Delta log's statistics cover the schema's stats columns only (the time column),
+    // though the file's own row group statistics cover every column (used below).
+    assert_eq!(delta_stats_columns(&table_dir), [["timestamp"]]);
     assert_eq!(flushed.row_groups, vec![ROW_GROUP_ROWS; 5]);
     assert_eq!(flushed.timestamp_pages, vec![ROW_GROUP_ROWS / PAGE_ROWS; 5]);
     assert!(
@@ -223,6 +256,10 @@ async fn flush_and_compaction_write_the_schemas_layout_and_lookups_skip_row_grou
 
     // The lookup reads one row group: statistics rule out the `late` ones (their ids sort
     // after every `early` id), the bloom filter the other `early` one.
+    // The second start lists `name` among the statistics' columns too: the existing table gets
+    // the new `delta.dataSkippingStatsColumns`, and files written from now on carry both.
+    let schemas = small_layout_schemas("  stats_columns: [timestamp, name]\n");
+    let schema_dir = schemas.path().to_str().expect("utf-8 path");
     let server = TestServer::start(
         dir.path(),
         &[
@@ -333,6 +370,15 @@ async fn flush_and_compaction_write_the_schemas_layout_and_lookups_skip_row_grou
         .max_by_key(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
         .expect("files");
     let compacted = read_layout(&compacted, "more-1");
+    // The first flush, the second (after the schema named `name` too) and the compaction.
+    assert_eq!(
+        delta_stats_columns(&table_dir),
+        [
+            vec!["timestamp"],
+            vec!["name", "timestamp"],
+            vec!["name", "timestamp"]
+        ]
+    );
     assert_eq!(compacted.row_groups.iter().sum::<usize>(), 5_500);
     assert!(
         compacted.row_groups.iter().all(|&n| n <= ROW_GROUP_ROWS),
