@@ -88,11 +88,12 @@ pub struct Layout {
     /// The time column and the bloom filter columns (ids) have no dictionary at all.
     pub dictionary_page_bytes: usize,
     /// Columns with min/max/null-count statistics in each file's Delta log entry
-    /// (`delta.dataSkippingStatsColumns`); unset, the time column and the sort columns
+    /// (`delta.dataSkippingStatsColumns`); unset, the time column alone
     /// ([`TableSchema::stats_columns`]). Every query's file skipping parses the statistics of
     /// every file of the table, so each column listed costs every query; a column only helps
-    /// where its values cluster by file (time does: a file holds one project's day, in time
-    /// order; random ids do not: their bloom filters prune row groups instead).
+    /// where its values cluster by file. Time does (a file holds one project's day, in time
+    /// order); ids do not (random: their bloom filters prune row groups instead), nor does a
+    /// sort column after the tenant (every daily file holds all of a project's metric names).
     pub stats_columns: Option<Vec<String>>,
 }
 
@@ -138,19 +139,11 @@ impl TableSchema {
     }
 
     /// The columns each data file's Delta statistics cover: [`Layout::stats_columns`] as
-    /// listed, or the time column followed by the other sort columns.
+    /// listed, or the time column.
     pub fn stats_columns(&self) -> Vec<String> {
         match &self.layout.stats_columns {
             Some(columns) => columns.clone(),
-            None => {
-                let mut columns = vec![self.time_column.clone()];
-                for column in &self.sort_columns {
-                    if !columns.contains(column) && !self.partition_columns.contains(column) {
-                        columns.push(column.clone());
-                    }
-                }
-                columns
-            }
+            None => vec![self.time_column.clone()],
         }
     }
 
@@ -227,16 +220,28 @@ impl TableSchema {
                     self.time_column
                 ));
             }
-            for column in columns {
+            for (i, column) in columns.iter().enumerate() {
                 if type_of(column)?.is_nested() || self.partition_columns.contains(column) {
                     return Err(format!(
                         "layout: stats column {column} must be a plain column that is not a \
                          partition column"
                     ));
                 }
-                if column.contains(',') {
-                    return Err(format!("layout: stats column {column:?} has a comma"));
+                if columns[..i].contains(column) {
+                    return Err(format!("layout: stats column {column} is listed twice"));
                 }
+            }
+        }
+        // The table property is a comma-separated list in which `.` separates nested fields
+        // and backticks quote: a name with any of those would silently get no statistics.
+        for column in self.stats_columns() {
+            if !column
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(format!(
+                    "layout: stats column {column:?} must be letters, digits and underscores"
+                ));
             }
         }
         let layout = &self.layout;
@@ -403,19 +408,28 @@ mod tests {
         assert!(error("{ stats_columns: [ts, tags] }").contains("plain column"));
         assert!(error("{ stats_columns: [] }").contains("include the time column ts"));
         assert!(error("{ stats_columns: [ts, nope] }").contains("column nope"));
+        assert!(error("{ stats_columns: [ts, ts] }").contains("listed twice"));
     }
 
     #[test]
-    fn statistics_cover_the_time_and_sort_columns_unless_listed() {
+    fn statistics_cover_the_time_column_unless_listed() {
         let catalog = Catalog::load(None).expect("built-in schemas load");
         let otel = catalog.get("otel_logs_and_spans").expect("otel");
         assert_eq!(otel.stats_columns(), ["timestamp"]);
-        let base = "name: t\npartition_columns: [p, d]\nsort_columns: [p, ts, n]\ntime_column: ts\ndate_column: d\ntenant_column: p\nfields:\n  - { name: ts, type: 'Timestamp(Microsecond, Some(\"UTC\"))', nullable: false }\n  - { name: d, type: 'Date32', nullable: false }\n  - { name: p, type: 'Utf8', nullable: true }\n  - { name: n, type: 'Utf8', nullable: true }\n";
+        let metrics = catalog.get("otel_metrics").expect("metrics");
+        assert_eq!(metrics.stats_columns(), ["timestamp"]);
+        let base = "name: t\npartition_columns: [p, d]\nsort_columns: [p, ts, n]\ntime_column: ts\ndate_column: d\ntenant_column: p\nfields:\n  - { name: ts, type: 'Timestamp(Microsecond, Some(\"UTC\"))', nullable: false }\n  - { name: d, type: 'Date32', nullable: false }\n  - { name: p, type: 'Utf8', nullable: true }\n  - { name: n, type: 'Utf8', nullable: true }\n  - { name: a.b, type: 'Utf8', nullable: true }\n";
         let table = TableSchema::from_file("t.yaml", base).expect("valid");
-        assert_eq!(table.stats_columns(), ["ts", "n"]);
+        assert_eq!(table.stats_columns(), ["ts"]);
         let listed = format!("{base}layout: {{ stats_columns: [n, ts] }}\n");
         let table = TableSchema::from_file("t.yaml", &listed).expect("valid");
         assert_eq!(table.stats_columns(), ["n", "ts"]);
+        // `.` separates nested fields in the table property.
+        let dotted = format!("{base}layout: {{ stats_columns: [ts, a.b] }}\n");
+        let error = TableSchema::from_file("t.yaml", &dotted)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("letters, digits and underscores"), "{error}");
     }
 
     #[test]

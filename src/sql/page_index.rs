@@ -1,94 +1,137 @@
-//! Parquet page indexes kept in DataFusion's file metadata cache ([`cache_page_indexes`]).
+//! Parquet page indexes kept in DataFusion's file metadata cache ([`with_cached_page_indexes`]).
 //!
 //! DataFusion caches each file's parsed footer, but its Parquet opener asks for the footer
 //! without the page index and, when the query's predicate can prune pages, loads and parses
 //! the page index into a copy of its own that the cache never sees. A one-hour query over a
 //! daily file re-read and re-parsed that file's whole column and offset index on every run
 //! (6% of `trace_by_id`'s CPU). The cache does keep a page index handed to it, and the opener
-//! uses one it finds there: so before a Delta scan runs, each of its files whose predicate can
-//! use the page index is asked for through the scan's own reader factory with the page index
-//! wanted. A file already cached with its index costs one cache lookup; any other is read once
-//! (the read the opener would have made) and cached for the next query.
+//! uses one it finds there. So a Parquet scan whose predicate can prune pages gets a reader
+//! factory that asks the scan's own (caching) factory for each file it opens with the page
+//! index wanted: a file cached with its index costs one cache lookup; any other is read once,
+//! when the scan opens it, and cached for the next query.
 //!
-//! Data files are immutable and the cache checks each entry against the file's size and
-//! modification time, so a cached index is never stale. The cache's size is DataFusion's
-//! (`datafusion.runtime.metadata_cache_limit`, 50 MiB, least recently used evicted).
+//! What this reads that the opener would not: the page index of an opened file whose row
+//! groups statistics or bloom filters all rule out, or all fully match (the opener then skips
+//! page pruning). Nothing is read at planning (`EXPLAIN` reads no data file), nor for a file
+//! the scan never opens (pruned by its Delta statistics or a top-k's threshold, or past a
+//! `LIMIT`). Data files are immutable and the cache checks each entry against the file's size
+//! and modification time, so a cached index is never stale. The cache's size is DataFusion's
+//! (`datafusion.runtime.metadata_cache_limit`, 50 MiB, least recently used evicted); an entry
+//! larger than all of it is not kept.
 
+use std::ops::Range;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::PagePruningAccessPlanFilter;
 use datafusion::datasource::physical_plan::{
-    FileScanConfig, ParquetFileReaderFactory, ParquetSource,
+    FileScanConfig, FileScanConfigBuilder, FileSource, ParquetFileReaderFactory, ParquetSource,
 };
 use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::Result;
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
-use datafusion::parquet::file::metadata::PageIndexPolicy;
+use datafusion::parquet::arrow::async_reader::AsyncFileReader;
+use datafusion::parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
-use futures::StreamExt;
+use futures::future::BoxFuture;
 
-/// Files whose indexes are read at once when none is cached yet (a first query on S3).
-const CONCURRENT_READS: usize = 8;
-
-/// Puts the page index of each Parquet file `plan` scans with a predicate into the metadata
-/// cache its reader factory uses, where it is not there yet. A file that cannot be read is
-/// left to the scan, which reports the error to the query.
-pub async fn cache_page_indexes(plan: &Arc<dyn ExecutionPlan>) {
-    let mut reads = Vec::new();
-    collect(plan, &mut reads);
-    if reads.is_empty() {
-        return;
-    }
-    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-    // The reader's own file metrics go to a set nobody shows.
-    let metrics = ExecutionPlanMetricsSet::new();
-    futures::stream::iter(reads)
-        .for_each_concurrent(CONCURRENT_READS, |(factory, file)| {
-            let (options, metrics) = (&options, &metrics);
-            async move {
-                let location = file.object_meta.location.clone();
-                let read = match factory.create_reader(0, file, None, metrics) {
-                    Ok(mut reader) => reader.get_metadata(Some(options)).await.map(|_| ()),
-                    Err(e) => Err(datafusion::parquet::errors::ParquetError::External(
-                        Box::new(e),
-                    )),
-                };
-                if let Err(e) = read {
-                    tracing::debug!(file = %location, error = %e, "page index not cached");
-                }
-            }
-        })
-        .await;
+/// `plan` with every Parquet scan whose predicate can prune pages reading its files' metadata
+/// with the page index, through its own reader factory (see the module documentation).
+pub fn with_cached_page_indexes(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        let Some((config, source, factory)) = page_pruning_scan(&node) else {
+            return Ok(Transformed::no(node));
+        };
+        let factory = Arc::new(PageIndexFactory { inner: factory });
+        let source = source.clone().with_parquet_file_reader_factory(factory);
+        let config = FileScanConfigBuilder::from(config.clone())
+            .with_source(Arc::new(source))
+            .build();
+        Ok(Transformed::yes(
+            DataSourceExec::from_data_source(config) as _
+        ))
+    })
+    .map(|t| t.data)
 }
 
-type Read = (
-    Arc<dyn ParquetFileReaderFactory>,
-    datafusion::datasource::listing::PartitionedFile,
-);
-
-/// The files of every Parquet scan below `plan` that prunes pages: it has a predicate, the
-/// page index is enabled, and its reader factory caches (deltalake's always does).
-fn collect(plan: &Arc<dyn ExecutionPlan>, reads: &mut Vec<Read>) {
-    if let Some((config, factory)) = page_pruning_scan(plan) {
-        for group in &config.file_groups {
-            reads.extend(group.iter().map(|file| (factory.clone(), file.clone())));
-        }
-        return;
-    }
-    for child in plan.children() {
-        collect(child, reads);
-    }
-}
-
+/// A Parquet scan whose page index the opener would use: the page index is enabled and its
+/// predicate has a part a page's min/max can rule out (not `true`, not only multi-column
+/// terms), as the opener itself decides; with its reader factory.
 fn page_pruning_scan(
     plan: &Arc<dyn ExecutionPlan>,
-) -> Option<(&FileScanConfig, &Arc<dyn ParquetFileReaderFactory>)> {
+) -> Option<(
+    &FileScanConfig,
+    &ParquetSource,
+    Arc<dyn ParquetFileReaderFactory>,
+)> {
     let exec = plan.downcast_ref::<DataSourceExec>()?;
     let config = exec.data_source().downcast_ref::<FileScanConfig>()?;
     let source = config.file_source().downcast_ref::<ParquetSource>()?;
-    let prunes = datafusion::datasource::physical_plan::FileSource::filter(source).is_some()
-        && source.table_parquet_options().global.enable_page_index;
+    if !source.table_parquet_options().global.enable_page_index {
+        return None;
+    }
+    let predicate = FileSource::filter(source)?;
+    let pages = PagePruningAccessPlanFilter::new(&predicate, config.file_schema().clone());
+    if pages.filter_number() == 0 {
+        return None;
+    }
     let factory = source.parquet_file_reader_factory()?;
-    prunes.then_some((config, factory))
+    Some((config, source, factory.clone()))
+}
+
+/// Readers that ask `inner`'s for metadata with the page index.
+#[derive(Debug)]
+struct PageIndexFactory {
+    inner: Arc<dyn ParquetFileReaderFactory>,
+}
+
+impl ParquetFileReaderFactory for PageIndexFactory {
+    fn create_reader(
+        &self,
+        partition_index: usize,
+        file: PartitionedFile,
+        metadata_size_hint: Option<usize>,
+        metrics: &ExecutionPlanMetricsSet,
+    ) -> Result<Box<dyn AsyncFileReader + Send>> {
+        let inner = self
+            .inner
+            .create_reader(partition_index, file, metadata_size_hint, metrics)?;
+        Ok(Box::new(PageIndexReader { inner }))
+    }
+}
+
+struct PageIndexReader {
+    inner: Box<dyn AsyncFileReader + Send>,
+}
+
+impl AsyncFileReader for PageIndexReader {
+    fn get_bytes(
+        &mut self,
+        range: Range<u64>,
+    ) -> BoxFuture<'_, datafusion::parquet::errors::Result<Bytes>> {
+        self.inner.get_bytes(range)
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, datafusion::parquet::errors::Result<Vec<Bytes>>> {
+        self.inner.get_byte_ranges(ranges)
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, datafusion::parquet::errors::Result<Arc<ParquetMetaData>>> {
+        let options = options
+            .cloned()
+            .unwrap_or_default()
+            .with_page_index_policy(PageIndexPolicy::Optional);
+        Box::pin(async move { self.inner.get_metadata(Some(&options)).await })
+    }
 }
 
 #[cfg(test)]
@@ -97,8 +140,6 @@ mod tests {
     use arrow::array::Int64Array;
     use arrow::datatypes::{DataType, Field, Schema};
     use arrow::record_batch::RecordBatch;
-    use datafusion::datasource::listing::PartitionedFile;
-    use datafusion::datasource::physical_plan::FileScanConfigBuilder;
     use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
     // What `DFParquetMetadata` caches (`reader` has a type of the same name).
     use datafusion::datasource::physical_plan::parquet::metadata::CachedParquetMetaData;
@@ -108,7 +149,9 @@ mod tests {
     use datafusion::logical_expr::Operator;
     use datafusion::parquet::arrow::ArrowWriter;
     use datafusion::parquet::file::properties::WriterProperties;
+    use datafusion::physical_expr::PhysicalExpr;
     use datafusion::physical_expr::expressions::{Column, binary, lit};
+    use datafusion::prelude::SessionContext;
     use object_store::ObjectStoreExt;
     use object_store::memory::InMemory;
     use object_store::path::Path;
@@ -135,71 +178,71 @@ mod tests {
         (schema, store.head(&path).await.expect("head"))
     }
 
-    /// A scan of the file, with `v > 900` as its predicate or none, and the cache its reader
-    /// factory uses.
-    fn scan(
-        store: Arc<InMemory>,
-        schema: Arc<Schema>,
-        meta: object_store::ObjectMeta,
-        predicate: bool,
-    ) -> (Arc<dyn ExecutionPlan>, Arc<FileMetadataCache>) {
+    /// The rows of a scan of the file with `predicate` pushed into it (as deltalake's scan
+    /// does), wrapped by [`with_cached_page_indexes`] or not, and what the metadata cache of
+    /// its reader factory holds for the file afterwards: nothing, the footer alone (`false`)
+    /// or the footer with the page index (`true`).
+    async fn scan(
+        wrapped: bool,
+        predicate: Arc<dyn PhysicalExpr>,
+        execute: bool,
+    ) -> (usize, Option<bool>) {
+        let store = Arc::new(InMemory::new());
+        let (schema, meta) = file(&store).await;
         let cache: Arc<FileMetadataCache> = Arc::new(DefaultCache::new(1 << 20));
-        let factory = Arc::new(CachedParquetFileReaderFactory::new(store, cache.clone()));
-        let mut source =
-            ParquetSource::new(schema.clone()).with_parquet_file_reader_factory(factory);
-        if predicate {
-            let expr = binary(
-                Arc::new(Column::new("v", 0)),
-                Operator::Gt,
-                lit(900i64),
-                &schema,
-            )
-            .expect("predicate");
-            source = source.with_predicate(expr);
+        let factory = Arc::new(CachedParquetFileReaderFactory::new(
+            store.clone(),
+            cache.clone(),
+        ));
+        let source = ParquetSource::new(schema)
+            .with_parquet_file_reader_factory(factory)
+            .with_predicate(predicate)
+            .with_pushdown_filters(true);
+        let url = ObjectStoreUrl::parse("memory://").expect("url");
+        let config = FileScanConfigBuilder::new(url.clone(), Arc::new(source))
+            .with_file(PartitionedFile::from(meta))
+            .build();
+        let mut plan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
+        if wrapped {
+            plan = with_cached_page_indexes(plan).expect("wrapped");
         }
-        let config = FileScanConfigBuilder::new(
-            ObjectStoreUrl::parse("memory://").expect("url"),
-            Arc::new(source),
-        )
-        .with_file(PartitionedFile::from(meta))
-        .build();
-        (DataSourceExec::from_data_source(config), cache)
+        let mut rows = 0;
+        if execute {
+            let context = SessionContext::new();
+            context.register_object_store(url.as_ref(), store);
+            let batches = datafusion::physical_plan::collect(plan, context.task_ctx())
+                .await
+                .expect("scan");
+            rows = batches.iter().map(RecordBatch::num_rows).sum();
+        }
+        let cached = cache.get(&Path::from("f.parquet")).map(|entry| {
+            let metadata = entry
+                .file_metadata
+                .as_any()
+                .downcast_ref::<CachedParquetMetaData>()
+                .expect("Parquet metadata")
+                .parquet_metadata()
+                .clone();
+            metadata.column_index().is_some() && metadata.offset_index().is_some()
+        });
+        (rows, cached)
     }
 
-    fn cached_page_index(cache: &FileMetadataCache) -> Option<bool> {
-        let entry = cache.get(&Path::from("f.parquet"))?;
-        let metadata = entry
-            .file_metadata
-            .as_any()
-            .downcast_ref::<CachedParquetMetaData>()
-            .expect("Parquet metadata")
-            .parquet_metadata()
-            .clone();
-        Some(metadata.column_index().is_some() && metadata.offset_index().is_some())
+    fn above(v: i64) -> Arc<dyn PhysicalExpr> {
+        let schema = Schema::new(vec![Field::new("v", DataType::Int64, false)]);
+        binary(Arc::new(Column::new("v", 0)), Operator::Gt, lit(v), &schema).expect("v > x")
     }
 
     #[tokio::test]
-    async fn a_pruning_scan_leaves_its_files_page_indexes_in_the_cache() {
-        let store = Arc::new(InMemory::new());
-        let (schema, meta) = file(&store).await;
-
-        let (plan, cache) = scan(store.clone(), schema.clone(), meta.clone(), true);
-        assert_eq!(cached_page_index(cache.as_ref()), None);
-        cache_page_indexes(&plan).await;
-        assert_eq!(cached_page_index(cache.as_ref()), Some(true));
-        // Cached already: the second call finds it (and reads nothing).
-        cache_page_indexes(&plan).await;
-        assert_eq!(cached_page_index(cache.as_ref()), Some(true));
-
-        // Without a predicate the opener never wants the page index: nothing is read.
-        let (plan, cache) = scan(store.clone(), schema.clone(), meta.clone(), false);
-        cache_page_indexes(&plan).await;
-        assert_eq!(cached_page_index(cache.as_ref()), None);
-
-        // A file that is gone is the scan's error to report, not this.
-        store.delete(&meta.location).await.expect("delete");
-        let (plan, cache) = scan(store, schema, meta, true);
-        cache_page_indexes(&plan).await;
-        assert_eq!(cached_page_index(cache.as_ref()), None);
+    async fn a_page_pruning_scan_leaves_its_files_page_indexes_in_the_cache() {
+        // DataFusion alone caches the footer and keeps the page index it loads to itself.
+        assert_eq!(scan(false, above(900), true).await, (99, Some(false)));
+        // Wrapped, the page index is cached with the footer; the rows are the same.
+        assert_eq!(scan(true, above(900), true).await, (99, Some(true)));
+        // Planning reads nothing.
+        assert_eq!(scan(true, above(900), false).await, (0, None));
+        // A predicate no page can rule out (`true`, as the Delta scan's is when the time
+        // column's statistics hint was all of it): the opener never wants the page index.
+        assert_eq!(scan(true, lit(true), true).await, (1_000, Some(false)));
     }
 }

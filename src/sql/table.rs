@@ -297,7 +297,7 @@ impl TableProvider for TimeFusionTable {
         if hint {
             delta_scan = without_statistics_hint(delta_scan, time)?;
         }
-        crate::sql::page_index::cache_page_indexes(&delta_scan).await;
+        let delta_scan = crate::sql::page_index::with_cached_page_indexes(delta_scan)?;
         let delta_scan = align(delta_scan, &projected)?;
         UnionExec::try_new(vec![buffer_scan, delta_scan])
     }

@@ -254,8 +254,6 @@ async fn flush_and_compaction_write_the_schemas_layout_and_lookups_skip_row_grou
         );
     }
 
-    // The lookup reads one row group: statistics rule out the `late` ones (their ids sort
-    // after every `early` id), the bloom filter the other `early` one.
     // The second start lists `name` among the statistics' columns too: the existing table gets
     // the new `delta.dataSkippingStatsColumns`, and files written from now on carry both.
     let schemas = small_layout_schemas("  stats_columns: [timestamp, name]\n");
@@ -268,6 +266,8 @@ async fn flush_and_compaction_write_the_schemas_layout_and_lookups_skip_row_grou
         ],
     );
     let client = server.client().await;
+    // The lookup reads one row group: statistics rule out the `late` ones (their ids sort
+    // after every `early` id), the bloom filter the other `early` one.
     let lookup = format!("SELECT name FROM {TABLE} WHERE project_id = 'p1' AND id = 'early-1500'");
     let rows = client.query(&lookup, &[]).await.expect("lookup");
     assert_eq!(rows.len(), 1);
