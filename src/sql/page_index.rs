@@ -5,19 +5,23 @@
 //! the page index into a copy of its own that the cache never sees. A one-hour query over a
 //! daily file re-read and re-parsed that file's whole column and offset index on every run
 //! (6% of `trace_by_id`'s CPU). The cache does keep a page index handed to it, and the opener
-//! uses one it finds there. So a Parquet scan whose predicate can prune pages gets a reader
-//! factory that asks the scan's own (caching) factory for each file it opens with the page
-//! index wanted: a file cached with its index costs one cache lookup; any other is read once,
-//! when the scan opens it, and cached for the next query.
+//! uses one it finds there. So a Parquet scan whose predicate, as planned, can prune pages
+//! gets a reader factory that asks the scan's own (caching) factory for each file it opens
+//! with the page index wanted: a file cached with its index costs one cache lookup; any other
+//! has its index read when the scan opens it (two partitions opening the same file at once
+//! may both read it) and cached for the next query.
 //!
-//! What this reads that the opener would not: the page index of an opened file whose row
-//! groups statistics or bloom filters all rule out, or all fully match (the opener then skips
-//! page pruning). Nothing is read at planning (`EXPLAIN` reads no data file), nor for a file
-//! the scan never opens (pruned by its Delta statistics or a top-k's threshold, or past a
-//! `LIMIT`). Data files are immutable and the cache checks each entry against the file's size
-//! and modification time, so a cached index is never stale. The cache's size is DataFusion's
+//! The decision is made when the scan is planned, from its static predicate: a dynamic filter
+//! pushed into the scan later (a hash join's, an unseeded top-k's) is not seen, and such a
+//! scan's opener still loads a page index of its own. What this reads that the opener would
+//! not: the page index of an opened file whose row groups the statistics all rule out, or all
+//! fully match (the opener then skips page pruning). Nothing is read at planning (`EXPLAIN`
+//! reads no data file), nor for a file the scan never opens (pruned by its Delta statistics
+//! or a top-k's threshold, or past a `LIMIT`). Data files are immutable and uniquely named,
+//! so a cached index is never stale. The cache's size is DataFusion's
 //! (`datafusion.runtime.metadata_cache_limit`, 50 MiB, least recently used evicted); an entry
-//! larger than all of it is not kept.
+//! larger than all of it is not kept, and the file's footer-only entry goes with it. Page
+//! index bytes read through the cache are not counted in the scan's `bytes_scanned`.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -58,8 +62,8 @@ pub fn with_cached_page_indexes(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn 
 }
 
 /// A Parquet scan whose page index the opener would use: the page index is enabled and its
-/// predicate has a part a page's min/max can rule out (not `true`, not only multi-column
-/// terms), as the opener itself decides; with its reader factory.
+/// predicate as planned has a part a page's min/max can rule out (not `true`, not only
+/// multi-column terms), the test the opener makes per file; with its reader factory.
 fn page_pruning_scan(
     plan: &Arc<dyn ExecutionPlan>,
 ) -> Option<(
