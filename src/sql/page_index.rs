@@ -31,9 +31,8 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::PagePruningAccessPlanFilter;
 use datafusion::datasource::physical_plan::{
-    FileScanConfig, FileScanConfigBuilder, FileSource, ParquetFileReaderFactory, ParquetSource,
+    FileScanConfig, FileSource, ParquetFileReaderFactory, ParquetSource,
 };
-use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
@@ -51,11 +50,8 @@ pub fn with_cached_page_indexes(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn 
         };
         let factory = Arc::new(PageIndexFactory { inner: factory });
         let source = source.clone().with_parquet_file_reader_factory(factory);
-        let config = FileScanConfigBuilder::from(config.clone())
-            .with_source(Arc::new(source))
-            .build();
         Ok(Transformed::yes(
-            DataSourceExec::from_data_source(config) as _
+            crate::sql::topk_seed::with_parquet_source(config, source),
         ))
     })
     .map(|t| t.data)
@@ -71,9 +67,7 @@ fn page_pruning_scan(
     &ParquetSource,
     Arc<dyn ParquetFileReaderFactory>,
 )> {
-    let exec = plan.downcast_ref::<DataSourceExec>()?;
-    let config = exec.data_source().downcast_ref::<FileScanConfig>()?;
-    let source = config.file_source().downcast_ref::<ParquetSource>()?;
+    let (config, source) = crate::sql::topk_seed::parquet_source(plan)?;
     if !source.table_parquet_options().global.enable_page_index {
         return None;
     }
@@ -144,7 +138,9 @@ mod tests {
     use arrow::array::Int64Array;
     use arrow::datatypes::{DataType, Field, Schema};
     use arrow::record_batch::RecordBatch;
+    use datafusion::datasource::physical_plan::FileScanConfigBuilder;
     use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+    use datafusion::datasource::source::DataSourceExec;
     // What `DFParquetMetadata` caches (`reader` has a type of the same name).
     use datafusion::datasource::physical_plan::parquet::metadata::CachedParquetMetaData;
     use datafusion::execution::cache::cache_manager::FileMetadataCache;

@@ -130,8 +130,7 @@ fn without_statistics_hint(
     time: &str,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
-    use datafusion::datasource::physical_plan::{FileScanConfigBuilder, FileSource};
-    use datafusion::datasource::source::DataSourceExec;
+    use datafusion::datasource::physical_plan::FileSource;
     use datafusion::physical_expr::expressions::IsNotNullExpr;
     use datafusion::physical_expr::{conjunction as and_all, split_conjunction};
 
@@ -158,11 +157,8 @@ fn without_statistics_hint(
             .collect();
         // An always-true predicate builds no page or row-group pruning.
         let source = source.with_predicate(and_all(rest));
-        let config = FileScanConfigBuilder::from(config.clone())
-            .with_source(Arc::new(source))
-            .build();
         Ok(Transformed::yes(
-            DataSourceExec::from_data_source(config) as _
+            crate::sql::topk_seed::with_parquet_source(config, source),
         ))
     })
     .map(|t| t.data)

@@ -303,6 +303,18 @@ pub(crate) fn parquet_source(
     Some((config, source))
 }
 
+/// A Parquet scan of `config`'s files that reads them with `source`: what a rewrite of
+/// [`parquet_source`]'s answer puts in the scan's place.
+pub(crate) fn with_parquet_source(
+    config: &FileScanConfig,
+    source: ParquetSource,
+) -> Arc<dyn ExecutionPlan> {
+    let config = datafusion::datasource::physical_plan::FileScanConfigBuilder::from(config.clone())
+        .with_source(Arc::new(source))
+        .build();
+    DataSourceExec::from_data_source(config)
+}
+
 /// Every Parquet scan configuration below `plan`.
 fn parquet_scans(plan: &Arc<dyn ExecutionPlan>, found: &mut Vec<FileScanConfig>) {
     if let Some((config, _)) = parquet_scan(plan) {
