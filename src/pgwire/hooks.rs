@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use async_trait::async_trait;
 use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
@@ -22,7 +23,7 @@ use pgwire::messages::response::TransactionStatus;
 
 use crate::engine::core::Maintenance;
 use crate::engine::ingest::{Ingest, Via};
-use crate::engine::schema::Catalog;
+use crate::engine::schema::{Catalog, TableSchema};
 use crate::error::SqlState;
 use crate::pgwire::errors::{no_rows_plan, user_error};
 use crate::sql::values;
@@ -309,15 +310,22 @@ pub(crate) struct LiteralInsertHook {
 impl LiteralInsertHook {
     pub(crate) async fn run(&self, statement: &Statement) -> Option<PgWireResult<Response>> {
         let (table, batch) = values::literal_insert(statement, &self.catalog)?;
+        Some(self.write(&table, batch).await)
+    }
+
+    /// Writes the bound rows of a literal `INSERT` into `table`, answering as PostgreSQL does.
+    pub(crate) async fn write(
+        &self,
+        table: &TableSchema,
+        batch: crate::engine::ingest::Result<RecordBatch>,
+    ) -> PgWireResult<Response> {
         let written = match batch {
             Ok(batch) => self.ingest.write(&table.name, batch, Via::Insert).await,
             Err(e) => Err(e),
         };
-        Some(
-            written
-                .map(|rows| Response::Execution(Tag::new("INSERT").with_oid(0).with_rows(rows)))
-                .map_err(|e| user_error(e.sqlstate(), e.to_string())),
-        )
+        written
+            .map(|rows| Response::Execution(Tag::new("INSERT").with_oid(0).with_rows(rows)))
+            .map_err(|e| user_error(e.sqlstate(), e.to_string()))
     }
 }
 

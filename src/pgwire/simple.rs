@@ -31,15 +31,17 @@ use crate::pgwire::wire_text;
 use crate::sql::colname;
 use crate::sql::slots::Slots;
 use crate::sql::statement_text;
+use crate::sql::{literal_values, values};
 
 /// DataFusion's simple-query handler, with literal `INSERT … VALUES` taken before it.
 ///
 /// `datafusion-postgres` parses every query with its compatibility parser, which rewrites
 /// the whole syntax tree for catalog queries, the largest cost of a big literal `INSERT`
 /// (BENCHMARKS.md, "Profiles behind the code"). A query that starts with
-/// `INSERT` is parsed once with the plain PostgreSQL dialect instead; when it is one
-/// literal insert ([`values::literal_insert`]) it is written directly, anything else goes
-/// to DataFusion as before.
+/// `INSERT` is first read by [`literal_values::scan`], which builds the rows of a literal bulk
+/// insert without a parser; else it is parsed once with the plain PostgreSQL dialect, and when
+/// it is one literal insert ([`values::literal_insert`]) it is written directly. Anything else
+/// goes to DataFusion as before.
 pub(crate) struct SimpleQueries {
     pub(crate) session: Arc<DfSessionService>,
     pub(crate) inserts: Arc<Hook<LiteralInsertHook>>,
@@ -59,6 +61,24 @@ impl SimpleQueries {
         let head = query.trim_start().get(..6)?;
         if !head.eq_ignore_ascii_case("insert") {
             return None;
+        }
+        let hook = &self.inserts.0;
+        // The rows of a literal bulk insert, read without parsing it; anything the scanner does
+        // not take is parsed below.
+        let scanned = crate::panics::catch_now(|| {
+            literal_values::scan(query, &hook.catalog, values::now_micros())
+        });
+        match scanned {
+            Ok(Some((table, batch))) => {
+                let written = crate::panics::catch(async {
+                    cancel::began(client, query);
+                    hook.write(&table, Ok(batch)).await
+                })
+                .await;
+                return Some(written.unwrap_or_else(|m| Err(cancel::panicked(&m))));
+            }
+            Ok(None) => {}
+            Err(m) => return Some(Err(cancel::panicked(&m))),
         }
         let statements = parse_plain(query)?;
         match statements.as_slice() {

@@ -38,6 +38,7 @@ pub mod error;
 pub mod functions;
 pub mod insert;
 pub mod lateral;
+pub mod literal_values;
 pub mod mutation;
 pub mod page_index;
 pub mod pg_forms;

@@ -179,26 +179,16 @@ impl InsertTemplate {
         )?)
     }
 
-    /// The schema of a batch of `arrays`: a column of its table field's type keeps the field
-    /// (so `ingest::prepare` can keep the schema too) unless it holds a null the field does
-    /// not allow, which `prepare` reports; others are nullable fields of their own type.
+    /// The schema of a batch of `arrays`, each column's field from [`batch_field`]; the last
+    /// one is kept and reused while it still fits.
     fn schema_of(&self, arrays: &[ArrayRef]) -> SchemaRef {
-        let field_of = |(field, array): (&Field, &ArrayRef)| {
-            if array.data_type() == field.data_type()
-                && (field.is_nullable() || array.null_count() == 0)
-            {
-                field.clone()
-            } else {
-                Field::new(field.name(), array.data_type().clone(), true)
-            }
-        };
         let mut last = self.last_schema.lock();
         if let Some(schema) = last.as_ref()
             && schema
                 .fields()
                 .iter()
                 .zip(self.columns.iter().zip(arrays))
-                .all(|(kept, column)| **kept == field_of(column))
+                .all(|(kept, (field, array))| **kept == batch_field(field, array))
         {
             return schema.clone();
         }
@@ -206,11 +196,22 @@ impl InsertTemplate {
             self.columns
                 .iter()
                 .zip(arrays)
-                .map(field_of)
+                .map(|(field, array)| batch_field(field, array))
                 .collect::<Vec<_>>(),
         ));
         *last = Some(schema.clone());
         schema
+    }
+}
+
+/// The field of a bound column `array` for the table's `field`: the table's field when the
+/// array has its type and no null it forbids (so `ingest::prepare` can keep the schema),
+/// else a nullable field of the array's own type, which `prepare` casts or reports.
+pub(crate) fn batch_field(field: &Field, array: &ArrayRef) -> Field {
+    if array.data_type() == field.data_type() && (field.is_nullable() || array.null_count() == 0) {
+        field.clone()
+    } else {
+        Field::new(field.name(), array.data_type().clone(), true)
     }
 }
 
@@ -382,7 +383,7 @@ fn plain_values(insert: &Insert) -> Option<(&ObjectName, &[ObjectName], &ast::Va
 }
 
 /// The fields of `columns` in `table`; `None` for an unknown or repeated column.
-fn target_columns(table: &TableSchema, columns: &[ObjectName]) -> Option<Vec<Field>> {
+pub(crate) fn target_columns(table: &TableSchema, columns: &[ObjectName]) -> Option<Vec<Field>> {
     let mut fields: Vec<Field> = Vec::with_capacity(columns.len());
     for column in columns {
         let [ObjectNamePart::Identifier(ident)] = column.0.as_slice() else {
@@ -558,7 +559,7 @@ fn literal(value: &Value, target: &DataType) -> Option<ScalarValue> {
 
 /// Integers into integer columns and any number into float or text columns cast exactly as
 /// PostgreSQL assigns them; other combinations go through DataFusion.
-fn number_casts_exactly(number: &str, target: &DataType) -> bool {
+pub(crate) fn number_casts_exactly(number: &str, target: &DataType) -> bool {
     match target {
         DataType::Int16 | DataType::Int32 | DataType::Int64 => {
             number.bytes().all(|b| b.is_ascii_digit())
@@ -569,7 +570,7 @@ fn number_casts_exactly(number: &str, target: &DataType) -> bool {
 }
 
 /// The Arrow type of a SQL type a value may be cast to on the fast path.
-fn arrow_type(data_type: &ast::DataType) -> Option<DataType> {
+pub(crate) fn arrow_type(data_type: &ast::DataType) -> Option<DataType> {
     use ast::DataType as T;
     Some(match data_type {
         T::Text
@@ -606,7 +607,7 @@ fn arrow_type(data_type: &ast::DataType) -> Option<DataType> {
 /// Whether a value cast to `cast` means the same in a column of type `target` as it would
 /// uncast: the same type, or another width of integer (range-checked by the cast), or a
 /// timestamp with or without a zone (both read as UTC, as the planner reads them).
-fn fits(cast: &DataType, target: &DataType) -> bool {
+pub(crate) fn fits(cast: &DataType, target: &DataType) -> bool {
     use DataType as D;
     match (cast, target) {
         (D::Int16 | D::Int32 | D::Int64, D::Int16 | D::Int32 | D::Int64) => true,
