@@ -118,6 +118,10 @@ pub fn scan(
     Some((table, batch))
 }
 
+/// The longest type spelling a cast may have here (`character varying(255)[]` has 24 bytes):
+/// a longer one, such as `text` followed by thousands of `[]`, is left to the parsed path.
+const MAX_CAST_SPELLING: usize = 64;
+
 /// The values of one target column so far: nulls only, or one kind of value with nulls.
 enum Column {
     Nulls(usize),
@@ -468,12 +472,16 @@ impl<'a> Cursor<'a> {
     }
 
     /// The type after `::`, up to the `,` or `)` that ends the value: names, spaces, `(n)`
-    /// and `[]`; `None` on anything else (a second cast, a quote, a comment).
+    /// and `[]`, at most [`MAX_CAST_SPELLING`] bytes; `None` on anything else (a second cast,
+    /// a quote, a comment).
     fn cast_spelling(&mut self) -> Option<&'a str> {
         let bytes = self.bytes();
         let start = self.at;
         let mut depth = 0usize;
         while let Some(&b) = bytes.get(self.at) {
+            if self.at - start > MAX_CAST_SPELLING {
+                return None;
+            }
             match b {
                 b',' if depth == 0 => break,
                 b')' if depth == 0 => break,
@@ -616,6 +624,7 @@ mod tests {
             "'p', 1, NULL",
             "'p', 1, NULL, NULL, NULL",
             "'p', 1, NULL, 'unterminated",
+            "'p', 1, '{a}'::text[][][][][][][][][][][][][][][][][][][][][][][][][][][][][][][][][], NULL",
         ] {
             let sql = row(values);
             assert!(scan(&sql, &catalog, NOW).is_none(), "{sql}");

@@ -212,6 +212,8 @@ pub fn check_depth(query: &str, max_depth: usize) -> Result<(), SqlError> {
         after: After::Other,
         dots: 0,
         most_dots: 0,
+        dims: 0,
+        most_dims: 0,
         max_depth,
     };
     lex(query, |lexeme| scan.visit(lexeme));
@@ -228,6 +230,11 @@ pub fn check_depth(query: &str, max_depth: usize) -> Result<(), SqlError> {
         return too_complex(format!(
             "statement nested too deeply: function calls, subqueries and arrays nest more \
              than {MAX_CALL_NESTING} levels"
+        ));
+    }
+    if scan.most_dims > MAX_NESTING {
+        return too_complex(format!(
+            "statement too complex: a type with more than {MAX_NESTING} array dimensions ([])"
         ));
     }
     if scan.most_dots >= MAX_NAME_PARTS {
@@ -257,6 +264,8 @@ struct Level {
     started: bool,
     /// Whether it follows `FROM` or `JOIN`: a derived table.
     derived: bool,
+    /// Whether `[` opened it.
+    bracket: bool,
 }
 
 /// The kind of token [`DepthScan`] read last.
@@ -288,6 +297,9 @@ struct DepthScan<'a> {
     /// Dots in the run of words and dots being read, and the most in one run.
     dots: usize,
     most_dots: usize,
+    /// Empty `[]` pairs in a row (`text[][]`: a type's array dimensions), and the most.
+    dims: usize,
+    most_dims: usize,
     max_depth: usize,
 }
 
@@ -297,6 +309,7 @@ impl DepthScan<'_> {
             || self.widest > MAX_NESTING + 1
             || self.deepest_calls > MAX_CALL_NESTING
             || self.most_dots >= MAX_NAME_PARTS
+            || self.most_dims > MAX_NESTING
     }
 
     fn visit(&mut self, lexeme: Lexeme) {
@@ -332,10 +345,15 @@ impl DepthScan<'_> {
             b'(' | b'[' => {
                 let calls = usize::from(b == b'[' || self.after == After::Name);
                 let derived = self.after == After::From;
+                let dims = self.dims;
                 self.token(After::Other);
+                if b == b'[' {
+                    self.dims = dims;
+                }
                 self.levels.push(Level {
                     calls,
                     derived,
+                    bracket: b == b'[',
                     ..Level::default()
                 });
                 self.depth += 1;
@@ -346,7 +364,12 @@ impl DepthScan<'_> {
                 let level = self.levels.pop().unwrap_or_default();
                 self.depth -= level.chained + 1;
                 self.calls -= level.calls;
+                let dims = self.dims;
                 self.token(After::Other);
+                if b == b']' && level.bracket && !level.started {
+                    self.dims = dims + 1;
+                    self.most_dims = self.most_dims.max(self.dims);
+                }
             }
             b',' | b';' => {
                 let level = self.levels.last_mut().expect("level 0 is never closed");
@@ -396,8 +419,9 @@ impl DepthScan<'_> {
         );
     }
 
-    /// A token other than whitespace or a comment was read.
+    /// A token other than whitespace or a comment was read (it ends a run of `[]`).
     fn token(&mut self, after: After) {
+        self.dims = 0;
         self.levels
             .last_mut()
             .expect("level 0 is never closed")
@@ -656,6 +680,19 @@ mod tests {
         let refused = check_depth(&nested("(", MAX_NESTING + 1, ")"), usize::MAX).unwrap_err();
         assert_eq!(refused.state, SqlState::STATEMENT_TOO_COMPLEX);
         assert!(refused.message.contains("32 levels"), "{}", refused.message);
+        // A type's `[]` dimensions in a row: the parser nests one type per pair, and what
+        // walks the type recursed until a few hundred thousand of them overflowed the stack.
+        let dims = |n: usize| format!("SELECT '{{a}}'::text{}, ARRAY[] [ ]", "[ ]".repeat(n));
+        assert!(deep(&dims(MAX_NESTING), usize::MAX).is_ok());
+        let refused = check_depth(&dims(MAX_NESTING + 1), usize::MAX).unwrap_err();
+        assert_eq!(refused.state, SqlState::STATEMENT_TOO_COMPLEX);
+        assert!(
+            refused.message.contains("array dimensions"),
+            "{}",
+            refused.message
+        );
+        assert!(deep(&format!("SELECT {}", "x[1]".repeat(1000)), usize::MAX).is_ok());
+        assert!(deep(&format!("SELECT a{}", "[1][]".repeat(100)), usize::MAX).is_ok());
         // Calls, subqueries and arrays nest less, each kind and mixed.
         let calls = [
             ("abs(", ")", 16),

@@ -40,6 +40,13 @@ async fn deep_and_huge_statements_get_an_answer_or_54001_and_the_server_stays_up
         arrays(1_000),
         format!("SELECT {}1{}", "abs(".repeat(40), ")".repeat(40)),
         format!("SELECT {}1{}", "(SELECT ".repeat(30), ")".repeat(30)),
+        // A cast to a type of 200,000 array dimensions overflowed the stack of the thread
+        // that parsed it and took the server down, literal INSERT or SELECT alike.
+        format!(
+            "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, hashes) VALUES ('p', now(), 'i', '{{a}}'::text{})",
+            "[]".repeat(200_000)
+        ),
+        format!("SELECT '{{a}}'::text{}", "[]".repeat(200_000)),
     ];
     for sql in &refused {
         let head = &sql[..30];
