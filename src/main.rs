@@ -29,11 +29,10 @@ const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 
 /// Transparent huge pages off for this process unless `MIMALLOC_ALLOW_THP` is set. mimalloc
 /// asks for huge pages on its arenas, so the first touch of any byte of a fresh 2 MiB region
-/// faults in the whole of it, zeroed: with them, page zeroing was 56% of the server's CPU
-/// for `COPY` and the same share of a literal `INSERT`'s after its parser was gone, mostly
-/// for capacity reserved and never written. Without them the server used 47% less CPU for the
-/// same `COPY` and took literal `INSERT`s 1.5x as fast, with 20% less RSS, and queries ran
-/// the same (BENCHMARKS.md, "Transparent huge pages off"). mimalloc disables them with
+/// faults in the whole of it, zeroed, also where a builder reserved capacity it never writes:
+/// with them, page zeroing was 56% of the server's CPU for `COPY`. Without them the server
+/// used 47% less CPU and 15-19% less RSS for the same `COPY`, took literal `INSERT`s 1.5x as
+/// fast and DoPut 1.4-1.5x as fast, and queries ran the same (BENCHMARKS.md, "Transparent huge pages off"). mimalloc disables them with
 /// `prctl(PR_SET_THP_DISABLE)` only when the option is off as it starts, before `main`, so
 /// the process does it here; the kernel then maps every later fault, in any region, with
 /// 4 KiB pages.

@@ -14,14 +14,15 @@
 //! - values: `'…'` strings (`''` for a quote; backslashes are plain, as with
 //!   `standard_conforming_strings`), numbers (`-7`, `1.25`) where their text casts exactly,
 //!   `NULL`, `DEFAULT`, `TRUE` / `FALSE`, `ARRAY['…', NULL, …]` for `text[]` columns,
-//!   `now()` and its synonyms for timestamp columns; each optionally cast once to a type that
-//!   fits its column (`'…'::timestamptz`, `ARRAY[…]::text[]`).
+//!   `now()` and its synonyms for timestamp columns; a string, unsigned number, `NULL`,
+//!   boolean or `ARRAY` optionally cast once to a type that fits its column
+//!   (`'…'::timestamptz`, `ARRAY[…]::text[]`).
 //!
 //! Anything else returns `None` and the statement takes the parsed path unchanged: a comment,
 //! an `E'…'` or dollar-quoted string, a parameter, an expression, `CAST(…)`, a clause after the
 //! rows, or a column whose rows mix kinds of value (text in one row, an `ARRAY` or `now()` in
-//! another), which that path casts row by row. The unit tests hold the two paths to the same
-//! batch on generated statements. Tests: below, and every literal `INSERT` of `tests/`.
+//! another), which that path casts row by row. The unit tests require every generated
+//! statement the scanner takes to build the parsed path's batch. Tests: below, and every literal `INSERT` of `tests/`.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -50,6 +51,15 @@ pub fn scan(
     if !(cursor.keyword("insert") && cursor.keyword("into")) {
         return None;
     }
+    // Right after `INTO` the parser reads these words as keywords (`INSERT INTO TABLE t`).
+    let start = cursor.at;
+    if ["local", "directory", "table"]
+        .iter()
+        .any(|word| cursor.keyword(word))
+    {
+        return None;
+    }
+    cursor.at = start;
     let mut name = vec![cursor.ident()?];
     while name.len() < 3 && cursor.eat(b'.') {
         name.push(cursor.ident()?);
@@ -60,6 +70,12 @@ pub fn scan(
     if !cursor.eat(b'(') {
         return None;
     }
+    // `(SELECT …` and `(WITH …` open a subquery for the parser, not a column list.
+    let start = cursor.at;
+    if cursor.keyword("select") || cursor.keyword("with") {
+        return None;
+    }
+    cursor.at = start;
     loop {
         names.push(ObjectName(vec![ObjectNamePart::Identifier(
             cursor.ident()?,
@@ -192,14 +208,22 @@ impl Column {
 }
 
 /// The Arrow types of the cast spellings seen in one statement (`timestamptz`, `text[]`), each
-/// parsed once by sqlparser, so a cast means here what it means on the parsed path.
+/// parsed once by sqlparser, so a cast means here what it means on the parsed path. A
+/// statement with more than [`MAX_CAST_SPELLINGS`] of them is left to the parsed path, so
+/// looking one up stays a short scan.
 #[derive(Default)]
 struct CastTypes<'a>(Vec<(&'a str, Option<DataType>)>);
+
+/// The most distinct cast spellings one scanned statement may use.
+const MAX_CAST_SPELLINGS: usize = 16;
 
 impl<'a> CastTypes<'a> {
     fn get(&mut self, spelling: &'a str) -> Option<DataType> {
         if let Some((_, known)) = self.0.iter().find(|(s, _)| *s == spelling) {
             return known.clone();
+        }
+        if self.0.len() == MAX_CAST_SPELLINGS {
+            return None;
         }
         let parsed = Self::parse(spelling);
         self.0.push((spelling, parsed.clone()));
@@ -625,6 +649,7 @@ mod tests {
             "'p', 1, NULL, NULL, NULL",
             "'p', 1, NULL, 'unterminated",
             "'p', 1, '{a}'::text[][][][][][][][][][][][][][][][][][][][][][][][][][][][][][][][][], NULL",
+            "'p', 1, NULL, '2026-01-01'::varchar(1)::timestamptz",
         ] {
             let sql = row(values);
             assert!(scan(&sql, &catalog, NOW).is_none(), "{sql}");
@@ -638,6 +663,18 @@ mod tests {
             let sql = format!("{}{trailer}", row("'p', 1, NULL, NULL"));
             assert!(scan(&sql, &catalog, NOW).is_none(), "{sql}");
         }
+        // At most MAX_CAST_SPELLINGS distinct casts a statement.
+        let casts = |n: usize| {
+            let rows: Vec<String> = (1..=n)
+                .map(|i| format!("('p', 'x'::varchar({i}))"))
+                .collect();
+            format!(
+                "INSERT INTO otel_logs_and_spans (project_id, name) VALUES {}",
+                rows.join(", ")
+            )
+        };
+        assert!(same_as_parsed(&casts(MAX_CAST_SPELLINGS), &catalog));
+        assert!(scan(&casts(MAX_CAST_SPELLINGS + 1), &catalog, NOW).is_none());
         // A column whose rows mix text and `now()` is cast row by row on the parsed path.
         let sql = "INSERT INTO otel_logs_and_spans (project_id, timestamp) VALUES ('p', now()), ('p', '2026-01-01')";
         assert!(scan(sql, &catalog, NOW).is_none());

@@ -266,6 +266,8 @@ struct Level {
     derived: bool,
     /// Whether `[` opened it.
     bracket: bool,
+    /// The run of `[…]` groups it continues (`text[2][3]`, see [`DepthScan::dims`]).
+    dims: usize,
 }
 
 /// The kind of token [`DepthScan`] read last.
@@ -297,7 +299,8 @@ struct DepthScan<'a> {
     /// Dots in the run of words and dots being read, and the most in one run.
     dots: usize,
     most_dots: usize,
-    /// Empty `[]` pairs in a row (`text[][]`: a type's array dimensions), and the most.
+    /// `[…]` groups in a row, empty or not (`text[][4]`: a type's array dimensions, one
+    /// nested type each in the parser), and the most.
     dims: usize,
     most_dims: usize,
     max_depth: usize,
@@ -354,6 +357,7 @@ impl DepthScan<'_> {
                     calls,
                     derived,
                     bracket: b == b'[',
+                    dims: self.dims,
                     ..Level::default()
                 });
                 self.depth += 1;
@@ -364,10 +368,9 @@ impl DepthScan<'_> {
                 let level = self.levels.pop().unwrap_or_default();
                 self.depth -= level.chained + 1;
                 self.calls -= level.calls;
-                let dims = self.dims;
                 self.token(After::Other);
-                if b == b']' && level.bracket && !level.started {
-                    self.dims = dims + 1;
+                if b == b']' && level.bracket {
+                    self.dims = level.dims + 1;
                     self.most_dims = self.most_dims.max(self.dims);
                 }
             }
@@ -692,7 +695,21 @@ mod tests {
             refused.message
         );
         assert!(deep(&format!("SELECT {}", "x[1]".repeat(1000)), usize::MAX).is_ok());
-        assert!(deep(&format!("SELECT a{}", "[1][]".repeat(100)), usize::MAX).is_ok());
+        // Sizes and subscripts count too: the parser nests `text[1][1]` as it nests `text[][]`.
+        let sized = |n: usize| format!("SELECT '{{a}}'::text{}", "[1] ".repeat(n));
+        assert!(deep(&sized(MAX_NESTING), usize::MAX).is_ok());
+        assert!(deep(&sized(MAX_NESTING + 1), usize::MAX).is_err());
+        assert!(deep(&format!("SELECT a{}", "[1][]".repeat(100)), usize::MAX).is_err());
+        // Nested and listed arrays are not a run.
+        let listed: Vec<String> = (0..1000).map(|i| format!("[{i}]")).collect();
+        assert!(deep(&format!("SELECT ARRAY[{}]", listed.join(",")), usize::MAX).is_ok());
+        assert!(
+            deep(
+                &format!("SELECT {}1{}", "ARRAY[".repeat(10), "]".repeat(10)),
+                usize::MAX
+            )
+            .is_ok()
+        );
         // Calls, subqueries and arrays nest less, each kind and mixed.
         let calls = [
             ("abs(", ")", 16),

@@ -47,6 +47,7 @@ async fn deep_and_huge_statements_get_an_answer_or_54001_and_the_server_stays_up
             "[]".repeat(200_000)
         ),
         format!("SELECT '{{a}}'::text{}", "[]".repeat(200_000)),
+        format!("SELECT '{{a}}'::text{}", "[1]".repeat(200_000)),
     ];
     for sql in &refused {
         let head = &sql[..30];
