@@ -32,10 +32,10 @@ const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 /// faults in the whole of it, zeroed, also where a builder reserved capacity it never writes:
 /// with them, page zeroing was 56% of the server's CPU for `COPY`. Without them the server
 /// used 47% less CPU and 15-19% less RSS for the same `COPY`, took literal `INSERT`s 1.5x as
-/// fast and DoPut 1.4-1.5x as fast, and queries ran the same (BENCHMARKS.md, "Transparent huge pages off"). mimalloc disables them with
-/// `prctl(PR_SET_THP_DISABLE)` only when the option is off as it starts, before `main`, so
-/// the process does it here; the kernel then maps every later fault, in any region, with
-/// 4 KiB pages.
+/// fast and DoPut 1.4-1.5x as fast, and queries ran the same (BENCHMARKS.md, "Transparent
+/// huge pages off"). mimalloc disables them with `prctl(PR_SET_THP_DISABLE)` only when the
+/// option is off as it starts, before `main`, so the process does it here; the kernel then
+/// maps every later fault, in any region, with 4 KiB pages.
 fn disable_transparent_huge_pages() {
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
         return;

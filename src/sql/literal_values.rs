@@ -22,7 +22,8 @@
 //! an `E'…'` or dollar-quoted string, a parameter, an expression, `CAST(…)`, a clause after the
 //! rows, or a column whose rows mix kinds of value (text in one row, an `ARRAY` or `now()` in
 //! another), which that path casts row by row. The unit tests require every generated
-//! statement the scanner takes to build the parsed path's batch. Tests: below, and every literal `INSERT` of `tests/`.
+//! statement the scanner takes to build the parsed path's batch. Tests: below, and every
+//! literal `INSERT` of `tests/`.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -377,8 +378,8 @@ impl<'a> Cursor<'a> {
             end = fraction;
         }
         // `1e5`, `1_000`, `0x1F`, `1.2.3`: the parsed path's tokenizer decides those.
-        if matches!(bytes.get(end), Some(b) if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'$') || !b.is_ascii())
-        {
+        let runs_on = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'$');
+        if bytes.get(end).is_some_and(|b| runs_on(b) || !b.is_ascii()) {
             return None;
         }
         if !values::number_casts_exactly(&self.text[first..end], target) {
