@@ -414,32 +414,39 @@ impl<'a> Cursor<'a> {
                 !negative
             }
             _ => {
+                // The word in lower case, without allocating for every value: none of the
+                // words taken here is longer than the buffer.
                 let word = self.word()?;
-                match word.to_ascii_lowercase().as_str() {
-                    "null" => {
+                let mut buffer = [0u8; 24];
+                let lower = buffer.get_mut(..word.len())?;
+                lower.copy_from_slice(word.as_bytes());
+                lower.make_ascii_lowercase();
+                match &*lower {
+                    b"null" => {
                         column.push_null();
                         true
                     }
-                    "default" => {
+                    b"default" => {
                         column.push_null();
                         false
                     }
-                    "true" | "false" if matches!(target, DataType::Boolean | DataType::Utf8) => {
-                        column.text()?.append_value(word.to_ascii_lowercase());
+                    b"true" | b"false" if matches!(target, DataType::Boolean | DataType::Utf8) => {
+                        let text = if &*lower == b"true" { "true" } else { "false" };
+                        column.text()?.append_value(text);
                         true
                     }
-                    "array" => {
+                    b"array" => {
                         self.array(target, column)?;
                         true
                     }
-                    name @ ("now"
-                    | "current_timestamp"
-                    | "transaction_timestamp"
-                    | "statement_timestamp")
+                    name @ (b"now"
+                    | b"current_timestamp"
+                    | b"transaction_timestamp"
+                    | b"statement_timestamp")
                         if matches!(target, DataType::Timestamp(..)) =>
                     {
                         let called = self.eat(b'(');
-                        if called && !self.eat(b')') || !called && name != "current_timestamp" {
+                        if called && !self.eat(b')') || !called && name != b"current_timestamp" {
                             return None;
                         }
                         column.now()?.append_value(now_micros);
@@ -680,6 +687,20 @@ mod tests {
         let sql = "INSERT INTO otel_logs_and_spans (project_id, timestamp) VALUES ('p', now()), ('p', '2026-01-01')";
         assert!(scan(sql, &catalog, NOW).is_none());
         assert!(parsed(sql, &catalog).is_some());
+    }
+
+    #[test]
+    fn names_the_parser_reads_as_keywords_are_left_to_it() {
+        // A user's table named `local`: right after INTO the parser reads it as a keyword.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = include_str!("../../schemas/otel_metrics.yaml")
+            .replace("name: otel_metrics", "name: local");
+        std::fs::write(dir.path().join("local.yaml"), yaml).expect("schema");
+        let catalog = Catalog::load(Some(dir.path())).expect("catalog");
+        let quoted = "INSERT INTO \"local\" (project_id, timestamp) VALUES ('p', '2026-01-01')";
+        assert!(scan(quoted, &catalog, NOW).is_some());
+        let unquoted = "INSERT INTO local (project_id, timestamp) VALUES ('p', '2026-01-01')";
+        assert!(scan(unquoted, &catalog, NOW).is_none());
     }
 
     /// A small deterministic generator (xorshift), so the test needs no extra crate.
