@@ -3,6 +3,8 @@
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
+# make: tikv-jemalloc-sys builds jemalloc, the server's allocator, from source.
+RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
 # Dependencies first, so a source change does not rebuild them.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src bench && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \

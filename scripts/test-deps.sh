@@ -13,6 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
+# make: jemalloc, the server's allocator, is built from source by tikv-jemalloc-sys.
+command -v make >/dev/null 2>&1 || missing+=(make)
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 [ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
@@ -21,7 +23,7 @@ command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 command -v go >/dev/null 2>&1 || missing+=(golang-go)
 [ -d /usr/share/gocode/src/github.com/jackc/pgx ] || missing+=(golang-github-jackc-pgx-v4-dev)
 if [ "${#missing[@]}" -gt 0 ]; then
-  echo "installing ${missing[*]} for the end-to-end tests (psql; openssl for the TLS test's certificate; pgjdbc and a JDK; Node for node-postgres; Go and pgx)"
+  echo "installing ${missing[*]} for the build and the end-to-end tests (make for jemalloc; psql; openssl for the TLS test's certificate; pgjdbc and a JDK; Node for node-postgres; Go and pgx)"
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${missing[@]}";
   else sudo apt-get update -qq && sudo apt-get install -y -qq "${missing[@]}"; fi
 fi

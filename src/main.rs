@@ -3,72 +3,80 @@
 
 use anyhow::Context;
 use clap::Parser;
+use std::sync::OnceLock;
+use tikv_jemalloc_ctl::{Access, AsName};
 use timefusion::config::Config;
 use timefusion::server::Server;
 
-/// mimalloc instead of glibc malloc: ingest allocates and frees multi-MiB Arrow buffers per
-/// batch, which glibc serves with fresh mmaps (page faults and zeroing dominated the profile).
+/// jemalloc instead of glibc malloc or mimalloc. Ingest allocates and frees multi-MiB Arrow
+/// buffers per batch, which glibc serves with fresh mmaps (page faults and zeroing dominated
+/// the profile). Under a 512 MiB process budget mimalloc kept memory nothing used: the
+/// resident set no consumer accounts for grew by 230 MB in 45 s, where jemalloc returning
+/// freed pages at once held it flat; after five minutes mimalloc's process peaked at 2.2x the
+/// budget and jemalloc's at 1.5x, with more throughput, and every other path ran the same or
+/// faster (BENCHMARKS.md, "jemalloc instead of mimalloc"). Batches are built on one thread
+/// and freed on another, which mimalloc reclaims only when the owning thread next collects.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// mimalloc's `mi_option_purge_delay` in its v3 `mimalloc.h`, which libmimalloc-sys 0.1.49's
-/// bindings leave out; `tests::the_allocator_options_set_are_the_ones_named` checks it still
-/// holds that option's default.
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+/// jemalloc's default dirty-page decay: freed pages stay mapped for about this long before
+/// they go back to the OS, so the next batch reuses them instead of faulting in fresh pages
+/// the kernel must zero. `_RJEM_MALLOC_CONF=dirty_decay_ms:N` sets another.
+const DIRTY_DECAY_MS: isize = 10_000;
 
-/// How long freed memory stays mapped before mimalloc returns it to the OS, unless
-/// `MIMALLOC_PURGE_DELAY` says otherwise: 10 s, jemalloc's default dirty-page decay, instead
-/// of mimalloc's 1 s. Ingest frees and allocates multi-MiB buffers for every batch; memory
-/// given back comes back as fresh pages the kernel zeroes, 2 MiB at a time with transparent
-/// huge pages; the measurement is in BENCHMARKS.md ("Profiles behind the code").
-const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
-
-/// mimalloc's `mi_option_allow_thp` in its v3 `mimalloc.h` (index 43, also left out of the
-/// bindings); `tests::the_allocator_options_set_are_the_ones_named` checks its default.
-const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
-
-/// Transparent huge pages off for this process unless `MIMALLOC_ALLOW_THP` is set. mimalloc
-/// asks for huge pages on its arenas, so the first touch of any byte of a fresh 2 MiB region
-/// faults in the whole of it, zeroed, also where a builder reserved capacity it never writes:
-/// with them, page zeroing was 56% of the server's CPU for `COPY`. Without them the server
-/// used 47% less CPU and 15-19% less RSS for the same `COPY`, took literal `INSERT`s 1.5x as
-/// fast and DoPut 1.4-1.5x as fast, and queries ran the same (BENCHMARKS.md, "Transparent
-/// huge pages off"). mimalloc disables them with `prctl(PR_SET_THP_DISABLE)` only when the
-/// option is off as it starts, before `main`, so the process does it here; the kernel then
+/// Transparent huge pages off for this process unless `TIMEFUSION_ALLOW_THP` is set. With
+/// them, the first touch of any byte of a fresh 2 MiB region faults in the whole of it,
+/// zeroed, also where a builder reserved capacity it never writes: page zeroing was 56% of
+/// the server's CPU for `COPY`. Without them the server used 47% less CPU and 15-19% less
+/// RSS for the same `COPY`, took literal `INSERT`s 1.5x as fast and DoPut 1.4-1.5x as fast,
+/// and queries ran the same (BENCHMARKS.md, "Transparent huge pages off"). The kernel then
 /// maps every later fault, in any region, with 4 KiB pages.
 fn disable_transparent_huge_pages() {
-    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
+    if std::env::var_os("TIMEFUSION_ALLOW_THP").is_some() {
         return;
     }
-    // SAFETY: sets one integer option, read atomically.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0) };
     // SAFETY: prctl with PR_SET_THP_DISABLE takes integer arguments and touches no memory of
     // ours; on a kernel without it the call fails and nothing changes.
     #[cfg(target_os = "linux")]
     let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
 
+/// The dirty decay jemalloc started with (`DIRTY_DECAY_MS` unless `_RJEM_MALLOC_CONF` set
+/// another), restored when the process is back under its budget.
+static STARTING_DECAY_MS: OnceLock<isize> = OnceLock::new();
+
+/// The allocator's setup: huge pages off, jemalloc's background threads on (they return
+/// decayed pages to the OS, so writers do not), and its control registered with the memory
+/// governor.
 fn tune_allocator() {
     disable_transparent_huge_pages();
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets one integer option; mimalloc reads options atomically.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
-        timefusion::memory::set_allocator_control(near_the_budget);
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        eprintln!("jemalloc background threads not started: {e}");
     }
+    let decay = b"arenas.dirty_decay_ms\0".name().read();
+    STARTING_DECAY_MS.get_or_init(|| decay.unwrap_or(DIRTY_DECAY_MS));
+    timefusion::memory::set_allocator_control(near_the_budget);
 }
 
 /// Near the process's memory budget (`timefusion::memory::govern`), freed memory goes back
-/// to the OS at once: the purge delay drops to 0 and what waits for its delay is purged now.
-/// Back under it, the delay is `PURGE_DELAY_MS` again.
+/// to the OS at once: the dirty decay of every arena, and of arenas created later, drops to
+/// 0, which also purges what waits for it. Back under it, the decay is what it was at start.
 fn near_the_budget(tight: bool) {
-    // SAFETY: sets one integer option, read atomically; mi_collect may run on any thread.
-    unsafe {
-        if tight {
-            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
-            libmimalloc_sys::mi_collect(true);
-        } else {
-            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS);
-        }
+    let ms = match tight {
+        true => 0,
+        false => *STARTING_DECAY_MS.get_or_init(|| DIRTY_DECAY_MS),
+    };
+    let _ = b"arenas.dirty_decay_ms\0".name().write(ms);
+    let Ok(arenas) = tikv_jemalloc_ctl::arenas::narenas::read() else {
+        return;
+    };
+    let Ok(mut mib) = b"arena.0.dirty_decay_ms\0".name().mib::<[usize; 3]>() else {
+        return;
+    };
+    // An index jemalloc has not used yet answers an error; it gets the new default.
+    for arena in 0..arenas as usize {
+        mib[1] = arena;
+        let _ = mib.write(ms);
     }
 }
 
@@ -128,26 +136,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_allocator_options_set_are_the_ones_named() {
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some()
-            || std::env::var_os("MIMALLOC_ALLOW_THP").is_some()
+    fn the_allocator_is_tuned_and_follows_the_governor() {
+        if std::env::var_os("_RJEM_MALLOC_CONF").is_some()
+            || std::env::var_os("TIMEFUSION_ALLOW_THP").is_some()
         {
             return;
         }
-        // mimalloc v3's defaults for the two options: another option at either index would
-        // not hold them.
-        // SAFETY: reads integer options.
-        let get = |option| unsafe { libmimalloc_sys::mi_option_get(option) };
-        assert_eq!(get(MI_OPTION_PURGE_DELAY), 1000);
-        assert_eq!(get(MI_OPTION_ALLOW_THP), 1);
+        let arena_decay = || -> isize { b"arena.0.dirty_decay_ms\0".name().read().unwrap() };
+        let new_arena_decay = || -> isize { b"arenas.dirty_decay_ms\0".name().read().unwrap() };
+        assert_eq!(arena_decay(), DIRTY_DECAY_MS, "jemalloc's default decay");
         tune_allocator();
-        assert_eq!(get(MI_OPTION_PURGE_DELAY), PURGE_DELAY_MS);
-        assert_eq!(get(MI_OPTION_ALLOW_THP), 0);
+        assert!(tikv_jemalloc_ctl::background_thread::read().unwrap());
         #[cfg(target_os = "linux")]
         {
             // SAFETY: reads the process's flag.
             let disabled = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
             assert_eq!(disabled, 1, "transparent huge pages off for the process");
         }
+        near_the_budget(true);
+        assert_eq!((arena_decay(), new_arena_decay()), (0, 0));
+        near_the_budget(false);
+        assert_eq!(
+            (arena_decay(), new_arena_decay()),
+            (DIRTY_DECAY_MS, DIRTY_DECAY_MS)
+        );
     }
 }

@@ -218,7 +218,7 @@ static ALLOCATOR: OnceLock<fn(bool)> = OnceLock::new();
 
 /// Registers what the binary's allocator does under pressure: `control(true)` returns free
 /// pages to the OS at once (and keeps doing so), `control(false)` restores its usual delay.
-/// The `timefusion` binary registers mimalloc's; without one the governor only throttles.
+/// The `timefusion` binary registers jemalloc's; without one the governor only throttles.
 pub fn set_allocator_control(control: fn(bool)) {
     let _ = ALLOCATOR.set(control);
 }
