@@ -9,12 +9,24 @@ use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::error::SqlState;
 
 /// `pg_backend_pid()` of `client`'s session.
+/// The session's backend pid, over the simple protocol: `query_one` would prepare a statement
+/// whose drop sends a `Close` after the answer, and a session ended while that is in flight
+/// answers it with its FATAL error, which tokio-postgres then hands to the dropped statement
+/// instead of the connection.
 async fn pid(client: &tokio_postgres::Client) -> i32 {
-    client
-        .query_one("SELECT pg_backend_pid()", &[])
+    let messages = client
+        .simple_query("SELECT pg_backend_pid()")
         .await
-        .expect("pg_backend_pid")
-        .get(0)
+        .expect("pg_backend_pid");
+    messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0),
+            _ => None,
+        })
+        .expect("a row")
+        .parse()
+        .expect("an integer pid")
 }
 
 /// The text columns of `pg_stat_activity`'s row for `pid`, as `name=value` pairs.
