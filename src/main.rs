@@ -41,42 +41,54 @@ fn disable_transparent_huge_pages() {
     let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
 
-/// The dirty decay jemalloc started with (`DIRTY_DECAY_MS` unless `_RJEM_MALLOC_CONF` set
-/// another), restored when the process is back under its budget.
-static STARTING_DECAY_MS: OnceLock<isize> = OnceLock::new();
+/// The dirty and muzzy decays jemalloc started with (`DIRTY_DECAY_MS` and 0 unless
+/// `_RJEM_MALLOC_CONF` set others), restored when the process is back under its budget.
+static STARTING_DECAYS_MS: OnceLock<(isize, isize)> = OnceLock::new();
 
-/// The allocator's setup: huge pages off, jemalloc's background threads on (they return
-/// decayed pages to the OS, so writers do not), and its control registered with the memory
-/// governor.
+/// The allocator's setup: huge pages off, jemalloc's background threads on unless
+/// `_RJEM_MALLOC_CONF` says otherwise (they return decayed pages to the OS, so writers do
+/// not), and its control registered with the memory governor.
 fn tune_allocator() {
     disable_transparent_huge_pages();
-    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+    let configured = std::env::var("_RJEM_MALLOC_CONF").unwrap_or_default();
+    if !configured.contains("background_thread")
+        && let Err(e) = tikv_jemalloc_ctl::background_thread::write(true)
+    {
         eprintln!("jemalloc background threads not started: {e}");
     }
-    let decay = b"arenas.dirty_decay_ms\0".name().read();
-    STARTING_DECAY_MS.get_or_init(|| decay.unwrap_or(DIRTY_DECAY_MS));
+    let dirty = b"arenas.dirty_decay_ms\0".name().read();
+    let muzzy = b"arenas.muzzy_decay_ms\0".name().read();
+    STARTING_DECAYS_MS.get_or_init(|| (dirty.unwrap_or(DIRTY_DECAY_MS), muzzy.unwrap_or(0)));
     timefusion::memory::set_allocator_control(near_the_budget);
 }
 
 /// Near the process's memory budget (`timefusion::memory::govern`), freed memory goes back
-/// to the OS at once: the dirty decay of every arena, and of arenas created later, drops to
-/// 0, which also purges what waits for it. Back under it, the decay is what it was at start.
+/// to the OS at once: the decays of every arena, and of arenas created later, drop to 0,
+/// which also purges what waits for them. Back under it, they are what they were at start.
+/// The arena jemalloc keeps for allocations of 8 MiB and more (index `opt.narenas`) decays
+/// at 0 from its start and is left so.
 fn near_the_budget(tight: bool) {
-    let ms = match tight {
-        true => 0,
-        false => *STARTING_DECAY_MS.get_or_init(|| DIRTY_DECAY_MS),
+    let (dirty, muzzy) = match tight {
+        true => (0, 0),
+        false => *STARTING_DECAYS_MS.get_or_init(|| (DIRTY_DECAY_MS, 0)),
     };
-    let _ = b"arenas.dirty_decay_ms\0".name().write(ms);
-    let Ok(arenas) = tikv_jemalloc_ctl::arenas::narenas::read() else {
+    let _ = b"arenas.dirty_decay_ms\0".name().write(dirty);
+    let _ = b"arenas.muzzy_decay_ms\0".name().write(muzzy);
+    let Ok(arenas) = tikv_jemalloc_ctl::opt::narenas::read() else {
         return;
     };
-    let Ok(mut mib) = b"arena.0.dirty_decay_ms\0".name().mib::<[usize; 3]>() else {
-        return;
-    };
-    // An index jemalloc has not used yet answers an error; it gets the new default.
-    for arena in 0..arenas as usize {
-        mib[1] = arena;
-        let _ = mib.write(ms);
+    for (name, ms) in [
+        (b"arena.0.dirty_decay_ms\0".as_slice(), dirty),
+        (b"arena.0.muzzy_decay_ms\0".as_slice(), muzzy),
+    ] {
+        let Ok(mut mib) = name.name().mib::<[usize; 3]>() else {
+            continue;
+        };
+        // An index jemalloc has not used yet answers an error; it gets the new default.
+        for arena in 0..arenas as usize {
+            mib[1] = arena;
+            let _ = mib.write(ms);
+        }
     }
 }
 
@@ -142,9 +154,22 @@ mod tests {
         {
             return;
         }
-        let arena_decay = || -> isize { b"arena.0.dirty_decay_ms\0".name().read().unwrap() };
-        let new_arena_decay = || -> isize { b"arenas.dirty_decay_ms\0".name().read().unwrap() };
-        assert_eq!(arena_decay(), DIRTY_DECAY_MS, "jemalloc's default decay");
+        let decay = |name: &str| -> isize { name.as_bytes().name().read().unwrap() };
+        let arena = |i: u32, kind: &str| decay(&format!("arena.{i}.{kind}_decay_ms\0"));
+        // A large allocation brings up the arena for 8 MiB and more (index opt.narenas).
+        let large = std::hint::black_box(vec![1u8; 16 << 20]);
+        drop(large);
+        let automatic = tikv_jemalloc_ctl::opt::narenas::read().unwrap();
+        assert_eq!(
+            arena(0, "dirty"),
+            DIRTY_DECAY_MS,
+            "jemalloc's default decay"
+        );
+        assert_eq!(
+            arena(automatic, "dirty"),
+            0,
+            "the large arena decays at once"
+        );
         tune_allocator();
         assert!(tikv_jemalloc_ctl::background_thread::read().unwrap());
         #[cfg(target_os = "linux")]
@@ -154,11 +179,11 @@ mod tests {
             assert_eq!(disabled, 1, "transparent huge pages off for the process");
         }
         near_the_budget(true);
-        assert_eq!((arena_decay(), new_arena_decay()), (0, 0));
+        assert_eq!(arena(0, "dirty"), 0);
+        assert_eq!(decay("arenas.dirty_decay_ms\0"), 0, "arenas created later");
         near_the_budget(false);
-        assert_eq!(
-            (arena_decay(), new_arena_decay()),
-            (DIRTY_DECAY_MS, DIRTY_DECAY_MS)
-        );
+        assert_eq!(arena(0, "dirty"), DIRTY_DECAY_MS);
+        assert_eq!(decay("arenas.dirty_decay_ms\0"), DIRTY_DECAY_MS);
+        assert_eq!((arena(0, "muzzy"), arena(automatic, "dirty")), (0, 0));
     }
 }

@@ -8,7 +8,6 @@ use crate::common::*;
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::error::SqlState;
 
-/// `pg_backend_pid()` of `client`'s session.
 /// The session's backend pid, over the simple protocol: `query_one` would prepare a statement
 /// whose drop sends a `Close` after the answer, and a session ended while that is in flight
 /// answers it with its FATAL error, which tokio-postgres then hands to the dropped statement
