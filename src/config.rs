@@ -144,6 +144,12 @@ pub struct Config {
     #[arg(long, env = "TIMEFUSION_QUERY_MEMORY_MB")]
     pub query_memory_mb: Option<u64>,
 
+    /// Memory for the decoded footers and page indexes of Parquet files queries read (the
+    /// file metadata cache), in MiB; the least recently used are evicted past it. Default: 5%
+    /// of the process budget, or 50 (DataFusion's default) without one.
+    #[arg(long, env = "TIMEFUSION_METADATA_CACHE_MB")]
+    pub metadata_cache_mb: Option<u64>,
+
     /// Stack of each thread that parses, plans and runs statements, in MiB: at least one per
     /// 100 of `TIMEFUSION_MAX_EXPRESSION_DEPTH` (a 1,000-deep expression needs 2–8 MiB). Pages
     /// never touched cost no memory.
@@ -376,6 +382,7 @@ impl Config {
             ("TIMEFUSION_MEMORY_LIMIT_MB", self.memory_limit_mb),
             ("TIMEFUSION_BUFFER_MAX_MEMORY_MB", self.buffer_max_memory_mb),
             ("TIMEFUSION_QUERY_MEMORY_MB", self.query_memory_mb),
+            ("TIMEFUSION_METADATA_CACHE_MB", self.metadata_cache_mb),
             ("TIMEFUSION_FOYER_MEMORY_MB", self.foyer_memory_mb),
         ] {
             if value == Some(0) {
@@ -389,12 +396,13 @@ impl Config {
             } else {
                 0
             };
-            let claimed = shares.buffer + shares.query + shares.inflight + cache;
+            let claimed = shares.buffer + shares.query + shares.metadata + shares.inflight + cache;
             if claimed > limit {
                 return Err(ConfigError(format!(
-                    "the buffer ({} MiB), queries ({} MiB), DoPut in flight ({} MiB) and the cache's memory tier ({} MiB) take {} MiB, more than the process budget of {} MiB (TIMEFUSION_MEMORY_LIMIT_MB): lower them or raise the budget",
+                    "the buffer ({} MiB), queries ({} MiB), the Parquet metadata cache ({} MiB), DoPut in flight ({} MiB) and the cache's memory tier ({} MiB) take {} MiB, more than the process budget of {} MiB (TIMEFUSION_MEMORY_LIMIT_MB): lower them or raise the budget",
                     shares.buffer >> 20,
                     shares.query >> 20,
+                    shares.metadata >> 20,
                     shares.inflight >> 20,
                     cache >> 20,
                     claimed >> 20,
@@ -524,6 +532,7 @@ impl Config {
             process: process.map(|bytes| bytes as usize),
             buffer: share(self.buffer_max_memory_mb, 40, 4096),
             query: share(self.query_memory_mb, 20, 2048),
+            metadata: share(self.metadata_cache_mb, 5, 50),
             inflight,
             cache: share(self.foyer_memory_mb, 10, 1024),
         }
@@ -617,6 +626,8 @@ pub struct MemoryShares {
     pub process: Option<usize>,
     pub buffer: usize,
     pub query: usize,
+    /// Decoded Parquet footers and page indexes (the file metadata cache).
+    pub metadata: usize,
     /// Arrow bytes in flight on DoPut.
     pub inflight: usize,
     /// The Foyer cache's memory tier (S3 only).
@@ -720,6 +731,7 @@ mod tests {
         assert_eq!(shares.process, None);
         assert_eq!(shares.buffer, 4096 << 20);
         assert_eq!(shares.query, 2048 << 20);
+        assert_eq!(shares.metadata, 50 << 20, "DataFusion's default");
         assert_eq!(shares.inflight, 512 << 20);
         assert_eq!(shares.cache, 1024 << 20);
         assert_eq!(config.flush_interval_secs, 300);
@@ -769,7 +781,18 @@ mod tests {
         assert_eq!(shares.buffer, mib(1000) / 100 * 40);
         assert_eq!(shares.query, mib(1000) / 100 * 20);
         assert_eq!(shares.inflight, mib(1000) / 100 * 10);
+        assert_eq!(shares.metadata, mib(1000) / 100 * 5);
         config.validate().expect("the shares fit");
+        config.metadata_cache_mb = Some(8);
+        assert_eq!(config.shares().metadata, mib(8));
+        // 40 + 20 + 10 + 35 = 105% of the budget.
+        config.metadata_cache_mb = Some(350);
+        let refused = config.validate().unwrap_err().to_string();
+        assert!(
+            refused.contains("Parquet metadata cache (350 MiB)"),
+            "{refused}"
+        );
+        config.metadata_cache_mb = None;
         config.buffer_max_memory_mb = Some(900);
         let refused = config.validate().unwrap_err().to_string();
         assert!(

@@ -3,7 +3,8 @@
 //! under the budget.
 //!
 //! Each consumer has its own bound, a share of the budget (`config::Config::shares`): the
-//! buffer, DataFusion's query pool, Arrow bytes in flight on DoPut, the Foyer memory tier.
+//! buffer, DataFusion's query pool, the Parquet metadata cache, Arrow bytes in flight on DoPut,
+//! the Foyer memory tier.
 //! What no bound covers (a flush's slices and Parquet writers, WAL group buffers, COPY's parsed
 //! rows, the allocator's free pages, the libraries) is measured instead: every
 //! [`TICK`] the governor reads the process's resident set from `/proc/self/status` and sets

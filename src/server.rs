@@ -98,8 +98,15 @@ impl Server {
         })?;
         let shares = config.shares();
         let query_pool = crate::sql::query_pool(shares.query);
+        let metadata_cache = crate::sql::metadata_cache(shares.metadata);
         let inflight = crate::memory::InFlight::new(shares.inflight);
-        let memory = Arc::new(memory_of(&config, &engine, &query_pool, &inflight));
+        let memory = Arc::new(memory_of(
+            &config,
+            &engine,
+            &query_pool,
+            &metadata_cache,
+            &inflight,
+        ));
         health.memory(memory.clone());
         let mutations: Arc<dyn crate::engine::core::Mutations> = engine.core.clone();
         let sessions = Arc::new(crate::pgwire::cancel::Registry::new(
@@ -120,6 +127,7 @@ impl Server {
                 &crate::sql::QueryLimits {
                     pool: query_pool,
                     spill_dir,
+                    metadata_cache,
                 },
             )
             .await?,
@@ -245,22 +253,29 @@ impl Server {
     }
 }
 
-/// The process budget and its consumers: the buffer, the query pool, DoPut's bytes in flight,
-/// and the cache's memory tier when tables are on S3.
+/// The process budget and its consumers: the buffer, the query pool, the Parquet metadata
+/// cache, DoPut's bytes in flight, and the cache's memory tier when tables are on S3.
 fn memory_of(
     config: &Config,
     engine: &Engine,
     query_pool: &Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
+    metadata_cache: &Arc<crate::sql::MetadataCache>,
     inflight: &crate::memory::InFlight,
 ) -> crate::memory::Memory {
     let shares = config.shares();
     let pool = query_pool.clone();
+    let metadata = metadata_cache.clone();
     let held = inflight.clone();
     let mut consumers = vec![
         crate::memory::Consumer {
             name: "query",
             limit: Some(shares.query),
             used: Box::new(move || pool.reserved()),
+        },
+        crate::memory::Consumer {
+            name: "parquet_metadata",
+            limit: Some(shares.metadata),
+            used: Box::new(move || metadata.memory_used()),
         },
         crate::memory::Consumer {
             name: "doput_in_flight",
@@ -281,6 +296,7 @@ fn memory_of(
             limit_mb = limit >> 20,
             buffer_mb = shares.buffer >> 20,
             query_mb = shares.query >> 20,
+            parquet_metadata_mb = shares.metadata >> 20,
             doput_in_flight_mb = shares.inflight >> 20,
             "process memory budget"
         );

@@ -15,6 +15,9 @@
 use std::sync::Arc;
 
 use datafusion::error::Result;
+use datafusion::execution::cache::Cache;
+use datafusion::execution::cache::cache_manager;
+use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -89,12 +92,23 @@ pub const DATABASE: &str = "postgres";
 pub const SERVER_VERSION: &str = "15.0 (TimeFusion)";
 
 /// What queries may use of the machine.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct QueryLimits {
     /// The pool every query's working state is reserved from ([`query_pool`]).
     pub pool: Arc<dyn MemoryPool>,
     /// Where sorts and aggregations spill.
     pub spill_dir: std::path::PathBuf,
+    /// Decoded Parquet footers and page indexes every scan reads through ([`metadata_cache`]).
+    pub metadata_cache: Arc<MetadataCache>,
+}
+
+/// DataFusion's file metadata cache, kept by its concrete type so its use can be shown.
+pub type MetadataCache =
+    DefaultCache<object_store::path::Path, cache_manager::CachedFileMetadataEntry>;
+
+/// The file metadata cache of every query, of `bytes` (least recently used evicted).
+pub fn metadata_cache(bytes: usize) -> Arc<MetadataCache> {
+    Arc::new(DefaultCache::new(bytes).with_name("parquet_metadata"))
 }
 
 /// One pool for every query, of `bytes`: fair shares for the operators that can spill, and
@@ -138,7 +152,13 @@ pub async fn session_context(
     // Statements the front ends plan from text are PostgreSQL's: with DataFusion's default
     // (generic) dialect, `?`, `?|` and `?&` (jsonb key tests) read as placeholders.
     config.options_mut().sql_parser.dialect = datafusion::config::Dialect::PostgreSQL;
+    let metadata: Arc<cache_manager::FileMetadataCache> = limits.metadata_cache.clone();
     let runtime = RuntimeEnvBuilder::new()
+        .with_cache_manager(
+            cache_manager::CacheManagerConfig::default()
+                .with_file_metadata_cache(Some(metadata))
+                .with_metadata_cache_limit(limits.metadata_cache.cache_limit()),
+        )
         .with_memory_pool(limits.pool.clone())
         .with_temp_file_path(&limits.spill_dir)
         .build_arc()?;

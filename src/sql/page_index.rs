@@ -18,8 +18,8 @@
 //! fully match (the opener then skips page pruning). Nothing is read at planning (`EXPLAIN`
 //! reads no data file), nor for a file the scan never opens (pruned by its Delta statistics
 //! or a top-k's threshold, or past a `LIMIT`). Data files are immutable and uniquely named,
-//! so a cached index is never stale. The cache's size is DataFusion's
-//! (`datafusion.runtime.metadata_cache_limit`, 50 MiB, least recently used evicted); an entry
+//! so a cached index is never stale. The cache's size is `TIMEFUSION_METADATA_CACHE_MB` (50 MiB,
+//! or 5% of a process budget; least recently used evicted, [`crate::sql::metadata_cache`]); an entry
 //! larger than all of it is not kept, and the file's footer-only entry goes with it. Page
 //! index bytes read through the cache are not counted in the scan's `bytes_scanned`.
 

@@ -233,6 +233,36 @@ async fn a_query_over_its_share_of_the_process_budget_fails_alone_while_ingest_g
 }
 
 #[tokio::test]
+async fn the_parquet_metadata_cache_is_a_share_of_the_budget_and_shown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let budget = [("TIMEFUSION_MEMORY_LIMIT_MB", "256")];
+    let server = TestServer::start(dir.path(), &budget);
+    let client = server.client().await;
+    client
+        .batch_execute(&insert_sql("p1", &ids("m", 1_000), past_micros(1)))
+        .await
+        .expect("insert");
+    // A clean stop flushes every buffered row to Parquet.
+    assert!(server.terminate().success());
+    let server = TestServer::start(dir.path(), &budget);
+    let client = server.client().await;
+    let metadata = "SELECT used_bytes FROM timefusion_memory WHERE consumer = 'parquet_metadata'";
+    let before = simple_value(&client, metadata).await;
+    // A filter on a column: the rows are read (a bare count is answered from Delta's stats).
+    assert_eq!(count(&client, "WHERE id LIKE 'm%'").await, 1_000);
+    let after = simple_value(&client, metadata).await;
+    assert_eq!(before, "0", "nothing read yet");
+    let used: u64 = after.parse().expect("bytes");
+    assert!(used > 0, "the file's footer is cached");
+    let limit = simple_value(
+        &client,
+        "SELECT limit_bytes FROM timefusion_memory WHERE consumer = 'parquet_metadata'",
+    )
+    .await;
+    assert_eq!(limit, ((256u64 << 20) / 100 * 5).to_string());
+}
+
+#[tokio::test]
 async fn garbage_on_the_wire_closes_only_its_connection() {
     use rand::{Rng, SeedableRng};
     use std::io::Write;
