@@ -13,9 +13,10 @@ use timefusion::server::Server;
 /// the profile). Under a 512 MiB process budget mimalloc kept memory nothing used: the
 /// resident set no consumer accounts for grew by 230 MB in 45 s, where jemalloc returning
 /// freed pages at once held it flat; after five minutes mimalloc's process peaked at 2.2x the
-/// budget and jemalloc's at 1.5x, with more throughput, and every other path ran the same or
-/// faster (BENCHMARKS.md, "jemalloc instead of mimalloc"). Batches are built on one thread
-/// and freed on another, which mimalloc reclaims only when the owning thread next collects.
+/// budget and jemalloc's at 1.5x, with more throughput; the other paths ran the same or faster,
+/// DoPut alone 1-9% slower (BENCHMARKS.md, "jemalloc instead of mimalloc"). A likely reason,
+/// not profiled: batches are built on one thread and freed on another, which mimalloc
+/// reclaims only when the owning thread next collects.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -70,7 +71,10 @@ fn tune_allocator() {
 fn near_the_budget(tight: bool) {
     let (dirty, muzzy) = match tight {
         true => (0, 0),
-        false => *STARTING_DECAYS_MS.get_or_init(|| (DIRTY_DECAY_MS, 0)),
+        false => STARTING_DECAYS_MS
+            .get()
+            .copied()
+            .unwrap_or((DIRTY_DECAY_MS, 0)),
     };
     let _ = b"arenas.dirty_decay_ms\0".name().write(dirty);
     let _ = b"arenas.muzzy_decay_ms\0".name().write(muzzy);
