@@ -318,6 +318,20 @@ pub struct Config {
     #[arg(long, env = "TIMEFUSION_COMPACT_TARGET_MB", default_value_t = 128)]
     pub compact_target_mb: u64,
 
+    /// Merge a partition's small Parquet files in the background once this many have
+    /// accumulated, between maintenance passes (as ClickHouse merges parts); 0 leaves them to
+    /// the maintenance pass. A flush writes one file per partition it holds, so under a small
+    /// memory budget or a busy ingest a partition gains several files a second.
+    #[arg(long, env = "TIMEFUSION_MERGE_MIN_FILES", default_value_t = 16)]
+    pub merge_min_files: usize,
+
+    /// Size of the first merge tier, in MiB: files are merged into files of about this size,
+    /// those into files this many times `TIMEFUSION_MERGE_MIN_FILES` larger, and so on up to
+    /// `TIMEFUSION_COMPACT_TARGET_MB`, so each row is rewritten a few times, not once per
+    /// merge.
+    #[arg(long, env = "TIMEFUSION_MERGE_SMALL_MB", default_value_t = 4)]
+    pub merge_small_mb: u64,
+
     /// Write a Delta checkpoint every this many commits: each table's
     /// `delta.checkpointInterval`, set when the server opens it; deltalake writes the
     /// checkpoint after the commit (flush, compaction, retention, mutation) that reaches it.
@@ -468,6 +482,16 @@ impl Config {
                 "TIMEFUSION_MAINTENANCE_INTERVAL_SECS and TIMEFUSION_COMPACT_TARGET_MB must be positive".into(),
             ));
         }
+        if self.merge_min_files == 1 {
+            return Err(ConfigError(
+                "TIMEFUSION_MERGE_MIN_FILES must be 0 (no background merges) or at least 2".into(),
+            ));
+        }
+        if self.merge_small_mb == 0 {
+            return Err(ConfigError(
+                "TIMEFUSION_MERGE_SMALL_MB must be positive".into(),
+            ));
+        }
         if self.stack_mb.saturating_mul(STACK_DEPTH_PER_MB) < self.max_expression_depth {
             return Err(ConfigError(format!(
                 "TIMEFUSION_MAX_EXPRESSION_DEPTH {} needs TIMEFUSION_STACK_MB of at least {}",
@@ -577,6 +601,8 @@ impl Config {
                 .unwrap_or(NonZeroU64::MIN),
             vacuum_retention: Duration::from_secs(self.vacuum_retention_hours * 3600),
             retention_days: (self.retention_days > 0).then_some(self.retention_days),
+            merge_min_files: self.merge_min_files,
+            merge_small_file_bytes: self.merge_small_mb.saturating_mul(1 << 20),
         }
     }
 
@@ -716,11 +742,70 @@ pub struct MaintenancePolicy {
     pub vacuum_retention: std::time::Duration,
     /// Drop `date` partitions older than this many days (`None`: keep everything).
     pub retention_days: Option<u64>,
+    /// A partition's small files are merged in the background once this many have
+    /// accumulated (0: never; the maintenance pass compacts them).
+    pub merge_min_files: usize,
+    /// The first merge tier's file size; each next tier is `merge_min_files` times larger,
+    /// up to `target_file_bytes`.
+    pub merge_small_file_bytes: u64,
+}
+
+impl MaintenancePolicy {
+    /// The file sizes background merges produce, smallest first: the first tier, each next
+    /// one `merge_min_files` times larger, and the compaction target last. Empty when
+    /// background merges are off.
+    pub fn merge_tiers(&self) -> Vec<u64> {
+        let target = self.target_file_bytes.get();
+        if self.merge_min_files < 2 {
+            return Vec::new();
+        }
+        let mut tiers = Vec::new();
+        let mut tier = self.merge_small_file_bytes.max(1);
+        while tier < target {
+            tiers.push(tier);
+            tier = tier.saturating_mul(self.merge_min_files as u64);
+        }
+        tiers.push(target);
+        tiers
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Merge tiers grow by `TIMEFUSION_MERGE_MIN_FILES` from `TIMEFUSION_MERGE_SMALL_MB` and
+    /// end at the compaction target; 0 turns merging off, and 1 is refused.
+    #[test]
+    fn merge_tiers_grow_by_the_file_count_up_to_the_compaction_target() {
+        let tiers = |args: &[&str]| {
+            let config = Config::parse_from([&["timefusion"], args].concat());
+            config
+                .validate()
+                .map(|()| config.maintenance_policy().merge_tiers())
+        };
+        const MIB: u64 = 1 << 20;
+        assert_eq!(
+            tiers(&[]).expect("defaults"),
+            [4 * MIB, 64 * MIB, 128 * MIB]
+        );
+        assert_eq!(
+            tiers(&["--merge-min-files", "4", "--merge-small-mb", "8"]).expect("valid"),
+            [8 * MIB, 32 * MIB, 128 * MIB]
+        );
+        assert_eq!(
+            tiers(&["--merge-small-mb", "512"]).expect("valid"),
+            [128 * MIB],
+            "a first tier past the target is the target"
+        );
+        assert!(tiers(&["--merge-min-files", "0"]).expect("off").is_empty());
+        let refused = tiers(&["--merge-min-files", "1"]).expect_err("refused");
+        assert!(
+            refused.to_string().contains("TIMEFUSION_MERGE_MIN_FILES"),
+            "{refused}"
+        );
+        assert!(tiers(&["--merge-small-mb", "0"]).is_err());
+    }
 
     #[test]
     fn defaults_are_valid_and_documented_values() {

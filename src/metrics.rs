@@ -36,6 +36,10 @@ pub struct Metrics {
     pub quarantined_rows: Counter,
     /// Partitions a flush could not write (each is retried at the next flush), by table.
     pub flush_partition_failures: Family<Labels, Counter>,
+    /// Background merges of small files by table and outcome (`ok`, `error`), and the files
+    /// they merged away.
+    pub merges: Family<Labels, Counter>,
+    pub merged_files: Family<Labels, Counter>,
     pub flushed_rows: Counter,
     pub flush_seconds: Histogram,
     /// Rows changed by `DELETE` / `UPDATE`, by operation and path (`buffer`: logged as a
@@ -109,6 +113,8 @@ impl Metrics {
             flushes: Family::default(),
             quarantined_rows: Counter::default(),
             flush_partition_failures: Family::default(),
+            merges: Family::default(),
+            merged_files: Family::default(),
             flushed_rows: Counter::default(),
             flush_seconds: latency_histogram(),
             mutated_rows: Family::default(),
@@ -167,6 +173,16 @@ impl Metrics {
             "flush_partition_failures",
             "Partitions a flush could not write, retried at the next flush",
             metrics.flush_partition_failures.clone(),
+        );
+        r.register(
+            "merges",
+            "Background merges of a partition's small files, by table and outcome",
+            metrics.merges.clone(),
+        );
+        r.register(
+            "merged_files",
+            "Parquet files background merges replaced, by table",
+            metrics.merged_files.clone(),
         );
         r.register(
             "flushed_rows",

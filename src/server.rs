@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::engine::core::{Core, run_flusher, run_maintenance};
+use crate::engine::core::{Core, run_flusher, run_maintenance, run_merger};
 use crate::engine::startup::Engine;
 use crate::engine::{Clock, SystemClock};
 
@@ -61,6 +61,7 @@ pub struct Server {
     http: JoinHandle<()>,
     flusher: JoinHandle<()>,
     maintenance: JoinHandle<()>,
+    merger: JoinHandle<()>,
     governor: JoinHandle<()>,
 }
 
@@ -138,6 +139,7 @@ impl Server {
         ));
         let flusher = tokio::spawn(run_flusher(engine.core.clone(), shutdown.clone()));
         let maintenance = tokio::spawn(run_maintenance(engine.core.clone(), shutdown.clone()));
+        let merger = tokio::spawn(run_merger(engine.core.clone(), shutdown.clone()));
         let governor = tokio::spawn(crate::memory::govern(memory, shutdown.clone()));
 
         let tls = match (&config.tls_cert, &config.tls_key) {
@@ -219,6 +221,7 @@ impl Server {
             accept,
             flusher,
             maintenance,
+            merger,
             governor,
         })
     }
@@ -246,6 +249,7 @@ impl Server {
         let _ = self.grpc.await;
         let _ = self.flusher.await;
         let _ = self.maintenance.await;
+        let _ = self.merger.await;
         let _ = self.governor.await;
         let _ = self.http.await;
         self.core.close().await?;

@@ -172,6 +172,12 @@ pub struct Core {
     /// Held across "commit to Delta, then publish the new version to the buffer" by flushes
     /// and maintenance, so readers never see a version paired with the wrong buffer state.
     commits: tokio::sync::Mutex<()>,
+    /// Held by a background merge from its read to its publication, and taken before
+    /// `commits` by maintenance and mutations: they rewrite or delete files a merge may be
+    /// rewriting, and would fail on the conflict instead of waiting for it.
+    merging: tokio::sync::Mutex<()>,
+    /// Woken by each flush that wrote files, for [`run_merger`].
+    merge_wanted: tokio::sync::Notify,
     /// Per table, the last flush that failed. Its commit may be in the log even so (the store
     /// kept it, the response was lost and the re-read failed, or the request lands later).
     /// Its chunks stay in the buffer, frozen, until [`Core::resolve`] settles it: a flush
@@ -203,6 +209,8 @@ impl Core {
             storage,
             clock,
             commits: tokio::sync::Mutex::new(()),
+            merging: tokio::sync::Mutex::new(()),
+            merge_wanted: tokio::sync::Notify::new(),
             unresolved: Default::default(),
             failing: Default::default(),
             functions,
@@ -316,6 +324,9 @@ impl Core {
                     "flushed to Delta"
                 );
                 rows += pending.rows;
+                if !pending.commit.adds.is_empty() {
+                    self.merge_wanted.notify_one();
+                }
                 Ok(rows)
             }
             Err(e) => {
@@ -468,6 +479,62 @@ impl Core {
             }
         }
         trim_to
+    }
+
+    /// Merges the small files of each partition where a merge is due
+    /// ([`delta::DeltaTable::merges_due`]), one partition at a time, and publishes each
+    /// merged version. A merge does not hold `commits` while it reads and writes, so flushes
+    /// go on; only its publication waits for them. Stops between merges, or abandons the one
+    /// in progress, once `shutdown` is cancelled (its files are left for vacuum, and a commit
+    /// it made is published by the next flush). Returns the files merged away.
+    pub async fn merge_small_files(&self, shutdown: &CancellationToken) -> Result<u64> {
+        let policy = &self.options.maintenance;
+        let metrics = crate::metrics::get();
+        let mut merged = 0;
+        for (name, table) in &self.tables {
+            for merge in table.merges_due(policy).await {
+                let _merging = self.merging.lock().await;
+                let started = std::time::Instant::now();
+                let outcome = tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(merged),
+                    outcome = crate::panics::catch(table.merge(&merge)) => outcome,
+                };
+                let labels = |outcome: &'static str| {
+                    vec![("table", name.to_string()), ("outcome", outcome.into())]
+                };
+                let (removed, added) = match outcome {
+                    Ok(Ok(files)) => files,
+                    Ok(Err(e)) => {
+                        metrics.merges.get_or_create(&labels("error")).inc();
+                        return Err(e.into());
+                    }
+                    Err(message) => {
+                        metrics.merges.get_or_create(&labels("error")).inc();
+                        return Err(Error::Panicked("a merge", message));
+                    }
+                };
+                metrics.merges.get_or_create(&labels("ok")).inc();
+                metrics
+                    .merged_files
+                    .get_or_create(&vec![("table", name.to_string())])
+                    .inc_by(removed);
+                {
+                    let _commits = self.commits.lock().await;
+                    // A failed flush may be in the log this reads: settle it first, or the
+                    // published version would hold rows the buffer still serves.
+                    self.resolve(name, table).await?;
+                    let reader = table.refreshed_reader().await?;
+                    self.buffer.replace_committed(name, reader);
+                }
+                tracing::info!(
+                    table = %name, partition = %merge, tier_bytes = merge.target_bytes,
+                    small_files = merge.small_files, files_removed = removed, files_added = added,
+                    elapsed_ms = started.elapsed().as_millis() as u64, "merged small files"
+                );
+                merged += removed;
+            }
+        }
+        Ok(merged)
     }
 
     /// Why the WAL refuses writes, if it does (for `/ready`).
@@ -657,6 +724,7 @@ impl Mutations for Core {
             return Err(Error::UnknownTable(table.to_string()));
         };
         let started = std::time::Instant::now();
+        let _merging = self.merging.lock().await;
         let _commits = self.commits.lock().await;
         self.resolve(table, delta_table).await?;
         if let Some(rows) = self
@@ -741,6 +809,7 @@ impl Maintenance for Core {
             if table.is_some_and(|t| t != name) {
                 continue;
             }
+            let _merging = self.merging.lock().await;
             let _commits = self.commits.lock().await;
             // A failed flush may be in the log this pass reads: settle it first, or the
             // published version would hold rows the buffer still serves.
@@ -785,6 +854,49 @@ pub async fn run_flusher(core: Arc<Core>, shutdown: CancellationToken) {
             Err(e) => {
                 backoff = (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(60));
                 tracing::error!("flush failed, retrying in {backoff:?}: {e}");
+            }
+        }
+    }
+}
+
+/// Merges small files ([`Core::merge_small_files`]) after each flush that wrote files, pass
+/// after pass while merges are due (a merge can make the next tier due); nothing when
+/// background merges are off. A failed pass is logged and retried after the next flush, at
+/// the soonest after a backoff (the files stay as they are meanwhile; nothing is lost).
+pub async fn run_merger(core: Arc<Core>, shutdown: CancellationToken) {
+    if core.options.maintenance.merge_tiers().is_empty() {
+        return;
+    }
+    let mut backoff = Duration::ZERO;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = core.merge_wanted.notified() => {}
+        }
+        if !backoff.is_zero() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+        }
+        loop {
+            let merged = crate::panics::catch(core.merge_small_files(&shutdown))
+                .await
+                .unwrap_or_else(|m| Err(Error::Panicked("the merger", m)));
+            match merged {
+                Ok(0) => {
+                    backoff = Duration::ZERO;
+                    break;
+                }
+                Ok(_) if shutdown.is_cancelled() => return,
+                Ok(_) => backoff = Duration::ZERO,
+                Err(e) => {
+                    backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(300));
+                    tracing::error!(
+                        "merging small files failed, retrying after {backoff:?} and the next flush: {e}"
+                    );
+                    break;
+                }
             }
         }
     }
@@ -859,6 +971,10 @@ mod tests {
         down: AtomicBool,
         /// Writes of data files under this partition folder fail (`project_id=…`).
         refuse_partition: parking_lot::Mutex<Option<String>>,
+        /// The next `OPTIMIZE` commit waits, once it is about to be stored, until the second
+        /// notify; the first is notified when it gets there.
+        hold_optimize:
+            parking_lot::Mutex<Option<(Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>)>>,
     }
 
     #[derive(Debug)]
@@ -948,6 +1064,19 @@ mod tests {
             opts: PutOptions,
         ) -> object_store::Result<PutResult> {
             self.before_write(location)?;
+            let optimize = Self::is_commit(location)
+                && payload
+                    .iter()
+                    .any(|chunk| chunk.windows(8).any(|w| w == b"OPTIMIZE"));
+            let gate = if optimize {
+                self.faults.hold_optimize.lock().take()
+            } else {
+                None
+            };
+            if let Some((reached, release)) = gate {
+                reached.notify_one();
+                release.notified().await;
+            }
             let result = self.inner.put_opts(location, payload, opts).await?;
             self.after_write(location)?;
             Ok(result)
@@ -1325,6 +1454,99 @@ mod tests {
             .expect("maintenance");
         assert_eq!(f.visible_rows().await, 10, "no row counted twice");
         assert_eq!(f.delta_rows().await, 10);
+    }
+
+    /// Flushes `flushes` sets of 10 rows of project `p`, one file each.
+    async fn small_files(f: &Fixture, flushes: usize) {
+        for i in 0..flushes {
+            f.write(&format!("s{i}-"), 10).await;
+            assert_eq!(f.core.flush(FlushReason::All).await.expect("flush"), 10);
+        }
+    }
+
+    /// A partition past `TIMEFUSION_MERGE_MIN_FILES` small files is merged into one file in
+    /// the background, and every row is still seen once, in Delta and by queries.
+    #[tokio::test]
+    async fn small_files_are_merged_and_every_row_stays_once() {
+        let f = Fixture::new().await;
+        let policy = &f.core.options.maintenance;
+        small_files(&f, policy.merge_min_files - 1).await;
+        assert!(f.table.merges_due(policy).await.is_empty(), "not yet due");
+        small_files(&f, 1).await;
+        let due = f.table.merges_due(policy).await;
+        assert_eq!(due.len(), 1, "{due:?}");
+        assert_eq!(due[0].small_files, policy.merge_min_files);
+        assert_eq!(due[0].to_string(), format!("date=2025-11-24/project_id=p"));
+        assert_eq!(f.table.file_count().await, policy.merge_min_files);
+        let shutdown = CancellationToken::new();
+        let merged = f.core.merge_small_files(&shutdown).await.expect("merge");
+        assert_eq!(merged, policy.merge_min_files as u64);
+        assert_eq!(f.table.file_count().await, 1);
+        assert!(f.table.merges_due(policy).await.is_empty());
+        let rows = 10 * policy.merge_min_files;
+        assert_eq!(f.delta_rows().await, rows);
+        assert_eq!(f.visible_rows().await, rows);
+        assert_eq!(
+            f.core.merge_small_files(&shutdown).await.expect("nothing"),
+            0
+        );
+    }
+
+    /// Flushes commit while a merge is writing, between its read and its commit: the merge
+    /// commits after them (Delta's conflict check passes: it only rewrote files), the version
+    /// it publishes holds their rows, and nothing is counted twice or lost. On two worker
+    /// threads, as the server runs: on a one-thread runtime the third flush, which writes the
+    /// table's second checkpoint, never finished (deltalake writes checkpoints synchronously,
+    /// blocking the thread, and the read it then waits for needs the runtime, likely the
+    /// Foyer cache's).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flushes_commit_while_a_merge_writes_and_every_row_stays_once() {
+        let f = Fixture::new().await;
+        let min_files = f.core.options.maintenance.merge_min_files;
+        small_files(&f, min_files).await;
+        let reached = Arc::new(tokio::sync::Notify::new());
+        let release = Arc::new(tokio::sync::Notify::new());
+        *f.faults.hold_optimize.lock() = Some((reached.clone(), release.clone()));
+        let shutdown = CancellationToken::new();
+        let before = f.table.version().await.expect("version");
+        let (merged, ()) = tokio::join!(f.core.merge_small_files(&shutdown), async {
+            reached.notified().await;
+            small_files(&f, 3).await;
+            assert_eq!(
+                f.table.version().await,
+                Some(before + 3),
+                "the flushes committed while the merge waited"
+            );
+            release.notify_one();
+        });
+        assert_eq!(
+            merged.expect("the merge commits after the flushes"),
+            min_files as u64
+        );
+        assert_eq!(f.table.version().await, Some(before + 4));
+        let rows = 10 * (min_files + 3);
+        assert_eq!(f.delta_rows().await, rows);
+        assert_eq!(
+            f.visible_rows().await,
+            rows,
+            "the published version has every flush"
+        );
+        assert_eq!(f.table.file_count().await, 1 + 3);
+    }
+
+    /// A merge publishes the version it read after settling a flush whose commit landed
+    /// unseen, as maintenance does: otherwise those rows would be counted twice.
+    #[tokio::test]
+    async fn a_merge_settles_a_lost_commit_before_publishing() {
+        let f = Fixture::new().await;
+        let min_files = f.core.options.maintenance.merge_min_files;
+        small_files(&f, min_files).await;
+        f.outage(&f.faults.lose_next_commit).await;
+        let shutdown = CancellationToken::new();
+        f.core.merge_small_files(&shutdown).await.expect("merge");
+        let rows = 10 * min_files + 10;
+        assert_eq!(f.visible_rows().await, rows, "no row counted twice");
+        assert_eq!(f.delta_rows().await, rows);
     }
 
     /// The WAL's records as (sequence, carried, rows).

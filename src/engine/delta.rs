@@ -806,6 +806,140 @@ impl DeltaTable {
     }
 }
 
+/// A partition whose small files are due to be merged ([`DeltaTable::merges_due`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merge {
+    /// The partition's values, column by column, as the log writes them.
+    pub partition: Vec<(String, String)>,
+    /// The merge tier: the partition's files smaller than this are merged into files of
+    /// about this size.
+    pub target_bytes: u64,
+    /// The files smaller than half the tier, which made the merge due.
+    pub small_files: usize,
+}
+
+impl std::fmt::Display for Merge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut separator = "";
+        for (column, value) in &self.partition {
+            write!(f, "{separator}{column}={value}")?;
+            separator = "/";
+        }
+        Ok(())
+    }
+}
+
+/// The merges due among `files` (each file's partition values and size): per partition, the
+/// smallest of `tiers` under which at least `min_files` files are smaller than half the
+/// tier, partitions with the most such files first. Half, because a merge's output is at
+/// most one tier in size and usually more than half of it: files under half a tier are the
+/// unfinished ones, and any two of them fit in one tier, so a due merge always merges.
+fn due_merges(
+    files: impl IntoIterator<Item = (Vec<(String, String)>, u64)>,
+    tiers: &[u64],
+    min_files: usize,
+) -> Vec<Merge> {
+    if min_files < 2 {
+        return Vec::new();
+    }
+    let mut partitions: HashMap<Vec<(String, String)>, Vec<u64>> = HashMap::new();
+    for (partition, size) in files {
+        partitions.entry(partition).or_default().push(size);
+    }
+    let mut due: Vec<Merge> = partitions
+        .into_iter()
+        .filter_map(|(partition, sizes)| {
+            tiers.iter().find_map(|&tier| {
+                let small_files = sizes.iter().filter(|&&size| size < tier / 2).count();
+                (small_files >= min_files).then(|| Merge {
+                    partition: partition.clone(),
+                    target_bytes: tier,
+                    small_files,
+                })
+            })
+        })
+        .collect();
+    due.sort_by(|a, b| {
+        b.small_files
+            .cmp(&a.small_files)
+            .then_with(|| a.partition.cmp(&b.partition))
+    });
+    due
+}
+
+impl DeltaTable {
+    /// Data files in the version last read.
+    #[cfg(test)]
+    pub(crate) async fn file_count(&self) -> usize {
+        let table = self.table.lock().await;
+        table.snapshot().map_or(0, |s| s.log_data().iter().count())
+    }
+
+    /// The partitions whose small files are due to be merged under `policy`
+    /// ([`MaintenancePolicy::merge_tiers`]), in the version last read.
+    pub async fn merges_due(&self, policy: &MaintenancePolicy) -> Vec<Merge> {
+        let tiers = policy.merge_tiers();
+        if tiers.is_empty() {
+            return Vec::new();
+        }
+        let table = self.table.lock().await;
+        let Ok(snapshot) = table.snapshot() else {
+            return Vec::new();
+        };
+        let log = snapshot.log_data();
+        let files = log.iter().filter_map(|file| {
+            let mut partition: Vec<(String, String)> = file
+                .partition_values_map()
+                .into_iter()
+                .map(|(column, value)| value.map(|value| (column, value)))
+                .collect::<Option<_>>()?;
+            partition.sort();
+            Some((partition, file.size().max(0) as u64))
+        });
+        due_merges(files, &tiers, policy.merge_min_files)
+    }
+
+    /// Merges one partition's files smaller than `merge`'s tier into files of about that
+    /// size: one Delta `OPTIMIZE` commit (files removed and added with `dataChange: false`),
+    /// written from the version last read without holding the table, so flushes commit
+    /// meanwhile (Delta's conflict check lets an optimize and appends commit side by side;
+    /// a mutation that rewrote one of its files makes it fail instead). The merged rows are
+    /// the same rows, so a reader at any version sees each once. Returns (files removed,
+    /// files added); the caller publishes the new version.
+    pub async fn merge(&self, merge: &Merge) -> Result<(u64, u64)> {
+        let table = self.table.lock().await.clone();
+        let filters: Vec<deltalake::FilterLiteral<'_>> = merge
+            .partition
+            .iter()
+            .map(|(column, value)| {
+                (
+                    column.as_str(),
+                    deltalake::FilterOp::Eq,
+                    deltalake::FilterValue::Scalar(value.as_str()),
+                )
+            })
+            .collect();
+        let target = NonZeroU64::new(merge.target_bytes).unwrap_or(NonZeroU64::MIN);
+        let (_, metrics) = table
+            .optimize()
+            .with_filters(&filters)
+            .with_target_size(target)
+            .with_max_concurrent_tasks(1)
+            .with_writer_properties(self.writer_properties.clone())
+            // deltalake writes a checkpoint synchronously, blocking the runtime thread it runs
+            // on; flushes, mutations and maintenance write theirs one at a time under the
+            // commit lock. A merge runs beside them, so it writes none: when its commit takes
+            // a checkpoint's version, the table's next checkpoint is one interval later.
+            .with_commit_properties(CommitProperties::default().with_create_checkpoint(false))
+            .await
+            .map_err(|source| Error::Delta {
+                table: self.schema.name.clone(),
+                source,
+            })?;
+        Ok((metrics.num_files_removed, metrics.num_files_added))
+    }
+}
+
 /// The Parquet properties every data file of a table is written with (flush and
 /// compaction): its [`Layout`](crate::engine::schema::Layout)'s row groups, pages, bloom
 /// filters and dictionary pages, page-level statistics (the column index), and
@@ -973,6 +1107,56 @@ mod tests {
     use super::*;
     use crate::engine::ingest;
     use crate::engine::schema::Catalog;
+
+    const MIB: u64 = 1 << 20;
+
+    fn partition(project: &str) -> Vec<(String, String)> {
+        vec![
+            ("date".to_string(), "2026-12-06".to_string()),
+            ("project_id".to_string(), project.to_string()),
+        ]
+    }
+
+    /// Each partition's merge is its smallest tier under which enough files are below half
+    /// the tier; partitions with more such files come first; finished files are left alone.
+    #[test]
+    fn merges_are_due_per_partition_at_the_smallest_tier_with_enough_small_files() {
+        let tiers = [4 * MIB, 64 * MIB, 128 * MIB];
+        let files = [
+            // Five flush files: due at the first tier.
+            vec![("a", 100_000); 5],
+            // Three: not yet.
+            vec![("b", 100_000); 3],
+            // Four merged files of 3 MiB (past half the first tier) and one small one: the
+            // second tier, which takes the small one too.
+            vec![("c", 3 * MIB); 4],
+            vec![("c", 1_000)],
+            // Finished files, whatever their number.
+            vec![("d", 100 * MIB); 20],
+            // Files of exactly half a tier are finished for it.
+            vec![("e", 2 * MIB); 6],
+        ]
+        .concat();
+        let due = due_merges(
+            files.iter().map(|&(p, size)| (partition(p), size)),
+            &tiers,
+            4,
+        );
+        let summary: Vec<_> = due
+            .iter()
+            .map(|m| (m.to_string(), m.target_bytes, m.small_files))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("date=2026-12-06/project_id=e".to_string(), 64 * MIB, 6),
+                ("date=2026-12-06/project_id=a".to_string(), 4 * MIB, 5),
+                ("date=2026-12-06/project_id=c".to_string(), 64 * MIB, 5),
+            ]
+        );
+        assert!(due_merges(files.iter().map(|&(p, s)| (partition(p), s)), &tiers, 0).is_empty());
+        assert!(due_merges(files.iter().map(|&(p, s)| (partition(p), s)), &[], 4).is_empty());
+    }
 
     fn part(table: &TableSchema, ts: &[i64]) -> RecordBatch {
         let columns: Vec<(&str, ArrayRef)> = vec![

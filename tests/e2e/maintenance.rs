@@ -213,3 +213,104 @@ async fn vacuum_compacts_checkpoints_and_applies_retention_without_changing_resu
         "their files are vacuumed"
     );
 }
+
+/// Commits in the table's Delta log that are `OPTIMIZE` (compactions and merges).
+fn optimize_commits(table_dir: &Path) -> usize {
+    std::fs::read_dir(table_dir.join("_delta_log"))
+        .expect("log")
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter(|e| {
+            std::fs::read_to_string(e.path())
+                .is_ok_and(|text| text.contains(r#""operation":"OPTIMIZE""#))
+        })
+        .count()
+}
+
+/// Data files the table's latest Delta version references, read with delta-rs directly.
+async fn live_files(table_dir: &Path) -> usize {
+    let url =
+        url::Url::from_directory_path(table_dir.canonicalize().expect("table dir")).expect("url");
+    let table = deltalake::open_table(url).await.expect("open delta table");
+    table
+        .snapshot()
+        .expect("snapshot")
+        .log_data()
+        .iter()
+        .count()
+}
+
+/// A partition's small files are merged in the background (`TIMEFUSION_MERGE_MIN_FILES`)
+/// while another connection keeps inserting into it: the log gains `OPTIMIZE` commits, the
+/// files the table references drop, and every row is counted once, before and after a
+/// restart, by the server and by delta-rs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_files_are_merged_in_the_background_while_rows_arrive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let table_dir = dir.path().join("tables").join(TABLE);
+    let env = [
+        ("TIMEFUSION_FLUSH_INTERVAL_SECS", "1"),
+        ("TIMEFUSION_MERGE_MIN_FILES", "3"),
+    ];
+    let server = TestServer::start(dir.path(), &env);
+    let client = server.client().await;
+    let mut total = 0i64;
+    for round in 0..2 {
+        client
+            .execute(
+                &insert_sql("p1", &ids(&format!("r{round}"), 20), past_micros(1)),
+                &[],
+            )
+            .await
+            .expect("insert");
+        total += 20;
+        eventually(Duration::from_secs(30), "a flush", || async {
+            data_files(&table_dir) > round
+        })
+        .await;
+    }
+    assert_eq!(optimize_commits(&table_dir), 0, "two files: not due");
+    let writer = {
+        let port = server.port;
+        tokio::spawn(async move {
+            let client = connect(port).await;
+            for i in 0..40 {
+                client
+                    .execute(
+                        &insert_sql("p1", &ids(&format!("c{i}"), 5), past_micros(1)),
+                        &[],
+                    )
+                    .await
+                    .expect("insert while merging");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    eventually(Duration::from_secs(60), "a merge", || async {
+        optimize_commits(&table_dir) > 0
+    })
+    .await;
+    writer.await.expect("writer");
+    total += 200;
+    assert_eq!(count(&client, "").await, total, "no row lost or doubled");
+    eventually(Duration::from_secs(30), "everything flushed", || async {
+        delta_rows(dir.path()).await == total as usize
+    })
+    .await;
+    eventually(Duration::from_secs(30), "the last merge", || async {
+        live_files(&table_dir).await < 3
+    })
+    .await;
+    assert!(
+        data_files(&table_dir) > live_files(&table_dir).await,
+        "merged files stay on disk until vacuum"
+    );
+    assert_eq!(count(&client, "").await, total);
+    drop(client);
+    assert!(server.terminate().success());
+
+    let server = TestServer::start(dir.path(), &env);
+    let client = server.client().await;
+    assert_eq!(count(&client, "").await, total, "after a restart");
+    assert_eq!(delta_rows(dir.path()).await, total as usize);
+}
