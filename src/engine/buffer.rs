@@ -369,6 +369,13 @@ impl<C: Clone> Buffer<C> {
         self.admitted.load(Ordering::Relaxed)
     }
 
+    /// Whether the memory governor holds the admission limit below half the budget: the rest
+    /// of the process takes so much of the memory budget that work which can wait (background
+    /// merges) should.
+    pub fn squeezed(&self) -> bool {
+        self.admitted() < self.budget() / 2
+    }
+
     /// Sets the bytes writers are admitted up to (at most the budget): lowering it under what
     /// is held asks the flusher to run, raising it lets waiting writers in.
     pub fn admit_up_to(&self, bytes: usize) {

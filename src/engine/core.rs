@@ -484,7 +484,10 @@ impl Core {
     /// Merges the small files of each partition where a merge is due
     /// ([`delta::DeltaTable::merges_due`]), one partition at a time, and publishes each
     /// merged version. A merge does not hold `commits` while it reads and writes, so flushes
-    /// go on; only its publication waits for them. Stops between merges, or abandons the one
+    /// go on; only its publication waits for them. No merge starts while the memory governor
+    /// holds the buffer below half its share ([`Buffer::squeezed`]): under a tight budget
+    /// ingest and the budget come first, and the next flush after the squeeze eases wakes
+    /// the merger again. Stops between merges, or abandons the one
     /// in progress, once `shutdown` is cancelled (its files are left for vacuum, and a commit
     /// it made is published by the next flush). Returns the files merged away.
     pub async fn merge_small_files(&self, shutdown: &CancellationToken) -> Result<u64> {
@@ -493,6 +496,12 @@ impl Core {
         let mut merged = 0;
         for (name, table) in &self.tables {
             for merge in table.merges_due(policy).await {
+                if self.buffer.squeezed() {
+                    // A merge's working memory would come out of the buffer's admission, and
+                    // a smaller buffer flushes smaller files still: merge once there is room.
+                    tracing::debug!(table = %name, "merges wait: the memory budget holds the buffer below half its share");
+                    return Ok(merged);
+                }
                 let _merging = self.merging.lock().await;
                 let started = std::time::Instant::now();
                 let outcome = tokio::select! {
@@ -1532,6 +1541,27 @@ mod tests {
             "the published version has every flush"
         );
         assert_eq!(f.table.file_count().await, 1 + 3);
+    }
+
+    /// No merge starts while the memory governor holds the buffer's admission below half its
+    /// share; once it is raised, the due merge runs.
+    #[tokio::test]
+    async fn merges_wait_while_the_memory_budget_squeezes_the_buffer() {
+        let f = Fixture::new().await;
+        let min_files = f.core.options.maintenance.merge_min_files;
+        small_files(&f, min_files).await;
+        let shutdown = CancellationToken::new();
+        let share = f.core.buffer.budget();
+        f.core.buffer.admit_up_to(share / 2 - 1);
+        assert_eq!(f.core.merge_small_files(&shutdown).await.expect("pass"), 0);
+        assert_eq!(f.table.file_count().await, min_files, "nothing merged");
+        f.core.buffer.admit_up_to(share / 2);
+        assert_eq!(
+            f.core.merge_small_files(&shutdown).await.expect("merge"),
+            min_files as u64
+        );
+        assert_eq!(f.table.file_count().await, 1);
+        assert_eq!(f.visible_rows().await, 10 * min_files);
     }
 
     /// A merge publishes the version it read after settling a flush whose commit landed
