@@ -173,8 +173,10 @@ pub struct Core {
     /// and maintenance, so readers never see a version paired with the wrong buffer state.
     commits: tokio::sync::Mutex<()>,
     /// Held by a background merge from its read to its publication, and taken before
-    /// `commits` by maintenance and mutations: they rewrite or delete files a merge may be
-    /// rewriting, and would fail on the conflict instead of waiting for it.
+    /// `commits` by maintenance and mutations, which rewrite or delete files a merge may be
+    /// rewriting. Needed for exactly-once, not only to avoid a conflict: a merge's removes
+    /// are `dataChange: false`, which deltalake's conflict check ignores, so a second
+    /// rewrite of the same files would commit too and their rows would count twice.
     merging: tokio::sync::Mutex<()>,
     /// Woken by each flush that wrote files, for [`run_merger`].
     merge_wanted: tokio::sync::Notify,
@@ -487,15 +489,19 @@ impl Core {
     /// go on; only its publication waits for them. No merge starts while the memory governor
     /// holds the buffer below half its share ([`Buffer::squeezed`]): under a tight budget
     /// ingest and the budget come first, and the next flush after the squeeze eases wakes
-    /// the merger again. Stops between merges, or abandons the one
-    /// in progress, once `shutdown` is cancelled (its files are left for vacuum, and a commit
-    /// it made is published by the next flush). Returns the files merged away.
+    /// the merger again. Once `shutdown` is cancelled no merge starts; the one in progress
+    /// finishes. A partition whose merge fails is logged and skipped: the others are merged.
+    /// Returns the files merged away, or the first error when a merge failed and none merged.
     pub async fn merge_small_files(&self, shutdown: &CancellationToken) -> Result<u64> {
         let policy = &self.options.maintenance;
         let metrics = crate::metrics::get();
         let mut merged = 0;
+        let mut failed = None;
         for (name, table) in &self.tables {
             for merge in table.merges_due(policy).await {
+                if shutdown.is_cancelled() {
+                    return Ok(merged);
+                }
                 if self.buffer.squeezed() {
                     // A merge's working memory would come out of the buffer's admission, and
                     // a smaller buffer flushes smaller files still: merge once there is room.
@@ -504,46 +510,61 @@ impl Core {
                 }
                 let _merging = self.merging.lock().await;
                 let started = std::time::Instant::now();
-                let outcome = tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(merged),
-                    outcome = crate::panics::catch(table.merge(&merge)) => outcome,
+                let outcome = match crate::panics::catch(table.merge(&merge)).await {
+                    Ok(outcome) => outcome.map_err(Error::from),
+                    Err(message) => Err(Error::Panicked("a merge", message)),
                 };
                 let labels = |outcome: &'static str| {
                     vec![("table", name.to_string()), ("outcome", outcome.into())]
                 };
-                let (removed, added) = match outcome {
-                    Ok(Ok(files)) => files,
-                    Ok(Err(e)) => {
-                        metrics.merges.get_or_create(&labels("error")).inc();
-                        return Err(e.into());
+                let published = match outcome {
+                    // Nothing to merge after all (deltalake bins neighbouring files).
+                    Ok((0, _)) => continue,
+                    Ok(files) => {
+                        let _commits = self.commits.lock().await;
+                        // A failed flush may be in the log this reads: settle it first, or
+                        // the published version would hold rows the buffer still serves.
+                        match self.resolve(name, table).await {
+                            Ok(_) => table.refreshed_reader().await.map_err(Error::from),
+                            Err(e) => Err(e),
+                        }
+                        .map(|reader| {
+                            self.buffer.replace_committed(name, reader);
+                            files
+                        })
                     }
-                    Err(message) => {
-                        metrics.merges.get_or_create(&labels("error")).inc();
-                        return Err(Error::Panicked("a merge", message));
-                    }
+                    Err(e) => Err(e),
                 };
-                metrics.merges.get_or_create(&labels("ok")).inc();
-                metrics
-                    .merged_files
-                    .get_or_create(&vec![("table", name.to_string())])
-                    .inc_by(removed);
-                {
-                    let _commits = self.commits.lock().await;
-                    // A failed flush may be in the log this reads: settle it first, or the
-                    // published version would hold rows the buffer still serves.
-                    self.resolve(name, table).await?;
-                    let reader = table.refreshed_reader().await?;
-                    self.buffer.replace_committed(name, reader);
+                match published {
+                    Ok((removed, added)) => {
+                        metrics.merges.get_or_create(&labels("ok")).inc();
+                        metrics
+                            .merged_files
+                            .get_or_create(&vec![("table", name.to_string())])
+                            .inc_by(removed);
+                        tracing::info!(
+                            table = %name, partition = %merge, tier_bytes = merge.target_bytes,
+                            small_files = merge.small_files, files_removed = removed,
+                            files_added = added, elapsed_ms = started.elapsed().as_millis() as u64,
+                            "merged small files"
+                        );
+                        merged += removed;
+                    }
+                    Err(e) => {
+                        metrics.merges.get_or_create(&labels("error")).inc();
+                        tracing::error!(
+                            table = %name, partition = %merge,
+                            "merging small files failed; the others are merged, this one is tried again later: {e}"
+                        );
+                        failed.get_or_insert(e);
+                    }
                 }
-                tracing::info!(
-                    table = %name, partition = %merge, tier_bytes = merge.target_bytes,
-                    small_files = merge.small_files, files_removed = removed, files_added = added,
-                    elapsed_ms = started.elapsed().as_millis() as u64, "merged small files"
-                );
-                merged += removed;
             }
         }
-        Ok(merged)
+        match failed {
+            Some(e) if merged == 0 => Err(e),
+            _ => Ok(merged),
+        }
     }
 
     /// Why the WAL refuses writes, if it does (for `/ready`).
@@ -870,12 +891,71 @@ pub async fn run_flusher(core: Arc<Core>, shutdown: CancellationToken) {
 
 /// Merges small files ([`Core::merge_small_files`]) after each flush that wrote files, pass
 /// after pass while merges are due (a merge can make the next tier due); nothing when
-/// background merges are off. A failed pass is logged and retried after the next flush, at
-/// the soonest after a backoff (the files stay as they are meanwhile; nothing is lost).
+/// background merges are off. Runs on a thread of its own at a lower CPU priority
+/// ([`MERGE_NICE`]), with a runtime of its own: a merge's Parquet decoding and encoding give
+/// way to ingest and queries, and deltalake writes a checkpoint synchronously, blocking the
+/// thread the commit that reaches one runs on, which must not be one of the server's. A
+/// failed pass is logged and retried after the next flush, at the soonest after a backoff
+/// (the files stay as they are meanwhile; nothing is lost). Returns once `shutdown` is
+/// cancelled and the merge in progress has finished.
 pub async fn run_merger(core: Arc<Core>, shutdown: CancellationToken) {
     if core.options.maintenance.merge_tiers().is_empty() {
         return;
     }
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("timefusion-merge".into())
+        .stack_size(MERGE_STACK_BYTES)
+        .spawn(move || {
+            lower_priority();
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(merge_loop(core, shutdown)),
+                Err(e) => tracing::error!(
+                    "cannot start the merger's runtime; small files wait for the maintenance pass: {e}"
+                ),
+            }
+            let _ = done.send(());
+        });
+    match spawned {
+        Ok(_) => {
+            let _ = finished.await;
+        }
+        Err(e) => tracing::error!(
+            "cannot start the merger's thread; small files wait for the maintenance pass: {e}"
+        ),
+    }
+}
+
+/// The merger thread's nice value: above the server's threads (0), so merges use the CPU
+/// ingest and queries leave.
+const MERGE_NICE: i32 = 10;
+
+/// The merger thread's stack: deltalake plans each merge's scan with DataFusion.
+const MERGE_STACK_BYTES: usize = 16 << 20;
+
+/// Gives the calling thread (and the threads it starts) [`MERGE_NICE`].
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority takes integer arguments and touches no memory of ours; on Linux
+        // the nice value is per thread, and `gettid` names the calling one.
+        let set = unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, MERGE_NICE)
+        };
+        if set != 0 {
+            tracing::warn!(
+                "cannot lower the merger's priority; merges run at the server's: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// The merger's loop, on its own thread ([`run_merger`]).
+async fn merge_loop(core: Arc<Core>, shutdown: CancellationToken) {
     let mut backoff = Duration::ZERO;
     loop {
         tokio::select! {
@@ -1518,16 +1598,19 @@ mod tests {
         *f.faults.hold_optimize.lock() = Some((reached.clone(), release.clone()));
         let shutdown = CancellationToken::new();
         let before = f.table.version().await.expect("version");
-        let (merged, ()) = tokio::join!(f.core.merge_small_files(&shutdown), async {
-            reached.notified().await;
-            small_files(&f, 3).await;
-            assert_eq!(
-                f.table.version().await,
-                Some(before + 3),
-                "the flushes committed while the merge waited"
-            );
-            release.notify_one();
+        let both = tokio::time::timeout(Duration::from_secs(60), async {
+            tokio::join!(f.core.merge_small_files(&shutdown), async {
+                reached.notified().await;
+                small_files(&f, 3).await;
+                assert_eq!(
+                    f.table.version().await,
+                    Some(before + 3),
+                    "the flushes committed while the merge waited"
+                );
+                release.notify_one();
+            })
         });
+        let (merged, ()) = both.await.expect("the merge reaches its commit");
         assert_eq!(
             merged.expect("the merge commits after the flushes"),
             min_files as u64
@@ -1562,6 +1645,69 @@ mod tests {
         );
         assert_eq!(f.table.file_count().await, 1);
         assert_eq!(f.visible_rows().await, 10 * min_files);
+    }
+
+    /// A merge that committed but was never published (its publication failed) leaves the
+    /// table's state behind the log. Its removes do not conflict with another rewrite of the
+    /// same files, so the next merge and a `DELETE` must read the log first: otherwise the
+    /// merge commits the files' rows a second time, and the delete leaves the merged file.
+    /// On two worker threads: its flushes write a second checkpoint (see above).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_merge_that_was_not_published_is_neither_merged_again_nor_undone() {
+        use datafusion::prelude::{col, lit};
+        let f = Fixture::new().await;
+        let min_files = f.core.options.maintenance.merge_min_files;
+        small_files(&f, min_files).await;
+        let rows = 10 * min_files;
+        let due = f.table.merges_due(&f.core.options.maintenance).await;
+        let (removed, added) = f.table.merge(&due[0]).await.expect("merge");
+        assert_eq!((removed, added), (min_files as u64, 1));
+        assert_eq!(
+            f.table.merges_due(&f.core.options.maintenance).await,
+            due,
+            "the table's state has not read the merge"
+        );
+        assert_eq!(f.table.merge(&due[0]).await.expect("again"), (0, 0));
+        let committed = || async {
+            SessionContext::new()
+                .read_table(f.table.refreshed_reader().await.expect("reader"))
+                .expect("scan")
+                .count()
+                .await
+                .expect("count")
+        };
+        assert_eq!(committed().await, rows, "no row merged twice");
+        // More small files, merged again without publication: the table's state lists the
+        // files the merge replaced.
+        small_files(&f, min_files).await;
+        let due = f.table.merges_due(&f.core.options.maintenance).await;
+        let (removed, _) = f.table.merge(&due[0]).await.expect("merge");
+        assert_eq!(
+            removed,
+            min_files as u64 + 1,
+            "the new files and the merged one"
+        );
+        let everything = delta::Mutation::Delete {
+            predicate: Some(
+                datafusion::functions::string::expr_fn::upper(col("project_id")).eq(lit("P")),
+            ),
+        };
+        let deleted = Mutations::mutate(
+            &f.core,
+            TABLE,
+            &everything,
+            &Scope::default(),
+            &SessionContext::new().state(),
+        )
+        .await
+        .expect("delete");
+        assert_eq!(deleted, 2 * rows as u64);
+        assert_eq!(
+            committed().await,
+            0,
+            "the merged file's rows are deleted too"
+        );
+        assert_eq!(f.visible_rows().await, 0);
     }
 
     /// A merge publishes the version it read after settling a flush whose commit landed

@@ -289,6 +289,9 @@ pub struct DeltaTable {
     writer_properties: WriterProperties,
     /// Bytes of the data files the last published version references ([`Self::stored_bytes`]).
     stored_bytes: std::sync::atomic::AtomicU64,
+    /// Set while a background merge may have committed through a copy of the table that
+    /// `table` has not read yet ([`Self::merge`]); cleared when `table` re-reads the log.
+    stale: std::sync::atomic::AtomicBool,
 }
 
 impl DeltaTable {
@@ -387,6 +390,7 @@ impl DeltaTable {
             table: Mutex::new(table),
             writer_properties,
             stored_bytes: std::sync::atomic::AtomicU64::new(0),
+            stale: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -663,10 +667,21 @@ impl DeltaTable {
         session: &SessionState,
     ) -> Result<(u64, Committed)> {
         let name = &self.schema.name;
-        // The table's state is current: this process's commits all go through `self.table`,
-        // and deltalake checks a commit against any other writer's that came first (no log
-        // listing per statement, which grew with every version).
+        // The table's state is current: this process's commits go through `self.table`, but
+        // for a background merge's, which is read here first, and deltalake checks a commit
+        // against any other writer's that came first (no log listing per statement, which
+        // grew with every version). A merge's commit must be read: its removes do not
+        // conflict (`dataChange: false`), so a rewrite of the files it replaced would bring
+        // their rows back beside the merged file.
         let mut table = self.table.lock().await;
+        if self.stale.load(std::sync::atomic::Ordering::Acquire) {
+            table.update_state().await.map_err(|source| Error::Delta {
+                table: name.clone(),
+                source,
+            })?;
+            self.stale
+                .store(false, std::sync::atomic::Ordering::Release);
+        }
         // deltalake plans its rewrite with extension nodes only its own planner knows.
         let session: Arc<dyn datafusion::catalog::Session> = Arc::new(
             SessionStateBuilder::new_from_existing(session.clone())
@@ -730,6 +745,8 @@ impl DeltaTable {
             table: self.schema.name.clone(),
             source,
         })?;
+        self.stale
+            .store(false, std::sync::atomic::Ordering::Release);
         self.reader_of(&table).await
     }
 
@@ -833,7 +850,8 @@ impl std::fmt::Display for Merge {
 /// smallest of `tiers` under which at least `min_files` files are smaller than half the
 /// tier, partitions with the most such files first. Half, because a merge's output is at
 /// most one tier in size and usually more than half of it: files under half a tier are the
-/// unfinished ones, and any two of them fit in one tier, so a due merge always merges.
+/// unfinished ones. (deltalake bins neighbouring files, newest first, so a larger file
+/// between small ones splits them; a merge that merges nothing ends the pass.)
 fn due_merges(
     files: impl IntoIterator<Item = (Vec<(String, String)>, u64)>,
     tiers: &[u64],
@@ -901,13 +919,22 @@ impl DeltaTable {
 
     /// Merges one partition's files smaller than `merge`'s tier into files of about that
     /// size: one Delta `OPTIMIZE` commit (files removed and added with `dataChange: false`),
-    /// written from the version last read without holding the table, so flushes commit
+    /// written from the log as it is now without holding the table, so flushes commit
     /// meanwhile (Delta's conflict check lets an optimize and appends commit side by side;
     /// a mutation that rewrote one of its files makes it fail instead). The merged rows are
     /// the same rows, so a reader at any version sees each once. Returns (files removed,
     /// files added); the caller publishes the new version.
     pub async fn merge(&self, merge: &Merge) -> Result<(u64, u64)> {
-        let table = self.table.lock().await.clone();
+        let delta = |source| Error::Delta {
+            table: self.schema.name.clone(),
+            source,
+        };
+        // From the log as it is now, not as `self.table` last read it: an earlier merge whose
+        // publication failed may have committed, and optimize's removes do not conflict
+        // with another optimize's, so the same files would be merged twice.
+        let mut table = self.table.lock().await.clone();
+        table.update_state().await.map_err(delta)?;
+        self.stale.store(true, std::sync::atomic::Ordering::Release);
         let filters: Vec<deltalake::FilterLiteral<'_>> = merge
             .partition
             .iter()
@@ -926,16 +953,8 @@ impl DeltaTable {
             .with_target_size(target)
             .with_max_concurrent_tasks(1)
             .with_writer_properties(self.writer_properties.clone())
-            // deltalake writes a checkpoint synchronously, blocking the runtime thread it runs
-            // on; flushes, mutations and maintenance write theirs one at a time under the
-            // commit lock. A merge runs beside them, so it writes none: when its commit takes
-            // a checkpoint's version, the table's next checkpoint is one interval later.
-            .with_commit_properties(CommitProperties::default().with_create_checkpoint(false))
             .await
-            .map_err(|source| Error::Delta {
-                table: self.schema.name.clone(),
-                source,
-            })?;
+            .map_err(delta)?;
         Ok((metrics.num_files_removed, metrics.num_files_added))
     }
 }

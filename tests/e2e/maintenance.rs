@@ -254,13 +254,12 @@ async fn small_files_are_merged_in_the_background_while_rows_arrive() {
     ];
     let server = TestServer::start(dir.path(), &env);
     let client = server.client().await;
+    // One date for every row, so they make one partition even across midnight.
+    let at = past_micros(1);
     let mut total = 0i64;
     for round in 0..2 {
         client
-            .execute(
-                &insert_sql("p1", &ids(&format!("r{round}"), 20), past_micros(1)),
-                &[],
-            )
+            .execute(&insert_sql("p1", &ids(&format!("r{round}"), 20), at), &[])
             .await
             .expect("insert");
         total += 20;
@@ -276,10 +275,7 @@ async fn small_files_are_merged_in_the_background_while_rows_arrive() {
             let client = connect(port).await;
             for i in 0..40 {
                 client
-                    .execute(
-                        &insert_sql("p1", &ids(&format!("c{i}"), 5), past_micros(1)),
-                        &[],
-                    )
+                    .execute(&insert_sql("p1", &ids(&format!("c{i}"), 5), at), &[])
                     .await
                     .expect("insert while merging");
                 tokio::time::sleep(Duration::from_millis(100)).await;
