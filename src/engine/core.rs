@@ -498,6 +498,10 @@ impl Core {
         let mut merged = 0;
         let mut failed = None;
         for (name, table) in &self.tables {
+            if self.buffer.squeezed() {
+                // Not even the files are listed: under a squeeze the CPU is ingest's.
+                return Ok(merged);
+            }
             for merge in table.merges_due(policy).await {
                 if shutdown.is_cancelled() {
                     return Ok(merged);
