@@ -900,8 +900,9 @@ impl DeltaTable {
         if tiers.is_empty() {
             return Vec::new();
         }
-        let table = self.table.lock().await;
-        let Ok(snapshot) = table.snapshot() else {
+        // A copy of the state (its file list is shared, not copied), so the listing below
+        // does not hold the table: a flush's commit waits for that lock.
+        let Ok(snapshot) = self.table.lock().await.snapshot().cloned() else {
             return Vec::new();
         };
         let log = snapshot.log_data();
@@ -920,8 +921,9 @@ impl DeltaTable {
     /// Merges one partition's files smaller than `merge`'s tier into files of about that
     /// size: one Delta `OPTIMIZE` commit (files removed and added with `dataChange: false`),
     /// written from the log as it is now without holding the table, so flushes commit
-    /// meanwhile (Delta's conflict check lets an optimize and appends commit side by side;
-    /// a mutation that rewrote one of its files makes it fail instead). The merged rows are
+    /// meanwhile (a flush that loses its version re-reads and retries; the optimize passes
+    /// deltalake's conflict check, since it only rewrites files; mutations and maintenance
+    /// must not run beside it, `Core::merging`). The merged rows are
     /// the same rows, so a reader at any version sees each once. Returns (files removed,
     /// files added); the caller publishes the new version.
     pub async fn merge(&self, merge: &Merge) -> Result<(u64, u64)> {
