@@ -132,10 +132,16 @@ pub struct Config {
 
     /// Memory the whole process may use, in MiB: every large consumer below takes a share of
     /// it, and the buffer admits writers only while the resident set leaves room (see
-    /// DELTA_CONFIG.md, "Memory"). Unset: no process budget, each consumer its own default
-    /// (the cgroup's limit is not yet a default: the budget does not hold under every load).
+    /// DELTA_CONFIG.md, "Memory"). Unset: three quarters of the memory limit of the cgroup
+    /// (container) the process runs in, or no budget when it has none; 0: no budget, each
+    /// consumer its own default.
     #[arg(long, env = "TIMEFUSION_MEMORY_LIMIT_MB")]
     pub memory_limit_mb: Option<u64>,
+
+    /// The container's memory limit, in bytes, when `memory_limit_mb` was derived from it
+    /// ([`Config::with_container_budget`]); not a knob.
+    #[arg(skip)]
+    pub container_limit_bytes: Option<u64>,
 
     /// Memory every running query together may use for its working state (sorts, hash
     /// tables, aggregation), in MiB. Sorts and aggregations spill to `<data dir>/spill` past
@@ -393,7 +399,6 @@ impl Config {
             )));
         }
         for (name, value) in [
-            ("TIMEFUSION_MEMORY_LIMIT_MB", self.memory_limit_mb),
             ("TIMEFUSION_BUFFER_MAX_MEMORY_MB", self.buffer_max_memory_mb),
             ("TIMEFUSION_QUERY_MEMORY_MB", self.query_memory_mb),
             ("TIMEFUSION_METADATA_CACHE_MB", self.metadata_cache_mb),
@@ -412,8 +417,15 @@ impl Config {
             };
             let claimed = shares.buffer + shares.query + shares.metadata + shares.inflight + cache;
             if claimed > limit {
+                let origin = match self.container_limit_bytes {
+                    Some(container) => format!(
+                        "three quarters of the container's memory limit of {} MiB; set TIMEFUSION_MEMORY_LIMIT_MB, or 0 for no budget",
+                        container >> 20
+                    ),
+                    None => "TIMEFUSION_MEMORY_LIMIT_MB".into(),
+                };
                 return Err(ConfigError(format!(
-                    "the buffer ({} MiB), queries ({} MiB), the Parquet metadata cache ({} MiB), DoPut in flight ({} MiB) and the cache's memory tier ({} MiB) take {} MiB, more than the process budget of {} MiB (TIMEFUSION_MEMORY_LIMIT_MB): lower them or raise the budget",
+                    "the buffer ({} MiB), queries ({} MiB), the Parquet metadata cache ({} MiB), DoPut in flight ({} MiB) and the cache's memory tier ({} MiB) take {} MiB, more than the process budget of {} MiB ({origin}): lower them or raise the budget",
                     shares.buffer >> 20,
                     shares.query >> 20,
                     shares.metadata >> 20,
@@ -534,11 +546,27 @@ impl Config {
         Ok(())
     }
 
+    /// The budget a container's memory limit (`limit_bytes`, the cgroup's) gives when
+    /// `TIMEFUSION_MEMORY_LIMIT_MB` is unset: three quarters of it. The governor keeps the
+    /// resident set near the budget, not under it at every instant: five-minute runs of
+    /// `bench/run_memory.sh` peaked at 1.09–1.22× a 1 GiB budget and 1.34–1.49× a 512 MiB one
+    /// (BENCHMARKS.md, "Memory under a process budget"), so the budget leaves a quarter of the
+    /// limit for that before the kernel's OOM killer would end the process.
+    pub fn with_container_budget(mut self, limit_bytes: Option<usize>) -> Config {
+        if self.memory_limit_mb.is_none()
+            && let Some(limit) = limit_bytes
+        {
+            self.memory_limit_mb = Some(((limit as u64 / 4 * 3) >> 20).max(1));
+            self.container_limit_bytes = Some(limit as u64);
+        }
+        self
+    }
+
     /// The process budget and each consumer's share of it, in bytes: a knob that is set wins,
     /// the others take their part of the budget (`TIMEFUSION_MEMORY_LIMIT_MB`), or their own
     /// default without one.
     pub fn shares(&self) -> MemoryShares {
-        let process = self.memory_limit_mb.map(|mb| mb << 20);
+        let process = self.memory_limit_mb.filter(|&mb| mb > 0).map(|mb| mb << 20);
         let share = |set: Option<u64>, percent: u64, default_mb: u64| -> usize {
             let bytes = match (set, process) {
                 (Some(mb), _) => mb << 20,
@@ -773,6 +801,48 @@ impl MaintenancePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Unset, the budget is three quarters of a container's memory limit; a budget that is
+    /// set wins, 0 is no budget, and a container too small for the shares is refused with
+    /// the way out.
+    #[test]
+    fn a_container_limit_gives_the_default_budget() {
+        const MIB: usize = 1 << 20;
+        let config = |args: &[&str], container_mb: Option<usize>| {
+            Config::parse_from([&["timefusion"], args].concat())
+                .with_container_budget(container_mb.map(|mb| mb * MIB))
+        };
+        let contained = config(&[], Some(2048));
+        assert_eq!(contained.memory_limit_mb, Some(1536));
+        contained.validate().expect("valid");
+        let shares = contained.shares();
+        assert_eq!(shares.process, Some(1536 * MIB));
+        assert_eq!(shares.buffer, 1536 * MIB / 100 * 40);
+
+        let set = config(&["--memory-limit-mb", "1000"], Some(2048));
+        assert_eq!(set.shares().process, Some(1000 * MIB));
+        assert_eq!(set.container_limit_bytes, None);
+
+        for off in [
+            config(&["--memory-limit-mb", "0"], Some(2048)),
+            config(&[], None),
+        ] {
+            off.validate().expect("valid");
+            let shares = off.shares();
+            assert_eq!(shares.process, None);
+            assert_eq!(shares.buffer, 4096 * MIB, "the buffer's own default");
+        }
+
+        let refused = config(&[], Some(200)).validate().expect_err("too small");
+        assert!(
+            refused
+                .0
+                .contains("three quarters of the container's memory limit of 200 MiB"),
+            "{}",
+            refused.0
+        );
+        assert_eq!(config(&[], Some(1)).memory_limit_mb, Some(1), "never 0");
+    }
 
     /// Merge tiers grow by `TIMEFUSION_MERGE_MIN_FILES` from `TIMEFUSION_MERGE_SMALL_MB` and
     /// end at the compaction target; 0 turns merging off, and 1 is refused.

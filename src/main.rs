@@ -98,7 +98,9 @@ fn near_the_budget(tight: bool) {
 
 fn main() -> anyhow::Result<()> {
     tune_allocator();
-    let config = Config::parse();
+    // Unless TIMEFUSION_MEMORY_LIMIT_MB says otherwise, the container's memory limit sets the
+    // process budget.
+    let config = Config::parse().with_container_budget(timefusion::memory::cgroup_limit());
     // Statements are parsed, planned and run on these threads; their stack bounds how deep
     // an expression can be (`TIMEFUSION_STACK_MB`, `sql::limits`). Untouched stack pages
     // cost no memory.

@@ -1,6 +1,6 @@
-//! The process's memory: one budget (`TIMEFUSION_MEMORY_LIMIT_MB`; [`cgroup_limit`] reads the container's,
-//! not yet a default), what each large consumer holds, and the governor that keeps the resident set
-//! under the budget.
+//! The process's memory: one budget (`TIMEFUSION_MEMORY_LIMIT_MB`, by default three quarters
+//! of the container's limit, [`cgroup_limit`]), what each large consumer holds, and the
+//! governor that keeps the resident set under the budget.
 //!
 //! Each consumer has its own bound, a share of the budget (`config::Config::shares`): the
 //! buffer, DataFusion's query pool, the Parquet metadata cache, Arrow bytes in flight on DoPut,
@@ -237,32 +237,43 @@ pub fn resident_bytes() -> Option<usize> {
     Some(kib << 10)
 }
 
-/// The memory limit of the cgroup this process runs in, in bytes, if it has one: cgroup v2's
-/// `memory.max`, or v1's `memory.limit_in_bytes`, of the process's own group (from
-/// `/proc/self/cgroup`), or of the root of a container's namespace.
+/// The memory limit of the cgroup this process runs in, in bytes, if it has one: the least
+/// of cgroup v2's `memory.max` (or v1's `memory.limit_in_bytes`) over the process's own group
+/// (from `/proc/self/cgroup`) and each group above it, since a parent's limit bounds its
+/// children; in a container the namespace's root is the container's group.
 pub fn cgroup_limit() -> Option<usize> {
     let groups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let read = |path: String| std::fs::read_to_string(path).ok();
-    let mut candidates = Vec::new();
+    limit_files(&groups)
+        .into_iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .filter_map(|text| parse_cgroup_limit(&text))
+        .min()
+}
+
+/// The limit files of the groups named in `/proc/self/cgroup`'s text, from the process's own
+/// group up to the root: v2's unified line (`0::/path`) and v1's `memory` controller line.
+fn limit_files(groups: &str) -> Vec<String> {
+    let mut files = Vec::new();
     for line in groups.lines() {
         let mut fields = line.splitn(3, ':');
         let (id, controllers, path) = (fields.next(), fields.next(), fields.next());
-        match (id, controllers, path) {
-            (Some("0"), Some(""), Some(path)) => {
-                candidates.push(format!("/sys/fs/cgroup{path}/memory.max"));
+        let (root, file) = match (id, controllers, path) {
+            (Some("0"), Some(""), Some(_)) => ("/sys/fs/cgroup", "memory.max"),
+            (_, Some(c), Some(_)) if c.split(',').any(|c| c == "memory") => {
+                ("/sys/fs/cgroup/memory", "memory.limit_in_bytes")
             }
-            (_, Some(c), Some(path)) if c.split(',').any(|c| c == "memory") => {
-                candidates.push(format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"));
+            _ => continue,
+        };
+        let mut group = path.unwrap_or("/").trim_end_matches('/');
+        loop {
+            files.push(format!("{root}{group}/{file}"));
+            match group.rfind('/') {
+                Some(parent) => group = &group[..parent],
+                None => break,
             }
-            _ => {}
         }
     }
-    candidates.push("/sys/fs/cgroup/memory.max".into());
-    candidates.push("/sys/fs/cgroup/memory/memory.limit_in_bytes".into());
-    candidates
-        .into_iter()
-        .filter_map(read)
-        .find_map(|text| parse_cgroup_limit(&text))
+    files
 }
 
 /// A cgroup memory limit file's value: `None` for `max` (v2) or the near-`i64::MAX` value v1
@@ -299,6 +310,31 @@ mod tests {
         assert_eq!(parse_cgroup_limit("max\n"), None);
         assert_eq!(parse_cgroup_limit("9223372036854771712\n"), None);
         assert_eq!(parse_cgroup_limit("536870912\n"), Some(512 * MIB));
+    }
+
+    #[test]
+    fn the_limit_files_go_from_the_own_group_up_to_the_root() {
+        let v1 = "4:memory:/process_api/abc/tf\n1:cpu:/\n";
+        assert_eq!(
+            limit_files(v1),
+            [
+                "/sys/fs/cgroup/memory/process_api/abc/tf/memory.limit_in_bytes",
+                "/sys/fs/cgroup/memory/process_api/abc/memory.limit_in_bytes",
+                "/sys/fs/cgroup/memory/process_api/memory.limit_in_bytes",
+                "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            ]
+        );
+        // A container's namespace: its group is the root.
+        assert_eq!(limit_files("0::/\n"), ["/sys/fs/cgroup/memory.max"]);
+        assert_eq!(
+            limit_files("0::/system.slice/tf.service\n"),
+            [
+                "/sys/fs/cgroup/system.slice/tf.service/memory.max",
+                "/sys/fs/cgroup/system.slice/memory.max",
+                "/sys/fs/cgroup/memory.max",
+            ]
+        );
+        assert!(limit_files("1:cpu,cpuacct:/\n").is_empty());
     }
 
     #[test]

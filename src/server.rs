@@ -302,7 +302,13 @@ fn memory_of(
             query_mb = shares.query >> 20,
             parquet_metadata_mb = shares.metadata >> 20,
             doput_in_flight_mb = shares.inflight >> 20,
+            container_limit_mb = config.container_limit_bytes.map(|bytes| bytes >> 20),
             "process memory budget"
+        );
+    } else {
+        tracing::info!(
+            buffer_mb = shares.buffer >> 20,
+            "no process memory budget (no container memory limit, or TIMEFUSION_MEMORY_LIMIT_MB=0)"
         );
     }
     crate::memory::Memory::new(shares.process, engine.buffer.clone(), consumers)
