@@ -63,21 +63,14 @@ fn tune_allocator() {
     timefusion::memory::set_allocator_control(near_the_budget);
 }
 
-/// jemalloc's dirty-page decay near the budget: freed pages go back to the OS within about
-/// this long, purged by jemalloc's background threads. A decay of 0 purged them at once, in
-/// the thread that freed them: under a 512 MiB budget 10% of the server's CPU went to those
-/// purges (`madvise` and the TLB flushes it sends to the other core), inside flushes,
-/// queries and writers, and the pages were faulted in again for the next batch.
-const TIGHT_DIRTY_DECAY_MS: isize = 200;
-
 /// Near the process's memory budget (`timefusion::memory::govern`), freed memory goes back
-/// to the OS within [`TIGHT_DIRTY_DECAY_MS`]: the decays of every arena, and of arenas
-/// created later, drop to it, which also purges what waited longer. Back under it, they are
-/// what they were at start. The arena jemalloc keeps for allocations of 8 MiB and more
-/// (index `opt.narenas`) decays at 0 from its start and is left so.
+/// to the OS at once: the decays of every arena, and of arenas created later, drop to 0,
+/// which also purges what waits for them. Back under it, they are what they were at start.
+/// The arena jemalloc keeps for allocations of 8 MiB and more (index `opt.narenas`) decays
+/// at 0 from its start and is left so.
 fn near_the_budget(tight: bool) {
     let (dirty, muzzy) = match tight {
-        true => (TIGHT_DIRTY_DECAY_MS, 0),
+        true => (0, 0),
         false => STARTING_DECAYS_MS
             .get()
             .copied()
@@ -192,12 +185,8 @@ mod tests {
             assert_eq!(disabled, 1, "transparent huge pages off for the process");
         }
         near_the_budget(true);
-        assert_eq!(arena(0, "dirty"), TIGHT_DIRTY_DECAY_MS);
-        assert_eq!(
-            decay("arenas.dirty_decay_ms\0"),
-            TIGHT_DIRTY_DECAY_MS,
-            "arenas created later"
-        );
+        assert_eq!(arena(0, "dirty"), 0);
+        assert_eq!(decay("arenas.dirty_decay_ms\0"), 0, "arenas created later");
         near_the_budget(false);
         assert_eq!(arena(0, "dirty"), DIRTY_DECAY_MS);
         assert_eq!(decay("arenas.dirty_decay_ms\0"), DIRTY_DECAY_MS);

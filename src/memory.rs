@@ -12,7 +12,7 @@
 //! everything but the buffer is counted ([`allowance`]). Writers then wait for a flush, and
 //! the flusher runs early, before the process passes its budget, as ClickHouse corrects its
 //! memory tracker with the resident set. Near the budget the allocator is asked to return
-//! its free pages soon ([`set_allocator_control`]).
+//! its free pages at once ([`set_allocator_control`]).
 //!
 //! `SELECT * FROM timefusion_memory` and `/metrics` (`timefusion_memory_*`) show it all.
 
@@ -203,7 +203,7 @@ pub async fn govern(memory: Arc<Memory>, shutdown: CancellationToken) {
         };
         let buffer = &memory.buffer;
         buffer.admit_up_to(allowance(limit, resident, buffer.held(), buffer.share()));
-        // Over the target: free pages go back to the OS soon; well under it, the
+        // Over the target: free pages go back to the OS at once; well under it, the
         // allocator keeps them a while again (cheaper ingest).
         let now_tight = resident > target || (tight && resident > target / 10 * 8);
         if now_tight != tight
@@ -218,7 +218,7 @@ pub async fn govern(memory: Arc<Memory>, shutdown: CancellationToken) {
 static ALLOCATOR: OnceLock<fn(bool)> = OnceLock::new();
 
 /// Registers what the binary's allocator does under pressure: `control(true)` returns free
-/// pages to the OS soon after they are freed (jemalloc: within 200 ms), `control(false)` restores its usual delay.
+/// pages to the OS at once (and keeps doing so), `control(false)` restores its usual delay.
 /// The `timefusion` binary registers jemalloc's; without one the governor only throttles.
 pub fn set_allocator_control(control: fn(bool)) {
     let _ = ALLOCATOR.set(control);
