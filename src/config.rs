@@ -842,6 +842,20 @@ mod tests {
             refused.0
         );
         assert_eq!(config(&[], Some(1)).memory_limit_mb, Some(1), "never 0");
+
+        // The smallest containers DELTA_CONFIG.md names: 244 MiB on a folder, 342 MiB with
+        // the tables on S3 (whose cache takes a share too).
+        let s3 = ["--s3-bucket", "b"];
+        for (args, smallest) in [(&[][..], 244), (&s3[..], 342)] {
+            config(args, Some(smallest)).validate().expect("fits");
+            let refused = config(args, Some(smallest - 1)).validate();
+            assert!(
+                refused
+                    .as_ref()
+                    .is_err_and(|e| e.0.contains("more than the process budget")),
+                "{args:?} {refused:?}"
+            );
+        }
     }
 
     /// Merge tiers grow by `TIMEFUSION_MERGE_MIN_FILES` from `TIMEFUSION_MERGE_SMALL_MB` and
