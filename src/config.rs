@@ -367,7 +367,9 @@ pub struct Config {
 
     /// How the Parquet files written to Delta are compressed: `zstd` (at
     /// TIMEFUSION_PARQUET_ZSTD_LEVEL) or `lz4` (LZ4_RAW: larger files whose pages decompress
-    /// several times faster). Each file keeps the codec it was written with.
+    /// several times faster). Each file keeps the codec it was written with. A flush while the
+    /// memory budget squeezes the buffer writes LZ4_RAW whatever this says; the merges after
+    /// the squeeze rewrite those files in this codec.
     #[arg(long, env = "TIMEFUSION_PARQUET_COMPRESSION", value_enum, default_value_t = ParquetCompression::Zstd)]
     pub parquet_compression: ParquetCompression,
 }

@@ -294,7 +294,14 @@ impl Core {
                 .flush_seconds
                 .observe(started.elapsed().as_secs_f64());
         };
-        let written = match table.write_partitions(&plan).await {
+        // Under a memory squeeze the flush is what holds writers back: the cheaper codec.
+        let squeezed = self.buffer.squeezed();
+        let codec = if squeezed {
+            delta::FlushCodec::Fast
+        } else {
+            delta::FlushCodec::Table
+        };
+        let written = match table.write_partitions(&plan, codec).await {
             Ok(written) => self.leave_out_failures(name, plan, written, counted).await,
             Err(e) => Err(e.into()),
         };
@@ -321,7 +328,7 @@ impl Core {
                 }
                 tracing::info!(
                     table = %name, rows = pending.rows, upto = %pending.plan.upto, version = ?version,
-                    partitions_carried = pending.carried.len(),
+                    partitions_carried = pending.carried.len(), squeezed,
                     wal_segments_removed = removed, elapsed_ms = started.elapsed().as_millis() as u64,
                     "flushed to Delta"
                 );
@@ -1648,6 +1655,57 @@ mod tests {
             min_files as u64
         );
         assert_eq!(f.table.file_count().await, 1);
+        assert_eq!(f.visible_rows().await, 10 * min_files);
+    }
+
+    /// A flush while the memory budget squeezes the buffer writes LZ4_RAW files, one after
+    /// it the table's zstd, and the merge of those small files rewrites them all in zstd.
+    #[tokio::test]
+    async fn squeezed_flushes_write_lz4_and_merges_rewrite_them_in_the_tables_codec() {
+        use deltalake::parquet::basic::Compression;
+        use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
+        let f = Fixture::new().await;
+        let codecs = || async {
+            let mut codecs = Vec::new();
+            for path in f.table.file_paths().await {
+                let file =
+                    std::fs::File::open(f._dir.path().join("tables").join(TABLE).join(&path))
+                        .expect("data file");
+                let reader = SerializedFileReader::new(file).expect("parquet footer");
+                let mut used: Vec<Compression> = reader
+                    .metadata()
+                    .row_groups()
+                    .iter()
+                    .flat_map(|g| g.columns().iter().map(|c| c.compression()))
+                    .collect();
+                used.dedup();
+                codecs.push(used);
+            }
+            codecs.sort_by_key(|c| format!("{c:?}"));
+            codecs
+        };
+        let zstd = Compression::ZSTD(Default::default());
+        let share = f.core.buffer.budget();
+        let min_files = f.core.options.maintenance.merge_min_files;
+        f.core.buffer.admit_up_to(share / 2 - 1);
+        small_files(&f, min_files - 1).await;
+        assert_eq!(
+            codecs().await,
+            vec![vec![Compression::LZ4_RAW]; min_files - 1],
+            "every column of every file flushed under the squeeze"
+        );
+        f.core.buffer.admit_up_to(share);
+        small_files(&f, 1).await;
+        let mut expected = vec![vec![Compression::LZ4_RAW]; min_files - 1];
+        expected.push(vec![zstd]);
+        expected.sort_by_key(|c| format!("{c:?}"));
+        assert_eq!(codecs().await, expected, "the flush after it");
+        let shutdown = CancellationToken::new();
+        assert_eq!(
+            f.core.merge_small_files(&shutdown).await.expect("merge"),
+            min_files as u64
+        );
+        assert_eq!(codecs().await, vec![vec![zstd]], "one merged file");
         assert_eq!(f.visible_rows().await, 10 * min_files);
     }
 

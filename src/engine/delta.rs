@@ -287,6 +287,8 @@ pub struct DeltaTable {
     schema: Arc<TableSchema>,
     table: Mutex<deltalake::DeltaTable>,
     writer_properties: WriterProperties,
+    /// The same with LZ4_RAW, for flushes under a memory squeeze ([`FlushCodec::Fast`]).
+    fast_writer_properties: WriterProperties,
     /// Bytes of the data files the last published version references ([`Self::stored_bytes`]).
     stored_bytes: std::sync::atomic::AtomicU64,
     /// Set while a background merge may have committed through a copy of the table that
@@ -384,11 +386,11 @@ impl DeltaTable {
                 .await
                 .map_err(delta)?;
         }
-        let writer_properties = writer_properties(&schema, compression);
         Ok(DeltaTable {
+            writer_properties: writer_properties(&schema, compression),
+            fast_writer_properties: writer_properties(&schema, Compression::LZ4_RAW),
             schema,
             table: Mutex::new(table),
-            writer_properties,
             stored_bytes: std::sync::atomic::AtomicU64::new(0),
             stale: std::sync::atomic::AtomicBool::new(false),
         })
@@ -462,19 +464,26 @@ impl DeltaTable {
     /// partitions at a time, and commits nothing. Each partition's outcome is its own: the
     /// files of one that fails (the store refused them, the writer panicked) are never part
     /// of the commit, and the others are written regardless ([`DeltaTable::commit_flush`]
-    /// commits what was written). Rows are sorted by the schema's sort columns. The outer
-    /// error is the table's: its writer settings could not be read.
+    /// commits what was written). Rows are sorted by the schema's sort columns, and the
+    /// files compressed as `codec` says. The outer error is the table's: its writer settings
+    /// could not be read.
     pub async fn write_partitions(
         &self,
         plan: &FlushPlan,
+        codec: FlushCodec,
     ) -> Result<Vec<(PartitionKey, Result<Vec<Add>>)>> {
         let name = &self.schema.name;
+        let properties = match codec {
+            FlushCodec::Table => &self.writer_properties,
+            FlushCodec::Fast => &self.fast_writer_properties,
+        };
         let (config, store) = {
             let table = self.table.lock().await;
-            let config = self.writer_config(&table).map_err(|source| Error::Delta {
-                table: name.clone(),
-                source,
-            })?;
+            let config =
+                writer_config(&self.schema, &table, properties).map_err(|source| Error::Delta {
+                    table: name.clone(),
+                    source,
+                })?;
             (config, table.object_store())
         };
         let writes = partitions(plan).into_iter().map(|(key, parts)| {
@@ -541,23 +550,6 @@ impl DeltaTable {
             .buffered(WRITE_CONCURRENCY)
             .collect()
             .await)
-    }
-
-    /// How this table's data files are written: TimeFusion's Parquet properties, and the
-    /// file size and statistics the table's own properties ask for, as deltalake's writes do.
-    fn writer_config(&self, table: &deltalake::DeltaTable) -> deltalake::DeltaResult<WriterConfig> {
-        let snapshot = table.snapshot()?;
-        let configuration = snapshot.snapshot().table_configuration();
-        let stats = WriterStatsConfig::from_config(configuration);
-        Ok(WriterConfig::new(
-            self.schema.schema.clone(),
-            self.schema.partition_columns.clone(),
-            Some(self.writer_properties.clone()),
-            Some(configuration.table_properties().target_file_size()),
-            None,
-            stats.num_indexed_cols,
-            stats.stats_columns,
-        ))
     }
 
     /// Commits `commit` as one Delta commit carrying `txn(wal_id, upto)`, and a
@@ -893,6 +885,16 @@ impl DeltaTable {
         table.snapshot().map_or(0, |s| s.log_data().iter().count())
     }
 
+    /// Paths (relative to the table) of the data files in the version last read.
+    #[cfg(test)]
+    pub(crate) async fn file_paths(&self) -> Vec<String> {
+        let table = self.table.lock().await;
+        table.snapshot().map_or_else(
+            |_| Vec::new(),
+            |s| s.log_data().iter().map(|f| f.path().into_owned()).collect(),
+        )
+    }
+
     /// The partitions whose small files are due to be merged under `policy`
     /// ([`MaintenancePolicy::merge_tiers`]), in the version last read.
     pub async fn merges_due(&self, policy: &MaintenancePolicy) -> Vec<Merge> {
@@ -959,6 +961,41 @@ impl DeltaTable {
             .map_err(delta)?;
         Ok((metrics.num_files_removed, metrics.num_files_added))
     }
+}
+
+/// How a flush compresses the files it writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushCodec {
+    /// The table's codec (`TIMEFUSION_PARQUET_COMPRESSION`).
+    Table,
+    /// LZ4_RAW, whatever the table's codec: for a flush while the memory budget squeezes the
+    /// buffer ([`crate::engine::buffer::Buffer::squeezed`]), when the flush's CPU is what
+    /// holds writers back and the buffer it drains is small, so its files are small too
+    /// (BENCHMARKS.md, "LZ4 flushes under a squeeze"). Background merges and compaction
+    /// rewrite small files with the table's codec; a file no merge takes keeps LZ4, which
+    /// every reader decodes like any other.
+    Fast,
+}
+
+/// How a table's data files are written: TimeFusion's Parquet `properties`, and the file
+/// size and statistics the table's own properties ask for, as deltalake's writes do.
+fn writer_config(
+    schema: &TableSchema,
+    table: &deltalake::DeltaTable,
+    properties: &WriterProperties,
+) -> deltalake::DeltaResult<WriterConfig> {
+    let snapshot = table.snapshot()?;
+    let configuration = snapshot.snapshot().table_configuration();
+    let stats = WriterStatsConfig::from_config(configuration);
+    Ok(WriterConfig::new(
+        schema.schema.clone(),
+        schema.partition_columns.clone(),
+        Some(properties.clone()),
+        Some(configuration.table_properties().target_file_size()),
+        None,
+        stats.num_indexed_cols,
+        stats.stats_columns,
+    ))
 }
 
 /// The Parquet properties every data file of a table is written with (flush and
