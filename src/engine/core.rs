@@ -1282,7 +1282,7 @@ mod tests {
         ingest: Ingest,
         table: Arc<delta::DeltaTable>,
         faults: Arc<Faults>,
-        _dir: tempfile::TempDir,
+        dir: tempfile::TempDir,
     }
 
     impl Fixture {
@@ -1369,7 +1369,7 @@ mod tests {
                 ingest,
                 table,
                 faults,
-                _dir: dir,
+                dir,
             }
         }
 
@@ -1470,7 +1470,7 @@ mod tests {
             ingest,
             table,
             faults,
-            _dir: dir,
+            dir,
         } = f;
         drop((core, ingest, table, faults));
         let wal = Wal::open(
@@ -1668,9 +1668,8 @@ mod tests {
         let codecs = || async {
             let mut codecs = Vec::new();
             for path in f.table.file_paths().await {
-                let file =
-                    std::fs::File::open(f._dir.path().join("tables").join(TABLE).join(&path))
-                        .expect("data file");
+                let file = std::fs::File::open(f.dir.path().join("tables").join(TABLE).join(&path))
+                    .expect("data file");
                 let reader = SerializedFileReader::new(file).expect("parquet footer");
                 let mut used: Vec<Compression> = reader
                     .metadata()

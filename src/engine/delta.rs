@@ -479,8 +479,9 @@ impl DeltaTable {
         };
         let (config, store) = {
             let table = self.table.lock().await;
-            let config =
-                writer_config(&self.schema, &table, properties).map_err(|source| Error::Delta {
+            let config = self
+                .writer_config(&table, properties)
+                .map_err(|source| Error::Delta {
                     table: name.clone(),
                     source,
                 })?;
@@ -550,6 +551,27 @@ impl DeltaTable {
             .buffered(WRITE_CONCURRENCY)
             .collect()
             .await)
+    }
+
+    /// How this table's data files are written: TimeFusion's Parquet `properties`, and the
+    /// file size and statistics the table's own properties ask for, as deltalake's writes do.
+    fn writer_config(
+        &self,
+        table: &deltalake::DeltaTable,
+        properties: &WriterProperties,
+    ) -> deltalake::DeltaResult<WriterConfig> {
+        let snapshot = table.snapshot()?;
+        let configuration = snapshot.snapshot().table_configuration();
+        let stats = WriterStatsConfig::from_config(configuration);
+        Ok(WriterConfig::new(
+            self.schema.schema.clone(),
+            self.schema.partition_columns.clone(),
+            Some(properties.clone()),
+            Some(configuration.table_properties().target_file_size()),
+            None,
+            stats.num_indexed_cols,
+            stats.stats_columns,
+        ))
     }
 
     /// Commits `commit` as one Delta commit carrying `txn(wal_id, upto)`, and a
@@ -975,27 +997,6 @@ pub enum FlushCodec {
     /// rewrite small files with the table's codec; a file no merge takes keeps LZ4, which
     /// every reader decodes like any other.
     Fast,
-}
-
-/// How a table's data files are written: TimeFusion's Parquet `properties`, and the file
-/// size and statistics the table's own properties ask for, as deltalake's writes do.
-fn writer_config(
-    schema: &TableSchema,
-    table: &deltalake::DeltaTable,
-    properties: &WriterProperties,
-) -> deltalake::DeltaResult<WriterConfig> {
-    let snapshot = table.snapshot()?;
-    let configuration = snapshot.snapshot().table_configuration();
-    let stats = WriterStatsConfig::from_config(configuration);
-    Ok(WriterConfig::new(
-        schema.schema.clone(),
-        schema.partition_columns.clone(),
-        Some(properties.clone()),
-        Some(configuration.table_properties().target_file_size()),
-        None,
-        stats.num_indexed_cols,
-        stats.stats_columns,
-    ))
 }
 
 /// The Parquet properties every data file of a table is written with (flush and
