@@ -156,6 +156,14 @@ pub struct Config {
     #[arg(long, env = "TIMEFUSION_METADATA_CACHE_MB")]
     pub metadata_cache_mb: Option<u64>,
 
+    /// Memory for the query condition cache, in MiB: for each data file and filter a query
+    /// ran, which blocks of 1,024 rows held a match, so the same filter again (a trace
+    /// reopened, a search repeated, a dashboard over a fixed range) reads only those blocks
+    /// and skips files with none. Least recently used entries are evicted past it; 0 turns
+    /// the cache off. Default: 1% of the process budget, or 16 without one.
+    #[arg(long, env = "TIMEFUSION_CONDITION_CACHE_MB")]
+    pub condition_cache_mb: Option<u64>,
+
     /// Stack of each thread that parses, plans and runs statements, in MiB: at least one per
     /// 100 of `TIMEFUSION_MAX_EXPRESSION_DEPTH` (a 1,000-deep expression needs 2–8 MiB). Pages
     /// never touched cost no memory.
@@ -417,7 +425,12 @@ impl Config {
             } else {
                 0
             };
-            let claimed = shares.buffer + shares.query + shares.metadata + shares.inflight + cache;
+            let claimed = shares.buffer
+                + shares.query
+                + shares.metadata
+                + shares.condition
+                + shares.inflight
+                + cache;
             if claimed > limit {
                 let origin = match self.container_limit_bytes {
                     Some(container) => format!(
@@ -427,10 +440,11 @@ impl Config {
                     None => "TIMEFUSION_MEMORY_LIMIT_MB".into(),
                 };
                 return Err(ConfigError(format!(
-                    "the buffer ({} MiB), queries ({} MiB), the Parquet metadata cache ({} MiB), DoPut in flight ({} MiB) and the cache's memory tier ({} MiB) take {} MiB, more than the process budget of {} MiB ({origin}): lower them or raise the budget",
+                    "the buffer ({} MiB), queries ({} MiB), the Parquet metadata cache ({} MiB), the condition cache ({} MiB), DoPut in flight ({} MiB) and the cache's memory tier ({} MiB) take {} MiB, more than the process budget of {} MiB ({origin}): lower them or raise the budget",
                     shares.buffer >> 20,
                     shares.query >> 20,
                     shares.metadata >> 20,
+                    shares.condition >> 20,
                     shares.inflight >> 20,
                     cache >> 20,
                     claimed >> 20,
@@ -587,6 +601,7 @@ impl Config {
             buffer: share(self.buffer_max_memory_mb, 40, 4096),
             query: share(self.query_memory_mb, 20, 2048),
             metadata: share(self.metadata_cache_mb, 5, 50),
+            condition: share(self.condition_cache_mb, 1, 16),
             inflight,
             cache: share(self.foyer_memory_mb, 10, 1024),
         }
@@ -684,6 +699,8 @@ pub struct MemoryShares {
     pub query: usize,
     /// Decoded Parquet footers and page indexes (the file metadata cache).
     pub metadata: usize,
+    /// Where repeated filters matched in each data file (the query condition cache).
+    pub condition: usize,
     /// Arrow bytes in flight on DoPut.
     pub inflight: usize,
     /// The Foyer cache's memory tier (S3 only).

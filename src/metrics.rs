@@ -31,6 +31,9 @@ pub struct Metrics {
     pub wal_sync_seconds: Histogram,
     /// Flushes to Delta by outcome (`ok`, `error`), rows flushed, and each flush's duration.
     pub flushes: Family<Labels, Counter>,
+    /// Data files a cacheable scan planned, by what the query condition cache did with them
+    /// (`crate::sql::condition_cache`): `hit` (left out or read in part), `miss`.
+    pub condition_cache_files: Family<Labels, Counter>,
     /// Rows that could never be flushed, moved to `<data>/quarantine`: replayed from the WAL
     /// out of range, or in a partition that failed `TIMEFUSION_FLUSH_PARTITION_ATTEMPTS` times.
     pub quarantined_rows: Counter,
@@ -111,6 +114,7 @@ impl Metrics {
             wal_bytes: Counter::default(),
             wal_sync_seconds: latency_histogram(),
             flushes: Family::default(),
+            condition_cache_files: Family::default(),
             quarantined_rows: Counter::default(),
             flush_partition_failures: Family::default(),
             merges: Family::default(),
@@ -163,6 +167,11 @@ impl Metrics {
             "flushes",
             "Flushes to Delta by outcome",
             metrics.flushes.clone(),
+        );
+        r.register(
+            "condition_cache_files",
+            "Data files of cacheable scans by what the query condition cache did (hit, miss)",
+            metrics.condition_cache_files.clone(),
         );
         r.register(
             "quarantined_rows",

@@ -100,12 +100,14 @@ impl Server {
         let shares = config.shares();
         let query_pool = crate::sql::query_pool(shares.query);
         let metadata_cache = crate::sql::metadata_cache(shares.metadata);
+        let condition_cache = crate::sql::condition_cache::ConditionCache::new(shares.condition);
         let inflight = crate::memory::InFlight::new(shares.inflight);
         let memory = Arc::new(memory_of(
             &config,
             &engine,
             &query_pool,
             &metadata_cache,
+            &condition_cache,
             &inflight,
         ));
         health.memory(memory.clone());
@@ -129,6 +131,7 @@ impl Server {
                     pool: query_pool,
                     spill_dir,
                     metadata_cache,
+                    condition_cache,
                 },
             )
             .await?,
@@ -258,17 +261,20 @@ impl Server {
 }
 
 /// The process budget and its consumers: the buffer, the query pool, the Parquet metadata
-/// cache, DoPut's bytes in flight, and the cache's memory tier when tables are on S3.
+/// cache, the condition cache, DoPut's bytes in flight, and the cache's memory tier when
+/// tables are on S3.
 fn memory_of(
     config: &Config,
     engine: &Engine,
     query_pool: &Arc<dyn datafusion::execution::memory_pool::MemoryPool>,
     metadata_cache: &Arc<crate::sql::MetadataCache>,
+    condition_cache: &Arc<crate::sql::condition_cache::ConditionCache>,
     inflight: &crate::memory::InFlight,
 ) -> crate::memory::Memory {
     let shares = config.shares();
     let pool = query_pool.clone();
     let metadata = metadata_cache.clone();
+    let condition = condition_cache.clone();
     let held = inflight.clone();
     let mut consumers = vec![
         crate::memory::Consumer {
@@ -280,6 +286,11 @@ fn memory_of(
             name: "parquet_metadata",
             limit: Some(shares.metadata),
             used: Box::new(move || metadata.memory_used()),
+        },
+        crate::memory::Consumer {
+            name: "condition_cache",
+            limit: Some(shares.condition),
+            used: Box::new(move || condition.memory_used()),
         },
         crate::memory::Consumer {
             name: "doput_in_flight",
@@ -301,6 +312,7 @@ fn memory_of(
             buffer_mb = shares.buffer >> 20,
             query_mb = shares.query >> 20,
             parquet_metadata_mb = shares.metadata >> 20,
+            condition_cache_mb = shares.condition >> 20,
             doput_in_flight_mb = shares.inflight >> 20,
             container_limit_mb = config.container_limit_bytes.map(|bytes| bytes >> 20),
             "process memory budget"

@@ -696,10 +696,19 @@ impl DeltaTable {
             self.stale
                 .store(false, std::sync::atomic::Ordering::Release);
         }
-        // deltalake plans its rewrite with extension nodes only its own planner knows.
+        // deltalake plans its rewrite with extension nodes only its own planner knows. A
+        // rewrite reads every row of a file, so no scan of it may be narrowed to where an
+        // earlier query's filter matched.
+        let rules = session
+            .physical_optimizers()
+            .iter()
+            .filter(|r| r.name() != crate::sql::condition_cache::ConditionCacheRule::NAME)
+            .cloned()
+            .collect();
         let session: Arc<dyn datafusion::catalog::Session> = Arc::new(
             SessionStateBuilder::new_from_existing(session.clone())
                 .with_query_planner(DeltaPlanner::new())
+                .with_physical_optimizer_rules(rules)
                 .build(),
         );
         let outcome = match mutation {

@@ -37,6 +37,7 @@ pub mod activity;
 pub mod buffer_scan;
 pub mod catalog;
 pub mod colname;
+pub mod condition_cache;
 pub mod error;
 pub mod functions;
 pub mod insert;
@@ -100,6 +101,8 @@ pub struct QueryLimits {
     pub spill_dir: std::path::PathBuf,
     /// Decoded Parquet footers and page indexes every scan reads through ([`metadata_cache`]).
     pub metadata_cache: Arc<MetadataCache>,
+    /// Where repeated filters matched in each data file ([`condition_cache`]).
+    pub condition_cache: Arc<condition_cache::ConditionCache>,
 }
 
 /// DataFusion's file metadata cache, kept by its concrete type so its use can be shown.
@@ -199,6 +202,18 @@ pub async fn session_context(
             .position(|r| r.name() == "PushdownSort")
             .map_or(rules.len(), |i| i + 1);
         rules.insert(at, Arc::new(buffer_scan::TopKNewestFirst));
+        // Once every filter is in the scans, before the final check of the plan.
+        let at = rules
+            .iter()
+            .position(|r| r.name() == "SanityCheckPlan")
+            .unwrap_or(rules.len());
+        rules.insert(
+            at,
+            Arc::new(condition_cache::ConditionCacheRule::new(
+                limits.condition_cache.clone(),
+                limits.metadata_cache.clone(),
+            )),
+        );
         *state.write() = builder
             .with_type_planner(Arc::new(json))
             .with_physical_optimizer_rules(rules)

@@ -87,7 +87,7 @@ impl TableProvider for CacheStatsTable {
 /// `timefusion_memory`: one row per consumer of the process's memory at the time of the scan
 /// ([`crate::memory::Memory::usage`]): `process` (the resident set against the budget),
 /// `buffer` (against the limit writers are admitted against now), `query`, `parquet_metadata`,
-/// `doput_in_flight`, `cache`, and `other`, the resident memory none of them accounts for.
+/// `condition_cache`, `doput_in_flight`, `cache`, and `other`, the resident memory none of them accounts for.
 pub struct MemoryTable {
     memory: Arc<crate::memory::Memory>,
     schema: SchemaRef,

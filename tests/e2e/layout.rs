@@ -16,7 +16,7 @@ const DICTIONARY_PAGE_BYTES: usize = 1_024;
 
 /// The built-in schema with small row groups and pages, so a few thousand rows show them, and
 /// `layout_extra` added to its layout section.
-fn small_layout_schemas(layout_extra: &str) -> tempfile::TempDir {
+pub(crate) fn small_layout_schemas(layout_extra: &str) -> tempfile::TempDir {
     let built_in = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/otel_logs_and_spans.yaml"),
     )
@@ -258,11 +258,14 @@ async fn flush_and_compaction_write_the_schemas_layout_and_lookups_skip_row_grou
     // the new `delta.dataSkippingStatsColumns`, and files written from now on carry both.
     let schemas = small_layout_schemas("  stats_columns: [timestamp, name]\n");
     let schema_dir = schemas.path().to_str().expect("utf-8 path");
+    // The condition cache off: the lookup's second run would read only where its first found
+    // the row (tests/e2e/condition_cache.rs), and this one is about what the layout prunes.
     let server = TestServer::start(
         dir.path(),
         &[
             ("TIMEFUSION_SCHEMA_DIR", schema_dir),
             ("TIMEFUSION_FLUSH_INTERVAL_SECS", "1"),
+            ("TIMEFUSION_CONDITION_CACHE_MB", "0"),
         ],
     );
     let client = server.client().await;
@@ -405,7 +408,7 @@ async fn flush_and_compaction_write_the_schemas_layout_and_lookups_skip_row_grou
 }
 
 /// The number right after `prefix` in `plan`.
-fn metric(plan: &str, prefix: &str) -> usize {
+pub(crate) fn metric(plan: &str, prefix: &str) -> usize {
     plan.split(prefix)
         .nth(1)
         .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
@@ -425,7 +428,7 @@ async fn ids_of(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
 }
 
 /// `EXPLAIN ANALYZE` of `sql`, its plan lines joined.
-async fn explain_analyze(client: &tokio_postgres::Client, sql: &str) -> String {
+pub(crate) async fn explain_analyze(client: &tokio_postgres::Client, sql: &str) -> String {
     client
         .simple_query(&format!("EXPLAIN ANALYZE {sql}"))
         .await

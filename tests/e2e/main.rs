@@ -21,6 +21,7 @@
 mod activity;
 mod clients;
 mod common;
+mod condition_cache;
 mod copy;
 mod crash;
 mod external;

@@ -1,0 +1,894 @@
+//! Where a filter matched in each data file, so the next scan with the same filter reads only
+//! those rows: ClickHouse's query condition cache, for TimeFusion's Parquet scans.
+//!
+//! A trace reopened, a log search repeated, a dashboard whose time range does not move: each
+//! runs the same filter over the same immutable files again, and each time the Parquet reader
+//! loads bloom filters, decodes the filter columns of every row group the statistics keep, and
+//! finds the same few rows. [`ConditionCache`] remembers, per (data file, predicate), which
+//! blocks of [`BLOCK_ROWS`] rows held a row the scan returned: none (the file is left out of
+//! the next scan), a few (the next scan of the file reads those blocks alone, through
+//! DataFusion's file-level row selection: pages outside them are neither fetched nor
+//! decoded), or so many that a selection would not pay ([`Matches::Dense`], kept so the file
+//! is not recorded again).
+//!
+//! [`ConditionCacheRule`] runs last among the physical optimizer's rules, once every filter
+//! has been pushed into the scans. For each Parquet scan whose predicate is a pure function
+//! of a row ([`cacheable`]: columns, literals, operators and immutable functions; no dynamic
+//! filter such as a top-k's threshold, which changes while the query runs) it applies what
+//! the cache holds for each file, and when some files have no entry and the scan reads every
+//! row the predicate keeps (no `LIMIT` pushed into it), wraps it in a [`RecordExec`]: the
+//! scan also returns each row's position in its file (DataFusion's `file_row_index()`
+//! virtual column) beside deltalake's file id column, and the wrapper records the blocks of
+//! the rows that come out, strips the position and, once every partition of the scan has
+//! been read to its end without an error, stores an entry for each file. A scan cut short (a
+//! limit above it, an error, a cancelled query) stores nothing.
+//!
+//! Why an entry is never wrong: data files are immutable and uniquely named (the key holds
+//! the path and the size); the predicate's text (`Debug`, with every column's index, every
+//! literal's type and value) names what it computes; the rows a completed scan returns are
+//! a superset of the rows matching the predicate in the files it read (the scan prunes only
+//! what the predicate rules out; where it does not filter rows itself, a `FilterExec` above
+//! does), so a later scan restricted to those blocks loses no match, and it still evaluates
+//! the whole predicate on them. A file whose rows a Delta deletion vector hides is not
+//! recorded (its scan carries a virtual column of its own). UPDATE and DELETE plan without
+//! this rule (`engine::delta`): a rewrite must read every row of a file.
+//!
+//! The cache is `TIMEFUSION_CONDITION_CACHE_MB` of memory (least recently used entries
+//! evicted; 0 turns it off). An entry is a few hundred bytes: the key's path and predicate
+//! text and one selector per run of blocks. `SELECT * FROM timefusion_memory` shows its use
+//! (`condition_cache`); EXPLAIN shows `ConditionCacheRecordExec` above a scan being recorded.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, Result, ScalarValue, TableReference};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
+use datafusion::datasource::physical_plan::parquet::metadata::CachedParquetMetaData;
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileScanConfig, FileScanConfigBuilder, ParquetSource,
+};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::TaskContext;
+use datafusion::execution::cache::default_cache::DefaultCache;
+use datafusion::execution::cache::{Cache, CacheKey, CacheValue};
+use datafusion::logical_expr::Volatility;
+use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use datafusion::physical_expr::expressions::{
+    BinaryExpr, CaseExpr, CastExpr, Column, InListExpr, IsNotNullExpr, IsNullExpr, LikeExpr,
+    Literal, NegativeExpr, NotExpr, TryCastExpr,
+};
+use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
+};
+use futures::StreamExt;
+
+use crate::sql::MetadataCache;
+
+/// Rows a recorded block covers: a matching row makes its whole block part of the next scan.
+/// A Parquet page holds some thousands of rows, so a block rarely costs more than the page
+/// its match is in.
+pub const BLOCK_ROWS: usize = 1024;
+
+/// Past this share of a file's rows a selection saves too little to be worth its selectors.
+const DENSE_SHARE: f64 = 0.5;
+
+/// Predicates longer than this (a long `IN` list) are not cached: their key alone would cost
+/// more than most entries.
+const MAX_PREDICATE_BYTES: usize = 8 << 10;
+
+/// What one file held for one predicate.
+#[derive(Clone, Debug)]
+pub enum Matches {
+    /// No row: the file is left out of the scan.
+    None,
+    /// The blocks with a match, as a selection over the whole file.
+    Rows(Arc<ParquetRowSelection>),
+    /// Too many blocks to select: read as if nothing were cached.
+    Dense,
+}
+
+impl CacheValue for Matches {
+    fn size(&self) -> usize {
+        // The value's own size is at least one byte: DefaultCache keeps nothing of size 0.
+        std::mem::size_of::<Self>()
+            + match self {
+                Matches::Rows(rows) => {
+                    rows.selection().iter().count() * std::mem::size_of::<RowSelector>()
+                }
+                Matches::None | Matches::Dense => 0,
+            }
+    }
+}
+
+/// A data file (path and size: files are immutable and uniquely named) and a predicate.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Key {
+    file: Arc<str>,
+    size: u64,
+    predicate: Arc<str>,
+}
+
+impl CacheKey for Key {
+    fn size(&self) -> usize {
+        // The predicate's text is shared by the entries of one scan, but counted in each:
+        // an estimate on the safe side.
+        std::mem::size_of::<Self>() + self.file.len() + self.predicate.len()
+    }
+
+    fn table_ref(&self) -> Option<&TableReference> {
+        None
+    }
+}
+
+/// Where each predicate matched in each data file ([module documentation](self)).
+pub struct ConditionCache {
+    entries: DefaultCache<Key, Matches>,
+}
+
+impl fmt::Debug for ConditionCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConditionCache")
+            .field("limit", &self.entries.cache_limit())
+            .field("used", &self.entries.memory_used())
+            .finish()
+    }
+}
+
+impl ConditionCache {
+    /// A cache of `bytes`; 0 keeps nothing.
+    pub fn new(bytes: usize) -> Arc<Self> {
+        Arc::new(Self {
+            entries: DefaultCache::new(bytes).with_name("condition_cache"),
+        })
+    }
+
+    pub fn memory_used(&self) -> usize {
+        self.entries.memory_used()
+    }
+
+    pub fn limit(&self) -> usize {
+        self.entries.cache_limit()
+    }
+
+    fn get(&self, key: &Key) -> Option<Matches> {
+        self.entries.get(key)
+    }
+
+    fn put(&self, key: Key, matches: Matches) {
+        self.entries.put(&key, matches);
+    }
+}
+
+/// The physical optimizer rule that applies and records [`ConditionCache`] entries.
+pub struct ConditionCacheRule {
+    cache: Arc<ConditionCache>,
+    /// Where a recorded file's row count is read (the scan has just read its footer).
+    metadata: Arc<MetadataCache>,
+}
+
+impl fmt::Debug for ConditionCacheRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConditionCacheRule")
+            .field("cache", &self.cache)
+            .finish()
+    }
+}
+
+impl ConditionCacheRule {
+    pub const NAME: &'static str = "ConditionCache";
+
+    pub fn new(cache: Arc<ConditionCache>, metadata: Arc<MetadataCache>) -> Self {
+        Self { cache, metadata }
+    }
+}
+
+impl PhysicalOptimizerRule for ConditionCacheRule {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if self.cache.limit() == 0 {
+            return Ok(plan);
+        }
+        plan.transform_up(|node| {
+            let Some((config, predicate)) = cacheable_scan(&node) else {
+                return Ok(Transformed::no(node));
+            };
+            self.rewrite(&node, config, predicate)
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+impl ConditionCacheRule {
+    /// `scan` with each file's entry applied, and wrapped to record the files without one.
+    fn rewrite(
+        &self,
+        scan: &Arc<dyn ExecutionPlan>,
+        config: &FileScanConfig,
+        predicate: Arc<str>,
+    ) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
+        let mut changed = false;
+        let mut hits = 0;
+        let mut unknown: Vec<&PartitionedFile> = Vec::new();
+        let mut groups = Vec::with_capacity(config.file_groups.len());
+        for group in &config.file_groups {
+            let mut files = Vec::with_capacity(group.len());
+            for file in group.iter() {
+                let key = key_of(file, &predicate);
+                match self.cache.get(&key) {
+                    Some(Matches::None) => {
+                        hits += 1;
+                        changed = true;
+                    }
+                    Some(Matches::Rows(rows)) if !has_access_plan(file) => {
+                        hits += 1;
+                        let mut file = file.clone();
+                        file.extensions.insert_arc(rows);
+                        files.push(file);
+                        changed = true;
+                    }
+                    Some(_) => files.push(file.clone()),
+                    None => {
+                        unknown.push(file);
+                        files.push(file.clone());
+                    }
+                }
+            }
+            // Emptied groups stay: the scan's partitions are what the plan above expects.
+            groups.push(FileGroup::new(files));
+        }
+        let files = &crate::metrics::get().condition_cache_files;
+        files
+            .get_or_create(&vec![("outcome", "hit".to_string())])
+            .inc_by(hits);
+        files
+            .get_or_create(&vec![("outcome", "miss".to_string())])
+            .inc_by(unknown.len() as u64);
+        let mut plan = scan.clone();
+        if changed {
+            let mut builder = FileScanConfigBuilder::from(config.clone()).with_file_groups(groups);
+            // Every file is read where an entry says: a bloom filter would only repeat what
+            // the entry knows, at the cost of reading it (a few hundred KiB per row group).
+            if unknown.is_empty()
+                && let Some(source) = config.file_source().downcast_ref::<ParquetSource>()
+                && source.table_parquet_options().global.bloom_filter_on_read
+            {
+                builder =
+                    builder.with_source(Arc::new(source.clone().with_bloom_filter_on_read(false)));
+            }
+            plan = DataSourceExec::from_data_source(builder.build());
+        }
+        if !unknown.is_empty()
+            && let Some(recording) = self.recording(&plan, &unknown, predicate)?
+        {
+            return Ok(Transformed::yes(recording));
+        }
+        Ok(if changed {
+            Transformed::yes(plan)
+        } else {
+            Transformed::no(plan)
+        })
+    }
+
+    /// `scan` wrapped in a [`RecordExec`] that records `files`, when the scan reads every row
+    /// its predicate keeps and its output names each row's file.
+    fn recording(
+        &self,
+        scan: &Arc<dyn ExecutionPlan>,
+        files: &[&PartitionedFile],
+        predicate: Arc<str>,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(exec) = scan.downcast_ref::<DataSourceExec>() else {
+            return Ok(None);
+        };
+        let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() else {
+            return Ok(None);
+        };
+        if config.limit.is_some()
+            || !config
+                .file_source()
+                .table_schema()
+                .virtual_columns()
+                .is_empty()
+        {
+            return Ok(None);
+        }
+        let Some((identity, slots)) = file_identity(config, files) else {
+            return Ok(None);
+        };
+        // The scan's own columns, then each row's position in its file.
+        let schema = scan.schema();
+        let mut exprs: Vec<ProjectionExpr> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, field)| {
+                ProjectionExpr::new(Arc::new(Column::new(field.name(), i)), field.name())
+            })
+            .collect();
+        let position = Arc::new(ScalarFunctionExpr::new(
+            "file_row_index",
+            datafusion::functions::core::file_row_index(),
+            vec![],
+            Arc::new(arrow::datatypes::Field::new(
+                "file_row_index",
+                DataType::Int64,
+                true,
+            )),
+            Arc::new(ConfigOptions::default()),
+        ));
+        exprs.push(ProjectionExpr::new(position, "__timefusion_row_position"));
+        let projection = ProjectionExec::try_new(exprs, scan.clone())?;
+        let Some(positioned) = scan.try_swapping_with_projection(&projection)? else {
+            return Ok(None);
+        };
+        let width = schema.fields().len();
+        if positioned.schema().fields().len() != width + 1
+            || positioned.schema().field(width).data_type() != &DataType::Int64
+        {
+            return Ok(None);
+        }
+        let targets = files
+            .iter()
+            .map(|file| Target {
+                location: file.object_meta.location.clone(),
+                key: key_of(file, &predicate),
+            })
+            .collect();
+        let partitions = positioned.properties().partitioning.partition_count();
+        let run = Arc::new(Run {
+            cache: self.cache.clone(),
+            metadata: self.metadata.clone(),
+            targets,
+            slots,
+            identity,
+            position: width,
+            progress: Mutex::new(Progress {
+                started: vec![false; partitions],
+                finished: 0,
+                spoiled: false,
+                blocks: vec![Vec::new(); files.len()],
+            }),
+        });
+        Ok(Some(Arc::new(RecordExec {
+            input: positioned,
+            schema,
+            properties: scan.properties().clone(),
+            run,
+        })))
+    }
+}
+
+/// The scan's configuration and its predicate's text, for a Parquet scan whose predicate is
+/// [`cacheable`].
+fn cacheable_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<(&FileScanConfig, Arc<str>)> {
+    let (config, source) = crate::sql::topk_seed::parquet_source(plan)?;
+    let predicate = datafusion::datasource::physical_plan::FileSource::filter(source)?;
+    if !cacheable(&predicate) {
+        return None;
+    }
+    let text = format!("{predicate:?}");
+    (text.len() <= MAX_PREDICATE_BYTES).then(|| (config, Arc::from(text)))
+}
+
+/// Whether `predicate` is a function of a row's values alone: made only of columns,
+/// literals, operators, casts and immutable functions. A dynamic filter (a top-k's
+/// threshold, a join's build side) changes while the query runs; a volatile or stable
+/// function may answer differently next time.
+pub fn cacheable(predicate: &Arc<dyn PhysicalExpr>) -> bool {
+    let mut pure = true;
+    // The closure never fails.
+    let _ = predicate.apply(|expr| {
+        let expr = expr.as_ref();
+        pure = expr.is::<Column>()
+            || expr.is::<Literal>()
+            || expr.is::<BinaryExpr>()
+            || expr.is::<CastExpr>()
+            || expr.is::<TryCastExpr>()
+            || expr.is::<NotExpr>()
+            || expr.is::<IsNullExpr>()
+            || expr.is::<IsNotNullExpr>()
+            || expr.is::<InListExpr>()
+            || expr.is::<LikeExpr>()
+            || expr.is::<NegativeExpr>()
+            || expr.is::<CaseExpr>()
+            || expr
+                .downcast_ref::<ScalarFunctionExpr>()
+                .is_some_and(|f| f.fun().signature().volatility == Volatility::Immutable);
+        Ok(if pure {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    pure
+}
+
+fn key_of(file: &PartitionedFile, predicate: &Arc<str>) -> Key {
+    Key {
+        file: Arc::from(file.object_meta.location.as_ref()),
+        size: file.object_meta.size,
+        predicate: predicate.clone(),
+    }
+}
+
+/// Whether the file already carries a row-group or row selection of someone else's.
+fn has_access_plan(file: &PartitionedFile) -> bool {
+    use datafusion::datasource::physical_plan::parquet::ParquetAccessPlan;
+    file.extensions.contains::<ParquetAccessPlan>()
+        || file.extensions.contains::<ParquetRowSelection>()
+}
+
+/// The output column of the scan that names each row's file (deltalake's file id: a
+/// partition column with one value per file), and which of `files` each value names.
+fn file_identity(
+    config: &FileScanConfig,
+    files: &[&PartitionedFile],
+) -> Option<(usize, HashMap<ScalarValue, usize>)> {
+    let table = config.file_source().table_schema();
+    let file_columns = table.file_schema().fields().len();
+    let projection = config.file_source().projection()?;
+    'columns: for (output, expr) in projection.iter().enumerate() {
+        let Some(column) = expr.expr.downcast_ref::<Column>() else {
+            continue;
+        };
+        let Some(partition) = column.index().checked_sub(file_columns) else {
+            continue;
+        };
+        if partition >= table.table_partition_cols().len() {
+            continue;
+        }
+        // Every file of the scan, not only those recorded: a value shared with a file read
+        // from an entry would credit its rows to the wrong file.
+        let mut owners: HashMap<ScalarValue, &str> = HashMap::new();
+        for file in config.file_groups.iter().flat_map(|g| g.iter()) {
+            let value = plain(file.partition_values.get(partition)?.clone());
+            let path = file.object_meta.location.as_ref();
+            if value.is_null() || owners.insert(value, path).is_some_and(|p| p != path) {
+                continue 'columns;
+            }
+        }
+        let mut slots = HashMap::new();
+        for (slot, file) in files.iter().enumerate() {
+            slots.insert(plain(file.partition_values.get(partition)?.clone()), slot);
+        }
+        return Some((output, slots));
+    }
+    None
+}
+
+/// A dictionary-encoded value as its plain value: partition values and the column's arrays
+/// may differ in that alone.
+fn plain(value: ScalarValue) -> ScalarValue {
+    match value {
+        ScalarValue::Dictionary(_, inner) => *inner,
+        other => other,
+    }
+}
+
+/// A file being recorded, by the scan that reads it.
+#[derive(Clone)]
+struct Target {
+    location: object_store::path::Path,
+    key: Key,
+}
+
+/// One execution of a [`RecordExec`]: what its partitions found, stored once all of them have
+/// been read to the end.
+struct Run {
+    cache: Arc<ConditionCache>,
+    metadata: Arc<MetadataCache>,
+    targets: Vec<Target>,
+    /// Each file id value's index in `targets`.
+    slots: HashMap<ScalarValue, usize>,
+    /// The file id column and the position column in the input's batches.
+    identity: usize,
+    position: usize,
+    progress: Mutex<Progress>,
+}
+
+struct Progress {
+    started: Vec<bool>,
+    finished: usize,
+    /// An error, a partition run twice: nothing is stored.
+    spoiled: bool,
+    /// Per target, a bit per block of [`BLOCK_ROWS`] rows that held a returned row.
+    blocks: Vec<Vec<u64>>,
+}
+
+impl Run {
+    /// The same files to record, nothing found yet.
+    fn fresh(&self) -> Self {
+        let progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        Run {
+            cache: self.cache.clone(),
+            metadata: self.metadata.clone(),
+            targets: self.targets.clone(),
+            slots: self.slots.clone(),
+            identity: self.identity,
+            position: self.position,
+            progress: Mutex::new(Progress {
+                started: vec![false; progress.started.len()],
+                finished: 0,
+                spoiled: false,
+                blocks: vec![Vec::new(); self.targets.len()],
+            }),
+        }
+    }
+
+    fn start(&self, partition: usize) {
+        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        match progress.started.get_mut(partition) {
+            Some(started) if !*started => *started = true,
+            _ => progress.spoiled = true,
+        }
+    }
+
+    fn spoil(&self) {
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .spoiled = true;
+    }
+
+    /// A partition read to its end, with the blocks it found; the last one stores the run.
+    fn finish(&self, found: Vec<Vec<u64>>) {
+        let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        for (into, from) in progress.blocks.iter_mut().zip(found) {
+            if into.len() < from.len() {
+                into.resize(from.len(), 0);
+            }
+            for (a, b) in into.iter_mut().zip(from) {
+                *a |= b;
+            }
+        }
+        progress.finished += 1;
+        if progress.spoiled || progress.finished != progress.started.len() {
+            return;
+        }
+        // Stored once.
+        progress.spoiled = true;
+        let blocks = std::mem::take(&mut progress.blocks);
+        drop(progress);
+        for (target, blocks) in self.targets.iter().zip(blocks) {
+            if let Some(rows) = self.rows_of(&target.location) {
+                self.cache.put(target.key.clone(), matches(&blocks, rows));
+            }
+        }
+    }
+
+    /// The file's row count, from the footer the scan read (not there: the file is not
+    /// stored).
+    fn rows_of(&self, location: &object_store::path::Path) -> Option<usize> {
+        let entry = self.metadata.get(location)?;
+        let footer = entry
+            .file_metadata
+            .as_any()
+            .downcast_ref::<CachedParquetMetaData>()?;
+        Some(footer.parquet_metadata().file_metadata().num_rows() as usize)
+    }
+
+    /// Marks the blocks of `batch`'s rows in `found`, and returns the batch without the
+    /// position column.
+    fn observe(
+        &self,
+        batch: RecordBatch,
+        schema: &SchemaRef,
+        found: &mut [Vec<u64>],
+    ) -> Result<RecordBatch> {
+        let rows = batch.num_rows();
+        if rows > 0 {
+            let identity = batch.column(self.identity);
+            let positions = batch.column(self.position).as_primitive::<Int64Type>();
+            // A batch comes from one file; checked at its ends, and row by row if they differ.
+            let first = plain(ScalarValue::try_from_array(identity, 0)?);
+            let last = plain(ScalarValue::try_from_array(identity, rows - 1)?);
+            if first == last {
+                if let Some(&slot) = self.slots.get(&first) {
+                    mark(&mut found[slot], positions.values().iter().copied());
+                }
+            } else {
+                for row in 0..rows {
+                    let value = plain(ScalarValue::try_from_array(identity, row)?);
+                    if let Some(&slot) = self.slots.get(&value) {
+                        mark(&mut found[slot], std::iter::once(positions.value(row)));
+                    }
+                }
+            }
+            if positions.null_count() > 0 {
+                return Err(DataFusionError::Internal(
+                    "a row without its position in the file".into(),
+                ));
+            }
+        }
+        let mut columns = batch.columns().to_vec();
+        columns.truncate(self.position);
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
+}
+
+/// Sets the bit of each position's block.
+fn mark(bits: &mut Vec<u64>, positions: impl Iterator<Item = i64>) {
+    for position in positions {
+        let block = position.max(0) as usize / BLOCK_ROWS;
+        let word = block / 64;
+        if word >= bits.len() {
+            bits.resize(word + 1, 0);
+        }
+        bits[word] |= 1 << (block % 64);
+    }
+}
+
+/// The entry for a file of `rows` rows whose marked blocks are `bits`.
+pub fn matches(bits: &[u64], rows: usize) -> Matches {
+    let mut selectors: Vec<RowSelector> = Vec::new();
+    let mut selected = 0;
+    let mut push = |select: bool, count: usize| {
+        if count == 0 {
+            return;
+        }
+        match selectors.last_mut() {
+            Some(last) if last.skip != select => last.row_count += count,
+            _ => selectors.push(if select {
+                RowSelector::select(count)
+            } else {
+                RowSelector::skip(count)
+            }),
+        }
+    };
+    let blocks = rows.div_ceil(BLOCK_ROWS);
+    for block in 0..blocks {
+        let set = bits
+            .get(block / 64)
+            .is_some_and(|word| word & (1 << (block % 64)) != 0);
+        let count = BLOCK_ROWS.min(rows - block * BLOCK_ROWS);
+        if set {
+            selected += count;
+        }
+        push(set, count);
+    }
+    if selected == 0 {
+        Matches::None
+    } else if selected as f64 > rows as f64 * DENSE_SHARE {
+        Matches::Dense
+    } else {
+        Matches::Rows(Arc::new(ParquetRowSelection::new(RowSelection::from(
+            selectors,
+        ))))
+    }
+}
+
+/// A Parquet scan that also returns each row's position in its file, recording which blocks
+/// of each file held a row ([module documentation](self)); its output is the scan's as
+/// planned, without the position.
+pub struct RecordExec {
+    input: Arc<dyn ExecutionPlan>,
+    /// The scan's schema as planned.
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+    run: Arc<Run>,
+}
+
+impl fmt::Debug for RecordExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordExec")
+            .field("files", &self.run.targets.len())
+            .finish()
+    }
+}
+
+impl DisplayAs for RecordExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "ConditionCacheRecordExec: files={}",
+            self.run.targets.len()
+        )
+    }
+}
+
+impl ExecutionPlan for RecordExec {
+    fn name(&self) -> &str {
+        "ConditionCacheRecordExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        // The same scan anew (a plan's state reset for another execution): a run of its own.
+        let [input] = <[_; 1]>::try_from(children).map_err(|_| {
+            DataFusionError::Internal("ConditionCacheRecordExec has one child".into())
+        })?;
+        if input.schema() != self.input.schema() {
+            return Err(DataFusionError::Internal(
+                "ConditionCacheRecordExec's scan was replaced by another".into(),
+            ));
+        }
+        Ok(Arc::new(RecordExec {
+            input,
+            schema: self.schema.clone(),
+            properties: self.properties.clone(),
+            run: Arc::new(self.run.fresh()),
+        }))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        self.run.start(partition);
+        let input = self.input.execute(partition, context)?;
+        let run = self.run.clone();
+        let schema = self.schema.clone();
+        let mut found = vec![Vec::new(); run.targets.len()];
+        let mut input = Some(input);
+        let stream = futures::stream::poll_fn(move |cx| {
+            let Some(stream) = input.as_mut() else {
+                return std::task::Poll::Ready(None);
+            };
+            match futures::ready!(stream.poll_next_unpin(cx)) {
+                Some(Ok(batch)) => {
+                    let out = run.observe(batch, &schema, &mut found);
+                    if out.is_err() {
+                        run.spoil();
+                    }
+                    std::task::Poll::Ready(Some(out))
+                }
+                Some(Err(e)) => {
+                    run.spoil();
+                    std::task::Poll::Ready(Some(Err(e)))
+                }
+                None => {
+                    input = None;
+                    run.finish(std::mem::take(&mut found));
+                    std::task::Poll::Ready(None)
+                }
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            stream,
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::expressions::{DynamicFilterPhysicalExpr, binary, lit};
+
+    use super::*;
+
+    fn selectors(matches: &Matches) -> Vec<RowSelector> {
+        match matches {
+            Matches::Rows(rows) => rows.selection().iter().copied().collect(),
+            other => panic!("not a selection: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn marked_blocks_become_a_selection_of_the_whole_file() {
+        let mut bits = Vec::new();
+        // Rows 5 and 1,000 share block 0; row 5,000 is in block 4; 9,999 in the last block.
+        mark(&mut bits, [5, 1_000, 5_000, 9_999].into_iter());
+        let rows = 9_999 + 1;
+        assert_eq!(
+            selectors(&matches(&bits, rows)),
+            [
+                RowSelector::select(1_024),
+                RowSelector::skip(3 * 1_024),
+                RowSelector::select(1_024),
+                RowSelector::skip(4 * 1_024),
+                // The last block holds the file's last 784 rows.
+                RowSelector::select(rows - 9 * 1_024),
+            ]
+        );
+        let total: usize = selectors(&matches(&bits, rows))
+            .iter()
+            .map(|s| s.row_count)
+            .sum();
+        assert_eq!(total, rows, "a file-level selection covers every row");
+    }
+
+    #[test]
+    fn no_block_is_no_match_and_most_blocks_are_dense() {
+        assert!(matches!(matches(&[], 5_000), Matches::None));
+        assert!(matches!(matches(&[0, 0], 5_000), Matches::None));
+        let mut bits = Vec::new();
+        mark(&mut bits, (0..3).map(|b| b * 1_024));
+        // Three of five blocks: more than half the rows.
+        assert!(matches!(matches(&bits, 5_000), Matches::Dense));
+        // Two of five: a selection.
+        let mut bits = Vec::new();
+        mark(&mut bits, [0, 4_999].into_iter());
+        assert_eq!(
+            selectors(&matches(&bits, 5_000)),
+            [
+                RowSelector::select(1_024),
+                RowSelector::skip(3 * 1_024),
+                RowSelector::select(5_000 - 4 * 1_024),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_a_predicate_of_the_row_alone_is_cacheable() {
+        let schema = arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+            "v",
+            DataType::Int64,
+            true,
+        )]);
+        let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new("v", 0));
+        let equal = binary(column.clone(), Operator::Eq, lit(5i64), &schema).expect("v = 5");
+        assert!(cacheable(&equal));
+        let dynamic: Arc<dyn PhysicalExpr> = Arc::new(DynamicFilterPhysicalExpr::new(
+            vec![column.clone()],
+            lit(true),
+        ));
+        let both = binary(equal.clone(), Operator::And, dynamic.clone(), &schema).expect("and");
+        assert!(!cacheable(&dynamic));
+        assert!(
+            !cacheable(&both),
+            "a top-k's threshold changes as the query runs"
+        );
+        let random = Arc::new(ScalarFunctionExpr::new(
+            "random",
+            datafusion::functions::math::random(),
+            vec![],
+            Arc::new(arrow::datatypes::Field::new(
+                "random",
+                DataType::Float64,
+                false,
+            )),
+            Arc::new(ConfigOptions::default()),
+        ));
+        let volatile = binary(random, Operator::Lt, lit(0.5f64), &schema).expect("random() < 0.5");
+        assert!(!cacheable(&volatile));
+        let abs = Arc::new(ScalarFunctionExpr::new(
+            "abs",
+            datafusion::functions::math::abs(),
+            vec![column],
+            Arc::new(arrow::datatypes::Field::new("abs", DataType::Int64, true)),
+            Arc::new(ConfigOptions::default()),
+        ));
+        let immutable = binary(abs, Operator::Eq, lit(5i64), &schema).expect("abs(v) = 5");
+        assert!(cacheable(&immutable));
+    }
+}
