@@ -25,7 +25,8 @@
 //!
 //! Why an entry is never wrong: data files are immutable and uniquely named (the key holds
 //! the path and the size); the predicate's text (`Debug`, with every column's index, every
-//! literal's type and value) names what it computes; the rows a completed scan returns are
+//! literal's type and value) names what it computes, and the key holds 128 bits of its
+//! BLAKE3 hash (ClickHouse keys its cache by a 128-bit hash of the condition too); the rows a completed scan returns are
 //! a superset of the rows matching the predicate in the files it read (the scan prunes only
 //! what the predicate rules out; where it does not filter rows itself, a `FilterExec` above
 //! does), so a later scan restricted to those blocks loses no match, and it still evaluates
@@ -34,8 +35,8 @@
 //! this rule (`engine::delta`): a rewrite must read every row of a file.
 //!
 //! The cache is `TIMEFUSION_CONDITION_CACHE_MB` of memory (least recently used entries
-//! evicted; 0 turns it off). An entry is a few hundred bytes: the key's path and predicate
-//! text and one selector per run of blocks. `SELECT * FROM timefusion_memory` shows its use
+//! evicted; 0 turns it off). An entry is a few hundred bytes: the key's path and one
+//! selector per run of blocks. `SELECT * FROM timefusion_memory` shows its use
 //! (`condition_cache`); EXPLAIN shows `ConditionCacheRecordExec` above a scan being recorded.
 
 use std::collections::HashMap;
@@ -82,9 +83,9 @@ pub const BLOCK_ROWS: usize = 1024;
 /// Past this share of a file's rows a selection saves too little to be worth its selectors.
 const DENSE_SHARE: f64 = 0.5;
 
-/// Predicates longer than this (a long `IN` list) are not cached: their key alone would cost
-/// more than most entries.
-const MAX_PREDICATE_BYTES: usize = 8 << 10;
+/// Predicates whose text is longer than this (a long `IN` list) are not cached: hashing
+/// them costs more than a lookup saves.
+const MAX_PREDICATE_BYTES: usize = 64 << 10;
 
 /// What one file held for one predicate.
 #[derive(Clone, Debug)]
@@ -110,19 +111,21 @@ impl CacheValue for Matches {
     }
 }
 
-/// A data file (path and size: files are immutable and uniquely named) and a predicate.
+/// A data file (path and size: files are immutable and uniquely named) and a predicate (128
+/// bits of the BLAKE3 hash of its text).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Key {
     file: Arc<str>,
     size: u64,
-    predicate: Arc<str>,
+    predicate: Digest,
 }
+
+/// 128 bits of a predicate text's BLAKE3 hash.
+type Digest = [u8; 16];
 
 impl CacheKey for Key {
     fn size(&self) -> usize {
-        // The predicate's text is shared by the entries of one scan, but counted in each:
-        // an estimate on the safe side.
-        std::mem::size_of::<Self>() + self.file.len() + self.predicate.len()
+        std::mem::size_of::<Self>() + self.file.len()
     }
 
     fn table_ref(&self) -> Option<&TableReference> {
@@ -225,7 +228,7 @@ impl ConditionCacheRule {
         &self,
         scan: &Arc<dyn ExecutionPlan>,
         config: &FileScanConfig,
-        predicate: Arc<str>,
+        predicate: Digest,
     ) -> Result<Transformed<Arc<dyn ExecutionPlan>>> {
         let mut changed = false;
         let mut hits = 0;
@@ -296,7 +299,7 @@ impl ConditionCacheRule {
         &self,
         scan: &Arc<dyn ExecutionPlan>,
         files: &[&PartitionedFile],
-        predicate: Arc<str>,
+        predicate: Digest,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         let Some(exec) = scan.downcast_ref::<DataSourceExec>() else {
             return Ok(None);
@@ -379,16 +382,16 @@ impl ConditionCacheRule {
     }
 }
 
-/// The scan's configuration and its predicate's text, for a Parquet scan whose predicate is
-/// [`cacheable`].
-fn cacheable_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<(&FileScanConfig, Arc<str>)> {
+/// The scan's configuration and its predicate's digest, for a Parquet scan whose predicate
+/// is [`cacheable`].
+fn cacheable_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<(&FileScanConfig, Digest)> {
     let (config, source) = crate::sql::topk_seed::parquet_source(plan)?;
     let predicate = datafusion::datasource::physical_plan::FileSource::filter(source)?;
     if !cacheable(&predicate) {
         return None;
     }
     let text = format!("{predicate:?}");
-    (text.len() <= MAX_PREDICATE_BYTES).then(|| (config, Arc::from(text)))
+    (text.len() <= MAX_PREDICATE_BYTES).then(|| (config, digest(&text)))
 }
 
 /// Whether `predicate` is a function of a row's values alone: made only of columns,
@@ -424,11 +427,17 @@ pub fn cacheable(predicate: &Arc<dyn PhysicalExpr>) -> bool {
     pure
 }
 
-fn key_of(file: &PartitionedFile, predicate: &Arc<str>) -> Key {
+fn digest(text: &str) -> Digest {
+    let mut digest = [0; 16];
+    digest.copy_from_slice(&blake3::hash(text.as_bytes()).as_bytes()[..16]);
+    digest
+}
+
+fn key_of(file: &PartitionedFile, predicate: &Digest) -> Key {
     Key {
         file: Arc::from(file.object_meta.location.as_ref()),
         size: file.object_meta.size,
-        predicate: predicate.clone(),
+        predicate: *predicate,
     }
 }
 
