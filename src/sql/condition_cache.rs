@@ -316,6 +316,14 @@ impl ConditionCacheRule {
         {
             return Ok(None);
         }
+        // A file split into byte ranges is recorded once, from all of them.
+        let mut seen = std::collections::HashSet::new();
+        let files: Vec<&PartitionedFile> = files
+            .iter()
+            .copied()
+            .filter(|file| seen.insert(&file.object_meta.location))
+            .collect();
+        let files = files.as_slice();
         let Some((identity, slots)) = file_identity(config, files) else {
             return Ok(None);
         };
@@ -346,9 +354,14 @@ impl ConditionCacheRule {
             return Ok(None);
         };
         let width = schema.fields().len();
-        if positioned.schema().fields().len() != width + 1
-            || positioned.schema().field(width).data_type() != &DataType::Int64
-        {
+        let with_position = positioned.schema();
+        let same_columns = with_position.fields().len() == width + 1
+            && schema
+                .fields()
+                .iter()
+                .zip(with_position.fields())
+                .all(|(a, b)| a.data_type() == b.data_type());
+        if !same_columns || with_position.field(width).data_type() != &DataType::Int64 {
             return Ok(None);
         }
         let targets = files
