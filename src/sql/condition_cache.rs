@@ -13,7 +13,7 @@
 //!
 //! [`ConditionCacheRule`] runs last among the physical optimizer's rules, once every filter
 //! has been pushed into the scans. For each Parquet scan whose predicate is a pure function
-//! of a row ([`cacheable`]: columns, literals, operators and immutable functions; no dynamic
+//! of a row ([`canonical`]: columns, literals, operators and immutable functions; no dynamic
 //! filter such as a top-k's threshold, which changes while the query runs) it applies what
 //! the cache holds for each file, and when some files have no entry and the scan reads every
 //! row the predicate keeps (no `LIMIT` pushed into it), wraps it in a [`RecordExec`]: the
@@ -24,9 +24,9 @@
 //! limit above it, an error, a cancelled query) stores nothing.
 //!
 //! Why an entry is never wrong: data files are immutable and uniquely named (the key holds
-//! the path and the size); the predicate's text (`Debug`, with every column's index, every
-//! literal's type and value) names what it computes, and the key holds 128 bits of its
-//! BLAKE3 hash (ClickHouse keys its cache by a 128-bit hash of the condition too); the rows a completed scan returns are
+//! the path and the size); the predicate's [`canonical`] text names what it computes (two
+//! predicates that may keep different rows never share it), and the key holds 128 bits of
+//! its BLAKE3 hash (ClickHouse keys its cache by a 128-bit hash of the condition too); the rows a completed scan returns are
 //! a superset of the rows matching the predicate in the files it read (the scan prunes only
 //! what the predicate rules out; where it does not filter rows itself, a `FilterExec` above
 //! does), so a later scan restricted to those blocks loses no match, and it still evaluates
@@ -83,8 +83,8 @@ pub const BLOCK_ROWS: usize = 1024;
 /// Past this share of a file's rows a selection saves too little to be worth its selectors.
 const DENSE_SHARE: f64 = 0.5;
 
-/// Predicates whose text is longer than this (a long `IN` list) are not cached: hashing
-/// them costs more than a lookup saves.
+/// Predicates whose canonical text is longer than this (a long `IN` list) are not cached:
+/// naming and hashing them costs more than a lookup saves.
 const MAX_PREDICATE_BYTES: usize = 64 << 10;
 
 /// What one file held for one predicate.
@@ -251,6 +251,8 @@ impl ConditionCacheRule {
                         changed = true;
                     }
                     Some(_) => files.push(file.clone()),
+                    // Read as someone else's selection says: not all of the file.
+                    None if has_access_plan(file) => files.push(file.clone()),
                     None => {
                         unknown.push(file);
                         files.push(file.clone());
@@ -390,54 +392,129 @@ impl ConditionCacheRule {
             input: positioned,
             schema,
             properties: scan.properties().clone(),
+            predicate,
             run,
         })))
     }
 }
 
 /// The scan's configuration and its predicate's digest, for a Parquet scan whose predicate
-/// is [`cacheable`].
+/// has a [`canonical`] text.
 fn cacheable_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<(&FileScanConfig, Digest)> {
     let (config, source) = crate::sql::topk_seed::parquet_source(plan)?;
     let predicate = datafusion::datasource::physical_plan::FileSource::filter(source)?;
-    if !cacheable(&predicate) {
-        return None;
-    }
-    let text = format!("{predicate:?}");
-    (text.len() <= MAX_PREDICATE_BYTES).then(|| (config, digest(&text)))
+    let text = canonical(&predicate)?;
+    Some((config, digest(&text)))
 }
 
-/// Whether `predicate` is a function of a row's values alone: made only of columns,
-/// literals, operators, casts and immutable functions. A dynamic filter (a top-k's
-/// threshold, a join's build side) changes while the query runs; a volatile or stable
-/// function may answer differently next time.
+/// Whether `predicate` is a function of a row's values alone that [`canonical`] can name.
 pub fn cacheable(predicate: &Arc<dyn PhysicalExpr>) -> bool {
-    let mut pure = true;
-    // The closure never fails.
-    let _ = predicate.apply(|expr| {
-        let expr = expr.as_ref();
-        pure = expr.is::<Column>()
-            || expr.is::<Literal>()
-            || expr.is::<BinaryExpr>()
-            || expr.is::<CastExpr>()
-            || expr.is::<TryCastExpr>()
-            || expr.is::<NotExpr>()
-            || expr.is::<IsNullExpr>()
-            || expr.is::<IsNotNullExpr>()
-            || expr.is::<InListExpr>()
-            || expr.is::<LikeExpr>()
-            || expr.is::<NegativeExpr>()
-            || expr.is::<CaseExpr>()
-            || expr
-                .downcast_ref::<ScalarFunctionExpr>()
-                .is_some_and(|f| f.fun().signature().volatility == Volatility::Immutable);
-        Ok(if pure {
-            TreeNodeRecursion::Continue
-        } else {
-            TreeNodeRecursion::Stop
-        })
-    });
-    pure
+    canonical(predicate).is_some()
+}
+
+/// A text that names what `predicate` computes, different for any two predicates that may
+/// keep different rows; `None` when the predicate is not a function of a row's values alone
+/// (a dynamic filter such as a top-k's threshold or a join's build side changes while the
+/// query runs; a volatile or stable function may answer differently next time), holds a
+/// node or literal this does not know how to name, or would name it in more than
+/// [`MAX_PREDICATE_BYTES`].
+///
+/// Each node is written as its label and number of children, then the children: with every
+/// label's length written before it, no two trees give the same text. Columns are named by
+/// name alone (their index depends on which columns the query reads); string and binary
+/// literals by their length and bytes, floats by their bits; list, struct and map literals
+/// are not named (their display does not tell `['a, b']` from `['a', 'b']`).
+pub fn canonical(predicate: &Arc<dyn PhysicalExpr>) -> Option<String> {
+    let mut text = String::new();
+    write_canonical(predicate.as_ref(), &mut text)?;
+    Some(text)
+}
+
+fn write_canonical(expr: &dyn PhysicalExpr, text: &mut String) -> Option<()> {
+    use std::fmt::Write;
+    let label = if let Some(column) = expr.downcast_ref::<Column>() {
+        format!("column {}", column.name())
+    } else if let Some(literal) = expr.downcast_ref::<Literal>() {
+        format!("literal {}", literal_text(literal.value())?)
+    } else if let Some(binary) = expr.downcast_ref::<BinaryExpr>() {
+        // Whether arithmetic fails on overflow or wraps is the node's last `Debug` field.
+        let overflow = binary.op().is_numerical_operators()
+            && format!("{binary:?}").ends_with("fail_on_overflow: true }");
+        format!("binary {:?} {overflow}", binary.op())
+    } else if let Some(cast) = expr.downcast_ref::<CastExpr>() {
+        format!("cast {:?} {:?}", cast.cast_type(), cast.cast_options())
+    } else if let Some(cast) = expr.downcast_ref::<TryCastExpr>() {
+        format!("try_cast {:?}", cast.cast_type())
+    } else if expr.is::<NotExpr>() {
+        "not".into()
+    } else if expr.is::<IsNullExpr>() {
+        "is_null".into()
+    } else if expr.is::<IsNotNullExpr>() {
+        "is_not_null".into()
+    } else if expr.is::<NegativeExpr>() {
+        "negative".into()
+    } else if let Some(list) = expr.downcast_ref::<InListExpr>() {
+        format!("in_list {}", list.negated())
+    } else if let Some(like) = expr.downcast_ref::<LikeExpr>() {
+        format!("like {} {}", like.negated(), like.case_insensitive())
+    } else if let Some(case) = expr.downcast_ref::<CaseExpr>() {
+        format!(
+            "case {} {}",
+            case.expr().is_some(),
+            case.else_expr().is_some()
+        )
+    } else if let Some(function) = expr.downcast_ref::<ScalarFunctionExpr>() {
+        if function.fun().signature().volatility != Volatility::Immutable {
+            return None;
+        }
+        format!("function {} {:?}", function.name(), function.return_type())
+    } else {
+        return None;
+    };
+    let children = expr.children();
+    let _ = write!(text, "{}:{label}/{};", label.len(), children.len());
+    if text.len() > MAX_PREDICATE_BYTES {
+        return None;
+    }
+    for child in children {
+        write_canonical(child.as_ref(), text)?;
+    }
+    Some(())
+}
+
+/// A literal's type and value, unambiguous: `None` for a value whose display could be
+/// another's (lists, structs, maps, unions).
+fn literal_text(value: &ScalarValue) -> Option<String> {
+    Some(match value {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => {
+            format!("{:?} {}:{s}", value.data_type(), s.len())
+        }
+        ScalarValue::Binary(Some(b))
+        | ScalarValue::LargeBinary(Some(b))
+        | ScalarValue::BinaryView(Some(b))
+        | ScalarValue::FixedSizeBinary(_, Some(b)) => {
+            format!("{:?} {}:{b:?}", value.data_type(), b.len())
+        }
+        ScalarValue::Float16(Some(f)) => format!("Float16 {}", f.to_bits()),
+        ScalarValue::Float32(Some(f)) => format!("Float32 {}", f.to_bits()),
+        ScalarValue::Float64(Some(f)) => format!("Float64 {}", f.to_bits()),
+        ScalarValue::Dictionary(key, inner) => {
+            format!("Dictionary {key:?} {}", literal_text(inner)?)
+        }
+        ScalarValue::List(_)
+        | ScalarValue::LargeList(_)
+        | ScalarValue::FixedSizeList(_)
+        | ScalarValue::ListView(_)
+        | ScalarValue::LargeListView(_)
+        | ScalarValue::Struct(_)
+        | ScalarValue::Map(_)
+        | ScalarValue::Union(..) => return None,
+        // Numbers, booleans, dates, times, timestamps, intervals, decimals and NULLs of any
+        // of these: `Debug` writes the type and the value, with no text a client chose.
+        other => format!("{other:?}"),
+    })
 }
 
 fn digest(text: &str) -> Digest {
@@ -708,6 +785,8 @@ pub struct RecordExec {
     /// The scan's schema as planned.
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
+    /// What the entries are keyed by: the scan's predicate.
+    predicate: Digest,
     run: Arc<Run>,
 }
 
@@ -762,11 +841,17 @@ impl ExecutionPlan for RecordExec {
                 "ConditionCacheRecordExec's scan was replaced by another".into(),
             ));
         }
+        let run = self.run.fresh();
+        // A scan with another predicate would store its rows under this one's key.
+        if cacheable_scan(&input).is_none_or(|(_, predicate)| predicate != self.predicate) {
+            run.spoil();
+        }
         Ok(Arc::new(RecordExec {
             input,
             schema: self.schema.clone(),
             properties: self.properties.clone(),
-            run: Arc::new(self.run.fresh()),
+            predicate: self.predicate,
+            run: Arc::new(run),
         }))
     }
 
@@ -868,6 +953,58 @@ mod tests {
                 RowSelector::select(5_000 - 4 * 1_024),
             ]
         );
+    }
+
+    #[test]
+    fn canonical_texts_tell_predicates_apart() {
+        let schema = arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("s", DataType::Utf8, true),
+            arrow::datatypes::Field::new("f", DataType::Float64, true),
+        ]);
+        let s: Arc<dyn PhysicalExpr> = Arc::new(Column::new("s", 0));
+        let equal = |value: &str| {
+            binary(s.clone(), Operator::Eq, lit(value), &schema).expect("s = literal")
+        };
+        let text = |e: &Arc<dyn PhysicalExpr>| canonical(e).expect("canonical");
+        // A string that spells the rest of another predicate's text is still one literal.
+        let crafted = text(&equal("a\") }, op: Eq"));
+        assert_ne!(crafted, text(&equal("a")));
+        assert_ne!(text(&equal("x")), text(&equal("y")));
+        // The column's index is not part of it: another projection, the same filter.
+        let moved = binary(
+            Arc::new(Column::new("s", 7)),
+            Operator::Eq,
+            lit("x"),
+            &arrow::datatypes::Schema::new(
+                (0..8)
+                    .map(|i| arrow::datatypes::Field::new(format!("c{i}"), DataType::Utf8, true))
+                    .collect::<Vec<_>>(),
+            ),
+        )
+        .expect("s@7 = 'x'");
+        assert_eq!(text(&moved), text(&equal("x")));
+        // Floats by their bits: -0.0 and 0.0, NaNs of either sign.
+        let f: Arc<dyn PhysicalExpr> = Arc::new(Column::new("f", 1));
+        let float = |v: f64| binary(f.clone(), Operator::Eq, lit(v), &schema).expect("f = v");
+        assert_ne!(text(&float(0.0)), text(&float(-0.0)));
+        assert_ne!(text(&float(f64::NAN)), text(&float(-f64::NAN)));
+        // List literals display `['a, b']` and `['a', 'b']` alike: not named at all.
+        let list = Arc::new(Literal::new(ScalarValue::List(
+            ScalarValue::new_list_nullable(&[ScalarValue::from("a, b")], &DataType::Utf8),
+        ))) as Arc<dyn PhysicalExpr>;
+        assert!(canonical(&list).is_none());
+        // An IN list names every value.
+        let in_list = |values: &[&str]| {
+            datafusion::physical_expr::expressions::in_list(
+                s.clone(),
+                values.iter().map(|v| lit(*v)).collect(),
+                &false,
+                &schema,
+            )
+            .expect("in list")
+        };
+        assert_ne!(text(&in_list(&["a", "b"])), text(&in_list(&["a", "c"])));
+        assert_ne!(text(&in_list(&["a", "b"])), text(&in_list(&["a"])));
     }
 
     #[test]

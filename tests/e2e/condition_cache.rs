@@ -19,6 +19,30 @@ async fn sorted_ids(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
     ids
 }
 
+/// A count metric right after `prefix` in `plan`, as EXPLAIN ANALYZE writes it (`7`,
+/// `6.00 K`, `1.20 M`).
+fn count_metric(plan: &str, prefix: &str) -> f64 {
+    let rest = plan
+        .split(prefix)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {prefix}: {plan}"));
+    let number: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let value: f64 = number
+        .parse()
+        .unwrap_or_else(|_| panic!("{prefix}: {plan}"));
+    match rest[number.len()..]
+        .strip_prefix(' ')
+        .and_then(|r| r.chars().next())
+    {
+        Some('K') => value * 1e3,
+        Some('M') => value * 1e6,
+        _ => value,
+    }
+}
+
 async fn condition_cache_bytes(client: &tokio_postgres::Client) -> i64 {
     client
         .query_one(
@@ -116,6 +140,18 @@ async fn a_repeated_filter_reads_where_it_matched_and_new_files_whole() {
         metric(&explained, "page_index_rows_pruned=") <= 2_000,
         "{explained}"
     );
+    // A search no statistic or bloom filter helps: the first run evaluates every row of both
+    // files; a repeat only the block of 1,024 rows the match is in.
+    let search = select("body LIKE '%hello a-1500\"%'");
+    let evaluated = |plan: &str| {
+        count_metric(plan, "pushdown_rows_pruned=") + count_metric(plan, "pushdown_rows_matched=")
+    };
+    let first = explain_analyze(&client, &search).await;
+    // (Counts past 1,000 are shown rounded: `6.00 K`.)
+    assert!(evaluated(&first) >= 5_990.0, "{first}");
+    let repeat = explain_analyze(&client, &search).await;
+    assert!(evaluated(&repeat) <= 1_024.0, "{repeat}");
+    assert_eq!(sorted_ids(&client, &search).await, ["a-1500"]);
     // A filter no query ran yet is recorded.
     let fresh = select("id = 'b-7'");
     let explained = explain_analyze(&client, &fresh).await;
