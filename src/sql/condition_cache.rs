@@ -26,17 +26,19 @@
 //! Why an entry is never wrong: data files are immutable and uniquely named (the key holds
 //! the path and the size); the predicate's [`canonical`] text names what it computes (two
 //! predicates that may keep different rows never share it), and the key holds 128 bits of
-//! its BLAKE3 hash (ClickHouse keys its cache by a 128-bit hash of the condition too); the rows a completed scan returns are
-//! a superset of the rows matching the predicate in the files it read (the scan prunes only
-//! what the predicate rules out; where it does not filter rows itself, a `FilterExec` above
-//! does), so a later scan restricted to those blocks loses no match, and it still evaluates
-//! the whole predicate on them. A file whose rows a Delta deletion vector hides is not
+//! its BLAKE3 hash (ClickHouse keys its cache by a 128-bit hash of the condition too); the
+//! rows a completed scan returns are a superset of the rows matching the predicate in the
+//! files it read (the scan prunes only what the predicate rules out; where it does not
+//! filter rows itself, a `FilterExec` above does), so a later scan restricted to those
+//! blocks loses no match, and it still evaluates the whole predicate on them. A scan whose
+//! every file has an entry reads no bloom filter: it would only repeat what the entries
+//! know. A file whose rows a Delta deletion vector hides is not
 //! recorded (its scan carries a virtual column of its own). UPDATE and DELETE plan without
 //! this rule (`engine::delta`): a rewrite must read every row of a file.
 //!
 //! The cache is `TIMEFUSION_CONDITION_CACHE_MB` of memory (least recently used entries
 //! evicted; 0 turns it off). An entry is a few hundred bytes: the key's path and one
-//! selector per run of blocks. `SELECT * FROM timefusion_memory` shows its use
+//! selector per run of blocks (the key counted twice: DataFusion's LRU keeps two copies). `SELECT * FROM timefusion_memory` shows its use
 //! (`condition_cache`); EXPLAIN shows `ConditionCacheRecordExec` above a scan being recorded.
 
 use std::collections::HashMap;
@@ -125,7 +127,8 @@ type Digest = [u8; 16];
 
 impl CacheKey for Key {
     fn size(&self) -> usize {
-        std::mem::size_of::<Self>() + self.file.len()
+        // DataFusion's LRU holds each key twice (its queue and its hit counts).
+        2 * (std::mem::size_of::<Self>() + self.file.len())
     }
 
     fn table_ref(&self) -> Option<&TableReference> {
