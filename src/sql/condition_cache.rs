@@ -342,17 +342,11 @@ impl ConditionCacheRule {
                 ProjectionExpr::new(Arc::new(Column::new(field.name(), i)), field.name())
             })
             .collect();
-        let position = Arc::new(ScalarFunctionExpr::new(
-            "file_row_index",
+        let position = call(
             datafusion::functions::core::file_row_index(),
             vec![],
-            Arc::new(arrow::datatypes::Field::new(
-                "file_row_index",
-                DataType::Int64,
-                true,
-            )),
-            Arc::new(ConfigOptions::default()),
-        ));
+            DataType::Int64,
+        );
         exprs.push(ProjectionExpr::new(position, "__timefusion_row_position"));
         let projection = ProjectionExec::try_new(exprs, scan.clone())?;
         let Some(positioned) = scan.try_swapping_with_projection(&projection)? else {
@@ -440,9 +434,12 @@ fn write_canonical(expr: &dyn PhysicalExpr, text: &mut String) -> Option<()> {
     } else if let Some(literal) = expr.downcast_ref::<Literal>() {
         format!("literal {}", literal_text(literal.value())?)
     } else if let Some(binary) = expr.downcast_ref::<BinaryExpr>() {
-        // Whether arithmetic fails on overflow or wraps is the node's last `Debug` field.
+        // Whether arithmetic fails on overflow or wraps: the flag has no getter, but equality
+        // compares it (and the same children by pointer first, so this does not walk them).
         let overflow = binary.op().is_numerical_operators()
-            && format!("{binary:?}").ends_with("fail_on_overflow: true }");
+            && *binary
+                == BinaryExpr::new(binary.left().clone(), *binary.op(), binary.right().clone())
+                    .with_fail_on_overflow(true);
         format!("binary {:?} {overflow}", binary.op())
     } else if let Some(cast) = expr.downcast_ref::<CastExpr>() {
         format!("cast {:?} {:?}", cast.cast_type(), cast.cast_options())
@@ -518,6 +515,22 @@ fn literal_text(value: &ScalarValue) -> Option<String> {
         // of these: `Debug` writes the type and the value, with no text a client chose.
         other => format!("{other:?}"),
     })
+}
+
+/// `udf` called on `args`, returning `returns`, as the physical planner builds it.
+fn call(
+    udf: Arc<datafusion::logical_expr::ScalarUDF>,
+    args: Vec<Arc<dyn PhysicalExpr>>,
+    returns: DataType,
+) -> Arc<dyn PhysicalExpr> {
+    let name = udf.name().to_string();
+    Arc::new(ScalarFunctionExpr::new(
+        &name,
+        udf,
+        args,
+        Arc::new(arrow::datatypes::Field::new(&name, returns, true)),
+        Arc::new(ConfigOptions::default()),
+    ))
 }
 
 fn digest(text: &str) -> Digest {
@@ -1007,6 +1020,15 @@ mod tests {
             .expect("in list")
         };
         assert_ne!(text(&in_list(&["a", "b"])), text(&in_list(&["a", "c"])));
+        // Arithmetic that fails on overflow is another predicate than arithmetic that wraps.
+        let v: Arc<dyn PhysicalExpr> = Arc::new(Column::new("f", 1));
+        let sum = |checked: bool| -> Arc<dyn PhysicalExpr> {
+            let plus = BinaryExpr::new(v.clone(), Operator::Plus, lit(1.0f64))
+                .with_fail_on_overflow(checked);
+            binary(Arc::new(plus), Operator::Gt, lit(2.0f64), &schema).expect("f + 1 > 2")
+        };
+        assert_ne!(text(&sum(true)), text(&sum(false)));
+        assert_eq!(text(&sum(false)), text(&sum(false)));
         assert_ne!(text(&in_list(&["a", "b"])), text(&in_list(&["a"])));
     }
 
@@ -1030,26 +1052,18 @@ mod tests {
             !cacheable(&both),
             "a top-k's threshold changes as the query runs"
         );
-        let random = Arc::new(ScalarFunctionExpr::new(
-            "random",
+        let random = call(
             datafusion::functions::math::random(),
             vec![],
-            Arc::new(arrow::datatypes::Field::new(
-                "random",
-                DataType::Float64,
-                false,
-            )),
-            Arc::new(ConfigOptions::default()),
-        ));
+            DataType::Float64,
+        );
         let volatile = binary(random, Operator::Lt, lit(0.5f64), &schema).expect("random() < 0.5");
         assert!(!cacheable(&volatile));
-        let abs = Arc::new(ScalarFunctionExpr::new(
-            "abs",
+        let abs = call(
             datafusion::functions::math::abs(),
             vec![column],
-            Arc::new(arrow::datatypes::Field::new("abs", DataType::Int64, true)),
-            Arc::new(ConfigOptions::default()),
-        ));
+            DataType::Int64,
+        );
         let immutable = binary(abs, Operator::Eq, lit(5i64), &schema).expect("abs(v) = 5");
         assert!(cacheable(&immutable));
     }
