@@ -33,6 +33,7 @@ use tokio::sync::Notify;
 
 use crate::engine::MICROS_PER_DAY;
 use crate::engine::batch::{default_column, is_default, owned_bytes};
+use crate::engine::id_filter::IdFilters;
 use crate::engine::wal::Seq;
 
 /// Chunks holding less than this are merged once enough of them pile up in a bucket: a chunk
@@ -62,6 +63,8 @@ struct Chunk {
     /// removes rows or rewrites columns other than the time column), so they stay bounds.
     min_micros: i64,
     max_micros: i64,
+    /// Bloom filters of its id columns, built by the first lookups ([`IdFilters`]).
+    ids: Arc<IdFilters>,
 }
 
 #[derive(Debug)]
@@ -150,6 +153,8 @@ pub struct Snapshot<C> {
     /// For each of `batches`, bounds of its rows' event times (microseconds, inclusive). Top-k
     /// scans read the newest first and skip by them.
     pub times: Vec<(i64, i64)>,
+    /// For each of `batches`, its chunk's id filters (built on a lookup's first use).
+    pub ids: Vec<Arc<IdFilters>>,
     pub committed: C,
 }
 
@@ -194,6 +199,8 @@ pub struct Buffer<C> {
     waited_micros: AtomicU64,
     space_freed: Notify,
     pressure: Notify,
+    /// Bytes of the chunks' built id filters ([`IdFilters`]), part of [`Buffer::bytes`].
+    id_filter_bytes: Arc<AtomicUsize>,
 }
 
 impl<C: Clone> Buffer<C> {
@@ -211,6 +218,7 @@ impl<C: Clone> Buffer<C> {
             waited_micros: AtomicU64::new(0),
             space_freed: Notify::new(),
             pressure: Notify::new(),
+            id_filter_bytes: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -280,9 +288,9 @@ impl<C: Clone> Buffer<C> {
         }
     }
 
-    /// Bytes of Arrow data held.
+    /// Bytes held: the chunks' Arrow data and their built id filters.
     pub fn bytes(&self) -> usize {
-        self.state.read().bytes
+        self.state.read().bytes + self.id_filter_bytes.load(Ordering::Relaxed)
     }
 
     /// Rows held (waiting to flush) and when the oldest of them was inserted, for `/metrics`:
@@ -344,8 +352,11 @@ impl<C: Clone> Buffer<C> {
                     inserted_micros: now_micros,
                     min_micros: piece.min_micros,
                     max_micros: piece.max_micros,
+                    ids: Arc::new(IdFilters::new(&self.id_filter_bytes)),
                 });
-                while let Some((a, r)) = merge_small_tail(bucket, frozen_upto) {
+                while let Some((a, r)) =
+                    merge_small_tail(bucket, frozen_upto, &self.id_filter_bytes)
+                {
                     added += a;
                     removed += r;
                 }
@@ -481,6 +492,7 @@ impl<C: Clone> Buffer<C> {
         let tb = state.tables.get(table)?;
         let mut batches = Vec::new();
         let mut times = Vec::new();
+        let mut ids = Vec::new();
         let (from, to) = time_range.unwrap_or((i64::MIN, i64::MAX));
         let mut projected_schema: Option<SchemaRef> = None;
         let mut take = |batch: &RecordBatch| -> Result<RecordBatch, ArrowError> {
@@ -514,6 +526,7 @@ impl<C: Clone> Buffer<C> {
                         Err(e) => failed = Some(e),
                     }
                     times.push((chunk.min_micros, chunk.max_micros));
+                    ids.push(chunk.ids.clone());
                 }
             }
         });
@@ -523,6 +536,7 @@ impl<C: Clone> Buffer<C> {
         Some(Ok(Snapshot {
             batches,
             times,
+            ids,
             committed: tb.committed.clone(),
         }))
     }
@@ -605,6 +619,7 @@ impl<C: Clone> Buffer<C> {
                         let chunk = &mut bucket.chunks[i];
                         chunk.batch = batch;
                         chunk.bytes = change.bytes;
+                        chunk.ids = Arc::new(IdFilters::new(&self.id_filter_bytes));
                     }
                     _ => {
                         bucket.chunks.remove(i);
@@ -846,7 +861,11 @@ fn in_range<C>(
 /// Merges the bucket's trailing small, unfrozen chunks of the last chunk's level once there
 /// are [`MERGE_AFTER`] of them, so a stream of single-row inserts does not leave the bucket
 /// with one batch per row. Returns (bytes added, bytes removed), or `None` if nothing merged.
-fn merge_small_tail(bucket: &mut Bucket, frozen_upto: Seq) -> Option<(usize, usize)> {
+fn merge_small_tail(
+    bucket: &mut Bucket,
+    frozen_upto: Seq,
+    id_filter_bytes: &Arc<AtomicUsize>,
+) -> Option<(usize, usize)> {
     let level = bucket.chunks.last()?.level;
     let tail = bucket
         .chunks
@@ -871,6 +890,7 @@ fn merge_small_tail(bucket: &mut Bucket, frozen_upto: Seq) -> Option<(usize, usi
         batch: merged,
         bytes,
         level: level.saturating_add(1),
+        ids: Arc::new(IdFilters::new(id_filter_bytes)),
     };
     bucket.chunks.truncate(start);
     bucket.chunks.push(chunk);

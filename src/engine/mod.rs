@@ -18,6 +18,7 @@ pub mod buffer;
 pub mod change;
 pub mod core;
 pub mod delta;
+pub mod id_filter;
 pub mod ingest;
 pub mod quarantine;
 pub mod schema;

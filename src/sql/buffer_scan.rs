@@ -72,6 +72,8 @@ pub struct BufferScanExec {
     order: Option<Order>,
     /// The top-k's filter, if one was pushed down: batches it rules out are skipped.
     dynamic_filter: Option<Arc<dyn PhysicalExpr>>,
+    /// Chunks the id filters left out at planning, when the query looked up ids (`EXPLAIN`).
+    id_skipped: Option<usize>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -109,6 +111,7 @@ impl BufferScanExec {
             time_column: time_column.to_string(),
             order: None,
             dynamic_filter: None,
+            id_skipped: None,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
         };
@@ -127,6 +130,12 @@ impl BufferScanExec {
     }
 
     /// The time column's index in this node's output, if it is projected.
+    /// Records (for `EXPLAIN`) how many chunks the id filters left out of this scan.
+    pub fn with_id_skipped(mut self, skipped: Option<usize>) -> Self {
+        self.id_skipped = skipped;
+        self
+    }
+
     fn time_index(&self) -> Option<usize> {
         self.schema
             .column_with_name(&self.time_column)
@@ -149,6 +158,9 @@ impl DisplayAs for BufferScanExec {
         }
         if let Some(filter) = &self.dynamic_filter {
             write!(f, ", skip_by={filter}")?;
+        }
+        if let Some(skipped) = self.id_skipped {
+            write!(f, ", id_filter_skipped={skipped}")?;
         }
         Ok(())
     }

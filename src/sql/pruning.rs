@@ -72,6 +72,68 @@ fn value_range(in_list: &datafusion::logical_expr::expr::InList) -> Option<Expr>
     Some(expr.between(lit(least.clone()), lit(greatest.clone())))
 }
 
+/// The lookups among `filters` that the buffer's id filters can answer: for each conjunct
+/// `column = 'text'` (either way round), `column IN ('a', 'b', …)` or an `OR` of equalities
+/// of one column (DataFusion's form of a short `IN` list) on one of `columns`, the column and
+/// the strings it must equal. Several conjuncts on one column are separate lookups (a chunk
+/// must pass each). Anything else (a cast, a number, `NOT IN`, an `OR` over two columns) is
+/// not one.
+pub fn id_lookups(filters: &[Expr], columns: &[String]) -> Vec<(String, Vec<String>)> {
+    let named = |e: &Expr| match e {
+        Expr::Column(c) if columns.contains(&c.name) => Some(c.name.clone()),
+        _ => None,
+    };
+    let text = |e: &Expr| match e {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(v))
+            | ScalarValue::Utf8View(Some(v))
+            | ScalarValue::LargeUtf8(Some(v)),
+            _,
+        ) => Some(v.clone()),
+        _ => None,
+    };
+    // The column and values of one conjunct, if it is a lookup.
+    fn lookup(
+        expr: &Expr,
+        named: &dyn Fn(&Expr) -> Option<String>,
+        text: &dyn Fn(&Expr) -> Option<String>,
+    ) -> Option<(String, Vec<String>)> {
+        match expr {
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Eq,
+                right,
+            }) => match (named(left), text(right)) {
+                (Some(c), Some(v)) => Some((c, vec![v])),
+                _ => Some((named(right)?, vec![text(left)?])),
+            },
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Or,
+                right,
+            }) => {
+                let (column, mut values) = lookup(left, named, text)?;
+                let (other, more) = lookup(right, named, text)?;
+                (column == other).then(|| {
+                    values.extend(more);
+                    (column, values)
+                })
+            }
+            Expr::InList(list) if !list.negated => Some((
+                named(&list.expr)?,
+                list.list.iter().map(text).collect::<Option<Vec<_>>>()?,
+            )),
+            _ => None,
+        }
+    }
+    filters
+        .iter()
+        .flat_map(|f| split_conjunction(f))
+        .filter(|conjunct| !too_large(conjunct))
+        .filter_map(|conjunct| lookup(conjunct, &named, &text))
+        .collect()
+}
+
 /// What the filters of a query allow the scan to skip.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Pruning {
@@ -315,6 +377,38 @@ mod tests {
 
     fn prune(filters: &[Expr]) -> Pruning {
         Pruning::from_filters(filters, "project_id", "timestamp")
+    }
+
+    #[test]
+    fn id_lookups_are_equalities_and_lists_of_strings_on_id_columns() {
+        let ids = ["trace".to_string(), "id".to_string()];
+        let filters = [
+            col("trace").eq(lit("t1")).and(lit("i1").eq(col("id"))),
+            in_list(col("trace"), vec![lit("t2"), lit("t3")], false),
+            // DataFusion's form of a short IN list.
+            col("id").eq(lit("a")).or(lit("b").eq(col("id"))),
+            // Not lookups: another column, a negated list, a non-string, an OR over two
+            // columns, a cast.
+            col("name").eq(lit("n")),
+            in_list(col("id"), vec![lit("x")], true),
+            col("id").eq(lit(7)),
+            col("id").eq(lit("a")).or(col("trace").eq(lit("b"))),
+            datafusion::logical_expr::cast(col("id"), arrow::datatypes::DataType::Utf8View)
+                .eq(lit("c")),
+            in_list(col("id"), vec![lit("y"), col("trace")], false),
+        ];
+        assert_eq!(
+            id_lookups(&filters, &ids),
+            vec![
+                ("trace".to_string(), vec!["t1".to_string()]),
+                ("id".to_string(), vec!["i1".to_string()]),
+                (
+                    "trace".to_string(),
+                    vec!["t2".to_string(), "t3".to_string()]
+                ),
+                ("id".to_string(), vec!["a".to_string(), "b".to_string()]),
+            ]
+        );
     }
 
     #[test]

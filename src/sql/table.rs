@@ -251,20 +251,49 @@ impl TableProvider for TimeFusionTable {
             })??;
         let projected = project_schema(&table.schema, projection)?;
 
-        let batches = snapshot
+        // Equalities on id columns skip the chunks whose bloom filters rule the ids out.
+        let lookups = crate::sql::pruning::id_lookups(filters, &table.layout.bloom_filter_columns)
+            .into_iter()
+            .filter_map(|(column, values)| {
+                let at = projected.index_of(&column).ok()?;
+                Some((table.schema.index_of(&column).ok()?, at, values))
+            })
+            .collect::<Vec<_>>();
+        let lookups: Vec<(usize, usize, Vec<&str>)> = lookups
+            .iter()
+            .map(|(column, at, values)| (*column, *at, values.iter().map(String::as_str).collect()))
+            .collect();
+        let mut id_skipped = 0;
+        let batches: Vec<TimedBatch> = snapshot
             .batches
             .into_iter()
             .zip(snapshot.times)
-            .map(|(batch, (min, max))| TimedBatch { batch, min, max })
+            .zip(snapshot.ids)
+            .filter(|((batch, _), ids)| {
+                let kept = lookups.iter().all(|(column, at, values)| {
+                    ids.may_contain(
+                        *column,
+                        batch.column(*at),
+                        values,
+                        table.layout.bloom_filter_fpp,
+                    )
+                });
+                id_skipped += usize::from(!kept);
+                kept
+            })
+            .map(|((batch, (min, max)), _)| TimedBatch { batch, min, max })
             .collect();
         // The snapshot's batches are projected already.
-        let buffer_scan: Arc<dyn ExecutionPlan> = Arc::new(BufferScanExec::try_new(
-            batches,
-            &projected,
-            None,
-            &table.time_column,
-            state.config().target_partitions(),
-        )?);
+        let buffer_scan: Arc<dyn ExecutionPlan> = Arc::new(
+            BufferScanExec::try_new(
+                batches,
+                &projected,
+                None,
+                &table.time_column,
+                state.config().target_partitions(),
+            )?
+            .with_id_skipped((!lookups.is_empty()).then_some(id_skipped)),
+        );
 
         let delta = snapshot.committed;
         let delta_schema = delta.schema();

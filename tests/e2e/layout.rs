@@ -541,3 +541,78 @@ async fn a_top_k_reads_both_sides_newest_first_and_skips_the_rest() {
     assert_eq!(ids_of(rows), ["h3-9", "h3-8"]);
     assert_eq!(count(&client, "").await, 330);
 }
+
+/// Buffered rows: a lookup of an id column (the schema's `bloom_filter_columns`) reads only
+/// the chunks whose bloom filter may hold the id, and a chunk's rows changing (an UPDATE, a
+/// merge of small chunks) gives it filters built from its new rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_id_lookups_skip_chunks_by_their_bloom_filters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[("TIMEFUSION_FLUSH_INTERVAL_SECS", "86400")]);
+    let client = server.client().await;
+    let now = past_micros(0);
+    // Twenty statements of 50 rows: twenty chunks of one bucket (each under the size a merge
+    // takes, and fewer than a merge waits for).
+    for chunk in 0..20 {
+        client
+            .batch_execute(&insert_sql(
+                "p1",
+                &ids(&format!("c{chunk}"), 50),
+                now + chunk,
+            ))
+            .await
+            .expect("insert");
+    }
+    let lookup = |filter: &str| {
+        format!("SELECT id FROM {TABLE} WHERE project_id = 'p1' AND {filter} ORDER BY id")
+    };
+    let found = ids_of(&client, &lookup("id = 'c7-3'")).await;
+    assert_eq!(found, ["c7-3"]);
+    let plan = explain_analyze(&client, &lookup("id = 'c7-3'")).await;
+    let skipped = metric(&plan, "id_filter_skipped=");
+    assert!(
+        skipped >= 17,
+        "{skipped} of 19 chunks without c7-3 skipped: {plan}"
+    );
+    assert_eq!(
+        ids_of(&client, &lookup("id IN ('c2-1', 'c15-49', 'nowhere')")).await,
+        ["c15-49", "c2-1"]
+    );
+    let plan = explain_analyze(&client, &lookup("id IN ('c2-1', 'c15-49')")).await;
+    assert!(metric(&plan, "id_filter_skipped=") >= 16, "{plan}");
+    assert!(ids_of(&client, &lookup("id = 'nowhere'")).await.is_empty());
+    // Not a lookup (another column): no filter is consulted.
+    let plan = explain_analyze(&client, &lookup("name = 'GET /api/3'")).await;
+    assert!(!plan.contains("id_filter_skipped"), "{plan}");
+
+    // An UPDATE rewrites the chunk: its new id is found, the old one is gone.
+    client
+        .batch_execute(&format!(
+            "UPDATE {TABLE} SET id = 'renamed' WHERE project_id = 'p1' AND id = 'c7-3'"
+        ))
+        .await
+        .expect("update");
+    assert_eq!(
+        ids_of(&client, &lookup("id = 'renamed'")).await,
+        ["renamed"]
+    );
+    assert!(ids_of(&client, &lookup("id = 'c7-3'")).await.is_empty());
+    assert_eq!(ids_of(&client, &lookup("id = 'c7-4'")).await, ["c7-4"]);
+
+    // Single-row inserts into another project: 31 chunks, looked up (their filters built),
+    // then the 32nd, which merges the 32 into one chunk whose filter holds all of them.
+    let single = |i: i64| insert_sql("p2", &[format!("s{i}")], now + i);
+    for i in 0..31 {
+        client.batch_execute(&single(i)).await.expect("insert one");
+    }
+    let p2 = |id: &str| format!("SELECT id FROM {TABLE} WHERE project_id = 'p2' AND id = '{id}'");
+    assert_eq!(ids_of(&client, &p2("s30")).await, ["s30"]);
+    client
+        .batch_execute(&single(31))
+        .await
+        .expect("insert the 32nd");
+    for id in ["s31", "s0", "s30"] {
+        assert_eq!(ids_of(&client, &p2(id)).await, [id], "after the merge");
+    }
+    assert_eq!(count(&client, "WHERE project_id = 'p2'").await, 32);
+}
