@@ -6,6 +6,12 @@
 #
 #   bench/ab_query.sh load BIN DATA    # 10 M rows (bench/run_query.sh's data, fixed end) into DATA, flushed
 #   bench/ab_query.sh run BIN DATA QUERY N
+#   bench/ab_query.sh buffer BIN DATA N QUERY...   # the same rows left in the buffer (DATA emptied first)
+#
+# `buffer` loads the rows into a fresh server that keeps them all buffered, then for each QUERY
+# times its first run (what the first query pays, e.g. building the id filters) and N runs after
+# N untimed ones, and reports the buffer's bytes (`timefusion_memory`) after each first run; the
+# server is killed at the end (no flush).
 #
 # BIN holds `timefusion` and `examples/query` from a release build (copy them aside to keep a
 # build while another compiles); DATA is a folder of its own per build or layout. QUERY is a
@@ -28,6 +34,20 @@ start() { # extra environment as arguments
   echo "TimeFusion did not start:" >&2; tail -20 "$DATA/log" >&2; exit 1
 }
 stop() { kill -TERM "$P"; wait "$P" || true; }
+# TimeFusion's SQL of query $1, filled from DATA's parameters as bench/baselines.py fills it
+# for the other systems.
+query_sql() {
+  python3 - "$1" "$DATA/params.json" <<'EOF'
+import json, sys
+sys.path.insert(0, "bench")
+from baselines import QUERIES, fill, parse_queries
+name, params = sys.argv[1], json.load(open(sys.argv[2]))
+texts = dict(parse_queries(QUERIES.read_text())).get(name)
+if texts is None:
+    sys.exit(f"no query {name} in bench/queries.sql")
+print(" ".join(fill(texts[""], params).split()) + ";")
+EOF
+}
 trap 'kill -TERM "${P:-}" 2>/dev/null || true' EXIT
 
 case "$MODE" in
@@ -43,18 +63,7 @@ case "$MODE" in
     ;;
   run)
     QUERY=$4 N=$5
-    # TimeFusion's SQL of the query, filled as bench/baselines.py fills it for the other systems.
-    SQL=$(python3 - "$QUERY" "$DATA/params.json" <<'EOF'
-import json, sys
-sys.path.insert(0, "bench")
-from baselines import QUERIES, fill, parse_queries
-name, params = sys.argv[1], json.load(open(sys.argv[2]))
-texts = dict(parse_queries(QUERIES.read_text())).get(name)
-if texts is None:
-    sys.exit(f"no query {name} in bench/queries.sql")
-print(" ".join(fill(texts[""], params).split()) + ";")
-EOF
-)
+    SQL=$(query_sql "$QUERY")
     start
     FILE=$(mktemp)
     for _ in $(seq "$N"); do echo "$SQL"; done > "$FILE"
@@ -70,5 +79,33 @@ EOF
     awk -v q="$QUERY" -v n="$N" -v us="$ms" -v cpu=$(( (U1 - U0 + S1 - S0) * 10 )) \
       'BEGIN { printf "%s x%d: %.1f ms a query, server CPU %.1f ms a query\n", q, n, us / 1000 / n, cpu / n }'
     ;;
-  *) echo "usage: $0 load|run BIN DATA [QUERY N]" >&2; exit 2 ;;
+  buffer)
+    N=$4
+    shift 4
+    rm -rf "$DATA" && mkdir -p "$DATA"
+    start TIMEFUSION_BUFFER_MAX_MEMORY_MB=16384 TIMEFUSION_FLUSH_INTERVAL_SECS=86400 \
+      TIMEFUSION_BUFFER_RETENTION_MINS=1000000
+    "$BIN/examples/query" load --rows 10000000 --end 2026-12-06T00:00:00Z \
+      --flight "http://127.0.0.1:$GRPC" --params "$DATA/params.json" > /dev/null
+    sql() { PGPASSWORD=postgres psql -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -X -q -v ON_ERROR_STOP=1 "$@"; }
+    buffer_bytes() { sql -At -c "SELECT used_bytes FROM timefusion_memory WHERE consumer = 'buffer'"; }
+    echo "buffer bytes after the load: $(buffer_bytes)"
+    for QUERY in "$@"; do
+      SQL=$(query_sql "$QUERY")
+      started=$(date +%s%N)
+      sql -c "$SQL" > /dev/null
+      first=$(( ($(date +%s%N) - started) / 1000 ))
+      FILE=$(mktemp)
+      for _ in $(seq "$N"); do echo "$SQL"; done > "$FILE"
+      sql -f "$FILE" > /dev/null
+      started=$(date +%s%N)
+      sql -f "$FILE" > /dev/null
+      us=$(( ($(date +%s%N) - started) / 1000 ))
+      rm -f "$FILE"
+      awk -v q="$QUERY" -v n="$N" -v us="$us" -v first="$first" -v bytes="$(buffer_bytes)" \
+        'BEGIN { printf "%s (buffer): first run %.1f ms, then x%d: %.1f ms a query; buffer bytes %s\n", q, first / 1000, n, us / 1000 / n, bytes }'
+    done
+    kill -9 "$P"; wait "$P" 2>/dev/null || true
+    ;;
+  *) echo "usage: $0 load|run|buffer BIN DATA [QUERY N | N QUERY...]" >&2; exit 2 ;;
 esac
