@@ -42,9 +42,18 @@ impl IdFilters {
 
     /// Whether `array` (the chunk's column `column`) may hold one of `values`: false only
     /// when the column's filter rules every one out. The filter is built from `array` on the
-    /// first call for `column`, sized for its rows at false-positive rate `fpp`. True for a
-    /// column that is not a string (no filter is built).
-    pub fn may_contain(&self, column: usize, array: &dyn Array, values: &[&str], fpp: f64) -> bool {
+    /// first call for `column`, sized for its rows at false-positive rate `fpp`, if `budget`
+    /// (rows a scan may still hash) holds its rows, which it takes from it; else the chunk
+    /// is read as before and a later lookup builds it. True for a column that is not a
+    /// string (no filter is built).
+    pub fn may_contain(
+        &self,
+        column: usize,
+        array: &dyn Array,
+        values: &[&str],
+        fpp: f64,
+        budget: &mut usize,
+    ) -> bool {
         let existing = self
             .built
             .lock()
@@ -53,11 +62,15 @@ impl IdFilters {
             .map(|(_, f)| f.clone());
         let filter = match existing {
             Some(filter) => filter,
+            None if array.len() > *budget || !is_string(array.data_type()) => return true,
             // Built outside the lock: two queries racing build it twice, and one is kept.
-            None => match build(array, fpp) {
-                Some(filter) => self.keep(column, filter),
-                None => return true,
-            },
+            None => {
+                *budget -= array.len();
+                match build(array, fpp) {
+                    Some(filter) => self.keep(column, filter),
+                    None => return true,
+                }
+            }
         };
         values.iter().any(|v| filter.check(*v))
     }
@@ -83,8 +96,20 @@ impl Drop for IdFilters {
     }
 }
 
+/// The most rows one scan hashes into new filters (about 100 ms of a core): a first lookup
+/// over a large buffer builds the rest of its chunks' filters over the next lookups, reading
+/// those chunks as before meanwhile, instead of holding its query in planning for seconds.
+pub const ROWS_HASHED_PER_SCAN: usize = 4 << 20;
+
 /// A split-block bloom filter block: eight 32-bit words.
 const BLOCK_BYTES: usize = 32;
+
+fn is_string(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
+}
 
 /// The non-null values of a string array in a filter sized for its rows (at most that many
 /// distinct values); `None` for another type.
@@ -120,27 +145,31 @@ mod tests {
     #[test]
     fn rules_out_absent_values_and_keeps_present_ones() {
         let held = Arc::new(AtomicUsize::new(0));
+        let mut budget = usize::MAX;
         let ids: Vec<String> = (0..5_000).map(|i| format!("{i:032x}")).collect();
         let array = StringArray::from_iter(ids.iter().map(Some).chain([None]));
         let filters = IdFilters::new(&held);
         // Every value present is found (no false negatives).
         for id in &ids {
-            assert!(filters.may_contain(3, &array, &[id], 0.01), "{id}");
+            assert!(
+                filters.may_contain(3, &array, &[id], 0.01, &mut budget),
+                "{id}"
+            );
         }
         let built = held.load(Ordering::Relaxed);
         assert!(built > 0, "the filter's bytes are counted");
         // Absent ones are mostly ruled out (1% false positives asked).
         let absent = (0..5_000)
             .map(|i| format!("absent-{i}"))
-            .filter(|id| filters.may_contain(3, &array, &[id], 0.01))
+            .filter(|id| filters.may_contain(3, &array, &[id], 0.01, &mut budget))
             .count();
         assert!(absent < 200, "{absent} of 5,000 absent ids passed");
         // A list passes when any value may be there.
-        assert!(filters.may_contain(3, &array, &["absent-x", &ids[7]], 0.01));
+        assert!(filters.may_contain(3, &array, &["absent-x", &ids[7]], 0.01, &mut budget));
         // One filter per column, built once.
         assert_eq!(held.load(Ordering::Relaxed), built);
         let views = StringViewArray::from_iter_values(["a", "b"]);
-        assert!(filters.may_contain(4, &views, &["a"], 0.01));
+        assert!(filters.may_contain(4, &views, &["a"], 0.01, &mut budget));
         assert!(held.load(Ordering::Relaxed) > built);
         drop(filters);
         assert_eq!(
@@ -151,14 +180,35 @@ mod tests {
     }
 
     #[test]
+    fn a_filter_past_the_budget_is_not_built_and_the_chunk_is_read() {
+        let held = Arc::new(AtomicUsize::new(0));
+        let filters = IdFilters::new(&held);
+        let array = StringArray::from_iter_values(["a", "b", "c"]);
+        let mut budget = 2;
+        assert!(filters.may_contain(0, &array, &["zzz-absent"], 0.01, &mut budget));
+        assert_eq!(
+            (budget, held.load(Ordering::Relaxed)),
+            (2, 0),
+            "nothing built"
+        );
+        let mut budget = 3;
+        assert!(filters.may_contain(0, &array, &["a"], 0.01, &mut budget));
+        assert_eq!(budget, 0, "the chunk's rows taken from the budget");
+        assert!(held.load(Ordering::Relaxed) > 0);
+        // Built: later lookups use it whatever their budget.
+        assert!(filters.may_contain(0, &array, &["c"], 0.01, &mut 0));
+    }
+
+    #[test]
     fn other_types_are_never_ruled_out() {
         let held = Arc::new(AtomicUsize::new(0));
         let filters = IdFilters::new(&held);
         let numbers = Int64Array::from(vec![1, 2, 3]);
-        assert!(filters.may_contain(0, &numbers, &["4"], 0.01));
-        assert_eq!(held.load(Ordering::Relaxed), 0);
+        let mut budget = 3;
+        assert!(filters.may_contain(0, &numbers, &["4"], 0.01, &mut budget));
+        assert_eq!((budget, held.load(Ordering::Relaxed)), (3, 0));
         // A column of nulls holds no value.
         let nulls = StringArray::from(vec![None::<&str>, None]);
-        assert!(!filters.may_contain(1, &nulls, &["x"], 0.01));
+        assert!(!filters.may_contain(1, &nulls, &["x"], 0.01, &mut budget));
     }
 }

@@ -264,6 +264,7 @@ impl TableProvider for TimeFusionTable {
             .map(|(column, at, values)| (*column, *at, values.iter().map(String::as_str).collect()))
             .collect();
         let mut id_skipped = 0;
+        let mut budget = crate::engine::id_filter::ROWS_HASHED_PER_SCAN;
         let batches: Vec<TimedBatch> = snapshot
             .batches
             .into_iter()
@@ -276,6 +277,7 @@ impl TableProvider for TimeFusionTable {
                         batch.column(*at),
                         values,
                         table.layout.bloom_filter_fpp,
+                        &mut budget,
                     )
                 });
                 id_skipped += usize::from(!kept);
