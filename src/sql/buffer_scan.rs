@@ -129,13 +129,13 @@ impl BufferScanExec {
         }
     }
 
-    /// The time column's index in this node's output, if it is projected.
     /// Records (for `EXPLAIN`) how many chunks the id filters left out of this scan.
     pub fn with_id_skipped(mut self, skipped: Option<usize>) -> Self {
         self.id_skipped = skipped;
         self
     }
 
+    /// The time column's index in this node's output, if it is projected.
     fn time_index(&self) -> Option<usize> {
         self.schema
             .column_with_name(&self.time_column)
