@@ -446,6 +446,7 @@ impl DeltaTable {
         }
         let scan = table
             .table_provider()
+            .with_session(reader_session())
             .build()
             .await
             .map_err(|source| Error::Scan {
@@ -1165,6 +1166,23 @@ async fn wal_version(
         .snapshot()?
         .transaction_version(table.log_store().as_ref(), wal_id)
         .await
+}
+
+/// The session deltalake takes its scan settings from: Parquet filter pushdown on (its
+/// default without one) and strings read as `Utf8`, the table's type, rather than
+/// `Utf8View`: `sql::table::align` cast every string of a Delta scan back to `Utf8`, copying
+/// each value a second time (10% of a tenant-wide aggregation's CPU).
+fn reader_session() -> Arc<SessionState> {
+    static SESSION: std::sync::OnceLock<Arc<SessionState>> = std::sync::OnceLock::new();
+    SESSION
+        .get_or_init(|| {
+            let mut config = datafusion::prelude::SessionConfig::new();
+            let parquet = &mut config.options_mut().execution.parquet;
+            parquet.pushdown_filters = true;
+            parquet.schema_force_view_types = false;
+            Arc::new(SessionStateBuilder::new().with_config(config).build())
+        })
+        .clone()
 }
 
 #[cfg(test)]
