@@ -27,7 +27,6 @@ pub struct IdFilters {
     built: Mutex<Vec<(usize, Arc<Sbbf>)>>,
     /// Bytes of every built filter of the buffer, which this chunk's add to and give back.
     held: Arc<AtomicUsize>,
-    bytes: AtomicUsize,
 }
 
 impl IdFilters {
@@ -36,7 +35,6 @@ impl IdFilters {
         IdFilters {
             built: Mutex::new(Vec::new()),
             held: held.clone(),
-            bytes: AtomicUsize::new(0),
         }
     }
 
@@ -50,7 +48,7 @@ impl IdFilters {
         &self,
         column: usize,
         array: &dyn Array,
-        values: &[&str],
+        values: &[String],
         fpp: f64,
         budget: &mut usize,
     ) -> bool {
@@ -72,7 +70,7 @@ impl IdFilters {
                 }
             }
         };
-        values.iter().any(|v| filter.check(*v))
+        values.iter().any(|v| filter.check(v.as_str()))
     }
 
     fn keep(&self, column: usize, filter: Sbbf) -> Arc<Sbbf> {
@@ -80,9 +78,7 @@ impl IdFilters {
         if let Some((_, kept)) = built.iter().find(|(c, _)| *c == column) {
             return kept.clone();
         }
-        let bytes = filter.num_blocks() * BLOCK_BYTES;
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.held.fetch_add(bytes, Ordering::Relaxed);
+        self.held.fetch_add(bytes_of(&filter), Ordering::Relaxed);
         let filter = Arc::new(filter);
         built.push((column, filter.clone()));
         filter
@@ -91,18 +87,20 @@ impl IdFilters {
 
 impl Drop for IdFilters {
     fn drop(&mut self) {
-        self.held
-            .fetch_sub(*self.bytes.get_mut(), Ordering::Relaxed);
+        let bytes: usize = self.built.get_mut().iter().map(|(_, f)| bytes_of(f)).sum();
+        self.held.fetch_sub(bytes, Ordering::Relaxed);
     }
+}
+
+/// A filter's bytes: its blocks of eight 32-bit words.
+fn bytes_of(filter: &Sbbf) -> usize {
+    filter.num_blocks() * 32
 }
 
 /// The most rows one scan hashes into new filters (about 100 ms of a core): a first lookup
 /// over a large buffer builds the rest of its chunks' filters over the next lookups, reading
 /// those chunks as before meanwhile, instead of holding its query in planning for seconds.
 pub const ROWS_HASHED_PER_SCAN: usize = 4 << 20;
-
-/// A split-block bloom filter block: eight 32-bit words.
-const BLOCK_BYTES: usize = 32;
 
 fn is_string(data_type: &DataType) -> bool {
     matches!(
@@ -152,7 +150,7 @@ mod tests {
         // Every value present is found (no false negatives).
         for id in &ids {
             assert!(
-                filters.may_contain(3, &array, &[id], 0.01, &mut budget),
+                filters.may_contain(3, &array, std::slice::from_ref(id), 0.01, &mut budget),
                 "{id}"
             );
         }
@@ -161,15 +159,23 @@ mod tests {
         // Absent ones are mostly ruled out (1% false positives asked).
         let absent = (0..5_000)
             .map(|i| format!("absent-{i}"))
-            .filter(|id| filters.may_contain(3, &array, &[id], 0.01, &mut budget))
+            .filter(|id| {
+                filters.may_contain(3, &array, std::slice::from_ref(id), 0.01, &mut budget)
+            })
             .count();
         assert!(absent < 200, "{absent} of 5,000 absent ids passed");
         // A list passes when any value may be there.
-        assert!(filters.may_contain(3, &array, &["absent-x", &ids[7]], 0.01, &mut budget));
+        assert!(filters.may_contain(
+            3,
+            &array,
+            &["absent-x".to_string(), ids[7].clone()],
+            0.01,
+            &mut budget
+        ));
         // One filter per column, built once.
         assert_eq!(held.load(Ordering::Relaxed), built);
         let views = StringViewArray::from_iter_values(["a", "b"]);
-        assert!(filters.may_contain(4, &views, &["a"], 0.01, &mut budget));
+        assert!(filters.may_contain(4, &views, &["a".to_string()], 0.01, &mut budget));
         assert!(held.load(Ordering::Relaxed) > built);
         drop(filters);
         assert_eq!(
@@ -185,18 +191,18 @@ mod tests {
         let filters = IdFilters::new(&held);
         let array = StringArray::from_iter_values(["a", "b", "c"]);
         let mut budget = 2;
-        assert!(filters.may_contain(0, &array, &["zzz-absent"], 0.01, &mut budget));
+        assert!(filters.may_contain(0, &array, &["zzz-absent".to_string()], 0.01, &mut budget));
         assert_eq!(
             (budget, held.load(Ordering::Relaxed)),
             (2, 0),
             "nothing built"
         );
         let mut budget = 3;
-        assert!(filters.may_contain(0, &array, &["a"], 0.01, &mut budget));
+        assert!(filters.may_contain(0, &array, &["a".to_string()], 0.01, &mut budget));
         assert_eq!(budget, 0, "the chunk's rows taken from the budget");
         assert!(held.load(Ordering::Relaxed) > 0);
         // Built: later lookups use it whatever their budget.
-        assert!(filters.may_contain(0, &array, &["c"], 0.01, &mut 0));
+        assert!(filters.may_contain(0, &array, &["c".to_string()], 0.01, &mut 0));
     }
 
     #[test]
@@ -205,10 +211,10 @@ mod tests {
         let filters = IdFilters::new(&held);
         let numbers = Int64Array::from(vec![1, 2, 3]);
         let mut budget = 3;
-        assert!(filters.may_contain(0, &numbers, &["4"], 0.01, &mut budget));
+        assert!(filters.may_contain(0, &numbers, &["4".to_string()], 0.01, &mut budget));
         assert_eq!((budget, held.load(Ordering::Relaxed)), (3, 0));
         // A column of nulls holds no value.
         let nulls = StringArray::from(vec![None::<&str>, None]);
-        assert!(!filters.may_contain(1, &nulls, &["x"], 0.01, &mut budget));
+        assert!(!filters.may_contain(1, &nulls, &["x".to_string()], 0.01, &mut budget));
     }
 }

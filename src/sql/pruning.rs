@@ -73,64 +73,24 @@ fn value_range(in_list: &datafusion::logical_expr::expr::InList) -> Option<Expr>
 }
 
 /// The lookups among `filters` that the buffer's id filters can answer: for each conjunct
-/// `column = 'text'` (either way round), `column IN ('a', 'b', …)` or an `OR` of equalities
-/// of one column (DataFusion's form of a short `IN` list) on one of `columns`, the column and
-/// the strings it must equal. Several conjuncts on one column are separate lookups (a chunk
-/// must pass each). Anything else (a cast, a number, `NOT IN`, an `OR` over two columns) is
-/// not one.
+/// that restricts one of `columns`, bare, to a set of strings (`column = 'text'` either way
+/// round, `IN ('a', 'b', …)`, `OR`s of these: [`string_set`]), the column and those strings,
+/// sorted.
+/// Several conjuncts on one column are separate lookups (a chunk must pass each).
 pub fn id_lookups(filters: &[Expr], columns: &[String]) -> Vec<(String, Vec<String>)> {
-    let named = |e: &Expr| match e {
-        Expr::Column(c) if columns.contains(&c.name) => Some(c.name.clone()),
-        _ => None,
-    };
-    let text = |e: &Expr| match e {
-        Expr::Literal(
-            ScalarValue::Utf8(Some(v))
-            | ScalarValue::Utf8View(Some(v))
-            | ScalarValue::LargeUtf8(Some(v)),
-            _,
-        ) => Some(v.clone()),
-        _ => None,
-    };
-    // The column and values of one conjunct, if it is a lookup.
-    fn lookup(
-        expr: &Expr,
-        named: &dyn Fn(&Expr) -> Option<String>,
-        text: &dyn Fn(&Expr) -> Option<String>,
-    ) -> Option<(String, Vec<String>)> {
-        match expr {
-            Expr::BinaryExpr(BinaryExpr {
-                left,
-                op: Operator::Eq,
-                right,
-            }) => match (named(left), text(right)) {
-                (Some(c), Some(v)) => Some((c, vec![v])),
-                _ => Some((named(right)?, vec![text(left)?])),
-            },
-            Expr::BinaryExpr(BinaryExpr {
-                left,
-                op: Operator::Or,
-                right,
-            }) => {
-                let (column, mut values) = lookup(left, named, text)?;
-                let (other, more) = lookup(right, named, text)?;
-                (column == other).then(|| {
-                    values.extend(more);
-                    (column, values)
-                })
-            }
-            Expr::InList(list) if !list.negated => Some((
-                named(&list.expr)?,
-                list.list.iter().map(text).collect::<Option<Vec<_>>>()?,
-            )),
-            _ => None,
-        }
-    }
     filters
         .iter()
         .flat_map(|f| split_conjunction(f))
         .filter(|conjunct| !too_large(conjunct))
-        .filter_map(|conjunct| lookup(conjunct, &named, &text))
+        .flat_map(|conjunct| {
+            columns.iter().filter_map(move |column| {
+                // The bare column: a bloom filter holds its values, not those of a cast of it.
+                let bare = |e: &Expr| matches!(e, Expr::Column(c) if &c.name == column);
+                let mut values: Vec<String> = string_set(conjunct, &bare)?.into_iter().collect();
+                values.sort();
+                Some((column.clone(), values))
+            })
+        })
         .collect()
 }
 
@@ -150,7 +110,7 @@ impl Pruning {
         let mut to = i64::MAX;
         for filter in filters {
             for conjunct in split_conjunction(filter) {
-                if let Some(projects) = project_set(conjunct, tenant) {
+                if let Some(projects) = string_set(conjunct, &|e| is_column(e, tenant)) {
                     pruning.projects = Some(match pruning.projects.take() {
                         Some(prev) => prev.intersection(&projects).cloned().collect(),
                         None => projects,
@@ -192,7 +152,7 @@ impl Pruning {
 /// deltalake applies by choosing partitions (the caller checks that it says so too). A cast of
 /// the column, a NULL, or a list [`for_delta`] would shorten to a range is left inexact.
 pub fn is_exact_tenant_filter(filter: &Expr, tenant: &str) -> bool {
-    // The forms `project_set` reads, each conjunct whole: what it cannot read selects every
+    // The forms `string_set` reads, each conjunct whole: what it cannot read selects every
     // project of the buffer.
     fn exact(expr: &Expr, tenant: &str) -> bool {
         let bare = |e: &Expr| matches!(e, Expr::Column(c) if c.name == tenant);
@@ -293,23 +253,24 @@ fn string_literal(expr: &Expr) -> Option<String> {
     }
 }
 
-/// The projects a predicate restricts `tenant` to, if it does.
-fn project_set(expr: &Expr, tenant: &str) -> Option<HashSet<String>> {
+/// The strings a predicate restricts the column `is_column` matches to, if it does: the
+/// projects of a tenant filter, the ids of a lookup.
+fn string_set(expr: &Expr, is_column: &dyn Fn(&Expr) -> bool) -> Option<HashSet<String>> {
     match expr {
         Expr::BinaryExpr(BinaryExpr {
             left,
             op: Operator::Eq,
             right,
         }) => {
-            if is_column(left, tenant) {
+            if is_column(left) {
                 string_literal(right).map(|s| [s].into())
-            } else if is_column(right, tenant) {
+            } else if is_column(right) {
                 string_literal(left).map(|s| [s].into())
             } else {
                 None
             }
         }
-        Expr::InList(list) if !list.negated && is_column(&list.expr, tenant) => {
+        Expr::InList(list) if !list.negated && is_column(&list.expr) => {
             list.list.iter().map(string_literal).collect()
         }
         Expr::BinaryExpr(BinaryExpr {
@@ -317,8 +278,8 @@ fn project_set(expr: &Expr, tenant: &str) -> Option<HashSet<String>> {
             op: Operator::Or,
             right,
         }) => {
-            let mut l = project_set(left, tenant)?;
-            l.extend(project_set(right, tenant)?);
+            let mut l = string_set(left, is_column)?;
+            l.extend(string_set(right, is_column)?);
             Some(l)
         }
         _ => None,
@@ -395,6 +356,13 @@ mod tests {
             col("id").eq(lit("a")).or(col("trace").eq(lit("b"))),
             datafusion::logical_expr::cast(col("id"), arrow::datatypes::DataType::Utf8View)
                 .eq(lit("c")),
+            // A cast column equal to a cast string: many ids cast to one date.
+            datafusion::logical_expr::cast(col("id"), arrow::datatypes::DataType::Date32).eq(
+                datafusion::logical_expr::cast(
+                    lit("2020-01-01"),
+                    arrow::datatypes::DataType::Date32,
+                ),
+            ),
             in_list(col("id"), vec![lit("y"), col("trace")], false),
         ];
         assert_eq!(

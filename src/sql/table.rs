@@ -259,10 +259,6 @@ impl TableProvider for TimeFusionTable {
                 Some((table.schema.index_of(&column).ok()?, at, values))
             })
             .collect::<Vec<_>>();
-        let lookups: Vec<(usize, usize, Vec<&str>)> = lookups
-            .iter()
-            .map(|(column, at, values)| (*column, *at, values.iter().map(String::as_str).collect()))
-            .collect();
         let mut id_skipped = 0;
         let mut budget = crate::engine::id_filter::ROWS_HASHED_PER_SCAN;
         let batches: Vec<TimedBatch> = snapshot
