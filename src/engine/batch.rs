@@ -140,47 +140,56 @@ pub fn parse_array_literals<'a>(
             builder.append_null();
             continue;
         };
-        let malformed = || format!("malformed array literal: \"{value}\"");
-        let inner = value
-            .trim()
-            .strip_prefix('{')
-            .and_then(|v| v.strip_suffix('}'))
-            .ok_or_else(malformed)?;
-        let mut chars = inner.chars().peekable();
-        while chars.peek().is_some() {
-            let mut item = String::new();
-            let quoted = chars.peek() == Some(&'"');
-            if quoted {
-                chars.next();
-                loop {
-                    match chars.next() {
-                        Some('\\') => item.extend(chars.next()),
-                        Some('"') => break,
-                        Some(c) => item.push(c),
-                        None => return Err(malformed()),
-                    }
-                }
-            }
-            while let Some(&c) = chars.peek() {
-                chars.next();
-                if c == ',' {
-                    break;
-                }
-                if !quoted {
-                    item.push(c);
-                }
-            }
-            if !quoted && item.trim().eq_ignore_ascii_case("null") {
-                builder.values().append_null();
-            } else if quoted {
-                builder.values().append_value(item);
-            } else {
-                builder.values().append_value(item.trim());
-            }
-        }
+        // A malformed value fails the whole column, so the items it appended do not matter.
+        parse_array_literal(value, |item| builder.values().append_option(item))?;
         builder.append(true);
     }
     Ok(builder.finish())
+}
+
+/// Each item of one PostgreSQL array literal (`{a,b,"c d",NULL}`) in turn, `None` for a `NULL`
+/// item (unquoted items trimmed); the message when `value` is not one, which may come after
+/// some items.
+pub fn parse_array_literal(value: &str, mut each: impl FnMut(Option<&str>)) -> Result<(), String> {
+    let malformed = || format!("malformed array literal: \"{value}\"");
+    let inner = value
+        .trim()
+        .strip_prefix('{')
+        .and_then(|v| v.strip_suffix('}'))
+        .ok_or_else(malformed)?;
+    let mut chars = inner.chars().peekable();
+    while chars.peek().is_some() {
+        let mut item = String::new();
+        let quoted = chars.peek() == Some(&'"');
+        if quoted {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('\\') => item.extend(chars.next()),
+                    Some('"') => break,
+                    Some(c) => item.push(c),
+                    None => return Err(malformed()),
+                }
+            }
+        }
+        while let Some(&c) = chars.peek() {
+            chars.next();
+            if c == ',' {
+                break;
+            }
+            if !quoted {
+                item.push(c);
+            }
+        }
+        if !quoted && item.trim().eq_ignore_ascii_case("null") {
+            each(None);
+        } else if quoted {
+            each(Some(&item));
+        } else {
+            each(Some(item.trim()));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -23,7 +23,9 @@ use arrow::datatypes::{DataType, TimestampMicrosecondType};
 use arrow::util::display::FormatOptions;
 
 use crate::engine::MICROS_PER_DAY;
-use crate::engine::batch::{default_column, is_default, owned_bytes, parse_array_literals};
+use crate::engine::batch::{
+    default_column, is_default, owned_bytes, parse_array_literal, parse_array_literals,
+};
 use crate::engine::buffer::{Buffer, Piece, Place};
 use crate::engine::schema::{Catalog, TableSchema};
 use crate::engine::wal::{self, Wal};
@@ -457,6 +459,71 @@ pub fn missing_required(table: &TableSchema, given: impl Fn(&str) -> bool) -> Op
         .map(|field| field.name().clone())
 }
 
+/// A value checked for its column by [`prepare_value`] or [`prepare_text`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Checked<'a> {
+    /// Text for a `Utf8` column, as the client sent it.
+    Text(&'a str),
+    /// The items of an array literal for a `List<Utf8>` column.
+    Texts(Vec<Option<String>>),
+    /// Any other value, of the column's type.
+    Value(datafusion::common::ScalarValue),
+}
+
+/// Text for a column of `field` in `table`, checked as [`prepare_value`] checks it as a
+/// `Utf8` value, with the same result and errors: text for a text column, an array literal
+/// for a list of text, and a timestamp are read here without building arrays (the values of
+/// a driver's parameterized `INSERT`); anything else, or text these refuse, goes through
+/// [`prepare_value`].
+pub fn prepare_text<'a>(
+    table: &TableSchema,
+    field: &arrow::datatypes::Field,
+    text: &'a str,
+) -> Result<Checked<'a>> {
+    use datafusion::common::ScalarValue;
+    match field.data_type() {
+        DataType::Utf8
+            if field.name() != &table.tenant_column || tenant_fits(field.name(), text) =>
+        {
+            return Ok(Checked::Text(text));
+        }
+        DataType::List(item) if item.data_type() == &DataType::Utf8 => {
+            let mut items = Vec::new();
+            let parsed = parse_array_literal(text, |v| items.push(v.map(str::to_string)));
+            if parsed.is_ok() && (item.is_nullable() || items.iter().all(Option::is_some)) {
+                return Ok(Checked::Texts(items));
+            }
+        }
+        DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, zone) => {
+            if let Some(micros) = text_micros(text, zone.as_deref())
+                && (MIN_MICROS..=MAX_MICROS).contains(&micros)
+            {
+                return Ok(Checked::Value(ScalarValue::TimestampMicrosecond(
+                    Some(micros),
+                    zone.clone(),
+                )));
+            }
+        }
+        _ => {}
+    }
+    prepare_value(table, field, ScalarValue::Utf8(Some(text.to_string()))).map(Checked::Value)
+}
+
+/// `text` as Arrow's cast reads a string into microseconds in time zone `zone` (UTC without
+/// one), or `None` where that cast fails or needs [`with_full_time`].
+fn text_micros(text: &str, zone: Option<&str>) -> Option<i64> {
+    use arrow::compute::kernels::cast_utils::string_to_datetime;
+    use arrow::datatypes::ArrowTimestampType;
+    let naive = match zone {
+        Some("UTC" | "+00:00") | None => string_to_datetime(&chrono::Utc, text).ok()?.naive_utc(),
+        Some(zone) => {
+            let zone: arrow::array::timezone::Tz = zone.parse().ok()?;
+            string_to_datetime(&zone, text).ok()?.naive_utc()
+        }
+    };
+    TimestampMicrosecondType::from_naive_datetime(naive, None)
+}
+
 /// One value for a column of `field` in `table`, as [`prepare`] checks a column: cast to the
 /// field's type, inside the stored range, and not null where the column requires a value.
 pub fn prepare_value(
@@ -486,6 +553,22 @@ pub fn prepare_value(
     };
     if value.data_type() == *field.data_type() && inside {
         return Ok(value);
+    }
+    // A narrower integer into a wider column, as the cast below would, without its arrays.
+    let widened = match (&value, field.data_type()) {
+        (ScalarValue::Int16(Some(v)), DataType::Int32) => {
+            Some(ScalarValue::Int32(Some((*v).into())))
+        }
+        (ScalarValue::Int16(Some(v)), DataType::Int64) => {
+            Some(ScalarValue::Int64(Some((*v).into())))
+        }
+        (ScalarValue::Int32(Some(v)), DataType::Int64) => {
+            Some(ScalarValue::Int64(Some((*v).into())))
+        }
+        _ => None,
+    };
+    if let Some(widened) = widened {
+        return Ok(widened);
     }
     let as_array = |v: &ScalarValue| {
         v.to_array().map_err(|e| Error::BadValue {

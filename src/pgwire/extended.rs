@@ -376,9 +376,9 @@ impl ExtendedQueries {
                 "current transaction is aborted, commands ignored until end of transaction block",
             ));
         }
-        let parameters = parameters::decode(portal, &parameter_types(template))?;
         let rejected = |e: ingest::Error| user_error(e.sqlstate(), e.to_string());
         if template.single_row() {
+            let parameters = parameters::decode_borrowed(portal, &parameter_types(template))?;
             let row = template
                 .bind_row(&parameters, values::now_micros())
                 .map_err(rejected)?;
@@ -391,6 +391,7 @@ impl ExtendedQueries {
                 Tag::new("INSERT").with_oid(0).with_rows(1),
             ));
         }
+        let parameters = parameters::decode(portal, &parameter_types(template))?;
         let batch = template
             .bind(&parameters, values::now_micros())
             .and_then(|batch| ingest::prepare(&template.table, &batch))

@@ -16,12 +16,25 @@ use pgwire::error::PgWireResult;
 
 use crate::error::SqlState;
 use crate::pgwire::errors::user_error;
+use crate::sql::values::Parameter;
 
 /// The portal's parameter values, `$1` first; `types` are the statement's parameter types.
 pub(crate) fn decode<S>(
     portal: &Portal<S>,
     types: &[(DataType, Type)],
 ) -> PgWireResult<Vec<ScalarValue>> {
+    Ok(decode_borrowed(portal, types)?
+        .into_iter()
+        .map(Parameter::into_value)
+        .collect())
+}
+
+/// The portal's parameters as [`decode`] reads them, text left in the client's message: for
+/// [`crate::sql::values::InsertTemplate::bind_row`], which copies it once, into its column.
+pub(crate) fn decode_borrowed<'a, S>(
+    portal: &'a Portal<S>,
+    types: &[(DataType, Type)],
+) -> PgWireResult<Vec<Parameter<'a>>> {
     if portal.parameters.len() != types.len() {
         return Err(user_error(
             SqlState::PROTOCOL_VIOLATION,
@@ -47,12 +60,17 @@ pub(crate) fn decode<S>(
             let (data_type, wire) = &types[i];
             let wire = declared.as_ref().unwrap_or(wire);
             let Some(value) = value else {
-                return Ok(ScalarValue::try_from(data_type).unwrap_or(ScalarValue::Null));
+                return Ok(Parameter::Value(
+                    ScalarValue::try_from(data_type).unwrap_or(ScalarValue::Null),
+                ));
             };
-            let decoded = if binary(&portal.parameter_format, i) {
-                from_binary(wire, value)
+            let decoded = if binary(&portal.parameter_format, i) && !text_type(wire) {
+                from_binary(wire, value).map(Parameter::Value)
             } else {
-                from_text(wire, value)
+                // Text format, or the binary form of a text type, which is its text.
+                std::str::from_utf8(value)
+                    .map(Parameter::Text)
+                    .map_err(|e| e.to_string())
             };
             decoded.map_err(|message| {
                 user_error(
@@ -68,6 +86,14 @@ pub(crate) fn decode<S>(
         .collect()
 }
 
+/// Whether the binary form of `wire` is its text, as for `text` itself.
+fn text_type(wire: &Type) -> bool {
+    matches!(
+        *wire,
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::JSON
+    )
+}
+
 /// Whether parameter `i` is in binary format (a `Bind` with one format code applies it to
 /// all; with none, all are text).
 fn binary(format: &Format, i: usize) -> bool {
@@ -76,12 +102,6 @@ fn binary(format: &Format, i: usize) -> bool {
         Format::UnifiedBinary => true,
         Format::Individual(codes) => codes.get(i).or(codes.first()).is_some_and(|c| *c == 1),
     }
-}
-
-/// A value in text format: text, for the ingest path to read as its column's type.
-fn from_text(_wire: &Type, value: &Bytes) -> Result<ScalarValue, String> {
-    let text = std::str::from_utf8(value).map_err(|e| e.to_string())?;
-    Ok(ScalarValue::Utf8(Some(text.to_string())))
 }
 
 /// A value in binary format, by its type's PostgreSQL binary encoding.
@@ -129,13 +149,11 @@ fn from_binary(wire: &Type, value: &Bytes) -> Result<ScalarValue, String> {
             let items: Vec<ScalarValue> = items.into_iter().map(ScalarValue::Utf8).collect();
             ScalarValue::List(ScalarValue::new_list_nullable(&items, &DataType::Utf8))
         }
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN | Type::JSON => {
-            ScalarValue::Utf8(Some(
-                std::str::from_utf8(raw)
-                    .map_err(|e| e.to_string())?
-                    .to_string(),
-            ))
-        }
+        _ if text_type(wire) => ScalarValue::Utf8(Some(
+            std::str::from_utf8(raw)
+                .map_err(|e| e.to_string())?
+                .to_string(),
+        )),
         _ => return Err("binary values of this type cannot be stored; send it as text".into()),
     })
 }

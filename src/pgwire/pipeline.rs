@@ -22,13 +22,12 @@
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use datafusion::common::ScalarValue;
 use parking_lot::Mutex;
 use pgwire::api::ClientInfo;
 
 use crate::engine::ingest::{self, Ingest, Via};
 use crate::engine::schema::TableSchema;
-use crate::sql::values::InsertTemplate;
+use crate::sql::values::{HeldRows, InsertTemplate};
 
 /// The most parsed rows a connection holds before writing them ahead of its `Sync`.
 pub const HELD_BYTES: usize = 16 << 20;
@@ -43,16 +42,16 @@ struct Rows {
     /// Checked rows of the latest single-row statement, one batch once another statement
     /// comes or the pipeline is written: a driver's batch is one statement executed per row,
     /// and one array per column beats one batch per row.
-    rows: Option<(Arc<InsertTemplate>, Vec<Vec<ScalarValue>>)>,
+    rows: Option<HeldRows>,
     bytes: usize,
 }
 
 impl Rows {
     /// Turns the held single-row statements' rows into a batch.
     fn seal(&mut self) -> ingest::Result<()> {
-        if let Some((template, rows)) = self.rows.take() {
-            let batch = template.batch_of(rows)?;
-            self.batches.push((template.table.clone(), batch));
+        if let Some(rows) = self.rows.take() {
+            let table = rows.template().table.clone();
+            self.batches.push((table, rows.finish()?));
         }
         Ok(())
     }
@@ -82,20 +81,24 @@ pub(crate) fn hold<C: ClientInfo + ?Sized>(
 pub(crate) fn hold_row<C: ClientInfo + ?Sized>(
     client: &C,
     template: &Arc<InsertTemplate>,
-    row: Vec<ScalarValue>,
+    row: Vec<ingest::Checked<'_>>,
 ) -> ingest::Result<bool> {
     let held = client
         .session_extensions()
         .get_or_insert_with(Held::default);
     let mut rows = held.0.lock();
-    rows.bytes += row.iter().map(ScalarValue::size).sum::<usize>();
-    match &mut rows.rows {
-        Some((same, list)) if Arc::ptr_eq(same, template) => list.push(row),
-        _ => {
-            rows.seal()?;
-            rows.rows = Some((template.clone(), vec![row]));
-        }
+    // Drivers prepare one statement per set of parameter types (psycopg's `executemany`
+    // alternates between several as its integers change width): rows of any of them that
+    // fill the same columns go into one batch.
+    if !rows.rows.as_ref().is_some_and(|same| same.fits(template)) {
+        rows.seal()?;
+        rows.rows = Some(HeldRows::new(template.clone()));
     }
+    let bytes = match rows.rows.as_mut() {
+        Some(same) => same.push(row)?,
+        None => 0,
+    };
+    rows.bytes += bytes;
     Ok(rows.bytes > HELD_BYTES)
 }
 

@@ -17,15 +17,18 @@
 //! keeps it in the prepared statement as a [`PreparedInsert`] plan node, whose placeholders
 //! carry the parameter types `Describe` reports, and binds it at each `Execute`. A single-row
 //! template, what drivers repeat in their batches, binds to checked values instead
-//! ([`InsertTemplate::bind_row`]), which [`InsertTemplate::batch_of`] turns into one batch for
-//! all the rows of a pipeline.
+//! ([`InsertTemplate::bind_row`]), which [`HeldRows`] appends column by column into one batch
+//! for all the rows of a pipeline.
 //! Tests: the unit tests below, `tests/e2e/pipeline.rs`, `tests/slt/`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, new_null_array};
+use arrow::array::{
+    Array, ArrayRef, AsArray, ListBuilder, RecordBatch, RecordBatchOptions, StringBuilder,
+    new_null_array,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::{DFSchema, DFSchemaRef, ScalarValue};
 use datafusion::logical_expr::expr::Placeholder;
@@ -53,7 +56,7 @@ pub struct InsertTemplate {
     /// The schema of the last batch bound, reused while the values keep their types: a
     /// prepared statement's executions almost always bind the same types.
     last_schema: parking_lot::Mutex<Option<SchemaRef>>,
-    /// The target columns with the table's fields: the schema of [`InsertTemplate::batch_of`].
+    /// The target columns with the table's fields: the schema of [`HeldRows::finish`].
     table_schema: SchemaRef,
     /// A column every row needs that the statement leaves out.
     missing: Option<String>,
@@ -65,6 +68,215 @@ pub struct InsertTemplate {
 pub struct ParameterType {
     pub data_type: DataType,
     pub json: bool,
+}
+
+/// A bound parameter as [`InsertTemplate::bind_row`] takes it: text as the client sent it (a
+/// text-format value, or a binary one of a text type), or a decoded value.
+#[derive(Debug, Clone)]
+pub enum Parameter<'a> {
+    Text(&'a str),
+    Value(ScalarValue),
+}
+
+impl Parameter<'_> {
+    /// The parameter as a value: text as `Utf8`.
+    pub fn into_value(self) -> ScalarValue {
+        match self {
+            Parameter::Text(text) => ScalarValue::Utf8(Some(text.to_string())),
+            Parameter::Value(value) => value,
+        }
+    }
+}
+
+/// The checked rows of a single-row template's executions ([`InsertTemplate::bind_row`]),
+/// appended column by column as they come: a driver's batch is one statement executed per
+/// row, and its text goes from the client's message straight into the column it ends in.
+pub struct HeldRows {
+    template: Arc<InsertTemplate>,
+    columns: Vec<HeldColumn>,
+    rows: usize,
+}
+
+enum HeldColumn {
+    Text(StringBuilder),
+    Texts(ListBuilder<StringBuilder>),
+    Values(Vec<ScalarValue>),
+}
+
+impl HeldRows {
+    pub fn new(template: Arc<InsertTemplate>) -> Self {
+        let columns = template
+            .table_schema
+            .fields()
+            .iter()
+            .map(|field| match field.data_type() {
+                // Grown as rows come: most pipelines hold a few rows, some thousands.
+                DataType::Utf8 => HeldColumn::Text(StringBuilder::with_capacity(1, 0)),
+                DataType::List(item) if item.data_type() == &DataType::Utf8 => HeldColumn::Texts(
+                    ListBuilder::with_capacity(StringBuilder::with_capacity(1, 0), 1)
+                        .with_field(item.clone()),
+                ),
+                _ => HeldColumn::Values(Vec::new()),
+            })
+            .collect();
+        HeldRows {
+            template,
+            columns,
+            rows: 0,
+        }
+    }
+
+    /// The template whose rows these are.
+    pub fn template(&self) -> &Arc<InsertTemplate> {
+        &self.template
+    }
+
+    /// Whether rows of `template` can join these: the same table and target columns.
+    pub fn fits(&self, template: &InsertTemplate) -> bool {
+        let (held, other) = (&self.template.table_schema, &template.table_schema);
+        self.template.table.name == template.table.name
+            && (Arc::ptr_eq(held, other) || held == other)
+    }
+
+    /// Appends one row from [`InsertTemplate::bind_row`] of this template; the bytes it
+    /// takes.
+    pub fn push(&mut self, row: Vec<ingest::Checked<'_>>) -> ingest::Result<usize> {
+        if row.len() != self.columns.len() {
+            return Err(self.mismatch(0));
+        }
+        // Every value is checked before any is appended, so a row goes in whole or not at all.
+        if let Some(j) = row
+            .iter()
+            .zip(&self.columns)
+            .position(|(value, column)| !column.takes(value))
+        {
+            return Err(self.mismatch(j));
+        }
+        let mut bytes = 0;
+        for (value, column) in row.into_iter().zip(&mut self.columns) {
+            bytes += column.append(value);
+        }
+        self.rows += 1;
+        Ok(bytes)
+    }
+
+    fn mismatch(&self, column: usize) -> ingest::Error {
+        let field = self.template.table_schema.fields().get(column);
+        ingest::Error::BadValue {
+            column: field.map(|f| f.name().clone()).unwrap_or_default(),
+            target: field
+                .map(|f| f.data_type().clone())
+                .unwrap_or(DataType::Null),
+            message: "a checked value does not fit its column".into(),
+        }
+    }
+
+    /// The rows as one batch of the table's types.
+    pub fn finish(self) -> ingest::Result<RecordBatch> {
+        let fields = self.template.table_schema.fields();
+        let arrays = self
+            .columns
+            .into_iter()
+            .zip(fields.iter())
+            .map(|(column, field)| -> ingest::Result<ArrayRef> {
+                Ok(match column {
+                    HeldColumn::Text(mut builder) => Arc::new(builder.finish()),
+                    HeldColumn::Texts(mut builder) => Arc::new(builder.finish()),
+                    HeldColumn::Values(values) if values.is_empty() => {
+                        new_null_array(field.data_type(), 0)
+                    }
+                    HeldColumn::Values(values) => {
+                        ScalarValue::iter_to_array(values).map_err(|e| ingest::Error::BadValue {
+                            column: field.name().clone(),
+                            target: field.data_type().clone(),
+                            message: e.to_string(),
+                        })?
+                    }
+                })
+            })
+            .collect::<ingest::Result<Vec<_>>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(self.rows));
+        Ok(RecordBatch::try_new_with_options(
+            self.template.table_schema.clone(),
+            arrays,
+            &options,
+        )?)
+    }
+}
+
+impl HeldColumn {
+    /// Whether `value`, checked for this column, can be appended to it.
+    fn takes(&self, value: &ingest::Checked<'_>) -> bool {
+        use ingest::Checked;
+        match (self, value) {
+            (_, Checked::Value(v)) if v.is_null() => true,
+            (HeldColumn::Text(_), Checked::Text(_) | Checked::Value(ScalarValue::Utf8(_))) => true,
+            (HeldColumn::Texts(_), Checked::Texts(_)) => true,
+            (HeldColumn::Texts(_), Checked::Value(ScalarValue::List(list))) => {
+                list.len() == 1 && list.values().as_string_opt::<i32>().is_some()
+            }
+            (HeldColumn::Values(_), Checked::Value(_)) => true,
+            _ => false,
+        }
+    }
+
+    /// Appends `value` ([`HeldColumn::takes`] it); the bytes it takes.
+    fn append(&mut self, value: ingest::Checked<'_>) -> usize {
+        use ingest::Checked;
+        match (self, value) {
+            (HeldColumn::Text(builder), Checked::Value(v)) if v.is_null() => {
+                builder.append_null();
+                4
+            }
+            (HeldColumn::Texts(builder), Checked::Value(v)) if v.is_null() => {
+                builder.append_null();
+                4
+            }
+            (HeldColumn::Text(builder), Checked::Text(text)) => {
+                builder.append_value(text);
+                text.len() + 4
+            }
+            (HeldColumn::Text(builder), Checked::Value(ScalarValue::Utf8(text))) => {
+                let bytes = text.as_ref().map_or(0, String::len) + 4;
+                builder.append_option(text);
+                bytes
+            }
+            (HeldColumn::Texts(builder), Checked::Texts(items)) => {
+                let bytes = items.iter().flatten().map(|i| i.len() + 4).sum::<usize>() + 4;
+                for item in items {
+                    builder.values().append_option(item);
+                }
+                builder.append(true);
+                bytes
+            }
+            (HeldColumn::Texts(builder), Checked::Value(ScalarValue::List(list))) => {
+                let items = list.value(0);
+                let items = items.as_string::<i32>();
+                for item in items {
+                    builder.values().append_option(item);
+                }
+                builder.append(true);
+                items.value_data().len() + 4 * items.len() + 4
+            }
+            (HeldColumn::Values(values), Checked::Value(value)) => {
+                let bytes = value.size();
+                values.push(value);
+                bytes
+            }
+            (HeldColumn::Text(builder), _) => {
+                builder.append_null();
+                4
+            }
+            (HeldColumn::Texts(builder), _) => {
+                builder.append_null();
+                4
+            }
+            (HeldColumn::Values(values), _) => {
+                values.push(ScalarValue::Null);
+                0
+            }
+        }
+    }
 }
 
 /// Where one value of a row comes from.
@@ -111,20 +323,21 @@ impl InsertTemplate {
     }
 
     /// Whether one execution binds one row: the statement drivers repeat in their batches,
-    /// whose rows [`InsertTemplate::bind_row`] checks one by one and
-    /// [`InsertTemplate::batch_of`] turns into one batch.
+    /// whose rows [`InsertTemplate::bind_row`] checks one by one and [`HeldRows`] builds
+    /// into one batch.
     pub fn single_row(&self) -> bool {
         self.rows.len() == 1
     }
 
     /// The one row of an execution of a single-row template, each value cast to its column's
-    /// type and checked ([`ingest::prepare_value`]): every error the row can raise, raised
-    /// now, without building an array for a value that already has its column's type.
-    pub fn bind_row(
+    /// type and checked ([`ingest::prepare_text`], [`ingest::prepare_value`]): every error the
+    /// row can raise, raised now, without building an array for a value, and text borrowed
+    /// from the client's message until [`HeldRows::push`] copies it.
+    pub fn bind_row<'a>(
         &self,
-        parameters: &[ScalarValue],
+        parameters: &[Parameter<'a>],
         now_micros: i64,
-    ) -> ingest::Result<Vec<ScalarValue>> {
+    ) -> ingest::Result<Vec<ingest::Checked<'a>>> {
         if let Some(column) = &self.missing {
             return Err(ingest::Error::NotNull {
                 table: self.table.name.clone(),
@@ -134,49 +347,24 @@ impl InsertTemplate {
         let Some(row) = self.rows.first() else {
             return Ok(Vec::new());
         };
+        let value = |field: &Field, value: ScalarValue| {
+            ingest::prepare_value(&self.table, field, value).map(ingest::Checked::Value)
+        };
         row.iter()
             .zip(&self.columns)
-            .map(|(cell, field)| {
-                let value = match cell {
-                    Cell::Value(v) => v.clone(),
-                    Cell::Parameter(k) => parameters.get(*k).cloned().unwrap_or(ScalarValue::Null),
-                    Cell::Now => {
-                        ScalarValue::TimestampMicrosecond(Some(now_micros), Some("UTC".into()))
-                    }
-                };
-                ingest::prepare_value(&self.table, field, value)
+            .map(|(cell, field)| match cell {
+                Cell::Value(v) => value(field, v.clone()),
+                Cell::Parameter(k) => match parameters.get(*k) {
+                    Some(Parameter::Text(text)) => ingest::prepare_text(&self.table, field, text),
+                    Some(Parameter::Value(v)) => value(field, v.clone()),
+                    None => value(field, ScalarValue::Null),
+                },
+                Cell::Now => value(
+                    field,
+                    ScalarValue::TimestampMicrosecond(Some(now_micros), Some("UTC".into())),
+                ),
             })
             .collect()
-    }
-
-    /// Rows from [`InsertTemplate::bind_row`] as one batch of the table's types.
-    pub fn batch_of(&self, rows: Vec<Vec<ScalarValue>>) -> ingest::Result<RecordBatch> {
-        let count = rows.len();
-        let mut columns: Vec<Vec<ScalarValue>> = (0..self.columns.len())
-            .map(|_| Vec::with_capacity(count))
-            .collect();
-        for row in rows {
-            for (column, value) in columns.iter_mut().zip(row) {
-                column.push(value);
-            }
-        }
-        let arrays = columns
-            .into_iter()
-            .zip(&self.columns)
-            .map(|(values, field)| {
-                ScalarValue::iter_to_array(values).map_err(|e| ingest::Error::BadValue {
-                    column: field.name().clone(),
-                    target: field.data_type().clone(),
-                    message: e.to_string(),
-                })
-            })
-            .collect::<ingest::Result<Vec<_>>>()?;
-        let options = RecordBatchOptions::new().with_row_count(Some(count));
-        Ok(RecordBatch::try_new_with_options(
-            self.table_schema.clone(),
-            arrays,
-            &options,
-        )?)
     }
 
     /// The schema of a batch of `arrays`, each column's field from [`batch_field`]; the last
@@ -842,38 +1030,56 @@ mod tests {
         assert_eq!(prepared.column(3).as_list::<i32>().value(0).len(), 2);
     }
 
+    /// `bind_row` as the extended protocol calls it, every parameter a value.
+    fn bind_values(
+        template: &InsertTemplate,
+        values: &[ScalarValue],
+    ) -> ingest::Result<Vec<ingest::Checked<'static>>> {
+        let parameters: Vec<Parameter<'static>> =
+            values.iter().cloned().map(Parameter::Value).collect();
+        template.bind_row(&parameters, 0)
+    }
+
     #[test]
     fn single_rows_are_checked_one_by_one_and_built_once() {
         let sql = "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, hashes, duration) \
                    VALUES ($1, $2, $3, $4, $5)";
-        let template = template(&parse(sql), &catalog()).expect("fast path");
+        let template = Arc::new(template(&parse(sql), &catalog()).expect("fast path"));
         assert!(template.single_row());
         let text = |s: &str| ScalarValue::Utf8(Some(s.into()));
-        let first = template
-            .bind_row(
-                &[
-                    text("p"),
-                    text("2026-01-01 00:00:00+00"),
-                    text("a"),
-                    text("{x,y}"),
-                    ScalarValue::Int16(Some(3)),
-                ],
-                0,
-            )
-            .expect("text and a narrower integer are cast to the columns");
-        let second = template
-            .bind_row(
-                &[
-                    text("p"),
-                    ScalarValue::TimestampMicrosecond(Some(7), Some("UTC".into())),
-                    text("b"),
-                    ScalarValue::Null,
-                    ScalarValue::Int64(None),
-                ],
-                0,
-            )
-            .expect("typed values and nulls");
-        let batch = template.batch_of(vec![first, second]).expect("one batch");
+        let first = bind_values(
+            &template,
+            &[
+                text("p"),
+                text("2026-01-01 00:00:00+00"),
+                text("a"),
+                text("{x,y}"),
+                ScalarValue::Int16(Some(3)),
+            ],
+        )
+        .expect("text and a narrower integer are cast to the columns");
+        let second = bind_values(
+            &template,
+            &[
+                text("p"),
+                ScalarValue::TimestampMicrosecond(Some(7), Some("UTC".into())),
+                text("b"),
+                ScalarValue::Null,
+                ScalarValue::Int64(None),
+            ],
+        )
+        .expect("typed values and nulls");
+        let mut held = HeldRows::new(template.clone());
+        held.push(first).expect("fits");
+        // The same statement prepared again (as drivers do for other parameter types) fills
+        // the same batch; another column list does not.
+        let again = super::template(&parse(sql), &catalog()).expect("fast path");
+        assert!(held.fits(&again));
+        held.push(second).expect("fits");
+        let other = "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, duration, hashes) \
+                     VALUES ($1, $2, $3, $4, $5)";
+        assert!(!held.fits(&super::template(&parse(other), &catalog()).expect("fast path")));
+        let batch = held.finish().expect("one batch");
         let coerced = ingest::coerce(&table(), &batch).expect("coerces without a cast");
         assert_eq!(coerced.num_rows(), 2);
         let errors = [
@@ -895,26 +1101,135 @@ mod tests {
             ),
         ];
         for (time, state) in errors {
-            let error = template
-                .bind_row(
-                    &[
-                        text("p"),
-                        time.clone(),
-                        text("c"),
-                        ScalarValue::Null,
-                        ScalarValue::Null,
-                    ],
-                    0,
-                )
-                .expect_err("refused");
-            assert_eq!(error.sqlstate(), state, "{time:?}: {error}");
+            for parameter in [Parameter::Value(time.clone()), text_parameter(&time)] {
+                let error = template
+                    .bind_row(
+                        &[
+                            Parameter::Text("p"),
+                            parameter,
+                            Parameter::Text("c"),
+                            Parameter::Value(ScalarValue::Null),
+                            Parameter::Value(ScalarValue::Null),
+                        ],
+                        0,
+                    )
+                    .expect_err("refused");
+                assert_eq!(error.sqlstate(), state, "{time:?}: {error}");
+            }
         }
         let missing = "INSERT INTO otel_logs_and_spans (project_id, timestamp) VALUES ($1, $2)";
         let template = super::template(&parse(missing), &catalog()).expect("fast path");
-        let error = template
-            .bind_row(&[text("p"), text("2026-01-01 00:00:00+00")], 0)
+        let error = bind_values(&template, &[text("p"), text("2026-01-01 00:00:00+00")])
             .expect_err("id is required");
         assert_eq!(error.sqlstate(), crate::error::SqlState::NOT_NULL_VIOLATION);
+    }
+
+    /// A text value as the client's text, other values as they are.
+    fn text_parameter(value: &ScalarValue) -> Parameter<'_> {
+        match value {
+            ScalarValue::Utf8(Some(text)) => Parameter::Text(text),
+            other => Parameter::Value(other.clone()),
+        }
+    }
+
+    /// Rows bound one by one, text borrowed from the client's message and read where it can
+    /// be without arrays ([`ingest::prepare_text`]), then held column by column, give the
+    /// batch the general path gives the same values (`bind` of the whole list, then
+    /// `ingest::prepare`), and the same errors: the text forms of timestamps (zones, `T`,
+    /// fractions, short times), array literals (quotes, escapes, `NULL`, spaces, malformed),
+    /// tenants, integers of every width and nulls.
+    #[test]
+    fn held_rows_build_what_the_general_path_builds() {
+        let sql = "INSERT INTO otel_logs_and_spans (project_id, timestamp, id, hashes, duration, \
+                   attributes___http___response___status_code, name) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        let template = Arc::new(template(&parse(sql), &catalog()).expect("fast path"));
+        let text = |s: &str| ScalarValue::Utf8(Some(s.into()));
+        let long_tenant = "é".repeat(200);
+        let times = [
+            text("2026-01-01 00:00:00+00"),
+            text("2026-01-01T10:11:12.123456Z"),
+            text("2026-01-01 10:11:12.5+05:30"),
+            text("2026-01-01 10:11:12-08"),
+            text("2026-01-01 10:11"),
+            text("2026-01-01 9:05:00"),
+            text("2026-01-01"),
+            text("  2026-01-01 00:00:00  "),
+            text("1969-12-31 23:59:59.999999+00"),
+            text("0001-01-01 00:00:00+00"),
+            text("10000-01-01 00:00:00+00"),
+            text("not a time"),
+            text(""),
+            ScalarValue::TimestampMicrosecond(Some(1_700_000_000_000_000), Some("UTC".into())),
+            ScalarValue::TimestampMicrosecond(Some(1_700_000_000_000_000), None),
+        ];
+        let lists = [
+            text("{a,b}"),
+            text("{}"),
+            text("{ a , b c }"),
+            text(r#"{"x,y","q\"uote",NULL,null,"NULL"}"#),
+            text("{a,"),
+            text("no braces"),
+            text(r#"{"unterminated}"#),
+            ScalarValue::Null,
+            ScalarValue::List(ScalarValue::new_list_nullable(
+                &[text("l"), ScalarValue::Utf8(None)],
+                &DataType::Utf8,
+            )),
+        ];
+        let tenants = [text("p"), text(&long_tenant), ScalarValue::Null];
+        let numbers = [
+            ScalarValue::Int16(Some(-3)),
+            ScalarValue::Int32(Some(i32::MAX)),
+            ScalarValue::Int64(Some(i64::MIN)),
+            text("42"),
+            text(" 7 "),
+            text("4.5"),
+            ScalarValue::Null,
+        ];
+        let mut cases = 0;
+        let mut refused = 0;
+        for (i, time) in times.iter().enumerate() {
+            for (j, list) in lists.iter().enumerate() {
+                for (k, tenant) in tenants.iter().enumerate() {
+                    let number = &numbers[(i + j + k) % numbers.len()];
+                    let code = &numbers[(i * 3 + j + k) % numbers.len()];
+                    let values = [
+                        tenant.clone(),
+                        time.clone(),
+                        text("id"),
+                        list.clone(),
+                        number.clone(),
+                        code.clone(),
+                        text("name"),
+                    ];
+                    cases += 1;
+                    let general = template
+                        .bind(&values, 0)
+                        .and_then(|batch| ingest::prepare(&template.table, &batch))
+                        .and_then(|batch| ingest::coerce(&template.table, &batch));
+                    let parameters: Vec<Parameter<'_>> =
+                        values.iter().map(text_parameter).collect();
+                    let held = template.bind_row(&parameters, 0).and_then(|row| {
+                        let mut held = HeldRows::new(template.clone());
+                        held.push(row)?;
+                        ingest::coerce(&template.table, &held.finish()?)
+                    });
+                    match (general, held) {
+                        (Ok(general), Ok(held)) => assert_eq!(general, held, "{values:?}"),
+                        (Err(general), Err(held)) => {
+                            refused += 1;
+                            assert_eq!(general.sqlstate(), held.sqlstate(), "{values:?}");
+                            assert_eq!(general.to_string(), held.to_string(), "{values:?}");
+                        }
+                        (general, held) => panic!("{values:?}: {general:?} against {held:?}"),
+                    }
+                }
+            }
+        }
+        assert!(
+            refused > 0 && refused < cases,
+            "{refused} of {cases} refused"
+        );
     }
 
     #[test]

@@ -71,6 +71,63 @@ async fn a_pipeline_of_inserts_is_written_once_at_its_sync_and_survives_a_kill()
     assert_eq!(count(&client, "WHERE project_id = 'pipeline'").await, 200);
 }
 
+/// psycopg's `executemany` prepares the same INSERT once per set of parameter types (an int
+/// that needs `int8` instead of `int2`, a `None`), so a pipeline alternates between
+/// statements: their rows go into one batch with each value where it was sent.
+#[tokio::test]
+async fn a_pipeline_alternating_between_statements_of_one_insert_keeps_every_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path());
+    let mut raw = Raw::connect(server.port).await.expect("connect");
+    raw.parse("a", INSERT);
+    raw.parse("b", INSERT);
+    let ids = ids("alt", 60);
+    for (i, id) in ids.iter().enumerate() {
+        let hashes = format!("{{\"q\\\"{i}\", x ,NULL}}");
+        let statement = if i % 3 == 0 { "b" } else { "a" };
+        let time = format!("2026-11-23 10:00:{:02}.25-01", i % 60);
+        raw.execute(
+            statement,
+            &[
+                Some("alternating"),
+                Some(&time),
+                Some(id),
+                (i % 4 != 0).then_some(hashes.as_str()),
+                (i % 5 != 0).then_some("{\"n\": 1}"),
+            ],
+        );
+    }
+    raw.sync();
+    let mut expected = completes(60);
+    expected.push(Reply::Ready('I'));
+    assert_eq!(raw.round_trip().await.expect("round trip"), expected);
+    let client = server.client().await;
+    for (i, id) in ids.iter().enumerate() {
+        let row = client
+            .query_one(
+                "SELECT hashes, CAST(timestamp AS text), body FROM otel_logs_and_spans WHERE id = $1",
+                &[id],
+            )
+            .await
+            .expect("row");
+        let hashes: Option<Vec<Option<String>>> = row.get(0);
+        let expected_hashes =
+            (i % 4 != 0).then(|| vec![Some(format!("q\"{i}")), Some("x".into()), None]);
+        assert_eq!(hashes, expected_hashes, "row {i}");
+        assert_eq!(
+            row.get::<_, String>(1),
+            format!("2026-11-23 11:00:{:02}.25+00", i % 60),
+            "row {i}"
+        );
+        let body: Option<String> = row.get(2);
+        assert_eq!(
+            body.as_deref(),
+            (i % 5 != 0).then_some("{\"n\": 1}"),
+            "row {i}"
+        );
+    }
+}
+
 /// A driver's single statement (Bind, Execute, Sync in one packet) is answered with one
 /// write: `BindComplete` waits for the `CommandComplete` and `ReadyForQuery` that follow it
 /// instead of waking the client on its own while the row is made durable.
