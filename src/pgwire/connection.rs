@@ -18,11 +18,15 @@
 //! read buffer (a pipeline: Bind/Execute after Bind/Execute before one Sync; a single statement's
 //! Bind, Execute and Sync, which drivers send in one packet), replies collect in [`Batched`] and
 //! leave in one write once the pipeline is processed, instead of one `send` syscall per
-//! `BindComplete` and `CommandComplete` (pgwire flushes after every message). The
-//! loop flushes before it waits for input, so no reply is ever held while the client waits, and
-//! more than [`BATCHED_BYTES`] held go out at once (a large result inside a pipeline).
+//! `BindComplete` and `CommandComplete` (pgwire flushes after every message). Replies to the
+//! extended protocol's Parse, Bind, Describe, Execute and Close also wait for the Sync or Flush
+//! that ends their exchange, as PostgreSQL holds them ("without Flush, messages returned by the
+//! backend will be combined into the minimum possible number of packets"): a pipeline that
+//! arrives in many packets is answered in few writes. Errors and a COPY's start go out at once,
+//! as PostgreSQL flushes them; otherwise the loop flushes before it waits for input, and more
+//! than [`BATCHED_BYTES`] held go out at once (a large result inside a pipeline).
 //!
-//! Tests: `tests/e2e/limits.rs`.
+//! Tests: `tests/e2e/limits.rs`, `tests/e2e/pipeline.rs`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -98,6 +102,8 @@ pub(crate) async fn serve(
     let errors = handlers.error_handler();
     // `pg_terminate_backend`'s signal, once the session is registered.
     let mut terminate = None;
+    // The last message was one whose replies wait for the next Sync or Flush.
+    let mut until_sync = false;
     loop {
         if terminate
             .as_ref()
@@ -105,14 +111,17 @@ pub(crate) async fn serve(
         {
             return terminated(&mut socket).await;
         }
-        // Replies wait only while the next message is already here.
+        // Replies wait while the next message is already here, and until the Sync or Flush
+        // that ends an extended-protocol exchange.
         let pipelined = has_message(socket.read_buffer(), !in_startup(socket.state()));
-        socket.get_mut().hold = pipelined;
+        socket.get_mut().hold = pipelined || until_sync;
         if !pipelined {
             if !in_startup(socket.state()) {
                 terminate = crate::pgwire::cancel::waiting(&socket).or(terminate);
             }
-            socket.flush().await?;
+            if !until_sync {
+                socket.flush().await?;
+            }
         }
         let deadline = if in_startup(socket.state()) {
             Some(startup_deadline)
@@ -207,8 +216,11 @@ pub(crate) async fn serve(
             _ => {}
         }
         // Messages that arrived with this one (Describe, Execute, Sync after a Bind) are
-        // answered in the same write as its reply: hold it while more are buffered.
-        socket.get_mut().hold = has_message(socket.read_buffer(), !in_startup(socket.state()));
+        // answered in the same write as its reply: hold it while more are buffered, and
+        // until the exchange's Sync or Flush.
+        let defers = defers_replies(&message);
+        socket.get_mut().hold =
+            defers || has_message(socket.read_buffer(), !in_startup(socket.state()));
         let extended_protocol = match socket.state() {
             PgWireConnectionState::CopyInProgress(extended) => extended,
             _ => message.is_extended_query(),
@@ -223,11 +235,32 @@ pub(crate) async fn serve(
             cancel.clone(),
         )
         .await;
+        // An error goes out at once, as PostgreSQL flushes it; so does a COPY's start, which
+        // the client waits for before it sends data.
+        until_sync = defers
+            && processed.is_ok()
+            && !matches!(socket.state(), PgWireConnectionState::CopyInProgress(_));
         if let Err(mut e) = processed {
             errors.on_error(&socket, &mut e);
             process_error(&mut socket, e, extended_protocol).await?;
         }
     }
+}
+
+/// Whether the replies to `message` wait for the Sync or Flush that ends its exchange, as
+/// PostgreSQL holds them: the extended protocol's messages but those two. A driver's pipeline
+/// (psycopg's `executemany`: Bind, Describe, Execute per row, one Sync) then gets its replies
+/// in a few large writes instead of one per row, each of which the client would read and
+/// parse on its own.
+fn defers_replies(message: &PgWireFrontendMessage) -> bool {
+    matches!(
+        message,
+        PgWireFrontendMessage::Parse(_)
+            | PgWireFrontendMessage::Bind(_)
+            | PgWireFrontendMessage::Describe(_)
+            | PgWireFrontendMessage::Execute(_)
+            | PgWireFrontendMessage::Close(_)
+    )
 }
 
 /// `socket` with its replies sent through [`Batched`]; the read buffer and codec state carry

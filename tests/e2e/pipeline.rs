@@ -71,6 +71,76 @@ async fn a_pipeline_of_inserts_is_written_once_at_its_sync_and_survives_a_kill()
     assert_eq!(count(&client, "WHERE project_id = 'pipeline'").await, 200);
 }
 
+/// Replies to Parse, Bind and Execute wait for the Sync or Flush that ends their exchange,
+/// as PostgreSQL holds them, so a pipeline that arrives in many packets (psycopg sends each
+/// row's messages on their own) is answered in one write; an error goes out at once.
+#[tokio::test]
+async fn replies_wait_for_the_sync_or_flush_that_ends_their_exchange() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path());
+    let quiet = std::time::Duration::from_millis(300);
+    let mut raw = Raw::connect(server.port).await.expect("connect");
+    raw.parse("ins", INSERT);
+    raw.send().await.expect("send");
+    let ids = ids("held", 23);
+    let row = |id: &str| -> [Option<String>; 5] {
+        [
+            Some("held".into()),
+            Some("2026-11-23 10:00:00+00".into()),
+            Some(id.into()),
+            Some("{a}".into()),
+            None,
+        ]
+    };
+    let send_row = |raw: &mut Raw, id: &str| {
+        let values = row(id);
+        let values: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
+        raw.execute("ins", &values);
+    };
+    for id in &ids[..20] {
+        send_row(&mut raw, id);
+        raw.send().await.expect("send");
+    }
+    assert_eq!(raw.arrived_within(quiet).await.expect("read"), 0, "held");
+    raw.flush();
+    raw.send().await.expect("send");
+    // ParseComplete, then BindComplete and CommandComplete for each row.
+    let answered = raw
+        .arrived_within(std::time::Duration::from_secs(2))
+        .await
+        .expect("read");
+    assert_eq!(
+        answered,
+        5 + 20 * (5 + 16),
+        "everything held, after the Flush"
+    );
+    for id in &ids[20..] {
+        send_row(&mut raw, id);
+        raw.send().await.expect("send");
+    }
+    assert_eq!(raw.arrived_within(quiet).await.expect("read"), 0, "held");
+    raw.sync();
+    let (first, all) = raw.first_read().await.expect("answer");
+    assert_eq!(first, all, "one write at the Sync: {first} of {all} bytes");
+    // An error is not held: it arrives before the Sync.
+    raw.execute(
+        "ins",
+        &[Some("held"), Some("not a time"), Some("x"), None, None],
+    );
+    raw.send().await.expect("send");
+    assert!(
+        raw.arrived_within(quiet).await.expect("read") > 0,
+        "the error"
+    );
+    raw.sync();
+    assert_eq!(
+        raw.round_trip().await.expect("round trip"),
+        [Reply::Ready('I')]
+    );
+    let client = server.client().await;
+    assert_eq!(count(&client, "WHERE project_id = 'held'").await, 23);
+}
+
 /// psycopg's `executemany` prepares the same INSERT once per set of parameter types (an int
 /// that needs `int8` instead of `int2`, a `None`), so a pipeline alternates between
 /// statements: their rows go into one batch with each value where it was sent.

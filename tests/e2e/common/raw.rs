@@ -92,6 +92,30 @@ impl Raw {
         self.message(b'S', &[]);
     }
 
+    /// `Flush`: the server sends what it holds.
+    pub fn flush(&mut self) {
+        self.message(b'H', &[]);
+    }
+
+    /// Sends what was queued, in one write, without reading.
+    pub async fn send(&mut self) -> std::io::Result<()> {
+        let out = std::mem::take(&mut self.out);
+        self.stream.write_all(&out).await
+    }
+
+    /// How many bytes arrive until none has for `quiet`.
+    pub async fn arrived_within(&mut self, quiet: std::time::Duration) -> std::io::Result<usize> {
+        let mut total = 0;
+        let mut buf = vec![0; 64 << 10];
+        while let Ok(read) = tokio::time::timeout(quiet, self.stream.read(&mut buf)).await {
+            match read? {
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                n => total += n,
+            }
+        }
+        Ok(total)
+    }
+
     /// Sends what was queued; returns how many bytes the first `read` of the answer got and
     /// how many there were up to and with `ReadyForQuery`.
     pub async fn first_read(&mut self) -> std::io::Result<(usize, usize)> {
