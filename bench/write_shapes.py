@@ -29,6 +29,10 @@ threads, which bounds what any server can reach with this client on a shared mac
 - copy_arrays: one connection, `COPY … FROM STDIN` (text format) with `copy.write_row` of
   --rows * 5 rows, all 16 columns.
 
+After a PostgreSQL target's shapes, the script runs `CHECKPOINT` and waits (up to 120 s) until
+no autovacuum worker runs, so PostgreSQL's writeback and the ANALYZE of the rows just inserted
+do not run on the cores during the next target's shapes.
+
 Every shape's rows carry their own project ids, `bench-<shape>-<run>-<k>` (k in 0..7, `_` in
 the shape name written `-`), and after the shape `SELECT count(*) … WHERE project_id LIKE
 'bench-<shape>-<run>-%'` must equal the rows sent (on PostgreSQL the whole table's count too),
@@ -45,6 +49,7 @@ TimeFusion / PostgreSQL of rows/s (the last line per (target, shape) in the file
 """
 import argparse
 import datetime
+import gc
 import json
 import os
 import platform
@@ -373,6 +378,23 @@ def admin(dsn):
     return psycopg.connect(dsn, autocommit=True, connect_timeout=30)
 
 
+def settle_postgres(dsn, limit=120):
+    """Waits until PostgreSQL's background work after the shapes is done (a CHECKPOINT, and
+    autovacuum's ANALYZE / VACUUM of the rows just inserted), so that it does not take the
+    cores from the next target's shapes."""
+    start = time.perf_counter()
+    with admin(dsn) as conn:
+        conn.execute("CHECKPOINT")
+        while time.perf_counter() - start < limit:
+            busy = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+            ).fetchone()[0]
+            if not busy:
+                break
+            time.sleep(0.5)
+    print(f"(PostgreSQL settled in {time.perf_counter() - start:.1f} s: CHECKPOINT, autovacuum idle)")
+
+
 def count(dsn, where=None):
     sql = f"SELECT count(*) FROM {TABLE}" + (f" WHERE {where}" if where else "")
     with admin(dsn) as conn:
@@ -440,6 +462,10 @@ def run(args):
     # server (fresh WAL segment, first allocations, page faults) and the ratios compare like
     # with like; PostgreSQL's TRUNCATE removes them, TimeFusion keeps them.
     warmup = gen_rows(rng, args.warmup, "warmup", run_id, now) if args.warmup else []
+    # The rows of every shape live until the end: out of the collector's reach, a full
+    # collection triggered inside one target's shape does not walk all of them (it did, at
+    # ~10 us a row of client CPU, in whichever shape it fell).
+    gc.freeze()
 
     failed = 0
     print(f"psycopg {psycopg.__version__} ({psycopg.pq.__impl__}), libpq {psycopg.pq.version()}; "
@@ -520,6 +546,8 @@ def run(args):
                 print(f"!!!!! ERROR: {name} {s}: {rec['error']}", file=sys.stderr)
             append(args.results, rec)
             print(line(rec), flush=True)
+        if is_postgres(name):
+            settle_postgres(dsn)
     if failed:
         print(f"\n{failed} (target, shape) runs failed or did not verify", file=sys.stderr)
     return 1 if failed else 0
