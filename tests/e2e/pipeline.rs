@@ -82,7 +82,7 @@ async fn replies_wait_for_the_sync_or_flush_that_ends_their_exchange() {
     let mut raw = Raw::connect(server.port).await.expect("connect");
     raw.parse("ins", INSERT);
     raw.send().await.expect("send");
-    let ids = ids("held", 23);
+    let held = ids("held", 23);
     let row = |id: &str| -> [Option<String>; 5] {
         [
             Some("held".into()),
@@ -97,7 +97,7 @@ async fn replies_wait_for_the_sync_or_flush_that_ends_their_exchange() {
         let values: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
         raw.execute("ins", &values);
     };
-    for id in &ids[..20] {
+    for id in &held[..20] {
         send_row(&mut raw, id);
         raw.send().await.expect("send");
     }
@@ -114,7 +114,7 @@ async fn replies_wait_for_the_sync_or_flush_that_ends_their_exchange() {
         5 + 20 * (5 + 16),
         "everything held, after the Flush"
     );
-    for id in &ids[20..] {
+    for id in &held[20..] {
         send_row(&mut raw, id);
         raw.send().await.expect("send");
     }
@@ -137,8 +137,27 @@ async fn replies_wait_for_the_sync_or_flush_that_ends_their_exchange() {
         raw.round_trip().await.expect("round trip"),
         [Reply::Ready('I')]
     );
+    // A long exchange gets its replies as it goes, in pieces of PostgreSQL's 8 KiB.
+    let long = ids("long", 500);
+    for id in &long {
+        send_row(&mut raw, id);
+        raw.send().await.expect("send");
+    }
+    let before_sync = raw.arrived_within(quiet).await.expect("read");
+    assert!(
+        (8 << 10..500 * (5 + 16)).contains(&before_sync),
+        "{before_sync} bytes before the Sync"
+    );
+    raw.sync();
+    let rest = raw.round_trip().await.expect("round trip");
+    assert_eq!(rest.last(), Some(&Reply::Ready('I')));
+    assert_eq!(
+        rest.len() - 1 + before_sync / (5 + 16),
+        500,
+        "every row answered once"
+    );
     let client = server.client().await;
-    assert_eq!(count(&client, "WHERE project_id = 'held'").await, 23);
+    assert_eq!(count(&client, "WHERE project_id = 'held'").await, 523);
 }
 
 /// psycopg's `executemany` prepares the same INSERT once per set of parameter types (an int
