@@ -133,9 +133,8 @@ impl HeldRows {
 
     /// Whether rows of `template` can join these: the same table and target columns.
     pub fn fits(&self, template: &InsertTemplate) -> bool {
-        let (held, other) = (&self.template.table_schema, &template.table_schema);
         self.template.table.name == template.table.name
-            && (Arc::ptr_eq(held, other) || held == other)
+            && self.template.table_schema == template.table_schema
     }
 
     /// Appends one row from [`InsertTemplate::bind_row`] of this template; the bytes it
@@ -224,22 +223,18 @@ impl HeldColumn {
     fn append(&mut self, value: ingest::Checked<'_>) -> usize {
         use ingest::Checked;
         match (self, value) {
-            (HeldColumn::Text(builder), Checked::Value(v)) if v.is_null() => {
-                builder.append_null();
-                4
-            }
-            (HeldColumn::Texts(builder), Checked::Value(v)) if v.is_null() => {
-                builder.append_null();
-                4
+            (HeldColumn::Values(values), Checked::Value(value)) => {
+                let bytes = value.size();
+                values.push(value);
+                bytes
             }
             (HeldColumn::Text(builder), Checked::Text(text)) => {
                 builder.append_value(text);
                 text.len() + 4
             }
-            (HeldColumn::Text(builder), Checked::Value(ScalarValue::Utf8(text))) => {
-                let bytes = text.as_ref().map_or(0, String::len) + 4;
-                builder.append_option(text);
-                bytes
+            (HeldColumn::Text(builder), Checked::Value(ScalarValue::Utf8(Some(text)))) => {
+                builder.append_value(&text);
+                text.len() + 4
             }
             (HeldColumn::Texts(builder), Checked::Texts(items)) => {
                 let bytes = items.iter().flatten().map(|i| i.len() + 4).sum::<usize>() + 4;
@@ -249,20 +244,16 @@ impl HeldColumn {
                 builder.append(true);
                 bytes
             }
-            (HeldColumn::Texts(builder), Checked::Value(ScalarValue::List(list))) => {
+            (HeldColumn::Texts(builder), Checked::Value(ScalarValue::List(list)))
+                if !list.is_null(0) =>
+            {
                 let items = list.value(0);
                 let items = items.as_string::<i32>();
-                for item in items {
-                    builder.values().append_option(item);
-                }
+                builder.values().extend(items);
                 builder.append(true);
                 items.value_data().len() + 4 * items.len() + 4
             }
-            (HeldColumn::Values(values), Checked::Value(value)) => {
-                let bytes = value.size();
-                values.push(value);
-                bytes
-            }
+            // A null; `takes` lets nothing else through.
             (HeldColumn::Text(builder), _) => {
                 builder.append_null();
                 4

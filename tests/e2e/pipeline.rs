@@ -71,6 +71,24 @@ async fn a_pipeline_of_inserts_is_written_once_at_its_sync_and_survives_a_kill()
     assert_eq!(count(&client, "WHERE project_id = 'pipeline'").await, 200);
 }
 
+/// One row of project `held` per id, each Bind and Execute sent in a packet of its own, as
+/// psycopg sends them.
+async fn send_rows(raw: &mut Raw, ids: &[String]) {
+    for id in ids {
+        raw.execute(
+            "ins",
+            &[
+                Some("held"),
+                Some("2026-11-23 10:00:00+00"),
+                Some(id),
+                Some("{a}"),
+                None,
+            ],
+        );
+        raw.send().await.expect("send");
+    }
+}
+
 /// Replies to Parse, Bind and Execute wait for the Sync or Flush that ends their exchange,
 /// as PostgreSQL holds them, so a pipeline that arrives in many packets (psycopg sends each
 /// row's messages on their own) is answered in one write; an error goes out at once.
@@ -83,24 +101,7 @@ async fn replies_wait_for_the_sync_or_flush_that_ends_their_exchange() {
     raw.parse("ins", INSERT);
     raw.send().await.expect("send");
     let held = ids("held", 23);
-    let row = |id: &str| -> [Option<String>; 5] {
-        [
-            Some("held".into()),
-            Some("2026-11-23 10:00:00+00".into()),
-            Some(id.into()),
-            Some("{a}".into()),
-            None,
-        ]
-    };
-    let send_row = |raw: &mut Raw, id: &str| {
-        let values = row(id);
-        let values: Vec<Option<&str>> = values.iter().map(Option::as_deref).collect();
-        raw.execute("ins", &values);
-    };
-    for id in &held[..20] {
-        send_row(&mut raw, id);
-        raw.send().await.expect("send");
-    }
+    send_rows(&mut raw, &held[..20]).await;
     assert_eq!(raw.arrived_within(quiet).await.expect("read"), 0, "held");
     raw.flush();
     raw.send().await.expect("send");
@@ -114,10 +115,7 @@ async fn replies_wait_for_the_sync_or_flush_that_ends_their_exchange() {
         5 + 20 * (5 + 16),
         "everything held, after the Flush"
     );
-    for id in &held[20..] {
-        send_row(&mut raw, id);
-        raw.send().await.expect("send");
-    }
+    send_rows(&mut raw, &held[20..]).await;
     assert_eq!(raw.arrived_within(quiet).await.expect("read"), 0, "held");
     raw.sync();
     let (first, all) = raw.first_read().await.expect("answer");
@@ -138,11 +136,7 @@ async fn replies_wait_for_the_sync_or_flush_that_ends_their_exchange() {
         [Reply::Ready('I')]
     );
     // A long exchange gets its replies as it goes, in pieces of PostgreSQL's 8 KiB.
-    let long = ids("long", 500);
-    for id in &long {
-        send_row(&mut raw, id);
-        raw.send().await.expect("send");
-    }
+    send_rows(&mut raw, &ids("long", 500)).await;
     let before_sync = raw.arrived_within(quiet).await.expect("read");
     assert!(
         (8 << 10..500 * (5 + 16)).contains(&before_sync),
