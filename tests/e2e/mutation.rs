@@ -566,7 +566,9 @@ async fn changes_of_buffered_rows_are_logged_and_replayed_exactly() {
         .execute(&insert_sql("p1", &ids("old", 6), past_micros(1)), &[])
         .await
         .expect("insert");
-    let now = chrono::Utc::now().timestamp_micros();
+    // Five minutes ahead: the 10-minute bucket of these rows cannot end (and be sealed and
+    // flushed with yesterday's) while the test runs, whatever the clock says when it starts.
+    let now = chrono::Utc::now().timestamp_micros() + 5 * 60 * 1_000_000;
     client
         .execute(&insert_sql("p1", &ids("new", 6), now), &[])
         .await
