@@ -104,7 +104,8 @@ fn binary(format: &Format, i: usize) -> bool {
     }
 }
 
-/// A value in binary format, by its type's PostgreSQL binary encoding.
+/// A value in binary format, by its type's PostgreSQL binary encoding; not for a text type
+/// ([`text_type`]), whose binary form [`decode_borrowed`] reads as text.
 fn from_binary(wire: &Type, value: &Bytes) -> Result<ScalarValue, String> {
     use postgres_types::FromSql;
     let raw = value.as_ref();
@@ -149,11 +150,6 @@ fn from_binary(wire: &Type, value: &Bytes) -> Result<ScalarValue, String> {
             let items: Vec<ScalarValue> = items.into_iter().map(ScalarValue::Utf8).collect();
             ScalarValue::List(ScalarValue::new_list_nullable(&items, &DataType::Utf8))
         }
-        _ if text_type(wire) => ScalarValue::Utf8(Some(
-            std::str::from_utf8(raw)
-                .map_err(|e| e.to_string())?
-                .to_string(),
-        )),
         _ => return Err("binary values of this type cannot be stored; send it as text".into()),
     })
 }

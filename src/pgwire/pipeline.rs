@@ -92,12 +92,11 @@ pub(crate) fn hold_row<C: ClientInfo + ?Sized>(
     // fill the same columns go into one batch.
     if !rows.rows.as_ref().is_some_and(|same| same.fits(template)) {
         rows.seal()?;
-        rows.rows = Some(HeldRows::new(template.clone()));
     }
-    let bytes = match rows.rows.as_mut() {
-        Some(same) => same.push(row)?,
-        None => 0,
-    };
+    let bytes = rows
+        .rows
+        .get_or_insert_with(|| HeldRows::new(template.clone()))
+        .push(row)?;
     rows.bytes += bytes;
     Ok(rows.bytes > HELD_BYTES)
 }
