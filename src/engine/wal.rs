@@ -165,23 +165,17 @@ const ZERO_AHEAD_BELOW: u64 = 64 << 10;
 /// at most. Replay tells the two apart by [`ZSTD_MAGIC`].
 const ZSTD_MIN_BYTES: usize = 16 << 10;
 
-/// Scratch buffers larger than this are released after use instead of kept for the thread's
-/// next record: an 8,192-row otel batch needs a few MiB, a 64 MiB COPY much more.
-const SCRATCH_KEEP_BYTES: usize = 16 << 20;
-
-/// Per-thread buffers for encoding zstd payloads. Compressing the whole IPC stream into a
-/// reused buffer replaced Arrow IPC's per-buffer compression, which allocates a fresh
-/// `compress_bound`-sized vector for every column buffer of every record, pages the kernel
-/// must zero each time (BENCHMARKS.md, "Profiles behind the code").
+/// What a thread keeps between the zstd payloads it encodes: the start of an IPC stream held
+/// until it is known to reach [`ZSTD_MIN_BYTES`] (never more than that), and a compression
+/// context, whose tables zstd would otherwise build again for every payload.
 struct Scratch {
-    ipc: Vec<u8>,
-    compressed: Vec<u8>,
-    zstd: Option<zstd::bulk::Compressor<'static>>,
+    held: Vec<u8>,
+    zstd: Option<zstd::zstd_safe::CCtx<'static>>,
 }
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = const {
-        std::cell::RefCell::new(Scratch { ipc: Vec::new(), compressed: Vec::new(), zstd: None })
+        std::cell::RefCell::new(Scratch { held: Vec::new(), zstd: None })
     };
 }
 
@@ -204,33 +198,93 @@ fn encode_into(out: &mut Vec<u8>, batch: &RecordBatch, compression: WalCompressi
         WalCompression::None => write_ipc(out, batch, &ipc_options()),
         WalCompression::Lz4 => write_ipc(out, batch, &lz4()),
         WalCompression::Zstd => SCRATCH.with_borrow_mut(|scratch| {
-            scratch.ipc.clear();
-            write_ipc(&mut scratch.ipc, batch, &ipc_options())?;
-            if scratch.ipc.len() < ZSTD_MIN_BYTES {
-                out.extend_from_slice(&scratch.ipc);
-                return Ok(());
-            }
-            let zstd = match &mut scratch.zstd {
-                Some(zstd) => zstd,
-                None => scratch
-                    .zstd
-                    .insert(zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(zstd_error)?),
+            let cctx = match &mut scratch.zstd {
+                Some(cctx) => cctx,
+                None => scratch.zstd.insert(compression_context()?),
             };
-            scratch.compressed.clear();
-            scratch
-                .compressed
-                .reserve(zstd::zstd_safe::compress_bound(scratch.ipc.len()));
-            zstd.compress_to_buffer(&scratch.ipc, &mut scratch.compressed)
-                .map_err(zstd_error)?;
-            out.reserve_exact(scratch.compressed.len());
-            out.extend_from_slice(&scratch.compressed);
-            for buffer in [&mut scratch.ipc, &mut scratch.compressed] {
-                if buffer.capacity() > SCRATCH_KEEP_BYTES {
-                    *buffer = Vec::new();
-                }
-            }
-            Ok(())
+            scratch.held.clear();
+            let spill = Spill {
+                held: &mut scratch.held,
+                state: SpillState::Holding { out, cctx },
+            };
+            let mut writer =
+                StreamWriter::try_new_with_options(spill, batch.schema_ref(), ipc_options())?;
+            writer.write(batch)?;
+            writer.into_inner()?.finish().map_err(zstd_error)
         }),
+    }
+}
+
+/// A zstd context at [`ZSTD_LEVEL`].
+fn compression_context() -> Result<zstd::zstd_safe::CCtx<'static>> {
+    let mut cctx = zstd::zstd_safe::CCtx::try_create()
+        .ok_or_else(|| Error::Zstd("cannot allocate a compression context".into()))?;
+    cctx.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(ZSTD_LEVEL))
+        .map_err(|code| Error::Zstd(zstd::zstd_safe::get_error_name(code).into()))?;
+    Ok(cctx)
+}
+
+/// A payload's IPC stream on its way in under zstd: held until it reaches [`ZSTD_MIN_BYTES`]
+/// (a shorter stream is written as it is), then compressed as arrow writes it, straight into
+/// the payload. The whole stream never exists uncompressed: for an 8,192-row otel batch that
+/// copy was tens of MiB, allocated afresh per batch, and under a memory budget the largest
+/// transient of the ingest path (BENCHMARKS.md, "WAL payloads compressed as they are written").
+struct Spill<'a> {
+    held: &'a mut Vec<u8>,
+    state: SpillState<'a>,
+}
+
+enum SpillState<'a> {
+    Holding {
+        out: &'a mut Vec<u8>,
+        cctx: &'a mut zstd::zstd_safe::CCtx<'static>,
+    },
+    Compressing(zstd::stream::write::Encoder<'a, &'a mut Vec<u8>>),
+    /// Between the two, and after a failed switch: nothing more can be written.
+    Switching,
+}
+
+impl Spill<'_> {
+    /// Ends the payload: the held stream appended as it is, or the zstd frame closed.
+    fn finish(self) -> io::Result<()> {
+        match self.state {
+            SpillState::Holding { out, .. } => {
+                out.extend_from_slice(self.held);
+                Ok(())
+            }
+            SpillState::Compressing(zstd) => zstd.finish().map(drop),
+            SpillState::Switching => Err(io::Error::other("the WAL payload's zstd frame failed")),
+        }
+    }
+}
+
+impl Write for Spill<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let SpillState::Holding { .. } = self.state {
+            if self.held.len() + buf.len() < ZSTD_MIN_BYTES {
+                self.held.extend_from_slice(buf);
+                return Ok(buf.len());
+            }
+            let SpillState::Holding { out, cctx } =
+                std::mem::replace(&mut self.state, SpillState::Switching)
+            else {
+                unreachable!("matched just above");
+            };
+            let mut zstd = zstd::stream::write::Encoder::with_context(out, cctx);
+            zstd.write_all(self.held)?;
+            self.held.clear();
+            self.state = SpillState::Compressing(zstd);
+        }
+        match &mut self.state {
+            SpillState::Compressing(zstd) => zstd.write(buf),
+            _ => Err(io::Error::other("the WAL payload's zstd frame failed")),
+        }
+    }
+
+    /// Nothing to do: the payload is memory, complete at [`Spill::finish`]. (Passing a flush
+    /// on would end a zstd block at each of arrow's flushes.)
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -640,6 +694,11 @@ impl Wal {
         payload.extend_from_slice(&(name.len() as u16).to_le_bytes());
         payload.extend_from_slice(name);
         body(&mut payload)?;
+        // A payload compressed as it was written grew by doubling; it waits in the queue
+        // for its group commit, so it gives back what it does not use.
+        if payload.capacity() - payload.len() > payload.len() / 8 {
+            payload.shrink_to_fit();
+        }
         Ok(payload)
     }
 
@@ -1233,16 +1292,31 @@ mod tests {
     }
 
     #[test]
-    fn zstd_payloads_are_one_frame_and_scratch_is_bounded() {
+    fn zstd_payloads_are_one_frame_and_the_held_stream_is_bounded() {
         let rows: Vec<i64> = (0..100_000).collect();
         let encoded = encode_batch(&batch(&rows), WalCompression::Zstd).expect("encode");
         assert!(encoded.starts_with(&ZSTD_MAGIC));
         assert_eq!(decode_batch(&encoded).expect("decode"), batch(&rows));
-        // A batch past the scratch bound leaves no scratch of that size behind.
-        let big: Vec<i64> = (0..(SCRATCH_KEEP_BYTES / 8 + 1) as i64).collect();
-        encode_batch(&batch(&big), WalCompression::Zstd).expect("encode");
-        let kept = SCRATCH.with_borrow(|s| s.ipc.capacity().max(s.compressed.capacity()));
-        assert!(kept <= SCRATCH_KEEP_BYTES, "kept {kept} bytes");
+        let held = SCRATCH.with_borrow(|s| s.held.capacity());
+        assert!(held <= 2 * ZSTD_MIN_BYTES, "held {held} bytes");
+        // Streams on either side of the threshold: shorter ones as they are, the rest one
+        // frame, and every one decodes to its batch.
+        let (mut plain, mut framed) = (0, 0);
+        for n in (200..1_200).step_by(7) {
+            let b = batch(&(0..n).collect::<Vec<i64>>());
+            let mut ipc = Vec::new();
+            write_ipc(&mut ipc, &b, &ipc_options()).expect("ipc");
+            let encoded = encode_batch(&b, WalCompression::Zstd).expect("encode");
+            if ipc.len() < ZSTD_MIN_BYTES {
+                assert_eq!(encoded, ipc, "{n} rows");
+                plain += 1;
+            } else {
+                assert!(encoded.starts_with(&ZSTD_MAGIC), "{n} rows");
+                framed += 1;
+            }
+            assert_eq!(decode_batch(&encoded).expect("decode"), b, "{n} rows");
+        }
+        assert!(plain > 0 && framed > 0, "{plain} plain, {framed} framed");
     }
 
     #[tokio::test]
