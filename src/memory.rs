@@ -69,6 +69,26 @@ impl InFlight {
         let kib = kib.clamp(1, self.kib.min(u32::MAX as usize)) as u32;
         self.permits.clone().acquire_many_owned(kib).await.ok()
     }
+
+    /// [`InFlight::admit_kib`], counting `early`, room reserved before the batch was read:
+    /// what `early` holds beyond `kib` is returned at once. If it holds less, it is all
+    /// returned and `kib` waited for whole: never some held while waiting for more, which
+    /// could leave two streams each holding part of what the other waits for.
+    pub async fn admit_kib_with(
+        &self,
+        early: Option<OwnedSemaphorePermit>,
+        kib: usize,
+    ) -> Option<OwnedSemaphorePermit> {
+        let want = kib.clamp(1, self.kib.min(u32::MAX as usize));
+        if let Some(mut early) = early {
+            if early.num_permits() >= want {
+                drop(early.split(early.num_permits() - want));
+                return Some(early);
+            }
+            drop(early);
+        }
+        self.admit_kib(kib).await
+    }
 }
 
 /// A large consumer of memory: its name, its bound (`None`: bounded by others) and how much
@@ -288,6 +308,30 @@ mod tests {
     use super::*;
 
     const MIB: usize = 1 << 20;
+
+    #[tokio::test]
+    async fn early_room_is_trimmed_to_the_batch_or_given_back_before_a_wait() {
+        let inflight = InFlight::new(10 << 10);
+        let early = inflight.admit_kib(6).await;
+        let held = inflight.admit_kib_with(early, 4).await.expect("admitted");
+        assert_eq!((held.num_permits(), inflight.held_bytes()), (4, 4 << 10));
+        // Too little reserved: all of it is returned, and the whole batch waits for room.
+        let early = inflight.admit_kib(2).await;
+        let other = inflight.admit_kib(3).await.expect("admitted");
+        let waiting = inflight.admit_kib_with(early, 5);
+        tokio::pin!(waiting);
+        assert!(futures::poll!(&mut waiting).is_pending());
+        drop(other);
+        // 4 + 5 fit in 10 only if the 2 reserved early went back.
+        let second = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the early room was given back")
+            .expect("admitted");
+        assert_eq!(second.num_permits(), 5);
+        assert_eq!(inflight.held_bytes(), 9 << 10);
+        drop((held, second));
+        assert_eq!(inflight.held_bytes(), 0);
+    }
 
     #[test]
     fn the_buffer_gets_what_the_rest_of_the_process_leaves() {

@@ -133,7 +133,7 @@ pub struct TimeFusionFlight {
 /// decoded message's arrays are views into one, which Arrow's `get_array_memory_size` counts
 /// once per buffer — a 4 MiB message weighed 80 MiB, took the whole in-flight share, and
 /// DoPut streams took turns instead of running together.
-fn kib(batch: &RecordBatch) -> usize {
+pub(crate) fn kib(batch: &RecordBatch) -> usize {
     owned_bytes(batch) / 1024
 }
 
@@ -181,13 +181,9 @@ impl TimeFusionFlight {
         self.inflight.budget_bytes() as u64
     }
 
-    /// Waits until `batch` fits in the in-flight budget; the permit holds its share until
-    /// dropped.
-    async fn admit(&self, batch: &RecordBatch) -> Result<OwnedSemaphorePermit, Status> {
-        self.inflight
-            .admit_kib(kib(batch))
-            .await
-            .ok_or_else(|| Status::unavailable("server shutting down"))
+    /// The in-flight budget DoPut batches wait for (`put`).
+    pub(crate) fn inflight(&self) -> &InFlight {
+        &self.inflight
     }
 
     /// Stores one admitted batch; its share of the in-flight budget is returned once it is in

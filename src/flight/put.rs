@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::buffer::Buffer;
@@ -12,13 +13,18 @@ use arrow::ipc::{self, MessageHeader};
 use arrow_flight::FlightData;
 use arrow_flight::sql::server::PeekableFlightDataStream;
 use futures::{Stream, StreamExt};
+use tokio::sync::OwnedSemaphorePermit;
 use tonic::Status;
 
-use crate::flight::TimeFusionFlight;
+use crate::flight::{TimeFusionFlight, kib};
 
 /// Batches of one DoPut stream that may be on their way into the WAL at once. Several per
 /// stream let one group commit carry more rows; acknowledgements still come in stream order.
 pub(crate) const PUT_PIPELINE: usize = 4;
+
+/// How long a stream keeps room reserved for its next message while none arrives: an idle
+/// stream then holds none of the in-flight budget.
+const EARLY_ROOM_IDLE: Duration = Duration::from_millis(100);
 
 /// Stores the decoded batches of a DoPut in `table`, yielding each batch's row count once
 /// it is durable, in stream order. After an error, later batches of the stream that were
@@ -29,30 +35,83 @@ pub(crate) fn store_stream(
     table: String,
     data: PeekableFlightDataStream,
 ) -> impl Stream<Item = Result<usize, Status>> + Send + 'static {
-    let mut decoder = PutDecoder::new(service.max_decoded_bytes());
-    let admitting = service.clone();
-    data.map(move |message| decoder.decode(message?))
-        .filter_map(|decoded| std::future::ready(decoded.transpose()))
-        // A batch is admitted before the next message is read: a stream waiting for the
-        // in-flight budget holds one message beyond it, and HTTP/2 flow control holds back its
-        // client. (Admitted inside `buffered`, each stream read up to its pipeline's depth of
-        // messages ahead, uncounted: 8 streams held ~130 MiB beyond a 64 MiB budget.)
-        .then(move |batch| {
-            let service = admitting.clone();
-            async move {
-                let batch = batch?;
-                let permit = service.admit(&batch).await?;
-                Ok::<_, Status>((batch, permit))
-            }
-        })
-        .map(move |admitted| {
-            let (service, table) = (service.clone(), table.clone());
-            async move {
-                let (batch, permit) = admitted?;
-                service.store(&table, batch, permit).await
-            }
-        })
-        .buffered(PUT_PIPELINE)
+    let admitting = Admitting {
+        decoder: PutDecoder::new(service.max_decoded_bytes()),
+        service: service.clone(),
+        data,
+        last_kib: 0,
+    };
+    futures::stream::unfold(admitting, |mut admitting| async move {
+        let admitted = admitting.next().await?;
+        Some((admitted, admitting))
+    })
+    .map(move |admitted| {
+        let (service, table) = (service.clone(), table.clone());
+        async move {
+            let (batch, permit) = admitted?;
+            service.store(&table, batch, permit).await
+        }
+    })
+    .buffered(PUT_PIPELINE)
+}
+
+/// One DoPut stream's batches, each with its share of the in-flight budget.
+struct Admitting {
+    data: PeekableFlightDataStream,
+    decoder: PutDecoder,
+    service: TimeFusionFlight,
+    /// The in-flight KiB of the stream's last batch: the room reserved for its next.
+    last_kib: usize,
+}
+
+impl Admitting {
+    /// The next batch and its permit; `None` at the stream's end.
+    ///
+    /// Room for a batch like the last one is reserved before the next message is read:
+    /// tonic receives a whole message before it yields it, so a stream that read first and
+    /// waited for room after held one message beyond the budget (8 streams of 8,192-row otel
+    /// batches: ~110 MiB of a 512 MiB budget's heap, in a jemalloc profile). Waiting first,
+    /// the message stays with the client, held back by HTTP/2 flow control. The room is
+    /// let go if no message comes within [`EARLY_ROOM_IDLE`], and trimmed to the batch (or
+    /// given back and the batch waited for whole) once it is decoded.
+    async fn next(&mut self) -> Option<Result<(RecordBatch, OwnedSemaphorePermit), Status>> {
+        let inflight = self.service.inflight().clone();
+        let shutting_down = || Status::unavailable("server shutting down");
+        loop {
+            let mut early = match self.last_kib {
+                0 => None,
+                kib => match inflight.admit_kib(kib).await {
+                    Some(permit) => Some(permit),
+                    None => return Some(Err(shutting_down())),
+                },
+            };
+            let message = {
+                let next = self.data.next();
+                tokio::pin!(next);
+                if early.is_some() {
+                    tokio::select! {
+                        message = &mut next => message,
+                        () = tokio::time::sleep(EARLY_ROOM_IDLE) => {
+                            early = None;
+                            next.await
+                        }
+                    }
+                } else {
+                    next.await
+                }
+            };
+            let batch = match message?.and_then(|message| self.decoder.decode(message)) {
+                Ok(Some(batch)) => batch,
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
+            };
+            self.last_kib = kib(&batch);
+            return match inflight.admit_kib_with(early, self.last_kib).await {
+                Some(permit) => Some(Ok((batch, permit))),
+                None => Some(Err(shutting_down())),
+            };
+        }
+    }
 }
 
 /// Decodes a DoPut's messages into record batches whose arrays point into the received
