@@ -211,8 +211,10 @@ pub struct Config {
     pub grpc_max_message_mb: usize,
 
     /// Arrow bytes that DoPut streams and OTLP exports may hold in flight together (decoded,
-    /// not yet in the buffer), in MiB; further batches wait (backpressure on the client). Default: 10% of the process budget (at
-    /// least `TIMEFUSION_GRPC_MAX_MESSAGE_MB`), or 512 without one.
+    /// not yet in the buffer), in MiB; further batches wait (backpressure on the client). A
+    /// DoPut stream reserves room for its next batch (the size of its last) before it reads
+    /// the message, so a waiting stream's next message stays with the client. Default: 10%
+    /// of the process budget (at least `TIMEFUSION_GRPC_MAX_MESSAGE_MB`), or 512 without one.
     #[arg(long, env = "TIMEFUSION_GRPC_MAX_INFLIGHT_MB")]
     pub grpc_max_inflight_mb: Option<u64>,
 
