@@ -66,8 +66,13 @@ impl InFlight {
     /// batch waits for every other, never forever); the permit holds them until dropped.
     /// `None` if the budget's semaphore was closed.
     pub async fn admit_kib(&self, kib: usize) -> Option<OwnedSemaphorePermit> {
-        let kib = kib.clamp(1, self.kib.min(u32::MAX as usize)) as u32;
+        let kib = self.permits_for(kib) as u32;
         self.permits.clone().acquire_many_owned(kib).await.ok()
+    }
+
+    /// The permits `kib` takes: at least one, at most the whole budget.
+    fn permits_for(&self, kib: usize) -> usize {
+        kib.clamp(1, self.kib.min(u32::MAX as usize))
     }
 
     /// [`InFlight::admit_kib`], counting `early`, room reserved before the batch was read:
@@ -79,7 +84,7 @@ impl InFlight {
         early: Option<OwnedSemaphorePermit>,
         kib: usize,
     ) -> Option<OwnedSemaphorePermit> {
-        let want = kib.clamp(1, self.kib.min(u32::MAX as usize));
+        let want = self.permits_for(kib);
         if let Some(mut early) = early {
             if early.num_permits() >= want {
                 drop(early.split(early.num_permits() - want));

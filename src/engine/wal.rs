@@ -165,6 +165,9 @@ const ZERO_AHEAD_BELOW: u64 = 64 << 10;
 /// at most. Replay tells the two apart by [`ZSTD_MAGIC`].
 const ZSTD_MIN_BYTES: usize = 16 << 10;
 
+/// Unused capacity a payload gives back before it waits for its group commit.
+const SHRINK_ABOVE: usize = 64 << 10;
+
 /// What a thread keeps between the zstd payloads it encodes: the start of an IPC stream held
 /// until it is known to reach [`ZSTD_MIN_BYTES`] (never more than that), and a compression
 /// context, whose tables zstd would otherwise build again for every payload.
@@ -260,20 +263,19 @@ impl Spill<'_> {
 
 impl Write for Spill<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if let SpillState::Holding { .. } = self.state {
+        if matches!(self.state, SpillState::Holding { .. }) {
             if self.held.len() + buf.len() < ZSTD_MIN_BYTES {
                 self.held.extend_from_slice(buf);
                 return Ok(buf.len());
             }
-            let SpillState::Holding { out, cctx } =
+            if let SpillState::Holding { out, cctx } =
                 std::mem::replace(&mut self.state, SpillState::Switching)
-            else {
-                unreachable!("matched just above");
-            };
-            let mut zstd = zstd::stream::write::Encoder::with_context(out, cctx);
-            zstd.write_all(self.held)?;
-            self.held.clear();
-            self.state = SpillState::Compressing(zstd);
+            {
+                let mut zstd = zstd::stream::write::Encoder::with_context(out, cctx);
+                zstd.write_all(self.held)?;
+                self.held.clear();
+                self.state = SpillState::Compressing(zstd);
+            }
         }
         match &mut self.state {
             SpillState::Compressing(zstd) => zstd.write(buf),
@@ -695,8 +697,10 @@ impl Wal {
         payload.extend_from_slice(name);
         body(&mut payload)?;
         // A payload compressed as it was written grew by doubling; it waits in the queue
-        // for its group commit, so it gives back what it does not use.
-        if payload.capacity() - payload.len() > payload.len() / 8 {
+        // for its group commit, so it gives back what it does not use. (A small one, a
+        // single row's, is left as it is: not worth a reallocation per record.)
+        let unused = payload.capacity() - payload.len();
+        if unused > (payload.len() / 8).max(SHRINK_ABOVE) {
             payload.shrink_to_fit();
         }
         Ok(payload)

@@ -75,7 +75,7 @@ impl Admitting {
     /// let go if no message comes within [`EARLY_ROOM_IDLE`], and trimmed to the batch (or
     /// given back and the batch waited for whole) once it is decoded.
     async fn next(&mut self) -> Option<Result<(RecordBatch, OwnedSemaphorePermit), Status>> {
-        let inflight = self.service.inflight().clone();
+        let inflight = self.service.inflight();
         let shutting_down = || Status::unavailable("server shutting down");
         loop {
             let mut early = match self.last_kib {
