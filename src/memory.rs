@@ -11,8 +11,9 @@
 //! the buffer's admission limit to what is left of the budget's [`TARGET_PERCENT`] once
 //! everything but the buffer is counted ([`allowance`]). Writers then wait for a flush, and
 //! the flusher runs early, before the process passes its budget, as ClickHouse corrects its
-//! memory tracker with the resident set. Near the budget the allocator is asked to return
-//! its free pages at once ([`set_allocator_control`]).
+//! memory tracker with the resident set. Over the budget's target the allocator keeps freed
+//! pages only briefly, and the governor has it return what it still keeps every tick
+//! ([`set_allocator_control`]).
 //!
 //! `SELECT * FROM timefusion_memory` and `/metrics` (`timefusion_memory_*`) show it all.
 
@@ -228,24 +229,42 @@ pub async fn govern(memory: Arc<Memory>, shutdown: CancellationToken) {
         };
         let buffer = &memory.buffer;
         buffer.admit_up_to(allowance(limit, resident, buffer.held(), buffer.share()));
-        // Over the target: free pages go back to the OS at once; well under it, the
-        // allocator keeps them a while again (cheaper ingest).
+        let Some(allocator) = ALLOCATOR.get() else {
+            continue;
+        };
+        // Over the target, the allocator keeps freed pages only briefly, and what it keeps
+        // goes back to the OS every tick; well under it, it keeps them a while again.
         let now_tight = resident > target || (tight && resident > target / 10 * 8);
-        if now_tight != tight
-            && let Some(control) = ALLOCATOR.get()
-        {
-            control(now_tight);
+        if now_tight != tight {
+            (allocator.near_budget)(now_tight);
         }
         tight = now_tight;
+        if tight {
+            // Off the runtime's threads: a purge is one madvise per free extent.
+            let _ = tokio::task::spawn_blocking(allocator.purge).await;
+        }
     }
 }
 
-static ALLOCATOR: OnceLock<fn(bool)> = OnceLock::new();
+/// What the binary's allocator does under pressure ([`set_allocator_control`]).
+#[derive(Clone, Copy, Debug)]
+pub struct AllocatorControl {
+    /// `near_budget(true)`: freed pages are kept only briefly; `near_budget(false)`: as long
+    /// as the allocator usually keeps them.
+    pub near_budget: fn(bool),
+    /// Returns every free page the allocator keeps to the OS now.
+    pub purge: fn(),
+}
 
-/// Registers what the binary's allocator does under pressure: `control(true)` returns free
-/// pages to the OS at once (and keeps doing so), `control(false)` restores its usual delay.
+static ALLOCATOR: OnceLock<AllocatorControl> = OnceLock::new();
+
+/// Registers the binary's allocator with the governor. Over the budget's target the governor
+/// calls `near_budget(true)` and then `purge` every [`TICK`], and `near_budget(false)` once
+/// the process is back well under it. A purge every tick, rather than on every free, lets
+/// the pages freed within a tick serve the next allocations without a fault, and returns
+/// the rest in fewer, larger pieces (BENCHMARKS.md, "Free pages returned every tick").
 /// The `timefusion` binary registers jemalloc's; without one the governor only throttles.
-pub fn set_allocator_control(control: fn(bool)) {
+pub fn set_allocator_control(control: AllocatorControl) {
     let _ = ALLOCATOR.set(control);
 }
 
