@@ -11,7 +11,7 @@
 #
 # VAR=value pairs go to the server's environment, e.g. TIMEFUSION_MEMORY_LIMIT_MB=512; the
 # report is one JSON line (bench/memory.rs) plus the restart check. TF_BIN picks the binary
-# (default: the current release build).
+# (default: the current release build); an `examples/memory` beside it is the load generator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=300 SPAN=2880 STREAMS=8 COPIES=4
@@ -28,9 +28,15 @@ while [ $# -gt 0 ]; do
   esac
 done
 source bench/servers.sh
+GIVEN_BIN="${TF_BIN:-}"
 find_tf_bin
-cargo build --release --example memory
-MEMORY="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/examples/memory"
+# The load generator from a given TF_BIN's own build when it sits beside it (a copied-out
+# build keeps `examples/memory` next to `timefusion`); otherwise built here, where cargo puts it.
+MEMORY="${GIVEN_BIN:+$(dirname "$GIVEN_BIN")/examples/memory}"
+if [ ! -x "${MEMORY:-/nonexistent}" ]; then
+  cargo build --release --example memory
+  MEMORY="$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/examples/memory"
+fi
 
 echo "$(machine_line)"
 if [ -n "$S3" ]; then start_s3; ENVS+=("${S3_ENV[@]}"); fi
