@@ -247,6 +247,11 @@ enum SpillState<'a> {
     Switching,
 }
 
+/// A [`Spill`] whose switch to zstd failed: the payload cannot be completed.
+fn frame_failed() -> io::Error {
+    io::Error::other("the WAL payload's zstd frame failed")
+}
+
 impl Spill<'_> {
     /// Ends the payload: the held stream appended as it is, or the zstd frame closed.
     fn finish(self) -> io::Result<()> {
@@ -256,7 +261,7 @@ impl Spill<'_> {
                 Ok(())
             }
             SpillState::Compressing(zstd) => zstd.finish().map(drop),
-            SpillState::Switching => Err(io::Error::other("the WAL payload's zstd frame failed")),
+            SpillState::Switching => Err(frame_failed()),
         }
     }
 }
@@ -279,7 +284,7 @@ impl Write for Spill<'_> {
         }
         match &mut self.state {
             SpillState::Compressing(zstd) => zstd.write(buf),
-            _ => Err(io::Error::other("the WAL payload's zstd frame failed")),
+            _ => Err(frame_failed()),
         }
     }
 
