@@ -164,6 +164,14 @@ pub struct Config {
     #[arg(long, env = "TIMEFUSION_CONDITION_CACHE_MB")]
     pub condition_cache_mb: Option<u64>,
 
+    /// How many optimized plans of repeated queries are kept, by statement text (simple
+    /// protocol): the same text again (a dashboard refreshing) skips parsing, planning and
+    /// optimizing, and reads the tables as they are now. Only queries over TimeFusion's
+    /// tables that call no function whose result can change between runs (`now()`,
+    /// `random()`) are kept; the least recently used are evicted past this; 0 turns it off.
+    #[arg(long, env = "TIMEFUSION_PLAN_CACHE_ENTRIES", default_value_t = 256)]
+    pub plan_cache_entries: usize,
+
     /// Stack of each thread that parses, plans and runs statements, in MiB: at least one per
     /// 100 of `TIMEFUSION_MAX_EXPRESSION_DEPTH` (a 1,000-deep expression needs 2–8 MiB). Pages
     /// never touched cost no memory.

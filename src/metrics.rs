@@ -34,6 +34,9 @@ pub struct Metrics {
     /// Data files a cacheable scan planned, by what the query condition cache did with them
     /// (`crate::sql::condition_cache`): `hit` (left out or read in part), `miss`.
     pub condition_cache_files: Family<Labels, Counter>,
+    /// Lookups of queries' optimized plans by text (`crate::sql::plan_cache`), by outcome
+    /// (`hit`, `miss`); a query that is not cacheable is not counted after its miss.
+    pub plan_cache_lookups: Family<Labels, Counter>,
     /// Rows that could never be flushed, moved to `<data>/quarantine`: replayed from the WAL
     /// out of range, or in a partition that failed `TIMEFUSION_FLUSH_PARTITION_ATTEMPTS` times.
     pub quarantined_rows: Counter,
@@ -115,6 +118,7 @@ impl Metrics {
             wal_sync_seconds: latency_histogram(),
             flushes: Family::default(),
             condition_cache_files: Family::default(),
+            plan_cache_lookups: Family::default(),
             quarantined_rows: Counter::default(),
             flush_partition_failures: Family::default(),
             merges: Family::default(),
@@ -172,6 +176,11 @@ impl Metrics {
             "condition_cache_files",
             "Data files of cacheable scans by what the query condition cache did (hit, miss)",
             metrics.condition_cache_files.clone(),
+        );
+        r.register(
+            "plan_cache_lookups",
+            "Lookups of optimized plans of repeated queries by outcome (hit, miss)",
+            metrics.plan_cache_lookups.clone(),
         );
         r.register(
             "quarantined_rows",

@@ -169,6 +169,9 @@ impl Server {
                 max_expression_depth: config.max_expression_depth,
                 log_min_duration: config.log_min_duration(),
                 slots: slots.clone(),
+                plan_cache: Arc::new(crate::sql::plan_cache::PlanCache::new(
+                    config.plan_cache_entries,
+                )),
             },
             engine.core.clone(),
             sessions,

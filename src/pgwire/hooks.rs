@@ -4,8 +4,9 @@
 //! through [`crate::engine::core::Maintenance`]), `COPY`, literal `INSERT`s, savepoints,
 //! settings, syntax-tree rewrites of what DataFusion cannot plan as written
 //! ([`crate::sql::srf`], [`crate::sql::pg_forms`], [`crate::sql::subquery`],
-//! [`crate::sql::colname::alias_duplicates`]), and `DELETE` / `UPDATE`
-//! with PostgreSQL's command tags.
+//! [`crate::sql::colname::alias_duplicates`]), `DELETE` / `UPDATE`
+//! with PostgreSQL's command tags, and last the queries left, through the plan cache
+//! ([`crate::sql::plan_cache`]).
 
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ use crate::engine::schema::{Catalog, TableSchema};
 use crate::error::SqlState;
 use crate::pgwire::errors::{no_rows_plan, user_error};
 use crate::sql::values;
-use crate::sql::{colname, mutation, subquery, whole_row};
+use crate::sql::{colname, mutation, plan_cache, subquery, whole_row};
 
 /// A statement the front end answers itself, in both protocols: [`Answer::answer`] serves a
 /// simple query and the `Execute` of a prepared one, [`Answer::plan`] is what `Parse` gets.
@@ -612,5 +613,110 @@ impl QueryHook for MutationHook {
         let verb = self.verb(statement)?;
         let plan = async { plan.clone().replace_params_with_values(params) };
         Some(Self::run(verb, plan, context, Self::all_projects(client)).await)
+    }
+}
+
+/// Runs the queries no other hook took, as datafusion-postgres would (`SessionContext::sql` of
+/// the statement's text), keeping the optimized plan of those that mean the same every run
+/// ([`plan_cache`]): the same text again skips parsing, planning and optimizing and goes
+/// straight to the physical plan, which reads the tables as they are now. Last of the hooks,
+/// for the simple protocol only (`Parse` plans once already).
+pub(crate) struct PlanCacheHook {
+    pub(crate) cache: Arc<plan_cache::PlanCache>,
+}
+
+impl PlanCacheHook {
+    async fn run(
+        &self,
+        statement: &Statement,
+        context: &SessionContext,
+        client: &dyn HookClient,
+    ) -> PgWireResult<Response> {
+        let api = |e: datafusion::error::DataFusionError| PgWireError::ApiError(Box::new(e));
+        let text = statement.to_string();
+        let state = context.state();
+        let optimized = match self.cache.get(&text) {
+            Some(plan) => plan,
+            None => {
+                let plan = state.create_logical_plan(&text).await.map_err(api)?;
+                if !plan_cache::cacheable(&plan) {
+                    let frame = context.execute_logical_plan(plan).await.map_err(api)?;
+                    let schema = frame.schema().as_arrow().clone();
+                    return encode(&schema, frame.execute_stream(), client).await;
+                }
+                let optimized = Arc::new(state.optimize(&plan).map_err(api)?);
+                self.cache.insert(&text, optimized.clone());
+                optimized
+            }
+        };
+        let physical = state
+            .query_planner()
+            .create_physical_plan(&optimized, &state)
+            .await
+            .map_err(api)?;
+        let task = Arc::new(datafusion::execution::TaskContext::from(&state));
+        let stream = async { datafusion::physical_plan::execute_stream(physical, task) };
+        encode(optimized.schema().as_arrow(), stream, client).await
+    }
+}
+
+/// The rows of `stream` as a query response in text, as datafusion-postgres's
+/// `encode_dataframe` sends them.
+async fn encode(
+    schema: &arrow::datatypes::Schema,
+    stream: impl Future<
+        Output = datafusion::error::Result<datafusion::execution::SendableRecordBatchStream>,
+    >,
+    client: &dyn HookClient,
+) -> PgWireResult<Response> {
+    use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
+    use futures::StreamExt;
+    let options = Arc::new(pgwire::types::format::FormatOptions::from_client_metadata(
+        client.metadata(),
+    ));
+    let fields = Arc::new(arrow_schema_to_pg_fields(
+        schema,
+        &pgwire::api::portal::Format::UnifiedText,
+        Some(options),
+    )?);
+    let batches = stream
+        .await
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    let encoded = fields.clone();
+    let rows = batches
+        .map(move |batch| {
+            let rows: Box<dyn Iterator<Item = PgWireResult<_>> + Send + Sync> = match batch {
+                Ok(batch) => encode_recordbatch(encoded.clone(), batch),
+                Err(e) => Box::new(std::iter::once(Err(PgWireError::ApiError(e.into())))),
+            };
+            futures::stream::iter(rows)
+        })
+        .flatten();
+    Ok(Response::Query(pgwire::api::results::QueryResponse::new(
+        fields, rows,
+    )))
+}
+
+#[async_trait]
+impl Answer for PlanCacheHook {
+    async fn answer(
+        &self,
+        statement: &Statement,
+        context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if !self.cache.enabled() || !matches!(statement, Statement::Query(_)) {
+            return None;
+        }
+        Some(self.run(statement, context, &*client).await)
+    }
+
+    async fn plan(
+        &self,
+        _statement: &Statement,
+        _context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        None
     }
 }

@@ -48,8 +48,8 @@ use crate::pgwire::copy::handler::{CopyHook, CopyRows};
 use crate::pgwire::errors::SqlStateErrors;
 use crate::pgwire::extended::{ExtendedQueries, Parser};
 use crate::pgwire::hooks::{
-    AbortedTransactionHook, Hook, LiteralInsertHook, MutationHook, RewriteHook, SavepointHook,
-    VacuumHook,
+    AbortedTransactionHook, Hook, LiteralInsertHook, MutationHook, PlanCacheHook, RewriteHook,
+    SavepointHook, VacuumHook,
 };
 use crate::pgwire::simple::SimpleQueries;
 use crate::sql::colname;
@@ -99,6 +99,8 @@ pub struct Limits {
     pub log_min_duration: Option<std::time::Duration>,
     /// The slots statements run in, shared with Flight SQL.
     pub slots: Arc<Slots>,
+    /// Optimized plans of repeated queries (`TIMEFUSION_PLAN_CACHE_ENTRIES`).
+    pub plan_cache: Arc<crate::sql::plan_cache::PlanCache>,
 }
 
 impl Handlers {
@@ -141,6 +143,9 @@ impl Handlers {
                     Arc::new(CursorStatementHook),
                     Arc::new(SetShowHook),
                     Arc::new(TransactionStatementHook),
+                    Arc::new(Hook(PlanCacheHook {
+                        cache: limits.plan_cache,
+                    })),
                 ],
             )),
             auth: Arc::new(PasswordAuth::new(

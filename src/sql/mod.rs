@@ -46,6 +46,7 @@ pub mod literal_values;
 pub mod mutation;
 pub mod page_index;
 pub mod pg_forms;
+pub mod plan_cache;
 pub mod pruning;
 pub mod reg_names;
 pub mod slots;

@@ -36,6 +36,7 @@ mod maintenance;
 mod mutation;
 mod partition_failure;
 mod pipeline;
+mod plan_cache;
 mod security;
 mod slt;
 mod validation;

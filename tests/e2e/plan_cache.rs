@@ -1,0 +1,118 @@
+//! The plan cache (`sql::plan_cache`): a query sent again with the same text reuses its
+//! optimized plan and still reads the tables as they are now (rows inserted since, rows
+//! flushed to Delta since, each counted once); a query calling `now()` is planned every run.
+
+use std::time::Duration;
+
+use crate::common::*;
+
+/// The one `bigint` a simple-protocol query returns.
+async fn simple_count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    let messages = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let row = messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no row"));
+    row.get(0)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{sql}: not a count"))
+}
+
+/// `timefusion_plan_cache_lookups_total` for `outcome`, as `/metrics` has it now.
+fn lookups(server: &TestServer, outcome: &str) -> u64 {
+    let (_, metrics) = http_get(server.http_port, "/metrics").expect("metrics");
+    let series = format!("timefusion_plan_cache_lookups_total{{outcome=\"{outcome}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map_or(0, |v| v.trim().parse().expect("a count"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_query_reuses_its_plan_and_sees_new_and_flushed_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[("TIMEFUSION_FLUSH_INTERVAL_SECS", "1")]);
+    let client = server.client().await;
+    let yesterday = past_micros(1);
+    let query = format!("SELECT count(*) FROM {TABLE} WHERE project_id = 'p1'");
+
+    client
+        .batch_execute(&insert_sql("p1", &ids("a", 3), yesterday))
+        .await
+        .expect("insert");
+    assert_eq!(simple_count(&client, &query).await, 3);
+    let hits = lookups(&server, "hit");
+    client
+        .batch_execute(&insert_sql("p1", &ids("b", 2), yesterday))
+        .await
+        .expect("insert");
+    assert_eq!(
+        simple_count(&client, &query).await,
+        5,
+        "rows inserted since"
+    );
+    assert_eq!(lookups(&server, "hit"), hits + 1, "the plan was reused");
+
+    // Flushed to Delta since: counted once.
+    eventually(Duration::from_secs(30), "the rows flushed", || async {
+        delta_rows(dir.path()).await == 5
+    })
+    .await;
+    assert_eq!(simple_count(&client, &query).await, 5, "rows flushed since");
+    client
+        .batch_execute(&insert_sql("p1", &ids("c", 1), yesterday))
+        .await
+        .expect("insert");
+    assert_eq!(
+        simple_count(&client, &query).await,
+        6,
+        "in Delta and buffer"
+    );
+    assert_eq!(lookups(&server, "hit"), hits + 3);
+
+    // `now()` is folded into each run's time by the optimizer: planned every time, so the
+    // same text counts fewer rows as they age out of the window.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as i64;
+    client
+        .batch_execute(&insert_sql("p2", &ids("d", 1), now))
+        .await
+        .expect("insert");
+    let recent = format!(
+        "SELECT count(*) FROM {TABLE} WHERE project_id = 'p2' \
+         AND timestamp > now() - interval '5 seconds'"
+    );
+    assert_eq!(simple_count(&client, &recent).await, 1);
+    let hits = lookups(&server, "hit");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(simple_count(&client, &recent).await, 0, "the row aged out");
+    assert_eq!(lookups(&server, "hit"), hits, "no plan kept for now()");
+    drop(client);
+    assert!(server.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_cache_off_nothing_is_looked_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[("TIMEFUSION_PLAN_CACHE_ENTRIES", "0")]);
+    let client = server.client().await;
+    client
+        .batch_execute(&insert_sql("p1", &ids("a", 2), past_micros(1)))
+        .await
+        .expect("insert");
+    let query = format!("SELECT count(*) FROM {TABLE} WHERE project_id = 'p1'");
+    for _ in 0..2 {
+        assert_eq!(simple_count(&client, &query).await, 2);
+    }
+    assert_eq!(lookups(&server, "hit") + lookups(&server, "miss"), 0);
+    drop(client);
+    assert!(server.terminate().success());
+}
