@@ -697,9 +697,11 @@ async fn encode(
     )))
 }
 
+/// A [`QueryHook`] of its own rather than an [`Answer`]: the extended protocol's `Execute`
+/// runs the plan `Parse` made, with its parameters, and is left alone.
 #[async_trait]
-impl Answer for PlanCacheHook {
-    async fn answer(
+impl QueryHook for PlanCacheHook {
+    async fn handle_simple_query(
         &self,
         statement: &Statement,
         context: &SessionContext,
@@ -711,12 +713,23 @@ impl Answer for PlanCacheHook {
         Some(self.run(statement, context, &*client).await)
     }
 
-    async fn plan(
+    async fn handle_extended_parse_query(
         &self,
         _statement: &Statement,
         _context: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
+        None
+    }
+
+    async fn handle_extended_query(
+        &self,
+        _statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
         None
     }
 }

@@ -143,9 +143,9 @@ impl Handlers {
                     Arc::new(CursorStatementHook),
                     Arc::new(SetShowHook),
                     Arc::new(TransactionStatementHook),
-                    Arc::new(Hook(PlanCacheHook {
+                    Arc::new(PlanCacheHook {
                         cache: limits.plan_cache,
-                    })),
+                    }),
                 ],
             )),
             auth: Arc::new(PasswordAuth::new(
