@@ -35,7 +35,7 @@ pub struct Metrics {
     /// (`crate::sql::condition_cache`): `hit` (left out or read in part), `miss`.
     pub condition_cache_files: Family<Labels, Counter>,
     /// Lookups of queries' optimized plans by text (`crate::sql::plan_cache`), by outcome
-    /// (`hit`, `miss`); a query that is not cacheable is not counted after its miss.
+    /// (`hit`, `miss`); a query that can never be kept misses on every run.
     pub plan_cache_lookups: Family<Labels, Counter>,
     /// Rows that could never be flushed, moved to `<data>/quarantine`: replayed from the WAL
     /// out of range, or in a partition that failed `TIMEFUSION_FLUSH_PARTITION_ATTEMPTS` times.
