@@ -254,6 +254,32 @@ fn runs(context: &SessionContext, plan: &LogicalPlan) -> bool {
         .is_ok_and(|optimized| !subquery::has_correlated(&optimized))
 }
 
+/// Runs `plan` and sends its rows in text, as datafusion-postgres answers a simple query.
+async fn run_plan(
+    plan: LogicalPlan,
+    context: &SessionContext,
+    client: &dyn HookClient,
+) -> PgWireResult<Response> {
+    let frame = context
+        .execute_logical_plan(plan)
+        .await
+        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    let query = datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(
+        frame,
+        &pgwire::api::portal::Format::UnifiedText,
+        Some(text_options(client)),
+    )
+    .await?;
+    Ok(Response::Query(query))
+}
+
+/// How `client`'s session writes values as text (`DateStyle` …).
+fn text_options(client: &dyn HookClient) -> Arc<pgwire::types::format::FormatOptions> {
+    Arc::new(pgwire::types::format::FormatOptions::from_client_metadata(
+        client.metadata(),
+    ))
+}
+
 #[async_trait]
 impl Answer for RewriteHook {
     /// Parse planned the rewritten statement; `Execute` runs that plan.
@@ -269,25 +295,7 @@ impl Answer for RewriteHook {
             Ok(plan) => plan,
             Err(e) => return Some(Err(e)),
         };
-        Some(
-            async {
-                let frame = context
-                    .execute_logical_plan(plan)
-                    .await
-                    .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-                let options = Arc::new(pgwire::types::format::FormatOptions::from_client_metadata(
-                    client.metadata(),
-                ));
-                let query = datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(
-                    frame,
-                    &pgwire::api::portal::Format::UnifiedText,
-                    Some(options),
-                )
-                .await?;
-                Ok(Response::Query(query))
-            }
-            .await,
-        )
+        Some(run_plan(plan, context, &*client).await)
     }
 
     async fn plan(
@@ -640,9 +648,7 @@ impl PlanCacheHook {
             None => {
                 let plan = state.create_logical_plan(&text).await.map_err(api)?;
                 if !plan_cache::cacheable(&plan) {
-                    let frame = context.execute_logical_plan(plan).await.map_err(api)?;
-                    let schema = frame.schema().as_arrow().clone();
-                    return encode(&schema, frame.execute_stream(), client).await;
+                    return run_plan(plan, context, client).await;
                 }
                 let optimized = Arc::new(state.optimize(&plan).map_err(api)?);
                 self.cache.insert(&text, optimized.clone());
@@ -655,33 +661,25 @@ impl PlanCacheHook {
             .await
             .map_err(api)?;
         let task = Arc::new(datafusion::execution::TaskContext::from(&state));
-        let stream = async { datafusion::physical_plan::execute_stream(physical, task) };
-        encode(optimized.schema().as_arrow(), stream, client).await
+        let batches = datafusion::physical_plan::execute_stream(physical, task).map_err(api)?;
+        encode(optimized.schema().as_arrow(), batches, client)
     }
 }
 
-/// The rows of `stream` as a query response in text, as datafusion-postgres's
-/// `encode_dataframe` sends them.
-async fn encode(
+/// The rows of `batches` as a query response in text: datafusion-postgres's
+/// `encode_dataframe` for a physical plan already made.
+fn encode(
     schema: &arrow::datatypes::Schema,
-    stream: impl Future<
-        Output = datafusion::error::Result<datafusion::execution::SendableRecordBatchStream>,
-    >,
+    batches: datafusion::execution::SendableRecordBatchStream,
     client: &dyn HookClient,
 ) -> PgWireResult<Response> {
     use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
     use futures::StreamExt;
-    let options = Arc::new(pgwire::types::format::FormatOptions::from_client_metadata(
-        client.metadata(),
-    ));
     let fields = Arc::new(arrow_schema_to_pg_fields(
         schema,
         &pgwire::api::portal::Format::UnifiedText,
-        Some(options),
+        Some(text_options(client)),
     )?);
-    let batches = stream
-        .await
-        .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
     let encoded = fields.clone();
     let rows = batches
         .map(move |batch| {
