@@ -172,6 +172,13 @@ pub struct Config {
     #[arg(long, env = "TIMEFUSION_PLAN_CACHE_ENTRIES", default_value_t = 256)]
     pub plan_cache_entries: usize,
 
+    /// Whether a kept query also keeps its physical plan, run again over a new snapshot of
+    /// the buffer until a Delta commit (a flush, merge or mutation) changes the table: a
+    /// repeated query then skips physical planning too. Only plans of plain operators (no
+    /// join, window or top-k over the scans) over at most 64 data files are kept.
+    #[arg(long, env = "TIMEFUSION_PLAN_CACHE_PHYSICAL", default_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub plan_cache_physical: bool,
+
     /// Stack of each thread that parses, plans and runs statements, in MiB: at least one per
     /// 100 of `TIMEFUSION_MAX_EXPRESSION_DEPTH` (a 1,000-deep expression needs 2–8 MiB). Pages
     /// never touched cost no memory.

@@ -37,6 +37,9 @@ pub struct Metrics {
     /// Lookups of queries' optimized plans by text (`crate::sql::plan_cache`), by outcome
     /// (`hit`, `miss`); a query that can never be kept misses on every run.
     pub plan_cache_lookups: Family<Labels, Counter>,
+    /// Runs of a kept plan by what its physical plan was: `reused` (a kept one over a new
+    /// buffer snapshot) or `made` (none kept yet, or a Delta commit since the kept one).
+    pub plan_cache_physical: Family<Labels, Counter>,
     /// Rows that could never be flushed, moved to `<data>/quarantine`: replayed from the WAL
     /// out of range, or in a partition that failed `TIMEFUSION_FLUSH_PARTITION_ATTEMPTS` times.
     pub quarantined_rows: Counter,
@@ -119,6 +122,7 @@ impl Metrics {
             flushes: Family::default(),
             condition_cache_files: Family::default(),
             plan_cache_lookups: Family::default(),
+            plan_cache_physical: Family::default(),
             quarantined_rows: Counter::default(),
             flush_partition_failures: Family::default(),
             merges: Family::default(),
@@ -181,6 +185,11 @@ impl Metrics {
             "plan_cache_lookups",
             "Lookups of optimized plans of repeated queries by outcome (hit, miss)",
             metrics.plan_cache_lookups.clone(),
+        );
+        r.register(
+            "plan_cache_physical",
+            "Runs of kept plans by what their physical plan was (reused, made)",
+            metrics.plan_cache_physical.clone(),
         );
         r.register(
             "quarantined_rows",

@@ -169,9 +169,10 @@ impl Server {
                 max_expression_depth: config.max_expression_depth,
                 log_min_duration: config.log_min_duration(),
                 slots: slots.clone(),
-                plan_cache: Arc::new(crate::sql::plan_cache::PlanCache::new(
-                    config.plan_cache_entries,
-                )),
+                plan_cache: Arc::new(
+                    crate::sql::plan_cache::PlanCache::new(config.plan_cache_entries)
+                        .with_physical(config.plan_cache_physical),
+                ),
             },
             engine.core.clone(),
             sessions,

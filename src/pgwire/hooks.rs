@@ -643,23 +643,46 @@ impl PlanCacheHook {
         let api = |e: datafusion::error::DataFusionError| PgWireError::ApiError(Box::new(e));
         let text = statement.to_string();
         let state = context.state();
-        let optimized = match self.cache.get(&text) {
-            Some(plan) => plan,
-            None => {
-                let plan = state.create_logical_plan(&text).await.map_err(api)?;
-                if !plan_cache::cacheable(&plan) {
-                    return run_plan(plan, context, client).await;
+        let kept = self.cache.get(&text);
+        let reused = match kept.as_ref().and_then(|k| k.physical.as_ref()) {
+            Some(physical) => plan_cache::rebind(physical).map_err(api)?,
+            None => None,
+        };
+        let (optimized, physical) = match (kept, reused) {
+            (Some(kept), Some(physical)) => {
+                self.cache.count_physical(true);
+                (kept.logical, physical)
+            }
+            (kept, _) => {
+                let optimized = match kept {
+                    Some(kept) => {
+                        self.cache.count_physical(false);
+                        kept.logical
+                    }
+                    None => {
+                        let plan = state.create_logical_plan(&text).await.map_err(api)?;
+                        if !plan_cache::cacheable(&plan) {
+                            return run_plan(plan, context, client).await;
+                        }
+                        let optimized = Arc::new(state.optimize(&plan).map_err(api)?);
+                        self.cache.insert(&text, optimized.clone());
+                        optimized
+                    }
+                };
+                let physical = state
+                    .query_planner()
+                    .create_physical_plan(&optimized, &state)
+                    .await
+                    .map_err(api)?;
+                if self.cache.physical_enabled()
+                    && let Some(keep) =
+                        plan_cache::keepable(&physical, plan_cache::tables_read(&optimized))
+                {
+                    self.cache.insert_physical(&text, keep);
                 }
-                let optimized = Arc::new(state.optimize(&plan).map_err(api)?);
-                self.cache.insert(&text, optimized.clone());
-                optimized
+                (optimized, physical)
             }
         };
-        let physical = state
-            .query_planner()
-            .create_physical_plan(&optimized, &state)
-            .await
-            .map_err(api)?;
         let task = Arc::new(datafusion::execution::TaskContext::from(&state));
         let batches = datafusion::physical_plan::execute_stream(physical, task).map_err(api)?;
         encode(optimized.schema().as_arrow(), batches, client)

@@ -59,6 +59,20 @@ pub struct TimedBatch {
     pub max: i64,
 }
 
+/// How a kept plan's buffer scan reads the buffer again on a later run
+/// ([`crate::sql::plan_cache`]): a snapshot taken now with the scan's own arguments.
+pub trait Rescan: fmt::Debug + Send + Sync {
+    /// The batches of a snapshot taken now, with the chunks the id filters left out (when
+    /// the query looks ids up); `None` when the Delta scan planned beside this one no longer
+    /// complements the buffer (a flush, merge or mutation committed since), so the plan must
+    /// be made again.
+    fn rescan(&self) -> Result<Option<(Vec<TimedBatch>, Option<usize>)>>;
+
+    /// Whether the Delta scan planned beside this one still complements the buffer (no
+    /// commit since), without taking a snapshot.
+    fn current(&self) -> bool;
+}
+
 /// A scan of buffered batches in `partitions`, projected onto `projection`.
 #[derive(Debug, Clone)]
 pub struct BufferScanExec {
@@ -74,6 +88,8 @@ pub struct BufferScanExec {
     dynamic_filter: Option<Arc<dyn PhysicalExpr>>,
     /// Chunks the id filters left out at planning, when the query looked up ids (`EXPLAIN`).
     id_skipped: Option<usize>,
+    /// How a kept plan takes this scan's batches again ([`BufferScanExec::rebound`]).
+    rescan: Option<Arc<dyn Rescan>>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -82,6 +98,15 @@ pub struct BufferScanExec {
 enum Order {
     NewestFirst,
     OldestFirst,
+}
+
+impl Order {
+    fn sort(self, batches: &mut [TimedBatch]) {
+        match self {
+            Order::NewestFirst => batches.sort_by_key(|b| std::cmp::Reverse(b.max)),
+            Order::OldestFirst => batches.sort_by_key(|b| b.min),
+        }
+    }
 }
 
 impl BufferScanExec {
@@ -112,6 +137,7 @@ impl BufferScanExec {
             order: None,
             dynamic_filter: None,
             id_skipped: None,
+            rescan: None,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
         };
@@ -133,6 +159,50 @@ impl BufferScanExec {
     pub fn with_id_skipped(mut self, skipped: Option<usize>) -> Self {
         self.id_skipped = skipped;
         self
+    }
+
+    /// Lets a kept plan read the buffer again through `rescan` ([`BufferScanExec::rebound`]).
+    pub fn with_rescan(mut self, rescan: Arc<dyn Rescan>) -> Self {
+        self.rescan = Some(rescan);
+        self
+    }
+
+    /// This scan as a kept plan holds it: without batches, so a kept plan pins no buffered
+    /// rows. `None` when it cannot read the buffer again: no [`Rescan`], or a top-k's dynamic
+    /// filter, which the top-k above renews on a later run but this scan would keep.
+    pub fn unbound(&self) -> Option<Self> {
+        if self.rescan.is_none() || self.dynamic_filter.is_some() {
+            return None;
+        }
+        let mut scan = self.clone();
+        scan.partitions.iter_mut().for_each(Vec::clear);
+        scan.metrics = ExecutionPlanMetricsSet::new();
+        Some(scan)
+    }
+
+    /// This scan over a snapshot taken now, in the same partitions (the plan above was made
+    /// for their count) and the same order; `None` when the plan must be made again
+    /// ([`Rescan::rescan`]).
+    pub fn rebound(&self) -> Result<Option<Self>> {
+        let Some(rescan) = &self.rescan else {
+            return Ok(None);
+        };
+        let Some((mut batches, id_skipped)) = rescan.rescan()? else {
+            return Ok(None);
+        };
+        if let Some(order) = self.order {
+            order.sort(&mut batches);
+        }
+        let mut scan = self.clone();
+        scan.id_skipped = id_skipped;
+        scan.metrics = ExecutionPlanMetricsSet::new();
+        scan.deal(batches);
+        Ok(Some(scan))
+    }
+
+    /// Whether a kept plan with this scan could still run ([`Rescan::current`]).
+    pub fn current(&self) -> bool {
+        self.rescan.as_ref().is_some_and(|r| r.current())
     }
 
     /// The time column's index in this node's output, if it is projected.
@@ -291,12 +361,11 @@ impl ExecutionPlan for BufferScanExec {
         }
         let mut batches: Vec<TimedBatch> = self.partitions.iter().flatten().cloned().collect();
         let order = if first.options.descending {
-            batches.sort_by_key(|b| std::cmp::Reverse(b.max));
             Order::NewestFirst
         } else {
-            batches.sort_by_key(|b| b.min);
             Order::OldestFirst
         };
+        order.sort(&mut batches);
         let mut scan = self.clone();
         scan.order = Some(order);
         scan.deal(batches);

@@ -14,6 +14,12 @@
 //! sessions and never changed after start-up (`SET` is kept per session as text:
 //! `pgwire::settings`). Entries are evicted least recently used past
 //! `TIMEFUSION_PLAN_CACHE_ENTRIES`; texts longer than [`MAX_TEXT`] are not kept.
+//!
+//! Beside it an entry may keep the physical plan made from it (`TIMEFUSION_PLAN_CACHE_PHYSICAL`):
+//! physical planning was the larger half of what a repeated one-hour query still paid. A
+//! physical plan is made for one snapshot, so it is kept only when [`keepable`] shows it can
+//! run again, and each run [`rebind`]s it: its buffer scans take a snapshot then, and it is
+//! made again once a Delta commit has changed a table it reads.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,9 +27,13 @@ use std::sync::Mutex;
 
 use datafusion::catalog::TableProvider;
 use datafusion::catalog::default_table_source::source_as_provider;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::error::Result;
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
+use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
+use datafusion::physical_plan::ExecutionPlan;
 
+use crate::sql::buffer_scan::BufferScanExec;
 use crate::sql::table::TimeFusionTable;
 
 /// Statement texts longer than this are planned every time and not kept: the cache's memory
@@ -34,33 +44,80 @@ pub const MAX_TEXT: usize = 4 * 1024;
 /// Optimized plans by statement text, least recently used evicted past the capacity.
 pub struct PlanCache {
     capacity: usize,
+    /// Whether physical plans are kept too ([`keepable`]).
+    physical: bool,
     entries: Mutex<Entries>,
     /// `timefusion_plan_cache_lookups_total` by outcome.
     hits: prometheus_client::metrics::counter::Counter,
     misses: prometheus_client::metrics::counter::Counter,
+    /// `timefusion_plan_cache_physical_total` by outcome.
+    reused: prometheus_client::metrics::counter::Counter,
+    made: prometheus_client::metrics::counter::Counter,
 }
 
 #[derive(Default)]
 struct Entries {
-    plans: HashMap<String, (Arc<LogicalPlan>, u64)>,
+    plans: HashMap<String, Entry>,
     clock: u64,
+}
+
+struct Entry {
+    logical: Arc<LogicalPlan>,
+    /// The physical plan made from it, as [`keepable`] left it, once one could be kept.
+    physical: Option<Arc<dyn ExecutionPlan>>,
+    /// Runs of `physical` so far.
+    runs: usize,
+    used: u64,
+}
+
+/// Runs after which a kept physical plan is made again. deltalake's scan node keeps one
+/// metrics set across runs and adds its per-partition metrics to it on each (about 1 KB a
+/// run): renewing bounds that, at one physical planning in this many runs.
+pub const RUNS_PER_PHYSICAL_PLAN: usize = 64;
+
+/// What the cache holds for a statement's text.
+pub struct Kept {
+    pub logical: Arc<LogicalPlan>,
+    /// A physical plan to [`rebind`] before it runs.
+    pub physical: Option<Arc<dyn ExecutionPlan>>,
 }
 
 impl PlanCache {
     /// A cache of at most `capacity` plans; 0 keeps none.
     pub fn new(capacity: usize) -> Self {
+        let metrics = crate::metrics::get();
         let lookups = |outcome: &str| {
-            crate::metrics::get()
+            metrics
                 .plan_cache_lookups
+                .get_or_create(&vec![("outcome", outcome.to_string())])
+                .clone()
+        };
+        let physical = |outcome: &str| {
+            metrics
+                .plan_cache_physical
                 .get_or_create(&vec![("outcome", outcome.to_string())])
                 .clone()
         };
         PlanCache {
             capacity,
+            physical: true,
             entries: Mutex::new(Entries::default()),
             hits: lookups("hit"),
             misses: lookups("miss"),
+            reused: physical("reused"),
+            made: physical("made"),
         }
+    }
+
+    /// The cache, keeping physical plans too or not.
+    pub fn with_physical(mut self, physical: bool) -> Self {
+        self.physical = physical;
+        self
+    }
+
+    /// Whether physical plans are kept beside logical ones.
+    pub fn physical_enabled(&self) -> bool {
+        self.enabled() && self.physical
     }
 
     /// Whether plans are kept at all.
@@ -68,17 +125,24 @@ impl PlanCache {
         self.capacity > 0
     }
 
-    /// The plan kept for `text`, marked as just used.
-    pub fn get(&self, text: &str) -> Option<Arc<LogicalPlan>> {
+    /// The plans kept for `text`, marked as just used.
+    pub fn get(&self, text: &str) -> Option<Kept> {
         if !self.enabled() {
             return None;
         }
         let mut entries = self.lock();
         entries.clock += 1;
         let now = entries.clock;
-        let found = entries.plans.get_mut(text).map(|(plan, used)| {
-            *used = now;
-            plan.clone()
+        let found = entries.plans.get_mut(text).map(|entry| {
+            entry.used = now;
+            if entry.runs >= RUNS_PER_PHYSICAL_PLAN {
+                entry.physical = None;
+            }
+            entry.runs += 1;
+            Kept {
+                logical: entry.logical.clone(),
+                physical: entry.physical.clone(),
+            }
         });
         if found.is_some() {
             self.hits.inc();
@@ -101,13 +165,48 @@ impl PlanCache {
             let oldest = entries
                 .plans
                 .iter()
-                .min_by_key(|(_, (_, used))| *used)
+                .min_by_key(|(_, entry)| entry.used)
                 .map(|(text, _)| text.clone());
             if let Some(oldest) = oldest {
                 entries.plans.remove(&oldest);
             }
         }
-        entries.plans.insert(text.to_string(), (plan, now));
+        entries.plans.insert(
+            text.to_string(),
+            Entry {
+                logical: plan,
+                physical: None,
+                runs: 0,
+                used: now,
+            },
+        );
+    }
+
+    /// Keeps `physical` (a [`keepable`] answer) beside the logical plan kept for `text`, if
+    /// that is still kept. Physical plans of other texts that a Delta commit has made stale
+    /// are dropped: each holds its Delta version's snapshot (the file list), which nothing
+    /// else may need any more.
+    pub fn insert_physical(&self, text: &str, physical: Arc<dyn ExecutionPlan>) {
+        let mut entries = self.lock();
+        for entry in entries.plans.values_mut() {
+            if entry.physical.as_ref().is_some_and(|p| !current(p)) {
+                entry.physical = None;
+            }
+        }
+        if let Some(entry) = entries.plans.get_mut(text) {
+            entry.physical = Some(physical);
+            entry.runs = 0;
+        }
+    }
+
+    /// Counts a run of a kept logical plan: its kept physical plan `reused`, or a physical
+    /// plan made again.
+    pub fn count_physical(&self, reused: bool) {
+        if reused {
+            self.reused.inc();
+        } else {
+            self.made.inc();
+        }
     }
 
     /// Plans kept now.
@@ -190,6 +289,212 @@ fn immutable(expr: &Expr) -> bool {
     }
 }
 
+/// Physical plans whose scans list more Parquet files than this are not kept: a kept plan
+/// holds each file's statistics, and its memory is not drawn from the process budget.
+pub const MAX_KEPT_FILES: usize = 64;
+
+/// `physical`, made from a kept logical plan reading `tables` TimeFusion tables, as a kept
+/// plan holds it (its buffer scans without batches), or `None` when it cannot run again
+/// safely. A physical plan is made for one snapshot: its buffer scans hold that snapshot's
+/// batches and its Delta scans the files of one version. It can run again when every buffer
+/// scan can take a new snapshot and tell whether the Delta version beside it is still the
+/// one the buffer complements ([`BufferScanExec::unbound`]), and every node's state is
+/// renewed by `reset_state` ([`rebind`]). So it is kept only when:
+/// - it has one buffer scan per table the logical plan reads (none was planned away, e.g.
+///   into a count answered from statistics);
+/// - every node is one of the operators listed here, whose state `reset_state` renews (no
+///   join, window or extension of another crate; no query condition cache recorder, so the
+///   plan made once the cache has entries is the one kept, with them);
+/// - no node but a top-k's own sort holds a dynamic filter: a sort's `reset_state` makes a
+///   new one, and a scan below would keep reading the old (DataFusion's
+///   `reset_plan_states` has the same limit);
+/// - its Parquet scans list at most [`MAX_KEPT_FILES`] files.
+pub fn keepable(
+    physical: &Arc<dyn ExecutionPlan>,
+    tables: usize,
+) -> Option<Arc<dyn ExecutionPlan>> {
+    let mut scans = 0usize;
+    let mut files = 0usize;
+    let mut ok = true;
+    let visited = physical.apply(|node| {
+        ok &= operator_can_run_again(node);
+        if let Some(scan) = node.downcast_ref::<BufferScanExec>() {
+            scans += 1;
+            ok &= scan.unbound().is_some();
+        }
+        if let Some((config, _)) = crate::sql::topk_seed::parquet_source(node) {
+            files += config
+                .file_groups
+                .iter()
+                .map(|group| group.len())
+                .sum::<usize>();
+        }
+        if ok && !node.is::<datafusion::physical_plan::sorts::sort::SortExec>() {
+            node.apply_expressions(&mut |expr| {
+                expr.apply(|e| {
+                    ok &= !e.is::<DynamicFilterPhysicalExpr>();
+                    Ok(if ok {
+                        TreeNodeRecursion::Continue
+                    } else {
+                        TreeNodeRecursion::Stop
+                    })
+                })
+            })?;
+        }
+        Ok(if ok {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    if visited.is_err() || !ok || scans != tables || files > MAX_KEPT_FILES {
+        return None;
+    }
+    let mut faithful = true;
+    let kept = physical
+        .clone()
+        .transform_up(|node| {
+            if let Some(scan) = node.downcast_ref::<BufferScanExec>() {
+                return Ok(match scan.unbound() {
+                    Some(unbound) => Transformed::yes(Arc::new(unbound) as _),
+                    None => Transformed::no(node),
+                });
+            }
+            if let Some((config, source)) = crate::sql::topk_seed::parquet_source(&node) {
+                // The one the plan runs with now has not run yet: a copy built through the
+                // public setters must print the same, or it would read differently.
+                let fresh = fresh_parquet_source(source)?;
+                faithful &= format!("{fresh:?}") == format!("{source:?}");
+                return Ok(Transformed::yes(
+                    crate::sql::topk_seed::with_parquet_source(config, fresh),
+                ));
+            }
+            Ok(Transformed::no(node))
+        })
+        .ok()?;
+    faithful.then_some(kept.data)
+}
+
+/// `source` with metrics of its own. A Parquet source records each file it opens into its
+/// metrics set, which every copy shares and nothing empties: a kept plan run over and over
+/// through the same source grew by about 30 KB a run (`services_in_hour`).
+fn fresh_parquet_source(
+    source: &datafusion::datasource::physical_plan::ParquetSource,
+) -> Result<datafusion::datasource::physical_plan::ParquetSource> {
+    use datafusion::datasource::physical_plan::{FileSource, ParquetSource};
+    let mut fresh = ParquetSource::new(source.table_schema().clone())
+        .with_table_parquet_options(source.table_parquet_options().clone());
+    if let Some(predicate) = datafusion::datasource::physical_plan::FileSource::filter(source) {
+        fresh = fresh.with_predicate(predicate);
+    }
+    if let Some(factory) = source.parquet_file_reader_factory() {
+        fresh = fresh.with_parquet_file_reader_factory(factory.clone());
+    }
+    if let Some(projection) = source.projection()
+        && let Some(projected) = fresh.try_pushdown_projection(projection)?
+        && let Some(projected) = projected.downcast_ref::<ParquetSource>()
+    {
+        fresh = projected.clone();
+    }
+    Ok(fresh)
+}
+
+/// Whether `node` is an operator whose `reset_state` renews all it keeps while it runs.
+fn operator_can_run_again(node: &Arc<dyn ExecutionPlan>) -> bool {
+    use datafusion::physical_plan::aggregates::AggregateExec;
+    use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+    use datafusion::physical_plan::coop::CooperativeExec;
+    use datafusion::physical_plan::empty::EmptyExec;
+    use datafusion::physical_plan::filter::FilterExec;
+    use datafusion::physical_plan::limit::{GlobalLimitExec, LocalLimitExec};
+    use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
+    use datafusion::physical_plan::projection::ProjectionExec;
+    use datafusion::physical_plan::repartition::RepartitionExec;
+    use datafusion::physical_plan::sorts::sort::SortExec;
+    use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+    use datafusion::physical_plan::union::UnionExec;
+    node.is::<ProjectionExec>()
+        || node.is::<FilterExec>()
+        || node.is::<AggregateExec>()
+        || node.is::<RepartitionExec>()
+        || node.is::<SortExec>()
+        || node.is::<SortPreservingMergeExec>()
+        || node.is::<CoalescePartitionsExec>()
+        || node.is::<CooperativeExec>()
+        || node.is::<UnionExec>()
+        || node.is::<GlobalLimitExec>()
+        || node.is::<LocalLimitExec>()
+        || node.is::<EmptyExec>()
+        || node.is::<PlaceholderRowExec>()
+        || node.is::<BufferScanExec>()
+        || crate::sql::topk_seed::parquet_source(node).is_some()
+        // deltalake's scan node (not exported by name): its `reset_state` is a copy over the
+        // new child, and the one piece of state it keeps while running, a run-time file
+        // filter, is a dynamic filter in its Parquet scan's predicate, which `keepable`
+        // refuses.
+        || node.name() == "DeltaScanExec"
+}
+
+/// A kept physical plan ready to run: every buffer scan over a snapshot taken now and every
+/// node's state renewed (`reset_state`, as DataFusion readies a plan to run again); `None`
+/// when a Delta scan's version is no longer the one its buffer side complements, so the
+/// plan must be made again.
+pub fn rebind(kept: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let mut stale = false;
+    let plan = kept.clone().transform_up(|node| {
+        if stale {
+            return Ok(Transformed::new(node, false, TreeNodeRecursion::Stop));
+        }
+        match node.downcast_ref::<BufferScanExec>() {
+            Some(scan) => match scan.rebound()? {
+                Some(scan) => Ok(Transformed::yes(Arc::new(scan) as _)),
+                None => {
+                    stale = true;
+                    Ok(Transformed::new(node, false, TreeNodeRecursion::Stop))
+                }
+            },
+            None => match crate::sql::topk_seed::parquet_source(&node) {
+                Some((config, source)) => Ok(Transformed::yes(
+                    crate::sql::topk_seed::with_parquet_source(
+                        config,
+                        fresh_parquet_source(source)?,
+                    ),
+                )),
+                None => Ok(Transformed::yes(node.reset_state()?)),
+            },
+        }
+    })?;
+    Ok((!stale).then_some(plan.data))
+}
+
+/// Whether no Delta commit has made kept plan `kept` stale.
+fn current(kept: &Arc<dyn ExecutionPlan>) -> bool {
+    let mut current = true;
+    let _ = kept.apply(|node| {
+        if let Some(scan) = node.downcast_ref::<BufferScanExec>() {
+            current &= scan.current();
+        }
+        Ok(if current {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    current
+}
+
+/// TimeFusion tables `plan` reads, subqueries included.
+pub fn tables_read(plan: &LogicalPlan) -> usize {
+    let mut tables = 0;
+    let _ = plan.apply_with_subqueries(|node| {
+        if matches!(node, LogicalPlan::TableScan(_)) {
+            tables += 1;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    tables
+}
+
 #[cfg(test)]
 mod tests {
     use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
@@ -264,6 +569,45 @@ mod tests {
         ] {
             assert!(!kept(&context, sql).await, "{sql}");
         }
+    }
+
+    #[test]
+    fn a_fresh_parquet_source_reads_the_same_with_metrics_of_its_own() {
+        use datafusion::datasource::physical_plan::{FileSource, ParquetSource};
+        use datafusion::physical_expr::expressions::{col, lit};
+        use datafusion::physical_plan::metrics::MetricBuilder;
+
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, false),
+            Field::new("b", DataType::Utf8, true),
+        ]));
+        let predicate = datafusion::physical_expr::expressions::binary(
+            col("a", &schema).expect("a"),
+            datafusion::logical_expr::Operator::Gt,
+            lit(3i64),
+            &schema,
+        )
+        .expect("a > 3");
+        let mut options = datafusion::config::TableParquetOptions::default();
+        options.global.pushdown_filters = true;
+        let source = ParquetSource::new(schema.clone())
+            .with_table_parquet_options(options)
+            .with_predicate(predicate);
+        let projection =
+            datafusion::physical_expr::projection::ProjectionExprs::from_indices(&[1], &schema);
+        let source = source
+            .try_pushdown_projection(&projection)
+            .expect("projection")
+            .expect("taken");
+        let source = source
+            .downcast_ref::<ParquetSource>()
+            .expect("a parquet source");
+
+        let fresh = fresh_parquet_source(source).expect("fresh");
+        assert_eq!(format!("{fresh:?}"), format!("{source:?}"));
+        MetricBuilder::new(source.metrics()).counter("files_opened", 0);
+        assert_eq!(source.metrics().clone_inner().iter().count(), 1);
+        assert_eq!(fresh.metrics().clone_inner().iter().count(), 0);
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //! ([`crate::sql::insert`]); `DELETE` and `UPDATE` into the engine's mutations
 //! ([`crate::sql::mutation`]).
 
+use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use arrow::datatypes::{DataType, Field, SchemaRef};
 use async_trait::async_trait;
@@ -35,7 +36,7 @@ use crate::engine::delta::Mutation;
 use crate::engine::ingest::Ingest;
 use crate::engine::schema::TableSchema;
 
-use crate::sql::buffer_scan::{BufferScanExec, TimedBatch};
+use crate::sql::buffer_scan::{BufferScanExec, Rescan, TimedBatch};
 use crate::sql::insert::IngestSink;
 use crate::sql::pruning::Pruning;
 
@@ -164,6 +165,100 @@ fn without_statistics_hint(
     .map(|t| t.data)
 }
 
+/// The buffer side of one scan: what a snapshot is taken with, so that a kept plan
+/// ([`crate::sql::plan_cache`]) can take it again on a later run.
+struct BufferSide {
+    buffer: Arc<Buffer<Committed>>,
+    table: Arc<TableSchema>,
+    projects: Option<HashSet<String>>,
+    time_range: Option<(i64, i64)>,
+    /// Of the table's columns.
+    projection: Option<Vec<usize>>,
+    /// Looked-up id columns: index in the table, index in the projection, the ids.
+    lookups: Vec<(usize, usize, Vec<String>)>,
+    /// The Delta read handle the plan's Delta scan was made from (set once it is). A weak
+    /// reference: a kept plan must not keep an old version's log state alive, and while it
+    /// exists no other handle can take its address.
+    committed: Option<Weak<dyn TableProvider>>,
+}
+
+impl fmt::Debug for BufferSide {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufferSide")
+            .field("table", &self.table.name)
+            .field("time_range", &self.time_range)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BufferSide {
+    /// One snapshot: the buffered batches the scan reads (chunks the id filters rule out
+    /// left out), how many were left out when ids are looked up, and the Delta read handle
+    /// the batches complement.
+    fn read(&self) -> Result<(Vec<TimedBatch>, Option<usize>, Committed)> {
+        let table = &self.table;
+        let snapshot = self
+            .buffer
+            .snapshot(
+                &table.name,
+                self.projects.as_ref(),
+                self.time_range,
+                self.projection.as_deref(),
+            )
+            .ok_or_else(|| {
+                DataFusionError::Plan(format!("table {} is not loaded", table.name))
+            })??;
+        let mut id_skipped = 0;
+        let mut budget = crate::engine::id_filter::ROWS_HASHED_PER_SCAN;
+        let batches: Vec<TimedBatch> = snapshot
+            .batches
+            .into_iter()
+            .zip(snapshot.times)
+            .zip(snapshot.ids)
+            .filter(|((batch, _), ids)| {
+                let kept = self.lookups.iter().all(|(column, at, values)| {
+                    ids.may_contain(
+                        *column,
+                        batch.column(*at),
+                        values,
+                        table.layout.bloom_filter_fpp,
+                        &mut budget,
+                    )
+                });
+                id_skipped += usize::from(!kept);
+                kept
+            })
+            .map(|((batch, (min, max)), _)| TimedBatch { batch, min, max })
+            .collect();
+        let id_skipped = (!self.lookups.is_empty()).then_some(id_skipped);
+        Ok((batches, id_skipped, snapshot.committed))
+    }
+}
+
+impl BufferSide {
+    /// Whether `committed` is the read handle the plan's Delta scan was made from.
+    fn planned_with(&self, committed: &Committed) -> bool {
+        self.committed
+            .as_ref()
+            .is_some_and(|planned| Weak::ptr_eq(planned, &Arc::downgrade(committed)))
+    }
+}
+
+impl Rescan for BufferSide {
+    fn rescan(&self) -> Result<Option<(Vec<TimedBatch>, Option<usize>)>> {
+        let (batches, id_skipped, committed) = self.read()?;
+        Ok(self
+            .planned_with(&committed)
+            .then_some((batches, id_skipped)))
+    }
+
+    fn current(&self) -> bool {
+        self.buffer
+            .committed(&self.table.name)
+            .is_some_and(|committed| self.planned_with(&committed))
+    }
+}
+
 #[async_trait]
 impl TableProvider for TimeFusionTable {
     fn schema(&self) -> SchemaRef {
@@ -238,19 +333,7 @@ impl TableProvider for TimeFusionTable {
             )));
         }
         let pruning = Pruning::from_filters(filters, &table.tenant_column, &table.time_column);
-        let snapshot = self
-            .buffer
-            .snapshot(
-                &table.name,
-                pruning.projects.as_ref(),
-                pruning.time_range,
-                projection.map(Vec::as_slice),
-            )
-            .ok_or_else(|| {
-                DataFusionError::Plan(format!("table {} is not loaded", table.name))
-            })??;
         let projected = project_schema(&table.schema, projection)?;
-
         // Equalities on id columns skip the chunks whose bloom filters rule the ids out.
         let lookups = crate::sql::pruning::id_lookups(filters, &table.layout.bloom_filter_columns)
             .into_iter()
@@ -259,28 +342,20 @@ impl TableProvider for TimeFusionTable {
                 Some((table.schema.index_of(&column).ok()?, at, values))
             })
             .collect::<Vec<_>>();
-        let mut id_skipped = 0;
-        let mut budget = crate::engine::id_filter::ROWS_HASHED_PER_SCAN;
-        let batches: Vec<TimedBatch> = snapshot
-            .batches
-            .into_iter()
-            .zip(snapshot.times)
-            .zip(snapshot.ids)
-            .filter(|((batch, _), ids)| {
-                let kept = lookups.iter().all(|(column, at, values)| {
-                    ids.may_contain(
-                        *column,
-                        batch.column(*at),
-                        values,
-                        table.layout.bloom_filter_fpp,
-                        &mut budget,
-                    )
-                });
-                id_skipped += usize::from(!kept);
-                kept
-            })
-            .map(|((batch, (min, max)), _)| TimedBatch { batch, min, max })
-            .collect();
+        let side = BufferSide {
+            buffer: self.buffer.clone(),
+            table: table.clone(),
+            projects: pruning.projects.clone(),
+            time_range: pruning.time_range,
+            projection: projection.cloned(),
+            lookups,
+            committed: None,
+        };
+        let (batches, id_skipped, delta) = side.read()?;
+        let side = BufferSide {
+            committed: Some(Arc::downgrade(&delta)),
+            ..side
+        };
         // The snapshot's batches are projected already.
         let buffer_scan: Arc<dyn ExecutionPlan> = Arc::new(
             BufferScanExec::try_new(
@@ -290,10 +365,10 @@ impl TableProvider for TimeFusionTable {
                 &table.time_column,
                 state.config().target_partitions(),
             )?
-            .with_id_skipped((!lookups.is_empty()).then_some(id_skipped)),
+            .with_id_skipped(id_skipped)
+            .with_rescan(Arc::new(side)),
         );
 
-        let delta = snapshot.committed;
         let delta_schema = delta.schema();
         let delta_projection = projected
             .fields()
