@@ -7,6 +7,7 @@
 #   bench/ab_query.sh load BIN DATA    # 10 M rows (bench/run_query.sh's data, fixed end) into DATA, flushed
 #   bench/ab_query.sh run BIN DATA QUERY N
 #   bench/ab_query.sh buffer BIN DATA N QUERY...   # the same rows left in the buffer (DATA emptied first)
+#   bench/ab_query.sh rss BIN DATA QUERY N         # the server's RSS before and after N runs
 #
 # `buffer` loads the rows into a fresh server that keeps them all buffered, then for each QUERY
 # times its first run (what the first query pays, e.g. building the id filters) and N runs after
@@ -79,6 +80,24 @@ case "$MODE" in
     awk -v q="$QUERY" -v n="$N" -v us="$ms" -v cpu=$(( (U1 - U0 + S1 - S0) * 10 )) \
       'BEGIN { printf "%s x%d: %.1f ms a query, server CPU %.1f ms a query\n", q, n, us / 1000 / n, cpu / n }'
     ;;
+  rss)
+    # Memory a run leaves behind (a plan kept across runs must not grow): VmRSS after 200
+    # warm-up runs and after N more.
+    QUERY=$4 N=$5
+    SQL=$(query_sql "$QUERY")
+    start
+    FILE=$(mktemp)
+    psql_file() { PGPASSWORD=postgres psql -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -X -q -v ON_ERROR_STOP=1 -f "$FILE" > /dev/null; }
+    for _ in $(seq 200); do echo "$SQL"; done > "$FILE"
+    psql_file
+    R0=$(awk '/VmRSS/ {print $2}' "/proc/$P/status")
+    for _ in $(seq "$N"); do echo "$SQL"; done > "$FILE"
+    psql_file
+    R1=$(awk '/VmRSS/ {print $2}' "/proc/$P/status")
+    rm -f "$FILE"
+    stop
+    echo "$QUERY x$N: RSS $R0 -> $R1 kB ($(( (R1 - R0) * 1024 / N )) bytes a run)"
+    ;;
   buffer)
     N=$4
     shift 4
@@ -107,5 +126,5 @@ case "$MODE" in
     done
     kill -9 "$P"; wait "$P" 2>/dev/null || true
     ;;
-  *) echo "usage: $0 load|run|buffer BIN DATA [QUERY N | N QUERY...]" >&2; exit 2 ;;
+  *) echo "usage: $0 load|run|rss|buffer BIN DATA [QUERY N | N QUERY...]" >&2; exit 2 ;;
 esac
