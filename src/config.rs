@@ -165,7 +165,7 @@ pub struct Config {
     pub condition_cache_mb: Option<u64>,
 
     /// How many optimized plans of repeated queries are kept, by statement text (simple
-    /// protocol): the same text again (a dashboard refreshing) skips parsing, planning and
+    /// queries, and extended `Execute`s without parameters): the same text again (a dashboard refreshing) skips parsing, planning and
     /// optimizing, and reads the tables as they are now. Only queries over TimeFusion's
     /// tables that call no function whose result can change between runs (`now()`,
     /// `random()`) are kept; the least recently used are evicted past this; 0 turns it off.

@@ -34,7 +34,8 @@ pub struct Metrics {
     /// Data files a cacheable scan planned, by what the query condition cache did with them
     /// (`crate::sql::condition_cache`): `hit` (left out or read in part), `miss`.
     pub condition_cache_files: Family<Labels, Counter>,
-    /// Lookups of queries' optimized plans by text (`crate::sql::plan_cache`), by outcome
+    /// Lookups of queries' optimized plans by text (`crate::sql::plan_cache`; simple queries
+    /// and extended `Execute`s without parameters), by outcome
     /// (`hit`, `miss`); a query that can never be kept misses on every run.
     pub plan_cache_lookups: Family<Labels, Counter>,
     /// Runs of a kept plan by what its physical plan was: `reused` (a kept one over a new

@@ -448,7 +448,10 @@ impl ExtendedQueryHandler for ExtendedQueries {
         let statement =
             cancel::Statement::start(client, &portal.statement.statement.0, &self.slots);
         let response = statement
-            .run(self.session.do_query(client, portal, max_rows))
+            .run(hooks::with_result_format(
+                portal.result_column_format.clone(),
+                self.session.do_query(client, portal, max_rows),
+            ))
             .await?;
         match wire_text::postgres_text(statement.bound(response)) {
             // Sent here, so that pgwire's CommandComplete carries the tag that counts rows.

@@ -624,28 +624,59 @@ impl QueryHook for MutationHook {
     }
 }
 
-/// Runs the queries no other hook took, as datafusion-postgres would (`SessionContext::sql` of
-/// the statement's text), keeping the optimized plan of those that mean the same every run
-/// ([`plan_cache`]): the same text again skips parsing, planning and optimizing and goes
-/// straight to the physical plan, which reads the tables as they are now. Last of the hooks,
-/// for the simple protocol only (`Parse` plans once already).
+/// Runs the queries no other hook took, as datafusion-postgres would, keeping the optimized
+/// plan of those that mean the same every run ([`plan_cache`]), and the physical plan made
+/// from it where it can run again: the same text again skips parsing, planning and
+/// optimizing (and physical planning), and reads the tables as they are now. Last of the
+/// hooks. A simple query is planned from its text (`SessionContext::sql`); an extended
+/// `Execute` of a statement without parameters from the plan `Parse` made, and its rows are
+/// encoded in the formats its portal asked for ([`with_result_format`]).
 pub(crate) struct PlanCacheHook {
     pub(crate) cache: Arc<plan_cache::PlanCache>,
 }
 
+tokio::task_local! {
+    /// The result formats of the portal being executed, for [`PlanCacheHook`].
+    static RESULT_FORMAT: pgwire::api::portal::Format;
+}
+
+/// Runs `work` (datafusion-postgres executing a portal and calling the hooks) with the
+/// portal's result `format` at hand for [`PlanCacheHook`]: without it the hook leaves an
+/// `Execute` alone.
+pub(crate) async fn with_result_format<T>(
+    format: pgwire::api::portal::Format,
+    work: impl Future<Output = T>,
+) -> T {
+    RESULT_FORMAT.scope(format, work).await
+}
+
+/// How a statement the cache has no plan for is planned.
+enum Planning<'a> {
+    /// A simple query: from its text, run as datafusion-postgres would when not kept.
+    Text,
+    /// An extended `Execute`: the plan `Parse` made; left to datafusion-postgres when not
+    /// kept.
+    Parsed(&'a LogicalPlan),
+}
+
 impl PlanCacheHook {
+    /// `None` when an extended statement's plan cannot be kept: datafusion-postgres runs it.
     async fn run(
         &self,
-        statement: &Statement,
+        key: &str,
+        planning: Planning<'_>,
+        format: &pgwire::api::portal::Format,
         context: &SessionContext,
         client: &dyn HookClient,
-    ) -> PgWireResult<Response> {
+    ) -> Option<PgWireResult<Response>> {
         let api = |e: datafusion::error::DataFusionError| PgWireError::ApiError(Box::new(e));
-        let text = statement.to_string();
         let state = context.state();
-        let kept = self.cache.get(&text);
+        let kept = self.cache.get(key);
         let reused = match kept.as_ref().and_then(|k| k.physical.as_ref()) {
-            Some(physical) => plan_cache::rebind(physical).map_err(api)?,
+            Some(physical) => match plan_cache::rebind(physical) {
+                Ok(reused) => reused,
+                Err(e) => return Some(Err(api(e))),
+            },
             None => None,
         };
         let (optimized, physical) = match (kept, reused) {
@@ -660,47 +691,66 @@ impl PlanCacheHook {
                         kept.logical
                     }
                     None => {
-                        let plan = state.create_logical_plan(&text).await.map_err(api)?;
+                        let plan = match planning {
+                            Planning::Text => match state.create_logical_plan(key).await {
+                                Ok(plan) => plan,
+                                Err(e) => return Some(Err(api(e))),
+                            },
+                            Planning::Parsed(plan) => plan.clone(),
+                        };
                         if !plan_cache::cacheable(&plan) {
-                            return run_plan(plan, context, client).await;
+                            return match planning {
+                                Planning::Text => Some(run_plan(plan, context, client).await),
+                                Planning::Parsed(_) => None,
+                            };
                         }
-                        let optimized = Arc::new(state.optimize(&plan).map_err(api)?);
-                        self.cache.insert(&text, optimized.clone());
+                        let optimized = match state.optimize(&plan) {
+                            Ok(optimized) => Arc::new(optimized),
+                            Err(e) => return Some(Err(api(e))),
+                        };
+                        self.cache.insert(key, optimized.clone());
                         optimized
                     }
                 };
-                let physical = state
+                let physical = match state
                     .query_planner()
                     .create_physical_plan(&optimized, &state)
                     .await
-                    .map_err(api)?;
+                {
+                    Ok(physical) => physical,
+                    Err(e) => return Some(Err(api(e))),
+                };
                 if self.cache.physical_enabled()
                     && let Some(keep) =
                         plan_cache::keepable(&physical, plan_cache::tables_read(&optimized))
                 {
-                    self.cache.insert_physical(&text, keep);
+                    self.cache.insert_physical(key, keep);
                 }
                 (optimized, physical)
             }
         };
         let task = Arc::new(datafusion::execution::TaskContext::from(&state));
-        let batches = datafusion::physical_plan::execute_stream(physical, task).map_err(api)?;
-        encode(optimized.schema().as_arrow(), batches, client)
+        Some(
+            datafusion::physical_plan::execute_stream(physical, task)
+                .map_err(api)
+                .and_then(|batches| encode(optimized.schema().as_arrow(), batches, format, client)),
+        )
     }
 }
 
-/// The rows of `batches` as a query response in text: datafusion-postgres's
+/// The rows of `batches` as a query response in `format`: datafusion-postgres's
 /// `encode_dataframe` for a physical plan already made.
 fn encode(
     schema: &arrow::datatypes::Schema,
     batches: datafusion::execution::SendableRecordBatchStream,
+    format: &pgwire::api::portal::Format,
     client: &dyn HookClient,
 ) -> PgWireResult<Response> {
     use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
     use futures::StreamExt;
     let fields = Arc::new(arrow_schema_to_pg_fields(
         schema,
-        &pgwire::api::portal::Format::UnifiedText,
+        format,
         Some(text_options(client)),
     )?);
     let encoded = fields.clone();
@@ -719,7 +769,8 @@ fn encode(
 }
 
 /// A [`QueryHook`] of its own rather than an [`Answer`]: the extended protocol's `Execute`
-/// runs the plan `Parse` made, with its parameters, and is left alone.
+/// runs the plan `Parse` made, in the portal's result formats, and only when it has no
+/// parameters (a kept plan holds no parameter values).
 #[async_trait]
 impl QueryHook for PlanCacheHook {
     async fn handle_simple_query(
@@ -731,7 +782,10 @@ impl QueryHook for PlanCacheHook {
         if !self.cache.enabled() || !matches!(statement, Statement::Query(_)) {
             return None;
         }
-        Some(self.run(statement, context, &*client).await)
+        let text = statement.to_string();
+        let format = pgwire::api::portal::Format::UnifiedText;
+        self.run(&text, Planning::Text, &format, context, &*client)
+            .await
     }
 
     async fn handle_extended_parse_query(
@@ -745,12 +799,24 @@ impl QueryHook for PlanCacheHook {
 
     async fn handle_extended_query(
         &self,
-        _statement: &Statement,
-        _plan: &LogicalPlan,
-        _params: &ParamValues,
-        _context: &SessionContext,
-        _client: &mut dyn HookClient,
+        statement: &Statement,
+        plan: &LogicalPlan,
+        params: &ParamValues,
+        context: &SessionContext,
+        client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        None
+        let no_params = match params {
+            ParamValues::List(values) => values.is_empty(),
+            ParamValues::Map(values) => values.is_empty(),
+        };
+        if !self.cache.enabled() || !no_params || !matches!(statement, Statement::Query(_)) {
+            return None;
+        }
+        let format = RESULT_FORMAT.try_with(Clone::clone).ok()?;
+        // Apart from the simple protocol's plans: `Parse` plans a statement its own way
+        // (parameters kept and typed, result columns named as PostgreSQL names them).
+        let key = format!("\u{1}extended\u{1}{statement}");
+        self.run(&key, Planning::Parsed(plan), &format, context, &*client)
+            .await
     }
 }

@@ -2,7 +2,8 @@
 //! optimized plan and still reads the tables as they are now (rows inserted since, rows
 //! flushed to Delta since, each counted once); a query calling `now()` is planned every run.
 //! A kept physical plan takes a new buffer snapshot each run, concurrent runs included, and
-//! is made again after a Delta commit; a top-k's is never kept.
+//! is made again after a Delta commit; a top-k's is never kept. Prepared statements without
+//! parameters keep theirs too (results in binary); those with parameters never do.
 
 use std::time::Duration;
 
@@ -143,6 +144,71 @@ async fn a_kept_physical_plan_reads_each_new_snapshot_until_a_delta_commit() {
         reused + 8,
         "no top-k plan reused"
     );
+    drop(client);
+    assert!(server.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_without_parameters_keep_their_plans_in_binary_results() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    let now = past_micros(0);
+    client
+        .batch_execute(&insert_sql("p1", &ids("a", 3), now))
+        .await
+        .expect("insert");
+    // tokio-postgres prepares each statement and asks for every result column in binary.
+    // Grouped, so the `max` hands no dynamic filter to the scans (a plan whose scans hold
+    // one is not kept).
+    let query = format!(
+        "SELECT count(*), level, max(timestamp) FROM {TABLE} WHERE project_id = 'p1' \
+         GROUP BY level"
+    );
+    let statement = client.prepare(&query).await.expect("prepare");
+    let run = |expected: i64| {
+        let client = &client;
+        let statement = &statement;
+        async move {
+            let row = client.query_one(statement, &[]).await.expect("query");
+            assert_eq!(row.get::<_, i64>(0), expected);
+            assert_eq!(row.get::<_, &str>(1), "INFO");
+            let newest: chrono::DateTime<chrono::Utc> = row.get(2);
+            assert!(newest.timestamp_micros() >= now, "{newest}");
+        }
+    };
+    let hits = lookups(&server, "hit");
+    run(3).await;
+    run(3).await;
+    client
+        .batch_execute(&insert_sql("p1", &ids("b", 2), now))
+        .await
+        .expect("insert");
+    run(5).await;
+    // The same text prepared again (drivers' unnamed statements) finds the kept plans too.
+    let again = client.query_one(&query, &[]).await.expect("query");
+    assert_eq!(again.get::<_, i64>(0), 5);
+    assert_eq!(
+        lookups(&server, "hit"),
+        hits + 3,
+        "three runs found the kept plan"
+    );
+    assert!(
+        physical(&server, "reused") >= 1,
+        "a physical plan was reused"
+    );
+
+    // A parameter's value is the run's own: such a statement is never kept.
+    let hits = lookups(&server, "hit");
+    let by_project = format!("SELECT count(*) FROM {TABLE} WHERE project_id = $1");
+    for (project, expected) in [("p1", 5i64), ("p2", 0), ("p1", 5)] {
+        let row = client
+            .query_one(&by_project, &[&project])
+            .await
+            .expect("query");
+        assert_eq!(row.get::<_, i64>(0), expected, "{project}");
+    }
+    assert_eq!(lookups(&server, "hit"), hits);
     drop(client);
     assert!(server.terminate().success());
 }
