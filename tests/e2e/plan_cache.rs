@@ -295,3 +295,29 @@ async fn with_the_cache_off_nothing_is_looked_up() {
     drop(client);
     assert!(server.terminate().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_physical_plans_off_only_logical_plans_are_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[("TIMEFUSION_PLAN_CACHE_PHYSICAL", "false")]);
+    let client = server.client().await;
+    let query = format!("SELECT count(*), sum(duration) FROM {TABLE} WHERE project_id = 'p1'");
+    for (rows, prefix) in [(2, "a"), (3, "b"), (1, "c")] {
+        client
+            .batch_execute(&insert_sql("p1", &ids(prefix, rows), past_micros(0)))
+            .await
+            .expect("insert");
+    }
+    for _ in 0..3 {
+        assert_eq!(simple_count(&client, &query).await, 6);
+    }
+    assert_eq!(lookups(&server, "hit"), 2);
+    assert_eq!(
+        physical(&server, "made"),
+        2,
+        "made from the kept plan each run"
+    );
+    assert_eq!(physical(&server, "reused"), 0);
+    drop(client);
+    assert!(server.terminate().success());
+}
