@@ -165,8 +165,9 @@ pub struct Config {
     pub condition_cache_mb: Option<u64>,
 
     /// How many optimized plans of repeated queries are kept, by statement text (simple
-    /// queries, and extended `Execute`s without parameters): the same text again (a dashboard refreshing) skips parsing, planning and
-    /// optimizing, and reads the tables as they are now. Only queries over TimeFusion's
+    /// queries, and extended `Execute`s without parameters): the same text again (a
+    /// dashboard refreshing) skips parsing, planning and optimizing, and reads the tables as
+    /// they are now. Only queries over TimeFusion's
     /// tables that call no function whose result can change between runs (`now()`,
     /// `random()`) are kept; the least recently used are evicted past this; 0 turns it off.
     #[arg(long, env = "TIMEFUSION_PLAN_CACHE_ENTRIES", default_value_t = 256)]
@@ -174,8 +175,9 @@ pub struct Config {
 
     /// Whether a kept query also keeps its physical plan, run again over a new snapshot of
     /// the buffer until a Delta commit (a flush, merge or mutation) changes the table: a
-    /// repeated query then skips physical planning too. Only plans of plain operators (no
-    /// join, window or top-k over the scans) over at most 64 data files are kept.
+    /// repeated query then skips physical planning too (made again every 64 runs). Only
+    /// plans of plain operators (no join, window or top-k over the scans) over at most 64
+    /// data files are kept.
     #[arg(long, env = "TIMEFUSION_PLAN_CACHE_PHYSICAL", default_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
     pub plan_cache_physical: bool,
 
