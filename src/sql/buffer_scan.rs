@@ -171,7 +171,7 @@ impl BufferScanExec {
     /// rows. `None` when it cannot read the buffer again: no [`Rescan`], or a top-k's dynamic
     /// filter, which the top-k above renews on a later run but this scan would keep.
     pub fn unbound(&self) -> Option<Self> {
-        if self.rescan.is_none() || self.dynamic_filter.is_some() {
+        if !self.can_run_again() {
             return None;
         }
         let mut scan = self.clone();
@@ -198,6 +198,12 @@ impl BufferScanExec {
         scan.metrics = ExecutionPlanMetricsSet::new();
         scan.deal(batches);
         Ok(Some(scan))
+    }
+
+    /// Whether a kept plan may hold this scan ([`BufferScanExec::unbound`]): it has a
+    /// [`Rescan`] and no dynamic filter.
+    pub fn can_run_again(&self) -> bool {
+        self.rescan.is_some() && self.dynamic_filter.is_none()
     }
 
     /// Whether a kept plan with this scan could still run ([`Rescan::current`]).

@@ -262,21 +262,22 @@ fn cacheable_over(plan: &LogicalPlan, ours: &dyn Fn(&dyn TableProvider) -> bool)
             node.apply_expressions(|expr| {
                 expr.apply(|e| {
                     ok &= immutable(e);
-                    Ok(if ok {
-                        TreeNodeRecursion::Continue
-                    } else {
-                        TreeNodeRecursion::Stop
-                    })
+                    Ok(go_on(ok))
                 })
             })?;
         }
-        Ok(if ok {
-            TreeNodeRecursion::Continue
-        } else {
-            TreeNodeRecursion::Stop
-        })
+        Ok(go_on(ok))
     });
     visited.is_ok() && ok && tables > 0
+}
+
+/// Continue a walk while `ok`, stop at the first refusal.
+fn go_on(ok: bool) -> TreeNodeRecursion {
+    if ok {
+        TreeNodeRecursion::Continue
+    } else {
+        TreeNodeRecursion::Stop
+    }
 }
 
 /// Whether `expr` itself (not its children) gives the same on every run.
@@ -320,7 +321,7 @@ pub fn keepable(
         ok &= operator_can_run_again(node);
         if let Some(scan) = node.downcast_ref::<BufferScanExec>() {
             scans += 1;
-            ok &= scan.unbound().is_some();
+            ok &= scan.can_run_again();
         }
         if let Some((config, _)) = crate::sql::topk_seed::parquet_source(node) {
             files += config
@@ -333,19 +334,11 @@ pub fn keepable(
             node.apply_expressions(&mut |expr| {
                 expr.apply(|e| {
                     ok &= !e.is::<DynamicFilterPhysicalExpr>();
-                    Ok(if ok {
-                        TreeNodeRecursion::Continue
-                    } else {
-                        TreeNodeRecursion::Stop
-                    })
+                    Ok(go_on(ok))
                 })
             })?;
         }
-        Ok(if ok {
-            TreeNodeRecursion::Continue
-        } else {
-            TreeNodeRecursion::Stop
-        })
+        Ok(go_on(ok))
     });
     if visited.is_err() || !ok || scans != tables || files > MAX_KEPT_FILES {
         return None;
@@ -474,11 +467,7 @@ fn current(kept: &Arc<dyn ExecutionPlan>) -> bool {
         if let Some(scan) = node.downcast_ref::<BufferScanExec>() {
             current &= scan.current();
         }
-        Ok(if current {
-            TreeNodeRecursion::Continue
-        } else {
-            TreeNodeRecursion::Stop
-        })
+        Ok(go_on(current))
     });
     current
 }

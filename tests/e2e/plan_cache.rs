@@ -27,24 +27,24 @@ async fn simple_count(client: &tokio_postgres::Client, sql: &str) -> i64 {
         .unwrap_or_else(|| panic!("{sql}: not a count"))
 }
 
-/// `timefusion_plan_cache_lookups_total` for `outcome`, as `/metrics` has it now.
-fn lookups(server: &TestServer, outcome: &str) -> u64 {
+/// `timefusion_plan_cache_<family>_total` for `outcome`, as `/metrics` has it now.
+fn counter(server: &TestServer, family: &str, outcome: &str) -> u64 {
     let (_, metrics) = http_get(server.http_port, "/metrics").expect("metrics");
-    let series = format!("timefusion_plan_cache_lookups_total{{outcome=\"{outcome}\"}} ");
+    let series = format!("timefusion_plan_cache_{family}_total{{outcome=\"{outcome}\"}} ");
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(series.as_str()))
         .map_or(0, |v| v.trim().parse().expect("a count"))
 }
 
-/// `timefusion_plan_cache_physical_total` for `outcome`, as `/metrics` has it now.
+/// Lookups of plans by `outcome` (`hit`, `miss`).
+fn lookups(server: &TestServer, outcome: &str) -> u64 {
+    counter(server, "lookups", outcome)
+}
+
+/// Runs of kept plans by what their physical plan was (`reused`, `made`).
 fn physical(server: &TestServer, outcome: &str) -> u64 {
-    let (_, metrics) = http_get(server.http_port, "/metrics").expect("metrics");
-    let series = format!("timefusion_plan_cache_physical_total{{outcome=\"{outcome}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series.as_str()))
-        .map_or(0, |v| v.trim().parse().expect("a count"))
+    counter(server, "physical", outcome)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
