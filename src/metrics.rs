@@ -41,6 +41,9 @@ pub struct Metrics {
     /// Runs of a kept plan by what its physical plan was: `reused` (a kept one over a new
     /// buffer snapshot) or `made` (none kept yet, or a Delta commit since the kept one).
     pub plan_cache_physical: Family<Labels, Counter>,
+    /// Simple queries whose text led straight to a kept plan (`plan_cache::Shortcut`),
+    /// neither parsed nor rewritten.
+    pub plan_cache_shortcuts: Counter,
     /// Rows that could never be flushed, moved to `<data>/quarantine`: replayed from the WAL
     /// out of range, or in a partition that failed `TIMEFUSION_FLUSH_PARTITION_ATTEMPTS` times.
     pub quarantined_rows: Counter,
@@ -124,6 +127,7 @@ impl Metrics {
             condition_cache_files: Family::default(),
             plan_cache_lookups: Family::default(),
             plan_cache_physical: Family::default(),
+            plan_cache_shortcuts: Counter::default(),
             quarantined_rows: Counter::default(),
             flush_partition_failures: Family::default(),
             merges: Family::default(),
@@ -191,6 +195,11 @@ impl Metrics {
             "plan_cache_physical",
             "Runs of kept plans by what their physical plan was (reused, made)",
             metrics.plan_cache_physical.clone(),
+        );
+        r.register(
+            "plan_cache_shortcuts",
+            "Simple queries whose text led straight to a kept plan, neither parsed nor rewritten",
+            metrics.plan_cache_shortcuts.clone(),
         );
         r.register(
             "quarantined_rows",

@@ -650,6 +650,24 @@ pub(crate) async fn with_result_format<T>(
     RESULT_FORMAT.scope(format, work).await
 }
 
+tokio::task_local! {
+    /// The key of the kept plan that answered the simple query being run, for
+    /// [`recording_plan_key`].
+    static ANSWERED_FROM: std::cell::RefCell<Option<Arc<str>>>;
+}
+
+/// Runs `work` (datafusion-postgres running one simple query and calling the hooks) and
+/// tells which kept plan answered it, if [`PlanCacheHook`] did from a plan it keeps.
+pub(crate) async fn recording_plan_key<T>(work: impl Future<Output = T>) -> (T, Option<Arc<str>>) {
+    ANSWERED_FROM
+        .scope(std::cell::RefCell::new(None), async {
+            let out = work.await;
+            let key = ANSWERED_FROM.with(|key| key.borrow_mut().take());
+            (out, key)
+        })
+        .await
+}
+
 /// How a statement the cache has no plan for is planned.
 enum Planning<'a> {
     /// A simple query: from its text, run as datafusion-postgres would when not kept.
@@ -660,6 +678,26 @@ enum Planning<'a> {
 }
 
 impl PlanCacheHook {
+    /// Runs the simple query whose statement is kept under `key` (a
+    /// [`plan_cache::Shortcut`]'s), as this hook runs it once the other hooks have left it:
+    /// from its kept plans, or from `key`'s text if they were evicted since.
+    pub(crate) async fn run_kept(
+        &self,
+        key: &str,
+        context: &SessionContext,
+        client: &dyn HookClient,
+    ) -> PgWireResult<Response> {
+        let format = pgwire::api::portal::Format::UnifiedText;
+        match self
+            .run(key, Planning::Text, &format, context, client)
+            .await
+        {
+            Some(answer) => answer,
+            // `run` answers every simple query itself.
+            None => Err(PgWireError::ApiError("a kept query was not run".into())),
+        }
+    }
+
     /// `None` when an extended statement's plan cannot be kept: datafusion-postgres runs it.
     async fn run(
         &self,
@@ -784,8 +822,13 @@ impl QueryHook for PlanCacheHook {
         }
         let text = statement.to_string();
         let format = pgwire::api::portal::Format::UnifiedText;
-        self.run(&text, Planning::Text, &format, context, &*client)
-            .await
+        let answer = self
+            .run(&text, Planning::Text, &format, context, &*client)
+            .await;
+        if matches!(answer, Some(Ok(_))) && self.cache.contains(&text) {
+            let _ = ANSWERED_FROM.try_with(|key| *key.borrow_mut() = Some(text.into()));
+        }
+        answer
     }
 
     async fn handle_extended_parse_query(

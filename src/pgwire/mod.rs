@@ -69,6 +69,10 @@ pub struct Handlers {
     max_depth: usize,
     log_min_duration: Option<std::time::Duration>,
     slots: Arc<Slots>,
+    /// The plan cache's hook and the session it plans in, for simple queries answered from
+    /// kept plans before (`simple::SimpleQueries`).
+    plans: Arc<PlanCacheHook>,
+    context: Arc<SessionContext>,
 }
 
 /// The parameters sent to clients at start-up (`server_version` …).
@@ -114,11 +118,16 @@ impl Handlers {
         interrupts: Arc<cancel::Registry>,
     ) -> Self {
         let parameters = server_parameters();
+        let plans = Arc::new(PlanCacheHook {
+            cache: limits.plan_cache,
+        });
         let inserts = Arc::new(Hook(LiteralInsertHook {
             catalog: catalog.clone(),
             ingest: ingest.clone(),
         }));
         Handlers {
+            context: context.clone(),
+            plans: plans.clone(),
             session: Arc::new(DfSessionService::new_with_hooks(
                 context,
                 vec![
@@ -143,9 +152,7 @@ impl Handlers {
                     Arc::new(CursorStatementHook),
                     Arc::new(SetShowHook),
                     Arc::new(TransactionStatementHook),
-                    Arc::new(PlanCacheHook {
-                        cache: limits.plan_cache,
-                    }),
+                    plans.clone(),
                 ],
             )),
             auth: Arc::new(PasswordAuth::new(
@@ -175,6 +182,8 @@ impl PgWireServerHandlers for Handlers {
             max_depth: self.max_depth,
             log_min_duration: self.log_min_duration,
             slots: self.slots.clone(),
+            plans: self.plans.clone(),
+            context: self.context.clone(),
         })
     }
 

@@ -50,6 +50,10 @@ pub(crate) struct SimpleQueries {
     /// `TIMEFUSION_LOG_MIN_DURATION_MS`.
     pub(crate) log_min_duration: Option<std::time::Duration>,
     pub(crate) slots: Arc<Slots>,
+    /// The last of the hooks, which answers queries from kept plans; a query text it answered
+    /// that way before goes to it directly ([`crate::sql::plan_cache::Shortcut`]).
+    pub(crate) plans: Arc<hooks::PlanCacheHook>,
+    pub(crate) context: Arc<datafusion::prelude::SessionContext>,
 }
 
 impl SimpleQueries {
@@ -242,17 +246,38 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
             return result.map(|response| vec![response]);
         }
         let query = statement_text::rewrite(query);
+        // A query text answered from a kept plan before goes there directly: no parse, no
+        // rewrite, no hook. Every hook before the plan cache's decides on a query by its form
+        // alone (those that read the session's settings answer it themselves, and a plan
+        // calling a function that is not immutable is never kept), except the refusal in a
+        // failed transaction, checked here.
+        if client.transaction_status() != TransactionStatus::Error
+            && let Some(shortcut) = self.plans.cache.shortcut(&query)
+        {
+            let statement = cancel::Statement::start(client, &query, &self.slots);
+            let response = statement
+                .run(self.plans.run_kept(&shortcut.key, &self.context, &*client))
+                .await?;
+            let response = wire_text::postgres_text(statement.bound(response));
+            return Ok(vec![named(response, shortcut.names.as_deref())]);
+        }
         let statement = cancel::Statement::start(client, &query, &self.slots);
-        let responses = statement
-            .run(hooks::with_client_text(
-                &query,
-                pgwire::api::query::SimpleQueryHandler::do_query(
-                    self.session.as_ref(),
-                    client,
-                    &query,
-                ),
-            ))
-            .await?;
+        let (responses, kept) = hooks::recording_plan_key(statement.run(hooks::with_client_text(
+            &query,
+            pgwire::api::query::SimpleQueryHandler::do_query(self.session.as_ref(), client, &query),
+        )))
+        .await;
+        let responses = responses?;
+        if let Some(key) = kept
+            && responses.len() == 1
+            && let Some(statements) = parse_plain(&query)
+            && let [statement] = statements.as_slice()
+        {
+            let names = colname::select_names(statement).map(Arc::from);
+            self.plans
+                .cache
+                .remember(&query, crate::sql::plan_cache::Shortcut { key, names });
+        }
         let responses = responses
             .into_iter()
             .map(|response| wire_text::postgres_text(statement.bound(response)));
@@ -304,7 +329,7 @@ pub(crate) fn parse_plain(text: &str) -> Option<Vec<Statement>> {
 /// ([`colname`]). The names come from the text as the client wrote it, parsed with the plain
 /// PostgreSQL dialect; when that fails, or the statements do not line up one to one with the
 /// responses, DataFusion's names stay.
-pub(crate) fn with_postgres_names(query: &str, mut responses: Vec<Response>) -> Vec<Response> {
+pub(crate) fn with_postgres_names(query: &str, responses: Vec<Response>) -> Vec<Response> {
     if !responses.iter().any(|r| matches!(r, Response::Query(_))) {
         return responses;
     }
@@ -314,13 +339,21 @@ pub(crate) fn with_postgres_names(query: &str, mut responses: Vec<Response>) -> 
     if statements.len() != responses.len() {
         return responses;
     }
-    for (response, statement) in responses.iter_mut().zip(&statements) {
-        if let Response::Query(results) = response
-            && let Some(items) = colname::select_names(statement)
-        {
-            let fields = Vec::clone(&results.row_schema);
-            results.row_schema = Arc::new(crate::pgwire::postgres_names(fields, &items));
-        }
-    }
     responses
+        .into_iter()
+        .zip(&statements)
+        .map(|(response, statement)| named(response, colname::select_names(statement).as_deref()))
+        .collect()
+}
+
+/// `response` with its columns named as PostgreSQL names the select `items`.
+fn named(response: Response, items: Option<&[colname::Item]>) -> Response {
+    match (response, items) {
+        (Response::Query(mut results), Some(items)) => {
+            let fields = Vec::clone(&results.row_schema);
+            results.row_schema = Arc::new(crate::pgwire::postgres_names(fields, items));
+            Response::Query(results)
+        }
+        (response, _) => response,
+    }
 }

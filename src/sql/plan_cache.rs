@@ -20,6 +20,11 @@
 //! physical plan is made for one snapshot, so it is kept only when [`keepable`] shows it can
 //! run again, and each run [`rebind`]s it: its buffer scans take a snapshot then, and it is
 //! made again once a Delta commit has changed a table it reads.
+//!
+//! A simple query's text, as the client sent it, can lead straight to its entry
+//! ([`PlanCache::shortcut`]): the text is parsed, rewritten and printed into the entry's key
+//! only the first time, and the result's PostgreSQL column names are kept with it, so a
+//! repeated query is neither parsed nor rewritten again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,12 +58,24 @@ pub struct PlanCache {
     /// `timefusion_plan_cache_physical_total` by outcome.
     reused: prometheus_client::metrics::counter::Counter,
     made: prometheus_client::metrics::counter::Counter,
+    /// `timefusion_plan_cache_shortcuts_total`.
+    shortcuts: prometheus_client::metrics::counter::Counter,
 }
 
 #[derive(Default)]
 struct Entries {
     plans: HashMap<String, Entry>,
+    /// Client texts of simple queries whose statement is kept in `plans`.
+    shortcuts: HashMap<String, Shortcut>,
     clock: u64,
+}
+
+/// Where a simple query's text leads: the key of its plans, and the names PostgreSQL gives
+/// its result columns ([`crate::sql::colname::select_names`]).
+#[derive(Clone)]
+pub struct Shortcut {
+    pub key: Arc<str>,
+    pub names: Option<Arc<[crate::sql::colname::Item]>>,
 }
 
 struct Entry {
@@ -106,6 +123,7 @@ impl PlanCache {
             misses: lookups("miss"),
             reused: physical("reused"),
             made: physical("made"),
+            shortcuts: metrics.plan_cache_shortcuts.clone(),
         }
     }
 
@@ -169,6 +187,9 @@ impl PlanCache {
                 .map(|(text, _)| text.clone());
             if let Some(oldest) = oldest {
                 entries.plans.remove(&oldest);
+                entries
+                    .shortcuts
+                    .retain(|_, shortcut| *shortcut.key != *oldest);
             }
         }
         entries.plans.insert(
@@ -180,6 +201,36 @@ impl PlanCache {
                 used: now,
             },
         );
+    }
+
+    /// Where simple query `text` leads, if a run of it was answered from a kept plan.
+    pub fn shortcut(&self, text: &str) -> Option<Shortcut> {
+        if !self.enabled() {
+            return None;
+        }
+        let found = self.lock().shortcuts.get(text).cloned();
+        if found.is_some() {
+            self.shortcuts.inc();
+        }
+        found
+    }
+
+    /// Remembers that simple query `text` is the statement kept under `shortcut.key`, if that
+    /// is kept. At most as many texts as plans are remembered; past that, none more until
+    /// evictions make room.
+    pub fn remember(&self, text: &str, shortcut: Shortcut) {
+        if !self.enabled() || text.len() > MAX_TEXT {
+            return;
+        }
+        let mut entries = self.lock();
+        if entries.shortcuts.len() < self.capacity && entries.plans.contains_key(&*shortcut.key) {
+            entries.shortcuts.insert(text.to_string(), shortcut);
+        }
+    }
+
+    /// Whether a plan is kept for `text` (not counted as a lookup).
+    pub fn contains(&self, text: &str) -> bool {
+        self.lock().plans.contains_key(text)
     }
 
     /// Keeps `physical` (a [`keepable`] answer) beside the logical plan kept for `text`, if
@@ -623,5 +674,40 @@ mod tests {
         let off = PlanCache::new(0);
         off.insert("a", plan);
         assert!(off.get("a").is_none() && off.is_empty());
+    }
+
+    #[test]
+    fn a_shortcut_leads_to_a_kept_plan_and_goes_with_it() {
+        let cache = PlanCache::new(2);
+        let plan = Arc::new(LogicalPlan::EmptyRelation(
+            datafusion::logical_expr::EmptyRelation {
+                produce_one_row: false,
+                schema: Arc::new(datafusion::common::DFSchema::empty()),
+            },
+        ));
+        let to = |key: &str| Shortcut {
+            key: key.into(),
+            names: None,
+        };
+        // Only to a plan that is kept.
+        cache.remember("select  1 from a", to("a"));
+        assert!(cache.shortcut("select  1 from a").is_none());
+        cache.insert("a", plan.clone());
+        cache.remember("select  1 from a", to("a"));
+        cache.remember("SELECT 1 FROM a", to("a"));
+        let found = cache.shortcut("select  1 from a").expect("remembered");
+        assert_eq!(&*found.key, "a");
+        // No more texts than plans.
+        cache.insert("b", plan.clone());
+        cache.remember("b text", to("b"));
+        assert!(cache.shortcut("b text").is_none());
+        // Evicting a plan forgets the texts that led to it.
+        assert!(cache.get("b").is_some());
+        cache.insert("c", plan);
+        assert!(cache.get("a").is_none());
+        assert!(cache.shortcut("select  1 from a").is_none());
+        assert!(cache.shortcut("SELECT 1 FROM a").is_none());
+        cache.remember("c text", to("c"));
+        assert!(cache.shortcut("c text").is_some());
     }
 }

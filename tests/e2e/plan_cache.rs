@@ -3,7 +3,8 @@
 //! flushed to Delta since, each counted once); a query calling `now()` is planned every run.
 //! A kept physical plan takes a new buffer snapshot each run, concurrent runs included, and
 //! is made again after a Delta commit; a top-k's is never kept. Prepared statements without
-//! parameters keep theirs too (results in binary); those with parameters never do.
+//! parameters keep theirs too (results in binary); those with parameters never do. A simple
+//! query's text answered from a kept plan goes straight to it the next time.
 
 use std::time::Duration;
 
@@ -28,9 +29,14 @@ async fn simple_count(client: &tokio_postgres::Client, sql: &str) -> i64 {
 }
 
 /// `timefusion_plan_cache_<family>_total` for `outcome`, as `/metrics` has it now.
+/// (`""`: a counter without labels).
 fn counter(server: &TestServer, family: &str, outcome: &str) -> u64 {
     let (_, metrics) = http_get(server.http_port, "/metrics").expect("metrics");
-    let series = format!("timefusion_plan_cache_{family}_total{{outcome=\"{outcome}\"}} ");
+    let series = if outcome.is_empty() {
+        format!("timefusion_plan_cache_{family}_total ")
+    } else {
+        format!("timefusion_plan_cache_{family}_total{{outcome=\"{outcome}\"}} ")
+    };
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(series.as_str()))
@@ -319,5 +325,86 @@ async fn with_physical_plans_off_only_logical_plans_are_kept() {
     );
     assert_eq!(physical(&server, "reused"), 0);
     drop(client);
+    assert!(server.terminate().success());
+}
+
+/// The column names of a simple query's result and its first row's values.
+async fn names_and_row(
+    client: &tokio_postgres::Client,
+    query: &str,
+) -> (Vec<String>, Vec<Option<String>>) {
+    use tokio_postgres::SimpleQueryMessage;
+    let messages = client.simple_query(query).await.expect("query");
+    let Some(SimpleQueryMessage::RowDescription(columns)) = messages.first() else {
+        panic!("no RowDescription first: {messages:?}");
+    };
+    let names = columns.iter().map(|c| c.name().to_string()).collect();
+    let values = messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(String::from))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .expect("a row");
+    (names, values)
+}
+
+/// A text answered from a kept plan once goes straight to it afterwards, in any session: the
+/// same rows (new ones included) under the names PostgreSQL gives the columns; in a failed
+/// transaction block it is refused as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_text_goes_straight_to_its_plan_with_postgres_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start(dir.path(), &[]);
+    let client = server.client().await;
+    client
+        .batch_execute(&insert_sql("p1", &ids("a", 3), past_micros(1)))
+        .await
+        .expect("insert");
+    let query = format!(
+        "SELECT count(*), max(id) AS last, project_id, 1 + 1 FROM {TABLE} \
+         WHERE project_id = 'p1' GROUP BY project_id"
+    );
+    let run = |client| names_and_row(client, &query);
+    let shortcuts = || counter(&server, "shortcuts", "");
+    let names = vec!["count", "last", "project_id", "?column?"];
+    let first = run(&client).await;
+    assert_eq!(first.0, names);
+    assert_eq!(
+        first.1,
+        [Some("3"), Some("a-2"), Some("p1"), Some("2")].map(|v| v.map(String::from))
+    );
+    assert_eq!(shortcuts(), 0, "the first run is parsed");
+
+    client
+        .batch_execute(&insert_sql("p1", &ids("b", 1), past_micros(1)))
+        .await
+        .expect("insert");
+    let again = run(&client).await;
+    assert_eq!(
+        again.0, names,
+        "the names PostgreSQL gives, kept with the text"
+    );
+    assert_eq!(again.1[0].as_deref(), Some("4"), "the row inserted since");
+    assert_eq!(again.1[1].as_deref(), Some("b-0"));
+    assert_eq!(shortcuts(), 1);
+
+    let other = server.client().await;
+    assert_eq!(run(&other).await, again, "another session");
+    assert_eq!(shortcuts(), 2);
+
+    // In a failed transaction block: refused, as every statement but its end.
+    client.batch_execute("BEGIN").await.expect("BEGIN");
+    assert!(client.batch_execute("SELECT 1/0").await.is_err());
+    let refused = client.simple_query(&query).await;
+    assert_eq!(outcome(refused), "25P02");
+    client.batch_execute("ROLLBACK").await.expect("ROLLBACK");
+    assert_eq!(shortcuts(), 2, "not taken in the failed block");
+    assert_eq!(run(&client).await, again);
+    drop((client, other));
     assert!(server.terminate().success());
 }
