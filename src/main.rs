@@ -8,8 +8,6 @@ use tikv_jemalloc_ctl::{Access, AsName};
 use timefusion::config::Config;
 use timefusion::server::Server;
 
-mod zstd_contexts;
-
 /// jemalloc instead of glibc malloc or mimalloc. Ingest allocates and frees multi-MiB Arrow
 /// buffers per batch, which glibc serves with fresh mmaps (page faults and zeroing dominated
 /// the profile). Under a 512 MiB process budget mimalloc kept memory nothing used: the
