@@ -267,21 +267,37 @@ impl pgwire::api::query::SimpleQueryHandler for SimpleQueries {
             pgwire::api::query::SimpleQueryHandler::do_query(self.session.as_ref(), client, &query),
         )))
         .await;
-        let responses = responses?;
-        if let Some(key) = kept
-            && responses.len() == 1
-            && let Some(statements) = parse_plain(&query)
-            && let [statement] = statements.as_slice()
-        {
-            let names = colname::select_names(statement).map(Arc::from);
-            self.plans
-                .cache
-                .remember(&query, crate::sql::plan_cache::Shortcut { key, names });
-        }
-        let responses = responses
+        let responses: Vec<Response> = responses?
             .into_iter()
-            .map(|response| wire_text::postgres_text(statement.bound(response)));
-        Ok(with_postgres_names(&query, responses.collect()))
+            .map(|response| wire_text::postgres_text(statement.bound(response)))
+            .collect();
+        // The columns named as PostgreSQL names them ([`colname`]), from the text as the
+        // client wrote it, parsed with the plain PostgreSQL dialect; when that fails, or the
+        // statements do not line up one to one with the responses, DataFusion's names stay.
+        if !responses.iter().any(|r| matches!(r, Response::Query(_))) {
+            return Ok(responses);
+        }
+        let Some(statements) = parse_plain(&query).filter(|s| s.len() == responses.len()) else {
+            return Ok(responses);
+        };
+        let names: Vec<Option<Arc<[colname::Item]>>> = statements
+            .iter()
+            .map(|statement| colname::select_names(statement).map(Arc::from))
+            .collect();
+        if let Some(key) = kept
+            && let [names] = names.as_slice()
+        {
+            let shortcut = crate::sql::plan_cache::Shortcut {
+                key,
+                names: names.clone(),
+            };
+            self.plans.cache.remember(&query, shortcut);
+        }
+        Ok(responses
+            .into_iter()
+            .zip(names)
+            .map(|(response, names)| named(response, names.as_deref()))
+            .collect())
     }
 }
 
@@ -323,27 +339,6 @@ pub(crate) fn parse_plain(text: &str) -> Option<Vec<Statement>> {
         .with_tokens_with_locations(tokens)
         .parse_statements()
         .ok()
-}
-
-/// `responses` of the statements in `query`, their columns named as PostgreSQL names them
-/// ([`colname`]). The names come from the text as the client wrote it, parsed with the plain
-/// PostgreSQL dialect; when that fails, or the statements do not line up one to one with the
-/// responses, DataFusion's names stay.
-pub(crate) fn with_postgres_names(query: &str, responses: Vec<Response>) -> Vec<Response> {
-    if !responses.iter().any(|r| matches!(r, Response::Query(_))) {
-        return responses;
-    }
-    let Some(statements) = parse_plain(query) else {
-        return responses;
-    };
-    if statements.len() != responses.len() {
-        return responses;
-    }
-    responses
-        .into_iter()
-        .zip(&statements)
-        .map(|(response, statement)| named(response, colname::select_names(statement).as_deref()))
-        .collect()
 }
 
 /// `response` with its columns named as PostgreSQL names the select `items`.

@@ -650,15 +650,20 @@ mod tests {
         assert_eq!(fresh.metrics().clone_inner().iter().count(), 0);
     }
 
-    #[test]
-    fn the_least_recently_used_plan_is_evicted_and_long_texts_are_not_kept() {
-        let cache = PlanCache::new(2);
-        let plan = Arc::new(LogicalPlan::EmptyRelation(
+    /// A plan that reads nothing, for the cache's bookkeeping.
+    fn empty_plan() -> Arc<LogicalPlan> {
+        Arc::new(LogicalPlan::EmptyRelation(
             datafusion::logical_expr::EmptyRelation {
                 produce_one_row: false,
                 schema: Arc::new(datafusion::common::DFSchema::empty()),
             },
-        ));
+        ))
+    }
+
+    #[test]
+    fn the_least_recently_used_plan_is_evicted_and_long_texts_are_not_kept() {
+        let cache = PlanCache::new(2);
+        let plan = empty_plan();
         cache.insert("a", plan.clone());
         cache.insert("b", plan.clone());
         assert!(cache.get("a").is_some());
@@ -679,12 +684,7 @@ mod tests {
     #[test]
     fn a_shortcut_leads_to_a_kept_plan_and_goes_with_it() {
         let cache = PlanCache::new(2);
-        let plan = Arc::new(LogicalPlan::EmptyRelation(
-            datafusion::logical_expr::EmptyRelation {
-                produce_one_row: false,
-                schema: Arc::new(datafusion::common::DFSchema::empty()),
-            },
-        ));
+        let plan = empty_plan();
         let to = |key: &str| Shortcut {
             key: key.into(),
             names: None,

@@ -18,20 +18,6 @@ fn psql(server: &TestServer, command: &str) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-fn rows(messages: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
-    messages
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some(
-                (0..row.len())
-                    .map(|i| row.get(i).map(str::to_string))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn psql_backslash_commands_describe_the_table() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -339,17 +339,7 @@ async fn names_and_row(
         panic!("no RowDescription first: {messages:?}");
     };
     let names = columns.iter().map(|c| c.name().to_string()).collect();
-    let values = messages
-        .iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(row) => Some(
-                (0..row.len())
-                    .map(|i| row.get(i).map(String::from))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .expect("a row");
+    let values = rows(&messages).into_iter().next().expect("a row");
     (names, values)
 }
 

@@ -390,3 +390,18 @@ pub fn sqlstate(error: &tokio_postgres::Error) -> String {
         .map(|e| e.code().code().to_string())
         .unwrap_or_else(|| format!("no SQLSTATE: {error}"))
 }
+
+/// The rows of a simple query's answer, each value as text (`None` for NULL).
+pub fn rows(messages: &[tokio_postgres::SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_string))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
