@@ -44,6 +44,9 @@ pub struct Metrics {
     /// Simple queries whose text led straight to a kept plan (`plan_cache::Shortcut`),
     /// neither parsed nor rewritten.
     pub plan_cache_shortcuts: Counter,
+    /// Small writes stored in a WAL record they shared with other writes
+    /// (`engine::ingest::combine`).
+    pub combined_writes: Counter,
     /// Rows that could never be flushed, moved to `<data>/quarantine`: replayed from the WAL
     /// out of range, or in a partition that failed `TIMEFUSION_FLUSH_PARTITION_ATTEMPTS` times.
     pub quarantined_rows: Counter,
@@ -128,6 +131,7 @@ impl Metrics {
             plan_cache_lookups: Family::default(),
             plan_cache_physical: Family::default(),
             plan_cache_shortcuts: Counter::default(),
+            combined_writes: Counter::default(),
             quarantined_rows: Counter::default(),
             flush_partition_failures: Family::default(),
             merges: Family::default(),
@@ -200,6 +204,11 @@ impl Metrics {
             "plan_cache_shortcuts",
             "Simple queries whose text led straight to a kept plan, neither parsed nor rewritten",
             metrics.plan_cache_shortcuts.clone(),
+        );
+        r.register(
+            "ingest_combined_writes",
+            "Small writes stored in a WAL record they shared with other writes",
+            metrics.combined_writes.clone(),
         );
         r.register(
             "quarantined_rows",

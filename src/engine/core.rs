@@ -1491,6 +1491,107 @@ mod tests {
         assert_eq!(rows, 10);
     }
 
+    /// Reopens the WAL of a fixture whose process has ended and returns the rows of each
+    /// record, in order.
+    fn records_in_wal(dir: &tempfile::TempDir) -> Vec<usize> {
+        let wal = Wal::open(
+            &dir.path().join("wal"),
+            WalOptions {
+                segment_bytes: 1 << 20,
+                group_max_bytes: 1 << 20,
+                compression: Default::default(),
+            },
+        )
+        .expect("the WAL reopens");
+        let mut records = Vec::new();
+        wal.replay(|record| {
+            records.push(crate::engine::wal::decode_batch(record.ipc)?.num_rows());
+            Ok(())
+        })
+        .expect("replay");
+        records
+    }
+
+    /// Small writes waiting at the same time, once enough are under way, go to the WAL as one
+    /// record and to the buffer as one insert per project; each writer is answered with its
+    /// own rows, and every row is there once, live and after a restart.
+    #[tokio::test]
+    async fn small_writes_waiting_together_share_one_wal_record() {
+        let f = Fixture::new().await;
+        let writes = (0..100).map(|i| {
+            f.ingest.write(
+                TABLE,
+                spans_of(&format!("p{}", i % 4), &format!("w{i}-"), 1 + i % 3),
+                crate::engine::ingest::Via::Insert,
+            )
+        });
+        let answers = futures::future::join_all(writes).await;
+        for (i, answer) in answers.into_iter().enumerate() {
+            assert_eq!(answer.expect("written"), 1 + i % 3);
+        }
+        let expected: usize = (0..100).map(|i| 1 + i % 3).sum();
+        assert_eq!(f.visible_rows().await, expected);
+        // The first writes went alone; the rest went in as one chunk per project.
+        let alone = crate::engine::ingest::COMBINE_AFTER;
+        let snapshot = f
+            .core
+            .buffer
+            .snapshot(TABLE, None, None, None)
+            .expect("snapshot")
+            .expect("no projection");
+        assert_eq!(snapshot.batches.len(), alone + 4);
+
+        f.faults.down.store(true, Ordering::SeqCst);
+        f.core.close().await.expect("a clean shutdown");
+        let Fixture {
+            core,
+            ingest,
+            table,
+            faults,
+            dir,
+        } = f;
+        drop((core, ingest, table, faults));
+        // The first writes went alone, the other ones were all queued before the combining
+        // task's first round.
+        let mut records: Vec<usize> = (0..alone).map(|i| 1 + i % 3).collect();
+        records.push(expected - records.iter().sum::<usize>());
+        assert_eq!(records_in_wal(&dir), records);
+    }
+
+    /// A write that its checks refuse, combined with others, fails alone: the others are
+    /// stored, each answered as if it had been written on its own.
+    #[tokio::test]
+    async fn a_refused_write_among_combined_ones_fails_alone() {
+        let f = Fixture::new().await;
+        let far_future = {
+            let good = spans_of("p", "bad", 1);
+            let mut columns = good.columns().to_vec();
+            columns[1] = Arc::new(
+                TimestampMicrosecondArray::from(vec![300_000_000_000_000_000]).with_timezone("UTC"),
+            );
+            RecordBatch::try_new(good.schema(), columns).expect("batch")
+        };
+        let batches = (0..20)
+            .map(|i| spans_of("p", &format!("w{i}-"), 1))
+            .chain([far_future])
+            .chain((20..40).map(|i| spans_of("p", &format!("w{i}-"), 1)));
+        let writes = batches.map(|batch| {
+            f.ingest
+                .write(TABLE, batch, crate::engine::ingest::Via::Insert)
+        });
+        let answers = futures::future::join_all(writes).await;
+        for (i, answer) in answers.into_iter().enumerate() {
+            match answer {
+                Ok(rows) => assert!(i != 20 && rows == 1, "write {i}"),
+                Err(e) => {
+                    assert_eq!(i, 20, "{e}");
+                    assert_eq!(e.sqlstate(), SqlState::DATETIME_FIELD_OVERFLOW, "{e}");
+                }
+            }
+        }
+        assert_eq!(f.visible_rows().await, 40);
+    }
+
     /// The S3-outage case behind a doubled count: flush A's commit reaches the log, its
     /// response is lost and the store goes down before the log can be re-read. Before the fix
     /// the next flush planned A's rows again with newer ones, saw "another writer" at A's

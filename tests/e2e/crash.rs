@@ -152,6 +152,9 @@ async fn mutate(
 
 /// The seed of the kill instants: `TIMEFUSION_TEST_SEED` to replay a run, else a fresh one. It
 /// fixes when each round's kill comes, not how far the writers got by then.
+/// The single-row writers of the kill test: more than the server writes alone at once.
+const SINGLE_ROW_WRITERS: std::ops::Range<usize> = 4..20;
+
 fn seed() -> u64 {
     match std::env::var("TIMEFUSION_TEST_SEED") {
         Ok(seed) => seed
@@ -177,6 +180,8 @@ async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
     eprintln!("kill instants from seed {seed}; replay with TIMEFUSION_TEST_SEED={seed}");
     let mut rng = StdRng::seed_from_u64(seed);
     const ROUNDS: usize = 4;
+    // Writes that shared a WAL record with others, counted just before each kill.
+    let mut combined = 0;
     for round in 0..ROUNDS {
         let server = TestServer::start(dir.path(), &env);
         let port = server.port;
@@ -232,6 +237,41 @@ async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
                 }
             }));
         }
+        // Single-row parameterized INSERTs from many connections at once: past
+        // `COMBINE_AFTER` small writes under way, the server writes those waiting together as
+        // one WAL record (`engine::ingest::combine`), and a kill must find each of them whole
+        // or absent.
+        for w in SINGLE_ROW_WRITERS {
+            let acked = acked.clone();
+            writers.push(tokio::spawn(async move {
+                let client = connect(port).await;
+                let Ok(insert) = client
+                    .prepare(
+                        "INSERT INTO otel_logs_and_spans (project_id, timestamp, id) VALUES ($1, $2, $3)",
+                    )
+                    .await
+                else {
+                    return;
+                };
+                let project = format!("p{}", w % 4);
+                for s in 0.. {
+                    let id = format!("r{round}-w{w}-s{s}");
+                    let when = chrono::DateTime::from_timestamp_micros(if s % 2 == 0 {
+                        chrono::Utc::now().timestamp_micros()
+                    } else {
+                        past_micros(1 + s % 3)
+                    })
+                    .expect("timestamp");
+                    match client.execute(&insert, &[&project, &when, &id]).await {
+                        Ok(1) => {
+                            acked.lock().insert(id);
+                        }
+                        Ok(n) => panic!("a single-row INSERT acknowledged {n} rows"),
+                        Err(_) => return, // the server died under us: not acknowledged
+                    }
+                }
+            }));
+        }
         writers.push(tokio::spawn(mutate(
             port,
             round,
@@ -242,6 +282,7 @@ async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
         // and flushes.
         let delay = rng.random_range(500..3000);
         tokio::time::sleep(Duration::from_millis(delay)).await;
+        combined += combined_writes(&server);
         server.kill9();
         for w in writers {
             w.await.expect("writer");
@@ -307,6 +348,10 @@ async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
             round == 0 || acked.iter().any(|id| id.contains("-w3-")),
             "no pipeline was acknowledged in rounds up to {round}; the test proves nothing for them"
         );
+        assert!(
+            round == 0 || acked.iter().any(|id| id.contains("-w19-")),
+            "no single-row INSERT was acknowledged in rounds up to {round}; the test proves nothing for them"
+        );
         let changes = mutated.lock();
         assert!(
             round == 0 || (!changes.deleted.is_empty() && !changes.updated.is_empty()),
@@ -316,6 +361,23 @@ async fn kill_9_loses_no_acknowledged_row_and_duplicates_none() {
         drop(client);
         server.kill9();
     }
+    eprintln!("{combined} writes were combined with others before the kills");
+    assert!(
+        combined > 0,
+        "no write was combined with others in any round; the test proves nothing for them"
+    );
+}
+
+/// `timefusion_ingest_combined_writes_total` of `server` now (0 if `/metrics` cannot be read).
+fn combined_writes(server: &TestServer) -> u64 {
+    let Some((_, metrics)) = http_get(server.http_port, "/metrics") else {
+        return 0;
+    };
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("timefusion_ingest_combined_writes_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test]
