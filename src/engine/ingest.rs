@@ -352,9 +352,9 @@ impl Ingest {
 const COMBINE_MAX_ROWS: usize = 64;
 /// Small writes under way before the next one is combined rather than written alone. Below
 /// it, a round would hold few writes, and the hand-offs to the combining task and back cost
-/// more than the shared record saves: with 8 connections of single-row `INSERT`s combining
-/// every write cost 20% of the rate, with 32 it gained 10-50% (BENCHMARKS.md, "Small writes
-/// combined").
+/// more than the shared record saves: with 8 connections of single-row `INSERT`s, combining
+/// every write cost about 15% of their rate; with 32, combining past this many gained about
+/// 25% (BENCHMARKS.md, "Small writes combined").
 pub(crate) const COMBINE_AFTER: usize = 12;
 /// See [`COMBINE_MAX_ROWS`].
 const COMBINE_MAX_BYTES: usize = 256 << 10;
