@@ -1285,7 +1285,30 @@ mod tests {
         dir: tempfile::TempDir,
     }
 
+    /// The fixture's WAL settings.
+    fn wal_options() -> WalOptions {
+        WalOptions {
+            segment_bytes: 1 << 20,
+            group_max_bytes: 1 << 20,
+            compression: Default::default(),
+        }
+    }
+
     impl Fixture {
+        /// Ends the fixture's process: everything that holds the WAL's lock goes, the folder
+        /// stays.
+        fn end(self) -> tempfile::TempDir {
+            let Fixture {
+                core,
+                ingest,
+                table,
+                faults,
+                dir,
+            } = self;
+            drop((core, ingest, table, faults));
+            dir
+        }
+
         async fn new() -> Fixture {
             let dir = tempfile::tempdir().expect("tempdir");
             let faults = Arc::new(Faults::default());
@@ -1320,17 +1343,7 @@ mod tests {
                 .await
                 .expect("table"),
             );
-            let wal = Arc::new(
-                Wal::open(
-                    &dir.path().join("wal"),
-                    WalOptions {
-                        segment_bytes: 1 << 20,
-                        group_max_bytes: 1 << 20,
-                        compression: Default::default(),
-                    },
-                )
-                .expect("wal"),
-            );
+            let wal = Arc::new(Wal::open(&dir.path().join("wal"), wal_options()).expect("wal"));
             wal.start(Seq(1)).expect("wal start");
             let buffer = Arc::new(Buffer::new(BufferOptions {
                 max_bytes: 1 << 30,
@@ -1464,45 +1477,14 @@ mod tests {
         f.write("a", 10).await;
         f.faults.down.store(true, Ordering::SeqCst);
         assert_eq!(f.core.close().await.expect("a clean shutdown"), 0);
-        // The process ends here: everything that holds the WAL's lock goes.
-        let Fixture {
-            core,
-            ingest,
-            table,
-            faults,
-            dir,
-        } = f;
-        drop((core, ingest, table, faults));
-        let wal = Wal::open(
-            &dir.path().join("wal"),
-            WalOptions {
-                segment_bytes: 1 << 20,
-                group_max_bytes: 1 << 20,
-                compression: Default::default(),
-            },
-        )
-        .expect("the WAL reopens");
-        let mut rows = 0;
-        wal.replay(|record| {
-            rows += crate::engine::wal::decode_batch(record.ipc)?.num_rows();
-            Ok(())
-        })
-        .expect("replay");
-        assert_eq!(rows, 10);
+        let dir = f.end();
+        assert_eq!(records_in_wal(&dir).iter().sum::<usize>(), 10);
     }
 
     /// Reopens the WAL of a fixture whose process has ended and returns the rows of each
     /// record, in order.
     fn records_in_wal(dir: &tempfile::TempDir) -> Vec<usize> {
-        let wal = Wal::open(
-            &dir.path().join("wal"),
-            WalOptions {
-                segment_bytes: 1 << 20,
-                group_max_bytes: 1 << 20,
-                compression: Default::default(),
-            },
-        )
-        .expect("the WAL reopens");
+        let wal = Wal::open(&dir.path().join("wal"), wal_options()).expect("the WAL reopens");
         let mut records = Vec::new();
         wal.replay(|record| {
             records.push(crate::engine::wal::decode_batch(record.ipc)?.num_rows());
@@ -1543,14 +1525,7 @@ mod tests {
 
         f.faults.down.store(true, Ordering::SeqCst);
         f.core.close().await.expect("a clean shutdown");
-        let Fixture {
-            core,
-            ingest,
-            table,
-            faults,
-            dir,
-        } = f;
-        drop((core, ingest, table, faults));
+        let dir = f.end();
         // The first writes went alone, the other ones were all queued before the combining
         // task's first round.
         let mut records: Vec<usize> = (0..alone).map(|i| 1 + i % 3).collect();

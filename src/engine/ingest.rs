@@ -1297,46 +1297,35 @@ fn split(
         );
         // Rows already grouped (a combined write's, ordered by tenant: `Shared::write_group`)
         // and all of one lifetime: the pieces are slices of the batch, as a uniform batch's
-        // one piece is the batch itself.
+        // one piece is the batch itself. Otherwise one reordered copy.
         let in_order = order.len() == batch.num_rows()
             && order
                 .values()
                 .iter()
                 .enumerate()
                 .all(|(i, &row)| row as usize == i);
-        if in_order {
-            let mut offset = 0;
-            for group in class {
-                let rows = group.rows.len();
-                pieces.push(Piece {
-                    project: group.project.to_string(),
-                    bucket_start: group.place.bucket,
-                    min_micros: group.min_micros,
-                    max_micros: group.max_micros,
-                    batch: batch.slice(offset, rows),
-                    bytes: owned * rows / order.len(),
-                });
-                offset += rows;
-            }
-            continue;
-        }
-        // Default columns hold the same value in every row: reordering them is the identity,
-        // and a subset of their rows is a slice.
-        let columns = batch
-            .schema()
-            .fields()
-            .iter()
-            .zip(batch.columns())
-            .map(|(f, c)| {
-                if is_default(f, c) {
-                    Ok(c.slice(0, order.len()))
-                } else {
-                    take(c, &order, None)
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let sorted = RecordBatch::try_new(batch.schema(), columns)?;
-        let total_bytes = owned_bytes(&sorted);
+        let (sorted, total_bytes) = if in_order {
+            (batch.clone(), owned)
+        } else {
+            // Default columns hold the same value in every row: reordering them is the
+            // identity, and a subset of their rows is a slice.
+            let columns = batch
+                .schema()
+                .fields()
+                .iter()
+                .zip(batch.columns())
+                .map(|(f, c)| {
+                    if is_default(f, c) {
+                        Ok(c.slice(0, order.len()))
+                    } else {
+                        take(c, &order, None)
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let sorted = RecordBatch::try_new(batch.schema(), columns)?;
+            let bytes = owned_bytes(&sorted);
+            (sorted, bytes)
+        };
         let mut offset = 0;
         for group in class {
             let rows = group.rows.len();
