@@ -31,11 +31,14 @@
 //! Guarantees:
 //! - [`Wal::append`] returns only after its record is written and `fdatasync`ed. One writer
 //!   thread commits in groups: every record queued while an fsync runs shares the next one.
+//!   A record appended while no other is under way is committed by its own task instead, under
+//!   the same lock, when the disk is fast ([`Wal::commit_in_place`]).
 //! - Records are applied (the caller's `apply` callback, which inserts into the buffer) in
 //!   sequence order, after they are durable and before the append is acknowledged. So at any
 //!   instant the buffer holds every acknowledged record that has not been flushed. A checked
 //!   record ([`Wal::append_checked`]) is first checked against the buffer as every record
-//!   before it left it, by the writer thread, and written only if the check passes.
+//!   before it left it, by the writer thread, and written only if the check passes. Sequence
+//!   numbers are given, records written and applied only under the writer's lock.
 //! - Replay detects a torn tail in the last segment (a partial or unchecksummed record with no
 //!   valid record after it) and truncates it; any other invalid record is an error that stops
 //!   start-up, because skipping it would silently lose acknowledged rows.
@@ -54,7 +57,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSlice, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use arrow::array::RecordBatch;
@@ -167,6 +170,11 @@ const ZSTD_MIN_BYTES: usize = 16 << 10;
 
 /// Unused capacity a payload gives back before it waits for its group commit.
 const SHRINK_ABOVE: usize = 64 << 10;
+
+/// The longest a commit's write and `fdatasync` may have taken for the next lone append to be
+/// committed on its own task ([`Wal::commit_in_place`]): local disks take 0.1-0.5 ms, so this
+/// sends appends to the writer thread only while the disk is slow.
+const IN_PLACE_SYNC_MAX: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// What a thread keeps between the zstd payloads it encodes: the start of an IPC stream held
 /// until it is known to reach [`ZSTD_MIN_BYTES`] (never more than that), and a compression
@@ -409,6 +417,15 @@ enum Command {
     Stop,
 }
 
+/// Counts an append under way until it is answered (or its future dropped).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The write-ahead log of one server.
 pub struct Wal {
     dir: PathBuf,
@@ -416,6 +433,11 @@ pub struct Wal {
     options: WalOptions,
     segments: Arc<Mutex<Segments>>,
     sender: Mutex<Option<mpsc::Sender<Command>>>,
+    /// The writer's state, shared by its thread and by appends that commit in place
+    /// ([`Wal::commit_in_place`]); set by [`Wal::start`].
+    state: Mutex<Option<Arc<Mutex<Writer>>>>,
+    /// Appends under way: from the request until its answer.
+    in_flight: AtomicUsize,
     writer: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
     poisoned: Arc<Mutex<Option<String>>>,
@@ -489,6 +511,8 @@ impl Wal {
                 list,
             })),
             sender: Mutex::new(None),
+            state: Mutex::new(None),
+            in_flight: AtomicUsize::new(0),
             writer: Mutex::new(None),
             closed: AtomicBool::new(false),
             poisoned: Arc::new(Mutex::new(None)),
@@ -601,7 +625,7 @@ impl Wal {
             }
         }
         let (sender, receiver) = mpsc::channel(4096);
-        let writer = Writer {
+        let writer = Arc::new(Mutex::new(Writer {
             file,
             path,
             written,
@@ -610,12 +634,15 @@ impl Wal {
             options: self.options.clone(),
             segments: self.segments.clone(),
             poisoned: self.poisoned.clone(),
-        };
+            last_sync: std::time::Duration::ZERO,
+        }));
+        let state = writer.clone();
         let handle = std::thread::Builder::new()
             .name("timefusion-wal".into())
-            .spawn(move || writer.run(receiver))
+            .spawn(move || Writer::run(writer, receiver))
             .map_err(io_err(&self.dir))?;
         *self.sender.lock() = Some(sender);
+        *self.state.lock() = Some(state);
         *self.writer.lock() = Some(handle);
         Ok(())
     }
@@ -711,20 +738,60 @@ impl Wal {
         Ok(payload)
     }
 
-    /// Hands `payload` to the writer and waits until it is durable and applied.
+    /// Hands `payload` to the writer and waits until it is durable and applied. A record
+    /// appended while no other is under way is committed by this task itself
+    /// ([`Wal::commit_in_place`]).
     async fn submit(&self, payload: Vec<u8>, kind: Kind, then: Then) -> Result<Seq> {
+        let alone = self.in_flight.fetch_add(1, Ordering::AcqRel) == 0;
+        let _in_flight = InFlight(&self.in_flight);
         let (done, wait) = oneshot::channel();
+        let mut append = Append {
+            payload,
+            kind,
+            then,
+            done,
+        };
+        if alone && matches!(append.then, Then::Apply(_)) {
+            match self.commit_in_place(append) {
+                Ok(()) => return wait.await.map_err(|_| Error::Closed)?,
+                Err(back) => append = back,
+            }
+        }
         let sender = self.sender.lock().clone().ok_or(Error::Closed)?;
         sender
-            .send(Command::Append(Append {
-                payload,
-                kind,
-                then,
-                done,
-            }))
+            .send(Command::Append(append))
             .await
             .map_err(|_| Error::Closed)?;
         wait.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Commits `append` as a group of its own on the calling thread when the writer is idle
+    /// and the disk answered the last sync within [`IN_PLACE_SYNC_MAX`]. A lone writer (one
+    /// connection sending single-row `INSERT`s) then pays no hand-off to the writer thread
+    /// and back: on a VM those two wake-ups cost about as much CPU as the `fdatasync`
+    /// (BENCHMARKS.md, "Lone writes committed in place"). Only on a multi-thread runtime,
+    /// whose other workers take this one's queued tasks while it waits for the disk; a slow
+    /// disk (a flush's writeback in the way) sends appends back to the thread, so a worker is
+    /// never held for long. Gives `append` back when it cannot be committed here.
+    fn commit_in_place(&self, append: Append) -> std::result::Result<(), Append> {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if !multi_thread {
+            return Err(append);
+        }
+        let Some(state) = self.state.lock().clone() else {
+            return Err(append);
+        };
+        let Some(mut writer) = state.try_lock() else {
+            return Err(append);
+        };
+        // `close` marks the WAL closed before it stops the thread, and the thread trims the
+        // last segment under this lock: a record committed here after that is refused.
+        if self.closed.load(Ordering::Acquire) || writer.last_sync > IN_PLACE_SYNC_MAX {
+            return Err(append);
+        }
+        writer.commit(&mut vec![append]);
+        Ok(())
     }
 
     /// Deletes every closed segment whose records all have a sequence `<= upto`.
@@ -777,10 +844,13 @@ struct Writer {
     options: WalOptions,
     segments: Arc<Mutex<Segments>>,
     poisoned: Arc<Mutex<Option<String>>>,
+    /// How long the last commit's write and sync took.
+    last_sync: std::time::Duration,
 }
 
 impl Writer {
-    fn run(mut self, mut receiver: mpsc::Receiver<Command>) {
+    /// The writer thread: commits what is queued, in groups, holding `state` for each.
+    fn run(state: Arc<Mutex<Writer>>, mut receiver: mpsc::Receiver<Command>) {
         let mut group: Vec<Append> = Vec::new();
         // A checked request that came in behind a group: it runs once the group is applied.
         let mut held: Option<Append> = None;
@@ -794,13 +864,14 @@ impl Writer {
                     Some(Command::Stop) | None => break,
                 },
             };
+            let mut writer = state.lock();
             if matches!(first.then, Then::Check(_)) {
-                self.commit_checked(first);
+                writer.commit_checked(first);
                 continue;
             }
             let mut bytes = first.payload.len();
             group.push(first);
-            while bytes < self.options.group_max_bytes && !stopping {
+            while bytes < writer.options.group_max_bytes && !stopping {
                 match receiver.try_recv() {
                     Ok(Command::Append(append)) if matches!(append.then, Then::Check(_)) => {
                         held = Some(append);
@@ -814,12 +885,13 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit(&mut group);
+            writer.commit(&mut group);
         }
         // A stopped WAL leaves its last segment without the zeros written ahead, as a build
         // that does not write them would; a crash leaves them for replay to recognise.
-        if let Err(e) = self.drop_zeros() {
-            tracing::warn!(segment = %self.path.display(), "cannot trim the WAL segment's zeros: {e}");
+        let mut writer = state.lock();
+        if let Err(e) = writer.drop_zeros() {
+            tracing::warn!(segment = %writer.path.display(), "cannot trim the WAL segment's zeros: {e}");
         }
     }
 
@@ -924,11 +996,12 @@ impl Writer {
             .map_err(|e| e.to_string());
         match result {
             Ok(()) => {
+                self.last_sync = started.elapsed();
                 let metrics = crate::metrics::get();
                 metrics.wal_bytes.inc_by(len as u64);
                 metrics
                     .wal_sync_seconds
-                    .observe(started.elapsed().as_secs_f64());
+                    .observe(self.last_sync.as_secs_f64());
                 self.written += len as u64;
                 self.zeroed = self.zeroed.max(self.written);
                 self.next = seq;
@@ -1547,6 +1620,90 @@ mod tests {
         wal.close().await;
     }
 
+    /// A lone append on a multi-thread runtime is written, synced and applied by its own task,
+    /// not by the writer thread; appends made while it waits go to the thread; both replay.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_append_commits_in_place_and_others_queue_for_the_thread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = Arc::new(Wal::open(dir.path(), options()).expect("open"));
+        wal.start(Seq(1)).expect("start");
+        let thread_name = || {
+            std::thread::current()
+                .name()
+                .unwrap_or_default()
+                .to_string()
+        };
+        let applied_on = Arc::new(Mutex::new(Vec::new()));
+        for i in 0..3 {
+            let applied_on = applied_on.clone();
+            let seq = wal
+                .append(
+                    "t",
+                    batch(&[i]),
+                    Box::new(move |s| applied_on.lock().push((s, thread_name()))),
+                )
+                .await
+                .expect("append");
+            assert_eq!(seq, Seq(i as u64 + 1));
+        }
+        for (seq, thread) in applied_on.lock().iter() {
+            assert_ne!(
+                thread, "timefusion-wal",
+                "record {seq} went to the writer thread"
+            );
+        }
+        // While one append holds the writer (its apply waits for a signal), another is under
+        // way: it cannot commit in place, so the thread commits it once the writer is free.
+        let (entered, wait_entered) = std::sync::mpsc::channel();
+        let (release, wait_release) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let wal = wal.clone();
+            tokio::spawn(async move {
+                wal.append(
+                    "t",
+                    batch(&[10]),
+                    Box::new(move |_| {
+                        entered.send(()).expect("signal");
+                        wait_release.recv().expect("release");
+                    }),
+                )
+                .await
+            })
+        };
+        tokio::task::spawn_blocking(move || wait_entered.recv().expect("entered"))
+            .await
+            .expect("join");
+        let queued = {
+            let (wal, applied_on) = (wal.clone(), applied_on.clone());
+            tokio::spawn(async move {
+                wal.append(
+                    "t",
+                    batch(&[11]),
+                    Box::new(move |s| applied_on.lock().push((s, thread_name()))),
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!queued.is_finished(), "committed while the writer was held");
+        release.send(()).expect("release");
+        assert_eq!(holder.await.expect("join").expect("append"), Seq(4));
+        assert_eq!(queued.await.expect("join").expect("append"), Seq(5));
+        assert_eq!(
+            applied_on.lock().last(),
+            Some(&(Seq(5), "timefusion-wal".to_string()))
+        );
+        wal.close().await;
+        drop(wal);
+        let wal = Wal::open(dir.path(), options()).expect("reopen");
+        let values: Vec<Seq> = replay_all(&wal)
+            .expect("replay")
+            .into_iter()
+            .map(|(seq, _, _)| seq)
+            .collect();
+        assert_eq!(values, (1..=5).map(Seq).collect::<Vec<_>>());
+    }
+
     /// A checked record's check runs once every record before it is applied and before any
     /// after it is; a declined one writes nothing and takes no sequence; a passed one replays
     /// as a change record with its body.
@@ -1660,11 +1817,12 @@ mod tests {
             options: options(),
             segments: wal.segments.clone(),
             poisoned: wal.poisoned.clone(),
+            last_sync: std::time::Duration::ZERO,
         };
         tx.try_send(Command::Stop)
             .map_err(|_| "queue full")
             .expect("stop");
-        let handle = std::thread::spawn(move || writer.run(rx));
+        let handle = std::thread::spawn(move || Writer::run(Arc::new(Mutex::new(writer)), rx));
         let first = waits.remove(0).await.expect("ack").expect("ok");
         assert_eq!(first, Seq(1));
         assert_eq!(
