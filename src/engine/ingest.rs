@@ -36,7 +36,7 @@ use crate::engine::batch::{
 };
 use crate::engine::buffer::{Buffer, Piece, Place};
 use crate::engine::schema::{Catalog, TableSchema};
-use crate::engine::wal::{self, Wal};
+use crate::engine::wal::{self, Committer, Wal};
 use crate::engine::{Clock, Committed};
 use crate::error::SqlState;
 
@@ -453,7 +453,7 @@ impl Shared {
         // message with it, unless a piece is a view into it).
         drop(coerced);
         let sent_bytes = batch.get_array_memory_size() as u64;
-        self.append(schema, batch, pieces).await?;
+        self.append(Committer::Any, schema, batch, pieces).await?;
         count(schema, via, rows, sent_bytes);
         Ok(rows)
     }
@@ -506,7 +506,8 @@ impl Shared {
             };
             let pieces = self.split(&table, &coerced, bytes)?;
             drop(coerced);
-            self.append(&table, sent, pieces).await
+            // The task goes on taking the next round while this one syncs.
+            self.append(Committer::Thread, &table, sent, pieces).await
         }
         .await;
         match result {
@@ -563,10 +564,11 @@ impl Shared {
         })
     }
 
-    /// Appends `batch` (as sent) to the WAL; once it is durable its `pieces` go into the
-    /// buffer.
+    /// Appends `batch` (as sent) to the WAL, committed by `committer`; once it is durable its
+    /// `pieces` go into the buffer.
     async fn append(
         &self,
+        committer: Committer,
         schema: &TableSchema,
         batch: RecordBatch,
         pieces: Vec<Piece>,
@@ -577,7 +579,8 @@ impl Shared {
         // The WAL keeps the batch as the client sent it, usually a few of the table's columns;
         // replay coerces it again, which gives the same rows (`coerce` is deterministic).
         self.wal
-            .append(
+            .append_by(
+                committer,
                 &schema.name,
                 batch,
                 Box::new(move |seq| buffer.insert(&name, seq, pieces, clock.now_micros())),

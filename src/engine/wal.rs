@@ -404,6 +404,17 @@ enum Then {
     Check(Check),
 }
 
+/// Who may commit an append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Committer {
+    /// The appending task itself when no other append is under way and the disk is fast
+    /// ([`Wal::commit_in_place`]), the writer thread otherwise.
+    Any,
+    /// The writer thread: for a caller with more to do while its record syncs (the ingest
+    /// combiner takes its next round meanwhile), which a commit in place would hold up.
+    Thread,
+}
+
 /// A write request handed to the writer thread.
 struct Append {
     payload: Vec<u8>,
@@ -660,9 +671,21 @@ impl Wal {
         batch: RecordBatch,
         apply: Box<dyn FnOnce(Seq) + Send>,
     ) -> Result<Seq> {
+        self.append_by(Committer::Any, table, batch, apply).await
+    }
+
+    /// [`Wal::append`], committed by `committer`.
+    pub async fn append_by(
+        &self,
+        committer: Committer,
+        table: &str,
+        batch: RecordBatch,
+        apply: Box<dyn FnOnce(Seq) + Send>,
+    ) -> Result<Seq> {
         let payload = self.encode(table, &batch)?;
         drop(batch);
-        self.submit(payload, Kind::Rows, Then::Apply(apply)).await
+        let then = Then::Apply(apply);
+        self.submit(payload, Kind::Rows, then, committer).await
     }
 
     /// Appends `batch`, rows of `table` a flush is about to leave out of its commit, as a
@@ -675,7 +698,7 @@ impl Wal {
         apply: Box<dyn FnOnce(Seq) + Send>,
     ) -> Result<Seq> {
         let payload = self.encode(table, batch)?;
-        self.submit(payload, Kind::Carried, Then::Apply(apply))
+        self.submit(payload, Kind::Carried, Then::Apply(apply), Committer::Any)
             .await
     }
 
@@ -696,7 +719,10 @@ impl Wal {
             payload.extend_from_slice(body);
             Ok(())
         })?;
-        match self.submit(payload, Kind::Change, Then::Check(check)).await {
+        match self
+            .submit(payload, Kind::Change, Then::Check(check), Committer::Thread)
+            .await
+        {
             Ok(seq) => Ok(Some(seq)),
             Err(Error::Declined) => Ok(None),
             Err(e) => Err(e),
@@ -741,7 +767,13 @@ impl Wal {
     /// Hands `payload` to the writer and waits until it is durable and applied. A record
     /// appended while no other is under way is committed by this task itself
     /// ([`Wal::commit_in_place`]).
-    async fn submit(&self, payload: Vec<u8>, kind: Kind, then: Then) -> Result<Seq> {
+    async fn submit(
+        &self,
+        payload: Vec<u8>,
+        kind: Kind,
+        then: Then,
+        committer: Committer,
+    ) -> Result<Seq> {
         let alone = self.in_flight.fetch_add(1, Ordering::AcqRel) == 0;
         let _in_flight = InFlight(&self.in_flight);
         let (done, wait) = oneshot::channel();
@@ -751,7 +783,7 @@ impl Wal {
             then,
             done,
         };
-        if alone && matches!(append.then, Then::Apply(_)) {
+        if alone && committer == Committer::Any && matches!(append.then, Then::Apply(_)) {
             match self.commit_in_place(append) {
                 Ok(()) => return wait.await.map_err(|_| Error::Closed)?,
                 Err(back) => append = back,
@@ -1621,7 +1653,8 @@ mod tests {
     }
 
     /// A lone append on a multi-thread runtime is written, synced and applied by its own task,
-    /// not by the writer thread; appends made while it waits go to the thread; both replay.
+    /// not by the writer thread, unless it asks for the thread; appends made while another
+    /// holds the writer go to the thread; all of them replay.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lone_append_commits_in_place_and_others_queue_for_the_thread() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1652,6 +1685,20 @@ mod tests {
                 "record {seq} went to the writer thread"
             );
         }
+        // An append for the thread goes there even when alone.
+        let on_thread = applied_on.clone();
+        wal.append_by(
+            Committer::Thread,
+            "t",
+            batch(&[3]),
+            Box::new(move |s| on_thread.lock().push((s, thread_name()))),
+        )
+        .await
+        .expect("append");
+        assert_eq!(
+            applied_on.lock().last(),
+            Some(&(Seq(4), "timefusion-wal".to_string()))
+        );
         // While one append holds the writer (its apply waits for a signal), another is under
         // way: it cannot commit in place, so the thread commits it once the writer is free.
         let (entered, wait_entered) = std::sync::mpsc::channel();
@@ -1687,11 +1734,11 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!queued.is_finished(), "committed while the writer was held");
         release.send(()).expect("release");
-        assert_eq!(holder.await.expect("join").expect("append"), Seq(4));
-        assert_eq!(queued.await.expect("join").expect("append"), Seq(5));
+        assert_eq!(holder.await.expect("join").expect("append"), Seq(5));
+        assert_eq!(queued.await.expect("join").expect("append"), Seq(6));
         assert_eq!(
             applied_on.lock().last(),
-            Some(&(Seq(5), "timefusion-wal".to_string()))
+            Some(&(Seq(6), "timefusion-wal".to_string()))
         );
         wal.close().await;
         drop(wal);
@@ -1701,7 +1748,7 @@ mod tests {
             .into_iter()
             .map(|(seq, _, _)| seq)
             .collect();
-        assert_eq!(values, (1..=5).map(Seq).collect::<Vec<_>>());
+        assert_eq!(values, (1..=6).map(Seq).collect::<Vec<_>>());
     }
 
     /// A checked record's check runs once every record before it is applied and before any

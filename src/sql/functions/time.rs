@@ -932,8 +932,9 @@ fn invalid_argument(message: impl Into<String>) -> datafusion::error::DataFusion
 /// chrono (a `DateTime<Tz>` per row, every field cleared in the zone), also when the zone is
 /// UTC, which every `timestamptz` column here has. In UTC a truncation is the same as on the
 /// naive timestamp, which DataFusion does with integer arithmetic over the whole array, so a
-/// UTC array goes in without its zone and the result gets it back. Everything else (other
-/// zones, scalars, times) is DataFusion's own.
+/// UTC array goes in without its zone and the result gets it back. A fixed width (microsecond
+/// to week) of a UTC or naive array is truncated here, dividing by a constant
+/// ([`truncate_fixed`]). Everything else (other zones, scalars, times) is DataFusion's own.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct UtcDateTrunc {
     inner: Arc<ScalarUDF>,
