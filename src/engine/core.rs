@@ -1291,6 +1291,7 @@ mod tests {
             segment_bytes: 1 << 20,
             group_max_bytes: 1 << 20,
             compression: Default::default(),
+            in_place_sync_max: crate::engine::wal::IN_PLACE_SYNC_MAX,
         }
     }
 

@@ -68,6 +68,7 @@ impl Engine {
                 segment_bytes: config.wal_segment_mb << 20,
                 group_max_bytes: (config.wal_group_max_mb << 20) as usize,
                 compression: config.wal_compression,
+                in_place_sync_max: crate::engine::wal::IN_PLACE_SYNC_MAX,
             },
         )?);
         let buffer = Arc::new(Buffer::new(BufferOptions {

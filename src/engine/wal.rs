@@ -174,7 +174,7 @@ const SHRINK_ABOVE: usize = 64 << 10;
 /// The longest a commit's write and `fdatasync` may have taken for the next lone append to be
 /// committed on its own task ([`Wal::commit_in_place`]): local disks take 0.1-0.5 ms, so this
 /// sends appends to the writer thread only while the disk is slow.
-const IN_PLACE_SYNC_MAX: std::time::Duration = std::time::Duration::from_millis(2);
+pub const IN_PLACE_SYNC_MAX: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// What a thread keeps between the zstd payloads it encodes: the start of an IPC stream held
 /// until it is known to reach [`ZSTD_MIN_BYTES`] (never more than that), and a compression
@@ -349,6 +349,9 @@ pub struct WalOptions {
     pub segment_bytes: u64,
     pub group_max_bytes: usize,
     pub compression: WalCompression,
+    /// The longest a commit's write and sync may have taken for the next lone append to be
+    /// committed in place ([`Wal::commit_in_place`]); [`IN_PLACE_SYNC_MAX`] in the server.
+    pub in_place_sync_max: std::time::Duration,
 }
 
 /// One record read back during replay.
@@ -798,7 +801,7 @@ impl Wal {
     }
 
     /// Commits `append` as a group of its own on the calling thread when the writer is idle
-    /// and the disk answered the last sync within [`IN_PLACE_SYNC_MAX`]. A lone writer (one
+    /// and the disk answered the last sync within `in_place_sync_max`. A lone writer (one
     /// connection sending single-row `INSERT`s) then pays no hand-off to the writer thread
     /// and back: on a VM those two wake-ups cost about as much CPU as the `fdatasync`
     /// (BENCHMARKS.md, "Lone writes committed in place"). Only on a multi-thread runtime,
@@ -819,7 +822,8 @@ impl Wal {
         };
         // `close` marks the WAL closed before it stops the thread, and the thread trims the
         // last segment under this lock: a record committed here after that is refused.
-        if self.closed.load(Ordering::Acquire) || writer.last_sync > IN_PLACE_SYNC_MAX {
+        if self.closed.load(Ordering::Acquire) || writer.last_sync > self.options.in_place_sync_max
+        {
             return Err(append);
         }
         writer.commit(&mut vec![append]);
@@ -1260,6 +1264,8 @@ mod tests {
             segment_bytes: 1 << 20,
             group_max_bytes: 1 << 20,
             compression: WalCompression::Zstd,
+            // A test asserts where records were committed, whatever this disk's sync takes.
+            in_place_sync_max: std::time::Duration::MAX,
         }
     }
 
@@ -1887,6 +1893,7 @@ mod tests {
             segment_bytes: 1,
             group_max_bytes: 1,
             compression: WalCompression::None,
+            ..options()
         };
         let wal = Wal::open(dir.path(), small).expect("open");
         wal.start(Seq(1)).expect("start");

@@ -159,6 +159,7 @@ async fn write_old_wal(data_dir: &std::path::Path) {
             segment_bytes: 64 << 20,
             group_max_bytes: 1 << 20,
             compression: timefusion::config::WalCompression::None,
+            in_place_sync_max: timefusion::engine::wal::IN_PLACE_SYNC_MAX,
         },
     )
     .expect("wal");
