@@ -1428,14 +1428,18 @@ mod tests {
                 .expect("count")
         }
 
-        /// Rows a query sees: the buffer's chunks with the Delta version published with them.
-        async fn visible_rows(&self) -> usize {
-            let snapshot = self
-                .core
+        /// The table's buffered chunks with the Delta version published with them.
+        fn snapshot(&self) -> crate::engine::buffer::Snapshot<Committed> {
+            self.core
                 .buffer
                 .snapshot(TABLE, None, None, None)
                 .expect("snapshot")
-                .expect("no projection");
+                .expect("no projection")
+        }
+
+        /// Rows a query sees: the buffer's chunks with the Delta version published with them.
+        async fn visible_rows(&self) -> usize {
+            let snapshot = self.snapshot();
             let buffered: usize = snapshot.batches.iter().map(|b| b.num_rows()).sum();
             let delta = SessionContext::new()
                 .read_table(snapshot.committed)
@@ -1516,13 +1520,7 @@ mod tests {
         assert_eq!(f.visible_rows().await, expected);
         // The first writes went alone; the rest went in as one chunk per project.
         let alone = crate::engine::ingest::COMBINE_AFTER;
-        let snapshot = f
-            .core
-            .buffer
-            .snapshot(TABLE, None, None, None)
-            .expect("snapshot")
-            .expect("no projection");
-        assert_eq!(snapshot.batches.len(), alone + 4);
+        assert_eq!(f.snapshot().batches.len(), alone + 4);
 
         f.faults.down.store(true, Ordering::SeqCst);
         f.core.close().await.expect("a clean shutdown");
